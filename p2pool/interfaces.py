@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_pool -*-
+"""
+The contracts an application embedding a pool implements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import Interface, implementer
+
+__all__ = ["BasePoolApplication", "IPeerMetadataConfig", "IPoolApplication"]
+
+
+class IPoolApplication(Interface):
+    """
+    The application running over a pool's connections.
+    """
+
+    def connection_made(conn: Any) -> None:
+        """
+        A connection to a peer is established (C{conn} is a
+        L{p2pool.connection.Connection}).
+        """
+
+    def message_received(conn: Any, data: bytes) -> None:
+        """
+        An application message arrived on C{conn}.
+        """
+
+    def connection_lost(conn: Any, reason: Any) -> None:
+        """
+        C{conn} closed; C{reason} is a L{p2pool.errors.ConnectionDone}
+        whose C{reason} attribute is a L{p2pool.errors.DisconnectReason}.
+        """
+
+
+class IPeerMetadataConfig(Interface):
+    """
+    The application's metadata about each known peer (Tezos
+    C{peer_meta_config}): persisted in the peers file and scored.
+    """
+
+    def initial_metadata() -> Any:
+        """
+        The metadata of a newly known peer.
+        """
+
+    def encode_metadata(metadata: Any) -> Any:
+        """
+        C{metadata} as a JSON value.
+        """
+
+    def decode_metadata(value: Any) -> Any:
+        """
+        Metadata from the JSON value L{encode_metadata} made; raise
+        C{ValueError} when it is malformed.
+        """
+
+    def score(metadata: Any) -> float:
+        """
+        How good the peer is (higher is better); the lowest are forgotten
+        first when the peer table is full.
+        """
+
+
+@implementer(IPoolApplication, IPeerMetadataConfig)
+class BasePoolApplication:
+    """
+    An application that ignores every event and keeps no peer metadata;
+    subclass it and override what you need.
+    """
+
+    def connection_made(self, conn: Any) -> None:
+        """
+        Ignore a new connection.
+        """
+
+    def message_received(self, conn: Any, data: bytes) -> None:
+        """
+        Ignore a message.
+        """
+
+    def connection_lost(self, conn: Any, reason: Any) -> None:
+        """
+        Ignore a closed connection.
+        """
+
+    def initial_metadata(self) -> Any:
+        return None
+
+    def encode_metadata(self, metadata: Any) -> Any:
+        return metadata
+
+    def decode_metadata(self, value: Any) -> Any:
+        return value
+
+    def score(self, metadata: Any) -> float:
+        return 0.0

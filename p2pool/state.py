@@ -1,0 +1,259 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+What the pool knows about each point and each peer, and their state
+machines (Tezos C{P2p_point_state} and C{P2p_peer_state}) as explicit
+transition tables.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+from typing import Any, Callable, Deque, Optional
+
+import attrs
+
+from p2pool.addressing import PeerId, Point
+from p2pool.config import ReconnectionConfig
+
+__all__ = [
+    "InvalidTransition",
+    "PeerInfo",
+    "PeerState",
+    "PointInfo",
+    "PointState",
+    "StateEvent",
+]
+
+EVENT_RING_SIZE = 100
+
+
+class InvalidTransition(RuntimeError):
+    """
+    A state change that the state machine does not allow.
+    """
+
+
+class PointState(enum.Enum):
+    """
+    The state of a known point.
+    """
+
+    DISCONNECTED = "disconnected"
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+
+
+class PeerState(enum.Enum):
+    """
+    The state of a known peer.
+    """
+
+    DISCONNECTED = "disconnected"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+
+
+_P = PointState
+_POINT_TRANSITIONS: dict[tuple[PointState, str], PointState] = {
+    (_P.DISCONNECTED, "request"): _P.REQUESTED,
+    (_P.REQUESTED, "request"): _P.REQUESTED,
+    (_P.DISCONNECTED, "accept"): _P.ACCEPTED,
+    (_P.REQUESTED, "accept"): _P.ACCEPTED,
+    (_P.DISCONNECTED, "run"): _P.RUNNING,
+    (_P.REQUESTED, "run"): _P.RUNNING,
+    (_P.ACCEPTED, "run"): _P.RUNNING,
+    (_P.REQUESTED, "disconnect"): _P.DISCONNECTED,
+    (_P.ACCEPTED, "disconnect"): _P.DISCONNECTED,
+    (_P.RUNNING, "disconnect"): _P.DISCONNECTED,
+}
+
+_Q = PeerState
+_PEER_TRANSITIONS: dict[tuple[PeerState, str], PeerState] = {
+    (_Q.DISCONNECTED, "accept"): _Q.ACCEPTED,
+    (_Q.DISCONNECTED, "run"): _Q.RUNNING,
+    (_Q.ACCEPTED, "run"): _Q.RUNNING,
+    (_Q.ACCEPTED, "disconnect"): _Q.DISCONNECTED,
+    (_Q.RUNNING, "disconnect"): _Q.DISCONNECTED,
+}
+
+
+@attrs.frozen
+class StateEvent:
+    """
+    One entry of a point's or peer's event ring.
+    """
+
+    kind: str
+    timestamp: float
+    peer_id: Optional[PeerId] = None
+    point: Optional[Point] = None
+
+
+def _latest(*stamps: Optional[tuple[Any, float]]) -> Optional[float]:
+    times = [s[1] for s in stamps if s is not None]
+    return max(times) if times else None
+
+
+@attrs.define(eq=False)
+class PointInfo:
+    """
+    What the pool knows of one point.
+    """
+
+    point: Point
+    trusted: bool = False
+    expected_peer_id: Optional[PeerId] = None
+    state: PointState = PointState.DISCONNECTED
+    current_peer_id: Optional[PeerId] = None
+    last_failed_connection: Optional[float] = None
+    last_rejected_connection: Optional[tuple[PeerId, float]] = None
+    last_established_connection: Optional[tuple[PeerId, float]] = None
+    last_disconnection: Optional[tuple[PeerId, float]] = None
+    known_public: bool = False
+    reconnection_delay: Optional[float] = None
+    reconnection_time: Optional[float] = None
+    events: Deque[StateEvent] = attrs.field(factory=lambda: collections.deque(maxlen=EVENT_RING_SIZE))
+
+    def _move(self, event: str) -> PointState:
+        try:
+            self.state = _POINT_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise InvalidTransition(f"point {self.point}: cannot {event} from {self.state.value}") from None
+        return self.state
+
+    @property
+    def last_seen(self) -> Optional[float]:
+        """
+        The latest time the point was rejected, established or disconnected.
+        """
+        return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
+
+    @property
+    def last_miss(self) -> Optional[float]:
+        """
+        The latest time a connection to the point failed, was rejected or
+        ended.
+        """
+        times = [t for t in (self.last_failed_connection, _latest(self.last_rejected_connection), _latest(self.last_disconnection)) if t is not None]
+        return max(times) if times else None
+
+    def cannot_reconnect_yet(self, now: float) -> bool:
+        """
+        The reconnection back-off still blocks dialing this point.
+        """
+        return self.reconnection_time is not None and now <= self.reconnection_time
+
+    def set_requested(self, now: float) -> None:
+        self._move("request")
+        self.events.append(StateEvent("outgoing_request", now))
+
+    def set_accepted(self, peer_id: PeerId, now: float) -> None:
+        self._move("accept")
+        self.current_peer_id = peer_id
+        self.events.append(StateEvent("accepting_request", now, peer_id))
+
+    def set_running(self, peer_id: PeerId, now: float) -> None:
+        if self.state is PointState.ACCEPTED and self.current_peer_id != peer_id:
+            raise InvalidTransition(f"point {self.point}: accepted {self.current_peer_id}, not {peer_id}")
+        self._move("run")
+        self.current_peer_id = peer_id
+        self.last_established_connection = (peer_id, now)
+        self.reconnection_delay = self.reconnection_time = None
+        self.events.append(StateEvent("connection_established", now, peer_id))
+
+    def set_disconnected(self, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False) -> None:
+        """
+        Back to Disconnected: from Requested or Accepted a failed attempt
+        (the back-off grows), from Running a disconnection (blocked for
+        C{disconnection_delay}, then the back-off restarts).
+        """
+        previous, peer_id = self.state, self.current_peer_id
+        self._move("disconnect")
+        self.current_peer_id = None
+        jitter = 1.0 + policy.jitter * (2 * rng.random() - 1)
+        if previous is PointState.RUNNING:
+            assert peer_id is not None
+            self.last_disconnection = (peer_id, now)
+            self.reconnection_delay = policy.initial_delay
+            self.reconnection_time = now + policy.disconnection_delay * jitter
+            kind = "disconnection" if requested else "external_disconnection"
+        else:
+            delay = self.reconnection_delay or policy.initial_delay
+            self.reconnection_time = now + delay * jitter
+            self.reconnection_delay = min(delay * policy.factor, policy.increase_cap)
+            if previous is PointState.ACCEPTED:
+                assert peer_id is not None
+                self.last_rejected_connection = (peer_id, now)
+            else:
+                self.last_failed_connection = now
+            kind = "request_rejected"
+        self.events.append(StateEvent(kind, now, peer_id))
+
+    def reset_reconnection_delay(self) -> None:
+        """
+        Allow dialing this point at once.
+        """
+        self.reconnection_delay = self.reconnection_time = None
+
+
+@attrs.define(eq=False)
+class PeerInfo:
+    """
+    What the pool knows of one peer.
+    """
+
+    peer_id: PeerId
+    created: float
+    metadata: Any = None
+    trusted: bool = False
+    state: PeerState = PeerState.DISCONNECTED
+    current_point: Optional[Point] = None
+    last_failed_connection: Optional[tuple[Optional[Point], float]] = None
+    last_rejected_connection: Optional[tuple[Optional[Point], float]] = None
+    last_established_connection: Optional[tuple[Optional[Point], float]] = None
+    last_disconnection: Optional[tuple[Optional[Point], float]] = None
+    events: Deque[StateEvent] = attrs.field(factory=lambda: collections.deque(maxlen=EVENT_RING_SIZE))
+
+    def _move(self, event: str) -> PeerState:
+        try:
+            self.state = _PEER_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise InvalidTransition(f"peer {self.peer_id}: cannot {event} from {self.state.value}") from None
+        return self.state
+
+    @property
+    def last_seen(self) -> Optional[float]:
+        return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
+
+    @property
+    def last_miss(self) -> Optional[float]:
+        return _latest(self.last_failed_connection, self.last_rejected_connection, self.last_disconnection)
+
+    def set_accepted(self, point: Optional[Point], now: float) -> None:
+        self._move("accept")
+        self.current_point = point
+        self.events.append(StateEvent("accepting_request", now, point=point))
+
+    def set_running(self, point: Optional[Point], now: float) -> None:
+        self._move("run")
+        self.current_point = point
+        self.last_established_connection = (point, now)
+        self.events.append(StateEvent("connection_established", now, point=point))
+
+    def set_disconnected(self, now: float, requested: bool = False) -> None:
+        previous, point = self.state, self.current_point
+        self._move("disconnect")
+        self.current_point = None
+        if previous is PeerState.RUNNING:
+            self.last_disconnection = (point, now)
+            kind = "disconnection" if requested else "external_disconnection"
+        else:
+            self.last_rejected_connection = (point, now)
+            kind = "request_rejected"
+        self.events.append(StateEvent(kind, now, point=point))
+
+
+Clock = Callable[[], float]

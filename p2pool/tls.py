@@ -1,0 +1,178 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+Mutually authenticated TLS 1.3 between identities: each node presents a
+self-signed certificate made from its Ed25519 key, and a peer's id is derived
+from the key of the one certificate it presents.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+from typing import Optional, Union
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from zope.interface import Attribute, Interface, implementer
+
+from p2pool.addressing import PeerId
+from p2pool.errors import IdentityCheckFailure, InvalidAuth
+
+__all__ = [
+    "IVerifiedProtocol",
+    "PeerConnectionCreator",
+    "PeerVerification",
+    "TLSContext",
+    "make_certificate",
+    "peer_of_certificate",
+]
+
+_VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+#: Verification results OpenSSL reports for a lone self-signed certificate;
+#: validity dates are not checked (the certificate is made at every start and
+#: clocks differ), the signature is checked by L{peer_of_certificate}.
+_ACCEPTED_CODES = frozenset(
+    {
+        SSL.X509VerificationCodes.OK,
+        SSL.X509VerificationCodes.ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+        SSL.X509VerificationCodes.ERR_CERT_NOT_YET_VALID,
+        SSL.X509VerificationCodes.ERR_CERT_HAS_EXPIRED,
+    }
+)
+
+
+def make_certificate(private_key: Ed25519PrivateKey) -> x509.Certificate:
+    """
+    A self-signed certificate for C{private_key}, valid from a day ago for
+    ten years, named after the peer id.
+    """
+    public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(PeerId.from_public_key(public_raw)))])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(private_key, None)
+    )
+
+
+def peer_of_certificate(cert: Union[crypto.X509, x509.Certificate]) -> tuple[PeerId, bytes]:
+    """
+    The peer id and raw public key of a peer's certificate.
+
+    @raise InvalidAuth: the key is not Ed25519 or the self-signature is
+        invalid.
+    """
+    c = cert.to_cryptography() if isinstance(cert, crypto.X509) else cert
+    key = c.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidAuth("peer certificate key is not Ed25519")
+    try:
+        key.verify(c.signature, c.tbs_certificate_bytes)
+    except InvalidSignature:
+        raise InvalidAuth("peer certificate is not validly self-signed") from None
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PeerId.from_public_key(raw), raw
+
+
+class PeerVerification:
+    """
+    The verification of one TLS connection's peer: the verify callback that
+    accepts exactly one valid self-signed Ed25519 certificate, enforcing
+    the pinned peer id when one is expected, and what it found.
+
+    @ivar peer_id: the peer id of the accepted certificate.
+    @ivar public_key: its raw public key.
+    @ivar failure: why the certificate was refused, if it was.
+    """
+
+    _log = Logger()
+
+    def __init__(self, expected: Optional[PeerId] = None) -> None:
+        self.expected = expected
+        self.peer_id: Optional[PeerId] = None
+        self.public_key: Optional[bytes] = None
+        self.failure: Optional[Exception] = None
+
+    def verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        """
+        The OpenSSL verify callback.
+        """
+        if depth != 0:
+            self.failure = InvalidAuth("peer presented a certificate chain, not one self-signed certificate")
+            return False
+        if errno not in _ACCEPTED_CODES:
+            self.failure = InvalidAuth(f"peer certificate refused by OpenSSL (error {errno})")
+            return False
+        try:
+            peer_id, public_key = peer_of_certificate(cert)
+        except InvalidAuth as e:
+            self.failure = e
+            return False
+        if self.expected is not None and not hmac.compare_digest(peer_id.raw, self.expected.raw):
+            self.failure = IdentityCheckFailure(None, self.expected, peer_id)
+            return False
+        self.peer_id, self.public_key = peer_id, public_key
+        return True
+
+
+class IVerifiedProtocol(Interface):
+    """
+    A protocol run over TLS whose peer certificate is checked by its own
+    L{PeerVerification}.
+    """
+
+    verification = Attribute("The PeerVerification of this connection.")
+
+
+@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
+class PeerConnectionCreator:
+    """
+    Makes the OpenSSL connection of each TLS connection, client or server,
+    verified by the wrapped protocol's own L{PeerVerification}.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        self._context = context
+
+    def _connection(self, tls_protocol: ProtocolWrapper) -> SSL.Connection:
+        verification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+        connection = SSL.Connection(self._context, None)
+        connection.set_verify(_VERIFY_MODE, verification.verify)
+        connection.set_app_data(tls_protocol)
+        return connection
+
+    def clientConnectionForTLS(self, tlsProtocol: ProtocolWrapper) -> SSL.Connection:
+        return self._connection(tlsProtocol)
+
+    def serverConnectionForTLS(self, tlsProtocol: ProtocolWrapper) -> SSL.Connection:
+        return self._connection(tlsProtocol)
+
+
+class TLSContext:
+    """
+    A node's TLS configuration: its certificate and key in a TLS 1.3-only
+    OpenSSL context, and the connection creator for dialing and accepting.
+    """
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self.certificate = make_certificate(private_key)
+        options = CertificateOptions(
+            privateKey=private_key,
+            certificate=self.certificate,
+            raiseMinimumTo=TLSVersion.TLSv1_3,
+        )
+        self.creator = PeerConnectionCreator(options.getContext())
