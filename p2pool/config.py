@@ -1,0 +1,971 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Node configuration: L{PoolConfig}, its TOML form, validation and the
+open-file budget.
+
+Every configurable value is described once, in L{CONFIG_KEYS}: its TOML
+table and key, its value kind (which parses and checks it) and a one-line
+meaning. The attrs classes below take their converters from that table, so a
+L{PoolConfig} built by hand is checked exactly like one read from a file, and
+the command line (L{p2pool.tap}) derives its flags from the same table.
+
+The TOML document has the tables ``[p2p]``, ``[p2p.reconnection]`` and
+``[admin]``. Values that may be absent (``advertised_port``,
+``identity_file``, ``max_known_points``, ``maintenance_idle_time``, ``[admin]
+listen``, ...) are written C{false} in TOML and are C{None} in Python.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Optional, Union
+
+import attrs
+
+from p2pool.addressing import AddressError, Point, PointSpec
+
+try:
+    import resource as _resource
+except ImportError:  # pragma: no cover (not a Unix system)
+    _resource = None  # type: ignore[assignment]
+
+__all__ = [
+    "AdminConfig",
+    "COMMAND_LINE",
+    "CONFIG_KEYS",
+    "ConfigError",
+    "ConfigKey",
+    "FILE_DESCRIPTOR_HEADROOM",
+    "PoolConfig",
+    "ReconnectionConfig",
+    "check_file_budget",
+    "config_from_mapping",
+    "file_descriptors_needed",
+    "load_config",
+    "raise_file_limit",
+]
+
+#: File descriptors reserved, on top of one per connection, for the
+#: listening sockets, the admin API and its clients, the identity and peers
+#: files (including atomic rewrites) and log files.
+FILE_DESCRIPTOR_HEADROOM = 64
+
+#: Label given to override values (the command line) in error messages.
+COMMAND_LINE = "command line"
+
+
+class ConfigError(ValueError):
+    """
+    A configuration value is missing, malformed, out of range or inconsistent
+    with another, or a configuration file cannot be read.
+
+    The message is C{"<source>: <dotted.key>: <detail>"}; the source (a file
+    name or C{"command line"}) and the key are left out when unknown.
+
+    @ivar key: the dotted key at fault (C{"p2p.max_connections"}), or C{None}
+        for a problem with the file as a whole.
+    @ivar detail: what is wrong.
+    @ivar source: where the value came from, or C{None}.
+    """
+
+    def __init__(self, key: Optional[str], detail: str, source: Optional[str] = None) -> None:
+        self.key = key
+        self.detail = detail
+        self.source = source
+        parts = [part for part in (source, key, detail) if part]
+        super().__init__(": ".join(parts))
+
+    def with_source(self, source: Optional[str]) -> ConfigError:
+        """
+        The same error, attributed to C{source}.
+        """
+        return ConfigError(self.key, self.detail, source)
+
+
+class _Invalid(ValueError):
+    """
+    A value does not fit its kind; the message is the detail, without a key.
+    """
+
+
+def _format_number(value: Union[int, float]) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _describe(value: Any) -> str:
+    """
+    A short description of a value for error messages, in TOML terms.
+    """
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    names = {int: "integer", float: "float", str: "string", list: "array", tuple: "array"}
+    name = names.get(type(value))
+    if isinstance(value, Mapping):
+        return "a table"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{name} {text}" if name else f"{type(value).__name__} {text}"
+
+
+@attrs.frozen
+class _Kind:
+    """
+    How one kind of value is parsed and checked. Subclasses override the
+    methods; C{expected} names the kind in messages and documentation.
+    """
+
+    expected: str = "a value"
+    metavar: str = "VALUE"
+
+    def convert(self, value: Any) -> Any:
+        """
+        Check a TOML value (or an already converted Python value) and return
+        the Python value.
+
+        @raise _Invalid: the value does not fit.
+        """
+        raise NotImplementedError
+
+    def from_text(self, text: str) -> Any:
+        """
+        Parse a command-line argument into a value that L{convert} accepts.
+
+        @raise _Invalid: the text does not parse.
+        """
+        return text
+
+    def to_text(self, value: Any) -> str:
+        """
+        The value as it is written on the command line.
+        """
+        return str(value)
+
+    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+        """
+        Resolve a relative path against C{base_dir}; other kinds keep the value.
+        """
+        return value
+
+
+def _check_range(
+    value: Union[int, float],
+    minimum: Optional[float],
+    maximum: Optional[float],
+    exclusive_minimum: bool,
+) -> None:
+    low_ok = minimum is None or (value > minimum if exclusive_minimum else value >= minimum)
+    high_ok = maximum is None or value <= maximum
+    if low_ok and high_ok:
+        return
+    shown = _format_number(value)
+    if minimum is not None and maximum is not None and not exclusive_minimum:
+        raise _Invalid(
+            f"must be between {_format_number(minimum)} and {_format_number(maximum)}, got {shown}"
+        )
+    if not low_ok:
+        assert minimum is not None
+        sign = ">" if exclusive_minimum else ">="
+        raise _Invalid(f"must be {sign} {_format_number(minimum)}, got {shown}")
+    assert maximum is not None
+    raise _Invalid(f"must be <= {_format_number(maximum)}, got {shown}")
+
+
+@attrs.frozen
+class _Integer(_Kind):
+    expected: str = "an integer"
+    metavar: str = "N"
+    minimum: Optional[int] = None
+    maximum: Optional[int] = None
+
+    def convert(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        _check_range(value, self.minimum, self.maximum, False)
+        return value
+
+    def from_text(self, text: str) -> int:
+        try:
+            return int(text.strip(), 10)
+        except ValueError:
+            raise _Invalid(f"expected {self.expected}, got {text!r}") from None
+
+
+@attrs.frozen
+class _Real(_Kind):
+    expected: str = "a number"
+    metavar: str = "SECONDS"
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    exclusive_minimum: bool = False
+
+    def convert(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise _Invalid(f"expected a finite number, got {value!r}")
+        _check_range(number, self.minimum, self.maximum, self.exclusive_minimum)
+        return number
+
+    def from_text(self, text: str) -> float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise _Invalid(f"expected {self.expected}, got {text!r}") from None
+
+    def to_text(self, value: Any) -> str:
+        return _format_number(value)
+
+
+@attrs.frozen
+class _Flag(_Kind):
+    expected: str = "true or false"
+    metavar: str = "BOOL"
+
+    def convert(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        return value
+
+    def from_text(self, text: str) -> bool:
+        words = {"true": True, "false": False}
+        try:
+            return words[text.strip().lower()]
+        except KeyError:
+            raise _Invalid(f"expected {self.expected}, got {text!r}") from None
+
+    def to_text(self, value: Any) -> str:
+        return str(value).lower()
+
+
+@attrs.frozen
+class _Name(_Kind):
+    """
+    A printable string of a bounded number of UTF-8 bytes.
+    """
+
+    expected: str = "a string"
+    metavar: str = "NAME"
+    max_bytes: int = 255
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if not 1 <= size <= self.max_bytes:
+            raise _Invalid(f"must be 1 to {self.max_bytes} UTF-8 bytes, got {size}")
+        if not value.isprintable():
+            raise _Invalid(f"must be printable text, got {value!r}")
+        return value
+
+
+@attrs.frozen
+class _Path(_Kind):
+    """
+    A file system path. Relative paths are resolved against the directory of
+    the file that gave them (see L{resolve}); C{~} is expanded.
+    """
+
+    expected: str = "a path"
+    metavar: str = "PATH"
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        if not value or "\0" in value:
+            raise _Invalid(f"must be a non-empty path without NUL characters, got {value!r}")
+        return value
+
+    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        path = os.path.expanduser(value)
+        if base_dir is not None and not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(base_dir, path))
+        return path
+
+
+@attrs.frozen
+class _Address(_Kind):
+    """
+    A L{Point}: an IP address and a port (``1.2.3.4:9732``, ``[::]:9732``).
+    """
+
+    expected: str = "a point like '1.2.3.4:9732'"
+    metavar: str = "ADDR:PORT"
+
+    def convert(self, value: Any) -> Point:
+        if isinstance(value, Point):
+            return value
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        try:
+            return Point.parse(value)
+        except AddressError as e:
+            raise _Invalid(str(e)) from None
+
+
+@attrs.frozen
+class _PointList(_Kind):
+    """
+    An array of L{PointSpec} strings (``host:port`` or ``host:port#peer_id``).
+    """
+
+    expected: str = "an array of points like 'host:port' or 'host:port#peer_id'"
+    metavar: str = "HOST:PORT[#PEER_ID]"
+
+    def convert(self, value: Any) -> tuple[PointSpec, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        specs = []
+        for index, item in enumerate(value):
+            where = f"item {index}: " if len(value) > 1 else ""
+            if isinstance(item, PointSpec):
+                specs.append(item)
+                continue
+            if not isinstance(item, str):
+                raise _Invalid(f"{where}expected a string, got {_describe(item)}")
+            try:
+                specs.append(PointSpec.parse(item))
+            except AddressError as e:
+                raise _Invalid(f"{where}{e}") from None
+        return tuple(specs)
+
+    def from_text(self, text: str) -> list[str]:
+        """
+        One item: a list flag is given once per point.
+        """
+        return [text]
+
+    def to_text(self, value: Any) -> str:
+        return " ".join(str(spec) for spec in value) if value else "none"
+
+
+@attrs.frozen
+class _Pair(_Kind):
+    """
+    A table size limit C{[max, target]} with C{max >= target >= 0}: the
+    table is trimmed to C{target} entries when it reaches C{max}.
+    """
+
+    expected: str = "[max, target] (two integers)"
+    metavar: str = "MAX,TARGET"
+
+    def convert(self, value: Any) -> tuple[int, int]:
+        if (
+            isinstance(value, (str, bytes))
+            or not isinstance(value, Sequence)
+            or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        ):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        high, target = value
+        if target < 0:
+            raise _Invalid(f"target must be >= 0, got {target}")
+        if high < target:
+            raise _Invalid(f"max ({high}) must be >= target ({target})")
+        return (high, target)
+
+    def from_text(self, text: str) -> tuple[int, int]:
+        parts = text.split(",")
+        try:
+            high, target = (int(part.strip(), 10) for part in parts)
+        except ValueError:
+            raise _Invalid(f"expected MAX,TARGET (two integers), got {text!r}") from None
+        return (high, target)
+
+    def to_text(self, value: Any) -> str:
+        return f"{value[0]},{value[1]}"
+
+
+@attrs.frozen
+class _Optional(_Kind):
+    """
+    Another kind, or absent: C{false} in TOML and on the command line,
+    C{None} in Python.
+    """
+
+    inner: _Kind = attrs.field(kw_only=True)
+
+    def convert(self, value: Any) -> Any:
+        if value is None or value is False:
+            return None
+        if value is True:
+            raise _Invalid(f"expected {self.expected}, got boolean true")
+        try:
+            return self.inner.convert(value)
+        except _Invalid as e:
+            if str(e).startswith(f"expected {self.inner.expected},"):
+                raise _Invalid(f"expected {self.expected}, got {_describe(value)}") from None
+            raise
+
+    def from_text(self, text: str) -> Any:
+        if text.strip().lower() == "false":
+            return None
+        return self.inner.from_text(text)
+
+    def to_text(self, value: Any) -> str:
+        return "false" if value is None else self.inner.to_text(value)
+
+    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+        return self.inner.resolve(value, base_dir)
+
+
+def _optional(inner: _Kind) -> _Optional:
+    return _Optional(expected=f"{inner.expected} or false", metavar=f"{inner.metavar}|false", inner=inner)
+
+
+@attrs.frozen
+class ConfigKey:
+    """
+    One configuration key: where it lives in TOML, what kind of value it
+    takes, what it means, and its command-line flag.
+
+    @ivar table: the TOML table (C{"p2p"}, C{"p2p.reconnection"}, C{"admin"}).
+    @ivar name: the key in that table, also the attribute name.
+    @ivar kind: parses and checks values.
+    @ivar help: one line of meaning.
+    @ivar flag: the long command-line option, without dashes.
+    @ivar repeatable: the flag is given once per list item.
+    """
+
+    table: str
+    name: str
+    kind: _Kind
+    help: str
+    flag: str = ""
+    repeatable: bool = False
+
+    @property
+    def dotted(self) -> str:
+        """
+        The key in dotted form, as error messages and overrides name it.
+        """
+        return f"{self.table}.{self.name}"
+
+    @property
+    def is_switch(self) -> bool:
+        """
+        The flag takes no argument (a boolean that the flag turns on).
+        """
+        return isinstance(self.kind, _Flag)
+
+    @property
+    def metavar(self) -> str:
+        """
+        The shape of a command-line argument (C{N}, C{ADDR:PORT|false}, ...).
+        """
+        return self.kind.metavar
+
+    def get(self, config: PoolConfig) -> Any:
+        """
+        This key's value in C{config}.
+        """
+        holder: Any = {"p2p": config, "p2p.reconnection": config.reconnection, "admin": config.admin}[
+            self.table
+        ]
+        return getattr(holder, self.name)
+
+    @property
+    def default(self) -> Any:
+        """
+        This key's built-in default value.
+        """
+        return self.get(_default_config())
+
+    def format_value(self, value: Any) -> str:
+        """
+        A value as written on the command line (C{false} for absent).
+        """
+        return self.kind.to_text(value)
+
+    def convert(self, value: Any) -> Any:
+        """
+        Check a TOML or Python value for this key.
+
+        @raise ConfigError: naming this key.
+        """
+        try:
+            return self.kind.convert(value)
+        except _Invalid as e:
+            raise ConfigError(self.dotted, str(e)) from None
+
+    def parse_text(self, text: str, source: Optional[str] = None) -> Any:
+        """
+        Parse and check a command-line argument for this key.
+
+        @raise ConfigError: naming this key and C{source}.
+        """
+        try:
+            return self.kind.convert(self.kind.from_text(text))
+        except _Invalid as e:
+            raise ConfigError(self.dotted, str(e), source) from None
+
+
+def _key(table: str, name: str, kind: _Kind, help: str, flag: str = "", repeatable: bool = False) -> ConfigKey:
+    if not flag:
+        prefix = "" if table == "p2p" else table.rpartition(".")[2] + "-"
+        flag = prefix + name.replace("_", "-")
+    return ConfigKey(table, name, kind, help, flag, repeatable)
+
+
+_SECONDS = _Real(minimum=0.0, exclusive_minimum=True)
+_COUNT = _Integer(minimum=0)
+
+#: Every configuration key, in documentation order.
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    _key("p2p", "listen", _Address(),
+         "Address and port to accept peers on ([::]:PORT for IPv6; port 0 = any free port)."),
+    _key("p2p", "advertised_port", _optional(_Integer(minimum=1, maximum=65535, metavar="PORT")),
+         "Port announced to peers in the handshake; false = the port of listen."),
+    _key("p2p", "data_dir", _Path(),
+         "Directory holding identity.json and peers.json."),
+    _key("p2p", "identity_file", _optional(_Path()),
+         "Identity key file; false = identity.json in data_dir."),
+    _key("p2p", "peers_file", _optional(_Path()),
+         "Known peers and points file; false = peers.json in data_dir."),
+    _key("p2p", "network", _Name(),
+         "Network (chain) name sent in the handshake; nodes with different names never connect."),
+    _key("p2p", "expected_proof_of_work", _Real(minimum=0.0, maximum=256.0, metavar="BITS"),
+         "Proof-of-work difficulty (bits) required of identities, ours and peers'."),
+    _key("p2p", "trusted_points", _PointList(),
+         "Trusted points: always kept, reconnected, and the only peers allowed in private mode.",
+         flag="peer", repeatable=True),
+    _key("p2p", "bootstrap_points", _PointList(),
+         "Points registered at start to find the network (not trusted).",
+         flag="bootstrap-point", repeatable=True),
+    _key("p2p", "private_mode", _Flag(),
+         "Connect only to trusted points and ask peers not to advertise this node."),
+    _key("p2p", "min_connections", _COUNT,
+         "Below this many connections maintenance looks for more (Tezos min_connections)."),
+    _key("p2p", "expected_connections", _COUNT,
+         "Number of connections maintenance aims for (Tezos expected_connections)."),
+    _key("p2p", "max_connections", _COUNT,
+         "Above this many connections maintenance closes some (Tezos max_connections)."),
+    _key("p2p", "max_incoming_connections", _COUNT,
+         "Incoming connections allowed at once in the handshake."),
+    _key("p2p", "max_known_points", _optional(_Pair()),
+         "Known-points table limit: at MAX, trim to TARGET; false = unbounded."),
+    _key("p2p", "max_known_peer_ids", _optional(_Pair()),
+         "Known-peers table limit: at MAX, trim to TARGET; false = unbounded."),
+    _key("p2p", "peer_greylist_size", _Integer(minimum=1),
+         "Greylisted peer ids remembered; the oldest is forgotten first."),
+    _key("p2p", "ip_greylist_size_in_kilobytes", _Integer(minimum=1, maximum=8191, metavar="KIB"),
+         "Size of the IP greylist bloom filter, in KiB."),
+    _key("p2p", "ip_greylist_cleanup_delay", _SECONDS,
+         "Seconds an IP stays greylisted (the filter counts down in 16 steps)."),
+    _key("p2p", "connection_timeout", _SECONDS,
+         "Seconds allowed to open a TCP connection to a point."),
+    _key("p2p", "authentication_timeout", _SECONDS,
+         "Seconds allowed for the TLS handshake and the Hello/Ack exchange."),
+    _key("p2p", "maintenance_idle_time", _optional(_SECONDS),
+         "Seconds between maintenance runs when nothing triggers one; false = no maintenance."),
+    _key("p2p", "swap_linger", _optional(_SECONDS),
+         "Minimum seconds between two accepted swaps; false = never swap."),
+    _key("p2p", "disable_peer_discovery", _Flag(),
+         "Neither send nor answer Bootstrap and Advertise messages; nacks carry no points."),
+    _key("p2p", "max_message_size", _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
+         "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
+    _key("p2p", "checkpoint_interval", _SECONDS,
+         "Seconds between two saves of the peers file (it is also saved at shutdown)."),
+    _key("p2p.reconnection", "factor", _Real(minimum=1.0, metavar="FACTOR"),
+         "Multiplier applied to a point's back-off delay after each failed dial."),
+    _key("p2p.reconnection", "initial_delay", _SECONDS,
+         "First back-off delay after a failed dial, in seconds."),
+    _key("p2p.reconnection", "disconnection_delay", _Real(minimum=0.0),
+         "Seconds before redialling a point whose established connection dropped."),
+    _key("p2p.reconnection", "increase_cap", _SECONDS,
+         "Longest back-off delay, in seconds."),
+    _key("p2p.reconnection", "jitter", _Real(minimum=0.0, maximum=1.0, metavar="FRACTION"),
+         "Random spread of each delay, as a fraction of it (0.1 = +/-10%)."),
+    _key("admin", "listen", _optional(_Address()),
+         "Address and port of the admin HTTP API; false = no admin API.",
+         flag="admin"),
+)
+
+_KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
+_TABLES = ("p2p", "p2p.reconnection", "admin")
+
+
+def _converters_from_keys(table: str) -> Callable[[type, list[attrs.Attribute]], list[attrs.Attribute]]:
+    """
+    An attrs field transformer that gives each field of a class the converter
+    of the L{CONFIG_KEYS} entry with the same name in C{table}.
+    """
+    keys = {key.name: key for key in CONFIG_KEYS if key.table == table}
+
+    def transform(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+        missing = set(keys) - {field.name for field in fields}
+        if missing:
+            raise TypeError(f"{cls.__name__} lacks fields for {sorted(missing)}")
+        return [
+            field.evolve(converter=keys[field.name].convert) if field.name in keys else field
+            for field in fields
+        ]
+
+    return transform
+
+
+@attrs.frozen(field_transformer=_converters_from_keys("p2p.reconnection"))
+class ReconnectionConfig:
+    """
+    Back-off of dials to a point (Tezos C{Point_reconnection_config}): after
+    each failed dial the point waits C{delay}, which starts at
+    C{initial_delay} and is multiplied by C{factor} up to C{increase_cap};
+    after an established connection drops, the point waits
+    C{disconnection_delay} and its delay resets. C{jitter} spreads each wait
+    randomly by that fraction.
+    """
+
+    factor: float = 1.2
+    initial_delay: float = 1.0
+    disconnection_delay: float = 60.0
+    increase_cap: float = 172800.0
+    jitter: float = 0.1
+
+    def __attrs_post_init__(self) -> None:
+        if self.increase_cap < self.initial_delay:
+            raise ConfigError(
+                "p2p.reconnection.increase_cap",
+                f"must be >= initial_delay ({_format_number(self.initial_delay)}), "
+                f"got {_format_number(self.increase_cap)}",
+            )
+
+
+@attrs.frozen(field_transformer=_converters_from_keys("admin"))
+class AdminConfig:
+    """
+    The admin HTTP API: where it listens, or C{None} to disable it.
+    """
+
+    listen: Optional[Point] = Point("127.0.0.1", 8732)
+
+
+@attrs.frozen(field_transformer=_converters_from_keys("p2p"))
+class PoolConfig:
+    """
+    Everything a pool needs to know before it starts. Defaults follow Tezos
+    (C{p2p_limits.ml}) except C{listen}, C{network} and
+    C{expected_proof_of_work}; see C{docs/CONFIGURATION.md}.
+
+    Building one checks every value and raises L{ConfigError} naming the key.
+    """
+
+    listen: Point = Point("0.0.0.0", 9732)
+    advertised_port: Optional[int] = None
+    data_dir: str = "p2pool-data"
+    identity_file: Optional[str] = None
+    peers_file: Optional[str] = None
+    network: str = "p2pool-mainnet"
+    expected_proof_of_work: float = 16.0
+    trusted_points: tuple[PointSpec, ...] = ()
+    bootstrap_points: tuple[PointSpec, ...] = ()
+    private_mode: bool = False
+    min_connections: int = 10
+    expected_connections: int = 50
+    max_connections: int = 100
+    max_incoming_connections: int = 20
+    max_known_points: Optional[tuple[int, int]] = (400, 300)
+    max_known_peer_ids: Optional[tuple[int, int]] = (400, 300)
+    peer_greylist_size: int = 1023
+    ip_greylist_size_in_kilobytes: int = 2048
+    ip_greylist_cleanup_delay: float = 86400.0
+    connection_timeout: float = 10.0
+    authentication_timeout: float = 5.0
+    maintenance_idle_time: Optional[float] = 120.0
+    swap_linger: Optional[float] = 30.0
+    disable_peer_discovery: bool = False
+    max_message_size: int = 8388608
+    checkpoint_interval: float = 300.0
+    reconnection: ReconnectionConfig = attrs.field(
+        factory=ReconnectionConfig, validator=attrs.validators.instance_of(ReconnectionConfig)
+    )
+    admin: AdminConfig = attrs.field(factory=AdminConfig, validator=attrs.validators.instance_of(AdminConfig))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_connections > self.expected_connections:
+            raise ConfigError(
+                "p2p.min_connections",
+                f"must be <= expected_connections ({self.expected_connections}), got {self.min_connections}",
+            )
+        if self.expected_connections > self.max_connections:
+            raise ConfigError(
+                "p2p.max_connections",
+                f"must be >= expected_connections ({self.expected_connections}), got {self.max_connections}",
+            )
+
+    @property
+    def identity_path(self) -> str:
+        """
+        The identity file to use: C{identity_file}, or C{identity.json} in
+        C{data_dir}.
+        """
+        return self.identity_file if self.identity_file is not None else os.path.join(self.data_dir, "identity.json")
+
+    @property
+    def peers_path(self) -> str:
+        """
+        The peers file to use: C{peers_file}, or C{peers.json} in C{data_dir}.
+        """
+        return self.peers_file if self.peers_file is not None else os.path.join(self.data_dir, "peers.json")
+
+    def maintenance_bounds(self) -> tuple[int, int, int, int]:
+        """
+        Tezos C{make_maintenance_bounds}: C{(min_threshold, min_target,
+        max_target, max_threshold)}. Maintenance repairs when the connection
+        count leaves C{[min_threshold, max_threshold]}, aiming for
+        C{[min_target, max_target]}. Defaults 10/50/100 give (23, 36, 68, 84).
+        """
+        low, expected, high = self.min_connections, self.expected_connections, self.max_connections
+        step_min = (expected - low) // 3
+        step_max = (high - expected) // 3
+        return (low + step_min, low + 2 * step_min, high - 2 * step_max, high - step_max)
+
+
+@functools.cache
+def _default_config() -> PoolConfig:
+    return PoolConfig()
+
+
+# -- reading ---------------------------------------------------------------
+
+
+def _hint(dotted: str) -> str:
+    """
+    A "did you mean" suffix for an unknown dotted name, or C{""}.
+    """
+    table, _, name = dotted.rpartition(".")
+    known = list(_KEYS_BY_DOTTED) + list(_TABLES)
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == table]
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
+    if close:
+        return f" (did you mean {f'{table}.' if table else ''}{close[0]}?)"
+    elsewhere = [k for k in known if k.rpartition(".")[2] == name]
+    if not elsewhere:
+        elsewhere = difflib.get_close_matches(dotted, known, n=1, cutoff=0.8)
+    return f" (did you mean {elsewhere[0]}?)" if elsewhere else ""
+
+
+def _unknown(dotted: str, value: Any, source: Optional[str]) -> ConfigError:
+    if dotted in _TABLES:
+        return ConfigError(dotted, "is a table; set its keys instead", source)
+    what = "table" if isinstance(value, Mapping) else "key"
+    hint = _hint(dotted)
+    if not hint and what == "table":
+        hint = " (the tables are " + ", ".join(f"[{t}]" for t in _TABLES) + ")"
+    return ConfigError(dotted, f"unknown {what}{hint}", source)
+
+
+def _flatten(data: Mapping[str, Any], source: Optional[str]) -> dict[str, Any]:
+    """
+    The values of a TOML document by dotted key, refusing unknown tables and
+    keys and tables that are not tables.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(None, f"expected a table of settings, got {_describe(data)}", source)
+    flat: dict[str, Any] = {}
+
+    def walk(mapping: Mapping[str, Any], table: str) -> None:
+        for name, value in mapping.items():
+            dotted = f"{table}.{name}" if table else str(name)
+            if dotted in _TABLES:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(dotted, f"expected a table, got {_describe(value)}", source)
+                walk(value, dotted)
+            elif dotted in _KEYS_BY_DOTTED:
+                flat[dotted] = value
+            else:
+                raise _unknown(dotted, value, source)
+
+    walk(data, "")
+    return flat
+
+
+@attrs.frozen
+class _Origin:
+    """
+    Where a value came from: a label for messages, and the directory its
+    relative paths are relative to.
+    """
+
+    label: Optional[str]
+    base_dir: Optional[str]
+
+
+def _build(flat: Mapping[str, Any], origin_of: Callable[[str], _Origin]) -> PoolConfig:
+    """
+    Build a L{PoolConfig} from values by dotted key, attributing any error to
+    the origin of the key at fault.
+    """
+    arguments: dict[str, dict[str, Any]] = {table: {} for table in _TABLES}
+    for dotted, value in flat.items():
+        key = _KEYS_BY_DOTTED[dotted]
+        arguments[key.table][key.name] = key.kind.resolve(value, origin_of(dotted).base_dir)
+    try:
+        return PoolConfig(
+            reconnection=ReconnectionConfig(**arguments["p2p.reconnection"]),
+            admin=AdminConfig(**arguments["admin"]),
+            **arguments["p2p"],
+        )
+    except ConfigError as e:
+        # A cross-key check may blame a key left at its default because of
+        # another key's value; say so, since the key appears nowhere.
+        detail = e.detail if e.key in flat else f"{e.detail} (the default)"
+        raise ConfigError(e.key, detail, origin_of(e.key or "").label) from None
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, base_dir: Optional[str] = None, source: str = "<config>"
+) -> PoolConfig:
+    """
+    Validate a parsed TOML document (tables C{p2p}, C{p2p.reconnection},
+    C{admin}) and build the configuration; absent keys take their defaults.
+
+    Unknown tables and keys, values of the wrong type or out of range, and
+    C{min_connections <= expected_connections <= max_connections} violations
+    are refused. Booleans are not integers; integers are accepted for
+    floats; points are strings; absent optional values are C{false}.
+
+    @param base_dir: the directory relative paths (C{data_dir},
+        C{identity_file}, C{peers_file}) are relative to, normally that of
+        the configuration file; C{None} leaves them as written.
+    @param source: names the data in error messages.
+    @raise ConfigError: naming C{source} and the dotted key.
+    """
+    origin = _Origin(source, base_dir)
+    return _build(_flatten(data, source), lambda dotted: origin)
+
+
+_NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(None, f"cannot read configuration file: {e.strerror or e}", path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(None, f"not UTF-8 text: {e}", path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(None, f"TOML syntax error: {e}", path) from None
+
+
+def load_config(
+    path: Optional[str],
+    overrides: Mapping[str, Any] = _NO_OVERRIDES,
+    *,
+    overrides_source: str = COMMAND_LINE,
+) -> PoolConfig:
+    """
+    Read a TOML configuration file, apply overrides, and validate the result.
+
+    Override beats file beats default. Relative paths in the file are
+    relative to the file's directory; relative paths in C{overrides} are
+    relative to the current directory.
+
+    @param path: the file, or C{None} to start from the defaults.
+    @param overrides: values by dotted key (C{"p2p.max_connections"}),
+        either as TOML would give them or already converted
+        (C{Point}, C{None} for absent, ...).
+    @param overrides_source: names the overrides in error messages.
+    @raise ConfigError: the file cannot be read or parsed (naming the file,
+        and the line and column of a syntax error), or a value is wrong
+        (naming its key and where it came from).
+    """
+    flat = _flatten(_read_toml(path), path) if path is not None else {}
+    for dotted in overrides:
+        if dotted not in _KEYS_BY_DOTTED:
+            raise _unknown(dotted, overrides[dotted], overrides_source)
+    flat.update(overrides)
+    from_file = _Origin(path, os.path.dirname(os.path.abspath(path)) if path is not None else None)
+    from_overrides = _Origin(overrides_source, os.getcwd())
+    return _build(flat, lambda dotted: from_overrides if dotted in overrides else from_file)
+
+
+# -- open-file budget ------------------------------------------------------
+
+
+def file_descriptors_needed(config: PoolConfig) -> int:
+    """
+    File descriptors a node may hold at once: one per connection and per
+    pending incoming handshake, plus L{FILE_DESCRIPTOR_HEADROOM}.
+    """
+    return config.max_connections + config.max_incoming_connections + FILE_DESCRIPTOR_HEADROOM
+
+
+def _is_unlimited(limit: int) -> bool:
+    return limit < 0 or (_resource is not None and limit == _resource.RLIM_INFINITY)
+
+
+def _soft_file_limit() -> Optional[int]:
+    if _resource is None:
+        return None
+    return _resource.getrlimit(_resource.RLIMIT_NOFILE)[0]
+
+
+def check_file_budget(config: PoolConfig, soft_limit: Optional[int] = None) -> None:
+    """
+    Refuse a configuration whose connections could exhaust the open-file
+    limit (L{file_descriptors_needed} against C{RLIMIT_NOFILE}).
+
+    @param soft_limit: the limit to check against; C{None} reads the
+        process's soft limit (no check where there is none).
+    @raise ConfigError: naming C{p2p.max_connections} and both numbers.
+    """
+    limit = soft_limit if soft_limit is not None else _soft_file_limit()
+    if limit is None or _is_unlimited(limit):
+        return
+    needed = file_descriptors_needed(config)
+    if needed > limit:
+        raise ConfigError(
+            "p2p.max_connections",
+            f"needs {needed} file descriptors (max_connections {config.max_connections} "
+            f"+ max_incoming_connections {config.max_incoming_connections} "
+            f"+ {FILE_DESCRIPTOR_HEADROOM} for listeners, the admin API, files and logs) "
+            f"but the open-file limit (RLIMIT_NOFILE) is {limit}; "
+            f"lower the connection limits or raise the limit (ulimit -n)",
+        )
+
+
+def raise_file_limit(
+    needed: int,
+    *,
+    getrlimit: Optional[Callable[[], tuple[int, int]]] = None,
+    setrlimit: Optional[Callable[[tuple[int, int]], None]] = None,
+) -> int:
+    """
+    Raise the soft open-file limit to C{needed} if it is lower, without
+    exceeding the hard limit.
+
+    @param getrlimit: returns C{(soft, hard)}; defaults to C{RLIMIT_NOFILE}.
+    @param setrlimit: sets C{(soft, hard)}; defaults to C{RLIMIT_NOFILE}.
+    @return: the soft limit now in force (negative or C{RLIM_INFINITY}
+        when unlimited); unchanged if raising it failed.
+    """
+    if getrlimit is None or setrlimit is None:
+        if _resource is None:
+            return -1
+        resource = _resource
+        getrlimit = getrlimit or (lambda: resource.getrlimit(resource.RLIMIT_NOFILE))
+        setrlimit = setrlimit or (lambda limits: resource.setrlimit(resource.RLIMIT_NOFILE, limits))
+    soft, hard = getrlimit()
+    if _is_unlimited(soft) or soft >= needed:
+        return soft
+    target = needed if _is_unlimited(hard) else min(needed, hard)
+    if target <= soft:
+        return soft
+    try:
+        setrlimit((target, hard))
+    except (ValueError, OSError):
+        return soft
+    return getrlimit()[0]
