@@ -49,12 +49,13 @@ class PoolEvent:
         return out
 
 
+_log = Logger(namespace="p2pool.events")
+
+
 class EventLog:
     """
     Emits pool events to a callback and to C{twisted.logger}.
     """
-
-    _log = Logger(namespace="p2pool.pool")
 
     def __init__(self, callback: Optional[Callable[[PoolEvent], object]] = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
@@ -68,4 +69,4 @@ class EventLog:
             callback(record)
         level = LogLevel.info if event in _INFO_EVENTS else LogLevel.debug
         summary = " ".join(f"{key}={{{key}}}" for key in fields)
-        self._log.emit(level, "{p2pool_event} " + summary, p2pool_event=event, **fields)
+        _log.emit(level, "{p2pool_event} " + summary, p2pool_event=event, **fields)

@@ -173,6 +173,10 @@ class Pool(MultiService):
         for info in list(self._points.values()):
             if info.trusted:
                 self._schedule_redial(info, self._rng.uniform(0, 0.2))
+        for spec in self.config.bootstrap_points:
+            point = await self._register_spec(spec, trusted=False)
+            if point is not None:
+                self._clock.callLater(self._rng.uniform(0, 0.2), self._dial_quietly, point)
 
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
@@ -191,15 +195,20 @@ class Pool(MultiService):
 
         return await deferToThreadPool(reactor, reactor.getThreadPool(), search)
 
-    async def _register_spec(self, spec: PointSpec) -> None:
+    async def _register_spec(self, spec: PointSpec, trusted: bool = True) -> Optional[Point]:
+        """
+        Register a configured point, resolving a DNS name first.
+        """
         host = spec.host
         if spec.point is None:
             try:
                 host = await self._reactor.resolve(spec.host)
             except Exception as e:
-                self._log.warn("cannot resolve trusted point {spec}: {error}", spec=str(spec), error=str(e))
-                return
-        self.register_point(Point(host, spec.port), trusted=True, expected_peer_id=spec.expected_peer_id)
+                self._log.warn("cannot resolve configured point {spec}: {error}", spec=str(spec), error=str(e))
+                return None
+        point = Point(host, spec.port)
+        self.register_point(point, trusted=trusted, expected_peer_id=spec.expected_peer_id)
+        return point
 
     async def _listen(self) -> None:
         listen = self.config.listen
@@ -456,6 +465,12 @@ class Pool(MultiService):
         info = self._points.get(point)
         if info is None or not info.trusted or info.state is not PointState.DISCONNECTED:
             return
+        self._dial_quietly(point)
+
+    def _dial_quietly(self, point: Point) -> None:
+        """
+        Dial C{point}; the outcome is reported as pool events.
+        """
         self.connect(point).addErrback(lambda f: f.trap(P2PError))
 
     # -- handshakes (called by PeerProtocol) --------------------------------
@@ -632,9 +647,12 @@ class Pool(MultiService):
         if self._connections.get(conn.peer_id) is conn:
             del self._connections[conn.peer_id]
         self._release(protocol, requested)
-        conn._lost(reason)
+        conn.reason = reason
         self.events.emit("disconnection", peer_id=str(conn.peer_id), point=str(conn.point), reason=reason.reason.value, detail=reason.detail)
-        self.app.connection_lost(conn, reason)
+        try:
+            self.app.connection_lost(conn, reason)
+        finally:
+            conn._lost(reason)
 
     def _handshake_over(self, protocol: PeerProtocol, error: P2PError) -> None:
         """

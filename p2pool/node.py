@@ -1,0 +1,77 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+A standalone node: the pool service as C{twistd -n p2pool} and
+C{tac/node.tac} run it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
+from p2pool.identity import IdentityError, load_identity
+from p2pool.interfaces import IPoolApplication
+from p2pool.pool import Pool
+
+__all__ = ["NodeService", "make_node_service"]
+
+
+class NodeService(MultiService):
+    """
+    Runs a L{Pool} as a node: if the pool cannot start (its port is
+    taken, its identity cannot be made), the error is logged and the
+    reactor stops.
+
+    @ivar pool: the node's pool.
+    """
+
+    _log = Logger()
+
+    def __init__(self, pool: Pool, reactor: Any = None) -> None:
+        super().__init__()
+        self.pool = pool
+        self._reactor = reactor
+        pool.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.when_started().addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        self._log.critical("p2pool node stopping: {error}", error=failure.getErrorMessage())
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        if reactor.running:
+            reactor.stop()
+
+
+def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None, reactor: Any = None) -> NodeService:
+    """
+    The service of a node running C{config}.
+
+    The open-file limit is raised as far as the connection limits need, and
+    an existing identity file is checked now, so that a bad configuration or
+    a damaged identity stops the program with a clear message before it
+    runs; a missing identity is generated when the service starts.
+
+    @raise SystemExit: with the message naming what is wrong.
+    """
+    try:
+        raise_file_limit(file_descriptors_needed(config))
+        check_file_budget(config)
+    except ConfigError as e:
+        raise SystemExit(f"p2pool: error: {e}") from None
+    identity = None
+    if os.path.exists(config.identity_path):
+        try:
+            identity = load_identity(config.identity_path, config.expected_proof_of_work)
+        except IdentityError as e:
+            raise SystemExit(f"p2pool: error: {e}") from None
+    pool = Pool(config, app, identity=identity, reactor=reactor)
+    return NodeService(pool, reactor)

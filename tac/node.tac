@@ -1,0 +1,19 @@
+# A p2pool node as a .tac file: the same node as `twistd -n p2pool`.
+#
+#   twistd -ny tac/node.tac                               # built-in defaults
+#   P2POOL_CONFIG=tac/node.toml twistd -ny tac/node.tac   # with a config file
+#
+# Copy this file to start an application of your own: pass your
+# IPoolApplication as make_node_service(config, app=...).
+import os
+
+from twisted.application.service import Application
+
+from p2pool.config import PoolConfig, load_config
+from p2pool.node import make_node_service
+
+config_path = os.environ.get("P2POOL_CONFIG")
+config = load_config(config_path) if config_path else PoolConfig()
+
+application = Application("p2pool")
+make_node_service(config).setServiceParent(application)

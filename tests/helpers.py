@@ -1,0 +1,130 @@
+"""
+Helpers for tests that run real nodes on loopback addresses.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable, Optional
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from p2pool.addressing import Point, PointSpec
+from p2pool.config import PoolConfig
+from p2pool.events import PoolEvent
+from p2pool.identity import Identity
+from p2pool.interfaces import BasePoolApplication
+from p2pool.pool import Pool
+
+_identities: list[Identity] = []
+
+
+def identity(index: int) -> Identity:
+    """
+    The C{index}th test identity (proof of work 0), made once per run.
+    """
+    while len(_identities) <= index:
+        _identities.append(Identity.generate(0))
+    return _identities[index]
+
+
+def free_port(ip: str) -> int:
+    """
+    A TCP port that is free on C{ip} now.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+class RecordingApp(BasePoolApplication):
+    """
+    An application that records what happens to it.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[Any] = []
+        self.messages: list[tuple[Any, bytes]] = []
+        self.lost: list[tuple[Any, Any]] = []
+
+    def connection_made(self, conn: Any) -> None:
+        self.made.append(conn)
+
+    def message_received(self, conn: Any, data: bytes) -> None:
+        self.messages.append((conn, data))
+
+    def connection_lost(self, conn: Any, reason: Any) -> None:
+        self.lost.append((conn, reason))
+
+
+@attrs.define
+class Node:
+    """
+    A started pool with its application and recorded events.
+    """
+
+    pool: Pool
+    app: RecordingApp
+    events: list[PoolEvent]
+
+    @property
+    def point(self) -> Point:
+        host = self.pool.listening_port.getHost()  # type: ignore[union-attr]
+        return Point(host.host, host.port)
+
+    @property
+    def spec(self) -> PointSpec:
+        return PointSpec(self.point.ip, self.point.port, self.pool.peer_id)
+
+    def named(self, event: str) -> list[PoolEvent]:
+        return [e for e in self.events if e.event == event]
+
+
+async def start_node(test: Any, ip: str, index: int, port: int = 0, **config: Any) -> Node:
+    """
+    Start a pool on C{ip} with test identity C{index}; it is stopped when
+    the test ends.
+    """
+    settings: dict[str, Any] = dict(
+        listen=Point(ip, port),
+        expected_proof_of_work=0,
+        maintenance_idle_time=None,
+        data_dir=test.mktemp(),
+    )
+    settings.update(config)
+    pool_options = {k: settings.pop(k) for k in ("p2p_versions", "application_versions", "identity") if k in settings}
+    events: list[PoolEvent] = []
+    app = RecordingApp()
+    pool = Pool(
+        PoolConfig(**settings),
+        app,
+        identity=pool_options.pop("identity", identity(index)),
+        log=events.append,
+        **pool_options,
+    )
+    pool.startService()
+    test.addCleanup(lambda: pool.stopService() if pool.running else None)
+    await pool.when_started()
+    return Node(pool, app, events)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
+    """
+    Wait until C{predicate()} is true, failing after C{timeout} seconds.
+    """
+    for _ in range(int(timeout / step)):
+        if predicate():
+            return
+        await deferLater(reactor, step, lambda: None)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+def only(items: list[Any], what: Optional[str] = None) -> Any:
+    assert len(items) == 1, f"expected one {what or 'item'}, got {items!r}"
+    return items[0]
