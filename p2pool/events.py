@@ -25,6 +25,7 @@ _INFO_EVENTS = frozenset(
         "too_few_connections",
         "too_many_connections",
         "listening",
+        "connection_failed",
         "identity_ready",
     }
 )

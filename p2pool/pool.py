@@ -667,6 +667,8 @@ class Pool(MultiService):
                 self.register_new_point(point)
         if isinstance(error, Rejected):
             self.events.emit("rejecting_request", addr=protocol.remote_ip, peer_id=str(error.peer_id), motive=error.motive)
+        elif protocol.transport is None:
+            self.events.emit("connection_failed", point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
         else:
             self.events.emit(
                 "authentication_failed",

@@ -14,7 +14,7 @@ from typing import Callable, Sequence, Union
 
 import attrs
 
-from p2pool.addressing import AddressError, PeerId, Point
+from p2pool.addressing import PeerId, Point
 from p2pool.errors import DecodingError, InvalidMessageSize
 
 __all__ = [
@@ -307,7 +307,9 @@ class _Reader:
         text = self.text(field)
         try:
             return Point.parse(text)
-        except AddressError as e:
+        except ValueError as e:
+            # AddressError, or a bare ValueError from int() on non-ASCII
+            # digits such as "1.2.3.4:\u00b2" that str.isdigit() accepts.
             raise self.error(f"{field}: {e}") from None
 
     def points(self, field: str) -> tuple[Point, ...]:
@@ -346,21 +348,29 @@ def _points(points: Sequence[Point]) -> bytes:
     return bytes([len(points)]) + b"".join(_text(str(p)) for p in points)
 
 
+def _u16(value: int, field: str) -> bytes:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{field} must be 0-65535, not {value!r}")
+    return _U16.pack(value)
+
+
 def _versions(versions: Sequence[int]) -> bytes:
     if len(versions) > MAX_VERSIONS:
         raise ValueError(f"at most {MAX_VERSIONS} versions")
-    return bytes([len(versions)]) + b"".join(_U16.pack(v) for v in versions)
+    return bytes([len(versions)]) + b"".join(_u16(v, "a version") for v in versions)
 
 
 def _encode_body(msg: ControlMessage) -> tuple[Kind, bytes]:
     if isinstance(msg, Hello):
         if len(msg.proof_of_work_stamp) != POW_STAMP_SIZE:
             raise ValueError("a proof-of-work stamp is 24 bytes")
+        if not msg.p2p_versions:
+            raise ValueError("a Hello lists at least one p2p version")
         if len(msg.metadata) > 0xFFFF:
             raise ValueError("connection metadata is at most 65535 bytes")
         body = b"".join(
             [
-                _U16.pack(msg.port),
+                _u16(msg.port, "port"),
                 msg.proof_of_work_stamp,
                 _text(msg.network),
                 _versions(msg.p2p_versions),
@@ -372,7 +382,7 @@ def _encode_body(msg: ControlMessage) -> tuple[Kind, bytes]:
         )
         return Kind.HELLO, body
     if isinstance(msg, Nack):
-        return Kind.NACK, _U16.pack(msg.motive) + _points(msg.alternative_points)
+        return Kind.NACK, _u16(msg.motive, "motive") + _points(msg.alternative_points)
     if isinstance(msg, Advertise):
         return Kind.ADVERTISE, _points(msg.points)
     if isinstance(msg, (SwapRequest, SwapAck)):
