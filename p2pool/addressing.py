@@ -148,7 +148,7 @@ def _split_host_port(text: str) -> tuple[str, int]:
             raise AddressError(f"malformed point {text!r}: write IPv6 as '[addr]:port'")
     if not host:
         raise AddressError(f"malformed point {text!r}: missing address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise AddressError(f"malformed point {text!r}: port must be 0-65535")
     return host, int(port_text)
 

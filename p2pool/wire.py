@@ -380,6 +380,9 @@ def _encode_body(msg: ControlMessage) -> tuple[Kind, bytes]:
                 msg.metadata,
             ]
         )
+        if len(body) > HANDSHAKE_MAX_BODY:
+            # The receiver would refuse the frame (InvalidMessageSize).
+            raise ValueError(f"a Hello body is at most {HANDSHAKE_MAX_BODY} bytes, this one is {len(body)}")
         return Kind.HELLO, body
     if isinstance(msg, Nack):
         return Kind.NACK, _u16(msg.motive, "motive") + _points(msg.alternative_points)
