@@ -117,9 +117,6 @@ class Connection:
         self._waiters.append(d)
         return d
 
-    def _control_received(self, kind: int, body: bytes) -> None:
-        self._pool._control_received(self, kind, body)
-
     def _lost(self, reason: ConnectionDone) -> None:
         self.reason = reason
         waiters, self._waiters = self._waiters, []

@@ -1,72 +1,61 @@
-# -*- test-case-name: tests.test_pool -*-
+# -*- test-case-name: tests.test_pool_api -*-
 """
-The pool service: it owns the known points and peers, accepts and dials
-connections, decides which handshakes to accept, and carries application
-messages.
+The pool service (Tezos C{P2p_pool}): it owns the known points and peers
+and the ACLs, runs the connections through its connect handler, and carries
+application messages.
 """
 
 from __future__ import annotations
 
 import collections
 import random
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, TCP6ClientEndpoint, TCP6ServerEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pool.acl import ACL
 from p2pool.addressing import PeerId, Point, PointSpec
+from p2pool.answerer import Answerer
 from p2pool.config import PoolConfig
+from p2pool.connect_handler import ConnectHandler
 from p2pool.connection import Connection
-from p2pool.errors import (
-    ConnectionClosed,
-    ConnectionDone,
-    ConnectionFailed,
-    Connected,
-    DecodingError,
-    DisconnectReason,
-    IdentityCheckFailure,
-    InvalidMessageSize,
-    Myself,
-    NackMotive,
-    P2PError,
-    PendingConnection,
-    PrivateMode,
-    Rejected,
-    RejectedByNack,
-    Timeout,
-    TooManyConnections,
-    UnknownPeer,
-)
+from p2pool.errors import DisconnectReason, InvalidMessageSize, P2PError, UnknownPeer
 from p2pool.events import EventLog, PoolEvent
-from p2pool.handshake import P2P_VERSIONS, Accept, Decision, Handshake, HandshakeParams, RemoteInfo, nack_refusal, Refuse
+from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
-from p2pool.protocol import PeerClientFactory, PeerProtocol, PeerServerFactory
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.protocol import PeerServerFactory
+from p2pool.state import PeerInfo, PointInfo, PointState
+from p2pool.tables import PeerTable, PointTable
 from p2pool.tls import TLSContext
-from p2pool.wire import Advertise, Bootstrap, Disconnect, Kind, Ping, Pong, SwapAck, SwapRequest, decode_control, encode
+from p2pool.views import ConnectionsView, PeersView, PointsView
 
 __all__ = ["Pool"]
 
 #: How many of our own points the pool remembers (Tezos my_id_points).
 MY_POINTS_SIZE = 7
-#: How many points a nack or an advertisement carries.
-LISTED_POINTS = 50
 
 
 class Pool(MultiService):
     """
-    A pool of peer-to-peer connections (Tezos C{P2p_pool}), as a Twisted
-    service.
+    A pool of peer-to-peer connections, as a Twisted service.
 
     @ivar config: the L{PoolConfig} the pool was created with.
     @ivar identity: this node's identity, once loaded.
     @ivar app: the embedded application.
+    @ivar acl: the address and peer black- and greylists.
+    @ivar events: where pool events go (add callbacks to
+        C{events.callbacks}).
+    @ivar connections: the running connections (Tezos C{Connection}).
+    @ivar peers: the known peers (Tezos C{Peers}).
+    @ivar points: the known points (Tezos C{Points}).
     @ivar listening_port: the listening port, once listening.
     """
 
@@ -101,27 +90,30 @@ class Pool(MultiService):
         self._p2p_versions = tuple(p2p_versions)
         self._application_versions = tuple(application_versions)
         self._connection_metadata = connection_metadata
-        self._points: dict[Point, PointInfo] = {}
-        self._peers: dict[PeerId, PeerInfo] = {}
+        self.acl = ACL(config.peer_greylist_size, config.ip_greylist_size_in_kilobytes, config.ip_greylist_cleanup_delay)
+        self._points = PointTable(config.max_known_points, self._rng)
+        self._peers = PeerTable(config.max_known_peer_ids)
         self._connections: dict[PeerId, Connection] = {}
-        self._handshaking: set[PeerProtocol] = set()
-        self._accepted: dict[PeerId, PeerProtocol] = {}
-        self._point_owner: dict[Point, PeerProtocol] = {}
-        self._owned: dict[PeerProtocol, tuple[Optional[PointInfo], Optional[PeerInfo]]] = {}
-        self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
-        self._timeouts: dict[PeerProtocol, Any] = {}
-        self._redials: dict[Point, Any] = {}
         self._my_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
+        self._handler = ConnectHandler(self)
+        self._answerer = Answerer(self)
+        self.connections = ConnectionsView(self)
+        self.peers = PeersView(self)
+        self.points = PointsView(self)
+        self._redials: dict[Point, Any] = {}
+        self._greylist_countdown = LoopingCall(self.acl.ip_greylist.countdown)
+        self._greylist_countdown.clock = reactor
         self._stopping_identity = False
         self.listening_port: Optional[IListeningPort] = None
         self._started: Optional[Deferred[None]] = None
-        self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         self._start_failure: Optional[Failure] = None
+        self.is_started = False
 
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
+        self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._start_failed)
 
@@ -156,7 +148,8 @@ class Pool(MultiService):
         self.events.emit("identity_ready", peer_id=str(identity.peer_id))
         self._tls = TLSContext(identity.private_key)
         for spec in self.config.trusted_points:
-            await self._register_spec(spec)
+            await self._register_spec(spec, trusted=True)
+        bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
         await self._listen()
         port = self.config.advertised_port or (self.listening_port.getHost().port if self.listening_port else 0)  # type: ignore[attr-defined]
         self._handshake_params = HandshakeParams(
@@ -170,11 +163,11 @@ class Pool(MultiService):
             private_mode=self.config.private_mode,
             metadata=self._connection_metadata,
         )
-        for info in list(self._points.values()):
+        self.is_started = True
+        for info in self._points:
             if info.trusted:
                 self._schedule_redial(info, self._rng.uniform(0, 0.2))
-        for spec in self.config.bootstrap_points:
-            point = await self._register_spec(spec, trusted=False)
+        for point in bootstrap:
             if point is not None:
                 self._clock.callLater(self._rng.uniform(0, 0.2), self._dial_quietly, point)
 
@@ -195,7 +188,7 @@ class Pool(MultiService):
 
         return await deferToThreadPool(reactor, reactor.getThreadPool(), search)
 
-    async def _register_spec(self, spec: PointSpec, trusted: bool = True) -> Optional[Point]:
+    async def _register_spec(self, spec: PointSpec, trusted: bool) -> Optional[Point]:
         """
         Register a configured point, resolving a DNS name first.
         """
@@ -207,25 +200,27 @@ class Pool(MultiService):
                 self._log.warn("cannot resolve configured point {spec}: {error}", spec=str(spec), error=str(e))
                 return None
         point = Point(host, spec.port)
-        self.register_point(point, trusted=trusted, expected_peer_id=spec.expected_peer_id)
+        self.register_point(point, trusted=trusted or None, expected_peer_id=spec.expected_peer_id)
         return point
 
     async def _listen(self) -> None:
         listen = self.config.listen
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
-        self.listening_port = await endpoint.listen(PeerServerFactory(self))
+        self.listening_port = await endpoint.listen(PeerServerFactory(self._handler, self._tls.creator))
         host = self.listening_port.getHost()  # type: ignore[union-attr]
         self.events.emit("listening", point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
 
     def stopService(self) -> Deferred[None]:
         self._stopping_identity = True
+        self.is_started = False
         for call in self._redials.values():
             if call.active():
                 call.cancel()
         self._redials.clear()
-        d = Deferred.fromCoroutine(self._stop())
-        return d
+        if self._greylist_countdown.running:
+            self._greylist_countdown.stop()
+        return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
         await super().stopService()
@@ -234,21 +229,29 @@ class Pool(MultiService):
             await port.stopListening()
         await self.tear_down_connections()
 
+    def save_peers(self) -> Deferred[None]:
+        """
+        Save the known peers to the peers file. Until the peers file
+        lands (it is an open issue), the known peers live in memory only
+        and this fires at once.
+        """
+        self.events.emit("save_metadata", path=self.config.peers_path)
+        return succeed(None)
+
     def tear_down_connections(self) -> Deferred[None]:
         """
         Close every connection and pending handshake.
 
         @return: fires when all are closed.
         """
-        waits = [conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._connections.values())]
-        for protocol in list(self._handshaking):
-            waits.append(self._closed(protocol))
-            protocol.fail(ConnectionDone(DisconnectReason.POOL_DESTROYED), abort=True)
-        return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        return self._handler.tear_down()
 
-    def _closed(self, protocol: PeerProtocol) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._close_waiters.setdefault(protocol, []).append(d)
+    def destroy(self) -> Deferred[None]:
+        """
+        Close every connection, then save the known peers.
+        """
+        d = self.tear_down_connections()
+        d.addCallback(lambda _: self.save_peers())
         return d
 
     # -- queries -----------------------------------------------------------
@@ -260,6 +263,12 @@ class Pool(MultiService):
         """
         assert self.identity is not None, "the identity is loaded when the service starts"
         return self.identity.peer_id
+
+    def now(self) -> float:
+        """
+        The pool's current time.
+        """
+        return self._clock.seconds()
 
     def active_connections(self) -> int:
         """
@@ -273,54 +282,62 @@ class Pool(MultiService):
         """
         return list(self._connections)
 
-    def connections(self) -> list[Connection]:
+    def score(self, metadata: Any) -> float:
         """
-        The running connections.
+        The application's score of a peer's metadata.
         """
-        return list(self._connections.values())
+        return float(self._meta.score(metadata))
 
-    def find_connection(self, peer_id: PeerId) -> Optional[Connection]:
+    def slot_threshold(self) -> int:
         """
-        The running connection to C{peer_id}, if any.
+        How many running connections make a new one refused: the
+        maintenance C{max_threshold} when maintenance runs, else
+        C{max_connections}.
         """
-        return self._connections.get(peer_id)
+        if self.config.maintenance_idle_time is not None:
+            return self.config.maintenance_bounds()[3]
+        return self.config.max_connections
 
-    def point_info(self, point: Point) -> Optional[PointInfo]:
+    def list_known_points(self, ignore_private: bool, size: int = 50) -> list[Point]:
         """
-        What the pool knows about C{point}.
-        """
-        return self._points.get(point)
+        Up to C{size} known points to advertise: 3/5 the best ones, 2/5 at
+        random, never banned ones; with C{ignore_private} only points known
+        to be public nodes.
 
-    def peer_info(self, peer_id: PeerId) -> Optional[PeerInfo]:
+        @raise ValueError: C{size} is negative.
         """
-        What the pool knows about C{peer_id}.
-        """
-        return self._peers.get(peer_id)
-
-    def known_points(self) -> Iterator[PointInfo]:
-        return iter(list(self._points.values()))
-
-    def known_peers(self) -> Iterator[PeerInfo]:
-        return iter(list(self._peers.values()))
+        return self._points.list_known_points(ignore_private, size, self.acl.banned_addr)
 
     # -- registration ------------------------------------------------------
 
     def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> PointInfo:
         """
-        Know C{point}: create its entry, or update the trusted flag and
-        expected peer id of the existing one.
+        Know C{point}. A new point may first make room by forgetting old
+        disconnected untrusted points (C{max_known_points}); a known one
+        gets its trusted flag (None leaves it) and expected peer id updated.
         """
         info = self._points.get(point)
         if info is None:
+            removed = self._points.gc(self.now())
+            if removed:
+                self.events.emit("gc_points", removed=len(removed))
             info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
-            self._points[point] = info
+            self._points.add(info)
             self.events.emit("new_point", point=str(point))
-            return info
-        if trusted is not None:
-            info.trusted = trusted
-        if expected_peer_id is not None:
-            info.expected_peer_id = expected_peer_id
+        else:
+            if trusted is not None:
+                info.trusted = trusted
+            if expected_peer_id is not None:
+                self.set_expected_peer_id(point, expected_peer_id)
+        if info.trusted:
+            self._schedule_redial(info)
         return info
+
+    def unregister_point(self, point: Point) -> None:
+        """
+        Forget C{point} (a connection to it, if any, goes on).
+        """
+        self._points.remove(point)
 
     def register_new_point(self, point: Point, trusted: Optional[bool] = None) -> Optional[PointInfo]:
         """
@@ -330,14 +347,30 @@ class Pool(MultiService):
             return None
         return self.register_point(point, trusted)
 
+    def register_list_of_new_points(
+        self, points: Iterable[Point], medium: str, source: str, trusted: Optional[bool] = None
+    ) -> None:
+        """
+        Register points learnt from C{source} through C{medium} (e.g.
+        C{"advertise"}, C{"nack"}).
+        """
+        points = list(points)
+        self.events.emit("get_points", medium=medium, source=source, points=len(points))
+        for point in points:
+            self.register_new_point(point, trusted)
+
     def register_peer(self, peer_id: PeerId) -> PeerInfo:
         """
-        Know C{peer_id}.
+        Know C{peer_id}; a new peer may first make room by forgetting the
+        lowest-scored disconnected untrusted peers (C{max_known_peer_ids}).
         """
         info = self._peers.get(peer_id)
         if info is None:
-            info = PeerInfo(peer_id, created=self._clock.seconds(), metadata=self._meta.initial_metadata())
-            self._peers[peer_id] = info
+            removed = self._peers.gc(lambda i: self.score(i.metadata))
+            if removed:
+                self.events.emit("gc_peer_ids", removed=len(removed))
+            info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
+            self._peers.add(info)
             self.events.emit("new_peer", peer_id=str(peer_id))
         return info
 
@@ -349,9 +382,74 @@ class Pool(MultiService):
         self._my_points.move_to_end(point)
         while len(self._my_points) > MY_POINTS_SIZE:
             self._my_points.popitem(last=False)
+        self._points.remove(point)
+
+    def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> None:
+        """
+        Expect C{peer_id} at C{point}: a connection there with another
+        peer greylists the address, and a running one is closed.
+        """
         info = self._points.get(point)
-        if info is not None and info.state is PointState.DISCONNECTED:
-            del self._points[point]
+        if info is None:
+            return
+        info.expected_peer_id = peer_id
+        current = info.current_peer_id
+        if current is None or current == peer_id:
+            return
+        if info.state is PointState.RUNNING:
+            self.greylist_addr(point.ip)
+            conn = self._connections.get(current)
+            if conn is not None:
+                conn.disconnect(DisconnectReason.UNEXPECTED_PEER_ID)
+        elif info.state is PointState.ACCEPTED:
+            self.greylist_addr(point.ip)
+
+    # -- ACL -----------------------------------------------------------------
+
+    def greylist_addr(self, addr: str) -> None:
+        """
+        Greylist an address for about C{ip_greylist_cleanup_delay}.
+        """
+        self.acl.ip_greylist.add(addr, self.now())
+        self.events.emit("greylisted_addr", addr=addr)
+
+    def greylist_peer(self, peer_id: PeerId) -> None:
+        """
+        Greylist a peer id, and the address it is connected from or was
+        last reachable at. Unlike Tezos, this works for any known peer, not
+        only one that is connected.
+        """
+        self.acl.peer_greylist.add(peer_id)
+        conn = self._connections.get(peer_id)
+        info = self._peers.get(peer_id)
+        if conn is not None:
+            self.greylist_addr(conn.remote_ip)
+        elif info is not None and info.last_seen is not None:
+            last = max(
+                (s for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection) if s),
+                key=lambda s: s[1],
+            )
+            if last[0] is not None:
+                self.greylist_addr(last[0].ip)
+        self.events.emit("greylisted_peer", peer_id=str(peer_id))
+
+    def clear_greylist(self) -> None:
+        """
+        Empty the address greylist, its listing included.
+        """
+        self.acl.ip_greylist.clear()
+
+    def gc_greylist(self) -> None:
+        """
+        Age the address greylist by one step and drop expired listings.
+        """
+        self.acl.ip_greylist.gc()
+
+    def acl_clear(self) -> None:
+        """
+        Empty all four lists: banned addresses and peers, greylists.
+        """
+        self.acl.clear()
 
     # -- messaging ---------------------------------------------------------
 
@@ -387,77 +485,30 @@ class Pool(MultiService):
             count += 1
         return count
 
-    # -- dialing -----------------------------------------------------------
+    # -- connections ---------------------------------------------------------
 
     def connect(self, point: Point, timeout: Optional[float] = None) -> Deferred[Connection]:
         """
         Dial C{point} and run the handshake.
 
         @return: fires with the L{Connection}, or fails with a L{P2PError}
-            (L{PendingConnection}, L{Connected}, L{TooManyConnections},
-            L{PrivateMode}, L{ConnectionFailed}, L{Timeout},
-            L{RejectedByNack}, L{Myself}, ...).
+            (L{PointBanned}, L{PendingConnection}, L{Connected},
+            L{TooManyConnections}, L{PrivateMode}, L{ConnectionFailed},
+            L{Timeout}, L{RejectedByNack}, L{Myself}, ...).
         """
-        if self.identity is None or not hasattr(self, "_handshake_params"):
-            return fail(ConnectionFailed("the pool has not started"))
-        if point in self._my_points:
-            return fail(Myself(point))
-        if self.active_connections() >= self.config.max_connections:
-            return fail(TooManyConnections())
-        info = self.register_point(point)
-        if self.config.private_mode and not info.trusted:
-            return fail(PrivateMode(f"private mode: {point} is not trusted"))
-        if info.state is PointState.RUNNING:
-            return fail(Connected(f"already connected to {point}"))
-        if info.state is not PointState.DISCONNECTED:
-            return fail(PendingConnection(f"a connection to {point} is being set up"))
-        now = self._clock.seconds()
-        info.set_requested(now)
-        factory = PeerClientFactory(self, point, info.expected_peer_id)
-        protocol = factory.protocol_instance
-        self._take_point(protocol, info)
-        result: Deferred[Connection] = Deferred()
-        self._dial_results[protocol] = result
-        self.events.emit("outgoing_connection", point=str(point))
-        tcp = self._client_endpoint(point)
-        attempt = wrapClientTLS(self._tls.creator, tcp).connect(factory)
-        delay = self.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
-        attempt.addErrback(self._tcp_failed, protocol)
-        return result
-
-    def _client_endpoint(self, point: Point) -> Any:
-        listen = self.config.listen
-        bind = None
-        if listen.ip not in ("0.0.0.0", "::") and listen.is_ipv6 == point.is_ipv6:
-            bind = (listen.ip, 0)
-        endpoint_type = TCP6ClientEndpoint if point.is_ipv6 else TCP4ClientEndpoint
-        return endpoint_type(self._reactor, point.ip, point.port, timeout=max(1, int(self.config.connection_timeout)), bindAddress=bind)
-
-    def _dial_timed_out(self, protocol: PeerProtocol, attempt: Deferred[Any]) -> None:
-        self._timeouts.pop(protocol, None)
-        error = Timeout(f"connection to {protocol.dialed_point} timed out")
-        if protocol.transport is None:
-            protocol.error = error
-            attempt.cancel()
-        else:
-            protocol.fail(error, abort=True)
-
-    def _tcp_failed(self, failure: Failure, protocol: PeerProtocol) -> None:
-        if protocol.transport is not None:
-            return
-        error = protocol.error or ConnectionFailed(f"cannot connect to {protocol.dialed_point}: {failure.getErrorMessage()}")
-        self._handshake_over(protocol, error)
+        return self._handler.connect(point, timeout)
 
     def _schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
         """
         Keep a trusted point connected: dial it again once its back-off
         allows.
         """
-        if not self.running or not info.trusted or info.point in self._redials:
+        if not self.is_started or not info.trusted or info.point in self._redials:
+            return
+        if info.state is not PointState.DISCONNECTED:
             return
         if delay is None:
-            delay = max(0.0, (info.reconnection_time or 0.0) - self._clock.seconds()) + 0.01
+            delay = max(0.0, (info.reconnection_time or 0.0) - self.now()) + 0.01
         self._redials[info.point] = self._clock.callLater(delay, self._redial, info.point)
 
     def _redial(self, point: Point) -> None:
@@ -473,250 +524,5 @@ class Pool(MultiService):
         """
         self.connect(point).addErrback(lambda f: f.trap(P2PError))
 
-    # -- handshakes (called by PeerProtocol) --------------------------------
-
-    def _admit_incoming(self, addr: IAddress) -> bool:
-        """
-        Whether to start a TLS handshake with an incoming connection.
-        """
-        if not self.running or not hasattr(self, "_handshake_params"):
-            return False
-        incoming = sum(1 for p in self._handshaking if p.incoming)
-        if incoming >= self.config.max_incoming_connections:
-            self.events.emit("incoming_connection_too_many", addr=getattr(addr, "host", str(addr)))
-            return False
-        return True
-
-    def _handshake_for(self, protocol: PeerProtocol) -> Handshake:
-        self._handshaking.add(protocol)
-        if protocol.incoming:
-            self.events.emit("incoming_connection", addr=protocol.remote_ip)
-            self._timeouts[protocol] = self._clock.callLater(
-                self.config.authentication_timeout,
-                lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
-            )
-        return Handshake(
-            self._handshake_params,
-            incoming=protocol.incoming,
-            remote_ip=protocol.remote_ip,
-            dialed_point=protocol.dialed_point,
-            decide=lambda remote: self._decide(protocol, remote),
-            send=protocol.write,
-        )
-
-    def _known_public_points(self, size: int = LISTED_POINTS) -> tuple[Point, ...]:
-        points = [p for p, info in self._points.items() if info.known_public]
-        if len(points) > size:
-            points = self._rng.sample(points, size)
-        return tuple(points)
-
-    def _nack(self, peer_id: PeerId, motive: int) -> Refuse:
-        points = () if self.config.disable_peer_discovery else self._known_public_points()
-        return nack_refusal(peer_id, motive, points)
-
-    def _decide(self, protocol: PeerProtocol, remote: RemoteInfo) -> Decision:
-        """
-        The acceptance decision (Tezos C{raw_authenticate}): expected peer
-        id, slots, private mode, already connected.
-        """
-        peer_id = remote.peer_id
-        point = remote.id_point
-        point_info: Optional[PointInfo] = None
-        if point is not None:
-            point_info = self._points.get(point) if not remote.incoming else self.register_new_point(point)
-        if point_info is not None and point_info.expected_peer_id not in (None, peer_id):
-            assert point_info.expected_peer_id is not None
-            self.events.emit("authenticate_status_peer_id_incorrect", point=str(point), peer_id=str(peer_id))
-            return Refuse(IdentityCheckFailure(point, point_info.expected_peer_id, peer_id))
-        peer_info = self.register_peer(peer_id)
-        if self.active_connections() >= self._slot_threshold():
-            return self._nack(peer_id, NackMotive.TOO_MANY_CONNECTIONS)
-        trusted = peer_info.trusted or (point_info is not None and point_info.trusted)
-        if self.config.private_mode and not trusted:
-            return Refuse(PrivateMode(f"private mode: {peer_id} is not trusted"))
-        if peer_info.state is PeerState.RUNNING:
-            return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-        if peer_info.state is PeerState.ACCEPTED:
-            other = self._accepted.get(peer_id)
-            if other is None or other.incoming == protocol.incoming or not self._new_dial_wins(remote):
-                return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-            self._supersede(other, peer_id)
-        if point_info is not None and remote.incoming:
-            if point_info.state in (PointState.ACCEPTED, PointState.RUNNING):
-                return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-            if point_info.state is PointState.REQUESTED:
-                if not self._new_dial_wins(remote):
-                    return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-                owner = self._point_owner.get(point_info.point)
-                if owner is not None:
-                    self._owned[owner] = (None, self._owned.get(owner, (None, None))[1])
-        now = self._clock.seconds()
-        if point_info is not None:
-            point_info.known_public = not remote.private
-            if point_info.state is not PointState.ACCEPTED or not remote.incoming:
-                point_info.set_accepted(peer_id, now)
-            self._take_point(protocol, point_info)
-        peer_info.set_accepted(point, now)
-        self._owned[protocol] = (self._owned.get(protocol, (None, None))[0], peer_info)
-        self._accepted[peer_id] = protocol
-        self.events.emit("accepting_request", point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
-        return Accept()
-
-    def _slot_threshold(self) -> int:
-        if self.config.maintenance_idle_time is not None:
-            return self.config.maintenance_bounds()[3]
-        return self.config.max_connections
-
-    def _new_dial_wins(self, remote: RemoteInfo) -> bool:
-        """
-        Of two connections between the same two nodes in opposite
-        directions, the one dialed by the smaller peer id survives.
-        """
-        new_dialer = remote.peer_id if remote.incoming else self.peer_id
-        old_dialer = self.peer_id if remote.incoming else remote.peer_id
-        return new_dialer.raw < old_dialer.raw
-
-    def _supersede(self, protocol: PeerProtocol, peer_id: PeerId) -> None:
-        """
-        Drop a pending handshake that lost a simultaneous dial.
-        """
-        self._release(protocol)
-        protocol.fail(Rejected(peer_id, NackMotive.ALREADY_CONNECTED))
-
-    def _take_point(self, protocol: PeerProtocol, info: PointInfo) -> None:
-        previous = self._point_owner.get(info.point)
-        if previous is not None and previous is not protocol:
-            self._owned[previous] = (None, self._owned.get(previous, (None, None))[1])
-        self._point_owner[info.point] = protocol
-        self._owned[protocol] = (info, self._owned.get(protocol, (None, None))[1])
-
-    def _release(self, protocol: PeerProtocol, requested: bool = False) -> None:
-        """
-        Return the point and peer a connection held to Disconnected.
-        """
-        point_info, peer_info = self._owned.pop(protocol, (None, None))
-        now = self._clock.seconds()
-        if point_info is not None and self._point_owner.get(point_info.point) is protocol:
-            del self._point_owner[point_info.point]
-            if point_info.state is not PointState.DISCONNECTED:
-                point_info.set_disconnected(now, self.config.reconnection, self._rng, requested)
-            self._schedule_redial(point_info)
-        if peer_info is not None:
-            if self._accepted.get(peer_info.peer_id) is protocol:
-                del self._accepted[peer_info.peer_id]
-            if peer_info.state is not PeerState.DISCONNECTED:
-                peer_info.set_disconnected(now, requested)
-
-    def _established(self, protocol: PeerProtocol, remote: RemoteInfo) -> Connection:
-        now = self._clock.seconds()
-        self._handshake_finished(protocol)
-        point_info, peer_info = self._owned[protocol]
-        assert peer_info is not None
-        del self._accepted[remote.peer_id]
-        if point_info is not None:
-            point_info.set_running(remote.peer_id, now)
-        peer_info.set_running(remote.id_point, now)
-        conn = Connection(self, protocol, remote, now)
-        self._connections[remote.peer_id] = conn
-        protocol.start_messages(self.config.max_message_size, lambda data: self.app.message_received(conn, data))
-        self.events.emit("connection_established", point=str(remote.id_point), peer_id=str(remote.peer_id), incoming=remote.incoming)
-        result = self._dial_results.pop(protocol, None)
-        self.app.connection_made(conn)
-        if result is not None:
-            result.callback(conn)
-        return conn
-
-    def _handshake_finished(self, protocol: PeerProtocol) -> None:
-        self._handshaking.discard(protocol)
-        call = self._timeouts.pop(protocol, None)
-        if call is not None and call.active():
-            call.cancel()
-
-    def _connection_lost(self, protocol: PeerProtocol, error: P2PError) -> None:
-        conn = protocol.connection
-        if conn is None:
-            self._handshake_over(protocol, error)
-        else:
-            self._running_lost(protocol, conn, error)
-        for waiter in self._close_waiters.pop(protocol, []):
-            waiter.callback(None)
-
-    def _running_lost(self, protocol: PeerProtocol, conn: Connection, error: P2PError) -> None:
-        reason = _disconnect_reason(error)
-        requested = reason.reason is not DisconnectReason.CONNECTION_LOST and reason.reason is not DisconnectReason.REMOTE_DISCONNECT
-        if self._connections.get(conn.peer_id) is conn:
-            del self._connections[conn.peer_id]
-        self._release(protocol, requested)
-        conn.reason = reason
-        self.events.emit("disconnection", peer_id=str(conn.peer_id), point=str(conn.point), reason=reason.reason.value, detail=reason.detail)
-        try:
-            self.app.connection_lost(conn, reason)
-        finally:
-            conn._lost(reason)
-
-    def _handshake_over(self, protocol: PeerProtocol, error: P2PError) -> None:
-        """
-        A handshake failed: release what it held and tell whoever dialed.
-        """
-        self._handshake_finished(protocol)
-        self._release(protocol)
-        if isinstance(error, Myself) and protocol.dialed_point is not None:
-            self.add_to_id_points(protocol.dialed_point)
-        if isinstance(error, RejectedByNack) and not self.config.disable_peer_discovery:
-            for point in error.alternative_points:
-                self.register_new_point(point)
-        if isinstance(error, Rejected):
-            self.events.emit("rejecting_request", addr=protocol.remote_ip, peer_id=str(error.peer_id), motive=error.motive)
-        elif protocol.transport is None:
-            self.events.emit("connection_failed", point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
-        else:
-            self.events.emit(
-                "authentication_failed",
-                addr=protocol.remote_ip or str(protocol.dialed_point),
-                error=type(error).__name__,
-                detail=str(error),
-                incoming=protocol.incoming,
-            )
-        result = self._dial_results.pop(protocol, None)
-        if result is not None:
-            result.errback(error)
-
-    # -- control messages on running connections ----------------------------
-
-    def _control_received(self, conn: Connection, kind: int, body: bytes) -> None:
-        msg = decode_control(kind, body)
-        if isinstance(msg, Disconnect):
-            conn._protocol.fail(ConnectionDone(DisconnectReason.REMOTE_DISCONNECT))
-        elif isinstance(msg, Ping):
-            conn._protocol.write(encode(Pong()))
-        elif isinstance(msg, Pong):
-            pass
-        elif isinstance(msg, Bootstrap):
-            self.events.emit("bootstrap_received", peer_id=str(conn.peer_id))
-            if not self.config.disable_peer_discovery and not conn.private:
-                points = self._known_public_points()
-                if points:
-                    conn._protocol.write(encode(Advertise(points)))
-                    self.events.emit("advertise_sent", peer_id=str(conn.peer_id))
-        elif isinstance(msg, Advertise):
-            self.events.emit("advertise_received", peer_id=str(conn.peer_id), points=len(msg.points))
-            if not self.config.disable_peer_discovery and not self.config.private_mode:
-                for point in msg.points:
-                    self.register_new_point(point)
-        elif isinstance(msg, (SwapRequest, SwapAck)):
-            name = "swap_request" if isinstance(msg, SwapRequest) else "swap_ack"
-            self.events.emit(name + "_received", peer_id=str(conn.peer_id))
-        else:
-            raise DecodingError(f"unexpected {Kind(kind).name.lower()} frame on a running connection")
-
-
-def _disconnect_reason(error: P2PError) -> ConnectionDone:
-    if isinstance(error, ConnectionDone):
-        return error
-    if isinstance(error, InvalidMessageSize):
-        return ConnectionDone(DisconnectReason.MESSAGE_TOO_LARGE, str(error))
-    if isinstance(error, DecodingError):
-        return ConnectionDone(DisconnectReason.DECODING_ERROR, str(error))
-    if isinstance(error, ConnectionClosed):
-        return ConnectionDone(DisconnectReason.CONNECTION_LOST, str(error))
-    return ConnectionDone(DisconnectReason.CONNECTION_LOST, f"{type(error).__name__}: {error}")
+    def _point_disconnected(self, info: PointInfo) -> None:
+        self._schedule_redial(info)

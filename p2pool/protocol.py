@@ -19,12 +19,12 @@ from zope.interface import implementer
 from p2pool.addressing import PeerId, Point, normalise_ip
 from p2pool.errors import ConnectionClosed, DecodingError, InvalidAuth, P2PError
 from p2pool.handshake import Handshake
-from p2pool.tls import IVerifiedProtocol, PeerVerification
+from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.wire import HANDSHAKE_MAX_BODY, FrameDecoder
 
 if TYPE_CHECKING:
     from p2pool.connection import Connection
-    from p2pool.pool import Pool
+    from p2pool.connect_handler import ConnectHandler
 
 __all__ = ["PeerClientFactory", "PeerProtocol", "PeerServerFactory"]
 
@@ -52,8 +52,14 @@ class PeerProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, incoming: bool, dialed_point: Optional[Point] = None, expected_peer_id: Optional[PeerId] = None) -> None:
-        self.pool = pool
+    def __init__(
+        self,
+        handler: ConnectHandler,
+        incoming: bool,
+        dialed_point: Optional[Point] = None,
+        expected_peer_id: Optional[PeerId] = None,
+    ) -> None:
+        self.handler = handler
         self.incoming = incoming
         self.dialed_point = dialed_point
         self.verification = PeerVerification(expected_peer_id)
@@ -66,7 +72,7 @@ class PeerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.remote_ip = normalise_ip(self.transport.getPeer().host)  # type: ignore[union-attr]
-        self.handshake = self.pool._handshake_for(self)
+        self.handshake = self.handler.handshake_for(self)
 
     def handshakeCompleted(self) -> None:
         verification = self.verification
@@ -90,12 +96,12 @@ class PeerProtocol(Protocol):
 
     def _control(self, kind: int, body: bytes) -> None:
         if self.connection is not None:
-            self.connection._control_received(kind, body)
+            self.handler.control_received(self.connection, kind, body)
             return
         assert self.handshake is not None
         remote = self.handshake.control_received(kind, body)
         if remote is not None:
-            self.connection = self.pool._established(self, remote)
+            self.connection = self.handler.established(self, remote)
 
     def start_messages(self, max_body: int, on_message: Callable[[bytes], Any]) -> None:
         """
@@ -143,7 +149,7 @@ class PeerProtocol(Protocol):
                 self.error = InvalidAuth(f"TLS handshake failed: {reason.getErrorMessage()}")
             else:
                 self.error = ConnectionClosed(reason.getErrorMessage())
-        self.pool._connection_lost(self, self.error)
+        self.handler.connection_lost(self, self.error)
 
 
 class _IncomingProtocolFactory(Factory):
@@ -153,11 +159,11 @@ class _IncomingProtocolFactory(Factory):
 
     noisy = False
 
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    def __init__(self, handler: ConnectHandler) -> None:
+        self.handler = handler
 
     def buildProtocol(self, addr: IAddress) -> PeerProtocol:
-        return PeerProtocol(self.pool, incoming=True)
+        return PeerProtocol(self.handler, incoming=True)
 
 
 class PeerServerFactory(Factory):
@@ -168,13 +174,13 @@ class PeerServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self._tls = TLSMemoryBIOFactory(pool._tls.creator, False, _IncomingProtocolFactory(pool))
+    def __init__(self, handler: ConnectHandler, creator: PeerConnectionCreator) -> None:
+        self.handler = handler
+        self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler))
         self._tls.noisy = False
 
     def buildProtocol(self, addr: IAddress) -> Optional[Protocol]:
-        if not self.pool._admit_incoming(addr):
+        if not self.handler.admit_incoming(addr):
             return None
         return self._tls.buildProtocol(addr)
 
@@ -186,8 +192,8 @@ class PeerClientFactory(Factory):
 
     noisy = False
 
-    def __init__(self, pool: Pool, point: Point, expected_peer_id: Optional[PeerId]) -> None:
-        self.protocol_instance = PeerProtocol(pool, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id)
+    def __init__(self, handler: ConnectHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
+        self.protocol_instance = PeerProtocol(handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id)
 
     def buildProtocol(self, addr: IAddress) -> PeerProtocol:
         return self.protocol_instance

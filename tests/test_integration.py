@@ -93,7 +93,7 @@ class ThreeNodesTests(TestCase):
         )
         # Each connection's point is the peer's listening point.
         for node in nodes:
-            for conn in node.pool.connections():
+            for conn in node.pool.connections.list():
                 self.assertIn(str(conn.point), [f"{ip}:{port}" for ip, port in zip(ips, ports)])
         small, large = b"x", bytes(range(256)) * 4096
         await a.pool.send(b.pool.peer_id, small)
@@ -181,7 +181,7 @@ class RefusalTests(TestCase):
         a = await start_node(self, "127.0.0.2", 0)
         with self.assertRaises(Myself):
             await a.pool.connect(a.point)
-        self.assertIsNone(a.pool.point_info(a.point))
+        self.assertIsNone(a.pool.points.info(a.point))
         with self.assertRaises(Myself):
             await a.pool.connect(a.point)
 
@@ -279,7 +279,7 @@ class RefusalTests(TestCase):
         a = await start_node(self, "127.0.0.2", 0)
         with self.assertRaises(P2PError):
             await a.pool.connect(Point("127.0.0.7", free_port("127.0.0.7")))
-        info = a.pool.point_info(Point("127.0.0.7", 1)) or only([p for p in a.pool.known_points()])
+        info = a.pool.points.info(Point("127.0.0.7", 1)) or only([p for p in a.pool.points])
         self.assertIsNotNone(info.last_failed_connection)
         self.assertTrue(info.cannot_reconnect_yet(reactor.seconds()))
 

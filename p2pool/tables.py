@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.test_tables -*-
+"""
+The tables of known points and known peers: lookup, garbage collection
+when over capacity, and the choice of points to advertise
+(C{list_known_points}), each cheap at any table size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from typing import Callable, Generic, Hashable, Iterable, Iterator, Optional, TypeVar
+
+from p2pool.addressing import PeerId, Point
+from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+
+__all__ = ["IndexedSet", "PeerTable", "PointTable"]
+
+T = TypeVar("T", bound=Hashable)
+
+
+class IndexedSet(Generic[T]):
+    """
+    A set with O(1) add, remove and uniform random choice.
+    """
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._index: dict[T, int] = {}
+
+    def add(self, item: T) -> None:
+        if item not in self._index:
+            self._index[item] = len(self._items)
+            self._items.append(item)
+
+    def discard(self, item: T) -> None:
+        position = self._index.pop(item, None)
+        if position is None:
+            return
+        last = self._items.pop()
+        if position < len(self._items):
+            self._items[position] = last
+            self._index[last] = position
+
+    def choice(self, rng: random.Random) -> T:
+        return self._items[rng.randrange(len(self._items))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._index
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items))
+
+
+def _gc_count(size: int, limits: Optional[tuple[int, int]]) -> int:
+    """
+    How many entries to collect before adding one to a table of C{size},
+    so that afterwards it holds at most C{target} entries (Tezos collects
+    one too few, its issue #3175; we do not).
+    """
+    if limits is None:
+        return 0
+    maximum, target = limits
+    if size < maximum:
+        return 0
+    return size - max(target, 1) + 1
+
+
+class PointTable:
+    """
+    The known points.
+
+    Besides the mapping, it keeps the orders C{list_known_points} needs, so
+    that no call sorts or scans the whole table: the points not
+    disconnected, the disconnected points in order of C{last_seen}, the
+    never-seen ones, and indexable sets for random choices. The pool calls
+    L{changed} after every change of a point's state or flags.
+    """
+
+    def __init__(self, limits: Optional[tuple[int, int]], rng: random.Random) -> None:
+        self.limits = limits
+        self._rng = rng
+        self._points: dict[Point, PointInfo] = {}
+        self._all: IndexedSet[Point] = IndexedSet()
+        self._public: IndexedSet[Point] = IndexedSet()
+        self._active: set[Point] = set()
+        self._seen: dict[Point, float] = {}
+        self._unseen: dict[Point, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def __contains__(self, point: object) -> bool:
+        return point in self._points
+
+    def __iter__(self) -> Iterator[PointInfo]:
+        return iter(list(self._points.values()))
+
+    def get(self, point: Point) -> Optional[PointInfo]:
+        return self._points.get(point)
+
+    def needs_gc(self) -> int:
+        """
+        How many points must be collected before one more is added.
+        """
+        return _gc_count(len(self._points), self.limits)
+
+    def add(self, info: PointInfo) -> None:
+        self._points[info.point] = info
+        self._all.add(info.point)
+        self.changed(info)
+
+    def remove(self, point: Point) -> Optional[PointInfo]:
+        info = self._points.pop(point, None)
+        if info is not None:
+            self._all.discard(point)
+            self._public.discard(point)
+            self._active.discard(point)
+            self._seen.pop(point, None)
+            self._unseen.pop(point, None)
+        return info
+
+    def changed(self, info: PointInfo) -> None:
+        """
+        Update the orders after C{info} changed.
+        """
+        point = info.point
+        if point not in self._points:
+            return
+        if info.known_public:
+            self._public.add(point)
+        else:
+            self._public.discard(point)
+        if info.state is PointState.DISCONNECTED:
+            self._active.discard(point)
+        else:
+            self._active.add(point)
+        last_seen = info.last_seen
+        if last_seen is None:
+            self._unseen[point] = None
+            self._seen.pop(point, None)
+        else:
+            self._unseen.pop(point, None)
+            if self._seen.get(point) != last_seen:
+                self._seen.pop(point, None)
+                self._insert_seen(point, last_seen)
+
+    def _insert_seen(self, point: Point, last_seen: float) -> None:
+        # Times almost always move forward, so appending keeps the order;
+        # an older time (a loaded table) is placed by a rebuild.
+        if self._seen and last_seen < next(reversed(self._seen.values())):
+            items = sorted([*self._seen.items(), (point, last_seen)], key=lambda item: item[1])
+            self._seen = dict(items)
+        else:
+            self._seen[point] = last_seen
+
+    def collectable(self) -> Iterator[PointInfo]:
+        """
+        The points GC may remove: disconnected and not trusted.
+        """
+        return (i for i in self._points.values() if i.state is PointState.DISCONNECTED and not i.trusted)
+
+    def gc(self, now: float) -> list[Point]:
+        """
+        Forget enough disconnected untrusted points, those that missed
+        longest ago first (never missed counts as now), for one more point
+        to fit within the target.
+        """
+        count = self.needs_gc()
+        if count <= 0:
+            return []
+        oldest = heapq.nsmallest(count, self.collectable(), key=lambda i: i.last_miss if i.last_miss is not None else now)
+        for info in oldest:
+            self.remove(info.point)
+        return [info.point for info in oldest]
+
+    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool]) -> list[Point]:
+        """
+        Up to C{size} points to tell others about: 3/5 "best" (connected
+        or connecting points, longest-standing first, then disconnected
+        points, most recently seen first), 2/5 chosen at random among the
+        other eligible points. Banned points are never listed; with
+        C{ignore_private}, only points known to be public nodes are.
+
+        @raise ValueError: C{size} is negative.
+        """
+        if size < 0:
+            raise ValueError("list_known_points: size must not be negative")
+        pool = self._public if ignore_private else self._all
+
+        def eligible(point: Point) -> bool:
+            info = self._points[point]
+            return (info.known_public or not ignore_private) and not banned(point.ip)
+
+        if len(pool) <= size:
+            return [p for p in pool if eligible(p)]
+        other = size * 2 // 5
+        best = size - other
+        chosen: dict[Point, None] = {}
+
+        def active_key(point: Point) -> tuple[bool, float]:
+            seen = self._points[point].last_seen
+            return (seen is not None, seen or 0.0)
+
+        candidates: Iterable[Point] = sorted((p for p in self._active if p in pool), key=active_key)
+        for source in (candidates, reversed(self._seen), self._unseen):
+            for point in source:
+                if len(chosen) >= best:
+                    break
+                if point not in chosen and point in pool and (source is candidates or point not in self._active) and eligible(point):
+                    chosen[point] = None
+        wanted = len(chosen) + other
+        for _ in range(4 * other + 16):
+            if len(chosen) >= wanted or len(chosen) >= len(pool):
+                break
+            point = pool.choice(self._rng)
+            if point not in chosen and eligible(point):
+                chosen[point] = None
+        return list(chosen)
+
+
+class PeerTable:
+    """
+    The known peers.
+    """
+
+    def __init__(self, limits: Optional[tuple[int, int]]) -> None:
+        self.limits = limits
+        self._peers: dict[PeerId, PeerInfo] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._peers
+
+    def __iter__(self) -> Iterator[PeerInfo]:
+        return iter(list(self._peers.values()))
+
+    def get(self, peer_id: PeerId) -> Optional[PeerInfo]:
+        return self._peers.get(peer_id)
+
+    def add(self, info: PeerInfo) -> None:
+        self._peers[info.peer_id] = info
+
+    def remove(self, peer_id: PeerId) -> Optional[PeerInfo]:
+        return self._peers.pop(peer_id, None)
+
+    def needs_gc(self) -> int:
+        return _gc_count(len(self._peers), self.limits)
+
+    def gc(self, score: Callable[[PeerInfo], float]) -> list[PeerId]:
+        """
+        Forget enough disconnected untrusted peers for one more to fit
+        within the target: lowest score first, and among equal scores the
+        most recently created first (a flood of new ids goes before
+        long-known peers).
+        """
+        count = self.needs_gc()
+        if count <= 0:
+            return []
+        candidates = (i for i in self._peers.values() if i.state is PeerState.DISCONNECTED and not i.trusted)
+        worst = heapq.nsmallest(count, candidates, key=lambda i: (score(i), -i.created))
+        for info in worst:
+            del self._peers[info.peer_id]
+        return [info.peer_id for info in worst]
