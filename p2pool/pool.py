@@ -12,7 +12,7 @@ import random
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -101,7 +101,7 @@ class Pool(MultiService):
         self.peers = PeersView(self)
         self.points = PointsView(self)
         self._redials: dict[Point, Any] = {}
-        self._greylist_countdown = LoopingCall(self.acl.ip_greylist.countdown)
+        self._greylist_countdown = LoopingCall.withCount(self._age_greylist)
         self._greylist_countdown.clock = reactor
         self._stopping_identity = False
         self.listening_port: Optional[IListeningPort] = None
@@ -116,6 +116,14 @@ class Pool(MultiService):
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._start_failed)
+
+    def _age_greylist(self, steps: int) -> None:
+        """
+        One greylist countdown per elapsed interval, even when the reactor
+        was too busy to run each on time.
+        """
+        for _ in range(min(steps, 16)):
+            self.acl.ip_greylist.countdown()
 
     def when_started(self) -> Deferred[None]:
         """
@@ -226,7 +234,7 @@ class Pool(MultiService):
         await super().stopService()
         if self.listening_port is not None:
             port, self.listening_port = self.listening_port, None
-            await port.stopListening()
+            await maybeDeferred(port.stopListening)
         await self.tear_down_connections()
 
     def save_peers(self) -> Deferred[None]:

@@ -1,0 +1,249 @@
+"""
+Tests for the known-point and known-peer tables.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pool.addressing import PeerId, Point
+from p2pool.config import ReconnectionConfig
+from p2pool.state import PeerInfo, PointInfo, PointState
+from p2pool.tables import IndexedSet, PeerTable, PointTable
+
+_POLICY = ReconnectionConfig(jitter=0.0)
+
+
+def _point(i: int) -> Point:
+    return Point(f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", 9732)
+
+
+def _peer(i: int) -> PeerId:
+    return PeerId(i.to_bytes(16, "big"))
+
+
+def _never_banned(ip: str) -> bool:
+    return False
+
+
+class IndexedSetTests(SynchronousTestCase):
+    def test_add_discard_choice(self) -> None:
+        s: IndexedSet[int] = IndexedSet()
+        for i in range(10):
+            s.add(i)
+        s.add(3)
+        self.assertEqual(len(s), 10)
+        s.discard(0)
+        s.discard(9)
+        s.discard(42)
+        self.assertEqual(sorted(s), list(range(1, 9)))
+        rng = random.Random(1)
+        self.assertEqual({s.choice(rng) for _ in range(200)}, set(range(1, 9)))
+
+
+class PointGCTests(SynchronousTestCase):
+    def _table(self, limits: tuple[int, int]) -> PointTable:
+        return PointTable(limits, random.Random(0))
+
+    def _miss(self, table: PointTable, info: PointInfo, at: float) -> None:
+        info.set_requested(at)
+        info.set_disconnected(at, _POLICY, random.Random(0))
+        table.changed(info)
+
+    def test_gc_reaches_target_and_prefers_oldest_miss(self) -> None:
+        table = self._table((5, 3))
+        infos = [PointInfo(_point(i)) for i in range(5)]
+        for i, info in enumerate(infos):
+            table.add(info)
+            if i < 3:
+                self._miss(table, info, at=10.0 + i)
+        removed = table.gc(now=100.0)
+        # 5 known, target 3: three go so that the next point makes 3.
+        self.assertEqual(removed, [_point(0), _point(1), _point(2)])
+        table.add(PointInfo(_point(99)))
+        self.assertEqual(len(table), 3)
+
+    def test_never_missed_go_last(self) -> None:
+        table = self._table((3, 2))
+        fresh, old = PointInfo(_point(1)), PointInfo(_point(2))
+        table.add(fresh)
+        table.add(old)
+        table.add(PointInfo(_point(3)))
+        self._miss(table, old, at=1.0)
+        removed = table.gc(now=50.0)
+        self.assertEqual(removed[0], _point(2))
+
+    def test_trusted_and_connected_are_kept(self) -> None:
+        table = self._table((0, 0))
+        trusted = PointInfo(_point(1), trusted=True)
+        running = PointInfo(_point(2))
+        running.set_running(_peer(1), 1.0)
+        plain = PointInfo(_point(3))
+        for info in (trusted, running, plain):
+            table.add(info)
+        self.assertEqual(table.gc(now=2.0), [_point(3)])
+        self.assertEqual({i.point for i in table}, {_point(1), _point(2)})
+
+    def test_no_limits_no_gc(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(50):
+            table.add(PointInfo(_point(i)))
+        self.assertEqual(table.gc(now=1.0), [])
+        self.assertEqual(len(table), 50)
+
+
+class ListKnownPointsTests(SynchronousTestCase):
+    def _public(self, table: PointTable, i: int, seen_at: float | None = None, running: bool = False) -> PointInfo:
+        info = PointInfo(_point(i), known_public=True)
+        table.add(info)
+        if seen_at is not None:
+            info.set_running(_peer(i), seen_at)
+            if not running:
+                info.set_disconnected(seen_at, _POLICY, random.Random(0))
+        table.changed(info)
+        return info
+
+    def test_negative_size(self) -> None:
+        table = PointTable(None, random.Random(0))
+        self.assertRaises(ValueError, table.list_known_points, True, -1, _never_banned)
+
+    def test_small_table_lists_everything_eligible(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(5):
+            self._public(table, i, seen_at=float(i))
+        table.add(PointInfo(_point(50)))  # not known public
+        listed = table.list_known_points(True, 50, lambda ip: ip == str(_point(4).ip))
+        self.assertEqual(set(listed), {_point(i) for i in range(4)})
+        everything = table.list_known_points(False, 50, _never_banned)
+        self.assertEqual(len(everything), 6)
+
+    def test_best_then_random(self) -> None:
+        table = PointTable(None, random.Random(3))
+        for i in range(200):
+            self._public(table, i, seen_at=float(i))
+        running = [self._public(table, 1000 + i, seen_at=500.0 + i, running=True) for i in range(3)]
+        listed = table.list_known_points(True, 10, _never_banned)
+        self.assertEqual(len(listed), 10)
+        self.assertEqual(len(set(listed)), 10)
+        # 6 best: the 3 running ones (longest standing first), then the
+        # most recently seen disconnected points.
+        self.assertEqual(listed[:3], [r.point for r in running])
+        self.assertEqual(listed[3:6], [_point(199), _point(198), _point(197)])
+        self.assertTrue(set(listed[6:]).isdisjoint(listed[:6]))
+
+    def test_banned_never_listed(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(300):
+            self._public(table, i, seen_at=float(i))
+        banned = {p.ip for p in table.list_known_points(True, 50, _never_banned)}
+        listed = table.list_known_points(True, 50, lambda ip: ip in banned)
+        self.assertTrue(banned.isdisjoint(p.ip for p in listed))
+        self.assertGreater(len(listed), 0)
+
+    def test_private_points_not_listed(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(100):
+            info = PointInfo(_point(i))
+            table.add(info)
+        for i in range(100, 103):
+            self._public(table, i, seen_at=1.0)
+        self.assertEqual(set(table.list_known_points(True, 50, _never_banned)), {_point(i) for i in range(100, 103)})
+
+    def test_remove_forgets_orders(self) -> None:
+        table = PointTable(None, random.Random(0))
+        info = self._public(table, 1, seen_at=1.0)
+        table.remove(info.point)
+        self.assertEqual(table.list_known_points(False, 5, _never_banned), [])
+        self.assertNotIn(info.point, table)
+
+    def test_loaded_older_times_keep_order(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i, seen in enumerate([5.0, 9.0, 1.0, 7.0] * 20):
+            self._public(table, i, seen_at=seen)
+        listed = table.list_known_points(False, 10, _never_banned)
+        seen_times = [table.get(p).last_seen for p in listed[:6]]  # type: ignore[union-attr]
+        self.assertEqual(seen_times, sorted(seen_times, reverse=True))
+
+
+class PeerGCTests(SynchronousTestCase):
+    def test_lowest_score_then_newest_first(self) -> None:
+        table = PeerTable((4, 2))
+        scores = {_peer(1): 5.0, _peer(2): 1.0, _peer(3): 1.0, _peer(4): 9.0}
+        for i in range(1, 5):
+            table.add(PeerInfo(_peer(i), created=float(i)))
+        removed = table.gc(lambda info: scores[info.peer_id])
+        # Three go (4 known, target 2, one more to come): lowest scores,
+        # and of the two equal ones the newer first.
+        self.assertEqual(removed, [_peer(3), _peer(2), _peer(1)])
+        self.assertEqual([i.peer_id for i in table], [_peer(4)])
+
+    def test_trusted_and_connected_peers_kept(self) -> None:
+        table = PeerTable((2, 0))
+        trusted = PeerInfo(_peer(1), created=0.0, trusted=True)
+        running = PeerInfo(_peer(2), created=0.0)
+        running.set_running(None, 1.0)
+        table.add(trusted)
+        table.add(running)
+        self.assertEqual(table.gc(lambda info: 0.0), [])
+        self.assertEqual(len(table), 2)
+
+
+class StateMachineTests(SynchronousTestCase):
+    def test_point_backoff_grows_and_caps(self) -> None:
+        info = PointInfo(_point(1))
+        policy = ReconnectionConfig(factor=2.0, initial_delay=1.0, increase_cap=5.0, jitter=0.0)
+        ends = []
+        for t in range(5):
+            info.set_requested(float(t * 100))
+            info.set_disconnected(float(t * 100), policy, random.Random(0))
+            assert info.reconnection_time is not None
+            ends.append(info.reconnection_time - t * 100)
+        self.assertEqual(ends, [1.0, 2.0, 4.0, 5.0, 5.0])
+        self.assertEqual(info.last_failed_connection, 400.0)
+        self.assertTrue(info.cannot_reconnect_yet(404.0))
+        self.assertFalse(info.cannot_reconnect_yet(406.0))
+
+    def test_disconnection_blocks_then_resets(self) -> None:
+        info = PointInfo(_point(1))
+        policy = ReconnectionConfig(initial_delay=1.0, disconnection_delay=60.0, jitter=0.0)
+        info.set_running(_peer(1), 10.0)
+        info.set_disconnected(20.0, policy, random.Random(0))
+        self.assertEqual(info.state, PointState.DISCONNECTED)
+        self.assertEqual(info.reconnection_time, 80.0)
+        self.assertEqual(info.last_disconnection, (_peer(1), 20.0))
+        self.assertEqual(info.last_seen, 20.0)
+        self.assertEqual(info.last_miss, 20.0)
+        self.assertEqual([e.kind for e in info.events], ["connection_established", "external_disconnection"])
+
+    def test_jitter_spreads_backoff(self) -> None:
+        policy = ReconnectionConfig(initial_delay=10.0, jitter=0.5)
+        rng = random.Random(7)
+        ends = set()
+        for i in range(20):
+            info = PointInfo(_point(i))
+            info.set_requested(0.0)
+            info.set_disconnected(0.0, policy, rng)
+            assert info.reconnection_time is not None
+            self.assertTrue(5.0 <= info.reconnection_time <= 15.0)
+            ends.add(info.reconnection_time)
+        self.assertGreater(len(ends), 10)
+
+    def test_invalid_transitions_refused(self) -> None:
+        from p2pool.state import InvalidTransition
+
+        info = PointInfo(_point(1))
+        self.assertRaises(InvalidTransition, info.set_disconnected, 0.0, _POLICY, random.Random(0))
+        info.set_accepted(_peer(1), 0.0)
+        self.assertRaises(InvalidTransition, info.set_running, _peer(2), 1.0)
+        peer = PeerInfo(_peer(1), created=0.0)
+        self.assertRaises(InvalidTransition, peer.set_disconnected, 0.0)
+
+    def test_event_ring_bounded(self) -> None:
+        info = PointInfo(_point(1))
+        for t in range(150):
+            info.set_requested(float(t))
+            info.set_disconnected(float(t), _POLICY, random.Random(0))
+        self.assertEqual(len(info.events), 100)
+        self.assertEqual(info.events[-1].timestamp, 149.0)
