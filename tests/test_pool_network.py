@@ -1,0 +1,184 @@
+"""
+Pool behaviour across real nodes on loopback: nack lists, expected peer
+ids, private mode, pending handshake limits and automatic greylisting
+(Tezos tests C, G and O).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+
+from p2pool.addressing import Point
+from p2pool.errors import DisconnectReason, NackMotive, P2PError, PointBanned, PrivateMode, RejectedByNack
+from p2pool.wire import Kind, frame
+from tests.helpers import identity, start_node, wait_for
+
+
+def _async(f: Any) -> Any:
+    def run(self: Any) -> Deferred[Any]:
+        return ensureDeferred(f(self))
+
+    run.__name__ = f.__name__
+    return run
+
+
+class _Idle(Protocol):
+    def __init__(self) -> None:
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.closed.callback(None)
+
+
+class PoolNetworkTests(TestCase):
+    timeout = 40
+
+    @_async
+    async def test_overcrowded_target_nacks_with_known_points(self) -> None:
+        """
+        Tezos G4: a full target nacks Too_many_connections with its known
+        public points, and the client learns them.
+        """
+        target = await start_node(self, "127.0.0.2", 0, min_connections=0, expected_connections=1, max_connections=1)
+        friend = await start_node(self, "127.0.0.3", 1)
+        await friend.pool.connect(target.point)
+        await wait_for(lambda: target.pool.active_connections() == 1)
+        for i in range(5):
+            info = target.pool.register_point(Point(f"10.1.0.{i}", 9732))
+            info.known_public = True
+            target.pool._points.changed(info)
+        client = await start_node(self, "127.0.0.4", 2)
+        with self.assertRaises(RejectedByNack) as caught:
+            await client.pool.connect(target.point)
+        self.assertEqual(caught.exception.motive, NackMotive.TOO_MANY_CONNECTIONS)
+        listed = set(caught.exception.alternative_points)
+        self.assertIn(friend.point, listed)
+        self.assertTrue({Point(f"10.1.0.{i}", 9732) for i in range(5)} <= listed)
+        for point in listed:
+            self.assertIsNotNone(client.pool.points.info(point), f"{point} learnt from the nack")
+        self.assertTrue(client.named("get_points"))
+        self.assertEqual(client.named("get_points")[0].fields["medium"], "nack")
+
+    @_async
+    async def test_expected_peer_id_in_a_clique(self) -> None:
+        """
+        Tezos O13: expecting the wrong peer at a connected point closes
+        that connection and greylists the address.
+        """
+        ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        nodes = [await start_node(self, ip, i) for i, ip in enumerate(ips)]
+        for i, node in enumerate(nodes):
+            for other in nodes[i + 1 :]:
+                await node.pool.connect(other.point)
+        await wait_for(lambda: all(n.pool.active_connections() == 2 for n in nodes))
+        a, b, c = nodes
+        a.pool.set_expected_peer_id(b.point, b.pool.peer_id)
+        self.assertEqual(a.pool.active_connections(), 2, "the right id changes nothing")
+        a.pool.set_expected_peer_id(c.point, a.pool.peer_id)
+        await wait_for(lambda: a.pool.active_connections() == 1 and c.pool.active_connections() == 1)
+        self.assertTrue(a.pool.points.banned(c.point))
+        self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.UNEXPECTED_PEER_ID)
+
+    @_async
+    async def test_private_node_accepts_only_trusted(self) -> None:
+        private = await start_node(self, "127.0.0.2", 0, private_mode=True)
+        stranger = await start_node(self, "127.0.0.3", 1)
+        friend = await start_node(self, "127.0.0.4", 2)
+        with self.assertRaises(P2PError):
+            await stranger.pool.connect(private.point)
+        await wait_for(lambda: bool(private.named("authentication_failed")))
+        self.assertEqual(private.named("authentication_failed")[0].fields["error"], "PrivateMode")
+        self.failureResultOf(private.pool.connect(stranger.point), PrivateMode)
+        private.pool.peers.trust(friend.pool.peer_id)
+        conn = await friend.pool.connect(private.point)
+        self.assertEqual(conn.peer_id, private.pool.peer_id)
+        self.assertTrue(conn.private)
+        # The friend never advertises the private node.
+        self.assertNotIn(private.point, friend.pool.list_known_points(ignore_private=True))
+
+    @_async
+    async def test_pending_handshakes_capped(self) -> None:
+        """
+        Tezos C2: pending incoming handshakes count against
+        max_incoming_connections until they finish.
+        """
+        node = await start_node(self, "127.0.0.2", 0, max_incoming_connections=2, authentication_timeout=5.0)
+        idle = []
+        for i in range(3):
+            endpoint = TCP4ClientEndpoint(reactor, node.point.ip, node.point.port, bindAddress=(f"127.0.1.{i + 1}", 0))
+            protocol = _Idle()
+            await connectProtocol(endpoint, protocol)
+            idle.append(protocol)
+        await idle[2].closed
+        self.assertEqual(node.pool._handler.pending_incoming, 2)
+        self.assertEqual(node.named("incoming_connection_too_many")[0].fields["addr"], "127.0.1.3")
+        for protocol in idle[:2]:
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+        await wait_for(lambda: node.pool._handler.pending_incoming == 0)
+
+    @_async
+    async def test_garbage_greylists_the_address(self) -> None:
+        """
+        Tezos O1: garbage greylists the sender's address, whatever its port;
+        dialing it is then refused.
+        """
+        node = await start_node(self, "127.0.0.2", 0)
+        other = await start_node(self, "127.0.0.5", 1)
+        endpoint = TCP4ClientEndpoint(reactor, node.point.ip, node.point.port, bindAddress=("127.0.0.5", 0))
+        garbage = _Idle()
+        await connectProtocol(endpoint, garbage)
+        garbage.transport.write(b"\x00\x0aHello, world. This is garbage, greylist me !")  # type: ignore[union-attr]
+        await garbage.closed
+        await wait_for(lambda: node.pool.points.get_greylisted_list() == ["127.0.0.5"])
+        self.failureResultOf(node.pool.connect(other.point), PointBanned)
+        with self.assertRaises(P2PError):
+            await other.pool.connect(node.point)
+        self.assertEqual(node.pool.active_connections(), 0)
+
+    @_async
+    async def test_malformed_frame_greylists_peer(self) -> None:
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+        conn = await a.pool.connect(b.point)
+        await wait_for(lambda: b.pool.active_connections() == 1)
+        conn._protocol.write(frame(Kind.SWAP_ACK, b"\xff"))
+        await wait_for(lambda: b.pool.active_connections() == 0)
+        self.assertTrue(b.pool.peers.banned(a.pool.peer_id))
+        self.assertEqual(b.pool.peers.get_greylisted_list(), [a.pool.peer_id])
+        self.assertEqual(b.pool.points.get_greylisted_list(), ["127.0.0.2"])
+
+    @_async
+    async def test_ban_disconnects(self) -> None:
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+        await a.pool.connect(b.point)
+        await wait_for(lambda: b.pool.active_connections() == 1)
+        b.pool.points.ban(Point("127.0.0.2", 1))
+        await wait_for(lambda: a.pool.active_connections() == 0)
+        self.assertEqual(b.app.lost[0][1].reason, DisconnectReason.IP_BANNED)
+        self.assertTrue(b.pool.peers.banned(identity(0).peer_id))
+        b.pool.points.unban(Point("127.0.0.2", 1))
+        b.pool.peers.unban(identity(0).peer_id)
+        conn = await a.pool.connect(b.point)
+        self.assertEqual(conn.peer_id, b.pool.peer_id)
+
+    @_async
+    async def test_destroy_closes_everything(self) -> None:
+        """
+        Tezos C1/C3: connect, then destroy; the application saw one
+        connection made and one lost.
+        """
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+        await a.pool.connect(b.point)
+        self.assertEqual((len(a.app.made), len(a.app.lost)), (1, 0))
+        await a.pool.destroy()
+        self.assertEqual((len(a.app.made), len(a.app.lost)), (1, 1))
+        self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.POOL_DESTROYED)
+        self.assertEqual(a.pool.active_connections(), 0)
