@@ -24,6 +24,7 @@ C{LoopingCall} every C{acl.ip_greylist.countdown_interval} seconds).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -57,17 +58,29 @@ def _ip_int(addr: IPText) -> int:
     @raise AddressError: C{addr} is not an IP address, or is a scoped IPv6
         address.
     """
-    if isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address] = addr
-    else:
-        try:
-            address = ipaddress.ip_address(addr)
-        except ValueError:
-            raise AddressError(f"not an IP address: {addr!r}") from None
+    if isinstance(addr, str):
+        return _text_ip_int(addr)
+    return _address_int(addr)
+
+
+@functools.lru_cache(maxsize=65536)
+def _text_ip_int(addr: str) -> int:
+    """
+    L{_ip_int} of address text, cached: the same addresses are checked
+    over and over (every incoming connection, every listed point).
+    """
+    try:
+        address = ipaddress.ip_address(addr)
+    except ValueError:
+        raise AddressError(f"not an IP address: {addr!r}") from None
+    return _address_int(address)
+
+
+def _address_int(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> int:
     if isinstance(address, ipaddress.IPv4Address):
         return _V4_MAPPED_PREFIX | int(address)
     if address.scope_id:
-        raise AddressError(f"scoped IPv6 addresses are not supported: {addr!r}")
+        raise AddressError(f"scoped IPv6 addresses are not supported: {str(address)!r}")
     return int(address)
 
 

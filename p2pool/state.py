@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import enum
 import random
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Deque, Optional, Sequence
 
 import attrs
 
@@ -115,7 +115,19 @@ class PointInfo:
     known_public: bool = False
     reconnection_delay: Optional[float] = None
     reconnection_time: Optional[float] = None
-    events: Deque[StateEvent] = attrs.field(factory=lambda: collections.deque(maxlen=EVENT_RING_SIZE))
+    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events")
+
+    @property
+    def events(self) -> Sequence[StateEvent]:
+        """
+        The latest events (at most L{EVENT_RING_SIZE}), oldest first.
+        """
+        return self._events if self._events is not None else ()
+
+    def _record(self, event: StateEvent) -> None:
+        if self._events is None:
+            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
+        self._events.append(event)
 
     def _move(self, event: str) -> PointState:
         try:
@@ -148,12 +160,12 @@ class PointInfo:
 
     def set_requested(self, now: float) -> None:
         self._move("request")
-        self.events.append(StateEvent("outgoing_request", now))
+        self._record(StateEvent("outgoing_request", now))
 
     def set_accepted(self, peer_id: PeerId, now: float) -> None:
         self._move("accept")
         self.current_peer_id = peer_id
-        self.events.append(StateEvent("accepting_request", now, peer_id))
+        self._record(StateEvent("accepting_request", now, peer_id))
 
     def set_running(self, peer_id: PeerId, now: float) -> None:
         if self.state is PointState.ACCEPTED and self.current_peer_id != peer_id:
@@ -162,7 +174,7 @@ class PointInfo:
         self.current_peer_id = peer_id
         self.last_established_connection = (peer_id, now)
         self.reconnection_delay = self.reconnection_time = None
-        self.events.append(StateEvent("connection_established", now, peer_id))
+        self._record(StateEvent("connection_established", now, peer_id))
 
     def set_disconnected(self, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False) -> None:
         """
@@ -190,7 +202,7 @@ class PointInfo:
             else:
                 self.last_failed_connection = now
             kind = "request_rejected"
-        self.events.append(StateEvent(kind, now, peer_id))
+        self._record(StateEvent(kind, now, peer_id))
 
     def reset_reconnection_delay(self) -> None:
         """
@@ -215,7 +227,19 @@ class PeerInfo:
     last_rejected_connection: Optional[tuple[Optional[Point], float]] = None
     last_established_connection: Optional[tuple[Optional[Point], float]] = None
     last_disconnection: Optional[tuple[Optional[Point], float]] = None
-    events: Deque[StateEvent] = attrs.field(factory=lambda: collections.deque(maxlen=EVENT_RING_SIZE))
+    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events")
+
+    @property
+    def events(self) -> Sequence[StateEvent]:
+        """
+        The latest events (at most L{EVENT_RING_SIZE}), oldest first.
+        """
+        return self._events if self._events is not None else ()
+
+    def _record(self, event: StateEvent) -> None:
+        if self._events is None:
+            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
+        self._events.append(event)
 
     def _move(self, event: str) -> PeerState:
         try:
@@ -235,13 +259,13 @@ class PeerInfo:
     def set_accepted(self, point: Optional[Point], now: float) -> None:
         self._move("accept")
         self.current_point = point
-        self.events.append(StateEvent("accepting_request", now, point=point))
+        self._record(StateEvent("accepting_request", now, point=point))
 
     def set_running(self, point: Optional[Point], now: float) -> None:
         self._move("run")
         self.current_point = point
         self.last_established_connection = (point, now)
-        self.events.append(StateEvent("connection_established", now, point=point))
+        self._record(StateEvent("connection_established", now, point=point))
 
     def set_disconnected(self, now: float, requested: bool = False) -> None:
         previous, point = self.state, self.current_point
@@ -253,7 +277,5 @@ class PeerInfo:
         else:
             self.last_rejected_connection = (point, now)
             kind = "request_rejected"
-        self.events.append(StateEvent(kind, now, point=point))
+        self._record(StateEvent(kind, now, point=point))
 
-
-Clock = Callable[[], float]

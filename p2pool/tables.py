@@ -208,11 +208,17 @@ class PointTable:
             return (seen is not None, seen or 0.0)
 
         candidates: Iterable[Point] = sorted((p for p in self._active if p in pool), key=active_key)
+        # Banned or private points are skipped, within a budget: when most
+        # are ineligible the best list comes out shorter, never slower.
+        budget = 4 * size + 16
         for source in (candidates, reversed(self._seen), self._unseen):
             for point in source:
-                if len(chosen) >= best:
+                if len(chosen) >= best or budget <= 0:
                     break
-                if point not in chosen and point in pool and (source is candidates or point not in self._active) and eligible(point):
+                if point in chosen or point not in pool or (source is not candidates and point in self._active):
+                    continue
+                budget -= 1
+                if eligible(point):
                     chosen[point] = None
         wanted = len(chosen) + other
         for _ in range(4 * other + 16):
