@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from p2pool.addressing import Point
 from p2pool.errors import DisconnectReason, NackMotive, P2PError, PointBanned, PrivateMode, RejectedByNack
 from p2pool.wire import Kind, frame
-from tests.helpers import identity, start_node, wait_for
+from tests.helpers import identity, sleep, start_node, wait_for
 
 
 def _async(f: Any) -> Any:
@@ -182,3 +182,30 @@ class PoolNetworkTests(TestCase):
         self.assertEqual((len(a.app.made), len(a.app.lost)), (1, 1))
         self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.POOL_DESTROYED)
         self.assertEqual(a.pool.active_connections(), 0)
+
+    @_async
+    async def test_simultaneous_dials_leave_one_connection(self) -> None:
+        """
+        Two nodes dialing each other at once end with exactly one
+        connection: the one dialed by the smaller peer id when both
+        handshakes meet.
+        """
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+        for _ in range(5):
+            ours, theirs = a.pool.connect(b.point), b.pool.connect(a.point)
+            outcomes = []
+            for d in (ours, theirs):
+                d.addBoth(outcomes.append)
+            await wait_for(lambda: len(outcomes) == 2)
+            await wait_for(lambda: a.pool.active_connections() == 1 and b.pool.active_connections() == 1)
+            await sleep(0.05)
+            self.assertEqual((a.pool.active_connections(), b.pool.active_connections()), (1, 1))
+            conn_a = a.pool.connections.list()[0]
+            conn_b = b.pool.connections.list()[0]
+            self.assertNotEqual(conn_a.incoming, conn_b.incoming)
+            await conn_a.disconnect()
+            await wait_for(lambda: b.pool.active_connections() == 0)
+            for info in (a.pool.points.info(b.point), b.pool.points.info(a.point)):
+                assert info is not None
+                info.reset_reconnection_delay()
