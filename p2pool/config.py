@@ -573,6 +573,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Minimum seconds between two accepted swaps; false = never swap."),
     _key("p2p", "disable_peer_discovery", _Flag(),
          "Neither send nor answer Bootstrap and Advertise messages; nacks carry no points."),
+    _key("p2p", "max_concurrent_dials", _Integer(minimum=1),
+         "Outgoing connections maintenance sets up at once."),
+    _key("p2p", "max_incoming_connections_per_netgroup", _Integer(minimum=1),
+         "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running."),
+    _key("p2p", "netgroup_cap_exempts_loopback", _Flag(),
+         "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host)."),
     _key("p2p", "max_message_size", _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
          "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
     _key("p2p", "checkpoint_interval", _SECONDS,
@@ -684,6 +690,9 @@ class PoolConfig:
     maintenance_idle_time: Optional[float] = 120.0
     swap_linger: Optional[float] = 30.0
     disable_peer_discovery: bool = False
+    max_concurrent_dials: int = 10
+    max_incoming_connections_per_netgroup: int = 10
+    netgroup_cap_exempts_loopback: bool = False
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
     reconnection: ReconnectionConfig = attrs.field(

@@ -7,6 +7,7 @@ and the point and peer state changes from first byte to last.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, fail
@@ -14,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import IAddress
 from twisted.python.failure import Failure
 
-from p2pool.addressing import AddressError, PeerId, Point, normalise_ip
+from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
 from p2pool.connection import Connection
 from p2pool.errors import (
     ConnectionClosed,
@@ -174,7 +175,24 @@ class ConnectHandler:
         if self.pending_incoming >= pool.config.max_incoming_connections:
             pool.events.emit("incoming_connection_too_many", addr=ip)
             return False
+        if self._netgroup_full(ip):
+            pool.events.emit("incoming_connection_netgroup_full", addr=ip, netgroup=netgroup(ip))
+            return False
         return True
+
+    def _netgroup_full(self, ip: str) -> bool:
+        """
+        Whether C{ip}'s network group already has
+        C{max_incoming_connections_per_netgroup} incoming connections,
+        pending or running (loopback exempt only when configured so).
+        """
+        pool = self._pool
+        if pool.config.netgroup_cap_exempts_loopback and ipaddress.ip_address(ip).is_loopback:
+            return False
+        group = netgroup(ip)
+        count = sum(1 for p in self._handshaking if p.incoming and netgroup(p.remote_ip) == group)
+        count += sum(1 for c in pool._connections.values() if c.incoming and netgroup(c.remote_ip) == group)
+        return count >= pool.config.max_incoming_connections_per_netgroup
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:
         """
@@ -321,6 +339,8 @@ class ConnectHandler:
         app.connection_made(conn)
         if result is not None:
             result.callback(conn)
+        if pool.maintenance is not None:
+            pool.maintenance.connection_established()
         return conn
 
     def control_received(self, conn: Connection, kind: int, body: bytes) -> None:
@@ -368,6 +388,9 @@ class ConnectHandler:
             pool.app.connection_lost(conn, reason)
         finally:
             conn._lost(reason)
+            pool._answerer.connection_lost(conn)
+            if pool.maintenance is not None:
+                pool.maintenance.connection_lost()
 
     def _handshake_over(self, protocol: PeerProtocol, error: P2PError) -> None:
         """

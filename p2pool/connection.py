@@ -57,6 +57,8 @@ class Connection:
         self.remote_metadata = remote.hello.metadata
         self.established_at = now
         self.reason: Optional[ConnectionDone] = None
+        #: When we last proposed a swap on this connection, and the peer offered.
+        self.last_sent_swap_request: Optional[tuple[float, PeerId]] = None
         self._waiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:

@@ -185,6 +185,12 @@ class Timeout(P2PError):
     """
 
 
+class MaintenanceDisabled(P2PError):
+    """
+    Maintenance was asked for but is disabled.
+    """
+
+
 class UnknownPeer(P2PError, KeyError):
     """
     No running connection to this peer id.

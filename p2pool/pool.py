@@ -26,11 +26,12 @@ from p2pool.answerer import Answerer
 from p2pool.config import PoolConfig
 from p2pool.connect_handler import ConnectHandler
 from p2pool.connection import Connection
-from p2pool.errors import DisconnectReason, InvalidMessageSize, P2PError, UnknownPeer
+from p2pool.errors import DisconnectReason, InvalidMessageSize, MaintenanceDisabled, P2PError, UnknownPeer
 from p2pool.events import EventLog, PoolEvent
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
+from p2pool.maintenance import Maintenance
 from p2pool.protocol import PeerServerFactory
 from p2pool.state import PeerInfo, PointInfo, PointState
 from p2pool.tables import PeerTable, PointTable
@@ -97,6 +98,7 @@ class Pool(MultiService):
         self._my_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._handler = ConnectHandler(self)
         self._answerer = Answerer(self)
+        self.maintenance: Optional[Maintenance] = Maintenance(self) if config.maintenance_idle_time is not None else None
         self.connections = ConnectionsView(self)
         self.peers = PeersView(self)
         self.points = PointsView(self)
@@ -175,9 +177,12 @@ class Pool(MultiService):
         for info in self._points:
             if info.trusted:
                 self._schedule_redial(info, self._rng.uniform(0, 0.2))
-        for point in bootstrap:
-            if point is not None:
-                self._clock.callLater(self._rng.uniform(0, 0.2), self._dial_quietly, point)
+        if self.maintenance is not None:
+            self.maintenance.start()
+        else:
+            for point in bootstrap:
+                if point is not None:
+                    self._clock.callLater(self._rng.uniform(0, 0.2), self._dial_quietly, point)
 
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
@@ -228,6 +233,8 @@ class Pool(MultiService):
         self._redials.clear()
         if self._greylist_countdown.running:
             self._greylist_countdown.stop()
+        if self.maintenance is not None:
+            self.maintenance.stop()
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -332,6 +339,8 @@ class Pool(MultiService):
             info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
             self._points.add(info)
             self.events.emit("new_point", point=str(point))
+            if self.maintenance is not None:
+                self.maintenance.news()
         else:
             if trusted is not None:
                 info.trusted = trusted
@@ -380,6 +389,8 @@ class Pool(MultiService):
             info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
             self._peers.add(info)
             self.events.emit("new_peer", peer_id=str(peer_id))
+            if self.maintenance is not None:
+                self.maintenance.news()
         return info
 
     def add_to_id_points(self, point: Point) -> None:
@@ -505,6 +516,18 @@ class Pool(MultiService):
             L{Timeout}, L{RejectedByNack}, L{Myself}, ...).
         """
         return self._handler.connect(point, timeout)
+
+    def maintain(self) -> Deferred[None]:
+        """
+        Run a maintenance pass now.
+
+        @return: fires when the pass has ended; at once when the connection
+            count is already in range. Fails with L{MaintenanceDisabled}
+            when C{maintenance_idle_time} is false.
+        """
+        if self.maintenance is None:
+            return fail(MaintenanceDisabled("maintenance is disabled (maintenance_idle_time = false)"))
+        return self.maintenance.maintain()
 
     def _schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
         """

@@ -47,6 +47,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "authentication-timeout": ("3", 3.0),
     "maintenance-idle-time": ("false", None),
     "swap-linger": ("12.5", 12.5),
+    "max-concurrent-dials": ("3", 3),
+    "max-incoming-connections-per-netgroup": ("4", 4),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
     "reconnection-factor": ("2", 2.0),
@@ -92,9 +94,10 @@ class OptionsTests(SynchronousTestCase):
             self.assertNotEqual(key.get(config), key.default, key.flag)
 
     def test_switches(self) -> None:
-        config = parse("--private-mode", "--disable-peer-discovery")
+        config = parse("--private-mode", "--disable-peer-discovery", "--netgroup-cap-exempts-loopback")
         self.assertTrue(config.private_mode)
         self.assertTrue(config.disable_peer_discovery)
+        self.assertTrue(config.netgroup_cap_exempts_loopback)
 
     def test_repeated_peer(self) -> None:
         config = parse("--peer", "10.0.0.1:9732", "--peer", f"[::1]:9733#{PEER_ID}", "--peer", "seed.example:1")

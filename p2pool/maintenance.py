@@ -1,0 +1,321 @@
+# -*- test-case-name: tests.test_maintenance -*-
+"""
+Connection-count maintenance (Tezos C{P2p_maintenance}): keeps the number
+of running connections between the thresholds derived from
+C{min/expected/max_connections}, dialing known points when there are too
+few (asking peers for more when none is left), closing random connections
+when there are too many, and proposing swaps when in range.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.task import deferLater
+
+from p2pool.addressing import Point, netgroup
+from p2pool.connection import Connection
+from p2pool.errors import DisconnectReason, P2PError
+from p2pool.state import PointInfo, PointState
+from p2pool.wire import Bootstrap, SwapRequest, encode
+
+if TYPE_CHECKING:
+    from p2pool.pool import Pool
+
+__all__ = ["Maintenance", "choose_candidates"]
+
+#: Seconds to wait for new points after asking peers (Tezos
+#: time_between_looking_for_peers), jittered by +/-20%.
+TIME_BETWEEN_LOOKING_FOR_PEERS = 5.0
+#: Repair rounds in one maintenance pass before waiting for the next
+#: trigger; Tezos loops without limit.
+MAX_ROUNDS = 20
+#: Dials are started spread over this many seconds, at random.
+DIAL_SPREAD = 0.05
+
+_BOOTSTRAP = encode(Bootstrap())
+
+
+def choose_candidates(
+    infos: list[PointInfo],
+    count: int,
+    outbound_groups: collections.Counter[str],
+    shuffle: Callable[[list[PointInfo]], None],
+) -> list[PointInfo]:
+    """
+    Up to C{count} points to dial: trusted points first, then points never
+    missed, then those whose last miss is oldest; within that order,
+    points whose network group has no outbound connection yet (nor a
+    point chosen before them) come first, so that one group cannot take
+    many outbound slots while other groups are available.
+    """
+    shuffle(infos)
+    infos.sort(key=lambda i: (not i.trusted, i.last_miss is not None, i.last_miss or 0.0))
+    chosen: list[PointInfo] = []
+    groups = collections.Counter(outbound_groups)
+    rest: list[PointInfo] = []
+    for info in infos:
+        if len(chosen) >= count:
+            break
+        group = netgroup(info.point.ip)
+        if info.trusted or groups[group] == 0:
+            chosen.append(info)
+            groups[group] += 1
+        else:
+            rest.append(info)
+    for info in rest:
+        if len(chosen) >= count:
+            break
+        chosen.append(info)
+    return chosen
+
+
+class Maintenance:
+    """
+    The maintenance worker of one pool.
+
+    @ivar bounds: C{(min_threshold, min_target, max_target, max_threshold)}.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        config = pool.config
+        self.bounds = config.maintenance_bounds()
+        self.idle_time: float = config.maintenance_idle_time or 0.0
+        self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
+        self._running = False
+        self._again: Optional[str] = None
+        self._idle_call: Any = None
+        self._waiters: list[Deferred[None]] = []
+        self._news: Optional[Deferred[None]] = None
+        self._stopped = True
+
+    # -- triggers ------------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Run a first pass now, then whenever triggered or idle.
+        """
+        self._stopped = False
+        self.trigger("activation")
+
+    def stop(self) -> None:
+        """
+        Stop scheduling passes.
+        """
+        self._stopped = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._wake()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def maintain(self) -> Deferred[None]:
+        """
+        Run a maintenance pass; fires when it has ended (at once if the
+        connection count is already in range).
+        """
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        self.trigger("external")
+        return d
+
+    def trigger(self, motive: str) -> None:
+        """
+        Start a pass, or another one after the running pass.
+        """
+        if self._stopped:
+            return
+        if self._running:
+            self._again = motive
+            return
+        Deferred.fromCoroutine(self._pass(motive)).addErrback(self._failed)
+
+    def connection_lost(self) -> None:
+        """
+        A connection closed: too few left triggers maintenance.
+        """
+        if self._pool.active_connections() < self._pool.config.min_connections:
+            self.trigger("too_few_connections")
+
+    def connection_established(self) -> None:
+        """
+        A connection opened: too many triggers maintenance.
+        """
+        if self._pool.active_connections() >= self._pool.config.max_connections:
+            self.trigger("too_many_connections")
+
+    def news(self) -> None:
+        """
+        A new point or peer is known: wake a pass waiting for some.
+        """
+        self._wake()
+
+    def _wake(self) -> None:
+        news, self._news = self._news, None
+        if news is not None:
+            news.callback(None)
+
+    def _failed(self, failure: Any) -> None:
+        self._pool._log.failure("maintenance pass failed", failure)
+
+    # -- the pass ------------------------------------------------------------
+
+    def _in_range(self) -> bool:
+        n = self._pool.active_connections()
+        return self.bounds[0] <= n <= self.bounds[3]
+
+    async def _pass(self, motive: str) -> None:
+        pool = self._pool
+        self._running = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        started = pool.now()
+        repaired = False
+        try:
+            for _ in range(MAX_ROUNDS):
+                if self._stopped or self._in_range():
+                    break
+                if not repaired:
+                    pool.events.emit("maintenance_started", motive=motive, connections=pool.active_connections())
+                    repaired = True
+                n = pool.active_connections()
+                if n < self.bounds[0]:
+                    await self._too_few(n)
+                else:
+                    await self._too_many(n)
+            if repaired:
+                pool.events.emit("maintenance_ended", duration=pool.now() - started, connections=pool.active_connections())
+            if not self._stopped and self._in_range():
+                self.send_swap_request()
+        finally:
+            self._running = False
+            self._finish()
+
+    def _finish(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+        if self._stopped:
+            return
+        if self._again is not None:
+            motive, self._again = self._again, None
+            self._pool._clock.callLater(0, self.trigger, motive)
+        else:
+            self._idle_call = self._pool._clock.callLater(self.idle_time, self.trigger, "idle")
+
+    # -- too few ---------------------------------------------------------------
+
+    async def _too_few(self, n: int) -> None:
+        pool = self._pool
+        pool.events.emit("too_few_connections", connections=n)
+        min_to_contact = self.bounds[1] - n
+        max_to_contact = self.bounds[2] - n
+        start = pool.now()
+        seen: set[Point] = set()
+        while min_to_contact > 0 and not self._stopped:
+            candidates = self._candidates(seen, start, max_to_contact)
+            if not candidates:
+                await self._ask_for_more_contacts()
+                return
+            seen.update(info.point for info in candidates)
+            established = await self._dial(candidates)
+            min_to_contact -= established
+            max_to_contact -= established
+
+    def _candidates(self, seen: set[Point], start: float, count: int) -> list[PointInfo]:
+        pool = self._pool
+        now = pool.now()
+        private = pool.config.private_mode
+        found = []
+        for info in pool._points:
+            if info.point in seen or pool.acl.banned_addr(info.point.ip) or (private and not info.trusted):
+                continue
+            if info.state is not PointState.DISCONNECTED:
+                continue
+            if (info.last_miss is not None and info.last_miss > start) or info.cannot_reconnect_yet(now):
+                continue
+            found.append(info)
+        outbound = collections.Counter(netgroup(c.remote_ip) for c in pool._connections.values() if not c.incoming)
+        return choose_candidates(found, max(count, 0), outbound, pool._rng.shuffle)
+
+    async def _dial(self, candidates: list[PointInfo]) -> int:
+        """
+        Dial every candidate, at most C{max_concurrent_dials} at once, each
+        after a short random delay; return how many connected.
+        """
+
+        def dial(point: Point) -> Deferred[Any]:
+            return self._semaphore.run(self._dial_one, point)
+
+        results = await DeferredList([dial(info.point) for info in candidates], consumeErrors=True)
+        return sum(1 for ok, value in results if ok and value)
+
+    async def _dial_one(self, point: Point) -> bool:
+        pool = self._pool
+        await deferLater(pool._clock, pool._rng.uniform(0, DIAL_SPREAD), lambda: None)
+        if self._stopped:
+            return False
+        try:
+            await pool.connect(point)
+        except P2PError:
+            return False
+        return True
+
+    async def _ask_for_more_contacts(self) -> None:
+        """
+        Send Bootstrap to every public peer, then wait for a new point or
+        peer, or a few seconds.
+        """
+        pool = self._pool
+        if not pool.config.private_mode and not pool.config.disable_peer_discovery:
+            for conn in list(pool._connections.values()):
+                if not conn.private:
+                    conn._protocol.write(_BOOTSTRAP)
+                    pool.events.emit("bootstrap_sent", peer_id=str(conn.peer_id))
+        delay = TIME_BETWEEN_LOOKING_FOR_PEERS * pool._rng.uniform(0.8, 1.2)
+        news: Deferred[None] = Deferred()
+        self._news = news
+        timer = pool._clock.callLater(delay, self._wake)
+        await news
+        if timer.active():
+            timer.cancel()
+
+    # -- too many --------------------------------------------------------------
+
+    async def _too_many(self, n: int) -> None:
+        pool = self._pool
+        pool.events.emit("too_many_connections", connections=n)
+        count = n - self.bounds[2]
+        candidates = [c for c in pool._connections.values() if not self._trusted(c)]
+        pool._rng.shuffle(candidates)
+        await DeferredList([c.disconnect(DisconnectReason.MAINTENANCE_TOO_MANY) for c in candidates[:count]])
+
+    def _trusted(self, conn: Connection) -> bool:
+        pool = self._pool
+        peer = pool._peers.get(conn.peer_id)
+        point = pool._points.get(conn.point) if conn.point is not None else None
+        return bool((peer is not None and peer.trusted) or (point is not None and point.trusted))
+
+    # -- swap ------------------------------------------------------------------
+
+    def send_swap_request(self) -> None:
+        """
+        Propose to a random public peer to swap one of our peers for one of
+        its own (Tezos C{send_swap_request}); not in private mode, nor
+        when swaps are disabled.
+        """
+        pool = self._pool
+        if pool.config.private_mode or pool.config.swap_linger is None:
+            return
+        proposal = pool.connections.propose_swap_request()
+        if proposal is None:
+            return
+        point, peer_id, recipient = proposal
+        recipient.last_sent_swap_request = (pool.now(), peer_id)
+        recipient._protocol.write(encode(SwapRequest(point, peer_id)))
+        pool.events.emit("swap_request_sent", peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
+
