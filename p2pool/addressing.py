@@ -10,6 +10,7 @@ public key, written as a Tezos-style base58check string starting with ``id``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from typing import Optional, Union
@@ -66,6 +67,12 @@ def _checksum(payload: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
 
 
+@functools.lru_cache(maxsize=65536)
+def _peer_id_text(raw: bytes) -> str:
+    payload = _PEER_ID_PREFIX + raw
+    return _b58encode(payload + _checksum(payload))
+
+
 @attrs.frozen(order=True)
 class PeerId:
     """
@@ -107,13 +114,13 @@ class PeerId:
         return cls(payload[2:])
 
     def __str__(self) -> str:
-        payload = _PEER_ID_PREFIX + self.raw
-        return _b58encode(payload + _checksum(payload))
+        return _peer_id_text(self.raw)
 
     def __repr__(self) -> str:
         return f"PeerId({str(self)!r})"
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_ip(text: str) -> str:
     """
     Canonical text of an IP address; IPv4-mapped IPv6 becomes IPv4.

@@ -5,7 +5,7 @@ An established connection to a peer, as the application sees it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from p2pool.addressing import PeerId, Point
 from p2pool.errors import ConnectionDone, DisconnectReason, InvalidMessageSize
 from p2pool.handshake import RemoteInfo
-from p2pool.wire import Disconnect, encode, encode_message
+from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
 if TYPE_CHECKING:
     from p2pool.pool import Pool
@@ -84,6 +84,22 @@ class Connection:
         if len(data) > self._max_size:
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
         self._protocol.write(encode_message(data))
+
+    def send_many(self, messages: Iterable[bytes]) -> None:
+        """
+        Queue several application messages for the peer in one write.
+
+        @raise InvalidMessageSize: one of them is larger than
+            C{max_message_size} (none is sent then).
+        @raise ConnectionDone: the connection has closed.
+        """
+        if self.reason is not None:
+            raise self.reason
+        frames = [encode_message(data) for data in messages]
+        limit = self._max_size + HEADER_SIZE
+        if any(len(f) > limit for f in frames):
+            raise InvalidMessageSize(f"a message exceeds max_message_size ({self._max_size})")
+        self._protocol.write(b"".join(frames))
 
     def register_producer(self, producer: IPushProducer) -> None:
         """

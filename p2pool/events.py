@@ -6,6 +6,7 @@ fields, delivered to the pool's C{log} callback and to C{twisted.logger}.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import attrs
@@ -53,6 +54,14 @@ class PoolEvent:
 _log = Logger(namespace="p2pool.events")
 
 
+@functools.lru_cache(maxsize=1024)
+def _format(keys: tuple[str, ...]) -> str:
+    """
+    The log format string of an event with these fields.
+    """
+    return "{p2pool_event} " + " ".join(f"{key}={{{key}}}" for key in keys)
+
+
 class EventLog:
     """
     Emits pool events to a callback and to C{twisted.logger}.
@@ -69,5 +78,4 @@ class EventLog:
         for callback in list(self.callbacks):
             callback(record)
         level = LogLevel.info if event in _INFO_EVENTS else LogLevel.debug
-        summary = " ".join(f"{key}={{{key}}}" for key in fields)
-        _log.emit(level, "{p2pool_event} " + summary, p2pool_event=event, **fields)
+        _log.emit(level, _format(tuple(fields)), p2pool_event=event, **fields)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from OpenSSL import SSL
 from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -145,7 +146,10 @@ class PeerProtocol(Protocol):
             failure = self.verification.failure
             if failure is not None:
                 self.error = failure if isinstance(failure, P2PError) else InvalidAuth(str(failure))
-            elif self.connection is None and self.handshake is not None and self.handshake.peer_id is None:
+            elif self.handshake is not None and self.handshake.peer_id is None and reason.check(SSL.Error):
+                # Bytes that are not TLS, or a TLS handshake gone wrong; a
+                # peer that merely closed (a busy node refusing us) is not
+                # an authentication failure.
                 self.error = InvalidAuth(f"TLS handshake failed: {reason.getErrorMessage()}")
             else:
                 self.error = ConnectionClosed(reason.getErrorMessage())

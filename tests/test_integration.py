@@ -303,3 +303,19 @@ def _ec_certificate(key: Any) -> Any:
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
+
+
+class SendManyTests(TestCase):
+    timeout = 20
+
+    @_async
+    async def test_send_many_delivers_each_message(self) -> None:
+        a = await start_node(self, "127.0.0.2", 0, max_message_size=100)
+        b = await start_node(self, "127.0.0.3", 1, max_message_size=100)
+        conn = await a.pool.connect(b.point)
+        conn.send_many([b"one", b"", b"three" * 20])
+        await wait_for(lambda: len(b.app.messages) == 3)
+        self.assertEqual([m for _, m in b.app.messages], [b"one", b"", b"three" * 20])
+        self.assertRaises(InvalidMessageSize, conn.send_many, [b"ok", b"x" * 101])
+        await sleep(0.05)
+        self.assertEqual(len(b.app.messages), 3, "nothing of a refused batch is sent")

@@ -1,0 +1,64 @@
+"""
+Tests for points, peer ids and netgroups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pool.addressing import AddressError, PeerId, Point, PointSpec, netgroup, normalise_ip
+
+
+class PeerIdTests(SynchronousTestCase):
+    def test_base58check_round_trip(self) -> None:
+        peer = PeerId.from_public_key(b"\x01" * 32)
+        text = str(peer)
+        self.assertTrue(text.startswith("id"))
+        self.assertEqual(len(text), 30)
+        self.assertEqual(PeerId.parse(text), peer)
+        self.assertEqual(peer.raw, hashlib.blake2b(b"\x01" * 32, digest_size=16).digest())
+
+    def test_malformed(self) -> None:
+        text = str(PeerId(b"\x00" * 16))
+        for bad in ["", "id0OIl", text[:-1] + ("1" if text[-1] != "1" else "2"), "1" * 30]:
+            self.assertRaises(AddressError, PeerId.parse, bad)
+        self.assertRaises(AddressError, PeerId, b"short")
+
+
+class PointTests(SynchronousTestCase):
+    def test_parse_and_text(self) -> None:
+        self.assertEqual(str(Point.parse("1.2.3.4:9732")), "1.2.3.4:9732")
+        self.assertEqual(str(Point.parse("[::1]:9732")), "[::1]:9732")
+        self.assertEqual(Point.parse("[::ffff:1.2.3.4]:1"), Point("1.2.3.4", 1))
+        self.assertEqual(normalise_ip("::FFFF:10.0.0.1"), "10.0.0.1")
+
+    def test_malformed_points_name_the_problem(self) -> None:
+        cases = {
+            "1.2.3.4": "missing ':port'",
+            "1.2.3.4:99999": "port must be 0-65535",
+            "1.2.3.4:\u00b2": "port must be 0-65535",
+            "::1:5": "write IPv6 as '[addr]:port'",
+            ":5": "missing address",
+            "[::1:5": "expected '[ipv6]:port'",
+            "host.example:5": "not an IP address",
+        }
+        for text, problem in cases.items():
+            with self.assertRaises(AddressError) as caught:
+                Point.parse(text)
+            self.assertIn(problem, str(caught.exception), text)
+
+    def test_point_spec(self) -> None:
+        peer = PeerId(b"\x07" * 16)
+        spec = PointSpec.parse(f"Seed.Example.org.:9732#{peer}")
+        self.assertEqual((spec.host, spec.port, spec.expected_peer_id), ("seed.example.org", 9732, peer))
+        self.assertIsNone(spec.point)
+        self.assertEqual(PointSpec.parse("10.0.0.1:1").point, Point("10.0.0.1", 1))
+        self.assertRaises(AddressError, PointSpec.parse, "10.0.0.1:0")
+        self.assertRaises(AddressError, PointSpec.parse, "bad_host!:1")
+        self.assertRaises(AddressError, PointSpec.parse, "10.0.0.1:1#notapeer")
+
+    def test_netgroup(self) -> None:
+        self.assertEqual(netgroup("10.2.3.4"), "10.2.0.0/16")
+        self.assertEqual(netgroup("2001:db8:1::1"), "2001:db8::/32")
