@@ -254,6 +254,7 @@ def _is_hostname(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=65536)
 def netgroup(ip: str) -> str:
     """
     The network group of an address, for diversity decisions: the /16 of an

@@ -123,7 +123,7 @@ class ConnectHandler:
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
         pool.events.emit("outgoing_connection", point=str(point))
-        attempt = wrapClientTLS(pool._tls.creator, self._client_endpoint(point)).connect(factory)
+        attempt = wrapClientTLS(pool._tls.creator, self._client_endpoint(point), clock=pool._clock).connect(factory)
         delay = pool.config.connection_timeout if timeout is None else timeout
         self._timeouts[protocol] = pool._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
         attempt.addErrback(self._tcp_failed, protocol)

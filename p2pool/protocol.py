@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IAddress, IHandshakeListener
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -178,9 +178,9 @@ class PeerServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: ConnectHandler, creator: PeerConnectionCreator) -> None:
+    def __init__(self, handler: ConnectHandler, creator: PeerConnectionCreator, clock: Optional[IReactorTime] = None) -> None:
         self.handler = handler
-        self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler))
+        self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler), clock=clock)
         self._tls.noisy = False
 
     def buildProtocol(self, addr: IAddress) -> Optional[Protocol]:

@@ -1,0 +1,1505 @@
+# -*- test-case-name: tests.test_testing -*-
+"""
+An in-memory network for testing applications built on pools: no sockets,
+a simulated clock, and every outcome determined by a seed.
+
+Many real L{Pool}s run in one process, each on its own simulated host
+address, with their real TLS, handshake, maintenance and messaging; only
+time and the network are simulated::
+
+    network = MemoryNetwork(seed=1)
+    a = network.add_pool("10.0.0.1")
+    b = network.add_pool("10.0.0.2")
+    d = a.connect(Point("10.0.0.2", 9732))
+    network.advance(1.0)            # the TLS and pool handshakes run here
+    conn = successResultOf(d)
+
+The pieces:
+
+  - L{SimulatedClock}: an C{IReactorTime} whose time moves only when told
+    (L{SimulatedClock.advance}); delayed calls live in a heap, so scheduling
+    costs O(log n) however many calls are pending.
+  - L{MemoryNetwork}: the clock, a seeded random generator, the listening
+    ports of every host, DNS names and partitions; it builds pools
+    (L{MemoryNetwork.add_pool}) with deterministic identities.
+  - L{NodeReactor}: what a pool on one host address sees as its reactor
+    (time, TCP, name resolution, threads run inline).
+  - L{MemoryTransport}: one end of a simulated TCP connection; bytes written
+    reach the other end one C{latency} later, in order, in one delivery per
+    burst of writes.
+
+See C{docs/TESTING.md} for a complete example and what is and is not
+simulated.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import heapq
+import os
+import random
+import shutil
+import tempfile
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.error import (
+    AlreadyCalled,
+    AlreadyCancelled,
+    CannotListenError,
+    ConnectBindError,
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    NotConnectingError,
+    TimeoutError,
+    UserError,
+)
+from twisted.internet.interfaces import (
+    IConnector,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorFromThreads,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from p2pool.addressing import AddressError, PeerId, Point, normalise_ip
+from p2pool.config import PoolConfig
+from p2pool.events import PoolEvent
+from p2pool.identity import Identity
+from p2pool.interfaces import IPoolApplication
+from p2pool.pool import Pool
+
+__all__ = [
+    "DEFAULT_PORT",
+    "MemoryConnector",
+    "MemoryNetwork",
+    "MemoryPort",
+    "MemoryTransport",
+    "NodeReactor",
+    "SimulatedClock",
+]
+
+#: The port L{MemoryNetwork.add_pool} makes pools listen on.
+DEFAULT_PORT = 9732
+#: The first port handed out for port 0 and for the client side of
+#: connections (the IANA dynamic range).
+EPHEMERAL_PORTS = (49152, 65535)
+
+_log = Logger()
+
+Address = Union[IPv4Address, IPv6Address]
+EventObserver = Callable[[float, str, PoolEvent], object]
+
+
+def _address(ip: str, port: int) -> Address:
+    """
+    The Twisted address of C{ip}:C{port}, IPv4 or IPv6 as C{ip} is.
+    """
+    return IPv6Address("TCP", ip, port) if ":" in ip else IPv4Address("TCP", ip, port)
+
+
+builtin_callable = callable
+
+
+def _nanoseconds(seconds: float) -> int:
+    """
+    C{seconds} as a whole number of nanoseconds.
+    """
+    return round(seconds * 1_000_000_000)
+
+
+# -- the clock ----------------------------------------------------------------
+
+
+@implementer(IDelayedCall)
+class _DelayedCall:
+    """
+    A call scheduled on a L{SimulatedClock}.
+
+    The clock's heap holds C{(time, seq, call)} entries, C{time} in integer
+    nanoseconds; an entry whose C{seq} is no longer the call's (the call was
+    reset or delayed) or whose call is no longer active is stale and skipped
+    when popped.
+    """
+
+    __slots__ = ("time_ns", "seq", "func", "args", "kw", "cancelled", "called", "_clock")
+
+    def __init__(self, clock: SimulatedClock, time: int, seq: int, func: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        self._clock = clock
+        self.time_ns = time
+        self.seq = seq
+        self.func = func
+        self.args = args
+        self.kw = kw
+        self.cancelled = False
+        self.called = False
+
+    def getTime(self) -> float:
+        """
+        When the call will run, in clock seconds.
+        """
+        return self.time_ns / 1e9
+
+    def cancel(self) -> None:
+        """
+        Do not run the call.
+
+        @raise AlreadyCancelled: it was cancelled before.
+        @raise AlreadyCalled: it has run.
+        """
+        if self.cancelled:
+            raise AlreadyCancelled()
+        if self.called:
+            raise AlreadyCalled()
+        self.cancelled = True
+        self.args = ()
+        self.kw = {}
+        self._clock._forget(self)
+
+    def delay(self, secondsLater: float) -> None:
+        """
+        Run the call C{secondsLater} seconds later than planned.
+        """
+        self._check_active()
+        self._clock._reschedule(self, self.time_ns + _nanoseconds(secondsLater))
+
+    def reset(self, secondsFromNow: float) -> None:
+        """
+        Run the call C{secondsFromNow} seconds from now instead.
+        """
+        self._check_active()
+        self._clock._reschedule(self, self._clock._ns + _nanoseconds(secondsFromNow))
+
+    def active(self) -> bool:
+        """
+        The call has neither run nor been cancelled.
+        """
+        return not (self.cancelled or self.called)
+
+    def _check_active(self) -> None:
+        if self.cancelled:
+            raise AlreadyCancelled()
+        if self.called:
+            raise AlreadyCalled()
+
+    def __repr__(self) -> str:
+        name = getattr(self.func, "__qualname__", None) or repr(self.func)
+        state = "cancelled" if self.cancelled else "called" if self.called else "pending"
+        return f"<_DelayedCall {name} at {self.time_ns / 1e9:.9f} {state}>"
+
+
+@implementer(IReactorTime)
+class SimulatedClock:
+    """
+    Simulated time: C{seconds()} moves only through L{advance}, which runs
+    the delayed calls that fall due, in time order (first scheduled first on
+    ties).
+
+    Unlike C{twisted.internet.task.Clock}, which sorts all its calls at each
+    C{callLater}, calls are kept in a heap: scheduling, cancelling and
+    running cost O(log n). Cancelled calls stay in the heap until their time
+    comes or until they make up most of it.
+
+    Time is counted in whole nanoseconds (delays are rounded to the
+    nearest), so sums are exact: ten C{advance(0.1)} reach exactly the time
+    of a call made with C{callLater(1.0)}.
+
+    An exception raised by a call is logged, as a real reactor does (trial
+    then fails the test with it), and the other calls still run.
+
+    @ivar calls_run: how many calls have run since the clock was made.
+    """
+
+    _COMPACT_MIN = 4096
+
+    def __init__(self, start: float = 0.0) -> None:
+        """
+        @param start: the initial value of C{seconds()}.
+        """
+        self._ns = _nanoseconds(start)
+        self._now = self._ns / 1e9
+        self._heap: list[tuple[int, int, _DelayedCall]] = []
+        self._seq = 0
+        self._active = 0
+        self._depth = 0
+        self.calls_run = 0
+
+    # IReactorTime
+
+    def seconds(self) -> float:
+        """
+        The current simulated time.
+        """
+        return self._now
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
+        """
+        Run C{callable(*args, **kw)} C{delay} seconds from now.
+
+        @raise ValueError: C{delay} is negative.
+        """
+        if not delay >= 0:
+            raise ValueError(f"delay must be >= 0, got {delay!r}")
+        if not builtin_callable(callable):
+            raise TypeError(f"{callable!r} is not callable")
+        self._seq += 1
+        call = _DelayedCall(self, self._ns + _nanoseconds(delay), self._seq, callable, args, kw)
+        heapq.heappush(self._heap, (call.time_ns, call.seq, call))
+        self._active += 1
+        return call
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:
+        """
+        The calls still to run, in the order they will run.
+        """
+        return [entry[2] for entry in sorted(self._heap) if self._is_live(*entry)]
+
+    # simulation
+
+    def pending(self) -> int:
+        """
+        How many calls are still to run.
+        """
+        return self._active
+
+    def next_call_time(self) -> Optional[float]:
+        """
+        When the next call is due, or None when none is pending.
+        """
+        heap = self._heap
+        while heap and not self._is_live(*heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] / 1e9 if heap else None
+
+    @property
+    def advancing(self) -> bool:
+        """
+        Whether a call run by L{advance} is running now.
+        """
+        return self._depth > 0
+
+    def advance(self, seconds: float) -> None:
+        """
+        Move time forward by C{seconds}, running every call due by then in
+        time order, including calls scheduled meanwhile for a time within
+        the interval. During each call, C{seconds()} is that call's time.
+
+        @raise ValueError: C{seconds} is negative.
+        """
+        if not seconds >= 0:
+            raise ValueError(f"cannot advance by {seconds!r} seconds")
+        self._advance_to(self._ns + _nanoseconds(seconds))
+
+    def _advance_to(self, target: int) -> None:
+        """
+        Run the calls due by C{target} (nanoseconds), then move there.
+        """
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= target:
+            time, seq, call = pop(heap)
+            if call.seq != seq or call.cancelled or call.called:
+                continue
+            if time > self._ns:
+                self._ns = time
+                self._now = time / 1e9
+            call.called = True
+            self._active -= 1
+            self.calls_run += 1
+            func, args, kw = call.func, call.args, call.kw
+            call.args = ()
+            call.kw = {}
+            self._depth += 1
+            try:
+                func(*args, **kw)
+            except Exception:
+                _log.failure("Unhandled error in simulated delayed call {call!r}", call=call)
+            finally:
+                self._depth -= 1
+        if target > self._ns:
+            self._ns = target
+            self._now = target / 1e9
+
+    def run_until(self, predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.1) -> bool:
+        """
+        Advance C{step} seconds at a time until C{predicate()} is true or
+        C{timeout} simulated seconds have passed.
+
+        @return: whether the predicate became true (it is checked first,
+            then after each step).
+        @raise ValueError: C{step} is not positive.
+        """
+        if not step > 0:
+            raise ValueError(f"step must be > 0, got {step!r}")
+        deadline = self._ns + _nanoseconds(timeout)
+        step_ns = max(1, _nanoseconds(step))
+        while True:
+            if predicate():
+                return True
+            remaining = deadline - self._ns
+            if remaining <= 0:
+                return False
+            self._advance_to(self._ns + min(step_ns, remaining))
+
+    # bookkeeping for _DelayedCall
+
+    @staticmethod
+    def _is_live(time: int, seq: int, call: _DelayedCall) -> bool:
+        return call.seq == seq and not (call.cancelled or call.called)
+
+    def _forget(self, call: _DelayedCall) -> None:
+        self._active -= 1
+        self._maybe_compact()
+
+    def _reschedule(self, call: _DelayedCall, time: int) -> None:
+        self._seq += 1
+        call.time_ns = time
+        call.seq = self._seq
+        heapq.heappush(self._heap, (time, call.seq, call))
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """
+        Drop stale entries once they outnumber the live calls.
+        """
+        heap = self._heap
+        if len(heap) > self._COMPACT_MIN and len(heap) > 2 * self._active:
+            # In place: an advance under way holds this list.
+            heap[:] = [entry for entry in heap if self._is_live(*entry)]
+            heapq.heapify(heap)
+
+
+# -- listening ports and connectors -------------------------------------------
+
+
+@implementer(IListeningPort)
+class MemoryPort:
+    """
+    A port listening on the memory network at C{ip}:C{port}.
+
+    @ivar factory: the factory that builds the protocol of each accepted
+        connection (returning None refuses it).
+    @ivar backlog: the backlog asked for (not enforced).
+    """
+
+    def __init__(self, reactor: NodeReactor, ip: str, port: int, factory: IProtocolFactory, backlog: int) -> None:
+        self.reactor = reactor
+        self.ip = ip
+        self.port = port
+        self.factory = factory
+        self.backlog = backlog
+        self.listening = False
+
+    def startListening(self) -> None:
+        """
+        Take the address and start the factory.
+
+        @raise CannotListenError: the address is taken.
+        """
+        if self.listening:
+            return
+        self.reactor.network._bind(self)
+        self.listening = True
+        self.factory.doStart()
+
+    def stopListening(self) -> Deferred[None]:
+        """
+        Release the address (accepted connections go on) and stop the
+        factory.
+        """
+        if self.listening:
+            self.listening = False
+            self.reactor.network._unbind(self)
+            self.factory.doStop()
+        return succeed(None)
+
+    loseConnection = stopListening
+
+    def getHost(self) -> Address:
+        return _address(self.ip, self.port)
+
+    def __repr__(self) -> str:
+        return f"<MemoryPort {self.ip}:{self.port} {'listening' if self.listening else 'closed'}>"
+
+
+@implementer(IConnector)
+class MemoryConnector:
+    """
+    An outgoing connection attempt, as C{connectTCP} returns: after the
+    network latency it reaches the listener at the destination, or fails.
+
+    The state is C{"disconnected"}, C{"connecting"} or C{"connected"}, as
+    for Twisted's connectors; the factory may call L{connect} again from
+    C{clientConnectionFailed} or C{clientConnectionLost} to retry.
+    """
+
+    def __init__(
+        self,
+        reactor: NodeReactor,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: Optional[float],
+        bind_ip: str,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.timeout = timeout
+        self.bind_ip = bind_ip
+        self.state = "disconnected"
+        self.transport: Optional[MemoryTransport] = None
+        self._factory_started = False
+        self._latency = reactor.network.latency
+        self._attempt_call: Optional[IDelayedCall] = None
+        self._timeout_call: Optional[IDelayedCall] = None
+
+    def connect(self) -> None:
+        """
+        Start (or restart) the attempt.
+        """
+        if self.state != "disconnected":
+            raise RuntimeError("can't connect in this state")
+        self.state = "connecting"
+        if not self._factory_started:
+            self.factory.doStart()
+            self._factory_started = True
+        network = self.reactor.network
+        clock = network.clock
+        if self.timeout is not None:
+            self._timeout_call = clock.callLater(self.timeout, self._fail, Failure(TimeoutError()))
+        self._latency = network._link_latency()
+        self._attempt_call = clock.callLater(self._latency, self._attempt)
+        self.factory.startedConnecting(self)
+
+    def stopConnecting(self) -> None:
+        """
+        Abandon the attempt: the factory's C{clientConnectionFailed} gets a
+        C{UserError}.
+
+        @raise NotConnectingError: no attempt is under way.
+        """
+        if self.state != "connecting":
+            raise NotConnectingError("we're not trying to connect")
+        self._fail(Failure(UserError()))
+
+    def disconnect(self) -> None:
+        """
+        Stop connecting, or close the connection.
+        """
+        if self.state == "connecting":
+            self.stopConnecting()
+        elif self.state == "connected" and self.transport is not None:
+            self.transport.loseConnection()
+
+    def getDestination(self) -> Address:
+        return _address(self.host, self.port)
+
+    def _cancel_calls(self) -> None:
+        for call in (self._attempt_call, self._timeout_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._attempt_call = self._timeout_call = None
+        self.reactor.network._dropped.pop(id(self), None)
+
+    def _fail(self, reason: Failure) -> None:
+        if self.state != "connecting":
+            return
+        self._cancel_calls()
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, reason)
+        if self.state == "disconnected":
+            self.factory.doStop()
+            self._factory_started = False
+
+    def _attempt(self) -> None:
+        """
+        The attempt reaches the destination after the network latency.
+        """
+        self._attempt_call = None
+        if self.state != "connecting":
+            return
+        self.reactor.network._arrive(self)
+
+    def _connected(self, transport: MemoryTransport, server_address: Address) -> Optional[IProtocol]:
+        self._cancel_calls()
+        self.state = "connected"
+        self.transport = transport
+        return self.factory.buildProtocol(server_address)  # type: ignore[no-any-return]
+
+    def _connection_lost(self, reason: Failure) -> None:
+        self.state = "disconnected"
+        self.transport = None
+        self.factory.clientConnectionLost(self, reason)
+        if self.state == "disconnected":
+            self.factory.doStop()
+            self._factory_started = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryConnector {self.bind_ip} -> {self.host}:{self.port} {self.state}>"
+
+
+# -- connections ----------------------------------------------------------------
+
+
+class _Link:
+    """
+    One simulated TCP connection: two L{MemoryTransport}s and whether it is
+    closed.
+    """
+
+    __slots__ = ("network", "serial", "latency", "client", "server", "closed")
+
+    def __init__(self, network: MemoryNetwork, serial: int, latency: float) -> None:
+        self.network = network
+        self.serial = serial
+        self.latency = latency
+        self.client: MemoryTransport
+        self.server: MemoryTransport
+        self.closed = False
+
+    def finish(self, initiator: MemoryTransport) -> None:
+        """
+        Close cleanly, now: both sides see C{ConnectionDone}, the side that
+        closed first.
+        """
+        if self.closed:
+            return
+        self._shut()
+        done = Failure(ConnectionDone())
+        initiator._lost(done)
+        initiator.peer._lost(done)
+
+    def abort(self, initiator: Optional[MemoryTransport], reason: Optional[Failure] = None) -> None:
+        """
+        Close at once, dropping what is in flight; both sides see
+        C{connectionLost} at the next clock turn: the initiator
+        C{reason} (C{ConnectionAborted} by default), the other side
+        C{ConnectionLost}. Without an initiator (a partition), both see
+        C{ConnectionLost}.
+        """
+        if self.closed:
+            return
+        self._shut()
+        if initiator is None:
+            lost = Failure(ConnectionLost("network partition"))
+            first, first_reason = self.client, lost
+            second, second_reason = self.server, lost
+        else:
+            first, first_reason = initiator, reason or Failure(ConnectionAborted())
+            second, second_reason = initiator.peer, Failure(ConnectionLost("connection reset by peer"))
+        self.network.clock.callLater(0, self._report, first, first_reason, second, second_reason)
+
+    @staticmethod
+    def _report(first: MemoryTransport, first_reason: Failure, second: MemoryTransport, second_reason: Failure) -> None:
+        first._lost(first_reason)
+        second._lost(second_reason)
+
+    def _shut(self) -> None:
+        self.closed = True
+        self.network._links.pop(self.serial, None)
+        for side in (self.client, self.server):
+            side.disconnecting = True
+            side._outgoing.clear()
+            if side._delivery is not None:
+                if side._delivery.active():
+                    side._delivery.cancel()
+                side._delivery = None
+
+
+@implementer(ITCPTransport, IConsumer, IPushProducer)
+class MemoryTransport:
+    """
+    One end of a simulated TCP connection.
+
+    What is written reaches the other end's protocol one link latency later,
+    in order: the first write of a burst schedules a single delivery that
+    carries everything written until it runs. There is no bandwidth limit
+    and nothing is ever lost, except when the connection is aborted.
+
+    @ivar protocol: the protocol this transport feeds.
+    @ivar peer: the transport at the other end.
+    @ivar bytes_sent: bytes written so far.
+    @ivar bytes_received: bytes delivered to the protocol so far.
+    @ivar connector: the connector, on the connecting side.
+    """
+
+    disconnecting = False
+    disconnected = False
+    connected = False
+
+    def __init__(self, link: _Link, host: Address, peer_address: Address, connector: Optional[MemoryConnector] = None) -> None:
+        self._link = link
+        self._clock = link.network.clock
+        self._host = host
+        self._peer_address = peer_address
+        self.connector = connector
+        self.protocol: IProtocol = Protocol()
+        self.peer: MemoryTransport
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.producer: Optional[Any] = None
+        self.streaming = False
+        self._outgoing: list[bytes] = []
+        self._delivery: Optional[IDelayedCall] = None
+        self._paused = False
+        self._held: list[bytes] = []
+        self._eof_pending = False
+        self._write_closed = False
+        self._no_delay = False
+        self._keep_alive = False
+
+    def _start(self, protocol: IProtocol) -> None:
+        self.protocol = protocol
+        self.connected = True
+        protocol.makeConnection(self)
+
+    # ITransport
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data}; dropped once the connection is closed or its write
+        side shut down.
+        """
+        if isinstance(data, str):
+            raise TypeError("data must be bytes, not str")
+        if self._link.closed or self._write_closed or not data:
+            return
+        self._outgoing.append(bytes(data))
+        size = len(data)
+        self.bytes_sent += size
+        self._link.network.bytes_sent += size
+        if self._delivery is None:
+            self._delivery = self._clock.callLater(self._link.latency, self._deliver)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """
+        Close after what was written is delivered; both sides then see
+        C{ConnectionDone}.
+        """
+        if self._link.closed or self.disconnecting:
+            return
+        self.disconnecting = True
+        if self._delivery is None:
+            self._delivery = self._clock.callLater(self._link.latency, self._deliver)
+
+    def abortConnection(self) -> None:
+        """
+        Close at once, dropping what is in flight both ways; this side sees
+        C{ConnectionAborted}, the other C{ConnectionLost}, at the next
+        clock turn.
+        """
+        self._link.abort(self)
+
+    def loseWriteConnection(self) -> None:
+        """
+        Shut the write side after what was written is delivered: the other
+        side then reads end of stream (C{readConnectionLost} if its protocol
+        is half-closeable, else the connection closes).
+        """
+        if self._link.closed or self._write_closed:
+            return
+        self._eof_pending = True
+        if self._delivery is None:
+            self._delivery = self._clock.callLater(self._link.latency, self._deliver)
+
+    def getPeer(self) -> Address:
+        return self._peer_address
+
+    def getHost(self) -> Address:
+        return self._host
+
+    def getTcpNoDelay(self) -> bool:
+        return self._no_delay
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self._no_delay = bool(enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        return self._keep_alive
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self._keep_alive = bool(enabled)
+
+    def logPrefix(self) -> str:
+        return f"MemoryTransport,{self._host.host}"
+
+    # IConsumer: memory is unbounded, so producers are never paused.
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Accept C{producer}. A streaming producer is never paused; a pull
+        producer is asked for data now and after each delivery.
+
+        @raise RuntimeError: a producer is already registered.
+        """
+        if self.producer is not None:
+            raise RuntimeError(f"Cannot register producer {producer!r}, because producer {self.producer!r} was never unregistered.")
+        if self._link.closed:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streaming = bool(streaming)
+        if not streaming:
+            producer.resumeProducing()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = False
+
+    # IPushProducer: pausing stops delivery to this side's protocol.
+
+    def pauseProducing(self) -> None:
+        """
+        Stop handing received data to the protocol; it waits (and is
+        dropped if the connection closes meanwhile).
+        """
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        Hand received data to the protocol again (what waited arrives at
+        the next clock turn).
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        if self._held:
+            self._clock.callLater(0, self._release_held)
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+    # delivery
+
+    def _deliver(self) -> None:
+        """
+        Hand everything written since the last delivery to the other side,
+        then close if asked to.
+        """
+        self._delivery = None
+        link = self._link
+        if link.closed:
+            return
+        if self._outgoing:
+            outgoing = self._outgoing
+            data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+            self._outgoing = []
+            self.peer._receive(data)
+            if link.closed:
+                return
+            if self.producer is not None and not self.streaming:
+                self._guarded(self.producer.resumeProducing)
+            if link.closed or self._delivery is not None:
+                return
+        if self._eof_pending:
+            self._eof_pending = False
+            self._write_closed = True
+            if IHalfCloseableProtocol.providedBy(self.protocol):
+                self._guarded(self.protocol.writeConnectionLost)  # type: ignore[attr-defined]
+            self.peer._eof()
+            if link.closed:
+                return
+        if self.disconnecting:
+            link.finish(self)
+
+    def _receive(self, data: bytes) -> None:
+        if self._paused or self._held:
+            self._held.append(data)
+            return
+        self.bytes_received += len(data)
+        self._guarded(self.protocol.dataReceived, data)
+
+    def _release_held(self) -> None:
+        while self._held and not self._paused and not self._link.closed:
+            data = self._held.pop(0)
+            self.bytes_received += len(data)
+            self._guarded(self.protocol.dataReceived, data)
+
+    def _eof(self) -> None:
+        """
+        The other side shut its write side.
+        """
+        if not IHalfCloseableProtocol.providedBy(self.protocol):
+            self._link.finish(self.peer)
+        elif self._write_closed:
+            self._guarded(self.protocol.readConnectionLost)  # type: ignore[attr-defined]
+            self._link.finish(self.peer)
+        else:
+            self._guarded(self.protocol.readConnectionLost)  # type: ignore[attr-defined]
+
+    def _guarded(self, f: Callable[..., Any], *args: Any) -> None:
+        """
+        Call into the protocol; an exception is logged and aborts the
+        connection, as a real reactor does.
+        """
+        try:
+            f(*args)
+        except Exception:
+            failure = Failure()
+            _log.failure("Unhandled error in protocol {protocol!r}", failure, protocol=self.protocol)
+            self._link.abort(self, failure)
+
+    def _lost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        self.connected = False
+        self.disconnecting = True
+        self.disconnected = True
+        self._held.clear()
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except Exception:
+                _log.failure("Unhandled error stopping producer {producer!r}", producer=producer)
+        try:
+            self.protocol.connectionLost(reason)
+        except Exception:
+            _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=self.protocol)
+        if self.connector is not None:
+            self.connector._connection_lost(reason)
+
+    def __repr__(self) -> str:
+        return f"<MemoryTransport {self._host.host}:{self._host.port} -> {self._peer_address.host}:{self._peer_address.port}>"
+
+
+# -- the fake reactor of one host -------------------------------------------------
+
+
+class _InlineThreadPool:
+    """
+    A thread pool that runs the work inline, on the simulation's thread:
+    its result is delivered through C{callFromThread}, so at the next clock
+    turn.
+    """
+
+    def __init__(self, reactor: NodeReactor) -> None:
+        self._reactor = reactor
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object], func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        try:
+            result = func(*args, **kw)
+        except Exception:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+    def callInThread(self, func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        self._reactor.callFromThread(func, *args, **kw)
+
+
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+@implementer(IReactorTime, IReactorTCP, IReactorThreads, IReactorFromThreads)
+class NodeReactor:
+    """
+    The reactor of one host of a L{MemoryNetwork}: time from the network's
+    clock, TCP on the memory network from this host's address, name
+    resolution from the network's names, and "threads" that run inline.
+
+    @ivar network: the network.
+    @ivar ip: this host's address.
+    @ivar running: always True (the simulation is the running reactor).
+    """
+
+    running = True
+
+    def __init__(self, network: MemoryNetwork, ip: str) -> None:
+        self.network = network
+        self.ip = ip
+        self._clock = network.clock
+        self._thread_pool = _InlineThreadPool(self)
+
+    # IReactorTime
+
+    def seconds(self) -> float:
+        return self._clock._now
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
+        return self._clock.callLater(delay, callable, *args, **kw)
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:
+        return self._clock.getDelayedCalls()
+
+    # IReactorTCP
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> MemoryPort:
+        """
+        Listen on C{interface}:C{port} (any address means this host's);
+        port 0 takes a free port from 49152 up.
+
+        @raise CannotListenError: the address is not this host's, or the
+            port is taken.
+        """
+        ip = self._local_ip(interface, port, for_listen=True)
+        if port == 0:
+            port = self.network._ephemeral_port(ip)
+        listening = MemoryPort(self, ip, port, factory, backlog)
+        listening.startListening()
+        return listening
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: Optional[float] = 30,
+        bindAddress: Optional[tuple[str, int]] = None,
+    ) -> MemoryConnector:
+        """
+        Connect to C{host}:C{port} from this host (or from C{bindAddress},
+        which must be this host's address). C{host} may be a name added
+        with L{MemoryNetwork.add_name}.
+        """
+        bind_ip = self.ip
+        if bindAddress is not None:
+            bind_ip = bindAddress[0]
+        connector = MemoryConnector(self, host, port, factory, timeout, bind_ip)
+        connector.connect()
+        return connector
+
+    # names
+
+    def resolve(self, name: str, timeout: Any = (1, 3, 11, 45)) -> Deferred[str]:
+        """
+        The address of C{name}: an IP address is its own; other names
+        come from L{MemoryNetwork.add_name}.
+
+        @return: a fired Deferred; failed with C{DNSLookupError} for an
+            unknown name.
+        """
+        ip = self.network._lookup(name)
+        if ip is None:
+            return fail(DNSLookupError(name))
+        return succeed(ip)
+
+    # threads and lifecycle
+
+    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        """
+        Run C{callable} at the next clock turn.
+        """
+        self._clock.callLater(0, callable, *args, **kw)
+
+    def callInThread(self, callable: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        """
+        Run C{callable} at the next clock turn (there are no threads).
+        """
+        self._clock.callLater(0, callable, *args, **kw)
+
+    def getThreadPool(self) -> _InlineThreadPool:
+        """
+        A thread pool that runs work inline.
+        """
+        return self._thread_pool
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        """
+        Ignored: there are no threads.
+        """
+
+    def callWhenRunning(self, callable: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        """
+        Run C{callable} at the next clock turn (the reactor is running).
+        """
+        self._clock.callLater(0, callable, *args, **kw)
+
+    def addSystemEventTrigger(self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any, **kw: Any) -> tuple[str, str, int]:
+        """
+        Accepted and ignored: the simulation has no startup or shutdown.
+        """
+        return (phase, eventType, id(callable))
+
+    def removeSystemEventTrigger(self, triggerID: Any) -> None:
+        """
+        Accepted and ignored.
+        """
+
+    # helpers
+
+    def _local_ip(self, interface: str, port: int, for_listen: bool) -> str:
+        if interface in _ANY_ADDRESS:
+            return self.ip
+        try:
+            ip = normalise_ip(interface)
+        except AddressError:
+            raise CannotListenError(interface, port, OSError(errno.EADDRNOTAVAIL, f"{interface!r} is not an address")) from None
+        if ip != self.ip:
+            raise CannotListenError(interface, port, OSError(errno.EADDRNOTAVAIL, f"{ip} is not this host's address ({self.ip})"))
+        return ip
+
+    def __repr__(self) -> str:
+        return f"<NodeReactor {self.ip}>"
+
+
+# -- the network -----------------------------------------------------------------
+
+
+@attrs.frozen
+class _Cut:
+    """
+    A partition: no traffic between the two groups.
+    """
+
+    a: frozenset[str]
+    b: frozenset[str]
+    drop: bool
+
+    def separates(self, x: str, y: str) -> bool:
+        return (x in self.a and y in self.b) or (x in self.b and y in self.a)
+
+
+class MemoryNetwork:
+    """
+    A simulated network of hosts, with its clock, random generator, listening
+    ports, DNS names and partitions; it builds and tracks pools.
+
+    Everything is determined by C{seed} and the calls made: two networks
+    with the same seed, driven the same way, produce the same events at the
+    same simulated times.
+
+    @ivar clock: the L{SimulatedClock} shared by every host.
+    @ivar random: the network's C{random.Random(seed)} (drawn from for
+        latency jitter; tests may use it too).
+    @ivar seed: the seed.
+    @ivar latency: the one-way latency of each connection, in seconds.
+    @ivar jitter: each connection's latency is drawn from
+        C{latency * [1 - jitter, 1 + jitter]}.
+    @ivar pools: the pools added, by host address.
+    @ivar bytes_sent: bytes written on all connections so far.
+    @ivar connections_made: connections established so far.
+    """
+
+    def __init__(self, seed: int = 0, latency: float = 0.001, *, jitter: float = 0.0, data_dir: Optional[str] = None) -> None:
+        """
+        @param seed: determines identities, pools' random choices and
+            latency jitter.
+        @param latency: one-way latency of every connection, in seconds.
+        @param jitter: spread of each connection's latency, as a fraction
+            of C{latency} (0 to 1).
+        @param data_dir: where pools' data directories go; by default a
+            temporary directory made on the first L{add_pool} and removed
+            by L{stop}.
+        """
+        if not latency >= 0:
+            raise ValueError(f"latency must be >= 0, got {latency!r}")
+        if not 0 <= jitter <= 1:
+            raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+        self.seed = seed
+        self.latency = float(latency)
+        self.jitter = float(jitter)
+        self.clock = SimulatedClock()
+        self.random = random.Random(seed)
+        self.pools: dict[str, Pool] = {}
+        self.bytes_sent = 0
+        self.connections_made = 0
+        self._reactors: dict[str, NodeReactor] = {}
+        self._listeners: dict[tuple[str, int], MemoryPort] = {}
+        self._next_port: dict[str, int] = {}
+        self._names: dict[str, str] = {}
+        self._identities: dict[str, Identity] = {}
+        self._cuts: list[_Cut] = []
+        self._links: dict[int, _Link] = {}
+        self._link_serial = 0
+        self._dropped: dict[int, MemoryConnector] = {}
+        self._observers: list[EventObserver] = []
+        self._data_dir = data_dir
+        self._own_data_dir: Optional[str] = None
+
+    # hosts
+
+    def reactor(self, ip: str) -> NodeReactor:
+        """
+        The reactor of host C{ip} (one per address).
+
+        @raise AddressError: C{ip} is not an IP address.
+        """
+        ip = normalise_ip(ip)
+        node = self._reactors.get(ip)
+        if node is None:
+            node = self._reactors[ip] = NodeReactor(self, ip)
+        return node
+
+    def add_name(self, name: str, ip: str) -> None:
+        """
+        Make C{name} resolve to C{ip} (for DNS-named points).
+        """
+        self._names[self._name_key(name)] = normalise_ip(ip)
+
+    def identity(self, ip: str) -> Identity:
+        """
+        The identity L{add_pool} gives the pool at C{ip} by default: an
+        Ed25519 key derived from the seed and the address, with an all-zero
+        proof-of-work stamp (valid for C{expected_proof_of_work = 0}).
+        """
+        ip = normalise_ip(ip)
+        identity = self._identities.get(ip)
+        if identity is None:
+            key = Ed25519PrivateKey.from_private_bytes(self._derive("identity", ip))
+            public = key.public_key().public_bytes_raw()
+            identity = Identity(
+                private_key=key,
+                public_key=public,
+                peer_id=PeerId.from_public_key(public),
+                proof_of_work_stamp=bytes(24),
+            )
+            self._identities[ip] = identity
+        return identity
+
+    def default_config(self, ip: str, **overrides: Any) -> PoolConfig:
+        """
+        The configuration L{add_pool} uses by default: C{PoolConfig}
+        defaults, listening on C{ip}:9732, no proof of work, a data
+        directory of its own; with C{overrides}.
+        """
+        ip = normalise_ip(ip)
+        base = PoolConfig(listen=Point(ip, DEFAULT_PORT), expected_proof_of_work=0, data_dir=self._pool_dir(ip))
+        return attrs.evolve(base, **overrides) if overrides else base
+
+    def add_pool(
+        self,
+        ip: str,
+        *,
+        app: Optional[IPoolApplication] = None,
+        config: Optional[PoolConfig] = None,
+        identity: Optional[Identity] = None,
+        log: Optional[Callable[[PoolEvent], object]] = None,
+        start: bool = True,
+        pool_options: Optional[Mapping[str, Any]] = None,
+        **config_overrides: Any,
+    ) -> Pool:
+        """
+        Make a pool on host C{ip} and, unless C{start} is false, start it.
+
+        A start that needs a clock turn (reading an existing peers file in
+        the reactor's thread pool, whose result arrives through
+        C{callFromThread}) is completed by running the calls due now
+        (C{advance(0)}), so the pool returned has started; when called from
+        a delayed call, or when the start needs simulated time, the pool
+        starts as the clock advances (see C{pool.when_started()}).
+
+        @param app: the application (default: one that ignores everything).
+        @param config: the configuration, used as given (mind
+            C{expected_proof_of_work}: the default identities have none);
+            default: L{default_config}.
+        @param identity: default: L{identity}C{(ip)}.
+        @param log: a callback for the pool's events.
+        @param pool_options: more keyword arguments for L{Pool} (e.g.
+            C{application_versions}).
+        @param config_overrides: configuration fields to change (e.g.
+            C{trusted_points=...}, C{maintenance_idle_time=None}).
+        @return: the pool, which is also in L{pools}.
+        @raise ValueError: there is already a pool at C{ip}.
+        @raise Exception: the pool failed to start (e.g. its port is taken).
+        """
+        ip = normalise_ip(ip)
+        if ip in self.pools:
+            raise ValueError(f"there is already a pool at {ip}")
+        if config is None:
+            config = self.default_config(ip, **config_overrides)
+        elif config_overrides:
+            config = attrs.evolve(config, **config_overrides)
+        pool = Pool(
+            config,
+            app,
+            reactor=self.reactor(ip),
+            identity=identity if identity is not None else self.identity(ip),
+            log=log,
+            rng=random.Random(int.from_bytes(self._derive("rng", ip), "big")),
+            **dict(pool_options or {}),
+        )
+        for observer in self._observers:
+            pool.events.callbacks.append(self._observer_callback(observer, ip))
+        self.pools[ip] = pool
+        if start:
+            pool.startService()
+            outcome: list[Any] = []
+            pool.when_started().addBoth(outcome.append)
+            if not outcome and not self.clock.advancing:
+                self.clock.advance(0)
+            if outcome and isinstance(outcome[0], Failure):
+                outcome[0].raiseException()
+        return pool
+
+    def remove_pool(self, ip: str) -> Deferred[None]:
+        """
+        Stop the pool at C{ip} and forget it, so that another can be added
+        there: C{add_pool(ip)} again restarts the node with the same
+        identity. Its port is released at once; its connections close as
+        the clock advances.
+
+        @return: the pool's C{stopService} Deferred.
+        @raise KeyError: there is no pool at C{ip}.
+        """
+        pool = self.pools.pop(normalise_ip(ip))
+        if not pool.running:
+            return succeed(None)
+        return pool.stopService()
+
+    def observe(self, observer: EventObserver) -> None:
+        """
+        Call C{observer(time, ip, event)} for every event of every pool,
+        those already added and those added later.
+        """
+        self._observers.append(observer)
+        for ip, pool in self.pools.items():
+            pool.events.callbacks.append(self._observer_callback(observer, ip))
+
+    # time
+
+    def advance(self, seconds: float) -> None:
+        """
+        Let C{seconds} of simulated time pass (see L{SimulatedClock.advance}).
+        """
+        self.clock.advance(seconds)
+
+    def run_until(self, predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.1) -> bool:
+        """
+        Advance C{step} seconds at a time until C{predicate()} is true or
+        C{timeout} simulated seconds have passed; whether it became true.
+        """
+        return self.clock.run_until(predicate, timeout, step)
+
+    def seconds(self) -> float:
+        """
+        The current simulated time.
+        """
+        return self.clock.seconds()
+
+    # partitions
+
+    def partition(self, group_a: Iterable[str], group_b: Iterable[str], *, drop: bool = False) -> None:
+        """
+        Cut every link between the two groups of addresses: connections
+        between them are aborted (both sides see C{ConnectionLost} at the
+        next clock turn) and new connections between them fail.
+
+        @param drop: new connection attempts get no answer (as when packets
+            are dropped) and fail only at their own timeout, instead of
+            being refused at once.
+        @raise ValueError: an address is in both groups.
+        """
+        a = frozenset(normalise_ip(ip) for ip in group_a)
+        b = frozenset(normalise_ip(ip) for ip in group_b)
+        if a & b:
+            raise ValueError(f"addresses in both groups: {sorted(a & b)}")
+        cut = _Cut(a, b, drop)
+        self._cuts.append(cut)
+        for link in list(self._links.values()):
+            if cut.separates(link.client._host.host, link.server._host.host):
+                link.abort(None)
+
+    def heal(self) -> None:
+        """
+        Remove every cut. Connection attempts that were getting no answer
+        are answered after the latency (if their timeout has not run out).
+        """
+        self._cuts.clear()
+        dropped = list(self._dropped.values())
+        self._dropped.clear()
+        for connector in dropped:
+            if connector.state == "connecting" and connector._attempt_call is None:
+                connector._attempt_call = self.clock.callLater(connector._latency, connector._attempt)
+
+    def is_cut(self, ip_a: str, ip_b: str) -> bool:
+        """
+        Whether a partition separates the two addresses.
+        """
+        return self._cut_between(normalise_ip(ip_a), normalise_ip(ip_b)) is not None
+
+    # stopping
+
+    def stop(self, timeout: float = 60.0) -> Deferred[None]:
+        """
+        Stop every running pool, advancing the clock until they have
+        closed their connections (at most C{timeout} simulated seconds),
+        and remove the temporary data directory.
+
+        @return: a Deferred, fired unless some pool took longer than
+            C{timeout} to stop; it fails with the first error of a pool's
+            C{stopService}.
+        """
+        stopping = [pool.stopService() for pool in self.pools.values() if pool.running]
+        done = DeferredList(stopping, consumeErrors=True)
+        finished: list[Any] = []
+        done.addCallback(finished.append)
+        self.run_until(lambda: bool(finished), timeout, step=max(self.latency, 0.001))
+        if self._own_data_dir is not None:
+            shutil.rmtree(self._own_data_dir, ignore_errors=True)
+            self._own_data_dir = None
+        if not finished:
+            return Deferred()
+        for ok, result in finished[0]:
+            if not ok:
+                return fail(result)
+        return succeed(None)
+
+    # internals: addresses, names, ports
+
+    def _derive(self, purpose: str, ip: str) -> bytes:
+        """
+        32 bytes determined by the seed, C{purpose} and C{ip}.
+        """
+        return hashlib.sha256(f"p2pool.testing/{purpose}/{self.seed}/{ip}".encode()).digest()
+
+    @staticmethod
+    def _name_key(name: str) -> str:
+        return name.lower().rstrip(".")
+
+    def _lookup(self, name: str) -> Optional[str]:
+        try:
+            return normalise_ip(name)
+        except AddressError:
+            return self._names.get(self._name_key(name))
+
+    def _pool_dir(self, ip: str) -> str:
+        base = self._data_dir
+        if base is None:
+            if self._own_data_dir is None:
+                self._own_data_dir = tempfile.mkdtemp(prefix="p2pool-memory-network-")
+            base = self._own_data_dir
+        return os.path.join(base, ip.replace(":", "_"))
+
+    def _ephemeral_port(self, ip: str) -> int:
+        low, high = EPHEMERAL_PORTS
+        port = self._next_port.get(ip, low)
+        for _ in range(high - low + 1):
+            candidate = port
+            port = port + 1 if port < high else low
+            if (ip, candidate) not in self._listeners:
+                self._next_port[ip] = port
+                return candidate
+        raise CannotListenError(ip, 0, OSError(errno.EADDRINUSE, "no free port left"))
+
+    def _bind(self, port: MemoryPort) -> None:
+        key = (port.ip, port.port)
+        if key in self._listeners:
+            raise CannotListenError(port.ip, port.port, OSError(errno.EADDRINUSE, "address already in use"))
+        self._listeners[key] = port
+
+    def _unbind(self, port: MemoryPort) -> None:
+        if self._listeners.get((port.ip, port.port)) is port:
+            del self._listeners[(port.ip, port.port)]
+
+    def _link_latency(self) -> float:
+        if self.jitter:
+            return self.latency * (1.0 + self.jitter * (2.0 * self.random.random() - 1.0))
+        return self.latency
+
+    def _cut_between(self, x: str, y: str) -> Optional[_Cut]:
+        for cut in self._cuts:
+            if cut.separates(x, y):
+                return cut
+        return None
+
+    # internals: connecting
+
+    def _arrive(self, connector: MemoryConnector) -> None:
+        """
+        A connection attempt reaches its destination: connect, refuse, or
+        (across a dropping partition) let it hang.
+        """
+        source = connector.reactor
+        dest_ip = self._lookup(connector.host)
+        if dest_ip is None:
+            connector._fail(Failure(DNSLookupError(connector.host)))
+            return
+        bind = connector.bind_ip
+        client_ip = source.ip if bind in _ANY_ADDRESS else self._lookup(bind)
+        if client_ip != source.ip:
+            connector._fail(Failure(ConnectBindError(errno.EADDRNOTAVAIL, f"{bind} is not this host's address ({source.ip})")))
+            return
+        cut = self._cut_between(client_ip, dest_ip)
+        if cut is not None and cut.drop:
+            self._dropped[id(connector)] = connector
+            return
+        listener = self._listeners.get((dest_ip, connector.port))
+        if listener is None or cut is not None:
+            connector._fail(Failure(ConnectionRefusedError()))
+            return
+        self._link_serial += 1
+        link = _Link(self, self._link_serial, connector._latency)
+        client_address = _address(client_ip, self._ephemeral_port(client_ip))
+        server_address = _address(dest_ip, connector.port)
+        client = MemoryTransport(link, client_address, server_address, connector)
+        server = MemoryTransport(link, server_address, client_address)
+        client.peer, server.peer = server, client
+        link.client, link.server = client, server
+        self._links[link.serial] = link
+        self.connections_made += 1
+        server_protocol = listener.factory.buildProtocol(client_address)
+        client_protocol = connector._connected(client, server_address)
+        if server_protocol is not None:
+            _adopt_clock(server_protocol, listener.reactor)
+            server._start(server_protocol)
+        else:
+            server._start(Protocol())
+        if client_protocol is not None:
+            _adopt_clock(client_protocol, source)
+            client._start(client_protocol)
+        else:
+            client._start(Protocol())
+            client.loseConnection()
+        if server_protocol is None:
+            server.loseConnection()
+
+    # internals: events
+
+    def _observer_callback(self, observer: EventObserver, ip: str) -> Callable[[PoolEvent], None]:
+        clock = self.clock
+
+        def forward(event: PoolEvent) -> None:
+            observer(clock.seconds(), ip, event)
+
+        return forward
+
+    def __repr__(self) -> str:
+        return f"<MemoryNetwork seed={self.seed} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
+
+
+def _adopt_clock(protocol: Any, clock: IReactorTime) -> None:
+    """
+    Make the TLS layers in C{protocol}'s wrapper chain schedule on C{clock}.
+
+    Twisted's C{TLSMemoryBIOFactory} batches small writes with C{callLater(0)}
+    on the clock it was given, the global reactor when given none; the pool
+    creates its TLS factories without one. Until it passes its reactor, the
+    batching of each simulated connection is moved onto the simulated clock
+    here, before any byte is written.
+    """
+    for _ in range(8):
+        if protocol is None:
+            return
+        aggregator = getattr(protocol, "_aggregator", None)
+        if aggregator is not None and not isinstance(getattr(aggregator, "_clock", clock), (NodeReactor, SimulatedClock)):
+            aggregator._clock = clock
+            factory = getattr(protocol, "factory", None)
+            if factory is not None and not isinstance(getattr(factory, "_clock", clock), (NodeReactor, SimulatedClock)):
+                factory._clock = clock
+        protocol = getattr(protocol, "wrappedProtocol", None) or getattr(protocol, "_wrappedProtocol", None)
+
