@@ -91,8 +91,9 @@ class Answerer:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._states: dict[Connection, _ConnectionState] = {}
-        self.latest_accepted_swap = 0.0
-        self.latest_successful_swap = 0.0
+        # Never swapped: like Tezos's epoch start, the linger window is open.
+        self.latest_accepted_swap = float("-inf")
+        self.latest_successful_swap = float("-inf")
 
     def connection_lost(self, conn: Connection) -> None:
         """
