@@ -71,6 +71,20 @@ class ConnectHandler:
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
         self._timeouts: dict[PeerProtocol, Any] = {}
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
+        #: Bytes of connections that have closed.
+        self.closed_bytes_sent = 0
+        self.closed_bytes_received = 0
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """
+        Bytes sent and received over every connection, open or closed,
+        handshakes included.
+        """
+        live = list(self._handshaking) + [c._protocol for c in self._pool._connections.values()]
+        return (
+            self.closed_bytes_sent + sum(p.bytes_sent for p in live),
+            self.closed_bytes_received + sum(p.bytes_received for p in live),
+        )
 
     @property
     def pending_incoming(self) -> int:
@@ -359,6 +373,8 @@ class ConnectHandler:
         """
         The connection closed, established or not.
         """
+        self.closed_bytes_sent += protocol.bytes_sent
+        self.closed_bytes_received += protocol.bytes_received
         conn = protocol.connection
         if conn is None:
             self._handshake_over(protocol, error)

@@ -66,6 +66,20 @@ class Connection:
         return f"<Connection {direction} {self.peer_id} at {self.point or self.remote_ip}>"
 
     @property
+    def bytes_sent(self) -> int:
+        """
+        Bytes written to this connection (frames, before TLS).
+        """
+        return self._protocol.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """
+        Bytes read from this connection (frames, after TLS).
+        """
+        return self._protocol.bytes_received
+
+    @property
     def is_open(self) -> bool:
         """
         The connection still runs.

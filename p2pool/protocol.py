@@ -70,6 +70,8 @@ class PeerProtocol(Protocol):
         self.error: Optional[P2PError] = None
         self.remote_ip = ""
         self.closed = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     def connectionMade(self) -> None:
         self.remote_ip = normalise_ip(self.transport.getPeer().host)  # type: ignore[union-attr]
@@ -87,6 +89,7 @@ class PeerProtocol(Protocol):
             self.fail(e)
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         try:
             self.decoder.feed(data)
         except P2PError as e:
@@ -117,6 +120,7 @@ class PeerProtocol(Protocol):
         Send bytes, unless the connection is closing.
         """
         if not self.closed:
+            self.bytes_sent += len(data)
             self.transport.write(data)  # type: ignore[union-attr]
 
     def fail(self, error: P2PError, abort: bool = False) -> None:

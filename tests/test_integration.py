@@ -319,3 +319,23 @@ class SendManyTests(TestCase):
         self.assertRaises(InvalidMessageSize, conn.send_many, [b"ok", b"x" * 101])
         await sleep(0.05)
         self.assertEqual(len(b.app.messages), 3, "nothing of a refused batch is sent")
+
+
+class ByteCountTests(TestCase):
+    timeout = 20
+
+    @_async
+    async def test_bytes_counted_per_connection_and_in_total(self) -> None:
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+        conn = await a.pool.connect(b.point)
+        await wait_for(lambda: len(b.app.made) == 1)
+        before = conn.bytes_sent
+        conn.send(b"x" * 1000)
+        await wait_for(lambda: len(b.app.messages) == 1)
+        self.assertEqual(conn.bytes_sent - before, 1005)
+        self.assertGreaterEqual(b.app.made[0].bytes_received, 1005)
+        sent, received = a.pool.bytes_totals()
+        self.assertEqual(sent, conn.bytes_sent)
+        await conn.disconnect()
+        self.assertEqual(a.pool.bytes_totals()[0], sent + 5, "the Disconnect frame, then kept after close")
