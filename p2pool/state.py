@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import enum
 import random
-from typing import Any, Deque, Optional, Sequence
+from typing import Any, Deque, Optional, Sequence, TypeVar
 
 import attrs
 
@@ -97,8 +97,44 @@ def _latest(*stamps: Optional[tuple[Any, float]]) -> Optional[float]:
     return max(times) if times else None
 
 
+S = TypeVar("S", PointState, PeerState)
+
+
+def _transition(table: dict[tuple[S, str], S], state: S, event: str, what: str) -> S:
+    """
+    The state C{event} leads to from C{state} in C{table}.
+
+    @raise InvalidTransition: the table has no such transition.
+    """
+    try:
+        return table[state, event]
+    except KeyError:
+        raise InvalidTransition(f"{what}: cannot {event} from {state.value}") from None
+
+
 @attrs.define(eq=False)
-class PointInfo:
+class _EventRing:
+    """
+    A record with a ring of its latest events, created on the first one.
+    """
+
+    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events", kw_only=True)
+
+    @property
+    def events(self) -> Sequence[StateEvent]:
+        """
+        The latest events (at most L{EVENT_RING_SIZE}), oldest first.
+        """
+        return self._events if self._events is not None else ()
+
+    def _record(self, event: StateEvent) -> None:
+        if self._events is None:
+            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
+        self._events.append(event)
+
+
+@attrs.define(eq=False)
+class PointInfo(_EventRing):
     """
     What the pool knows of one point.
     """
@@ -115,26 +151,9 @@ class PointInfo:
     known_public: bool = False
     reconnection_delay: Optional[float] = None
     reconnection_time: Optional[float] = None
-    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events")
 
-    @property
-    def events(self) -> Sequence[StateEvent]:
-        """
-        The latest events (at most L{EVENT_RING_SIZE}), oldest first.
-        """
-        return self._events if self._events is not None else ()
-
-    def _record(self, event: StateEvent) -> None:
-        if self._events is None:
-            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
-        self._events.append(event)
-
-    def _move(self, event: str) -> PointState:
-        try:
-            self.state = _POINT_TRANSITIONS[self.state, event]
-        except KeyError:
-            raise InvalidTransition(f"point {self.point}: cannot {event} from {self.state.value}") from None
-        return self.state
+    def _move(self, event: str) -> None:
+        self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
 
     @property
     def last_seen(self) -> Optional[float]:
@@ -212,7 +231,7 @@ class PointInfo:
 
 
 @attrs.define(eq=False)
-class PeerInfo:
+class PeerInfo(_EventRing):
     """
     What the pool knows of one peer.
     """
@@ -227,26 +246,9 @@ class PeerInfo:
     last_rejected_connection: Optional[tuple[Optional[Point], float]] = None
     last_established_connection: Optional[tuple[Optional[Point], float]] = None
     last_disconnection: Optional[tuple[Optional[Point], float]] = None
-    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events")
 
-    @property
-    def events(self) -> Sequence[StateEvent]:
-        """
-        The latest events (at most L{EVENT_RING_SIZE}), oldest first.
-        """
-        return self._events if self._events is not None else ()
-
-    def _record(self, event: StateEvent) -> None:
-        if self._events is None:
-            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
-        self._events.append(event)
-
-    def _move(self, event: str) -> PeerState:
-        try:
-            self.state = _PEER_TRANSITIONS[self.state, event]
-        except KeyError:
-            raise InvalidTransition(f"peer {self.peer_id}: cannot {event} from {self.state.value}") from None
-        return self.state
+    def _move(self, event: str) -> None:
+        self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")
 
     @property
     def last_seen(self) -> Optional[float]:
