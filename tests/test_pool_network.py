@@ -209,3 +209,21 @@ class PoolNetworkTests(TestCase):
             for info in (a.pool.points.info(b.point), b.pool.points.info(a.point)):
                 assert info is not None
                 info.reset_reconnection_delay()
+
+    @_async
+    async def test_maintenance_over_real_sockets(self) -> None:
+        """
+        Five nodes knowing only a bootstrap point find each other through
+        maintenance and discovery, over TCP and TLS on loopback.
+        """
+        settings = dict(min_connections=2, expected_connections=4, max_connections=6, maintenance_idle_time=2.0)
+        seed = await start_node(self, "127.0.0.2", 0, **settings)
+        others = [
+            await start_node(self, f"127.0.0.{i + 3}", i + 1, bootstrap_points=(seed.spec,), **settings)
+            for i in range(4)
+        ]
+        nodes = [seed, *others]
+        await wait_for(lambda: all(n.pool.active_connections() >= 3 for n in nodes), timeout=20)
+        for node in others:
+            self.assertGreaterEqual(len(node.pool.points), 4, "learnt the others' points")
+            self.assertTrue(node.named("maintenance_started"))
