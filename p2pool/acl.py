@@ -109,6 +109,17 @@ def _ip_key(value: int) -> bytes:
 # Counting bloom filter
 
 
+@functools.lru_cache(maxsize=65536)
+def _cell_indices(key: bytes, bits: int, hashes: int) -> tuple[int, ...]:
+    """
+    L{CountingBloomFilter.indices}, cached: the same addresses are looked
+    up again and again.
+    """
+    mask = (1 << bits) - 1
+    h = int.from_bytes(hashlib.blake2b(key, digest_size=32).digest(), "little")
+    return tuple((h >> (j * bits)) & mask for j in range(hashes))
+
+
 def _nibbles(byte: int) -> tuple[int, int]:
     return byte & 0x0F, byte >> 4
 
@@ -200,17 +211,14 @@ class CountingBloomFilter:
         C{(h >> (j * index_bits)) & (2 ** index_bits - 1)}. Two of them may
         be equal.
         """
-        bits = self.index_bits
-        mask = self._mask
-        h = int.from_bytes(hashlib.blake2b(key, digest_size=32).digest(), "little")
-        return [(h >> (j * bits)) & mask for j in range(self.hashes)]
+        return list(_cell_indices(key, self.index_bits, self.hashes))
 
     def add(self, key: bytes) -> None:
         """
         Add C{key}, or refresh it: its cells are set to L{max_count}.
         """
         storage = self._storage
-        for i in self.indices(key):
+        for i in _cell_indices(key, self.index_bits, self.hashes):
             storage[i >> 1] |= 0xF0 if i & 1 else 0x0F
 
     def mem(self, key: bytes) -> bool:
@@ -219,7 +227,7 @@ class CountingBloomFilter:
         non-zero.
         """
         storage = self._storage
-        return all((storage[i >> 1] >> ((i & 1) << 2)) & 0x0F for i in self.indices(key))
+        return all((storage[i >> 1] >> ((i & 1) << 2)) & 0x0F for i in _cell_indices(key, self.index_bits, self.hashes))
 
     def rem(self, key: bytes) -> None:
         """
@@ -227,7 +235,7 @@ class CountingBloomFilter:
         that shares one of them.
         """
         storage = self._storage
-        for i in self.indices(key):
+        for i in _cell_indices(key, self.index_bits, self.hashes):
             storage[i >> 1] &= 0x0F if i & 1 else 0xF0
 
     def countdown(self) -> None:

@@ -1,0 +1,196 @@
+"""
+Many pools on the in-memory network (p2pool.testing), bootstrapped from one
+point, with their real TLS, handshake, maintenance and discovery.
+
+Reports the simulated and wall time until every node has at least
+min_connections, the degree distribution, whether the connection graph is
+connected, and wall time per simulated node-second. With --eclipse, an
+attacker holding two /16 netgroups advertises 500 addresses it controls to
+an honest node; the report gives the share of that node's outbound
+connections the attacker obtained.
+
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 100 --eclipse
+
+Prints progress on stderr and one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+from p2pool.addressing import Point, PointSpec
+from p2pool.pool import Pool
+from p2pool.testing import MemoryNetwork
+from p2pool.wire import Advertise, encode
+
+PORT = 9732
+
+
+def host(i: int) -> str:
+    """
+    Node i's address: every node in a /16 of its own, as on the Internet.
+    """
+    return f"{11 + i % 200}.{i // 200}.0.1"
+
+
+def attacker_host(i: int) -> str:
+    """
+    Attacker address i, all in two /16 netgroups.
+    """
+    return f"66.{1 + i % 2}.{(i // 2) // 250}.{1 + (i // 2) % 250}"
+
+
+def degree_stats(pools: list[Pool]) -> dict[str, Any]:
+    degrees = [p.active_connections() for p in pools]
+    histogram = collections.Counter(degrees)
+    return {
+        "min": min(degrees),
+        "median": statistics.median(degrees),
+        "max": max(degrees),
+        "mean": round(statistics.fmean(degrees), 2),
+        "histogram": {str(k): histogram[k] for k in sorted(histogram)},
+    }
+
+
+def is_connected(pools: list[Pool]) -> bool:
+    """
+    Whether the graph of running connections spans every node.
+    """
+    by_id = {p.peer_id: p for p in pools}
+    seen = {pools[0].peer_id}
+    frontier = [pools[0]]
+    while frontier:
+        pool = frontier.pop()
+        for conn in pool.connections.list():
+            if conn.peer_id not in seen and conn.peer_id in by_id:
+                seen.add(conn.peer_id)
+                frontier.append(by_id[conn.peer_id])
+    return len(seen) == len(pools)
+
+
+def build(network: MemoryNetwork, count: int, **config: Any) -> list[Pool]:
+    seed = PointSpec(host(0), PORT)
+    pools = [network.add_pool(host(0), ip_greylist_size_in_kilobytes=16, **config)]
+    for i in range(1, count):
+        pools.append(network.add_pool(host(i), bootstrap_points=(seed,), ip_greylist_size_in_kilobytes=16, **config))
+    return pools
+
+
+def converge(args: argparse.Namespace) -> dict[str, Any]:
+    network = MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2)
+    start_wall = time.perf_counter()
+    pools = build(network, args.nodes)
+    build_wall = time.perf_counter() - start_wall
+    min_connections = pools[0].config.min_connections
+    idle = pools[0].config.maintenance_idle_time or 0.0
+    limit = args.max_sim or 3 * idle
+    converged_at = None
+    step = 1.0
+    sim = 0.0
+    while sim < limit:
+        network.advance(step)
+        sim += step
+        degrees = sorted(p.active_connections() for p in pools)
+        low = degrees[0]
+        print(
+            f"simulate: t={sim:.0f}s degree min {low} median {degrees[len(degrees) // 2]}"
+            f" connections {sum(degrees) // 2} wall {time.perf_counter() - start_wall:.0f}s",
+            file=sys.stderr,
+        )
+        if low >= min_connections:
+            converged_at = sim
+            break
+    wall = time.perf_counter() - start_wall
+    result = {
+        "nodes": args.nodes,
+        "min_connections": min_connections,
+        "maintenance_idle_time": idle,
+        "converged": converged_at is not None,
+        "simulated_seconds_to_converge": converged_at,
+        "simulated_limit": limit,
+        "target_simulated_seconds": 3 * idle,
+        "wall_seconds": round(wall, 1),
+        "wall_seconds_building": round(build_wall, 1),
+        "wall_ms_per_simulated_node_second": round(1000 * wall / (args.nodes * sim), 3),
+        "degrees": degree_stats(pools),
+        "graph_connected": is_connected(pools),
+        "connections": sum(p.active_connections() for p in pools) // 2,
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    return result
+
+
+def eclipse(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    An honest network of --nodes nodes, an attacker with 500 addresses in
+    two /16s, and one more honest node that the attacker floods with
+    advertisements of its addresses from the moment it connects.
+    """
+    network = MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2)
+    honest = build(network, args.nodes)
+    attackers = [
+        network.add_pool(attacker_host(i), maintenance_idle_time=None, ip_greylist_size_in_kilobytes=1)
+        for i in range(500)
+    ]
+    attacker_points = tuple(Point(attacker_host(i), PORT) for i in range(500))
+    network.advance(30.0)
+    victim = network.add_pool(
+        "200.200.0.1",
+        bootstrap_points=(PointSpec(attacker_host(0), PORT), PointSpec(host(0), PORT)),
+        ip_greylist_size_in_kilobytes=16,
+    )
+    flooder = attackers[0]
+    victim_point = Point("200.200.0.1", PORT)
+    sent = 0
+    for second in range(args.eclipse_seconds):
+        conn = flooder.connections.find_by_point(victim_point) or next(
+            (c for c in flooder.connections.list() if c.peer_id == victim.peer_id), None
+        )
+        if conn is not None:
+            batch = tuple(attacker_points[(sent + k) % 500] for k in range(100))
+            conn._protocol.write(encode(Advertise(batch)))
+            sent += 100
+        network.advance(1.0)
+    outbound = [c for c in victim.connections.list() if not c.incoming]
+    hostile = [c for c in outbound if c.remote_ip.startswith("66.")]
+    known_hostile = sum(1 for info in victim.points if info.point.ip.startswith("66."))
+    return {
+        "honest_nodes": args.nodes,
+        "attacker_addresses": len(attackers),
+        "attacker_netgroups": 2,
+        "advertised_points_sent": sent,
+        "attacker_points_known_by_victim": known_hostile,
+        "victim_outbound": len(outbound),
+        "victim_outbound_to_attacker": len(hostile),
+        "attacker_share_of_outbound": round(len(hostile) / len(outbound), 3) if outbound else None,
+        "victim_inbound_from_attacker": sum(1 for c in victim.connections.list() if c.incoming and c.remote_ip.startswith("66.")),
+        "target_share": 0.25,
+        "simulated_seconds": args.eclipse_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
+    parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
+    parser.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
+    parser.add_argument("--eclipse-seconds", type=int, default=120)
+    args = parser.parse_args()
+    report = eclipse(args) if args.eclipse else converge(args)
+    report["env"] = {"python": platform.python_version(), "machine": platform.machine()}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
