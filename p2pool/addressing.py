@@ -73,7 +73,7 @@ def _peer_id_text(raw: bytes) -> str:
     return _b58encode(payload + _checksum(payload))
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class PeerId:
     """
     The identity of a peer: the 16-byte BLAKE2b hash of its Ed25519 public
@@ -160,7 +160,7 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class Point:
     """
     A peer's network address: an IP (canonical text) and a TCP port.

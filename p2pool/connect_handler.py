@@ -254,15 +254,17 @@ class ConnectHandler:
             assert point_info.expected_peer_id is not None
             pool.events.emit("authenticate_status_peer_id_incorrect", point=str(point), peer_id=str(peer_id))
             return Refuse(IdentityCheckFailure(point, point_info.expected_peer_id, peer_id))
+        if point_info is not None:
+            # Tezos set_private: whatever the outcome, a public remote's
+            # point may now be advertised (nacked nodes must be findable).
+            point_info.known_public = not remote.private
+            pool._points.changed(point_info)
         peer_info = pool.register_peer(peer_id)
         if pool.active_connections() >= pool.slot_threshold():
             return self._nack(peer_id, NackMotive.TOO_MANY_CONNECTIONS)
         trusted = peer_info.trusted or (point_info is not None and point_info.trusted)
         if pool.config.private_mode and not trusted:
             return Refuse(PrivateMode(f"private mode: {peer_id} is not trusted"))
-        if point_info is not None:
-            point_info.known_public = not remote.private
-            pool._points.changed(point_info)
         if peer_info.state is PeerState.RUNNING:
             return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
         if peer_info.state is PeerState.ACCEPTED:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.task import deferLater
 
 from p2pool.addressing import Point, netgroup
@@ -90,6 +90,8 @@ class Maintenance:
         self._idle_call: Any = None
         self._waiters: list[Deferred[None]] = []
         self._news: Optional[Deferred[None]] = None
+        self._news_timer: Any = None
+        self._delays: set[Deferred[None]] = set()
         self._stopped = True
 
     # -- triggers ------------------------------------------------------------
@@ -106,8 +108,11 @@ class Maintenance:
         Stop scheduling passes.
         """
         self._stopped = True
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
+        for call in (self._idle_call, self._news_timer):
+            if call is not None and call.active():
+                call.cancel()
+        for delay in list(self._delays):
+            delay.cancel()
         self._wake()
         waiters, self._waiters = self._waiters, []
         for d in waiters:
@@ -256,7 +261,14 @@ class Maintenance:
 
     async def _dial_one(self, point: Point) -> bool:
         pool = self._pool
-        await deferLater(pool._clock, pool._rng.uniform(0, DIAL_SPREAD), lambda: None)
+        delay = deferLater(pool._clock, pool._rng.uniform(0, DIAL_SPREAD), lambda: None)
+        self._delays.add(delay)
+        try:
+            await delay
+        except CancelledError:
+            return False
+        finally:
+            self._delays.discard(delay)
         if self._stopped:
             return False
         try:
@@ -279,10 +291,10 @@ class Maintenance:
         delay = TIME_BETWEEN_LOOKING_FOR_PEERS * pool._rng.uniform(0.8, 1.2)
         news: Deferred[None] = Deferred()
         self._news = news
-        timer = pool._clock.callLater(delay, self._wake)
+        self._news_timer = pool._clock.callLater(delay, self._wake)
         await news
-        if timer.active():
-            timer.cancel()
+        if self._news_timer.active():
+            self._news_timer.cancel()
 
     # -- too many --------------------------------------------------------------
 
