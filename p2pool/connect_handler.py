@@ -428,9 +428,21 @@ class ConnectHandler:
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
             pool.greylist_addr(protocol.remote_ip)
         if isinstance(error, Rejected):
-            pool.events.emit("rejecting_request", addr=protocol.remote_ip, peer_id=str(error.peer_id), motive=error.motive)
+            pool.events.emit(
+                "rejecting_request",
+                addr=protocol.remote_ip,
+                peer_id=str(error.peer_id),
+                motive=error.motive,
+                incoming=protocol.incoming,
+            )
         elif accepted:
-            pool.events.emit("request_rejected", addr=protocol.remote_ip, error=type(error).__name__, detail=str(error))
+            pool.events.emit(
+                "request_rejected",
+                addr=protocol.remote_ip,
+                error=type(error).__name__,
+                detail=str(error),
+                incoming=protocol.incoming,
+            )
         elif protocol.transport is None:
             pool.events.emit("connection_failed", point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
         else:
