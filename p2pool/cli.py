@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli -*-
+# -*- test-case-name: tests.test_cli,tests.test_cli_admin -*-
 """
 The C{p2pool} command line.
 
@@ -7,18 +7,37 @@ function and sets a C{handler} default: a callable taking the parsed
 arguments and the output and error streams, returning the exit status.
 L{main} parses, dispatches and turns user errors into one-line messages.
 
-Exit statuses: 0 success, 1 error, 2 usage error, 130 interrupted.
+The admin commands (C{status}, C{connections}, C{points}, C{peers},
+C{greylist}, C{ban}, C{unban}, C{trust}, C{untrust}, C{connect},
+C{disconnect}, C{log}) talk to a running node's admin API with treq. Their
+handlers are coroutines taking an L{AdminClient}; L{main} runs them under
+C{task.react}, and L{admin_main} runs them in an already running reactor
+(for tests, or programs embedding the CLI).
+
+Exit statuses: 0 success, 1 error (the node's error detail for an HTTP
+error), 2 usage error, 3 node unreachable, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
+import socket
 import sys
 import time
-from typing import Callable, Optional, TextIO
+import urllib.parse
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TextIO
 
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from p2pool.addressing import AddressError, PeerId, PointSpec
 from p2pool.identity import (
     Identity,
     IdentityError,
@@ -29,7 +48,7 @@ from p2pool.identity import (
     save_identity,
 )
 
-__all__ = ["main", "build_parser"]
+__all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main"]
 
 PROG = "p2pool"
 DEFAULT_API = "http://127.0.0.1:8732"
@@ -41,7 +60,13 @@ DEFAULT_SHOW_POW = 0.0
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+
+#: Where the admin commands read the bearer token when C{--token} is not given.
+TOKEN_ENVIRONMENT = "P2POOL_ADMIN_TOKEN"
+#: Seconds an admin request may take (C{connect} adds its own timeout).
+REQUEST_TIMEOUT = 30.0
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 Clock = Callable[[], float]
@@ -204,6 +229,645 @@ def _add_identity_commands(commands: argparse._SubParsersAction[argparse.Argumen
     show.set_defaults(handler=_identity_show)
 
 
+# -- admin commands ----------------------------------------------------------
+
+
+class UsageError(Exception):
+    """
+    The command line is wrong in a way argparse cannot see (exit 2).
+    """
+
+
+class NodeUnreachable(Exception):
+    """
+    The node's admin API could not be reached, or the connection to it was
+    lost (exit 3).
+    """
+
+
+class NodeError(Exception):
+    """
+    The node answered with an HTTP error (exit 1).
+
+    @ivar status: the HTTP status.
+    @ivar error: the node's error code (C{not_found}, ...).
+    @ivar detail: the node's explanation.
+    """
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{detail} ({status} {error})")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def check_api_url(url: str) -> str:
+    """
+    The admin API base URL, without a trailing slash.
+
+    @raise UsageError: not an http or https URL.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--api: expected a URL like {DEFAULT_API}, got {url!r}")
+    return url.rstrip("/")
+
+
+class AdminClient:
+    """
+    Calls a node's admin API through a treq client (the C{treq} module, a
+    C{treq.client.HTTPClient} or a C{StubTreq}).
+    """
+
+    def __init__(self, api: str, token: str, http: Any) -> None:
+        self.api = check_api_url(api)
+        self._headers = {b"Accept": [b"application/json"]}
+        if token:
+            self._headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
+        self._http = http
+
+    def url(self, *segments: str) -> str:
+        return self.api + "/" + "/".join(_quote(s) for s in segments)
+
+    async def _send(self, method: str, segments: Sequence[str], params: Optional[dict[str, str]], body: Any, timeout: Optional[float]) -> Any:
+        url = self.url(*segments)
+        try:
+            return await self._http.request(
+                method, url, headers=self._headers, params=params, json=body, timeout=timeout
+            )
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise NodeUnreachable(f"cannot reach the node's admin API at {self.api}: {_reason(e)}") from None
+
+    async def _content(self, response: Any) -> bytes:
+        try:
+            return bytes(await response.content())
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise NodeUnreachable(f"lost the connection to {self.api}: {_reason(e)}") from None
+
+    async def call(
+        self,
+        method: str,
+        *segments: str,
+        params: Optional[dict[str, str]] = None,
+        body: Any = None,
+        timeout: Optional[float] = REQUEST_TIMEOUT,
+    ) -> Any:
+        """
+        Send a request and return its decoded JSON reply.
+
+        @raise NodeUnreachable: no connection, or it was lost.
+        @raise NodeError: an HTTP error status.
+        """
+        response = await self._send(method, segments, params, body, timeout)
+        data = await self._content(response)
+        if response.code >= 400:
+            raise self._error(response, data, segments)
+        try:
+            return json.loads(data.decode("utf-8")) if data.strip() else None
+        except ValueError:
+            raise NodeError(response.code, "bad_reply", f"the reply of {self.url(*segments)} is not JSON") from None
+
+    def _error(self, response: Any, data: bytes, segments: Sequence[str]) -> NodeError:
+        """
+        The error an HTTP error reply stands for: the node's own
+        C{{"error", "detail"}}, or the status line for other servers.
+        """
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("detail"), str):
+            return NodeError(response.code, str(value.get("error", "error")), value["detail"])
+        phrase = response.phrase.decode("ascii", "replace")
+        return NodeError(response.code, "http_error", f"{phrase} from {self.url(*segments)}")
+
+    async def stream(self, on_line: Callable[[bytes], object], *segments: str, params: Optional[dict[str, str]] = None) -> None:
+        """
+        Send a GET whose reply is JSON lines, calling C{on_line} with each
+        line as it arrives, until the reply ends.
+        """
+        response = await self._send("GET", segments, params, None, None)
+        if response.code >= 400:
+            raise self._error(response, await self._content(response), segments)
+        receiver = _LineReceiver(on_line)
+        response.deliverBody(receiver)
+        try:
+            await receiver.finished
+        except CancelledError:
+            raise
+        except BrokenPipeError:
+            raise
+        except Exception as e:
+            raise NodeUnreachable(f"lost the connection to {self.api}: {_reason(e)}") from None
+
+
+class _LineReceiver(Protocol):
+    """
+    Receives a streamed reply body and calls C{on_line} with each complete
+    line. C{finished} fires when the body ends; cancelling it closes the
+    connection.
+    """
+
+    def __init__(self, on_line: Callable[[bytes], object]) -> None:
+        self._on_line = on_line
+        self._pending = bytearray()
+        self.finished: Deferred[None] = Deferred(lambda _: self._abort())
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._pending.extend(data)
+        while not self.finished.called:
+            end = self._pending.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self._pending[:end])
+            del self._pending[: end + 1]
+            if not line.strip():
+                continue
+            try:
+                self._on_line(line)
+            except Exception as e:
+                self._abort()
+                self.finished.errback(e)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self.finished.errback(reason)
+
+
+def _reason(error: BaseException) -> str:
+    """
+    A one-line reason for a network failure (treq wraps some in lists of
+    failures).
+    """
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        error = reasons[0].value
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    name = type(error).__name__
+    return f"{name}: {text}" if text and name not in text else (text or name)
+
+
+# -- output ----------------------------------------------------------------
+
+
+def _bytes(n: int) -> str:
+    """
+    A byte count for people: C{512 B}, C{1.5 KiB}, ... C{GiB}.
+    """
+    if n < 1024:
+        return f"{n} B"
+    value, unit = float(n), "B"
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _when(text: Optional[str]) -> str:
+    """
+    An RFC 3339 time from the API, shortened to the second.
+    """
+    if not text:
+        return "-"
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> None:
+    rows = [list(row) for row in rows]
+    if not rows:
+        out.write(empty + "\n")
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in [list(headers)] + rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _json_out(out: TextIO, value: Any) -> None:
+    out.write(json.dumps(value, indent=2) + "\n")
+
+
+def _count_states(pairs: Sequence[Any], state_of: Callable[[Any], str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, info in pairs:
+        state = state_of(info)
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def _states_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+# -- targets -----------------------------------------------------------------
+
+
+def _resolve(host: str, port: int) -> str:
+    """
+    The address of a host name (the first that getaddrinfo gives).
+
+    @raise NodeError: the name does not resolve.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise NodeError(0, "resolve", f"cannot resolve {host!r}: {e.strerror or e}") from None
+    address = str(infos[0][4][0])
+    return f"[{address}]" if ":" in address else address
+
+
+def _target(text: str) -> tuple[str, str, Optional[str]]:
+    """
+    A command-line target: C{("peers", peer_id, None)} or C{("points",
+    point, expected_peer_id)}; a host name is resolved.
+
+    @raise UsageError: neither a peer id nor a point.
+    """
+    try:
+        return "peers", str(PeerId.parse(text)), None
+    except AddressError:
+        pass
+    try:
+        spec = PointSpec.parse(text)
+    except AddressError as e:
+        raise UsageError(f"{text!r} is neither a peer id nor a point: {e}") from None
+    point = spec.point
+    key = str(point) if point is not None else f"{_resolve(spec.host, spec.port)}:{spec.port}"
+    return "points", key, str(spec.expected_peer_id) if spec.expected_peer_id else None
+
+
+# -- handlers ----------------------------------------------------------------
+
+AdminHandler = Callable[[argparse.Namespace, AdminClient, TextIO], Awaitable[int]]
+
+
+async def _status(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    peer_id = await client.call("GET", "network", "self")
+    stat = await client.call("GET", "network", "stat")
+    connections = await client.call("GET", "network", "connections")
+    points = await client.call("GET", "network", "points")
+    peers = await client.call("GET", "network", "peers")
+    ips = await client.call("GET", "network", "greylist", "ips")
+    greylisted_peers = await client.call("GET", "network", "greylist", "peers")
+    incoming = sum(1 for c in connections if c.get("incoming"))
+    point_states = _count_states(points, lambda info: info["state"]["event_kind"])
+    peer_states = _count_states(peers, lambda info: info["state"])
+    if args.json:
+        _json_out(
+            out,
+            {
+                "peer_id": peer_id,
+                "stat": stat,
+                "connections": {"total": len(connections), "incoming": incoming, "outgoing": len(connections) - incoming},
+                "points": point_states,
+                "peers": peer_states,
+                "greylist": {"ips": len(ips["ips"]), "peers": len(greylisted_peers)},
+            },
+        )
+        return EXIT_OK
+    out.write(f"peer id:      {peer_id}\n")
+    out.write(f"admin API:    {client.api}\n")
+    out.write(f"connections:  {len(connections)} ({incoming} incoming, {len(connections) - incoming} outgoing)\n")
+    out.write(f"known points: {len(points)} ({_states_text(point_states)})\n")
+    out.write(f"known peers:  {len(peers)} ({_states_text(peer_states)})\n")
+    out.write(f"greylisted:   {len(ips['ips'])} addresses, {len(greylisted_peers)} peers\n")
+    out.write(
+        f"traffic:      sent {_bytes(stat['total_sent'])} ({_bytes(stat['current_outflow'])}/s), "
+        f"received {_bytes(stat['total_recv'])} ({_bytes(stat['current_inflow'])}/s)\n"
+    )
+    return EXIT_OK
+
+
+async def _connections(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    connections = await client.call("GET", "network", "connections")
+    if args.json:
+        _json_out(out, connections)
+        return EXIT_OK
+    _table(
+        out,
+        ["PEER ID", "POINT", "DIRECTION", "PRIVATE", "SENT", "RECEIVED", "SINCE"],
+        (
+            [
+                c["peer_id"],
+                c["point"] or c["id_point"]["addr"],
+                "incoming" if c["incoming"] else "outgoing",
+                "yes" if c["private"] else "no",
+                _bytes(c["stat"]["total_sent"]),
+                _bytes(c["stat"]["total_recv"]),
+                _when(c.get("established_at")),
+            ]
+            for c in connections
+        ),
+        "no connections",
+    )
+    return EXIT_OK
+
+
+async def _points(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    points = await client.call("GET", "network", "points")
+    if args.json:
+        _json_out(out, points)
+        return EXIT_OK
+    _table(
+        out,
+        ["POINT", "STATE", "TRUSTED", "PEER ID", "LAST SEEN", "BACK-OFF UNTIL"],
+        (
+            [
+                point,
+                info["state"]["event_kind"],
+                "yes" if info["trusted"] else "no",
+                info.get("p2p_peer_id") or info.get("expected_peer_id") or "-",
+                _when(info["last_seen"][1]) if info.get("last_seen") else "-",
+                _when(info.get("greylisted_until")),
+            ]
+            for point, info in points
+        ),
+        "no known points",
+    )
+    return EXIT_OK
+
+
+async def _peers(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    peers = await client.call("GET", "network", "peers")
+    if args.json:
+        _json_out(out, peers)
+        return EXIT_OK
+
+    def where(info: dict[str, Any]) -> str:
+        at = info.get("reachable_at")
+        if not at:
+            return "-"
+        addr = f"[{at['addr']}]" if ":" in at["addr"] else at["addr"]
+        return f"{addr}:{at['port']}" if "port" in at else addr
+
+    _table(
+        out,
+        ["PEER ID", "STATE", "TRUSTED", "SCORE", "REACHABLE AT", "LAST SEEN"],
+        (
+            [
+                peer_id,
+                info["state"],
+                "yes" if info["trusted"] else "no",
+                f"{info['score']:g}" if isinstance(info.get("score"), (int, float)) else "-",
+                where(info),
+                _when(info["last_seen"][1]) if info.get("last_seen") else "-",
+            ]
+            for peer_id, info in peers
+        ),
+        "no known peers",
+    )
+    return EXIT_OK
+
+
+async def _greylist(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    ips = await client.call("GET", "network", "greylist", "ips")
+    peers = await client.call("GET", "network", "greylist", "peers")
+    if args.json:
+        _json_out(out, {"ips": ips["ips"], "not_reliable_since": ips["not_reliable_since"], "peers": peers})
+        return EXIT_OK
+    out.write(f"greylisted addresses: {len(ips['ips'])}\n")
+    for ip in ips["ips"]:
+        out.write(f"  {ip}\n")
+    if ips.get("not_reliable_since"):
+        out.write(f"  (the list misses some since {_when(ips['not_reliable_since'])})\n")
+    out.write(f"greylisted peers: {len(peers)}\n")
+    for peer_id in peers:
+        out.write(f"  {peer_id}\n")
+    return EXIT_OK
+
+
+#: What each ACL command does, as C{(acl, past tense)}; C{unban} and
+#: C{untrust} are refined from the target's current state (see L{_acl}).
+_ACL_COMMANDS = {"ban": ("ban", "banned"), "unban": ("open", "unbanned"), "trust": ("trust", "trusted"), "untrust": ("open", "untrusted")}
+
+
+async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    """
+    C{ban}, C{unban}, C{trust}, C{untrust} with Tezos's patch semantics:
+    ban = untrust + ban; trust = unban + trust; unban of a trusted target
+    keeps it trusted (patch C{trust}); untrust of a target that is not
+    trusted changes nothing, else unbans it too (patch C{open}).
+    """
+    kind, key, expected = _target(args.target)
+    what = "peer" if kind == "peers" else "point"
+    acl, done = _ACL_COMMANDS[args.command]
+    if args.command in ("unban", "untrust"):
+        try:
+            current = await client.call("GET", "network", kind, key)
+        except NodeError as e:
+            if e.status != 404:
+                raise
+            current = None
+        trusted = bool(current and current.get("trusted"))
+        if args.command == "unban" and trusted:
+            acl = "trust"
+        if args.command == "untrust" and not trusted:
+            if args.json:
+                _json_out(out, current)
+            else:
+                out.write(f"{what} {key} is not trusted\n")
+            return EXIT_OK
+    body: dict[str, Any] = {"acl": acl}
+    if expected is not None:
+        body["peer_id"] = expected
+    info = await client.call("PATCH", "network", kind, key, body=body)
+    if args.json:
+        _json_out(out, info)
+    else:
+        out.write(f"{done} {what} {key}\n")
+    return EXIT_OK
+
+
+async def _connect(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    kind, key, _ = _target(args.point)
+    if kind != "points":
+        raise UsageError(f"connect takes a point (host:port), not a peer id: {args.point!r}")
+    params = {"timeout": f"{args.timeout:g}"} if args.timeout is not None else None
+    wait = (args.timeout or 60.0) + REQUEST_TIMEOUT
+    conn = await client.call("PUT", "network", "points", key, params=params, timeout=wait)
+    if args.json:
+        _json_out(out, conn)
+    else:
+        out.write(f"connected to {conn['peer_id']} at {conn['point'] or key}\n")
+    return EXIT_OK
+
+
+async def _disconnect(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    try:
+        peer_id = str(PeerId.parse(args.peer_id))
+    except AddressError as e:
+        raise UsageError(str(e)) from None
+    await client.call("DELETE", "network", "connections", peer_id, params={"wait": "true"})
+    if args.json:
+        _json_out(out, {"disconnected": peer_id})
+    else:
+        out.write(f"disconnected {peer_id}\n")
+    return EXIT_OK
+
+
+def _event_text(line: bytes) -> str:
+    """
+    One event line of C{/network/log} for people: time, event, fields.
+    """
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:
+        return line.decode("utf-8", "replace")
+    if not isinstance(record, dict):
+        return line.decode("utf-8", "replace")
+    when = record.pop("time", None)
+    name = record.pop("event", "?")
+    fields = " ".join(f"{key}={value}" for key, value in record.items())
+    stamp = _when(when) if isinstance(when, str) else "-"
+    return f"{stamp} {name} {fields}".rstrip()
+
+
+async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    def show(line: bytes) -> None:
+        out.write((line.decode("utf-8", "replace") if args.json else _event_text(line)) + "\n")
+        out.flush()
+
+    params = {"recent": "true", "follow": "true" if args.follow else "false"}
+    await client.stream(show, "network", "log", params=params)
+    return EXIT_OK
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a --json given before the command (see build_parser) stays.
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts instead of a table"
+    )
+
+    def add(name: str, handler: AdminHandler, help: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, parents=[common], help=help)
+        parser.set_defaults(admin_handler=handler)
+        return parser
+
+    add("status", _status, "summary of the node: peer id, connections, points, peers, traffic")
+    add("connections", _connections, "list the running connections")
+    add("points", _points, "list the known points")
+    add("peers", _peers, "list the known peers")
+    add("greylist", _greylist, "list the greylisted addresses and peers")
+    helps = {
+        "ban": "ban a point's address or a peer id (and disconnect it)",
+        "unban": "lift a ban or greylisting",
+        "trust": "trust a point (kept connected) or a peer id",
+        "untrust": "stop trusting a point or peer id",
+    }
+    for name, text in helps.items():
+        add(name, _acl, text).add_argument(
+            "target", metavar="POINT_OR_PEER_ID", help="host:port (optionally #peer_id) or a peer id"
+        )
+    connect = add("connect", _connect, "connect to a point now, ignoring its back-off")
+    connect.add_argument("point", metavar="POINT", help="host:port")
+    connect.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="give up after S seconds")
+    disconnect = add("disconnect", _disconnect, "close the connection to a peer")
+    disconnect.add_argument("peer_id", metavar="PEER_ID")
+    log = add("log", _log, "print the node's recent events (JSON lines with --json)")
+    log.add_argument("--follow", "-f", action="store_true", help="keep printing events as they happen")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 600, not {text!r}")
+    return value
+
+
+async def run_admin(args: argparse.Namespace, http: Any, out: TextIO, err: TextIO) -> int:
+    """
+    Run a parsed admin command with the treq client C{http}; errors become
+    one line on C{err} and an exit status.
+    """
+    try:
+        client = AdminClient(args.api, args.token, http)
+        handler: AdminHandler = args.admin_handler
+        return await handler(args, client, out)
+    except UsageError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
+    except NodeUnreachable as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_UNREACHABLE
+    except NodeError as e:
+        err.write(f"{PROG}: error: {e.detail}" + (f" ({e.status} {e.error})" if e.status else "") + "\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+    except CancelledError:
+        raise
+    except Exception as e:
+        # A reply without the fields this version expects (another node
+        # version, a proxy's page): one line, not a traceback.
+        err.write(f"{PROG}: error: unexpected reply from the node ({type(e).__name__}: {e})\n")
+        return EXIT_ERROR
+
+
+async def admin_main(argv: list[str], http: Any, out: TextIO, err: TextIO) -> int:
+    """
+    Parse and run an admin command line in a running reactor, with the
+    treq client C{http}; the exit status, as L{main} would return it.
+    """
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return _exit_status(e.code)
+    if getattr(args, "admin_handler", None) is None:
+        err.write(f"{PROG}: error: {args.command} is not an admin command\n")
+        return EXIT_USAGE
+    return await run_admin(args, http, out, err)
+
+
+def _react_admin(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    Run an admin command under C{task.react}; Ctrl-C cancels it (exit 130).
+    """
+    import treq
+    from twisted.internet import task
+
+    status = [EXIT_ERROR]
+
+    async def run(reactor: Any) -> None:
+        d = Deferred.fromCoroutine(run_admin(args, treq, out, err))
+        reactor.addSystemEventTrigger("before", "shutdown", d.cancel)
+        try:
+            status[0] = await d
+        except CancelledError:
+            err.write(f"{PROG}: interrupted\n")
+            status[0] = EXIT_INTERRUPTED
+
+    try:
+        task.react(run)
+    except SystemExit:
+        pass
+    return status[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The argument parser for every C{p2pool} command.
@@ -215,8 +879,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help=f"the node's admin API (default: {DEFAULT_API})",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENVIRONMENT, ""),
+        metavar="T",
+        help=f"the admin API's bearer token (default: ${TOKEN_ENVIRONMENT}, else none)",
+    )
+    parser.add_argument("--json", action="store_true", help="admin commands: print JSON for scripts")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_identity_commands(commands)
+    _add_admin_commands(commands)
     return parser
 
 
@@ -239,6 +911,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
         return _exit_status(e.code)
+    if getattr(args, "admin_handler", None) is not None:
+        try:
+            return _react_admin(args, out, err)
+        except BrokenPipeError:
+            return _quiet_stdout()
     handler: Handler = args.handler
     try:
         return handler(args, out, err)
@@ -248,6 +925,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def _quiet_stdout() -> int:
+    """
+    After the reader of our output went away (C{p2pool log -f | head}):
+    send what is left to /dev/null, so that exiting does not complain.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

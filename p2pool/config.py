@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import math
+import re
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -420,6 +422,41 @@ class _Optional(_Kind):
         return self.inner.resolve(value, base_dir)
 
 
+#: RFC 6750 C{b64token}: the characters a bearer token may hold.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+@attrs.frozen
+class _Token(_Kind):
+    """
+    A bearer token (RFC 6750 C{b64token} characters, at least C{min_length}
+    of them), or the empty string for none (C{none} on the command line,
+    which is too short to be a token).
+    """
+
+    expected: str = "a bearer token string"
+    metavar: str = "TOKEN"
+    min_length: int = 16
+    max_length: int = 4096
+
+    def from_text(self, text: str) -> str:
+        return "" if text == "none" else text
+
+    def to_text(self, value: Any) -> str:
+        return value or "none"
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        if not value:
+            return value
+        if not self.min_length <= len(value) <= self.max_length:
+            raise _Invalid(f"must be {self.min_length} to {self.max_length} characters, got {len(value)}")
+        if not _BEARER_TOKEN.fullmatch(value):
+            raise _Invalid("may hold only letters, digits and - . _ ~ + / (then optional '=' padding)")
+        return value
+
+
 def _optional(inner: _Kind) -> _Optional:
     return _Optional(expected=f"{inner.expected} or false", metavar=f"{inner.metavar}|false", inner=inner)
 
@@ -596,6 +633,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _key("admin", "listen", _optional(_Address()),
          "Address and port of the admin HTTP API; false = no admin API.",
          flag="admin"),
+    _key("admin", "token", _Token(),
+         "Bearer token every admin API request must carry; empty = none (loopback listen only)."),
 )
 
 _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
@@ -650,10 +689,20 @@ class ReconnectionConfig:
 @attrs.frozen(field_transformer=_converters_from_keys("admin"))
 class AdminConfig:
     """
-    The admin HTTP API: where it listens, or C{None} to disable it.
+    The admin HTTP API: where it listens, or C{None} to disable it, and the
+    bearer token its clients must present (C{""}: none). Listening on an
+    address that is not loopback requires a token.
     """
 
     listen: Optional[Point] = Point("127.0.0.1", 8732)
+    token: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.listen is not None and not self.token and not ipaddress.ip_address(self.listen.ip).is_loopback:
+            raise ConfigError(
+                "admin.listen",
+                f"{self.listen} is not a loopback address: set admin.token to require a bearer token there",
+            )
 
 
 @attrs.frozen(field_transformer=_converters_from_keys("p2p"))

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_node -*-
+# -*- test-case-name: tests.test_admin -*-
 """
 A standalone node: the pool service as C{twistd -n p2pool} and
 C{tac/node.tac} run it.
@@ -13,6 +13,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
 from p2pool.identity import IdentityError, load_identity
 from p2pool.interfaces import IPoolApplication
@@ -23,11 +24,16 @@ __all__ = ["NodeService", "make_node_service"]
 
 class NodeService(MultiService):
     """
-    Runs a L{Pool} as a node: if the pool cannot start (its port is
-    taken, its identity cannot be made), the error is logged and the
-    reactor stops.
+    Runs a L{Pool} as a node, with its admin HTTP API on C{[admin] listen}
+    unless that is false: if the pool cannot start (its port is taken, its
+    identity cannot be made) or the admin API cannot listen, the error is
+    logged and the reactor stops.
+
+    The admin service is started before the pool, so that its metrics and
+    event feed see every event of the pool's start, and stopped after it.
 
     @ivar pool: the node's pool.
+    @ivar admin: the admin service, or C{None} when disabled.
     """
 
     _log = Logger()
@@ -36,18 +42,28 @@ class NodeService(MultiService):
         super().__init__()
         self.pool = pool
         self._reactor = reactor
+        self.admin: Optional[AdminService] = None
+        self._stopping_reactor = False
+        if pool.config.admin.listen is not None:
+            self.admin = AdminService(pool, reactor=reactor)
+            self.admin.setServiceParent(self)
         pool.setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
+        if self.admin is not None:
+            self.admin.when_listening().addErrback(self._failed)
         self.pool.when_started().addErrback(self._failed)
 
     def _failed(self, failure: Failure) -> None:
         self._log.critical("p2pool node stopping: {error}", error=failure.getErrorMessage())
+        if self._stopping_reactor:
+            return
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
         if reactor.running:
+            self._stopping_reactor = True
             reactor.stop()
 
 

@@ -57,6 +57,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "reconnection-increase-cap": ("600", 600.0),
     "reconnection-jitter": ("0.5", 0.5),
     "admin": ("127.0.0.1:0", Point("127.0.0.1", 0)),
+    "admin-token": ("kT3x-9fQ_2bV~7yZ+mW/1cR=", "kT3x-9fQ_2bV~7yZ+mW/1cR="),
 }
 
 

@@ -1,0 +1,219 @@
+# -*- test-case-name: tests.test_dashboard -*-
+"""
+Tests for the dashboard (C{GET /}): the page as served (inlined package
+data, Content-Security-Policy), and the page running in headless Chromium
+against a real node, checking what its script rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html.parser
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2pool.admin import dashboard
+from tests.adminhelpers import TOKEN, MemoryAdmin, base_url, start_admin
+from tests.helpers import start_node
+
+#: Headless Chromium, if installed (Debian's package is "chromium").
+CHROMIUM = next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable") if (path := shutil.which(name))),
+    None,
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Simulated milliseconds the page runs for: a few refreshes.
+VIRTUAL_TIME_BUDGET = 5000
+
+
+def _async(f: Any) -> Any:
+    def run(self: Any) -> Deferred[Any]:
+        return ensureDeferred(f(self))
+
+    run.__name__ = f.__name__
+    run.__doc__ = f.__doc__
+    return run
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+class _Elements(html.parser.HTMLParser):
+    """
+    The text and attributes of every element with an id, and the body's
+    attributes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, Optional[str]]] = {}
+        self._open: list[Optional[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+        attributes = dict(attrs)
+        element = attributes.get("id") or (tag if tag == "body" else None)
+        if tag in ("meta", "br", "img", "input", "link"):
+            if element:
+                self.attributes[element] = attributes
+            return
+        if element:
+            self.attributes[element] = attributes
+            self.text.setdefault(element, "")
+        self._open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            if element:
+                self.text[element] += data
+
+
+def parse_dom(page: str) -> _Elements:
+    elements = _Elements()
+    elements.feed(page)
+    return elements
+
+
+class PageTests(SynchronousTestCase):
+    """
+    The dashboard page as the node serves it.
+    """
+
+    def setUp(self) -> None:
+        self.h = MemoryAdmin(self)
+        self.result = self.h.request("GET", "/")
+        self.page = self.result.body.decode("utf-8")
+
+    def test_served_as_html_with_a_strict_policy(self) -> None:
+        self.assertEqual(self.result.code, 200)
+        self.assertEqual(self.result.header("content-type"), "text/html; charset=utf-8")
+        self.assertEqual(self.result.header("x-frame-options"), "DENY")
+        self.assertEqual(self.result.header("referrer-policy"), "no-referrer")
+        policy = self.result.header("content-security-policy") or ""
+        [script] = re.findall(r"<script>(.*?)</script>", self.page, re.S)
+        [style] = re.findall(r"<style>(.*?)</style>", self.page, re.S)
+        self.assertIn(f"script-src {_sha256(script)}", policy)
+        self.assertIn(f"style-src {_sha256(style)}", policy)
+        self.assertIn("default-src 'none'", policy)
+        self.assertIn("connect-src 'self'", policy)
+
+    def test_self_contained(self) -> None:
+        """
+        No external resource and no build step: the package's files, inlined.
+        """
+        self.assertNotRegex(self.page, r"""(src|href)\s*=\s*["']?(https?:)?//""")
+        self.assertNotIn(dashboard.STYLE_MARK, self.page)
+        self.assertNotIn(dashboard.SCRIPT_MARK, self.page)
+        for name in ("dashboard.css", "dashboard.js"):
+            self.assertIn(dashboard._static(name), self.page)
+
+    def test_script_finds_its_elements(self) -> None:
+        script = dashboard._static("dashboard.js")
+        used = set(re.findall(r"""(?:\$|setText|fillTable|fillList)\("([a-z-]+)\"""", script))
+        self.assertGreater(len(used), 15)
+        ids = set(parse_dom(self.page).attributes)
+        self.assertEqual(used - ids, set())
+
+    def test_template_needs_its_marks(self) -> None:
+        self.patch(dashboard, "_static", lambda name: "<html></html>" if name.endswith(".html") else "")
+        self.assertRaises(ValueError, dashboard.dashboard_page.__wrapped__)
+
+
+class _Chromium(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class BrowserTests(TestCase):
+    """
+    The dashboard in headless Chromium against a real node.
+    """
+
+    timeout = 60
+    if CHROMIUM is None:
+        skip = "Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
+
+    async def render(self, url: str) -> _Elements:
+        """
+        The DOM of C{url} after its script ran for L{VIRTUAL_TIME_BUDGET}
+        simulated milliseconds.
+        """
+        assert CHROMIUM is not None
+        profile = tempfile.mkdtemp(prefix="p2pool-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        argv = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}", "--dump-dom", url]
+        browser = _Chromium()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("http_", "https_", "HTTP_", "HTTPS_"))}
+        process = reactor.spawnProcess(browser, CHROMIUM, argv, env)
+        killer = reactor.callLater(45, process.signalProcess, "KILL")
+        await browser.ended
+        if killer.active():
+            killer.cancel()
+        page = browser.out.decode("utf-8", "replace")
+        self.assertIn("<body", page, f"Chromium printed no page; stderr: {browser.err[-2000:]!r}")
+        return parse_dom(page)
+
+    @_async
+    async def test_live_dashboard(self) -> None:
+        a = await start_node(self, "127.0.0.95", 70)
+        b = await start_node(self, "127.0.0.96", 71)
+        admin = await start_admin(self, a.pool, "127.0.0.95")
+        await a.pool.connect(b.point)
+        a.pool.greylist_addr("10.8.8.8")
+        dom = await self.render(base_url(admin) + "/")
+        self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
+        self.assertEqual(dom.text["connection-count"], "1")
+        self.assertEqual(dom.text["connections-outgoing"], "1")
+        self.assertIn(str(b.pool.peer_id), dom.text["connections"])
+        self.assertIn("outgoing", dom.text["connections"])
+        self.assertEqual(dom.text["point-states"], "1 running")
+        self.assertEqual(dom.text["peer-states"], "1 running")
+        self.assertIn("10.8.8.8", dom.text["greylist-ips"])
+        self.assertTrue(dom.text["status"].startswith("updated"), dom.text["status"])
+        self.assertNotIn("error", dom.attributes["status"].get("class") or "")
+        self.assertGreaterEqual(int(dom.attributes["body"]["data-updates"] or 0), 2, "the page refreshes itself")
+
+    @_async
+    async def test_dashboard_with_token(self) -> None:
+        a = await start_node(self, "127.0.0.97", 72)
+        admin = await start_admin(self, a.pool, "127.0.0.97", token=TOKEN)
+        dom = await self.render(f"{base_url(admin)}/?access_token={TOKEN}")
+        self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
+        self.assertEqual(dom.text["connection-count"], "0")
+        self.assertTrue(dom.text["status"].startswith("updated"), dom.text["status"])
