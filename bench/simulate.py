@@ -164,7 +164,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     hostile = [c for c in outbound if c.remote_ip.startswith("66.")]
     known_hostile = sum(1 for info in victim.points if info.point.ip.startswith("66."))
     return {
-        "honest_nodes": args.nodes,
+        "honest_nodes": len(honest),
         "attacker_addresses": len(attackers),
         "attacker_netgroups": 2,
         "advertised_points_sent": sent,

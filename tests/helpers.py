@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
 from p2pool.addressing import Point, PointSpec
@@ -108,6 +109,19 @@ async def start_node(test: Any, ip: str, index: int, port: int = 0, **config: An
     test.addCleanup(lambda: pool.stopService() if pool.running else None)
     await pool.when_started()
     return Node(pool, app, events)
+
+
+def async_test(f: Callable[[Any], Any]) -> Callable[[Any], Deferred[Any]]:
+    """
+    Run an C{async def} test method as a trial test returning a Deferred.
+    """
+
+    def run(self: Any) -> Deferred[Any]:
+        return ensureDeferred(f(self))
+
+    run.__name__ = f.__name__
+    run.__doc__ = f.__doc__
+    return run
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import treq
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python import usage
@@ -33,20 +33,20 @@ from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.admin.views import rfc3339
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping
 from p2pool.pool import Pool
-from tests.adminhelpers import IP_A, IP_B, TOKEN, MemoryAdmin, base_url, http_client, start_admin
-from tests.helpers import free_port, identity, start_node, wait_for
+from tests.adminhelpers import (
+    IP_A,
+    IP_B,
+    TOKEN,
+    MemoryAdmin,
+    base_url,
+    http_client,
+    start_admin,
+)
+from tests.helpers import async_test, free_port, identity, start_node, wait_for
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UNKNOWN_PEER = str(PeerId.from_public_key(b"\x01" * 32))
 
-
-def _async(f: Any) -> Any:
-    def run(self: Any) -> Deferred[Any]:
-        return ensureDeferred(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 class ShapeTests(SynchronousTestCase):
@@ -623,7 +623,7 @@ class RealNodeTests(TestCase):
 
     timeout = 20
 
-    @_async
+    @async_test
     async def test_routes_over_tcp(self) -> None:
         a = await start_node(self, "127.0.0.61", 30)
         b = await start_node(self, "127.0.0.62", 31)
@@ -645,7 +645,7 @@ class RealNodeTests(TestCase):
         await response.content()
         self.assertEqual(a.pool.active_connections(), 0)
 
-    @_async
+    @async_test
     async def test_token_over_tcp(self) -> None:
         a = await start_node(self, "127.0.0.63", 32)
         admin = await start_admin(self, a.pool, "127.0.0.63", token=TOKEN)
@@ -656,7 +656,7 @@ class RealNodeTests(TestCase):
         allowed = await http.get(base_url(admin) + "/network/self", headers={"Authorization": f"Bearer {TOKEN}"})
         self.assertEqual(await allowed.json(), str(a.pool.peer_id))
 
-    @_async
+    @async_test
     async def test_log_stream_ends_with_the_client(self) -> None:
         """
         C{/network/log} streams events as JSON lines and forgets the client
@@ -684,7 +684,7 @@ class RealNodeTests(TestCase):
         a.pool.events.emit("third_event")
         self.assertIn(admin.feed.observe, a.pool.events.callbacks)
 
-    @_async
+    @async_test
     async def test_stopping_closes_open_connections(self) -> None:
         a = await start_node(self, "127.0.0.65", 34)
         admin = await start_admin(self, a.pool, "127.0.0.65")
@@ -699,7 +699,7 @@ class RealNodeTests(TestCase):
         self.assertNotIn(admin.metrics.observe, a.pool.events.callbacks)
         self.assertNotIn(admin.feed.observe, a.pool.events.callbacks)
 
-    @_async
+    @async_test
     async def test_port_taken(self) -> None:
         a = await start_node(self, "127.0.0.66", 35)
         with socket.socket() as taken:
@@ -757,7 +757,7 @@ class NodeServiceTests(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    @_async
+    @async_test
     async def test_node_serves_its_admin_api(self) -> None:
         service = self.node("127.0.0.67", AdminConfig(Point("127.0.0.67", 0)))
         assert service.admin is not None
@@ -773,7 +773,7 @@ class NodeServiceTests(TestCase):
         self.assertIsNone(service.admin)
         self.assertEqual([type(s).__name__ for s in service], ["Pool"])
 
-    @_async
+    @async_test
     async def test_admin_port_taken_stops_the_node(self) -> None:
         recorder = _StopRecorder()
         port = free_port("127.0.0.69")

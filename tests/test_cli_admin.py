@@ -28,19 +28,11 @@ from twisted.web.resource import Resource
 from p2pool import cli
 from p2pool.addressing import PeerId, Point
 from tests.adminhelpers import TOKEN, base_url, http_client, start_admin
-from tests.helpers import Node, free_port, start_node, wait_for
+from tests.helpers import Node, async_test, free_port, start_node, wait_for
 
 ROOT = FilePath(__file__).parent().parent()
 UNKNOWN_PEER = str(PeerId.from_public_key(b"\x03" * 32))
 
-
-def _async(f: Any) -> Any:
-    def run(self: Any) -> Deferred[Any]:
-        return ensureDeferred(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 class Nodes:
@@ -80,7 +72,7 @@ class InProcessTests(TestCase):
             self.assertIn("error: ", err.getvalue())
         return status, out.getvalue(), err.getvalue()
 
-    @_async
+    @async_test
     async def test_status(self) -> None:
         n = await self.nodes(71)
         status, out, _ = await self.run_cli("status")
@@ -96,7 +88,7 @@ class InProcessTests(TestCase):
         _, before, _ = await self.run_cli("--json", "status")
         self.assertEqual(json.loads(before)["peer_id"], summary["peer_id"])
 
-    @_async
+    @async_test
     async def test_lists(self) -> None:
         n = await self.nodes(73)
         peer = str(n.b.pool.peer_id)
@@ -115,7 +107,7 @@ class InProcessTests(TestCase):
         _, out, _ = await self.run_cli("peers", "--json")
         self.assertEqual(json.loads(out)[0][1]["state"], "running")
 
-    @_async
+    @async_test
     async def test_empty_lists_and_greylist(self) -> None:
         n = await self.nodes(75, connect=False)
         self.assertEqual((await self.run_cli("connections"))[1], "no connections\n")
@@ -127,7 +119,7 @@ class InProcessTests(TestCase):
         _, out, _ = await self.run_cli("greylist", "--json")
         self.assertEqual(json.loads(out), {"ips": ["10.7.7.7"], "not_reliable_since": None, "peers": []})
 
-    @_async
+    @async_test
     async def test_acl_commands(self) -> None:
         n = await self.nodes(77)
         pool, point, peer = n.a.pool, n.b.point, n.b.pool.peer_id
@@ -152,7 +144,7 @@ class InProcessTests(TestCase):
         self.assertFalse(pool.peers.banned(peer))
         self.assertEqual(await self.run_cli("untrust", UNKNOWN_PEER), (0, f"peer {UNKNOWN_PEER} is not trusted\n", ""))
 
-    @_async
+    @async_test
     async def test_trust_with_expected_peer_id_and_host_name(self) -> None:
         n = await self.nodes(79, connect=False)
         point = n.b.point
@@ -164,7 +156,7 @@ class InProcessTests(TestCase):
         self.assertEqual(status, 0)
         self.assertIn(out, ("banned point 127.0.0.1:9\n", "banned point [::1]:9\n"))
 
-    @_async
+    @async_test
     async def test_connect_and_disconnect(self) -> None:
         n = await self.nodes(81, connect=False)
         peer = str(n.b.pool.peer_id)
@@ -183,7 +175,7 @@ class InProcessTests(TestCase):
         self.assertEqual(status, 1)
         self.assertIn("(502 connection_failed)", err)
 
-    @_async
+    @async_test
     async def test_usage_errors(self) -> None:
         await self.nodes(83, connect=False)
         for argv, fragment in ((["ban", "nonsense"], "neither a peer id nor a point"),
@@ -196,14 +188,14 @@ class InProcessTests(TestCase):
         self.assertEqual((await self.run_cli("connect", "1.2.3.4:1", "--timeout", "0"))[0], 2)
         self.assertEqual((await self.run_cli("status", url="ftp://x"))[0], 2)
 
-    @_async
+    @async_test
     async def test_unreachable(self) -> None:
         url = f"http://127.0.0.85:{free_port('127.0.0.85')}"
         status, _, err = await self.run_cli("status", url=url)
         self.assertEqual(status, 3)
         self.assertIn(f"cannot reach the node's admin API at {url}", err)
 
-    @_async
+    @async_test
     async def test_token(self) -> None:
         a = await start_node(self, "127.0.0.86", 56)
         admin = await start_admin(self, a.pool, "127.0.0.86", token=TOKEN)
@@ -218,7 +210,7 @@ class InProcessTests(TestCase):
         self.assertEqual(status, 1)
         self.assertIn("(401 unauthorized)", err)
 
-    @_async
+    @async_test
     async def test_log(self) -> None:
         n = await self.nodes(87)
         status, out, _ = await self.run_cli("log")
@@ -228,7 +220,7 @@ class InProcessTests(TestCase):
         records = [json.loads(line) for line in out.splitlines()]
         self.assertIn("connection_established", [r["event"] for r in records])
 
-    @_async
+    @async_test
     async def test_log_follow(self) -> None:
         """
         C{log --follow} prints events as they happen until cancelled; the
@@ -341,7 +333,7 @@ class SubprocessTests(TestCase):
         self.assertNotIn("Traceback", err)
         return status, protocol.out.decode(), err
 
-    @_async
+    @async_test
     async def test_status_and_errors(self) -> None:
         a = await start_node(self, "127.0.0.91", 57)
         admin = await start_admin(self, a.pool, "127.0.0.91", token=TOKEN)
@@ -360,7 +352,7 @@ class SubprocessTests(TestCase):
         self.assertEqual(status, 2)
         self.assertIn("the following arguments are required: POINT", err)
 
-    @_async
+    @async_test
     async def test_interrupted_follow(self) -> None:
         a = await start_node(self, "127.0.0.92", 58)
         admin = await start_admin(self, a.pool, "127.0.0.92")

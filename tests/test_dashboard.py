@@ -14,17 +14,17 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.admin import dashboard
 from tests.adminhelpers import TOKEN, MemoryAdmin, base_url, start_admin
-from tests.helpers import start_node
+from tests.helpers import async_test, start_node
 
 #: Headless Chromium, if installed (Debian's package is "chromium").
 CHROMIUM = next(
@@ -44,14 +44,6 @@ CHROMIUM_FLAGS = [
 #: Simulated milliseconds the page runs for: a few refreshes.
 VIRTUAL_TIME_BUDGET = 5000
 
-
-def _async(f: Any) -> Any:
-    def run(self: Any) -> Deferred[Any]:
-        return ensureDeferred(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
 
 
 def _sha256(text: str) -> str:
@@ -189,7 +181,7 @@ class BrowserTests(TestCase):
         self.assertIn("<body", page, f"Chromium printed no page; stderr: {browser.err[-2000:]!r}")
         return parse_dom(page)
 
-    @_async
+    @async_test
     async def test_live_dashboard(self) -> None:
         a = await start_node(self, "127.0.0.95", 70)
         b = await start_node(self, "127.0.0.96", 71)
@@ -209,7 +201,7 @@ class BrowserTests(TestCase):
         self.assertNotIn("error", dom.attributes["status"].get("class") or "")
         self.assertGreaterEqual(int(dom.attributes["body"]["data-updates"] or 0), 2, "the page refreshes itself")
 
-    @_async
+    @async_test
     async def test_dashboard_with_token(self) -> None:
         a = await start_node(self, "127.0.0.97", 72)
         admin = await start_admin(self, a.pool, "127.0.0.97", token=TOKEN)

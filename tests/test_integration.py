@@ -9,17 +9,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from p2pool.addressing import Point
 from p2pool.errors import (
-    ConnectionClosed,
     Connected,
+    ConnectionClosed,
     DisconnectReason,
     IdentityCheckFailure,
     InvalidMessageSize,
@@ -32,16 +31,15 @@ from p2pool.errors import (
 )
 from p2pool.identity import Identity, proof_of_work_bits
 from p2pool.wire import Kind, frame
-from tests.helpers import free_port, identity, only, sleep, start_node, wait_for
-
-
-def _async(f: Any) -> Any:
-    def run(self: Any) -> Deferred[Any]:
-        return ensureDeferred(f(self))
-
-    run.__name__ = f.__name__
-    run.__doc__ = f.__doc__
-    return run
+from tests.helpers import (
+    async_test,
+    free_port,
+    identity,
+    only,
+    sleep,
+    start_node,
+    wait_for,
+)
 
 
 class _Raw(Protocol):
@@ -74,7 +72,7 @@ class ThreeNodesTests(TestCase):
 
     timeout = 30
 
-    @_async
+    @async_test
     async def test_trusted_points_connect_and_carry_messages(self) -> None:
         ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
         ports = [free_port(ip) for ip in ips]
@@ -107,7 +105,7 @@ class ThreeNodesTests(TestCase):
         failure = self.failureResultOf(a.pool.send(identity(9).peer_id, small))
         failure.trap(UnknownPeer)
 
-    @_async
+    @async_test
     async def test_disconnect_is_seen_by_both_sides(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -133,7 +131,7 @@ class RefusalTests(TestCase):
         conn = await other.pool.connect(node.point)
         self.assertEqual(conn.peer_id, node.pool.peer_id)
 
-    @_async
+    @async_test
     async def test_wrong_pin_refused_during_tls(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -144,7 +142,7 @@ class RefusalTests(TestCase):
         self.assertEqual(b.pool.active_connections(), 0)
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_insufficient_proof_of_work(self) -> None:
         weak = Identity.generate(0)
         while proof_of_work_bits(weak.public_key, weak.proof_of_work_stamp) >= 12:
@@ -157,7 +155,7 @@ class RefusalTests(TestCase):
         self.assertEqual(strong.named("authentication_failed")[0].fields["error"], "NotEnoughProofOfWork")
         self.assertEqual(strong.pool.active_connections(), 0)
 
-    @_async
+    @async_test
     async def test_different_network_nacked(self) -> None:
         a = await start_node(self, "127.0.0.2", 0, network="net-a")
         b = await start_node(self, "127.0.0.3", 1, network="net-b")
@@ -167,7 +165,7 @@ class RefusalTests(TestCase):
         await wait_for(lambda: bool(b.named("rejecting_request")))
         self.assertEqual(b.named("rejecting_request")[0].fields["motive"], NackMotive.UNKNOWN_CHAIN_NAME)
 
-    @_async
+    @async_test
     async def test_no_common_p2p_version_nacked_with_motive(self) -> None:
         a = await start_node(self, "127.0.0.2", 0, p2p_versions=(7,))
         b = await start_node(self, "127.0.0.3", 1)
@@ -176,7 +174,7 @@ class RefusalTests(TestCase):
         self.assertEqual(caught.exception.motive, NackMotive.DEPRECATED_P2P_VERSION)
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_self_connection(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         with self.assertRaises(Myself):
@@ -185,7 +183,7 @@ class RefusalTests(TestCase):
         with self.assertRaises(Myself):
             await a.pool.connect(a.point)
 
-    @_async
+    @async_test
     async def test_already_connected(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -200,7 +198,7 @@ class RefusalTests(TestCase):
         self.assertEqual(caught.exception.motive, NackMotive.ALREADY_CONNECTED)
         self.assertEqual(b.pool.active_connections(), 1)
 
-    @_async
+    @async_test
     async def test_plain_tcp_garbage_closed(self) -> None:
         b = await start_node(self, "127.0.0.3", 1)
         raw = await _raw_connect(b.point, "127.0.0.5")
@@ -224,7 +222,7 @@ class RefusalTests(TestCase):
         await connectProtocol(endpoint, raw)
         return raw
 
-    @_async
+    @async_test
     async def test_non_ed25519_certificate_refused(self) -> None:
         b = await start_node(self, "127.0.0.3", 1)
         raw = await self._tls_connect(b.point, "127.0.0.5", ec.generate_private_key(ec.SECP256R1()))
@@ -234,7 +232,7 @@ class RefusalTests(TestCase):
         self.assertIn("Ed25519", failed.fields["detail"])
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_tls_without_hello_times_out(self) -> None:
         b = await start_node(self, "127.0.0.3", 1, authentication_timeout=0.3)
         raw = await self._tls_connect(b.point, "127.0.0.5", Ed25519PrivateKey.generate())
@@ -243,7 +241,7 @@ class RefusalTests(TestCase):
         self.assertEqual(failed.fields["error"], "Timeout")
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_stalled_handshake_times_out(self) -> None:
         b = await start_node(self, "127.0.0.3", 1, authentication_timeout=0.3)
         raw = await _raw_connect(b.point, "127.0.0.6")
@@ -252,7 +250,7 @@ class RefusalTests(TestCase):
         self.assertEqual(failed.fields["error"], "Timeout")
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_oversized_frame_closes_connection(self) -> None:
         a = await start_node(self, "127.0.0.2", 0, max_message_size=1000)
         b = await start_node(self, "127.0.0.3", 1, max_message_size=1000)
@@ -264,7 +262,7 @@ class RefusalTests(TestCase):
         self.assertEqual(b.app.messages, [])
         await self._still_serves(b)
 
-    @_async
+    @async_test
     async def test_malformed_control_frame_closes_connection(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -274,7 +272,7 @@ class RefusalTests(TestCase):
         await wait_for(lambda: len(b.app.lost) == 1)
         self.assertEqual(b.app.lost[0][1].reason, DisconnectReason.DECODING_ERROR)
 
-    @_async
+    @async_test
     async def test_connection_refused(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         with self.assertRaises(P2PError):
@@ -308,7 +306,7 @@ def _ec_certificate(key: Any) -> Any:
 class SendManyTests(TestCase):
     timeout = 20
 
-    @_async
+    @async_test
     async def test_send_many_delivers_each_message(self) -> None:
         a = await start_node(self, "127.0.0.2", 0, max_message_size=100)
         b = await start_node(self, "127.0.0.3", 1, max_message_size=100)
@@ -324,7 +322,7 @@ class SendManyTests(TestCase):
 class ByteCountTests(TestCase):
     timeout = 20
 
-    @_async
+    @async_test
     async def test_bytes_counted_per_connection_and_in_total(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)

@@ -9,23 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from p2pool.addressing import Point
-from p2pool.errors import DisconnectReason, NackMotive, P2PError, PointBanned, PrivateMode, RejectedByNack
+from p2pool.errors import (
+    DisconnectReason,
+    NackMotive,
+    P2PError,
+    PointBanned,
+    PrivateMode,
+    RejectedByNack,
+)
 from p2pool.wire import Kind, frame
-from tests.helpers import identity, sleep, start_node, wait_for
-
-
-def _async(f: Any) -> Any:
-    def run(self: Any) -> Deferred[Any]:
-        return ensureDeferred(f(self))
-
-    run.__name__ = f.__name__
-    return run
+from tests.helpers import async_test, identity, sleep, start_node, wait_for
 
 
 class _Idle(Protocol):
@@ -39,7 +38,7 @@ class _Idle(Protocol):
 class PoolNetworkTests(TestCase):
     timeout = 40
 
-    @_async
+    @async_test
     async def test_overcrowded_target_nacks_with_known_points(self) -> None:
         """
         Tezos G4: a full target nacks Too_many_connections with its known
@@ -65,7 +64,7 @@ class PoolNetworkTests(TestCase):
         self.assertTrue(client.named("get_points"))
         self.assertEqual(client.named("get_points")[0].fields["medium"], "nack")
 
-    @_async
+    @async_test
     async def test_expected_peer_id_in_a_clique(self) -> None:
         """
         Tezos O13: expecting the wrong peer at a connected point closes
@@ -85,7 +84,7 @@ class PoolNetworkTests(TestCase):
         self.assertTrue(a.pool.points.banned(c.point))
         self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.UNEXPECTED_PEER_ID)
 
-    @_async
+    @async_test
     async def test_private_node_accepts_only_trusted(self) -> None:
         private = await start_node(self, "127.0.0.2", 0, private_mode=True)
         stranger = await start_node(self, "127.0.0.3", 1)
@@ -102,7 +101,7 @@ class PoolNetworkTests(TestCase):
         # The friend never advertises the private node.
         self.assertNotIn(private.point, friend.pool.list_known_points(ignore_private=True))
 
-    @_async
+    @async_test
     async def test_pending_handshakes_capped(self) -> None:
         """
         Tezos C2: pending incoming handshakes count against
@@ -122,7 +121,7 @@ class PoolNetworkTests(TestCase):
             protocol.transport.loseConnection()  # type: ignore[union-attr]
         await wait_for(lambda: node.pool._handler.pending_incoming == 0)
 
-    @_async
+    @async_test
     async def test_garbage_greylists_the_address(self) -> None:
         """
         Tezos O1: garbage greylists the sender's address, whatever its port;
@@ -141,7 +140,7 @@ class PoolNetworkTests(TestCase):
             await other.pool.connect(node.point)
         self.assertEqual(node.pool.active_connections(), 0)
 
-    @_async
+    @async_test
     async def test_malformed_frame_greylists_peer(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -153,7 +152,7 @@ class PoolNetworkTests(TestCase):
         self.assertEqual(b.pool.peers.get_greylisted_list(), [a.pool.peer_id])
         self.assertEqual(b.pool.points.get_greylisted_list(), ["127.0.0.2"])
 
-    @_async
+    @async_test
     async def test_ban_disconnects(self) -> None:
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
@@ -168,7 +167,7 @@ class PoolNetworkTests(TestCase):
         conn = await a.pool.connect(b.point)
         self.assertEqual(conn.peer_id, b.pool.peer_id)
 
-    @_async
+    @async_test
     async def test_destroy_closes_everything(self) -> None:
         """
         Tezos C1/C3: connect, then destroy; the application saw one
@@ -183,7 +182,7 @@ class PoolNetworkTests(TestCase):
         self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.POOL_DESTROYED)
         self.assertEqual(a.pool.active_connections(), 0)
 
-    @_async
+    @async_test
     async def test_simultaneous_dials_leave_one_connection(self) -> None:
         """
         Two nodes dialing each other at once end with exactly one
@@ -210,7 +209,7 @@ class PoolNetworkTests(TestCase):
                 assert info is not None
                 info.reset_reconnection_delay()
 
-    @_async
+    @async_test
     async def test_maintenance_over_real_sockets(self) -> None:
         """
         Five nodes knowing only a bootstrap point find each other through

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Optional
 
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import (
     AlreadyCalled,
     AlreadyCancelled,
@@ -24,8 +25,12 @@ from twisted.internet.error import (
     TimeoutError,
     UserError,
 )
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -33,11 +38,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from p2pool.addressing import Point, PointSpec
-from p2pool.connection import Connection
 from p2pool.errors import ConnectionFailed, DisconnectReason, P2PError, Timeout
-from p2pool.interfaces import BasePoolApplication
 from p2pool.pool import Pool
 from p2pool.testing import MemoryNetwork, NodeReactor, SimulatedClock
+from tests.helpers import RecordingApp
 
 IP_A, IP_B, IP_C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 
@@ -53,24 +57,7 @@ def _spec(network: MemoryNetwork, ip: str) -> PointSpec:
     return PointSpec(ip, 9732, network.identity(ip).peer_id)
 
 
-class _App(BasePoolApplication):
-    """
-    Records connections and messages.
-    """
-
-    def __init__(self) -> None:
-        self.made: list[Connection] = []
-        self.messages: list[tuple[Connection, bytes]] = []
-        self.lost: list[tuple[Connection, Any]] = []
-
-    def connection_made(self, conn: Any) -> None:
-        self.made.append(conn)
-
-    def message_received(self, conn: Any, data: bytes) -> None:
-        self.messages.append((conn, data))
-
-    def connection_lost(self, conn: Any, reason: Any) -> None:
-        self.lost.append((conn, reason))
+_App = RecordingApp
 
 
 class _Recorder(Protocol):
