@@ -32,6 +32,7 @@ from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.maintenance import Maintenance
+from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
 from p2pool.state import PeerInfo, PointInfo, PointState
 from p2pool.tables import PeerTable, PointTable
@@ -105,6 +106,9 @@ class Pool(MultiService):
         self._redials: dict[Point, Any] = {}
         self._greylist_countdown = LoopingCall.withCount(self._age_greylist)
         self._greylist_countdown.clock = reactor
+        self.persistence = PeersFile(self, reactor)
+        self._checkpoints = LoopingCall(self.save_peers)
+        self._checkpoints.clock = reactor
         self._stopping_identity = False
         self.listening_port: Optional[IListeningPort] = None
         self._started: Optional[Deferred[None]] = None
@@ -116,6 +120,7 @@ class Pool(MultiService):
     def startService(self) -> None:
         super().startService()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
+        self._checkpoints.start(self.config.checkpoint_interval, now=False)
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._start_failed)
 
@@ -157,6 +162,7 @@ class Pool(MultiService):
         identity = self.identity
         self.events.emit("identity_ready", peer_id=str(identity.peer_id))
         self._tls = TLSContext(identity.private_key)
+        await self.persistence.load()
         for spec in self.config.trusted_points:
             await self._register_spec(spec, trusted=True)
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
@@ -183,6 +189,13 @@ class Pool(MultiService):
             for point in bootstrap:
                 if point is not None:
                     self._clock.callLater(self._rng.uniform(0, 0.2), self._dial_quietly, point)
+            # Without maintenance, dial once the points this node was
+            # connected to before it restarted (spread, with jitter).
+            if not self.config.private_mode:
+                for point in self.persistence.restart_points[: self.config.expected_connections]:
+                    info = self._points.get(point)
+                    if info is not None and not info.trusted and not self.acl.banned_addr(point.ip):
+                        self._clock.callLater(self._rng.uniform(0, RESTART_DIAL_SPREAD), self._dial_quietly, point)
 
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
@@ -220,7 +233,7 @@ class Pool(MultiService):
         listen = self.config.listen
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
-        self.listening_port = await endpoint.listen(PeerServerFactory(self._handler, self._tls.creator))
+        self.listening_port = await endpoint.listen(PeerServerFactory(self._handler, self._tls.creator, self._clock))
         host = self.listening_port.getHost()  # type: ignore[union-attr]
         self.events.emit("listening", point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
 
@@ -233,6 +246,8 @@ class Pool(MultiService):
         self._redials.clear()
         if self._greylist_countdown.running:
             self._greylist_countdown.stop()
+        if self._checkpoints.running:
+            self._checkpoints.stop()
         if self.maintenance is not None:
             self.maintenance.stop()
         return Deferred.fromCoroutine(self._stop())
@@ -243,15 +258,18 @@ class Pool(MultiService):
             port, self.listening_port = self.listening_port, None
             await maybeDeferred(port.stopListening)
         await self.tear_down_connections()
+        await self.save_peers()
 
     def save_peers(self) -> Deferred[None]:
         """
-        Save the known peers to the peers file. Until the peers file
-        lands (it is an open issue), the known peers live in memory only
-        and this fires at once.
+        Save the known peers, points and bans to the peers file, atomically
+        and mostly off the reactor thread (see L{p2pool.persistence}).
+
+        @return: fires once a save begun after this call has ended; never
+            fails (errors are logged as C{save_error_peers} events and
+            counted in C{persistence.failures}).
         """
-        self.events.emit("save_metadata", path=self.config.peers_path)
-        return succeed(None)
+        return self.persistence.save()
 
     def tear_down_connections(self) -> Deferred[None]:
         """
@@ -290,6 +308,13 @@ class Pool(MultiService):
         How many connections are running.
         """
         return len(self._connections)
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """
+        Bytes sent and received by this pool since it started (frames,
+        before encryption), over all connections, open or closed.
+        """
+        return self._handler.bytes_totals()
 
     def connected_peer_ids(self) -> list[PeerId]:
         """

@@ -1,0 +1,388 @@
+"""
+Peers file speed: save and load times at 1k, 10k and 100k known peers (and
+as many points), against plain C{json.dumps} / C{json.loads} of the same
+document in the same run, and the longest reactor stall during a save of
+the largest table.
+
+    PYTHONPATH=. .venv/bin/python bench/persistence.py [--sizes 1000,10000,100000] [--repeat 3]
+
+What is timed:
+
+  - save: what C{Pool.save_peers} does, minus the hops between threads:
+    the snapshot of the tables (L{p2pool.persistence.snapshot_pool}) and
+    the atomic write with fsync and the C{.bak} rotation
+    (L{p2pool.persistence.write_snapshot});
+  - save baseline: C{json.dumps} of the same document (as the file holds
+    it, already decoded into dicts and strings), written to a file and
+    fsynced; C{dumps_only} is C{json.dumps} alone;
+  - load: C{PeersFile.load} as a starting pool runs it: reading and
+    checking the file (L{p2pool.persistence.read_peers_file}) and putting
+    it into an empty pool's tables (L{p2pool.persistence.apply_content});
+  - load baseline: reading the file and C{json.loads}, with the garbage
+    collector as configured (C{loads}) and paused (C{loads_gc_paused},
+    what the loader itself does while decoding);
+  - stall: the longest gap between ticks of a 1 ms C{LoopingCall} on the
+    real reactor while C{Pool.save_peers()} runs on the largest table,
+    compared with the same ticker over an idle period of the same length.
+
+Each data point is the median of C{--repeat} runs. Prints progress on
+stderr and one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+from twisted.internet.task import Clock
+
+from p2pool.addressing import PeerId, Point
+from p2pool.config import PoolConfig
+from p2pool.identity import Identity
+from p2pool.interfaces import BasePoolApplication
+from p2pool.persistence import snapshot_pool, write_snapshot
+from p2pool.pool import Pool
+from p2pool.state import PeerInfo, PointInfo, StateEvent
+
+IDENTITY = Identity.generate(0)
+NETWORK = "bench"
+NOW = 1_714_560_000.0  # 2024-05-01
+
+
+class _App(BasePoolApplication):
+    """
+    Peer metadata as an application might keep it: a small object with
+    counters, encoded as a JSON object.
+    """
+
+    def initial_metadata(self) -> Any:
+        return {"responses": 0, "requests": 0}
+
+    def encode_metadata(self, metadata: Any) -> Any:
+        return {"responses": str(metadata["responses"]), "requests": str(metadata["requests"])}
+
+    def decode_metadata(self, value: Any) -> Any:
+        return {"responses": int(value["responses"]), "requests": int(value["requests"])}
+
+
+def _point(i: int) -> Point:
+    return Point(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 9732 + (i >> 24))
+
+
+def _peer(i: int) -> PeerId:
+    return PeerId(i.to_bytes(16, "big"))
+
+
+def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
+    """
+    A pool that knows C{size} peers and C{size} points, each as a node
+    that was connected once and then disconnected: every peer with its
+    metadata, two last_* times and three events; every point public, with
+    two last_* times. Times spread over 30 days, in milliseconds.
+    """
+    config = PoolConfig(
+        listen=Point("127.0.0.2", 0),
+        expected_proof_of_work=0,
+        max_known_points=None,
+        max_known_peer_ids=None,
+        data_dir=data_dir,
+        network=NETWORK,
+    )
+    pool = Pool(config, _App(), reactor=reactor, identity=IDENTITY, rng=random.Random(1))
+    rng = random.Random(size)
+    # The point table appends in O(1) when points come in last_seen order
+    # (as they do in a running node): add them oldest first.
+    times = sorted(round(NOW - rng.random() * 30 * 86400, 3) for _ in range(size))
+    for i, t in enumerate(times):
+        point, peer = _point(i), _peer(i)
+        info = PeerInfo(
+            peer,
+            created=t,
+            metadata={"responses": rng.randrange(1000), "requests": rng.randrange(1000)},
+            last_established_connection=(point, t + 0.25),
+            last_disconnection=(point, t + 3600.5),
+        )
+        info._record(StateEvent("accepting_request", t + 0.125, point=point))
+        info._record(StateEvent("connection_established", t + 0.25, point=point))
+        info._record(StateEvent("disconnection", t + 3600.5, point=point))
+        pool._peers.add(info)
+        pool._points.add(
+            PointInfo(
+                point,
+                known_public=True,
+                last_established_connection=(peer, t + 0.25),
+                last_disconnection=(peer, t + 3600.5),
+            )
+        )
+    pool.acl.ip_blacklist.ban("192.168.0.0/16")
+    pool.acl.peer_blacklist.ban(_peer(size + 1))
+    return pool
+
+
+class ForeignLoad:
+    """
+    The share of the machine's CPU time used by other processes over a
+    stretch: machine-wide busy time from C{/proc/stat} minus this
+    process's own CPU time, over the machine's total time.
+    """
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:9]]
+        user, nice, system, idle, iowait, irq, softirq, steal = values
+        hz = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return (user + nice + system + irq + softirq) / hz, sum(values) / hz, own.user + own.system
+
+    def __enter__(self) -> ForeignLoad:
+        self._start = self._sample()
+        self.share = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        busy, total, own = self._sample()
+        elapsed = total - self._start[1]
+        if elapsed > 0:
+            self.share = max(0.0, (busy - self._start[0]) - (own - self._start[2])) / elapsed
+
+
+def wait_quiet(seconds: float, threshold: float = 0.15) -> float:
+    """
+    Wait (up to C{seconds}) for other processes to use less than
+    C{threshold} of the machine over half a second; the last share seen.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        with ForeignLoad() as load:
+            time.sleep(0.5)
+        if load.share < threshold or time.monotonic() >= deadline:
+            return load.share
+
+
+def timed(f: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    result = f()
+    return time.perf_counter() - start, result
+
+
+def _snapshot_now(pool: Pool) -> Any:
+    clock = Clock()
+    d = snapshot_pool_sync(pool, clock)
+    return d
+
+
+def snapshot_pool_sync(pool: Pool, clock: Clock) -> Any:
+    """
+    Run the snapshot as C{save_peers} does, turning the fake clock for its
+    slices (each slice is one reactor turn in a running node).
+    """
+    from twisted.internet.defer import Deferred
+
+    d = Deferred.fromCoroutine(snapshot_pool(pool, clock))
+    results: list[Any] = []
+    d.addBoth(results.append)
+    while not results:
+        clock.advance(0)
+    return results[0]
+
+
+def _write_plain(path: str, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def measure(size: int, directory: str) -> dict[str, float]:
+    path = os.path.join(directory, "peers.json")
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    pool = make_pool(size, Clock(), directory)
+    pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
+    # A first save, so that the timed one also rotates the .bak as every
+    # save but the first does.
+    write_snapshot(path, snapshot_pool_sync(pool, Clock()))
+    save, _ = timed(lambda: write_snapshot(path, snapshot_pool_sync(pool, Clock())))
+    with open(path, "rb") as f:
+        data = f.read()
+    document = json.loads(data)
+    plain_path = os.path.join(directory, "plain.json")
+    dumps_only, _ = timed(lambda: json.dumps(document))
+    dumps_write, _ = timed(lambda: _write_plain(plain_path, json.dumps(document).encode()))
+
+    def read_plain() -> Any:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def read_plain_gc_paused() -> Any:
+        gc.disable()
+        try:
+            return read_plain()
+        finally:
+            gc.enable()
+
+    loads, _ = timed(read_plain)
+    loads_paused, _ = timed(read_plain_gc_paused)
+    del document
+
+    def load() -> Pool:
+        # What a starting pool does, on a reactor without threads (the
+        # reading then runs inline): read, check, and fill the tables.
+        fresh = make_pool(0, Clock(), directory)
+        fresh.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
+        start = time.perf_counter()
+        d = fresh.persistence.load()
+        outcome = d.result  # type: ignore[attr-defined]
+        elapsed = time.perf_counter() - start
+        assert outcome.status == "loaded" and not outcome.content.skipped, outcome
+        assert len(fresh._peers) == size and len(fresh._points) == size
+        return elapsed
+
+    gc.collect()
+    load_time = load()
+    return {
+        "file_mib": len(data) / 2**20,
+        "save_s": save,
+        "save_baseline_dumps_write_fsync_s": dumps_write,
+        "save_baseline_dumps_only_s": dumps_only,
+        "load_s": load_time,
+        "load_baseline_loads_s": loads,
+        "load_baseline_loads_gc_paused_s": loads_paused,
+    }
+
+
+def measure_stall(size: int, directory: str) -> dict[str, float]:
+    """
+    The longest gap between ticks of a 1 ms LoopingCall while the pool
+    saves C{size} peers and points on the real reactor, and over an idle
+    stretch as long as the save.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.task import LoopingCall, deferLater
+
+    results: dict[str, float] = {}
+
+    async def run() -> None:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        pool = make_pool(size, reactor, directory)
+        pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
+        await pool.persistence.load()  # no file yet: the pool may save
+        await pool.save_peers()  # warm the thread pool; there is a .bak to rotate next time
+        gc.collect()
+
+        async def ticking(body: Callable[[], Any]) -> tuple[float, float]:
+            gaps = [0.0]
+            last = [time.perf_counter()]
+
+            def tick() -> None:
+                now = time.perf_counter()
+                gaps[0] = max(gaps[0], now - last[0])
+                last[0] = now
+
+            ticker = LoopingCall(tick)
+            ticker.start(0.001)
+            start = time.perf_counter()
+            await body()
+            elapsed = time.perf_counter() - start
+            tick()
+            ticker.stop()
+            return gaps[0], elapsed
+
+        stall, elapsed = await ticking(lambda: pool.save_peers())
+        assert pool.persistence.failures == 0 and pool.persistence.saves == 2
+        idle, _ = await ticking(lambda: deferLater(reactor, elapsed, lambda: None))
+        results.update(
+            {
+                "save_on_reactor_s": elapsed,
+                "max_tick_gap_during_save_ms": stall * 1000,
+                "max_tick_gap_idle_ms": idle * 1000,
+            }
+        )
+
+    def done(result: Any) -> None:
+        if hasattr(result, "printTraceback"):
+            result.printTraceback(file=sys.stderr)
+            results["error"] = 1.0
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: ensureDeferred(run()).addBoth(done))
+    reactor.run()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each run, wait up to S seconds for the machine to be quiet")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    directory = tempfile.mkdtemp(prefix="p2pool-bench-persistence-")
+    try:
+        cases: dict[str, dict[str, float]] = {}
+        for size in sizes:
+            runs = []
+            for r in range(args.repeat):
+                before = wait_quiet(args.wait_quiet) if args.wait_quiet else None
+                with ForeignLoad() as load:
+                    run = measure(size, directory)
+                run["foreign_cpu_share"] = load.share
+                print(
+                    f"persistence: {size} peers and points, run {r + 1}/{args.repeat}: "
+                    f"other processes used {load.share:.0%} of the machine"
+                    + (f" ({before:.0%} just before)" if before is not None else ""),
+                    file=sys.stderr,
+                )
+                runs.append(run)
+            case = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            case["save_vs_dumps_write_fsync"] = case["save_s"] / case["save_baseline_dumps_write_fsync_s"]
+            case["save_vs_dumps_only"] = case["save_s"] / case["save_baseline_dumps_only_s"]
+            case["load_vs_loads"] = case["load_s"] / case["load_baseline_loads_s"]
+            case["load_vs_loads_gc_paused"] = case["load_s"] / case["load_baseline_loads_gc_paused_s"]
+            cases[str(size)] = {key: round(value, 4) for key, value in case.items()}
+        largest = sizes[-1]
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet)
+        with ForeignLoad() as load:
+            stall = {key: round(value, 3) for key, value in measure_stall(largest, directory).items()}
+        stall["foreign_cpu_share"] = round(load.share, 3)
+        print(f"persistence: reactor stall during a save of {largest}: other processes used {load.share:.0%}", file=sys.stderr)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "cases": cases,
+                "stall": {"size": largest, **stall},
+                "targets": {
+                    "save_and_load_vs_plain_json": "<= 1.5",
+                    "max_tick_gap_during_save_ms": "<= 50",
+                },
+                "env": {
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "load_average": [round(v, 2) for v in os.getloadavg()],
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

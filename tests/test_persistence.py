@@ -1,0 +1,1160 @@
+# -*- test-case-name: tests.test_persistence -*-
+"""
+The peers file (L{p2pool.persistence}): times and ids, the atomic writer,
+the loader and every kind of damage it survives, and the pool's use of it
+(load at start, checkpoints, save at stop and destroy, one save at a time),
+on memory reactors.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pool.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.config import PoolConfig
+from p2pool.events import PoolEvent
+from p2pool.interfaces import BasePoolApplication
+from p2pool.persistence import (
+    FORMAT,
+    RESTART_DIAL_SPREAD,
+    IncompatibleFile,
+    PeersFileError,
+    _parse_peer_id,
+    _peer_id_text,
+    decode_document,
+    format_time,
+    parse_time,
+    read_peers_file,
+    snapshot_pool,
+    write_atomically,
+    write_snapshot,
+)
+from p2pool.pool import Pool
+from p2pool.state import PeerState, PointState
+from tests.helpers import identity
+
+NETWORK = "test-net"
+#: 2024-05-01T00:00:00Z
+T0 = 1_714_521_600.0
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+TEZOS_PEER_FIELDS = {
+    "peer_id",
+    "created",
+    "trusted",
+    "peer_metadata",
+    "last_failed_connection",
+    "last_rejected_connection",
+    "last_established_connection",
+    "last_disconnection",
+    "events",
+}
+
+
+def _peer(i: int) -> PeerId:
+    return PeerId(i.to_bytes(16, "big"))
+
+
+def _point(i: int, port: int = 9732) -> Point:
+    return Point(f"10.0.{i // 256}.{i % 256}", port)
+
+
+class Counters:
+    """
+    Application peer metadata: two counters (Tezos keeps such counters as
+    decimal strings in the file).
+    """
+
+    def __init__(self, good: int = 0, bad: int = 0) -> None:
+        self.good = good
+        self.bad = bad
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Counters) and (self.good, self.bad) == (other.good, other.bad)
+
+    def __repr__(self) -> str:
+        return f"Counters({self.good}, {self.bad})"
+
+
+class CountersApp(BasePoolApplication):
+    """
+    An application whose peer metadata goes through its own encoder.
+    """
+
+    def initial_metadata(self) -> Any:
+        return Counters()
+
+    def encode_metadata(self, metadata: Any) -> Any:
+        return {"good": str(metadata.good), "bad": str(metadata.bad)}
+
+    def decode_metadata(self, value: Any) -> Any:
+        if not isinstance(value, dict) or set(value) != {"good", "bad"}:
+            raise ValueError(f"not counters: {value!r}")
+        return Counters(int(value["good"]), int(value["bad"]))
+
+    def score(self, metadata: Any) -> float:
+        return float(metadata.good - metadata.bad)
+
+
+def document(**fields: Any) -> dict[str, Any]:
+    """
+    A peers file document with no records, C{fields} replacing or adding
+    top-level fields (None removes one).
+    """
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "network": NETWORK,
+        "saved_at": "2024-05-01T00:00:00.000Z",
+        "peers": [],
+        "points": [],
+        "bans": {"ips": [], "peers": []},
+    }
+    for key, value in fields.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return doc
+
+
+def encoded(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def peer_record(i: int, **fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"peer_id": str(_peer(i)), "created": "2024-05-01T00:00:00.000Z"}
+    record.update(fields)
+    return record
+
+
+class _ThreadsReactor(MemoryReactorClock):
+    """
+    A memory reactor with a thread pool that runs work only when the test
+    says so, to hold a save in its thread.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.work: list[tuple[Callable[..., None], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def getThreadPool(self) -> _ThreadsReactor:
+        return self
+
+    def callInThreadWithCallback(self, on_result: Callable[..., None], f: Callable[..., Any], *args: Any) -> None:
+        self.work.append((on_result, f, args))
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+    def run_work(self) -> None:
+        on_result, f, args = self.work.pop(0)
+        try:
+            result = f(*args)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class _CountingClock(Clock):
+    """
+    A clock that counts the calls scheduled on it.
+    """
+
+    turns = 0
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        self.turns += 1
+        return super().callLater(delay, f, *args, **kw)
+
+
+class _PoolCase(SynchronousTestCase):
+    """
+    Pools on memory reactors sharing one data directory.
+    """
+
+    def setUp(self) -> None:
+        self.data_dir = self.mktemp()
+        self.path = os.path.join(self.data_dir, "peers.json")
+        self.events: list[PoolEvent] = []
+
+    def make_pool(self, app: Any = None, reactor: Any = None, start: bool = True, **config: Any) -> Pool:
+        settings: dict[str, Any] = dict(
+            listen=Point("127.0.0.2", 0),
+            expected_proof_of_work=0,
+            maintenance_idle_time=None,
+            data_dir=self.data_dir,
+            network=NETWORK,
+        )
+        settings.update(config)
+        if reactor is None:
+            reactor = MemoryReactorClock()
+        reactor.rightNow = T0
+        self.reactor = reactor
+        pool = Pool(PoolConfig(**settings), app, reactor=reactor, identity=identity(0), log=self.events.append)
+        if start:
+            pool.startService()
+            self.successResultOf(pool.when_started())
+            self.addCleanup(lambda: pool.running and pool.stopService())
+        return pool
+
+    def named(self, event: str) -> list[PoolEvent]:
+        return [e for e in self.events if e.event == event]
+
+    def write_file(self, content: Any, path: Optional[str] = None) -> bytes:
+        data = content if isinstance(content, bytes) else encoded(content)
+        os.makedirs(self.data_dir, exist_ok=True)
+        with open(path or self.path, "wb") as f:
+            f.write(data)
+        return data
+
+    def read_bytes(self, path: Optional[str] = None) -> bytes:
+        with open(path or self.path, "rb") as f:
+            return f.read()
+
+    def read_json(self, path: Optional[str] = None) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def corrupt_files(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.data_dir) if n.startswith("peers.json.corrupt-"))
+
+
+# ---------------------------------------------------------------------------
+
+
+class TimeTests(SynchronousTestCase):
+    def test_format(self) -> None:
+        self.assertEqual(format_time(0), "1970-01-01T00:00:00.000Z")
+        self.assertEqual(format_time(T0 + 3723.25), "2024-05-01T01:02:03.250Z")
+        self.assertEqual(format_time(T0 - 0.0004), "2024-05-01T00:00:00.000Z", "rounded to the millisecond")
+        self.assertEqual(format_time(T0 + 86399.9996), "2024-05-02T00:00:00.000Z", "rounding carries into the day")
+        self.assertEqual(format_time(951782400.5), "2000-02-29T00:00:00.500Z")
+        self.assertEqual(format_time(-62135596800.0), "0001-01-01T00:00:00.000Z")
+        self.assertEqual(parse_time(format_time(-62135596800.0)), -62135596800.0)
+
+    def test_parse(self) -> None:
+        self.assertEqual(parse_time("2024-05-01T01:02:03.250Z"), T0 + 3723.25)
+        self.assertEqual(parse_time("2024-05-01T01:02:03.250-00:00"), T0 + 3723.25, "Tezos writes -00:00")
+        self.assertEqual(parse_time("2024-05-01T03:02:03+02:00"), T0 + 3723)
+        self.assertEqual(parse_time(1714521600), T0, "Tezos also reads seconds")
+        self.assertEqual(parse_time(1714521600.5), T0 + 0.5)
+        bad_times = (
+            "2024-05-01T00:00:00",
+            "yesterday",
+            "",
+            "9999-12-31T23:59:59-23:00",
+            True,
+            None,
+            [1],
+            {"t": 1},
+            float("nan"),
+            float("inf"),
+            1e20,
+            -1e12,
+        )
+        for bad in bad_times:
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                parse_time(bad)
+
+    def test_round_trip_keeps_milliseconds(self) -> None:
+        for ms in (0, 1, 499, 500, 999, 123_456_789, 1_714_521_600_001):
+            t = ms / 1000
+            text = format_time(t)
+            self.assertRegex(text, RFC3339_MS)
+            self.assertAlmostEqual(parse_time(text), t, places=6)
+
+
+class PeerIdTextTests(SynchronousTestCase):
+    def test_same_as_addressing(self) -> None:
+        for raw in (bytes(16), b"\xff" * 16, bytes(range(16)), identity(0).peer_id.raw, identity(1).peer_id.raw):
+            peer_id = PeerId(raw)
+            text = _peer_id_text(peer_id)
+            self.assertEqual(text, str(peer_id))
+            self.assertEqual(_parse_peer_id(text), peer_id)
+
+    def test_bad_peer_ids(self) -> None:
+        good = str(_peer(7))
+        flipped = good[:-1] + ("2" if good[-1] != "2" else "3")
+        for bad in ("", "id0OIl", flipped, good + "x", good[:-1], 42, None):
+            with self.assertRaises(AddressError, msg=repr(bad)):
+                _parse_peer_id(bad)
+
+
+# ---------------------------------------------------------------------------
+
+
+class WriteAtomicallyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        self.path = os.path.join(self.directory, "sub", "peers.json")
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_generations(self) -> None:
+        """
+        The first write creates the file (and its directory) with mode
+        0600; each later one keeps the file it replaces as C{.bak}; no
+        temporary file is left.
+        """
+        self.assertEqual(write_atomically(self.path, b"one"), 3)
+        self.assertEqual(self.read(self.path), b"one")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertFalse(os.path.exists(self.path + ".bak"))
+        write_atomically(self.path, lambda out: out.write(b"two"))
+        write_atomically(self.path, b"three")
+        self.assertEqual((self.read(self.path), self.read(self.path + ".bak")), (b"three", b"two"))
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.path))), ["peers.json", "peers.json.bak"])
+
+    def test_without_backup(self) -> None:
+        write_atomically(self.path, b"one")
+        write_atomically(self.path, b"two", keep_backup=False)
+        self.assertFalse(os.path.exists(self.path + ".bak"))
+
+    def test_failure_leaves_both_generations(self) -> None:
+        """
+        When writing the new content fails, the file and its backup are
+        as they were and the temporary file is gone.
+        """
+        write_atomically(self.path, b"one")
+        write_atomically(self.path, b"two")
+
+        def broken(out: Any) -> None:
+            out.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with self.assertRaises(OSError):
+            write_atomically(self.path, broken)
+        self.assertEqual((self.read(self.path), self.read(self.path + ".bak")), (b"two", b"one"))
+        self.assertFalse(os.path.exists(self.path + ".tmp"))
+
+    def test_copy_when_links_are_impossible(self) -> None:
+        write_atomically(self.path, b"one")
+
+        def no_links(source: str, target: str) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        self.patch(os, "link", no_links)
+        write_atomically(self.path, b"two")
+        self.assertEqual((self.read(self.path), self.read(self.path + ".bak")), (b"two", b"one"))
+
+    def test_parent_is_a_file(self) -> None:
+        os.makedirs(self.directory)
+        blocker = os.path.join(self.directory, "sub")
+        with open(blocker, "wb"):
+            pass
+        with self.assertRaises(OSError):
+            write_atomically(self.path, b"x")
+
+
+# ---------------------------------------------------------------------------
+
+
+class DecodeTests(SynchronousTestCase):
+    """
+    L{decode_document}: what makes a whole file unusable, and what only
+    skips one record.
+    """
+
+    def decode(self, doc: Any) -> Any:
+        return decode_document(encoded(doc), NETWORK)
+
+    def test_whole_file_damage(self) -> None:
+        good = encoded(document(peers=[peer_record(1)]))
+        cases: dict[str, bytes] = {
+            "empty": b"",
+            "blank": b"  \n",
+            "not JSON": b"garbage\x00",
+            "truncated": good[: len(good) // 2],
+            "not UTF-8": b'{"format": 1, "network": "\xff"}',
+            "an array": b"[1, 2]",
+            "a string": b'"peers"',
+            "no format": encoded(document(format=None)),
+            "format as text": encoded(document(format="1")),
+            "format as boolean": encoded(document(format=True)),
+            "format zero": encoded(document(format=0)),
+            "no network": encoded(document(network=None)),
+            "network as number": encoded(document(network=5)),
+            "peers an object": encoded(document(peers={"a": 1})),
+            "points a string": encoded(document(points="none")),
+            "bans an array": encoded(document(bans=[])),
+            "bans.ips a string": encoded(document(bans={"ips": "10.0.0.1"})),
+            "bans.peers a number": encoded(document(bans={"peers": 3})),
+            "saved_at not a time": encoded(document(saved_at="yesterday")),
+        }
+        for name, data in cases.items():
+            with self.assertRaises(PeersFileError, msg=name) as caught:
+                decode_document(data, NETWORK)
+            self.assertTrue(str(caught.exception), name)
+        with self.assertRaises(PeersFileError) as caught:
+            decode_document(encoded(document(peers="x")), NETWORK)
+        self.assertIn("'peers' must be an array", str(caught.exception))
+
+    def test_incompatible(self) -> None:
+        with self.assertRaises(IncompatibleFile) as caught:
+            self.decode(document(network="other-net"))
+        self.assertEqual(caught.exception.reason, "network")
+        self.assertIn("'other-net'", str(caught.exception))
+        # A newer format is recognised before anything else is checked:
+        # it may have changed everything else.
+        with self.assertRaises(IncompatibleFile) as caught:
+            self.decode({"format": FORMAT + 1, "peers": "whatever"})
+        self.assertEqual(caught.exception.reason, "format")
+        self.assertIn(f"format {FORMAT + 1}", str(caught.exception))
+
+    def test_missing_sections_are_empty(self) -> None:
+        content = self.decode({"format": 1, "network": NETWORK})
+        self.assertEqual((content.peers, content.points, content.banned_ips, content.banned_peers), ([], [], [], []))
+        self.assertIsNone(content.saved_at)
+
+    def test_minimal_records_take_defaults(self) -> None:
+        content = self.decode(document(peers=[peer_record(1)], points=[{"point": "10.0.0.1:9732"}]))
+        [peer] = content.peers
+        self.assertEqual((peer.peer_id, peer.created, peer.trusted), (_peer(1), T0, False))
+        self.assertEqual((peer.last_established_connection, peer.events, peer.state), (None, (), PeerState.DISCONNECTED))
+        [point] = content.points
+        self.assertEqual(point.point, Point("10.0.0.1", 9732))
+        self.assertEqual((point.trusted, point.known_public, point.expected_peer_id, point.last_seen), (False, False, None, None))
+
+    def test_unknown_fields_are_ignored(self) -> None:
+        """
+        Unknown fields anywhere are ignored, including ones that name
+        state a file must not carry (a point's state, its back-off).
+        """
+        doc = document(
+            comment="written by hand",
+            lowest_compatible=1,
+            peers=[peer_record(1, score=9, state="running", events=[{"kind": "disconnection", "timestamp": 1714521600, "extra": 1}])],
+            points=[{"point": "10.0.0.1:9732", "state": "running", "reconnection_delay": 5, "p2p_peer_id": "x"}],
+            bans={"ips": [], "peers": [], "greylist": ["10.0.0.9"]},
+        )
+        content = self.decode(doc)
+        self.assertEqual(content.skipped, [])
+        self.assertEqual(content.peers[0].state, PeerState.DISCONNECTED)
+        self.assertEqual([e.kind for e in content.peers[0].events], ["disconnection"])
+        point = content.points[0]
+        self.assertEqual((point.state, point.reconnection_delay, point.current_peer_id), (PointState.DISCONNECTED, None, None))
+
+    def test_tezos_forms(self) -> None:
+        """
+        A peer as Tezos writes it: IPv4-mapped addresses, C{-00:00}
+        offsets, an address without a port, C{incoming_request} events.
+        """
+        record = {
+            "peer_id": str(_peer(3)),
+            "created": "2024-05-01T00:00:00.499-00:00",
+            "peer_metadata": {"responses": "3"},
+            "last_established_connection": [{"addr": "::ffff:127.0.0.1", "port": 19732}, "2024-05-01T00:00:01.000-00:00"],
+            "last_rejected_connection": [{"addr": "::ffff:127.0.0.9"}, 1714521602],
+            "events": [
+                {"kind": "incoming_request", "timestamp": "2024-05-01T00:00:00.900-00:00", "addr": "::ffff:127.0.0.1", "port": 19732},
+                {"kind": "connection_established", "timestamp": "2024-05-01T00:00:01.000-00:00", "addr": "::ffff:127.0.0.1"},
+            ],
+        }
+        [peer] = self.decode(document(peers=[record])).peers
+        self.assertEqual(peer.created, T0 + 0.499)
+        self.assertEqual(peer.last_established_connection, (Point("127.0.0.1", 19732), T0 + 1))
+        self.assertEqual(peer.last_rejected_connection, (None, T0 + 2))
+        self.assertEqual(
+            [(e.kind, e.point) for e in peer.events],
+            [("accepting_request", Point("127.0.0.1", 19732)), ("connection_established", None)],
+        )
+        self.assertEqual(peer.metadata, {"responses": "3"}, "decoded later, by the application")
+
+    def test_events_keep_the_latest_hundred(self) -> None:
+        events = [{"kind": "disconnection", "timestamp": 1714521600 + i} for i in range(150)]
+        [peer] = self.decode(document(peers=[peer_record(1, events=events)])).peers
+        self.assertEqual(len(peer.events), 100)
+        self.assertEqual(peer.events[0].timestamp, T0 + 50)
+
+    def test_bad_records_are_skipped(self) -> None:
+        """
+        Each bad record is left out with its section, index and problem;
+        the good ones around it are loaded.
+        """
+        t = "2024-05-01T00:00:00.000Z"
+        peers = [
+            peer_record(1),
+            5,
+            peer_record(2, peer_id="idnotapeer"),
+            {"created": t},
+            {"peer_id": str(_peer(3))},
+            peer_record(4, created="noon"),
+            peer_record(5, trusted="yes"),
+            peer_record(6, last_established_connection="10.0.0.1:9732"),
+            peer_record(7, last_disconnection=[{"addr": "::ffff:10.0.0.1", "port": 1}, t, "extra"]),
+            peer_record(8, last_failed_connection=[{"addr": 5, "port": 1}, t]),
+            peer_record(9, last_failed_connection=[{"addr": "::ffff:10.0.0.1", "port": "80"}, t]),
+            peer_record(10, last_failed_connection=[{"addr": "nowhere", "port": 80}, t]),
+            peer_record(11, last_failed_connection=[{"addr": "::ffff:10.0.0.1", "port": 70000}, t]),
+            peer_record(12, events="none"),
+            peer_record(13, events=[{"kind": "disconnection", "timestamp": t}, 7]),
+            peer_record(14, events=[{"kind": 5, "timestamp": t}]),
+            peer_record(15, events=[{"kind": "disconnection", "timestamp": "later"}]),
+            peer_record(16, events=[{"kind": "disconnection", "timestamp": t, "addr": "x", "port": 1}]),
+            peer_record(17, last_established_connection=[{"addr": "::ffff:10.0.0.1", "port": 9732}, t]),
+        ]
+        points = [
+            {"point": "10.0.0.1:9732"},
+            "10.0.0.2:9732",
+            {"point": "nope"},
+            {"point": 5},
+            {},
+            {"point": "10.0.0.3:9732", "expected_peer_id": "idbad"},
+            {"point": "10.0.0.4:9732", "trusted": 1},
+            {"point": "10.0.0.5:9732", "known_public": "true"},
+            {"point": "10.0.0.6:9732", "last_failed_connection": "x"},
+            {"point": "10.0.0.7:9732", "last_established_connection": ["idbad", t]},
+            {"point": "10.0.0.8:9732", "last_disconnection": [str(_peer(1))]},
+            {"point": "[::1]:9732", "trusted": True},
+        ]
+        bans = {"ips": ["10.0.0.0/8", "nope", 5, "10.0.0.1/8", "2001:db8::/32"], "peers": [str(_peer(40)), "idbad", 7]}
+        content = self.decode(document(peers=peers, points=points, bans=bans))
+        self.assertEqual([p.peer_id for p in content.peers], [_peer(1), _peer(17)])
+        self.assertEqual(content.peers[1].last_established_connection, (Point("10.0.0.1", 9732), T0))
+        self.assertEqual([p.point for p in content.points], [Point("10.0.0.1", 9732), Point("::1", 9732)])
+        self.assertEqual(content.banned_ips, ["10.0.0.0/8", "2001:db8::/32"])
+        self.assertEqual(content.banned_peers, [_peer(40)])
+        problems = {(p.section, p.index): p.problem for p in content.skipped}
+        expected = {
+            ("peers", 1): "expected an object, got a number",
+            ("peers", 2): "peer_id: malformed peer id",
+            ("peers", 3): "peer_id: missing",
+            ("peers", 4): "created: missing",
+            ("peers", 5): "created: not an RFC 3339 time",
+            ("peers", 6): "trusted: expected a boolean, got a string",
+            ("peers", 7): "last_established_connection: expected [address, time], got a string",
+            ("peers", 8): "last_disconnection: expected [address, time]",
+            ("peers", 9): "last_failed_connection: addr: expected a string, got a number",
+            ("peers", 10): "last_failed_connection: port: expected an integer, got a string",
+            ("peers", 11): "last_failed_connection: not an IP address",
+            ("peers", 12): "last_failed_connection: port must be an integer 0-65535",
+            ("peers", 13): "events: expected an array, got a string",
+            ("peers", 14): "events[1]: expected an object, got a number",
+            ("peers", 15): "events[0]: kind: expected a string, got a number",
+            ("peers", 16): "events[0]: timestamp: not an RFC 3339 time",
+            ("peers", 17): "events[0]: address: not an IP address",
+            ("points", 1): "expected an object, got a string",
+            ("points", 2): "point: malformed point",
+            ("points", 3): "point: expected a string like '1.2.3.4:9732', got a number",
+            ("points", 4): "point: missing",
+            ("points", 5): "expected_peer_id: malformed peer id",
+            ("points", 6): "trusted: expected a boolean, got a number",
+            ("points", 7): "known_public: expected a boolean, got a string",
+            ("points", 8): "last_failed_connection: not an RFC 3339 time",
+            ("points", 9): "last_established_connection: malformed peer id",
+            ("points", 10): "last_disconnection: expected [peer_id, time], got an array",
+            ("bans.ips", 1): "not an IP address",
+            ("bans.ips", 2): "expected an address or CIDR range, got a number",
+            ("bans.ips", 3): "not an IP address or CIDR range",
+            ("bans.peers", 1): "peer id: malformed peer id",
+            ("bans.peers", 2): "peer id: a peer id is a string, not a number",
+        }
+        self.assertEqual(sorted(problems), sorted(expected))
+        for key, fragment in expected.items():
+            self.assertIn(fragment, problems[key], key)
+        sections = ("peers", "points", "bans.ips", "bans.peers")
+        in_file_order = sorted(expected, key=lambda k: (sections.index(k[0]), k[1]))
+        self.assertEqual([(p.section, p.index) for p in content.skipped], in_file_order)
+
+
+# ---------------------------------------------------------------------------
+
+
+class ReadPeersFileTests(_PoolCase):
+    """
+    L{read_peers_file}: generations on disk after each kind of damage.
+    """
+
+    NOW = T0 + 61.5
+
+    def test_missing(self) -> None:
+        outcome = read_peers_file(self.path, NETWORK)
+        self.assertEqual((outcome.status, outcome.content), ("missing", None))
+
+    def test_parent_is_not_a_directory(self) -> None:
+        self.write_file(b"a file where a directory would be")
+        outcome = read_peers_file(os.path.join(self.path, "peers.json"), NETWORK)
+        self.assertEqual(outcome.status, "missing")
+
+    def test_loaded(self) -> None:
+        self.write_file(document(peers=[peer_record(1)]))
+        outcome = read_peers_file(self.path, NETWORK)
+        self.assertEqual((outcome.status, outcome.source), ("loaded", self.path))
+        assert outcome.content is not None
+        self.assertEqual([p.peer_id for p in outcome.content.peers], [_peer(1)])
+
+    def test_leftover_temporary_files_removed(self) -> None:
+        self.write_file(b"half a fi", path=self.path + ".tmp")
+        self.write_file(b"x", path=self.path + ".bak.tmp")
+        self.assertEqual(read_peers_file(self.path, NETWORK).status, "missing")
+        self.assertEqual(os.listdir(self.data_dir), [])
+
+    def test_damaged_without_backup(self) -> None:
+        garbage = self.write_file(b"\x00\x01garbage")
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
+        self.assertEqual(outcome.status, "damaged")
+        self.assertIsNone(outcome.content)
+        self.assertIn("not JSON", outcome.error or "")
+        self.assertEqual(outcome.moved_to, self.path + ".corrupt-20240501T000101.500000Z")
+        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(self.read_bytes(outcome.moved_to), garbage)
+
+    def test_every_damage_moved_aside_and_backup_used(self) -> None:
+        """
+        Whatever the damage, the file is moved aside, the previous
+        generation is loaded and copied back in its place.
+        """
+        good = document(peers=[peer_record(1)])
+        full = encoded(good)
+        damages = [
+            b"",
+            b"not json",
+            full[: len(full) - 7],
+            b"[]",
+            encoded(document(format="x")),
+            encoded(document(network=None)),
+            encoded(document(peers=3)),
+        ]
+        backup = self.write_file(document(peers=[peer_record(2)]), path=self.path + ".bak")
+        for n, damage in enumerate(damages):
+            self.write_file(damage)
+            outcome = read_peers_file(self.path, NETWORK, now=self.NOW + n)
+            self.assertEqual((outcome.status, outcome.source), ("recovered", self.path + ".bak"), damage)
+            assert outcome.content is not None
+            self.assertEqual([p.peer_id for p in outcome.content.peers], [_peer(2)])
+            assert outcome.moved_to is not None
+            self.assertEqual(self.read_bytes(outcome.moved_to), damage)
+            self.assertEqual(self.read_bytes(), backup, "the good generation is back in place")
+            self.assertEqual(self.read_bytes(self.path + ".bak"), backup)
+        self.assertEqual(len(self.corrupt_files()), len(damages))
+
+    def test_corrupt_names_never_collide(self) -> None:
+        for _ in range(3):
+            self.write_file(b"{")
+            read_peers_file(self.path, NETWORK, now=self.NOW)
+        self.assertEqual(
+            self.corrupt_files(),
+            [
+                "peers.json.corrupt-20240501T000101.500000Z",
+                "peers.json.corrupt-20240501T000101.500000Z-2",
+                "peers.json.corrupt-20240501T000101.500000Z-3",
+            ],
+        )
+
+    def test_backup_unusable_too(self) -> None:
+        self.write_file(b"{")
+        backup = self.write_file(b"also broken", path=self.path + ".bak")
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
+        self.assertEqual(outcome.status, "damaged")
+        self.assertIn("peers.json.bak is not usable either", outcome.error or "")
+        self.assertEqual(self.read_bytes(self.path + ".bak"), backup, "left for the operator")
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_backup_of_another_network_not_used(self) -> None:
+        self.write_file(b"{")
+        self.write_file(document(network="other-net", peers=[peer_record(1)]), path=self.path + ".bak")
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
+        self.assertEqual(outcome.status, "damaged")
+        self.assertIn("other-net", outcome.error or "")
+
+    def test_refused_files_left_alone(self) -> None:
+        for doc, reason in ((document(network="other-net"), "network"), ({"format": 7, "anything": True}, "format")):
+            data = self.write_file(doc)
+            outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
+            self.assertEqual((outcome.status, outcome.refused, outcome.content), ("refused", reason, None))
+            self.assertEqual(self.read_bytes(), data)
+            self.assertEqual(self.corrupt_files(), [])
+            st = os.stat(self.path)
+            self.assertEqual(outcome.fingerprint, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+# ---------------------------------------------------------------------------
+
+
+class RoundTripTests(_PoolCase):
+    """
+    What one pool saves, another loads: peers with their times, events,
+    trusted flags and metadata through the application's encoder; points
+    with trust, pins, times and C{known_public} but no back-off; bans.
+    """
+
+    def populate(self, pool: Pool) -> None:
+        reactor = self.reactor
+        policy = pool.config.reconnection
+        # A peer connected once at a point, then gone.
+        peer = pool.register_peer(_peer(1))
+        pool.peers.set_peer_metadata(_peer(1), Counters(5, 2))
+        reactor.advance(1.125)
+        peer.set_accepted(_point(1), pool.now())
+        reactor.advance(0.25)
+        peer.set_running(_point(1), pool.now())
+        reactor.advance(30)
+        peer.set_disconnected(pool.now())
+        # A trusted peer rejected before it told its port, and one still
+        # running when the file is written.
+        trusted = pool.register_peer(_peer(2))
+        trusted.trusted = True
+        trusted.set_accepted(None, pool.now())
+        trusted.set_disconnected(pool.now())
+        running = pool.register_peer(_peer(3))
+        running.set_running(_point(3), pool.now())
+        # Points: a pinned trusted one, one that was connected, one that
+        # failed, one connected now.
+        pool.register_point(_point(10), trusted=True, expected_peer_id=_peer(1))
+        connected = pool.register_point(_point(1))
+        connected.known_public = True
+        connected.set_requested(pool.now())
+        connected.set_running(_peer(1), pool.now())
+        reactor.advance(2.5)
+        connected.set_disconnected(pool.now(), policy, pool._rng)
+        pool._points.changed(connected)
+        failed = pool.register_point(_point(11))
+        failed.set_requested(pool.now())
+        failed.set_disconnected(pool.now(), policy, pool._rng)
+        pool._points.changed(failed)
+        self.assertIsNotNone(failed.reconnection_time, "a back-off the file must not keep")
+        now = pool.register_point(_point(3))
+        now.set_requested(pool.now())
+        now.set_running(_peer(3), pool.now())
+        pool._points.changed(now)
+        pool.acl.ip_blacklist.ban("192.0.2.7")
+        pool.acl.ip_blacklist.ban("10.9.0.0/16")
+        pool.acl.ip_blacklist.ban("2001:db8::/32")
+        pool.acl.peer_blacklist.ban(_peer(9))
+
+    def test_round_trip(self) -> None:
+        first = self.make_pool(app=CountersApp())
+        self.populate(first)
+        self.successResultOf(first.save_peers())
+        self.assertEqual(first.persistence.saves, 1)
+        second = self.make_pool(app=CountersApp())
+        self.assertEqual(self.named("load_peers")[-1].fields["status"], "loaded")
+        for old in first._peers:
+            new = second.peers.info(old.peer_id)
+            assert new is not None, old.peer_id
+            self.assertEqual(new.state, PeerState.DISCONNECTED)
+            self.assertEqual((new.created, new.trusted, new.metadata), (old.created, old.trusted, old.metadata))
+            for field in ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection"):
+                self.assertEqual(getattr(new, field), getattr(old, field), field)
+            self.assertEqual(
+                [(e.kind, e.timestamp, e.point) for e in new.events], [(e.kind, e.timestamp, e.point) for e in old.events]
+            )
+        self.assertEqual(second.peers.info(_peer(1)).metadata, Counters(5, 2))  # type: ignore[union-attr]
+        self.assertEqual(second.peers.info(_peer(2)).last_rejected_connection, (None, T0 + 31.375))  # type: ignore[union-attr]
+        self.assertEqual({i.point for i in second._points}, {_point(1), _point(3), _point(10), _point(11)})
+        for old_point in first._points:
+            new_point = second.points.info(old_point.point)
+            assert new_point is not None
+            self.assertEqual(new_point.state, PointState.DISCONNECTED)
+            self.assertEqual(
+                (new_point.trusted, new_point.expected_peer_id, new_point.known_public),
+                (old_point.trusted, old_point.expected_peer_id, old_point.known_public),
+            )
+            for field in ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection"):
+                self.assertEqual(getattr(new_point, field), getattr(old_point, field), field)
+            self.assertEqual((new_point.reconnection_delay, new_point.reconnection_time), (None, None))
+        self.assertEqual(second.acl.ip_blacklist.listing(), ["192.0.2.7", "10.9.0.0/16", "2001:db8::/32"])
+        self.assertTrue(second.acl.banned_addr("10.9.200.1"))
+        self.assertEqual(second.acl.peer_blacklist.listing(), [_peer(9)])
+
+    def test_file_layout(self) -> None:
+        """
+        The A5 layout: Tezos field names and address objects, RFC 3339
+        times with milliseconds, one record per line.
+        """
+        pool = self.make_pool(app=CountersApp())
+        self.populate(pool)
+        self.successResultOf(pool.save_peers())
+        doc = self.read_json()
+        self.assertEqual(set(doc), {"format", "network", "saved_at", "peers", "points", "bans"})
+        self.assertEqual((doc["format"], doc["network"]), (1, NETWORK))
+        self.assertRegex(doc["saved_at"], RFC3339_MS)
+        peers = {p["peer_id"]: p for p in doc["peers"]}
+        first = peers[str(_peer(1))]
+        self.assertLessEqual(set(first), TEZOS_PEER_FIELDS)
+        self.assertEqual(first["peer_metadata"], {"good": "5", "bad": "2"})
+        self.assertEqual(first["created"], "2024-05-01T00:00:00.000Z")
+        self.assertEqual(first["last_established_connection"], [{"addr": "::ffff:10.0.0.1", "port": 9732}, "2024-05-01T00:00:01.375Z"])
+        self.assertEqual([e["kind"] for e in first["events"]], ["incoming_request", "connection_established", "external_disconnection"])
+        self.assertEqual(peers[str(_peer(2))]["last_rejected_connection"], [None, "2024-05-01T00:00:31.375Z"])
+        points = {p["point"]: p for p in doc["points"]}
+        self.assertEqual(
+            points["10.0.0.10:9732"],
+            {"point": "10.0.0.10:9732", "trusted": True, "known_public": False, "expected_peer_id": str(_peer(1))},
+        )
+        self.assertEqual(points["10.0.0.1:9732"]["last_disconnection"], [str(_peer(1)), "2024-05-01T00:00:33.875Z"])
+        self.assertRegex(points["10.0.0.11:9732"]["last_failed_connection"], RFC3339_MS)
+        self.assertEqual(doc["bans"], {"ips": ["192.0.2.7", "10.9.0.0/16", "2001:db8::/32"], "peers": [str(_peer(9))]})
+        lines = self.read_bytes().decode().splitlines()
+        self.assertEqual(len(lines), 3 + len(doc["peers"]) + 1 + len(doc["points"]) + 2)
+
+    def test_metadata_that_cannot_be_encoded(self) -> None:
+        """
+        Metadata the encoder cannot turn into JSON is written as null and
+        counted; on load the peer gets the initial metadata.
+        """
+        pool = self.make_pool()
+        pool.register_peer(_peer(1)).metadata = {"nan": float("nan")}
+        pool.register_peer(_peer(2)).metadata = {"fine": [1, "two"]}
+        self.successResultOf(pool.save_peers())
+        self.assertEqual(self.named("save_metadata_errors")[0].fields["peers"], 1)
+        peers = {p["peer_id"]: p["peer_metadata"] for p in self.read_json()["peers"]}
+        self.assertEqual(peers, {str(_peer(1)): None, str(_peer(2)): {"fine": [1, "two"]}})
+
+    def test_metadata_the_application_refuses(self) -> None:
+        self.write_file(
+            document(peers=[peer_record(1, peer_metadata={"good": "1", "bad": "0"}), peer_record(2, peer_metadata=[1]), peer_record(3)])
+        )
+        pool = self.make_pool(app=CountersApp())
+        self.assertEqual(pool.peers.info(_peer(1)).metadata, Counters(1, 0))  # type: ignore[union-attr]
+        self.assertEqual(pool.peers.info(_peer(2)).metadata, Counters(), "initial metadata")  # type: ignore[union-attr]
+        self.assertEqual(pool.peers.info(_peer(3)).metadata, Counters(), "no metadata in the file")  # type: ignore[union-attr]
+        [skipped] = self.named("load_record_skipped")
+        self.assertEqual((skipped.fields["section"], skipped.fields["index"]), ("peers", 1))
+        self.assertIn("peer_metadata: not counters", skipped.fields["problem"])
+
+    def test_duplicates_and_own_id(self) -> None:
+        self.write_file(
+            document(
+                peers=[peer_record(1), peer_record(1, trusted=True), {"peer_id": str(identity(0).peer_id), "created": 0}],
+                points=[{"point": "10.0.0.1:9732"}, {"point": "10.0.0.1:9732", "trusted": True}],
+            )
+        )
+        pool = self.make_pool()
+        self.assertEqual(len(pool._peers), 1)
+        self.assertFalse(pool.peers.info(_peer(1)).trusted, "the first record wins")  # type: ignore[union-attr]
+        self.assertFalse(pool.points.info(_point(1)).trusted)  # type: ignore[union-attr]
+        problems = [(e.fields["section"], e.fields["index"]) for e in self.named("load_record_skipped")]
+        self.assertEqual(problems, [("peers", 1), ("points", 1)])
+        self.assertEqual(self.named("load_peers")[0].fields["skipped"], 2)
+
+
+# ---------------------------------------------------------------------------
+
+
+class PoolLoadTests(_PoolCase):
+    """
+    What a pool does with the file when it starts.
+    """
+
+    def test_missing_file_is_an_empty_start(self) -> None:
+        pool = self.make_pool()
+        self.assertEqual((len(pool._peers), len(pool._points)), (0, 0))
+        self.assertEqual(self.named("load_peers")[0].fields["status"], "missing")
+        self.assertTrue(pool.persistence.loaded)
+
+    def test_config_trusted_points_reapplied_on_top(self) -> None:
+        """
+        Trusted flags and pins come back from the file; the configured
+        trusted points are then registered over them.
+        """
+        self.write_file(
+            document(
+                points=[
+                    {"point": "10.0.0.1:9732", "trusted": False, "expected_peer_id": str(_peer(1))},
+                    {"point": "10.0.0.2:9732", "trusted": True, "expected_peer_id": str(_peer(2))},
+                ]
+            )
+        )
+        spec = PointSpec("10.0.0.1", 9732, _peer(5))
+        pool = self.make_pool(trusted_points=(spec,))
+        first, second = pool.points.info(_point(1)), pool.points.info(_point(2))
+        assert first is not None and second is not None
+        self.assertEqual((first.trusted, first.expected_peer_id), (True, _peer(5)))
+        self.assertEqual((second.trusted, second.expected_peer_id), (True, _peer(2)))
+
+    def test_points_known_before_start_win(self) -> None:
+        self.write_file(document(points=[{"point": "10.0.0.1:9732", "trusted": False}], peers=[peer_record(1, trusted=False)]))
+        pool = self.make_pool(start=False)
+        pool.register_point(_point(1), trusted=True)
+        pool.register_peer(_peer(1)).trusted = True
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        self.successResultOf(pool.when_started())
+        self.assertTrue(pool.points.info(_point(1)).trusted)  # type: ignore[union-attr]
+        self.assertTrue(pool.peers.info(_peer(1)).trusted)  # type: ignore[union-attr]
+
+    def test_tables_trimmed_to_their_limits(self) -> None:
+        self.write_file(
+            document(
+                points=[{"point": str(_point(i)), "trusted": i < 2} for i in range(30)],
+                peers=[peer_record(i) for i in range(30)],
+            )
+        )
+        pool = self.make_pool(max_known_points=(20, 10), max_known_peer_ids=(25, 15))
+        self.assertLessEqual(len(pool._points), 20)
+        self.assertLessEqual(len(pool._peers), 25)
+        self.assertTrue(all(pool.points.info(_point(i)) is not None for i in range(2)), "trusted points stay")
+        self.assertEqual(len(self.named("gc_points")), 1)
+        self.assertEqual(len(self.named("gc_peer_ids")), 1)
+        loaded = self.named("load_peers")[0].fields
+        self.assertEqual((loaded["points"], loaded["peers"]), (len(pool._points), len(pool._peers)))
+
+    def test_damaged_file_uses_backup(self) -> None:
+        self.write_file(document(peers=[peer_record(2)], points=[{"point": "10.0.0.2:9732"}]), path=self.path + ".bak")
+        self.write_file(b'{"format": 1, "network": "test-net", "peers": [{"peer_id": "id')
+        pool = self.make_pool()
+        self.assertIsNotNone(pool.peers.info(_peer(2)))
+        self.assertIsNotNone(pool.points.info(_point(2)))
+        [error] = self.named("load_error_peers")
+        self.assertTrue(error.fields["used_backup"])
+        self.assertIn("not JSON", error.fields["error"])
+        self.assertEqual([os.path.basename(error.fields["moved_to"])], self.corrupt_files())
+        self.assertEqual(self.named("load_peers")[0].fields["status"], "recovered")
+
+    def test_damaged_file_without_backup(self) -> None:
+        self.write_file(b"\xff\xfe garbage")
+        pool = self.make_pool()
+        self.assertEqual(len(pool._peers), 0)
+        self.assertFalse(self.named("load_error_peers")[0].fields["used_backup"])
+        self.assertEqual(len(self.corrupt_files()), 1)
+        pool.register_point(_point(4))
+        self.successResultOf(pool.save_peers())
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(4))], "saving works again")
+
+    def test_refused_file_is_never_overwritten(self) -> None:
+        """
+        A newer format or another network: the pool starts empty, says
+        so, and neither checkpoints nor the stop overwrite the file, until
+        the operator moves it away.
+        """
+        cases = (
+            (document(format=FORMAT + 1, peers=[peer_record(1)]), "format"),
+            (document(network="main", peers=[peer_record(1)]), "network"),
+        )
+        for doc, reason in cases:
+            self.events.clear()
+            data = self.write_file(doc)
+            pool = self.make_pool(checkpoint_interval=5.0)
+            self.assertEqual(len(pool._peers), 0)
+            [refused] = self.named("load_refused_peers")
+            self.assertEqual(refused.fields["reason"], reason)
+            self.assertEqual(pool.persistence.writing_disabled, reason)
+            pool.register_point(_point(1))
+            self.reactor.advance(5.0)
+            self.successResultOf(pool.save_peers())
+            self.successResultOf(pool.stopService())
+            self.assertEqual(self.read_bytes(), data)
+            self.assertFalse(os.path.exists(self.path + ".bak"))
+            self.assertEqual(len(self.named("save_skipped_peers")), 3)
+            self.assertEqual(self.named("save_peers"), [])
+            os.unlink(self.path)
+
+    def test_writing_resumes_once_the_refused_file_is_moved(self) -> None:
+        data = self.write_file(document(format=FORMAT + 1))
+        pool = self.make_pool()
+        pool.register_point(_point(1))
+        self.successResultOf(pool.save_peers())
+        self.assertEqual(self.read_bytes(), data)
+        os.rename(self.path, self.path + ".v2")
+        self.successResultOf(pool.save_peers())
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
+        self.assertIsNone(pool.persistence.writing_disabled)
+        self.assertEqual(len(self.named("save_enabled_peers")), 1)
+
+    def test_restart_dials_known_points_without_maintenance(self) -> None:
+        """
+        Without maintenance, the points the node was connected to are
+        dialed once, spread over a few seconds; not points it never
+        reached, nor banned ones. Trusted points are dialed as always.
+        """
+        t = "2024-04-30T00:00:00.000Z"
+        self.write_file(
+            document(
+                points=[
+                    {"point": "10.0.0.1:9732", "last_established_connection": [str(_peer(1)), t]},
+                    {"point": "10.0.0.2:9732", "last_failed_connection": t},
+                    {"point": "10.0.0.3:9732", "trusted": True, "last_established_connection": [str(_peer(3)), t]},
+                    {"point": "192.0.2.4:9732", "last_established_connection": [str(_peer(4)), t]},
+                ],
+                bans={"ips": ["192.0.2.0/24"]},
+            )
+        )
+        self.make_pool()
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.reactor.advance(RESTART_DIAL_SPREAD + 0.1)
+        self.assertEqual(sorted(c[:2] for c in self.reactor.tcpClients), [("10.0.0.1", 9732), ("10.0.0.3", 9732)])
+
+    def test_restart_dials_nothing_untrusted_in_private_mode(self) -> None:
+        t = "2024-04-30T00:00:00.000Z"
+        self.write_file(document(points=[{"point": "10.0.0.1:9732", "last_established_connection": [str(_peer(1)), t]}]))
+        self.make_pool(private_mode=True)
+        self.reactor.advance(RESTART_DIAL_SPREAD + 0.1)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_maintenance_dials_loaded_points(self) -> None:
+        t = "2024-04-30T00:00:00.000Z"
+        point = {"point": "10.0.0.1:9732", "known_public": True, "last_established_connection": [str(_peer(1)), t]}
+        self.write_file(document(points=[point]))
+        self.make_pool(maintenance_idle_time=120.0, min_connections=1, expected_connections=2, max_connections=3)
+        self.reactor.advance(1.0)
+        self.assertEqual([c[:2] for c in self.reactor.tcpClients], [("10.0.0.1", 9732)])
+
+
+# ---------------------------------------------------------------------------
+
+
+class PoolSaveTests(_PoolCase):
+    """
+    When a pool writes the file, and how saves follow one another.
+    """
+
+    def test_checkpoints(self) -> None:
+        pool = self.make_pool(checkpoint_interval=10.0)
+        pool.register_point(_point(1))
+        self.reactor.advance(9.9)
+        self.assertFalse(os.path.exists(self.path))
+        self.reactor.advance(0.1)
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
+        pool.register_point(_point(2))
+        self.reactor.advance(10.0)
+        self.assertEqual(len(self.read_json()["points"]), 2)
+        self.assertEqual(len(self.named("save_peers")), 2)
+        self.successResultOf(pool.stopService())
+        self.assertFalse(pool._checkpoints.running)
+        saves = len(self.named("save_peers"))
+        self.reactor.advance(30.0)
+        self.assertEqual(len(self.named("save_peers")), saves, "no checkpoint after stop")
+
+    def test_stop_saves_after_tearing_down(self) -> None:
+        pool = self.make_pool()
+        pool.register_point(_point(1))
+        teardown: Deferred[None] = Deferred()
+        self.patch(pool, "tear_down_connections", lambda: teardown)
+        stopped = pool.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(os.path.exists(self.path), "nothing written while connections close")
+        teardown.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
+
+    def test_destroy_saves_after_tearing_down(self) -> None:
+        pool = self.make_pool()
+        pool.register_peer(_peer(1))
+        teardown: Deferred[None] = Deferred()
+        self.patch(pool, "tear_down_connections", lambda: teardown)
+        destroyed = pool.destroy()
+        self.assertFalse(os.path.exists(self.path))
+        teardown.callback(None)
+        self.successResultOf(destroyed)
+        self.assertEqual([p["peer_id"] for p in self.read_json()["peers"]], [str(_peer(1))])
+
+    def test_nothing_written_before_loading(self) -> None:
+        """
+        A pool that has not loaded the file (not started, or stopped while
+        starting) must not replace it with empty tables.
+        """
+        data = self.write_file(document(peers=[peer_record(1)]))
+        pool = self.make_pool(start=False)
+        self.successResultOf(pool.save_peers())
+        self.successResultOf(pool.destroy())
+        self.assertEqual(self.read_bytes(), data)
+        self.assertEqual([e.fields["reason"] for e in self.named("save_skipped_peers")], ["not loaded yet"] * 2)
+
+    def test_failures_are_counted_not_raised(self) -> None:
+        # The file's directory is a regular file: every write fails.
+        blocker = self.mktemp()
+        with open(blocker, "wb"):
+            pass
+        pool = self.make_pool(peers_file=os.path.join(blocker, "peers.json"))
+        self.assertEqual(self.named("load_peers")[0].fields["status"], "missing")
+        self.successResultOf(pool.save_peers())
+        self.successResultOf(pool.save_peers())
+        self.assertEqual((pool.persistence.failures, pool.persistence.saves), (2, 0))
+        self.assertRegex(pool.persistence.last_error or "", r"^(FileExists|NotADirectory)Error: ")
+        self.assertEqual(len(self.named("save_error_peers")), 2)
+        os.unlink(blocker)
+        self.successResultOf(pool.save_peers())
+        self.assertEqual((pool.persistence.failures, pool.persistence.saves), (2, 1))
+        self.assertGreater(pool.persistence.last_save_duration or 0, 0)
+        self.assertEqual(pool.persistence.last_save_at, T0)
+        self.assertEqual(pool.persistence.last_save_bytes, os.path.getsize(os.path.join(blocker, "peers.json")))
+
+    def test_saves_never_interleave(self) -> None:
+        """
+        A save requested while one runs waits for it, and all such
+        requests share one follow-up save, which sees what changed since
+        the first began.
+        """
+        reactor = _ThreadsReactor()
+        pool = self.make_pool(reactor=reactor)
+        first = pool.save_peers()
+        self.assertEqual(len(reactor.work), 1)
+        pool.register_point(_point(1))
+        second, third = pool.save_peers(), pool.save_peers()
+        self.assertEqual(len(reactor.work), 1, "no second write while the first runs")
+        for d in (first, second, third):
+            self.assertNoResult(d)
+        reactor.run_work()
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(reactor.work), 1, "one follow-up for both")
+        reactor.run_work()
+        self.successResultOf(second)
+        self.successResultOf(third)
+        self.assertEqual(reactor.work, [])
+        self.assertEqual(pool.persistence.saves, 2)
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
+
+    def test_save_asked_when_one_ends(self) -> None:
+        reactor = _ThreadsReactor()
+        pool = self.make_pool(reactor=reactor)
+        again: list[Deferred[None]] = []
+        pool.save_peers().addCallback(lambda _: again.append(pool.save_peers()))
+        reactor.run_work()
+        self.assertEqual(len(again), 1)
+        self.assertEqual(len(reactor.work), 1, "the new save runs")
+        reactor.run_work()
+        self.successResultOf(again[0])
+        self.assertEqual(pool.persistence.saves, 2)
+
+    def test_stop_waits_for_a_running_checkpoint(self) -> None:
+        reactor = _ThreadsReactor()
+        pool = self.make_pool(reactor=reactor, checkpoint_interval=1.0)
+        reactor.advance(1.0)
+        self.assertEqual(len(reactor.work), 1)
+        pool.register_point(_point(1))
+        stopped = pool.stopService()
+        self.assertEqual(len(reactor.work), 1)
+        reactor.run_work()
+        self.assertNoResult(stopped)
+        reactor.run_work()
+        self.successResultOf(stopped)
+        self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
+
+    def test_snapshot_in_slices(self) -> None:
+        """
+        A snapshot takes at most C{slice_size} records per reactor turn.
+        """
+        pool = self.make_pool()
+        for i in range(25):
+            pool.register_peer(_peer(i))
+        for i in range(5):
+            pool.register_point(_point(i))
+        clock = _CountingClock()
+        d = Deferred.fromCoroutine(snapshot_pool(pool, clock, slice_size=10))
+        self.assertNoResult(d)
+        clock.advance(0)
+        snapshot = self.successResultOf(d)
+        self.assertEqual(clock.turns, 2, "30 records in slices of 10: two waits for the next turn")
+        whole = Deferred.fromCoroutine(snapshot_pool(pool, clock, slice_size=30))
+        self.assertEqual(len(self.successResultOf(whole).peers), 25)
+        self.assertEqual(clock.turns, 2, "no wait when one slice holds everything")
+        self.assertEqual((len(snapshot.peers), len(snapshot.points)), (25, 5))
+        self.assertEqual(snapshot.network, NETWORK)
+        size = write_snapshot(self.path, snapshot)
+        self.assertEqual((snapshot.peers, snapshot.points), ([], []), "emptied as written")
+        self.assertEqual(size, os.path.getsize(self.path))
+        self.assertEqual(len(self.read_json()["peers"]), 25)
