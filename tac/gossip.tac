@@ -1,0 +1,30 @@
+# A gossip node: p2pool.examples.gossip embedded in a p2pool node.
+#
+#   twistd -ny tac/gossip.tac                                   # built-in defaults
+#   P2POOL_CONFIG=n2.toml GOSSIP_PUBLISH_EVERY=5 twistd --pidfile= -ny tac/gossip.tac
+#
+# $P2POOL_CONFIG names the node's TOML file (as for tac/node.tac);
+# $GOSSIP_PUBLISH_EVERY, in seconds, makes the node publish "hello from
+# <listen> #<n>" that often. Every message received is logged
+# ("gossip received <id> from <peer> (ttl <n>): <text>").
+# docs/EMBEDDING.md builds the same thing step by step.
+import os
+
+from twisted.application.service import Application
+
+from p2pool.config import PoolConfig, load_config
+from p2pool.examples.gossip import Gossip, Publisher
+from p2pool.node import make_node_service
+
+config_path = os.environ.get("P2POOL_CONFIG")
+config = load_config(config_path) if config_path else PoolConfig()
+
+application = Application("gossip")
+gossip = Gossip()
+node = make_node_service(config, app=gossip)
+gossip.attach(node.pool)
+node.setServiceParent(application)
+
+publish_every = os.environ.get("GOSSIP_PUBLISH_EVERY")
+if publish_every:
+    Publisher(gossip, float(publish_every), text=f"hello from {config.listen}").setServiceParent(application)
