@@ -47,6 +47,7 @@ from p2pool.identity import (
     proof_of_work_bits,
     save_identity,
 )
+from p2pool.seeds import SeedError, load_trust_root, tls_failure_reason
 
 __all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main"]
 
@@ -302,7 +303,8 @@ class AdminClient:
         except CancelledError:
             raise
         except Exception as e:
-            raise NodeUnreachable(f"cannot reach the node's admin API at {self.api}: {_reason(e)}") from None
+            reason = tls_failure_reason(Failure(e)) or _reason(e)
+            raise NodeUnreachable(f"cannot reach the node's admin API at {self.api}: {reason}") from None
 
     async def _content(self, response: Any) -> bytes:
         try:
@@ -798,12 +800,40 @@ def _seconds(text: str) -> float:
     return value
 
 
+def admin_http_client(ca_file: Optional[str] = None, reactor: Any = None) -> Any:
+    """
+    A treq client for the admin API that does not keep connections. For
+    https:// URLs the server certificate is checked against the system
+    trust store, or the PEM bundle C{ca_file} (C{--ca-file}), and its host
+    name verified (C{service_identity}, through Twisted's
+    C{optionsForClientTLS}).
+
+    @raise UsageError: C{ca_file} cannot be read or holds no certificate.
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    try:
+        trust_root = load_trust_root(ca_file) if ca_file is not None else None
+    except SeedError as e:
+        raise UsageError("--ca-file: " + str(e).replace("seed_ca_file ", "", 1)) from None
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    return HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust_root), pool=pool))
+
+
 async def run_admin(args: argparse.Namespace, http: Any, out: TextIO, err: TextIO) -> int:
     """
-    Run a parsed admin command with the treq client C{http}; errors become
-    one line on C{err} and an exit status.
+    Run a parsed admin command with the treq client C{http} (C{None}: one
+    from L{admin_http_client} honouring C{--ca-file}); errors become one
+    line on C{err} and an exit status.
     """
     try:
+        if http is None:
+            http = admin_http_client(getattr(args, "ca_file", None))
         client = AdminClient(args.api, args.token, http)
         handler: AdminHandler = args.admin_handler
         return await handler(args, client, out)
@@ -847,13 +877,12 @@ def _react_admin(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """
     Run an admin command under C{task.react}; Ctrl-C cancels it (exit 130).
     """
-    import treq
     from twisted.internet import task
 
     status = [EXIT_ERROR]
 
     async def run(reactor: Any) -> None:
-        d = Deferred.fromCoroutine(run_admin(args, treq, out, err))
+        d = Deferred.fromCoroutine(run_admin(args, None, out, err))
         reactor.addSystemEventTrigger("before", "shutdown", d.cancel)
         try:
             status[0] = await d
@@ -884,6 +913,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENVIRONMENT, ""),
         metavar="T",
         help=f"the admin API's bearer token (default: ${TOKEN_ENVIRONMENT}, else none)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help="CA certificates (PEM) that verify an https:// --api server instead of the system trust store",
     )
     parser.add_argument("--json", action="store_true", help="admin commands: print JSON for scripts")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -212,7 +212,10 @@ class _Real(_Kind):
     def convert(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf if value > 0 else -math.inf
         if not math.isfinite(number):
             raise _Invalid(f"expected a finite number, got {value!r}")
         _check_range(number, self.minimum, self.maximum, self.exclusive_minimum)
@@ -350,6 +353,50 @@ class _PointList(_Kind):
 
     def to_text(self, value: Any) -> str:
         return " ".join(str(spec) for spec in value) if value else "none"
+
+
+@attrs.frozen
+class _UrlList(_Kind):
+    """
+    An array of C{https://} URLs (host name required, no user info).
+    """
+
+    expected: str = "an array of 'https://host[:port]/path' URLs"
+    metavar: str = "URL"
+    max_length: int = 2048
+
+    def convert(self, value: Any) -> tuple[str, ...]:
+        from urllib.parse import urlsplit
+
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        urls = []
+        for index, item in enumerate(value):
+            where = f"item {index}: " if len(value) > 1 else ""
+            if not isinstance(item, str):
+                raise _Invalid(f"{where}expected a string, got {_describe(item)}")
+            if not 0 < len(item) <= self.max_length or not item.isascii() or not item.isprintable() or " " in item:
+                raise _Invalid(f"{where}not a URL: {item[:60]!r}")
+            try:
+                parts = urlsplit(item)
+                parts.port
+            except ValueError as e:
+                raise _Invalid(f"{where}malformed URL {item!r}: {e}") from None
+            if parts.scheme != "https":
+                raise _Invalid(f"{where}{item!r} is not an https:// URL")
+            if not parts.hostname or "@" in parts.netloc:
+                raise _Invalid(f"{where}{item!r} must name a host (and no user)")
+            urls.append(item)
+        return tuple(urls)
+
+    def from_text(self, text: str) -> list[str]:
+        """
+        One item: a list flag is given once per URL.
+        """
+        return [text]
+
+    def to_text(self, value: Any) -> str:
+        return " ".join(value) if value else "none"
 
 
 @attrs.frozen
@@ -580,6 +627,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _key("p2p", "bootstrap_points", _PointList(),
          "Points registered at start to find the network (not trusted).",
          flag="bootstrap-point", repeatable=True),
+    _key("p2p", "bootstrap_urls", _UrlList(),
+         "HTTPS URLs serving a JSON list of points, fetched at start and when maintenance lacks candidates.",
+         flag="bootstrap-url", repeatable=True),
+    _key("p2p", "seed_ca_file", _optional(_Path()),
+         "PEM CA bundle that verifies bootstrap_urls servers; false = the system trust store."),
     _key("p2p", "private_mode", _Flag(),
          "Connect only to trusted points and ask peers not to advertise this node."),
     _key("p2p", "min_connections", _COUNT,
@@ -635,6 +687,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          flag="admin"),
     _key("admin", "token", _Token(),
          "Bearer token every admin API request must carry; empty = none (loopback listen only)."),
+    _key("admin", "tls_certificate", _optional(_Path()),
+         "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP."),
+    _key("admin", "tls_key", _optional(_Path()),
+         "PEM private key of tls_certificate; false = the key is in the tls_certificate file."),
 )
 
 _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
@@ -690,19 +746,39 @@ class ReconnectionConfig:
 class AdminConfig:
     """
     The admin HTTP API: where it listens, or C{None} to disable it, and the
-    bearer token its clients must present (C{""}: none). Listening on an
-    address that is not loopback requires a token.
+    bearer token its clients must present (C{""}: none), and the PEM
+    certificate and key that make it HTTPS. Listening on an address that is
+    not loopback requires both a token and TLS.
     """
 
     listen: Optional[Point] = Point("127.0.0.1", 8732)
     token: str = ""
+    tls_certificate: Optional[str] = None
+    tls_key: Optional[str] = None
 
     def __attrs_post_init__(self) -> None:
-        if self.listen is not None and not self.token and not ipaddress.ip_address(self.listen.ip).is_loopback:
+        if self.listen is None or ipaddress.ip_address(self.listen.ip).is_loopback:
+            return
+        if not self.token:
             raise ConfigError(
                 "admin.listen",
-                f"{self.listen} is not a loopback address: set admin.token to require a bearer token there",
+                f"{self.listen} is not a loopback address: set admin.token to require a bearer token there"
+                + ("" if self.tls else ", and admin.tls_certificate and admin.tls_key to serve HTTPS"),
             )
+        if not self.tls:
+            raise ConfigError(
+                "admin.listen",
+                f"{self.listen} is not a loopback address: set admin.tls_certificate and admin.tls_key "
+                "to serve the admin API over HTTPS there",
+            )
+
+    @property
+    def tls(self) -> bool:
+        """
+        Whether the admin API is served over HTTPS. (A C{tls_key} without a
+        C{tls_certificate} is refused when the admin service starts.)
+        """
+        return self.tls_certificate is not None
 
 
 @attrs.frozen(field_transformer=_converters_from_keys("p2p"))
@@ -724,6 +800,8 @@ class PoolConfig:
     expected_proof_of_work: float = 16.0
     trusted_points: tuple[PointSpec, ...] = ()
     bootstrap_points: tuple[PointSpec, ...] = ()
+    bootstrap_urls: tuple[str, ...] = ()
+    seed_ca_file: Optional[str] = None
     private_mode: bool = False
     min_connections: int = 10
     expected_connections: int = 50
@@ -915,6 +993,11 @@ def _read_toml(path: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(None, f"not UTF-8 text: {e}", path) from None
     except tomllib.TOMLDecodeError as e:
+        raise ConfigError(None, f"TOML syntax error: {e}", path) from None
+    except RecursionError:
+        raise ConfigError(None, "TOML syntax error: values nested too deeply", path) from None
+    except ValueError as e:
+        # tomllib lets int()'s digit limit out as a bare ValueError.
         raise ConfigError(None, f"TOML syntax error: {e}", path) from None
 
 

@@ -288,6 +288,9 @@ class Maintenance:
                 if not conn.private:
                     conn._protocol.write(_BOOTSTRAP)
                     pool.events.emit("bootstrap_sent", peer_id=str(conn.peer_id))
+        seeds = getattr(pool, "seeds", None)
+        if seeds is not None:
+            seeds.request()
         delay = TIME_BETWEEN_LOOKING_FOR_PEERS * pool._rng.uniform(0.8, 1.2)
         news: Deferred[None] = Deferred()
         self._news = news

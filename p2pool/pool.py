@@ -34,6 +34,8 @@ from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApp
 from p2pool.maintenance import Maintenance
 from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
+from p2pool.resolver import Reresolver
+from p2pool.seeds import SeedFetcher
 from p2pool.state import PeerInfo, PointInfo, PointState
 from p2pool.tables import PeerTable, PointTable
 from p2pool.tls import TLSContext
@@ -100,6 +102,12 @@ class Pool(MultiService):
         self._handler = ConnectHandler(self)
         self._answerer = Answerer(self)
         self.maintenance: Optional[Maintenance] = Maintenance(self) if config.maintenance_idle_time is not None else None
+        self.seeds: Optional[SeedFetcher] = (
+            SeedFetcher(self, config.bootstrap_urls, config.seed_ca_file, rng=self._rng) if config.bootstrap_urls else None
+        )
+        self.reresolver = Reresolver(
+            self, [(s, True) for s in config.trusted_points] + [(s, False) for s in config.bootstrap_points], rng=self._rng
+        )
         self.connections = ConnectionsView(self)
         self.peers = PeersView(self)
         self.points = PointsView(self)
@@ -183,6 +191,9 @@ class Pool(MultiService):
         for info in self._points:
             if info.trusted:
                 self._schedule_redial(info, self._rng.uniform(0, 0.2))
+        self.reresolver.start()
+        if self.seeds is not None and not self.config.private_mode:
+            self.seeds.start()
         if self.maintenance is not None:
             self.maintenance.start()
         else:
@@ -250,6 +261,9 @@ class Pool(MultiService):
             self._checkpoints.stop()
         if self.maintenance is not None:
             self.maintenance.stop()
+        if self.seeds is not None:
+            self.seeds.stop()
+        self.reresolver.stop()
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:

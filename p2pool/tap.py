@@ -78,6 +78,11 @@ class Options(usage.Options):
 
     opt_bootstrap_point.__doc__ = _help(_KEYS_BY_FLAG["bootstrap-point"])
 
+    def opt_bootstrap_url(self, text: str) -> None:
+        self._add_repeated("bootstrap-url", text)
+
+    opt_bootstrap_url.__doc__ = _help(_KEYS_BY_FLAG["bootstrap-url"])
+
     def _overrides(self) -> dict[str, Any]:
         """
         The configuration values given as flags, parsed and checked, by

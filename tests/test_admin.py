@@ -558,7 +558,7 @@ class AuthTests(SynchronousTestCase):
 class TokenConfigTests(SynchronousTestCase):
     """
     C{[admin] token}, and the rule that a non-loopback C{admin.listen}
-    needs one.
+    needs one and TLS.
     """
 
     def test_loopback_needs_no_token(self) -> None:
@@ -570,7 +570,8 @@ class TokenConfigTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, AdminConfig, Point.parse(text))
             self.assertEqual(error.key, "admin.listen")
             self.assertIn("admin.token", str(error))
-            self.assertEqual(AdminConfig(Point.parse(text), TOKEN).token, TOKEN)
+            self.assertRaises(ConfigError, AdminConfig, Point.parse(text), TOKEN)
+            self.assertEqual(AdminConfig(Point.parse(text), TOKEN, "/c.pem", "/k.pem").token, TOKEN)
 
     def test_refused_at_start_from_file_and_flag(self) -> None:
         error = self.assertRaises(ConfigError, config_from_mapping, {"admin": {"listen": "0.0.0.0:8732"}}, source="node.toml")
@@ -579,8 +580,9 @@ class TokenConfigTests(SynchronousTestCase):
         usage_error = self.assertRaises(usage.UsageError, options.parseOptions, ["--admin", "0.0.0.0:8732"])
         self.assertIn("admin.listen", str(usage_error))
         options = tap.Options()
-        options.parseOptions(["--admin", "0.0.0.0:8732", "--admin-token", TOKEN])
-        self.assertEqual(options.config.admin, AdminConfig(Point("0.0.0.0", 8732), TOKEN))
+        options.parseOptions(["--admin", "0.0.0.0:8732", "--admin-token", TOKEN,
+                              "--admin-tls-certificate", "/c.pem", "--admin-tls-key", "/k.pem"])
+        self.assertEqual(options.config.admin, AdminConfig(Point("0.0.0.0", 8732), TOKEN, "/c.pem", "/k.pem"))
 
     def test_bad_tokens(self) -> None:
         for value, fragment in (("short", "16 to 4096"), ("has space in it....", "may hold only"),

@@ -483,7 +483,10 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.max_known_peer_ids",
         "p2p.maintenance_idle_time",
         "p2p.swap_linger",
+        "p2p.seed_ca_file",
         "admin.listen",
+        "admin.tls_certificate",
+        "admin.tls_key",
     ]
 
     def test_false_is_none(self) -> None:
@@ -499,6 +502,49 @@ class OptionalValueTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, config_from_mapping, _document(key.dotted, False))
             self.assertEqual(error.key, key.dotted)
             self.assertIn("got boolean false", str(error))
+
+
+class ReachKeyTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    C{[p2p] bootstrap_urls}, C{seed_ca_file}, C{[admin] tls_certificate}
+    and C{tls_key}.
+    """
+
+    def test_bootstrap_urls(self) -> None:
+        urls = ["https://seeds.example.org/p.json", "https://[2001:db8::1]:8443/x"]
+        self.assertEqual(config_from_mapping({"p2p": {"bootstrap_urls": urls}}).bootstrap_urls, tuple(urls))
+
+    def test_bad_bootstrap_urls(self) -> None:
+        for value, fragment in (
+            ("https://a.example/", "expected an array"),
+            (["http://a.example/"], "is not an https:// URL"),
+            (["https://user@a.example/"], "must name a host"),
+            (["https:///path"], "must name a host"),
+            (["https://a.example:99999/"], "malformed URL"),
+            (["https://a.example/", 3], "item 1: expected a string"),
+            (["https://a.example/ x"], "not a URL"),
+        ):
+            error = self.refused({"p2p": {"bootstrap_urls": value}}, source="node.toml")
+            self.assertEqual(error.key, "p2p.bootstrap_urls")
+            self.assertIn(fragment, str(error))
+
+    def test_tls_paths_relative_to_file(self) -> None:
+        data = {"p2p": {"seed_ca_file": "ca.pem"}, "admin": {"tls_certificate": "tls/cert.pem", "tls_key": "tls/key.pem"}}
+        config = config_from_mapping(data, base_dir="/etc/p2pool")
+        self.assertEqual(config.seed_ca_file, "/etc/p2pool/ca.pem")
+        self.assertEqual((config.admin.tls_certificate, config.admin.tls_key), ("/etc/p2pool/tls/cert.pem", "/etc/p2pool/tls/key.pem"))
+        self.assertTrue(config.admin.tls)
+
+    def test_non_loopback_admin_needs_token_and_tls(self) -> None:
+        token = "0123456789abcdefghij"
+        error = self.refused({"admin": {"listen": "192.0.2.1:8732", "token": token}}, source="node.toml")
+        self.assertEqual(error.key, "admin.listen")
+        self.assertIn("admin.tls_certificate", str(error))
+        tls = {"tls_certificate": "/c.pem", "tls_key": "/k.pem"}
+        error = self.refused({"admin": {"listen": "192.0.2.1:8732", **tls}}, source="node.toml")
+        self.assertIn("admin.token", str(error))
+        config = config_from_mapping({"admin": {"listen": "192.0.2.1:8732", "token": token, **tls}})
+        self.assertEqual(config.admin.listen, Point("192.0.2.1", 8732))
 
 
 class PathTests(ConfigTestMixin, SynchronousTestCase):

@@ -34,6 +34,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "expected-proof-of-work": ("0.5", 0.5),
     "peer": ("seed.example.org:9732", (PointSpec("seed.example.org", 9732),)),
     "bootstrap-point": ("10.0.0.1:9732", (PointSpec("10.0.0.1", 9732),)),
+    "bootstrap-url": ("https://seeds.example.org/points.json", ("https://seeds.example.org/points.json",)),
+    "seed-ca-file": ("/etc/p2pool/seed-ca.pem", "/etc/p2pool/seed-ca.pem"),
     "min-connections": ("1", 1),
     "expected-connections": ("40", 40),
     "max-connections": ("60", 60),
@@ -58,6 +60,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "reconnection-jitter": ("0.5", 0.5),
     "admin": ("127.0.0.1:0", Point("127.0.0.1", 0)),
     "admin-token": ("kT3x-9fQ_2bV~7yZ+mW/1cR=", "kT3x-9fQ_2bV~7yZ+mW/1cR="),
+    "admin-tls-certificate": ("/etc/p2pool/admin.pem", "/etc/p2pool/admin.pem"),
+    "admin-tls-key": ("/etc/p2pool/admin.key", "/etc/p2pool/admin.key"),
 }
 
 

@@ -8,14 +8,17 @@ the event feed it draws on.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any, Optional, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
@@ -41,6 +44,62 @@ class AdminListenError(Exception):
     """
     The admin API could not listen on C{[admin] listen}.
     """
+
+
+_PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
+
+
+def load_tls_options(config: AdminConfig) -> Optional[CertificateOptions]:
+    """
+    Server TLS options (TLS 1.2 or later) from C{[admin] tls_certificate}
+    (the leaf certificate, then any chain) and C{tls_key} (or the key in
+    the certificate file when C{tls_key} is false); C{None} without TLS.
+
+    @raise AdminListenError: naming the key whose file is missing,
+        unreadable or not PEM, or when the key does not match.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if config.tls_certificate is None:
+        if config.tls_key is not None:
+            raise AdminListenError("admin.tls_key: set without admin.tls_certificate")
+        return None
+
+    def read(key: str, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise AdminListenError(f"{key}: cannot read {path}: {e.strerror or e}") from None
+
+    cert_data = read("admin.tls_certificate", config.tls_certificate)
+    try:
+        certificates = x509.load_pem_x509_certificates(cert_data)
+    except ValueError as e:
+        raise AdminListenError(f"admin.tls_certificate: {config.tls_certificate} is not a PEM certificate: {e}") from None
+    key_name, key_path = ("admin.tls_key", config.tls_key) if config.tls_key is not None else (
+        "admin.tls_certificate", config.tls_certificate
+    )
+    key_data = read(key_name, key_path) if config.tls_key is not None else cert_data
+    match = _PRIVATE_KEY_PEM.search(key_data)
+    if match is None:
+        raise AdminListenError(f"{key_name}: no PEM private key in {key_path}")
+    try:
+        private_key = serialization.load_pem_private_key(match.group(0), None)
+    except (ValueError, TypeError) as e:
+        raise AdminListenError(f"{key_name}: cannot load the private key in {key_path}: {e}") from None
+    try:
+        options = CertificateOptions(
+            privateKey=private_key,
+            certificate=certificates[0],
+            extraCertChain=certificates[1:],
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+        )
+        options.getContext()
+        return options
+    except Exception as e:
+        raise AdminListenError(f"{key_name}: the key does not fit admin.tls_certificate: {e}") from None
 
 
 class AdminRequest(Request):
@@ -209,11 +268,14 @@ class AdminService(Service):
         endpoint = endpoint_type(self._reactor, listen.port, interface=listen.ip)
         site = AdminSite(self.resource, timeout=IDLE_TIMEOUT, reactor=self._reactor)
         self._factory = _ConnectionLimit(site, MAX_CONNECTIONS)
+        options = load_tls_options(self.config)
+        factory: Any = self._factory if options is None else TLSMemoryBIOFactory(options, False, self._factory)
         try:
-            self.port = await endpoint.listen(self._factory)
+            self.port = await endpoint.listen(factory)
         except Exception as e:
             raise AdminListenError(f"admin.listen {listen}: {e}") from e
-        self._log.info("admin API listening on http://{address}/", address=str(self.address))
+        scheme = "https" if options is not None else "http"
+        self._log.info("admin API listening on {scheme}://{address}/", scheme=scheme, address=str(self.address))
 
     def _listened(self, outcome: Optional[Failure]) -> None:
         self._listen_outcome = outcome
