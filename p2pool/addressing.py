@@ -32,6 +32,8 @@ _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 _PEER_ID_PREFIX = b"\x99\x67"
 PEER_ID_SIZE = 16
+#: Longer texts are refused unread; a peer id's text is 30 characters.
+_PEER_ID_MAX_TEXT = 64
 
 
 class AddressError(ValueError):
@@ -102,6 +104,9 @@ class PeerId:
         """
         if not isinstance(text, str) or not text:
             raise AddressError("empty peer id")
+        if len(text) > _PEER_ID_MAX_TEXT:
+            # Decoding base58 costs time quadratic in the length.
+            raise AddressError(f"malformed peer id {text[:40]!r}…: {len(text)} characters, not a peer id")
         try:
             decoded = _b58decode(text)
         except AddressError as e:
@@ -155,9 +160,12 @@ def _split_host_port(text: str) -> tuple[str, int]:
             raise AddressError(f"malformed point {text!r}: write IPv6 as '[addr]:port'")
     if not host:
         raise AddressError(f"malformed point {text!r}: missing address")
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+    # Leading zeros are allowed; more than five digits after them would make
+    # int() raise a bare ValueError past sys.get_int_max_str_digits().
+    digits = port_text.lstrip("0") or "0"
+    if not (port_text.isascii() and port_text.isdigit()) or len(digits) > 5 or not 0 <= int(digits) <= 65535:
         raise AddressError(f"malformed point {text!r}: port must be 0-65535")
-    return host, int(port_text)
+    return host, int(digits)
 
 
 @attrs.frozen(order=True, cache_hash=True)

@@ -99,7 +99,10 @@ class _Invalid(ValueError):
 def _format_number(value: Union[int, float]) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an integer past sys.get_int_max_str_digits()
+        return f"a {value.bit_length()}-bit integer"
 
 
 def _describe(value: Any) -> str:
@@ -112,7 +115,10 @@ def _describe(value: Any) -> str:
     name = names.get(type(value))
     if isinstance(value, Mapping):
         return "a table"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # holds an integer past sys.get_int_max_str_digits()
+        text = "(too large to show)"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{name} {text}" if name else f"{type(value).__name__} {text}"
@@ -181,6 +187,15 @@ def _check_range(
     raise _Invalid(f"must be <= {_format_number(maximum)}, got {shown}")
 
 
+def _check_64_bits(value: int) -> None:
+    """
+    Refuse an integer TOML cannot hold (tomllib reads hexadecimal, octal and
+    binary literals of any size).
+    """
+    if not -(2**63) <= value < 2**63:
+        raise _Invalid(f"must be a 64-bit integer, got {_format_number(value)}")
+
+
 @attrs.frozen
 class _Integer(_Kind):
     expected: str = "an integer"
@@ -191,6 +206,7 @@ class _Integer(_Kind):
     def convert(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        _check_64_bits(value)
         _check_range(value, self.minimum, self.maximum, False)
         return value
 
@@ -215,7 +231,7 @@ class _Real(_Kind):
         try:
             number = float(value)
         except OverflowError:
-            number = math.inf if value > 0 else -math.inf
+            raise _Invalid(f"expected a finite number, got {_describe(value)}") from None
         if not math.isfinite(number):
             raise _Invalid(f"expected a finite number, got {value!r}")
         _check_range(number, self.minimum, self.maximum, self.exclusive_minimum)
@@ -418,10 +434,12 @@ class _Pair(_Kind):
         ):
             raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
         high, target = value
+        _check_64_bits(high)
+        _check_64_bits(target)
         if target < 0:
-            raise _Invalid(f"target must be >= 0, got {target}")
+            raise _Invalid(f"target must be >= 0, got {_format_number(target)}")
         if high < target:
-            raise _Invalid(f"max ({high}) must be >= target ({target})")
+            raise _Invalid(f"max ({_format_number(high)}) must be >= target ({_format_number(target)})")
         return (high, target)
 
     def from_text(self, text: str) -> tuple[int, int]:

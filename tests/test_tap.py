@@ -6,8 +6,6 @@ Tests for L{p2pool.tap} (the twistd command line) and the twistd plugin.
 from __future__ import annotations
 
 import os
-import sys
-import types
 from typing import Any
 
 from twisted.application.service import IService, IServiceMaker, Service
@@ -228,9 +226,9 @@ class MakeServiceTests(SynchronousTestCase):
             received.append(config)
             return service
 
-        fake = types.ModuleType("p2pool.node")
-        fake.make_node_service = make_node_service  # type: ignore[attr-defined]
-        self.patch(sys, "modules", {**sys.modules, "p2pool.node": fake})
+        import p2pool.node
+
+        self.patch(p2pool.node, "make_node_service", make_node_service)
         options = tap.Options()
         options.parseOptions(["--network", "made"])
         result = tap.makeService(options)
