@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
+import tempfile
 import struct
 import sys
 import time
@@ -208,12 +210,18 @@ def pool_config(ip: str, client: bool):
         "maintenance_idle_time": None,
         "netgroup_cap_exempts_loopback": True,
         "max_incoming_connections_per_netgroup": 20000,
-        "data_dir": os.path.join("/tmp", "p2pool-bench-unused"),  # unused: identities are passed in
+        # Identities are passed in; each pool keeps its own peers file.
+        "data_dir": _BENCH_DIR,
+        "peers_file": os.path.join(_BENCH_DIR, f"peers-{ip}-{next(_POOL_NUMBERS)}.json"),
     }
     if client:
         wanted["ip_greylist_size_in_kilobytes"] = 1
     known = attrs.fields_dict(PoolConfig)
     return PoolConfig(**{k: v for k, v in wanted.items() if k in known})
+
+
+_BENCH_DIR = tempfile.mkdtemp(prefix="p2pool-bench-")
+_POOL_NUMBERS = itertools.count()
 
 
 def new_pool(reactor, ip: str, app=None, client: bool = True):
