@@ -17,6 +17,7 @@ listen``, ...) are written C{false} in TOML and are C{None} in Python.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import functools
 import ipaddress
@@ -125,15 +126,17 @@ def _describe(value: Any) -> str:
 
 
 @attrs.frozen
-class _Kind:
+class _Kind(abc.ABC):
     """
-    How one kind of value is parsed and checked. Subclasses override the
-    methods; C{expected} names the kind in messages and documentation.
+    How one kind of value is parsed and checked. Subclasses implement
+    L{convert} and may override the others; C{expected} names the kind in
+    messages and documentation.
     """
 
     expected: str = "a value"
     metavar: str = "VALUE"
 
+    @abc.abstractmethod
     def convert(self, value: Any) -> Any:
         """
         Check a TOML value (or an already converted Python value) and return
@@ -141,7 +144,6 @@ class _Kind:
 
         @raise _Invalid: the value does not fit.
         """
-        raise NotImplementedError
 
     def from_text(self, text: str) -> Any:
         """
