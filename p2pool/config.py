@@ -692,6 +692,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
     _key("p2p", "checkpoint_interval", _SECONDS,
          "Seconds between two saves of the peers file (it is also saved at shutdown)."),
+    _key("p2p", "keepalive_interval", _optional(_SECONDS),
+         "Seconds of silence after which a peer is pinged; 3 silent intervals close it; false = never."),
     _key("p2p.reconnection", "factor", _Real(minimum=1.0, metavar="FACTOR"),
          "Multiplier applied to a point's back-off delay after each failed dial."),
     _key("p2p.reconnection", "initial_delay", _SECONDS,
@@ -842,6 +844,7 @@ class PoolConfig:
     netgroup_cap_exempts_loopback: bool = False
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
+    keepalive_interval: Optional[float] = 30.0
     reconnection: ReconnectionConfig = attrs.field(
         factory=ReconnectionConfig, validator=attrs.validators.instance_of(ReconnectionConfig)
     )

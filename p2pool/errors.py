@@ -215,6 +215,7 @@ class DisconnectReason(enum.Enum):
     PEER_SWAPPED = "peer_swapped"
     POOL_DESTROYED = "pool_destroyed"
     APPLICATION_ERROR = "application_error"
+    IDLE_TIMEOUT = "idle_timeout"
 
 
 class ConnectionDone(ConnectionClosed):

@@ -31,6 +31,7 @@ from p2pool.events import EventLog, PoolEvent
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
+from p2pool.keepalive import Keepalive
 from p2pool.maintenance import Maintenance
 from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
@@ -117,6 +118,7 @@ class Pool(MultiService):
         self.persistence = PeersFile(self, reactor)
         self._checkpoints = LoopingCall(self.save_peers)
         self._checkpoints.clock = reactor
+        self._keepalive = Keepalive(self, config.keepalive_interval) if config.keepalive_interval is not None else None
         self._stopping_identity = False
         self.listening_port: Optional[IListeningPort] = None
         self._started: Optional[Deferred[None]] = None
@@ -129,6 +131,8 @@ class Pool(MultiService):
         super().startService()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._checkpoints.start(self.config.checkpoint_interval, now=False)
+        if self._keepalive is not None:
+            self._keepalive.start()
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._start_failed)
 
@@ -259,6 +263,8 @@ class Pool(MultiService):
             self._greylist_countdown.stop()
         if self._checkpoints.running:
             self._checkpoints.stop()
+        if self._keepalive is not None:
+            self._keepalive.stop()
         if self.maintenance is not None:
             self.maintenance.stop()
         if self.seeds is not None:

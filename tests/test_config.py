@@ -484,6 +484,7 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.maintenance_idle_time",
         "p2p.swap_linger",
         "p2p.seed_ca_file",
+        "p2p.keepalive_interval",
         "admin.listen",
         "admin.tls_certificate",
         "admin.tls_key",

@@ -51,6 +51,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "max-incoming-connections-per-netgroup": ("4", 4),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
+    "keepalive-interval": ("7", 7.0),
     "reconnection-factor": ("2", 2.0),
     "reconnection-initial-delay": ("0.25", 0.25),
     "reconnection-disconnection-delay": ("0", 0.0),

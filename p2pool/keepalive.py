@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_keepalive -*-
+"""
+Keepalive: a connection silent for C{keepalive_interval} is pinged, and
+one silent for three intervals is closed, so that a peer lost behind a
+silent network cut does not hold a slot forever.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.task import LoopingCall
+
+from p2pool.connection import Connection
+from p2pool.errors import DisconnectReason
+from p2pool.wire import Ping, encode
+
+if TYPE_CHECKING:
+    from p2pool.pool import Pool
+
+__all__ = ["Keepalive"]
+
+#: Silent intervals before a connection is closed.
+SILENT_INTERVALS = 3
+_PING = encode(Ping())
+
+
+class Keepalive:
+    """
+    Checks every connection once per interval: by the bytes it received
+    since the last check, without any work per message.
+    """
+
+    def __init__(self, pool: Pool, interval: float) -> None:
+        self._pool = pool
+        self.interval = interval
+        self._seen: dict[Connection, tuple[int, int]] = {}
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = pool._clock
+
+    def start(self) -> None:
+        self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        self._seen.clear()
+
+    def check(self) -> None:
+        """
+        Ping connections silent for one interval; close those silent for
+        L{SILENT_INTERVALS}.
+        """
+        connections = self._pool.connections.list()
+        seen: dict[Connection, tuple[int, int]] = {}
+        for conn in connections:
+            received = conn.bytes_received
+            last, silent = self._seen.get(conn, (-1, 0))
+            silent = silent + 1 if received == last else 0
+            seen[conn] = (received, silent)
+            if silent >= SILENT_INTERVALS:
+                self._pool.events.emit("idle_timeout", peer_id=str(conn.peer_id), seconds=silent * self.interval)
+                conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
+            elif silent >= 1:
+                conn._protocol.write(_PING)
+        self._seen = seen

@@ -1,0 +1,46 @@
+"""
+Keepalive on the in-memory network: quiet but healthy connections stay,
+a peer lost behind a silent cut is closed after three silent intervals.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pool.addressing import Point
+from p2pool.errors import DisconnectReason
+from p2pool.testing import MemoryNetwork
+from tests.helpers import RecordingApp
+
+
+class KeepaliveTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=3, latency=0.01)
+        self.addCleanup(self.network.stop)
+        self.app_a, self.app_b = RecordingApp(), RecordingApp()
+        settings = dict(maintenance_idle_time=None, keepalive_interval=10.0)
+        self.a = self.network.add_pool("10.1.0.1", app=self.app_a, **settings)
+        self.b = self.network.add_pool("10.2.0.1", app=self.app_b, **settings)
+        d = self.a.connect(Point("10.2.0.1", 9732))
+        self.network.advance(1.0)
+        self.successResultOf(d)
+
+    def test_quiet_connection_is_kept(self) -> None:
+        self.network.advance(120.0)
+        self.assertEqual(self.a.active_connections(), 1)
+        self.assertEqual(self.app_a.lost, [])
+
+    def test_silent_peer_is_closed(self) -> None:
+        # The peer goes silent without closing (a silent network cut, a hung
+        # process): it no longer answers Pings.
+        silent = self.b.connections.list()[0]
+        silent._protocol.write = lambda data: None  # type: ignore[method-assign]
+        self.network.advance(25.0)
+        self.assertEqual(self.a.active_connections(), 1, "pinged, not yet closed")
+        self.network.advance(20.0)
+        self.assertEqual(self.a.active_connections(), 0)
+        self.assertEqual(self.app_a.lost[0][1].reason, DisconnectReason.IDLE_TIMEOUT)
+
+    def test_disabled(self) -> None:
+        pool = self.network.add_pool("10.3.0.1", maintenance_idle_time=None, keepalive_interval=None)
+        self.assertIsNone(pool._keepalive)
