@@ -1,0 +1,615 @@
+"""
+Soak test: N real p2pool nodes on loopback exchanging application messages
+for a while, with churn, in a few child processes.
+
+Each node is a L{p2pool.pool.Pool} listening on its own 127.0.0.x address
+(127.0.0.10 + i, one shared port), bootstrapped from node 0 (node 0 from
+node 1). Every ~100 ms each node sends one numbered message (100-1000
+bytes: sender node, incarnation, connection serial, global and
+per-connection sequence) on each of its connections and the receivers check
+the sequence. Every ~20 s one random node is stopped (C{stopService}) and a
+new Pool with the same identity and data directory (it reloads its peers
+file) is started ~5 s later.
+
+At the end every node stops sending, waits a few seconds for what is in
+flight, and a snapshot is taken. Message loss is counted:
+
+- on any connection, a gap in the per-connection sequence (a later message
+  arrived, so the connection was up when the earlier one was lost);
+- on connections still open on both ends at the snapshot, every message sent
+  that did not arrive (C{lost_on_live_connections}).
+
+Messages still unread when a connection closed (churn, maintenance, swap)
+are reported as C{undelivered_at_close}, not as loss.
+
+Errors are C{twisted.logger} events at level error or critical (which
+includes unhandled errors in Deferreds, logged when the Deferred is garbage
+collected; the worker runs C{gc.collect()} before the snapshot), plus
+exceptions raised by the benchmark's own callbacks.
+
+RSS is sampled from /proc every 10 s per worker process; the trend is the
+least-squares slope of RSS over the second half of the run, in KiB/min.
+
+    PYTHONPATH=. .venv/bin/python bench/soak.py --minutes 10 --nodes 20
+
+Prints progress on stderr every 30 s and one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+HEADER = struct.Struct("!HHIQI")  # node, incarnation, conn serial, global seq, conn seq
+PAD = b"\xa5" * 1000
+SEND_INTERVAL = 0.1
+SAMPLE_INTERVAL = 10.0
+PROGRESS_INTERVAL = 30.0
+QUIESCE = 4.0
+CHURN_DOWN = 5.0
+
+
+def log(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def node_ip(i: int) -> str:
+    return f"127.0.0.{10 + i}"
+
+
+def rss_kib(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def slope_per_min(points: list[tuple[float, float]]) -> Optional[float]:
+    """Least-squares slope of (seconds, KiB) points, in KiB/min."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    sxx = sum((t - mx) ** 2 for t, _ in points)
+    if sxx == 0:
+        return None
+    sxy = sum((t - mx) * (v - my) for t, v in points)
+    return round(sxy / sxx * 60.0, 1)
+
+
+def churn_schedule(seed: int, nodes: int, t0: float, t_end: float, interval: float) -> list[tuple[float, int]]:
+    """The (time, node) churn events, the same in every process."""
+    rng = random.Random(seed)
+    events = []
+    t = t0 + interval
+    while t + CHURN_DOWN + 10.0 < t_end:
+        events.append((t, rng.randrange(nodes)))
+        t += interval
+    return events
+
+
+# ---------------------------------------------------------------------------
+# worker process (runs a reactor and some of the nodes)
+
+
+def worker(args: argparse.Namespace) -> None:
+    import gc
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred, ensureDeferred
+    from twisted.internet.task import LoopingCall, deferLater
+    from twisted.logger import LogLevel, formatEvent, globalLogBeginner
+
+    from p2pool.addressing import Point, PointSpec
+    from p2pool.config import PoolConfig
+    from p2pool.identity import Identity
+    from p2pool.interfaces import BasePoolApplication
+    from p2pool.pool import Pool
+
+    errors: list[str] = []
+    error_count = [0]
+    error_events_by_level: collections.Counter[str] = collections.Counter()
+
+    def observer(event: dict) -> None:
+        level = event.get("log_level")
+        if level in (LogLevel.error, LogLevel.critical):
+            error_count[0] += 1
+            error_events_by_level[level.name] += 1
+            if len(errors) < 20:
+                text = formatEvent(event)
+                failure = event.get("log_failure")
+                if failure is not None:
+                    text += "\n" + failure.getTraceback()[-2000:]
+                errors.append(text[:3000])
+
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=False)
+
+    mine = [i for i in range(args.nodes) if i % args.workers == args.worker_index]
+    rng = random.Random(args.seed * 1000 + args.worker_index)
+    base = tempfile.mkdtemp(prefix=f"p2pool-soak-w{args.worker_index}-")
+    peer_ids: dict[int, str] = {}
+    pool_events: collections.Counter[str] = collections.Counter()
+    bench_exceptions: list[str] = []
+
+    # -- accounting ------------------------------------------------------
+    # sender side: key (node, inc, serial) -> [sent, remote peer, open]
+    sent_records: dict[tuple[int, int, int], list[Any]] = {}
+    # receiver side: one record per receiving connection
+    recv_records: list[dict[str, Any]] = []
+    totals = collections.Counter()
+
+    class SoakApp(BasePoolApplication):
+        def __init__(self, node: "SoakNode") -> None:
+            self.node = node
+            self.conns: dict[Any, list[Any]] = {}  # conn -> [key, cseq, recv_record]
+
+        def connection_made(self, conn: Any) -> None:
+            n = self.node
+            n.serial += 1
+            key = (n.index, n.incarnation, n.serial)
+            sent_records[key] = [0, str(conn.peer_id), True]
+            rec = {"node": n.index, "remote": str(conn.peer_id), "open": True, "keys": {}, "gaps": 0, "dups": 0}
+            recv_records.append(rec)
+            self.conns[conn] = [key, 0, rec]
+            totals["connections_made"] += 1
+
+        def message_received(self, conn: Any, data: bytes) -> None:
+            try:
+                node, inc, serial, _gseq, cseq = HEADER.unpack_from(data)
+                state = self.conns.get(conn)
+                if state is None:
+                    totals["received_on_unknown_connection"] += 1
+                    return
+                rec = state[2]
+                key = f"{node}:{inc}:{serial}"
+                got = rec["keys"].get(key, 0)
+                if cseq == got + 1:
+                    rec["keys"][key] = cseq
+                elif cseq > got + 1:
+                    rec["gaps"] += cseq - got - 1
+                    rec["keys"][key] = cseq
+                else:
+                    rec["dups"] += 1
+                totals["received"] += 1
+            except Exception as e:  # pragma: no cover
+                bench_exceptions.append(repr(e))
+
+        def connection_lost(self, conn: Any, reason: Any) -> None:
+            state = self.conns.pop(conn, None)
+            if state is None:
+                totals["lost_unknown_connection"] += 1
+                return
+            sent_records[state[0]][2] = False
+            state[2]["open"] = False
+            totals["connections_lost"] += 1
+
+    class SoakNode:
+        def __init__(self, index: int) -> None:
+            self.index = index
+            self.incarnation = 0
+            self.serial = 0
+            self.gseq = 0
+            self.identity = Identity.generate(0)
+            self.data_dir = os.path.join(base, f"node{index}")
+            os.makedirs(self.data_dir)
+            self.pool: Optional[Pool] = None
+            self.app: Optional[SoakApp] = None
+            boot = 1 if index == 0 else 0
+            self.config = PoolConfig(
+                listen=Point(node_ip(index), args.port),
+                expected_proof_of_work=0,
+                min_connections=3,
+                expected_connections=6,
+                max_connections=10,
+                maintenance_idle_time=10.0,
+                netgroup_cap_exempts_loopback=True,
+                data_dir=self.data_dir,
+                bootstrap_points=(PointSpec(node_ip(boot), args.port),),
+            )
+            peer_ids[index] = str(self.identity.peer_id)
+
+        async def start(self) -> None:
+            self.incarnation += 1
+            self.app = SoakApp(self)
+            self.pool = Pool(self.config, self.app, identity=self.identity, log=lambda e: pool_events.update((e.event,)))
+            self.pool.startService()
+            await self.pool.when_started()
+
+        async def stop(self) -> None:
+            pool, self.pool = self.pool, None
+            if pool is not None:
+                await pool.stopService()
+            app = self.app
+            if app is not None and app.conns:
+                totals["open_after_stop"] += len(app.conns)
+
+        def tick(self) -> None:
+            pool, app = self.pool, self.app
+            if pool is None or app is None or not pool.is_started:
+                return
+            for conn in pool.connections:
+                state = app.conns.get(conn)
+                if state is None or not conn.is_open:
+                    continue
+                self.gseq += 1
+                state[1] += 1
+                key = state[0]
+                data = HEADER.pack(key[0], key[1], key[2], self.gseq, state[1]) + PAD[: rng.randint(100 - HEADER.size, 1000 - HEADER.size)]
+                conn.send(data)
+                sent_records[key][0] += 1
+                totals["sent"] += 1
+
+    nodes = {i: SoakNode(i) for i in mine}
+    samples: list[dict[str, Any]] = []
+    churns: list[dict[str, Any]] = []
+    sending = [True]
+
+    def tick_all() -> None:
+        if not sending[0]:
+            return
+        for n in nodes.values():
+            try:
+                n.tick()
+            except Exception as e:
+                bench_exceptions.append(repr(e))
+
+    def sample() -> None:
+        conns = {i: (len(n.pool.connections) if n.pool is not None and n.pool.is_started else None) for i, n in nodes.items()}
+        samples.append({"t": round(time.time() - args.t0, 1), "conns": conns})
+
+    def progress() -> None:
+        up = [len(n.pool.connections) for n in nodes.values() if n.pool is not None]
+        log(
+            f"[w{args.worker_index} t={time.time() - args.t0:5.0f}s] sent={totals['sent']} recv={totals['received']} "
+            f"conns={sum(up)} (per node {min(up, default=0)}..{max(up, default=0)}) "
+            f"errors={error_count[0]} churns={len(churns)} rss={rss_kib(os.getpid())} KiB"
+        )
+
+    async def churn(at: float, i: int) -> None:
+        await deferLater(reactor, max(0.0, at - time.time()), lambda: None)
+        n = nodes[i]
+        t_stop = time.time()
+        await n.stop()
+        stop_took = time.time() - t_stop
+        await deferLater(reactor, max(0.0, t_stop + CHURN_DOWN - time.time()), lambda: None)
+        await n.start()
+        churns.append({"t": round(t_stop - args.t0, 1), "node": i, "stop_took_s": round(stop_took, 3), "down_s": round(time.time() - t_stop, 2)})
+
+    traced: list[Any] = []
+
+    def trace_mid() -> None:
+        import tracemalloc
+
+        traced.append(tracemalloc.take_snapshot())
+
+    async def run() -> None:
+        if args.tracemalloc:
+            import tracemalloc
+
+            tracemalloc.start(8)
+            reactor.callLater(max(0.0, args.t0 + (args.t_end - args.t0) / 2 - time.time()), trace_mid)
+        for n in nodes.values():
+            await n.start()
+        await deferLater(reactor, max(0.0, args.t0 - time.time()), lambda: None)
+        sender = LoopingCall(tick_all)
+        sender.start(SEND_INTERVAL, now=True)
+        sampler = LoopingCall(sample)
+        sampler.start(SAMPLE_INTERVAL, now=True)
+        prog = LoopingCall(progress)
+        prog.start(PROGRESS_INTERVAL, now=False)
+        jobs = [
+            ensureDeferred(churn(at, i))
+            for at, i in churn_schedule(args.seed, args.nodes, args.t0, args.t_end, args.churn_interval)
+            if i in nodes
+        ]
+        await deferLater(reactor, max(0.0, args.t_end - time.time()), lambda: None)
+        sending[0] = False
+        sender.stop()
+        for j in jobs:
+            await j
+        await deferLater(reactor, QUIESCE, lambda: None)
+        gc.collect()
+        await deferLater(reactor, 0.1, lambda: None)
+        sampler.stop()
+        prog.stop()
+        sample()
+        # snapshot
+        stale = 0
+        for n in nodes.values():
+            if n.app is None:
+                continue
+            for conn, state in n.app.conns.items():
+                if not conn.is_open:
+                    stale += 1
+        errors_before_shutdown = error_count[0]
+        growth = []
+        if traced:
+            import tracemalloc
+
+            end_snap = tracemalloc.take_snapshot()
+            for st in end_snap.compare_to(traced[0], "traceback")[:8]:
+                growth.append({"size_diff_kib": st.size_diff // 1024, "count_diff": st.count_diff, "where": st.traceback.format()[-8:]})
+        snapshot = {
+            "worker": args.worker_index,
+            "pid": os.getpid(),
+            "nodes": mine,
+            "peer_ids": peer_ids,
+            "sent_records": [[list(k), v[0], v[1], v[2]] for k, v in sent_records.items()],
+            "recv_records": recv_records,
+            "totals": dict(totals),
+            "stale_open_records": stale,
+            "errors": errors_before_shutdown,
+            "error_levels": dict(error_events_by_level),
+            "error_samples": list(errors),
+            "bench_exceptions": bench_exceptions[:20],
+            "bench_exception_count": len(bench_exceptions),
+            "pool_events": dict(pool_events),
+            "samples": samples,
+            "churns": churns,
+            "tracemalloc_growth_second_half": growth,
+        }
+        snapshot = json.loads(json.dumps(snapshot))  # freeze before shutdown mutates records
+        for n in nodes.values():
+            await n.stop()
+        await deferLater(reactor, 0.5, lambda: None)
+        gc.collect()
+        snapshot["errors_during_shutdown"] = error_count[0] - errors_before_shutdown
+        snapshot["error_samples"] = list(errors)
+        with open(args.out, "w") as f:
+            json.dump(snapshot, f)
+
+    def main() -> None:
+        d = ensureDeferred(run())
+
+        def failed(f: Any) -> None:
+            log(f"[w{args.worker_index}] worker failed:\n{f.getTraceback()}")
+            with open(args.out, "w") as fh:
+                json.dump({"worker": args.worker_index, "failed": f.getTraceback()}, fh)
+
+        d.addErrback(failed)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(main)
+    reactor.run()
+
+
+# ---------------------------------------------------------------------------
+# parent
+
+
+def pick_port(nodes: int) -> int:
+    for _ in range(50):
+        port = random.randint(20000, 40000)
+        ok = True
+        for i in range(nodes):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((node_ip(i), port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise SystemExit("no free port")
+
+
+def parent(args: argparse.Namespace) -> None:
+    started = time.time()
+    port = pick_port(args.nodes)
+    t0 = time.time() + 5.0
+    t_end = t0 + args.minutes * 60.0
+    tmp = tempfile.mkdtemp(prefix="p2pool-soak-")
+    procs = []
+    for w in range(args.workers):
+        out = os.path.join(tmp, f"w{w}.json")
+        cmd = [
+            sys.executable, os.path.abspath(__file__), "--worker-index", str(w), "--workers", str(args.workers),
+            "--nodes", str(args.nodes), "--port", str(port), "--t0", repr(t0), "--t-end", repr(t_end),
+            "--seed", str(args.seed), "--churn-interval", str(args.churn_interval), "--out", out,
+        ] + (["--tracemalloc"] if args.tracemalloc else [])
+        procs.append((w, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
+    log(f"soak: {args.nodes} nodes in {args.workers} processes, port {port}, {args.minutes} min, churn every {args.churn_interval} s")
+    rss: dict[int, list[tuple[float, int]]] = {w: [] for w, _, _ in procs}
+    deadline = t_end + 120.0
+    next_sample = t0
+    next_progress = t0 + PROGRESS_INTERVAL
+    while any(p.poll() is None for _, p, _ in procs) and time.time() < deadline:
+        now = time.time()
+        if now >= next_sample:
+            if now <= t_end + QUIESCE:
+                for w, p, _ in procs:
+                    v = rss_kib(p.pid)
+                    if v is not None:
+                        rss[w].append((round(now - t0, 1), v))
+            next_sample += SAMPLE_INTERVAL
+        if now >= next_progress and now <= t_end:
+            log(f"[parent t={now - t0:5.0f}s] rss KiB: " + ", ".join(f"w{w}={rss[w][-1][1] if rss[w] else None}" for w in rss))
+            next_progress += PROGRESS_INTERVAL
+        time.sleep(0.5)
+    for _, p, _ in procs:
+        if p.poll() is None:
+            p.kill()
+            log(f"worker pid {p.pid} did not finish; killed")
+    results = []
+    for w, p, out in procs:
+        try:
+            with open(out) as f:
+                results.append(json.load(f))
+        except OSError:
+            results.append({"worker": w, "failed": f"no result (exit code {p.returncode})"})
+    print(json.dumps(aggregate(args, port, t0, t_end, started, rss, results), indent=1))
+
+
+def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
+    failed = [r for r in results if "failed" in r]
+    ok = [r for r in results if "failed" not in r]
+    peer_ids: dict[int, str] = {}
+    for r in ok:
+        peer_ids.update({int(k): v for k, v in r["peer_ids"].items()})
+    node_by_peer = {v: k for k, v in peer_ids.items()}
+    # receiver: (receiver node, remote peer) -> open record; key -> received count
+    open_recv: dict[tuple[int, str], dict[str, Any]] = {}
+    received_by_key: dict[str, int] = {}
+    gaps = dups = 0
+    for r in ok:
+        for rec in r["recv_records"]:
+            gaps += rec["gaps"]
+            dups += rec["dups"]
+            for k, v in rec["keys"].items():
+                received_by_key[k] = received_by_key.get(k, 0) + v
+            if rec["open"]:
+                open_recv[(rec["node"], rec["remote"])] = rec
+    sent = received = 0
+    lost_live = 0
+    live_connections = 0
+    live_examples = []
+    undelivered_at_close = 0
+    closed_connections = 0
+    half_open_at_snapshot = 0
+    for r in ok:
+        received += r["totals"].get("received", 0)
+        for (node, inc, serial), n_sent, remote, is_open in r["sent_records"]:
+            sent += n_sent
+            key = f"{node}:{inc}:{serial}"
+            got = received_by_key.get(key, 0)
+            if is_open:
+                rnode = node_by_peer.get(remote)
+                rec = open_recv.get((rnode, peer_ids[node])) if rnode is not None else None
+                if rec is None:
+                    half_open_at_snapshot += 1
+                    undelivered_at_close += n_sent - got
+                    continue
+                live_connections += 1
+                if n_sent != got:
+                    lost_live += n_sent - got
+                    if len(live_examples) < 10:
+                        live_examples.append({"key": key, "sent": n_sent, "received": got, "receiver_keys": rec["keys"]})
+            else:
+                closed_connections += 1
+                undelivered_at_close += n_sent - got
+    # RSS
+    rss_out = {}
+    trend = {}
+    half = (t_end - t0) / 2.0
+    for w, pts in rss.items():
+        rss_out[f"w{w}"] = [[t, v] for t, v in pts]
+        second = [(t, v) for t, v in pts if t >= half]
+        vals = [v for _, v in pts]
+        trend[f"w{w}"] = {
+            "first_kib": vals[0] if vals else None,
+            "last_kib": vals[-1] if vals else None,
+            "max_kib": max(vals) if vals else None,
+            "slope_second_half_kib_per_min": slope_per_min(second),
+        }
+    # total RSS over time (samples aligned by index)
+    n_min = min((len(p) for p in rss.values()), default=0)
+    total = [(rss[0][i][0], sum(rss[w][i][1] for w in rss)) for i in range(n_min)] if rss else []
+    trend["total"] = {
+        "first_kib": total[0][1] if total else None,
+        "last_kib": total[-1][1] if total else None,
+        "max_kib": max(v for _, v in total) if total else None,
+        "slope_second_half_kib_per_min": slope_per_min([(t, v) for t, v in total if t >= half]),
+    }
+    # connections over time
+    by_t: dict[float, dict[int, Optional[int]]] = collections.defaultdict(dict)
+    for r in ok:
+        for s in r["samples"]:
+            tb = round(s["t"] / SAMPLE_INTERVAL) * SAMPLE_INTERVAL
+            by_t[tb].update({int(k): v for k, v in s["conns"].items()})
+    conns_over_time = []
+    for tb in sorted(by_t):
+        vals = [v for v in by_t[tb].values() if v is not None]
+        conns_over_time.append({
+            "t": tb,
+            "nodes_up": len(vals),
+            "connections": sum(vals) // 2,
+            "per_node_min": min(vals, default=0),
+            "per_node_max": max(vals, default=0),
+        })
+    churns = sorted((c for r in ok for c in r["churns"]), key=lambda c: c["t"])
+    pool_events = collections.Counter()
+    totals = collections.Counter()
+    for r in ok:
+        pool_events.update(r["pool_events"])
+        totals.update(r["totals"])
+    return {
+        "benchmark": "soak",
+        "command": " ".join(["bench/soak.py"] + sys.argv[1:]),
+        "nodes": args.nodes,
+        "workers": args.workers,
+        "minutes": args.minutes,
+        "port": port,
+        "churn_interval_s": args.churn_interval,
+        "wall_seconds": round(time.time() - started, 1),
+        "worker_failures": [r["failed"][-3000:] for r in failed],
+        "rss_kib_samples": rss_out,
+        "rss_trend_kib_per_min": trend,
+        "messages_sent": sent,
+        "messages_received": received,
+        "lost_on_live_connections": lost_live,
+        "sequence_gaps": gaps,
+        "sequence_duplicates_or_reorders": dups,
+        "live_connections_at_end": live_connections,
+        "closed_or_closing_connections": closed_connections + half_open_at_snapshot,
+        "undelivered_at_close": undelivered_at_close,
+        "lost_examples": live_examples,
+        "errors": sum(r["errors"] for r in ok) + sum(r["bench_exception_count"] for r in ok),
+        "errors_twisted_logger": sum(r["errors"] for r in ok),
+        "errors_bench_callbacks": sum(r["bench_exception_count"] for r in ok),
+        "errors_during_final_shutdown": sum(r.get("errors_during_shutdown", 0) for r in ok),
+        "error_samples": [e for r in ok for e in r["error_samples"]][:10] + [e for r in ok for e in r["bench_exceptions"]][:10],
+        "stale_open_records": sum(r["stale_open_records"] for r in ok),
+        "churn_events": churns,
+        "connections_made": totals.get("connections_made", 0),
+        "connections_lost": totals.get("connections_lost", 0),
+        "received_on_unknown_connection": totals.get("received_on_unknown_connection", 0),
+        "connections_over_time": conns_over_time,
+        "pool_events": dict(sorted(pool_events.items())),
+        "tracemalloc_growth_second_half": {f"w{r['worker']}": r.get("tracemalloc_growth_second_half", []) for r in ok},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--nodes", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2, help="child processes (2-4)")
+    p.add_argument("--churn-interval", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)")
+    # worker-only
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--t0", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--t-end", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if not 1 <= args.nodes <= 200:
+        raise SystemExit("--nodes must be 1..200")
+    if not 0 < args.minutes <= 120:
+        raise SystemExit("--minutes must be in (0, 120]")
+    if not 1 <= args.workers <= 8:
+        raise SystemExit("--workers must be 1..8")
+    if args.worker_index is not None:
+        worker(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    main()
