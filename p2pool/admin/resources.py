@@ -530,14 +530,7 @@ class AdminResource(Resource):
             raise _bad("malformed_peer_id", "peer_id must be a string")
         expected_peer_id = _parse_peer_id(expected) if expected is not None else None
         points = self._pool.points
-        if acl == "ban":
-            points.untrust(point)
-            points.ban(point)
-        elif acl == "trust":
-            points.trust(point)
-        elif acl == "open":
-            points.unban(point)
-            points.untrust(point)
+        _apply_acl(points, point, acl)
         if expected_peer_id is not None:
             self._pool.set_expected_peer_id(point, expected_peer_id)
         info = points.info(point)
@@ -567,14 +560,7 @@ class AdminResource(Resource):
         """
         acl, _ = _acl_body(request, ("acl",))
         peers = self._pool.peers
-        if acl == "ban":
-            peers.untrust(peer_id)
-            peers.ban(peer_id)
-        elif acl == "trust":
-            peers.trust(peer_id)
-        elif acl == "open":
-            peers.unban(peer_id)
-            peers.untrust(peer_id)
+        _apply_acl(peers, peer_id, acl)
         info = peers.info(peer_id)
         return peer_info_json(self._pool, info, self._traffic) if info is not None else None
 
@@ -618,3 +604,19 @@ def _encode(value: Any) -> bytes:
 
 def _text(value: Optional[bytes]) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
+
+
+def _apply_acl(view: Any, key: Any, acl: Optional[str]) -> None:
+    """
+    Apply a PATCH C{acl} to a point or peer with Tezos semantics: C{ban} =
+    untrust then ban, C{trust} = trust (which unbans), C{open} = unban then
+    untrust; C{None} changes nothing.
+    """
+    if acl == "ban":
+        view.untrust(key)
+        view.ban(key)
+    elif acl == "trust":
+        view.trust(key)
+    elif acl == "open":
+        view.unban(key)
+        view.untrust(key)
