@@ -560,85 +560,88 @@ async def _status(args: argparse.Namespace, client: AdminClient, out: TextIO) ->
     return EXIT_OK
 
 
-async def _connections(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
-    connections = await client.call("GET", "network", "connections")
+async def _listing(
+    args: argparse.Namespace,
+    client: AdminClient,
+    out: TextIO,
+    route: str,
+    headers: list[str],
+    row: Callable[[Any], list[str]],
+    empty: str,
+) -> int:
+    """
+    Print the list at C{/network/<route>}: as JSON with C{--json}, else as
+    a table of C{row(item)} for each item.
+    """
+    items = await client.call("GET", "network", route)
     if args.json:
-        _json_out(out, connections)
-        return EXIT_OK
-    _table(
-        out,
-        ["PEER ID", "POINT", "DIRECTION", "PRIVATE", "SENT", "RECEIVED", "SINCE"],
-        (
-            [
-                c["peer_id"],
-                c["point"] or c["id_point"]["addr"],
-                "incoming" if c["incoming"] else "outgoing",
-                "yes" if c["private"] else "no",
-                _bytes(c["stat"]["total_sent"]),
-                _bytes(c["stat"]["total_recv"]),
-                _when(c.get("established_at")),
-            ]
-            for c in connections
-        ),
-        "no connections",
-    )
+        _json_out(out, items)
+    else:
+        _table(out, headers, (row(item) for item in items), empty)
     return EXIT_OK
+
+
+def _last_seen(info: dict[str, Any]) -> str:
+    return _when(info["last_seen"][1]) if info.get("last_seen") else "-"
+
+
+def _connection_row(c: dict[str, Any]) -> list[str]:
+    return [
+        c["peer_id"],
+        c["point"] or c["id_point"]["addr"],
+        "incoming" if c["incoming"] else "outgoing",
+        "yes" if c["private"] else "no",
+        _bytes(c["stat"]["total_sent"]),
+        _bytes(c["stat"]["total_recv"]),
+        _when(c.get("established_at")),
+    ]
+
+
+def _point_row(pair: list[Any]) -> list[str]:
+    point, info = pair
+    return [
+        point,
+        info["state"]["event_kind"],
+        "yes" if info["trusted"] else "no",
+        info.get("p2p_peer_id") or info.get("expected_peer_id") or "-",
+        _last_seen(info),
+        _when(info.get("greylisted_until")),
+    ]
+
+
+def _reachable_at(info: dict[str, Any]) -> str:
+    at = info.get("reachable_at")
+    if not at:
+        return "-"
+    addr = f"[{at['addr']}]" if ":" in at["addr"] else at["addr"]
+    return f"{addr}:{at['port']}" if "port" in at else addr
+
+
+def _peer_row(pair: list[Any]) -> list[str]:
+    peer_id, info = pair
+    return [
+        peer_id,
+        info["state"],
+        "yes" if info["trusted"] else "no",
+        f"{info['score']:g}" if isinstance(info.get("score"), (int, float)) else "-",
+        _reachable_at(info),
+        _last_seen(info),
+    ]
+
+
+async def _connections(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    headers = ["PEER ID", "POINT", "DIRECTION", "PRIVATE", "SENT", "RECEIVED", "SINCE"]
+    return await _listing(args, client, out, "connections", headers, _connection_row, "no connections")
 
 
 async def _points(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
-    points = await client.call("GET", "network", "points")
-    if args.json:
-        _json_out(out, points)
-        return EXIT_OK
-    _table(
-        out,
-        ["POINT", "STATE", "TRUSTED", "PEER ID", "LAST SEEN", "BACK-OFF UNTIL"],
-        (
-            [
-                point,
-                info["state"]["event_kind"],
-                "yes" if info["trusted"] else "no",
-                info.get("p2p_peer_id") or info.get("expected_peer_id") or "-",
-                _when(info["last_seen"][1]) if info.get("last_seen") else "-",
-                _when(info.get("greylisted_until")),
-            ]
-            for point, info in points
-        ),
-        "no known points",
-    )
-    return EXIT_OK
+    headers = ["POINT", "STATE", "TRUSTED", "PEER ID", "LAST SEEN", "BACK-OFF UNTIL"]
+    return await _listing(args, client, out, "points", headers, _point_row, "no known points")
 
 
 async def _peers(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
-    peers = await client.call("GET", "network", "peers")
-    if args.json:
-        _json_out(out, peers)
-        return EXIT_OK
-
-    def where(info: dict[str, Any]) -> str:
-        at = info.get("reachable_at")
-        if not at:
-            return "-"
-        addr = f"[{at['addr']}]" if ":" in at["addr"] else at["addr"]
-        return f"{addr}:{at['port']}" if "port" in at else addr
-
-    _table(
-        out,
-        ["PEER ID", "STATE", "TRUSTED", "SCORE", "REACHABLE AT", "LAST SEEN"],
-        (
-            [
-                peer_id,
-                info["state"],
-                "yes" if info["trusted"] else "no",
-                f"{info['score']:g}" if isinstance(info.get("score"), (int, float)) else "-",
-                where(info),
-                _when(info["last_seen"][1]) if info.get("last_seen") else "-",
-            ]
-            for peer_id, info in peers
-        ),
-        "no known peers",
-    )
-    return EXIT_OK
+    headers = ["PEER ID", "STATE", "TRUSTED", "SCORE", "REACHABLE AT", "LAST SEEN"]
+    return await _listing(args, client, out, "peers", headers, _peer_row, "no known peers")
 
 
 async def _greylist(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
