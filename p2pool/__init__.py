@@ -7,7 +7,7 @@ from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.connection import Connection
 from p2pool.errors import ConnectionDone, DisconnectReason, P2PError
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.identity import Identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.pool import Pool
@@ -17,6 +17,7 @@ __all__ = [
     "Connection",
     "ConnectionDone",
     "DisconnectReason",
+    "EventKind",
     "IPeerMetadataConfig",
     "IPoolApplication",
     "Identity",

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import ConnectionDone, DecodingError, DisconnectReason, P2PError
+from p2pool.events import EventKind
 from p2pool.state import PointState
 from p2pool.wire import (
     Advertise,
@@ -132,7 +133,7 @@ class Answerer:
         elif kind not in state.delayed:
             state.delayed[kind] = self._pool._clock.callLater(wait, self._delayed, conn, kind, msg)
         else:
-            self._pool.events.emit("throttled", peer_id=str(conn.peer_id), kind=Kind(kind).name.lower())
+            self._pool.events.emit(EventKind.THROTTLED, peer_id=str(conn.peer_id), kind=Kind(kind).name.lower())
 
     def _delayed(self, conn: Connection, kind: int, msg: ControlMessage) -> None:
         state = self._states.get(conn)
@@ -168,26 +169,26 @@ class Answerer:
 
     def _bootstrap_received(self, conn: Connection) -> None:
         pool = self._pool
-        pool.events.emit("bootstrap_received", peer_id=str(conn.peer_id))
+        pool.events.emit(EventKind.BOOTSTRAP_RECEIVED, peer_id=str(conn.peer_id))
         if self._discovery_off():
             return
         if conn.private:
-            pool.events.emit("private_node_request", peer_id=str(conn.peer_id))
+            pool.events.emit(EventKind.PRIVATE_NODE_REQUEST, peer_id=str(conn.peer_id))
             return
         points = pool.list_known_points(ignore_private=True, size=ADVERTISED_POINTS)
         if points:
             conn._protocol.write(encode(Advertise(tuple(points))))
-            pool.events.emit("advertise_sent", peer_id=str(conn.peer_id), points=len(points))
+            pool.events.emit(EventKind.ADVERTISE_SENT, peer_id=str(conn.peer_id), points=len(points))
 
     def _advertise_received(self, conn: Connection, msg: Advertise) -> None:
         pool = self._pool
-        pool.events.emit("advertise_received", peer_id=str(conn.peer_id), points=len(msg.points))
+        pool.events.emit(EventKind.ADVERTISE_RECEIVED, peer_id=str(conn.peer_id), points=len(msg.points))
         if self._discovery_off():
             return
         points = list(msg.points)
         allowed = self._state(conn).advertise_bucket.take(len(points), pool.now())
         if allowed < len(points):
-            pool.events.emit("advertise_subsampled", peer_id=str(conn.peer_id), received=len(points), kept=allowed)
+            pool.events.emit(EventKind.ADVERTISE_SUBSAMPLED, peer_id=str(conn.peer_id), received=len(points), kept=allowed)
             points = pool._rng.sample(points, allowed)
         if points:
             pool.register_list_of_new_points(points, medium="advertise", source=str(conn.peer_id))
@@ -201,21 +202,21 @@ class Answerer:
         """
         pool = self._pool
         linger = pool.config.swap_linger
-        pool.events.emit("swap_request_received", peer_id=str(conn.peer_id), point=str(msg.point))
+        pool.events.emit(EventKind.SWAP_REQUEST_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
         if linger is None or pool.config.private_mode:
             return
         info = pool.points.info(msg.point)
         recent = pool.now() - max(self.latest_successful_swap, self.latest_accepted_swap) < linger
         if recent or (info is not None and info.state is not PointState.DISCONNECTED):
-            pool.events.emit("swap_request_ignored", peer_id=str(conn.peer_id))
+            pool.events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id))
             return
         offer = pool.connections.random_addr(different_than=conn, no_private=True)
         if offer is None:
-            pool.events.emit("no_swap_candidate", peer_id=str(conn.peer_id))
+            pool.events.emit(EventKind.NO_SWAP_CANDIDATE, peer_id=str(conn.peer_id))
             return
         point, peer_id = offer
         conn._protocol.write(encode(SwapAck(point, peer_id)))
-        pool.events.emit("swap_ack_sent", peer_id=str(conn.peer_id), point=str(point))
+        pool.events.emit(EventKind.SWAP_ACK_SENT, peer_id=str(conn.peer_id), point=str(point))
         self._swap(conn, msg.point, peer_id)
 
     def _swap_ack_received(self, conn: Connection, msg: SwapAck) -> None:
@@ -224,7 +225,7 @@ class Answerer:
         we offered.
         """
         pool = self._pool
-        pool.events.emit("swap_ack_received", peer_id=str(conn.peer_id), point=str(msg.point))
+        pool.events.emit(EventKind.SWAP_ACK_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
         sent = conn.last_sent_swap_request
         if pool.config.swap_linger is None or sent is None or pool.connections.find_by_point(msg.point) is not None:
             return
@@ -239,7 +240,7 @@ class Answerer:
 
         def succeeded(_: object) -> None:
             self.latest_successful_swap = pool.now()
-            pool.events.emit("swap_success", source=str(source.peer_id), point=str(point))
+            pool.events.emit(EventKind.SWAP_SUCCESS, source=str(source.peer_id), point=str(point))
             old = pool.connections.find_by_peer_id(replaced)
             if old is not None:
                 old.disconnect(DisconnectReason.PEER_SWAPPED)
@@ -247,7 +248,7 @@ class Answerer:
         def failed(failure: Any) -> None:
             failure.trap(P2PError)
             self.latest_accepted_swap = self.latest_successful_swap
-            pool.events.emit("swap_failure", source=str(source.peer_id), point=str(point), error=failure.type.__name__)
+            pool.events.emit(EventKind.SWAP_FAILURE, source=str(source.peer_id), point=str(point), error=failure.type.__name__)
 
         d: Deferred[Any] = pool.connect(point)
         d.addCallbacks(succeeded, failed)

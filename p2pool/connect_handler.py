@@ -41,6 +41,7 @@ from p2pool.errors import (
     Timeout,
     TooManyConnections,
 )
+from p2pool.events import EventKind
 from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
 from p2pool.protocol import PeerClientFactory, PeerProtocol
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
@@ -136,7 +137,7 @@ class ConnectHandler:
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
-        pool.events.emit("outgoing_connection", point=str(point))
+        pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
         attempt = wrapClientTLS(pool._tls.creator, self._client_endpoint(point), clock=pool._clock).connect(factory)
         delay = pool.config.connection_timeout if timeout is None else timeout
         self._timeouts[protocol] = pool._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
@@ -184,13 +185,13 @@ class ConnectHandler:
         except AddressError:
             return False
         if pool.acl.banned_addr(ip):
-            pool.events.emit("incoming_connection_banned", addr=ip)
+            pool.events.emit(EventKind.INCOMING_CONNECTION_BANNED, addr=ip)
             return False
         if self.pending_incoming >= pool.config.max_incoming_connections:
-            pool.events.emit("incoming_connection_too_many", addr=ip)
+            pool.events.emit(EventKind.INCOMING_CONNECTION_TOO_MANY, addr=ip)
             return False
         if self._netgroup_full(ip):
-            pool.events.emit("incoming_connection_netgroup_full", addr=ip, netgroup=netgroup(ip))
+            pool.events.emit(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, addr=ip, netgroup=netgroup(ip))
             return False
         return True
 
@@ -215,7 +216,7 @@ class ConnectHandler:
         pool = self._pool
         self._handshaking.add(protocol)
         if protocol.incoming:
-            pool.events.emit("incoming_connection", addr=protocol.remote_ip)
+            pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
             self._timeouts[protocol] = pool._clock.callLater(
                 pool.config.authentication_timeout,
                 lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
@@ -252,7 +253,7 @@ class ConnectHandler:
             point_info = pool.register_new_point(point) if remote.incoming else pool._points.get(point)
         if point_info is not None and point_info.expected_peer_id not in (None, peer_id):
             assert point_info.expected_peer_id is not None
-            pool.events.emit("authenticate_status_peer_id_incorrect", point=str(point), peer_id=str(peer_id))
+            pool.events.emit(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, point=str(point), peer_id=str(peer_id))
             return Refuse(IdentityCheckFailure(point, point_info.expected_peer_id, peer_id))
         if point_info is not None:
             # Tezos set_private: whatever the outcome, a public remote's
@@ -285,7 +286,7 @@ class ConnectHandler:
         peer_info.set_accepted(point, now)
         self._owned[protocol] = (self._owned.get(protocol, (None, None))[0], peer_info)
         self._accepted[peer_id] = protocol
-        pool.events.emit("accepting_request", point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
+        pool.events.emit(EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
         return Accept()
 
     def _new_dial_wins(self, remote: RemoteInfo) -> bool:
@@ -350,7 +351,7 @@ class ConnectHandler:
         pool._connections[remote.peer_id] = conn
         app = pool.app
         protocol.start_messages(pool.config.max_message_size, lambda data: app.message_received(conn, data))
-        pool.events.emit("connection_established", point=str(remote.id_point), peer_id=str(remote.peer_id), incoming=remote.incoming)
+        pool.events.emit(EventKind.CONNECTION_ESTABLISHED, point=str(remote.id_point), peer_id=str(remote.peer_id), incoming=remote.incoming)
         result = self._dial_results.pop(protocol, None)
         app.connection_made(conn)
         if result is not None:
@@ -396,7 +397,7 @@ class ConnectHandler:
         self._release(protocol, requested=not external)
         conn.reason = reason
         pool.events.emit(
-            "external_disconnection" if external else "disconnection",
+            EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION,
             peer_id=str(conn.peer_id),
             point=str(conn.point),
             reason=reason.reason.value,
@@ -429,7 +430,7 @@ class ConnectHandler:
             pool.greylist_addr(protocol.remote_ip)
         if isinstance(error, Rejected):
             pool.events.emit(
-                "rejecting_request",
+                EventKind.REJECTING_REQUEST,
                 addr=protocol.remote_ip,
                 peer_id=str(error.peer_id),
                 motive=error.motive,
@@ -437,17 +438,17 @@ class ConnectHandler:
             )
         elif accepted:
             pool.events.emit(
-                "request_rejected",
+                EventKind.REQUEST_REJECTED,
                 addr=protocol.remote_ip,
                 error=type(error).__name__,
                 detail=str(error),
                 incoming=protocol.incoming,
             )
         elif protocol.transport is None:
-            pool.events.emit("connection_failed", point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
+            pool.events.emit(EventKind.CONNECTION_FAILED, point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
         else:
             pool.events.emit(
-                "authentication_failed",
+                EventKind.AUTHENTICATION_FAILED,
                 addr=protocol.remote_ip or str(protocol.dialed_point),
                 error=type(error).__name__,
                 detail=str(error),

@@ -6,28 +6,159 @@ fields, delivered to the pool's C{log} callback and to C{twisted.logger}.
 
 from __future__ import annotations
 
+import enum
 import functools
 from typing import Any, Callable, Optional
 
 import attrs
 from twisted.logger import Logger, LogLevel
 
-__all__ = ["EventLog", "PoolEvent"]
+__all__ = ["INFO_EVENTS", "EventKind", "EventLog", "PoolEvent"]
+
+
+class EventKind(enum.StrEnum):
+    """
+    Every pool event, by name: the one definition used by the emitters, the
+    metrics, the tests and the catalogue in C{docs/POOL.md} (which gives each
+    event's fields). The value is the name shown in the C{event} key of
+    C{/network/log}, in C{twisted.logger} lines and in the C{p2pool_events}
+    metric.
+    """
+
+    #: The node's identity is loaded or made.
+    IDENTITY_READY = "identity_ready"
+    #: The node listens.
+    LISTENING = "listening"
+    #: A point joined the known points.
+    NEW_POINT = "new_point"
+    #: A peer id joined the known peers.
+    NEW_PEER = "new_peer"
+    #: Known points were garbage-collected.
+    GC_POINTS = "gc_points"
+    #: Known peer ids were garbage-collected.
+    GC_PEER_IDS = "gc_peer_ids"
+    #: Points were registered (advertised, from a nack, a seed, the API).
+    GET_POINTS = "get_points"
+    #: An incoming TCP connection was admitted to the handshake.
+    INCOMING_CONNECTION = "incoming_connection"
+    #: An incoming TCP connection from a banned address was closed.
+    INCOMING_CONNECTION_BANNED = "incoming_connection_banned"
+    #: An incoming TCP connection was closed: no slot is free.
+    INCOMING_CONNECTION_TOO_MANY = "incoming_connection_too_many"
+    #: An incoming TCP connection was closed: its network group is full.
+    INCOMING_CONNECTION_NETGROUP_FULL = "incoming_connection_netgroup_full"
+    #: A dial started.
+    OUTGOING_CONNECTION = "outgoing_connection"
+    #: A dial did not connect.
+    CONNECTION_FAILED = "connection_failed"
+    #: A handshake failed before either side accepted.
+    AUTHENTICATION_FAILED = "authentication_failed"
+    #: The peer at a point is not the peer id expected there.
+    AUTHENTICATE_STATUS_PEER_ID_INCORRECT = "authenticate_status_peer_id_incorrect"
+    #: A handshake succeeded and this node accepts the peer.
+    ACCEPTING_REQUEST = "accepting_request"
+    #: This node refused a peer with a nack.
+    REJECTING_REQUEST = "rejecting_request"
+    #: An accepted handshake did not end in a connection (the remote's nack,
+    #: a timeout, ...).
+    REQUEST_REJECTED = "request_rejected"
+    #: A connection is running.
+    CONNECTION_ESTABLISHED = "connection_established"
+    #: This node closed a running connection.
+    DISCONNECTION = "disconnection"
+    #: The peer or the network closed a running connection.
+    EXTERNAL_DISCONNECTION = "external_disconnection"
+    #: An address was greylisted.
+    GREYLISTED_ADDR = "greylisted_addr"
+    #: A peer id was greylisted.
+    GREYLISTED_PEER = "greylisted_peer"
+    #: An address was banned.
+    POINT_BANNED = "point_banned"
+    #: A peer id was banned.
+    PEER_BANNED = "peer_banned"
+    #: A running connection was silent too long and is closed.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: A maintenance pass began repairing the connection count.
+    MAINTENANCE_STARTED = "maintenance_started"
+    #: A maintenance pass that repaired something ended.
+    MAINTENANCE_ENDED = "maintenance_ended"
+    #: Maintenance found too few connections.
+    TOO_FEW_CONNECTIONS = "too_few_connections"
+    #: Maintenance found too many connections.
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    #: A C{Bootstrap} was sent.
+    BOOTSTRAP_SENT = "bootstrap_sent"
+    #: A C{Bootstrap} was received.
+    BOOTSTRAP_RECEIVED = "bootstrap_received"
+    #: An C{Advertise} was sent.
+    ADVERTISE_SENT = "advertise_sent"
+    #: An C{Advertise} was received.
+    ADVERTISE_RECEIVED = "advertise_received"
+    #: Only some points of an C{Advertise} were kept.
+    ADVERTISE_SUBSAMPLED = "advertise_subsampled"
+    #: A C{Bootstrap} from a private peer was not answered.
+    PRIVATE_NODE_REQUEST = "private_node_request"
+    #: A C{SwapRequest} was sent.
+    SWAP_REQUEST_SENT = "swap_request_sent"
+    #: A C{SwapRequest} was received.
+    SWAP_REQUEST_RECEIVED = "swap_request_received"
+    #: A C{SwapRequest} was ignored (a swap happened lately, or the point is
+    #: not disconnected).
+    SWAP_REQUEST_IGNORED = "swap_request_ignored"
+    #: A C{SwapRequest} found no peer to offer in return.
+    NO_SWAP_CANDIDATE = "no_swap_candidate"
+    #: A C{SwapAck} was sent.
+    SWAP_ACK_SENT = "swap_ack_sent"
+    #: A C{SwapAck} was received.
+    SWAP_ACK_RECEIVED = "swap_ack_received"
+    #: A swap connected the point offered.
+    SWAP_SUCCESS = "swap_success"
+    #: A swap did not connect the point offered.
+    SWAP_FAILURE = "swap_failure"
+    #: A control frame arriving during its kind's cooldown was dropped.
+    THROTTLED = "throttled"
+    #: A seed URL gave a problem.
+    SEED_ERROR = "seed_error"
+    #: A seed URL was fetched.
+    SEED_FETCHED = "seed_fetched"
+    #: A named point now resolves to another address.
+    POINT_ADDRESS_CHANGED = "point_address_changed"
+    #: The peers file was read (or found missing).
+    LOAD_PEERS = "load_peers"
+    #: The peers file could not be used.
+    LOAD_ERROR_PEERS = "load_error_peers"
+    #: A record of the peers file was skipped.
+    LOAD_RECORD_SKIPPED = "load_record_skipped"
+    #: The peers file was refused and left in place.
+    LOAD_REFUSED_PEERS = "load_refused_peers"
+    #: A save of the peers file began.
+    SAVE_METADATA = "save_metadata"
+    #: A save of the peers file ended.
+    SAVE_PEERS = "save_peers"
+    #: A save of the peers file failed.
+    SAVE_ERROR_PEERS = "save_error_peers"
+    #: A save of the peers file was skipped.
+    SAVE_SKIPPED_PEERS = "save_skipped_peers"
+    #: Saves of the peers file are allowed again (the refused file is gone).
+    SAVE_ENABLED_PEERS = "save_enabled_peers"
+    #: Some peers' metadata could not be encoded and was written as C{null}.
+    SAVE_METADATA_ERRORS = "save_metadata_errors"
+
 
 #: Events worth an info line in a node's log; the others are debug.
-_INFO_EVENTS = frozenset(
+INFO_EVENTS = frozenset(
     {
-        "connection_established",
-        "disconnection",
-        "external_disconnection",
-        "authentication_failed",
-        "rejecting_request",
-        "request_rejected",
-        "too_few_connections",
-        "too_many_connections",
-        "listening",
-        "connection_failed",
-        "identity_ready",
+        EventKind.CONNECTION_ESTABLISHED,
+        EventKind.DISCONNECTION,
+        EventKind.EXTERNAL_DISCONNECTION,
+        EventKind.AUTHENTICATION_FAILED,
+        EventKind.REJECTING_REQUEST,
+        EventKind.REQUEST_REJECTED,
+        EventKind.TOO_FEW_CONNECTIONS,
+        EventKind.TOO_MANY_CONNECTIONS,
+        EventKind.LISTENING,
+        EventKind.CONNECTION_FAILED,
+        EventKind.IDENTITY_READY,
     }
 )
 
@@ -35,17 +166,18 @@ _INFO_EVENTS = frozenset(
 @attrs.frozen
 class PoolEvent:
     """
-    One pool event: its name (e.g. C{connection_established}) and fields.
+    One pool event: its kind (e.g. L{EventKind.CONNECTION_ESTABLISHED},
+    which compares equal to its name C{"connection_established"}) and fields.
     """
 
-    event: str
+    event: EventKind
     fields: dict[str, Any] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """
         The event as a JSON object: C{event} plus its fields as text.
         """
-        out: dict[str, Any] = {"event": self.event}
+        out: dict[str, Any] = {"event": self.event.value}
         for key, value in self.fields.items():
             out[key] = value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
         return out
@@ -70,12 +202,17 @@ class EventLog:
     def __init__(self, callback: Optional[Callable[[PoolEvent], object]] = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: EventKind, **fields: Any) -> None:
         """
         Emit C{event} with C{fields}.
+
+        @raise TypeError: C{event} is not an L{EventKind} (a plain string,
+            even a known name, is refused so that a typo cannot pass).
         """
+        if type(event) is not EventKind:
+            raise TypeError(f"a pool event must be an EventKind, not {event!r}")
         record = PoolEvent(event, fields)
         for callback in list(self.callbacks):
             callback(record)
-        level = LogLevel.info if event in _INFO_EVENTS else LogLevel.debug
-        _log.emit(level, _format(tuple(fields)), p2pool_event=event, **fields)
+        level = LogLevel.info if event in INFO_EVENTS else LogLevel.debug
+        _log.emit(level, _format(tuple(fields)), p2pool_event=event.value, **fields)

@@ -13,6 +13,7 @@ from twisted.internet.task import LoopingCall
 
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind
 from p2pool.wire import Ping, encode
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class Keepalive:
             silent = silent + 1 if received == last else 0
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS:
-                self._pool.events.emit("idle_timeout", peer_id=str(conn.peer_id), seconds=silent * self.interval)
+                self._pool.events.emit(EventKind.IDLE_TIMEOUT, peer_id=str(conn.peer_id), seconds=silent * self.interval)
                 conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
             elif silent >= 1:
                 conn._protocol.write(_PING)

@@ -18,6 +18,7 @@ from twisted.internet.task import deferLater
 from p2pool.addressing import Point, netgroup
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason, P2PError
+from p2pool.events import EventKind
 from p2pool.state import PointInfo, PointState
 from p2pool.wire import Bootstrap, SwapRequest, encode
 
@@ -185,7 +186,7 @@ class Maintenance:
                 if self._stopped or self._in_range():
                     break
                 if not repaired:
-                    pool.events.emit("maintenance_started", motive=motive, connections=pool.active_connections())
+                    pool.events.emit(EventKind.MAINTENANCE_STARTED, motive=motive, connections=pool.active_connections())
                     repaired = True
                 n = pool.active_connections()
                 if n < self.bounds[0]:
@@ -193,7 +194,7 @@ class Maintenance:
                 else:
                     await self._too_many(n)
             if repaired:
-                pool.events.emit("maintenance_ended", duration=pool.now() - started, connections=pool.active_connections())
+                pool.events.emit(EventKind.MAINTENANCE_ENDED, duration=pool.now() - started, connections=pool.active_connections())
             if not self._stopped and self._in_range():
                 self.send_swap_request()
         finally:
@@ -216,7 +217,7 @@ class Maintenance:
 
     async def _too_few(self, n: int) -> None:
         pool = self._pool
-        pool.events.emit("too_few_connections", connections=n)
+        pool.events.emit(EventKind.TOO_FEW_CONNECTIONS, connections=n)
         min_to_contact = self.bounds[1] - n
         max_to_contact = self.bounds[2] - n
         start = pool.now()
@@ -287,7 +288,7 @@ class Maintenance:
             for conn in list(pool._connections.values()):
                 if not conn.private:
                     conn._protocol.write(_BOOTSTRAP)
-                    pool.events.emit("bootstrap_sent", peer_id=str(conn.peer_id))
+                    pool.events.emit(EventKind.BOOTSTRAP_SENT, peer_id=str(conn.peer_id))
         seeds = getattr(pool, "seeds", None)
         if seeds is not None:
             seeds.request()
@@ -303,7 +304,7 @@ class Maintenance:
 
     async def _too_many(self, n: int) -> None:
         pool = self._pool
-        pool.events.emit("too_many_connections", connections=n)
+        pool.events.emit(EventKind.TOO_MANY_CONNECTIONS, connections=n)
         count = n - self.bounds[2]
         candidates = [c for c in pool._connections.values() if not self._trusted(c)]
         pool._rng.shuffle(candidates)
@@ -332,5 +333,5 @@ class Maintenance:
         point, peer_id, recipient = proposal
         recipient.last_sent_swap_request = (pool.now(), peer_id)
         recipient._protocol.write(encode(SwapRequest(point, peer_id)))
-        pool.events.emit("swap_request_sent", peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
+        pool.events.emit(EventKind.SWAP_REQUEST_SENT, peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
 

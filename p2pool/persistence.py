@@ -56,6 +56,7 @@ from twisted.python.failure import Failure
 
 from p2pool.acl import IPBlacklist
 from p2pool.addressing import AddressError, PeerId, Point
+from p2pool.events import EventKind
 from p2pool.state import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
 
 if TYPE_CHECKING:
@@ -1191,10 +1192,10 @@ def apply_content(pool: Pool, content: PeersFileContent) -> Applied:
         pool.acl.peer_blacklist.ban(banned)
     removed_points = points.gc(pool.now()) if points.needs_gc() > 0 else []
     if removed_points:
-        pool.events.emit("gc_points", removed=len(removed_points))
+        pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
     removed_peers = peers.gc(lambda i: pool.score(i.metadata)) if peers.needs_gc() > 0 else []
     if removed_peers:
-        pool.events.emit("gc_peer_ids", removed=len(removed_peers))
+        pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
     connected = [i for i in fresh if i.last_established_connection is not None and i.point in points]
     connected.sort(key=lambda i: i.last_established_connection[1], reverse=True)  # type: ignore[index]
     return Applied(
@@ -1293,7 +1294,7 @@ class PeersFile:
         if outcome.status == "refused":
             self.writing_disabled = outcome.refused
             self._refused_fingerprint = outcome.fingerprint
-            pool.events.emit("load_refused_peers", path=self.path, reason=outcome.refused, error=outcome.error)
+            pool.events.emit(EventKind.LOAD_REFUSED_PEERS, path=self.path, reason=outcome.refused, error=outcome.error)
             _log.error(
                 "Peers file {path} not loaded: {error}. The node starts with empty tables and will not "
                 "overwrite the file; move it away (or delete it) to let it save its peers again.",
@@ -1302,7 +1303,7 @@ class PeersFile:
             )
         elif outcome.status in ("recovered", "damaged"):
             pool.events.emit(
-                "load_error_peers",
+                EventKind.LOAD_ERROR_PEERS,
                 path=self.path,
                 error=outcome.error,
                 moved_to=outcome.moved_to,
@@ -1321,7 +1322,7 @@ class PeersFile:
             self._apply(outcome)
         elif outcome.status != "refused":
             pool.events.emit(
-                "load_peers",
+                EventKind.LOAD_PEERS,
                 path=self.path,
                 status=outcome.status,
                 peers=0,
@@ -1347,14 +1348,14 @@ class PeersFile:
             applied = _without_gc(lambda: apply_content(pool, content))
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-            pool.events.emit("load_error_peers", path=outcome.source, error=error, moved_to=None, used_backup=False)
+            pool.events.emit(EventKind.LOAD_ERROR_PEERS, path=outcome.source, error=error, moved_to=None, used_backup=False)
             _log.failure("Cannot load the peers from {path}", path=outcome.source)
             return
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
         for problem in problems[:MAX_REPORTED_PROBLEMS]:
             pool.events.emit(
-                "load_record_skipped", path=outcome.source, section=problem.section, index=problem.index, problem=problem.problem
+                EventKind.LOAD_RECORD_SKIPPED, path=outcome.source, section=problem.section, index=problem.index, problem=problem.problem
             )
             _log.warn(
                 "Peers file {path}: {section}[{index}] skipped: {problem}",
@@ -1370,7 +1371,7 @@ class PeersFile:
                 count=len(problems) - MAX_REPORTED_PROBLEMS,
             )
         pool.events.emit(
-            "load_peers",
+            EventKind.LOAD_PEERS,
             path=outcome.source,
             status=outcome.status,
             peers=applied.peers,
@@ -1422,15 +1423,15 @@ class PeersFile:
         """
         pool = self._pool
         if not self.loaded:
-            pool.events.emit("save_skipped_peers", path=self.path, reason="not loaded yet")
+            pool.events.emit(EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason="not loaded yet")
             return False
         if self.writing_disabled is None:
             return True
         if file_fingerprint(self.path) == self._refused_fingerprint:
-            pool.events.emit("save_skipped_peers", path=self.path, reason=f"refused file in place ({self.writing_disabled})")
+            pool.events.emit(EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason=f"refused file in place ({self.writing_disabled})")
             return False
         _log.info("Peers file {path} was moved or replaced: saving peers again", path=self.path)
-        pool.events.emit("save_enabled_peers", path=self.path)
+        pool.events.emit(EventKind.SAVE_ENABLED_PEERS, path=self.path)
         self.writing_disabled = None
         self._refused_fingerprint = None
         return True
@@ -1439,18 +1440,18 @@ class PeersFile:
         pool = self._pool
         if not self._writable():
             return
-        pool.events.emit("save_metadata", path=self.path)
+        pool.events.emit(EventKind.SAVE_METADATA, path=self.path)
         started = time.perf_counter()
         try:
             snapshot = await snapshot_pool(pool, self._reactor)
             if snapshot.metadata_errors:
-                pool.events.emit("save_metadata_errors", path=self.path, peers=snapshot.metadata_errors)
+                pool.events.emit(EventKind.SAVE_METADATA_ERRORS, path=self.path, peers=snapshot.metadata_errors)
             peers, points = len(snapshot.peers), len(snapshot.points)
             size = await self._in_thread(write_snapshot, self.path, snapshot)
         except Exception as e:
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
-            pool.events.emit("save_error_peers", path=self.path, error=self.last_error)
+            pool.events.emit(EventKind.SAVE_ERROR_PEERS, path=self.path, error=self.last_error)
             _log.error("Cannot save the peers file {path}: {error}", path=self.path, error=self.last_error)
             return
         self.saves += 1
@@ -1458,7 +1459,7 @@ class PeersFile:
         self.last_save_at = snapshot.saved_at
         self.last_save_bytes = size
         pool.events.emit(
-            "save_peers",
+            EventKind.SAVE_PEERS,
             path=self.path,
             peers=peers,
             points=points,

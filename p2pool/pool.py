@@ -27,7 +27,7 @@ from p2pool.config import PoolConfig
 from p2pool.connect_handler import ConnectHandler
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason, InvalidMessageSize, MaintenanceDisabled, P2PError, UnknownPeer
-from p2pool.events import EventLog, PoolEvent
+from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
@@ -172,7 +172,7 @@ class Pool(MultiService):
         if self.identity is None:
             self.identity = await self._load_identity()
         identity = self.identity
-        self.events.emit("identity_ready", peer_id=str(identity.peer_id))
+        self.events.emit(EventKind.IDENTITY_READY, peer_id=str(identity.peer_id))
         self._tls = TLSContext(identity.private_key)
         await self.persistence.load()
         for spec in self.config.trusted_points:
@@ -250,7 +250,7 @@ class Pool(MultiService):
         endpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
         self.listening_port = await endpoint.listen(PeerServerFactory(self._handler, self._tls.creator, self._clock))
         host = self.listening_port.getHost()  # type: ignore[union-attr]
-        self.events.emit("listening", point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
+        self.events.emit(EventKind.LISTENING, point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
 
     def stopService(self) -> Deferred[None]:
         self._stopping_identity = True
@@ -380,10 +380,10 @@ class Pool(MultiService):
         if info is None:
             removed = self._points.gc(self.now())
             if removed:
-                self.events.emit("gc_points", removed=len(removed))
+                self.events.emit(EventKind.GC_POINTS, removed=len(removed))
             info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
             self._points.add(info)
-            self.events.emit("new_point", point=str(point))
+            self.events.emit(EventKind.NEW_POINT, point=str(point))
             if self.maintenance is not None:
                 self.maintenance.news()
         else:
@@ -417,7 +417,7 @@ class Pool(MultiService):
         C{"advertise"}, C{"nack"}).
         """
         points = list(points)
-        self.events.emit("get_points", medium=medium, source=source, points=len(points))
+        self.events.emit(EventKind.GET_POINTS, medium=medium, source=source, points=len(points))
         for point in points:
             self.register_new_point(point, trusted)
 
@@ -430,10 +430,10 @@ class Pool(MultiService):
         if info is None:
             removed = self._peers.gc(lambda i: self.score(i.metadata))
             if removed:
-                self.events.emit("gc_peer_ids", removed=len(removed))
+                self.events.emit(EventKind.GC_PEER_IDS, removed=len(removed))
             info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
             self._peers.add(info)
-            self.events.emit("new_peer", peer_id=str(peer_id))
+            self.events.emit(EventKind.NEW_PEER, peer_id=str(peer_id))
             if self.maintenance is not None:
                 self.maintenance.news()
         return info
@@ -475,7 +475,7 @@ class Pool(MultiService):
         Greylist an address for about C{ip_greylist_cleanup_delay}.
         """
         self.acl.ip_greylist.add(addr, self.now())
-        self.events.emit("greylisted_addr", addr=addr)
+        self.events.emit(EventKind.GREYLISTED_ADDR, addr=addr)
 
     def greylist_peer(self, peer_id: PeerId) -> None:
         """
@@ -495,7 +495,7 @@ class Pool(MultiService):
             )
             if last[0] is not None:
                 self.greylist_addr(last[0].ip)
-        self.events.emit("greylisted_peer", peer_id=str(peer_id))
+        self.events.emit(EventKind.GREYLISTED_PEER, peer_id=str(peer_id))
 
     def clear_greylist(self) -> None:
         """

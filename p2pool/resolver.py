@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, Point, PointSpec
+from p2pool.events import EventKind
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 
@@ -150,5 +151,5 @@ class Reresolver:
             configured = {s.point for s in pool.config.trusted_points if s.point is not None}
             if old not in configured and pool._points.get(old) is not None:
                 pool.register_point(old, trusted=False)
-        pool.events.emit("point_address_changed", spec=str(entry.spec), old=str(old), new=str(point))
+        pool.events.emit(EventKind.POINT_ADDRESS_CHANGED, spec=str(entry.spec), old=str(old), new=str(point))
         self._log.info("configured point {spec} moved from {old} to {new}", spec=str(entry.spec), old=str(old), new=str(point))

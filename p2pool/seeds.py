@@ -37,6 +37,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.events import EventKind
 
 __all__ = [
     "MAX_BODY",
@@ -400,7 +401,7 @@ class SeedFetcher:
                     reason = f"timed out after {self._timeout:g} s"
                 else:
                     reason = describe_failure(result)
-                self._pool.events.emit("seed_error", url=url, reason=reason)
+                self._pool.events.emit(EventKind.SEED_ERROR, url=url, reason=reason)
                 self._log.error("bootstrap URL {url}: {reason}", url=url, reason=reason)
                 return 0
             return int(result)
@@ -421,7 +422,7 @@ class SeedFetcher:
         body = await read_capped(response, self._max_body)
         specs, problems = parse_seed_document(body)
         for problem in problems:
-            self._pool.events.emit("seed_error", url=url, reason=f"malformed entry skipped: {problem}")
+            self._pool.events.emit(EventKind.SEED_ERROR, url=url, reason=f"malformed entry skipped: {problem}")
             self._log.warn("bootstrap URL {url}: malformed entry skipped: {problem}", url=url, problem=problem)
         resolved: list[tuple[Point, Optional[PeerId]]] = []
         for spec in specs:
@@ -431,7 +432,7 @@ class SeedFetcher:
                     point = Point(await self._resolve(spec.host), spec.port)
                 except Exception as e:
                     reason = f"cannot resolve {spec}: {e}"
-                    self._pool.events.emit("seed_error", url=url, reason=reason)
+                    self._pool.events.emit(EventKind.SEED_ERROR, url=url, reason=reason)
                     self._log.warn("bootstrap URL {url}: {reason}", url=url, reason=reason)
                     continue
             resolved.append((point, spec.expected_peer_id))
@@ -440,6 +441,6 @@ class SeedFetcher:
         for point, peer_id in resolved:
             if peer_id is not None and point not in pool._my_points:
                 pool.register_point(point, expected_peer_id=peer_id)
-        pool.events.emit("seed_fetched", url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems))
+        pool.events.emit(EventKind.SEED_FETCHED, url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems))
         self._log.info("bootstrap URL {url}: {points} points", url=url, points=len(resolved))
         return len(resolved)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class PeersView:
         Blacklist the peer and disconnect it.
         """
         self._pool.acl.peer_blacklist.ban(peer_id)
-        self._pool.events.emit("peer_banned", peer_id=str(peer_id))
+        self._pool.events.emit(EventKind.PEER_BANNED, peer_id=str(peer_id))
         conn = self._pool._connections.get(peer_id)
         if conn is not None:
             conn.disconnect(DisconnectReason.PEER_BANNED)
@@ -245,7 +246,7 @@ class PointsView:
         """
         acl = self._pool.acl
         acl.ip_blacklist.ban(point.ip)
-        self._pool.events.emit("point_banned", addr=point.ip)
+        self._pool.events.emit(EventKind.POINT_BANNED, addr=point.ip)
         for conn in list(self._pool._connections.values()):
             if conn.remote_ip == point.ip:
                 if ban_peers:
