@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 
 from p2pool.addressing import Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.identity import Identity
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool import Pool
@@ -79,7 +79,7 @@ class Node:
     def spec(self) -> PointSpec:
         return PointSpec(self.point.ip, self.point.port, self.pool.peer_id)
 
-    def named(self, event: str) -> list[PoolEvent]:
+    def named(self, event: EventKind) -> list[PoolEvent]:
         return [e for e in self.events if e.event == event]
 
 

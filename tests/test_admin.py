@@ -32,6 +32,7 @@ from p2pool.admin import feed as feed_module
 from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.admin.views import rfc3339
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping
+from p2pool.events import EventKind
 from p2pool.pool import Pool
 from tests.adminhelpers import (
     IP_A,
@@ -290,9 +291,9 @@ class ActionTests(SynchronousTestCase):
         self.assertEqual(result.header("content-type"), "application/x-ndjson; charset=utf-8")
         records = [json.loads(line) for line in result.body.splitlines()]
         names = [r["event"] for r in records]
-        self.assertIn("outgoing_connection", names)
-        self.assertIn("connection_established", names)
-        established = records[names.index("connection_established")]
+        self.assertIn(EventKind.OUTGOING_CONNECTION, names)
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, names)
+        established = records[names.index(EventKind.CONNECTION_ESTABLISHED)]
         self.assertEqual(established["peer_id"], str(self.h.b.peer_id))
         self.assertRegex(established["time"], RFC3339)
         self.assertEqual(self.h.request("GET", "/network/log?follow=false").body, b"")
@@ -304,13 +305,13 @@ class ActionTests(SynchronousTestCase):
         self.h.stub.flush()
         self.assertEqual(response[0].code, 200, "headers are sent before any event")
         treq.collect(response[0], lines.append)
-        self.h.a.events.emit("custom_event", n=1, point=Point(IP_B, 1))
+        self.h.a.events.emit(EventKind.NEW_POINT, n=1, point=Point(IP_B, 1))
         self.h.connect()
         self.h.stub.flush()
         records = [json.loads(line) for line in b"".join(lines).splitlines()]
-        self.assertEqual(records[0]["event"], "custom_event")
+        self.assertEqual(records[0]["event"], "new_point")
         self.assertEqual((records[0]["n"], records[0]["point"]), (1, f"{IP_B}:1"))
-        self.assertIn("connection_established", [r["event"] for r in records])
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, [r["event"] for r in records])
         self.assertEqual(self.h.admin.feed.streams, 1)
         self.h.admin.stopService()
         self.h.stub.flush()
@@ -364,14 +365,14 @@ class FeedTests(SynchronousTestCase):
         self.feed.stream(request, replay=False)  # type: ignore[arg-type]
         request.producer.pauseProducing()
         for n in range(5):
-            self.h.a.events.emit("burst", n=n)
+            self.h.a.events.emit(EventKind.NEW_POINT, n=n)
         self.assertEqual(request.written, [])
         request.producer.resumeProducing()
         records = request.records()
         self.assertEqual([r.get("n") for r in records[:3]], [0, 1, 2])
-        self.assertEqual((records[3]["event"], records[3]["dropped"]), ("log_lines_dropped", 2))
-        self.h.a.events.emit("after", n=9)
-        self.assertEqual(request.records()[-1]["event"], "after")
+        self.assertEqual((records[3]["event"], records[3]["dropped"]), (feed_module.LOG_LINES_DROPPED, 2))
+        self.h.a.events.emit(EventKind.NEW_PEER, n=9)
+        self.assertEqual((request.records()[-1]["event"], request.records()[-1]["n"]), ("new_peer", 9))
 
     def test_stream_limit(self) -> None:
         self.patch(self.feed, "_max_streams", 1)
@@ -384,10 +385,10 @@ class FeedTests(SynchronousTestCase):
         self.assertEqual(self.h.request("GET", "/network/log?follow=false").code, 200)
 
     def test_detach_ends_streams(self) -> None:
-        self.h.a.events.emit("earlier")
+        self.h.a.events.emit(EventKind.NEW_POINT)
         request = _FakeRequest()
         self.feed.stream(request, replay=True)  # type: ignore[arg-type]
-        self.assertEqual([r["event"] for r in request.records()], ["earlier"], "replayed")
+        self.assertEqual([r["event"] for r in request.records()], ["new_point"], "replayed")
         self.feed.detach()
         self.assertTrue(request.finished)
         self.assertIsNone(request.producer)
@@ -674,16 +675,16 @@ class RealNodeTests(TestCase):
         client.transport.write(b"GET /network/log HTTP/1.1\r\nHost: 127.0.0.64\r\n\r\n")
         await wait_for(lambda: admin.feed.streams == 1 and b"\r\n\r\n" in client.data, timeout=5)
         self.assertIn(b"HTTP/1.1 200 OK", client.data)
-        a.pool.events.emit("first_event", n=1)
-        a.pool.events.emit("second_event", n=2)
-        await wait_for(lambda: b"second_event" in client.data, timeout=5)
+        a.pool.events.emit(EventKind.NEW_POINT, n=1)
+        a.pool.events.emit(EventKind.NEW_PEER, n=2)
+        await wait_for(lambda: b'"event":"new_peer","n":2' in client.data, timeout=5)
         body = client.data.split(b"\r\n\r\n", 1)[1]
         records = [json.loads(line) for line in body.split(b"\r\n") if line.startswith(b"{")]
-        self.assertEqual([(r["event"], r["n"]) for r in records], [("first_event", 1), ("second_event", 2)])
+        self.assertEqual([(r["event"], r["n"]) for r in records], [("new_point", 1), ("new_peer", 2)])
         client.transport.loseConnection()
         await client.closed
         await wait_for(lambda: admin.feed.streams == 0 and admin.open_connections == 0, timeout=5)
-        a.pool.events.emit("third_event")
+        a.pool.events.emit(EventKind.NEW_POINT)
         self.assertIn(admin.feed.observe, a.pool.events.callbacks)
 
     @async_test
@@ -767,8 +768,8 @@ class NodeServiceTests(TestCase):
         await service.pool.when_started()
         response = await http_client(self).get(base_url(service.admin) + "/network/log?recent=true&follow=false")
         events = [json.loads(line)["event"] for line in (await response.content()).splitlines()]
-        self.assertEqual(events[0], "identity_ready", "the admin service sees the pool start")
-        self.assertIn("listening", events)
+        self.assertEqual(events[0], EventKind.IDENTITY_READY, "the admin service sees the pool start")
+        self.assertIn(EventKind.LISTENING, events)
 
     def test_admin_disabled(self) -> None:
         service = self.node("127.0.0.68", AdminConfig(None))

@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 
 from p2pool import cli
 from p2pool.addressing import PeerId, Point
+from p2pool.events import EventKind
 from tests.adminhelpers import TOKEN, base_url, http_client, start_admin
 from tests.helpers import Node, async_test, free_port, start_node, wait_for
 
@@ -218,7 +219,7 @@ class InProcessTests(TestCase):
         self.assertRegex(out, rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ connection_established point={n.b.point} peer_id={n.b.pool.peer_id}")
         _, out, _ = await self.run_cli("log", "--json")
         records = [json.loads(line) for line in out.splitlines()]
-        self.assertIn("connection_established", [r["event"] for r in records])
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, [r["event"] for r in records])
 
     @async_test
     async def test_log_follow(self) -> None:
@@ -230,8 +231,8 @@ class InProcessTests(TestCase):
         out, err = io.StringIO(), io.StringIO()
         running = ensureDeferred(cli.admin_main(["--api", self.url, "log", "-f"], http_client(self), out, err))
         await wait_for(lambda: self.admin.feed.streams == 1, timeout=5)
-        n.a.pool.events.emit("followed_event", n=42)
-        await wait_for(lambda: "followed_event n=42" in out.getvalue(), timeout=5)
+        n.a.pool.events.emit(EventKind.NEW_PEER, n=42)
+        await wait_for(lambda: "new_peer n=42" in out.getvalue(), timeout=5)
         running.cancel()
         with self.assertRaises(CancelledError):
             await running
@@ -358,8 +359,8 @@ class SubprocessTests(TestCase):
         admin = await start_admin(self, a.pool, "127.0.0.92")
         protocol = self.spawn("--api", base_url(admin), "log", "--follow")
         await wait_for(lambda: admin.feed.streams == 1, timeout=10)
-        a.pool.events.emit("before_interrupt")
-        await wait_for(lambda: b"before_interrupt" in protocol.out, timeout=5)
+        a.pool.events.emit(EventKind.NEW_PEER, n=7)
+        await wait_for(lambda: b"new_peer n=7" in protocol.out, timeout=5)
         protocol.transport.signalProcess(signal.SIGINT)  # type: ignore[union-attr]
         status = await protocol.ended
         self.assertEqual((status, protocol.err), (cli.EXIT_INTERRUPTED, b"p2pool: interrupted\n"))

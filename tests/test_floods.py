@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
 from p2pool.addressing import Point, netgroup
+from p2pool.events import EventKind
 from p2pool.wire import Advertise, encode
 from tests.helpers import Node, async_test, sleep, start_node, wait_for
 
@@ -197,8 +198,8 @@ class ConnectionFloodTests(TestCase):
         self.assertGreaterEqual(made, 900, "most flood connections reached the node")
         self.assertLessEqual(peak[0], cap)
         self.assertEqual(peak[0], cap, "the flood filled the handshake slots")
-        admitted = [e for e in hub.named("incoming_connection") if e.fields["addr"] == "127.0.0.50"]
-        refused = [e for e in hub.named("incoming_connection_too_many") if e.fields["addr"] == "127.0.0.50"]
+        admitted = [e for e in hub.named(EventKind.INCOMING_CONNECTION) if e.fields["addr"] == "127.0.0.50"]
+        refused = [e for e in hub.named(EventKind.INCOMING_CONNECTION_TOO_MANY) if e.fields["addr"] == "127.0.0.50"]
         self.assertGreaterEqual(len(admitted), cap)
         self.assertGreater(len(refused), made // 2, "most of the flood was refused before TLS")
         await self._finish_chat(hub, peers, chatter)
@@ -236,8 +237,8 @@ class ConnectionFloodTests(TestCase):
         watch.stop()
         self.assertGreaterEqual(made, len(binds) * 9 // 10)
         self.assertEqual(peak[0], cap, "the netgroup filled its slots and no more")
-        self.assertGreater(len(hub.named("incoming_connection_netgroup_full")), made // 2)
-        self.assertEqual(hub.named("incoming_connection_too_many"), [], "the global cap was not what held")
+        self.assertGreater(len(hub.named(EventKind.INCOMING_CONNECTION_NETGROUP_FULL)), made // 2)
+        self.assertEqual(hub.named(EventKind.INCOMING_CONNECTION_TOO_MANY), [], "the global cap was not what held")
         await self._finish_chat(hub, peers, chatter)
         # A peer from another netgroup can still connect in.
         late = await start_node(self, "127.3.0.5", 9)
@@ -275,7 +276,7 @@ class SlowlorisTests(TestCase):
             assert raw.closed_at is not None
             self.assertGreaterEqual(raw.closed_at - opened, 0.4, "not closed before the timeout")
             self.assertLess(raw.closed_at - opened, 3.0, "closed soon after the timeout")
-        failures = hub.named("authentication_failed")
+        failures = hub.named(EventKind.AUTHENTICATION_FAILED)
         self.assertEqual(len(failures), 10)
         self.assertEqual({e.fields["error"] for e in failures}, {"Timeout"})
         self.assertEqual(
@@ -327,14 +328,14 @@ class AdvertiseFloodTests(TestCase):
             ]
             conn._protocol.write(b"".join(frames))
             await sleep(0.05)
-        received = lambda: sum(e.fields["points"] for e in victim.named("advertise_received"))
-        throttled = lambda: len(victim.named("throttled"))
+        received = lambda: sum(e.fields["points"] for e in victim.named(EventKind.ADVERTISE_RECEIVED))
+        throttled = lambda: len(victim.named(EventKind.THROTTLED))
         # Every frame is either handled or throttled (at most one waits per kind).
-        await wait_for(lambda: len(victim.named("advertise_received")) + throttled() == 2000, timeout=5)
+        await wait_for(lambda: len(victim.named(EventKind.ADVERTISE_RECEIVED)) + throttled() == 2000, timeout=5)
         elapsed = time.monotonic() - started
         watch.stop()
         registered = sum(
-            e.fields["points"] for e in victim.named("get_points") if e.fields["medium"] == "advertise"
+            e.fields["points"] for e in victim.named(EventKind.GET_POINTS) if e.fields["medium"] == "advertise"
         )
         self.assertGreater(throttled(), 1500, "most frames were dropped by the cooldown")
         self.assertLessEqual(received(), 100 * (2 + 10 * elapsed + 1))

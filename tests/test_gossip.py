@@ -25,6 +25,7 @@ import p2pool
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind
 from p2pool.examples.gossip import (
     HEADER_SIZE,
     ID_SIZE,
@@ -234,7 +235,7 @@ class _MemoryNetworkTestCase(SynchronousTestCase):
     def connected(self, *pairs: tuple[GossipNode, GossipNode]) -> bool:
         return all(b.pool.peer_id in a.pool.connected_peer_ids() for a, b in pairs)
 
-    def events(self, ip: str, name: str) -> list[dict[str, Any]]:
+    def events(self, ip: str, name: EventKind) -> list[dict[str, Any]]:
         return [fields for host, event, fields in self.log if host == ip and event == name]
 
 
@@ -455,17 +456,17 @@ class GreylistTests(_MemoryNetworkTestCase):
         self.assertIn(c.pool.peer_id, x.pool.peers.get_greylisted_list())
         self.assertTrue(x.pool.points.banned(Point("10.0.0.66", PORT)))
         self.assertEqual(
-            [e["reason"] for e in self.events("10.0.0.1", "disconnection")], [DisconnectReason.APPLICATION_ERROR.value]
+            [e["reason"] for e in self.events("10.0.0.1", EventKind.DISCONNECTION)], [DisconnectReason.APPLICATION_ERROR.value]
         )
         self.assertEqual(
-            [e["reason"] for e in self.events("10.0.0.66", "external_disconnection")], [DisconnectReason.REMOTE_DISCONNECT.value]
+            [e["reason"] for e in self.events("10.0.0.66", EventKind.EXTERNAL_DISCONNECTION)], [DisconnectReason.REMOTE_DISCONNECT.value]
         )
         self.assertEqual(x.received, [])
 
         # C keeps redialing its trusted point; X refuses it before TLS.
         self.network.advance(300.0)
         self.assertEqual(x.pool.active_connections(), 0)
-        self.assertTrue(self.events("10.0.0.1", "incoming_connection_banned"))
+        self.assertTrue(self.events("10.0.0.1", EventKind.INCOMING_CONNECTION_BANNED))
 
     def test_threshold_is_per_connection_and_configurable(self) -> None:
         """

@@ -29,6 +29,7 @@ from p2pool.errors import (
     RejectedNoCommonProtocol,
     UnknownPeer,
 )
+from p2pool.events import EventKind
 from p2pool.identity import Identity, proof_of_work_bits
 from p2pool.wire import Kind, frame
 from tests.helpers import (
@@ -151,8 +152,8 @@ class RefusalTests(TestCase):
         a = await start_node(self, "127.0.0.2", 0, identity=weak)
         with self.assertRaises(P2PError):
             await a.pool.connect(strong.point)
-        await wait_for(lambda: bool(strong.named("authentication_failed")))
-        self.assertEqual(strong.named("authentication_failed")[0].fields["error"], "NotEnoughProofOfWork")
+        await wait_for(lambda: bool(strong.named(EventKind.AUTHENTICATION_FAILED)))
+        self.assertEqual(strong.named(EventKind.AUTHENTICATION_FAILED)[0].fields["error"], "NotEnoughProofOfWork")
         self.assertEqual(strong.pool.active_connections(), 0)
 
     @async_test
@@ -162,8 +163,8 @@ class RefusalTests(TestCase):
         with self.assertRaises((RejectedNoCommonProtocol, RejectedByNack)) as caught:
             await a.pool.connect(b.point)
         self.assertEqual(caught.exception.motive, NackMotive.UNKNOWN_CHAIN_NAME)
-        await wait_for(lambda: bool(b.named("rejecting_request")))
-        self.assertEqual(b.named("rejecting_request")[0].fields["motive"], NackMotive.UNKNOWN_CHAIN_NAME)
+        await wait_for(lambda: bool(b.named(EventKind.REJECTING_REQUEST)))
+        self.assertEqual(b.named(EventKind.REJECTING_REQUEST)[0].fields["motive"], NackMotive.UNKNOWN_CHAIN_NAME)
 
     @async_test
     async def test_no_common_p2p_version_nacked_with_motive(self) -> None:
@@ -204,7 +205,7 @@ class RefusalTests(TestCase):
         raw = await _raw_connect(b.point, "127.0.0.5")
         raw.transport.write(b"\x00\x10Hello, world. This is garbage, greylist me !")  # type: ignore[union-attr]
         await raw.closed
-        failed = only(b.named("authentication_failed"), "authentication failure")
+        failed = only(b.named(EventKind.AUTHENTICATION_FAILED), "authentication failure")
         self.assertEqual(failed.fields["error"], "InvalidAuth")
         self.assertEqual(failed.fields["addr"], "127.0.0.5")
         await self._still_serves(b)
@@ -227,7 +228,7 @@ class RefusalTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1)
         raw = await self._tls_connect(b.point, "127.0.0.5", ec.generate_private_key(ec.SECP256R1()))
         await raw.closed
-        failed = only(b.named("authentication_failed"), "authentication failure")
+        failed = only(b.named(EventKind.AUTHENTICATION_FAILED), "authentication failure")
         self.assertEqual(failed.fields["error"], "InvalidAuth")
         self.assertIn("Ed25519", failed.fields["detail"])
         await self._still_serves(b)
@@ -237,7 +238,7 @@ class RefusalTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1, authentication_timeout=0.3)
         raw = await self._tls_connect(b.point, "127.0.0.5", Ed25519PrivateKey.generate())
         await raw.closed
-        failed = only(b.named("authentication_failed"), "authentication failure")
+        failed = only(b.named(EventKind.AUTHENTICATION_FAILED), "authentication failure")
         self.assertEqual(failed.fields["error"], "Timeout")
         await self._still_serves(b)
 
@@ -246,7 +247,7 @@ class RefusalTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1, authentication_timeout=0.3)
         raw = await _raw_connect(b.point, "127.0.0.6")
         await raw.closed
-        failed = only(b.named("authentication_failed"), "authentication failure")
+        failed = only(b.named(EventKind.AUTHENTICATION_FAILED), "authentication failure")
         self.assertEqual(failed.fields["error"], "Timeout")
         await self._still_serves(b)
 

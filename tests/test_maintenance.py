@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.addressing import Point, PointSpec
 from p2pool.errors import MaintenanceDisabled
+from p2pool.events import EventKind
 from p2pool.pool import Pool
 from p2pool.state import PointState
 from p2pool.testing import MemoryNetwork
@@ -40,7 +41,7 @@ class _NetworkTestCase(SynchronousTestCase):
     def point(self, i: int) -> Point:
         return Point(ip(i), PORT)
 
-    def events(self, i: int, name: str) -> list[tuple[float, dict[str, Any]]]:
+    def events(self, i: int, name: EventKind) -> list[tuple[float, dict[str, Any]]]:
         return [(t, f) for t, host, e, f in self.log if host == ip(i) and e == name]
 
     def run_until(self, predicate: Callable[[], object], timeout: float = 60.0) -> None:
@@ -62,16 +63,16 @@ class TriggerTests(_NetworkTestCase):
         target = self.add(0, min_connections=4, expected_connections=8, max_connections=12, maintenance_idle_time=36000.0)
         for i in range(1, 13):
             target.register_point(self.point(i))
-        self.run_until(lambda: bool(self.events(0, "maintenance_ended")))
+        self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)))
         active = target.active_connections()
         self.assertGreaterEqual(active, 6, "min_target reached")
         self.assertLessEqual(active, 10, "max_target respected")
         mark = self.network.seconds()
         for conn in target.connections.list()[: active - 4 + 1]:
             conn.disconnect()
-        self.run_until(lambda: any(t > mark for t, _ in self.events(0, "maintenance_started")), timeout=10)
-        few = [t for t, _ in self.events(0, "too_few_connections") if t >= mark]
-        started = [t for t, _ in self.events(0, "maintenance_started") if t >= mark]
+        self.run_until(lambda: any(t > mark for t, _ in self.events(0, EventKind.MAINTENANCE_STARTED)), timeout=10)
+        few = [t for t, _ in self.events(0, EventKind.TOO_FEW_CONNECTIONS) if t >= mark]
+        started = [t for t, _ in self.events(0, EventKind.MAINTENANCE_STARTED) if t >= mark]
         self.assertTrue(few and started and few[0] <= started[0])
         # Back in range (min_threshold 5) with the points not yet tried.
         self.run_until(lambda: target.active_connections() >= 5, timeout=30)
@@ -86,19 +87,19 @@ class TriggerTests(_NetworkTestCase):
             self.add(i, maintenance_idle_time=None)
         target = self.add(0, min_connections=0, expected_connections=4, max_connections=9, maintenance_idle_time=36000.0)
         self.assertEqual(target.config.maintenance_bounds(), (1, 2, 7, 8))
-        self.run_until(lambda: bool(self.events(0, "maintenance_ended")) or self.network.seconds() > 1, timeout=5)
+        self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)) or self.network.seconds() > 1, timeout=5)
         for i in range(1, 8):
             self.connect(target, i)
         # Handshakes under way together all find a free slot (only running
         # connections count), so three at once overshoot max_connections.
         for i in range(8, 11):
             self.network.pools[ip(i)].connect(self.point(0))
-        self.run_until(lambda: bool(self.events(0, "too_many_connections")), timeout=5)
+        self.run_until(lambda: bool(self.events(0, EventKind.TOO_MANY_CONNECTIONS)), timeout=5)
         # The pass closes n - max_target; a connection that completes
         # meanwhile may leave it at max_threshold, which is in range.
-        self.run_until(lambda: 7 <= target.active_connections() <= 8 and bool(self.events(0, "maintenance_ended")), timeout=10)
-        self.assertTrue(self.events(0, "maintenance_started"))
-        lost = [f for _, host, e, f in self.log if host == ip(0) and e == "disconnection"]
+        self.run_until(lambda: 7 <= target.active_connections() <= 8 and bool(self.events(0, EventKind.MAINTENANCE_ENDED)), timeout=10)
+        self.assertTrue(self.events(0, EventKind.MAINTENANCE_STARTED))
+        lost = [f for _, host, e, f in self.log if host == ip(0) and e == EventKind.DISCONNECTION]
         self.assertEqual({f["reason"] for f in lost}, {"maintenance_too_many"})
 
     def test_explicit_maintain_returns_when_in_range(self) -> None:
@@ -132,13 +133,13 @@ class ConnectionCountTests(_NetworkTestCase):
                           trusted_points=(PointSpec(ip(1), PORT),))
         self.run_until(lambda: normal.active_connections() == 1, timeout=10)
         self.network.advance(10.0)
-        self.assertEqual(self.events(1, "maintenance_started"), [])
-        self.assertTrue(self.events(0, "maintenance_started"))
-        before = len(self.events(0, "maintenance_started"))
+        self.assertEqual(self.events(1, EventKind.MAINTENANCE_STARTED), [])
+        self.assertTrue(self.events(0, EventKind.MAINTENANCE_STARTED))
+        before = len(self.events(0, EventKind.MAINTENANCE_STARTED))
         self.network.remove_pool(ip(1))
         self.network.advance(1.0)
         self.add(1, maintenance_idle_time=None)
-        self.run_until(lambda: len(self.events(0, "maintenance_started")) > before, timeout=10)
+        self.run_until(lambda: len(self.events(0, EventKind.MAINTENANCE_STARTED)) > before, timeout=10)
         self.run_until(lambda: normal.active_connections() == 1, timeout=120)
         self.assertIsNotNone(quiet)
 
@@ -157,7 +158,7 @@ class ConnectionCountTests(_NetworkTestCase):
                           trusted_points=(PointSpec(ip(1), PORT),))
         for i in range(1, 10):
             target.register_point(self.point(i))
-        self.run_until(lambda: bool(self.events(0, "maintenance_ended")), timeout=30)
+        self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)), timeout=30)
         self.assertGreaterEqual(target.active_connections(), 5)
         self.assertLessEqual(target.active_connections(), 7)
 
@@ -181,11 +182,11 @@ class SwapTests(_NetworkTestCase):
 
     def test_swap_exchanges_peers(self) -> None:
         s, leaves = self._topology()
-        self.run_until(lambda: bool(self.events(0, "swap_success")), timeout=60)
-        receivers = self.events(2, "swap_request_received") + self.events(3, "swap_request_received")
+        self.run_until(lambda: bool(self.events(0, EventKind.SWAP_SUCCESS)), timeout=60)
+        receivers = self.events(2, EventKind.SWAP_REQUEST_RECEIVED) + self.events(3, EventKind.SWAP_REQUEST_RECEIVED)
         self.assertTrue(receivers)
-        self.assertTrue(self.events(0, "swap_ack_received"))
-        self.run_until(lambda: bool(self.events(2, "swap_success") or self.events(3, "swap_success")), timeout=10)
+        self.assertTrue(self.events(0, EventKind.SWAP_ACK_RECEIVED))
+        self.run_until(lambda: bool(self.events(2, EventKind.SWAP_SUCCESS) or self.events(3, EventKind.SWAP_SUCCESS)), timeout=10)
         self.network.advance(1.0)
         peers_of_s = {str(c.point) for c in s.connections.list()}
         self.assertEqual(len(peers_of_s), 2)
@@ -199,8 +200,8 @@ class SwapTests(_NetworkTestCase):
         """
         s, leaves = self._topology(swap_linger=None)
         self.network.advance(60.0)
-        self.assertTrue(self.events(0, "swap_request_sent"))
-        self.assertEqual(self.events(0, "swap_ack_received"), [])
+        self.assertTrue(self.events(0, EventKind.SWAP_REQUEST_SENT))
+        self.assertEqual(self.events(0, EventKind.SWAP_ACK_RECEIVED), [])
         self.assertEqual(s.active_connections(), 2)
 
     def test_swap_disabled_sends_no_request(self) -> None:
@@ -208,8 +209,8 @@ class SwapTests(_NetworkTestCase):
         quiet = self.add(5, swap_linger=None, min_connections=1, expected_connections=1, max_connections=2,
                          trusted_points=(PointSpec(ip(0), PORT),))
         self.network.advance(60.0)
-        self.assertTrue(self.events(5, "maintenance_ended") or quiet.active_connections() == 1)
-        self.assertEqual(self.events(5, "swap_request_sent"), [])
+        self.assertTrue(self.events(5, EventKind.MAINTENANCE_ENDED) or quiet.active_connections() == 1)
+        self.assertEqual(self.events(5, EventKind.SWAP_REQUEST_SENT), [])
 
 
 class DiscoveryTests(_NetworkTestCase):
@@ -238,7 +239,7 @@ class DiscoveryTests(_NetworkTestCase):
         a = self.add(1, maintenance_idle_time=5.0, trusted_points=(PointSpec(ip(3), PORT),))
         b = self.add(2, maintenance_idle_time=5.0, trusted_points=(PointSpec(ip(3), PORT),))
         self.run_until(lambda: a.points.info(self.point(2)) is not None, timeout=60)
-        self.assertTrue(self.events(1, "advertise_received"))
+        self.assertTrue(self.events(1, EventKind.ADVERTISE_RECEIVED))
         self.run_until(lambda: a.connections.find_by_peer_id(b.peer_id) is not None, timeout=60)
 
     def test_discovery_disabled_on_the_common_peer(self) -> None:
@@ -251,9 +252,9 @@ class DiscoveryTests(_NetworkTestCase):
         self.add(2, maintenance_idle_time=5.0, trusted_points=(PointSpec(ip(3), PORT),))
         self.network.advance(10.0)
         for i in (1, 2):
-            self.assertEqual(self.events(i, "bootstrap_received"), [])
-            self.assertEqual(self.events(i, "advertise_received"), [])
-        self.assertTrue(self.events(3, "bootstrap_received"), "C was asked, and did not answer")
+            self.assertEqual(self.events(i, EventKind.BOOTSTRAP_RECEIVED), [])
+            self.assertEqual(self.events(i, EventKind.ADVERTISE_RECEIVED), [])
+        self.assertTrue(self.events(3, EventKind.BOOTSTRAP_RECEIVED), "C was asked, and did not answer")
 
     def test_private_node(self) -> None:
         """
@@ -266,8 +267,8 @@ class DiscoveryTests(_NetworkTestCase):
         private.register_point(self.point(1))
         self.network.advance(30.0)
         self.assertEqual([str(c.point) for c in private.connections.list()], [str(self.point(2))])
-        self.assertEqual(self.events(0, "bootstrap_sent"), [])
-        self.assertEqual(self.events(0, "swap_request_sent"), [])
+        self.assertEqual(self.events(0, EventKind.BOOTSTRAP_SENT), [])
+        self.assertEqual(self.events(0, EventKind.SWAP_REQUEST_SENT), [])
         self.assertNotIn(self.point(0), hub.list_known_points(ignore_private=True))
         info = private.points.info(self.point(1))
         assert info is not None
@@ -296,7 +297,7 @@ class EclipseTests(_NetworkTestCase):
             pool.connect(self.point(0)).addErrback(lambda f: None)
         self.network.advance(5.0)
         self.assertEqual(target.active_connections(), 10)
-        self.assertEqual(len(self.events(0, "incoming_connection_netgroup_full")), 3)
+        self.assertEqual(len(self.events(0, EventKind.INCOMING_CONNECTION_NETGROUP_FULL)), 3)
 
     def test_loopback_exemption_is_opt_in(self) -> None:
         target = self.network.add_pool("127.0.0.2", maintenance_idle_time=None, netgroup_cap_exempts_loopback=True)

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.errors import NackMotive
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.testing import MemoryNetwork
 from tests.adminhelpers import IP_A, IP_B, MemoryAdmin
 
@@ -95,7 +95,7 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(s.value("p2pool_dials"), 1.0)
         self.assertEqual(s.value("p2pool_dial_outcomes", outcome="established"), 1.0)
         self.assertEqual(s.value("p2pool_connections_established", direction="outgoing"), 1.0)
-        self.assertEqual(s.value("p2pool_events", event="connection_established"), 1.0)
+        self.assertEqual(s.value("p2pool_events", event=EventKind.CONNECTION_ESTABLISHED), 1.0)
         sent, received = self.h.a.bytes_totals()
         self.assertGreater(sent, 0)
         self.assertEqual(s.value("p2pool_bytes_sent"), float(sent))
@@ -171,7 +171,7 @@ class RouteTests(SynchronousTestCase):
         self.h.network.advance(0.1)
         s = scrape(self.h)
         self.assertEqual(s.value("p2pool_checkpoint_failures"), 1.0)
-        self.assertEqual(s.value("p2pool_events", event="save_error_peers"), 1.0)
+        self.assertEqual(s.value("p2pool_events", event=EventKind.SAVE_ERROR_PEERS), 1.0)
 
     def test_persistence_read_defensively(self) -> None:
         """
@@ -227,7 +227,7 @@ class SyntheticEventTests(SynchronousTestCase):
         self.pool = self.network.add_pool(IP_A, maintenance_idle_time=None)
         self.metrics = PoolMetrics(self.pool)
 
-    def feed(self, event: str, **fields: Any) -> None:
+    def feed(self, event: EventKind, **fields: Any) -> None:
         self.metrics.observe(PoolEvent(event, fields))
 
     def scrape(self) -> Scrape:
@@ -238,11 +238,11 @@ class SyntheticEventTests(SynchronousTestCase):
         A rejection without an C{incoming} field ends a dial when one to its
         address is in progress; otherwise it ended an incoming handshake.
         """
-        self.feed("outgoing_connection", point="10.1.1.1:9732")
-        self.feed("request_rejected", addr="10.1.1.1", error="PeerBanned")
-        self.feed("request_rejected", addr="10.1.1.1", error="PeerBanned")
-        self.feed("rejecting_request", addr="10.2.2.2", motive=NackMotive.ALREADY_CONNECTED)
-        self.feed("rejecting_request", addr="10.3.3.3", motive=1, incoming=False)
+        self.feed(EventKind.OUTGOING_CONNECTION, point="10.1.1.1:9732")
+        self.feed(EventKind.REQUEST_REJECTED, addr="10.1.1.1", error="PeerBanned")
+        self.feed(EventKind.REQUEST_REJECTED, addr="10.1.1.1", error="PeerBanned")
+        self.feed(EventKind.REJECTING_REQUEST, addr="10.2.2.2", motive=NackMotive.ALREADY_CONNECTED)
+        self.feed(EventKind.REJECTING_REQUEST, addr="10.3.3.3", motive=1, incoming=False)
         s = self.scrape()
         self.assertEqual(s.value("p2pool_dial_outcomes", outcome="rejected"), 2.0)
         self.assertEqual(s.value("p2pool_handshake_failures", direction="outgoing", reason="peer_banned"), 1.0)
@@ -255,9 +255,9 @@ class SyntheticEventTests(SynchronousTestCase):
         )
 
     def test_authentication_failures(self) -> None:
-        self.feed("outgoing_connection", point="[::1]:9732")
-        self.feed("authentication_failed", addr="::1", error="Timeout", incoming=False)
-        self.feed("authentication_failed", addr="10.1.1.1", error="InvalidAuth", incoming=True)
+        self.feed(EventKind.OUTGOING_CONNECTION, point="[::1]:9732")
+        self.feed(EventKind.AUTHENTICATION_FAILED, addr="::1", error="Timeout", incoming=False)
+        self.feed(EventKind.AUTHENTICATION_FAILED, addr="10.1.1.1", error="InvalidAuth", incoming=True)
         s = self.scrape()
         self.assertEqual(s.value("p2pool_dial_outcomes", outcome="timeout"), 1.0)
         self.assertEqual(s.value("p2pool_handshake_failures", direction="outgoing", reason="timeout"), 1.0)
@@ -265,9 +265,9 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(self.metrics._dialing, {})
 
     def test_swaps_and_refusals(self) -> None:
-        for event in ("swap_request_sent", "swap_request_received", "swap_request_ignored", "swap_ack_sent",
-                      "swap_success", "swap_failure", "swap_success", "incoming_connection_banned",
-                      "incoming_connection_netgroup_full"):
+        for event in (EventKind.SWAP_REQUEST_SENT, EventKind.SWAP_REQUEST_RECEIVED, EventKind.SWAP_REQUEST_IGNORED, EventKind.SWAP_ACK_SENT,
+                      EventKind.SWAP_SUCCESS, EventKind.SWAP_FAILURE, EventKind.SWAP_SUCCESS, EventKind.INCOMING_CONNECTION_BANNED,
+                      EventKind.INCOMING_CONNECTION_NETGROUP_FULL):
             self.feed(event)
         s = self.scrape()
         self.assertEqual(s.value("p2pool_swaps", outcome="success"), 2.0)
@@ -277,10 +277,10 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(s.value("p2pool_incoming_refused", reason="netgroup_full"), 1.0)
 
     def test_bad_event_is_logged_not_raised(self) -> None:
-        self.feed("rejecting_request", addr="10.1.1.1", motive="not a number")
+        self.feed(EventKind.REJECTING_REQUEST, addr="10.1.1.1", motive="not a number")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-        self.feed("maintenance_ended", duration="soon")
-        self.feed("disconnection", reason="requested")
+        self.feed(EventKind.MAINTENANCE_ENDED, duration="soon")
+        self.feed(EventKind.DISCONNECTION, reason="requested")
         s = self.scrape()
         self.assertEqual(s.value("p2pool_disconnections", reason="requested"), 1.0)
         self.assertEqual(s.value("p2pool_maintenance_duration_seconds", "p2pool_maintenance_duration_seconds_count"), 0.0)
@@ -288,7 +288,7 @@ class SyntheticEventTests(SynchronousTestCase):
     def test_registries_are_per_pool(self) -> None:
         other = self.network.add_pool(IP_B, maintenance_idle_time=None)
         mine, theirs = self.metrics, PoolMetrics(other)
-        self.feed("outgoing_connection", point="10.1.1.1:1")
+        self.feed(EventKind.OUTGOING_CONNECTION, point="10.1.1.1:1")
         self.assertIsNot(mine.registry, theirs.registry)
         self.assertEqual(self.scrape().value("p2pool_dials"), 1.0)
         s = Scrape(theirs.render().decode())
@@ -299,9 +299,9 @@ class SyntheticEventTests(SynchronousTestCase):
         self.metrics.attach()
         self.metrics.attach()
         self.assertEqual(self.pool.events.callbacks.count(self.metrics.observe), 1)
-        self.pool.events.emit("peer_banned", peer_id=str(PeerId.from_public_key(b"\x02" * 32)))
+        self.pool.events.emit(EventKind.PEER_BANNED, peer_id=str(PeerId.from_public_key(b"\x02" * 32)))
         self.metrics.detach()
-        self.pool.events.emit("peer_banned", peer_id="x")
+        self.pool.events.emit(EventKind.PEER_BANNED, peer_id="x")
         self.assertEqual(self.scrape().value("p2pool_bans", kind="peer"), 1.0)
 
     def test_snake_case(self) -> None:

@@ -33,7 +33,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from p2pool.addressing import PeerId, PointSpec
 from p2pool.config import ReconnectionConfig
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.identity import Identity, save_identity
 from p2pool.pool import Pool
 from p2pool.testing import MemoryNetwork
@@ -109,7 +109,7 @@ class PartitionHealTests(SynchronousTestCase):
         for ip in ALL:
             self.assertEqual(len(self.apps[ip].lost), 2, f"{ip} lost nothing inside its group")
             self.assertTrue(self.pools[ip].running)
-            failed = [e for e in self.events[ip] if e.event == "connection_failed"]
+            failed = [e for e in self.events[ip] if e.event == EventKind.CONNECTION_FAILED]
             self.assertGreater(len(failed), 2, f"{ip} kept trying the other side")
         # Inside each group, messages still flow.
         for a, b in (GROUP_A, GROUP_B):
@@ -176,7 +176,7 @@ class _NodeProcess(ProcessProtocol):
             if match is None:
                 continue
             event, peer_id = match.groups()
-            if event == "connection_established":
+            if event == EventKind.CONNECTION_ESTABLISHED:
                 self.peers.add(peer_id)
             else:
                 self.peers.discard(peer_id)
@@ -320,7 +320,7 @@ class NamespacePartitionTests(TestCase):
             await sleep(1.0)
             self.assertTrue(self.groups_only(), self.describe())
             for ip in ALL:
-                failed = [line for line in self.nodes[ip].log if "connection_failed" in line]
+                failed = [line for line in self.nodes[ip].log if EventKind.CONNECTION_FAILED in line]
                 self.assertTrue(failed, f"{ip} tried the other side while partitioned")
             self.link_up()
             await wait_for(self.full_mesh, timeout=15, step=0.05)

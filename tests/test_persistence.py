@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.persistence import (
     FORMAT,
@@ -208,7 +208,7 @@ class _PoolCase(SynchronousTestCase):
             self.addCleanup(lambda: pool.running and pool.stopService())
         return pool
 
-    def named(self, event: str) -> list[PoolEvent]:
+    def named(self, event: EventKind) -> list[PoolEvent]:
         return [e for e in self.events if e.event == event]
 
     def write_file(self, content: Any, path: Optional[str] = None) -> bytes:
@@ -740,7 +740,7 @@ class RoundTripTests(_PoolCase):
         self.successResultOf(first.save_peers())
         self.assertEqual(first.persistence.saves, 1)
         second = self.make_pool(app=CountersApp())
-        self.assertEqual(self.named("load_peers")[-1].fields["status"], "loaded")
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[-1].fields["status"], "loaded")
         for old in first._peers:
             new = second.peers.info(old.peer_id)
             assert new is not None, old.peer_id
@@ -809,7 +809,7 @@ class RoundTripTests(_PoolCase):
         pool.register_peer(_peer(1)).metadata = {"nan": float("nan")}
         pool.register_peer(_peer(2)).metadata = {"fine": [1, "two"]}
         self.successResultOf(pool.save_peers())
-        self.assertEqual(self.named("save_metadata_errors")[0].fields["peers"], 1)
+        self.assertEqual(self.named(EventKind.SAVE_METADATA_ERRORS)[0].fields["peers"], 1)
         peers = {p["peer_id"]: p["peer_metadata"] for p in self.read_json()["peers"]}
         self.assertEqual(peers, {str(_peer(1)): None, str(_peer(2)): {"fine": [1, "two"]}})
 
@@ -821,7 +821,7 @@ class RoundTripTests(_PoolCase):
         self.assertEqual(pool.peers.info(_peer(1)).metadata, Counters(1, 0))  # type: ignore[union-attr]
         self.assertEqual(pool.peers.info(_peer(2)).metadata, Counters(), "initial metadata")  # type: ignore[union-attr]
         self.assertEqual(pool.peers.info(_peer(3)).metadata, Counters(), "no metadata in the file")  # type: ignore[union-attr]
-        [skipped] = self.named("load_record_skipped")
+        [skipped] = self.named(EventKind.LOAD_RECORD_SKIPPED)
         self.assertEqual((skipped.fields["section"], skipped.fields["index"]), ("peers", 1))
         self.assertIn("peer_metadata: not counters", skipped.fields["problem"])
 
@@ -836,9 +836,9 @@ class RoundTripTests(_PoolCase):
         self.assertEqual(len(pool._peers), 1)
         self.assertFalse(pool.peers.info(_peer(1)).trusted, "the first record wins")  # type: ignore[union-attr]
         self.assertFalse(pool.points.info(_point(1)).trusted)  # type: ignore[union-attr]
-        problems = [(e.fields["section"], e.fields["index"]) for e in self.named("load_record_skipped")]
+        problems = [(e.fields["section"], e.fields["index"]) for e in self.named(EventKind.LOAD_RECORD_SKIPPED)]
         self.assertEqual(problems, [("peers", 1), ("points", 1)])
-        self.assertEqual(self.named("load_peers")[0].fields["skipped"], 2)
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["skipped"], 2)
 
 
 # ---------------------------------------------------------------------------
@@ -852,7 +852,7 @@ class PoolLoadTests(_PoolCase):
     def test_missing_file_is_an_empty_start(self) -> None:
         pool = self.make_pool()
         self.assertEqual((len(pool._peers), len(pool._points)), (0, 0))
-        self.assertEqual(self.named("load_peers")[0].fields["status"], "missing")
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["status"], "missing")
         self.assertTrue(pool.persistence.loaded)
 
     def test_config_trusted_points_reapplied_on_top(self) -> None:
@@ -897,9 +897,9 @@ class PoolLoadTests(_PoolCase):
         self.assertLessEqual(len(pool._points), 20)
         self.assertLessEqual(len(pool._peers), 25)
         self.assertTrue(all(pool.points.info(_point(i)) is not None for i in range(2)), "trusted points stay")
-        self.assertEqual(len(self.named("gc_points")), 1)
-        self.assertEqual(len(self.named("gc_peer_ids")), 1)
-        loaded = self.named("load_peers")[0].fields
+        self.assertEqual(len(self.named(EventKind.GC_POINTS)), 1)
+        self.assertEqual(len(self.named(EventKind.GC_PEER_IDS)), 1)
+        loaded = self.named(EventKind.LOAD_PEERS)[0].fields
         self.assertEqual((loaded["points"], loaded["peers"]), (len(pool._points), len(pool._peers)))
 
     def test_damaged_file_uses_backup(self) -> None:
@@ -908,17 +908,17 @@ class PoolLoadTests(_PoolCase):
         pool = self.make_pool()
         self.assertIsNotNone(pool.peers.info(_peer(2)))
         self.assertIsNotNone(pool.points.info(_point(2)))
-        [error] = self.named("load_error_peers")
+        [error] = self.named(EventKind.LOAD_ERROR_PEERS)
         self.assertTrue(error.fields["used_backup"])
         self.assertIn("not JSON", error.fields["error"])
         self.assertEqual([os.path.basename(error.fields["moved_to"])], self.corrupt_files())
-        self.assertEqual(self.named("load_peers")[0].fields["status"], "recovered")
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["status"], "recovered")
 
     def test_damaged_file_without_backup(self) -> None:
         self.write_file(b"\xff\xfe garbage")
         pool = self.make_pool()
         self.assertEqual(len(pool._peers), 0)
-        self.assertFalse(self.named("load_error_peers")[0].fields["used_backup"])
+        self.assertFalse(self.named(EventKind.LOAD_ERROR_PEERS)[0].fields["used_backup"])
         self.assertEqual(len(self.corrupt_files()), 1)
         pool.register_point(_point(4))
         self.successResultOf(pool.save_peers())
@@ -939,7 +939,7 @@ class PoolLoadTests(_PoolCase):
             data = self.write_file(doc)
             pool = self.make_pool(checkpoint_interval=5.0)
             self.assertEqual(len(pool._peers), 0)
-            [refused] = self.named("load_refused_peers")
+            [refused] = self.named(EventKind.LOAD_REFUSED_PEERS)
             self.assertEqual(refused.fields["reason"], reason)
             self.assertEqual(pool.persistence.writing_disabled, reason)
             pool.register_point(_point(1))
@@ -948,8 +948,8 @@ class PoolLoadTests(_PoolCase):
             self.successResultOf(pool.stopService())
             self.assertEqual(self.read_bytes(), data)
             self.assertFalse(os.path.exists(self.path + ".bak"))
-            self.assertEqual(len(self.named("save_skipped_peers")), 3)
-            self.assertEqual(self.named("save_peers"), [])
+            self.assertEqual(len(self.named(EventKind.SAVE_SKIPPED_PEERS)), 3)
+            self.assertEqual(self.named(EventKind.SAVE_PEERS), [])
             os.unlink(self.path)
 
     def test_writing_resumes_once_the_refused_file_is_moved(self) -> None:
@@ -962,7 +962,7 @@ class PoolLoadTests(_PoolCase):
         self.successResultOf(pool.save_peers())
         self.assertEqual([p["point"] for p in self.read_json()["points"]], [str(_point(1))])
         self.assertIsNone(pool.persistence.writing_disabled)
-        self.assertEqual(len(self.named("save_enabled_peers")), 1)
+        self.assertEqual(len(self.named(EventKind.SAVE_ENABLED_PEERS)), 1)
 
     def test_restart_dials_known_points_without_maintenance(self) -> None:
         """
@@ -1021,12 +1021,12 @@ class PoolSaveTests(_PoolCase):
         pool.register_point(_point(2))
         self.reactor.advance(10.0)
         self.assertEqual(len(self.read_json()["points"]), 2)
-        self.assertEqual(len(self.named("save_peers")), 2)
+        self.assertEqual(len(self.named(EventKind.SAVE_PEERS)), 2)
         self.successResultOf(pool.stopService())
         self.assertFalse(pool._checkpoints.running)
-        saves = len(self.named("save_peers"))
+        saves = len(self.named(EventKind.SAVE_PEERS))
         self.reactor.advance(30.0)
-        self.assertEqual(len(self.named("save_peers")), saves, "no checkpoint after stop")
+        self.assertEqual(len(self.named(EventKind.SAVE_PEERS)), saves, "no checkpoint after stop")
 
     def test_stop_saves_after_tearing_down(self) -> None:
         pool = self.make_pool()
@@ -1061,7 +1061,7 @@ class PoolSaveTests(_PoolCase):
         self.successResultOf(pool.save_peers())
         self.successResultOf(pool.destroy())
         self.assertEqual(self.read_bytes(), data)
-        self.assertEqual([e.fields["reason"] for e in self.named("save_skipped_peers")], ["not loaded yet"] * 2)
+        self.assertEqual([e.fields["reason"] for e in self.named(EventKind.SAVE_SKIPPED_PEERS)], ["not loaded yet"] * 2)
 
     def test_failures_are_counted_not_raised(self) -> None:
         # The file's directory is a regular file: every write fails.
@@ -1069,12 +1069,12 @@ class PoolSaveTests(_PoolCase):
         with open(blocker, "wb"):
             pass
         pool = self.make_pool(peers_file=os.path.join(blocker, "peers.json"))
-        self.assertEqual(self.named("load_peers")[0].fields["status"], "missing")
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["status"], "missing")
         self.successResultOf(pool.save_peers())
         self.successResultOf(pool.save_peers())
         self.assertEqual((pool.persistence.failures, pool.persistence.saves), (2, 0))
         self.assertRegex(pool.persistence.last_error or "", r"^(FileExists|NotADirectory)Error: ")
-        self.assertEqual(len(self.named("save_error_peers")), 2)
+        self.assertEqual(len(self.named(EventKind.SAVE_ERROR_PEERS)), 2)
         os.unlink(blocker)
         self.successResultOf(pool.save_peers())
         self.assertEqual((pool.persistence.failures, pool.persistence.saves), (2, 1))

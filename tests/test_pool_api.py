@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.errors import PendingConnection, PointBanned, PrivateMode, Timeout, TooManyConnections
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool import Pool
 from p2pool.protocol import PeerServerFactory
@@ -56,7 +56,7 @@ class _PoolTestCase(SynchronousTestCase):
             self.addCleanup(pool.stopService)
         return pool
 
-    def named(self, event: str) -> list[PoolEvent]:
+    def named(self, event: EventKind) -> list[PoolEvent]:
         return [e for e in self.events if e.event == event]
 
 
@@ -65,14 +65,14 @@ class RegistrationTests(_PoolTestCase):
         pool = self.make_pool()
         info = pool.register_point(_point(1))
         self.assertFalse(info.trusted)
-        self.assertEqual([e.fields["point"] for e in self.named("new_point")], [str(_point(1))])
+        self.assertEqual([e.fields["point"] for e in self.named(EventKind.NEW_POINT)], [str(_point(1))])
         self.assertIs(pool.register_point(_point(1), trusted=True), info)
         self.assertTrue(info.trusted)
         pool.register_point(_point(1))
         self.assertTrue(info.trusted, "trusted=None leaves the flag")
         pool.register_point(_point(1), trusted=False)
         self.assertFalse(info.trusted)
-        self.assertEqual(len(self.named("new_point")), 1)
+        self.assertEqual(len(self.named(EventKind.NEW_POINT)), 1)
         pool.unregister_point(_point(1))
         self.assertIsNone(pool.points.info(_point(1)))
 
@@ -84,7 +84,7 @@ class RegistrationTests(_PoolTestCase):
         self.assertIsNone(pool.register_new_point(_point(2)))
         self.assertIsNotNone(pool.register_new_point(_point(3)))
         pool.register_list_of_new_points([_point(2), _point(4)], medium="advertise", source="x")
-        self.assertEqual(self.named("get_points")[0].fields, {"medium": "advertise", "source": "x", "points": 2})
+        self.assertEqual(self.named(EventKind.GET_POINTS)[0].fields, {"medium": "advertise", "source": "x", "points": 2})
         self.assertIsNone(pool.points.info(_point(2)))
         self.assertIsNotNone(pool.points.info(_point(4)))
 
@@ -101,7 +101,7 @@ class RegistrationTests(_PoolTestCase):
         self.assertIsNone(pool.peers.info(_peer(1)), "reading metadata does not register")
         pool.peers.set_peer_metadata(_peer(1), {"useful": 3})
         self.assertEqual(pool.peers.get_score(_peer(1)), 3.0)
-        self.assertEqual(len(self.named("new_peer")), 1)
+        self.assertEqual(len(self.named(EventKind.NEW_PEER)), 1)
         self.assertIs(pool.register_peer(_peer(1)), pool.peers.info(_peer(1)))
         self.assertEqual(pool.score({"useful": 7}), 7.0)
 
@@ -117,7 +117,7 @@ class RegistrationTests(_PoolTestCase):
             pool.points.untrust(_point(i))
         pool.points.trust(_point(10))
         self.assertEqual({i.point for i in pool.points}, {_point(0), _point(4), _point(5), _point(10)})
-        self.assertTrue(self.named("gc_points"))
+        self.assertTrue(self.named(EventKind.GC_POINTS))
 
     def test_peers_gc_lowest_score_first(self) -> None:
         pool = self.make_pool(app=_ScoredApp(), max_known_peer_ids=(3, 2))
@@ -125,7 +125,7 @@ class RegistrationTests(_PoolTestCase):
             pool.peers.set_peer_metadata(_peer(i), {"useful": 10 - i})
         pool.register_peer(_peer(9))
         self.assertEqual({i.peer_id for i in pool.peers}, {_peer(0), _peer(9)})
-        self.assertEqual(self.named("gc_peer_ids")[0].fields["removed"], 2)
+        self.assertEqual(self.named(EventKind.GC_PEER_IDS)[0].fields["removed"], 2)
 
     def test_set_expected_peer_id(self) -> None:
         pool = self.make_pool()
@@ -209,7 +209,7 @@ class ACLTests(_PoolTestCase):
         factory = PeerServerFactory(pool._handler, pool._tls.creator)
         pool.points.ban(Point("10.9.9.9", 1))
         self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "10.9.9.9", 5555)))
-        self.assertEqual(self.named("incoming_connection_banned")[0].fields["addr"], "10.9.9.9")
+        self.assertEqual(self.named(EventKind.INCOMING_CONNECTION_BANNED)[0].fields["addr"], "10.9.9.9")
         pool.greylist_addr("10.9.9.8")
         self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "10.9.9.8", 5555)))
         self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "10.9.9.7", 5555)))
@@ -245,7 +245,7 @@ class DialTests(_PoolTestCase):
         self.assertEqual(info.state, PointState.DISCONNECTED)
         self.assertEqual(info.last_failed_connection, 3.0)
         self.assertTrue(info.cannot_reconnect_yet(3.5))
-        self.assertEqual(self.named("connection_failed")[0].fields["error"], "Timeout")
+        self.assertEqual(self.named(EventKind.CONNECTION_FAILED)[0].fields["error"], "Timeout")
 
     def test_too_many_connections(self) -> None:
         pool = self.make_pool(start=True, min_connections=0, expected_connections=0, max_connections=0)
@@ -255,7 +255,7 @@ class DialTests(_PoolTestCase):
         pool = self.make_pool(start=True)
         self.successResultOf(pool.tear_down_connections())
         self.successResultOf(pool.destroy())
-        self.assertEqual(self.named("save_metadata")[0].fields["path"], pool.config.peers_path)
+        self.assertEqual(self.named(EventKind.SAVE_METADATA)[0].fields["path"], pool.config.peers_path)
         self.assertEqual(pool.connected_peer_ids(), [])
         self.assertEqual(pool.active_connections(), 0)
 

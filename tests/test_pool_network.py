@@ -23,6 +23,7 @@ from p2pool.errors import (
     PrivateMode,
     RejectedByNack,
 )
+from p2pool.events import EventKind
 from p2pool.wire import Kind, frame
 from tests.helpers import async_test, identity, sleep, start_node, wait_for
 
@@ -61,8 +62,8 @@ class PoolNetworkTests(TestCase):
         self.assertTrue({Point(f"10.1.0.{i}", 9732) for i in range(5)} <= listed)
         for point in listed:
             self.assertIsNotNone(client.pool.points.info(point), f"{point} learnt from the nack")
-        self.assertTrue(client.named("get_points"))
-        self.assertEqual(client.named("get_points")[0].fields["medium"], "nack")
+        self.assertTrue(client.named(EventKind.GET_POINTS))
+        self.assertEqual(client.named(EventKind.GET_POINTS)[0].fields["medium"], "nack")
 
     @async_test
     async def test_expected_peer_id_in_a_clique(self) -> None:
@@ -91,8 +92,8 @@ class PoolNetworkTests(TestCase):
         friend = await start_node(self, "127.0.0.4", 2)
         with self.assertRaises(P2PError):
             await stranger.pool.connect(private.point)
-        await wait_for(lambda: bool(private.named("authentication_failed")))
-        self.assertEqual(private.named("authentication_failed")[0].fields["error"], "PrivateMode")
+        await wait_for(lambda: bool(private.named(EventKind.AUTHENTICATION_FAILED)))
+        self.assertEqual(private.named(EventKind.AUTHENTICATION_FAILED)[0].fields["error"], "PrivateMode")
         self.failureResultOf(private.pool.connect(stranger.point), PrivateMode)
         private.pool.peers.trust(friend.pool.peer_id)
         conn = await friend.pool.connect(private.point)
@@ -116,7 +117,7 @@ class PoolNetworkTests(TestCase):
             idle.append(protocol)
         await idle[2].closed
         self.assertEqual(node.pool._handler.pending_incoming, 2)
-        self.assertEqual(node.named("incoming_connection_too_many")[0].fields["addr"], "127.0.1.3")
+        self.assertEqual(node.named(EventKind.INCOMING_CONNECTION_TOO_MANY)[0].fields["addr"], "127.0.1.3")
         for protocol in idle[:2]:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
         await wait_for(lambda: node.pool._handler.pending_incoming == 0)
@@ -227,5 +228,5 @@ class PoolNetworkTests(TestCase):
         for node in others:
             others_known = [i for i in node.pool.points if i.point != node.point]
             self.assertGreaterEqual(len(others_known), 2, "learnt points beyond the bootstrap one")
-            self.assertTrue(node.named("maintenance_started"))
+            self.assertTrue(node.named(EventKind.MAINTENANCE_STARTED))
         self.assertGreater(sum(n.pool.active_connections() for n in nodes) // 2, 4, "more links than a star")

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.events import EventLog, PoolEvent
+from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.identity import Identity
 from p2pool.pool import Pool
 from p2pool.resolver import RERESOLVE_CAP, RERESOLVE_INITIAL, Reresolver
@@ -51,7 +51,7 @@ class FakePool:
             info.trusted = trusted
 
     def changes(self) -> list[dict[str, Any]]:
-        return [e.fields for e in self.recorded if e.event == "point_address_changed"]
+        return [e.fields for e in self.recorded if e.event == EventKind.POINT_ADDRESS_CHANGED]
 
 
 class ReresolverTests(SynchronousTestCase):
@@ -163,6 +163,6 @@ class PoolTests(TestCase):
         self.assertIsNotNone(info)
         self.assertTrue(info.trusted)
         self.assertFalse(pool._points.get(Point("10.0.0.1", 9732)).trusted)
-        self.assertEqual([e.fields["new"] for e in events if e.event == "point_address_changed"], ["10.0.0.2:9732"])
+        self.assertEqual([e.fields["new"] for e in events if e.event == EventKind.POINT_ADDRESS_CHANGED], ["10.0.0.2:9732"])
         await pool.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])

@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.events import EventLog, PoolEvent
+from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.identity import Identity
 from p2pool.pool import Pool
 from p2pool.seeds import (
@@ -228,7 +228,7 @@ class FakePool:
         assert expected_peer_id is not None
         self.pinned[point] = expected_peer_id
 
-    def named(self, name: str) -> list[PoolEvent]:
+    def named(self, name: EventKind) -> list[PoolEvent]:
         return [e for e in self.recorded if e.event == name]
 
 
@@ -293,9 +293,9 @@ class FetchTests(ServedTestCase):
             [(Point("10.0.0.1", 9732), "seed", url), (Point("10.0.0.2", 9733), "seed", url), (Point("10.0.0.7", 9734), "seed", url)],
         )
         self.assertEqual(pool.pinned, {Point("10.0.0.2", 9733): PeerId.parse(PEER_ID)})
-        [fetched] = pool.named("seed_fetched")
+        [fetched] = pool.named(EventKind.SEED_FETCHED)
         self.assertEqual((fetched.fields["url"], fetched.fields["points"]), (url, 3))
-        self.assertEqual(pool.named("seed_error"), [])
+        self.assertEqual(pool.named(EventKind.SEED_ERROR), [])
 
     async def _error(self, server: str, path: str, **kwargs: Any) -> str:
         pool = FakePool()
@@ -304,7 +304,7 @@ class FetchTests(ServedTestCase):
         self.assertEqual(await fetcher.fetch(url), 0)
         self.assertEqual(pool.registered, [])
         self.assertEqual(fetcher.errors[url], 1)
-        errors = pool.named("seed_error")
+        errors = pool.named(EventKind.SEED_ERROR)
         self.assertEqual(len(errors), 1, errors)
         self.assertEqual(errors[0].fields["url"], url)
         self.flushLoggedErrors()
@@ -328,7 +328,7 @@ class FetchTests(ServedTestCase):
         fetcher = SeedFetcher(pool, [url], None, host_addresses={"seed.test": "127.0.0.1"}, timeout=5.0)
         fetcher._started = True
         self.assertEqual(await fetcher.fetch(url), 0)
-        self.assertIn("TLS certificate verification failed", pool.named("seed_error")[0].fields["reason"])
+        self.assertIn("TLS certificate verification failed", pool.named(EventKind.SEED_ERROR)[0].fields["reason"])
 
     @async_test
     async def test_bad_json(self) -> None:
@@ -360,10 +360,10 @@ class FetchTests(ServedTestCase):
         url = self.url("good", "mixed")
         self.assertEqual(await self.fetcher(pool, url).fetch(url), 1)
         self.assertEqual(pool.registered, [(Point("10.0.0.3", 9732), "seed", url)])
-        reasons = [e.fields["reason"] for e in pool.named("seed_error")]
+        reasons = [e.fields["reason"] for e in pool.named(EventKind.SEED_ERROR)]
         self.assertEqual(len(reasons), 3, reasons)
         self.assertTrue(all(r.startswith("malformed entry skipped: entry ") for r in reasons), reasons)
-        self.assertEqual(pool.named("seed_fetched")[0].fields["skipped"], 3)
+        self.assertEqual(pool.named(EventKind.SEED_FETCHED)[0].fields["skipped"], 3)
 
     @async_test
     async def test_stop_cancels_quietly(self) -> None:
@@ -373,7 +373,7 @@ class FetchTests(ServedTestCase):
         d = fetcher.fetch(url)
         fetcher.stop()
         self.assertEqual(await d, 0)
-        self.assertEqual(pool.named("seed_error"), [])
+        self.assertEqual(pool.named(EventKind.SEED_ERROR), [])
 
 
 class BackoffTests(SynchronousTestCase):
@@ -401,7 +401,7 @@ class BackoffTests(SynchronousTestCase):
         fetcher.request()
         self.assertEqual(len(gets), 1, "no second fetch while one runs")
         pending[0].errback(SeedError("boom"))
-        self.assertEqual(pool.named("seed_error")[0].fields["reason"], "boom")
+        self.assertEqual(pool.named(EventKind.SEED_ERROR)[0].fields["reason"], "boom")
         clock.advance(26)
         fetcher.request()
         self.assertEqual(len(gets), 1, "within the first back-off delay")
@@ -484,13 +484,13 @@ class PoolHookTests(ServedTestCase):
         pool.startService()
         self.addCleanup(pool.stopService)
         await pool.when_started()
-        await wait_for(lambda: any(e.event == "seed_fetched" for e in events))
+        await wait_for(lambda: any(e.event == EventKind.SEED_FETCHED for e in events))
         info = pool._points.get(Point("10.0.0.2", 9733))
         self.assertIsNotNone(info)
         self.assertFalse(info.trusted)
         self.assertEqual(info.expected_peer_id, PeerId.parse(PEER_ID))
         self.assertIsNotNone(pool._points.get(Point("10.0.0.7", 9734)))
-        [got] = [e for e in events if e.event == "get_points"]
+        [got] = [e for e in events if e.event == EventKind.GET_POINTS]
         self.assertEqual((got.fields["medium"], got.fields["source"], got.fields["points"]), ("seed", url, 3))
 
     @async_test

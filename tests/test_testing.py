@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from p2pool.addressing import Point, PointSpec
 from p2pool.errors import ConnectionFailed, DisconnectReason, P2PError, Timeout
+from p2pool.events import EventKind
 from p2pool.pool import Pool
 from p2pool.testing import MemoryNetwork, NodeReactor, SimulatedClock
 from tests.helpers import RecordingApp
@@ -688,8 +689,8 @@ class PoolOnNetworkTests(SynchronousTestCase):
         d = a.connect(_point(IP_B))
         self.network.advance(0.1)
         self.failureResultOf(d, P2PError)
-        self.assertIn("incoming_connection_banned", events)
-        self.assertNotIn("incoming_connection", events)
+        self.assertIn(EventKind.INCOMING_CONNECTION_BANNED, events)
+        self.assertNotIn(EventKind.INCOMING_CONNECTION, events)
         self.assertEqual((a.active_connections(), b.active_connections(), app_b.made), (0, 0, []))
 
     def test_raw_garbage_through_an_endpoint(self) -> None:
@@ -708,7 +709,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         raw.transport.write(b"\x00\x10Hello, world. This is garbage, greylist me !")
         self.network.advance(0.1)
         self.assertIsNotNone(raw.reason)
-        (failed,) = [e for e in events if e.event == "authentication_failed"]
+        (failed,) = [e for e in events if e.event == EventKind.AUTHENTICATION_FAILED]
         self.assertEqual((failed.fields["error"], failed.fields["addr"]), ("InvalidAuth", "10.0.0.66"))
 
     def test_connection_metadata_through_pool_options(self) -> None:
@@ -872,7 +873,7 @@ class DeterminismTests(SynchronousTestCase):
         first, second = _scenario(11), _scenario(11)
         self.assertEqual(first, second)
         names = {name for _, _, name in first}
-        self.assertTrue({"connection_established", "external_disconnection", "connection_failed"} <= names, names)
+        self.assertTrue({EventKind.CONNECTION_ESTABLISHED, EventKind.EXTERNAL_DISCONNECTION, EventKind.CONNECTION_FAILED} <= names, names)
         self.assertGreater(len(first), 100)
 
     def test_jitter_is_seeded(self) -> None:

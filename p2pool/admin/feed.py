@@ -27,7 +27,7 @@ from p2pool.events import PoolEvent
 if TYPE_CHECKING:
     from p2pool.pool import Pool
 
-__all__ = ["EventFeed", "RECENT_EVENTS", "STREAM_QUEUE_LIMIT", "event_line"]
+__all__ = ["EventFeed", "LOG_LINES_DROPPED", "RECENT_EVENTS", "STREAM_QUEUE_LIMIT", "event_line"]
 
 #: Events kept for replay (C{?recent=true}).
 RECENT_EVENTS = 500
@@ -35,6 +35,9 @@ RECENT_EVENTS = 500
 STREAM_QUEUE_LIMIT = 10_000
 #: Clients streaming at once; more are refused.
 MAX_STREAMS = 32
+#: The C{event} of the line telling a client how many lines it missed (a
+#: line of the feed, not a pool event: not a L{p2pool.events.EventKind}).
+LOG_LINES_DROPPED = "log_lines_dropped"
 
 _log = Logger()
 
@@ -83,7 +86,7 @@ class _Stream:
             self._request.write(self._queue.popleft())
         if self._dropped and not self._paused and not self.closed:
             dropped, self._dropped = self._dropped, 0
-            notice = {"event": "log_lines_dropped", "dropped": dropped, "time": rfc3339(self._feed.now())}
+            notice = {"event": LOG_LINES_DROPPED, "dropped": dropped, "time": rfc3339(self._feed.now())}
             self._request.write(json.dumps(notice).encode("utf-8") + b"\n")
 
     def stopProducing(self) -> None:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from p2pool.addressing import AddressError, Point, normalise_ip
 from p2pool.errors import motive_name
-from p2pool.events import PoolEvent
+from p2pool.events import EventKind, PoolEvent
 from p2pool.state import PeerState, PointState
 
 if TYPE_CHECKING:
@@ -66,16 +66,16 @@ def _ip_of(text: object) -> Optional[str]:
 
 #: Refusals of incoming connections before TLS, by event.
 _INCOMING_REFUSALS = {
-    "incoming_connection_banned": "banned",
-    "incoming_connection_too_many": "too_many",
-    "incoming_connection_netgroup_full": "netgroup_full",
+    EventKind.INCOMING_CONNECTION_BANNED: "banned",
+    EventKind.INCOMING_CONNECTION_TOO_MANY: "too_many",
+    EventKind.INCOMING_CONNECTION_NETGROUP_FULL: "netgroup_full",
 }
 _SWAP_MESSAGES = {
-    "swap_request_sent": "request_sent",
-    "swap_request_received": "request_received",
-    "swap_request_ignored": "request_ignored",
-    "swap_ack_sent": "ack_sent",
-    "swap_ack_received": "ack_received",
+    EventKind.SWAP_REQUEST_SENT: "request_sent",
+    EventKind.SWAP_REQUEST_RECEIVED: "request_received",
+    EventKind.SWAP_REQUEST_IGNORED: "request_ignored",
+    EventKind.SWAP_ACK_SENT: "ack_sent",
+    EventKind.SWAP_ACK_RECEIVED: "ack_received",
 }
 _MAINTENANCE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, float("inf"))
 
@@ -184,52 +184,52 @@ class PoolMetrics:
         except Exception:
             _log.failure("metrics: cannot count event {event}", event=event.event)
 
-    def _count(self, name: str, fields: dict[str, Any]) -> None:
-        self.events.labels(name).inc()
-        if name == "outgoing_connection":
+    def _count(self, name: EventKind, fields: dict[str, Any]) -> None:
+        self.events.labels(name.value).inc()
+        if name == EventKind.OUTGOING_CONNECTION:
             self.dials.inc()
             ip = _ip_of(fields.get("point"))
             if ip is not None:
                 self._dialing[ip] = self._dialing.get(ip, 0) + 1
-        elif name == "connection_established":
+        elif name == EventKind.CONNECTION_ESTABLISHED:
             incoming = bool(fields.get("incoming"))
             self.established.labels(_direction(incoming)).inc()
             if not incoming:
                 self._dial_ended(fields.get("point"), "established")
-        elif name == "connection_failed":
+        elif name == EventKind.CONNECTION_FAILED:
             self._dial_ended(fields.get("point"), "timeout" if fields.get("error") == "Timeout" else "connection_failed")
-        elif name == "authentication_failed":
+        elif name == EventKind.AUTHENTICATION_FAILED:
             incoming = bool(fields.get("incoming"))
             self._handshake_failed(incoming, snake_case(str(fields.get("error", "unknown"))))
             if not incoming:
                 self._dial_ended(fields.get("addr"), "timeout" if fields.get("error") == "Timeout" else "handshake_failed")
-        elif name in ("request_rejected", "rejecting_request"):
+        elif name in (EventKind.REQUEST_REJECTED, EventKind.REJECTING_REQUEST):
             incoming = self._rejection_incoming(fields)
-            if name == "rejecting_request":
+            if name == EventKind.REJECTING_REQUEST:
                 reason = "refused_" + motive_name(int(fields.get("motive", 0)))
             else:
                 reason = snake_case(str(fields.get("error", "unknown")))
             self._handshake_failed(incoming, reason)
             if not incoming:
                 self._dial_ended(fields.get("addr"), "rejected")
-        elif name == "incoming_connection":
+        elif name == EventKind.INCOMING_CONNECTION:
             self.incoming.inc()
         elif name in _INCOMING_REFUSALS:
             self.incoming_refused.labels(_INCOMING_REFUSALS[name]).inc()
-        elif name in ("disconnection", "external_disconnection"):
+        elif name in (EventKind.DISCONNECTION, EventKind.EXTERNAL_DISCONNECTION):
             self.disconnections.labels(str(fields.get("reason", "unknown"))).inc()
-        elif name in ("point_banned", "peer_banned"):
-            self.bans.labels("ip" if name == "point_banned" else "peer").inc()
-        elif name in ("greylisted_addr", "greylisted_peer"):
-            self.greylistings.labels("ip" if name == "greylisted_addr" else "peer").inc()
-        elif name == "maintenance_started":
+        elif name in (EventKind.POINT_BANNED, EventKind.PEER_BANNED):
+            self.bans.labels("ip" if name == EventKind.POINT_BANNED else "peer").inc()
+        elif name in (EventKind.GREYLISTED_ADDR, EventKind.GREYLISTED_PEER):
+            self.greylistings.labels("ip" if name == EventKind.GREYLISTED_ADDR else "peer").inc()
+        elif name == EventKind.MAINTENANCE_STARTED:
             self.maintenance_runs.labels(str(fields.get("motive", "unknown"))).inc()
-        elif name == "maintenance_ended":
+        elif name == EventKind.MAINTENANCE_ENDED:
             duration = fields.get("duration")
             if isinstance(duration, (int, float)) and duration >= 0:
                 self.maintenance_duration.observe(duration)
-        elif name in ("swap_success", "swap_failure"):
-            self.swaps.labels("success" if name == "swap_success" else "failure").inc()
+        elif name in (EventKind.SWAP_SUCCESS, EventKind.SWAP_FAILURE):
+            self.swaps.labels("success" if name == EventKind.SWAP_SUCCESS else "failure").inc()
         elif name in _SWAP_MESSAGES:
             self.swap_messages.labels(_SWAP_MESSAGES[name]).inc()
 

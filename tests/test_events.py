@@ -1,0 +1,204 @@
+"""
+Pool events: every one is an L{EventKind}, C{emit} refuses anything else,
+users see the same names as before, and C{docs/POOL.md} lists exactly the
+events the code emits, with their fields and levels.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import re
+
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+import p2pool
+from p2pool.events import INFO_EVENTS, EventKind, EventLog, PoolEvent
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+_ROW = re.compile(r"^\| `([a-z_]+)` \| (info|debug) \| (.*?) \| .* \|$")
+_LIST_ITEM = re.compile(r"^- `([a-z_]+)`")
+_NAMES_ONLY = re.compile(r"^(`[a-z_]+`[,.]?\s*)+$")
+
+
+class EventKindTests(SynchronousTestCase):
+    """
+    L{EventKind} names each event once.
+    """
+
+    def test_one_member_per_name(self) -> None:
+        """
+        No two members share a name (an alias would hide a copy-paste), and
+        each member's Python name is its event name in capitals.
+        """
+        self.assertEqual(len(EventKind.__members__), len(EventKind))
+        for kind in EventKind:
+            self.assertEqual(kind.name, kind.value.upper())
+
+    def test_is_its_name(self) -> None:
+        """
+        A member compares equal to its name and formats as it, so code
+        written against names keeps working.
+        """
+        kind = EventKind.CONNECTION_ESTABLISHED
+        self.assertEqual(kind, "connection_established")
+        self.assertEqual((str(kind), f"{kind}"), ("connection_established", "connection_established"))
+        self.assertIs(EventKind("connection_established"), kind)
+
+    def test_exported(self) -> None:
+        self.assertIs(p2pool.EventKind, EventKind)
+
+
+class EmitTests(SynchronousTestCase):
+    """
+    L{EventLog.emit} delivers L{EventKind}s and refuses anything else.
+    """
+
+    def setUp(self) -> None:
+        self.received: list[PoolEvent] = []
+        self.log = EventLog(self.received.append)
+
+    def test_delivers(self) -> None:
+        self.log.emit(EventKind.NEW_POINT, point="10.0.0.1:9732")
+        self.assertEqual(self.received, [PoolEvent(EventKind.NEW_POINT, {"point": "10.0.0.1:9732"})])
+        self.assertIs(self.received[0].event, EventKind.NEW_POINT)
+
+    def test_refuses_a_string(self) -> None:
+        """
+        A plain string raises C{TypeError}, even the name of an event, and
+        nothing is delivered.
+        """
+        for wrong in ("connection_established", "conection_established", None):
+            with self.assertRaises(TypeError) as raised:
+                self.log.emit(wrong, point="10.0.0.1:9732")  # type: ignore[arg-type]
+            self.assertIn(repr(wrong), str(raised.exception))
+        self.assertEqual(self.received, [])
+
+    def test_json_unchanged(self) -> None:
+        """
+        The JSON of an event (what C{/network/log} shows) holds the name as
+        a plain string.
+        """
+        record = PoolEvent(EventKind.CONNECTION_ESTABLISHED, {"point": "10.0.0.1:9732", "incoming": True}).to_json()
+        self.assertIs(type(record["event"]), str)
+        self.assertEqual(
+            json.dumps(record, separators=(",", ":")),
+            '{"event":"connection_established","point":"10.0.0.1:9732","incoming":true}',
+        )
+
+    def test_log_line_unchanged(self) -> None:
+        """
+        The C{twisted.logger} event carries the name as a plain string and
+        formats as C{<name> <field>=<value> ...}, at info level for the
+        events in L{INFO_EVENTS} and debug for the others.
+        """
+        with capturedLogs() as captured:
+            self.log.emit(EventKind.CONNECTION_ESTABLISHED, point="10.0.0.1:9732", incoming=True)
+            self.log.emit(EventKind.NEW_POINT, point="10.0.0.2:9732")
+        established, new_point = [e for e in captured if e.get("log_namespace") == "p2pool.events"]
+        self.assertIs(type(established["p2pool_event"]), str)
+        self.assertEqual(formatEvent(established), "connection_established point=10.0.0.1:9732 incoming=True")
+        self.assertEqual(formatEvent(new_point), "new_point point=10.0.0.2:9732")
+        self.assertEqual((established["log_level"], new_point["log_level"]), (LogLevel.info, LogLevel.debug))
+
+
+def _emit_sites() -> tuple[dict[EventKind, set[str]], list[str]]:
+    """
+    Every C{emit} call in C{p2pool/} that names an event: the fields passed
+    for each kind, and the calls given a string instead of an L{EventKind}.
+    """
+    fields: dict[EventKind, set[str]] = {}
+    wrong: list[str] = []
+    for path in sorted((ROOT / "p2pool").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "emit"):
+                continue
+            if not node.args:
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            parts = list(ast.walk(node.args[0]))
+            if any(isinstance(p, ast.Constant) and isinstance(p.value, str) for p in parts):
+                wrong.append(where)
+                continue
+            kinds = [
+                EventKind[p.attr]
+                for p in parts
+                if isinstance(p, ast.Attribute) and isinstance(p.value, ast.Name) and p.value.id == "EventKind"
+            ]
+            names = {k.arg or f"**{where}" for k in node.keywords}
+            for kind in kinds:
+                fields.setdefault(kind, set()).update(names)
+    return fields, wrong
+
+
+def _catalogue() -> dict[str, tuple[str, list[str]]]:
+    """
+    The event table of C{docs/POOL.md}: each event's level and fields.
+    """
+    text = (ROOT / "docs" / "POOL.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Events\n") :]
+    rows: dict[str, tuple[str, list[str]]] = {}
+    for line in section.splitlines():
+        match = _ROW.match(line)
+        if match:
+            name, level, fields = match.groups()
+            assert name not in rows, f"{name} listed twice"
+            rows[name] = (level, re.findall(r"`([a-z_]+)`", fields))
+    return rows
+
+
+class CatalogueTests(SynchronousTestCase):
+    """
+    The code emits only L{EventKind}s, every one of them, and C{docs/POOL.md}
+    documents each with the fields the code passes.
+    """
+
+    def test_emitters_use_event_kinds(self) -> None:
+        fields, wrong = _emit_sites()
+        self.assertEqual(wrong, [], "emit calls given a string instead of an EventKind")
+        self.assertEqual(set(EventKind) - set(fields), set(), "event kinds that nothing emits")
+
+    def test_documented_events(self) -> None:
+        documented = _catalogue()
+        self.assertEqual(sorted(documented), sorted(k.value for k in EventKind))
+
+    def test_documented_levels(self) -> None:
+        for name, (level, _) in _catalogue().items():
+            self.assertEqual(level, "info" if EventKind(name) in INFO_EVENTS else "debug", name)
+
+    def test_documented_fields(self) -> None:
+        emitted, _ = _emit_sites()
+        for name, (_, fields) in _catalogue().items():
+            self.assertEqual(set(fields), emitted.get(EventKind(name), set()), name)
+
+    def test_other_documents_name_real_events(self) -> None:
+        """
+        In the I{Events} sections of the other documents, the names in a
+        line of names only, and at the head of each item of a list that a
+        line about events introduces, are events.
+        """
+        checked: dict[str, int] = {}
+        for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+            in_events = about_events = False
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.startswith("#"):
+                    in_events, about_events = "Events" in line, False
+                    continue
+                if not in_events:
+                    continue
+                item = _LIST_ITEM.match(line)
+                if item:
+                    names = [item.group(1)] if about_events else []
+                elif _NAMES_ONLY.match(line):
+                    names = re.findall(r"`([a-z_]+)`", line)
+                else:
+                    names = []
+                    if line.strip():
+                        about_events = "event" in line.lower()
+                for name in names:
+                    self.assertIn(name, {k.value for k in EventKind}, f"{path.name}: {line}")
+                    checked[path.name] = checked.get(path.name, 0) + 1
+        self.assertGreaterEqual(checked.get("MAINTENANCE.md", 0), 20)
+        self.assertGreaterEqual(checked.get("PEERS_FILE.md", 0), 10)
