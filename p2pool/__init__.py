@@ -3,10 +3,12 @@ p2pool: a pool of authenticated peer-to-peer connections for Twisted
 applications, modelled on Tezos's C{P2p_pool}.
 """
 
+from typing import TYPE_CHECKING
+
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.connection import Connection
-from p2pool.errors import ConnectionDone, DisconnectReason, P2PError
+from p2pool.errors import ConnectionEnded, DisconnectReason, P2PError
 from p2pool.events import EventKind, PoolEvent
 from p2pool.identity import Identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
@@ -15,7 +17,7 @@ from p2pool.pool import Pool
 __all__ = [
     "BasePoolApplication",
     "Connection",
-    "ConnectionDone",
+    "ConnectionEnded",
     "DisconnectReason",
     "EventKind",
     "IPeerMetadataConfig",
@@ -29,3 +31,16 @@ __all__ = [
     "PoolConfig",
     "PoolEvent",
 ]
+
+if not TYPE_CHECKING:  # type checkers report the old name as missing
+
+    def __getattr__(name: str) -> type[P2PError]:
+        """
+        C{ConnectionDone}, the old name of L{ConnectionEnded}, with a
+        C{DeprecationWarning}; kept for one release.
+        """
+        from p2pool.errors import deprecated_name
+
+        if name != "ConnectionDone":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return deprecated_name(__name__, name)

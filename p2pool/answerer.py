@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
-from p2pool.errors import ConnectionDone, DecodingError, DisconnectReason, P2PError
+from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, P2PError
 from p2pool.events import EventKind
 from p2pool.state import PointState
 from p2pool.wire import (
@@ -145,7 +145,7 @@ class Answerer:
 
     def _handle(self, conn: Connection, msg: ControlMessage) -> None:
         if isinstance(msg, Disconnect):
-            conn._protocol.fail(ConnectionDone(DisconnectReason.REMOTE_DISCONNECT))
+            conn._protocol.fail(ConnectionEnded(DisconnectReason.REMOTE_DISCONNECT))
         elif isinstance(msg, Ping):
             conn._protocol.write(_PONG)
         elif isinstance(msg, Pong):

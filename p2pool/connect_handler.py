@@ -18,8 +18,7 @@ from twisted.python.failure import Failure
 from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
 from p2pool.connection import Connection
 from p2pool.errors import (
-    ConnectionClosed,
-    ConnectionDone,
+    ConnectionEnded,
     ConnectionFailed,
     Connected,
     DecodingError,
@@ -32,6 +31,7 @@ from p2pool.errors import (
     NotEnoughProofOfWork,
     P2PError,
     PeerBanned,
+    PeerConnectionClosed,
     PendingConnection,
     PointBanned,
     PrivateMode,
@@ -105,7 +105,7 @@ class ConnectHandler:
             d: Deferred[None] = Deferred()
             self._close_waiters.setdefault(protocol, []).append(d)
             waits.append(d)
-            protocol.fail(ConnectionDone(DisconnectReason.POOL_DESTROYED), abort=True)
+            protocol.fail(ConnectionEnded(DisconnectReason.POOL_DESTROYED), abort=True)
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
     # -- dialing -----------------------------------------------------------
@@ -459,16 +459,16 @@ class ConnectHandler:
             result.errback(error)
 
 
-def disconnect_reason(error: P2PError) -> ConnectionDone:
+def disconnect_reason(error: P2PError) -> ConnectionEnded:
     """
     The typed reason a running connection ended because of C{error}.
     """
-    if isinstance(error, ConnectionDone):
+    if isinstance(error, ConnectionEnded):
         return error
     if isinstance(error, InvalidMessageSize):
-        return ConnectionDone(DisconnectReason.MESSAGE_TOO_LARGE, str(error))
+        return ConnectionEnded(DisconnectReason.MESSAGE_TOO_LARGE, str(error))
     if isinstance(error, DecodingError):
-        return ConnectionDone(DisconnectReason.DECODING_ERROR, str(error))
-    if isinstance(error, ConnectionClosed):
-        return ConnectionDone(DisconnectReason.CONNECTION_LOST, str(error))
-    return ConnectionDone(DisconnectReason.CONNECTION_LOST, f"{type(error).__name__}: {error}")
+        return ConnectionEnded(DisconnectReason.DECODING_ERROR, str(error))
+    if isinstance(error, PeerConnectionClosed):
+        return ConnectionEnded(DisconnectReason.CONNECTION_LOST, str(error))
+    return ConnectionEnded(DisconnectReason.CONNECTION_LOST, f"{type(error).__name__}: {error}")

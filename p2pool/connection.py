@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 
 from p2pool.addressing import PeerId, Point
-from p2pool.errors import ConnectionDone, DisconnectReason, InvalidMessageSize
+from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize
 from p2pool.handshake import RemoteInfo
 from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
@@ -56,7 +56,7 @@ class Connection:
         self.local_metadata = pool._handshake_params.metadata
         self.remote_metadata = remote.hello.metadata
         self.established_at = now
-        self.reason: Optional[ConnectionDone] = None
+        self.reason: Optional[ConnectionEnded] = None
         #: When we last proposed a swap on this connection, and the peer offered.
         self.last_sent_swap_request: Optional[tuple[float, PeerId]] = None
         self._waiters: list[Deferred[None]] = []
@@ -91,7 +91,7 @@ class Connection:
         Queue an application message for the peer.
 
         @raise InvalidMessageSize: C{data} is larger than C{max_message_size}.
-        @raise ConnectionDone: the connection has closed.
+        @raise ConnectionEnded: the connection has closed.
         """
         if self.reason is not None:
             raise self.reason
@@ -105,7 +105,7 @@ class Connection:
 
         @raise InvalidMessageSize: one of them is larger than
             C{max_message_size} (none is sent then).
-        @raise ConnectionDone: the connection has closed.
+        @raise ConnectionEnded: the connection has closed.
         """
         if self.reason is not None:
             raise self.reason
@@ -136,7 +136,7 @@ class Connection:
         """
         if self.reason is None:
             self._protocol.write(_DISCONNECT_FRAME)
-            self._protocol.fail(ConnectionDone(reason))
+            self._protocol.fail(ConnectionEnded(reason))
         return self.when_closed()
 
     def when_closed(self) -> Deferred[None]:
@@ -149,7 +149,7 @@ class Connection:
         self._waiters.append(d)
         return d
 
-    def _lost(self, reason: ConnectionDone) -> None:
+    def _lost(self, reason: ConnectionEnded) -> None:
         self.reason = reason
         waiters, self._waiters = self._waiters, []
         for d in waiters:

@@ -7,7 +7,8 @@ reasons a connection closes for.
 from __future__ import annotations
 
 import enum
-from typing import Optional, Sequence
+import warnings
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from p2pool.addressing import PeerId, Point
 
@@ -18,9 +19,10 @@ class P2PError(Exception):
     """
 
 
-class ConnectionClosed(P2PError):
+class PeerConnectionClosed(P2PError):
     """
-    The connection closed (by the remote side or the network).
+    The connection to a peer closed (by the remote side or the network).
+    Not Twisted's C{twisted.internet.error.ConnectionClosed}.
     """
 
 
@@ -218,9 +220,11 @@ class DisconnectReason(enum.Enum):
     IDLE_TIMEOUT = "idle_timeout"
 
 
-class ConnectionDone(ConnectionClosed):
+class ConnectionEnded(PeerConnectionClosed):
     """
-    A running connection ended; C{reason} says why.
+    A running connection ended; C{reason} says why. Given to
+    C{connection_lost}, and raised by sending on a closed connection. Not
+    Twisted's C{twisted.internet.error.ConnectionDone}.
     """
 
     def __init__(self, reason: DisconnectReason, detail: str = "") -> None:
@@ -228,3 +232,34 @@ class ConnectionDone(ConnectionClosed):
         super().__init__(text)
         self.reason = reason
         self.detail = detail
+
+
+#: Names this module used before, each to the class now named otherwise;
+#: they shadowed Twisted's C{twisted.internet.error} classes of the same
+#: names. Kept for one release.
+_DEPRECATED = {"ConnectionClosed": PeerConnectionClosed, "ConnectionDone": ConnectionEnded}
+
+
+def deprecated_name(module: str, name: str) -> type[P2PError]:
+    """
+    The class once named C{name}, with a C{DeprecationWarning} pointing at
+    the code that used the old name; for the C{__getattr__} of C{module}.
+
+    @raise AttributeError: C{name} is not a deprecated name.
+    """
+    try:
+        new = _DEPRECATED[name]
+    except KeyError:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+    warnings.warn(
+        f"{module}.{name} is deprecated (it shadowed twisted.internet.error.{name}); use {module}.{new.__name__}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
+
+
+if not TYPE_CHECKING:  # type checkers report the old names as missing
+
+    def __getattr__(name: str) -> type[P2PError]:
+        return deprecated_name(__name__, name)

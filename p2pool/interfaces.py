@@ -30,7 +30,7 @@ class IPoolApplication(Interface):
 
     def connection_lost(conn: Any, reason: Any) -> None:
         """
-        C{conn} closed; C{reason} is a L{p2pool.errors.ConnectionDone}
+        C{conn} closed; C{reason} is a L{p2pool.errors.ConnectionEnded}
         whose C{reason} attribute is a L{p2pool.errors.DisconnectReason}.
         """
 

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.addressing import PeerId, Point, normalise_ip
-from p2pool.errors import ConnectionClosed, DecodingError, InvalidAuth, P2PError
+from p2pool.errors import DecodingError, InvalidAuth, P2PError, PeerConnectionClosed
 from p2pool.handshake import Handshake
 from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.wire import HANDSHAKE_MAX_BODY, FrameDecoder
@@ -142,7 +142,7 @@ class PeerProtocol(Protocol):
         else:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionClosed("connection lost"))) -> None:
+    def connectionLost(self, reason: Failure = Failure(PeerConnectionClosed("connection lost"))) -> None:
         self.closed = True
         if self.handshake is not None:
             self.handshake.close()
@@ -156,7 +156,7 @@ class PeerProtocol(Protocol):
                 # an authentication failure.
                 self.error = InvalidAuth(f"TLS handshake failed: {reason.getErrorMessage()}")
             else:
-                self.error = ConnectionClosed(reason.getErrorMessage())
+                self.error = PeerConnectionClosed(reason.getErrorMessage())
         self.handler.connection_lost(self, self.error)
 
 

@@ -18,13 +18,13 @@ from twisted.trial.unittest import TestCase
 from p2pool.addressing import Point
 from p2pool.errors import (
     Connected,
-    ConnectionClosed,
     DisconnectReason,
     IdentityCheckFailure,
     InvalidMessageSize,
     Myself,
     NackMotive,
     P2PError,
+    PeerConnectionClosed,
     RejectedByNack,
     RejectedNoCommonProtocol,
     UnknownPeer,
@@ -117,7 +117,7 @@ class ThreeNodesTests(TestCase):
         self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.REQUESTED)
         self.assertEqual(b.app.lost[0][1].reason, DisconnectReason.REMOTE_DISCONNECT)
         self.assertEqual(b.pool.active_connections(), 0)
-        self.assertRaises(ConnectionClosed, conn.send, b"late")
+        self.assertRaises(PeerConnectionClosed, conn.send, b"late")
 
 
 class RefusalTests(TestCase):
