@@ -5,7 +5,7 @@ on an established connection), each run through Hypothesis with far more
 examples than the test suite uses.
 
     PYTHONPATH=. .venv/bin/python bench/fuzz.py                      # 105,500 cases
-    PYTHONPATH=. .venv/bin/python bench/fuzz.py --scale 0.05         # smoke run
+    PYTHONPATH=. .venv/bin/python bench/fuzz.py --quick              # smoke run: --scale 0.005, every target
     PYTHONPATH=. .venv/bin/python bench/fuzz.py --targets handshake,admin --scale 2
     PYTHONPATH=. .venv/bin/python bench/fuzz.py --list
 
@@ -137,7 +137,8 @@ def _git_commit() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every target's case count (default 1: 105,500 cases)")
+    parser.add_argument("--scale", type=float, default=None, help="multiply every target's case count (default 1: 105,500 cases; --quick 0.005)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: about 530 cases, at least one per target")
     parser.add_argument("--targets", default="", help="comma-separated target names (default: all; see --list)")
     parser.add_argument("--seed", type=int, default=20240501, help="Hypothesis seed (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: the CPU count)")
@@ -147,6 +148,8 @@ def main() -> int:
         for name, count in DEFAULT_CASES.items():
             print(f"{name:32s} {count:>7,}")
         return 0
+    if args.scale is None:
+        args.scale = 0.005 if args.quick else 1.0
     names = [n for n in args.targets.split(",") if n] or list(DEFAULT_CASES)
     unknown = sorted(set(names) - set(DEFAULT_CASES))
     if unknown:
@@ -155,6 +158,8 @@ def main() -> int:
     log(f"fuzzing {sum(plan.values()):,} cases over {len(plan)} targets with {args.jobs} job(s), seed {args.seed}")
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
+    # Import the targets once here: the forked workers inherit them.
+    import tests.test_fuzz  # noqa: F401
     # Longest targets first, so that the jobs finish together.
     order = sorted(plan, key=lambda n: -plan[n] / {"pool.injection": 50, "persistence.read_peers_file": 130}.get(n, 400))
     context = multiprocessing.get_context("fork")
@@ -179,7 +184,7 @@ def main() -> int:
             "total_failures": failed,
             "wall_seconds": round(wall, 1),
             "cases_per_second": round(total / wall, 1),
-            "settings": {"scale": args.scale, "seed": args.seed, "jobs": args.jobs, "planned": plan},
+            "settings": {"scale": args.scale, "quick": args.quick, "seed": args.seed, "jobs": args.jobs, "planned": plan},
             "env": {**env_info(), "hypothesis": _hypothesis_version(), "commit": _git_commit()},
         }
     )

@@ -5,6 +5,7 @@ document in the same run, and the longest reactor stall during a save of
 the largest table.
 
     PYTHONPATH=. .venv/bin/python bench/persistence.py [--sizes 1000,10000,100000] [--repeat 3]
+    PYTHONPATH=. .venv/bin/python bench/persistence.py --quick   # 100 and 1000, once: a smoke run
 
 What is timed:
 
@@ -45,6 +46,7 @@ import time
 from typing import Any, Callable
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
 from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
@@ -177,12 +179,6 @@ def timed(f: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def _snapshot_now(pool: Pool) -> Any:
-    clock = Clock()
-    d = snapshot_pool_sync(pool, clock)
-    return d
-
-
 def snapshot_pool_sync(pool: Pool, clock: Clock) -> Any:
     """
     Run the snapshot as C{save_peers} does, turning the fake clock for its
@@ -209,7 +205,7 @@ def measure(size: int, directory: str) -> dict[str, float]:
     path = os.path.join(directory, "peers.json")
     for name in os.listdir(directory):
         os.unlink(os.path.join(directory, name))
-    pool = make_pool(size, Clock(), directory)
+    pool = make_pool(size, MemoryReactorClock(), directory)
     pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
     # A first save, so that the timed one also rotates the .bak as every
     # save but the first does.
@@ -240,7 +236,7 @@ def measure(size: int, directory: str) -> dict[str, float]:
     def load() -> Pool:
         # What a starting pool does, on a reactor without threads (the
         # reading then runs inline): read, check, and fill the tables.
-        fresh = make_pool(0, Clock(), directory)
+        fresh = make_pool(0, MemoryReactorClock(), directory)
         fresh.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
         start = time.perf_counter()
         d = fresh.persistence.load()
@@ -326,11 +322,16 @@ def measure_stall(size: int, directory: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default=None, help="table sizes (default 1000,10000,100000; --quick 100,1000)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="before each run, wait up to S seconds for the machine to be quiet")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke run of every case")
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = "100,1000" if args.quick else "1000,10000,100000"
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     sizes = [int(s) for s in args.sizes.split(",")]
     directory = tempfile.mkdtemp(prefix="p2pool-bench-persistence-")
     try:
@@ -369,6 +370,7 @@ def main() -> None:
             {
                 "cases": cases,
                 "stall": {"size": largest, **stall},
+                "settings": {"sizes": sizes, "repeat": args.repeat, "quick": args.quick},
                 "targets": {
                     "save_and_load_vs_plain_json": "<= 1.5",
                     "max_tick_gap_during_save_ms": "<= 50",

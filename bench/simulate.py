@@ -11,6 +11,10 @@ connections the attacker obtained.
 
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 100 --eclipse
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --quick   # both scenarios, 30 nodes
+
+--quick runs both scenarios with 30 honest nodes (30 simulated seconds of
+eclipse) and prints them in one object, under "converge" and "eclipse".
 
 Prints progress on stderr and one JSON object on stdout.
 """
@@ -180,14 +184,22 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=None, help="honest nodes (default 1000; --quick 30)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
     parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
     parser.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
-    parser.add_argument("--eclipse-seconds", type=int, default=120)
+    parser.add_argument("--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 30)")
+    parser.add_argument("--quick", action="store_true", help="both scenarios on a small network: a smoke run")
     args = parser.parse_args()
-    report = eclipse(args) if args.eclipse else converge(args)
+    if args.nodes is None:
+        args.nodes = 30 if args.quick else 1000
+    if args.eclipse_seconds is None:
+        args.eclipse_seconds = 30 if args.quick else 120
+    if args.quick:
+        report = {"quick": True, "converge": converge(args), "eclipse": eclipse(args)}
+    else:
+        report = eclipse(args) if args.eclipse else converge(args)
     report["env"] = {"python": platform.python_version(), "machine": platform.machine()}
     print(json.dumps(report))
 

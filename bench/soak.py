@@ -31,14 +31,21 @@ RSS is sampled from /proc every 10 s per worker process; the trend is the
 least-squares slope of RSS over the second half of the run, in KiB/min.
 
     PYTHONPATH=. .venv/bin/python bench/soak.py --minutes 10 --nodes 20
+    PYTHONPATH=. .venv/bin/python bench/soak.py --quick   # 6 nodes for 8 s, 2 restarts
 
-Prints progress on stderr every 30 s and one JSON object on stdout.
+--quick is a smoke run of every part (sending, churn with reload, the
+final accounting, RSS samples) on a shorter clock: 6 nodes in 2 processes
+for 8 s, a node restarted every 2.5 s after 1 s down, samples every 2 s.
+
+Prints progress on stderr every 30 s and one JSON object on stdout. Exits
+with status 1 if a worker process failed (it left no result).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import random
@@ -52,11 +59,30 @@ from typing import Any, Optional
 
 HEADER = struct.Struct("!HHIQI")  # node, incarnation, conn serial, global seq, conn seq
 PAD = b"\xa5" * 1000
-SEND_INTERVAL = 0.1
-SAMPLE_INTERVAL = 10.0
-PROGRESS_INTERVAL = 30.0
-QUIESCE = 4.0
-CHURN_DOWN = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The soak's clock, in seconds."""
+
+    #: between two messages of a node on each of its connections
+    send_interval: float
+    #: between two RSS and connection-count samples
+    sample_interval: float
+    #: between two progress lines
+    progress_interval: float
+    #: after the senders stop, for what is in flight to arrive
+    quiesce: float
+    #: how long a churned node stays down
+    churn_down: float
+    #: time left after a churned node is back before the end
+    churn_settle: float
+    #: from the parent's start to the first message (the workers start their nodes)
+    start_delay: float
+
+
+FULL = Timing(0.1, 10.0, 30.0, 4.0, 5.0, 10.0, 5.0)
+QUICK = Timing(0.1, 2.0, 5.0, 1.5, 1.0, 1.5, 2.5)
 
 
 def log(*args: Any) -> None:
@@ -92,12 +118,12 @@ def slope_per_min(points: list[tuple[float, float]]) -> Optional[float]:
     return round(sxy / sxx * 60.0, 1)
 
 
-def churn_schedule(seed: int, nodes: int, t0: float, t_end: float, interval: float) -> list[tuple[float, int]]:
+def churn_schedule(seed: int, nodes: int, t0: float, t_end: float, interval: float, timing: Timing) -> list[tuple[float, int]]:
     """The (time, node) churn events, the same in every process."""
     rng = random.Random(seed)
     events = []
     t = t0 + interval
-    while t + CHURN_DOWN + 10.0 < t_end:
+    while t + timing.churn_down + timing.churn_settle < t_end:
         events.append((t, rng.randrange(nodes)))
         t += interval
     return events
@@ -286,7 +312,7 @@ def worker(args: argparse.Namespace) -> None:
         t_stop = time.time()
         await n.stop()
         stop_took = time.time() - t_stop
-        await deferLater(reactor, max(0.0, t_stop + CHURN_DOWN - time.time()), lambda: None)
+        await deferLater(reactor, max(0.0, t_stop + args.timing.churn_down - time.time()), lambda: None)
         await n.start()
         churns.append({"t": round(t_stop - args.t0, 1), "node": i, "stop_took_s": round(stop_took, 3), "down_s": round(time.time() - t_stop, 2)})
 
@@ -307,14 +333,14 @@ def worker(args: argparse.Namespace) -> None:
             await n.start()
         await deferLater(reactor, max(0.0, args.t0 - time.time()), lambda: None)
         sender = LoopingCall(tick_all)
-        sender.start(SEND_INTERVAL, now=True)
+        sender.start(args.timing.send_interval, now=True)
         sampler = LoopingCall(sample)
-        sampler.start(SAMPLE_INTERVAL, now=True)
+        sampler.start(args.timing.sample_interval, now=True)
         prog = LoopingCall(progress)
-        prog.start(PROGRESS_INTERVAL, now=False)
+        prog.start(args.timing.progress_interval, now=False)
         jobs = [
             ensureDeferred(churn(at, i))
-            for at, i in churn_schedule(args.seed, args.nodes, args.t0, args.t_end, args.churn_interval)
+            for at, i in churn_schedule(args.seed, args.nodes, args.t0, args.t_end, args.churn_interval, args.timing)
             if i in nodes
         ]
         await deferLater(reactor, max(0.0, args.t_end - time.time()), lambda: None)
@@ -322,7 +348,7 @@ def worker(args: argparse.Namespace) -> None:
         sender.stop()
         for j in jobs:
             await j
-        await deferLater(reactor, QUIESCE, lambda: None)
+        await deferLater(reactor, args.timing.quiesce, lambda: None)
         gc.collect()
         await deferLater(reactor, 0.1, lambda: None)
         sampler.stop()
@@ -408,10 +434,11 @@ def pick_port(nodes: int) -> int:
     raise SystemExit("no free port")
 
 
-def parent(args: argparse.Namespace) -> None:
+def parent(args: argparse.Namespace) -> int:
+    """Run the workers; print the report; 1 if a worker failed, else 0."""
     started = time.time()
     port = pick_port(args.nodes)
-    t0 = time.time() + 5.0
+    t0 = time.time() + args.timing.start_delay
     t_end = t0 + args.minutes * 60.0
     tmp = tempfile.mkdtemp(prefix="p2pool-soak-")
     procs = []
@@ -421,25 +448,25 @@ def parent(args: argparse.Namespace) -> None:
             sys.executable, os.path.abspath(__file__), "--worker-index", str(w), "--workers", str(args.workers),
             "--nodes", str(args.nodes), "--port", str(port), "--t0", repr(t0), "--t-end", repr(t_end),
             "--seed", str(args.seed), "--churn-interval", str(args.churn_interval), "--out", out,
-        ] + (["--tracemalloc"] if args.tracemalloc else [])
+        ] + (["--tracemalloc"] if args.tracemalloc else []) + (["--quick"] if args.quick else [])
         procs.append((w, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
-    log(f"soak: {args.nodes} nodes in {args.workers} processes, port {port}, {args.minutes} min, churn every {args.churn_interval} s")
+    log(f"soak: {args.nodes} nodes in {args.workers} processes, port {port}, {args.minutes:g} min, churn every {args.churn_interval} s")
     rss: dict[int, list[tuple[float, int]]] = {w: [] for w, _, _ in procs}
     deadline = t_end + 120.0
     next_sample = t0
-    next_progress = t0 + PROGRESS_INTERVAL
+    next_progress = t0 + args.timing.progress_interval
     while any(p.poll() is None for _, p, _ in procs) and time.time() < deadline:
         now = time.time()
         if now >= next_sample:
-            if now <= t_end + QUIESCE:
+            if now <= t_end + args.timing.quiesce:
                 for w, p, _ in procs:
                     v = rss_kib(p.pid)
                     if v is not None:
                         rss[w].append((round(now - t0, 1), v))
-            next_sample += SAMPLE_INTERVAL
+            next_sample += args.timing.sample_interval
         if now >= next_progress and now <= t_end:
             log(f"[parent t={now - t0:5.0f}s] rss KiB: " + ", ".join(f"w{w}={rss[w][-1][1] if rss[w] else None}" for w in rss))
-            next_progress += PROGRESS_INTERVAL
+            next_progress += args.timing.progress_interval
         time.sleep(0.5)
     for _, p, _ in procs:
         if p.poll() is None:
@@ -452,7 +479,9 @@ def parent(args: argparse.Namespace) -> None:
                 results.append(json.load(f))
         except OSError:
             results.append({"worker": w, "failed": f"no result (exit code {p.returncode})"})
-    print(json.dumps(aggregate(args, port, t0, t_end, started, rss, results), indent=1))
+    report = aggregate(args, port, t0, t_end, started, rss, results)
+    print(json.dumps(report, indent=1))
+    return 1 if report["worker_failures"] else 0
 
 
 def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
@@ -529,7 +558,7 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
     by_t: dict[float, dict[int, Optional[int]]] = collections.defaultdict(dict)
     for r in ok:
         for s in r["samples"]:
-            tb = round(s["t"] / SAMPLE_INTERVAL) * SAMPLE_INTERVAL
+            tb = round(s["t"] / args.timing.sample_interval) * args.timing.sample_interval
             by_t[tb].update({int(k): v for k, v in s["conns"].items()})
     conns_over_time = []
     for tb in sorted(by_t):
@@ -553,6 +582,7 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
         "nodes": args.nodes,
         "workers": args.workers,
         "minutes": args.minutes,
+        "quick": args.quick,
         "port": port,
         "churn_interval_s": args.churn_interval,
         "wall_seconds": round(time.time() - started, 1),
@@ -586,10 +616,11 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--nodes", type=int, default=20)
+    p.add_argument("--minutes", type=float, default=None, help="length of the run (default 10; --quick 8 s)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default 20; --quick 6)")
     p.add_argument("--workers", type=int, default=2, help="child processes (2-4)")
-    p.add_argument("--churn-interval", type=float, default=20.0)
+    p.add_argument("--churn-interval", type=float, default=None, help="seconds between two restarts (default 20; --quick 2.5)")
+    p.add_argument("--quick", action="store_true", help="a smoke run on a shorter clock (see above)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)")
     # worker-only
@@ -599,6 +630,10 @@ def main() -> None:
     p.add_argument("--t-end", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    for name, full, quick in (("minutes", 10.0, 8 / 60), ("nodes", 20, 6), ("churn_interval", 20.0, 2.5)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    args.timing = QUICK if args.quick else FULL
     if not 1 <= args.nodes <= 200:
         raise SystemExit("--nodes must be 1..200")
     if not 0 < args.minutes <= 120:
@@ -608,7 +643,7 @@ def main() -> None:
     if args.worker_index is not None:
         worker(args)
     else:
-        parent(args)
+        sys.exit(parent(args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ are the baseline: every operation's 100k/1k ratio should be <= 2 (no O(n)
 work per call).
 
     PYTHONPATH=. .venv/bin/python bench/tables.py [--sizes 1000,10000,100000] [--repeat 3]
+    PYTHONPATH=. .venv/bin/python bench/tables.py --quick   # 1k and 10k, once: a smoke run
 
 Prints progress on stderr and one JSON object on stdout.
 """
@@ -119,9 +120,14 @@ def memory_per_point(size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default=None, help="table sizes, the first is the baseline (default 1000,10000,100000; --quick 1000,10000)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="smaller tables, one run: a smoke run of every operation")
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = "1000,10000" if args.quick else "1000,10000,100000"
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     sizes = [int(s) for s in args.sizes.split(",")]
     cases: dict[str, dict[str, float]] = {}
     for size in sizes:
@@ -141,6 +147,7 @@ def main() -> None:
                 "ratios": {f"{key}_{largest}_vs_{smallest}": value for key, value in ratios.items()},
                 "target": "every ratio <= 2",
                 "memory_bytes_per_known_point_and_peer": memory,
+                "settings": {"sizes": sizes, "repeat": args.repeat, "quick": args.quick},
                 "env": {"python": platform.python_version(), "machine": platform.machine()},
             }
         )

@@ -1253,14 +1253,14 @@ def main():
     p.add_argument("--host", default="127.0.0.1", help="loopback address of the servers (127.0.0.x only; default %(default)s)")
     p.add_argument("--cases", default="a,b,c,d", help="comma list of a,b,c,d (or stream,small,connect,memory); default %(default)s")
     p.add_argument("--repeat", type=int, default=None, help="runs of every case; medians are reported (default 3; --quick 1)")
-    p.add_argument("--quick", action="store_true", help="smaller caps, for a smoke run")
+    p.add_argument("--quick", action="store_true", help="smaller caps, one run, no retries: a smoke run of every case")
     p.add_argument("--key", choices=["ed25519", "p256"], default="ed25519", help="certificate key of the raw TLS baseline (default %(default)s, as p2pool)")
-    p.add_argument("--counts", default=None, help="connection counts K of case d, cumulative (default 200,1000; --quick 50,200)")
+    p.add_argument("--counts", default=None, help="connection counts K of case d, cumulative (default 200,1000; --quick 20,100)")
     p.add_argument("--noise-threshold", type=float, default=0.15,
                    help="share of the machine's CPU used by other processes above which a run is repeated (default %(default)s)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="before each run, wait up to this long for other processes to drop below --noise-threshold (default: do not wait)")
-    p.add_argument("--retries", type=int, default=1, help="repetitions of a run disturbed by other processes (default %(default)s)")
+    p.add_argument("--retries", type=int, default=None, help="repetitions of a run disturbed by other processes (default 1; --quick 0)")
     p.add_argument("--retry-budget", type=float, default=150, help="no more retries once the run is this many seconds old (default %(default)s)")
     p.add_argument("--impls", default="raw,p2pool", help="which sides to run (default %(default)s; for profiling)")
     p.add_argument("--profile", metavar="DIR", default=None, help="write cProfile stats of every process to DIR (slows everything down)")
@@ -1279,7 +1279,7 @@ def main():
 
     if args.quick:
         caps = dict(max_seconds=0.6, stream_mib=256, max_seconds_small=0.6, small_max=500_000, max_seconds_connect=0.6,
-                    connect_max=2000, warmup=10, counts="50,200")
+                    connect_max=2000, warmup=10, counts="20,100")
     else:
         caps = dict(max_seconds=3.0, stream_mib=2048, max_seconds_small=2.0, small_max=5_000_000, max_seconds_connect=3.0,
                     connect_max=20000, warmup=20, counts="200,1000")
@@ -1289,6 +1289,8 @@ def main():
     args.counts = [int(x) for x in args.counts.split(",") if x]
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
+    if args.retries is None:
+        args.retries = 0 if args.quick else 1
     args.child_lifetime = 120
     impls = [x for x in args.impls.split(",") if x in ("raw", "p2pool")]
     if args.profile:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pool -*-
+# -*- test-case-name: tests.test_integration,tests.test_testing -*-
 """
 An established connection to a peer, as the application sees it.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_events -*-
+# -*- test-case-name: tests.test_events,tests.test_pool_api -*-
 """
 Pool events (Tezos C{P2p_connection.P2p_event}): what happened, with typed
 fields, delivered to the pool's C{log} callback and to C{twisted.logger}.

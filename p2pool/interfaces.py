@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pool -*-
+# -*- test-case-name: tests.test_pool_api,tests.test_persistence -*-
 """
 The contracts an application embedding a pool implements.
 """

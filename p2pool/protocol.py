@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_protocol -*-
+# -*- test-case-name: tests.test_integration,tests.test_pool_network -*-
 """
 Thin Twisted adapters: the protocol of one peer connection, which moves
 bytes between the transport and the sans-I/O frame decoder and handshake,

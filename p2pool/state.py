@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_state -*-
+# -*- test-case-name: tests.test_tables,tests.test_pool_stateful -*-
 """
 What the pool knows about each point and each peer, and their state
 machines (Tezos C{P2p_point_state} and C{P2p_peer_state}) as explicit

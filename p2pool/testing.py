@@ -1487,10 +1487,13 @@ def _adopt_clock(protocol: Any, clock: IReactorTime) -> None:
     Make the TLS layers in C{protocol}'s wrapper chain schedule on C{clock}.
 
     Twisted's C{TLSMemoryBIOFactory} batches small writes with C{callLater(0)}
-    on the clock it was given, the global reactor when given none; the pool
-    creates its TLS factories without one. Until it passes its reactor, the
-    batching of each simulated connection is moved onto the simulated clock
-    here, before any byte is written.
+    on the clock it was given, the global reactor when given none. The pool
+    gives its own TLS layers its reactor (C{clock=} when it dials and when it
+    accepts), here the host's L{NodeReactor}: those are left as they are. A
+    TLS layer made without a clock (by C{wrapClientTLS} or
+    C{TLSMemoryBIOFactory} called without C{clock=}) would batch on the
+    global reactor, outside simulated time; its batching is moved onto
+    C{clock} here, before any byte is written.
     """
     for _ in range(8):
         if protocol is None:
