@@ -3,6 +3,7 @@ p2pool: a pool of authenticated peer-to-peer connections for Twisted
 applications, modelled on Tezos's C{P2p_pool}.
 """
 
+from p2pool._version import __version__
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.connection import Connection
@@ -27,4 +28,5 @@ __all__ = [
     "Pool",
     "PoolConfig",
     "PoolEvent",
+    "__version__",
 ]

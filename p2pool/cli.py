@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from p2pool._version import version_line
 from p2pool.addressing import AddressError, PeerId, PointSpec
 from p2pool.identity import (
     Identity,
@@ -905,6 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     The argument parser for every C{p2pool} command.
     """
     parser = argparse.ArgumentParser(prog=PROG, description="Manage a p2pool node.")
+    parser.add_argument("--version", action="version", version=version_line(), help="print the version and exit")
     parser.add_argument(
         "--api",
         default=DEFAULT_API,

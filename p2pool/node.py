@@ -13,6 +13,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pool._version import version_line
 from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
 from p2pool.identity import IdentityError, load_identity
@@ -50,6 +51,14 @@ class NodeService(MultiService):
         pool.setServiceParent(self)
 
     def startService(self) -> None:
+        config = self.pool.config
+        self._log.info(
+            "{version} starting: network {network}, listening on {listen}, data in {data_dir}",
+            version=version_line(),
+            network=config.network,
+            listen=str(config.listen),
+            data_dir=config.data_dir,
+        )
         super().startService()
         if self.admin is not None:
             self.admin.when_listening().addErrback(self._failed)

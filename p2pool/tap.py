@@ -10,11 +10,13 @@ L{PoolConfig}.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from p2pool._version import __version__, version_line
 from p2pool.addressing import AddressError
 from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, load_config
 
@@ -46,7 +48,7 @@ class Options(usage.Options):
     longdesc = (
         "Run a p2pool node. Settings come from the command line, then the TOML file given "
         "with --config, then the defaults. Write false for an absent optional value. "
-        "See docs/CONFIGURATION.md."
+        f"See docs/CONFIGURATION.md. This is p2pool {__version__}."
     )
 
     optParameters: list[list[Any]] = [
@@ -64,6 +66,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self._repeated: dict[str, list[str]] = {}
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of p2pool, Twisted and Python, and exit.
+        """
+        print(version_line())
+        sys.exit(0)
 
     def _add_repeated(self, flag: str, text: str) -> None:
         self._repeated.setdefault(flag, []).append(text)

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
+from p2pool._version import __version__
 from p2pool.addressing import AddressError, Point, normalise_ip
 from p2pool.errors import motive_name
 from p2pool.events import PoolEvent
@@ -279,9 +280,11 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         pool = self._pool
-        info = GaugeMetricFamily("p2pool_info", "This node: its peer id and network.", labels=["peer_id", "network"])
+        info = GaugeMetricFamily(
+            "p2pool_info", "This node: its peer id, network and p2pool version.", labels=["peer_id", "network", "version"]
+        )
         if pool.identity is not None:
-            info.add_metric([str(pool.peer_id), pool.config.network], 1)
+            info.add_metric([str(pool.peer_id), pool.config.network, __version__], 1)
         yield info
 
         connections = GaugeMetricFamily("p2pool_connections", "Running connections, by direction.", labels=["direction"])

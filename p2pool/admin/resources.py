@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from p2pool._version import __version__
 from p2pool.addressing import AddressError, PeerId, Point
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
@@ -263,6 +264,7 @@ Handler = Callable[..., Any]
 ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     ((), {"GET": "dashboard"}),
     (("metrics",), {"GET": "get_metrics"}),
+    (("version",), {"GET": "get_version"}),
     (("network", "self"), {"GET": "get_self"}),
     (("network", "stat"), {"GET": "get_stat"}),
     (("network", "connections"), {"GET": "list_connections"}),
@@ -456,6 +458,12 @@ class AdminResource(Resource):
 
     def get_metrics(self, request: Request) -> Reply:
         return Reply(raw=self._metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    def get_version(self, request: Request) -> dict[str, Any]:
+        """
+        The p2pool version this node runs, and its network name.
+        """
+        return {"version": __version__, "network": self._pool.config.network}
 
     def get_self(self, request: Request) -> str:
         if self._pool.identity is None:

@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_operations -*-
+"""
+What an operator relies on, tried as an operator does: the version
+everywhere it is shown, ... (issue 15, "Operators").
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import tomllib
+from typing import Any
+
+from packaging.version import Version
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+import p2pool
+from p2pool._version import version_line
+from p2pool.addressing import Point
+from p2pool.config import AdminConfig, PoolConfig
+from p2pool.pool import Pool
+from tests.adminhelpers import MemoryAdmin
+from tests.helpers import async_test, identity
+from tests.processes import SOURCE_ROOT, p2pool_cli, run, twistd
+
+
+class LogCapture:
+    """
+    Collects the events of C{twisted.logger} while a test runs.
+    """
+
+    def __init__(self, test: Any) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def texts(self) -> list[str]:
+        return [formatEvent(event) for event in self.events]
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    One version, written in C{p2pool/_version.py}, shown everywhere.
+    """
+
+    def test_one_source(self) -> None:
+        with open(os.path.join(SOURCE_ROOT, "pyproject.toml"), "rb") as f:
+            project = tomllib.load(f)
+        self.assertNotIn("version", project["project"])
+        self.assertIn("version", project["project"]["dynamic"])
+        self.assertEqual(
+            project["tool"]["setuptools"]["dynamic"]["version"], {"attr": "p2pool._version.__version__"}
+        )
+        self.assertEqual(str(Version(p2pool.__version__)), p2pool.__version__)
+
+    def test_installed_metadata_agrees(self) -> None:
+        try:
+            installed = importlib.metadata.version("p2pool-twisted")
+        except importlib.metadata.PackageNotFoundError:
+            raise self.skipTest("p2pool-twisted is not installed here (run from the source tree)")
+        self.assertEqual(installed, p2pool.__version__)
+
+    def test_version_line(self) -> None:
+        import platform
+
+        import twisted
+
+        self.assertEqual(
+            version_line(),
+            f"p2pool {p2pool.__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})",
+        )
+
+    def test_version_route_and_metric(self) -> None:
+        h = MemoryAdmin(self)
+        result = h.request("GET", "/version")
+        self.assertEqual(result.code, 200)
+        self.assertEqual(result.json(), {"version": p2pool.__version__, "network": "p2pool-mainnet"})
+        metrics = h.request("GET", "/metrics").body.decode()
+        self.assertIn(f'version="{p2pool.__version__}"', metrics)
+
+    def test_node_logs_its_version_when_it_starts(self) -> None:
+        from p2pool.node import NodeService
+
+        capture = LogCapture(self)
+        config = PoolConfig(
+            listen=Point("127.0.0.70", 0),
+            expected_proof_of_work=0,
+            maintenance_idle_time=None,
+            data_dir=self.mktemp(),
+            admin=AdminConfig(None),
+        )
+        service = NodeService(Pool(config, identity=identity(41)))
+        service.startService()
+        self.addCleanup(service.stopService)
+        started = [text for text in capture.texts() if text.startswith(version_line())]
+        self.assertEqual(len(started), 1, capture.texts())
+        self.assertIn("network p2pool-mainnet, listening on 127.0.0.70:0", started[0])
+
+
+class VersionCommandTests(TestCase):
+    """
+    C{--version} of both programs, run as a user runs them.
+    """
+
+    timeout = 60
+
+    @async_test
+    async def test_p2pool_version(self) -> None:
+        outcome = await run(self, [*p2pool_cli(), "--version"])
+        self.assertEqual((outcome.status, outcome.out, outcome.err), (0, version_line() + "\n", ""))
+
+    @async_test
+    async def test_twistd_plugin_version(self) -> None:
+        outcome = await run(self, [*twistd(), "-n", "p2pool", "--version"], cwd=self.mktemp_dir())
+        self.assertEqual((outcome.status, outcome.out.strip()), (0, version_line()))
+        help = await run(self, [*twistd(), "-n", "p2pool", "--help"], cwd=self.mktemp_dir())
+        self.assertIn(f"This is p2pool {p2pool.__version__}.", " ".join(help.out.split()))
+
+    def mktemp_dir(self) -> str:
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        return path
