@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_operations -*-
 """
 What an operator relies on, tried as an operator does: the version
-everywhere it is shown, ... (issue 15, "Operators").
+everywhere it is shown, the health routes and process metrics, ... (issue
+15, "Operators").
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from p2pool._version import version_line
 from p2pool.addressing import Point
 from p2pool.config import AdminConfig, PoolConfig
 from p2pool.pool import Pool
-from tests.adminhelpers import MemoryAdmin
+from p2pool.admin import AdminService
+from tests.adminhelpers import TOKEN, MemoryAdmin
 from tests.helpers import async_test, identity
 from tests.processes import SOURCE_ROOT, p2pool_cli, run, twistd
 
@@ -121,3 +123,64 @@ class VersionCommandTests(TestCase):
         path = os.path.abspath(self.mktemp())
         os.makedirs(path)
         return path
+
+
+class HealthTests(SynchronousTestCase):
+    """
+    C{/health/live} and C{/health/ready}, for container orchestrators.
+    """
+
+    def test_started_node_is_live_and_ready(self) -> None:
+        h = MemoryAdmin(self)
+        live = h.request("GET", "/health/live")
+        self.assertEqual((live.code, live.json()), (200, {"live": True}))
+        ready = h.request("GET", "/health/ready")
+        self.assertEqual(
+            (ready.code, ready.json()),
+            (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}}),
+        )
+
+    def test_not_ready_until_started(self) -> None:
+        h = MemoryAdmin(self)
+        pool = h.network.add_pool("10.0.0.3", start=False, maintenance_idle_time=None)
+        admin = AdminService(pool, AdminConfig(listen=None), reactor=h.network.reactor("10.0.0.3"))
+        h.admin = admin
+        from treq.testing import StubTreq
+
+        h.stub = StubTreq(admin.resource)
+        ready = h.request("GET", "/health/ready")
+        self.assertEqual(ready.code, 503)
+        self.assertEqual(
+            ready.json(),
+            {
+                "ready": False,
+                "checks": {"identity": True, "peers_file": False, "listening": False},
+                "error": "not_ready",
+                "detail": "waiting for: peers_file, listening",
+            },
+        )
+        self.assertEqual(h.request("GET", "/health/live").code, 200)
+        pool.startService()
+        h.network.clock.advance(0)
+        self.successResultOf(pool.when_started())
+        self.assertEqual(h.request("GET", "/health/ready").code, 200)
+        h.network.stop()
+        ready = h.request("GET", "/health/ready")
+        self.assertEqual((ready.code, ready.json()["checks"]["listening"]), (503, False))
+
+    def test_probes_need_no_token(self) -> None:
+        h = MemoryAdmin(self, token=TOKEN)
+        for path in ("/health/live", "/health/ready"):
+            self.assertEqual(h.request("GET", path, headers={"Host": "node.example"}).code, 200, path)
+        self.assertEqual(h.request("GET", "/version").code, 401)
+        self.assertEqual(h.request("GET", "/health/other").code, 401)
+
+    def test_process_metrics(self) -> None:
+        h = MemoryAdmin(self)
+        text = h.request("GET", "/metrics").body.decode()
+        self.assertIn("python_info{", text)
+        self.assertIn("python_gc_collections_total{", text)
+        if not os.path.exists("/proc/self/stat"):
+            raise self.skipTest("no /proc: prometheus_client reports no process metrics here")
+        for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"):
+            self.assertRegex(text, f"(?m)^{name} [0-9.e+]+$")

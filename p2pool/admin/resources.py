@@ -265,6 +265,8 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     ((), {"GET": "dashboard"}),
     (("metrics",), {"GET": "get_metrics"}),
     (("version",), {"GET": "get_version"}),
+    (("health", "live"), {"GET": "get_live"}),
+    (("health", "ready"), {"GET": "get_ready"}),
     (("network", "self"), {"GET": "get_self"}),
     (("network", "stat"), {"GET": "get_stat"}),
     (("network", "connections"), {"GET": "list_connections"}),
@@ -278,6 +280,11 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     (("network", "greylist", "peers"), {"GET": "greylist_peers"}),
     (("network", "log"), {"GET": "get_log"}),
 )
+
+
+#: Routes served without the token or the C{Host} check: the health probes
+#: of a container orchestrator, which say nothing but whether the node runs.
+PUBLIC_ROUTES: frozenset[tuple[str, ...]] = frozenset({("health", "live"), ("health", "ready")})
 
 
 class AdminResource(Resource):
@@ -374,8 +381,9 @@ class AdminResource(Resource):
 
     def _dispatch(self, request: Request) -> Any:
         segments = self._segments(request)
-        self._check_host(request)
-        self._authorize(request, query_token=segments == [])
+        if tuple(segments) not in PUBLIC_ROUTES:
+            self._check_host(request)
+            self._authorize(request, query_token=segments == [])
         pattern, methods = self._route(segments)
         method = _text(request.method)
         name = methods.get(method)
@@ -464,6 +472,30 @@ class AdminResource(Resource):
         The p2pool version this node runs, and its network name.
         """
         return {"version": __version__, "network": self._pool.config.network}
+
+    def get_live(self, request: Request) -> dict[str, Any]:
+        """
+        Liveness: the node's reactor answers.
+        """
+        return {"live": True}
+
+    def get_ready(self, request: Request) -> Reply:
+        """
+        Readiness: the identity is loaded, the peers file read, and the
+        pool listens for peers; 503 with what is missing otherwise.
+        """
+        pool = self._pool
+        checks = {
+            "identity": pool.identity is not None,
+            "peers_file": bool(pool.persistence.loaded),
+            "listening": pool.is_started and pool.listening_port is not None,
+        }
+        if all(checks.values()):
+            return Reply({"ready": True, "checks": checks})
+        missing = ", ".join(name for name, ok in checks.items() if not ok)
+        return Reply(
+            {"ready": False, "checks": checks, "error": "not_ready", "detail": f"waiting for: {missing}"}, status=503
+        )
 
     def get_self(self, request: Request) -> str:
         if self._pool.identity is None:
