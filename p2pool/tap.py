@@ -134,6 +134,8 @@ def makeService(options: Options) -> IService:
     """
     The node service for the parsed command line.
     """
-    from p2pool.node import make_node_service
+    from p2pool.node import exit_on_start_failure, make_node_service
 
-    return make_node_service(options.config)
+    service = make_node_service(options.config)
+    exit_on_start_failure(service)
+    return service

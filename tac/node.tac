@@ -10,10 +10,12 @@ import os
 from twisted.application.service import Application
 
 from p2pool.config import PoolConfig, load_config
-from p2pool.node import make_node_service
+from p2pool.node import exit_on_start_failure, make_node_service
 
 config_path = os.environ.get("P2POOL_CONFIG")
 config = load_config(config_path) if config_path else PoolConfig()
 
 application = Application("p2pool")
-make_node_service(config).setServiceParent(application)
+node = make_node_service(config)
+node.setServiceParent(application)
+exit_on_start_failure(node)  # exit status 1 if the node cannot start

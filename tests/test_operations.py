@@ -1,14 +1,15 @@
 # -*- test-case-name: tests.test_operations -*-
 """
 What an operator relies on, tried as an operator does: the version
-everywhere it is shown, the health routes and process metrics, ... (issue
-15, "Operators").
+everywhere it is shown, the health routes and process metrics, clean exits
+when a node cannot start, ... (issue 15, "Operators").
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import socket
 import tomllib
 from typing import Any
 
@@ -23,7 +24,7 @@ from p2pool.config import AdminConfig, PoolConfig
 from p2pool.pool import Pool
 from p2pool.admin import AdminService
 from tests.adminhelpers import TOKEN, MemoryAdmin
-from tests.helpers import async_test, identity
+from tests.helpers import async_test, free_port, identity
 from tests.processes import SOURCE_ROOT, p2pool_cli, run, twistd
 
 
@@ -184,3 +185,92 @@ class HealthTests(SynchronousTestCase):
             raise self.skipTest("no /proc: prometheus_client reports no process metrics here")
         for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"):
             self.assertRegex(text, f"(?m)^{name} [0-9.e+]+$")
+
+
+def _temp_dir(test: Any) -> str:
+    path = os.path.abspath(test.mktemp())
+    os.makedirs(path)
+    return path
+
+
+def _holding(test: Any, ip: str) -> int:
+    """
+    A port on C{ip} that a listening socket holds until the test ends.
+    """
+    port = free_port(ip)
+    held = socket.socket()
+    test.addCleanup(held.close)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind((ip, port))
+    held.listen(1)
+    return port
+
+
+class StartFailureTests(TestCase):
+    """
+    A node that cannot start says why in one line, without a traceback,
+    and exits with status 1, whatever stops it.
+    """
+
+    timeout = 120
+
+    async def node(self, *args: str, pidfile: bool = False) -> tuple[str, str]:
+        """
+        Run C{twistd -n p2pool} with C{args} in a directory of its own
+        until it exits; assert it failed in one line, and return that line
+        and the directory.
+        """
+        cwd = _temp_dir(self)
+        argv = [*twistd(), "-n", *([] if pidfile else ["--pidfile="]), "--logfile=-", "p2pool",
+                "--expected-proof-of-work", "0", *args]
+        outcome = await run(self, argv, cwd=cwd)
+        self.assertEqual(outcome.status, 1, outcome.output)
+        self.assertNotIn("Traceback", outcome.output)
+        errors = [line for line in outcome.output.splitlines() if "could not start" in line or "error:" in line]
+        self.assertEqual(len(errors), 1, outcome.output)
+        return errors[0], cwd
+
+    @async_test
+    async def test_p2p_port_in_use(self) -> None:
+        ip = "127.0.0.71"
+        port = _holding(self, ip)
+        line, cwd = await self.node("--listen", f"{ip}:{port}", "--admin", "false", pidfile=True)
+        self.assertTrue(
+            line.endswith(
+                f"p2pool could not start: p2p.listen {ip}:{port}: address already in use "
+                "(another program, perhaps another node, listens there)"
+            ),
+            line,
+        )
+        self.assertFalse(os.path.exists(os.path.join(cwd, "twistd.pid")), "the pid file is removed")
+
+    @async_test
+    async def test_admin_port_in_use(self) -> None:
+        ip = "127.0.0.72"
+        port = _holding(self, ip)
+        line, _ = await self.node("--listen", f"{ip}:0", "--admin", f"{ip}:{port}")
+        self.assertTrue(line.endswith(f"p2pool could not start: admin.listen {ip}:{port}: address already in use "
+                                      "(another program, perhaps another node, listens there)"), line)
+
+    @async_test
+    async def test_admin_certificate_missing(self) -> None:
+        missing = os.path.join(_temp_dir(self), "admin.pem")
+        line, _ = await self.node("--listen", "127.0.0.73:0", "--admin", "127.0.0.73:0", "--admin-tls-certificate", missing)
+        self.assertIn(f"p2pool could not start: admin.tls_certificate: cannot read {missing}: No such file", line)
+
+    @async_test
+    async def test_damaged_identity(self) -> None:
+        data_dir = _temp_dir(self)
+        with open(os.path.join(data_dir, "identity.json"), "w") as f:
+            f.write("{}")
+        line, _ = await self.node("--listen", "127.0.0.74:0", "--admin", "false", "--data-dir", data_dir)
+        self.assertTrue(line.startswith("p2pool: error: "), line)
+        self.assertIn("identity.json", line)
+
+    @async_test
+    async def test_connection_limits_above_the_file_limit(self) -> None:
+        line, _ = await self.node(
+            "--listen", "127.0.0.75:0", "--admin", "false", "--max-connections", "10000000",
+            "--expected-connections", "50",
+        )
+        self.assertTrue(line.startswith("p2pool: error: p2p.max_connections: needs 10000084 file descriptors"), line)
