@@ -23,8 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import difflib
+import functools
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -72,6 +75,39 @@ REQUEST_TIMEOUT = 30.0
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 Clock = Callable[[], float]
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    An argument parser whose error for an unknown option names the
+    closest option of the command line (C{--jsn}: did you mean C{--json}?).
+
+    @ivar known_options: the long options of this parser and of every
+        parser built with the same set (the subcommands').
+    """
+
+    def __init__(self, *args: Any, known_options: Optional[set[str]] = None, **kwargs: Any) -> None:
+        self.known_options: set[str] = known_options if known_options is not None else set()
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.known_options.update(s for s in action.option_strings if s.startswith("--"))
+        return action
+
+    def subcommands(self, **kwargs: Any) -> argparse._SubParsersAction[_Parser]:
+        """
+        C{add_subparsers}, whose parsers share this one's known options.
+        """
+        return self.add_subparsers(parser_class=functools.partial(_Parser, known_options=self.known_options), **kwargs)
+
+    def error(self, message: str) -> Any:
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        if unknown:
+            close = difflib.get_close_matches(unknown.group(1), sorted(self.known_options), n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        super().error(message)
 
 
 def _difficulty(text: str) -> float:
@@ -217,9 +253,9 @@ def _add_identity_file_options(parser: argparse.ArgumentParser, default_pow: flo
     )
 
 
-def _add_identity_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_identity_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     identity = commands.add_parser("identity", help="generate or inspect the node identity")
-    actions = identity.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = identity.subcommands(dest="action", metavar="ACTION", required=True)
 
     generate = actions.add_parser("generate", help="create a new identity file (never overwrites)")
     _add_identity_file_options(generate, DEFAULT_GENERATE_POW, "proof-of-work difficulty in bits")
@@ -758,7 +794,7 @@ async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
-def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a --json given before the command (see build_parser) stays.
     common.add_argument(
@@ -905,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     The argument parser for every C{p2pool} command.
     """
-    parser = argparse.ArgumentParser(prog=PROG, description="Manage a p2pool node.")
+    parser = _Parser(prog=PROG, description="Manage a p2pool node.")
     parser.add_argument("--version", action="version", version=version_line(), help="print the version and exit")
     parser.add_argument(
         "--api",
@@ -926,7 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA certificates (PEM) that verify an https:// --api server instead of the system trust store",
     )
     parser.add_argument("--json", action="store_true", help="admin commands: print JSON for scripts")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.subcommands(dest="command", metavar="COMMAND", required=True)
     _add_identity_commands(commands)
     _add_admin_commands(commands)
     return parser

@@ -2,7 +2,8 @@
 """
 What an operator relies on, tried as an operator does: the version
 everywhere it is shown, the health routes and process metrics, clean exits
-when a node cannot start, ... (issue 15, "Operators").
+when a node cannot start, short errors for a wrong command line, ... (issue
+15, "Operators").
 """
 
 from __future__ import annotations
@@ -274,3 +275,26 @@ class StartFailureTests(TestCase):
             "--expected-connections", "50",
         )
         self.assertTrue(line.startswith("p2pool: error: p2p.max_connections: needs 10000084 file descriptors"), line)
+
+
+class CommandLineErrorTests(TestCase):
+    """
+    A wrong command line under twistd: the error and one hint line, not
+    the whole C{--help}.
+    """
+
+    timeout = 60
+
+    @async_test
+    async def test_switch_given_a_value(self) -> None:
+        outcome = await run(self, [*twistd(), "-n", "p2pool", "--private-mode", "false"], cwd=_temp_dir(self))
+        self.assertEqual(outcome.status, 2)
+        self.assertEqual(outcome.out, "")
+        lines = outcome.err.splitlines()
+        self.assertEqual(len(lines), 2, outcome.err)
+        self.assertEqual(
+            lines[0],
+            "twistd p2pool: error: --private-mode is a switch and takes no value (got 'false'): "
+            "give --private-mode to turn it on, leave it out to keep it off",
+        )
+        self.assertTrue(lines[1].startswith("hint: 'twistd p2pool --help'"), lines[1])
