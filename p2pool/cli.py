@@ -46,6 +46,8 @@ from p2pool.identity import (
     Identity,
     IdentityError,
     IdentityFileExists,
+    ProofOfWorkProgress,
+    expected_attempts,
     load_identity,
     pow_target,
     proof_of_work_bits,
@@ -136,35 +138,33 @@ def identity_path(args: argparse.Namespace) -> str:
     return os.path.join(args.data_dir, IDENTITY_FILE_NAME)
 
 
-def _expected_attempts(difficulty: float) -> int:
-    return max(1, (1 << 256) // (pow_target(difficulty) + 1))
-
-
 class ProgressReporter:
     """
-    Shows proof-of-work progress on a stream: one line rewritten in place
-    (with a carriage return) on a terminal, a new line now and then
-    otherwise. Updates are throttled to C{interval} seconds (a quarter of a
-    second on a terminal, ten seconds otherwise, by default).
+    Shows proof-of-work progress (L{ProofOfWorkProgress}) on a stream: one
+    line rewritten in place (with a carriage return) on a terminal, a new
+    line now and then otherwise. Updates are throttled to C{interval}
+    seconds (a quarter of a second on a terminal, ten seconds otherwise, by
+    default). With the C{difficulty}, each line says how long the search
+    is expected to take yet.
     """
 
-    def __init__(self, stream: TextIO, clock: Clock = time.monotonic, interval: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        clock: Clock = time.monotonic,
+        interval: Optional[float] = None,
+        difficulty: Optional[float] = None,
+    ) -> None:
         self._stream = stream
-        self._clock = clock
         self._tty = _isatty(stream)
-        self._interval = interval if interval is not None else (0.25 if self._tty else 10.0)
-        self._started = clock()
-        self._last_shown = self._started
+        interval = interval if interval is not None else (0.25 if self._tty else 10.0)
+        self._progress = ProofOfWorkProgress(difficulty, interval, clock)
         self._width = 0
 
     def __call__(self, attempts: int) -> None:
-        now = self._clock()
-        if now - self._last_shown < self._interval:
-            return
-        self._last_shown = now
-        elapsed = now - self._started
-        rate = attempts / elapsed if elapsed > 0 else 0.0
-        self._show(f"proof of work: {attempts:,} attempts, {rate:,.0f} hashes/s")
+        text = self._progress(attempts)
+        if text is not None:
+            self._show(text)
 
     def _show(self, text: str) -> None:
         if self._tty:
@@ -199,9 +199,9 @@ def _identity_generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         raise IdentityFileExists("already exists; refusing to overwrite it", path)
     err.write(
         f"generating an identity with proof of work {_format_bits(args.pow)} "
-        f"(about {_expected_attempts(args.pow):,} attempts expected)\n"
+        f"(about {expected_attempts(args.pow):,} attempts expected)\n"
     )
-    reporter = ProgressReporter(err)
+    reporter = ProgressReporter(err, difficulty=args.pow)
     try:
         identity = Identity.generate(args.pow, progress=reporter)
     finally:

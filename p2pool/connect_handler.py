@@ -40,6 +40,7 @@ from p2pool.errors import (
     RejectedNoCommonProtocol,
     Timeout,
     TooManyConnections,
+    motive_name,
 )
 from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
 from p2pool.protocol import PeerClientFactory, PeerProtocol
@@ -427,12 +428,15 @@ class ConnectHandler:
             pool.unregister_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
             pool.greylist_addr(protocol.remote_ip)
+        # The motive of a nack, by name too, on both sides.
+        nack = {"motive": error.motive, "motive_name": motive_name(error.motive)} if isinstance(error, RejectedByNack) else {}
         if isinstance(error, Rejected):
             pool.events.emit(
                 "rejecting_request",
                 addr=protocol.remote_ip,
                 peer_id=str(error.peer_id),
                 motive=error.motive,
+                motive_name=motive_name(error.motive),
                 incoming=protocol.incoming,
             )
         elif accepted:
@@ -441,6 +445,7 @@ class ConnectHandler:
                 addr=protocol.remote_ip,
                 error=type(error).__name__,
                 detail=str(error),
+                **nack,
                 incoming=protocol.incoming,
             )
         elif protocol.transport is None:
@@ -451,6 +456,7 @@ class ConnectHandler:
                 addr=protocol.remote_ip or str(protocol.dialed_point),
                 error=type(error).__name__,
                 detail=str(error),
+                **nack,
                 incoming=protocol.incoming,
             )
         result = self._dial_results.pop(protocol, None)

@@ -12,7 +12,8 @@ import sys
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from p2pool._version import version_line
@@ -43,7 +44,12 @@ class NodeService(MultiService):
     @ivar pool: the node's pool.
     @ivar admin: the admin service, or C{None} when disabled.
     @ivar start_error: why the node could not start, or C{None}.
+    @ivar log_observer: the node's log observer (L{p2pool.logs}), which
+        L{setServiceParent} installs on a twistd application; C{None}
+        leaves the application's logging alone.
     """
+
+    log_observer: Optional[ILogObserver] = None
 
     _log = Logger()
 
@@ -57,6 +63,21 @@ class NodeService(MultiService):
             self.admin = AdminService(pool, reactor=reactor)
             self.admin.setServiceParent(self)
         pool.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}. When it is a twistd C{Application} without a log
+        observer of its own, L{log_observer} (if set) becomes its log
+        observer, as a C{.tac} file would set it: twistd then writes the
+        node's log through it.
+        """
+        if (
+            self.log_observer is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver, None) is None
+        ):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         config = self.pool.config

@@ -37,7 +37,8 @@ from p2pool.errors import (
 )
 from p2pool.events import EventLog, PoolEvent
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
-from p2pool.identity import Identity, IdentityError, load_or_create_identity
+from p2pool import identity as identity_module
+from p2pool.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.keepalive import Keepalive
 from p2pool.maintenance import Maintenance
@@ -235,9 +236,12 @@ class Pool(MultiService):
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
         reactor = self._reactor
+        report = ProofOfWorkProgress(self.config.expected_proof_of_work, identity_module.PROGRESS_LOG_INTERVAL)
 
         def progress(attempts: int) -> None:
-            reactor.callFromThread(self._log.info, "searching proof of work: {attempts} attempts", attempts=attempts)
+            text = report(attempts)
+            if text is not None:
+                reactor.callFromThread(self._log.info, "{progress}", progress=text)
 
         def search() -> Identity:
             return load_or_create_identity(

@@ -218,10 +218,16 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """
-    The node service for the parsed command line.
+    The node service for the parsed command line. Under twistd, its log
+    goes where twistd's would, filtered and formatted by C{[log]} (see
+    L{p2pool.logs}); it exits with status 1 if it cannot start.
     """
+    from p2pool.logs import node_log_observer, twistd_log_destination
     from p2pool.node import exit_on_start_failure, make_node_service
 
     service = make_node_service(options.config)
+    destination = twistd_log_destination(options.parent)
+    if destination is not None:
+        service.log_observer = node_log_observer(options.config.log, destination)
     exit_on_start_failure(service)
     return service

@@ -2,14 +2,16 @@
 """
 What an operator relies on, tried as an operator does: the version
 everywhere it is shown, the health routes and process metrics, clean exits
-when a node cannot start, short errors for a wrong command line, ... (issue
-15, "Operators").
+when a node cannot start, short errors for a wrong command line, a quiet
+log, ... (issue 15, "Operators").
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import socket
 import tomllib
 from typing import Any
@@ -24,9 +26,9 @@ from p2pool.addressing import Point
 from p2pool.config import AdminConfig, PoolConfig
 from p2pool.pool import Pool
 from p2pool.admin import AdminService
-from tests.adminhelpers import TOKEN, MemoryAdmin
-from tests.helpers import async_test, free_port, identity
-from tests.processes import SOURCE_ROOT, p2pool_cli, run, twistd
+from tests.adminhelpers import TOKEN, MemoryAdmin, http_client
+from tests.helpers import async_test, free_port, identity, sleep
+from tests.processes import SOURCE_ROOT, p2pool_cli, run, spawn, twistd
 
 
 class LogCapture:
@@ -298,3 +300,54 @@ class CommandLineErrorTests(TestCase):
             "give --private-mode to turn it on, leave it out to keep it off",
         )
         self.assertTrue(lines[1].startswith("hint: 'twistd p2pool --help'"), lines[1])
+
+
+async def _metric(test: Any, url: str, name: str) -> float:
+    """
+    The value of an unlabelled sample of C{url}'s metrics (0 if absent).
+    """
+    response = await http_client(test).get(url + "/metrics")
+    text = (await response.content()).decode()
+    match = re.search(f"(?m)^{re.escape(name)} ([0-9.e+]+)$", text)
+    return float(match.group(1)) if match else 0.0
+
+
+class QuietLogTests(TestCase):
+    """
+    A lone node's log at the default level: its start, and no line per
+    maintenance round or admin request.
+    """
+
+    timeout = 120
+
+    @async_test
+    async def test_lone_node_in_json(self) -> None:
+        ip = "127.0.0.79"
+        admin = free_port(ip)
+        url = f"http://{ip}:{admin}"
+        node = spawn(
+            self,
+            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", f"{ip}:0", "--admin", f"{ip}:{admin}",
+             "--expected-proof-of-work", "0", "--log-format", "json"],
+            cwd=_temp_dir(self),
+        )
+        rounds = 'p2pool_events_total{event="too_few_connections"}'
+        seen = 0.0
+        for _ in range(300):  # up to a minute: maintenance reports every 5 s
+            try:
+                seen = await _metric(self, url, rounds)
+            except Exception:
+                seen = 0.0  # not listening yet
+            if seen >= 2 or node.ended.called:
+                break
+            await sleep(0.2)
+        self.assertGreaterEqual(seen, 2, node.out.decode())
+        node.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        outcome = await node.ended
+        self.assertIn(outcome.status, (0, -15), outcome.output)  # twistd ends by the signal it got
+        records = [json.loads(line) for line in outcome.out.splitlines()]
+        self.assertEqual([r["event"] for r in records if r.get("event") == "too_few_connections"], ["too_few_connections"])
+        self.assertEqual([r for r in records if r["level"] == "debug"], [])
+        self.assertEqual([r for r in records if "admin API: GET" in r["message"]], [])
+        self.assertIn("listening", [r.get("event") for r in records])
+        self.assertLess(len(records), 30, outcome.out)

@@ -63,6 +63,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "admin-token": ("kT3x-9fQ_2bV~7yZ+mW/1cR=", "kT3x-9fQ_2bV~7yZ+mW/1cR="),
     "admin-tls-certificate": ("/etc/p2pool/admin.pem", "/etc/p2pool/admin.pem"),
     "admin-tls-key": ("/etc/p2pool/admin.key", "/etc/p2pool/admin.key"),
+    "log-level": ("debug", "debug"),
+    "log-format": ("json", "json"),
 }
 
 
