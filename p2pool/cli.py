@@ -8,7 +8,7 @@ arguments and the output and error streams, returning the exit status.
 L{main} parses, dispatches and turns user errors into one-line messages.
 
 The admin commands (C{status}, C{connections}, C{points}, C{peers},
-C{greylist}, C{ban}, C{unban}, C{trust}, C{untrust}, C{connect},
+C{greylist}, C{bans}, C{ban}, C{unban}, C{trust}, C{untrust}, C{connect},
 C{disconnect}, C{log}) talk to a running node's admin API with treq. Their
 handlers are coroutines taking an L{AdminClient}; L{main} runs them under
 C{task.react}, and L{admin_main} runs them in an already running reactor
@@ -41,6 +41,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from p2pool._version import version_line
+from p2pool.acl import canonical_entry
 from p2pool.addressing import AddressError, PeerId, PointSpec
 from p2pool.identity import (
     Identity,
@@ -537,19 +538,24 @@ def _resolve(host: str, port: int) -> str:
 
 def _target(text: str) -> tuple[str, str, Optional[str]]:
     """
-    A command-line target: C{("peers", peer_id, None)} or C{("points",
-    point, expected_peer_id)}; a host name is resolved.
+    A command-line target: C{("peers", peer_id, None)}, C{("bans", address
+    or CIDR range, None)} or C{("points", point, expected_peer_id)}; a host
+    name is resolved.
 
-    @raise UsageError: neither a peer id nor a point.
+    @raise UsageError: none of these.
     """
     try:
         return "peers", str(PeerId.parse(text)), None
     except AddressError:
         pass
     try:
+        return "bans", canonical_entry(text), None
+    except AddressError:
+        pass
+    try:
         spec = PointSpec.parse(text)
     except AddressError as e:
-        raise UsageError(f"{text!r} is neither a peer id nor a point: {e}") from None
+        raise UsageError(f"{text!r} is neither a peer id nor a point (nor an address or CIDR range): {e}") from None
     point = spec.point
     key = str(point) if point is not None else f"{_resolve(spec.host, spec.port)}:{spec.port}"
     return "points", key, str(spec.expected_peer_id) if spec.expected_peer_id else None
@@ -711,6 +717,8 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     trusted changes nothing, else unbans it too (patch C{open}).
     """
     kind, key, expected = _target(args.target)
+    if kind == "bans":
+        return await _ban_addr(args, client, out, key)
     what = "peer" if kind == "peers" else "point"
     acl, done = _ACL_COMMANDS[args.command]
     if args.command in ("unban", "untrust"):
@@ -740,10 +748,44 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
+async def _ban_addr(args: argparse.Namespace, client: AdminClient, out: TextIO, entry: str) -> int:
+    """
+    C{ban} or C{unban} of an address or CIDR range (C{/network/bans/ips}).
+    """
+    if args.command == "ban":
+        result = await client.call("PUT", "network", "bans", "ips", entry)
+        closed = result["disconnected"]
+        text = f"banned {entry}" + (f" ({closed} connection{'s' if closed != 1 else ''} closed)" if closed else "")
+    elif args.command == "unban":
+        result = await client.call("DELETE", "network", "bans", "ips", entry)
+        text = f"unbanned {entry}" if result["was_banned"] else f"{entry} was not banned"
+    else:
+        raise UsageError(f"{args.command} takes a point (host:port) or a peer id; an address or range can only be banned")
+    if args.json:
+        _json_out(out, result)
+    else:
+        out.write(text + "\n")
+    return EXIT_OK
+
+
+def _ban_kind(entry: str) -> str:
+    return "range" if "/" in entry else "address"
+
+
+async def _bans(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    bans = await client.call("GET", "network", "bans")
+    if args.json:
+        _json_out(out, bans)
+        return EXIT_OK
+    rows = [[_ban_kind(ip), ip] for ip in bans["ips"]] + [["peer", peer] for peer in bans["peers"]]
+    _table(out, ["KIND", "BANNED"], rows, "no bans")
+    return EXIT_OK
+
+
 async def _connect(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
     kind, key, _ = _target(args.point)
     if kind != "points":
-        raise UsageError(f"connect takes a point (host:port), not a peer id: {args.point!r}")
+        raise UsageError(f"connect takes a point (host:port), not {args.point!r}")
     params = {"timeout": f"{args.timeout:g}"} if args.timeout is not None else None
     wait = (args.timeout or 60.0) + REQUEST_TIMEOUT
     conn = await client.call("PUT", "network", "points", key, params=params, timeout=wait)
@@ -811,15 +853,19 @@ def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     add("points", _points, "list the known points")
     add("peers", _peers, "list the known peers")
     add("greylist", _greylist, "list the greylisted addresses and peers")
+    add("bans", _bans, "list the banned addresses, CIDR ranges and peer ids")
     helps = {
-        "ban": "ban a point's address or a peer id (and disconnect it)",
+        "ban": "ban a point's address, an address or CIDR range, or a peer id (and disconnect them)",
         "unban": "lift a ban or greylisting",
         "trust": "trust a point (kept connected) or a peer id",
         "untrust": "stop trusting a point or peer id",
     }
     for name, text in helps.items():
         add(name, _acl, text).add_argument(
-            "target", metavar="POINT_OR_PEER_ID", help="host:port (optionally #peer_id) or a peer id"
+            "target",
+            metavar="POINT_OR_PEER_ID",
+            help="host:port (optionally #peer_id), a peer id"
+            + (", or an address or CIDR range (192.0.2.0/24)" if name in ("ban", "unban") else ""),
         )
     connect = add("connect", _connect, "connect to a point now, ignoring its back-off")
     connect.add_argument("point", metavar="POINT", help="host:port")

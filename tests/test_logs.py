@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from twisted.application.service import Application, MultiService
 from twisted.application.twist._options import TwistOptions
-from twisted.logger import ILogObserver, LogLevel, Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 from twisted.scripts.twistd import ServerOptions
@@ -26,7 +26,12 @@ from p2pool.config import AdminConfig, LogConfig, PoolConfig
 from p2pool.errors import NackMotive
 from p2pool.events import EventLog
 from p2pool.identity import Identity, ProofOfWorkProgress, expected_attempts
-from p2pool.logs import StatusRepeats, json_record, node_log_observer, twistd_log_destination
+from p2pool.logs import (
+    StatusRepeats,
+    json_record,
+    node_log_observer,
+    twistd_log_destination,
+)
 from p2pool.pool import Pool
 from tests.helpers import async_test, identity, start_node, wait_for
 

@@ -3,12 +3,14 @@
 What an operator relies on, tried as an operator does: the version
 everywhere it is shown, the health routes and process metrics, clean exits
 when a node cannot start, short errors for a wrong command line, a quiet
-log, ... (issue 15, "Operators").
+log, bans that can be listed and set by range, ... (issue 15,
+"Operators").
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -16,18 +18,25 @@ import socket
 import tomllib
 from typing import Any
 
-from packaging.version import Version
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
+from p2pool import cli
 from p2pool._version import version_line
 from p2pool.addressing import Point
+from p2pool.admin import AdminService
 from p2pool.config import AdminConfig, PoolConfig
 from p2pool.pool import Pool
-from p2pool.admin import AdminService
-from tests.adminhelpers import TOKEN, MemoryAdmin, http_client
-from tests.helpers import async_test, free_port, identity, sleep
+from tests.adminhelpers import (
+    IP_B,
+    TOKEN,
+    MemoryAdmin,
+    base_url,
+    http_client,
+    start_admin,
+)
+from tests.helpers import async_test, free_port, identity, sleep, start_node, wait_for
 from tests.processes import SOURCE_ROOT, p2pool_cli, run, spawn, twistd
 
 
@@ -58,7 +67,8 @@ class VersionTests(SynchronousTestCase):
         self.assertEqual(
             project["tool"]["setuptools"]["dynamic"]["version"], {"attr": "p2pool._version.__version__"}
         )
-        self.assertEqual(str(Version(p2pool.__version__)), p2pool.__version__)
+        # A public PEP 440 version (release, pre-, post- and dev-release parts).
+        self.assertRegex(p2pool.__version__, r"^[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$")
 
     def test_installed_metadata_agrees(self) -> None:
         try:
@@ -351,3 +361,100 @@ class QuietLogTests(TestCase):
         self.assertEqual([r for r in records if "admin API: GET" in r["message"]], [])
         self.assertIn("listening", [r.get("event") for r in records])
         self.assertLess(len(records), 30, outcome.out)
+
+
+class BanAPITests(SynchronousTestCase):
+    """
+    C{GET /network/bans} and C{PUT|DELETE /network/bans/ips/<address or
+    range>}.
+    """
+
+    def setUp(self) -> None:
+        self.h = MemoryAdmin(self)
+
+    def bans(self) -> Any:
+        result = self.h.request("GET", "/network/bans")
+        self.assertEqual(result.code, 200)
+        return result.json()
+
+    def test_list_and_ban_a_range(self) -> None:
+        self.assertEqual(self.bans(), {"ips": [], "peers": []})
+        result = self.h.request("PUT", "/network/bans/ips/192.0.2.0%2F24")
+        self.assertEqual((result.code, result.json()), (200, {"ip": "192.0.2.0/24", "disconnected": 0}))
+        self.h.request("PUT", "/network/bans/ips/2001:db8::7")
+        self.h.request("PATCH", f"/network/peers/{self.h.b.peer_id}", {"acl": "ban"})
+        self.assertEqual(
+            self.bans(), {"ips": ["192.0.2.0/24", "2001:db8::7"], "peers": [str(self.h.b.peer_id)]}
+        )
+        self.assertTrue(self.h.a.acl.banned_addr("192.0.2.200"))
+        self.assertFalse(self.h.a.acl.banned_addr("192.0.3.1"))
+
+    def test_range_ban_closes_connections_inside_it(self) -> None:
+        self.h.connect()
+        result = self.h.request("PUT", "/network/bans/ips/10.0.0.0%2F30")
+        self.assertEqual(result.json(), {"ip": "10.0.0.0/30", "disconnected": 1})
+        self.h.network.run_until(lambda: self.h.a.active_connections() == 0, timeout=10)
+        self.assertFalse(self.h.a.peers.banned(self.h.b.peer_id), "a range ban bans addresses only")
+        self.assertTrue(self.h.a.points.banned(Point(IP_B, 9732)))
+
+    def test_unban_exactly_the_entry(self) -> None:
+        self.h.request("PUT", "/network/bans/ips/192.0.2.0%2F24")
+        self.h.request("PUT", "/network/bans/ips/192.0.2.9")
+        result = self.h.request("DELETE", "/network/bans/ips/192.0.2.9")
+        self.assertEqual(result.json(), {"ip": "192.0.2.9", "was_banned": True})
+        self.assertTrue(self.h.a.acl.banned_addr("192.0.2.9"), "still inside the banned range")
+        result = self.h.request("DELETE", "/network/bans/ips/192.0.2.0%2F24")
+        self.assertEqual(result.json(), {"ip": "192.0.2.0/24", "was_banned": True})
+        self.assertEqual(self.h.request("DELETE", "/network/bans/ips/192.0.2.0%2F24").json()["was_banned"], False)
+        self.assertEqual(self.bans(), {"ips": [], "peers": []})
+
+    def test_bad_addresses(self) -> None:
+        for text in ("192.0.2.1%2F24", "example.org", "10.0.0.0%2F33", "1.2.3.4:5"):
+            result = self.h.request("PUT", f"/network/bans/ips/{text}")
+            self.assertEqual((result.code, result.json()["error"]), (400, "malformed_address"), text)
+        self.assertEqual(self.bans(), {"ips": [], "peers": []})
+
+    def test_unauthorized_says_how_to_give_the_token(self) -> None:
+        h = MemoryAdmin(self, token=TOKEN)
+        for headers in (None, {"Authorization": "Bearer wrong-token-0123456789"}):
+            detail = h.request("GET", "/network/bans", headers=headers).json()["detail"]
+            for way in ("p2pool --token", "$P2POOL_ADMIN_TOKEN", "Authorization: Bearer", "/?access_token="):
+                self.assertIn(way, detail)
+
+
+class BanCommandTests(TestCase):
+    """
+    C{p2pool bans} and C{p2pool ban|unban} of addresses and ranges against
+    a running node.
+    """
+
+    timeout = 30
+
+    async def run_cli(self, url: str, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        status = await cli.admin_main(["--api", url, *argv], http_client(self), out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    @async_test
+    async def test_ban_a_range(self) -> None:
+        a = await start_node(self, "127.0.0.80", 47)
+        b = await start_node(self, "127.0.0.81", 48)
+        url = base_url(await start_admin(self, a.pool, "127.0.0.80"))
+        await a.pool.connect(b.point)
+        self.assertEqual(await self.run_cli(url, "bans"), (0, "no bans\n", ""))
+        self.assertEqual(await self.run_cli(url, "ban", "127.0.0.81/32"), (0, "banned 127.0.0.81 (1 connection closed)\n", ""))
+        await wait_for(lambda: a.pool.active_connections() == 0, timeout=10)
+        self.assertEqual(await self.run_cli(url, "ban", "192.0.2.0/24"), (0, "banned 192.0.2.0/24\n", ""))
+        await self.run_cli(url, "ban", str(b.pool.peer_id))
+        status, out, _ = await self.run_cli(url, "bans")
+        self.assertEqual(
+            [line.split() for line in out.splitlines()],
+            [["KIND", "BANNED"], ["address", "127.0.0.81"], ["range", "192.0.2.0/24"], ["peer", str(b.pool.peer_id)]],
+        )
+        status, out, _ = await self.run_cli(url, "bans", "--json")
+        self.assertEqual(json.loads(out), {"ips": ["127.0.0.81", "192.0.2.0/24"], "peers": [str(b.pool.peer_id)]})
+        self.assertEqual(await self.run_cli(url, "unban", "192.0.2.0/24"), (0, "unbanned 192.0.2.0/24\n", ""))
+        self.assertEqual(await self.run_cli(url, "unban", "192.0.2.0/24"), (0, "192.0.2.0/24 was not banned\n", ""))
+        status, _, err = await self.run_cli(url, "trust", "192.0.2.0/24")
+        self.assertEqual(status, cli.EXIT_USAGE)
+        self.assertEqual(err, "p2pool: error: trust takes a point (host:port) or a peer id; an address or range can only be banned\n")

@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from p2pool._version import __version__
+from p2pool.acl import canonical_entry
 from p2pool.addressing import AddressError, PeerId, Point
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
@@ -58,6 +59,11 @@ MAX_BODY_SIZE = 64 * 1024
 MAX_DIAL_TIMEOUT = 600.0
 #: How long C{DELETE /network/connections/<peer_id>?wait=true} waits.
 DISCONNECT_WAIT = 10.0
+#: How a client gives the admin token, for 401 replies.
+HOW_TO_GIVE_THE_TOKEN = (
+    "p2pool --token TOKEN (or $P2POOL_ADMIN_TOKEN), an 'Authorization: Bearer TOKEN' header, "
+    "or /?access_token=TOKEN for the dashboard"
+)
 #: The C{acl} values of a C{PATCH} body.
 ACL_VALUES = ("ban", "trust", "open")
 
@@ -130,7 +136,21 @@ def _parse_peer_id(text: str) -> PeerId:
         raise _bad("malformed_peer_id", str(e)) from None
 
 
-_PARAMETERS: dict[str, Callable[[str], Any]] = {":point": _parse_point, ":peer_id": _parse_peer_id}
+def _parse_addr(text: str) -> str:
+    """
+    An address or CIDR range (C{/} written C{%2F} in a path), canonical.
+    """
+    try:
+        return canonical_entry(text)
+    except AddressError as e:
+        raise _bad("malformed_address", str(e)) from None
+
+
+_PARAMETERS: dict[str, Callable[[str], Any]] = {
+    ":point": _parse_point,
+    ":peer_id": _parse_peer_id,
+    ":addr": _parse_addr,
+}
 
 
 def _arguments(request: Request) -> dict[bytes, list[bytes]]:
@@ -275,6 +295,8 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     (("network", "points", ":point"), {"GET": "get_point", "PUT": "put_point", "PATCH": "patch_point"}),
     (("network", "peers"), {"GET": "list_peers"}),
     (("network", "peers", ":peer_id"), {"GET": "get_peer", "PATCH": "patch_peer"}),
+    (("network", "bans"), {"GET": "list_bans"}),
+    (("network", "bans", "ips", ":addr"), {"PUT": "put_ban", "DELETE": "delete_ban"}),
     (("network", "greylist"), {"DELETE": "delete_greylist"}),
     (("network", "greylist", "ips"), {"GET": "greylist_ips"}),
     (("network", "greylist", "peers"), {"GET": "greylist_peers"}),
@@ -442,12 +464,15 @@ class AdminResource(Resource):
             raise APIError(
                 401,
                 "unauthorized",
-                "this node requires an 'Authorization: Bearer <token>' header",
+                f"this node requires its admin token ([admin] token): {HOW_TO_GIVE_THE_TOKEN}",
                 {"WWW-Authenticate": 'Bearer realm="p2pool"'},
             )
         if not hmac.compare_digest(given, self._token):
             raise APIError(
-                401, "unauthorized", "wrong token", {"WWW-Authenticate": 'Bearer realm="p2pool", error="invalid_token"'}
+                401,
+                "unauthorized",
+                f"wrong token: give the node's [admin] token: {HOW_TO_GIVE_THE_TOKEN}",
+                {"WWW-Authenticate": 'Bearer realm="p2pool", error="invalid_token"'},
             )
 
     # -- node ----------------------------------------------------------------
@@ -603,6 +628,27 @@ class AdminResource(Resource):
         _apply_acl(peers, peer_id, acl)
         info = peers.info(peer_id)
         return peer_info_json(self._pool, info, self._traffic) if info is not None else None
+
+    # -- bans ------------------------------------------------------------------
+
+    def list_bans(self, request: Request) -> dict[str, list[str]]:
+        """
+        The ban lists: addresses and CIDR ranges, and peer ids, in ban order.
+        """
+        acl = self._pool.acl
+        return {"ips": acl.ip_blacklist.listing(), "peers": [str(p) for p in acl.peer_blacklist.listing()]}
+
+    def put_ban(self, request: Request, addr: str) -> dict[str, Any]:
+        """
+        Ban an address or CIDR range and close the connections from it.
+        """
+        return {"ip": addr, "disconnected": self._pool.points.ban_addr(addr)}
+
+    def delete_ban(self, request: Request, addr: str) -> dict[str, Any]:
+        """
+        Lift the ban of exactly this address or range.
+        """
+        return {"ip": addr, "was_banned": self._pool.points.unban_addr(addr)}
 
     # -- greylists -------------------------------------------------------------
 
