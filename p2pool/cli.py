@@ -56,7 +56,7 @@ from p2pool.identity import (
 )
 from p2pool.seeds import SeedError, load_trust_root, tls_failure_reason
 
-__all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main"]
+__all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main", "parse_arguments"]
 
 PROG = "p2pool"
 DEFAULT_API = "http://127.0.0.1:8732"
@@ -252,6 +252,38 @@ def _add_identity_file_options(parser: argparse.ArgumentParser, default_pow: flo
         metavar="BITS",
         help=f"{pow_help} (default: {_format_bits(default_pow)})",
     )
+
+
+def _config_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    Print the configuration C{twistd -n p2pool} would run with, given the
+    same options, as TOML.
+    """
+    from twisted.python import usage
+
+    from p2pool import tap
+
+    options = tap.Options()
+    try:
+        options.parseOptions(list(args.node_options))
+    except usage.UsageError as e:
+        raise UsageError(str(e)) from None
+    out.write(tap.effective_config(options))
+    return EXIT_OK
+
+
+def _add_config_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    config = commands.add_parser("config", help="show the configuration a node runs with")
+    actions = config.subcommands(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print the effective configuration as TOML that --config accepts",
+        description="Print the configuration that 'twistd -n p2pool' given the same options "
+        "(--config FILE and any flag) would run with: the built-in defaults, then the file, then the "
+        "flags, as TOML that --config accepts back.",
+        usage="p2pool config show [--config FILE] [NODE OPTIONS]",
+    )
+    show.set_defaults(handler=_config_show, takes_node_options=True)
 
 
 def _add_identity_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -950,7 +982,7 @@ async def admin_main(argv: list[str], http: Any, out: TextIO, err: TextIO) -> in
     """
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
+            args = parse_arguments(argv)
     except SystemExit as e:
         return _exit_status(e.code)
     if getattr(args, "admin_handler", None) is None:
@@ -1010,8 +1042,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="admin commands: print JSON for scripts")
     commands = parser.subcommands(dest="command", metavar="COMMAND", required=True)
     _add_identity_commands(commands)
+    _add_config_commands(commands)
     _add_admin_commands(commands)
     return parser
+
+
+def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """
+    Parse a C{p2pool} command line. The options that follow C{config show}
+    are the node's (C{twistd -n p2pool}'s), kept as C{node_options}.
+
+    @raise SystemExit: a usage error (status 2), after printing it; or
+        C{--help}/C{--version} (status 0).
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_node_options", False):
+        args.node_options = extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    return args
 
 
 def _exit_status(code: object) -> int:
@@ -1030,7 +1080,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """
     out, err = sys.stdout, sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(argv)
     except SystemExit as e:
         return _exit_status(e.code)
     if getattr(args, "admin_handler", None) is not None:
@@ -1044,6 +1094,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except IdentityError as e:
         err.write(f"{PROG}: error: {e}\n")
         return EXIT_ERROR
+    except UsageError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         err.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED

@@ -52,6 +52,7 @@ __all__ = [
     "ReconnectionConfig",
     "check_file_budget",
     "config_from_mapping",
+    "config_to_toml",
     "file_descriptors_needed",
     "load_config",
     "raise_file_limit",
@@ -1099,6 +1100,61 @@ def load_config(
     from_file = _Origin(path, os.path.dirname(os.path.abspath(path)) if path is not None else None)
     from_overrides = _Origin(overrides_source, os.getcwd())
     return _build(flat, lambda dotted: from_overrides if dotted in overrides else from_file)
+
+
+# -- writing ---------------------------------------------------------------
+
+#: Characters written as escapes in a TOML basic string.
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    """
+    A configuration value in TOML: C{None} (absent) is C{false}, points
+    and point specs are strings, tuples are arrays.
+    """
+    if value is None or isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return _toml_string(str(value))
+
+
+def config_to_toml(config: PoolConfig, header: str = "") -> str:
+    """
+    The whole configuration as a TOML document that L{load_config} reads
+    back into the same configuration: every key of every table, absent
+    values as C{false}, relative paths made absolute (against the current
+    directory, as the node uses them).
+
+    @param header: a comment put first (each line prefixed with C{# }).
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for table in _TABLES:
+        if lines:
+            lines.append("")
+        lines.append(f"[{table}]")
+        for key in CONFIG_KEYS:
+            if key.table == table:
+                value = key.kind.resolve(key.get(config), os.getcwd())
+                lines.append(f"{key.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
 
 
 # -- open-file budget ------------------------------------------------------

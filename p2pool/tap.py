@@ -25,9 +25,9 @@ from twisted.python import usage
 
 from p2pool._version import __version__, version_line
 from p2pool.addressing import AddressError
-from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, load_config
+from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, config_to_toml, load_config
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "effective_config", "makeService"]
 
 _KEYS_BY_FLAG: dict[str, ConfigKey] = {key.flag: key for key in CONFIG_KEYS}
 
@@ -69,7 +69,10 @@ class Options(usage.Options):
         if not key.is_switch and not key.repeatable
     ]
 
-    optFlags: list[list[Any]] = [[key.flag, None, _help(key)] for key in CONFIG_KEYS if key.is_switch]
+    optFlags: list[list[Any]] = [[key.flag, None, _help(key)] for key in CONFIG_KEYS if key.is_switch] + [
+        ["dump-config", None, "Print the effective configuration (defaults, then --config, then flags) as TOML "
+         "that --config accepts, and exit."],
+    ]
 
     config: PoolConfig
 
@@ -214,6 +217,25 @@ class Options(usage.Options):
             self.config = load_config(config_path, self._overrides())
         except (ConfigError, AddressError) as e:
             raise usage.UsageError(str(e)) from e
+        if self["dump-config"]:
+            sys.stdout.write(effective_config(self))
+            sys.exit(0)
+
+
+def effective_config(options: Options) -> str:
+    """
+    The configuration of parsed C{options} as TOML that C{--config}
+    accepts, with a header saying where it comes from.
+    """
+    sources = ["the built-in defaults"]
+    if options["config"] is not None:
+        sources.append(os.path.abspath(options["config"]))
+    if options._overrides():
+        sources.append("the command line")
+    header = f"p2pool {__version__}: the effective configuration: " + ", then ".join(sources) + "."
+    if options.config.admin.token:
+        header += "\nIt holds the admin token: keep it private."
+    return config_to_toml(options.config, header)
 
 
 def makeService(options: Options) -> IService:

@@ -3,8 +3,9 @@
 What an operator relies on, tried as an operator does: the version
 everywhere it is shown, the health routes and process metrics, clean exits
 when a node cannot start, short errors for a wrong command line, a quiet
-log, bans that can be listed and set by range, ... (issue 15,
-"Operators").
+log, bans that can be listed and set by range, and the effective
+configuration, printed as TOML the node accepts back (issue 15,
+"Operators", items 1 to 7; item 8 is in tests.test_service).
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import json
 import os
 import re
 import socket
+import sys
 import tomllib
 from typing import Any
+
+import attrs
 
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
-from p2pool import cli
+from p2pool import cli, tap
 from p2pool._version import version_line
 from p2pool.addressing import Point
 from p2pool.admin import AdminService
-from p2pool.config import AdminConfig, PoolConfig
+from p2pool.config import CONFIG_KEYS, AdminConfig, PoolConfig, config_to_toml, load_config
 from p2pool.pool import Pool
 from tests.adminhelpers import (
     IP_B,
@@ -458,3 +462,148 @@ class BanCommandTests(TestCase):
         status, _, err = await self.run_cli(url, "trust", "192.0.2.0/24")
         self.assertEqual(status, cli.EXIT_USAGE)
         self.assertEqual(err, "p2pool: error: trust takes a point (host:port) or a peer id; an address or range can only be banned\n")
+
+
+def _absolute(config: PoolConfig) -> PoolConfig:
+    """
+    C{config} with its relative paths made absolute, as the dump writes them.
+    """
+    for key in CONFIG_KEYS:
+        value = key.get(config)
+        resolved = key.kind.resolve(value, os.getcwd())
+        if resolved != value:
+            holder = {"p2p": None, "admin": "admin", "log": "log", "p2p.reconnection": "reconnection"}[key.table]
+            if holder is None:
+                config = attrs.evolve(config, **{key.name: resolved})
+            else:
+                config = attrs.evolve(config, **{holder: attrs.evolve(getattr(config, holder), **{key.name: resolved})})
+    return config
+
+
+class EffectiveConfigTests(SynchronousTestCase):
+    """
+    L{config_to_toml}, C{twistd -n p2pool --dump-config} and C{p2pool config
+    show}: the merged configuration as TOML that reads back the same.
+    """
+
+    def round_trip(self, config: PoolConfig) -> str:
+        text = config_to_toml(config)
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.assertEqual(load_config(path), _absolute(config))
+        self.assertEqual(config_to_toml(load_config(path)), text, "a fixpoint")
+        return text
+
+    def test_defaults(self) -> None:
+        text = self.round_trip(PoolConfig())
+        document = tomllib.loads(text)
+        self.assertEqual(list(document), ["p2p", "admin", "log"])
+        self.assertEqual(document["p2p"]["data_dir"], os.path.abspath("p2pool-data"))
+        self.assertEqual(document["admin"]["listen"], "127.0.0.1:8732")
+
+    def test_every_key_changed(self) -> None:
+        from tests.test_tap import FLAG_SAMPLES
+
+        arguments = [a for flag, (text, _) in FLAG_SAMPLES.items() if flag not in ("admin", "admin-token")
+                     for a in (f"--{flag}", text)]
+        switches = [f"--{key.flag}" for key in CONFIG_KEYS if key.is_switch]
+        options = tap.Options()
+        options.parseOptions([*arguments, *switches, "--admin-token", "kT3x-9fQ_2bV~7yZ+mW/1cR="])
+        self.round_trip(options.config)
+
+    def test_awkward_strings(self) -> None:
+        config = PoolConfig(
+            network='quote " backslash \\ réseau 网络 😀',
+            data_dir="/srv/p2pool data/\x7f\x01#[x]",
+            trusted_points=("seed.example.org:9732", "[2001:db8::1]:9732#idtkW7rxvYCTELjjSt5cKFCqdyF8Fy"),
+            bootstrap_urls=("https://seeds.example.org/points.json?net=a&b=c",),
+            max_known_points=None,
+        )
+        self.round_trip(config)
+
+    def dump(self, *arguments: str) -> tuple[int, str]:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, tap.Options().parseOptions, [*arguments, "--dump-config"])
+        return error.code, out.getvalue()
+
+    def test_dump_config_flag(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write('[p2p]\nmax_connections = 80\n[log]\nformat = "json"\n')
+        status, text = self.dump("--config", path, "--network", "flagged")
+        self.assertEqual(status, 0)
+        header, body = text.split("\n\n", 1)
+        self.assertEqual(
+            header,
+            f"# p2pool {p2pool.__version__}: the effective configuration: the built-in defaults, then {path}, "
+            "then the command line.",
+        )
+        document = tomllib.loads(body)
+        self.assertEqual((document["p2p"]["max_connections"], document["p2p"]["network"]), (80, "flagged"))
+        self.assertEqual(document["log"]["format"], "json")
+        self.assertEqual(self.dump()[1].splitlines()[0], f"# p2pool {p2pool.__version__}: the effective configuration: the built-in defaults.")
+
+    def test_token_is_flagged(self) -> None:
+        _, text = self.dump("--admin-token", TOKEN)
+        self.assertIn("# It holds the admin token: keep it private.", text)
+        self.assertEqual(tomllib.loads(text)["admin"]["token"], TOKEN)
+
+    def test_config_show(self) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(cli.main(["config", "show", "--max-connections", "70", "-c", os.devnull]), 0)
+        self.assertEqual(tomllib.loads(out.getvalue())["p2p"]["max_connections"], 70)
+        self.assertEqual(err.getvalue(), "")
+        out.truncate(0)
+        self.assertEqual(cli.main(["config", "show", "--private-mode", "false"]), cli.EXIT_USAGE)
+        self.assertTrue(err.getvalue().startswith("p2pool: error: --private-mode is a switch and takes no value"), err.getvalue())
+
+
+class EffectiveConfigProcessTests(TestCase):
+    """
+    The round trip with the programs: C{p2pool config show} writes a file,
+    C{twistd -n p2pool --config FILE --dump-config} prints the same
+    settings, and a node runs from that file until it is ready.
+    """
+
+    timeout = 120
+
+    @async_test
+    async def test_round_trip(self) -> None:
+        ip = "127.0.0.82"
+        admin = free_port(ip)
+        cwd = _temp_dir(self)
+        flags = ["--listen", f"{ip}:0", "--admin", f"{ip}:{admin}", "--expected-proof-of-work", "0",
+                 "--network", "round-trip", "--max-connections", "60", "--peer", "127.0.0.83:9732",
+                 "--log-format", "json"]
+        shown = await run(self, [*p2pool_cli(), "config", "show", *flags], cwd=cwd)
+        self.assertEqual((shown.status, shown.err), (0, ""))
+        path = os.path.join(cwd, "effective.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(shown.out)
+        dumped = await run(self, [*twistd(), "-n", "p2pool", "--config", path, "--dump-config"], cwd=cwd)
+        self.assertEqual(dumped.status, 0, dumped.output)
+        self.assertEqual(tomllib.loads(dumped.out), tomllib.loads(shown.out))
+        self.assertEqual(dumped.out.split("\n\n", 1)[1], shown.out.split("\n\n", 1)[1])
+
+        node = spawn(self, [*twistd(), "-n", "--pidfile=", "p2pool", "--config", path], cwd=cwd)
+        url = f"http://{ip}:{admin}/health/ready"
+        ready = None
+        for _ in range(300):
+            try:
+                response = await http_client(self).get(url)
+                ready = (response.code, json.loads(await response.content()))
+            except Exception:
+                ready = None
+            if (ready is not None and ready[0] == 200) or node.ended.called:
+                break
+            await sleep(0.2)
+        self.assertEqual(ready, (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}}))
+        node.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        outcome = await node.ended
+        records = [json.loads(line) for line in outcome.out.splitlines()]
+        started = [r for r in records if r["namespace"] == "p2pool.node.NodeService"]
+        self.assertIn("network round-trip", started[0]["message"])
