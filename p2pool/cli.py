@@ -102,7 +102,9 @@ class _Parser(argparse.ArgumentParser):
         """
         C{add_subparsers}, whose parsers share this one's known options.
         """
-        return self.add_subparsers(parser_class=functools.partial(_Parser, known_options=self.known_options), **kwargs)
+        # argparse only calls parser_class, so a partial serves.
+        parser_class: Any = functools.partial(_Parser, known_options=self.known_options)
+        return self.add_subparsers(parser_class=parser_class, **kwargs)
 
     def error(self, message: str) -> Any:
         unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
@@ -869,7 +871,7 @@ async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: a --json given before the command (see build_parser) stays.
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts instead of a table"

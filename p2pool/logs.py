@@ -122,12 +122,12 @@ def node_log_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
     unchanged status events dropped above debug, written to C{out} in
     C{config.format}.
     """
-    writer: ILogObserver = JSONLinesObserver(out) if config.format == "json" else textFileLogObserver(out)
+    writer: Any = JSONLinesObserver(out) if config.format == "json" else textFileLogObserver(out)
     level = LogLevel.levelWithName(config.level)
     predicates: list[Any] = [LogLevelFilterPredicate(defaultLogLevel=level)]
     if level > LogLevel.debug:
         predicates.append(StatusRepeats())
-    return FilteringLogObserver(writer, predicates)
+    return cast(ILogObserver, FilteringLogObserver(writer, predicates))
 
 
 def twistd_log_destination(options: Any) -> Optional[IO[str]]:

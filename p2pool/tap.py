@@ -18,7 +18,7 @@ import difflib
 import os
 import re
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -252,4 +252,4 @@ def makeService(options: Options) -> IService:
     if destination is not None:
         service.log_observer = node_log_observer(options.config.log, destination)
     exit_on_start_failure(service)
-    return service
+    return cast(IService, service)

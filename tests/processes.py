@@ -77,6 +77,13 @@ class Collect(ProcessProtocol):
         self.err = b""
         self.ended: Deferred[Outcome] = Deferred()
 
+    def signal(self, name: str) -> None:
+        """
+        Send the process a signal (C{"TERM"}, C{"INT"}, C{"KILL"}).
+        """
+        process: Any = self.transport
+        process.signalProcess(name)
+
     def outReceived(self, data: bytes) -> None:
         self.out += data
 
@@ -100,7 +107,8 @@ def spawn(test: Any, argv: list[str], cwd: Optional[str] = None, env: Optional[d
     Start C{argv}; it is killed when the test ends if still running.
     """
     protocol = Collect()
-    process = reactor.spawnProcess(protocol, argv[0], argv, env if env is not None else environment(), cwd)  # type: ignore[attr-defined]
+    spawner: Any = reactor
+    process = spawner.spawnProcess(protocol, argv[0], argv, env if env is not None else environment(), cwd)
 
     def kill() -> Optional[Deferred[Outcome]]:
         if protocol.ended.called:

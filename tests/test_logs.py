@@ -65,7 +65,7 @@ class ObserverTests(SynchronousTestCase):
 
     def written(self, config: LogConfig, *events: dict[str, Any]) -> list[str]:
         out = io.StringIO()
-        observer = node_log_observer(config, out)
+        observer: Any = node_log_observer(config, out)
         for e in events:
             observer(e)
         return out.getvalue().splitlines()
@@ -320,8 +320,9 @@ class PoolProgressTests(TestCase):
             if e.get("log_namespace") == "p2pool.pool.Pool" and "progress" in e:
                 lines.append(e["progress"])
 
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        observer: Any = observe
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         node = await start_node(self, "127.0.0.76", 44, identity=None, expected_proof_of_work=20)
         self.assertEqual(node.pool.identity, made)
         await wait_for(lambda: len(lines) == 2, timeout=5)

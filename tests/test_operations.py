@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import p2pool
 from p2pool import cli, tap
 from p2pool._version import version_line
-from p2pool.addressing import Point
+from p2pool.addressing import Point, PointSpec
 from p2pool.admin import AdminService
 from p2pool.config import CONFIG_KEYS, AdminConfig, PoolConfig, config_to_toml, load_config
 from p2pool.pool import Pool
@@ -51,8 +51,9 @@ class LogCapture:
 
     def __init__(self, test: Any) -> None:
         self.events: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer: Any = self.events.append
+        globalLogPublisher.addObserver(observer)
+        test.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def texts(self) -> list[str]:
         return [formatEvent(event) for event in self.events]
@@ -356,7 +357,7 @@ class QuietLogTests(TestCase):
                 break
             await sleep(0.2)
         self.assertGreaterEqual(seen, 2, node.out.decode())
-        node.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        node.signal("TERM")
         outcome = await node.ended
         self.assertIn(outcome.status, (0, -15), outcome.output)  # twistd ends by the signal it got
         records = [json.loads(line) for line in outcome.out.splitlines()]
@@ -516,7 +517,7 @@ class EffectiveConfigTests(SynchronousTestCase):
         config = PoolConfig(
             network='quote " backslash \\ réseau 网络 😀',
             data_dir="/srv/p2pool data/\x7f\x01#[x]",
-            trusted_points=("seed.example.org:9732", "[2001:db8::1]:9732#idtkW7rxvYCTELjjSt5cKFCqdyF8Fy"),
+            trusted_points=(PointSpec.parse("seed.example.org:9732"), PointSpec.parse("[2001:db8::1]:9732#idtkW7rxvYCTELjjSt5cKFCqdyF8Fy")),
             bootstrap_urls=("https://seeds.example.org/points.json?net=a&b=c",),
             max_known_points=None,
         )
@@ -602,7 +603,7 @@ class EffectiveConfigProcessTests(TestCase):
                 break
             await sleep(0.2)
         self.assertEqual(ready, (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}}))
-        node.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        node.signal("TERM")
         outcome = await node.ended
         records = [json.loads(line) for line in outcome.out.splitlines()]
         started = [r for r in records if r["namespace"] == "p2pool.node.NodeService"]
