@@ -97,10 +97,11 @@ class NodeService(MultiService):
     def _failed(self, failure: Failure, logged: bool) -> None:
         """
         The node cannot start: say why (unless the pool did), and stop the
-        reactor, once.
+        reactor, once. A start cut short because the node is being stopped
+        (a signal during the proof-of-work search) is not a failure.
         """
-        if self.start_error is not None:
-            return
+        if self.start_error is not None or not self.running:
+            return  # already stopping: asked to, or after the first failure
         self.start_error = failure.getErrorMessage()
         if not logged:
             self._log.critical("p2pool could not start: {error}", error=self.start_error)

@@ -180,6 +180,9 @@ class Pool(MultiService):
         traceback for anything else (a bug).
         """
         self._start_failure = failure
+        if not self.running:
+            self._log.info("p2pool stopped before it had started: {error}", error=failure.getErrorMessage())
+            return
         if failure.check(CannotListenError):
             reason = listen_failure_text("p2p.listen", self.config.listen, failure.value)
         elif failure.check(IdentityError, OSError):

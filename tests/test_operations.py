@@ -294,6 +294,68 @@ class StartFailureTests(TestCase):
         self.assertTrue(line.startswith("p2pool: error: p2p.max_connections: needs 10000084 file descriptors"), line)
 
 
+class InterruptedStartTests(TestCase):
+    """
+    A node stopped while it searches the proof of work of its first
+    identity stops as asked: no error, not exit status 1.
+    """
+
+    timeout = 60
+
+    @async_test
+    async def test_sigterm_during_proof_of_work(self) -> None:
+        node = spawn(
+            self,
+            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", "127.0.0.84:0", "--admin", "false",
+             "--expected-proof-of-work", "60"],
+            cwd=_temp_dir(self),
+        )
+        for _ in range(300):
+            if b"generating one with proof of work" in node.out or node.ended.called:
+                break
+            await sleep(0.1)
+        self.assertIn(b"generating one with proof of work 60", node.out)
+        node.signal("TERM")
+        outcome = await node.ended
+        self.assertEqual(outcome.status, -15, outcome.output)  # twistd ends by the signal it got
+        self.assertNotIn("could not start", outcome.output)
+
+    @async_test
+    async def test_node_stopped_while_making_its_identity(self) -> None:
+        """
+        In process: the search ends with an error once the node stops; that
+        is logged as an interrupted start, and is no start failure.
+        """
+        import threading
+
+        import p2pool.pool
+        from p2pool.identity import IdentityError
+        from p2pool.node import NodeService
+
+        release = threading.Event()
+
+        def search(path: str, difficulty: float, should_stop: Any = None, **kwargs: Any) -> Any:
+            release.wait(10)
+            assert should_stop is not None and should_stop()
+            raise IdentityError("proof-of-work search interrupted")
+
+        self.patch(p2pool.pool, "load_or_create_identity", search)
+        capture = LogCapture(self)
+        config = PoolConfig(listen=Point("127.0.0.85", 0), data_dir=self.mktemp(), admin=AdminConfig(None))
+        node = NodeService(Pool(config))
+        node.startService()
+        stopped = node.stopService()
+        release.set()
+        await stopped
+        for _ in range(100):
+            if any("stopped before it had started" in text for text in capture.texts()):
+                break
+            await sleep(0.05)
+        self.assertIn("p2pool stopped before it had started: proof-of-work search interrupted", capture.texts())
+        self.assertIsNone(node.start_error)
+        self.assertFalse([text for text in capture.texts() if "could not start" in text])
+
+
 class CommandLineErrorTests(TestCase):
     """
     A wrong command line under twistd: the error and one hint line, not
