@@ -5,6 +5,7 @@ applications, modelled on Tezos's C{P2p_pool}.
 
 from typing import TYPE_CHECKING
 
+from p2pool._version import __version__
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.connection import Connection
@@ -30,6 +31,7 @@ __all__ = [
     "Pool",
     "PoolConfig",
     "PoolEvent",
+    "__version__",
 ]
 
 if not TYPE_CHECKING:  # type checkers report the old name as missing

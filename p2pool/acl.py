@@ -40,6 +40,8 @@ __all__ = [
     "IPGreylist",
     "PeerBlacklist",
     "PeerGreylist",
+    "canonical_entry",
+    "entry_contains",
 ]
 
 IPText = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -552,6 +554,27 @@ def _entry_text(network: int, prefixlen: int) -> str:
     if prefixlen >= 96 and _is_v4_mapped(network):
         return f"{ipaddress.IPv4Address(network & 0xFFFFFFFF)}/{prefixlen - 96}"
     return f"{ipaddress.IPv6Address(network)}/{prefixlen}"
+
+
+def canonical_entry(text: str) -> str:
+    """
+    The canonical text of an address or CIDR range, as ban listings show
+    it (C{::ffff:10.0.0.1} is C{10.0.0.1}, C{10.0.0.0/32} is C{10.0.0.0}).
+
+    @raise AddressError: C{text} is neither.
+    """
+    return _entry_text(*_parse_entry(text))
+
+
+def entry_contains(entry: str, addr: IPText) -> bool:
+    """
+    Whether the address or CIDR range C{entry} contains the address
+    C{addr} (with L{IPBlacklist}'s rules: IPv4 as IPv4-mapped IPv6).
+
+    @raise AddressError: C{entry} or C{addr} does not parse.
+    """
+    network, prefixlen = _parse_entry(entry)
+    return _ip_int(addr) >> (128 - prefixlen) == network >> (128 - prefixlen)
 
 
 class IPBlacklist:

@@ -8,7 +8,7 @@ arguments and the output and error streams, returning the exit status.
 L{main} parses, dispatches and turns user errors into one-line messages.
 
 The admin commands (C{status}, C{connections}, C{points}, C{peers},
-C{greylist}, C{ban}, C{unban}, C{trust}, C{untrust}, C{connect},
+C{greylist}, C{bans}, C{ban}, C{unban}, C{trust}, C{untrust}, C{connect},
 C{disconnect}, C{log}) talk to a running node's admin API with treq. Their
 handlers are coroutines taking an L{AdminClient}; L{main} runs them under
 C{task.react}, and L{admin_main} runs them in an already running reactor
@@ -23,8 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import difflib
+import functools
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -37,11 +40,15 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from p2pool._version import version_line
+from p2pool.acl import canonical_entry
 from p2pool.addressing import AddressError, PeerId, PointSpec
 from p2pool.identity import (
     Identity,
     IdentityError,
     IdentityFileExists,
+    ProofOfWorkProgress,
+    expected_attempts,
     load_identity,
     pow_target,
     proof_of_work_bits,
@@ -49,7 +56,7 @@ from p2pool.identity import (
 )
 from p2pool.seeds import SeedError, load_trust_root, tls_failure_reason
 
-__all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main"]
+__all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main", "parse_arguments"]
 
 PROG = "p2pool"
 DEFAULT_API = "http://127.0.0.1:8732"
@@ -71,6 +78,41 @@ REQUEST_TIMEOUT = 30.0
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 Clock = Callable[[], float]
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    An argument parser whose error for an unknown option names the
+    closest option of the command line (C{--jsn}: did you mean C{--json}?).
+
+    @ivar known_options: the long options of this parser and of every
+        parser built with the same set (the subcommands').
+    """
+
+    def __init__(self, *args: Any, known_options: Optional[set[str]] = None, **kwargs: Any) -> None:
+        self.known_options: set[str] = known_options if known_options is not None else set()
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.known_options.update(s for s in action.option_strings if s.startswith("--"))
+        return action
+
+    def subcommands(self, **kwargs: Any) -> argparse._SubParsersAction[_Parser]:
+        """
+        C{add_subparsers}, whose parsers share this one's known options.
+        """
+        # argparse only calls parser_class, so a partial serves.
+        parser_class: Any = functools.partial(_Parser, known_options=self.known_options)
+        return self.add_subparsers(parser_class=parser_class, **kwargs)
+
+    def error(self, message: str) -> Any:
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        if unknown:
+            close = difflib.get_close_matches(unknown.group(1), sorted(self.known_options), n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        super().error(message)
 
 
 def _difficulty(text: str) -> float:
@@ -99,35 +141,33 @@ def identity_path(args: argparse.Namespace) -> str:
     return os.path.join(args.data_dir, IDENTITY_FILE_NAME)
 
 
-def _expected_attempts(difficulty: float) -> int:
-    return max(1, (1 << 256) // (pow_target(difficulty) + 1))
-
-
 class ProgressReporter:
     """
-    Shows proof-of-work progress on a stream: one line rewritten in place
-    (with a carriage return) on a terminal, a new line now and then
-    otherwise. Updates are throttled to C{interval} seconds (a quarter of a
-    second on a terminal, ten seconds otherwise, by default).
+    Shows proof-of-work progress (L{ProofOfWorkProgress}) on a stream: one
+    line rewritten in place (with a carriage return) on a terminal, a new
+    line now and then otherwise. Updates are throttled to C{interval}
+    seconds (a quarter of a second on a terminal, ten seconds otherwise, by
+    default). With the C{difficulty}, each line says how long the search
+    is expected to take yet.
     """
 
-    def __init__(self, stream: TextIO, clock: Clock = time.monotonic, interval: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        clock: Clock = time.monotonic,
+        interval: Optional[float] = None,
+        difficulty: Optional[float] = None,
+    ) -> None:
         self._stream = stream
-        self._clock = clock
         self._tty = _isatty(stream)
-        self._interval = interval if interval is not None else (0.25 if self._tty else 10.0)
-        self._started = clock()
-        self._last_shown = self._started
+        interval = interval if interval is not None else (0.25 if self._tty else 10.0)
+        self._progress = ProofOfWorkProgress(difficulty, interval, clock)
         self._width = 0
 
     def __call__(self, attempts: int) -> None:
-        now = self._clock()
-        if now - self._last_shown < self._interval:
-            return
-        self._last_shown = now
-        elapsed = now - self._started
-        rate = attempts / elapsed if elapsed > 0 else 0.0
-        self._show(f"proof of work: {attempts:,} attempts, {rate:,.0f} hashes/s")
+        text = self._progress(attempts)
+        if text is not None:
+            self._show(text)
 
     def _show(self, text: str) -> None:
         if self._tty:
@@ -162,9 +202,9 @@ def _identity_generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         raise IdentityFileExists("already exists; refusing to overwrite it", path)
     err.write(
         f"generating an identity with proof of work {_format_bits(args.pow)} "
-        f"(about {_expected_attempts(args.pow):,} attempts expected)\n"
+        f"(about {expected_attempts(args.pow):,} attempts expected)\n"
     )
-    reporter = ProgressReporter(err)
+    reporter = ProgressReporter(err, difficulty=args.pow)
     try:
         identity = Identity.generate(args.pow, progress=reporter)
     finally:
@@ -216,9 +256,41 @@ def _add_identity_file_options(parser: argparse.ArgumentParser, default_pow: flo
     )
 
 
-def _add_identity_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _config_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    Print the configuration C{twistd -n p2pool} would run with, given the
+    same options, as TOML.
+    """
+    from twisted.python import usage
+
+    from p2pool import tap
+
+    options = tap.Options()
+    try:
+        options.parseOptions(list(args.node_options))
+    except usage.UsageError as e:
+        raise UsageError(str(e)) from None
+    out.write(tap.effective_config(options))
+    return EXIT_OK
+
+
+def _add_config_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    config = commands.add_parser("config", help="show the configuration a node runs with")
+    actions = config.subcommands(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print the effective configuration as TOML that --config accepts",
+        description="Print the configuration that 'twistd -n p2pool' given the same options "
+        "(--config FILE and any flag) would run with: the built-in defaults, then the file, then the "
+        "flags, as TOML that --config accepts back.",
+        usage="p2pool config show [--config FILE] [NODE OPTIONS]",
+    )
+    show.set_defaults(handler=_config_show, takes_node_options=True)
+
+
+def _add_identity_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     identity = commands.add_parser("identity", help="generate or inspect the node identity")
-    actions = identity.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = identity.subcommands(dest="action", metavar="ACTION", required=True)
 
     generate = actions.add_parser("generate", help="create a new identity file (never overwrites)")
     _add_identity_file_options(generate, DEFAULT_GENERATE_POW, "proof-of-work difficulty in bits")
@@ -500,19 +572,24 @@ def _resolve(host: str, port: int) -> str:
 
 def _target(text: str) -> tuple[str, str, Optional[str]]:
     """
-    A command-line target: C{("peers", peer_id, None)} or C{("points",
-    point, expected_peer_id)}; a host name is resolved.
+    A command-line target: C{("peers", peer_id, None)}, C{("bans", address
+    or CIDR range, None)} or C{("points", point, expected_peer_id)}; a host
+    name is resolved.
 
-    @raise UsageError: neither a peer id nor a point.
+    @raise UsageError: none of these.
     """
     try:
         return "peers", str(PeerId.parse(text)), None
     except AddressError:
         pass
     try:
+        return "bans", canonical_entry(text), None
+    except AddressError:
+        pass
+    try:
         spec = PointSpec.parse(text)
     except AddressError as e:
-        raise UsageError(f"{text!r} is neither a peer id nor a point: {e}") from None
+        raise UsageError(f"{text!r} is neither a peer id nor a point (nor an address or CIDR range): {e}") from None
     point = spec.point
     key = str(point) if point is not None else f"{_resolve(spec.host, spec.port)}:{spec.port}"
     return "points", key, str(spec.expected_peer_id) if spec.expected_peer_id else None
@@ -674,6 +751,8 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     trusted changes nothing, else unbans it too (patch C{open}).
     """
     kind, key, expected = _target(args.target)
+    if kind == "bans":
+        return await _ban_addr(args, client, out, key)
     what = "peer" if kind == "peers" else "point"
     acl, done = _ACL_COMMANDS[args.command]
     if args.command in ("unban", "untrust"):
@@ -703,10 +782,44 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
+async def _ban_addr(args: argparse.Namespace, client: AdminClient, out: TextIO, entry: str) -> int:
+    """
+    C{ban} or C{unban} of an address or CIDR range (C{/network/bans/ips}).
+    """
+    if args.command == "ban":
+        result = await client.call("PUT", "network", "bans", "ips", entry)
+        closed = result["disconnected"]
+        text = f"banned {entry}" + (f" ({closed} connection{'s' if closed != 1 else ''} closed)" if closed else "")
+    elif args.command == "unban":
+        result = await client.call("DELETE", "network", "bans", "ips", entry)
+        text = f"unbanned {entry}" if result["was_banned"] else f"{entry} was not banned"
+    else:
+        raise UsageError(f"{args.command} takes a point (host:port) or a peer id; an address or range can only be banned")
+    if args.json:
+        _json_out(out, result)
+    else:
+        out.write(text + "\n")
+    return EXIT_OK
+
+
+def _ban_kind(entry: str) -> str:
+    return "range" if "/" in entry else "address"
+
+
+async def _bans(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
+    bans = await client.call("GET", "network", "bans")
+    if args.json:
+        _json_out(out, bans)
+        return EXIT_OK
+    rows = [[_ban_kind(ip), ip] for ip in bans["ips"]] + [["peer", peer] for peer in bans["peers"]]
+    _table(out, ["KIND", "BANNED"], rows, "no bans")
+    return EXIT_OK
+
+
 async def _connect(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
     kind, key, _ = _target(args.point)
     if kind != "points":
-        raise UsageError(f"connect takes a point (host:port), not a peer id: {args.point!r}")
+        raise UsageError(f"connect takes a point (host:port), not {args.point!r}")
     params = {"timeout": f"{args.timeout:g}"} if args.timeout is not None else None
     wait = (args.timeout or 60.0) + REQUEST_TIMEOUT
     conn = await client.call("PUT", "network", "points", key, params=params, timeout=wait)
@@ -757,8 +870,8 @@ async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
-def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
+def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    common = _Parser(add_help=False)
     # SUPPRESS: a --json given before the command (see build_parser) stays.
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts instead of a table"
@@ -774,15 +887,19 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add("points", _points, "list the known points")
     add("peers", _peers, "list the known peers")
     add("greylist", _greylist, "list the greylisted addresses and peers")
+    add("bans", _bans, "list the banned addresses, CIDR ranges and peer ids")
     helps = {
-        "ban": "ban a point's address or a peer id (and disconnect it)",
+        "ban": "ban a point's address, an address or CIDR range, or a peer id (and disconnect them)",
         "unban": "lift a ban or greylisting",
         "trust": "trust a point (kept connected) or a peer id",
         "untrust": "stop trusting a point or peer id",
     }
     for name, text in helps.items():
         add(name, _acl, text).add_argument(
-            "target", metavar="POINT_OR_PEER_ID", help="host:port (optionally #peer_id) or a peer id"
+            "target",
+            metavar="POINT_OR_PEER_ID",
+            help="host:port (optionally #peer_id), a peer id"
+            + (", or an address or CIDR range (192.0.2.0/24)" if name in ("ban", "unban") else ""),
         )
     connect = add("connect", _connect, "connect to a point now, ignoring its back-off")
     connect.add_argument("point", metavar="POINT", help="host:port")
@@ -867,7 +984,7 @@ async def admin_main(argv: list[str], http: Any, out: TextIO, err: TextIO) -> in
     """
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
+            args = parse_arguments(argv)
     except SystemExit as e:
         return _exit_status(e.code)
     if getattr(args, "admin_handler", None) is None:
@@ -904,7 +1021,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     The argument parser for every C{p2pool} command.
     """
-    parser = argparse.ArgumentParser(prog=PROG, description="Manage a p2pool node.")
+    parser = _Parser(prog=PROG, description="Manage a p2pool node.")
+    parser.add_argument("--version", action="version", version=version_line(), help="print the version and exit")
     parser.add_argument(
         "--api",
         default=DEFAULT_API,
@@ -924,10 +1042,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA certificates (PEM) that verify an https:// --api server instead of the system trust store",
     )
     parser.add_argument("--json", action="store_true", help="admin commands: print JSON for scripts")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.subcommands(dest="command", metavar="COMMAND", required=True)
     _add_identity_commands(commands)
+    _add_config_commands(commands)
     _add_admin_commands(commands)
     return parser
+
+
+def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """
+    Parse a C{p2pool} command line. The options that follow C{config show}
+    are the node's (C{twistd -n p2pool}'s), kept as C{node_options}.
+
+    @raise SystemExit: a usage error (status 2), after printing it; or
+        C{--help}/C{--version} (status 0).
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_node_options", False):
+        args.node_options = extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    return args
 
 
 def _exit_status(code: object) -> int:
@@ -946,7 +1082,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """
     out, err = sys.stdout, sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(argv)
     except SystemExit as e:
         return _exit_status(e.code)
     if getattr(args, "admin_handler", None) is not None:
@@ -960,6 +1096,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except IdentityError as e:
         err.write(f"{PROG}: error: {e}\n")
         return EXIT_ERROR
+    except UsageError as e:
+        err.write(f"{PROG}: error: {e}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         err.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED

@@ -9,8 +9,8 @@ meaning. The attrs classes below take their converters from that table, so a
 L{PoolConfig} built by hand is checked exactly like one read from a file, and
 the command line (L{p2pool.tap}) derives its flags from the same table.
 
-The TOML document has the tables ``[p2p]``, ``[p2p.reconnection]`` and
-``[admin]``. Values that may be absent (``advertised_port``,
+The TOML document has the tables ``[p2p]``, ``[p2p.reconnection]``,
+``[admin]`` and ``[log]``. Values that may be absent (``advertised_port``,
 ``identity_file``, ``max_known_points``, ``maintenance_idle_time``, ``[admin]
 listen``, ...) are written C{false} in TOML and are C{None} in Python.
 """
@@ -45,10 +45,14 @@ __all__ = [
     "ConfigError",
     "ConfigKey",
     "FILE_DESCRIPTOR_HEADROOM",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "LogConfig",
     "PoolConfig",
     "ReconnectionConfig",
     "check_file_budget",
     "config_from_mapping",
+    "config_to_toml",
     "file_descriptors_needed",
     "load_config",
     "raise_file_limit",
@@ -524,6 +528,30 @@ class _Token(_Kind):
         return value
 
 
+@attrs.frozen
+class _Choice(_Kind):
+    """
+    One of a few words.
+    """
+
+    choices: tuple[str, ...] = ()
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
+        return value
+
+
+def _choice(metavar: str, choices: tuple[str, ...]) -> _Choice:
+    return _Choice(expected="one of " + ", ".join(choices), metavar=metavar, choices=choices)
+
+
+#: The log levels of C{[log] level}, least severe first (Twisted's names).
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+#: The formats of C{[log] format}.
+LOG_FORMATS = ("text", "json")
+
+
 def _optional(inner: _Kind) -> _Optional:
     return _Optional(expected=f"{inner.expected} or false", metavar=f"{inner.metavar}|false", inner=inner)
 
@@ -574,7 +602,7 @@ class ConfigKey:
         """
         This key's value in C{config}.
         """
-        holder: Any = {"p2p": config, "p2p.reconnection": config.reconnection, "admin": config.admin}[
+        holder: Any = {"p2p": config, "p2p.reconnection": config.reconnection, "admin": config.admin, "log": config.log}[
             self.table
         ]
         return getattr(holder, self.name)
@@ -713,10 +741,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP."),
     _key("admin", "tls_key", _optional(_Path()),
          "PEM private key of tls_certificate; false = the key is in the tls_certificate file."),
+    _key("log", "level", _choice("LEVEL", LOG_LEVELS),
+         "Least severe level a node run by twistd logs: debug, info, warn, error or critical."),
+    _key("log", "format", _choice("FORMAT", LOG_FORMATS),
+         "How a node run by twistd writes its log: text lines, or one JSON object per line."),
 )
 
 _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
-_TABLES = ("p2p", "p2p.reconnection", "admin")
+_TABLES = ("p2p", "p2p.reconnection", "admin", "log")
 
 
 def _converters_from_keys(table: str) -> Callable[[type, list[attrs.Attribute]], list[attrs.Attribute]]:
@@ -803,6 +835,17 @@ class AdminConfig:
         return self.tls_certificate is not None
 
 
+@attrs.frozen(field_transformer=_converters_from_keys("log"))
+class LogConfig:
+    """
+    What a node run by twistd logs, and how (see L{p2pool.logs}): events
+    of C{level} and above, as C{"text"} lines or C{"json"} objects.
+    """
+
+    level: str = "info"
+    format: str = "text"
+
+
 @attrs.frozen(field_transformer=_converters_from_keys("p2p"))
 class PoolConfig:
     """
@@ -849,6 +892,7 @@ class PoolConfig:
         factory=ReconnectionConfig, validator=attrs.validators.instance_of(ReconnectionConfig)
     )
     admin: AdminConfig = attrs.field(factory=AdminConfig, validator=attrs.validators.instance_of(AdminConfig))
+    log: LogConfig = attrs.field(factory=LogConfig, validator=attrs.validators.instance_of(LogConfig))
 
     def __attrs_post_init__(self) -> None:
         if self.min_connections > self.expected_connections:
@@ -973,6 +1017,7 @@ def _build(flat: Mapping[str, Any], origin_of: Callable[[str], _Origin]) -> Pool
         return PoolConfig(
             reconnection=ReconnectionConfig(**arguments["p2p.reconnection"]),
             admin=AdminConfig(**arguments["admin"]),
+            log=LogConfig(**arguments["log"]),
             **arguments["p2p"],
         )
     except ConfigError as e:
@@ -987,7 +1032,8 @@ def config_from_mapping(
 ) -> PoolConfig:
     """
     Validate a parsed TOML document (tables C{p2p}, C{p2p.reconnection},
-    C{admin}) and build the configuration; absent keys take their defaults.
+    C{admin}, C{log}) and build the configuration; absent keys take their
+    defaults.
 
     Unknown tables and keys, values of the wrong type or out of range, and
     C{min_connections <= expected_connections <= max_connections} violations
@@ -1054,6 +1100,61 @@ def load_config(
     from_file = _Origin(path, os.path.dirname(os.path.abspath(path)) if path is not None else None)
     from_overrides = _Origin(overrides_source, os.getcwd())
     return _build(flat, lambda dotted: from_overrides if dotted in overrides else from_file)
+
+
+# -- writing ---------------------------------------------------------------
+
+#: Characters written as escapes in a TOML basic string.
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    """
+    A configuration value in TOML: C{None} (absent) is C{false}, points
+    and point specs are strings, tuples are arrays.
+    """
+    if value is None or isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return _toml_string(str(value))
+
+
+def config_to_toml(config: PoolConfig, header: str = "") -> str:
+    """
+    The whole configuration as a TOML document that L{load_config} reads
+    back into the same configuration: every key of every table, absent
+    values as C{false}, relative paths made absolute (against the current
+    directory, as the node uses them).
+
+    @param header: a comment put first (each line prefixed with C{# }).
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for table in _TABLES:
+        if lines:
+            lines.append("")
+        lines.append(f"[{table}]")
+        for key in CONFIG_KEYS:
+            if key.table == table:
+                value = key.kind.resolve(key.get(config), os.getcwd())
+                lines.append(f"{key.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
 
 
 # -- open-file budget ------------------------------------------------------

@@ -40,6 +40,7 @@ from p2pool.errors import (
     RejectedNoCommonProtocol,
     Timeout,
     TooManyConnections,
+    motive_name,
 )
 from p2pool.events import EventKind
 from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
@@ -428,12 +429,16 @@ class ConnectHandler:
             pool.unregister_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
             pool.greylist_addr(protocol.remote_ip)
+        # The motive of a nack, by name too, on both sides (None when the remote sent no nack).
+        motive = error.motive if isinstance(error, RejectedByNack) else None
+        nack = {"motive": motive, "motive_name": None if motive is None else motive_name(motive)}
         if isinstance(error, Rejected):
             pool.events.emit(
                 EventKind.REJECTING_REQUEST,
                 addr=protocol.remote_ip,
                 peer_id=str(error.peer_id),
                 motive=error.motive,
+                motive_name=motive_name(error.motive),
                 incoming=protocol.incoming,
             )
         elif accepted:
@@ -442,6 +447,8 @@ class ConnectHandler:
                 addr=protocol.remote_ip,
                 error=type(error).__name__,
                 detail=str(error),
+                motive=nack["motive"],
+                motive_name=nack["motive_name"],
                 incoming=protocol.incoming,
             )
         elif protocol.transport is None:
@@ -452,6 +459,8 @@ class ConnectHandler:
                 addr=protocol.remote_ip or str(protocol.dialed_point),
                 error=type(error).__name__,
                 detail=str(error),
+                motive=nack["motive"],
+                motive_name=nack["motive_name"],
                 incoming=protocol.incoming,
             )
         result = self._dial_results.pop(protocol, None)

@@ -7,6 +7,7 @@ reasons a connection closes for.
 from __future__ import annotations
 
 import enum
+import errno
 import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -263,3 +264,27 @@ if not TYPE_CHECKING:  # type checkers report the old names as missing
 
     def __getattr__(name: str) -> type[P2PError]:
         return deprecated_name(__name__, name)
+#: What a failure to listen means, by C{errno}, for L{listen_failure_text}.
+_LISTEN_FAILURES = {
+    errno.EADDRINUSE: "address already in use (another program, perhaps another node, listens there)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    errno.EADDRNOTAVAIL: "cannot assign the address (no interface of this host has it)",
+}
+
+
+def listen_failure_text(key: str, where: object, error: BaseException) -> str:
+    """
+    One line saying why the socket of configuration key C{key} (C{p2p.listen},
+    C{admin.listen}) could not listen on C{where}: C{"p2p.listen
+    0.0.0.0:9732: address already in use (...)"}.
+
+    @param error: the failure, a C{CannotListenError} (whose C{socketError}
+        holds the cause) or an C{OSError}.
+    """
+    cause = getattr(error, "socketError", error)
+    code = getattr(cause, "errno", None)
+    reason = _LISTEN_FAILURES.get(code) if isinstance(code, int) else None
+    if reason is None:
+        text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        reason = "cannot listen: " + text[:1].lower() + text[1:]
+    return f"{key} {where}: {reason}"

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import secrets
+import time
 from typing import Callable, Optional
 
 import attrs
@@ -40,7 +41,9 @@ __all__ = [
     "IdentityKeysMismatch",
     "IdentityMismatch",
     "InsufficientProofOfWork",
+    "ProofOfWorkProgress",
     "check_proof_of_work",
+    "expected_attempts",
     "generate_proof_of_work",
     "load_identity",
     "load_or_create_identity",
@@ -54,6 +57,9 @@ SECRET_KEY_SIZE = 32
 STAMP_SIZE = 24
 HASH_SIZE = 32
 MAX_DIFFICULTY = 256
+
+#: Seconds between two lines of proof-of-work progress in a node's log.
+PROGRESS_LOG_INTERVAL = 10.0
 
 _STAMP_LIMIT = 1 << (8 * STAMP_SIZE)
 _PROGRESS_INTERVAL = 1 << 14
@@ -162,6 +168,65 @@ def pow_target(difficulty: float) -> int:
     if shift < 202:
         return (mantissa << (202 - shift)) | ((1 << (202 - shift)) - 1)
     return mantissa >> (shift - 202)
+
+
+def expected_attempts(difficulty: float) -> int:
+    """
+    How many stamps a search at C{difficulty} tries on average.
+    """
+    return max(1, (1 << 256) // (pow_target(difficulty) + 1))
+
+
+def _duration(seconds: float) -> str:
+    """
+    A duration for people: C{45 s}, C{3 min 20 s}, C{2 h 5 min}, C{3 days}.
+    """
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{round(hours / 24)} days"
+
+
+class ProofOfWorkProgress:
+    """
+    What to report of a proof-of-work search, and when: given the attempts
+    so far (a L{generate_proof_of_work} progress callback), a line at most
+    every C{interval} seconds with the attempts, the hash rate and, when the
+    difficulty is known, the time the search is expected to take yet (which,
+    each attempt being independent, is the same at every moment:
+    L{expected_attempts} at the current rate).
+    """
+
+    def __init__(
+        self, difficulty: Optional[float], interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._expected = expected_attempts(difficulty) if difficulty is not None else None
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._last_shown = self._started
+
+    def __call__(self, attempts: int) -> Optional[str]:
+        """
+        The line to show after C{attempts}, or C{None} when it is not yet
+        time for one.
+        """
+        now = self._clock()
+        if now - self._last_shown < self._interval:
+            return None
+        self._last_shown = now
+        elapsed = now - self._started
+        rate = attempts / elapsed if elapsed > 0 else 0.0
+        text = f"proof of work: {attempts:,} attempts, {rate:,.0f} hashes/s"
+        if self._expected is not None and rate > 0:
+            text += f", about {_duration(self._expected / rate)} more expected"
+        return text
 
 
 def _check_difficulty(difficulty: float) -> None:

@@ -6,35 +6,50 @@ C{tac/node.tac} run it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from p2pool._version import version_line
 from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
 from p2pool.identity import IdentityError, load_identity
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool import Pool
 
-__all__ = ["NodeService", "make_node_service"]
+__all__ = ["EXIT_START_FAILED", "NodeService", "exit_on_start_failure", "make_node_service"]
+
+#: The exit status of a node process that could not start.
+EXIT_START_FAILED = 1
 
 
 class NodeService(MultiService):
     """
     Runs a L{Pool} as a node, with its admin HTTP API on C{[admin] listen}
     unless that is false: if the pool cannot start (its port is taken, its
-    identity cannot be made) or the admin API cannot listen, the error is
-    logged and the reactor stops.
+    identity cannot be made) or the admin API cannot listen, the reason is
+    logged in one line, kept in C{start_error}, and the reactor stops (once
+    it runs, if it does not yet). L{exit_on_start_failure} then makes the
+    process exit with a non-zero status.
 
     The admin service is started before the pool, so that its metrics and
     event feed see every event of the pool's start, and stopped after it.
 
     @ivar pool: the node's pool.
     @ivar admin: the admin service, or C{None} when disabled.
+    @ivar start_error: why the node could not start, or C{None}.
+    @ivar log_observer: the node's log observer (L{p2pool.logs}), which
+        L{setServiceParent} installs on a twistd application; C{None}
+        leaves the application's logging alone.
     """
+
+    log_observer: Optional[ILogObserver] = None
 
     _log = Logger()
 
@@ -43,28 +58,84 @@ class NodeService(MultiService):
         self.pool = pool
         self._reactor = reactor
         self.admin: Optional[AdminService] = None
-        self._stopping_reactor = False
+        self.start_error: Optional[str] = None
         if pool.config.admin.listen is not None:
             self.admin = AdminService(pool, reactor=reactor)
             self.admin.setServiceParent(self)
         pool.setServiceParent(self)
 
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}. When it is a twistd C{Application} without a log
+        observer of its own, L{log_observer} (if set) becomes its log
+        observer, as a C{.tac} file would set it: twistd then writes the
+        node's log through it.
+        """
+        if (
+            self.log_observer is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver, None) is None
+        ):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
+
     def startService(self) -> None:
+        config = self.pool.config
+        self._log.info(
+            "{version} starting: network {network}, listening on {listen}, data in {data_dir}",
+            version=version_line(),
+            network=config.network,
+            listen=str(config.listen),
+            data_dir=config.data_dir,
+        )
         super().startService()
         if self.admin is not None:
-            self.admin.when_listening().addErrback(self._failed)
-        self.pool.when_started().addErrback(self._failed)
+            self.admin.when_listening().addErrback(self._failed, logged=False)
+        # The pool logs why it could not start itself.
+        self.pool.when_started().addErrback(self._failed, logged=True)
 
-    def _failed(self, failure: Failure) -> None:
-        self._log.critical("p2pool node stopping: {error}", error=failure.getErrorMessage())
-        if self._stopping_reactor:
-            return
+    def _failed(self, failure: Failure, logged: bool) -> None:
+        """
+        The node cannot start: say why (unless the pool did), and stop the
+        reactor, once. A start cut short because the node is being stopped
+        (a signal during the proof-of-work search) is not a failure.
+        """
+        if self.start_error is not None or not self.running:
+            return  # already stopping: asked to, or after the first failure
+        self.start_error = failure.getErrorMessage()
+        if not logged:
+            self._log.critical("p2pool could not start: {error}", error=self.start_error)
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
         if reactor.running:
-            self._stopping_reactor = True
             reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+
+
+def exit_on_start_failure(node: Any) -> None:
+    """
+    Make this process exit with L{EXIT_START_FAILED} if C{node} (a
+    L{NodeService}) could not start: for the programs that run a node
+    (C{twistd -n p2pool}, C{tac/node.tac}), whose runners otherwise exit
+    with status 0 whenever the reactor stops.
+
+    The status is set at interpreter exit, after the runner has shut the
+    reactor down and removed its pid file; standard output and error are
+    flushed first. Embedding applications and tests do not call this.
+    """
+
+    def exit_if_failed() -> None:
+        if getattr(node, "start_error", None) is not None:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(EXIT_START_FAILED)
+
+    atexit.register(exit_if_failed)
 
 
 def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None, reactor: Any = None) -> NodeService:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -26,10 +27,18 @@ from p2pool.answerer import Answerer
 from p2pool.config import PoolConfig
 from p2pool.connect_handler import ConnectHandler
 from p2pool.connection import Connection
-from p2pool.errors import DisconnectReason, InvalidMessageSize, MaintenanceDisabled, P2PError, UnknownPeer
+from p2pool.errors import (
+    DisconnectReason,
+    InvalidMessageSize,
+    MaintenanceDisabled,
+    P2PError,
+    UnknownPeer,
+    listen_failure_text,
+)
 from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
-from p2pool.identity import Identity, load_or_create_identity
+from p2pool import identity as identity_module
+from p2pool.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.keepalive import Keepalive
 from p2pool.maintenance import Maintenance
@@ -165,8 +174,23 @@ class Pool(MultiService):
         return d
 
     def _start_failed(self, failure: Failure) -> None:
-        self._log.failure("p2pool could not start", failure)
+        """
+        Log why the pool could not start: one line for what an operator
+        can fix (a port in use, an identity or file problem), the
+        traceback for anything else (a bug).
+        """
         self._start_failure = failure
+        if not self.running:
+            self._log.info("p2pool stopped before it had started: {error}", error=failure.getErrorMessage())
+            return
+        if failure.check(CannotListenError):
+            reason = listen_failure_text("p2p.listen", self.config.listen, failure.value)
+        elif failure.check(IdentityError, OSError):
+            reason = failure.getErrorMessage()
+        else:
+            self._log.failure("p2pool could not start", failure)
+            return
+        self._log.error("p2pool could not start: {error}", error=reason)
 
     async def _start(self) -> None:
         if self.identity is None:
@@ -215,9 +239,12 @@ class Pool(MultiService):
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
         reactor = self._reactor
+        report = ProofOfWorkProgress(self.config.expected_proof_of_work, identity_module.PROGRESS_LOG_INTERVAL)
 
         def progress(attempts: int) -> None:
-            reactor.callFromThread(self._log.info, "searching proof of work: {attempts} attempts", attempts=attempts)
+            text = report(attempts)
+            if text is not None:
+                reactor.callFromThread(self._log.info, "{progress}", progress=text)
 
         def search() -> Identity:
             return load_or_create_identity(

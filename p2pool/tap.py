@@ -6,21 +6,33 @@ L{Options} has C{--config} plus one flag per configuration key, generated
 from L{p2pool.config.CONFIG_KEYS}. A flag beats the file, which beats the
 defaults. L{makeService} builds the node service from the resulting
 L{PoolConfig}.
+
+Run by twistd (or C{twist}), a command-line or configuration error is two
+lines on standard error, the error and a hint, and exit status 2; not the
+whole C{--help}, which those runners print for a L{usage.UsageError}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import difflib
+import os
+import re
+import sys
+from typing import Any, Optional, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from p2pool._version import __version__, version_line
 from p2pool.addressing import AddressError
-from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, load_config
+from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, config_to_toml, load_config
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "effective_config", "makeService"]
 
 _KEYS_BY_FLAG: dict[str, ConfigKey] = {key.flag: key for key in CONFIG_KEYS}
+
+#: The exit status of a command-line or configuration error under twistd.
+EXIT_USAGE = 2
 
 
 def _help(key: ConfigKey) -> str:
@@ -46,7 +58,7 @@ class Options(usage.Options):
     longdesc = (
         "Run a p2pool node. Settings come from the command line, then the TOML file given "
         "with --config, then the defaults. Write false for an absent optional value. "
-        "See docs/CONFIGURATION.md."
+        f"See docs/CONFIGURATION.md. This is p2pool {__version__}."
     )
 
     optParameters: list[list[Any]] = [
@@ -57,13 +69,99 @@ class Options(usage.Options):
         if not key.is_switch and not key.repeatable
     ]
 
-    optFlags: list[list[Any]] = [[key.flag, None, _help(key)] for key in CONFIG_KEYS if key.is_switch]
+    optFlags: list[list[Any]] = [[key.flag, None, _help(key)] for key in CONFIG_KEYS if key.is_switch] + [
+        ["dump-config", None, "Print the effective configuration (defaults, then --config, then flags) as TOML "
+         "that --config accepts, and exit."],
+    ]
 
     config: PoolConfig
 
     def __init__(self) -> None:
         super().__init__()
         self._repeated: dict[str, list[str]] = {}
+        self._argv: list[str] = []
+
+    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        """
+        Parse the command line; an error names what is wrong and, for a
+        mistyped flag, the flag meant.
+
+        @raise usage.UsageError: the message is one line.
+        @raise SystemExit: instead of L{usage.UsageError} when run by
+            twistd or C{twist} (C{parent} is set): the error and one hint
+            line are written to standard error, and the status is
+            L{EXIT_USAGE}.
+        """
+        self._argv = list(sys.argv[1:] if options is None else options)
+        try:
+            super().parseOptions(self._argv)
+        except usage.UsageError as e:
+            message = self._explain(str(e))
+            if self.parent is None:
+                raise usage.UsageError(message) from None
+            program = f"{os.path.basename(sys.argv[0]) or 'twistd'} p2pool"
+            sys.stderr.write(
+                f"{program}: error: {message}\n"
+                f"hint: '{program} --help' lists every option; docs/CONFIGURATION.md explains each\n"
+            )
+            raise SystemExit(EXIT_USAGE) from None
+
+    def _long_options(self) -> list[str]:
+        return [name.rstrip("=") for name in self.longOpt]
+
+    def _explain(self, message: str) -> str:
+        """
+        A getopt error in our words: a switch given a value says what the
+        switch takes; an unknown flag gets the closest known one.
+        """
+        unknown = re.fullmatch(r"option --(\S+) not recognized", message)
+        if unknown:
+            flag = unknown.group(1)
+            close = difflib.get_close_matches(flag, self._long_options(), n=1, cutoff=0.6)
+            return f"unknown option --{flag}" + (f" (did you mean --{close[0]}?)" if close else "")
+        with_value = re.fullmatch(r"option --(\S+) must not have an argument", message)
+        if with_value:
+            return self._switch_with_value(with_value.group(1), None)
+        needs_value = re.fullmatch(r"option --(\S+) requires argument", message)
+        if needs_value:
+            flag = needs_value.group(1)
+            key = _KEYS_BY_FLAG.get(flag)
+            shape = key.metavar if key is not None else "a value"
+            return f"--{flag} needs a value: {shape}"
+        return message
+
+    @staticmethod
+    def _switch_with_value(flag: str, value: Optional[str]) -> str:
+        """
+        The error for a value given to a switch (C{--private-mode false}).
+        """
+        got = f" (got {value!r})" if value is not None else ""
+        return f"--{flag} is a switch and takes no value{got}: give --{flag} to turn it on, leave it out to keep it off"
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Refuse arguments that are not options, saying what went wrong.
+        """
+        if not args:
+            return
+        stray = args[0]
+        index = len(self._argv) - len(args)
+        previous = self._argv[index - 1] if index > 0 else ""
+        if previous.startswith("--"):
+            name = previous[2:]
+            matches = [flag for flag in self._long_options() if flag.startswith(name)]
+            flag = name if name in matches else (matches[0] if len(matches) == 1 else name)
+            key = _KEYS_BY_FLAG.get(flag)
+            if key is not None and key.is_switch:
+                raise usage.UsageError(self._switch_with_value(flag, stray))
+        raise usage.UsageError(f"unexpected argument {stray!r}: options are written --name VALUE")
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of p2pool, Twisted and Python, and exit.
+        """
+        print(version_line())
+        sys.exit(0)
 
     def _add_repeated(self, flag: str, text: str) -> None:
         self._repeated.setdefault(flag, []).append(text)
@@ -119,12 +217,39 @@ class Options(usage.Options):
             self.config = load_config(config_path, self._overrides())
         except (ConfigError, AddressError) as e:
             raise usage.UsageError(str(e)) from e
+        if self["dump-config"]:
+            sys.stdout.write(effective_config(self))
+            sys.exit(0)
+
+
+def effective_config(options: Options) -> str:
+    """
+    The configuration of parsed C{options} as TOML that C{--config}
+    accepts, with a header saying where it comes from.
+    """
+    sources = ["the built-in defaults"]
+    if options["config"] is not None:
+        sources.append(os.path.abspath(options["config"]))
+    if options._overrides():
+        sources.append("the command line")
+    header = f"p2pool {__version__}: the effective configuration: " + ", then ".join(sources) + "."
+    if options.config.admin.token:
+        header += "\nIt holds the admin token: keep it private."
+    return config_to_toml(options.config, header)
 
 
 def makeService(options: Options) -> IService:
     """
-    The node service for the parsed command line.
+    The node service for the parsed command line. Under twistd, its log
+    goes where twistd's would, filtered and formatted by C{[log]} (see
+    L{p2pool.logs}); it exits with status 1 if it cannot start.
     """
-    from p2pool.node import make_node_service
+    from p2pool.logs import node_log_observer, twistd_log_destination
+    from p2pool.node import exit_on_start_failure, make_node_service
 
-    return make_node_service(options.config)
+    service = make_node_service(options.config)
+    destination = twistd_log_destination(options.parent)
+    if destination is not None:
+        service.log_observer = node_log_observer(options.config.log, destination)
+    exit_on_start_failure(service)
+    return cast(IService, service)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
+from p2pool.acl import canonical_entry, entry_contains
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason
@@ -252,6 +253,37 @@ class PointsView:
                 if ban_peers:
                     acl.peer_blacklist.ban(conn.peer_id)
                 conn.disconnect(DisconnectReason.IP_BANNED)
+
+    def ban_addr(self, addr: str) -> int:
+        """
+        Blacklist an address or a CIDR range (C{192.0.2.0/24},
+        C{2001:db8::/32}) and close the connections from inside it. Unlike
+        L{ban}, no peer id is banned with it.
+
+        @return: how many connections were closed.
+        @raise AddressError: C{addr} is neither an address nor a range.
+        """
+        entry = canonical_entry(addr)
+        self._pool.acl.ip_blacklist.ban(entry)
+        self._pool.events.emit(EventKind.POINT_BANNED, addr=entry)
+        inside = [conn for conn in self._pool.connections if entry_contains(entry, conn.remote_ip)]
+        for conn in inside:
+            conn.disconnect(DisconnectReason.IP_BANNED)
+        return len(inside)
+
+    def unban_addr(self, addr: str) -> bool:
+        """
+        Lift the ban of exactly this address or range (an address inside a
+        banned range stays banned), and ungreylist a single address.
+
+        @return: whether it was banned.
+        @raise AddressError: C{addr} is neither an address nor a range.
+        """
+        acl = self._pool.acl
+        entry = canonical_entry(addr)
+        banned = entry in acl.ip_blacklist.listing()
+        acl.unban_addr(entry)
+        return banned
 
     def unban(self, point: Point) -> None:
         """

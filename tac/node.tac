@@ -3,17 +3,25 @@
 #   twistd -ny tac/node.tac                               # built-in defaults
 #   P2POOL_CONFIG=tac/node.toml twistd -ny tac/node.tac   # with a config file
 #
+# Its log goes to standard output, filtered and formatted as [log] says
+# (twistd's --logfile does not apply to it).
+#
 # Copy this file to start an application of your own: pass your
 # IPoolApplication as make_node_service(config, app=...).
 import os
+import sys
 
 from twisted.application.service import Application
 
 from p2pool.config import PoolConfig, load_config
-from p2pool.node import make_node_service
+from p2pool.logs import node_log_observer
+from p2pool.node import exit_on_start_failure, make_node_service
 
 config_path = os.environ.get("P2POOL_CONFIG")
 config = load_config(config_path) if config_path else PoolConfig()
 
 application = Application("p2pool")
-make_node_service(config).setServiceParent(application)
+node = make_node_service(config)
+node.log_observer = node_log_observer(config.log, sys.stdout)
+node.setServiceParent(application)
+exit_on_start_failure(node)  # exit status 1 if the node cannot start

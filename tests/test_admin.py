@@ -523,7 +523,7 @@ class AuthTests(SynchronousTestCase):
         self.h = MemoryAdmin(self, token=TOKEN)
 
     def test_every_route_requires_the_token(self) -> None:
-        paths = ["/", "/metrics", "/network/self", "/network/stat", "/network/connections", "/network/points",
+        paths = ["/", "/metrics", "/version", "/network/bans", "/network/self", "/network/stat", "/network/connections", "/network/points",
                  "/network/peers", "/network/greylist/ips", "/network/greylist/peers", "/network/log", "/nope"]
         for path in paths:
             result = self.h.request("GET", path)

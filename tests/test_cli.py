@@ -186,6 +186,19 @@ class ParserTests(CLITestCase):
         self.assertEqual(status, 2)
         self.assertIn("usage: p2pool identity", err)
 
+    def test_mistyped_option_gets_did_you_mean(self) -> None:
+        for argv, typed, meant in (
+            (["identity", "generate", "--data-dri", "x"], "--data-dri", "--data-dir"),
+            (["status", "--jsn"], "--jsn", "--json"),
+            (["connect", "1.2.3.4:5", "--timout", "3"], "--timout", "--timeout"),
+        ):
+            status, out, err = self.run_cli(*argv)
+            self.assertEqual(status, 2, argv)
+            self.assertIn(f"unrecognized arguments: {typed}", err)
+            self.assertIn(f"(did you mean {meant}?)", err, argv)
+        status, out, err = self.run_cli("status", "--frobnicate")
+        self.assertTrue(err.endswith("unrecognized arguments: --frobnicate\n"), err)
+
     def test_help(self) -> None:
         status, out, err = self.run_cli("identity", "generate", "--help")
         self.assertEqual(status, 0)

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import sys
 from typing import Any, Optional
 
 from treq.testing import StubTreq
-from twisted.internet import reactor
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -28,6 +22,7 @@ from twisted.web.resource import Resource
 from p2pool import cli
 from p2pool.addressing import PeerId, Point
 from p2pool.events import EventKind
+from tests import processes
 from tests.adminhelpers import TOKEN, base_url, http_client, start_admin
 from tests.helpers import Node, async_test, free_port, start_node, wait_for
 
@@ -290,27 +285,6 @@ class UnexpectedReplyTests(SynchronousTestCase):
         self.assertEqual(err, "p2pool: error: Bad Gateway from http://127.0.0.1:8732/network/peers (502 http_error)\n")
 
 
-class _Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        if reason.check(ProcessDone):
-            self.ended.callback(0)
-        elif reason.check(ProcessTerminated):
-            self.ended.callback(reason.value.exitCode)
-        else:
-            self.ended.errback(reason)
-
-
 class SubprocessTests(TestCase):
     """
     C{python -m p2pool.cli} as a user runs it: exit statuses and one-line
@@ -319,20 +293,13 @@ class SubprocessTests(TestCase):
 
     timeout = 30
 
-    def spawn(self, *argv: str, env: Optional[dict[str, str]] = None) -> _Collect:
-        protocol = _Collect()
-        environment = {k: v for k, v in os.environ.items() if k != cli.TOKEN_ENVIRONMENT}
-        environment.update(env or {})
-        environment["PYTHONPATH"] = ROOT.path
-        reactor.spawnProcess(protocol, sys.executable, [sys.executable, "-m", "p2pool.cli", *argv], environment, ROOT.path)
-        return protocol
+    def spawn(self, *argv: str, env: Optional[dict[str, str]] = None) -> processes.Collect:
+        return processes.spawn(self, [*processes.p2pool_cli(), *argv], ROOT.path, processes.environment(**(env or {})))
 
     async def run_cli(self, *argv: str, env: Optional[dict[str, str]] = None) -> tuple[int, str, str]:
-        protocol = self.spawn(*argv, env=env)
-        status = await protocol.ended
-        err = protocol.err.decode()
-        self.assertNotIn("Traceback", err)
-        return status, protocol.out.decode(), err
+        outcome = await self.spawn(*argv, env=env).ended
+        self.assertNotIn("Traceback", outcome.err)
+        return outcome.status, outcome.out, outcome.err
 
     @async_test
     async def test_status_and_errors(self) -> None:
@@ -362,6 +329,6 @@ class SubprocessTests(TestCase):
         a.pool.events.emit(EventKind.NEW_PEER, n=7)
         await wait_for(lambda: b"new_peer n=7" in protocol.out, timeout=5)
         protocol.transport.signalProcess(signal.SIGINT)  # type: ignore[union-attr]
-        status = await protocol.ended
-        self.assertEqual((status, protocol.err), (cli.EXIT_INTERRUPTED, b"p2pool: interrupted\n"))
+        outcome = await protocol.ended
+        self.assertEqual((outcome.status, outcome.err), (cli.EXIT_INTERRUPTED, "p2pool: interrupted\n"))
         await wait_for(lambda: admin.feed.streams == 0, timeout=5)

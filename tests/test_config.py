@@ -23,6 +23,7 @@ from p2pool.config import (
     FILE_DESCRIPTOR_HEADROOM,
     AdminConfig,
     ConfigError,
+    LogConfig,
     PoolConfig,
     ReconnectionConfig,
     check_file_budget,
@@ -129,10 +130,11 @@ class DefaultsTests(SynchronousTestCase):
         L{CONFIG_KEYS} describes every field once, with unique flags.
         """
         fields = {
-            ("p2p", f.name) for f in attrs.fields(PoolConfig) if f.name not in ("reconnection", "admin")
+            ("p2p", f.name) for f in attrs.fields(PoolConfig) if f.name not in ("reconnection", "admin", "log")
         }
         fields |= {("p2p.reconnection", f.name) for f in attrs.fields(ReconnectionConfig)}
         fields |= {("admin", f.name) for f in attrs.fields(AdminConfig)}
+        fields |= {("log", f.name) for f in attrs.fields(LogConfig)}
         keys = [(key.table, key.name) for key in CONFIG_KEYS]
         self.assertEqual(sorted(keys), sorted(fields))
         flags = [key.flag for key in CONFIG_KEYS]
@@ -408,7 +410,7 @@ class UnknownNameTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_unrelated_table_lists_tables(self) -> None:
         error = self.refused({"logging": {"level": "debug"}})
-        self.assertIn("logging: unknown table (the tables are [p2p], [p2p.reconnection], [admin])", str(error))
+        self.assertIn("logging: unknown table (the tables are [p2p], [p2p.reconnection], [admin], [log])", str(error))
 
     def test_unknown_key_in_file_names_file(self) -> None:
         path = self.write("[admin]\nlisten = false\nport = 3\n")

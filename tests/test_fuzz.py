@@ -741,9 +741,9 @@ def check_identity_file(case: IdentityCase, harness: object = None) -> None:
 # Configuration
 
 
-_TABLES = {"p2p": [], "p2p.reconnection": [], "admin": []}  # type: dict[str, list[str]]
+_TABLES = {}  # type: dict[str, list[str]]
 for _key in CONFIG_KEYS:
-    _TABLES[_key.table].append(_key.name)
+    _TABLES.setdefault(_key.table, []).append(_key.name)
 
 url_texts = maybe_mutated_text(
     st.sampled_from(["https://seed.example.org/peers.json", "https://127.0.0.1:8443/", "http://seed.example.org/", "https://user@host/", "https://[::1]:99999/"])

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
+import p2pool
 from p2pool.addressing import PeerId, Point, PointSpec
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.errors import NackMotive
@@ -79,7 +80,7 @@ class RouteTests(SynchronousTestCase):
 
     def test_identity_and_empty_pool(self) -> None:
         s = scrape(self.h)
-        self.assertEqual(s.value("p2pool_info", peer_id=str(self.h.a.peer_id), network="p2pool-mainnet"), 1.0)
+        self.assertEqual(s.value("p2pool_info", peer_id=str(self.h.a.peer_id), network="p2pool-mainnet", version=p2pool.__version__), 1.0)
         self.assertEqual(s.value("p2pool_connections", direction="incoming"), 0.0)
         for state in ("disconnected", "requested", "accepted", "running"):
             self.assertEqual(s.value("p2pool_known_points", state=state), 0.0, state)
@@ -293,7 +294,7 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(self.scrape().value("p2pool_dials"), 1.0)
         s = Scrape(theirs.render().decode())
         self.assertEqual(s.value("p2pool_dials"), 0.0)
-        self.assertEqual(s.value("p2pool_info", peer_id=str(other.peer_id), network="p2pool-mainnet"), 1.0)
+        self.assertEqual(s.value("p2pool_info", peer_id=str(other.peer_id), network="p2pool-mainnet", version=p2pool.__version__), 1.0)
 
     def test_attach_and_detach(self) -> None:
         self.metrics.attach()

@@ -266,6 +266,7 @@ class NamespacePartitionTests(TestCase):
         args += ["--maintenance-idle-time", "0.5", "--connection-timeout", "1"]
         args += ["--reconnection-initial-delay", "0.2", "--reconnection-increase-cap", "1"]
         args += ["--reconnection-disconnection-delay", "0.5"]
+        args += ["--log-level", "debug"]  # the end of the test reads save_peers, a debug event
         for other in others:
             args += ["--peer", f"{other}:9732"]
         node = _NodeProcess(ip)

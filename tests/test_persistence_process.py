@@ -13,11 +13,9 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from typing import Any, Optional
 
-import p2pool
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -30,12 +28,11 @@ from p2pool.addressing import PeerId
 from p2pool.identity import save_identity
 from p2pool.persistence import decode_document, format_time
 from tests.helpers import free_port, identity, sleep
+from tests.processes import SOURCE_ROOT, twistd
 
 _log = Logger()
 
 NETWORK = "persistence-process-test"
-#: The tree whose p2pool the nodes run: the one these tests import.
-SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(p2pool.__file__)))
 
 
 def _async(f: Any) -> Any:
@@ -45,16 +42,6 @@ def _async(f: Any) -> Any:
     run.__name__ = f.__name__
     run.__doc__ = f.__doc__
     return run
-
-
-def _twistd() -> list[str]:
-    """
-    The command running this interpreter's twistd.
-    """
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.exists(script):
-        return [sys.executable, script]
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 
 
 class Node(ProcessProtocol):
@@ -79,7 +66,7 @@ class Node(ProcessProtocol):
 
     def start(self, *args: str) -> None:
         argv = [
-            *_twistd(),
+            *twistd(),
             "-n",
             "--pidfile=",
             "--logfile=-",
@@ -94,6 +81,9 @@ class Node(ProcessProtocol):
             "0",
             "--network",
             NETWORK,
+            # These tests read the peers-file events, logged at debug.
+            "--log-level",
+            "debug",
             *args,
         ]
         env = dict(os.environ)

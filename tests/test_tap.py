@@ -5,7 +5,9 @@ Tests for L{p2pool.tap} (the twistd command line) and the twistd plugin.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import IService, IServiceMaker, Service
@@ -61,6 +63,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "admin-token": ("kT3x-9fQ_2bV~7yZ+mW/1cR=", "kT3x-9fQ_2bV~7yZ+mW/1cR="),
     "admin-tls-certificate": ("/etc/p2pool/admin.pem", "/etc/p2pool/admin.pem"),
     "admin-tls-key": ("/etc/p2pool/admin.key", "/etc/p2pool/admin.key"),
+    "log-level": ("debug", "debug"),
+    "log-format": ("json", "json"),
 }
 
 
@@ -199,7 +203,58 @@ class OptionsTests(SynchronousTestCase):
         self.assert_usage_error(["-c", bad], bad, "p2p.max_conections: unknown key (did you mean p2p.max_connections?)")
 
     def test_unknown_flag(self) -> None:
-        self.assert_usage_error(["--max-conections", "3"], "max-conections")
+        message = self.assert_usage_error(["--max-conections", "3"])
+        self.assertEqual(message, "unknown option --max-conections (did you mean --max-connections?)")
+        message = self.assert_usage_error(["--frobnicate"])
+        self.assertEqual(message, "unknown option --frobnicate")
+
+    def test_switch_given_a_value(self) -> None:
+        expected = "--private-mode is a switch and takes no value{}: give --private-mode to turn it on, leave it out to keep it off"
+        for arguments, got in (
+            (["--private-mode", "false"], " (got 'false')"),
+            (["--listen", "127.0.0.1:0", "--private-mode", "true", "--network", "x"], " (got 'true')"),
+            (["--priv", "false"], " (got 'false')"),
+            (["--private-mode=false"], ""),
+        ):
+            self.assertEqual(self.assert_usage_error(arguments), expected.format(got), arguments)
+
+    def test_flag_without_its_value(self) -> None:
+        self.assertEqual(self.assert_usage_error(["--listen"]), "--listen needs a value: ADDR:PORT")
+
+    def test_stray_argument(self) -> None:
+        for arguments in (["node.toml"], ["--network", "a", "node.toml"]):
+            message = self.assert_usage_error(arguments)
+            self.assertEqual(message, "unexpected argument 'node.toml': options are written --name VALUE")
+
+    def twistd_error(self, *arguments: str) -> str:
+        """
+        Parse C{twistd -n p2pool ARGUMENTS} as twistd does; return what
+        it writes to standard error before exiting with status 2.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        self.patch(sys, "argv", ["/usr/bin/twistd"])
+        error = self.assertRaises(SystemExit, ServerOptions().parseOptions, ["-n", "p2pool", *arguments])
+        self.assertEqual(error.code, tap.EXIT_USAGE)
+        return err.getvalue()
+
+    def test_under_twistd_an_error_and_a_hint_not_the_help(self) -> None:
+        hint = "hint: 'twistd p2pool --help' lists every option; docs/CONFIGURATION.md explains each\n"
+        self.assertEqual(
+            self.twistd_error("--privte-mode"),
+            "twistd p2pool: error: unknown option --privte-mode (did you mean --private-mode?)\n" + hint,
+        )
+        self.assertEqual(
+            self.twistd_error("--max-connections", "x"),
+            "twistd p2pool: error: --max-connections: p2p.max_connections: expected an integer, got 'x'\n" + hint,
+        )
+        bad = self.write("[p2p]\nmax_conections = 3\n")
+        self.assertEqual(
+            self.twistd_error("-c", bad),
+            f"twistd p2pool: error: {bad}: p2p.max_conections: unknown key (did you mean p2p.max_connections?)\n" + hint,
+        )
 
     def test_help_says_defaults(self) -> None:
         options = tap.Options()

@@ -3,14 +3,16 @@
 Prometheus metrics of one pool, in a registry of its own (so that many
 pools in one process do not clash), served as C{GET /metrics}.
 
-Two sources:
+Three sources:
 
   - counters fed by the pool's events (L{PoolMetrics.observe} is one of
     C{pool.events.callbacks}): dials and their outcomes, handshake
     failures, disconnections, bans, greylistings, maintenance runs, swaps;
   - values read from the pool when scraped (L{PoolCollector}): connections,
     known points and peers by state, greylist and ban list sizes, bytes,
-    and the peers-file checkpoints (from C{pool.persistence}).
+    and the peers-file checkpoints (from C{pool.persistence});
+  - C{prometheus_client}'s own collectors of the process (memory, CPU, open
+    files), the platform and the garbage collector.
 
 See C{docs/ADMIN.md} for the list.
 """
@@ -20,11 +22,20 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
+from p2pool._version import __version__
 from p2pool.addressing import AddressError, Point, normalise_ip
 from p2pool.errors import motive_name
 from p2pool.events import EventKind, PoolEvent
@@ -153,6 +164,11 @@ class PoolMetrics:
             "p2pool_swap_messages", "Swap requests and acks sent, received or ignored.", ["kind"], registry=registry
         )
         registry.register(PoolCollector(pool))
+        # The process: memory, CPU, open files (from /proc, where there is
+        # one), the Python version, garbage collections.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
 
     def attach(self) -> None:
         """
@@ -279,9 +295,11 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         pool = self._pool
-        info = GaugeMetricFamily("p2pool_info", "This node: its peer id and network.", labels=["peer_id", "network"])
+        info = GaugeMetricFamily(
+            "p2pool_info", "This node: its peer id, network and p2pool version.", labels=["peer_id", "network", "version"]
+        )
         if pool.identity is not None:
-            info.add_metric([str(pool.peer_id), pool.config.network], 1)
+            info.add_metric([str(pool.peer_id), pool.config.network, __version__], 1)
         yield info
 
         connections = GaugeMetricFamily("p2pool_connections", "Running connections, by direction.", labels=["direction"])

@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from p2pool._version import __version__
+from p2pool.acl import canonical_entry
 from p2pool.addressing import AddressError, PeerId, Point
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
@@ -57,6 +59,11 @@ MAX_BODY_SIZE = 64 * 1024
 MAX_DIAL_TIMEOUT = 600.0
 #: How long C{DELETE /network/connections/<peer_id>?wait=true} waits.
 DISCONNECT_WAIT = 10.0
+#: How a client gives the admin token, for 401 replies.
+HOW_TO_GIVE_THE_TOKEN = (
+    "p2pool --token TOKEN (or $P2POOL_ADMIN_TOKEN), an 'Authorization: Bearer TOKEN' header, "
+    "or /?access_token=TOKEN for the dashboard"
+)
 #: The C{acl} values of a C{PATCH} body.
 ACL_VALUES = ("ban", "trust", "open")
 
@@ -129,7 +136,21 @@ def _parse_peer_id(text: str) -> PeerId:
         raise _bad("malformed_peer_id", str(e)) from None
 
 
-_PARAMETERS: dict[str, Callable[[str], Any]] = {":point": _parse_point, ":peer_id": _parse_peer_id}
+def _parse_addr(text: str) -> str:
+    """
+    An address or CIDR range (C{/} written C{%2F} in a path), canonical.
+    """
+    try:
+        return canonical_entry(text)
+    except AddressError as e:
+        raise _bad("malformed_address", str(e)) from None
+
+
+_PARAMETERS: dict[str, Callable[[str], Any]] = {
+    ":point": _parse_point,
+    ":peer_id": _parse_peer_id,
+    ":addr": _parse_addr,
+}
 
 
 def _arguments(request: Request) -> dict[bytes, list[bytes]]:
@@ -263,6 +284,9 @@ Handler = Callable[..., Any]
 ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     ((), {"GET": "dashboard"}),
     (("metrics",), {"GET": "get_metrics"}),
+    (("version",), {"GET": "get_version"}),
+    (("health", "live"), {"GET": "get_live"}),
+    (("health", "ready"), {"GET": "get_ready"}),
     (("network", "self"), {"GET": "get_self"}),
     (("network", "stat"), {"GET": "get_stat"}),
     (("network", "connections"), {"GET": "list_connections"}),
@@ -271,11 +295,18 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     (("network", "points", ":point"), {"GET": "get_point", "PUT": "put_point", "PATCH": "patch_point"}),
     (("network", "peers"), {"GET": "list_peers"}),
     (("network", "peers", ":peer_id"), {"GET": "get_peer", "PATCH": "patch_peer"}),
+    (("network", "bans"), {"GET": "list_bans"}),
+    (("network", "bans", "ips", ":addr"), {"PUT": "put_ban", "DELETE": "delete_ban"}),
     (("network", "greylist"), {"DELETE": "delete_greylist"}),
     (("network", "greylist", "ips"), {"GET": "greylist_ips"}),
     (("network", "greylist", "peers"), {"GET": "greylist_peers"}),
     (("network", "log"), {"GET": "get_log"}),
 )
+
+
+#: Routes served without the token or the C{Host} check: the health probes
+#: of a container orchestrator, which say nothing but whether the node runs.
+PUBLIC_ROUTES: frozenset[tuple[str, ...]] = frozenset({("health", "live"), ("health", "ready")})
 
 
 class AdminResource(Resource):
@@ -372,8 +403,9 @@ class AdminResource(Resource):
 
     def _dispatch(self, request: Request) -> Any:
         segments = self._segments(request)
-        self._check_host(request)
-        self._authorize(request, query_token=segments == [])
+        if tuple(segments) not in PUBLIC_ROUTES:
+            self._check_host(request)
+            self._authorize(request, query_token=segments == [])
         pattern, methods = self._route(segments)
         method = _text(request.method)
         name = methods.get(method)
@@ -432,12 +464,15 @@ class AdminResource(Resource):
             raise APIError(
                 401,
                 "unauthorized",
-                "this node requires an 'Authorization: Bearer <token>' header",
+                f"this node requires its admin token ([admin] token): {HOW_TO_GIVE_THE_TOKEN}",
                 {"WWW-Authenticate": 'Bearer realm="p2pool"'},
             )
         if not hmac.compare_digest(given, self._token):
             raise APIError(
-                401, "unauthorized", "wrong token", {"WWW-Authenticate": 'Bearer realm="p2pool", error="invalid_token"'}
+                401,
+                "unauthorized",
+                f"wrong token: give the node's [admin] token: {HOW_TO_GIVE_THE_TOKEN}",
+                {"WWW-Authenticate": 'Bearer realm="p2pool", error="invalid_token"'},
             )
 
     # -- node ----------------------------------------------------------------
@@ -456,6 +491,36 @@ class AdminResource(Resource):
 
     def get_metrics(self, request: Request) -> Reply:
         return Reply(raw=self._metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    def get_version(self, request: Request) -> dict[str, Any]:
+        """
+        The p2pool version this node runs, and its network name.
+        """
+        return {"version": __version__, "network": self._pool.config.network}
+
+    def get_live(self, request: Request) -> dict[str, Any]:
+        """
+        Liveness: the node's reactor answers.
+        """
+        return {"live": True}
+
+    def get_ready(self, request: Request) -> Reply:
+        """
+        Readiness: the identity is loaded, the peers file read, and the
+        pool listens for peers; 503 with what is missing otherwise.
+        """
+        pool = self._pool
+        checks = {
+            "identity": pool.identity is not None,
+            "peers_file": bool(pool.persistence.loaded),
+            "listening": pool.is_started and pool.listening_port is not None,
+        }
+        if all(checks.values()):
+            return Reply({"ready": True, "checks": checks})
+        missing = ", ".join(name for name, ok in checks.items() if not ok)
+        return Reply(
+            {"ready": False, "checks": checks, "error": "not_ready", "detail": f"waiting for: {missing}"}, status=503
+        )
 
     def get_self(self, request: Request) -> str:
         if self._pool.identity is None:
@@ -563,6 +628,27 @@ class AdminResource(Resource):
         _apply_acl(peers, peer_id, acl)
         info = peers.info(peer_id)
         return peer_info_json(self._pool, info, self._traffic) if info is not None else None
+
+    # -- bans ------------------------------------------------------------------
+
+    def list_bans(self, request: Request) -> dict[str, list[str]]:
+        """
+        The ban lists: addresses and CIDR ranges, and peer ids, in ban order.
+        """
+        acl = self._pool.acl
+        return {"ips": acl.ip_blacklist.listing(), "peers": [str(p) for p in acl.peer_blacklist.listing()]}
+
+    def put_ban(self, request: Request, addr: str) -> dict[str, Any]:
+        """
+        Ban an address or CIDR range and close the connections from it.
+        """
+        return {"ip": addr, "disconnected": self._pool.points.ban_addr(addr)}
+
+    def delete_ban(self, request: Request, addr: str) -> dict[str, Any]:
+        """
+        Lift the ban of exactly this address or range.
+        """
+        return {"ip": addr, "was_banned": self._pool.points.unban_addr(addr)}
 
     # -- greylists -------------------------------------------------------------
 

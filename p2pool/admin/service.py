@@ -28,6 +28,7 @@ from p2pool.admin.metrics import PoolMetrics
 from p2pool.admin.resources import MAX_BODY_SIZE, AdminResource
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.config import AdminConfig
+from p2pool.errors import listen_failure_text
 from p2pool.pool import Pool
 
 __all__ = ["AdminListenError", "AdminService", "MAX_CONNECTIONS"]
@@ -273,7 +274,7 @@ class AdminService(Service):
         try:
             self.port = await endpoint.listen(factory)
         except Exception as e:
-            raise AdminListenError(f"admin.listen {listen}: {e}") from e
+            raise AdminListenError(listen_failure_text("admin.listen", listen, e)) from e
         scheme = "https" if options is not None else "http"
         self._log.info("admin API listening on {scheme}://{address}/", scheme=scheme, address=str(self.address))
 

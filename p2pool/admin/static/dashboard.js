@@ -1,5 +1,5 @@
 // p2pool dashboard: polls the node's admin API every second and renders
-// connections, known points by state, greylists and a traffic chart.
+// connections, known points by state, greylists, bans and a traffic chart.
 "use strict";
 (function () {
   var REFRESH_MS = 1000;
@@ -167,6 +167,13 @@
     fillList("greylist-peers", peers);
   }
 
+  function renderBans(bans) {
+    setText("bans-ip-count", String(bans.ips.length));
+    fillList("bans-ips", bans.ips);
+    setText("bans-peer-count", String(bans.peers.length));
+    fillList("bans-peers", bans.peers);
+  }
+
   function niceMax(value) {
     if (value <= 0) { return 1024; }
     var step = Math.pow(2, Math.ceil(Math.log2(value)));
@@ -242,7 +249,8 @@
       api("/network/points"),
       api("/network/peers"),
       api("/network/greylist/ips"),
-      api("/network/greylist/peers")
+      api("/network/greylist/peers"),
+      api("/network/bans")
     ];
     return Promise.all(steps).then(function (r) {
       renderStat(r[1]);
@@ -250,6 +258,7 @@
       renderPoints(r[3]);
       renderPeers(r[4]);
       renderGreylists(r[5], r[6]);
+      renderBans(r[7]);
       updates += 1;
       document.body.dataset.updates = String(updates);
       showStatus("updated " + new Date().toLocaleTimeString(), false);
