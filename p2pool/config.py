@@ -688,6 +688,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running."),
     _key("p2p", "netgroup_cap_exempts_loopback", _Flag(),
          "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host)."),
+    _key("p2p", "refusal_log_interval", _optional(_SECONDS),
+         "Seconds over which refused connections are counted, then logged as one line per reason; "
+         "false = one line per refusal."),
     _key("p2p", "max_message_size", _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
          "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
     _key("p2p", "checkpoint_interval", _SECONDS,
@@ -842,6 +845,7 @@ class PoolConfig:
     max_concurrent_dials: int = 10
     max_incoming_connections_per_netgroup: int = 10
     netgroup_cap_exempts_loopback: bool = False
+    refusal_log_interval: Optional[float] = 60.0
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
     keepalive_interval: Optional[float] = 30.0

@@ -7,6 +7,7 @@ reasons a connection closes for.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Optional, Sequence
 
 from p2pool.addressing import PeerId, Point
@@ -228,3 +229,14 @@ class ConnectionDone(ConnectionClosed):
         super().__init__(text)
         self.reason = reason
         self.detail = detail
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def snake_case(name: str) -> str:
+    """
+    An error class name as a label (in metrics, refusal reasons and admin
+    errors): C{TooManyConnections} becomes C{too_many_connections}.
+    """
+    return _CAMEL.sub("_", name).lower()

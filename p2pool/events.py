@@ -28,6 +28,7 @@ _INFO_EVENTS = frozenset(
         "listening",
         "connection_failed",
         "identity_ready",
+        "connections_refused",
     }
 )
 
@@ -69,6 +70,10 @@ class EventLog:
 
     def __init__(self, callback: Optional[Callable[[PoolEvent], object]] = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
+        #: Called with each event after the callbacks; when it returns
+        #: true the event gets no log line of its own (a summary counts it:
+        #: see L{p2pool.refusals.RefusalLog.take_event}).
+        self.summarise: Optional[Callable[[PoolEvent], bool]] = None
 
     def emit(self, event: str, **fields: Any) -> None:
         """
@@ -77,5 +82,7 @@ class EventLog:
         record = PoolEvent(event, fields)
         for callback in list(self.callbacks):
             callback(record)
+        if self.summarise is not None and self.summarise(record):
+            return
         level = LogLevel.info if event in _INFO_EVENTS else LogLevel.debug
         _log.emit(level, _format(tuple(fields)), p2pool_event=event, **fields)

@@ -49,6 +49,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "swap-linger": ("12.5", 12.5),
     "max-concurrent-dials": ("3", 3),
     "max-incoming-connections-per-netgroup": ("4", 4),
+    "refusal-log-interval": ("false", None),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
     "keepalive-interval": ("7", 7.0),

@@ -17,7 +17,6 @@ See C{docs/ADMIN.md} for the list.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,7 +25,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from p2pool.addressing import AddressError, Point, normalise_ip
-from p2pool.errors import motive_name
+from p2pool.errors import motive_name, snake_case
 from p2pool.events import PoolEvent
 from p2pool.state import PeerState, PointState
 
@@ -36,17 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["PoolCollector", "PoolMetrics", "snake_case"]
 
 _log = Logger()
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def snake_case(name: str) -> str:
-    """
-    A class name as a metric label value: C{TooManyConnections} becomes
-    C{too_many_connections}.
-    """
-    return _CAMEL.sub("_", name).lower()
-
 
 def _ip_of(text: object) -> Optional[str]:
     """
@@ -317,6 +305,16 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily("p2pool_greylisted_peers", "Greylisted peer ids.", value=len(acl.peer_greylist.listing()))
         yield GaugeMetricFamily("p2pool_banned_ips", "Banned addresses and ranges.", value=len(acl.ip_blacklist.listing()))
         yield GaugeMetricFamily("p2pool_banned_peers", "Banned peer ids.", value=len(acl.peer_blacklist.listing()))
+
+        refusals = CounterMetricFamily(
+            "p2pool_refusals",
+            "Incoming connections refused, by the reason their summary log line gives "
+            "(banned, too_many_pending, netgroup_full, handshake_<error>, nack_<motive>).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(pool.refusals.totals().items()):
+            refusals.add_metric([reason], count)
+        yield refusals
 
         sent, received = pool.bytes_totals()
         yield CounterMetricFamily("p2pool_bytes_sent", "Bytes sent to peers (frames, before TLS).", value=sent)
