@@ -716,6 +716,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP."),
     _key("admin", "tls_key", _optional(_Path()),
          "PEM private key of tls_certificate; false = the key is in the tls_certificate file."),
+    _key("admin", "request_timeout", _SECONDS,
+         "Seconds a client has to send a whole request (line, headers, body) once it opens the "
+         "connection or starts the request; then the connection is closed."),
+    _key("admin", "idle_timeout", _SECONDS,
+         "Seconds a keep-alive connection may stay idle between requests."),
+    _key("admin", "max_connections", _Integer(minimum=1),
+         "HTTP connections open at once; at the cap an idle or slow one gives way to a new one."),
+    _key("admin", "max_connections_per_address", _Integer(minimum=1),
+         "HTTP connections open at once from one client address."),
 )
 
 _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
@@ -773,13 +782,18 @@ class AdminConfig:
     The admin HTTP API: where it listens, or C{None} to disable it, and the
     bearer token its clients must present (C{""}: none), and the PEM
     certificate and key that make it HTTPS. Listening on an address that is
-    not loopback requires both a token and TLS.
+    not loopback requires both a token and TLS. The last four fields bound
+    what clients can hold: see C{docs/ADMIN.md}.
     """
 
     listen: Optional[Point] = Point("127.0.0.1", 8732)
     token: str = ""
     tls_certificate: Optional[str] = None
     tls_key: Optional[str] = None
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 64
+    max_connections_per_address: int = 16
 
     def __attrs_post_init__(self) -> None:
         if self.listen is None or ipaddress.ip_address(self.listen.ip).is_loopback:

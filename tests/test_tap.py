@@ -62,6 +62,10 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "admin-token": ("kT3x-9fQ_2bV~7yZ+mW/1cR=", "kT3x-9fQ_2bV~7yZ+mW/1cR="),
     "admin-tls-certificate": ("/etc/p2pool/admin.pem", "/etc/p2pool/admin.pem"),
     "admin-tls-key": ("/etc/p2pool/admin.key", "/etc/p2pool/admin.key"),
+    "admin-request-timeout": ("2.5", 2.5),
+    "admin-idle-timeout": ("15", 15.0),
+    "admin-max-connections": ("8", 8),
+    "admin-max-connections-per-address": ("3", 3),
 }
 
 

@@ -30,9 +30,11 @@ from p2pool.events import PoolEvent
 from p2pool.state import PeerState, PointState
 
 if TYPE_CHECKING:
+    from p2pool.admin.limits import ConnectionTable
     from p2pool.pool import Pool
+    from p2pool.refusals import RefusalLog
 
-__all__ = ["PoolCollector", "PoolMetrics", "snake_case"]
+__all__ = ["AdminCollector", "PoolCollector", "PoolMetrics", "snake_case"]
 
 _log = Logger()
 
@@ -360,6 +362,34 @@ class PoolCollector(Collector):
                 "1 while saves are suspended (an unreadable peers file is kept in place), else 0.",
                 value=1 if persistence.writing_disabled else 0,
             )
+
+
+class AdminCollector(Collector):
+    """
+    The admin API's own connections, read at each scrape: open connections
+    by phase, and connections refused, shed or timed out by reason.
+    """
+
+    def __init__(self, connections: ConnectionTable[Any], refusals: RefusalLog) -> None:
+        self._connections = connections
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        phases = GaugeMetricFamily(
+            "p2pool_admin_connections", "Open admin API connections, by phase (reading, busy, idle).", labels=["phase"]
+        )
+        for phase, count in self._connections.phases().items():
+            phases.add_metric([phase.value], count)
+        yield phases
+        refusals = CounterMetricFamily(
+            "p2pool_admin_refusals",
+            "Admin API connections refused (too_many_connections, too_many_from_address), "
+            "closed for a newcomer (shed_idle, shed_reading) or for a late request (request_timeout).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._refusals.totals().items()):
+            refusals.add_metric([reason], count)
+        yield refusals
 
 
 def _number(holder: object, name: str) -> Optional[float]:
