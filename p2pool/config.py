@@ -686,6 +686,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Outgoing connections maintenance sets up at once."),
     _key("p2p", "max_incoming_connections_per_netgroup", _Integer(minimum=1),
          "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running."),
+    _key("p2p", "max_stalled_handshakes", _optional(_Integer(minimum=1)),
+         "Incoming handshakes from one address that may time out (or give way) within 10 minutes; "
+         "the last of them greylists the address; false = never."),
     _key("p2p", "netgroup_cap_exempts_loopback", _Flag(),
          "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host)."),
     _key("p2p", "refusal_log_interval", _optional(_SECONDS),
@@ -858,6 +861,7 @@ class PoolConfig:
     disable_peer_discovery: bool = False
     max_concurrent_dials: int = 10
     max_incoming_connections_per_netgroup: int = 10
+    max_stalled_handshakes: Optional[int] = 3
     netgroup_cap_exempts_loopback: bool = False
     refusal_log_interval: Optional[float] = 60.0
     max_message_size: int = 8388608

@@ -186,6 +186,13 @@ class Timeout(P2PError):
     """
 
 
+class Displaced(P2PError):
+    """
+    A pending incoming handshake was closed to make room for one from a
+    less represented network group (the handshake slots were full).
+    """
+
+
 class MaintenanceDisabled(P2PError):
     """
     Maintenance was asked for but is disabled.

@@ -50,6 +50,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "max-concurrent-dials": ("3", 3),
     "max-incoming-connections-per-netgroup": ("4", 4),
     "refusal-log-interval": ("false", None),
+    "max-stalled-handshakes": ("5", 5),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
     "keepalive-interval": ("7", 7.0),
