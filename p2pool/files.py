@@ -15,9 +15,9 @@ import stat
 from typing import BinaryIO, Optional
 
 __all__ = [
+    "LOCK_FILE_NAME",
     "DataDirLock",
     "DataDirLocked",
-    "LOCK_FILE_NAME",
     "NotRegularFileError",
     "open_regular_file",
     "shared_permissions",

@@ -13,7 +13,8 @@ L{refusal_of}); the admin API keeps another for its own connections.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import attrs
 from twisted.internet.interfaces import IReactorTime

@@ -67,25 +67,20 @@ class TableTests(SynchronousTestCase):
         self.assertEqual((third.admitted, third.shed, third.refusal), (False, (), "too_many_from_address"))
         self.assertEqual(self.table.count("10.0.0.1"), 2)
 
-    def test_total_cap_sheds_oldest_idle_anywhere(self) -> None:
-        self.fill(
-            ("old-idle", "10.0.0.1", Phase.IDLE),
-            ("reading", "10.0.0.2", Phase.READING),
-            ("new-idle", "10.0.0.3", Phase.IDLE),
-            ("busy", "10.0.0.4", Phase.BUSY),
-        )
-        admission = self.table.admit("10.0.0.5")
-        self.assertEqual((admission.admitted, admission.shed), (True, (("old-idle", "shed_idle"),)))
-
-    def test_total_cap_sheds_a_reader_of_the_most_represented_address(self) -> None:
-        self.fill(
-            ("lone", "10.0.0.1", Phase.READING),
-            ("crowd-1", "10.0.0.2", Phase.READING),
-            ("crowd-2", "10.0.0.2", Phase.READING),
-            ("busy", "10.0.0.3", Phase.BUSY),
-        )
-        admission = self.table.admit("10.0.0.9")
-        self.assertEqual((admission.admitted, admission.shed), (True, (("crowd-1", "shed_reading"),)))
+    def test_total_cap_sheds_oldest_idle_else_a_reader_of_the_most_represented_address(self) -> None:
+        """
+        At the total cap: the oldest idle connection anywhere gives way;
+        without one, the oldest reader of the address holding the most.
+        """
+        I, R, B = Phase.IDLE, Phase.READING, Phase.BUSY
+        for entries, expected in (
+            ([("old-idle", 1, I), ("reading", 2, R), ("new-idle", 3, I), ("busy", 4, B)], ("old-idle", "shed_idle")),
+            ([("lone", 1, R), ("crowd-1", 2, R), ("crowd-2", 2, R), ("busy", 3, B)], ("crowd-1", "shed_reading")),
+        ):
+            self.table = ConnectionTable(max_connections=4, max_per_address=2)
+            self.fill(*((name, f"10.0.0.{host}", phase) for name, host, phase in entries))
+            admission = self.table.admit("10.0.0.9")
+            self.assertEqual((admission.admitted, admission.shed), (True, (expected,)))
 
     def test_total_cap_all_busy_refuses(self) -> None:
         self.fill(*((f"busy-{i}", f"10.0.0.{i}", Phase.BUSY) for i in range(4)))
@@ -165,7 +160,7 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_silent_connection_cut_at_the_deadline(self) -> None:
-        channel, transport = self.connect()
+        _, transport = self.connect()
         self.clock.advance(10)
         self.assertTrue(transport.disconnected)
 
@@ -213,7 +208,7 @@ class ChannelTests(SynchronousTestCase):
 
     def test_shed_for_a_newcomer(self) -> None:
         first, first_transport = self.connect()
-        second, second_transport = self.connect()
+        _, second_transport = self.connect()
         first.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.connect()
         self.assertTrue(first_transport.disconnected, "the idle connection of the address gave way")
@@ -236,7 +231,7 @@ class _Raw(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self.is_closed = True
         if self._drip is not None and self._drip.running:
             self._drip.stop()
@@ -286,6 +281,20 @@ class SocketTests(TestCase):
         await wait_for(lambda: peer_id in client.data or client.is_closed, timeout=20)
         self.assertIn(peer_id, client.data)
 
+    async def served(self, admin: AdminService, source: str) -> _Raw:
+        """
+        A client from C{source} that sent a whole request and was answered.
+        """
+        client = await self.client(admin, source)
+        client.send(REQUEST)
+        await self.answered(admin, client)
+        return client
+
+    async def close_all(self, admin: AdminService, clients: list[_Raw]) -> None:
+        for client in clients:
+            client.close()
+        await wait_for(lambda: admin.open_connections == 0)
+
     @async_test
     async def test_slowloris_cut_by_the_request_deadline(self) -> None:
         node = await start_node(self, "127.0.0.81", 0)
@@ -295,9 +304,7 @@ class SocketTests(TestCase):
         await wait_for(lambda: slow.is_closed, timeout=30)
         self.assertEqual(admin.refusals.totals(), {"request_timeout": 1})
         self.assertNotIn(b"HTTP/1.1", slow.data, "closed without an answer")
-        fresh = await self.client(admin, "127.0.0.83")
-        fresh.send(REQUEST)
-        await self.answered(admin, fresh)
+        await self.served(admin, "127.0.0.83")
 
     @async_test
     async def test_caps_shed_idle_then_slow_and_refuse_when_all_busy(self) -> None:
@@ -305,37 +312,24 @@ class SocketTests(TestCase):
         admin = await start_admin(
             self, node.pool, "127.0.0.84", max_connections=3, request_timeout=600.0, idle_timeout=600.0
         )
-        idle = []
-        for i in range(3):
-            client = await self.client(admin, f"127.0.1.{i + 1}")
-            client.send(REQUEST)
-            await self.answered(admin, client)
-            idle.append(client)
+        idle = [await self.served(admin, f"127.0.1.{i + 1}") for i in range(3)]
         await wait_for(lambda: admin.connections.phases()[Phase.IDLE] == 3)
         # A fourth client: the oldest idle connection gives way.
-        newcomer = await self.client(admin, "127.0.1.4")
-        newcomer.send(REQUEST)
-        await self.answered(admin, newcomer)
+        newcomer = await self.served(admin, "127.0.1.4")
         await wait_for(lambda: idle[0].is_closed)
         self.assertFalse(idle[1].is_closed or idle[2].is_closed)
+        await self.close_all(admin, idle[1:] + [newcomer])
         # Slow clients take every slot: a newcomer still gets in, in place
         # of a slow one from the address holding the most connections.
-        for client in idle[1:] + [newcomer]:
-            client.close()
-        await wait_for(lambda: admin.open_connections == 0)
         slow = [await self.client(admin, address) for address in ("127.0.2.1", "127.0.2.1", "127.0.2.2")]
         for client in slow:
             client.send(b"GET /network/self HTTP/1.1\r\n")
         await wait_for(lambda: admin.connections.phases()[Phase.READING] == 3)
-        fresh = await self.client(admin, "127.0.2.3")
-        fresh.send(REQUEST)
-        await self.answered(admin, fresh)
+        fresh = await self.served(admin, "127.0.2.3")
         await wait_for(lambda: slow[0].is_closed)
         self.assertFalse(slow[1].is_closed or slow[2].is_closed)
+        await self.close_all(admin, slow[1:] + [fresh])
         # Connections being answered (event streams) are never shed.
-        for client in slow[1:] + [fresh]:
-            client.close()
-        await wait_for(lambda: admin.open_connections == 0)
         streams = [await self.client(admin, f"127.0.3.{i + 1}") for i in range(3)]
         for client in streams:
             client.send(b"GET /network/log HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -369,8 +363,6 @@ class SocketTests(TestCase):
             slow.append(client)
         for i in range(4):
             self.assertLessEqual(admin.connections.count(f"127.0.4.{i + 1}"), config.max_connections_per_address)
-        fresh = await self.client(admin, "127.0.4.9")
-        fresh.send(REQUEST)
-        await self.answered(admin, fresh)
+        await self.served(admin, "127.0.4.9")
         totals = admin.refusals.totals()
         self.assertGreaterEqual(totals.get("shed_reading", 0), 240 - 4 * config.max_connections_per_address)

@@ -15,8 +15,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.addressing import Point
-from p2pool.connection import Connection
 from p2pool.admission import STALL_WINDOW, StallTracker, admission_group, displacement_victim
+from p2pool.connection import Connection
 from p2pool.events import PoolEvent
 from p2pool.testing import MemoryNetwork
 
@@ -136,11 +136,11 @@ class PoolTests(SynchronousTestCase):
         attackers = [f"10.{g}.0.{i}" for g in (1, 2) for i in range(1, 21)]
         honest = self.network.add_pool("10.3.0.1", maintenance_idle_time=None)
         succeeded = 0
-        for round_ in range(20):
+        for _ in range(20):
             self.stall(*attackers)
             done: list[Any] = []
             honest.connect(Point(IP_NODE, 9732)).addBoth(done.append)
-            self.network.run_until(lambda: bool(done), timeout=5)
+            self.network.run_until(lambda done=done: bool(done), timeout=5)
             if isinstance(done[0], Connection):
                 succeeded += 1
                 done[0].disconnect()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ProcessTerminated
@@ -273,11 +274,11 @@ class TwoProcessesTests(ProcessTestCase):
         self.assertTrue(second.status.check(ProcessTerminated), second.status)
         self.assertNotEqual(second.status.value.exitCode, 0)  # type: ignore[attr-defined]
         lines = [line for line in second.lines if line.strip()]
-        self.assertEqual(
-            lines,
-            [f"p2pool: error: data directory {first.data_dir} is in use by another p2pool node "
-             f"(process {first.transport.pid}); each node needs a data_dir of its own"],  # type: ignore[union-attr]
+        expected = (
+            f"p2pool: error: data directory {first.data_dir} is in use by another p2pool node "
+            f"(process {first.transport.pid}); each node needs a data_dir of its own"  # type: ignore[union-attr]
         )
+        self.assertEqual(lines, [expected])
         self.assertTrue(first.running)
         self.assertStoppedCleanly(first, await first.stop("TERM"))
         second.start()

@@ -17,7 +17,8 @@ never closed for a newcomer, which is refused when they fill the cap.
 from __future__ import annotations
 
 import enum
-from typing import Generic, Hashable, Optional, TypeVar
+from collections.abc import Hashable
+from typing import Generic, Optional, TypeVar
 
 import attrs
 

@@ -308,15 +308,12 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily("p2pool_banned_ips", "Banned addresses and ranges.", value=len(acl.ip_blacklist.listing()))
         yield GaugeMetricFamily("p2pool_banned_peers", "Banned peer ids.", value=len(acl.peer_blacklist.listing()))
 
-        refusals = CounterMetricFamily(
+        yield _refusal_counts(
             "p2pool_refusals",
             "Incoming connections refused, by the reason their summary log line gives "
             "(banned, too_many_pending, netgroup_full, handshake_<error>, nack_<motive>).",
-            labels=["reason"],
+            pool.refusals,
         )
-        for reason, count in sorted(pool.refusals.totals().items()):
-            refusals.add_metric([reason], count)
-        yield refusals
 
         sent, received = pool.bytes_totals()
         yield CounterMetricFamily("p2pool_bytes_sent", "Bytes sent to peers (frames, before TLS).", value=sent)
@@ -381,15 +378,22 @@ class AdminCollector(Collector):
         for phase, count in self._connections.phases().items():
             phases.add_metric([phase.value], count)
         yield phases
-        refusals = CounterMetricFamily(
+        yield _refusal_counts(
             "p2pool_admin_refusals",
             "Admin API connections refused (too_many_connections, too_many_from_address), "
             "closed for a newcomer (shed_idle, shed_reading) or for a late request (request_timeout).",
-            labels=["reason"],
+            self._refusals,
         )
-        for reason, count in sorted(self._refusals.totals().items()):
-            refusals.add_metric([reason], count)
-        yield refusals
+
+
+def _refusal_counts(name: str, documentation: str, refusals: RefusalLog) -> CounterMetricFamily:
+    """
+    A counter family of C{refusals}' totals, by reason.
+    """
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in sorted(refusals.totals().items()):
+        family.add_metric([reason], count)
+    return family
 
 
 def _number(holder: object, name: str) -> Optional[float]:
