@@ -714,8 +714,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Outgoing connections maintenance sets up at once."),
     _key("p2p", "max_incoming_connections_per_netgroup", _Integer(minimum=1),
          "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running."),
+    _key("p2p", "max_stalled_handshakes", _optional(_Integer(minimum=1)),
+         "Incoming handshakes from one address that may time out (or give way) within 10 minutes; "
+         "the last of them greylists the address; false = never."),
     _key("p2p", "netgroup_cap_exempts_loopback", _Flag(),
          "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host)."),
+    _key("p2p", "refusal_log_interval", _optional(_SECONDS),
+         "Seconds over which refused connections are counted, then logged as one line per reason; "
+         "false = one line per refusal."),
     _key("p2p", "max_message_size", _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
          "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
     _key("p2p", "checkpoint_interval", _SECONDS,
@@ -741,6 +747,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP."),
     _key("admin", "tls_key", _optional(_Path()),
          "PEM private key of tls_certificate; false = the key is in the tls_certificate file."),
+    _key("admin", "request_timeout", _SECONDS,
+         "Seconds a client has to send a whole request (line, headers, body) once it opens the "
+         "connection or starts the request; then the connection is closed."),
+    _key("admin", "idle_timeout", _SECONDS,
+         "Seconds a keep-alive connection may stay idle between requests."),
+    _key("admin", "max_connections", _Integer(minimum=1),
+         "HTTP connections open at once; at the cap an idle or slow one gives way to a new one."),
+    _key("admin", "max_connections_per_address", _Integer(minimum=1),
+         "HTTP connections open at once from one client address."),
     _key("log", "level", _choice("LEVEL", LOG_LEVELS),
          "Least severe level a node run by twistd logs: debug, info, warn, error or critical."),
     _key("log", "format", _choice("FORMAT", LOG_FORMATS),
@@ -802,13 +817,18 @@ class AdminConfig:
     The admin HTTP API: where it listens, or C{None} to disable it, and the
     bearer token its clients must present (C{""}: none), and the PEM
     certificate and key that make it HTTPS. Listening on an address that is
-    not loopback requires both a token and TLS.
+    not loopback requires both a token and TLS. The last four fields bound
+    what clients can hold: see C{docs/ADMIN.md}.
     """
 
     listen: Optional[Point] = Point("127.0.0.1", 8732)
     token: str = ""
     tls_certificate: Optional[str] = None
     tls_key: Optional[str] = None
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 64
+    max_connections_per_address: int = 16
 
     def __attrs_post_init__(self) -> None:
         if self.listen is None or ipaddress.ip_address(self.listen.ip).is_loopback:
@@ -884,7 +904,9 @@ class PoolConfig:
     disable_peer_discovery: bool = False
     max_concurrent_dials: int = 10
     max_incoming_connections_per_netgroup: int = 10
+    max_stalled_handshakes: Optional[int] = 3
     netgroup_cap_exempts_loopback: bool = False
+    refusal_log_interval: Optional[float] = 60.0
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
     keepalive_interval: Optional[float] = 30.0

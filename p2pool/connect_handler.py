@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
+from p2pool.admission import StallTracker, admission_group, displacement_victim
 from p2pool.connection import Connection
 from p2pool.errors import (
     ConnectionEnded,
@@ -23,6 +24,7 @@ from p2pool.errors import (
     Connected,
     DecodingError,
     DisconnectReason,
+    Displaced,
     IdentityCheckFailure,
     InvalidAuth,
     InvalidMessageSize,
@@ -73,6 +75,11 @@ class ConnectHandler:
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
         self._timeouts: dict[PeerProtocol, Any] = {}
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
+        #: Incoming handshakes under way, oldest first, with their
+        #: admission group (kept with _handshaking by the same transitions).
+        self._incoming_groups: dict[PeerProtocol, str] = {}
+        limit = pool.config.max_stalled_handshakes
+        self._stalls: Optional[StallTracker] = StallTracker(limit) if limit is not None else None
         #: Bytes of connections that have closed.
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
@@ -176,7 +183,10 @@ class ConnectHandler:
         """
         Whether to start a TLS handshake with an incoming connection:
         refused when the pool is not running, the address is banned or
-        greylisted, or C{max_incoming_connections} handshakes are pending.
+        greylisted, C{max_incoming_connections} handshakes are pending and
+        none gives way to it (L{displacement_victim}), or its network group
+        has C{max_incoming_connections_per_netgroup} connections, pending or
+        running.
         """
         pool = self._pool
         if not pool.is_started:
@@ -188,13 +198,33 @@ class ConnectHandler:
         if pool.acl.banned_addr(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_BANNED, addr=ip)
             return False
-        if self.pending_incoming >= pool.config.max_incoming_connections:
+        if self.pending_incoming >= pool.config.max_incoming_connections and not self._make_room(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_TOO_MANY, addr=ip)
             return False
         if self._netgroup_full(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, addr=ip, netgroup=netgroup(ip))
             return False
         return True
+
+    def _make_room(self, ip: str) -> bool:
+        """
+        The handshake slots are full: close the oldest pending handshake
+        of the most represented group for a newcomer from C{ip}, if one
+        gives way (see L{displacement_victim}) and the newcomer's group has
+        room; whether one did.
+        """
+        if self._netgroup_full(ip):
+            return False
+        victim = displacement_victim(list(self._incoming_groups.items()), self._group(ip))
+        if victim is None:
+            return False
+        victim.fail(Displaced(f"displaced by a handshake from {self._group(ip)}"), abort=True)
+        # It stops counting now; its close is accounted when it comes.
+        self._handshake_finished(victim)
+        return True
+
+    def _group(self, ip: str) -> str:
+        return admission_group(ip, self._pool.config.netgroup_cap_exempts_loopback)
 
     def _netgroup_full(self, ip: str) -> bool:
         """
@@ -217,6 +247,7 @@ class ConnectHandler:
         pool = self._pool
         self._handshaking.add(protocol)
         if protocol.incoming:
+            self._incoming_groups[protocol] = self._group(protocol.remote_ip)
             pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
             self._timeouts[protocol] = pool._clock.callLater(
                 pool.config.authentication_timeout,
@@ -369,6 +400,7 @@ class ConnectHandler:
 
     def _handshake_finished(self, protocol: PeerProtocol) -> None:
         self._handshaking.discard(protocol)
+        self._incoming_groups.pop(protocol, None)
         call = self._timeouts.pop(protocol, None)
         if call is not None and call.active():
             call.cancel()
@@ -428,6 +460,15 @@ class ConnectHandler:
         if isinstance(error, RejectedNoCommonProtocol) and protocol.dialed_point is not None:
             pool.unregister_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
+            pool.greylist_addr(protocol.remote_ip)
+        elif (
+            isinstance(error, (Timeout, Displaced))
+            and protocol.incoming
+            and protocol.remote_ip
+            and self._stalls is not None
+            and self._stalls.stalled(protocol.remote_ip, pool.now())
+        ):
+            # Repeated stalls: the address keeps taking handshake slots.
             pool.greylist_addr(protocol.remote_ip)
         # The motive of a nack, by name too, on both sides (None when the remote sent no nack).
         motive = error.motive if isinstance(error, RejectedByNack) else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import re
 import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -188,6 +189,13 @@ class Timeout(P2PError):
     """
 
 
+class Displaced(P2PError):
+    """
+    A pending incoming handshake was closed to make room for one from a
+    less represented network group (the handshake slots were full).
+    """
+
+
 class MaintenanceDisabled(P2PError):
     """
     Maintenance was asked for but is disabled.
@@ -264,6 +272,8 @@ if not TYPE_CHECKING:  # type checkers report the old names as missing
 
     def __getattr__(name: str) -> type[P2PError]:
         return deprecated_name(__name__, name)
+
+
 #: What a failure to listen means, by C{errno}, for L{listen_failure_text}.
 _LISTEN_FAILURES = {
     errno.EADDRINUSE: "address already in use (another program, perhaps another node, listens there)",
@@ -288,3 +298,14 @@ def listen_failure_text(key: str, where: object, error: BaseException) -> str:
         text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
         reason = "cannot listen: " + text[:1].lower() + text[1:]
     return f"{key} {where}: {reason}"
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def snake_case(name: str) -> str:
+    """
+    An error class name as a label (in metrics, refusal reasons and admin
+    errors): C{TooManyConnections} becomes C{too_many_connections}.
+    """
+    return _CAMEL.sub("_", name).lower()

@@ -143,6 +143,9 @@ class EventKind(enum.StrEnum):
     SAVE_ENABLED_PEERS = "save_enabled_peers"
     #: Some peers' metadata could not be encoded and was written as C{null}.
     SAVE_METADATA_ERRORS = "save_metadata_errors"
+    #: Incoming connections were refused (one summary per reason per
+    #: C{refusal_log_interval}).
+    CONNECTIONS_REFUSED = "connections_refused"
 
 
 #: Events worth an info line in a node's log; the others are debug.
@@ -159,6 +162,7 @@ INFO_EVENTS = frozenset(
         EventKind.LISTENING,
         EventKind.CONNECTION_FAILED,
         EventKind.IDENTITY_READY,
+        EventKind.CONNECTIONS_REFUSED,
     }
 )
 
@@ -201,6 +205,10 @@ class EventLog:
 
     def __init__(self, callback: Optional[Callable[[PoolEvent], object]] = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
+        #: Called with each event after the callbacks; when it returns
+        #: true the event gets no log line of its own (a summary counts it:
+        #: see L{p2pool.refusals.RefusalLog.take_event}).
+        self.summarise: Optional[Callable[[PoolEvent], bool]] = None
 
     def emit(self, event: EventKind, **fields: Any) -> None:
         """
@@ -214,5 +222,7 @@ class EventLog:
         record = PoolEvent(event, fields)
         for callback in list(self.callbacks):
             callback(record)
+        if self.summarise is not None and self.summarise(record):
+            return
         level = LogLevel.info if event in INFO_EVENTS else LogLevel.debug
         _log.emit(level, _format(tuple(fields)), p2pool_event=event.value, **fields)

@@ -23,6 +23,8 @@ import os
 import random
 import re
 import secrets
+import shlex
+import stat
 import time
 from typing import Callable, Optional
 
@@ -31,11 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.logger import Logger
 
 from p2pool.addressing import AddressError, PeerId
+from p2pool.files import open_regular_file, shared_permissions
 
 __all__ = [
     "Identity",
     "IdentityError",
     "IdentityFileExists",
+    "IdentityFileInsecure",
     "IdentityFileMalformed",
     "IdentityFileMissing",
     "IdentityKeysMismatch",
@@ -133,6 +137,14 @@ class InsufficientProofOfWork(IdentityError):
         )
         self.required = required
         self.actual = actual
+
+
+class IdentityFileInsecure(IdentityError):
+    """
+    The identity file may be read (or written) by its group or by other
+    users; like OpenSSH with private keys, such a file is not used. The
+    message gives the C{chmod} that fixes it.
+    """
 
 
 class IdentityFileExists(IdentityError):
@@ -469,8 +481,19 @@ def _peer_id_field(obj: dict[str, object]) -> Optional[PeerId]:
 
 
 def _read_file(path: str) -> bytes:
+    """
+    The content of the identity file: a regular file (anything else is
+    refused at once, never waited on) that only its owner may access.
+    """
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if shared_permissions(mode):
+                raise IdentityFileInsecure(
+                    f"permissions {stat.S_IMODE(mode):04o} are too open: the secret key must not be "
+                    f"accessible by group or other users; run: chmod 600 {shlex.quote(path)}",
+                    path,
+                )
             data = f.read(_MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         raise IdentityFileMissing("does not exist", path) from None

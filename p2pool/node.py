@@ -12,6 +12,7 @@ import sys
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -19,6 +20,7 @@ from twisted.python.failure import Failure
 from p2pool._version import version_line
 from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
+from p2pool.files import DataDirLock, DataDirLocked
 from p2pool.identity import IdentityError, load_identity
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool import Pool
@@ -47,15 +49,18 @@ class NodeService(MultiService):
     @ivar log_observer: the node's log observer (L{p2pool.logs}), which
         L{setServiceParent} installs on a twistd application; C{None}
         leaves the application's logging alone.
+    @ivar lock: the lock on the data directory, released once the node
+        has stopped (the peers file saved), or C{None}.
     """
 
     log_observer: Optional[ILogObserver] = None
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, reactor: Any = None) -> None:
+    def __init__(self, pool: Pool, reactor: Any = None, lock: Optional[DataDirLock] = None) -> None:
         super().__init__()
         self.pool = pool
+        self.lock = lock
         self._reactor = reactor
         self.admin: Optional[AdminService] = None
         self.start_error: Optional[str] = None
@@ -93,6 +98,17 @@ class NodeService(MultiService):
             self.admin.when_listening().addErrback(self._failed, logged=False)
         # The pool logs why it could not start itself.
         self.pool.when_started().addErrback(self._failed, logged=True)
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred.fromCoroutine(self._stop())
+        return d
+
+    async def _stop(self) -> None:
+        try:
+            await super().stopService()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def _failed(self, failure: Failure, logged: bool) -> None:
         """
@@ -142,10 +158,12 @@ def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None
     """
     The service of a node running C{config}.
 
-    The open-file limit is raised as far as the connection limits need, and
-    an existing identity file is checked now, so that a bad configuration or
-    a damaged identity stops the program with a clear message before it
-    runs; a missing identity is generated when the service starts.
+    The open-file limit is raised as far as the connection limits need, the
+    data directory is locked (L{DataDirLock}: held until the service has
+    stopped), and an existing identity file is checked now, so that a bad
+    configuration, a data directory in use by another node or a damaged
+    identity stops the program with a clear message before it runs; a
+    missing identity is generated when the service starts.
 
     @raise SystemExit: with the message naming what is wrong.
     """
@@ -154,11 +172,24 @@ def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None
         check_file_budget(config)
     except ConfigError as e:
         raise SystemExit(f"p2pool: error: {e}") from None
-    identity = None
-    if os.path.exists(config.identity_path):
-        try:
+    lock = DataDirLock(config.data_dir)
+    try:
+        lock.acquire()
+    except DataDirLocked as e:
+        raise SystemExit(f"p2pool: error: {e}") from None
+    except OSError as e:
+        raise SystemExit(
+            f"p2pool: error: data directory {config.data_dir}: cannot lock {e.filename or lock.path}: {e.strerror or e}"
+        ) from None
+    try:
+        identity = None
+        if os.path.lexists(config.identity_path):
             identity = load_identity(config.identity_path, config.expected_proof_of_work)
-        except IdentityError as e:
-            raise SystemExit(f"p2pool: error: {e}") from None
-    pool = Pool(config, app, identity=identity, reactor=reactor)
-    return NodeService(pool, reactor)
+        pool = Pool(config, app, identity=identity, reactor=reactor)
+    except IdentityError as e:
+        lock.release()
+        raise SystemExit(f"p2pool: error: {e}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return NodeService(pool, reactor, lock)

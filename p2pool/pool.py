@@ -44,6 +44,7 @@ from p2pool.keepalive import Keepalive
 from p2pool.maintenance import Maintenance
 from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
+from p2pool.refusals import RefusalLog, event_reporter
 from p2pool.resolver import Reresolver
 from p2pool.seeds import SeedFetcher
 from p2pool.state import PeerInfo, PointInfo, PointState
@@ -67,6 +68,9 @@ class Pool(MultiService):
     @ivar acl: the address and peer black- and greylists.
     @ivar events: where pool events go (add callbacks to
         C{events.callbacks}).
+    @ivar refusals: refused incoming connections, counted by reason and
+        logged as one C{connections_refused} event per reason per
+        C{refusal_log_interval}.
     @ivar connections: the running connections (Tezos C{Connection}).
     @ivar peers: the known peers (Tezos C{Peers}).
     @ivar points: the known points (Tezos C{Points}).
@@ -100,6 +104,8 @@ class Pool(MultiService):
         self._clock: IReactorTime = reactor
         self.identity = identity
         self.events = EventLog(log)
+        self.refusals = RefusalLog(reactor, config.refusal_log_interval, event_reporter(self.events.emit))
+        self.events.summarise = self.refusals.take_event
         self._rng = rng or random.Random()
         self._p2p_versions = tuple(p2p_versions)
         self._application_versions = tuple(application_versions)
@@ -305,6 +311,7 @@ class Pool(MultiService):
             port, self.listening_port = self.listening_port, None
             await maybeDeferred(port.stopListening)
         await self.tear_down_connections()
+        self.refusals.stop()
         await self.save_peers()
 
     def save_peers(self) -> Deferred[None]:

@@ -122,11 +122,12 @@ def http_client(test: Any) -> HTTPClient:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
-async def start_admin(test: Any, pool: Pool, ip: str, token: str = "") -> AdminService:
+async def start_admin(test: Any, pool: Pool, ip: str, token: str = "", **config: Any) -> AdminService:
     """
-    Serve C{pool}'s admin API on C{ip}, any port; stopped when the test ends.
+    Serve C{pool}'s admin API on C{ip}, any port, with more C{[admin]}
+    settings in C{config}; stopped when the test ends.
     """
-    service = AdminService(pool, AdminConfig(listen=Point(ip, 0), token=token))
+    service = AdminService(pool, AdminConfig(listen=Point(ip, 0), token=token, **config))
     service.startService()
     test.addCleanup(lambda: service.stopService() if service.running else None)
     await service.when_listening()

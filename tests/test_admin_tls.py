@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import Clock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 
 from p2pool import cli
 from p2pool.addressing import Point
@@ -148,3 +157,92 @@ class HttpsAdminTests(TestCase):
         status, out, err = await self.cli("--api", url.replace("https://", "http://"), "--token", TOKEN, "status")
         self.assertEqual(status, cli.EXIT_UNREACHABLE)
         self.flushLoggedErrors()
+
+
+class _Client(Protocol):
+    """
+    Sends one request over TLS and keeps what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"GET /network/self HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                             + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+
+class AlpnTests(TestCase):
+    """
+    The HTTPS admin API negotiates ALPN C{http/1.1} with clients that offer
+    it (curl and browsers offer C{h2,http/1.1}); it used to answer them
+    with a TLS internal-error alert.
+    """
+
+    def setUp(self) -> None:
+        self.pki = Pki.create(self.mktemp())
+
+    async def serve(self) -> AdminService:
+        node = await start_node(self, "127.0.0.1", 0)
+        cert, key = self.pki.leaf("admin.test")
+        config = AdminConfig(listen=Point("127.0.0.1", 0), token=TOKEN, tls_certificate=cert, tls_key=key)
+        service = AdminService(node.pool, config)
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        await service.when_listening()
+        return service
+
+    @async_test
+    async def test_offering_h2_and_http_1_1_gets_http_1_1(self) -> None:
+        service = await self.serve()
+        address = service.address
+        assert address is not None
+        with open(self.pki.ca_file, "rb") as f:
+            authority = Certificate.loadPEM(f.read())
+        options = optionsForClientTLS("admin.test", trustRoot=authority, acceptableProtocols=[b"h2", b"http/1.1"])
+        endpoint = wrapClientTLS(options, TCP4ClientEndpoint(reactor, address.ip, address.port))
+        client = _Client()
+        await endpoint.connect(Factory.forProtocol(lambda: client))
+        await client.closed
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 200 "), client.data[:200])
+        self.assertIn(str(service.pool.peer_id).encode(), client.data)
+        self.assertEqual(client.transport.negotiatedProtocol, b"http/1.1")  # type: ignore[union-attr]
+
+    @async_test
+    async def test_curl_with_default_options(self) -> None:
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed (Debian: apt-get install curl)")
+        service = await self.serve()
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        out, err, code = await getProcessOutputAndValue(
+            curl,
+            ["-sS", "--cacert", self.pki.ca_file, "-H", f"Authorization: Bearer {TOKEN}",
+             "-w", "\nhttp_version=%{http_version}", f"https://{service.address}/network/self"],
+            env=env,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(f'"{service.pool.peer_id}"'.encode(), out)
+        self.assertTrue(out.endswith(b"http_version=1.1"), out)
+
+    def test_site_offers_only_http_1_1(self) -> None:
+        """
+        The site never offers C{h2} (its channels speak HTTP/1.1 only),
+        even where Twisted's HTTP/2 support is installed.
+        """
+        from p2pool.admin.limits import ConnectionTable
+        from p2pool.admin.service import ALPN_PROTOCOLS, AdminSite
+        from p2pool.refusals import RefusalLog
+
+        clock = Clock()
+        site = AdminSite(Resource(), ConnectionTable(1, 1), RefusalLog(clock, None, print), 1.0, 1.0, clock)
+        self.assertEqual(site.acceptableProtocols(), [b"http/1.1"])
+        self.assertEqual(ALPN_PROTOCOLS, [b"http/1.1"])

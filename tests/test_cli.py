@@ -163,6 +163,7 @@ class ShowTests(CLITestCase):
         os.mkdir(self.data_dir)
         with open(self.path, "w") as f:
             f.write("garbage")
+        os.chmod(self.path, 0o600)
         status, out, err = self.run_cli("identity", "show", "--data-dir", self.data_dir)
         self.assertEqual(status, 1)
         self.assertOneLineError(err, self.path, "not valid JSON")

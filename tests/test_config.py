@@ -487,6 +487,8 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.swap_linger",
         "p2p.seed_ca_file",
         "p2p.keepalive_interval",
+        "p2p.refusal_log_interval",
+        "p2p.max_stalled_handshakes",
         "admin.listen",
         "admin.tls_certificate",
         "admin.tls_key",

@@ -160,15 +160,15 @@ class BrowserTests(TestCase):
     if CHROMIUM is None:
         skip = "Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
 
-    async def render(self, url: str) -> _Elements:
+    async def render(self, url: str, *flags: str) -> _Elements:
         """
         The DOM of C{url} after its script ran for L{VIRTUAL_TIME_BUDGET}
-        simulated milliseconds.
+        simulated milliseconds, with more command-line C{flags}.
         """
         assert CHROMIUM is not None
         profile = tempfile.mkdtemp(prefix="p2pool-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
-        argv = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+        argv = [CHROMIUM, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}",
                 f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}", "--dump-dom", url]
         browser = _Chromium()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("http_", "https_", "HTTP_", "HTTPS_"))}
@@ -211,4 +211,25 @@ class BrowserTests(TestCase):
         dom = await self.render(f"{base_url(admin)}/?access_token={TOKEN}")
         self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
         self.assertEqual(dom.text["connection-count"], "0")
+        self.assertTrue(dom.text["status"].startswith("updated"), dom.text["status"])
+
+    @async_test
+    async def test_dashboard_over_https(self) -> None:
+        """
+        The HTTPS admin API works in a browser (which offers ALPN h2 and
+        http/1.1): the page loads and its API calls succeed.
+        """
+        from p2pool.addressing import Point
+        from p2pool.admin.service import AdminService
+        from p2pool.config import AdminConfig
+        from tests.test_seeds import Pki
+
+        a = await start_node(self, "127.0.0.98", 73)
+        cert, key = Pki.create(self.mktemp()).leaf("admin.test")
+        admin = AdminService(a.pool, AdminConfig(Point("127.0.0.98", 0), TOKEN, cert, key))
+        admin.startService()
+        self.addCleanup(lambda: admin.stopService() if admin.running else None)
+        await admin.when_listening()
+        dom = await self.render(f"https://{admin.address}/?access_token={TOKEN}", "--ignore-certificate-errors")
+        self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
         self.assertTrue(dom.text["status"].startswith("updated"), dom.text["status"])

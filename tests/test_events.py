@@ -113,7 +113,11 @@ def _emit_sites() -> tuple[dict[EventKind, set[str]], list[str]]:
     wrong: list[str] = []
     for path in sorted((ROOT / "p2pool").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "emit"):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            # pool.events.emit(...), or an emit function handed over as a value
+            if not ((isinstance(func, ast.Attribute) and func.attr == "emit") or (isinstance(func, ast.Name) and func.id == "emit")):
                 continue
             if not node.args:
                 continue

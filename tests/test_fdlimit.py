@@ -63,6 +63,7 @@ class MakeNodeServiceBudgetTests(SynchronousTestCase):
         self.patch(p2pool.config, "_soft_file_limit", lambda: 10_000)
         config = PoolConfig(data_dir=self.mktemp(), expected_proof_of_work=0)
         service = p2pool.node.make_node_service(config)
+        self.addCleanup(service.lock.release)
         self.assertFalse(service.running)
         self.assertIs(service.pool.config, config)
 

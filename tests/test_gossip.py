@@ -507,6 +507,7 @@ class TacTests(SynchronousTestCase):
 
         services = list(IServiceCollection(application))
         node = next(s for s in services if isinstance(s, NodeService))
+        self.addCleanup(node.lock.release)
         publisher = next(s for s in services if isinstance(s, Publisher))
         self.assertIsInstance(node.pool.app, Gossip)
         self.assertIs(node.pool.app.pool, node.pool)

@@ -82,8 +82,13 @@ def make_identity(difficulty: float = 4) -> Identity:
 
 
 def write_json(path: str, obj: object) -> None:
+    """
+    Write C{obj} to C{path}, readable by its owner only, as identity files
+    must be.
+    """
     with open(path, "w") as f:
         json.dump(obj, f)
+    os.chmod(path, 0o600)
 
 
 class PowTargetTests(SynchronousTestCase):
@@ -297,6 +302,7 @@ class LoadTests(SynchronousTestCase):
     def write_bytes(self, data: bytes) -> None:
         with open(self.path, "wb") as f:
             f.write(data)
+        os.chmod(self.path, 0o600)
 
     def assertLoadFails(self, error: type[IdentityError], *fragments: str, difficulty: float = 0) -> IdentityError:
         with self.assertRaises(error) as raised:

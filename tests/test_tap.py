@@ -51,6 +51,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "swap-linger": ("12.5", 12.5),
     "max-concurrent-dials": ("3", 3),
     "max-incoming-connections-per-netgroup": ("4", 4),
+    "refusal-log-interval": ("false", None),
+    "max-stalled-handshakes": ("5", 5),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
     "keepalive-interval": ("7", 7.0),
@@ -65,6 +67,10 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "admin-tls-key": ("/etc/p2pool/admin.key", "/etc/p2pool/admin.key"),
     "log-level": ("debug", "debug"),
     "log-format": ("json", "json"),
+    "admin-request-timeout": ("2.5", 2.5),
+    "admin-idle-timeout": ("15", 15.0),
+    "admin-max-connections": ("8", 8),
+    "admin-max-connections-per-address": ("3", 3),
 }
 
 

@@ -19,7 +19,6 @@ See C{docs/ADMIN.md} for the list.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from prometheus_client import (
@@ -37,27 +36,18 @@ from twisted.logger import Logger
 
 from p2pool._version import __version__
 from p2pool.addressing import AddressError, Point, normalise_ip
-from p2pool.errors import motive_name
+from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
 from p2pool.state import PeerState, PointState
 
 if TYPE_CHECKING:
+    from p2pool.admin.limits import ConnectionTable
     from p2pool.pool import Pool
+    from p2pool.refusals import RefusalLog
 
-__all__ = ["PoolCollector", "PoolMetrics", "snake_case"]
+__all__ = ["AdminCollector", "PoolCollector", "PoolMetrics", "snake_case"]
 
 _log = Logger()
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def snake_case(name: str) -> str:
-    """
-    A class name as a metric label value: C{TooManyConnections} becomes
-    C{too_many_connections}.
-    """
-    return _CAMEL.sub("_", name).lower()
-
 
 def _ip_of(text: object) -> Optional[str]:
     """
@@ -336,6 +326,13 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily("p2pool_banned_ips", "Banned addresses and ranges.", value=len(acl.ip_blacklist.listing()))
         yield GaugeMetricFamily("p2pool_banned_peers", "Banned peer ids.", value=len(acl.peer_blacklist.listing()))
 
+        yield _refusal_counts(
+            "p2pool_refusals",
+            "Incoming connections refused, by the reason their summary log line gives "
+            "(banned, too_many_pending, netgroup_full, handshake_<error>, nack_<motive>).",
+            pool.refusals,
+        )
+
         sent, received = pool.bytes_totals()
         yield CounterMetricFamily("p2pool_bytes_sent", "Bytes sent to peers (frames, before TLS).", value=sent)
         yield CounterMetricFamily("p2pool_bytes_received", "Bytes received from peers (frames, after TLS).", value=received)
@@ -380,6 +377,41 @@ class PoolCollector(Collector):
                 "1 while saves are suspended (an unreadable peers file is kept in place), else 0.",
                 value=1 if persistence.writing_disabled else 0,
             )
+
+
+class AdminCollector(Collector):
+    """
+    The admin API's own connections, read at each scrape: open connections
+    by phase, and connections refused, shed or timed out by reason.
+    """
+
+    def __init__(self, connections: ConnectionTable[Any], refusals: RefusalLog) -> None:
+        self._connections = connections
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        phases = GaugeMetricFamily(
+            "p2pool_admin_connections", "Open admin API connections, by phase (reading, busy, idle).", labels=["phase"]
+        )
+        for phase, count in self._connections.phases().items():
+            phases.add_metric([phase.value], count)
+        yield phases
+        yield _refusal_counts(
+            "p2pool_admin_refusals",
+            "Admin API connections refused (too_many_connections, too_many_from_address), "
+            "closed for a newcomer (shed_idle, shed_reading) or for a late request (request_timeout).",
+            self._refusals,
+        )
+
+
+def _refusal_counts(name: str, documentation: str, refusals: RefusalLog) -> CounterMetricFamily:
+    """
+    A counter family of C{refusals}' totals, by reason.
+    """
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in sorted(refusals.totals().items()):
+        family.add_metric([reason], count)
+    return family
 
 
 def _number(holder: object, name: str) -> Optional[float]:

@@ -14,31 +14,35 @@ from typing import Any, Optional, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from p2pool.addressing import Point
 from p2pool.admin.feed import EventFeed
-from p2pool.admin.metrics import PoolMetrics
+from p2pool.admin.limits import ConnectionTable, Phase
+from p2pool.admin.metrics import AdminCollector, PoolMetrics
 from p2pool.admin.resources import MAX_BODY_SIZE, AdminResource
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.config import AdminConfig
 from p2pool.errors import listen_failure_text
 from p2pool.pool import Pool
+from p2pool.refusals import RefusalLog, RefusalSummary
 
-__all__ = ["AdminListenError", "AdminService", "MAX_CONNECTIONS"]
+__all__ = ["AdminChannel", "AdminListenError", "AdminService", "AdminSite"]
 
-#: HTTP connections served at once; more are closed at once.
-MAX_CONNECTIONS = 64
-#: Seconds an idle keep-alive connection stays open.
-IDLE_TIMEOUT = 60
 #: Seconds open connections get to close when the service stops.
 CLOSE_GRACE = 2.0
+#: The one application protocol offered over TLS (ALPN). A server that
+#: offers none answers a client offering ALPN (curl, every browser) with a
+#: TLS internal-error alert.
+ALPN_PROTOCOLS = [b"http/1.1"]
 
 
 class AdminListenError(Exception):
@@ -96,6 +100,7 @@ def load_tls_options(config: AdminConfig) -> Optional[CertificateOptions]:
             certificate=certificates[0],
             extraCertChain=certificates[1:],
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableProtocols=ALPN_PROTOCOLS,
         )
         options.getContext()
         return options
@@ -129,16 +134,137 @@ class AdminRequest(Request):
         self.content.write(data)
 
 
+class AdminChannel(HTTPChannel):
+    """
+    One HTTP/1.1 connection to the admin API. It tells its site's
+    L{ConnectionTable} which L{Phase} it is in, and bounds each phase in
+    time: a client must send a whole request (line, headers and body)
+    within C{request_timeout} seconds of opening the connection or of the
+    request's first byte, or the connection is aborted (slowloris); a
+    keep-alive connection idle for C{idle_timeout} seconds is closed. While
+    a request is being answered (a stream of C{/network/log} included) no
+    deadline runs.
+
+    (Twisted's own idle timeout restarts at every byte received, so a
+    client sending a header line every few seconds never met it.)
+    """
+
+    site: AdminSite
+    #: The client's address.
+    address = ""
+    _phase = Phase.READING
+    _deadline: Optional[Any] = None
+    #: Requests fully received and fully answered.
+    _received = 0
+    _answered = 0
+    #: Bytes arrived while a request was being answered (a pipelined one).
+    _early = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        peer: Any = self.getPeer()
+        self.address = str(getattr(peer, "host", ""))
+        self.site.opened(self, self.address)
+        self._enter(Phase.READING)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase is Phase.IDLE:
+            self._enter(Phase.READING)
+        elif self._phase is Phase.BUSY:
+            self._early = True
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._received += 1
+        self._early = False
+        self._enter(Phase.BUSY)
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._answered += 1
+        super().requestDone(request)
+        # super() may have gone on with a pipelined request (BUSY again).
+        if self._answered == self._received and self.transport is not None:
+            self._enter(Phase.READING if self._early or self.requests else Phase.IDLE)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._cancel_deadline()
+        self.site.closed(self)
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _enter(self, phase: Phase) -> None:
+        self._cancel_deadline()
+        self._phase = phase
+        self.site.connections.set_phase(self, phase)
+        if phase is Phase.READING:
+            self._deadline = self.callLater(self.site.request_timeout, self._request_timed_out)
+        elif phase is Phase.IDLE:
+            self._deadline = self.callLater(self.site.idle_timeout, self._idle_timed_out)
+
+    def _request_timed_out(self) -> None:
+        self._deadline = None
+        self.site.refusals.refused("request_timeout", self.address)
+        self.shed()
+
+    def _idle_timed_out(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            cast(Any, self.transport).loseConnection()
+
+    def shed(self) -> None:
+        """
+        Close this connection at once, whatever it was doing.
+        """
+        self._cancel_deadline()
+        if self.transport is not None:
+            cast(Any, self.transport).abortConnection()
+
+
 class AdminSite(Site):
     """
-    The admin site: capped request bodies, an idle timeout, and requests
-    logged at debug level without their query strings (which may hold the
-    dashboard's token).
+    The admin site: capped request bodies, per-phase deadlines (see
+    L{AdminChannel}), and requests logged at debug level without their
+    query strings (which may hold the dashboard's token).
+
+    @ivar connections: the table that caps connections and picks who gives
+        way to a newcomer.
+    @ivar refusals: counts (and summarises in the log) connections refused,
+        shed and timed out.
     """
 
     requestFactory = AdminRequest
+    protocol = AdminChannel  # type: ignore[assignment]
     noisy = False
     _log = Logger()
+
+    def __init__(
+        self,
+        resource: Any,
+        connections: ConnectionTable[AdminChannel],
+        refusals: RefusalLog,
+        request_timeout: float,
+        idle_timeout: float,
+        reactor: Any,
+    ) -> None:
+        super().__init__(resource, timeout=None, reactor=reactor)
+        self.connections = connections
+        self.refusals = refusals
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.open: set[AdminChannel] = set()
+        self._all_closed: list[Deferred[None]] = []
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocols offered over TLS (ALPN): HTTP/1.1 only, which is all
+        L{AdminChannel} speaks, even when Twisted could offer HTTP/2.
+        """
+        return list(ALPN_PROTOCOLS)
 
     def log(self, request: Any) -> None:
         self._log.debug(
@@ -148,31 +274,34 @@ class AdminSite(Site):
             code=request.code,
         )
 
+    def admit(self, address: str) -> bool:
+        """
+        Whether to open a new connection from C{address}, closing the
+        connections that give way to it.
+        """
+        admission = self.connections.admit(address)
+        for channel, reason in admission.shed:
+            self.refusals.refused(reason, channel.address)
+            channel.shed()
+        if admission.refusal is not None:
+            self.refusals.refused(admission.refusal, address)
+        return admission.admitted
 
-class _ConnectionLimit(WrappingFactory):
-    """
-    Serves at most C{limit} connections at once, so that clients cannot
-    use up the node's file descriptors, and closes them all on demand.
-    """
+    def opened(self, channel: AdminChannel, address: str) -> None:
+        """
+        A channel's connection is up.
+        """
+        self.open.add(channel)
+        self.connections.add(channel, address)
 
-    noisy = False
-    _log = Logger()
-
-    def __init__(self, wrapped: Site, limit: int) -> None:
-        super().__init__(wrapped)
-        self._limit = limit
-        self._idle: list[Deferred[None]] = []
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
-        if len(self.protocols) >= self._limit:
-            self._log.warn("admin API: refusing a connection from {addr}: {limit} already open", addr=addr, limit=self._limit)
-            return None
-        return super().buildProtocol(addr)
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)
-        if not self.protocols:
-            waiters, self._idle = self._idle, []
+    def closed(self, channel: AdminChannel) -> None:
+        """
+        A channel's connection is down.
+        """
+        self.connections.remove(channel)
+        self.open.discard(channel)
+        if not self.open:
+            waiters, self._all_closed = self._all_closed, []
             for d in waiters:
                 d.callback(None)
 
@@ -183,16 +312,16 @@ class _ConnectionLimit(WrappingFactory):
 
         @return: fires once none is open.
         """
-        if not self.protocols:
+        if not self.open:
             return succeed(None)
         d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        for wrapper in list(self.protocols):
-            wrapper.transport.loseConnection()
+        self._all_closed.append(d)
+        for channel in list(self.open):
+            channel.loseConnection()
 
         def abort() -> None:
-            for wrapper in list(self.protocols):
-                wrapper.transport.abortConnection()
+            for channel in list(self.open):
+                channel.shed()
 
         call = clock.callLater(grace, abort)
 
@@ -202,6 +331,30 @@ class _ConnectionLimit(WrappingFactory):
             return result
 
         return d.addBoth(closed)
+
+
+class _Admission(Factory):
+    """
+    Asks the site whether to accept each TCP connection before anything
+    is built for it (TLS included), then builds it with C{inner}.
+    """
+
+    noisy = False
+
+    def __init__(self, site: AdminSite, inner: Any) -> None:
+        self._site = site
+        self._inner = inner
+
+    def startFactory(self) -> None:
+        self._inner.doStart()
+
+    def stopFactory(self) -> None:
+        self._inner.doStop()
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
+        if not self._site.admit(str(getattr(addr, "host", ""))):
+            return None
+        return self._inner.buildProtocol(addr)
 
 
 class AdminService(Service):
@@ -238,8 +391,13 @@ class AdminService(Service):
         self.resource = AdminResource(
             pool, token=self.config.token, traffic=self.traffic, metrics=self.metrics, feed=self.feed, clock=reactor
         )
+        self.connections: ConnectionTable[AdminChannel] = ConnectionTable(
+            self.config.max_connections, self.config.max_connections_per_address
+        )
+        self.refusals = RefusalLog(reactor, pool.config.refusal_log_interval, self._report_refusals)
+        self.metrics.registry.register(AdminCollector(self.connections, self.refusals))
         self.port: Optional[IListeningPort] = None
-        self._factory: Optional[_ConnectionLimit] = None
+        self._site: Optional[AdminSite] = None
         self._listen_outcome: Optional[Any] = None
         self._listen_waiters: list[Deferred[None]] = []
 
@@ -267,10 +425,13 @@ class AdminService(Service):
     async def _listen(self, listen: Point) -> None:
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self._reactor, listen.port, interface=listen.ip)
-        site = AdminSite(self.resource, timeout=IDLE_TIMEOUT, reactor=self._reactor)
-        self._factory = _ConnectionLimit(site, MAX_CONNECTIONS)
-        options = load_tls_options(self.config)
-        factory: Any = self._factory if options is None else TLSMemoryBIOFactory(options, False, self._factory)
+        config = self.config
+        site = self._site = AdminSite(
+            self.resource, self.connections, self.refusals, config.request_timeout, config.idle_timeout, self._reactor
+        )
+        options = load_tls_options(config)
+        inner: Any = site if options is None else TLSMemoryBIOFactory(options, False, cast(Any, site))
+        factory = _Admission(site, inner)
         try:
             self.port = await endpoint.listen(factory)
         except Exception as e:
@@ -306,7 +467,7 @@ class AdminService(Service):
         """
         How many HTTP connections are open.
         """
-        return len(self._factory.protocols) if self._factory is not None else 0
+        return len(self._site.open) if self._site is not None else 0
 
     def stopService(self) -> Deferred[None]:
         """
@@ -326,8 +487,12 @@ class AdminService(Service):
         self.port = None
         if port is not None:
             await maybeDeferred(port.stopListening)
-        if self._factory is not None:
-            await self._factory.close_all(self._reactor, CLOSE_GRACE)
+        if self._site is not None:
+            await self._site.close_all(self._reactor, CLOSE_GRACE)
+        self.refusals.stop()
+
+    def _report_refusals(self, summary: RefusalSummary) -> None:
+        self._log.info("admin API: connections refused or closed: {summary}", summary=summary.describe())
 
 
 _PENDING = object()
