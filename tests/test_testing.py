@@ -631,7 +631,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         pool, _ = self.add(IP_A)
         self.assertIs(self.network.pools[IP_A], pool)
         self.assertTrue(pool.is_started)
-        self.assertIsInstance(pool._reactor, NodeReactor)
+        self.assertIsInstance(pool.listening_port.reactor, NodeReactor)
         self.assertEqual(pool.peer_id, self.network.identity(IP_A).peer_id)
         self.assertEqual(pool.config.listen, Point(IP_A, 9732))
         self.assertEqual(pool.config.expected_proof_of_work, 0)
