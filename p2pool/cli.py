@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, Sequence, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol, connectionDone
@@ -216,7 +216,19 @@ def _add_identity_file_options(parser: argparse.ArgumentParser, default_pow: flo
     )
 
 
-def _add_identity_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class _Subcommands(Protocol):
+    """
+    What C{ArgumentParser.add_subparsers()} returns, as the command
+    builders below use it.
+    """
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """
+        A parser for the subcommand C{name}.
+        """
+
+
+def _add_identity_commands(commands: _Subcommands) -> None:
     identity = commands.add_parser("identity", help="generate or inspect the node identity")
     actions = identity.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -757,7 +769,7 @@ async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
-def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_admin_commands(commands: _Subcommands) -> None:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a --json given before the command (see build_parser) stays.
     common.add_argument(
