@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol as TypingProtocol, Sequence, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol, connectionDone
@@ -216,7 +216,7 @@ def _add_identity_file_options(parser: argparse.ArgumentParser, default_pow: flo
     )
 
 
-class _Subcommands(Protocol):
+class _Subcommands(TypingProtocol):
     """
     What C{ArgumentParser.add_subparsers()} returns, as the command
     builders below use it.
