@@ -6,7 +6,8 @@ re-resolution and the seed fetcher each depend on one of the
 C{typing.Protocol}s below, which L{p2pool.pool.Pool} satisfies, and not
 on the pool module: the pool imports them, never the reverse. The state
 they read and change (points, peers, connections) has its own owner,
-L{p2pool.directory.Directory}, handed to them directly.
+L{p2pool.directory.Directory}, handed to them directly (or, for the peers
+file, reached as C{pool.directory}).
 
 This module imports nothing above the records it names, so that any
 module may depend on it.
@@ -22,7 +23,9 @@ from p2pool.acl import ACL
 from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.connection import Connection
+from p2pool.directory import Directory
 from p2pool.events import EventLog
+from p2pool.identity import Identity
 from p2pool.state import PeerInfo, PointInfo
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "HandlerPool",
     "MaintenancePool",
     "PeerRegistry",
+    "PersistedPool",
     "PointLookup",
     "PointRegistry",
     "ResolverPool",
@@ -249,4 +253,60 @@ class SeedPool(PointRegistry, Protocol):
     def events(self) -> EventLog:
         """
         Where pool events go.
+        """
+
+
+class PersistedPool(Protocol):
+    """
+    What the peers file (L{p2pool.persistence}) asks of the pool: the
+    directory to snapshot and restore, the bans, the application's
+    metadata codec and score, and reporting.
+    """
+
+    @property
+    def config(self) -> PoolConfig:
+        """
+        The pool's configuration (network, peers file path).
+        """
+
+    @property
+    def events(self) -> EventLog:
+        """
+        Where pool events go.
+        """
+
+    @property
+    def acl(self) -> ACL:
+        """
+        The ban lists saved with the peers.
+        """
+
+    @property
+    def identity(self) -> Optional[Identity]:
+        """
+        This node's identity, once loaded (its own peer id is never
+        restored as a peer).
+        """
+
+    @property
+    def directory(self) -> Directory:
+        """
+        The known points and peers.
+        """
+
+    @property
+    def metadata_config(self) -> Any:
+        """
+        The application's C{IPeerMetadataConfig}: C{initial_metadata},
+        C{encode_metadata}, C{decode_metadata}.
+        """
+
+    def now(self) -> float:
+        """
+        The pool's current time.
+        """
+
+    def score(self, metadata: Any) -> float:
+        """
+        The application's score of a peer's metadata.
         """
