@@ -340,6 +340,12 @@ class SeedFetcher:
             self._client = HTTPClient(agent)
         return self._client
 
+    def fetching(self) -> list[str]:
+        """
+        The URLs being fetched now.
+        """
+        return list(self._running)
+
     def start(self) -> Deferred[Any]:
         """
         Fetch every URL now.

@@ -281,6 +281,14 @@ class SimulatedClock:
         """
         return self._active
 
+    def heap_size(self) -> int:
+        """
+        How many entries the call heap holds, cancelled and rescheduled
+        ones included; compaction keeps it within about twice L{pending}
+        once it is large.
+        """
+        return len(self._heap)
+
     def next_call_time(self) -> Optional[float]:
         """
         When the next call is due, or None when none is pending.
@@ -1380,6 +1388,13 @@ class MemoryNetwork:
         self._dropped.clear()
         for connector in dropped:
             connector.answer_again()
+
+    @property
+    def link_count(self) -> int:
+        """
+        How many simulated connections are open.
+        """
+        return len(self._links)
 
     def is_cut(self, ip_a: str, ip_b: str) -> bool:
         """

@@ -498,7 +498,7 @@ class PoolHookTests(ServedTestCase):
         await pool.when_started()
         assert pool.seeds is not None
         self.assertEqual(pool.seeds.fetches, {"https://seed.test/x": 0})
-        self.assertEqual(pool.seeds._running, {})
+        self.assertEqual(pool.seeds.fetching(), [])
 
     @async_test
     async def test_maintenance_asks_when_no_candidate(self) -> None:
