@@ -169,13 +169,13 @@ class ConnectHandler:
         return result
 
     def _client_endpoint(self, point: Point) -> Any:
-        pool = self._pool
-        listen = self._pool.config.listen
+        config = self._pool.config
+        listen = config.listen
         bind = None
         if listen.ip not in ("0.0.0.0", "::") and listen.is_ipv6 == point.is_ipv6:
             bind = (listen.ip, 0)
         endpoint_type = TCP6ClientEndpoint if point.is_ipv6 else TCP4ClientEndpoint
-        tcp_timeout = max(1, int(self._pool.config.connection_timeout))
+        tcp_timeout = max(1, int(config.connection_timeout))
         return endpoint_type(self._reactor, point.ip, point.port, timeout=tcp_timeout, bindAddress=bind)
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: Deferred[Any]) -> None:
