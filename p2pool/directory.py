@@ -33,11 +33,6 @@ class Directory:
     """
     The known points and peers, the running connections and our own
     points of one pool.
-
-    @ivar connections: the running connections by peer id, read-only
-        (changed by L{connection_added} and L{connection_removed}).
-    @ivar own_points: the points found to be this node itself, oldest
-        first, read-only (changed by L{add_own_point}).
     """
 
     def __init__(self, points: PointTable, peers: PeerTable, reconnection: ReconnectionConfig, rng: random.Random) -> None:
@@ -54,9 +49,9 @@ class Directory:
         self._points = points
         self._peers = peers
         self._connections: dict[PeerId, Connection] = {}
-        self.connections: Mapping[PeerId, Connection] = MappingProxyType(self._connections)
+        self._connections_view: Mapping[PeerId, Connection] = MappingProxyType(self._connections)
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
-        self.own_points: Mapping[Point, None] = MappingProxyType(self._own_points)
+        self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
 
     @classmethod
     def from_config(cls, config: PoolConfig, rng: random.Random) -> Directory:
@@ -65,6 +60,22 @@ class Directory:
         C{max_known_peer_ids}) and reconnection back-off of C{config}.
         """
         return cls(PointTable(config.max_known_points, rng), PeerTable(config.max_known_peer_ids), config.reconnection, rng)
+
+    @property
+    def connections(self) -> Mapping[PeerId, Connection]:
+        """
+        The running connections by peer id, read-only (changed by
+        L{connection_added} and L{connection_removed}).
+        """
+        return self._connections_view
+
+    @property
+    def own_points(self) -> Mapping[Point, None]:
+        """
+        The points found to be this node itself, oldest first, read-only
+        (changed by L{add_own_point}).
+        """
+        return self._own_points_view
 
     # -- points: queries -----------------------------------------------------
 
