@@ -261,7 +261,7 @@ class Answerer:
         def succeeded(_: object) -> None:
             self.latest_successful_swap = clock.seconds()
             events.emit("swap_success", source=str(source.peer_id), point=str(point))
-            old = self._directory.connections.get(replaced)
+            old = self._directory.connection(replaced)
             if old is not None:
                 old.disconnect(DisconnectReason.PEER_SWAPPED)
 

@@ -33,6 +33,9 @@ class Directory:
     """
     The known points and peers, the running connections and our own
     points of one pool.
+
+    @ivar connection: the running connection to a peer id, or None
+        (C{dict.get} of the connections, for the send path).
     """
 
     def __init__(self, points: PointTable, peers: PeerTable, reconnection: ReconnectionConfig, rng: random.Random) -> None:
@@ -50,6 +53,7 @@ class Directory:
         self._peers = peers
         self._connections: dict[PeerId, Connection] = {}
         self._connections_view: Mapping[PeerId, Connection] = MappingProxyType(self._connections)
+        self.connection: Callable[[PeerId], Optional[Connection]] = self._connections.get
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
 

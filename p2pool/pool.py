@@ -104,8 +104,10 @@ class Pool(MultiService):
         # Read by p2pool.persistence only, until it uses the directory's
         # public methods (restore_point, restore_peer, trim_points, ...).
         self._points, self._peers, self._my_points = points, peers, self._directory.own_points
-        #: The running connections by peer id (read-only; the directory's).
+        # The directory's read-only views of the running connections, held
+        # here for send and broadcast.
         self._connections: Mapping[PeerId, Connection] = self._directory.connections
+        self._connection = self._directory.connection
         answerer = Answerer(self, self._directory, config=config, events=self.events, clock=reactor, rng=self._rng)
         self.maintenance: Optional[Maintenance] = (
             Maintenance(self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng)
@@ -510,7 +512,7 @@ class Pool(MultiService):
             return
         if info.state is PointState.RUNNING:
             self.greylist_addr(point.ip)
-            conn = self._connections.get(current)
+            conn = self._connection(current)
             if conn is not None:
                 conn.disconnect(DisconnectReason.UNEXPECTED_PEER_ID)
         elif info.state is PointState.ACCEPTED:
@@ -532,7 +534,7 @@ class Pool(MultiService):
         only one that is connected.
         """
         self.acl.peer_greylist.add(peer_id)
-        conn = self._connections.get(peer_id)
+        conn = self._connection(peer_id)
         info = self._directory.peer(peer_id)
         if conn is not None:
             self.greylist_addr(conn.remote_ip)
@@ -573,7 +575,7 @@ class Pool(MultiService):
             L{UnknownPeer} when the peer is not connected, or
             L{InvalidMessageSize}.
         """
-        conn = self._connections.get(peer_id)
+        conn = self._connection(peer_id)
         if conn is None:
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         try:

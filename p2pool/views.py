@@ -30,18 +30,20 @@ class ConnectionsView:
 
     def __init__(self, directory: Directory) -> None:
         self._directory = directory
+        self._connections = directory.connections
+        self._connection = directory.connection
 
     def list(self) -> list[Connection]:
         """
         The running connections.
         """
-        return list(self._directory.connections.values())
+        return list(self._connections.values())
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._directory.connections)
+        return len(self._connections)
 
     def iter(self, f: Callable[[Connection], object]) -> None:
         for conn in self.list():
@@ -57,7 +59,7 @@ class ConnectionsView:
         """
         The running connection to C{peer_id}, if any.
         """
-        return self._directory.connections.get(peer_id)
+        return self._connection(peer_id)
 
     def find_by_point(self, point: Point) -> Optional[Connection]:
         """
@@ -151,7 +153,7 @@ class PeersView:
         """
         self._acl.peer_blacklist.ban(peer_id)
         self._events.emit("peer_banned", peer_id=str(peer_id))
-        conn = self._directory.connections.get(peer_id)
+        conn = self._directory.connection(peer_id)
         if conn is not None:
             conn.disconnect(DisconnectReason.PEER_BANNED)
 
