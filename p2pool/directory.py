@@ -34,8 +34,12 @@ class Directory:
     The known points and peers, the running connections and our own
     points of one pool.
 
-    @ivar connection: the running connection to a peer id, or None
-        (C{dict.get} of the connections, for the send path).
+    The lookups by key are the tables' own C{get}, bound here so that a
+    lookup through the directory costs no more than one in the table:
+
+    @ivar point: what is known of a point, or None.
+    @ivar peer: what is known of a peer id, or None.
+    @ivar connection: the running connection to a peer id, or None.
     """
 
     def __init__(self, points: PointTable, peers: PeerTable, reconnection: ReconnectionConfig, rng: random.Random) -> None:
@@ -53,6 +57,8 @@ class Directory:
         self._peers = peers
         self._connections: dict[PeerId, Connection] = {}
         self._connections_view: Mapping[PeerId, Connection] = MappingProxyType(self._connections)
+        self.point: Callable[[Point], Optional[PointInfo]] = points.get
+        self.peer: Callable[[PeerId], Optional[PeerInfo]] = peers.get
         self.connection: Callable[[PeerId], Optional[Connection]] = self._connections.get
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
@@ -82,12 +88,6 @@ class Directory:
         return self._own_points_view
 
     # -- points: queries -----------------------------------------------------
-
-    def point(self, point: Point) -> Optional[PointInfo]:
-        """
-        What is known of C{point}, if it is known.
-        """
-        return self._points.get(point)
 
     def points(self) -> Iterator[PointInfo]:
         """
@@ -223,12 +223,6 @@ class Directory:
         return True
 
     # -- peers: queries --------------------------------------------------------
-
-    def peer(self, peer_id: PeerId) -> Optional[PeerInfo]:
-        """
-        What is known of C{peer_id}, if it is known.
-        """
-        return self._peers.get(peer_id)
 
     def peers(self) -> Iterator[PeerInfo]:
         """

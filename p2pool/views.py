@@ -104,9 +104,10 @@ class PeersView:
         self._events = events
         self._registry = registry
         self._meta = meta
+        self._peer = directory.peer
 
     def info(self, peer_id: PeerId) -> Optional[PeerInfo]:
-        return self._directory.peer(peer_id)
+        return self._peer(peer_id)
 
     def __iter__(self) -> Iterator[PeerInfo]:
         return self._directory.peers()
@@ -199,9 +200,10 @@ class PointsView:
         self._acl = acl
         self._events = events
         self._registry = registry
+        self._point = directory.point
 
     def info(self, point: Point) -> Optional[PointInfo]:
-        return self._directory.point(point)
+        return self._point(point)
 
     def __iter__(self) -> Iterator[PointInfo]:
         return self._directory.points()
