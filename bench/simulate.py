@@ -161,7 +161,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
         )
         if conn is not None:
             batch = tuple(attacker_points[(sent + k) % 500] for k in range(100))
-            conn._protocol.write(encode(Advertise(batch)))
+            conn.send_control(encode(Advertise(batch)))
             sent += 100
         network.advance(1.0)
     outbound = [c for c in victim.connections.list() if not c.incoming]

@@ -32,6 +32,7 @@ from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.identity import Identity
 from p2pool.pool import Pool
+from p2pool.state import PointInfo
 
 OPS = 2000
 IDENTITY = Identity.generate(0)
@@ -60,11 +61,11 @@ def make_pool(size: int) -> Pool:
     pool = Pool(config, reactor=MemoryReactorClock(), identity=IDENTITY, rng=random.Random(1))
     pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
     for i in range(size):
-        info = pool.register_point(_point(i))
         if i % 2:
-            info.known_public = True
-            info.last_established_connection = (_peer(i), float(i))
-            pool._points.changed(info)
+            # Half the points are public and were connected once.
+            pool.directory.restore_point(PointInfo(_point(i), known_public=True, last_established_connection=(_peer(i), float(i))))
+        else:
+            pool.register_point(_point(i))
         pool.register_peer(_peer(i))
     return pool
 

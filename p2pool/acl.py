@@ -783,7 +783,7 @@ class ACL:
         network, prefixlen = _parse_entry(addr)
         self.ip_blacklist.unban(addr)
         if prefixlen == 128:
-            self.ip_greylist._remove_value(network)
+            self.ip_greylist.remove(_ip_text(network))
 
     def unban_peer(self, peer_id: PeerId) -> None:
         """

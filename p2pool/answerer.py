@@ -7,14 +7,19 @@ per-connection throttling of discovery and swap frames.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import random
+from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from p2pool.addressing import PeerId, Point
+from p2pool.config import PoolConfig
 from p2pool.connection import Connection
-from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, P2PError
-from p2pool.events import EventKind
+from p2pool.contracts import AnswererPool
+from p2pool.directory import Directory
+from p2pool.errors import DecodingError, DisconnectReason, P2PError
+from p2pool.events import EventKind, EventLog
 from p2pool.state import PointState
 from p2pool.wire import (
     Advertise,
@@ -29,9 +34,6 @@ from p2pool.wire import (
     decode_control,
     encode,
 )
-
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
 
 __all__ = ["Answerer", "TokenBucket"]
 
@@ -89,8 +91,27 @@ class Answerer:
     with C{swap_linger = false} swaps are.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(
+        self,
+        pool: AnswererPool,
+        directory: Directory,
+        *,
+        config: PoolConfig,
+        events: EventLog,
+        clock: IReactorTime,
+        rng: random.Random,
+    ) -> None:
+        """
+        @param pool: advertises known points, learns new ones, and dials
+            for swaps.
+        @param directory: the known points and running connections.
+        """
         self._pool = pool
+        self._directory = directory
+        self._config = config
+        self._events = events
+        self._clock = clock
+        self._rng = rng
         self._states: dict[Connection, _ConnectionState] = {}
         # Never swapped: like Tezos's epoch start, the linger window is open.
         self.latest_accepted_swap = float("-inf")
@@ -109,7 +130,7 @@ class Answerer:
     def _state(self, conn: Connection) -> _ConnectionState:
         state = self._states.get(conn)
         if state is None:
-            state = self._states[conn] = _ConnectionState(self._pool.now())
+            state = self._states[conn] = _ConnectionState(self._clock.seconds())
         return state
 
     def control_received(self, conn: Connection, kind: int, body: bytes) -> None:
@@ -125,29 +146,29 @@ class Answerer:
             self._handle(conn, msg)
             return
         state = self._state(conn)
-        now = self._pool.now()
+        now = self._clock.seconds()
         wait = state.last_handled.get(kind, -cooldown) + cooldown - now
         if wait <= 0:
             state.last_handled[kind] = now
             self._handle(conn, msg)
         elif kind not in state.delayed:
-            state.delayed[kind] = self._pool._clock.callLater(wait, self._delayed, conn, kind, msg)
+            state.delayed[kind] = self._clock.callLater(wait, self._delayed, conn, kind, msg)
         else:
-            self._pool.events.emit(EventKind.THROTTLED, peer_id=str(conn.peer_id), kind=Kind(kind).name.lower())
+            self._events.emit(EventKind.THROTTLED, peer_id=str(conn.peer_id), kind=Kind(kind).name.lower())
 
     def _delayed(self, conn: Connection, kind: int, msg: ControlMessage) -> None:
         state = self._states.get(conn)
         if state is None or not conn.is_open:
             return
         del state.delayed[kind]
-        state.last_handled[kind] = self._pool.now()
+        state.last_handled[kind] = self._clock.seconds()
         self._handle(conn, msg)
 
     def _handle(self, conn: Connection, msg: ControlMessage) -> None:
         if isinstance(msg, Disconnect):
-            conn._protocol.fail(ConnectionEnded(DisconnectReason.REMOTE_DISCONNECT))
+            conn.remote_disconnected()
         elif isinstance(msg, Ping):
-            conn._protocol.write(_PONG)
+            conn.send_control(_PONG)
         elif isinstance(msg, Pong):
             return
         elif isinstance(msg, Bootstrap):
@@ -164,34 +185,34 @@ class Answerer:
     # -- discovery -----------------------------------------------------------
 
     def _discovery_off(self) -> bool:
-        config = self._pool.config
+        config = self._config
         return config.disable_peer_discovery or config.private_mode
 
     def _bootstrap_received(self, conn: Connection) -> None:
-        pool = self._pool
-        pool.events.emit(EventKind.BOOTSTRAP_RECEIVED, peer_id=str(conn.peer_id))
+        events = self._events
+        events.emit(EventKind.BOOTSTRAP_RECEIVED, peer_id=str(conn.peer_id))
         if self._discovery_off():
             return
         if conn.private:
-            pool.events.emit(EventKind.PRIVATE_NODE_REQUEST, peer_id=str(conn.peer_id))
+            events.emit(EventKind.PRIVATE_NODE_REQUEST, peer_id=str(conn.peer_id))
             return
-        points = pool.list_known_points(ignore_private=True, size=ADVERTISED_POINTS)
+        points = self._pool.list_known_points(ignore_private=True, size=ADVERTISED_POINTS)
         if points:
-            conn._protocol.write(encode(Advertise(tuple(points))))
-            pool.events.emit(EventKind.ADVERTISE_SENT, peer_id=str(conn.peer_id), points=len(points))
+            conn.send_control(encode(Advertise(tuple(points))))
+            events.emit(EventKind.ADVERTISE_SENT, peer_id=str(conn.peer_id), points=len(points))
 
     def _advertise_received(self, conn: Connection, msg: Advertise) -> None:
-        pool = self._pool
-        pool.events.emit(EventKind.ADVERTISE_RECEIVED, peer_id=str(conn.peer_id), points=len(msg.points))
+        events = self._events
+        events.emit(EventKind.ADVERTISE_RECEIVED, peer_id=str(conn.peer_id), points=len(msg.points))
         if self._discovery_off():
             return
         points = list(msg.points)
-        allowed = self._state(conn).advertise_bucket.take(len(points), pool.now())
+        allowed = self._state(conn).advertise_bucket.take(len(points), self._clock.seconds())
         if allowed < len(points):
-            pool.events.emit(EventKind.ADVERTISE_SUBSAMPLED, peer_id=str(conn.peer_id), received=len(points), kept=allowed)
-            points = pool._rng.sample(points, allowed)
+            events.emit(EventKind.ADVERTISE_SUBSAMPLED, peer_id=str(conn.peer_id), received=len(points), kept=allowed)
+            points = self._rng.sample(points, allowed)
         if points:
-            pool.register_list_of_new_points(points, medium="advertise", source=str(conn.peer_id))
+            self._pool.register_list_of_new_points(points, medium="advertise", source=str(conn.peer_id))
 
     # -- swaps -----------------------------------------------------------------
 
@@ -200,23 +221,23 @@ class Answerer:
         A peer offers one of its peers: if no swap happened lately and that
         point is not already ours, offer one of ours in return and try it.
         """
-        pool = self._pool
-        linger = pool.config.swap_linger
-        pool.events.emit(EventKind.SWAP_REQUEST_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
-        if linger is None or pool.config.private_mode:
+        events = self._events
+        linger = self._config.swap_linger
+        events.emit(EventKind.SWAP_REQUEST_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
+        if linger is None or self._config.private_mode:
             return
-        info = pool.points.info(msg.point)
-        recent = pool.now() - max(self.latest_successful_swap, self.latest_accepted_swap) < linger
+        info = self._directory.point(msg.point)
+        recent = self._clock.seconds() - max(self.latest_successful_swap, self.latest_accepted_swap) < linger
         if recent or (info is not None and info.state is not PointState.DISCONNECTED):
-            pool.events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id))
+            events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id))
             return
-        offer = pool.connections.random_addr(different_than=conn, no_private=True)
+        offer = self._directory.random_addr(different_than=conn, no_private=True)
         if offer is None:
-            pool.events.emit(EventKind.NO_SWAP_CANDIDATE, peer_id=str(conn.peer_id))
+            events.emit(EventKind.NO_SWAP_CANDIDATE, peer_id=str(conn.peer_id))
             return
         point, peer_id = offer
-        conn._protocol.write(encode(SwapAck(point, peer_id)))
-        pool.events.emit(EventKind.SWAP_ACK_SENT, peer_id=str(conn.peer_id), point=str(point))
+        conn.send_control(encode(SwapAck(point, peer_id)))
+        events.emit(EventKind.SWAP_ACK_SENT, peer_id=str(conn.peer_id), point=str(point))
         self._swap(conn, msg.point, peer_id)
 
     def _swap_ack_received(self, conn: Connection, msg: SwapAck) -> None:
@@ -224,10 +245,9 @@ class Answerer:
         A peer accepted our swap request: try its point, and drop the peer
         we offered.
         """
-        pool = self._pool
-        pool.events.emit(EventKind.SWAP_ACK_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
+        self._events.emit(EventKind.SWAP_ACK_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
         sent = conn.last_sent_swap_request
-        if pool.config.swap_linger is None or sent is None or pool.connections.find_by_point(msg.point) is not None:
+        if self._config.swap_linger is None or sent is None or self._directory.connection_at(msg.point) is not None:
             return
         self._swap(conn, msg.point, sent[1])
 
@@ -235,21 +255,21 @@ class Answerer:
         """
         Connect to C{point}; on success close the connection to C{replaced}.
         """
-        pool = self._pool
-        self.latest_accepted_swap = pool.now()
+        clock, events = self._clock, self._events
+        self.latest_accepted_swap = clock.seconds()
 
         def succeeded(_: object) -> None:
-            self.latest_successful_swap = pool.now()
-            pool.events.emit(EventKind.SWAP_SUCCESS, source=str(source.peer_id), point=str(point))
-            old = pool.connections.find_by_peer_id(replaced)
+            self.latest_successful_swap = clock.seconds()
+            events.emit(EventKind.SWAP_SUCCESS, source=str(source.peer_id), point=str(point))
+            old = self._directory.connection(replaced)
             if old is not None:
                 old.disconnect(DisconnectReason.PEER_SWAPPED)
 
         def failed(failure: Any) -> None:
             failure.trap(P2PError)
             self.latest_accepted_swap = self.latest_successful_swap
-            pool.events.emit(EventKind.SWAP_FAILURE, source=str(source.peer_id), point=str(point), error=failure.type.__name__)
+            events.emit(EventKind.SWAP_FAILURE, source=str(source.peer_id), point=str(point), error=failure.type.__name__)
 
-        d: Deferred[Any] = pool.connect(point)
+        d: Deferred[Any] = self._pool.connect(point)
         d.addCallbacks(succeeded, failed)
 

@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol as TypingProtocol, Sequence, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol, connectionDone
@@ -98,7 +98,7 @@ class _Parser(argparse.ArgumentParser):
         self.known_options.update(s for s in action.option_strings if s.startswith("--"))
         return action
 
-    def subcommands(self, **kwargs: Any) -> argparse._SubParsersAction[_Parser]:
+    def subcommands(self, **kwargs: Any) -> _Subcommands:
         """
         C{add_subparsers}, whose parsers share this one's known options.
         """
@@ -274,7 +274,7 @@ def _config_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _add_config_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+def _add_config_commands(commands: _Subcommands) -> None:
     config = commands.add_parser("config", help="show the configuration a node runs with")
     actions = config.subcommands(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser(
@@ -288,7 +288,19 @@ def _add_config_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     show.set_defaults(handler=_config_show, takes_node_options=True)
 
 
-def _add_identity_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+class _Subcommands(TypingProtocol):
+    """
+    What C{ArgumentParser.add_subparsers()} returns, as the command
+    builders below use it.
+    """
+
+    def add_parser(self, name: str, **kwargs: Any) -> _Parser:
+        """
+        A parser for the subcommand C{name}.
+        """
+
+
+def _add_identity_commands(commands: _Subcommands) -> None:
     identity = commands.add_parser("identity", help="generate or inspect the node identity")
     actions = identity.subcommands(dest="action", metavar="ACTION", required=True)
 
@@ -870,7 +882,7 @@ async def _log(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     return EXIT_OK
 
 
-def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+def _add_admin_commands(commands: _Subcommands) -> None:
     common = _Parser(add_help=False)
     # SUPPRESS: a --json given before the command (see build_parser) stays.
     common.add_argument(

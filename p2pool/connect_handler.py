@@ -8,16 +8,19 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
 from p2pool.admission import StallTracker, admission_group, displacement_victim
+from p2pool.answerer import Answerer
 from p2pool.connection import Connection
+from p2pool.contracts import HandlerPool
+from p2pool.directory import Directory
 from p2pool.errors import (
     ConnectionEnded,
     ConnectionFailed,
@@ -45,12 +48,10 @@ from p2pool.errors import (
     motive_name,
 )
 from p2pool.events import EventKind
-from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
+from p2pool.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
 from p2pool.protocol import PeerClientFactory, PeerProtocol
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
-
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
+from p2pool.tls import PeerConnectionCreator
 
 __all__ = ["ConnectHandler"]
 
@@ -66,8 +67,23 @@ class ConnectHandler:
     Runs every connection of a pool from dial or accept to close.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: Any, clock: IReactorTime) -> None:
+        """
+        @param pool: registers points and peers, greylists, and is told
+            of connections through its application and maintenance.
+        @param directory: the known points and peers, and the running
+            connections, changed here as connections come and go.
+        @param answerer: handles the control frames of running connections.
+        @param reactor: dials (C{IReactorTCP}).
+        @param clock: times out dials and handshakes.
+        """
         self._pool = pool
+        self._directory = directory
+        self._answerer = answerer
+        self._reactor = reactor
+        self._clock = clock
+        self._tls_creator: Optional[PeerConnectionCreator] = None
+        self._params: Optional[HandshakeParams] = None
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
         self._point_owner: dict[Point, PeerProtocol] = {}
@@ -84,15 +100,25 @@ class ConnectHandler:
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
 
+    def configure(self, tls_creator: PeerConnectionCreator, params: HandshakeParams) -> None:
+        """
+        Set what connections need once the identity is loaded and the pool
+        listens: the TLS connection creator for dials and the parameters of
+        every handshake. Called by the pool before it starts.
+        """
+        self._tls_creator = tls_creator
+        self._params = params
+
     def bytes_totals(self) -> tuple[int, int]:
         """
         Bytes sent and received over every connection, open or closed,
         handshakes included.
         """
-        live = list(self._handshaking) + [c._protocol for c in self._pool._connections.values()]
+        handshaking = list(self._handshaking)
+        running = list(self._directory.connections.values())
         return (
-            self.closed_bytes_sent + sum(p.bytes_sent for p in live),
-            self.closed_bytes_received + sum(p.bytes_received for p in live),
+            self.closed_bytes_sent + sum(p.bytes_sent for p in handshaking) + sum(c.bytes_sent for c in running),
+            self.closed_bytes_received + sum(p.bytes_received for p in handshaking) + sum(c.bytes_received for c in running),
         )
 
     @property
@@ -107,8 +133,7 @@ class ConnectHandler:
         Close every connection and pending handshake; fires when all are
         closed.
         """
-        pool = self._pool
-        waits = [conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(pool._connections.values())]
+        waits = [conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())]
         for protocol in list(self._handshaking):
             d: Deferred[None] = Deferred()
             self._close_waiters.setdefault(protocol, []).append(d)
@@ -127,9 +152,9 @@ class ConnectHandler:
             return fail(ConnectionFailed("the pool has not started"))
         if pool.acl.banned_addr(point.ip):
             return fail(PointBanned(point))
-        if point in pool._my_points:
+        if self._directory.is_own_point(point):
             return fail(Myself(point))
-        if pool.active_connections() >= pool.config.max_connections:
+        if len(self._directory.connections) >= pool.config.max_connections:
             return fail(TooManyConnections())
         info = pool.register_point(point)
         if pool.config.private_mode and not info.trusted:
@@ -138,29 +163,29 @@ class ConnectHandler:
             return fail(Connected(f"already connected to {point}"))
         if info.state is not PointState.DISCONNECTED:
             return fail(PendingConnection(f"a connection to {point} is being set up"))
-        info.set_requested(pool.now())
-        pool._points.changed(info)
+        self._directory.point_requested(info, self._clock.seconds())
         factory = PeerClientFactory(self, point, info.expected_peer_id)
         protocol = factory.protocol_instance
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
         pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
-        attempt = wrapClientTLS(pool._tls.creator, self._client_endpoint(point), clock=pool._clock).connect(factory)
+        assert self._tls_creator is not None, "configure() runs before the pool starts"
+        attempt = wrapClientTLS(self._tls_creator, self._client_endpoint(point), clock=self._clock).connect(factory)
         delay = pool.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = pool._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
+        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
         attempt.addErrback(self._tcp_failed, protocol)
         return result
 
     def _client_endpoint(self, point: Point) -> Any:
-        pool = self._pool
-        listen = pool.config.listen
+        config = self._pool.config
+        listen = config.listen
         bind = None
         if listen.ip not in ("0.0.0.0", "::") and listen.is_ipv6 == point.is_ipv6:
             bind = (listen.ip, 0)
         endpoint_type = TCP6ClientEndpoint if point.is_ipv6 else TCP4ClientEndpoint
-        tcp_timeout = max(1, int(pool.config.connection_timeout))
-        return endpoint_type(pool._reactor, point.ip, point.port, timeout=tcp_timeout, bindAddress=bind)
+        tcp_timeout = max(1, int(config.connection_timeout))
+        return endpoint_type(self._reactor, point.ip, point.port, timeout=tcp_timeout, bindAddress=bind)
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: Deferred[Any]) -> None:
         self._timeouts.pop(protocol, None)
@@ -232,13 +257,19 @@ class ConnectHandler:
         C{max_incoming_connections_per_netgroup} incoming connections,
         pending or running (loopback exempt only when configured so).
         """
-        pool = self._pool
-        if pool.config.netgroup_cap_exempts_loopback and ipaddress.ip_address(ip).is_loopback:
+        config = self._pool.config
+        if config.netgroup_cap_exempts_loopback and ipaddress.ip_address(ip).is_loopback:
             return False
-        group = netgroup(ip)
+        return self.incoming_in_netgroup(netgroup(ip)) >= config.max_incoming_connections_per_netgroup
+
+    def incoming_in_netgroup(self, group: str) -> int:
+        """
+        How many incoming connections, pending or running, come from the
+        network group C{group} (see L{p2pool.addressing.netgroup}).
+        """
         count = sum(1 for p in self._handshaking if p.incoming and netgroup(p.remote_ip) == group)
-        count += sum(1 for c in pool._connections.values() if c.incoming and netgroup(c.remote_ip) == group)
-        return count >= pool.config.max_incoming_connections_per_netgroup
+        count += sum(1 for c in self._directory.connections.values() if c.incoming and netgroup(c.remote_ip) == group)
+        return count
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:
         """
@@ -249,12 +280,13 @@ class ConnectHandler:
         if protocol.incoming:
             self._incoming_groups[protocol] = self._group(protocol.remote_ip)
             pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
-            self._timeouts[protocol] = pool._clock.callLater(
+            self._timeouts[protocol] = self._clock.callLater(
                 pool.config.authentication_timeout,
                 lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
             )
+        assert self._params is not None, "configure() runs before the pool starts"
         return Handshake(
-            pool._handshake_params,
+            self._params,
             incoming=protocol.incoming,
             remote_ip=protocol.remote_ip,
             dialed_point=protocol.dialed_point,
@@ -276,13 +308,14 @@ class ConnectHandler:
         peer id).
         """
         pool = self._pool
+        directory = self._directory
         peer_id = remote.peer_id
         if pool.acl.banned_peer(peer_id):
             return Refuse(PeerBanned(peer_id))
         point = remote.id_point
         point_info: Optional[PointInfo] = None
         if point is not None:
-            point_info = pool.register_new_point(point) if remote.incoming else pool._points.get(point)
+            point_info = pool.register_new_point(point) if remote.incoming else directory.point(point)
         if point_info is not None and point_info.expected_peer_id not in (None, peer_id):
             assert point_info.expected_peer_id is not None
             pool.events.emit(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, point=str(point), peer_id=str(peer_id))
@@ -290,10 +323,9 @@ class ConnectHandler:
         if point_info is not None:
             # Tezos set_private: whatever the outcome, a public remote's
             # point may now be advertised (nacked nodes must be findable).
-            point_info.known_public = not remote.private
-            pool._points.changed(point_info)
+            directory.set_known_public(point_info, not remote.private)
         peer_info = pool.register_peer(peer_id)
-        if pool.active_connections() >= pool.slot_threshold():
+        if len(directory.connections) >= pool.slot_threshold():
             return self._nack(peer_id, NackMotive.TOO_MANY_CONNECTIONS)
         trusted = peer_info.trusted or (point_info is not None and point_info.trusted)
         if pool.config.private_mode and not trusted:
@@ -310,12 +342,11 @@ class ConnectHandler:
                 return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
             if point_info.state is PointState.REQUESTED and not self._new_dial_wins(remote):
                 return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-        now = pool.now()
+        now = self._clock.seconds()
         if point_info is not None:
-            point_info.set_accepted(peer_id, now)
-            pool._points.changed(point_info)
+            directory.point_accepted(point_info, peer_id, now)
             self._take_point(protocol, point_info)
-        peer_info.set_accepted(point, now)
+        directory.peer_accepted(peer_info, point, now)
         self._owned[protocol] = (self._owned.get(protocol, (None, None))[0], peer_info)
         self._accepted[peer_id] = protocol
         pool.events.emit(EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
@@ -348,20 +379,19 @@ class ConnectHandler:
         """
         Return the point and peer a connection held to Disconnected.
         """
-        pool = self._pool
+        directory = self._directory
         point_info, peer_info = self._owned.pop(protocol, (None, None))
-        now = pool.now()
+        now = self._clock.seconds()
         if point_info is not None and self._point_owner.get(point_info.point) is protocol:
             del self._point_owner[point_info.point]
             if point_info.state is not PointState.DISCONNECTED:
-                point_info.set_disconnected(now, pool.config.reconnection, pool._rng, requested)
-                pool._points.changed(point_info)
-            pool._point_disconnected(point_info)
+                directory.point_disconnected(point_info, now, requested)
+            self._pool.schedule_redial(point_info)
         if peer_info is not None:
             if self._accepted.get(peer_info.peer_id) is protocol:
                 del self._accepted[peer_info.peer_id]
             if peer_info.state is not PeerState.DISCONNECTED:
-                peer_info.set_disconnected(now, requested)
+                directory.peer_disconnected(peer_info, now, requested)
 
     # -- outcomes ----------------------------------------------------------
 
@@ -370,17 +400,17 @@ class ConnectHandler:
         Both sides acknowledged: the connection runs.
         """
         pool = self._pool
-        now = pool.now()
+        directory = self._directory
+        now = self._clock.seconds()
         self._handshake_finished(protocol)
         point_info, peer_info = self._owned[protocol]
-        assert peer_info is not None
+        assert peer_info is not None and self._params is not None
         del self._accepted[remote.peer_id]
         if point_info is not None:
-            point_info.set_running(remote.peer_id, now)
-            pool._points.changed(point_info)
-        peer_info.set_running(remote.id_point, now)
-        conn = Connection(pool, protocol, remote, now)
-        pool._connections[remote.peer_id] = conn
+            directory.point_running(point_info, remote.peer_id, now)
+        directory.peer_running(peer_info, remote.id_point, now)
+        conn = Connection(protocol, remote, now, config=pool.config, local_metadata=self._params.metadata)
+        directory.connection_added(conn)
         app = pool.app
         protocol.start_messages(pool.config.max_message_size, lambda data: app.message_received(conn, data))
         pool.events.emit(EventKind.CONNECTION_ESTABLISHED, point=str(remote.id_point), peer_id=str(remote.peer_id), incoming=remote.incoming)
@@ -396,7 +426,7 @@ class ConnectHandler:
         """
         A control frame arrived on a running connection.
         """
-        self._pool._answerer.control_received(conn, kind, body)
+        self._answerer.control_received(conn, kind, body)
 
     def _handshake_finished(self, protocol: PeerProtocol) -> None:
         self._handshaking.discard(protocol)
@@ -425,8 +455,7 @@ class ConnectHandler:
         if reason.reason is DisconnectReason.DECODING_ERROR or reason.reason is DisconnectReason.MESSAGE_TOO_LARGE:
             pool.greylist_peer(conn.peer_id)
         external = reason.reason in (DisconnectReason.CONNECTION_LOST, DisconnectReason.REMOTE_DISCONNECT)
-        if pool._connections.get(conn.peer_id) is conn:
-            del pool._connections[conn.peer_id]
+        self._directory.connection_removed(conn)
         self._release(protocol, requested=not external)
         conn.reason = reason
         pool.events.emit(
@@ -439,8 +468,8 @@ class ConnectHandler:
         try:
             pool.app.connection_lost(conn, reason)
         finally:
-            conn._lost(reason)
-            pool._answerer.connection_lost(conn)
+            conn.mark_closed(reason)
+            self._answerer.connection_lost(conn)
             if pool.maintenance is not None:
                 pool.maintenance.connection_lost()
 
@@ -454,11 +483,11 @@ class ConnectHandler:
         self._handshake_finished(protocol)
         self._release(protocol)
         if isinstance(error, Myself) and protocol.dialed_point is not None:
-            pool.add_to_id_points(protocol.dialed_point)
+            self._directory.add_own_point(protocol.dialed_point)
         if isinstance(error, RejectedByNack) and not pool.config.disable_peer_discovery:
             pool.register_list_of_new_points(error.alternative_points, medium="nack", source=protocol.remote_ip)
         if isinstance(error, RejectedNoCommonProtocol) and protocol.dialed_point is not None:
-            pool.unregister_point(protocol.dialed_point)
+            self._directory.remove_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
             pool.greylist_addr(protocol.remote_ip)
         elif (

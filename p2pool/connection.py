@@ -5,23 +5,47 @@ An established connection to a peer, as the application sees it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import Any, Iterable, Optional, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 
 from p2pool.addressing import PeerId, Point
-from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize
+from p2pool.config import PoolConfig
+from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
 from p2pool.handshake import RemoteInfo
 from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
-    from p2pool.protocol import PeerProtocol
-
-__all__ = ["Connection"]
+__all__ = ["Connection", "FrameChannel"]
 
 _DISCONNECT_FRAME = encode(Disconnect())
+
+
+class FrameChannel(Protocol):
+    """
+    What a L{Connection} writes through: the peer protocol of its socket
+    (L{p2pool.protocol.PeerProtocol}).
+    """
+
+    bytes_sent: int
+    bytes_received: int
+
+    @property
+    def transport(self) -> Any:
+        """
+        The transport under the channel (for flow control).
+        """
+
+    def write(self, data: bytes) -> None:
+        """
+        Send encoded frames, unless the channel is closing.
+        """
+
+    def fail(self, error: P2PError, abort: bool = False) -> None:
+        """
+        Close the channel because of C{error}, after what was written
+        unless C{abort}.
+        """
 
 
 class Connection:
@@ -42,10 +66,16 @@ class Connection:
     @ivar established_at: when the connection was established.
     """
 
-    def __init__(self, pool: Pool, protocol: PeerProtocol, remote: RemoteInfo, now: float) -> None:
-        self._pool = pool
+    def __init__(self, protocol: FrameChannel, remote: RemoteInfo, now: float, *, config: PoolConfig, local_metadata: bytes) -> None:
+        """
+        @param protocol: the channel frames are written to.
+        @param remote: the peer, as the handshake found it.
+        @param now: when the connection was established.
+        @param config: the pool's configuration (message size limit).
+        @param local_metadata: the connection metadata we sent.
+        """
         self._protocol = protocol
-        self._max_size = pool.config.max_message_size
+        self._max_size = config.max_message_size
         self.peer_id: PeerId = remote.peer_id
         self.point: Optional[Point] = remote.id_point
         self.remote_ip = remote.remote_ip
@@ -53,7 +83,7 @@ class Connection:
         self.private = remote.private
         self.p2p_version = remote.p2p_version
         self.application_version = remote.application_version
-        self.local_metadata = pool._handshake_params.metadata
+        self.local_metadata = local_metadata
         self.remote_metadata = remote.hello.metadata
         self.established_at = now
         self.reason: Optional[ConnectionEnded] = None
@@ -115,6 +145,13 @@ class Connection:
             raise InvalidMessageSize(f"a message exceeds max_message_size ({self._max_size})")
         self._protocol.write(b"".join(frames))
 
+    def send_control(self, frame: bytes) -> None:
+        """
+        Queue an encoded control frame (L{p2pool.wire.encode}) for the
+        peer; nothing is sent once the connection is closing.
+        """
+        self._protocol.write(frame)
+
     def register_producer(self, producer: IPushProducer) -> None:
         """
         Let C{producer} be paused while the peer cannot keep up with what
@@ -149,7 +186,18 @@ class Connection:
         self._waiters.append(d)
         return d
 
-    def _lost(self, reason: ConnectionEnded) -> None:
+    def remote_disconnected(self) -> None:
+        """
+        The peer said goodbye (a Disconnect frame): close without answering.
+        """
+        self._protocol.fail(ConnectionEnded(DisconnectReason.REMOTE_DISCONNECT))
+
+    def mark_closed(self, reason: ConnectionEnded) -> None:
+        """
+        Record that the connection has closed because of C{reason}, and fire
+        the L{when_closed} Deferreds. The connect handler calls this once
+        the socket is gone; sending afterwards raises C{reason}.
+        """
         self.reason = reason
         waiters, self._waiters = self._waiters, []
         for d in waiters:

@@ -230,7 +230,10 @@ class Handshake:
             assert isinstance(answer, Nack)
             self._advance("nack")
             raise RejectedByNack(answer.motive, answer.alternative_points)
-        name = Kind(kind).name.lower() if kind in Kind._value2member_map_ else f"0x{kind:02x}"
+        try:
+            name = Kind(kind).name.lower()
+        except ValueError:
+            name = f"0x{kind:02x}"
         raise DecodingError(f"unexpected {name} frame while in {self.state.value}")
 
     def _hello_received(self, hello: Hello) -> None:

@@ -280,7 +280,7 @@ def proof_of_work_bits(public_key: bytes, stamp: bytes) -> int:
     return 8 * HASH_SIZE - _stamp_hash(public_key, stamp).bit_length()
 
 
-def _search(base: hashlib._Hash, target: int, start: int, end: int) -> Optional[bytes]:
+def _search(base: hashlib.blake2b, target: int, start: int, end: int) -> Optional[bytes]:
     """
     Try the stamps C{start} .. C{end - 1}; the first valid one, or None.
     """

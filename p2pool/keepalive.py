@@ -7,17 +7,15 @@ silent network cut does not hold a slot forever.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from p2pool.connection import Connection
+from p2pool.directory import Directory
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
+from p2pool.events import EventLog
 from p2pool.wire import Ping, encode
-
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
 
 __all__ = ["Keepalive"]
 
@@ -32,12 +30,19 @@ class Keepalive:
     since the last check, without any work per message.
     """
 
-    def __init__(self, pool: Pool, interval: float) -> None:
-        self._pool = pool
+    def __init__(self, directory: Directory, events: EventLog, clock: IReactorTime, interval: float) -> None:
+        """
+        @param directory: holds the running connections to check.
+        @param events: where C{idle_timeout} events go.
+        @param clock: paces the checks.
+        @param interval: seconds between two checks.
+        """
+        self._directory = directory
+        self._events = events
         self.interval = interval
         self._seen: dict[Connection, tuple[int, int]] = {}
         self._loop = LoopingCall(self.check)
-        self._loop.clock = pool._clock
+        self._loop.clock = clock
 
     def start(self) -> None:
         self._loop.start(self.interval, now=False)
@@ -52,7 +57,7 @@ class Keepalive:
         Ping connections silent for one interval; close those silent for
         L{SILENT_INTERVALS}.
         """
-        connections = self._pool.connections.list()
+        connections = list(self._directory.connections.values())
         seen: dict[Connection, tuple[int, int]] = {}
         for conn in connections:
             received = conn.bytes_received
@@ -60,8 +65,8 @@ class Keepalive:
             silent = silent + 1 if received == last else 0
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS:
-                self._pool.events.emit(EventKind.IDLE_TIMEOUT, peer_id=str(conn.peer_id), seconds=silent * self.interval)
+                self._events.emit(EventKind.IDLE_TIMEOUT, peer_id=str(conn.peer_id), seconds=silent * self.interval)
                 conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
             elif silent >= 1:
-                conn._protocol.write(_PING)
+                conn.send_control(_PING)
         self._seen = seen

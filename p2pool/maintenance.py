@@ -10,20 +10,24 @@ when there are too many, and proposing swaps when in range.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import random
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
+from p2pool.acl import ACL
 from p2pool.addressing import Point, netgroup
-from p2pool.connection import Connection
+from p2pool.config import PoolConfig
+from p2pool.contracts import MaintenancePool
+from p2pool.directory import Directory
 from p2pool.errors import DisconnectReason, P2PError
 from p2pool.events import EventKind
+from p2pool.events import EventLog
 from p2pool.state import PointInfo, PointState
 from p2pool.wire import Bootstrap, SwapRequest, encode
-
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
 
 __all__ = ["Maintenance", "choose_candidates"]
 
@@ -80,9 +84,31 @@ class Maintenance:
     @ivar bounds: C{(min_threshold, min_target, max_target, max_threshold)}.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    _log = Logger()
+
+    def __init__(
+        self,
+        pool: MaintenancePool,
+        directory: Directory,
+        *,
+        config: PoolConfig,
+        acl: ACL,
+        events: EventLog,
+        clock: IReactorTime,
+        rng: random.Random,
+    ) -> None:
+        """
+        @param pool: dials points, and fetches the bootstrap URLs.
+        @param directory: the known points and running connections.
+        @param acl: banned points are not dialed.
+        """
         self._pool = pool
-        config = pool.config
+        self._directory = directory
+        self._config = config
+        self._acl = acl
+        self._events = events
+        self._clock = clock
+        self._rng = rng
         self.bounds = config.maintenance_bounds()
         self.idle_time: float = config.maintenance_idle_time or 0.0
         self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
@@ -144,14 +170,14 @@ class Maintenance:
         """
         A connection closed: too few left triggers maintenance.
         """
-        if self._pool.active_connections() < self._pool.config.min_connections:
+        if len(self._directory.connections) < self._config.min_connections:
             self.trigger("too_few_connections")
 
     def connection_established(self) -> None:
         """
         A connection opened: too many triggers maintenance.
         """
-        if self._pool.active_connections() >= self._pool.config.max_connections:
+        if len(self._directory.connections) >= self._config.max_connections:
             self.trigger("too_many_connections")
 
     def news(self) -> None:
@@ -166,35 +192,35 @@ class Maintenance:
             news.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        self._pool._log.failure("maintenance pass failed", failure)
+        self._log.failure("maintenance pass failed", failure)
 
     # -- the pass ------------------------------------------------------------
 
     def _in_range(self) -> bool:
-        n = self._pool.active_connections()
+        n = len(self._directory.connections)
         return self.bounds[0] <= n <= self.bounds[3]
 
     async def _pass(self, motive: str) -> None:
-        pool = self._pool
+        clock, events, connections = self._clock, self._events, self._directory.connections
         self._running = True
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
-        started = pool.now()
+        started = clock.seconds()
         repaired = False
         try:
             for _ in range(MAX_ROUNDS):
                 if self._stopped or self._in_range():
                     break
                 if not repaired:
-                    pool.events.emit(EventKind.MAINTENANCE_STARTED, motive=motive, connections=pool.active_connections())
+                    events.emit(EventKind.MAINTENANCE_STARTED, motive=motive, connections=len(connections))
                     repaired = True
-                n = pool.active_connections()
+                n = len(connections)
                 if n < self.bounds[0]:
                     await self._too_few(n)
                 else:
                     await self._too_many(n)
             if repaired:
-                pool.events.emit(EventKind.MAINTENANCE_ENDED, duration=pool.now() - started, connections=pool.active_connections())
+                events.emit(EventKind.MAINTENANCE_ENDED, duration=clock.seconds() - started, connections=len(connections))
             if not self._stopped and self._in_range():
                 self.send_swap_request()
         finally:
@@ -209,18 +235,17 @@ class Maintenance:
             return
         if self._again is not None:
             motive, self._again = self._again, None
-            self._pool._clock.callLater(0, self.trigger, motive)
+            self._clock.callLater(0, self.trigger, motive)
         else:
-            self._idle_call = self._pool._clock.callLater(self.idle_time, self.trigger, "idle")
+            self._idle_call = self._clock.callLater(self.idle_time, self.trigger, "idle")
 
     # -- too few ---------------------------------------------------------------
 
     async def _too_few(self, n: int) -> None:
-        pool = self._pool
-        pool.events.emit(EventKind.TOO_FEW_CONNECTIONS, connections=n)
+        self._events.emit(EventKind.TOO_FEW_CONNECTIONS, connections=n)
         min_to_contact = self.bounds[1] - n
         max_to_contact = self.bounds[2] - n
-        start = pool.now()
+        start = self._clock.seconds()
         seen: set[Point] = set()
         while min_to_contact > 0 and not self._stopped:
             candidates = self._candidates(seen, start, max_to_contact)
@@ -233,20 +258,20 @@ class Maintenance:
             max_to_contact -= established
 
     def _candidates(self, seen: set[Point], start: float, count: int) -> list[PointInfo]:
-        pool = self._pool
-        now = pool.now()
-        private = pool.config.private_mode
+        now = self._clock.seconds()
+        private = self._config.private_mode
+        banned = self._acl.banned_addr
         found = []
-        for info in pool._points:
-            if info.point in seen or pool.acl.banned_addr(info.point.ip) or (private and not info.trusted):
+        for info in self._directory.points():
+            if info.point in seen or banned(info.point.ip) or (private and not info.trusted):
                 continue
             if info.state is not PointState.DISCONNECTED:
                 continue
             if (info.last_miss is not None and info.last_miss > start) or info.cannot_reconnect_yet(now):
                 continue
             found.append(info)
-        outbound = collections.Counter(netgroup(c.remote_ip) for c in pool._connections.values() if not c.incoming)
-        return choose_candidates(found, max(count, 0), outbound, pool._rng.shuffle)
+        outbound = collections.Counter(netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming)
+        return choose_candidates(found, max(count, 0), outbound, self._rng.shuffle)
 
     async def _dial(self, candidates: list[PointInfo]) -> int:
         """
@@ -261,8 +286,7 @@ class Maintenance:
         return sum(1 for ok, value in results if ok and value)
 
     async def _dial_one(self, point: Point) -> bool:
-        pool = self._pool
-        delay = deferLater(pool._clock, pool._rng.uniform(0, DIAL_SPREAD), lambda: None)
+        delay = deferLater(self._clock, self._rng.uniform(0, DIAL_SPREAD), lambda: None)
         self._delays.add(delay)
         try:
             await delay
@@ -273,7 +297,7 @@ class Maintenance:
         if self._stopped:
             return False
         try:
-            await pool.connect(point)
+            await self._pool.connect(point)
         except P2PError:
             return False
         return True
@@ -283,19 +307,17 @@ class Maintenance:
         Send Bootstrap to every public peer, then wait for a new point or
         peer, or a few seconds.
         """
-        pool = self._pool
-        if not pool.config.private_mode and not pool.config.disable_peer_discovery:
-            for conn in list(pool._connections.values()):
+        config = self._config
+        if not config.private_mode and not config.disable_peer_discovery:
+            for conn in list(self._directory.connections.values()):
                 if not conn.private:
-                    conn._protocol.write(_BOOTSTRAP)
-                    pool.events.emit(EventKind.BOOTSTRAP_SENT, peer_id=str(conn.peer_id))
-        seeds = getattr(pool, "seeds", None)
-        if seeds is not None:
-            seeds.request()
-        delay = TIME_BETWEEN_LOOKING_FOR_PEERS * pool._rng.uniform(0.8, 1.2)
+                    conn.send_control(_BOOTSTRAP)
+                    self._events.emit(EventKind.BOOTSTRAP_SENT, peer_id=str(conn.peer_id))
+        self._pool.request_seeds()
+        delay = TIME_BETWEEN_LOOKING_FOR_PEERS * self._rng.uniform(0.8, 1.2)
         news: Deferred[None] = Deferred()
         self._news = news
-        self._news_timer = pool._clock.callLater(delay, self._wake)
+        self._news_timer = self._clock.callLater(delay, self._wake)
         await news
         if self._news_timer.active():
             self._news_timer.cancel()
@@ -303,18 +325,12 @@ class Maintenance:
     # -- too many --------------------------------------------------------------
 
     async def _too_many(self, n: int) -> None:
-        pool = self._pool
-        pool.events.emit(EventKind.TOO_MANY_CONNECTIONS, connections=n)
+        self._events.emit(EventKind.TOO_MANY_CONNECTIONS, connections=n)
         count = n - self.bounds[2]
-        candidates = [c for c in pool._connections.values() if not self._trusted(c)]
-        pool._rng.shuffle(candidates)
+        directory = self._directory
+        candidates = [c for c in directory.connections.values() if not directory.is_trusted(c)]
+        self._rng.shuffle(candidates)
         await DeferredList([c.disconnect(DisconnectReason.MAINTENANCE_TOO_MANY) for c in candidates[:count]])
-
-    def _trusted(self, conn: Connection) -> bool:
-        pool = self._pool
-        peer = pool._peers.get(conn.peer_id)
-        point = pool._points.get(conn.point) if conn.point is not None else None
-        return bool((peer is not None and peer.trusted) or (point is not None and point.trusted))
 
     # -- swap ------------------------------------------------------------------
 
@@ -324,14 +340,13 @@ class Maintenance:
         its own (Tezos C{send_swap_request}); not in private mode, nor
         when swaps are disabled.
         """
-        pool = self._pool
-        if pool.config.private_mode or pool.config.swap_linger is None:
+        if self._config.private_mode or self._config.swap_linger is None:
             return
-        proposal = pool.connections.propose_swap_request()
+        proposal = self._directory.propose_swap_request()
         if proposal is None:
             return
         point, peer_id, recipient = proposal
-        recipient.last_sent_swap_request = (pool.now(), peer_id)
-        recipient._protocol.write(encode(SwapRequest(point, peer_id)))
-        pool.events.emit(EventKind.SWAP_REQUEST_SENT, peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
+        recipient.last_sent_swap_request = (self._clock.seconds(), peer_id)
+        recipient.send_control(encode(SwapRequest(point, peer_id)))
+        self._events.emit(EventKind.SWAP_REQUEST_SENT, peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
 

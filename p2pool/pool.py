@@ -7,9 +7,8 @@ application messages.
 
 from __future__ import annotations
 
-import collections
 import random
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -36,6 +35,7 @@ from p2pool.errors import (
     listen_failure_text,
 )
 from p2pool.events import EventKind, EventLog, PoolEvent
+from p2pool.directory import Directory
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool import identity as identity_module
 from p2pool.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
@@ -54,9 +54,6 @@ from p2pool.views import ConnectionsView, PeersView, PointsView
 
 __all__ = ["Pool"]
 
-#: How many of our own points the pool remembers (Tezos my_id_points).
-MY_POINTS_SIZE = 7
-
 
 class Pool(MultiService):
     """
@@ -74,6 +71,11 @@ class Pool(MultiService):
     @ivar connections: the running connections (Tezos C{Connection}).
     @ivar peers: the known peers (Tezos C{Peers}).
     @ivar points: the known points (Tezos C{Points}).
+    @ivar maintenance: the maintenance worker, unless disabled.
+    @ivar keepalive: the keepalive checker, unless disabled.
+    @ivar seeds: the bootstrap URL fetcher, when URLs are configured.
+    @ivar reresolver: re-resolves the configured named points.
+    @ivar persistence: the peers file.
     @ivar listening_port: the listening port, once listening.
     """
 
@@ -111,29 +113,47 @@ class Pool(MultiService):
         self._application_versions = tuple(application_versions)
         self._connection_metadata = connection_metadata
         self.acl = ACL(config.peer_greylist_size, config.ip_greylist_size_in_kilobytes, config.ip_greylist_cleanup_delay)
-        self._points = PointTable(config.max_known_points, self._rng)
-        self._peers = PeerTable(config.max_known_peer_ids)
-        self._connections: dict[PeerId, Connection] = {}
-        self._my_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
-        self._handler = ConnectHandler(self)
-        self._answerer = Answerer(self)
-        self.maintenance: Optional[Maintenance] = Maintenance(self) if config.maintenance_idle_time is not None else None
+        points = PointTable(config.max_known_points, self._rng)
+        peers = PeerTable(config.max_known_peer_ids)
+        self._directory = Directory(points, peers, config.reconnection, self._rng)
+        # Read by p2pool.persistence only, until it uses the directory's
+        # public methods (restore_point, restore_peer, trim_points, ...).
+        self._points, self._peers, self._my_points = points, peers, self._directory.own_points
+        # The directory's read-only views of the running connections, held
+        # here for send and broadcast.
+        self._connections: Mapping[PeerId, Connection] = self._directory.connections
+        self._connection = self._directory.connection
+        answerer = Answerer(self, self._directory, config=config, events=self.events, clock=reactor, rng=self._rng)
+        self.maintenance: Optional[Maintenance] = (
+            Maintenance(self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng)
+            if config.maintenance_idle_time is not None
+            else None
+        )
+        self._handler = ConnectHandler(self, self._directory, answerer, reactor, reactor)
         self.seeds: Optional[SeedFetcher] = (
-            SeedFetcher(self, config.bootstrap_urls, config.seed_ca_file, rng=self._rng) if config.bootstrap_urls else None
+            SeedFetcher(self, config.bootstrap_urls, config.seed_ca_file, reactor=reactor, rng=self._rng)
+            if config.bootstrap_urls
+            else None
         )
         self.reresolver = Reresolver(
-            self, [(s, True) for s in config.trusted_points] + [(s, False) for s in config.bootstrap_points], rng=self._rng
+            self,
+            [(s, True) for s in config.trusted_points] + [(s, False) for s in config.bootstrap_points],
+            resolve=reactor.resolve,
+            clock=reactor,
+            rng=self._rng,
         )
-        self.connections = ConnectionsView(self)
-        self.peers = PeersView(self)
-        self.points = PointsView(self)
+        self.connections = ConnectionsView(self._directory)
+        self.peers = PeersView(self._directory, self.acl, self.events, self, self._meta)
+        self.points = PointsView(self._directory, self.acl, self.events, self)
         self._redials: dict[Point, Any] = {}
         self._greylist_countdown = LoopingCall.withCount(self._age_greylist)
         self._greylist_countdown.clock = reactor
         self.persistence = PeersFile(self, reactor)
         self._checkpoints = LoopingCall(self.save_peers)
         self._checkpoints.clock = reactor
-        self._keepalive = Keepalive(self, config.keepalive_interval) if config.keepalive_interval is not None else None
+        self.keepalive: Optional[Keepalive] = (
+            Keepalive(self._directory, self.events, reactor, config.keepalive_interval) if config.keepalive_interval is not None else None
+        )
         self._stopping_identity = False
         self.listening_port: Optional[IListeningPort] = None
         self._started: Optional[Deferred[None]] = None
@@ -146,8 +166,8 @@ class Pool(MultiService):
         super().startService()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._checkpoints.start(self.config.checkpoint_interval, now=False)
-        if self._keepalive is not None:
-            self._keepalive.start()
+        if self.keepalive is not None:
+            self.keepalive.start()
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._start_failed)
 
@@ -210,7 +230,7 @@ class Pool(MultiService):
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
         await self._listen()
         port = self.config.advertised_port or (self.listening_port.getHost().port if self.listening_port else 0)  # type: ignore[attr-defined]
-        self._handshake_params = HandshakeParams(
+        params = HandshakeParams(
             peer_id=identity.peer_id,
             port=port,
             proof_of_work_stamp=identity.proof_of_work_stamp,
@@ -221,10 +241,11 @@ class Pool(MultiService):
             private_mode=self.config.private_mode,
             metadata=self._connection_metadata,
         )
+        self._handler.configure(self._tls.creator, params)
         self.is_started = True
-        for info in self._points:
+        for info in self._directory.points():
             if info.trusted:
-                self._schedule_redial(info, self._rng.uniform(0, 0.2))
+                self.schedule_redial(info, self._rng.uniform(0, 0.2))
         self.reresolver.start()
         if self.seeds is not None and not self.config.private_mode:
             self.seeds.start()
@@ -238,7 +259,7 @@ class Pool(MultiService):
             # connected to before it restarted (spread, with jitter).
             if not self.config.private_mode:
                 for point in self.persistence.restart_points[: self.config.expected_connections]:
-                    info = self._points.get(point)
+                    info = self._directory.point(point)
                     if info is not None and not info.trusted and not self.acl.banned_addr(point.ip):
                         self._clock.callLater(self._rng.uniform(0, RESTART_DIAL_SPREAD), self._dial_quietly, point)
 
@@ -281,9 +302,17 @@ class Pool(MultiService):
         listen = self.config.listen
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
-        self.listening_port = await endpoint.listen(PeerServerFactory(self._handler, self._tls.creator, self._clock))
+        self.listening_port = await endpoint.listen(self.server_factory())
         host = self.listening_port.getHost()  # type: ignore[union-attr]
         self.events.emit(EventKind.LISTENING, point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
+
+    def server_factory(self) -> PeerServerFactory:
+        """
+        A factory that accepts incoming connections into this pool, as its
+        listening port does (refusing banned and greylisted addresses before
+        TLS); available once the identity is loaded.
+        """
+        return PeerServerFactory(self._handler, self._tls.creator, self._clock)
 
     def stopService(self) -> Deferred[None]:
         self._stopping_identity = True
@@ -296,8 +325,8 @@ class Pool(MultiService):
             self._greylist_countdown.stop()
         if self._checkpoints.running:
             self._checkpoints.stop()
-        if self._keepalive is not None:
-            self._keepalive.stop()
+        if self.keepalive is not None:
+            self.keepalive.stop()
         if self.maintenance is not None:
             self.maintenance.stop()
         if self.seeds is not None:
@@ -342,6 +371,31 @@ class Pool(MultiService):
         return d
 
     # -- queries -----------------------------------------------------------
+
+    @property
+    def directory(self) -> Directory:
+        """
+        The known points and peers, the running connections and our own
+        points; their one owner, whose methods are the transitions.
+        """
+        return self._directory
+
+    @property
+    def connect_handler(self) -> ConnectHandler:
+        """
+        Runs every connection from dial or accept to close (pending
+        handshakes: C{connect_handler.pending_incoming}).
+        """
+        return self._handler
+
+    @property
+    def metadata_config(self) -> Any:
+        """
+        The application's C{IPeerMetadataConfig} (the pool's default one
+        when the application provides none): initial metadata, score, and
+        the peers file encoding.
+        """
+        return self._meta
 
     @property
     def peer_id(self) -> PeerId:
@@ -400,7 +454,7 @@ class Pool(MultiService):
 
         @raise ValueError: C{size} is negative.
         """
-        return self._points.list_known_points(ignore_private, size, self.acl.banned_addr)
+        return self._directory.list_known_points(ignore_private, size, self.acl.banned_addr)
 
     # -- registration ------------------------------------------------------
 
@@ -410,38 +464,39 @@ class Pool(MultiService):
         disconnected untrusted points (C{max_known_points}); a known one
         gets its trusted flag (None leaves it) and expected peer id updated.
         """
-        info = self._points.get(point)
+        info = self._directory.point(point)
         if info is None:
-            removed = self._points.gc(self.now())
+            info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
+            removed = self._directory.add_point(info, self.now())
             if removed:
                 self.events.emit(EventKind.GC_POINTS, removed=len(removed))
-            info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
-            self._points.add(info)
             self.events.emit(EventKind.NEW_POINT, point=str(point))
             if self.maintenance is not None:
                 self.maintenance.news()
         else:
             if trusted is not None:
-                info.trusted = trusted
+                self._directory.set_point_trusted(info, trusted)
             if expected_peer_id is not None:
                 self.set_expected_peer_id(point, expected_peer_id)
         if info.trusted:
-            self._schedule_redial(info)
+            self.schedule_redial(info)
         return info
 
     def unregister_point(self, point: Point) -> None:
         """
         Forget C{point} (a connection to it, if any, goes on).
         """
-        self._points.remove(point)
+        self._directory.remove_point(point)
 
-    def register_new_point(self, point: Point, trusted: Optional[bool] = None) -> Optional[PointInfo]:
+    def register_new_point(
+        self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None
+    ) -> Optional[PointInfo]:
         """
         Like L{register_point}, but None for one of our own points.
         """
-        if point in self._my_points:
+        if self._directory.is_own_point(point):
             return None
-        return self.register_point(point, trusted)
+        return self.register_point(point, trusted, expected_peer_id)
 
     def register_list_of_new_points(
         self, points: Iterable[Point], medium: str, source: str, trusted: Optional[bool] = None
@@ -460,13 +515,12 @@ class Pool(MultiService):
         Know C{peer_id}; a new peer may first make room by forgetting the
         lowest-scored disconnected untrusted peers (C{max_known_peer_ids}).
         """
-        info = self._peers.get(peer_id)
+        info = self._directory.peer(peer_id)
         if info is None:
-            removed = self._peers.gc(lambda i: self.score(i.metadata))
+            info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
+            removed = self._directory.add_peer(info, lambda i: self.score(i.metadata))
             if removed:
                 self.events.emit(EventKind.GC_PEER_IDS, removed=len(removed))
-            info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
-            self._peers.add(info)
             self.events.emit(EventKind.NEW_PEER, peer_id=str(peer_id))
             if self.maintenance is not None:
                 self.maintenance.news()
@@ -476,27 +530,23 @@ class Pool(MultiService):
         """
         Remember C{point} as ourselves, and forget it as a known point.
         """
-        self._my_points[point] = None
-        self._my_points.move_to_end(point)
-        while len(self._my_points) > MY_POINTS_SIZE:
-            self._my_points.popitem(last=False)
-        self._points.remove(point)
+        self._directory.add_own_point(point)
 
     def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> None:
         """
         Expect C{peer_id} at C{point}: a connection there with another
         peer greylists the address, and a running one is closed.
         """
-        info = self._points.get(point)
+        info = self._directory.point(point)
         if info is None:
             return
-        info.expected_peer_id = peer_id
+        self._directory.set_expected_peer_id(info, peer_id)
         current = info.current_peer_id
         if current is None or current == peer_id:
             return
         if info.state is PointState.RUNNING:
             self.greylist_addr(point.ip)
-            conn = self._connections.get(current)
+            conn = self._connection(current)
             if conn is not None:
                 conn.disconnect(DisconnectReason.UNEXPECTED_PEER_ID)
         elif info.state is PointState.ACCEPTED:
@@ -518,8 +568,8 @@ class Pool(MultiService):
         only one that is connected.
         """
         self.acl.peer_greylist.add(peer_id)
-        conn = self._connections.get(peer_id)
-        info = self._peers.get(peer_id)
+        conn = self._connection(peer_id)
+        info = self._directory.peer(peer_id)
         if conn is not None:
             self.greylist_addr(conn.remote_ip)
         elif info is not None and info.last_seen is not None:
@@ -559,7 +609,7 @@ class Pool(MultiService):
             L{UnknownPeer} when the peer is not connected, or
             L{InvalidMessageSize}.
         """
-        conn = self._connections.get(peer_id)
+        conn = self._connection(peer_id)
         if conn is None:
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         try:
@@ -608,10 +658,21 @@ class Pool(MultiService):
             return fail(MaintenanceDisabled("maintenance is disabled (maintenance_idle_time = false)"))
         return self.maintenance.maintain()
 
-    def _schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
+    def request_seeds(self) -> None:
+        """
+        Fetch the bootstrap URLs whose back-off allows it now (nothing
+        when none are configured); maintenance asks when it has no point
+        left to dial.
+        """
+        if self.seeds is not None:
+            self.seeds.request()
+
+    def schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
         """
         Keep a trusted point connected: dial it again once its back-off
-        allows.
+        allows (after C{delay} seconds if given). Nothing happens for an
+        untrusted or connected point, before the pool has started, or when
+        a redial is already scheduled.
         """
         if not self.is_started or not info.trusted or info.point in self._redials:
             return
@@ -623,7 +684,7 @@ class Pool(MultiService):
 
     def _redial(self, point: Point) -> None:
         del self._redials[point]
-        info = self._points.get(point)
+        info = self._directory.point(point)
         if info is None or not info.trusted or info.state is not PointState.DISCONNECTED:
             return
         self._dial_quietly(point)
@@ -633,6 +694,3 @@ class Pool(MultiService):
         Dial C{point}; the outcome is reported as pool events.
         """
         self.connect(point).addErrback(lambda f: f.trap(P2PError))
-
-    def _point_disconnected(self, info: PointInfo) -> None:
-        self._schedule_redial(info)

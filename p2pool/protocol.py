@@ -7,7 +7,7 @@ and the factories that build it for dialing and accepting.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol as TypingProtocol
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
@@ -18,16 +18,45 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.addressing import PeerId, Point, normalise_ip
-from p2pool.errors import DecodingError, InvalidAuth, P2PError, PeerConnectionClosed
-from p2pool.handshake import Handshake
+from p2pool.connection import Connection
+from p2pool.errors import PeerConnectionClosed, DecodingError, InvalidAuth, P2PError
+from p2pool.handshake import Handshake, RemoteInfo
 from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.wire import HANDSHAKE_MAX_BODY, FrameDecoder
 
-if TYPE_CHECKING:
-    from p2pool.connection import Connection
-    from p2pool.connect_handler import ConnectHandler
+__all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
-__all__ = ["PeerClientFactory", "PeerProtocol", "PeerServerFactory"]
+
+class PeerHandler(TypingProtocol):
+    """
+    What a L{PeerProtocol} reports to and asks of: the pool's connect
+    handler (L{p2pool.connect_handler.ConnectHandler}).
+    """
+
+    def admit_incoming(self, addr: IAddress) -> bool:
+        """
+        Whether to start a TLS handshake with an incoming connection.
+        """
+
+    def handshake_for(self, protocol: PeerProtocol) -> Handshake:
+        """
+        The handshake of a connection whose TCP link is up.
+        """
+
+    def established(self, protocol: PeerProtocol, remote: RemoteInfo) -> Connection:
+        """
+        Both sides acknowledged: the running connection.
+        """
+
+    def control_received(self, conn: Connection, kind: int, body: bytes) -> None:
+        """
+        A control frame arrived on a running connection.
+        """
+
+    def connection_lost(self, protocol: PeerProtocol, error: P2PError) -> None:
+        """
+        The connection closed, established or not.
+        """
 
 
 def _ignore_message(body: bytes) -> None:
@@ -55,7 +84,7 @@ class PeerProtocol(Protocol):
 
     def __init__(
         self,
-        handler: ConnectHandler,
+        handler: PeerHandler,
         incoming: bool,
         dialed_point: Optional[Point] = None,
         expected_peer_id: Optional[PeerId] = None,
@@ -167,7 +196,7 @@ class _IncomingProtocolFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: ConnectHandler) -> None:
+    def __init__(self, handler: PeerHandler) -> None:
         self.handler = handler
 
     def buildProtocol(self, addr: IAddress) -> PeerProtocol:
@@ -182,7 +211,7 @@ class PeerServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: ConnectHandler, creator: PeerConnectionCreator, clock: Optional[IReactorTime] = None) -> None:
+    def __init__(self, handler: PeerHandler, creator: PeerConnectionCreator, clock: Optional[IReactorTime] = None) -> None:
         self.handler = handler
         self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler), clock=clock)
         self._tls.noisy = False
@@ -200,7 +229,7 @@ class PeerClientFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: ConnectHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
+    def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
         self.protocol_instance = PeerProtocol(handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id)
 
     def buildProtocol(self, addr: IAddress) -> PeerProtocol:

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, Point, PointSpec
 from p2pool.events import EventKind
+from p2pool.contracts import ResolverPool
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 
@@ -61,24 +62,24 @@ class Reresolver:
 
     def __init__(
         self,
-        pool: Any,
+        pool: ResolverPool,
         specs: Sequence[tuple[PointSpec, bool]],
         *,
-        resolve: Optional[Callable[[str], Any]] = None,
-        clock: Optional[IReactorTime] = None,
+        resolve: Callable[[str], Any],
+        clock: IReactorTime,
         rng: Optional[random.Random] = None,
     ) -> None:
         """
-        @param pool: the L{p2pool.pool.Pool} to register new addresses with.
+        @param pool: the pool to register new addresses with.
         @param specs: configured points and whether each is trusted; those
             given by IP address are ignored.
-        @param resolve: host name to IP address (a Deferred or a value);
-            the pool reactor's C{resolve} by default.
-        @param clock: paces re-resolution; the pool's by default.
+        @param resolve: host name to IP address (a Deferred or a value),
+            e.g. the reactor's C{resolve}.
+        @param clock: paces re-resolution.
         """
         self._pool = pool
-        self._resolve = resolve if resolve is not None else pool._reactor.resolve
-        self._clock: IReactorTime = clock if clock is not None else pool._clock
+        self._resolve = resolve
+        self._clock = clock
         self._rng = rng or random.Random()
         self.named = [_Named(spec, trusted) for spec, trusted in specs if spec.point is None]
         self._running = False
@@ -149,7 +150,7 @@ class Reresolver:
         entry.delay = RERESOLVE_INITIAL
         if entry.trusted and not any(e.trusted and e.current == old for e in self.named if e is not entry):
             configured = {s.point for s in pool.config.trusted_points if s.point is not None}
-            if old not in configured and pool._points.get(old) is not None:
+            if old not in configured and pool.points.info(old) is not None:
                 pool.register_point(old, trusted=False)
         pool.events.emit(EventKind.POINT_ADDRESS_CHANGED, spec=str(entry.spec), old=str(old), new=str(point))
         self._log.info("configured point {spec} moved from {old} to {new}", spec=str(entry.spec), old=str(old), new=str(point))

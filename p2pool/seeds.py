@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.events import EventKind
+from p2pool.contracts import SeedPool
 
 __all__ = [
     "MAX_BODY",
@@ -276,10 +277,11 @@ class SeedFetcher:
 
     def __init__(
         self,
-        pool: Any,
+        pool: SeedPool,
         urls: Sequence[str],
         ca_file: Optional[str] = None,
         *,
+        reactor: Any = None,
         http_client: Any = None,
         clock: Optional[IReactorTime] = None,
         rng: Optional[random.Random] = None,
@@ -289,22 +291,29 @@ class SeedFetcher:
         resolve: Any = None,
     ) -> None:
         """
-        @param pool: the L{p2pool.pool.Pool} to register points with.
+        @param pool: the pool to register points with.
         @param urls: the https:// URLs.
         @param ca_file: a PEM CA bundle replacing the system trust store.
+        @param reactor: makes the HTTPS connections; the global reactor by
+            default.
         @param http_client: a treq C{HTTPClient} to use instead of the
             verified one built here (tests).
-        @param clock: times out fetches and paces back-off; the pool's.
+        @param clock: times out fetches and paces back-off; the reactor
+            by default.
         @param host_addresses: host name to IP, bypassing DNS for the TCP
             connection only; the certificate is still checked against the
             host name (tests).
-        @param resolve: host name to IP (a Deferred); the pool reactor's
+        @param resolve: host name to IP (a Deferred); the reactor's
             C{resolve} by default. Used for DNS names in seed documents.
         """
         self._pool = pool
         self.urls = tuple(urls)
-        self._reactor = pool._reactor
-        self._clock: IReactorTime = clock if clock is not None else pool._clock
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
         self._rng = rng or random.Random()
         self._timeout = timeout
         self._max_body = max_body
@@ -331,6 +340,12 @@ class SeedFetcher:
             agent = Agent.usingEndpointFactory(self._reactor, factory)
             self._client = HTTPClient(agent)
         return self._client
+
+    def fetching(self) -> list[str]:
+        """
+        The URLs being fetched now.
+        """
+        return list(self._running)
 
     def start(self) -> Deferred[Any]:
         """
@@ -439,8 +454,8 @@ class SeedFetcher:
         pool = self._pool
         pool.register_list_of_new_points([p for p, _ in resolved], medium="seed", source=url)
         for point, peer_id in resolved:
-            if peer_id is not None and point not in pool._my_points:
-                pool.register_point(point, expected_peer_id=peer_id)
+            if peer_id is not None:
+                pool.register_new_point(point, expected_peer_id=peer_id)
         pool.events.emit(EventKind.SEED_FETCHED, url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems))
         self._log.info("bootstrap URL {url}: {points} points", url=url, points=len(resolved))
         return len(resolved)

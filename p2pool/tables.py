@@ -12,6 +12,7 @@ import random
 from typing import Callable, Generic, Hashable, Iterable, Iterator, Optional, TypeVar
 
 from p2pool.addressing import PeerId, Point
+from p2pool.config import ReconnectionConfig
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
@@ -78,8 +79,11 @@ class PointTable:
     Besides the mapping, it keeps the orders C{list_known_points} needs, so
     that no call sorts or scans the whole table: the points not
     disconnected, the disconnected points in order of C{last_seen}, the
-    never-seen ones, and indexable sets for random choices. The pool calls
-    L{changed} after every change of a point's state or flags.
+    never-seen ones, and indexable sets for random choices. A point in the
+    table changes state or C{known_public} only through the transitions
+    below (L{set_requested}, L{set_accepted}, L{set_running},
+    L{set_disconnected}, L{set_known_public}), each of which keeps these
+    orders right.
     """
 
     def __init__(self, limits: Optional[tuple[int, int]], rng: random.Random) -> None:
@@ -113,7 +117,7 @@ class PointTable:
     def add(self, info: PointInfo) -> None:
         self._points[info.point] = info
         self._all.add(info.point)
-        self.changed(info)
+        self._reindex(info)
 
     def remove(self, point: Point) -> Optional[PointInfo]:
         info = self._points.pop(point, None)
@@ -125,12 +129,72 @@ class PointTable:
             self._unseen.pop(point, None)
         return info
 
-    def changed(self, info: PointInfo) -> None:
+    # -- transitions: each changes a point and keeps the orders right --------
+
+    def set_requested(self, info: PointInfo, now: float) -> None:
+        """
+        We dial C{info}'s point (see L{PointInfo.set_requested}).
+        """
+        info.set_requested(now)
+        self._reindex(info)
+
+    def set_accepted(self, info: PointInfo, peer_id: PeerId, now: float) -> None:
+        """
+        A handshake with C{peer_id} at C{info}'s point was accepted.
+        """
+        info.set_accepted(peer_id, now)
+        self._reindex(info)
+
+    def set_running(self, info: PointInfo, peer_id: PeerId, now: float) -> None:
+        """
+        The connection to C{peer_id} at C{info}'s point runs.
+        """
+        info.set_running(peer_id, now)
+        self._reindex(info)
+
+    def set_disconnected(
+        self, info: PointInfo, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False
+    ) -> None:
+        """
+        C{info}'s point is back to Disconnected (see
+        L{PointInfo.set_disconnected}).
+        """
+        info.set_disconnected(now, policy, rng, requested)
+        self._reindex(info)
+
+    def set_known_public(self, info: PointInfo, known_public: bool) -> None:
+        """
+        Whether C{info}'s point is known to be a public node (only public
+        points are advertised to others).
+        """
+        info.known_public = known_public
+        self._reindex(info)
+
+    def index_errors(self) -> list[str]:
+        """
+        Where the orders disagree with the points (empty when they agree);
+        for tests and debugging, it scans the whole table.
+        """
+        errors = []
+        if len(self._all) != len(self._points):
+            errors.append(f"{len(self._all)} points indexed, {len(self._points)} known")
+        for point, info in self._points.items():
+            if (point in self._active) != (info.state is not PointState.DISCONNECTED):
+                errors.append(f"{point}: active index wrong for state {info.state.value}")
+            if (point in self._public) != info.known_public:
+                errors.append(f"{point}: public index wrong (known_public={info.known_public})")
+            if (point in self._unseen) != (info.last_seen is None):
+                errors.append(f"{point}: unseen index wrong (last_seen={info.last_seen})")
+            if info.last_seen is not None and self._seen.get(point) != info.last_seen:
+                errors.append(f"{point}: seen index has {self._seen.get(point)}, not {info.last_seen}")
+        return errors
+
+    def _reindex(self, info: PointInfo) -> None:
         """
         Update the orders after C{info} changed.
         """
         point = info.point
-        if point not in self._points:
+        if self._points.get(point) is not info:
             return
         if info.known_public:
             self._public.add(point)

@@ -181,7 +181,7 @@ class Options(usage.Options):
 
     opt_bootstrap_url.__doc__ = _help(_KEYS_BY_FLAG["bootstrap-url"])
 
-    def _overrides(self) -> dict[str, Any]:
+    def overrides(self) -> dict[str, Any]:
         """
         The configuration values given as flags, parsed and checked, by
         dotted key.
@@ -214,7 +214,7 @@ class Options(usage.Options):
         """
         config_path: Optional[str] = self["config"]
         try:
-            self.config = load_config(config_path, self._overrides())
+            self.config = load_config(config_path, self.overrides())
         except (ConfigError, AddressError) as e:
             raise usage.UsageError(str(e)) from e
         if self["dump-config"]:
@@ -230,7 +230,7 @@ def effective_config(options: Options) -> str:
     sources = ["the built-in defaults"]
     if options["config"] is not None:
         sources.append(os.path.abspath(options["config"]))
-    if options._overrides():
+    if options.overrides():
         sources.append("the command line")
     header = f"p2pool {__version__}: the effective configuration: " + ", then ".join(sources) + "."
     if options.config.admin.token:

@@ -173,21 +173,21 @@ class _DelayedCall:
         self.cancelled = True
         self.args = ()
         self.kw = {}
-        self._clock._forget(self)
+        self._clock.call_cancelled(self)
 
     def delay(self, secondsLater: float) -> None:
         """
         Run the call C{secondsLater} seconds later than planned.
         """
         self._check_active()
-        self._clock._reschedule(self, self.time_ns + _nanoseconds(secondsLater))
+        self._clock.reschedule(self, self.time_ns + _nanoseconds(secondsLater))
 
     def reset(self, secondsFromNow: float) -> None:
         """
         Run the call C{secondsFromNow} seconds from now instead.
         """
         self._check_active()
-        self._clock._reschedule(self, self._clock._ns + _nanoseconds(secondsFromNow))
+        self._clock.reschedule(self, self._clock.now_ns + _nanoseconds(secondsFromNow))
 
     def active(self) -> bool:
         """
@@ -281,6 +281,14 @@ class SimulatedClock:
         """
         return self._active
 
+    def heap_size(self) -> int:
+        """
+        How many entries the call heap holds, cancelled and rescheduled
+        ones included; compaction keeps it within about twice L{pending}
+        once it is large.
+        """
+        return len(self._heap)
+
     def next_call_time(self) -> Optional[float]:
         """
         When the next call is due, or None when none is pending.
@@ -360,17 +368,31 @@ class SimulatedClock:
                 return False
             self._advance_to(self._ns + min(step_ns, remaining))
 
-    # bookkeeping for _DelayedCall
+    # bookkeeping for the delayed calls (called by _DelayedCall)
+
+    @property
+    def now_ns(self) -> int:
+        """
+        The current simulated time, in whole nanoseconds.
+        """
+        return self._ns
 
     @staticmethod
     def _is_live(time: int, seq: int, call: _DelayedCall) -> bool:
         return call.seq == seq and not (call.cancelled or call.called)
 
-    def _forget(self, call: _DelayedCall) -> None:
+    def call_cancelled(self, call: _DelayedCall) -> None:
+        """
+        C{call}, one of this clock's, was cancelled: it no longer counts as
+        pending (its heap entry is dropped later).
+        """
         self._active -= 1
         self._maybe_compact()
 
-    def _reschedule(self, call: _DelayedCall, time: int) -> None:
+    def reschedule(self, call: _DelayedCall, time: int) -> None:
+        """
+        Run C{call}, one of this clock's, at C{time} (nanoseconds) instead.
+        """
         self._seq += 1
         call.time_ns = time
         call.seq = self._seq
@@ -417,7 +439,7 @@ class MemoryPort:
         """
         if self.listening:
             return
-        self.reactor.network._bind(self)
+        self.reactor.network.bind(self)
         self.listening = True
         self.factory.doStart()
 
@@ -428,7 +450,7 @@ class MemoryPort:
         """
         if self.listening:
             self.listening = False
-            self.reactor.network._unbind(self)
+            self.reactor.network.unbind(self)
             self.factory.doStop()
         return succeed(None)
 
@@ -470,7 +492,8 @@ class MemoryConnector:
         self.state = "disconnected"
         self.transport: Optional[MemoryTransport] = None
         self._factory_started = False
-        self._latency = reactor.network.latency
+        #: The latency of the link this attempt makes (drawn per attempt).
+        self.latency = reactor.network.latency
         self._attempt_call: Optional[IDelayedCall] = None
         self._timeout_call: Optional[IDelayedCall] = None
 
@@ -487,9 +510,9 @@ class MemoryConnector:
         network = self.reactor.network
         clock = network.clock
         if self.timeout is not None:
-            self._timeout_call = clock.callLater(self.timeout, self._fail, Failure(TimeoutError()))
-        self._latency = network._link_latency()
-        self._attempt_call = clock.callLater(self._latency, self._attempt)
+            self._timeout_call = clock.callLater(self.timeout, self.fail, Failure(TimeoutError()))
+        self.latency = network.link_latency()
+        self._attempt_call = clock.callLater(self.latency, self._attempt)
         self.factory.startedConnecting(self)
 
     def stopConnecting(self) -> None:
@@ -501,7 +524,7 @@ class MemoryConnector:
         """
         if self.state != "connecting":
             raise NotConnectingError("we're not trying to connect")
-        self._fail(Failure(UserError()))
+        self.fail(Failure(UserError()))
 
     def disconnect(self) -> None:
         """
@@ -520,9 +543,14 @@ class MemoryConnector:
             if call is not None and call.active():
                 call.cancel()
         self._attempt_call = self._timeout_call = None
-        self.reactor.network._dropped.pop(id(self), None)
+        self.reactor.network.forget_attempt(self)
 
-    def _fail(self, reason: Failure) -> None:
+    def fail(self, reason: Failure) -> None:
+        """
+        The attempt failed because of C{reason} (refused, timed out, no
+        such name): the factory's C{clientConnectionFailed} is told.
+        Nothing happens unless connecting.
+        """
         if self.state != "connecting":
             return
         self._cancel_calls()
@@ -539,15 +567,31 @@ class MemoryConnector:
         self._attempt_call = None
         if self.state != "connecting":
             return
-        self.reactor.network._arrive(self)
+        self.reactor.network.arrive(self)
 
-    def _connected(self, transport: MemoryTransport, server_address: Address) -> Optional[IProtocol]:
+    def answer_again(self) -> None:
+        """
+        An attempt left unanswered (by a dropping partition) reaches its
+        destination after the latency, unless it is over.
+        """
+        if self.state == "connecting" and self._attempt_call is None:
+            self._attempt_call = self.reactor.network.clock.callLater(self.latency, self._attempt)
+
+    def connected(self, transport: MemoryTransport, server_address: Address) -> Optional[IProtocol]:
+        """
+        The attempt reached a listener: C{transport} is this side of the
+        new connection; the factory builds the protocol (None refuses).
+        """
         self._cancel_calls()
         self.state = "connected"
         self.transport = transport
         return self.factory.buildProtocol(server_address)  # type: ignore[no-any-return]
 
-    def _connection_lost(self, reason: Failure) -> None:
+    def connection_lost(self, reason: Failure) -> None:
+        """
+        The connection made by this connector closed: the factory's
+        C{clientConnectionLost} is told.
+        """
         self.state = "disconnected"
         self.transport = None
         self.factory.clientConnectionLost(self, reason)
@@ -587,8 +631,8 @@ class _Link:
             return
         self._shut()
         done = Failure(ConnectionDone())
-        initiator._lost(done)
-        initiator.peer._lost(done)
+        initiator.report_lost(done)
+        initiator.peer.report_lost(done)
 
     def abort(self, initiator: Optional[MemoryTransport], reason: Optional[Failure] = None) -> None:
         """
@@ -612,19 +656,14 @@ class _Link:
 
     @staticmethod
     def _report(first: MemoryTransport, first_reason: Failure, second: MemoryTransport, second_reason: Failure) -> None:
-        first._lost(first_reason)
-        second._lost(second_reason)
+        first.report_lost(first_reason)
+        second.report_lost(second_reason)
 
     def _shut(self) -> None:
         self.closed = True
-        self.network._links.pop(self.serial, None)
+        self.network.link_closed(self)
         for side in (self.client, self.server):
-            side.disconnecting = True
-            side._outgoing.clear()
-            if side._delivery is not None:
-                if side._delivery.active():
-                    side._delivery.cancel()
-                side._delivery = None
+            side.drop_in_flight()
 
 
 @implementer(ITCPTransport, IConsumer, IPushProducer)
@@ -669,7 +708,10 @@ class MemoryTransport:
         self._no_delay = False
         self._keep_alive = False
 
-    def _start(self, protocol: IProtocol) -> None:
+    def start(self, protocol: IProtocol) -> None:
+        """
+        Connect C{protocol} to this end of the new connection.
+        """
         self.protocol = protocol
         self.connected = True
         protocol.makeConnection(self)
@@ -808,7 +850,7 @@ class MemoryTransport:
             outgoing = self._outgoing
             data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
             self._outgoing = []
-            self.peer._receive(data)
+            self.peer.receive(data)
             if link.closed:
                 return
             if self.producer is not None and not self.streaming:
@@ -820,13 +862,19 @@ class MemoryTransport:
             self._write_closed = True
             if IHalfCloseableProtocol.providedBy(self.protocol):
                 self._guarded(self.protocol.writeConnectionLost)  # type: ignore[attr-defined]
-            self.peer._eof()
+            self.peer.receive_eof()
             if link.closed:
                 return
         if self.disconnecting:
             link.finish(self)
 
-    def _receive(self, data: bytes) -> None:
+    # called by the other end and by the link
+
+    def receive(self, data: bytes) -> None:
+        """
+        Bytes from the other end: to the protocol now, or held while this
+        side is paused.
+        """
         if self._paused or self._held:
             self._held.append(data)
             return
@@ -839,7 +887,7 @@ class MemoryTransport:
             self.bytes_received += len(data)
             self._guarded(self.protocol.dataReceived, data)
 
-    def _eof(self) -> None:
+    def receive_eof(self) -> None:
         """
         The other side shut its write side.
         """
@@ -863,7 +911,23 @@ class MemoryTransport:
             _log.failure("Unhandled error in protocol {protocol!r}", failure, protocol=self.protocol)
             self._link.abort(self, failure)
 
-    def _lost(self, reason: Failure) -> None:
+    def drop_in_flight(self) -> None:
+        """
+        The link is closed: drop what this side has written and not yet
+        delivered.
+        """
+        self.disconnecting = True
+        self._outgoing.clear()
+        if self._delivery is not None:
+            if self._delivery.active():
+                self._delivery.cancel()
+            self._delivery = None
+
+    def report_lost(self, reason: Failure) -> None:
+        """
+        The connection is gone: tell the producer, the protocol and the
+        connector, once.
+        """
         if self.disconnected:
             return
         self.connected = False
@@ -881,7 +945,7 @@ class MemoryTransport:
         except Exception:
             _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=self.protocol)
         if self.connector is not None:
-            self.connector._connection_lost(reason)
+            self.connector.connection_lost(reason)
 
     def __repr__(self) -> str:
         return f"<MemoryTransport {self._host.host}:{self._host.port} -> {self._peer_address.host}:{self._peer_address.port}>"
@@ -938,7 +1002,7 @@ class NodeReactor:
     # IReactorTime
 
     def seconds(self) -> float:
-        return self._clock._now
+        return self._clock.seconds()
 
     def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
         return self._clock.callLater(delay, callable, *args, **kw)
@@ -958,7 +1022,7 @@ class NodeReactor:
         """
         ip = self._local_ip(interface, port, for_listen=True)
         if port == 0:
-            port = self.network._ephemeral_port(ip)
+            port = self.network.ephemeral_port(ip)
         listening = MemoryPort(self, ip, port, factory, backlog)
         listening.startListening()
         return listening
@@ -993,7 +1057,7 @@ class NodeReactor:
         @return: a fired Deferred; failed with C{DNSLookupError} for an
             unknown name.
         """
-        ip = self.network._lookup(name)
+        ip = self.network.lookup(name)
         if ip is None:
             return fail(DNSLookupError(name))
         return succeed(ip)
@@ -1311,7 +1375,7 @@ class MemoryNetwork:
         cut = _Cut(a, b, drop)
         self._cuts.append(cut)
         for link in list(self._links.values()):
-            if cut.separates(link.client._host.host, link.server._host.host):
+            if cut.separates(link.client.getHost().host, link.server.getHost().host):
                 link.abort(None)
 
     def heal(self) -> None:
@@ -1323,8 +1387,14 @@ class MemoryNetwork:
         dropped = list(self._dropped.values())
         self._dropped.clear()
         for connector in dropped:
-            if connector.state == "connecting" and connector._attempt_call is None:
-                connector._attempt_call = self.clock.callLater(connector._latency, connector._attempt)
+            connector.answer_again()
+
+    @property
+    def link_count(self) -> int:
+        """
+        How many simulated connections are open.
+        """
+        return len(self._links)
 
     def is_cut(self, ip_a: str, ip_b: str) -> bool:
         """
@@ -1371,7 +1441,14 @@ class MemoryNetwork:
     def _name_key(name: str) -> str:
         return name.lower().rstrip(".")
 
-    def _lookup(self, name: str) -> Optional[str]:
+    # wiring of the simulated pieces (called by ports, connectors, links
+    # and node reactors)
+
+    def lookup(self, name: str) -> Optional[str]:
+        """
+        The address of C{name}: an IP address is its own; other names
+        come from L{add_name}; None when unknown.
+        """
         try:
             return normalise_ip(name)
         except AddressError:
@@ -1385,7 +1462,12 @@ class MemoryNetwork:
             base = self._own_data_dir
         return os.path.join(base, ip.replace(":", "_"))
 
-    def _ephemeral_port(self, ip: str) -> int:
+    def ephemeral_port(self, ip: str) -> int:
+        """
+        A free port at C{ip}, from the dynamic range.
+
+        @raise CannotListenError: none is left.
+        """
         low, high = EPHEMERAL_PORTS
         port = self._next_port.get(ip, low)
         for _ in range(high - low + 1):
@@ -1396,17 +1478,28 @@ class MemoryNetwork:
                 return candidate
         raise CannotListenError(ip, 0, OSError(errno.EADDRINUSE, "no free port left"))
 
-    def _bind(self, port: MemoryPort) -> None:
+    def bind(self, port: MemoryPort) -> None:
+        """
+        C{port} listens at its address.
+
+        @raise CannotListenError: the address is taken.
+        """
         key = (port.ip, port.port)
         if key in self._listeners:
             raise CannotListenError(port.ip, port.port, OSError(errno.EADDRINUSE, "address already in use"))
         self._listeners[key] = port
 
-    def _unbind(self, port: MemoryPort) -> None:
+    def unbind(self, port: MemoryPort) -> None:
+        """
+        C{port} no longer listens.
+        """
         if self._listeners.get((port.ip, port.port)) is port:
             del self._listeners[(port.ip, port.port)]
 
-    def _link_latency(self) -> float:
+    def link_latency(self) -> float:
+        """
+        The latency of a new link: L{latency}, jittered by L{jitter}.
+        """
         if self.jitter:
             return self.latency * (1.0 + self.jitter * (2.0 * self.random.random() - 1.0))
         return self.latency
@@ -1419,20 +1512,33 @@ class MemoryNetwork:
 
     # internals: connecting
 
-    def _arrive(self, connector: MemoryConnector) -> None:
+    def forget_attempt(self, connector: MemoryConnector) -> None:
+        """
+        C{connector}'s attempt is over: it no longer waits for a partition
+        to heal.
+        """
+        self._dropped.pop(id(connector), None)
+
+    def link_closed(self, link: _Link) -> None:
+        """
+        C{link} has closed.
+        """
+        self._links.pop(link.serial, None)
+
+    def arrive(self, connector: MemoryConnector) -> None:
         """
         A connection attempt reaches its destination: connect, refuse, or
         (across a dropping partition) let it hang.
         """
         source = connector.reactor
-        dest_ip = self._lookup(connector.host)
+        dest_ip = self.lookup(connector.host)
         if dest_ip is None:
-            connector._fail(Failure(DNSLookupError(connector.host)))
+            connector.fail(Failure(DNSLookupError(connector.host)))
             return
         bind = connector.bind_ip
-        client_ip = source.ip if bind in _ANY_ADDRESS else self._lookup(bind)
+        client_ip = source.ip if bind in _ANY_ADDRESS else self.lookup(bind)
         if client_ip != source.ip:
-            connector._fail(Failure(ConnectBindError(errno.EADDRNOTAVAIL, f"{bind} is not this host's address ({source.ip})")))
+            connector.fail(Failure(ConnectBindError(errno.EADDRNOTAVAIL, f"{bind} is not this host's address ({source.ip})")))
             return
         cut = self._cut_between(client_ip, dest_ip)
         if cut is not None and cut.drop:
@@ -1440,11 +1546,11 @@ class MemoryNetwork:
             return
         listener = self._listeners.get((dest_ip, connector.port))
         if listener is None or cut is not None:
-            connector._fail(Failure(ConnectionRefusedError()))
+            connector.fail(Failure(ConnectionRefusedError()))
             return
         self._link_serial += 1
-        link = _Link(self, self._link_serial, connector._latency)
-        client_address = _address(client_ip, self._ephemeral_port(client_ip))
+        link = _Link(self, self._link_serial, connector.latency)
+        client_address = _address(client_ip, self.ephemeral_port(client_ip))
         server_address = _address(dest_ip, connector.port)
         client = MemoryTransport(link, client_address, server_address, connector)
         server = MemoryTransport(link, server_address, client_address)
@@ -1453,17 +1559,12 @@ class MemoryNetwork:
         self._links[link.serial] = link
         self.connections_made += 1
         server_protocol = listener.factory.buildProtocol(client_address)
-        client_protocol = connector._connected(client, server_address)
-        if server_protocol is not None:
-            _adopt_clock(server_protocol, listener.reactor)
-            server._start(server_protocol)
-        else:
-            server._start(Protocol())
+        client_protocol = connector.connected(client, server_address)
+        server.start(server_protocol if server_protocol is not None else Protocol())
         if client_protocol is not None:
-            _adopt_clock(client_protocol, source)
-            client._start(client_protocol)
+            client.start(client_protocol)
         else:
-            client._start(Protocol())
+            client.start(Protocol())
             client.loseConnection()
         if server_protocol is None:
             server.loseConnection()
@@ -1480,29 +1581,4 @@ class MemoryNetwork:
 
     def __repr__(self) -> str:
         return f"<MemoryNetwork seed={self.seed} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
-
-
-def _adopt_clock(protocol: Any, clock: IReactorTime) -> None:
-    """
-    Make the TLS layers in C{protocol}'s wrapper chain schedule on C{clock}.
-
-    Twisted's C{TLSMemoryBIOFactory} batches small writes with C{callLater(0)}
-    on the clock it was given, the global reactor when given none. The pool
-    gives its own TLS layers its reactor (C{clock=} when it dials and when it
-    accepts), here the host's L{NodeReactor}: those are left as they are. A
-    TLS layer made without a clock (by C{wrapClientTLS} or
-    C{TLSMemoryBIOFactory} called without C{clock=}) would batch on the
-    global reactor, outside simulated time; its batching is moved onto
-    C{clock} here, before any byte is written.
-    """
-    for _ in range(8):
-        if protocol is None:
-            return
-        aggregator = getattr(protocol, "_aggregator", None)
-        if aggregator is not None and not isinstance(getattr(aggregator, "_clock", clock), (NodeReactor, SimulatedClock)):
-            aggregator._clock = clock
-            factory = getattr(protocol, "factory", None)
-            if factory is not None and not isinstance(getattr(factory, "_clock", clock), (NodeReactor, SimulatedClock)):
-                factory._clock = clock
-        protocol = getattr(protocol, "wrappedProtocol", None) or getattr(protocol, "_wrappedProtocol", None)
 

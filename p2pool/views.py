@@ -7,17 +7,17 @@ submodules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
-from p2pool.acl import canonical_entry, entry_contains
+from p2pool.acl import ACL, canonical_entry, entry_contains
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
+from p2pool.contracts import PeerRegistry, PointRegistry
+from p2pool.directory import Directory
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
+from p2pool.events import EventLog
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
-
-if TYPE_CHECKING:
-    from p2pool.pool import Pool
 
 __all__ = ["ConnectionsView", "PeersView", "PointsView"]
 
@@ -29,20 +29,22 @@ class ConnectionsView:
     The running connections (Tezos C{P2p_pool.Connection}).
     """
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+        self._connections = directory.connections
+        self._connection = directory.connection
 
     def list(self) -> list[Connection]:
         """
         The running connections.
         """
-        return list(self._pool._connections.values())
+        return list(self._connections.values())
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._pool._connections)
+        return len(self._connections)
 
     def iter(self, f: Callable[[Connection], object]) -> None:
         for conn in self.list():
@@ -58,56 +60,34 @@ class ConnectionsView:
         """
         The running connection to C{peer_id}, if any.
         """
-        return self._pool._connections.get(peer_id)
+        return self._connection(peer_id)
 
     def find_by_point(self, point: Point) -> Optional[Connection]:
         """
         The running connection at C{point}, if any.
         """
-        info = self._pool._points.get(point)
-        if info is None or info.state is not PointState.RUNNING or info.current_peer_id is None:
-            return None
-        return self._pool._connections.get(info.current_peer_id)
-
-    def _candidates(self, different_than: Optional[Connection], no_private: bool) -> list[Connection]:
-        return [
-            c
-            for c in self._pool._connections.values()
-            if c is not different_than and not (no_private and c.private)
-        ]
+        return self._directory.connection_at(point)
 
     def random_connection(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[Connection]:
         """
         A running connection chosen uniformly, possibly excluding one and
         private peers.
         """
-        candidates = self._candidates(different_than, no_private)
-        return self._pool._rng.choice(candidates) if candidates else None
+        return self._directory.random_connection(different_than, no_private)
 
     def random_addr(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[tuple[Point, PeerId]]:
         """
         The point and peer id of a random running connection whose peer
         listens (has a known point).
         """
-        candidates = [c for c in self._candidates(different_than, no_private) if c.point is not None and c.point.port]
-        if not candidates:
-            return None
-        conn = self._pool._rng.choice(candidates)
-        assert conn.point is not None
-        return conn.point, conn.peer_id
+        return self._directory.random_addr(different_than, no_private)
 
     def propose_swap_request(self) -> Optional[tuple[Point, PeerId, Connection]]:
         """
         A swap to propose: a random non-private recipient and another
         random non-private peer to offer it.
         """
-        recipient = self.random_connection(no_private=True)
-        if recipient is None:
-            return None
-        offer = self.random_addr(different_than=recipient, no_private=True)
-        if offer is None:
-            return None
-        return offer[0], offer[1], recipient
+        return self._directory.propose_swap_request()
 
 
 class PeersView:
@@ -115,31 +95,40 @@ class PeersView:
     The known peers (Tezos C{P2p_pool.Peers}).
     """
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, directory: Directory, acl: ACL, events: EventLog, registry: PeerRegistry, meta: Any) -> None:
+        """
+        @param registry: knows new peers (the pool).
+        @param meta: the application's C{IPeerMetadataConfig}.
+        """
+        self._directory = directory
+        self._acl = acl
+        self._events = events
+        self._registry = registry
+        self._meta = meta
+        self._peer = directory.peer
 
     def info(self, peer_id: PeerId) -> Optional[PeerInfo]:
-        return self._pool._peers.get(peer_id)
+        return self._peer(peer_id)
 
     def __iter__(self) -> Iterator[PeerInfo]:
-        return iter(self._pool._peers)
+        return self._directory.peers()
 
     def __len__(self) -> int:
-        return len(self._pool._peers)
+        return self._directory.peer_count()
 
     def iter_known(self, f: Callable[[PeerId, PeerInfo], object]) -> None:
-        for info in self._pool._peers:
+        for info in self._directory.peers():
             f(info.peer_id, info)
 
     def fold_known(self, init: A, f: Callable[[PeerId, PeerInfo, A], A]) -> A:
         acc = init
-        for info in self._pool._peers:
+        for info in self._directory.peers():
             acc = f(info.peer_id, info, acc)
         return acc
 
     def fold_connected(self, init: A, f: Callable[[PeerId, PeerInfo, A], A]) -> A:
         acc = init
-        for info in self._pool._peers:
+        for info in self._directory.peers():
             if info.state is not PeerState.DISCONNECTED:
                 acc = f(info.peer_id, info, acc)
         return acc
@@ -148,25 +137,25 @@ class PeersView:
         """
         The peer's metadata; fresh initial metadata for an unknown peer.
         """
-        info = self._pool._peers.get(peer_id)
-        return info.metadata if info is not None else self._pool._meta.initial_metadata()
+        info = self._directory.peer(peer_id)
+        return info.metadata if info is not None else self._meta.initial_metadata()
 
     def set_peer_metadata(self, peer_id: PeerId, metadata: Any) -> None:
         """
         Set the peer's metadata, knowing the peer first if needed.
         """
-        self._pool.register_peer(peer_id).metadata = metadata
+        self._directory.set_peer_metadata(self._registry.register_peer(peer_id), metadata)
 
     def get_score(self, peer_id: PeerId) -> float:
-        return float(self._pool.score(self.get_peer_metadata(peer_id)))
+        return float(self._registry.score(self.get_peer_metadata(peer_id)))
 
     def ban(self, peer_id: PeerId) -> None:
         """
         Blacklist the peer and disconnect it.
         """
-        self._pool.acl.peer_blacklist.ban(peer_id)
-        self._pool.events.emit(EventKind.PEER_BANNED, peer_id=str(peer_id))
-        conn = self._pool._connections.get(peer_id)
+        self._acl.peer_blacklist.ban(peer_id)
+        self._events.emit(EventKind.PEER_BANNED, peer_id=str(peer_id))
+        conn = self._directory.connection(peer_id)
         if conn is not None:
             conn.disconnect(DisconnectReason.PEER_BANNED)
 
@@ -174,13 +163,13 @@ class PeersView:
         """
         Remove the peer from the blacklist and the greylist.
         """
-        self._pool.acl.unban_peer(peer_id)
+        self._acl.unban_peer(peer_id)
 
     def banned(self, peer_id: PeerId) -> bool:
-        return self._pool.acl.banned_peer(peer_id)
+        return self._acl.banned_peer(peer_id)
 
     def get_trusted(self, peer_id: PeerId) -> bool:
-        info = self._pool._peers.get(peer_id)
+        info = self._directory.peer(peer_id)
         return info is not None and info.trusted
 
     def trust(self, peer_id: PeerId) -> None:
@@ -188,15 +177,15 @@ class PeersView:
         Unban the peer and mark it trusted.
         """
         self.unban(peer_id)
-        self._pool.register_peer(peer_id).trusted = True
+        self._directory.set_peer_trusted(self._registry.register_peer(peer_id), True)
 
     def untrust(self, peer_id: PeerId) -> None:
-        info = self._pool._peers.get(peer_id)
+        info = self._directory.peer(peer_id)
         if info is not None:
-            info.trusted = False
+            self._directory.set_peer_trusted(info, False)
 
     def get_greylisted_list(self) -> list[PeerId]:
-        return self._pool.acl.peer_greylist.listing()
+        return self._acl.peer_greylist.listing()
 
 
 class PointsView:
@@ -204,31 +193,38 @@ class PointsView:
     The known points (Tezos C{P2p_pool.Points}).
     """
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, directory: Directory, acl: ACL, events: EventLog, registry: PointRegistry) -> None:
+        """
+        @param registry: knows new points (the pool).
+        """
+        self._directory = directory
+        self._acl = acl
+        self._events = events
+        self._registry = registry
+        self._point = directory.point
 
     def info(self, point: Point) -> Optional[PointInfo]:
-        return self._pool._points.get(point)
+        return self._point(point)
 
     def __iter__(self) -> Iterator[PointInfo]:
-        return iter(self._pool._points)
+        return self._directory.points()
 
     def __len__(self) -> int:
-        return len(self._pool._points)
+        return self._directory.point_count()
 
     def iter_known(self, f: Callable[[Point, PointInfo], object]) -> None:
-        for info in self._pool._points:
+        for info in self._directory.points():
             f(info.point, info)
 
     def fold_known(self, init: A, f: Callable[[Point, PointInfo, A], A]) -> A:
         acc = init
-        for info in self._pool._points:
+        for info in self._directory.points():
             acc = f(info.point, info, acc)
         return acc
 
     def fold_connected(self, init: A, f: Callable[[Point, PointInfo, A], A]) -> A:
         acc = init
-        for info in self._pool._points:
+        for info in self._directory.points():
             if info.state is not PointState.DISCONNECTED:
                 acc = f(info.point, info, acc)
         return acc
@@ -238,17 +234,17 @@ class PointsView:
         The point's address is blacklisted or greylisted (the port is
         ignored).
         """
-        return self._pool.acl.banned_addr(point.ip)
+        return self._acl.banned_addr(point.ip)
 
     def ban(self, point: Point, ban_peers: bool = True) -> None:
         """
         Blacklist the point's address and disconnect every connection
         from it, blacklisting their peers too when C{ban_peers}.
         """
-        acl = self._pool.acl
+        acl = self._acl
         acl.ip_blacklist.ban(point.ip)
-        self._pool.events.emit(EventKind.POINT_BANNED, addr=point.ip)
-        for conn in list(self._pool._connections.values()):
+        self._events.emit(EventKind.POINT_BANNED, addr=point.ip)
+        for conn in list(self._directory.connections.values()):
             if conn.remote_ip == point.ip:
                 if ban_peers:
                     acl.peer_blacklist.ban(conn.peer_id)
@@ -264,9 +260,9 @@ class PointsView:
         @raise AddressError: C{addr} is neither an address nor a range.
         """
         entry = canonical_entry(addr)
-        self._pool.acl.ip_blacklist.ban(entry)
-        self._pool.events.emit(EventKind.POINT_BANNED, addr=entry)
-        inside = [conn for conn in self._pool.connections if entry_contains(entry, conn.remote_ip)]
+        self._acl.ip_blacklist.ban(entry)
+        self._events.emit(EventKind.POINT_BANNED, addr=entry)
+        inside = [conn for conn in self._directory.connections.values() if entry_contains(entry, conn.remote_ip)]
         for conn in inside:
             conn.disconnect(DisconnectReason.IP_BANNED)
         return len(inside)
@@ -279,7 +275,7 @@ class PointsView:
         @return: whether it was banned.
         @raise AddressError: C{addr} is neither an address nor a range.
         """
-        acl = self._pool.acl
+        acl = self._acl
         entry = canonical_entry(addr)
         banned = entry in acl.ip_blacklist.listing()
         acl.unban_addr(entry)
@@ -289,13 +285,13 @@ class PointsView:
         """
         Unban the point's address, and the peers connected from it.
         """
-        self._pool.acl.unban_addr(point.ip)
-        for conn in list(self._pool._connections.values()):
+        self._acl.unban_addr(point.ip)
+        for conn in list(self._directory.connections.values()):
             if conn.remote_ip == point.ip:
-                self._pool.acl.unban_peer(conn.peer_id)
+                self._acl.unban_peer(conn.peer_id)
 
     def get_trusted(self, point: Point) -> bool:
-        info = self._pool._points.get(point)
+        info = self._directory.point(point)
         return info is not None and info.trusted
 
     def trust(self, point: Point) -> None:
@@ -303,15 +299,15 @@ class PointsView:
         Unban the point and know it as trusted.
         """
         self.unban(point)
-        self._pool.register_point(point, trusted=True)
+        self._registry.register_point(point, trusted=True)
 
     def untrust(self, point: Point) -> None:
-        info = self._pool._points.get(point)
+        info = self._directory.point(point)
         if info is not None:
-            info.trusted = False
+            self._directory.set_point_trusted(info, False)
 
     def get_greylisted_list(self) -> list[str]:
-        return self._pool.acl.ip_greylist.listing()
+        return self._acl.ip_greylist.listing()
 
     def greylisted_list_not_reliable_since(self) -> Optional[float]:
-        return self._pool.acl.ip_greylist.not_reliable_since
+        return self._acl.ip_greylist.not_reliable_since

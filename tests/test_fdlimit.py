@@ -116,7 +116,7 @@ def fds():
         return -1
 
 def status():
-    say(status=True, pending=pool._handler.pending_incoming, active=pool.active_connections(),
+    say(status=True, pending=pool.connect_handler.pending_incoming, active=pool.active_connections(),
         emfile=emfile[0], fds=fds(), running=pool.running, errors=errors)
 
 class Commands(LineReceiver):

@@ -168,10 +168,10 @@ class ConnectionFloodTests(TestCase):
             made += len(raws)
             try:
                 # The refused ones are closed at once; the admitted ones wait.
-                await wait_for(lambda raws=raws: sum(not r.is_closed for r in raws) <= hub.pool._handler.pending_incoming, timeout=5)
+                await wait_for(lambda raws=raws: sum(not r.is_closed for r in raws) <= hub.pool.connect_handler.pending_incoming, timeout=5)
             finally:
                 _abort_all(raws)
-            await wait_for(lambda: hub.pool._handler.pending_incoming == 0, timeout=5)
+            await wait_for(lambda: hub.pool.connect_handler.pending_incoming == 0, timeout=5)
         return made
 
     @async_test
@@ -189,7 +189,7 @@ class ConnectionFloodTests(TestCase):
         peak = [0]
 
         def check() -> None:
-            peak[0] = max(peak[0], hub.pool._handler.pending_incoming)
+            peak[0] = max(peak[0], hub.pool.connect_handler.pending_incoming)
 
         watch = _watch(hub, check)
         self.addCleanup(lambda: watch.stop() if watch.running else None)
@@ -225,10 +225,7 @@ class ConnectionFloodTests(TestCase):
         peak = [0]
 
         def check() -> None:
-            handler = hub.pool._handler
-            count = sum(1 for p in handler._handshaking if p.incoming and netgroup(p.remote_ip) == group)
-            count += sum(1 for c in hub.pool.connections.list() if c.incoming and netgroup(c.remote_ip) == group)
-            peak[0] = max(peak[0], count)
+            peak[0] = max(peak[0], hub.pool.connect_handler.incoming_in_netgroup(group))
 
         watch = _watch(hub, check)
         self.addCleanup(lambda: watch.stop() if watch.running else None)
@@ -270,7 +267,7 @@ class SlowlorisTests(TestCase):
         stalled = tcp + tls
         self.assertEqual(len(stalled), 10)
         self.addCleanup(_abort_all, stalled)
-        await wait_for(lambda: hub.pool._handler.pending_incoming == 10, timeout=2)
+        await wait_for(lambda: hub.pool.connect_handler.pending_incoming == 10, timeout=2)
         await wait_for(lambda: all(r.is_closed for r in stalled), timeout=5)
         for raw in stalled:
             assert raw.closed_at is not None
@@ -283,7 +280,7 @@ class SlowlorisTests(TestCase):
             sorted(e.fields["addr"] for e in failures),
             sorted([f"127.0.70.{i}" for i in range(1, 6)] + [f"127.0.71.{i}" for i in range(1, 6)]),
         )
-        self.assertEqual(hub.pool._handler.pending_incoming, 0)
+        self.assertEqual(hub.pool.connect_handler.pending_incoming, 0)
         self.assertEqual(hub.pool.points.get_greylisted_list(), [], "a timeout does not greylist")
         friend = await start_node(self, "127.0.0.9", 8)
         conn = await friend.pool.connect(hub.point)
@@ -326,7 +323,7 @@ class AdvertiseFloodTests(TestCase):
                 encode(Advertise(tuple(Point(f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", 9732) for _ in range(100))))
                 for _ in range(100)
             ]
-            conn._protocol.write(b"".join(frames))
+            conn.send_control(b"".join(frames))
             await sleep(0.05)
         received = lambda: sum(e.fields["points"] for e in victim.named(EventKind.ADVERTISE_RECEIVED))
         throttled = lambda: len(victim.named(EventKind.THROTTLED))

@@ -1630,7 +1630,7 @@ def check_injection(case: InjectionCase, harness: object = None) -> None:
         to_node = _connect(network, attacker, IP_NODE)
         bystander_conn = _connect(network, bystander, IP_NODE)
         for piece in chunks(case.data, case.cuts):
-            to_node._protocol.write(piece)
+            to_node.send_control(piece)
             network.advance(0.005)
         network.advance(1.0)
         outcome, reason = predict_running(case.data, case.max_message_size)

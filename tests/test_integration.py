@@ -257,7 +257,7 @@ class RefusalTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1, max_message_size=1000)
         conn = await a.pool.connect(b.point)
         await wait_for(lambda: len(b.app.made) == 1)
-        conn._protocol.write(frame(Kind.MESSAGE, b"x" * 1001))
+        conn.send_control(frame(Kind.MESSAGE, b"x" * 1001))
         await wait_for(lambda: len(b.app.lost) == 1)
         self.assertEqual(b.app.lost[0][1].reason, DisconnectReason.MESSAGE_TOO_LARGE)
         self.assertEqual(b.app.messages, [])
@@ -269,7 +269,7 @@ class RefusalTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1)
         conn = await a.pool.connect(b.point)
         await wait_for(lambda: len(b.app.made) == 1)
-        conn._protocol.write(frame(Kind.ADVERTISE, b"\x01\x05junk!"))
+        conn.send_control(frame(Kind.ADVERTISE, b"\x01\x05junk!"))
         await wait_for(lambda: len(b.app.lost) == 1)
         self.assertEqual(b.app.lost[0][1].reason, DisconnectReason.DECODING_ERROR)
 

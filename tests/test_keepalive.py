@@ -34,7 +34,7 @@ class KeepaliveTests(SynchronousTestCase):
         # The peer goes silent without closing (a silent network cut, a hung
         # process): it no longer answers Pings.
         silent = self.b.connections.list()[0]
-        silent._protocol.write = lambda data: None  # type: ignore[method-assign]
+        silent.send_control = lambda frame: None  # type: ignore[method-assign]
         self.network.advance(25.0)
         self.assertEqual(self.a.active_connections(), 1, "pinged, not yet closed")
         self.network.advance(20.0)
@@ -43,4 +43,4 @@ class KeepaliveTests(SynchronousTestCase):
 
     def test_disabled(self) -> None:
         pool = self.network.add_pool("10.3.0.1", maintenance_idle_time=None, keepalive_interval=None)
-        self.assertIsNone(pool._keepalive)
+        self.assertIsNone(pool.keepalive)

@@ -692,43 +692,40 @@ class RoundTripTests(_PoolCase):
 
     def populate(self, pool: Pool) -> None:
         reactor = self.reactor
-        policy = pool.config.reconnection
+        directory = pool.directory
         # A peer connected once at a point, then gone.
         peer = pool.register_peer(_peer(1))
         pool.peers.set_peer_metadata(_peer(1), Counters(5, 2))
         reactor.advance(1.125)
-        peer.set_accepted(_point(1), pool.now())
+        directory.peer_accepted(peer, _point(1), pool.now())
         reactor.advance(0.25)
-        peer.set_running(_point(1), pool.now())
+        directory.peer_running(peer, _point(1), pool.now())
         reactor.advance(30)
-        peer.set_disconnected(pool.now())
+        directory.peer_disconnected(peer, pool.now())
         # A trusted peer rejected before it told its port, and one still
         # running when the file is written.
         trusted = pool.register_peer(_peer(2))
-        trusted.trusted = True
-        trusted.set_accepted(None, pool.now())
-        trusted.set_disconnected(pool.now())
+        directory.set_peer_trusted(trusted, True)
+        directory.peer_accepted(trusted, None, pool.now())
+        directory.peer_disconnected(trusted, pool.now())
         running = pool.register_peer(_peer(3))
-        running.set_running(_point(3), pool.now())
+        directory.peer_running(running, _point(3), pool.now())
         # Points: a pinned trusted one, one that was connected, one that
         # failed, one connected now.
         pool.register_point(_point(10), trusted=True, expected_peer_id=_peer(1))
         connected = pool.register_point(_point(1))
-        connected.known_public = True
-        connected.set_requested(pool.now())
-        connected.set_running(_peer(1), pool.now())
+        directory.set_known_public(connected, True)
+        directory.point_requested(connected, pool.now())
+        directory.point_running(connected, _peer(1), pool.now())
         reactor.advance(2.5)
-        connected.set_disconnected(pool.now(), policy, pool._rng)
-        pool._points.changed(connected)
+        directory.point_disconnected(connected, pool.now())
         failed = pool.register_point(_point(11))
-        failed.set_requested(pool.now())
-        failed.set_disconnected(pool.now(), policy, pool._rng)
-        pool._points.changed(failed)
+        directory.point_requested(failed, pool.now())
+        directory.point_disconnected(failed, pool.now())
         self.assertIsNotNone(failed.reconnection_time, "a back-off the file must not keep")
         now = pool.register_point(_point(3))
-        now.set_requested(pool.now())
-        now.set_running(_peer(3), pool.now())
-        pool._points.changed(now)
+        directory.point_requested(now, pool.now())
+        directory.point_running(now, _peer(3), pool.now())
         pool.acl.ip_blacklist.ban("192.0.2.7")
         pool.acl.ip_blacklist.ban("10.9.0.0/16")
         pool.acl.ip_blacklist.ban("2001:db8::/32")
@@ -741,7 +738,7 @@ class RoundTripTests(_PoolCase):
         self.assertEqual(first.persistence.saves, 1)
         second = self.make_pool(app=CountersApp())
         self.assertEqual(self.named(EventKind.LOAD_PEERS)[-1].fields["status"], "loaded")
-        for old in first._peers:
+        for old in first.peers:
             new = second.peers.info(old.peer_id)
             assert new is not None, old.peer_id
             self.assertEqual(new.state, PeerState.DISCONNECTED)
@@ -753,8 +750,8 @@ class RoundTripTests(_PoolCase):
             )
         self.assertEqual(second.peers.info(_peer(1)).metadata, Counters(5, 2))  # type: ignore[union-attr]
         self.assertEqual(second.peers.info(_peer(2)).last_rejected_connection, (None, T0 + 31.375))  # type: ignore[union-attr]
-        self.assertEqual({i.point for i in second._points}, {_point(1), _point(3), _point(10), _point(11)})
-        for old_point in first._points:
+        self.assertEqual({i.point for i in second.points}, {_point(1), _point(3), _point(10), _point(11)})
+        for old_point in first.points:
             new_point = second.points.info(old_point.point)
             assert new_point is not None
             self.assertEqual(new_point.state, PointState.DISCONNECTED)
@@ -833,7 +830,7 @@ class RoundTripTests(_PoolCase):
             )
         )
         pool = self.make_pool()
-        self.assertEqual(len(pool._peers), 1)
+        self.assertEqual(len(pool.peers), 1)
         self.assertFalse(pool.peers.info(_peer(1)).trusted, "the first record wins")  # type: ignore[union-attr]
         self.assertFalse(pool.points.info(_point(1)).trusted)  # type: ignore[union-attr]
         problems = [(e.fields["section"], e.fields["index"]) for e in self.named(EventKind.LOAD_RECORD_SKIPPED)]
@@ -851,7 +848,7 @@ class PoolLoadTests(_PoolCase):
 
     def test_missing_file_is_an_empty_start(self) -> None:
         pool = self.make_pool()
-        self.assertEqual((len(pool._peers), len(pool._points)), (0, 0))
+        self.assertEqual((len(pool.peers), len(pool.points)), (0, 0))
         self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["status"], "missing")
         self.assertTrue(pool.persistence.loaded)
 
@@ -879,7 +876,7 @@ class PoolLoadTests(_PoolCase):
         self.write_file(document(points=[{"point": "10.0.0.1:9732", "trusted": False}], peers=[peer_record(1, trusted=False)]))
         pool = self.make_pool(start=False)
         pool.register_point(_point(1), trusted=True)
-        pool.register_peer(_peer(1)).trusted = True
+        pool.directory.set_peer_trusted(pool.register_peer(_peer(1)), True)
         pool.startService()
         self.addCleanup(pool.stopService)
         self.successResultOf(pool.when_started())
@@ -894,13 +891,13 @@ class PoolLoadTests(_PoolCase):
             )
         )
         pool = self.make_pool(max_known_points=(20, 10), max_known_peer_ids=(25, 15))
-        self.assertLessEqual(len(pool._points), 20)
-        self.assertLessEqual(len(pool._peers), 25)
+        self.assertLessEqual(len(pool.points), 20)
+        self.assertLessEqual(len(pool.peers), 25)
         self.assertTrue(all(pool.points.info(_point(i)) is not None for i in range(2)), "trusted points stay")
         self.assertEqual(len(self.named(EventKind.GC_POINTS)), 1)
         self.assertEqual(len(self.named(EventKind.GC_PEER_IDS)), 1)
         loaded = self.named(EventKind.LOAD_PEERS)[0].fields
-        self.assertEqual((loaded["points"], loaded["peers"]), (len(pool._points), len(pool._peers)))
+        self.assertEqual((loaded["points"], loaded["peers"]), (len(pool.points), len(pool.peers)))
 
     def test_damaged_file_uses_backup(self) -> None:
         self.write_file(document(peers=[peer_record(2)], points=[{"point": "10.0.0.2:9732"}]), path=self.path + ".bak")
@@ -917,7 +914,7 @@ class PoolLoadTests(_PoolCase):
     def test_damaged_file_without_backup(self) -> None:
         self.write_file(b"\xff\xfe garbage")
         pool = self.make_pool()
-        self.assertEqual(len(pool._peers), 0)
+        self.assertEqual(len(pool.peers), 0)
         self.assertFalse(self.named(EventKind.LOAD_ERROR_PEERS)[0].fields["used_backup"])
         self.assertEqual(len(self.corrupt_files()), 1)
         pool.register_point(_point(4))
@@ -938,7 +935,7 @@ class PoolLoadTests(_PoolCase):
             self.events.clear()
             data = self.write_file(doc)
             pool = self.make_pool(checkpoint_interval=5.0)
-            self.assertEqual(len(pool._peers), 0)
+            self.assertEqual(len(pool.peers), 0)
             [refused] = self.named(EventKind.LOAD_REFUSED_PEERS)
             self.assertEqual(refused.fields["reason"], reason)
             self.assertEqual(pool.persistence.writing_disabled, reason)
@@ -1023,7 +1020,6 @@ class PoolSaveTests(_PoolCase):
         self.assertEqual(len(self.read_json()["points"]), 2)
         self.assertEqual(len(self.named(EventKind.SAVE_PEERS)), 2)
         self.successResultOf(pool.stopService())
-        self.assertFalse(pool._checkpoints.running)
         saves = len(self.named(EventKind.SAVE_PEERS))
         self.reactor.advance(30.0)
         self.assertEqual(len(self.named(EventKind.SAVE_PEERS)), saves, "no checkpoint after stop")

@@ -17,7 +17,6 @@ from p2pool.errors import PendingConnection, PointBanned, PrivateMode, Timeout, 
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool import Pool
-from p2pool.protocol import PeerServerFactory
 from p2pool.state import PointState
 from tests.helpers import identity
 
@@ -199,14 +198,13 @@ class ACLTests(_PoolTestCase):
         pool = self.make_pool()
         for i in range(3):
             info = pool.register_point(_point(i))
-            info.known_public = True
-            pool._points.changed(info)
+            pool.directory.set_known_public(info, True)
         pool.points.ban(_point(1))
         self.assertEqual(set(pool.list_known_points(ignore_private=True)), {_point(0), _point(2)})
 
     def test_banned_address_refused_before_tls(self) -> None:
         pool = self.make_pool(start=True)
-        factory = PeerServerFactory(pool._handler, pool._tls.creator)
+        factory = pool.server_factory()
         pool.points.ban(Point("10.9.9.9", 1))
         self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "10.9.9.9", 5555)))
         self.assertEqual(self.named(EventKind.INCOMING_CONNECTION_BANNED)[0].fields["addr"], "10.9.9.9")

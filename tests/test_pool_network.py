@@ -51,8 +51,7 @@ class PoolNetworkTests(TestCase):
         await wait_for(lambda: target.pool.active_connections() == 1)
         for i in range(5):
             info = target.pool.register_point(Point(f"10.1.0.{i}", 9732))
-            info.known_public = True
-            target.pool._points.changed(info)
+            target.pool.directory.set_known_public(info, True)
         client = await start_node(self, "127.0.0.4", 2)
         with self.assertRaises(RejectedByNack) as caught:
             await client.pool.connect(target.point)
@@ -116,11 +115,11 @@ class PoolNetworkTests(TestCase):
             await connectProtocol(endpoint, protocol)
             idle.append(protocol)
         await idle[2].closed
-        self.assertEqual(node.pool._handler.pending_incoming, 2)
+        self.assertEqual(node.pool.connect_handler.pending_incoming, 2)
         self.assertEqual(node.named(EventKind.INCOMING_CONNECTION_TOO_MANY)[0].fields["addr"], "127.0.1.3")
         for protocol in idle[:2]:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
-        await wait_for(lambda: node.pool._handler.pending_incoming == 0)
+        await wait_for(lambda: node.pool.connect_handler.pending_incoming == 0)
 
     @async_test
     async def test_garbage_greylists_the_address(self) -> None:
@@ -147,7 +146,7 @@ class PoolNetworkTests(TestCase):
         b = await start_node(self, "127.0.0.3", 1)
         conn = await a.pool.connect(b.point)
         await wait_for(lambda: b.pool.active_connections() == 1)
-        conn._protocol.write(frame(Kind.SWAP_ACK, b"\xff"))
+        conn.send_control(frame(Kind.SWAP_ACK, b"\xff"))
         await wait_for(lambda: b.pool.active_connections() == 0)
         self.assertTrue(b.pool.peers.banned(a.pool.peer_id))
         self.assertEqual(b.pool.peers.get_greylisted_list(), [a.pool.peer_id])

@@ -104,12 +104,12 @@ class PoolMachine(RuleBasedStateMachine):
             return
         if peer_info is None or peer_info.state is not PeerState.DISCONNECTED:
             return
-        info.set_requested(self.now())
-        info.set_accepted(peer, self.now())
-        info.set_running(peer, self.now())
-        peer_info.set_running(point, self.now())
-        info.known_public = True
-        self.pool._points.changed(info)
+        directory = self.pool.directory
+        directory.point_requested(info, self.now())
+        directory.point_accepted(info, peer, self.now())
+        directory.point_running(info, peer, self.now())
+        directory.peer_running(peer_info, point, self.now())
+        directory.set_known_public(info, True)
 
     @rule(point=points)
     def disconnect(self, point: Point) -> None:
@@ -117,10 +117,9 @@ class PoolMachine(RuleBasedStateMachine):
         if info is None or info.state is not PointState.RUNNING:
             return
         peer = self.pool.peers.info(info.current_peer_id)  # type: ignore[arg-type]
-        info.set_disconnected(self.now(), self.pool.config.reconnection, self.pool._rng)
-        self.pool._points.changed(info)
+        self.pool.directory.point_disconnected(info, self.now())
         if peer is not None and peer.state is not PeerState.DISCONNECTED:
-            peer.set_disconnected(self.now())
+            self.pool.directory.peer_disconnected(peer, self.now())
 
     @rule(dt=st.floats(min_value=0.0, max_value=5.0))
     def advance(self, dt: float) -> None:
@@ -143,12 +142,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def tables_consistent(self) -> None:
-        table = self.pool._points
-        for info in self.pool.points:
-            assert (info.point in table._active) == (info.state is not PointState.DISCONNECTED)
-            assert (info.point in table._public) == info.known_public
-            assert (info.point in table._unseen) == (info.last_seen is None)
-        assert len(table._all) == len(table)
+        assert self.pool.directory.index_errors() == []
         for info in self.pool.peers:
             if info.state is PeerState.RUNNING:
                 assert info.current_point is not None

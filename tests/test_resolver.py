@@ -35,18 +35,20 @@ class FakePool:
     The parts of a pool a L{Reresolver} uses.
     """
 
-    def __init__(self, clock: Clock, trusted_points: tuple[PointSpec, ...] = ()) -> None:
-        self._clock = clock
-        self._reactor = clock
+    def __init__(self, trusted_points: tuple[PointSpec, ...] = ()) -> None:
         self.recorded: list[PoolEvent] = []
         self.events = EventLog(self.recorded.append)
         self.config = PoolConfig(trusted_points=trusted_points)
         self.calls: list[tuple[Point, Optional[bool], Optional[PeerId]]] = []
-        self._points: dict[Point, _Info] = {}
+        self.known: dict[Point, _Info] = {}
+        self.points = self
+
+    def info(self, point: Point) -> Optional[_Info]:
+        return self.known.get(point)
 
     def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> None:
         self.calls.append((point, trusted, expected_peer_id))
-        info = self._points.setdefault(point, _Info(bool(trusted)))
+        info = self.known.setdefault(point, _Info(bool(trusted)))
         if trusted is not None:
             info.trusted = trusted
 
@@ -71,7 +73,7 @@ class ReresolverTests(SynchronousTestCase):
 
     def make(self, *specs: tuple[str, bool]) -> tuple[FakePool, Reresolver]:
         parsed = tuple((PointSpec.parse(text), trusted) for text, trusted in specs)
-        pool = FakePool(self.clock, tuple(s for s, t in parsed if t))
+        pool = FakePool(tuple(s for s, t in parsed if t))
         reresolver = Reresolver(pool, parsed, resolve=self.resolve, clock=self.clock, rng=random.Random(3))
         reresolver.start()
         self.addCleanup(reresolver.stop)
@@ -106,8 +108,8 @@ class ReresolverTests(SynchronousTestCase):
         self.assertEqual(len(self.queries), 3)
         self.assertEqual(pool.changes(), [{"spec": f"seed.test:9732#{PEER_ID}", "old": "10.0.0.1:9732", "new": "10.0.0.2:9732"}])
         self.assertIn((Point("10.0.0.2", 9732), True, PEER_ID), pool.calls)
-        self.assertFalse(pool._points[Point("10.0.0.1", 9732)].trusted, "the old address is no longer trusted")
-        self.assertTrue(pool._points[Point("10.0.0.2", 9732)].trusted)
+        self.assertFalse(pool.known[Point("10.0.0.1", 9732)].trusted, "the old address is no longer trusted")
+        self.assertTrue(pool.known[Point("10.0.0.2", 9732)].trusted)
         self.assertEqual(reresolver.named[0].delay, RERESOLVE_INITIAL)
         self.clock.advance(RERESOLVE_INITIAL * 1.2)
         self.assertEqual(len(self.queries), 4, "back to 60 s after a change")
@@ -156,13 +158,13 @@ class PoolTests(TestCase):
         self.addCleanup(lambda: pool.stopService() if pool.running else None)
         await pool.when_started()
         clock.advance(RERESOLVE_INITIAL * 1.2)
-        await wait_for(lambda: pool._points.get(Point("10.0.0.1", 9732)) is not None)
+        await wait_for(lambda: pool.points.info(Point("10.0.0.1", 9732)) is not None)
         clock_answers["seed.test"] = "10.0.0.2"
         clock.advance(RERESOLVE_INITIAL * 2.4)
-        info = pool._points.get(Point("10.0.0.2", 9732))
+        info = pool.points.info(Point("10.0.0.2", 9732))
         self.assertIsNotNone(info)
         self.assertTrue(info.trusted)
-        self.assertFalse(pool._points.get(Point("10.0.0.1", 9732)).trusted)
+        self.assertFalse(pool.points.info(Point("10.0.0.1", 9732)).trusted)
         self.assertEqual([e.fields["new"] for e in events if e.event == EventKind.POINT_ADDRESS_CHANGED], ["10.0.0.2:9732"])
         await pool.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])

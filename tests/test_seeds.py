@@ -209,21 +209,18 @@ class FakePool:
     The parts of a pool a L{SeedFetcher} uses, recording registrations.
     """
 
-    def __init__(self, clock: Any = reactor) -> None:
-        self._reactor = reactor
-        self._clock = clock
+    def __init__(self) -> None:
         self.recorded: list[PoolEvent] = []
         self.events = EventLog(self.recorded.append)
         self.registered: list[tuple[Point, str, str]] = []
         self.pinned: dict[Point, PeerId] = {}
-        self._my_points: dict[Point, None] = {}
 
     def register_list_of_new_points(self, points: Any, medium: str, source: str, trusted: Optional[bool] = None) -> None:
         for point in points:
             assert trusted is None
             self.registered.append((point, medium, source))
 
-    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> None:
+    def register_new_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> None:
         assert trusted is None
         assert expected_peer_id is not None
         self.pinned[point] = expected_peer_id
@@ -384,7 +381,7 @@ class BackoffTests(SynchronousTestCase):
 
     def test_backoff(self) -> None:
         clock = Clock()
-        pool = FakePool(clock)
+        pool = FakePool()
         gets: list[str] = []
         pending: list[Deferred[Any]] = []
 
@@ -485,11 +482,11 @@ class PoolHookTests(ServedTestCase):
         self.addCleanup(pool.stopService)
         await pool.when_started()
         await wait_for(lambda: any(e.event == EventKind.SEED_FETCHED for e in events))
-        info = pool._points.get(Point("10.0.0.2", 9733))
+        info = pool.points.info(Point("10.0.0.2", 9733))
         self.assertIsNotNone(info)
         self.assertFalse(info.trusted)
         self.assertEqual(info.expected_peer_id, PeerId.parse(PEER_ID))
-        self.assertIsNotNone(pool._points.get(Point("10.0.0.7", 9734)))
+        self.assertIsNotNone(pool.points.info(Point("10.0.0.7", 9734)))
         [got] = [e for e in events if e.event == EventKind.GET_POINTS]
         self.assertEqual((got.fields["medium"], got.fields["source"], got.fields["points"]), ("seed", url, 3))
 
@@ -501,7 +498,7 @@ class PoolHookTests(ServedTestCase):
         await pool.when_started()
         assert pool.seeds is not None
         self.assertEqual(pool.seeds.fetches, {"https://seed.test/x": 0})
-        self.assertEqual(pool.seeds._running, {})
+        self.assertEqual(pool.seeds.fetching(), [])
 
     @async_test
     async def test_maintenance_asks_when_no_candidate(self) -> None:

@@ -48,9 +48,8 @@ class PointGCTests(SynchronousTestCase):
         return PointTable(limits, random.Random(0))
 
     def _miss(self, table: PointTable, info: PointInfo, at: float) -> None:
-        info.set_requested(at)
-        info.set_disconnected(at, _POLICY, random.Random(0))
-        table.changed(info)
+        table.set_requested(info, at)
+        table.set_disconnected(info, at, _POLICY, random.Random(0))
 
     def test_gc_reaches_target_and_prefers_oldest_miss(self) -> None:
         table = self._table((5, 3))
@@ -99,10 +98,9 @@ class ListKnownPointsTests(SynchronousTestCase):
         info = PointInfo(_point(i), known_public=True)
         table.add(info)
         if seen_at is not None:
-            info.set_running(_peer(i), seen_at)
+            table.set_running(info, _peer(i), seen_at)
             if not running:
-                info.set_disconnected(seen_at, _POLICY, random.Random(0))
-        table.changed(info)
+                table.set_disconnected(info, seen_at, _POLICY, random.Random(0))
         return info
 
     def test_negative_size(self) -> None:

@@ -281,7 +281,7 @@ class SimulatedClockTests(SynchronousTestCase):
             if i % 100:
                 call.cancel()
         self.assertEqual(clock.pending(), 200)
-        self.assertLess(len(clock._heap), 10000)
+        self.assertLess(clock.heap_size(), 10000)
         self.assertEqual(clock.next_call_time(), 100)
         clock.advance(30000)
         self.assertEqual(ran, list(range(0, 20000, 100)))
@@ -305,7 +305,7 @@ class SimulatedClockTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(ran, [("after", 2.0), ("fixed", 3.0)])
         self.assertEqual(clock.getDelayedCalls(), [])
-        self.assertLess(len(clock._heap), 5000, "compacted")
+        self.assertLess(clock.heap_size(), 5000, "compacted")
 
     def test_looping_call(self) -> None:
         clock = SimulatedClock()
@@ -632,7 +632,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         pool, _ = self.add(IP_A)
         self.assertIs(self.network.pools[IP_A], pool)
         self.assertTrue(pool.is_started)
-        self.assertIsInstance(pool._reactor, NodeReactor)
+        self.assertIsInstance(pool.listening_port.reactor, NodeReactor)
         self.assertEqual(pool.peer_id, self.network.identity(IP_A).peer_id)
         self.assertEqual(pool.config.listen, Point(IP_A, 9732))
         self.assertEqual(pool.config.expected_proof_of_work, 0)
@@ -838,7 +838,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertFalse(a.running or b.running)
         self.assertEqual((a.active_connections(), b.active_connections()), (0, 0))
         self.assertEqual(app_a.lost[0][1].reason, DisconnectReason.POOL_DESTROYED)
-        self.assertEqual(self.network._links, {})
+        self.assertEqual(self.network.link_count, 0)
 
 
 def _scenario(seed: int) -> list[tuple[float, str, str]]:

@@ -100,7 +100,7 @@ class _Stream:
             return
         self.closed = True
         self._queue.clear()
-        self._feed._forget(self)
+        self._feed.stream_closed(self)
         if getattr(self._request, "channel", None) is None:
             return  # the client has gone: nothing to unregister or end
         try:
@@ -192,6 +192,9 @@ class EventFeed:
 
         request.notifyFinish().addBoth(lambda _: stream.close(finish=False))
 
-    def _forget(self, stream: _Stream) -> None:
+    def stream_closed(self, stream: _Stream) -> None:
+        """
+        C{stream} has ended: stop sending events to it.
+        """
         if stream in self._streams:
             self._streams.remove(stream)

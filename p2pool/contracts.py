@@ -1,0 +1,312 @@
+"""
+What the pool's collaborators may ask of the pool.
+
+The connect handler, the answerer, maintenance, the views, DNS
+re-resolution and the seed fetcher each depend on one of the
+C{typing.Protocol}s below, which L{p2pool.pool.Pool} satisfies, and not
+on the pool module: the pool imports them, never the reverse. The state
+they read and change (points, peers, connections) has its own owner,
+L{p2pool.directory.Directory}, handed to them directly (or, for the peers
+file, reached as C{pool.directory}).
+
+This module imports nothing above the records it names, so that any
+module may depend on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Protocol
+
+from twisted.internet.defer import Deferred
+
+from p2pool.acl import ACL
+from p2pool.addressing import PeerId, Point
+from p2pool.config import PoolConfig
+from p2pool.connection import Connection
+from p2pool.directory import Directory
+from p2pool.events import EventLog
+from p2pool.identity import Identity
+from p2pool.state import PeerInfo, PointInfo
+
+__all__ = [
+    "AnswererPool",
+    "ConnectionCountWatcher",
+    "Dialer",
+    "HandlerPool",
+    "MaintenancePool",
+    "PeerRegistry",
+    "PersistedPool",
+    "PointLookup",
+    "PointRegistry",
+    "ResolverPool",
+    "SeedPool",
+]
+
+
+class PointRegistry(Protocol):
+    """
+    Learning and advertising points: registration runs the pool's
+    garbage collection, events, maintenance wake-ups and trusted redials.
+    """
+
+    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> PointInfo:
+        """
+        Know C{point} (see L{p2pool.pool.Pool.register_point}).
+        """
+
+    def register_new_point(
+        self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None
+    ) -> Optional[PointInfo]:
+        """
+        Like L{register_point}, but None for one of our own points.
+        """
+
+    def register_list_of_new_points(self, points: Iterable[Point], medium: str, source: str, trusted: Optional[bool] = None) -> None:
+        """
+        Register points learnt from C{source} through C{medium}.
+        """
+
+    def list_known_points(self, ignore_private: bool, size: int = 50) -> list[Point]:
+        """
+        Up to C{size} known points to advertise.
+        """
+
+
+class PeerRegistry(Protocol):
+    """
+    Knowing peers: registration runs the pool's garbage collection, events
+    and maintenance wake-ups.
+    """
+
+    def register_peer(self, peer_id: PeerId) -> PeerInfo:
+        """
+        Know C{peer_id} (see L{p2pool.pool.Pool.register_peer}).
+        """
+
+    def score(self, metadata: Any) -> float:
+        """
+        The application's score of a peer's metadata.
+        """
+
+
+class Dialer(Protocol):
+    """
+    Dialing a point and running the handshake.
+    """
+
+    def connect(self, point: Point, timeout: Optional[float] = None) -> Deferred[Connection]:
+        """
+        Dial C{point} (see L{p2pool.pool.Pool.connect}).
+        """
+
+
+class ConnectionCountWatcher(Protocol):
+    """
+    What is told when a connection starts or ends (maintenance).
+    """
+
+    def connection_established(self) -> None:
+        """
+        A connection opened.
+        """
+
+    def connection_lost(self) -> None:
+        """
+        A connection closed.
+        """
+
+
+class HandlerPool(PointRegistry, PeerRegistry, Protocol):
+    """
+    What the connect handler asks of the pool.
+    """
+
+    @property
+    def config(self) -> PoolConfig:
+        """
+        The pool's configuration.
+        """
+
+    @property
+    def acl(self) -> ACL:
+        """
+        The ban and grey lists.
+        """
+
+    @property
+    def events(self) -> EventLog:
+        """
+        Where pool events go.
+        """
+
+    @property
+    def app(self) -> Any:
+        """
+        The embedded application (an C{IPoolApplication} provider).
+        """
+
+    @property
+    def maintenance(self) -> Optional[ConnectionCountWatcher]:
+        """
+        The maintenance worker, when maintenance runs.
+        """
+
+    @property
+    def is_started(self) -> bool:
+        """
+        The pool listens and may dial.
+        """
+
+    @property
+    def peer_id(self) -> PeerId:
+        """
+        This node's peer id.
+        """
+
+    def slot_threshold(self) -> int:
+        """
+        How many running connections make a new one refused.
+        """
+
+    def greylist_addr(self, addr: str) -> None:
+        """
+        Greylist an address.
+        """
+
+    def greylist_peer(self, peer_id: PeerId) -> None:
+        """
+        Greylist a peer id and its address.
+        """
+
+    def schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
+        """
+        Keep a trusted point connected: dial it again when allowed.
+        """
+
+
+class AnswererPool(PointRegistry, Dialer, Protocol):
+    """
+    What the answerer of control frames asks of the pool: points to
+    advertise, points learnt, and dials for swaps.
+    """
+
+
+class MaintenancePool(Dialer, Protocol):
+    """
+    What maintenance asks of the pool: dials, and points from the
+    bootstrap URLs when no known point is left.
+    """
+
+    def request_seeds(self) -> None:
+        """
+        Fetch the bootstrap URLs now (when there are any).
+        """
+
+
+class PointLookup(Protocol):
+    """
+    Reading what is known of a point.
+    """
+
+    def info(self, point: Point) -> Optional[PointInfo]:
+        """
+        What is known of C{point}, if it is known.
+        """
+
+
+class ResolverPool(Protocol):
+    """
+    What DNS re-resolution of the configured points asks of the pool.
+    """
+
+    @property
+    def config(self) -> PoolConfig:
+        """
+        The pool's configuration (its trusted points).
+        """
+
+    @property
+    def events(self) -> EventLog:
+        """
+        Where pool events go.
+        """
+
+    @property
+    def points(self) -> PointLookup:
+        """
+        The known points.
+        """
+
+    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> Any:
+        """
+        Know C{point} (see L{p2pool.pool.Pool.register_point}).
+        """
+
+
+class SeedPool(PointRegistry, Protocol):
+    """
+    What the seed fetcher asks of the pool: registering the points it
+    fetched, and reporting.
+    """
+
+    @property
+    def events(self) -> EventLog:
+        """
+        Where pool events go.
+        """
+
+
+class PersistedPool(Protocol):
+    """
+    What the peers file (L{p2pool.persistence}) asks of the pool: the
+    directory to snapshot and restore, the bans, the application's
+    metadata codec and score, and reporting.
+    """
+
+    @property
+    def config(self) -> PoolConfig:
+        """
+        The pool's configuration (network, peers file path).
+        """
+
+    @property
+    def events(self) -> EventLog:
+        """
+        Where pool events go.
+        """
+
+    @property
+    def acl(self) -> ACL:
+        """
+        The ban lists saved with the peers.
+        """
+
+    @property
+    def identity(self) -> Optional[Identity]:
+        """
+        This node's identity, once loaded (its own peer id is never
+        restored as a peer).
+        """
+
+    @property
+    def directory(self) -> Directory:
+        """
+        The known points and peers.
+        """
+
+    @property
+    def metadata_config(self) -> Any:
+        """
+        The application's C{IPeerMetadataConfig}: C{initial_metadata},
+        C{encode_metadata}, C{decode_metadata}.
+        """
+
+    def now(self) -> float:
+        """
+        The pool's current time.
+        """
+
+    def score(self, metadata: Any) -> float:
+        """
+        The application's score of a peer's metadata.
+        """
