@@ -168,13 +168,21 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(digits)
 
 
+def _point_ip(text: str) -> str:
+    """
+    The converter of L{Point.ip}: L{normalise_ip}, through a plain function
+    because mypy's attrs plugin cannot type an C{lru_cache}-wrapped converter.
+    """
+    return normalise_ip(text)
+
+
 @attrs.frozen(order=True, cache_hash=True)
 class Point:
     """
     A peer's network address: an IP (canonical text) and a TCP port.
     """
 
-    ip: str = attrs.field(converter=normalise_ip)
+    ip: str = attrs.field(converter=_point_ip)
     port: int = attrs.field()
 
     @port.validator

@@ -102,8 +102,8 @@ class _Invalid(ValueError):
 
 
 def _format_number(value: Union[int, float]) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(value)
     try:
         return str(value)
     except ValueError:  # an integer past sys.get_int_max_str_digits()
@@ -766,14 +766,14 @@ _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
 _TABLES = ("p2p", "p2p.reconnection", "admin", "log")
 
 
-def _converters_from_keys(table: str) -> Callable[[type, list[attrs.Attribute]], list[attrs.Attribute]]:
+def _converters_from_keys(table: str) -> Callable[[type, list[attrs.Attribute[Any]]], list[attrs.Attribute[Any]]]:
     """
     An attrs field transformer that gives each field of a class the converter
     of the L{CONFIG_KEYS} entry with the same name in C{table}.
     """
     keys = {key.name: key for key in CONFIG_KEYS if key.table == table}
 
-    def transform(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+    def transform(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
         missing = set(keys) - {field.name for field in fields}
         if missing:
             raise TypeError(f"{cls.__name__} lacks fields for {sorted(missing)}")

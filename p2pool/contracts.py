@@ -15,9 +15,16 @@ module may depend on it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol
+from typing import Any, Iterable, Optional, Protocol, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFromThreads,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+)
 
 from p2pool.acl import ACL
 from p2pool.addressing import PeerId, Point
@@ -26,6 +33,7 @@ from p2pool.connection import Connection
 from p2pool.directory import Directory
 from p2pool.events import EventLog
 from p2pool.identity import Identity
+from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
 from p2pool.state import PeerInfo, PointInfo
 
 __all__ = [
@@ -33,6 +41,7 @@ __all__ = [
     "ConnectionCountWatcher",
     "Dialer",
     "HandlerPool",
+    "IPoolReactor",
     "MaintenancePool",
     "PeerRegistry",
     "PersistedPool",
@@ -40,7 +49,28 @@ __all__ = [
     "PointRegistry",
     "ResolverPool",
     "SeedPool",
+    "installed_reactor",
 ]
+
+
+class IPoolReactor(IReactorCore, IReactorTCP, IReactorTime, IReactorThreads, IReactorFromThreads):
+    """
+    What a node asks of its reactor: TCP, time, name resolution and start
+    and stop (C{IReactorCore}), and threads. Twisted's default reactors
+    provide all of these, but declare each interface alone; this one only
+    names their intersection for the type checker.
+    """
+
+
+def installed_reactor() -> IPoolReactor:
+    """
+    The global (installed) reactor, importing it on first use.
+    """
+    from twisted.internet import reactor
+
+    # The module attribute is replaced by the installed reactor, an object
+    # providing IPoolReactor's parts, which a type checker cannot see.
+    return cast(IPoolReactor, reactor)
 
 
 class PointRegistry(Protocol):
@@ -140,9 +170,9 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
         """
 
     @property
-    def app(self) -> Any:
+    def app(self) -> IPoolApplication:
         """
-        The embedded application (an C{IPoolApplication} provider).
+        The embedded application.
         """
 
     @property
@@ -295,7 +325,7 @@ class PersistedPool(Protocol):
         """
 
     @property
-    def metadata_config(self) -> Any:
+    def metadata_config(self) -> IPeerMetadataConfig:
         """
         The application's C{IPeerMetadataConfig}: C{initial_metadata},
         C{encode_metadata}, C{decode_metadata}.

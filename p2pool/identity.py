@@ -339,16 +339,16 @@ def _raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes_raw()
 
 
-def _check_private_key(instance: Identity, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_private_key(instance: Identity, attribute: attrs.Attribute[Ed25519PrivateKey], value: Ed25519PrivateKey) -> None:
     if not isinstance(value, Ed25519PrivateKey):
         raise TypeError(f"private_key must be an Ed25519PrivateKey, not {value!r}")
 
 
-def _check_public_key(instance: Identity, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_public_key(instance: Identity, attribute: attrs.Attribute[bytes], value: bytes) -> None:
     _check_length("public_key", value, PUBLIC_KEY_SIZE)
 
 
-def _check_stamp(instance: Identity, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_stamp(instance: Identity, attribute: attrs.Attribute[bytes], value: bytes) -> None:
     _check_length("proof_of_work_stamp", value, STAMP_SIZE)
 
 

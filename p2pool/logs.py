@@ -17,6 +17,7 @@ from typing import IO, Any, Optional, cast
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     LogLevel,
@@ -41,9 +42,15 @@ STATUS_EVENTS = frozenset({EventKind.TOO_FEW_CONNECTIONS, EventKind.TOO_MANY_CON
 STATUS_REMINDER = 600.0
 
 #: Keys of a log event that are not fields of the event itself.
+# The filter results used here, typed: PredicateResult's members are
+# constantly constants, which carry no type information.
+_MAYBE: PredicateResult = PredicateResult.maybe
+_NO: PredicateResult = PredicateResult.no
+
 _NOT_FIELDS = frozenset({"format", "message", "system", "time", "isError", "failure", "why", "p2pool_event"})
 
 
+@implementer(ILogFilterPredicate)
 class StatusRepeats:
     """
     A log predicate that drops a status event (L{STATUS_EVENTS}) when its
@@ -58,14 +65,14 @@ class StatusRepeats:
     def __call__(self, event: LogEvent) -> PredicateResult:
         name = event.get("p2pool_event")
         if name not in STATUS_EVENTS:
-            return PredicateResult.maybe
+            return _MAYBE
         fields = tuple(sorted((key, repr(value)) for key, value in _fields(event).items()))
         now = float(event.get("log_time", 0.0))
         last = self._last.get(name)
         if last is not None and last[0] == fields and now - last[1] < self._reminder:
-            return PredicateResult.no
+            return _NO
         self._last[name] = (fields, now)
-        return PredicateResult.maybe
+        return _MAYBE
 
 
 def _fields(event: LogEvent) -> dict[str, Any]:
@@ -123,15 +130,15 @@ def node_log_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
     unchanged status events dropped above debug, written to C{out} in
     C{config.format}.
     """
-    writer: Any = JSONLinesObserver(out) if config.format == "json" else textFileLogObserver(out)
+    writer: ILogObserver = JSONLinesObserver(out) if config.format == "json" else textFileLogObserver(out)
     level = LogLevel.levelWithName(config.level)
-    predicates: list[Any] = [LogLevelFilterPredicate(defaultLogLevel=level)]
+    predicates: list[ILogFilterPredicate] = [LogLevelFilterPredicate(defaultLogLevel=level)]
     if level > LogLevel.debug:
         predicates.append(StatusRepeats())
     return cast(ILogObserver, FilteringLogObserver(writer, predicates))
 
 
-def twistd_log_destination(options: Any) -> Optional[IO[str]]:
+def twistd_log_destination(options: object) -> Optional[IO[str]]:
     """
     Where twistd, run with C{options} (its C{ServerOptions}), would write
     its log: standard output when it does not daemonize and has no

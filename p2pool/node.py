@@ -58,7 +58,7 @@ class NodeService(MultiService):
     _log = Logger()
 
     def __init__(self, pool: Pool, reactor: Any = None, lock: Optional[DataDirLock] = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.pool = pool
         self.lock = lock
         self._reactor = reactor
@@ -66,8 +66,8 @@ class NodeService(MultiService):
         self.start_error: Optional[str] = None
         if pool.config.admin.listen is not None:
             self.admin = AdminService(pool, reactor=reactor)
-            self.admin.setServiceParent(self)
-        pool.setServiceParent(self)
+            self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        pool.setServiceParent(self)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def setServiceParent(self, parent: Any) -> None:
         """
@@ -82,7 +82,7 @@ class NodeService(MultiService):
             and parent.getComponent(ILogObserver, None) is None
         ):
             parent.setComponent(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def startService(self) -> None:
         config = self.pool.config
@@ -93,7 +93,7 @@ class NodeService(MultiService):
             listen=str(config.listen),
             data_dir=config.data_dir,
         )
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self.admin is not None:
             self.admin.when_listening().addErrback(self._failed, logged=False)
         # The pool logs why it could not start itself.
@@ -105,7 +105,7 @@ class NodeService(MultiService):
 
     async def _stop(self) -> None:
         try:
-            await super().stopService()
+            await super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         finally:
             if self.lock is not None:
                 self.lock.release()

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import TimeoutError as TwistedTimeoutError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
@@ -170,7 +170,8 @@ def read_capped(response: IResponse, cap: int) -> Deferred[bytes]:
 
     def cancel(d: Deferred[bytes]) -> None:
         if protocol is not None and protocol.transport is not None:
-            protocol.transport.stopProducing()
+            # IResponse.deliverBody gives the protocol an IPushProducer.
+            cast(IPushProducer, protocol.transport).stopProducing()
 
     finished: Deferred[bytes] = Deferred(cancel)
     protocol = _CappedBody(cap, finished)
@@ -262,7 +263,7 @@ def _describe_one(failure: Failure) -> str:
         return f"timed out: {failure.getErrorMessage()}"
     if failure.check(SeedError):
         return str(failure.value)
-    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
 
 
 class SeedFetcher:

@@ -77,7 +77,7 @@ class Options(usage.Options):
     config: PoolConfig
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._repeated: dict[str, list[str]] = {}
         self._argv: list[str] = []
 
@@ -94,7 +94,7 @@ class Options(usage.Options):
         """
         self._argv = list(sys.argv[1:] if options is None else options)
         try:
-            super().parseOptions(self._argv)
+            super().parseOptions(self._argv)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         except usage.UsageError as e:
             message = self._explain(str(e))
             if self.parent is None:

@@ -861,7 +861,7 @@ class MemoryTransport:
             self._eof_pending = False
             self._write_closed = True
             if IHalfCloseableProtocol.providedBy(self.protocol):
-                self._guarded(self.protocol.writeConnectionLost)  # type: ignore[attr-defined]
+                self._guarded(self.protocol.writeConnectionLost)
             self.peer.receive_eof()
             if link.closed:
                 return
@@ -894,10 +894,10 @@ class MemoryTransport:
         if not IHalfCloseableProtocol.providedBy(self.protocol):
             self._link.finish(self.peer)
         elif self._write_closed:
-            self._guarded(self.protocol.readConnectionLost)  # type: ignore[attr-defined]
+            self._guarded(self.protocol.readConnectionLost)
             self._link.finish(self.peer)
         else:
-            self._guarded(self.protocol.readConnectionLost)  # type: ignore[attr-defined]
+            self._guarded(self.protocol.readConnectionLost)
 
     def _guarded(self, f: Callable[..., Any], *args: Any) -> None:
         """
@@ -1076,7 +1076,9 @@ class NodeReactor:
         """
         self._clock.callLater(0, callable, *args, **kw)
 
-    def getThreadPool(self) -> _InlineThreadPool:
+    # Not a ThreadPool, but it has the methods deferToThread and
+    # callInThread use, which is all a simulated node needs.
+    def getThreadPool(self) -> _InlineThreadPool:  # type: ignore[override]
         """
         A thread pool that runs work inline.
         """

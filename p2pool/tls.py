@@ -174,9 +174,11 @@ class TLSContext:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self.certificate = make_certificate(private_key)
+        # Twisted annotates privateKey and certificate as pyOpenSSL's PKey
+        # and X509, but hands them to pyOpenSSL, which takes cryptography's.
         options = CertificateOptions(
-            privateKey=private_key,
-            certificate=self.certificate,
+            privateKey=private_key,  # type: ignore[arg-type]
+            certificate=self.certificate,  # type: ignore[arg-type]
             raiseMinimumTo=TLSVersion.TLSv1_3,
         )
         self.creator = PeerConnectionCreator(options.getContext())

@@ -332,7 +332,7 @@ class AdminResource(Resource):
         feed: EventFeed,
         clock: IReactorTime,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._pool = pool
         self._token = token.encode("utf-8")
         self._traffic = traffic
@@ -347,7 +347,7 @@ class AdminResource(Resource):
         Answer one request; never raises.
         """
         try:
-            result = self._dispatch(request)
+            result: object = self._dispatch(request)
             if result is NOT_DONE_YET:
                 return NOT_DONE_YET
             if inspect.iscoroutine(result):
@@ -368,7 +368,7 @@ class AdminResource(Resource):
             if gone:
                 return
             if isinstance(result, Failure):
-                if result.check(APIError):
+                if isinstance(result.value, APIError):
                     body = self._error(request, result.value)
                 else:
                     self._log.failure(

@@ -95,10 +95,12 @@ def load_tls_options(config: AdminConfig) -> Optional[CertificateOptions]:
     except (ValueError, TypeError) as e:
         raise AdminListenError(f"{key_name}: cannot load the private key in {key_path}: {e}") from None
     try:
+        # Twisted annotates these as pyOpenSSL's PKey and X509, but hands
+        # them to pyOpenSSL, which takes cryptography's key and certificates.
         options = CertificateOptions(
-            privateKey=private_key,
-            certificate=certificates[0],
-            extraCertChain=certificates[1:],
+            privateKey=private_key,  # type: ignore[arg-type]
+            certificate=certificates[0],  # type: ignore[arg-type]
+            extraCertChain=certificates[1:],  # type: ignore[arg-type]
             raiseMinimumTo=TLSVersion.TLSv1_2,
             acceptableProtocols=ALPN_PROTOCOLS,
         )
@@ -161,8 +163,8 @@ class AdminChannel(HTTPChannel):
     _early = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        peer: Any = self.getPeer()
+        super().connectionMade()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        peer: Any = self.getPeer()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.address = str(getattr(peer, "host", ""))
         self.site.opened(self, self.address)
         self._enter(Phase.READING)
@@ -172,17 +174,17 @@ class AdminChannel(HTTPChannel):
             self._enter(Phase.READING)
         elif self._phase is Phase.BUSY:
             self._early = True
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def allContentReceived(self) -> None:
         self._received += 1
         self._early = False
         self._enter(Phase.BUSY)
-        super().allContentReceived()
+        super().allContentReceived()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def requestDone(self, request: Any) -> None:
         self._answered += 1
-        super().requestDone(request)
+        super().requestDone(request)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         # super() may have gone on with a pipelined request (BUSY again).
         if self._answered == self._received and self.transport is not None:
             self._enter(Phase.READING if self._early or self.requests else Phase.IDLE)
@@ -190,7 +192,7 @@ class AdminChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._cancel_deadline()
         self.site.closed(self)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -202,9 +204,9 @@ class AdminChannel(HTTPChannel):
         self._phase = phase
         self.site.connections.set_phase(self, phase)
         if phase is Phase.READING:
-            self._deadline = self.callLater(self.site.request_timeout, self._request_timed_out)
+            self._deadline = self.callLater(self.site.request_timeout, self._request_timed_out)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         elif phase is Phase.IDLE:
-            self._deadline = self.callLater(self.site.idle_timeout, self._idle_timed_out)
+            self._deadline = self.callLater(self.site.idle_timeout, self._idle_timed_out)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _request_timed_out(self) -> None:
         self._deadline = None
@@ -251,7 +253,7 @@ class AdminSite(Site):
         idle_timeout: float,
         reactor: Any,
     ) -> None:
-        super().__init__(resource, timeout=None, reactor=reactor)
+        super().__init__(resource, timeout=None, reactor=reactor)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.connections = connections
         self.refusals = refusals
         self.request_timeout = request_timeout
@@ -317,7 +319,7 @@ class AdminSite(Site):
         d: Deferred[None] = Deferred()
         self._all_closed.append(d)
         for channel in list(self.open):
-            channel.loseConnection()
+            channel.loseConnection()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
         def abort() -> None:
             for channel in list(self.open):
@@ -412,7 +414,7 @@ class AdminService(Service):
         return Point(host.host, host.port)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.metrics.attach()
         self.feed.attach()
         self.traffic.start()
@@ -433,7 +435,7 @@ class AdminService(Service):
         inner: Any = site if options is None else TLSMemoryBIOFactory(options, False, cast(Any, site))
         factory = _Admission(site, inner)
         try:
-            self.port = await endpoint.listen(factory)
+            self.port = await endpoint.listen(factory)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         except Exception as e:
             raise AdminListenError(listen_failure_text("admin.listen", listen, e)) from e
         scheme = "https" if options is not None else "http"
@@ -476,7 +478,7 @@ class AdminService(Service):
 
         @return: fires once they are closed.
         """
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.traffic.stop()
         self.metrics.detach()
         self.feed.detach()

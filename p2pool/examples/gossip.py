@@ -498,11 +498,11 @@ class Publisher(Service):
             self._loop.clock = clock
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._loop.start(self.every, now=False)
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self._loop.running:
             self._loop.stop()
 
