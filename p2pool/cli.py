@@ -35,6 +35,7 @@ import urllib.parse
 from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol as TypingProtocol, Sequence, TextIO
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -43,6 +44,7 @@ from twisted.web.http import PotentialDataLoss
 from p2pool._version import version_line
 from p2pool.acl import canonical_entry
 from p2pool.addressing import AddressError, PeerId, PointSpec
+from p2pool.contracts import IPoolReactor, installed_reactor
 from p2pool.identity import (
     Identity,
     IdentityError,
@@ -932,7 +934,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def admin_http_client(ca_file: Optional[str] = None, reactor: Any = None) -> Any:
+def admin_http_client(ca_file: Optional[str] = None, reactor: Optional[IPoolReactor] = None) -> Any:
     """
     A treq client for the admin API that does not keep connections. For
     https:// URLs the server certificate is checked against the system
@@ -946,9 +948,7 @@ def admin_http_client(ca_file: Optional[str] = None, reactor: Any = None) -> Any
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+        reactor = installed_reactor()
     try:
         trust_root = load_trust_root(ca_file) if ca_file is not None else None
     except SeedError as e:
@@ -1013,7 +1013,7 @@ def _react_admin(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     status = [EXIT_ERROR]
 
-    async def run(reactor: Any) -> None:
+    async def run(reactor: IReactorCore) -> None:
         d = Deferred.fromCoroutine(run_admin(args, None, out, err))
         reactor.addSystemEventTrigger("before", "shutdown", d.cancel)
         try:

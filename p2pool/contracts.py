@@ -198,6 +198,11 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
         How many running connections make a new one refused.
         """
 
+    def now(self) -> float:
+        """
+        The pool's current time.
+        """
+
     def greylist_addr(self, addr: str) -> None:
         """
         Greylist an address.

@@ -14,7 +14,7 @@ import random
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -114,10 +114,10 @@ class Maintenance:
         self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
         self._running = False
         self._again: Optional[str] = None
-        self._idle_call: Any = None
+        self._idle_call: Optional[IDelayedCall] = None
         self._waiters: list[Deferred[None]] = []
         self._news: Optional[Deferred[None]] = None
-        self._news_timer: Any = None
+        self._news_timer: Optional[IDelayedCall] = None
         self._delays: set[Deferred[None]] = set()
         self._stopped = True
 

@@ -22,6 +22,7 @@ from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
 from p2pool.files import DataDirLock, DataDirLocked
 from p2pool.identity import IdentityError, load_identity
+from p2pool.contracts import IPoolReactor, installed_reactor
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool import Pool
 
@@ -57,7 +58,7 @@ class NodeService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, reactor: Any = None, lock: Optional[DataDirLock] = None) -> None:
+    def __init__(self, pool: Pool, reactor: Optional[IPoolReactor] = None, lock: Optional[DataDirLock] = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.pool = pool
         self.lock = lock
@@ -121,9 +122,7 @@ class NodeService(MultiService):
         self.start_error = failure.getErrorMessage()
         if not logged:
             self._log.critical("p2pool could not start: {error}", error=self.start_error)
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = self._reactor if self._reactor is not None else installed_reactor()
         if reactor.running:
             reactor.stop()
         else:
@@ -154,7 +153,7 @@ def exit_on_start_failure(node: Any) -> None:
     atexit.register(exit_if_failed)
 
 
-def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None, reactor: Any = None) -> NodeService:
+def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None, reactor: Optional[IPoolReactor] = None) -> NodeService:
     """
     The service of a node running C{config}.
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
@@ -136,13 +136,13 @@ class RefusalLog:
         interval: Optional[float],
         report: Callable[[RefusalSummary], Any],
     ) -> None:
-        self._clock: Any = clock
+        self._clock = clock
         self.interval = interval
         self._report = report
         self._totals: dict[str, int] = {}
         self._window: dict[str, _Window] = {}
         self._opened_at = 0.0
-        self._call: Optional[Any] = None
+        self._call: Optional[IDelayedCall] = None
         self._stopped = False
 
     def totals(self) -> dict[str, int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Mapping, Optional, Sequence, cast
+from typing import Any, Callable, Mapping, Optional, Sequence, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.events import EventKind
-from p2pool.contracts import SeedPool
+from p2pool.contracts import IPoolReactor, SeedPool, installed_reactor
 
 __all__ = [
     "MAX_BODY",
@@ -188,7 +188,7 @@ class _SeedEndpointFactory:
     """
 
     def __init__(
-        self, reactor: Any, policy: BrowserLikePolicyForHTTPS, timeout: float, host_addresses: Mapping[str, str]
+        self, reactor: IPoolReactor, policy: BrowserLikePolicyForHTTPS, timeout: float, host_addresses: Mapping[str, str]
     ) -> None:
         self._reactor = reactor
         self._policy = policy
@@ -282,14 +282,14 @@ class SeedFetcher:
         urls: Sequence[str],
         ca_file: Optional[str] = None,
         *,
-        reactor: Any = None,
+        reactor: Optional[IPoolReactor] = None,
         http_client: Any = None,
         clock: Optional[IReactorTime] = None,
         rng: Optional[random.Random] = None,
         timeout: float = FETCH_TIMEOUT,
         max_body: int = MAX_BODY,
         host_addresses: Optional[Mapping[str, str]] = None,
-        resolve: Any = None,
+        resolve: Optional[Callable[[str], Deferred[str]]] = None,
     ) -> None:
         """
         @param pool: the pool to register points with.
@@ -310,9 +310,7 @@ class SeedFetcher:
         self._pool = pool
         self.urls = tuple(urls)
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = installed_reactor()
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._rng = rng or random.Random()

@@ -15,7 +15,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -31,6 +31,7 @@ from p2pool.admin.metrics import AdminCollector, PoolMetrics
 from p2pool.admin.resources import MAX_BODY_SIZE, AdminResource
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.config import AdminConfig
+from p2pool.contracts import IPoolReactor, installed_reactor
 from p2pool.errors import listen_failure_text
 from p2pool.pool import Pool
 from p2pool.refusals import RefusalLog, RefusalSummary
@@ -155,7 +156,7 @@ class AdminChannel(HTTPChannel):
     #: The client's address.
     address = ""
     _phase = Phase.READING
-    _deadline: Optional[Any] = None
+    _deadline: Optional[IDelayedCall] = None
     #: Requests fully received and fully answered.
     _received = 0
     _answered = 0
@@ -251,7 +252,7 @@ class AdminSite(Site):
         refusals: RefusalLog,
         request_timeout: float,
         idle_timeout: float,
-        reactor: Any,
+        reactor: IReactorTime,
     ) -> None:
         super().__init__(resource, timeout=None, reactor=reactor)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.connections = connections
@@ -307,7 +308,7 @@ class AdminSite(Site):
             for d in waiters:
                 d.callback(None)
 
-    def close_all(self, clock: Any, grace: float) -> Deferred[None]:
+    def close_all(self, clock: IReactorTime, grace: float) -> Deferred[None]:
         """
         Close every connection; those still open after C{grace} seconds are
         aborted.
@@ -373,7 +374,7 @@ class AdminService(Service):
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, config: Optional[AdminConfig] = None, reactor: Any = None) -> None:
+    def __init__(self, pool: Pool, config: Optional[AdminConfig] = None, reactor: Optional[IPoolReactor] = None) -> None:
         """
         @param config: where to listen and the token; default: the pool's
             C{config.admin}. C{listen = None} serves nothing over the
@@ -381,9 +382,7 @@ class AdminService(Service):
         @param reactor: the pool's reactor (default: the global one).
         """
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = installed_reactor()
         self.pool = pool
         self.config = config if config is not None else pool.config.admin
         self._reactor = reactor

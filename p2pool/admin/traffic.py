@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -51,7 +52,7 @@ class TrafficSampler:
     @ivar outflow: bytes sent per second over the last interval.
     """
 
-    def __init__(self, pool: Pool, clock: Any, interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, pool: Pool, clock: IReactorTime, interval: float = SAMPLE_INTERVAL) -> None:
         self._pool = pool
         self._clock = clock
         self._interval = interval
