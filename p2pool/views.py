@@ -17,6 +17,7 @@ from p2pool.directory import Directory
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
 from p2pool.events import EventLog
+from p2pool.interfaces import IPeerMetadataConfig
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["ConnectionsView", "PeersView", "PointsView"]
@@ -95,7 +96,7 @@ class PeersView:
     The known peers (Tezos C{P2p_pool.Peers}).
     """
 
-    def __init__(self, directory: Directory, acl: ACL, events: EventLog, registry: PeerRegistry, meta: Any) -> None:
+    def __init__(self, directory: Directory, acl: ACL, events: EventLog, registry: PeerRegistry, meta: IPeerMetadataConfig) -> None:
         """
         @param registry: knows new peers (the pool).
         @param meta: the application's C{IPeerMetadataConfig}.

@@ -136,7 +136,7 @@ def _metadata_json(pool: Pool, metadata: Any) -> Any:
     Peer metadata as the application encodes it (its
     C{IPeerMetadataConfig.encode_metadata}); C{null} if that fails.
     """
-    config: Any = IPeerMetadataConfig(pool.app, None) or BasePoolApplication()
+    config: IPeerMetadataConfig = IPeerMetadataConfig(pool.app, None) or BasePoolApplication()
     try:
         return config.encode_metadata(metadata)
     except Exception:
