@@ -210,10 +210,10 @@ class PoolNetworkTests(TestCase):
             outcomes = []
             for d in (ours, theirs):
                 d.addBoth(outcomes.append)
-            await wait_for(lambda: len(outcomes) == 2)
+            await wait_for(lambda outcomes=outcomes: len(outcomes) == 2)
 
-            def ended() -> list[list[str]]:
-                return [handshakes_ended(n, start) for n, start in zip((a, b), since)]
+            def ended(since: list[int] = since) -> list[list[str]]:
+                return [handshakes_ended(n, start) for n, start in zip((a, b), since, strict=True)]
 
             # Each side runs two handshakes (its dial and the other's); once
             # all four have ended, nothing can open or close a connection.
