@@ -60,7 +60,7 @@ class Keepalive:
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS:
                 self._pool.events.emit("idle_timeout", peer_id=str(conn.peer_id), seconds=silent * self.interval)
-                conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
+                conn.disconnect(DisconnectReason.IDLE_TIMEOUT, abort=True)
             elif silent >= 1:
                 conn._protocol.write(_PING)
         self._seen = seen
