@@ -156,7 +156,7 @@ class BrowserTests(TestCase):
     The dashboard in headless Chromium against a real node.
     """
 
-    timeout = 60
+    timeout = 120
     if CHROMIUM is None:
         skip = "Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
 

@@ -547,7 +547,7 @@ def _spec(node: GossipNode) -> PointSpec:
 
 
 class RealNodeTests(TestCase):
-    timeout = 30
+    timeout = 120
 
     @async_test
     async def test_three_nodes_on_loopback(self) -> None:

@@ -70,7 +70,7 @@ class ThreeNodesTests(TestCase):
     Three nodes configured with each other as trusted points.
     """
 
-    timeout = 30
+    timeout = 120
 
     @async_test
     async def test_trusted_points_connect_and_carry_messages(self) -> None:
@@ -135,7 +135,7 @@ class RefusalTests(TestCase):
     Bad peers are refused with a typed error and the node keeps running.
     """
 
-    timeout = 30
+    timeout = 120
 
     async def _still_serves(self, node: Any) -> None:
         other = await start_node(self, "127.0.0.9", 8)
@@ -315,7 +315,7 @@ def _ec_certificate(key: Any) -> Any:
 
 
 class SendManyTests(TestCase):
-    timeout = 20
+    timeout = 120
 
     @async_test
     async def test_send_many_delivers_each_message(self) -> None:
@@ -334,7 +334,7 @@ class SendManyTests(TestCase):
 
 
 class ByteCountTests(TestCase):
-    timeout = 20
+    timeout = 120
 
     @async_test
     async def test_bytes_counted_per_connection_and_in_total(self) -> None:

@@ -49,7 +49,7 @@ class _Idle(Protocol):
 
 
 class PoolNetworkTests(TestCase):
-    timeout = 40
+    timeout = 120
 
     @async_test
     async def test_overcrowded_target_nacks_with_known_points(self) -> None:
@@ -246,7 +246,7 @@ class PoolNetworkTests(TestCase):
         ]
         nodes = [seed, *others]
         # In range means at least min_threshold (2) connections each.
-        await wait_for(lambda: all(n.pool.active_connections() >= 2 for n in nodes), timeout=20)
+        await wait_for(lambda: all(n.pool.active_connections() >= 2 for n in nodes))
         for node in others:
             others_known = [i for i in node.pool.points if i.point != node.point]
             self.assertGreaterEqual(len(others_known), 2, "learnt points beyond the bootstrap one")
