@@ -32,15 +32,6 @@ def identity(index: int) -> Identity:
     return _identities[index]
 
 
-def free_port(ip: str) -> int:
-    """
-    A TCP port that is free on C{ip} now.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
-
-
 def closed_port(test: Any, ip: str) -> int:
     """
     A TCP port on C{ip} where nothing listens until C{test} ends: a socket
@@ -97,13 +88,13 @@ class Node:
         return [e for e in self.events if e.event == event]
 
 
-async def start_node(test: Any, ip: str, index: int, port: int = 0, **config: Any) -> Node:
+async def start_node(test: Any, ip: str, index: int, **config: Any) -> Node:
     """
-    Start a pool on C{ip} with test identity C{index}; it is stopped when
-    the test ends.
+    Start a pool on C{ip} (on a port the system picks: L{Node.point} says
+    which) with test identity C{index}; it is stopped when the test ends.
     """
     settings: dict[str, Any] = dict(
-        listen=Point(ip, port),
+        listen=Point(ip, 0),
         expected_proof_of_work=0,
         maintenance_idle_time=None,
         data_dir=test.mktemp(),
@@ -169,7 +160,3 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what:
 def only(items: list[Any], what: Optional[str] = None) -> Any:
     assert len(items) == 1, f"expected one {what or 'item'}, got {items!r}"
     return items[0]
-
-
-async def sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
