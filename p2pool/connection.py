@@ -165,15 +165,18 @@ class Connection:
         """
         self._protocol.transport.unregisterProducer()  # type: ignore[union-attr]
 
-    def disconnect(self, reason: DisconnectReason = DisconnectReason.REQUESTED) -> Deferred[None]:
+    def disconnect(self, reason: DisconnectReason = DisconnectReason.REQUESTED, abort: bool = False) -> Deferred[None]:
         """
         Say goodbye to the peer and close.
 
+        @param abort: close at once instead of after the goodbye is
+            delivered: for a peer that no longer answers (a graceful TLS
+            close waits for the peer's reply, which never comes).
         @return: fires when the connection has closed.
         """
         if self.reason is None:
             self._protocol.write(_DISCONNECT_FRAME)
-            self._protocol.fail(ConnectionEnded(reason))
+            self._protocol.fail(ConnectionEnded(reason), abort=abort)
         return self.when_closed()
 
     def when_closed(self) -> Deferred[None]:

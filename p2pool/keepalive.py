@@ -66,7 +66,7 @@ class Keepalive:
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS:
                 self._events.emit(EventKind.IDLE_TIMEOUT, peer_id=str(conn.peer_id), seconds=silent * self.interval)
-                conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
+                conn.disconnect(DisconnectReason.IDLE_TIMEOUT, abort=True)
             elif silent >= 1:
                 conn.send_control(_PING)
         self._seen = seen

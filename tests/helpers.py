@@ -4,6 +4,7 @@ Helpers for tests that run real nodes on loopback addresses.
 
 from __future__ import annotations
 
+import inspect
 import socket
 from typing import Any, Callable, Optional
 
@@ -31,13 +32,17 @@ def identity(index: int) -> Identity:
     return _identities[index]
 
 
-def free_port(ip: str) -> int:
+def closed_port(test: Any, ip: str) -> int:
     """
-    A TCP port that is free on C{ip} now.
+    A TCP port on C{ip} where nothing listens until C{test} ends: a socket
+    is bound to it (without C{SO_REUSEADDR}) and never listens, so a
+    connection there is refused and no other socket can take the port
+    meanwhile. The socket is closed when the test ends.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    test.addCleanup(held.close)
+    held.bind((ip, 0))
+    return int(held.getsockname()[1])
 
 
 class RecordingApp(BasePoolApplication):
@@ -83,13 +88,13 @@ class Node:
         return [e for e in self.events if e.event == event]
 
 
-async def start_node(test: Any, ip: str, index: int, port: int = 0, **config: Any) -> Node:
+async def start_node(test: Any, ip: str, index: int, **config: Any) -> Node:
     """
-    Start a pool on C{ip} with test identity C{index}; it is stopped when
-    the test ends.
+    Start a pool on C{ip} (on a port the system picks: L{Node.point} says
+    which) with test identity C{index}; it is stopped when the test ends.
     """
     settings: dict[str, Any] = dict(
-        listen=Point(ip, port),
+        listen=Point(ip, 0),
         expected_proof_of_work=0,
         maintenance_idle_time=None,
         data_dir=test.mktemp(),
@@ -124,19 +129,32 @@ def async_test(f: Callable[[Any], Any]) -> Callable[[Any], Deferred[Any]]:
     return run
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
+def describe(predicate: Callable[[], object]) -> str:
     """
-    Wait until C{predicate()} is true, failing after C{timeout} seconds.
+    What C{predicate} checks, for a failure message: a function's name,
+    or the source line of a lambda.
     """
-    for _ in range(int(timeout / step)):
-        if predicate():
-            return
-        await deferLater(reactor, step, lambda: None)
-    raise AssertionError(f"condition not met within {timeout} s")
+    name = getattr(predicate, "__qualname__", None) or repr(predicate)
+    if "<lambda>" not in name:
+        return name
+    try:
+        lines, _ = inspect.getsourcelines(predicate)
+    except (OSError, TypeError):
+        return name
+    return " ".join(line.strip() for line in lines)
 
 
-async def sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
+async def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: Optional[str] = None, step: float = 0.02) -> None:
+    """
+    Wait until C{predicate()} is true, checking every C{step} seconds;
+    fail, saying what was awaited (C{what}, or the predicate's source),
+    once C{timeout} seconds have passed on the reactor's clock.
+    """
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            raise AssertionError(f"not met within {timeout} s: {what or describe(predicate)}")
+        await deferLater(reactor, min(step, max(0.0, deadline - reactor.seconds())), lambda: None)
 
 
 def only(items: list[Any], what: Optional[str] = None) -> Any:

@@ -24,7 +24,7 @@ from p2pool.addressing import PeerId, Point
 from p2pool.events import EventKind
 from tests import processes
 from tests.adminhelpers import TOKEN, base_url, http_client, start_admin
-from tests.helpers import Node, async_test, free_port, start_node, wait_for
+from tests.helpers import Node, async_test, closed_port, start_node, wait_for
 
 ROOT = FilePath(__file__).parent().parent()
 UNKNOWN_PEER = str(PeerId.from_public_key(b"\x03" * 32))
@@ -46,7 +46,7 @@ class InProcessTests(TestCase):
     L{cli.admin_main} against a running node.
     """
 
-    timeout = 20
+    timeout = 120
 
     async def nodes(self, suffix: int, connect: bool = True) -> Nodes:
         nodes = Nodes()
@@ -121,7 +121,7 @@ class InProcessTests(TestCase):
         pool, point, peer = n.a.pool, n.b.point, n.b.pool.peer_id
         self.assertEqual(await self.run_cli("ban", str(point)), (0, f"banned point {point}\n", ""))
         self.assertTrue(pool.points.banned(point))
-        await wait_for(lambda: pool.active_connections() == 0, timeout=5)
+        await wait_for(lambda: pool.active_connections() == 0)
         self.assertEqual(await self.run_cli("unban", str(point)), (0, f"unbanned point {point}\n", ""))
         self.assertFalse(pool.points.banned(point))
         self.assertEqual((await self.run_cli("trust", str(point)))[1], f"trusted point {point}\n")
@@ -166,7 +166,7 @@ class InProcessTests(TestCase):
         status, _, err = await self.run_cli("disconnect", peer)
         self.assertEqual(status, 1)
         self.assertIn(f"no connection to {peer} (404 not_found)", err)
-        closed = Point("127.0.0.81", free_port("127.0.0.81"))
+        closed = Point("127.0.0.81", closed_port(self, "127.0.0.81"))
         status, _, err = await self.run_cli("connect", str(closed))
         self.assertEqual(status, 1)
         self.assertIn("(502 connection_failed)", err)
@@ -186,7 +186,7 @@ class InProcessTests(TestCase):
 
     @async_test
     async def test_unreachable(self) -> None:
-        url = f"http://127.0.0.85:{free_port('127.0.0.85')}"
+        url = f"http://127.0.0.85:{closed_port(self, '127.0.0.85')}"
         status, _, err = await self.run_cli("status", url=url)
         self.assertEqual(status, 3)
         self.assertIn(f"cannot reach the node's admin API at {url}", err)
@@ -225,13 +225,13 @@ class InProcessTests(TestCase):
         n = await self.nodes(89, connect=False)
         out, err = io.StringIO(), io.StringIO()
         running = ensureDeferred(cli.admin_main(["--api", self.url, "log", "-f"], http_client(self), out, err))
-        await wait_for(lambda: self.admin.feed.streams == 1, timeout=5)
+        await wait_for(lambda: self.admin.feed.streams == 1)
         n.a.pool.events.emit(EventKind.NEW_PEER, n=42)
-        await wait_for(lambda: "new_peer n=42" in out.getvalue(), timeout=5)
+        await wait_for(lambda: "new_peer n=42" in out.getvalue())
         running.cancel()
         with self.assertRaises(CancelledError):
             await running
-        await wait_for(lambda: self.admin.feed.streams == 0, timeout=5)
+        await wait_for(lambda: self.admin.feed.streams == 0)
         self.assertEqual(err.getvalue(), "")
 
 
@@ -291,7 +291,7 @@ class SubprocessTests(TestCase):
     errors, never a traceback.
     """
 
-    timeout = 30
+    timeout = 120
 
     def spawn(self, *argv: str, env: Optional[dict[str, str]] = None) -> processes.Collect:
         return processes.spawn(self, [*processes.p2pool_cli(), *argv], ROOT.path, processes.environment(**(env or {})))
@@ -312,7 +312,7 @@ class SubprocessTests(TestCase):
         status, _, err = await self.run_cli("--api", url, "points")
         self.assertEqual((status, err.count("\n")), (1, 1))
         self.assertIn("(401 unauthorized)", err)
-        closed = f"http://127.0.0.91:{free_port('127.0.0.91')}"
+        closed = f"http://127.0.0.91:{closed_port(self, '127.0.0.91')}"
         status, _, err = await self.run_cli("--api", closed, "connections")
         self.assertEqual((status, err.count("\n")), (3, 1))
         self.assertTrue(err.startswith(f"p2pool: error: cannot reach the node's admin API at {closed}"), err)
@@ -325,10 +325,10 @@ class SubprocessTests(TestCase):
         a = await start_node(self, "127.0.0.92", 58)
         admin = await start_admin(self, a.pool, "127.0.0.92")
         protocol = self.spawn("--api", base_url(admin), "log", "--follow")
-        await wait_for(lambda: admin.feed.streams == 1, timeout=10)
+        await wait_for(lambda: admin.feed.streams == 1)
         a.pool.events.emit(EventKind.NEW_PEER, n=7)
-        await wait_for(lambda: b"new_peer n=7" in protocol.out, timeout=5)
+        await wait_for(lambda: b"new_peer n=7" in protocol.out)
         protocol.transport.signalProcess(signal.SIGINT)  # type: ignore[union-attr]
         outcome = await protocol.ended
         self.assertEqual((outcome.status, outcome.err), (cli.EXIT_INTERRUPTED, "p2pool: interrupted\n"))
-        await wait_for(lambda: admin.feed.streams == 0, timeout=5)
+        await wait_for(lambda: admin.feed.streams == 0)

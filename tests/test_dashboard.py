@@ -156,7 +156,7 @@ class BrowserTests(TestCase):
     The dashboard in headless Chromium against a real node.
     """
 
-    timeout = 60
+    timeout = 240
     if CHROMIUM is None:
         skip = "Chromium is not installed (Debian: apt-get install chromium chromium-driver)"
 
@@ -173,7 +173,7 @@ class BrowserTests(TestCase):
         browser = _Chromium()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("http_", "https_", "HTTP_", "HTTPS_"))}
         process = reactor.spawnProcess(browser, CHROMIUM, argv, env)
-        killer = reactor.callLater(45, process.signalProcess, "KILL")
+        killer = reactor.callLater(90, process.signalProcess, "KILL")
         await browser.ended
         if killer.active():
             killer.cancel()

@@ -39,7 +39,7 @@ from p2pool.examples.gossip import (
 )
 from p2pool.pool import Pool
 from p2pool.testing import MemoryNetwork
-from tests.helpers import async_test, identity, sleep, wait_for
+from tests.helpers import async_test, identity, wait_for
 
 #: The checkout these tests run from.
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(p2pool.__file__)))
@@ -549,14 +549,16 @@ def _spec(node: GossipNode) -> PointSpec:
 
 
 class RealNodeTests(TestCase):
-    timeout = 30
+    timeout = 120
 
     @async_test
     async def test_three_nodes_on_loopback(self) -> None:
         """
         127.0.0.2 and 127.0.0.4 both trust 127.0.0.3: a message published by
         .2 crosses real TLS connections to .4 through .3, once, and .3
-        scores .2 as useful.
+        scores .2 as useful. No copy comes back: later messages, which
+        travel the same connections after it (.2 to .4, then .4 to .2),
+        arrive with no duplicate seen anywhere.
         """
         middle = await start_gossip_node(self, "127.0.0.3", 0)
         first = await start_gossip_node(self, "127.0.0.2", 1, trusted_points=(_spec(middle),))
@@ -565,14 +567,20 @@ class RealNodeTests(TestCase):
 
         message_id = first.app.publish(b"over real TLS")
         await wait_for(lambda: bool(last.received))
-        await sleep(0.3)
+        # Each connection delivers in order: once these arrive, any echo of
+        # the first message would have arrived before them.
+        later = first.app.publish(b"later, from .2")
+        await wait_for(lambda: later in last.counts())
+        back = last.app.publish(b"later, from .4")
+        await wait_for(lambda: back in first.counts())
 
-        self.assertEqual(middle.counts(), {message_id: 1})
-        self.assertEqual(last.counts(), {message_id: 1})
+        self.assertEqual(middle.counts(), {message_id: 1, later: 1, back: 1})
+        self.assertEqual(last.counts(), {message_id: 1, later: 1})
+        self.assertEqual(first.counts(), {back: 1})
+        self.assertEqual([n.app.stats.duplicates for n in (first, middle, last)], [0, 0, 0], "no copy came back")
         message, sender = last.received[0]
         self.assertEqual((message.payload, message.ttl, sender), (b"over real TLS", first.app.ttl - 1, middle.pool.peer_id))
-        self.assertEqual(middle.pool.peers.get_peer_metadata(first.pool.peer_id), PeerStats(useful=1))
-        self.assertEqual(first.received, [])
+        self.assertEqual(middle.pool.peers.get_peer_metadata(first.pool.peer_id), PeerStats(useful=2))
 
 
 # -- the tutorial -----------------------------------------------------------------

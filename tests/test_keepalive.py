@@ -1,16 +1,18 @@
 """
 Keepalive on the in-memory network: quiet but healthy connections stay,
-a peer lost behind a silent cut is closed after three silent intervals.
+a peer lost behind a silent cut is closed after three silent intervals;
+and over real TLS, where closing must not wait for the silent peer.
 """
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pool.events import EventKind
 from p2pool.addressing import Point
 from p2pool.errors import DisconnectReason
 from p2pool.testing import MemoryNetwork
-from tests.helpers import RecordingApp
+from tests.helpers import RecordingApp, async_test, start_node, wait_for
 
 
 class KeepaliveTests(SynchronousTestCase):
@@ -44,3 +46,33 @@ class KeepaliveTests(SynchronousTestCase):
     def test_disabled(self) -> None:
         pool = self.network.add_pool("10.3.0.1", maintenance_idle_time=None, keepalive_interval=None)
         self.assertIsNone(pool.keepalive)
+
+
+class RealSocketKeepaliveTests(TestCase):
+    """
+    Keepalive over real TLS on loopback.
+    """
+
+    timeout = 120
+
+    @async_test
+    async def test_unresponsive_peer_is_aborted(self) -> None:
+        """
+        A peer that stops reading and writing (as behind a silent network
+        cut) is closed by the keepalive with idle_timeout, although it
+        never answers the TLS close: the close does not wait for it.
+        """
+        a = await start_node(self, "127.0.0.2", 0, keepalive_interval=0.2)
+        b = await start_node(self, "127.0.0.3", 1, keepalive_interval=None)
+        await a.pool.connect(b.point)
+        await wait_for(lambda: b.pool.active_connections() == 1)
+        silent = b.pool.connections.list()[0]
+        silent._protocol.write = lambda data: None  # type: ignore[method-assign]
+        transport = silent._protocol.transport
+        assert transport is not None
+        transport.pauseProducing()  # type: ignore[attr-defined]
+        self.addCleanup(transport.resumeProducing)  # type: ignore[attr-defined]
+        await wait_for(lambda: bool(a.app.lost), what="A closes the connection to the silent peer")
+        self.assertEqual(a.app.lost[0][1].reason, DisconnectReason.IDLE_TIMEOUT)
+        self.assertEqual(len(a.named(EventKind.IDLE_TIMEOUT)), 1, "closed at the first idle timeout")
+        self.assertEqual(a.pool.active_connections(), 0)

@@ -9,10 +9,11 @@ L{PartitionHealTests} runs the pools on L{p2pool.testing.MemoryNetwork} in
 simulated time (deterministic; there a cut also aborts established links).
 L{NamespacePartitionTests} runs four twistd nodes in two Linux network
 namespaces joined by a veth link cut with C{ip link set down}; it is
-skipped where C{ip netns} is not permitted. There, established connections
-across a silent cut are not noticed (the pool sends no keepalives), so after
-cutting an established mesh only the inside connections and the mesh after
-healing are asserted.
+skipped where C{ip netns} is not permitted. There a cut is silent: the
+nodes notice it through their keepalive (a connection silent for three
+intervals is closed), so the test waits for the events that show each
+step happened (failed dials across, connections across closed) rather
+than for time to pass.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from p2pool.events import EventKind, PoolEvent
 from p2pool.identity import Identity, save_identity
 from p2pool.pool import Pool
 from p2pool.testing import MemoryNetwork
-from tests.helpers import RecordingApp, async_test, sleep, wait_for
+from tests.helpers import RecordingApp, async_test, wait_for
 
 GROUP_A = ["10.99.1.1", "10.99.1.2"]
 GROUP_B = ["10.99.2.1", "10.99.2.2"]
@@ -146,6 +147,11 @@ class PartitionHealTests(SynchronousTestCase):
 
 
 
+#: The namespace nodes' keepalive interval: a connection across a cut is
+#: closed after three silent intervals, while a node starved of CPU for less
+#: than that keeps its inside connections.
+KEEPALIVE = 1.0
+
 #: Starts twistd (C{python -m twisted.scripts.twistd} has no main and exits
 #: at once, doing nothing).
 _TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
@@ -206,7 +212,7 @@ class NamespacePartitionTests(TestCase):
     them; bringing it up heals.
     """
 
-    timeout = 40
+    timeout = 120
 
     def setUp(self) -> None:
         if shutil.which("ip") is None:
@@ -265,7 +271,7 @@ class NamespacePartitionTests(TestCase):
         args += ["--min-connections", "1", "--expected-connections", "3", "--max-connections", "6"]
         args += ["--maintenance-idle-time", "0.5", "--connection-timeout", "1"]
         args += ["--reconnection-initial-delay", "0.2", "--reconnection-increase-cap", "1"]
-        args += ["--reconnection-disconnection-delay", "0.5"]
+        args += ["--reconnection-disconnection-delay", "0.5", "--keepalive-interval", str(KEEPALIVE)]
         args += ["--log-level", "debug"]  # the end of the test reads save_peers, a debug event
         for other in others:
             args += ["--peer", f"{other}:9732"]
@@ -279,13 +285,12 @@ class NamespacePartitionTests(TestCase):
                 return
             with contextlib.suppress(ProcessExitedAlready, OSError):
                 process.signalProcess("TERM")
-            for _ in range(100):
-                if node.ended.called:
-                    return
-                await sleep(0.05)
-            with contextlib.suppress(ProcessExitedAlready, OSError):
-                process.signalProcess("KILL")
-            await node.ended
+            try:
+                await wait_for(lambda: node.ended.called, timeout=15, what=f"{ip} ends on SIGTERM")
+            except AssertionError:
+                with contextlib.suppress(ProcessExitedAlready, OSError):
+                    process.signalProcess("KILL")
+                await node.ended
 
         self.addCleanup(lambda: ensureDeferred(stop()))
 
@@ -305,41 +310,79 @@ class NamespacePartitionTests(TestCase):
     def describe(self) -> str:
         return "; ".join(f"{ip}: {sorted(n.peers)} ({len(n.log)} lines)" for ip, n in self.nodes.items())
 
+    def marks(self) -> dict[str, int]:
+        """
+        How many lines each node has logged so far.
+        """
+        return {ip: len(node.log) for ip, node in self.nodes.items()}
+
+    def logged_since(self, ip: str, marks: dict[str, int], pattern: str) -> list[str]:
+        return [line for line in self.nodes[ip].log[marks[ip] :] if re.search(pattern, line)]
+
+    def cross(self, ip: str) -> list[str]:
+        return GROUP_B if ip in GROUP_A else GROUP_A
+
+    def group_mate(self, ip: str) -> str:
+        [mate] = [o for o in (GROUP_A if ip in GROUP_A else GROUP_B) if o != ip]
+        return mate
+
+    def failed_across_since(self, marks: dict[str, int]) -> bool:
+        """
+        Whether every node has failed to dial both nodes across since
+        C{marks}.
+        """
+        return all(
+            self.logged_since(ip, marks, rf"connection_failed point={re.escape(other)}:9732")
+            for ip in ALL
+            for other in self.cross(ip)
+        )
+
+    def assert_inside_kept(self, marks: dict[str, int]) -> None:
+        """
+        No node lost its group mate since C{marks}.
+        """
+        for ip in ALL:
+            mate = re.escape(self.peer_ids[self.group_mate(ip)])
+            self.assertEqual(self.logged_since(ip, marks, rf"disconnection .*peer_id={mate}"), [], f"{ip} lost its group mate")
+
     @async_test
     async def test_partition_and_heal_in_namespaces(self) -> None:
         """
         Started partitioned, each group connects inside and its dials
-        across fail; healed, the full mesh forms within 15 s; cut again,
-        each group keeps its inside connection; healed again, the mesh is
-        whole; the nodes then stop cleanly on SIGTERM.
+        across fail; healed, the full mesh forms; cut again, each node's
+        keepalive closes its connections across while the inside ones
+        stay; healed again, the mesh is whole; the nodes then stop cleanly
+        on SIGTERM.
         """
         for group, ns in ((GROUP_A, self.ns_a), (GROUP_B, self.ns_b)):
             for ip in group:
                 self.spawn(ns, ip, [o for o in ALL if o != ip])
         try:
-            await wait_for(self.groups_only, timeout=15, step=0.05)
-            await sleep(1.0)
+            await wait_for(self.groups_only, what="each group connects inside")
+            formed = self.marks()
+            # Every node tries both nodes across and fails, after which the
+            # groups are still exactly as they were.
+            await wait_for(lambda: self.failed_across_since(formed), what="every node fails to dial across")
             self.assertTrue(self.groups_only(), self.describe())
-            for ip in ALL:
-                failed = [line for line in self.nodes[ip].log if EventKind.CONNECTION_FAILED in line]
-                self.assertTrue(failed, f"{ip} tried the other side while partitioned")
+            self.assert_inside_kept(formed)
             self.link_up()
-            await wait_for(self.full_mesh, timeout=15, step=0.05)
+            await wait_for(self.full_mesh, what="the mesh forms once healed")
+            cut = self.marks()
             self.link_down()
-            await sleep(1.5)
-            for group in (GROUP_A, GROUP_B):
-                for ip in group:
-                    self.assertTrue(self.ids([o for o in group if o != ip]) <= self.nodes[ip].peers, ip)
+            # The cut is silent: each side's keepalive closes the
+            # connections across; the inside ones stay.
+            await wait_for(self.groups_only, what="the keepalive closes the connections across the cut")
+            self.assert_inside_kept(cut)
             self.link_up()
-            await sleep(0.5)
-            await wait_for(self.full_mesh, timeout=10, step=0.05)
+            await wait_for(self.full_mesh, what="the mesh re-forms once healed again")
+            self.assert_inside_kept(cut)
         except AssertionError as e:
             raise AssertionError(f"{e}: {self.describe()}") from None
         for node in self.nodes.values():
             self.assertIsNone(node.exit_code, f"{node.name} is still running")
         for process in self.processes.values():
             process.signalProcess("TERM")
-        await wait_for(lambda: all(n.ended.called for n in self.nodes.values()), timeout=10, step=0.05)
+        await wait_for(lambda: all(n.ended.called for n in self.nodes.values()), what="every node ends on SIGTERM")
         # twistd re-raises the stopping signal at exit, so the exit status is
         # SIGTERM's: a clean stop shows in the log instead.
         for node in self.nodes.values():

@@ -25,7 +25,20 @@ from p2pool.errors import (
 )
 from p2pool.events import EventKind
 from p2pool.wire import Kind, frame
-from tests.helpers import async_test, identity, sleep, start_node, wait_for
+from tests.helpers import Node, async_test, identity, start_node, wait_for
+
+#: The events that end a handshake, one per handshake on each side.
+HANDSHAKE_ENDS = frozenset(
+    {"connection_established", "rejecting_request", "request_rejected", "connection_failed", "authentication_failed"}
+)
+
+
+def handshakes_ended(node: Node, since: int) -> list[str]:
+    """
+    The handshake-ending events C{node} logged after its first C{since}
+    events.
+    """
+    return [e.event for e in node.events[since:] if e.event in HANDSHAKE_ENDS]
 
 
 class _Idle(Protocol):
@@ -37,7 +50,7 @@ class _Idle(Protocol):
 
 
 class PoolNetworkTests(TestCase):
-    timeout = 40
+    timeout = 120
 
     @async_test
     async def test_overcrowded_target_nacks_with_known_points(self) -> None:
@@ -191,15 +204,25 @@ class PoolNetworkTests(TestCase):
         """
         a = await start_node(self, "127.0.0.2", 0)
         b = await start_node(self, "127.0.0.3", 1)
-        for _ in range(5):
+        for round_ in range(5):
+            since = [len(a.events), len(b.events)]
             ours, theirs = a.pool.connect(b.point), b.pool.connect(a.point)
             outcomes = []
             for d in (ours, theirs):
                 d.addBoth(outcomes.append)
-            await wait_for(lambda: len(outcomes) == 2)
-            await wait_for(lambda: a.pool.active_connections() == 1 and b.pool.active_connections() == 1)
-            await sleep(0.05)
-            self.assertEqual((a.pool.active_connections(), b.pool.active_connections()), (1, 1))
+            await wait_for(lambda outcomes=outcomes: len(outcomes) == 2)
+
+            def ended(since: list[int] = since) -> list[list[str]]:
+                return [handshakes_ended(n, start) for n, start in zip((a, b), since, strict=True)]
+
+            # Each side runs two handshakes (its dial and the other's); once
+            # all four have ended, nothing can open or close a connection.
+            await wait_for(lambda: all(len(e) >= 2 for e in ended()))
+            self.assertEqual([len(e) for e in ended()], [2, 2], f"round {round_}: {ended()}")
+            self.assertEqual([e.count("connection_established") for e in ended()], [1, 1], f"round {round_}: {ended()}")
+            self.assertEqual(
+                (a.pool.active_connections(), b.pool.active_connections()), (1, 1), f"round {round_}: {ended()}"
+            )
             conn_a = a.pool.connections.list()[0]
             conn_b = b.pool.connections.list()[0]
             self.assertNotEqual(conn_a.incoming, conn_b.incoming)
@@ -223,7 +246,7 @@ class PoolNetworkTests(TestCase):
         ]
         nodes = [seed, *others]
         # In range means at least min_threshold (2) connections each.
-        await wait_for(lambda: all(n.pool.active_connections() >= 2 for n in nodes), timeout=20)
+        await wait_for(lambda: all(n.pool.active_connections() >= 2 for n in nodes))
         for node in others:
             others_known = [i for i in node.pool.points if i.point != node.point]
             self.assertGreaterEqual(len(others_known), 2, "learnt points beyond the bootstrap one")

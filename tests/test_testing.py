@@ -7,7 +7,6 @@ partitions on their own, then real pools running on it.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Optional
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -898,11 +897,12 @@ class DeterminismTests(SynchronousTestCase):
 
 class ScaleTests(SynchronousTestCase):
     """
-    Twenty pools in a ring of trusted points converge quickly.
+    Twenty pools in a ring of trusted points converge quickly (in simulated
+    time; how fast the simulator runs is measured by C{bench/simulate.py},
+    not asserted here).
     """
 
     def test_twenty_pool_ring(self) -> None:
-        started = time.perf_counter()
         network = MemoryNetwork(seed=20)
         self.addCleanup(network.stop)
         ips = [f"10.{i}.0.1" for i in range(20)]
@@ -920,5 +920,3 @@ class ScaleTests(SynchronousTestCase):
 
         self.assertTrue(network.run_until(neighbours_connected, timeout=10))
         self.assertLess(network.seconds(), 2)
-        wall = time.perf_counter() - started
-        self.assertLess(wall, 2, f"20 pools took {wall:.2f} s of wall time")
