@@ -149,9 +149,16 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what:
     Wait until C{predicate()} is true, checking every C{step} seconds;
     fail, saying what was awaited (C{what}, or the predicate's source),
     once C{timeout} seconds have passed on the reactor's clock.
+    C{predicate} may be an C{async def} function (one that asks a server,
+    say): its answer is awaited before each check.
     """
     deadline = reactor.seconds() + timeout
-    while not predicate():
+
+    async def met() -> object:
+        answer = predicate()
+        return (await answer) if inspect.isawaitable(answer) else answer
+
+    while not await met():
         if reactor.seconds() >= deadline:
             raise AssertionError(f"not met within {timeout} s: {what or describe(predicate)}")
         await deferLater(reactor, min(step, max(0.0, deadline - reactor.seconds())), lambda: None)

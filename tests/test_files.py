@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
@@ -32,7 +33,7 @@ from p2pool.files import (
     shared_permissions,
 )
 from p2pool.identity import IdentityError, IdentityFileInsecure, load_identity, save_identity
-from tests.helpers import async_test, free_port, identity, wait_for
+from tests.helpers import async_test, identity, wait_for
 from tests.test_persistence_process import Node, ProcessTestCase
 
 
@@ -267,7 +268,8 @@ class TwoProcessesTests(ProcessTestCase):
         first = self.make_node("first", "127.0.0.91", 0)
         first.start()
         await first.wait_line("listening point=")
-        second = Node("second", "127.0.0.92", free_port("127.0.0.92"), first.data_dir)
+        second = Node("second", "127.0.0.92", first.data_dir)
+        self.addCleanup(lambda: ensureDeferred(second.stop("KILL")) if second.running else None)
         second.start()
         await wait_for(lambda: second.status is not None, timeout=60)
         assert second.status is not None

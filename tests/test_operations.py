@@ -40,8 +40,8 @@ from tests.adminhelpers import (
     http_client,
     start_admin,
 )
-from tests.helpers import async_test, free_port, identity, sleep, start_node, wait_for
-from tests.processes import SOURCE_ROOT, p2pool_cli, run, spawn, twistd
+from tests.helpers import async_test, identity, start_node, wait_for
+from tests.processes import SOURCE_ROOT, Collect, p2pool_cli, run, spawn, twistd
 
 
 class LogCapture:
@@ -215,13 +215,24 @@ def _holding(test: Any, ip: str) -> int:
     """
     A port on C{ip} that a listening socket holds until the test ends.
     """
-    port = free_port(ip)
     held = socket.socket()
     test.addCleanup(held.close)
-    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    held.bind((ip, port))
+    held.bind((ip, 0))
     held.listen(1)
-    return port
+    return int(held.getsockname()[1])
+
+
+async def _admin_url(node: Collect, ip: str, timeout: float = 30.0) -> str:
+    """
+    The URL of the admin API of C{node} (a process started with C{--admin
+    IP:0}), learnt from its C{admin API listening} log line.
+    """
+    pattern = re.compile(rf"admin API listening on (https?://{re.escape(ip)}:\d+)/".encode())
+    await wait_for(lambda: pattern.search(node.out) or node.ended.called, timeout=timeout,
+                   what=f"the node's 'admin API listening on' line for {ip}")
+    match = pattern.search(node.out)
+    assert match is not None, f"the node ended without its admin API listening; output:\n{node.out.decode()}"
+    return match.group(1).decode()
 
 
 class StartFailureTests(TestCase):
@@ -310,10 +321,8 @@ class InterruptedStartTests(TestCase):
              "--expected-proof-of-work", "60"],
             cwd=_temp_dir(self),
         )
-        for _ in range(300):
-            if b"generating one with proof of work" in node.out or node.ended.called:
-                break
-            await sleep(0.1)
+        await wait_for(lambda: b"generating one with proof of work" in node.out or node.ended.called,
+                       what="the node's 'generating one with proof of work' line")
         self.assertIn(b"generating one with proof of work 60", node.out)
         node.signal("TERM")
         outcome = await node.ended
@@ -347,10 +356,8 @@ class InterruptedStartTests(TestCase):
         stopped = node.stopService()
         release.set()
         await stopped
-        for _ in range(100):
-            if any("stopped before it had started" in text for text in capture.texts()):
-                break
-            await sleep(0.05)
+        await wait_for(lambda: any("stopped before it had started" in text for text in capture.texts()),
+                       what="the 'stopped before it had started' log line")
         self.assertIn("p2pool stopped before it had started: proof-of-work search interrupted", capture.texts())
         self.assertIsNone(node.start_error)
         self.assertFalse([text for text in capture.texts() if "could not start" in text])
@@ -400,24 +407,25 @@ class QuietLogTests(TestCase):
     @async_test
     async def test_lone_node_in_json(self) -> None:
         ip = "127.0.0.79"
-        admin = free_port(ip)
-        url = f"http://{ip}:{admin}"
         node = spawn(
             self,
-            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", f"{ip}:0", "--admin", f"{ip}:{admin}",
+            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", f"{ip}:0", "--admin", f"{ip}:0",
              "--expected-proof-of-work", "0", "--log-format", "json"],
             cwd=_temp_dir(self),
         )
+        url = await _admin_url(node, ip)
         rounds = 'p2pool_events_total{event="too_few_connections"}'
         seen = 0.0
-        for _ in range(300):  # up to a minute: maintenance reports every 5 s
-            try:
-                seen = await _metric(self, url, rounds)
-            except Exception:
-                seen = 0.0  # not listening yet
-            if seen >= 2 or node.ended.called:
-                break
-            await sleep(0.2)
+
+        async def two_rounds() -> bool:
+            nonlocal seen
+            if node.ended.called:
+                return True
+            seen = await _metric(self, url, rounds)
+            return seen >= 2
+
+        # Maintenance reports every 5 s: two rounds take about 10 s when idle.
+        await wait_for(two_rounds, timeout=60, step=0.2, what=f"two maintenance rounds counted in {rounds}")
         self.assertGreaterEqual(seen, 2, node.out.decode())
         node.signal("TERM")
         outcome = await node.ended
@@ -637,9 +645,8 @@ class EffectiveConfigProcessTests(TestCase):
     @async_test
     async def test_round_trip(self) -> None:
         ip = "127.0.0.82"
-        admin = free_port(ip)
         cwd = _temp_dir(self)
-        flags = ["--listen", f"{ip}:0", "--admin", f"{ip}:{admin}", "--expected-proof-of-work", "0",
+        flags = ["--listen", f"{ip}:0", "--admin", f"{ip}:0", "--expected-proof-of-work", "0",
                  "--network", "round-trip", "--max-connections", "60", "--peer", "127.0.0.83:9732",
                  "--log-format", "json"]
         shown = await run(self, [*p2pool_cli(), "config", "show", *flags], cwd=cwd)
@@ -653,17 +660,19 @@ class EffectiveConfigProcessTests(TestCase):
         self.assertEqual(dumped.out.split("\n\n", 1)[1], shown.out.split("\n\n", 1)[1])
 
         node = spawn(self, [*twistd(), "-n", "--pidfile=", "p2pool", "--config", path], cwd=cwd)
-        url = f"http://{ip}:{admin}/health/ready"
-        ready = None
-        for _ in range(300):
-            try:
-                response = await http_client(self).get(url)
-                ready = (response.code, json.loads(await response.content()))
-            except Exception:
-                ready = None
-            if (ready is not None and ready[0] == 200) or node.ended.called:
-                break
-            await sleep(0.2)
+        url = await _admin_url(node, ip) + "/health/ready"
+        ready: tuple[int, Any] | None = None
+
+        async def is_ready() -> bool:
+            nonlocal ready
+            if node.ended.called:
+                return True
+            response = await http_client(self).get(url)
+            code: int = response.code
+            ready = (code, json.loads(await response.content()))
+            return code == 200
+
+        await wait_for(is_ready, timeout=60, step=0.2, what=f"{url} answering 200")
         self.assertEqual(ready, (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}}))
         node.signal("TERM")
         outcome = await node.ended
