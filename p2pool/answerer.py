@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import ConnectionDone, DecodingError, DisconnectReason, P2PError
+from p2pool.flow import TokenBucket
 from p2pool.state import PointState
 from p2pool.wire import (
     Advertise,
@@ -32,7 +33,7 @@ from p2pool.wire import (
 if TYPE_CHECKING:
     from p2pool.pool import Pool
 
-__all__ = ["Answerer", "TokenBucket"]
+__all__ = ["Answerer"]
 
 #: How many points an advertisement carries.
 ADVERTISED_POINTS = 50
@@ -46,28 +47,6 @@ ADVERTISE_BURST = 200.0
 ADVERTISE_RATE = 10.0
 
 _PONG = encode(Pong())
-
-
-class TokenBucket:
-    """
-    A token bucket: C{capacity} tokens, refilled at C{rate} per second.
-    """
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self._tokens = capacity
-        self._at = now
-
-    def take(self, wanted: int, now: float) -> int:
-        """
-        Take up to C{wanted} whole tokens; return how many were taken.
-        """
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        taken = min(wanted, int(self._tokens))
-        self._tokens -= taken
-        return taken
 
 
 class _ConnectionState:
@@ -146,7 +125,7 @@ class Answerer:
         if isinstance(msg, Disconnect):
             conn._protocol.fail(ConnectionDone(DisconnectReason.REMOTE_DISCONNECT))
         elif isinstance(msg, Ping):
-            conn._protocol.write(_PONG)
+            conn.send_control(_PONG)
         elif isinstance(msg, Pong):
             return
         elif isinstance(msg, Bootstrap):
@@ -176,7 +155,7 @@ class Answerer:
             return
         points = pool.list_known_points(ignore_private=True, size=ADVERTISED_POINTS)
         if points:
-            conn._protocol.write(encode(Advertise(tuple(points))))
+            conn.send_control(encode(Advertise(tuple(points))))
             pool.events.emit("advertise_sent", peer_id=str(conn.peer_id), points=len(points))
 
     def _advertise_received(self, conn: Connection, msg: Advertise) -> None:
@@ -214,7 +193,7 @@ class Answerer:
             pool.events.emit("no_swap_candidate", peer_id=str(conn.peer_id))
             return
         point, peer_id = offer
-        conn._protocol.write(encode(SwapAck(point, peer_id)))
+        conn.send_control(encode(SwapAck(point, peer_id)))
         pool.events.emit("swap_ack_sent", peer_id=str(conn.peer_id), point=str(point))
         self._swap(conn, msg.point, peer_id)
 

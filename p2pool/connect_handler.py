@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
@@ -41,6 +41,7 @@ from p2pool.errors import (
     Timeout,
     TooManyConnections,
 )
+from p2pool.flow import FlowLimits
 from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
 from p2pool.protocol import PeerClientFactory, PeerProtocol
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
@@ -84,6 +85,60 @@ class ConnectHandler:
         return (
             self.closed_bytes_sent + sum(p.bytes_sent for p in live),
             self.closed_bytes_received + sum(p.bytes_received for p in live),
+        )
+
+    @property
+    def flow(self) -> FlowLimits:
+        """
+        The pool's flow-control limits and node-wide budgets.
+        """
+        return self._pool.flow
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The pool's clock.
+        """
+        return self._pool._clock
+
+    def send_queue_full(self, conn: Connection) -> None:
+        """
+        A connection's send queue became full: a send was refused or a
+        control frame dropped (reported once until it has room again).
+        """
+        self._pool.events.emit(
+            "send_queue_full",
+            peer_id=str(conn.peer_id),
+            queued=conn.send_queue_bytes,
+            budget_used=self._pool.flow.budget.used,
+        )
+
+    def send_stalled(self, protocol: PeerProtocol, seconds: float) -> None:
+        """
+        A connection's transport stayed full for C{send_stall_timeout}:
+        abort it, freeing its socket and queue.
+        """
+        conn = protocol.connection
+        self._pool.events.emit(
+            "send_stalled",
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=seconds,
+            queued=protocol.send_queue.queued,
+        )
+        protocol.fail(ConnectionDone(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True)
+
+    def close_timed_out(self, protocol: PeerProtocol) -> None:
+        """
+        A closing connection did not end within C{close_grace_period}; it is
+        aborted.
+        """
+        conn = protocol.connection
+        self._pool.events.emit(
+            "close_timeout",
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=self._pool.flow.close_grace_period,
         )
 
     @property

@@ -56,11 +56,12 @@ class Keepalive:
         for conn in connections:
             received = conn.bytes_received
             last, silent = self._seen.get(conn, (-1, 0))
-            silent = silent + 1 if received == last else 0
+            # A connection we stopped reading is not silent: we are.
+            silent = silent + 1 if received == last and not conn.reading_paused else 0
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS:
                 self._pool.events.emit("idle_timeout", peer_id=str(conn.peer_id), seconds=silent * self.interval)
                 conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
             elif silent >= 1:
-                conn._protocol.write(_PING)
+                conn.send_control(_PING)
         self._seen = seen

@@ -286,7 +286,7 @@ class Maintenance:
         if not pool.config.private_mode and not pool.config.disable_peer_discovery:
             for conn in list(pool._connections.values()):
                 if not conn.private:
-                    conn._protocol.write(_BOOTSTRAP)
+                    conn.send_control(_BOOTSTRAP)
                     pool.events.emit("bootstrap_sent", peer_id=str(conn.peer_id))
         seeds = getattr(pool, "seeds", None)
         if seeds is not None:
@@ -331,6 +331,6 @@ class Maintenance:
             return
         point, peer_id, recipient = proposal
         recipient.last_sent_swap_request = (pool.now(), peer_id)
-        recipient._protocol.write(encode(SwapRequest(point, peer_id)))
+        recipient.send_control(encode(SwapRequest(point, peer_id)))
         pool.events.emit("swap_request_sent", peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
 

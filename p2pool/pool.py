@@ -12,7 +12,7 @@ import random
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -26,8 +26,9 @@ from p2pool.answerer import Answerer
 from p2pool.config import PoolConfig
 from p2pool.connect_handler import ConnectHandler
 from p2pool.connection import Connection
-from p2pool.errors import DisconnectReason, InvalidMessageSize, MaintenanceDisabled, P2PError, UnknownPeer
+from p2pool.errors import DisconnectReason, InvalidMessageSize, MaintenanceDisabled, P2PError, SendQueueFull, UnknownPeer
 from p2pool.events import EventLog, PoolEvent
+from p2pool.flow import FlowLimits
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
@@ -100,6 +101,10 @@ class Pool(MultiService):
         self._peers = PeerTable(config.max_known_peer_ids)
         self._connections: dict[PeerId, Connection] = {}
         self._my_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
+        #: Flow-control limits and the node-wide send budget (L{p2pool.flow}).
+        self.flow = FlowLimits.from_config(config)
+        #: Broadcast copies skipped because a peer's send queue was full.
+        self.broadcast_skipped = 0
         self._handler = ConnectHandler(self)
         self._answerer = Answerer(self)
         self.maintenance: Optional[Maintenance] = Maintenance(self) if config.maintenance_idle_time is not None else None
@@ -521,22 +526,21 @@ class Pool(MultiService):
         """
         Send an application message to a connected peer.
 
-        @return: fires once the message is queued; fails with
-            L{UnknownPeer} when the peer is not connected, or
-            L{InvalidMessageSize}.
+        @return: fires once the message is queued, which waits while the
+            peer's send queue is full; fails with L{UnknownPeer} when the
+            peer is not connected, L{InvalidMessageSize}, or
+            L{ConnectionDone} when the connection closes first.
         """
         conn = self._connections.get(peer_id)
         if conn is None:
             return fail(UnknownPeer(f"no connection to {peer_id}"))
-        try:
-            conn.send(data)
-        except P2PError as e:
-            return fail(e)
-        return succeed(None)
+        return conn.send_when_room(data)
 
     def broadcast(self, data: bytes) -> int:
         """
-        Send an application message to every connected peer.
+        Send an application message to every connected peer whose send
+        queue has room; the others are skipped (counted in
+        C{broadcast_skipped}).
 
         @return: how many peers it was sent to.
         @raise InvalidMessageSize: C{data} is too large.
@@ -545,8 +549,12 @@ class Pool(MultiService):
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})")
         count = 0
         for conn in list(self._connections.values()):
-            conn.send(data)
-            count += 1
+            try:
+                conn.send(data)
+            except SendQueueFull:
+                self.broadcast_skipped += 1
+            else:
+                count += 1
         return count
 
     # -- connections ---------------------------------------------------------

@@ -485,6 +485,8 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.swap_linger",
         "p2p.seed_ca_file",
         "p2p.keepalive_interval",
+        "p2p.max_upload_speed",
+        "p2p.max_download_speed",
         "admin.listen",
         "admin.tls_certificate",
         "admin.tls_key",
