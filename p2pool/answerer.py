@@ -15,6 +15,7 @@ from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import ConnectionDone, DecodingError, DisconnectReason, P2PError
 from p2pool.flow import TokenBucket
+from p2pool.lifetime import weak_owner
 from p2pool.state import PointState
 from p2pool.wire import (
     Advertise,
@@ -68,7 +69,7 @@ class Answerer:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._states: dict[Connection, _ConnectionState] = {}
         # Never swapped: like Tezos's epoch start, the linger window is open.
         self.latest_accepted_swap = float("-inf")

@@ -43,6 +43,7 @@ from p2pool.errors import (
 )
 from p2pool.flow import FlowLimits
 from p2pool.handshake import Accept, Decision, Handshake, Refuse, RemoteInfo, nack_refusal
+from p2pool.lifetime import weak_owner
 from p2pool.protocol import PeerClientFactory, PeerProtocol
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
@@ -64,7 +65,7 @@ class ConnectHandler:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
         self._point_owner: dict[Point, PeerProtocol] = {}
@@ -188,6 +189,7 @@ class ConnectHandler:
         pool._points.changed(info)
         factory = PeerClientFactory(self, point, info.expected_peer_id)
         protocol = factory.protocol_instance
+        assert protocol is not None
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
@@ -195,7 +197,9 @@ class ConnectHandler:
         attempt = wrapClientTLS(pool._tls.creator, self._client_endpoint(point), clock=pool._clock).connect(factory)
         delay = pool.config.connection_timeout if timeout is None else timeout
         self._timeouts[protocol] = pool._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
-        attempt.addErrback(self._tcp_failed, protocol)
+        # The endpoint's factory keeps this Deferred: it must not keep the
+        # protocol (through its result) once connected.
+        attempt.addCallbacks(lambda _: None, self._tcp_failed, errbackArgs=(protocol,))
         return result
 
     def _client_endpoint(self, point: Point) -> Any:

@@ -14,6 +14,7 @@ from p2pool.addressing import PeerId, Point
 from p2pool.errors import ConnectionDone, DisconnectReason, InvalidMessageSize, P2PError
 from p2pool.flow import ReadGate
 from p2pool.handshake import RemoteInfo
+from p2pool.lifetime import weak_owner
 from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class Connection:
     """
 
     def __init__(self, pool: Pool, protocol: PeerProtocol, remote: RemoteInfo, now: float) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._protocol = protocol
         self._max_size = pool.config.max_message_size
         self.peer_id: PeerId = remote.peer_id

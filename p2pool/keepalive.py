@@ -13,6 +13,7 @@ from twisted.internet.task import LoopingCall
 
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason
+from p2pool.lifetime import weak_owner, weak_method
 from p2pool.wire import Ping, encode
 
 if TYPE_CHECKING:
@@ -32,10 +33,10 @@ class Keepalive:
     """
 
     def __init__(self, pool: Pool, interval: float) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self.interval = interval
         self._seen: dict[Connection, tuple[int, int]] = {}
-        self._loop = LoopingCall(self.check)
+        self._loop = LoopingCall(weak_method(self.check))
         self._loop.clock = pool._clock
 
     def start(self) -> None:

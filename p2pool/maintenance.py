@@ -18,6 +18,7 @@ from twisted.internet.task import deferLater
 from p2pool.addressing import Point, netgroup
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason, P2PError
+from p2pool.lifetime import weak_owner
 from p2pool.state import PointInfo, PointState
 from p2pool.wire import Bootstrap, SwapRequest, encode
 
@@ -80,7 +81,7 @@ class Maintenance:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         config = pool.config
         self.bounds = config.maintenance_bounds()
         self.idle_time: float = config.maintenance_idle_time or 0.0

@@ -33,6 +33,7 @@ from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.identity import Identity, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.keepalive import Keepalive
+from p2pool.lifetime import weak_method
 from p2pool.maintenance import Maintenance
 from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
@@ -118,10 +119,10 @@ class Pool(MultiService):
         self.peers = PeersView(self)
         self.points = PointsView(self)
         self._redials: dict[Point, Any] = {}
-        self._greylist_countdown = LoopingCall.withCount(self._age_greylist)
+        self._greylist_countdown = LoopingCall.withCount(weak_method(self._age_greylist))
         self._greylist_countdown.clock = reactor
         self.persistence = PeersFile(self, reactor)
-        self._checkpoints = LoopingCall(self.save_peers)
+        self._checkpoints = LoopingCall(weak_method(self.save_peers))
         self._checkpoints.clock = reactor
         self._keepalive = Keepalive(self, config.keepalive_interval) if config.keepalive_interval is not None else None
         self._stopping_identity = False

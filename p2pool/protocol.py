@@ -476,12 +476,13 @@ class PeerProtocol(Protocol):
         closed = self.connection.reason if self.connection is not None and self.connection.reason else self.error
         for _, d in waiting:
             d.errback(closed)
-        # Nothing refers back to this connection from its handshake, decoder
-        # or handler once it is gone: freed without the cyclic collector.
+        # Break the cycles through this protocol (its connection, handshake,
+        # decoder callbacks): once dropped, it is freed by reference counting.
         self.handshake = None
         self.decoder.on_message = _ignore_message
         self.decoder.on_control = _ignore_control
         self._producer = None
+        self.connection = None
 
 
 class _IncomingProtocolFactory(Factory):
@@ -525,7 +526,12 @@ class PeerClientFactory(Factory):
     noisy = False
 
     def __init__(self, handler: ConnectHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
-        self.protocol_instance = PeerProtocol(handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id)
+        self.protocol_instance: Optional[PeerProtocol] = PeerProtocol(
+            handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
+        )
 
-    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
-        return self.protocol_instance
+    def buildProtocol(self, addr: IAddress) -> Optional[PeerProtocol]:
+        # Handed over once: the factory, held by the transport, does not
+        # hold the protocol in a cycle after.
+        protocol, self.protocol_instance = self.protocol_instance, None
+        return protocol

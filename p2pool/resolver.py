@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pool.addressing import AddressError, Point, PointSpec
+from p2pool.lifetime import weak_owner
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 
@@ -75,7 +76,7 @@ class Reresolver:
             the pool reactor's C{resolve} by default.
         @param clock: paces re-resolution; the pool's by default.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._resolve = resolve if resolve is not None else pool._reactor.resolve
         self._clock: IReactorTime = clock if clock is not None else pool._clock
         self._rng = rng or random.Random()

@@ -37,6 +37,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.lifetime import weak_owner
 
 __all__ = [
     "MAX_BODY",
@@ -300,7 +301,7 @@ class SeedFetcher:
         @param resolve: host name to IP (a Deferred); the pool reactor's
             C{resolve} by default. Used for DNS names in seed documents.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self.urls = tuple(urls)
         self._reactor = pool._reactor
         self._clock: IReactorTime = clock if clock is not None else pool._clock

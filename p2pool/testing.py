@@ -131,6 +131,12 @@ def _nanoseconds(seconds: float) -> int:
 
 
 @implementer(IDelayedCall)
+def _cancelled() -> None:
+    """
+    What a call that ran or was cancelled holds instead of its function.
+    """
+
+
 class _DelayedCall:
     """
     A call scheduled on a L{SimulatedClock}.
@@ -171,6 +177,8 @@ class _DelayedCall:
         if self.called:
             raise AlreadyCalled()
         self.cancelled = True
+        # As Twisted's DelayedCall does: a cancelled call keeps nothing alive.
+        self.func = _cancelled
         self.args = ()
         self.kw = {}
         self._clock._forget(self)
@@ -326,6 +334,7 @@ class SimulatedClock:
             self._active -= 1
             self.calls_run += 1
             func, args, kw = call.func, call.args, call.kw
+            call.func = _cancelled
             call.args = ()
             call.kw = {}
             self._depth += 1
@@ -903,10 +912,12 @@ class MemoryTransport:
                 producer.stopProducing()
             except Exception:
                 _log.failure("Unhandled error stopping producer {producer!r}", producer=producer)
+        # As Twisted's TCP transport does: the protocol is let go.
+        protocol, self.protocol = self.protocol, Protocol()
         try:
-            self.protocol.connectionLost(reason)
+            protocol.connectionLost(reason)
         except Exception:
-            _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=self.protocol)
+            _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=protocol)
         if self.connector is not None:
             self.connector._connection_lost(reason)
 

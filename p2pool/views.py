@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 from p2pool.addressing import PeerId, Point
 from p2pool.connection import Connection
 from p2pool.errors import DisconnectReason
+from p2pool.lifetime import weak_owner
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class ConnectionsView:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
 
     def list(self) -> list[Connection]:
         """
@@ -114,7 +115,7 @@ class PeersView:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
 
     def info(self, peer_id: PeerId) -> Optional[PeerInfo]:
         return self._pool._peers.get(peer_id)
@@ -203,7 +204,7 @@ class PointsView:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
 
     def info(self, point: Point) -> Optional[PointInfo]:
         return self._pool._points.get(point)
