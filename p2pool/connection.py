@@ -84,9 +84,9 @@ class Connection:
     @property
     def is_open(self) -> bool:
         """
-        The connection still runs.
+        The connection still runs (it is neither closed nor closing).
         """
-        return self.reason is None
+        return self.reason is None and not self._protocol.closed
 
     @property
     def send_queue_bytes(self) -> int:
@@ -110,9 +110,14 @@ class Connection:
         """
         return self._protocol.pending_messages
 
-    def _frame(self, data: bytes) -> bytes:
+    def _check_open(self) -> None:
         if self.reason is not None:
             raise self.reason
+        if self._protocol.closed:
+            raise self._protocol.closing_reason()
+
+    def _frame(self, data: bytes) -> bytes:
+        self._check_open()
         if len(data) > self._max_size:
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
         return encode_message(data)
@@ -125,7 +130,7 @@ class Connection:
         @raise SendQueueFull: the peer's send queue (C{send_queue_size}) or
             the node's budget (C{send_queue_budget}) cannot hold it now, or
             messages wait for room (L{send_when_room}); nothing is queued.
-        @raise ConnectionDone: the connection has closed.
+        @raise ConnectionDone: the connection has closed or is closing.
         """
         self._protocol.send_frame(self._frame(data))
 
@@ -153,8 +158,7 @@ class Connection:
             sent then).
         @raise ConnectionDone: the connection has closed.
         """
-        if self.reason is not None:
-            raise self.reason
+        self._check_open()
         frames = [encode_message(data) for data in messages]
         limit = self._max_size + HEADER_SIZE
         if any(len(f) > limit for f in frames):

@@ -550,6 +550,8 @@ class Pool(MultiService):
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})")
         count = 0
         for conn in list(self._connections.values()):
+            if not conn.is_open:
+                continue
             try:
                 conn.send(data)
             except SendQueueFull:

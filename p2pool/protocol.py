@@ -12,7 +12,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.addressing import PeerId, Point, normalise_ip
-from p2pool.errors import ConnectionClosed, DecodingError, InvalidAuth, P2PError, SendQueueFull
+from p2pool.errors import ConnectionClosed, ConnectionDone, DecodingError, DisconnectReason, InvalidAuth, P2PError, SendQueueFull
 from p2pool.flow import CHUNK_SIZE, ReadGate, SendQueue, TokenBucket
 from p2pool.handshake import Handshake
 from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
@@ -208,20 +208,27 @@ class PeerProtocol(Protocol):
 
     def resume_reading(self, reason: str) -> None:
         """
-        Withdraw C{reason}; with no reason left, reading goes on (the frames
-        that waited are delivered at the next reactor turn).
+        Withdraw C{reason}; with no reason left, reading goes on at the next
+        reactor turn: first the frames that waited, then the socket.
         """
         if self.read_gate.resume(reason) and not self.closed:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
             self._later("deliver", 0, self._deliver_waiting)
 
     def _deliver_waiting(self) -> None:
+        """
+        Deliver the frames read before the pause; only if that does not
+        pause reading again is the transport read again, so what waits is
+        never more than one read.
+        """
         if self.read_gate.paused or self.closed:
             return
         try:
             self.decoder.resume()
         except P2PError as e:
             self.fail(e)
+            return
+        if not self.read_gate.paused and not self.closed:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     # -- sending -------------------------------------------------------------
 
@@ -242,6 +249,8 @@ class PeerProtocol(Protocol):
             or frames wait for room before it (nothing is queued).
         """
         queue = self.send_queue
+        if self.closed:
+            raise self.closing_reason()
         if self._waiting or not queue.fits(len(frame)):
             queue.refused += 1
             self._report_full()
@@ -272,6 +281,8 @@ class PeerProtocol(Protocol):
         @return: fires once it is queued; fails with L{ConnectionClosed}
             if the connection closes first.
         """
+        if self.closed:
+            return fail(self.closing_reason())
         if not self._waiting and self.send_queue.fits(len(frame)):
             self._push(frame)
             return succeed(None)
@@ -420,6 +431,17 @@ class PeerProtocol(Protocol):
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()
         self._later("grace", self._flow.close_grace_period, self._grace_over)
+
+    def closing_reason(self) -> ConnectionDone:
+        """
+        Why the connection is closing, as the typed reason its application
+        will be given (L{ConnectionDone}); C{connection_lost} gives the
+        final one.
+        """
+        error = self.error
+        if isinstance(error, ConnectionDone):
+            return error
+        return ConnectionDone(DisconnectReason.CONNECTION_LOST, f"closing: {error}")
 
     def _grace_over(self) -> None:
         """
