@@ -212,7 +212,7 @@ def peer_main(args: argparse.Namespace) -> None:
     target = PointSpec(check_loopback(args.node_ip), args.port, PeerId.parse(args.peer_id))
 
     def connected(conn: Any) -> None:
-        print(json.dumps({"connected": time.time()}), flush=True)
+        print(json.dumps({"connected": time.time(), "peer_id": str(pool.peer_id)}), flush=True)
         if args.kind in ("slow_reader", "silent_reader", "ping_flood"):
             conn.pause_reading()
         if args.kind == "ping_flood":
@@ -258,7 +258,16 @@ def peer_main(args: argparse.Namespace) -> None:
             connected, lambda f: print(json.dumps({"error": f.getErrorMessage()}), flush=True)
         )
 
-    start()
+    if args.wait_go:
+        import threading
+
+        def wait_go() -> None:
+            sys.stdin.readline()
+            reactor.callFromThread(start)
+
+        threading.Thread(target=wait_go, daemon=True).start()
+    else:
+        start()
     reactor.run()
 
 
@@ -274,7 +283,7 @@ class _Child:
         import threading
 
         self.lines: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -286,17 +295,24 @@ class _Child:
             except ValueError:
                 pass
 
+    def go(self) -> None:
+        """
+        Tell a process started with C{--wait-go} to begin.
+        """
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
     def first(self, key: str) -> Optional[dict[str, Any]]:
         return next((line for line in self.lines if key in line), None)
 
     def stop(self) -> None:
+        """
+        Kill the process (nothing of it is needed after the measurement).
+        """
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+        self.proc.wait()
 
 
 def _spawn(role: str, *extra: str) -> _Child:
@@ -421,12 +437,12 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
     quick = args.quick
     base = 40 + 10 * CASES.index(case)
     node_ip, honest_ip, attacker_ip, publisher_ip = (f"127.0.0.{base + i}" for i in range(4))
-    baseline_s = 2.0 if quick else 10.0
+    baseline_s = 1.0 if quick else 10.0
     if quick:
-        attack_s = {"slow_reader": 7.0, "ping_flood": 3.0, "silent_reader": 5.0, "async_app": 3.0}[case]
+        attack_s = {"slow_reader": 4.0, "ping_flood": 2.0, "silent_reader": 4.0, "async_app": 2.0}[case]
     else:
         attack_s = {"slow_reader": 120.0, "ping_flood": 60.0, "silent_reader": 60.0, "async_app": 60.0}[case] * args.scale
-    stall = 2.0 if quick else 30.0
+    stall = 1.5 if quick else 30.0
     keepalive = 0.5 if quick else 5.0
     overrides: dict[str, Any] = {"send_stall_timeout": stall}
     if case == "silent_reader":
@@ -459,6 +475,12 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
             children.append(_spawn("peer", "--kind", "publisher", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-pub"), "--rate", str(args.rate)))
         if case == "async_app":
             children.append(_spawn("peer", "--kind", "sender", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-snd")))
+        attacker = None
+        if case != "async_app":
+            # Started now, so that its start-up is not part of the attack; it
+            # connects when told to.
+            attacker = _spawn("peer", "--kind", case, "--wait-go", "--ip", attacker_ip, *peer_args, os.path.join(tmp, case + "-att"))
+            children.append(attacker)
         await deferLater(reactor, baseline_s, lambda: None)
         t_base = time.time() - baseline_s
         base_samples = _series(node, t_base)
@@ -466,10 +488,8 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         baseline = {"rss_mib": _rss_mib(base_samples), "cpu_share": _cpu_share(base_samples), **probe.summary()}
         probe.reset()
         t_attack = time.time()
-        attacker = None
-        if case != "async_app":
-            attacker = _spawn("peer", "--kind", case, "--ip", attacker_ip, *peer_args, os.path.join(tmp, case + "-att"))
-            children.append(attacker)
+        if attacker is not None:
+            attacker.go()
             await _until(lambda: attacker.first("connected") is not None or attacker.first("error") is not None, 30, "the attacker")
         await deferLater(reactor, attack_s, lambda: None)
         samples = _series(node, t_attack)
@@ -487,10 +507,13 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         peak = attack["rss_mib"].get("max", 0)
         if attacker is not None:
             # The attacker does not read, so it does not notice the reset:
-            # the cut is the node's disconnection (its socket is closed in
-            # connectionLost), the only one in the attack.
+            # the cut is the node's disconnection of it (its socket is
+            # closed in connectionLost).
             connected = attacker.first("connected")
-            drops = [e for e in events if e["event"] in ("disconnection", "external_disconnection")]
+            attacker_id = connected["peer_id"] if connected is not None else None
+            drops = [
+                e for e in events if e["event"] in ("disconnection", "external_disconnection") and e.get("peer_id") == attacker_id
+            ]
             cut: dict[str, Any] = {"cut": bool(drops)}
             if drops and connected is not None:
                 cut["after_s"] = round(drops[0]["t"] - connected["connected"], 2)
@@ -595,6 +618,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0, help="gossip messages (64 KiB) published per second")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the attack durations (full mode)")
     p.add_argument("--node-ip", default="", help=argparse.SUPPRESS)
+    p.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--role", default="parent", help=argparse.SUPPRESS)
     p.add_argument("--ip", default="", help=argparse.SUPPRESS)
     p.add_argument("--kind", default="", help=argparse.SUPPRESS)

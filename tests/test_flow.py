@@ -463,3 +463,41 @@ class ConnectionDoneTests(_Network):
         self.network.advance(0.1)
         failure = self.failureResultOf(waiting, ConnectionDone)
         self.assertEqual(failure.value.reason, DisconnectReason.REQUESTED)
+
+
+class GossipBackpressureTests(SynchronousTestCase):
+    """
+    The gossip example passes on a Deferred from its on_message callback:
+    a slow consumer holds the publisher back.
+    """
+
+    def test_on_message_deferreds_pause_reading(self) -> None:
+        from p2pool.examples.gossip import Gossip
+
+        network = MemoryNetwork(seed=6, latency=0.01)
+        self.addCleanup(network.stop)
+        pending: list[Deferred[None]] = []
+
+        def on_message(message: Any, peer_id: Any) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            pending.append(d)
+            return d
+
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_pending_messages=2)
+        publisher, consumer = Gossip(), Gossip(on_message=on_message)
+        a = network.add_pool("10.1.0.1", app=publisher, **settings)
+        b = network.add_pool("10.2.0.1", app=consumer, **settings)
+        publisher.attach(a)
+        consumer.attach(b)
+        d = a.connect(Point("10.2.0.1", 9732))
+        network.advance(1.0)
+        self.successResultOf(d)
+        for i in range(6):
+            publisher.publish(b"%d" % i)
+        network.advance(1.0)
+        self.assertEqual(len(pending), 2)
+        self.assertTrue(b.connections.list()[0].reading_paused)
+        while pending:
+            pending.pop(0).callback(None)
+            network.advance(0.1)
+        self.assertEqual(consumer.stats.delivered, 6)

@@ -402,12 +402,12 @@ class Gossip(BasePoolApplication):
             message = GossipMessage.decode(data, self.max_ttl, self.max_payload)
         except InvalidGossip as e:
             self._invalid(pool, conn, str(e))
-            return
+            return None
         stats = self._peer_stats(pool, conn.peer_id)
         if not self.seen.add(message.message_id, pool.now()):
             self.stats.duplicates += 1
             pool.peers.set_peer_metadata(conn.peer_id, attrs.evolve(stats, duplicate=stats.duplicate + 1))
-            return
+            return None
         self.stats.delivered += 1
         pool.peers.set_peer_metadata(conn.peer_id, attrs.evolve(stats, useful=stats.useful + 1))
         if message.ttl > 1:
