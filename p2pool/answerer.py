@@ -20,6 +20,8 @@ from p2pool.contracts import AnswererPool
 from p2pool.directory import Directory
 from p2pool.errors import DecodingError, DisconnectReason, P2PError
 from p2pool.events import EventKind, EventLog
+from p2pool.flow import TokenBucket
+from p2pool.lifetime import weak_owner
 from p2pool.state import PointState
 from p2pool.wire import (
     Advertise,
@@ -35,7 +37,7 @@ from p2pool.wire import (
     encode,
 )
 
-__all__ = ["Answerer", "TokenBucket"]
+__all__ = ["Answerer"]
 
 #: How many points an advertisement carries.
 ADVERTISED_POINTS = 50
@@ -49,28 +51,6 @@ ADVERTISE_BURST = 200.0
 ADVERTISE_RATE = 10.0
 
 _PONG = encode(Pong())
-
-
-class TokenBucket:
-    """
-    A token bucket: C{capacity} tokens, refilled at C{rate} per second.
-    """
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self._tokens = capacity
-        self._at = now
-
-    def take(self, wanted: int, now: float) -> int:
-        """
-        Take up to C{wanted} whole tokens; return how many were taken.
-        """
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        taken = min(wanted, int(self._tokens))
-        self._tokens -= taken
-        return taken
 
 
 class _ConnectionState:
@@ -106,7 +86,7 @@ class Answerer:
             for swaps.
         @param directory: the known points and running connections.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._directory = directory
         self._config = config
         self._events = events

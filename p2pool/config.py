@@ -728,6 +728,22 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
          "Seconds between two saves of the peers file (it is also saved at shutdown)."),
     _key("p2p", "keepalive_interval", _optional(_SECONDS),
          "Seconds of silence after which a peer is pinged; 3 silent intervals close it; false = never."),
+    _key("p2p", "send_queue_size", _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
+         "Bytes queued for one peer beyond one message alone; a full queue refuses sends and drops control answers."),
+    _key("p2p", "send_queue_budget", _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
+         "Bytes queued for all peers together; when spent, every send waits or is refused."),
+    _key("p2p", "send_stall_timeout", _SECONDS,
+         "Seconds a peer may leave our send buffer full without draining it before the connection is aborted."),
+    _key("p2p", "close_grace_period", _SECONDS,
+         "Seconds a closing connection may take to flush its goodbye before its socket is aborted."),
+    _key("p2p", "max_pending_messages", _Integer(minimum=1, maximum=2**20),
+         "Messages of one connection the application may have in hand (unfired Deferreds) before reading pauses."),
+    _key("p2p", "max_control_frame_rate", _Real(minimum=0.0, exclusive_minimum=True, metavar="FRAMES"),
+         "Control frames per second handled from one peer (burst: twice as many); reading pauses beyond."),
+    _key("p2p", "max_upload_speed", _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
+         "Node-wide upload limit in bytes per second, shared equally by busy connections; false = unlimited."),
+    _key("p2p", "max_download_speed", _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
+         "Node-wide download limit in bytes per second, shared equally by busy connections; false = unlimited."),
     _key("p2p.reconnection", "factor", _Real(minimum=1.0, metavar="FACTOR"),
          "Multiplier applied to a point's back-off delay after each failed dial."),
     _key("p2p.reconnection", "initial_delay", _SECONDS,
@@ -910,6 +926,14 @@ class PoolConfig:
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
     keepalive_interval: Optional[float] = 30.0
+    send_queue_size: int = 1048576
+    send_queue_budget: int = 268435456
+    send_stall_timeout: float = 60.0
+    close_grace_period: float = 2.0
+    max_pending_messages: int = 10
+    max_control_frame_rate: float = 20.0
+    max_upload_speed: Optional[int] = None
+    max_download_speed: Optional[int] = None
     reconnection: ReconnectionConfig = attrs.field(
         factory=ReconnectionConfig, validator=attrs.validators.instance_of(ReconnectionConfig)
     )

@@ -48,7 +48,9 @@ from p2pool.errors import (
     motive_name,
 )
 from p2pool.events import EventKind
+from p2pool.flow import FlowLimits
 from p2pool.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
+from p2pool.lifetime import weak_owner
 from p2pool.protocol import PeerClientFactory, PeerProtocol
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.tls import PeerConnectionCreator
@@ -77,7 +79,7 @@ class ConnectHandler:
         @param reactor: dials (C{IReactorTCP}).
         @param clock: times out dials and handshakes.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._directory = directory
         self._answerer = answerer
         self._reactor = reactor
@@ -119,6 +121,60 @@ class ConnectHandler:
         return (
             self.closed_bytes_sent + sum(p.bytes_sent for p in handshaking) + sum(c.bytes_sent for c in running),
             self.closed_bytes_received + sum(p.bytes_received for p in handshaking) + sum(c.bytes_received for c in running),
+        )
+
+    @property
+    def flow(self) -> FlowLimits:
+        """
+        The pool's flow-control limits and node-wide budgets.
+        """
+        return self._pool.flow
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The pool's clock.
+        """
+        return self._clock
+
+    def send_queue_full(self, conn: Connection) -> None:
+        """
+        A connection's send queue became full: a send was refused or a
+        control frame dropped (reported once until it has room again).
+        """
+        self._pool.events.emit(
+            EventKind.SEND_QUEUE_FULL,
+            peer_id=str(conn.peer_id),
+            queued=conn.send_queue_bytes,
+            budget_used=self._pool.flow.budget.used,
+        )
+
+    def send_stalled(self, protocol: PeerProtocol, seconds: float) -> None:
+        """
+        A connection's transport stayed full for C{send_stall_timeout}:
+        abort it, freeing its socket and queue.
+        """
+        conn = protocol.connection
+        self._pool.events.emit(
+            EventKind.SEND_STALLED,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=seconds,
+            queued=protocol.send_queue.queued,
+        )
+        protocol.fail(ConnectionEnded(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True)
+
+    def close_timed_out(self, protocol: PeerProtocol) -> None:
+        """
+        A closing connection did not end within C{close_grace_period}; it is
+        aborted.
+        """
+        conn = protocol.connection
+        self._pool.events.emit(
+            EventKind.CLOSE_TIMEOUT,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=self._pool.flow.close_grace_period,
         )
 
     @property
@@ -166,6 +222,7 @@ class ConnectHandler:
         self._directory.point_requested(info, self._clock.seconds())
         factory = PeerClientFactory(self, point, info.expected_peer_id)
         protocol = factory.protocol_instance
+        assert protocol is not None
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
@@ -174,7 +231,9 @@ class ConnectHandler:
         attempt = wrapClientTLS(self._tls_creator, self._client_endpoint(point), clock=self._clock).connect(factory)
         delay = pool.config.connection_timeout if timeout is None else timeout
         self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
-        attempt.addErrback(self._tcp_failed, protocol)
+        # The endpoint's factory keeps this Deferred: it must not keep the
+        # protocol (through its result) once connected.
+        attempt.addCallbacks(lambda _: None, self._tcp_failed, errbackArgs=(protocol,))
         return result
 
     def _client_endpoint(self, point: Point) -> Any:

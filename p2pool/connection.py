@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 
 from p2pool.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
+from p2pool.flow import ReadGate
 from p2pool.handshake import RemoteInfo
 from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
@@ -112,62 +113,127 @@ class Connection:
     @property
     def is_open(self) -> bool:
         """
-        The connection still runs.
+        The connection still runs (it is neither closed nor closing).
         """
-        return self.reason is None
+        return self.reason is None and not self._protocol.closed
+
+    @property
+    def send_queue_bytes(self) -> int:
+        """
+        Bytes queued for the peer and not yet handed to the transport.
+        """
+        return self._protocol.send_queue.queued
+
+    @property
+    def reading_paused(self) -> bool:
+        """
+        Reading this connection is paused (for any reason).
+        """
+        return self._protocol.read_gate.paused
+
+    @property
+    def pending_messages(self) -> int:
+        """
+        Messages the application has in hand (C{message_received} returned
+        a Deferred or awaitable that has not completed).
+        """
+        return self._protocol.pending_messages
+
+    def _check_open(self) -> None:
+        if self.reason is not None:
+            raise self.reason
+        if self._protocol.closed:
+            raise self._protocol.closing_reason()
+
+    def _frame(self, data: bytes) -> bytes:
+        self._check_open()
+        if len(data) > self._max_size:
+            raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
+        return encode_message(data)
 
     def send(self, data: bytes) -> None:
         """
         Queue an application message for the peer.
 
         @raise InvalidMessageSize: C{data} is larger than C{max_message_size}.
-        @raise ConnectionEnded: the connection has closed.
+        @raise SendQueueFull: the peer's send queue (C{send_queue_size}) or
+            the node's budget (C{send_queue_budget}) cannot hold it now, or
+            messages wait for room (L{send_when_room}); nothing is queued.
+        @raise ConnectionEnded: the connection has closed or is closing.
         """
-        if self.reason is not None:
-            raise self.reason
-        if len(data) > self._max_size:
-            raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
-        self._protocol.write(encode_message(data))
+        self._protocol.send_frame(self._frame(data))
+
+    def send_when_room(self, data: bytes) -> Deferred[None]:
+        """
+        Queue an application message for the peer as soon as its send queue
+        has room, after the messages already waiting (order is kept).
+
+        @return: fires once it is queued; fails with L{InvalidMessageSize},
+            or with L{ConnectionDone} when the connection closes first.
+        """
+        try:
+            frame = self._frame(data)
+        except P2PError as e:
+            return fail(e)
+        return self._protocol.send_when_room(frame)
 
     def send_many(self, messages: Iterable[bytes]) -> None:
         """
-        Queue several application messages for the peer in one write.
+        Queue several application messages for the peer at once.
 
         @raise InvalidMessageSize: one of them is larger than
             C{max_message_size} (none is sent then).
+        @raise SendQueueFull: they do not all fit in the send queue (none is
+            sent then).
         @raise ConnectionEnded: the connection has closed.
         """
-        if self.reason is not None:
-            raise self.reason
+        self._check_open()
         frames = [encode_message(data) for data in messages]
         limit = self._max_size + HEADER_SIZE
         if any(len(f) > limit for f in frames):
             raise InvalidMessageSize(f"a message exceeds max_message_size ({self._max_size})")
-        self._protocol.write(b"".join(frames))
+        self._protocol.send_frame(b"".join(frames))
 
     def send_control(self, frame: bytes) -> None:
         """
-        Queue an encoded control frame (L{p2pool.wire.encode}) for the
-        peer; nothing is sent once the connection is closing.
+        Queue an encoded control frame (L{p2pool.wire.encode}) for the peer.
+        Control frames share the send queue: when it is full, or the
+        connection has closed, the frame is dropped (and counted), never
+        queued beyond the bound.
         """
-        self._protocol.write(frame)
+        self._protocol.send_control(frame)
+
+    def pause_reading(self) -> None:
+        """
+        Stop reading from the peer until L{resume_reading}: no message is
+        delivered meanwhile, and TCP holds the peer back.
+        """
+        self._protocol.pause_reading(ReadGate.REQUESTED)
+
+    def resume_reading(self) -> None:
+        """
+        Read from the peer again (after L{pause_reading}); messages that
+        waited are delivered at the next reactor turn.
+        """
+        self._protocol.resume_reading(ReadGate.REQUESTED)
 
     def register_producer(self, producer: IPushProducer) -> None:
         """
-        Let C{producer} be paused while the peer cannot keep up with what
-        is sent, and resumed when it can.
+        Let C{producer} be paused while the peer's send queue is full, and
+        resumed when it is half empty again.
         """
-        self._protocol.transport.registerProducer(producer, True)  # type: ignore[union-attr]
+        self._protocol.register_producer(producer)
 
     def unregister_producer(self) -> None:
         """
         Stop flow control of the registered producer.
         """
-        self._protocol.transport.unregisterProducer()  # type: ignore[union-attr]
+        self._protocol.unregister_producer()
 
     def disconnect(self, reason: DisconnectReason = DisconnectReason.REQUESTED, abort: bool = False) -> Deferred[None]:
         """
-        Say goodbye to the peer and close.
+        Say goodbye to the peer and close, after what is queued; the socket
+        is aborted if that takes more than C{close_grace_period}.
 
         @param abort: close at once instead of after the goodbye is
             delivered: for a peer that no longer answers (a graceful TLS
@@ -175,7 +241,7 @@ class Connection:
         @return: fires when the connection has closed.
         """
         if self.reason is None:
-            self._protocol.write(_DISCONNECT_FRAME)
+            self._protocol.send_control(_DISCONNECT_FRAME)
             self._protocol.fail(ConnectionEnded(reason), abort=abort)
         return self.when_closed()
 

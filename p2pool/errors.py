@@ -202,6 +202,15 @@ class MaintenanceDisabled(P2PError):
     """
 
 
+class SendQueueFull(P2PError):
+    """
+    A connection's send queue (C{send_queue_size}) or the node's send
+    budget (C{send_queue_budget}) cannot hold the message now; nothing was
+    queued. Retry when the peer has drained it (C{Connection.send_when_room}
+    or C{Pool.send} wait for that).
+    """
+
+
 class UnknownPeer(P2PError, KeyError):
     """
     No running connection to this peer id.
@@ -227,6 +236,7 @@ class DisconnectReason(enum.Enum):
     POOL_DESTROYED = "pool_destroyed"
     APPLICATION_ERROR = "application_error"
     IDLE_TIMEOUT = "idle_timeout"
+    SEND_STALLED = "send_stalled"
 
 
 class ConnectionEnded(PeerConnectionClosed):

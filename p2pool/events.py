@@ -146,6 +146,13 @@ class EventKind(enum.StrEnum):
     #: Incoming connections were refused (one summary per reason per
     #: C{refusal_log_interval}).
     CONNECTIONS_REFUSED = "connections_refused"
+    #: A peer's send queue refused a message or dropped a control frame
+    #: (once until it drains).
+    SEND_QUEUE_FULL = "send_queue_full"
+    #: A peer left our send buffer full for C{send_stall_timeout}: aborted.
+    SEND_STALLED = "send_stalled"
+    #: A close did not end within C{close_grace_period}: aborted.
+    CLOSE_TIMEOUT = "close_timeout"
 
 
 #: Events worth an info line in a node's log; the others are debug.
@@ -163,6 +170,7 @@ INFO_EVENTS = frozenset(
         EventKind.CONNECTION_FAILED,
         EventKind.IDENTITY_READY,
         EventKind.CONNECTIONS_REFUSED,
+        EventKind.SEND_STALLED,
     }
 )
 

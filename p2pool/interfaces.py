@@ -23,9 +23,15 @@ class IPoolApplication(Interface):
         L{p2pool.connection.Connection}).
         """
 
-    def message_received(conn: Any, data: bytes) -> None:
+    def message_received(conn: Any, data: bytes) -> Any:
         """
         An application message arrived on C{conn}.
+
+        Return None when done with it, or a Deferred or awaitable (an
+        C{async def} method) that completes when done: until then the
+        message is in hand, and with C{max_pending_messages} in hand the
+        pool stops reading C{conn} (TCP holds the peer back; nothing is
+        dropped, order is kept).
         """
 
     def connection_lost(conn: Any, reason: Any) -> None:
@@ -76,7 +82,7 @@ class BasePoolApplication:
         Ignore a new connection.
         """
 
-    def message_received(self, conn: Any, data: bytes) -> None:
+    def message_received(self, conn: Any, data: bytes) -> Any:
         """
         Ignore a message.
         """

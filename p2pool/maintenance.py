@@ -26,6 +26,7 @@ from p2pool.directory import Directory
 from p2pool.errors import DisconnectReason, P2PError
 from p2pool.events import EventKind
 from p2pool.events import EventLog
+from p2pool.lifetime import weak_owner
 from p2pool.state import PointInfo, PointState
 from p2pool.wire import Bootstrap, SwapRequest, encode
 
@@ -102,7 +103,7 @@ class Maintenance:
         @param directory: the known points and running connections.
         @param acl: banned points are not dialed.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._directory = directory
         self._config = config
         self._acl = acl

@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from p2pool.acl import IPBlacklist
 from p2pool.addressing import AddressError, PeerId, Point
 from p2pool.events import EventKind
+from p2pool.lifetime import weak_owner
 from p2pool.state import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
 
 if TYPE_CHECKING:
@@ -1242,7 +1243,7 @@ class PeersFile:
     """
 
     def __init__(self, pool: Pool, reactor: Any) -> None:
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._reactor = reactor
         self.path = pool.config.peers_path
         self.loaded = False

@@ -11,7 +11,7 @@ import random
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -31,16 +31,19 @@ from p2pool.errors import (
     InvalidMessageSize,
     MaintenanceDisabled,
     P2PError,
+    SendQueueFull,
     UnknownPeer,
     listen_failure_text,
 )
 from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.directory import Directory
+from p2pool.flow import FlowLimits
 from p2pool.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool import identity as identity_module
 from p2pool.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.keepalive import Keepalive
+from p2pool.lifetime import weak_method
 from p2pool.maintenance import Maintenance
 from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.protocol import PeerServerFactory
@@ -123,6 +126,10 @@ class Pool(MultiService):
         # here for send and broadcast.
         self._connections: Mapping[PeerId, Connection] = self._directory.connections
         self._connection = self._directory.connection
+        #: Flow-control limits and the node-wide send budget (L{p2pool.flow}).
+        self.flow = FlowLimits.from_config(config)
+        #: Broadcast copies skipped because a peer's send queue was full.
+        self.broadcast_skipped = 0
         answerer = Answerer(self, self._directory, config=config, events=self.events, clock=reactor, rng=self._rng)
         self.maintenance: Optional[Maintenance] = (
             Maintenance(self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng)
@@ -146,10 +153,10 @@ class Pool(MultiService):
         self.peers = PeersView(self._directory, self.acl, self.events, self, self._meta)
         self.points = PointsView(self._directory, self.acl, self.events, self)
         self._redials: dict[Point, Any] = {}
-        self._greylist_countdown = LoopingCall.withCount(self._age_greylist)
+        self._greylist_countdown = LoopingCall.withCount(weak_method(self._age_greylist))
         self._greylist_countdown.clock = reactor
         self.persistence = PeersFile(self, reactor)
-        self._checkpoints = LoopingCall(self.save_peers)
+        self._checkpoints = LoopingCall(weak_method(self.save_peers))
         self._checkpoints.clock = reactor
         self.keepalive: Optional[Keepalive] = (
             Keepalive(self._directory, self.events, reactor, config.keepalive_interval) if config.keepalive_interval is not None else None
@@ -605,22 +612,21 @@ class Pool(MultiService):
         """
         Send an application message to a connected peer.
 
-        @return: fires once the message is queued; fails with
-            L{UnknownPeer} when the peer is not connected, or
-            L{InvalidMessageSize}.
+        @return: fires once the message is queued, which waits while the
+            peer's send queue is full; fails with L{UnknownPeer} when the
+            peer is not connected, L{InvalidMessageSize}, or
+            L{ConnectionDone} when the connection closes first.
         """
         conn = self._connection(peer_id)
         if conn is None:
             return fail(UnknownPeer(f"no connection to {peer_id}"))
-        try:
-            conn.send(data)
-        except P2PError as e:
-            return fail(e)
-        return succeed(None)
+        return conn.send_when_room(data)
 
     def broadcast(self, data: bytes) -> int:
         """
-        Send an application message to every connected peer.
+        Send an application message to every connected peer whose send
+        queue has room; the others are skipped (counted in
+        C{broadcast_skipped}).
 
         @return: how many peers it was sent to.
         @raise InvalidMessageSize: C{data} is too large.
@@ -629,8 +635,14 @@ class Pool(MultiService):
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})")
         count = 0
         for conn in list(self._connections.values()):
-            conn.send(data)
-            count += 1
+            if not conn.is_open:
+                continue
+            try:
+                conn.send(data)
+            except SendQueueFull:
+                self.broadcast_skipped += 1
+            else:
+                count += 1
         return count
 
     # -- connections ---------------------------------------------------------

@@ -7,10 +7,14 @@ and the factories that build it for dialing and accepting.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol as TypingProtocol
+import collections
+import inspect
+from typing import Any, Callable, Optional
+from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -19,7 +23,8 @@ from zope.interface import implementer
 
 from p2pool.addressing import PeerId, Point, normalise_ip
 from p2pool.connection import Connection
-from p2pool.errors import PeerConnectionClosed, DecodingError, InvalidAuth, P2PError
+from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, InvalidAuth, P2PError, PeerConnectionClosed, SendQueueFull
+from p2pool.flow import CHUNK_SIZE, ReadGate, SendQueue, TokenBucket
 from p2pool.handshake import Handshake, RemoteInfo
 from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.wire import HANDSHAKE_MAX_BODY, FrameDecoder
@@ -71,13 +76,27 @@ def _ignore_control(kind: int, body: bytes) -> None:
     """
 
 
-@implementer(IHandshakeListener, IVerifiedProtocol)
+async def _awaited(result: Any) -> Any:
+    return await result
+
+
+@implementer(IHandshakeListener, IVerifiedProtocol, IPushProducer)
 class PeerProtocol(Protocol):
     """
     One connection to a peer, over TLS: feeds the handshake until it
     succeeds, then hands frames to the established L{Connection}.
 
+    Once established, what is sent goes through a bounded L{SendQueue} that
+    is handed to the transport while the transport is not full: the
+    protocol is the transport's streaming producer, so the transport tells
+    it when its buffer passes its high-water mark (C{pauseProducing}) and
+    when it has drained (C{resumeProducing}). Reading is paused through a
+    L{ReadGate}.
+
     @ivar error: why the connection is ending, once known.
+    @ivar send_queue: what waits to be handed to the transport.
+    @ivar read_gate: why reading is paused, if it is.
+    @ivar pending_messages: messages the application has in hand.
     """
 
     _log = Logger()
@@ -101,9 +120,22 @@ class PeerProtocol(Protocol):
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
+        flow = handler.flow
+        self._flow = flow
+        self._clock: IReactorTime = handler.clock
+        self.send_queue = SendQueue(flow.send_queue_size, flow.budget)
+        self.read_gate = ReadGate()
+        self.pending_messages = 0
+        self._control_bucket: Optional[TokenBucket] = None
+        self._waiting: collections.deque[tuple[bytes, Deferred[None]]] = collections.deque()
+        self._producer: Optional[IPushProducer] = None
+        self._producer_paused = False
+        self._reported_full = False
+        self._timers: dict[str, IDelayedCall] = {}
 
     def connectionMade(self) -> None:
         self.remote_ip = normalise_ip(self.transport.getPeer().host)  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.handshake = self.handler.handshake_for(self)
 
     def handshakeCompleted(self) -> None:
@@ -119,6 +151,14 @@ class PeerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        download = self._flow.download
+        if download is not None and self.connection is not None:
+            now = self._clock.seconds()
+            download.consume(self, len(data), now)
+            wait = download.wait(self, now)
+            if wait > 0:
+                self.pause_reading(ReadGate.DOWNLOAD)
+                self._later("download", wait, self.resume_reading, ReadGate.DOWNLOAD)
         try:
             self.decoder.feed(data)
         except P2PError as e:
@@ -129,6 +169,7 @@ class PeerProtocol(Protocol):
 
     def _control(self, kind: int, body: bytes) -> None:
         if self.connection is not None:
+            self._count_control()
             self.handler.control_received(self.connection, kind, body)
             return
         assert self.handshake is not None
@@ -136,26 +177,268 @@ class PeerProtocol(Protocol):
         if remote is not None:
             self.connection = self.handler.established(self, remote)
 
+    def _count_control(self) -> None:
+        """
+        Take a token for a control frame; out of tokens, pause reading
+        until the next one.
+        """
+        now = self._clock.seconds()
+        bucket = self._control_bucket
+        if bucket is None:
+            bucket = self._control_bucket = self._flow.control_bucket(now)
+        if bucket.take(1, now) == 1 and bucket.wait(1, now) == 0:
+            return
+        self.pause_reading(ReadGate.CONTROL_RATE)
+        self._later("control_rate", bucket.wait(1, now), self.resume_reading, ReadGate.CONTROL_RATE)
+
     def start_messages(self, max_body: int, on_message: Callable[[bytes], Any]) -> None:
         """
         The handshake is over: accept frames up to C{max_body} and pass
-        application messages to C{on_message}.
+        application messages to C{on_message}. When C{on_message} returns a
+        Deferred or an awaitable, the message stays in hand until it
+        completes; at C{max_pending_messages} in hand, reading pauses.
         """
         self.decoder.max_body = max_body
-        self.decoder.on_message = on_message
+
+        def deliver(body: bytes) -> None:
+            result = on_message(body)
+            if result is not None and (isinstance(result, Deferred) or inspect.isawaitable(result)):
+                self._message_pending(result)
+
+        self.decoder.on_message = deliver
+
+    def _message_pending(self, result: Any) -> None:
+        d = result if isinstance(result, Deferred) else ensureDeferred(_awaited(result))
+        self.pending_messages += 1
+        if self.pending_messages >= self._flow.max_pending_messages:
+            self.pause_reading(ReadGate.APPLICATION)
+        d.addErrback(self._message_failed)
+        d.addBoth(self._message_done)
+
+    def _message_failed(self, failure: Failure) -> None:
+        self._log.failure("the application failed handling a message from {peer}", failure, peer=self.remote_ip)
+
+    def _message_done(self, _: object) -> None:
+        self.pending_messages -= 1
+        if self.pending_messages < self._flow.max_pending_messages:
+            self.resume_reading(ReadGate.APPLICATION)
+
+    # -- reading -------------------------------------------------------------
+
+    def pause_reading(self, reason: str) -> None:
+        """
+        Stop reading the connection (and delivering frames already read)
+        for C{reason}, until L{resume_reading} with the same reason.
+        """
+        if self.closed:
+            return
+        if self.read_gate.pause(reason):
+            self.decoder.paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self, reason: str) -> None:
+        """
+        Withdraw C{reason}; with no reason left, reading goes on at the next
+        reactor turn: first the frames that waited, then the socket.
+        """
+        if self.read_gate.resume(reason) and not self.closed:
+            self._later("deliver", 0, self._deliver_waiting)
+
+    def _deliver_waiting(self) -> None:
+        """
+        Deliver the frames read before the pause; only if that does not
+        pause reading again is the transport read again, so what waits is
+        never more than one read.
+        """
+        if self.read_gate.paused or self.closed:
+            return
+        try:
+            self.decoder.resume()
+        except P2PError as e:
+            self.fail(e)
+            return
+        if not self.read_gate.paused and not self.closed:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # -- sending -------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """
-        Send bytes, unless the connection is closing.
+        Hand bytes to the transport now, unless the connection is closing
+        (the handshake, and the send queue, write through this).
         """
         if not self.closed:
             self.bytes_sent += len(data)
             self.transport.write(data)  # type: ignore[union-attr]
 
+    def send_frame(self, frame: bytes) -> None:
+        """
+        Queue a frame for the peer.
+
+        @raise SendQueueFull: the queue or the node budget cannot hold it,
+            or frames wait for room before it (nothing is queued).
+        """
+        queue = self.send_queue
+        if self.closed:
+            raise self.closing_reason()
+        if self._waiting or not queue.fits(len(frame)):
+            queue.refused += 1
+            self._report_full()
+            raise SendQueueFull(f"send queue full ({queue.queued} bytes queued for {self.remote_ip})")
+        self._push(frame)
+
+    def send_control(self, frame: bytes) -> bool:
+        """
+        Queue a control frame, or drop it when the queue is full.
+
+        @return: whether it was queued.
+        """
+        if self.closed:
+            return False
+        queue = self.send_queue
+        if not queue.fits(len(frame)):
+            queue.dropped_control += 1
+            self._report_full()
+            return False
+        self._push(frame)
+        return True
+
+    def send_when_room(self, frame: bytes) -> Deferred[None]:
+        """
+        Queue a frame once the queue has room for it, after the frames
+        already waiting.
+
+        @return: fires once it is queued; fails with L{ConnectionClosed}
+            if the connection closes first.
+        """
+        if self.closed:
+            return fail(self.closing_reason())
+        if not self._waiting and self.send_queue.fits(len(frame)):
+            self._push(frame)
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append((frame, d))
+        return d
+
+    def _push(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        self.send_queue.push(frame)
+        self._drain()
+
+    def _drain(self) -> None:
+        """
+        Hand queued bytes to the transport while it is writable, admitting
+        waiting frames as room appears; then pause or resume the
+        application's producer.
+        """
+        queue = self.send_queue
+        waiting = self._waiting
+        while not self.closed:
+            self._write_queued()
+            if self.closed or not waiting or not queue.fits(len(waiting[0][0])):
+                break
+            frame, d = waiting.popleft()
+            queue.push(frame)
+            d.callback(None)
+        if not self.closed:
+            self._pace_producer()
+
+    def _write_queued(self) -> None:
+        """
+        Write the queue out in chunks while the transport is writable and
+        the upload limit, if any, allows.
+        """
+        queue = self.send_queue
+        upload = self._flow.upload
+        while queue.queued and queue.writable and not self.closed:
+            if upload is None:
+                self.write(queue.pop_chunk(CHUNK_SIZE))
+                continue
+            now = self._clock.seconds()
+            allowance = int(upload.allowance(self, now))
+            if allowance <= 0:
+                self._later("upload", upload.wait(self, now), self._drain)
+                return
+            chunk = queue.pop_chunk(min(CHUNK_SIZE, allowance))
+            upload.consume(self, len(chunk), now)
+            self.write(chunk)
+
+    def _pace_producer(self) -> None:
+        """
+        After progress: resume the application's producer when the queue is
+        half empty, pause it when the queue is full.
+        """
+        queue = self.send_queue
+        if queue.has_room and not self._waiting:
+            self._reported_full = False
+            if self._producer is not None and self._producer_paused:
+                self._producer_paused = False
+                self._producer.resumeProducing()
+        elif queue.full or self._waiting:
+            self._pause_producer()
+
+    def _pause_producer(self) -> None:
+        if self._producer is not None and not self._producer_paused:
+            self._producer_paused = True
+            self._producer.pauseProducing()
+
+    def _report_full(self) -> None:
+        """
+        A frame was refused or dropped: pause the application's producer,
+        and tell the pool (once until the queue has room again).
+        """
+        self._pause_producer()
+        if not self._reported_full and self.connection is not None:
+            self._reported_full = True
+            self.handler.send_queue_full(self.connection)
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        """
+        Pause C{producer} while the send queue is full, resume it when the
+        queue is half empty again.
+        """
+        self._producer = producer
+        self._producer_paused = False
+        self._pace_producer()
+
+    def unregister_producer(self) -> None:
+        self._producer = None
+        self._producer_paused = False
+
+    # IPushProducer: the transport's buffer is full, or has drained.
+
+    def pauseProducing(self) -> None:
+        self.send_queue.transport_full(self._clock.seconds())
+        if "stall" not in self._timers:
+            self._later("stall", self._flow.send_stall_timeout, self._check_stall)
+
+    def resumeProducing(self) -> None:
+        self.send_queue.transport_drained()
+        self._drain()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is gone (L{connectionLost} follows).
+        """
+
+    def _check_stall(self) -> None:
+        queue = self.send_queue
+        now = self._clock.seconds()
+        timeout = self._flow.send_stall_timeout
+        if queue.stalled(now, timeout):
+            self.handler.send_stalled(self, now - (queue.stalled_since or now))
+        elif queue.stalled_since is not None:
+            self._later("stall", queue.stalled_since + timeout - now, self._check_stall)
+
+    # -- closing -------------------------------------------------------------
+
     def fail(self, error: P2PError, abort: bool = False) -> None:
         """
         End the connection because of C{error}: close it after what was
-        written (a nack, a disconnect) is flushed, or at once if C{abort}.
+        queued and written (a nack, a disconnect) is flushed, or at once if
+        C{abort}. A close that has not ended C{close_grace_period} seconds
+        later is aborted.
         """
         if self.error is None:
             self.error = error
@@ -163,16 +446,70 @@ class PeerProtocol(Protocol):
         self.decoder.on_control = _ignore_control
         if self.closed:
             return
-        self.closed = True
         if self.transport is None:
+            self.closed = True
             return
         if abort:
+            self.closed = True
+            self.send_queue.clear()
             self.transport.abortConnection()  # type: ignore[attr-defined]
-        else:
-            self.transport.loseConnection()
+            return
+        queue = self.send_queue
+        while queue.queued:
+            self.write(queue.pop_chunk(CHUNK_SIZE))
+        self.closed = True
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.transport.loseConnection()
+        self._later("grace", self._flow.close_grace_period, self._grace_over)
+
+    def closing_reason(self) -> ConnectionEnded:
+        """
+        Why the connection is closing, as the typed reason its application
+        will be given (L{ConnectionEnded}); C{connection_lost} gives the
+        final one.
+        """
+        error = self.error
+        if isinstance(error, ConnectionEnded):
+            return error
+        return ConnectionEnded(DisconnectReason.CONNECTION_LOST, f"closing: {error}")
+
+    def _grace_over(self) -> None:
+        """
+        The peer did not take our goodbye in time: free the socket.
+        """
+        self.handler.close_timed_out(self)
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _later(self, name: str, delay: float, f: Callable[..., Any], *args: Any) -> None:
+        """
+        Run C{f(*args)} in C{delay} seconds, unless a call of that C{name}
+        is pending already; calls are cancelled when the connection is lost.
+        """
+        timers = self._timers
+        call = timers.get(name)
+        if call is not None and call.active():
+            return
+
+        def run() -> None:
+            timers.pop(name, None)
+            f(*args)
+
+        timers[name] = self._clock.callLater(delay, run)
+
+    def _cancel_timers(self) -> None:
+        timers, self._timers = self._timers, {}
+        for call in timers.values():
+            if call.active():
+                call.cancel()
 
     def connectionLost(self, reason: Failure = Failure(PeerConnectionClosed("connection lost"))) -> None:
         self.closed = True
+        self._cancel_timers()
+        self.send_queue.clear()
+        if self._flow.upload is not None:
+            self._flow.upload.forget(self)
+        if self._flow.download is not None:
+            self._flow.download.forget(self)
         if self.handshake is not None:
             self.handshake.close()
         if self.error is None:
@@ -187,6 +524,17 @@ class PeerProtocol(Protocol):
             else:
                 self.error = PeerConnectionClosed(reason.getErrorMessage())
         self.handler.connection_lost(self, self.error)
+        waiting, self._waiting = self._waiting, collections.deque()
+        closed = self.connection.reason if self.connection is not None and self.connection.reason else self.error
+        for _, d in waiting:
+            d.errback(closed)
+        # Break the cycles through this protocol (its connection, handshake,
+        # decoder callbacks): once dropped, it is freed by reference counting.
+        self.handshake = None
+        self.decoder.on_message = _ignore_message
+        self.decoder.on_control = _ignore_control
+        self._producer = None
+        self.connection = None
 
 
 class _IncomingProtocolFactory(Factory):
@@ -230,7 +578,12 @@ class PeerClientFactory(Factory):
     noisy = False
 
     def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
-        self.protocol_instance = PeerProtocol(handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id)
+        self.protocol_instance: Optional[PeerProtocol] = PeerProtocol(
+            handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
+        )
 
-    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
-        return self.protocol_instance
+    def buildProtocol(self, addr: IAddress) -> Optional[PeerProtocol]:
+        # Handed over once: the factory, held by the transport, does not
+        # hold the protocol in a cycle after.
+        protocol, self.protocol_instance = self.protocol_instance, None
+        return protocol

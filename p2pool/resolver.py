@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from p2pool.addressing import AddressError, Point, PointSpec
 from p2pool.events import EventKind
 from p2pool.contracts import ResolverPool
+from p2pool.lifetime import weak_owner
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 
@@ -77,7 +78,7 @@ class Reresolver:
             e.g. the reactor's C{resolve}.
         @param clock: paces re-resolution.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self._resolve = resolve
         self._clock = clock
         self._rng = rng or random.Random()

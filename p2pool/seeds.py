@@ -39,6 +39,7 @@ from zope.interface import implementer
 from p2pool.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.events import EventKind
 from p2pool.contracts import IPoolReactor, SeedPool, installed_reactor
+from p2pool.lifetime import weak_owner
 
 __all__ = [
     "MAX_BODY",
@@ -307,7 +308,7 @@ class SeedFetcher:
         @param resolve: host name to IP (a Deferred); the reactor's
             C{resolve} by default. Used for DNS names in seed documents.
         """
-        self._pool = pool
+        self._pool = weak_owner(pool)
         self.urls = tuple(urls)
         if reactor is None:
             reactor = installed_reactor()

@@ -131,6 +131,12 @@ def _nanoseconds(seconds: float) -> int:
 
 
 @implementer(IDelayedCall)
+def _cancelled() -> None:
+    """
+    What a call that ran or was cancelled holds instead of its function.
+    """
+
+
 class _DelayedCall:
     """
     A call scheduled on a L{SimulatedClock}.
@@ -171,6 +177,8 @@ class _DelayedCall:
         if self.called:
             raise AlreadyCalled()
         self.cancelled = True
+        # As Twisted's DelayedCall does: a cancelled call keeps nothing alive.
+        self.func = _cancelled
         self.args = ()
         self.kw = {}
         self._clock.call_cancelled(self)
@@ -334,6 +342,7 @@ class SimulatedClock:
             self._active -= 1
             self.calls_run += 1
             func, args, kw = call.func, call.args, call.kw
+            call.func = _cancelled
             call.args = ()
             call.kw = {}
             self._depth += 1
@@ -676,6 +685,11 @@ class MemoryTransport:
     carries everything written until it runs. There is no bandwidth limit
     and nothing is ever lost, except when the connection is aborted.
 
+    Like a TCP transport, a registered streaming producer is paused when
+    more than L{buffer_size} bytes written are not yet read by the other
+    side's protocol (in flight, or held there while it is paused), and
+    resumed once all of them are read.
+
     @ivar protocol: the protocol this transport feeds.
     @ivar peer: the transport at the other end.
     @ivar bytes_sent: bytes written so far.
@@ -686,6 +700,8 @@ class MemoryTransport:
     disconnecting = False
     disconnected = False
     connected = False
+    #: The high-water mark of unread bytes (Twisted's C{bufferSize}).
+    buffer_size = 65536
 
     def __init__(self, link: _Link, host: Address, peer_address: Address, connector: Optional[MemoryConnector] = None) -> None:
         self._link = link
@@ -707,6 +723,8 @@ class MemoryTransport:
         self._write_closed = False
         self._no_delay = False
         self._keep_alive = False
+        self._unread = 0
+        self._producer_paused = False
 
     def start(self, protocol: IProtocol) -> None:
         """
@@ -731,6 +749,10 @@ class MemoryTransport:
         size = len(data)
         self.bytes_sent += size
         self._link.network.bytes_sent += size
+        self._unread += size
+        if self._unread > self.buffer_size and self.streaming and self.producer is not None and not self._producer_paused:
+            self._producer_paused = True
+            self._guarded(self.producer.pauseProducing)
         if self._delivery is None:
             self._delivery = self._clock.callLater(self._link.latency, self._deliver)
 
@@ -789,12 +811,13 @@ class MemoryTransport:
     def logPrefix(self) -> str:
         return f"MemoryTransport,{self._host.host}"
 
-    # IConsumer: memory is unbounded, so producers are never paused.
+    # IConsumer: a streaming producer is paused past buffer_size unread bytes.
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        Accept C{producer}. A streaming producer is never paused; a pull
-        producer is asked for data now and after each delivery.
+        Accept C{producer}. A streaming producer is paused past
+        L{buffer_size} unread bytes; a pull producer is asked for data now
+        and after each delivery.
 
         @raise RuntimeError: a producer is already registered.
         """
@@ -811,6 +834,17 @@ class MemoryTransport:
     def unregisterProducer(self) -> None:
         self.producer = None
         self.streaming = False
+        self._producer_paused = False
+
+    def read_by_peer(self, size: int) -> None:
+        """
+        The other side's protocol read C{size} bytes written here; once all
+        are read, a paused producer resumes.
+        """
+        self._unread -= size
+        if self._unread <= 0 and self._producer_paused and self.producer is not None and not self._link.closed:
+            self._producer_paused = False
+            self._guarded(self.producer.resumeProducing)
 
     # IPushProducer: pausing stops delivery to this side's protocol.
 
@@ -880,12 +914,14 @@ class MemoryTransport:
             return
         self.bytes_received += len(data)
         self._guarded(self.protocol.dataReceived, data)
+        self.peer.read_by_peer(len(data))
 
     def _release_held(self) -> None:
         while self._held and not self._paused and not self._link.closed:
             data = self._held.pop(0)
             self.bytes_received += len(data)
             self._guarded(self.protocol.dataReceived, data)
+            self.peer.read_by_peer(len(data))
 
     def receive_eof(self) -> None:
         """
@@ -940,10 +976,12 @@ class MemoryTransport:
                 producer.stopProducing()
             except Exception:
                 _log.failure("Unhandled error stopping producer {producer!r}", producer=producer)
+        # As Twisted's TCP transport does: the protocol is let go.
+        protocol, self.protocol = self.protocol, Protocol()
         try:
-            self.protocol.connectionLost(reason)
+            protocol.connectionLost(reason)
         except Exception:
-            _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=self.protocol)
+            _log.failure("Unhandled error in connectionLost of {protocol!r}", protocol=protocol)
         if self.connector is not None:
             self.connector.connection_lost(reason)
 

@@ -18,6 +18,7 @@ from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
 from p2pool.events import EventLog
 from p2pool.interfaces import IPeerMetadataConfig
+from p2pool.lifetime import weak_owner
 from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["ConnectionsView", "PeersView", "PointsView"]
@@ -104,7 +105,7 @@ class PeersView:
         self._directory = directory
         self._acl = acl
         self._events = events
-        self._registry = registry
+        self._registry = weak_owner(registry)
         self._meta = meta
         self._peer = directory.peer
 
@@ -201,7 +202,7 @@ class PointsView:
         self._directory = directory
         self._acl = acl
         self._events = events
-        self._registry = registry
+        self._registry = weak_owner(registry)
         self._point = directory.point
 
     def info(self, point: Point) -> Optional[PointInfo]:

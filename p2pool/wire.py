@@ -182,9 +182,12 @@ class FrameDecoder:
     Raises L{InvalidMessageSize} from L{feed} when a frame's body exceeds
     C{max_body}, and L{DecodingError} for a zero-length frame; after either,
     the stream is unusable.
+
+    While C{paused} (a callback may set it), no frame is delivered: the
+    bytes wait until L{resume}.
     """
 
-    __slots__ = ("max_body", "on_message", "on_control", "_chunks", "_have", "_need")
+    __slots__ = ("max_body", "on_message", "on_control", "paused", "_chunks", "_have", "_need")
 
     def __init__(
         self,
@@ -195,6 +198,7 @@ class FrameDecoder:
         self.max_body = max_body
         self.on_message = on_message
         self.on_control = on_control
+        self.paused = False
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 0
@@ -208,8 +212,13 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         """
-        Consume bytes, delivering every complete frame they finish.
+        Consume bytes, delivering every complete frame they finish (none
+        while paused).
         """
+        if self.paused:
+            self._chunks.append(data)
+            self._have += len(data)
+            return
         if self._chunks:
             self._chunks.append(data)
             self._have += len(data)
@@ -234,15 +243,31 @@ class FrameDecoder:
                 self.on_message(data[pos + 5 : end])
             else:
                 self.on_control(kind, data[pos + 5 : end])
-            # A callback may have switched limits or handlers (end of handshake).
+            # A callback may have switched limits or handlers (end of handshake),
+            # or paused delivery.
             max_frame = self.max_body + 1
             pos = end
+            if self.paused:
+                self._need = 0
+                break
         else:
             self._need = 5
         if pos < n:
             tail = data[pos:] if pos else data
             self._chunks.append(tail)
             self._have = len(tail)
+
+    def resume(self) -> None:
+        """
+        Deliver again, starting with the frames that waited.
+        """
+        self.paused = False
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._have = 0
+            self._need = 0
+            self.feed(data)
 
     def _fail(self, length: int) -> None:
         self._chunks = []

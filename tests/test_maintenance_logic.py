@@ -11,7 +11,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.addressing import Point
-from p2pool.answerer import TokenBucket
+from p2pool.flow import TokenBucket
 from p2pool.config import PoolConfig, ReconnectionConfig
 from p2pool.maintenance import choose_candidates
 from p2pool.state import PointInfo

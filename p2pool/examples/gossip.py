@@ -22,7 +22,9 @@ Flooding
 C{publish(payload)} sends the message with C{ttl} (8 by default) to every
 connected peer. A node receiving a message whose id it has not seen
 delivers it (logs it, calls C{on_message}), and, if its ttl is above 1,
-relays it with ttl - 1 to every connected peer except the one it came from;
+relays it with ttl - 1 to every connected peer except the one it came from
+whose send queue has room (a slow peer misses copies, counted as C{skipped},
+rather than making this node hold them);
 a message arriving with ttl 1 is delivered but not relayed (the stats count
 it as C{expired}). A message published with ttl T therefore reaches every
 node at most T links away, and each node delivers it at most once.
@@ -65,18 +67,20 @@ connections and lowers its score.
 from __future__ import annotations
 
 import collections
+import inspect
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2pool.addressing import PeerId
 from p2pool.connection import Connection
-from p2pool.errors import DisconnectReason
+from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool import Pool
 
@@ -254,6 +258,8 @@ class GossipStats:
     @ivar relayed: copies sent to peers when relaying.
     @ivar expired: new messages not relayed because their ttl ran out.
     @ivar greylisted: peers greylisted for invalid messages.
+    @ivar skipped: relayed copies not sent because the peer's send queue
+        was full (a slow peer misses messages rather than holding memory).
     """
 
     published: int = 0
@@ -263,6 +269,7 @@ class GossipStats:
     relayed: int = 0
     expired: int = 0
     greylisted: int = 0
+    skipped: int = 0
 
 
 class Gossip(BasePoolApplication):
@@ -294,7 +301,11 @@ class Gossip(BasePoolApplication):
     ) -> None:
         """
         @param on_message: called with each message received for the first
-            time and the peer it came from.
+            time and the peer it came from. It may return a Deferred or an
+            awaitable (an C{async def}): until it completes, the message
+            counts against the connection's C{max_pending_messages}, and at
+            that many the pool stops reading the peer (TCP then holds the
+            sender back; nothing is dropped).
         @param ttl: the ttl of messages this node publishes.
         @param max_ttl: the largest ttl accepted (at most 255).
         @param max_payload: the largest payload accepted, in bytes.
@@ -378,21 +389,25 @@ class Gossip(BasePoolApplication):
         """
         self._strikes.pop(conn, None)
 
-    def message_received(self, conn: Connection, data: bytes) -> None:
+    def message_received(self, conn: Connection, data: bytes) -> Optional[Deferred[Any]]:
         """
         Check, score, de-duplicate, relay and deliver a message.
+
+        @return: what C{on_message} returned when it is a Deferred or an
+            awaitable, so that the pool holds the peer back while the
+            application is busy (see C{max_pending_messages}); else None.
         """
         pool = self._attached()
         try:
             message = GossipMessage.decode(data, self.max_ttl, self.max_payload)
         except InvalidGossip as e:
             self._invalid(pool, conn, str(e))
-            return
+            return None
         stats = self._peer_stats(pool, conn.peer_id)
         if not self.seen.add(message.message_id, pool.now()):
             self.stats.duplicates += 1
             pool.peers.set_peer_metadata(conn.peer_id, attrs.evolve(stats, duplicate=stats.duplicate + 1))
-            return
+            return None
         self.stats.delivered += 1
         pool.peers.set_peer_metadata(conn.peer_id, attrs.evolve(stats, useful=stats.useful + 1))
         if message.ttl > 1:
@@ -406,21 +421,33 @@ class Gossip(BasePoolApplication):
             ttl=message.ttl,
             text=_text(message.payload),
         )
-        if self.on_message is not None:
-            try:
-                self.on_message(message, conn.peer_id)
-            except Exception:
-                _log.failure("gossip on_message callback failed")
+        if self.on_message is None:
+            return None
+        try:
+            result = self.on_message(message, conn.peer_id)
+        except Exception:
+            _log.failure("gossip on_message callback failed")
+            return None
+        if isinstance(result, Deferred):
+            return result
+        if inspect.isawaitable(result):
+            return ensureDeferred(_await(result))
+        return None
 
     def _relay(self, pool: Pool, source: Connection, message: GossipMessage) -> None:
         """
-        Send C{message} to every open connection but C{source}.
+        Send C{message} to every open connection but C{source}; a peer whose
+        send queue is full does not get it (counted in C{skipped}).
         """
         frame = message.encode()
         for conn in pool.connections.list():
             if conn is not source and conn.is_open:
-                conn.send(frame)
-                self.stats.relayed += 1
+                try:
+                    conn.send(frame)
+                except SendQueueFull:
+                    self.stats.skipped += 1
+                else:
+                    self.stats.relayed += 1
 
     def _invalid(self, pool: Pool, conn: Connection, problem: str) -> None:
         """
@@ -509,6 +536,10 @@ class Publisher(Service):
     def _publish(self) -> None:
         self.count += 1
         self.gossip.publish(f"{self.text} #{self.count}".encode())
+
+
+async def _await(result: Awaitable[Any]) -> Any:
+    return await result
 
 
 def _text(payload: bytes, limit: int = 200) -> str:

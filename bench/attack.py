@@ -1,0 +1,640 @@
+"""
+Attacks on a p2pool node (issue 13): each case runs the node under attack
+in its own process on loopback, the attacker (and, for gossip, a publisher)
+in others, and measures from this process, which is also an honest peer.
+
+Cases:
+
+- ``slow_reader``: the node runs the gossip example; a publisher sends 64
+  KiB gossip messages at ``--rate`` per second; the attacker completes the
+  handshake and never reads. Measured: node RSS, when and how the attacker
+  was cut, honest round trip.
+- ``ping_flood``: the attacker writes packed Ping frames as fast as its
+  socket takes them and never reads the Pongs. Measured: node RSS and CPU,
+  honest round trip, admin API latency.
+- ``silent_reader``: like ``slow_reader`` with keepalive on and the
+  no-progress abort out of the way: the node's ``idle_timeout`` close must
+  free the socket within its grace period.
+- ``async_app``: the node's application handles one message per 100 ms
+  (it returns a Deferred per message); a sender sends 64 KiB numbered
+  messages as fast as the node lets it. Measured: node RSS, messages
+  delivered, order and loss.
+
+Each case first measures the same node with its honest peers and no
+attacker (the baseline, same run), then under attack. The honest round trip
+is an application echo: this process sends a small message, the node's
+application sends it back. Admin latency is ``GET /network/connections``.
+
+    PYTHONPATH=. /work/venv/bin/python bench/attack.py            # full
+    PYTHONPATH=. /work/venv/bin/python bench/attack.py --quick    # <= 20 s, CI
+
+Prints progress on stderr and one JSON object on stdout; exits 0 when every
+case ran (the targets are reported as ``targets`` with ``met`` flags, not
+asserted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import check_loopback, emit, env_info, log, quiet_twisted_logging, vmrss_kib  # noqa: E402
+
+CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app")
+ECHO = b"ECHO"
+SEQ = struct.Struct("!Q")
+MIB = 1024 * 1024
+
+
+def _percentile(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _pool(ip: str, data_dir: str, app: Any = None, **config: Any) -> Any:
+    from p2pool.addressing import Point
+    from p2pool.config import PoolConfig
+    from p2pool.identity import Identity
+    from p2pool.pool import Pool
+
+    settings: dict[str, Any] = dict(
+        listen=Point(check_loopback(ip), 0),
+        expected_proof_of_work=0,
+        maintenance_idle_time=None,
+        keepalive_interval=None,
+        data_dir=data_dir,
+        admin=__import__("p2pool.config", fromlist=["AdminConfig"]).AdminConfig(listen=None),
+    )
+    settings.update(config)
+    return Pool(PoolConfig(**settings), app, identity=Identity.generate(0))
+
+
+# -- the node under attack (child process) --------------------------------------
+
+
+def node_main(args: argparse.Namespace) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import LoopingCall
+
+    from p2pool.addressing import Point
+    from p2pool.config import AdminConfig
+    from p2pool.examples.gossip import Gossip
+    from p2pool.node import make_node_service
+
+    quiet_twisted_logging()
+    overrides = json.loads(args.overrides)
+    stats: dict[str, Any] = {"handled": 0, "in_order": True, "next": 0}
+    pending: list[Deferred[None]] = []
+    events: list[dict[str, Any]] = []
+    watched = {"send_stalled", "close_timeout", "idle_timeout", "disconnection", "external_disconnection", "send_queue_full"}
+
+    class EchoGossip(Gossip):
+        def message_received(self, conn: Any, data: bytes) -> Any:
+            if data.startswith(ECHO):
+                conn.send_when_room(data)
+                return None
+            return super().message_received(conn, data)
+
+    class AsyncApp(EchoGossip):
+        """
+        Takes one message per 100 ms: each message_received returns a
+        Deferred fired by a 10/s loop, in order.
+        """
+
+        def message_received(self, conn: Any, data: bytes) -> Any:
+            if data.startswith(ECHO):
+                conn.send_when_room(data)
+                return None
+            (seq,) = SEQ.unpack_from(data)
+            if seq != stats["next"]:
+                stats["in_order"] = False
+            stats["next"] = seq + 1
+            d: Deferred[None] = Deferred()
+            pending.append(d)
+            return d
+
+    def handle_one() -> None:
+        if pending:
+            pending.pop(0).callback(None)
+            stats["handled"] += 1
+
+    app = AsyncApp() if args.app == "async" else EchoGossip()
+    from p2pool.config import PoolConfig
+    from p2pool.identity import Identity
+
+    settings: dict[str, Any] = dict(
+        listen=Point(check_loopback(args.ip), 0),
+        expected_proof_of_work=0,
+        maintenance_idle_time=None,
+        keepalive_interval=None,
+        data_dir=args.data_dir,
+        admin=AdminConfig(listen=Point(args.ip, 0)),
+    )
+    settings.update(overrides)
+    service = make_node_service(PoolConfig(**settings), app=app, reactor=reactor)
+    pool = service.pool
+    pool.identity = Identity.generate(0)
+    app.attach(pool)
+
+    def on_event(event: Any) -> None:
+        if event.event in watched:
+            events.append({"t": time.time(), **event.to_json()})
+
+    pool.events.callbacks.append(on_event)
+    service.startService()
+    if args.app == "async":
+        LoopingCall(handle_one).start(0.1, now=False)
+
+    def report() -> None:
+        fields = {
+            "t": time.time(),
+            "rss_kib": vmrss_kib(),
+            "cpu_s": time.process_time(),
+            "connections": pool.active_connections(),
+            "budget_used": pool.flow.budget.used,
+            "handled": stats["handled"],
+            "in_order": stats["in_order"],
+            "next_seq": stats["next"],
+            "relayed": app.stats.relayed,
+            "skipped": app.stats.skipped,
+            "events": events[:],
+        }
+        events.clear()
+        print(json.dumps(fields), flush=True)
+
+    def ready(_: object) -> None:
+        admin_port = service.admin.port.getHost().port if service.admin is not None else None  # type: ignore[union-attr]
+        port = pool.listening_port.getHost().port  # type: ignore[union-attr]
+        print(json.dumps({"ready": True, "port": port, "peer_id": str(pool.peer_id), "admin_port": admin_port}), flush=True)
+        LoopingCall(report).start(0.5)
+
+    def admin_ready() -> Any:
+        return service.admin.when_listening() if service.admin is not None else None  # type: ignore[union-attr]
+
+    d = pool.when_started()
+    d.addCallback(lambda _: admin_ready())
+    d.addCallback(ready)
+    reactor.run()
+
+
+# -- attackers and publishers (child processes) -----------------------------------
+
+
+def peer_main(args: argparse.Namespace) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    from p2pool.addressing import PeerId, Point, PointSpec
+    from p2pool.examples.gossip import GossipMessage
+    from p2pool.interfaces import BasePoolApplication
+    from p2pool.wire import Ping, encode
+
+    quiet_twisted_logging()
+
+    class App(BasePoolApplication):
+        def connection_lost(self, conn: Any, reason: Any) -> None:
+            print(json.dumps({"lost": time.time(), "reason": reason.reason.value}), flush=True)
+
+    pool = _pool(args.ip, args.data_dir, App(), trusted_points=())
+    pool.startService()
+    target = PointSpec(check_loopback(args.node_ip), args.port, PeerId.parse(args.peer_id))
+
+    def connected(conn: Any) -> None:
+        print(json.dumps({"connected": time.time(), "peer_id": str(pool.peer_id)}), flush=True)
+        if args.kind in ("slow_reader", "silent_reader", "ping_flood"):
+            conn.pause_reading()
+        if args.kind == "ping_flood":
+            burst = encode(Ping()) * 13000  # 65 KB per write
+            protocol = conn._protocol  # the attacker bypasses the pool's own bounds
+
+            def flood() -> None:
+                for _ in range(16):
+                    if not conn.is_open or not protocol.send_queue.writable:
+                        return
+                    protocol.write(burst)
+
+            LoopingCall(flood).start(0.002)
+        elif args.kind == "publisher":
+            payload = os.urandom(64 * 1024 - 64)
+            interval = 1.0 / args.rate
+
+            def publish() -> None:
+                if conn.is_open:
+                    message = GossipMessage(os.urandom(16), 4, payload).encode()
+                    conn.send_when_room(message).addErrback(lambda f: None)
+
+            LoopingCall(publish).start(interval)
+        elif args.kind == "sender":
+            state = {"seq": 0}
+            payload = b"s" * (64 * 1024 - 8)
+
+            def more(_: object = None) -> None:
+                if conn.is_open:
+                    state["seq"] += 1
+                    d = conn.send_when_room(SEQ.pack(state["seq"] - 1) + payload)
+                    d.addCallbacks(more, lambda f: None)
+
+            more()
+
+            def report() -> None:
+                print(json.dumps({"sent": state["seq"], "t": time.time()}), flush=True)
+
+            LoopingCall(report).start(0.5)
+
+    def start() -> None:
+        pool.when_started().addCallback(lambda _: pool.connect(Point(target.host, target.port))).addCallbacks(
+            connected, lambda f: print(json.dumps({"error": f.getErrorMessage()}), flush=True)
+        )
+
+    if args.wait_go:
+        import threading
+
+        def wait_go() -> None:
+            sys.stdin.readline()
+            reactor.callFromThread(start)
+
+        threading.Thread(target=wait_go, daemon=True).start()
+    else:
+        start()
+    reactor.run()
+
+
+# -- the measuring parent -----------------------------------------------------------
+
+
+class _Child:
+    """
+    A child process whose JSON lines are collected by a reader thread.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        import threading
+
+        self.lines: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def go(self) -> None:
+        """
+        Tell a process started with C{--wait-go} to begin.
+        """
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def first(self, key: str) -> Optional[dict[str, Any]]:
+        return next((line for line in self.lines if key in line), None)
+
+    def stop(self) -> None:
+        """
+        Kill the process (nothing of it is needed after the measurement).
+        """
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _spawn(role: str, *extra: str) -> _Child:
+    return _Child([sys.executable, os.path.abspath(__file__), "--role", role, *extra])
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+class _Probe:
+    """
+    This process as an honest peer: echo round trips through the node's
+    application every 50 ms, admin requests every 200 ms.
+    """
+
+    def __init__(self, conn: Any, node_ip: str, admin_port: int) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import LoopingCall
+        from twisted.web.client import Agent
+
+        self.conn = conn
+        self.rtts: list[float] = []
+        self.admin: list[float] = []
+        self._sent: dict[int, float] = {}
+        self._seq = 0
+        self._agent = Agent(reactor)
+        self._url = f"http://{node_ip}:{admin_port}/network/connections".encode()
+        self._loops = [LoopingCall(self._ping), LoopingCall(self._get)]
+        self._busy = False
+
+    def start(self) -> None:
+        self._loops[0].start(0.05)
+        self._loops[1].start(0.2)
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+
+    def reset(self) -> None:
+        self.rtts, self.admin = [], []
+
+    def _ping(self) -> None:
+        if not self.conn.is_open:
+            return
+        self._seq += 1
+        self._sent[self._seq] = time.monotonic()
+        try:
+            self.conn.send(ECHO + SEQ.pack(self._seq))
+        except Exception:
+            self._sent.pop(self._seq, None)
+
+    def echoed(self, data: bytes) -> None:
+        (seq,) = SEQ.unpack_from(data, len(ECHO))
+        sent = self._sent.pop(seq, None)
+        if sent is not None:
+            self.rtts.append((time.monotonic() - sent) * 1000)
+
+    def _get(self) -> None:
+        if self._busy:
+            return
+        from twisted.web.client import readBody
+
+        self._busy = True
+        started = time.monotonic()
+        d = self._agent.request(b"GET", self._url)
+        d.addCallback(readBody)
+
+        def done(_: object) -> None:
+            self._busy = False
+            self.admin.append((time.monotonic() - started) * 1000)
+
+        d.addBoth(done)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rtt_ms_p50": _percentile(self.rtts, 0.5),
+            "rtt_ms_p99": _percentile(self.rtts, 0.99),
+            "rtt_samples": len(self.rtts),
+            "admin_ms_p50": _percentile(self.admin, 0.5),
+            "admin_ms_p99": _percentile(self.admin, 0.99),
+            "admin_samples": len(self.admin),
+        }
+
+
+def _series(node: _Child, since: float) -> list[dict[str, Any]]:
+    return [line for line in node.lines if "rss_kib" in line and line["t"] >= since]
+
+
+def _rss_mib(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    values = [s["rss_kib"] / 1024 for s in samples]
+    if not values:
+        return {}
+    return {"start": round(values[0], 1), "max": round(max(values), 1), "end": round(values[-1], 1)}
+
+
+def _cpu_share(samples: list[dict[str, Any]]) -> Optional[float]:
+    if len(samples) < 2:
+        return None
+    return round((samples[-1]["cpu_s"] - samples[0]["cpu_s"]) / (samples[-1]["t"] - samples[0]["t"]), 3)
+
+
+def _events(node: _Child, since: float) -> list[dict[str, Any]]:
+    return [e for line in _series(node, since) for e in line["events"]]
+
+
+async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    from twisted.internet import defer, reactor  # noqa: F401
+    from twisted.internet.task import deferLater
+
+    from p2pool.addressing import Point
+    from p2pool.interfaces import BasePoolApplication
+
+    quick = args.quick
+    base = 40 + 10 * CASES.index(case)
+    node_ip, honest_ip, attacker_ip, publisher_ip = (f"127.0.0.{base + i}" for i in range(4))
+    baseline_s = 1.0 if quick else 10.0
+    if quick:
+        attack_s = {"slow_reader": 4.0, "ping_flood": 2.0, "silent_reader": 4.0, "async_app": 2.0}[case]
+    else:
+        attack_s = {"slow_reader": 120.0, "ping_flood": 60.0, "silent_reader": 60.0, "async_app": 60.0}[case] * args.scale
+    stall = 1.5 if quick else 30.0
+    keepalive = 0.5 if quick else 5.0
+    overrides: dict[str, Any] = {"send_stall_timeout": stall}
+    if case == "silent_reader":
+        overrides = {"keepalive_interval": keepalive, "send_stall_timeout": 3600.0}
+    node = _spawn(
+        "node", "--ip", node_ip, "--data-dir", os.path.join(tmp, case), "--overrides", json.dumps(overrides),
+        "--app", "async" if case == "async_app" else "gossip",
+    )
+    children = [node]
+    probe: Optional[_Probe] = None
+    honest = None
+    try:
+        await _until(lambda: node.first("ready") is not None, 30, "the node")
+        ready = node.first("ready")
+        assert ready is not None
+
+        class Honest(BasePoolApplication):
+            def message_received(self, conn: Any, data: bytes) -> None:
+                if data.startswith(ECHO) and probe is not None:
+                    probe.echoed(data)
+
+        honest = _pool(honest_ip, os.path.join(tmp, case + "-honest"), Honest())
+        honest.startService()
+        await honest.when_started()
+        conn = await honest.connect(Point(node_ip, ready["port"]))
+        probe = _Probe(conn, node_ip, ready["admin_port"])
+        probe.start()
+        peer_args = ["--node-ip", node_ip, "--port", str(ready["port"]), "--peer-id", ready["peer_id"], "--data-dir"]
+        if case in ("slow_reader", "silent_reader"):
+            children.append(_spawn("peer", "--kind", "publisher", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-pub"), "--rate", str(args.rate)))
+        if case == "async_app":
+            children.append(_spawn("peer", "--kind", "sender", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-snd")))
+        attacker = None
+        if case != "async_app":
+            # Started now, so that its start-up is not part of the attack; it
+            # connects when told to.
+            attacker = _spawn("peer", "--kind", case, "--wait-go", "--ip", attacker_ip, *peer_args, os.path.join(tmp, case + "-att"))
+            children.append(attacker)
+        await deferLater(reactor, baseline_s, lambda: None)
+        t_base = time.time() - baseline_s
+        base_samples = _series(node, t_base)
+        idle_rss = min((s["rss_kib"] for s in base_samples), default=0) / 1024
+        baseline = {"rss_mib": _rss_mib(base_samples), "cpu_share": _cpu_share(base_samples), **probe.summary()}
+        probe.reset()
+        t_attack = time.time()
+        if attacker is not None:
+            attacker.go()
+            await _until(lambda: attacker.first("connected") is not None or attacker.first("error") is not None, 30, "the attacker")
+        await deferLater(reactor, attack_s, lambda: None)
+        samples = _series(node, t_attack)
+        result: dict[str, Any] = {
+            "case": case,
+            "seconds": attack_s,
+            "node_config": overrides,
+            "baseline": baseline,
+            "attack": {"rss_mib": _rss_mib(samples), "cpu_share": _cpu_share(samples), **probe.summary()},
+            "rss_series_mib": [round(s["rss_kib"] / 1024, 1) for s in samples[:: max(1, len(samples) // 40)]],
+        }
+        events = _events(node, t_attack)
+        result["node_events"] = _count(events)
+        attack = result["attack"]
+        peak = attack["rss_mib"].get("max", 0)
+        if attacker is not None:
+            # The attacker does not read, so it does not notice the reset:
+            # the cut is the node's disconnection of it (its socket is
+            # closed in connectionLost).
+            connected = attacker.first("connected")
+            attacker_id = connected["peer_id"] if connected is not None else None
+            drops = [
+                e for e in events if e["event"] in ("disconnection", "external_disconnection") and e.get("peer_id") == attacker_id
+            ]
+            cut: dict[str, Any] = {"cut": bool(drops)}
+            if drops and connected is not None:
+                cut["after_s"] = round(drops[0]["t"] - connected["connected"], 2)
+                cut["reason"] = drops[0].get("reason")
+            cut["node_disconnect_reasons"] = sorted({e.get("reason") or "" for e in drops})
+            result["attacker"] = cut
+        targets: dict[str, Any] = {}
+        if case == "slow_reader":
+            bound = 1.0  # send_queue_size default, MiB
+            targets["rss_le_idle_plus_bound_plus_32MiB"] = _met(peak <= idle_rss + bound + 32, peak, idle_rss + bound + 32)
+            after = result["attacker"].get("after_s")
+            targets["cut_within_stall_plus_5s"] = _met(after is not None and after <= stall + 5, after, stall + 5)
+            targets["honest_rtt_p99_le_50ms"] = _met((attack["rtt_ms_p99"] or 1e9) <= 50, attack["rtt_ms_p99"], 50)
+        elif case == "ping_flood":
+            growth = peak - attack["rss_mib"].get("start", peak)
+            targets["rss_growth_le_16MiB"] = _met(growth <= 16, round(growth, 1), 16)
+            targets["honest_rtt_p99_le_50ms"] = _met((attack["rtt_ms_p99"] or 1e9) <= 50, attack["rtt_ms_p99"], 50)
+            targets["admin_p99_le_100ms"] = _met((attack["admin_ms_p99"] or 1e9) <= 100, attack["admin_ms_p99"], 100)
+        elif case == "silent_reader":
+            after = result["attacker"].get("after_s")
+            limit = 3 * keepalive + 5
+            targets["socket_gone_within_3_keepalives_plus_5s"] = _met(after is not None and after <= limit, after, limit)
+        elif case == "async_app":
+            sender = children[1]
+            sent = max((line["sent"] for line in sender.lines if "sent" in line), default=0)
+            last = samples[-1] if samples else {}
+            result["delivery"] = {
+                "sent_by_sender": sent,
+                "received_by_app": last.get("next_seq"),
+                "handled_by_app": last.get("handled"),
+                "in_order": last.get("in_order"),
+                "sender_held_back": sent - (last.get("next_seq") or 0),
+            }
+            targets["rss_le_idle_plus_32MiB"] = _met(peak <= idle_rss + 32, peak, idle_rss + 32)
+            targets["in_order_nothing_dropped"] = _met(bool(last.get("in_order")), last.get("in_order"), True)
+        result["idle_rss_mib"] = round(idle_rss, 1)
+        result["targets"] = targets
+        return result
+    finally:
+        if probe is not None:
+            probe.stop()
+        if honest is not None:
+            await honest.stopService()
+        for child in children:
+            child.stop()
+
+
+def _met(ok: bool, value: Any, limit: Any) -> dict[str, Any]:
+    return {"met": bool(ok), "value": value, "limit": limit}
+
+
+def _count(events: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in events:
+        name = e["event"] + (f":{e['reason']}" if e.get("reason") else "")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def parent(args: argparse.Namespace) -> None:
+    from twisted.internet.defer import DeferredList, ensureDeferred
+    from twisted.internet.task import react
+
+    quiet_twisted_logging()
+    cases = args.cases.split(",") if args.cases else list(CASES)
+    for case in cases:
+        if case not in CASES:
+            raise SystemExit(f"unknown case {case!r}; the cases are {', '.join(CASES)}")
+    started = time.monotonic()
+
+    async def main(reactor: Any) -> None:
+        results = []
+        with tempfile.TemporaryDirectory(prefix="p2pool-attack-") as tmp:
+            if args.quick:
+                # A smoke run: every case at once, each on its own addresses.
+                log(f"attack: {', '.join(cases)} (quick, concurrently) ...")
+                outcomes = await DeferredList([ensureDeferred(run_case(case, args, tmp)) for case in cases], fireOnOneErrback=True, consumeErrors=True)
+                results = [result for _, result in outcomes]
+            else:
+                for case in cases:
+                    log(f"attack: {case} ...")
+                    results.append(await run_case(case, args, tmp))
+            for result in results:
+                log(f"attack: {result['case']}: " + json.dumps(result["targets"]))
+        emit(
+            {
+                "benchmark": "attack",
+                "quick": args.quick,
+                "wall_seconds": round(time.monotonic() - started, 1),
+                "env": env_info(),
+                "cases": results,
+            }
+        )
+
+    react(lambda reactor: ensureDeferred(main(reactor)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="every case for a few seconds (<= 20 s in all), for CI")
+    p.add_argument("--cases", default="", help="comma-separated cases (default: all)")
+    p.add_argument("--rate", type=float, default=50.0, help="gossip messages (64 KiB) published per second")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the attack durations (full mode)")
+    p.add_argument("--node-ip", default="", help=argparse.SUPPRESS)
+    p.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--role", default="parent", help=argparse.SUPPRESS)
+    p.add_argument("--ip", default="", help=argparse.SUPPRESS)
+    p.add_argument("--kind", default="", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--peer-id", default="", help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
+    p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--app", default="gossip", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role == "node":
+        node_main(args)
+    elif args.role == "peer":
+        peer_main(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    main()

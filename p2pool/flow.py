@@ -1,0 +1,372 @@
+# -*- test-case-name: tests.test_flow -*-
+"""
+Flow control without I/O: what bounds the bytes and frames one peer can
+make a node hold or handle. Nothing here touches a reactor; time is passed
+in as C{now} (seconds).
+
+  - L{ByteBudget}: the node-wide budget of bytes queued for sending.
+  - L{SendQueue}: one connection's outgoing frames, bounded in bytes by
+    its own limit and the node budget, with the state of its transport
+    (writable or full) and since when it has made no progress.
+  - L{ReadGate}: why reading a connection is paused (the application is
+    busy, the application asked, the control-frame rate, the download
+    limit); reading runs only when no reason holds.
+  - L{TokenBucket}: a rate with a burst.
+  - L{FairShare}: a node-wide rate in bytes per second shared equally among
+    the connections using it, in short windows.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Hashable, Optional
+
+import attrs
+
+if TYPE_CHECKING:
+    from p2pool.config import PoolConfig
+
+__all__ = ["ByteBudget", "FairShare", "FlowLimits", "ReadGate", "SendQueue", "TokenBucket"]
+
+#: Most bytes handed to a transport in one write: a large message goes in
+#: pieces, so a transport holds at most its high-water mark and one piece.
+CHUNK_SIZE = 65536
+#: Length of the windows the bandwidth limits are shared in, in seconds.
+BANDWIDTH_WINDOW = 0.1
+#: The control-frame burst, in seconds of the control-frame rate.
+CONTROL_BURST_SECONDS = 2.0
+
+
+class ByteBudget:
+    """
+    A budget of bytes shared by many queues: C{used} never exceeds
+    C{limit}, except by one frame taken when nothing else was (so a frame
+    larger than the budget can still go, alone).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, size: int) -> bool:
+        """
+        Whether C{size} more bytes fit.
+        """
+        return self.used + size <= self.limit or self.used == 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
+class SendQueue:
+    """
+    The frames waiting to be handed to one connection's transport.
+
+    A frame fits when the queue is empty (so one frame larger than the limit
+    can always go, alone) or when the queue stays within C{limit} bytes with
+    it; in both cases the node budget must hold it too. The queue is handed
+    to the transport in chunks (L{pop_chunk}) while the transport is
+    writable; the transport says when its own buffer is full
+    (L{transport_full}) and when it has drained (L{transport_drained}).
+
+    @ivar limit: the most bytes queued, beyond one frame alone.
+    @ivar queued: bytes queued now.
+    @ivar writable: the transport accepts more now.
+    @ivar stalled_since: since when the transport has been full without
+        draining, or C{None}.
+    @ivar refused: frames refused because the queue was full.
+    @ivar dropped_control: control frames dropped because it was full.
+    """
+
+    def __init__(self, limit: int, budget: ByteBudget) -> None:
+        self.limit = limit
+        self.budget = budget
+        self.queued = 0
+        self.writable = True
+        self.stalled_since: Optional[float] = None
+        self.refused = 0
+        self.dropped_control = 0
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def fits(self, size: int) -> bool:
+        """
+        Whether a frame of C{size} bytes may be queued now.
+        """
+        return (self.queued == 0 or self.queued + size <= self.limit) and self.budget.fits(size)
+
+    @property
+    def full(self) -> bool:
+        """
+        The queue holds its limit, or the node budget is spent: producers
+        should pause.
+        """
+        return self.queued >= self.limit or not self.budget.fits(1)
+
+    @property
+    def has_room(self) -> bool:
+        """
+        The queue is at most half full and the node budget is not spent:
+        paused producers may resume.
+        """
+        return self.queued <= self.limit // 2 and self.budget.fits(1)
+
+    def push(self, frame: bytes) -> None:
+        """
+        Queue C{frame} (the caller checked L{fits}).
+        """
+        self._frames.append(frame)
+        self.queued += len(frame)
+        self.budget.take(len(frame))
+
+    def pop_chunk(self, max_bytes: int) -> bytes:
+        """
+        Remove and return up to C{max_bytes} from the head of the queue
+        (whole frames joined, the last one possibly cut).
+        """
+        frames = self._frames
+        parts: list[bytes] = []
+        size = 0
+        while frames and size < max_bytes:
+            head = frames[0]
+            rest = len(head) - self._offset
+            want = max_bytes - size
+            if rest <= want:
+                parts.append(head[self._offset :] if self._offset else head)
+                frames.popleft()
+                self._offset = 0
+                size += rest
+            else:
+                parts.append(head[self._offset : self._offset + want])
+                self._offset += want
+                size += want
+        self.queued -= size
+        self.budget.release(size)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def clear(self) -> None:
+        """
+        Drop everything queued (the connection is closing).
+        """
+        self.budget.release(self.queued)
+        self.queued = 0
+        self._frames.clear()
+        self._offset = 0
+
+    def transport_full(self, now: float) -> None:
+        """
+        The transport's buffer passed its high-water mark.
+        """
+        self.writable = False
+        if self.stalled_since is None:
+            self.stalled_since = now
+
+    def transport_drained(self) -> None:
+        """
+        The transport has written out its buffer: progress.
+        """
+        self.writable = True
+        self.stalled_since = None
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """
+        Whether the transport has been full for at least C{timeout} seconds.
+        """
+        return self.stalled_since is not None and now - self.stalled_since >= timeout
+
+
+class ReadGate:
+    """
+    The reasons reading one connection is paused; it reads only when none
+    holds.
+    """
+
+    #: The application has C{max_pending_messages} messages in hand.
+    APPLICATION = "application"
+    #: The application called C{pause_reading()}.
+    REQUESTED = "requested"
+    #: The peer used its control-frame rate.
+    CONTROL_RATE = "control_rate"
+    #: The connection used its share of the node's download limit.
+    DOWNLOAD = "download"
+
+    def __init__(self) -> None:
+        self._reasons: set[str] = set()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._reasons)
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        return frozenset(self._reasons)
+
+    def pause(self, reason: str) -> bool:
+        """
+        Add C{reason}; return whether reading just stopped.
+        """
+        was = bool(self._reasons)
+        self._reasons.add(reason)
+        return not was
+
+    def resume(self, reason: str) -> bool:
+        """
+        Remove C{reason}; return whether reading may just start again.
+        """
+        if reason not in self._reasons:
+            return False
+        self._reasons.discard(reason)
+        return not self._reasons
+
+
+class TokenBucket:
+    """
+    A token bucket: C{capacity} tokens, refilled at C{rate} per second.
+    """
+
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self._tokens = capacity
+        self._at = now
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, wanted: int, now: float) -> int:
+        """
+        Take up to C{wanted} whole tokens; return how many were taken.
+        """
+        self._refill(now)
+        # A nanosecond's worth of slack: a timer set for the next token may
+        # fire a rounding error early.
+        taken = min(wanted, int(self._tokens + 1e-9 * self.rate))
+        self._tokens -= taken
+        return taken
+
+    def wait(self, wanted: float, now: float) -> float:
+        """
+        Seconds until C{wanted} tokens are there (0 when they are now).
+        """
+        self._refill(now)
+        missing = wanted - self._tokens
+        return max(0.0, missing / self.rate) if self.rate > 0 else float("inf")
+
+
+class FairShare:
+    """
+    A node-wide rate of C{rate} bytes per second, shared among connections
+    in windows of C{window} seconds: in each window, each connection that
+    uses the rate may move C{rate * window / n} bytes, where C{n} counts
+    the connections that used it in this window or the one before. Bytes
+    moved beyond a share (one read or write cannot be cut) are owed to the
+    next window, so the long-run rate holds.
+    """
+
+    def __init__(self, rate: float, window: float = 0.1) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.rate = rate
+        self.window = window
+        self._window_start = 0.0
+        self._used: dict[Hashable, float] = {}
+        self._previous: set[Hashable] = set()
+        self._users: set[Hashable] = set()
+
+    def _roll(self, now: float) -> None:
+        # A microsecond of slack: a timer set for the next window may fire
+        # a rounding error early.
+        if now + 1e-6 < self._window_start + self.window:
+            return
+        windows = max(1, int((now + 1e-6 - self._window_start) // self.window))
+        repaid = self._share() * windows
+        owed = {key: used - repaid for key, used in self._used.items() if used > repaid}
+        self._previous = set(self._used) if windows == 1 else set(owed)
+        self._used = owed
+        self._users = self._previous | set(owed)
+        self._window_start += windows * self.window
+
+    def _share(self) -> float:
+        return self.rate * self.window / (len(self._users) or 1)
+
+    def allowance(self, key: Hashable, now: float) -> float:
+        """
+        Bytes C{key} may still move in the current window.
+        """
+        self._roll(now)
+        self._used.setdefault(key, 0.0)
+        self._users.add(key)
+        return max(0.0, self._share() - self._used[key])
+
+    def consume(self, key: Hashable, size: int, now: float) -> None:
+        """
+        Count C{size} bytes moved by C{key}.
+        """
+        self._roll(now)
+        self._used[key] = self._used.get(key, 0.0) + size
+        self._users.add(key)
+
+    def wait(self, key: Hashable, now: float) -> float:
+        """
+        Seconds until C{key} may move bytes again: 0 if it may now, else
+        until the window in which what it owes is repaid.
+        """
+        self._roll(now)
+        share = self._share()
+        used = self._used.get(key, 0.0)
+        if used < share:
+            return 0.0
+        windows = int((used - share) // share)
+        return max(1e-6, self._window_start + self.window - now) + windows * self.window
+
+    def forget(self, key: Hashable) -> None:
+        """
+        A connection closed.
+        """
+        self._used.pop(key, None)
+        self._previous.discard(key)
+        self._users.discard(key)
+
+
+@attrs.define
+class FlowLimits:
+    """
+    A pool's flow-control settings and the node-wide state they share: the
+    send budget and the bandwidth limits.
+    """
+
+    send_queue_size: int
+    send_stall_timeout: float
+    close_grace_period: float
+    max_pending_messages: int
+    max_control_frame_rate: float
+    budget: ByteBudget
+    upload: Optional[FairShare] = None
+    download: Optional[FairShare] = None
+
+    @classmethod
+    def from_config(cls, config: PoolConfig) -> FlowLimits:
+        return cls(
+            send_queue_size=config.send_queue_size,
+            send_stall_timeout=config.send_stall_timeout,
+            close_grace_period=config.close_grace_period,
+            max_pending_messages=config.max_pending_messages,
+            max_control_frame_rate=config.max_control_frame_rate,
+            budget=ByteBudget(config.send_queue_budget),
+            upload=FairShare(config.max_upload_speed, BANDWIDTH_WINDOW) if config.max_upload_speed else None,
+            download=FairShare(config.max_download_speed, BANDWIDTH_WINDOW) if config.max_download_speed else None,
+        )
+
+    def control_bucket(self, now: float) -> TokenBucket:
+        """
+        A new connection's control-frame bucket.
+        """
+        rate = self.max_control_frame_rate
+        return TokenBucket(max(1.0, rate * CONTROL_BURST_SECONDS), rate, now)

@@ -1,0 +1,39 @@
+# -*- test-case-name: tests.test_lifetime -*-
+"""
+References that do not keep a pool alive: the pool's parts point back to it
+weakly, so a stopped pool that its application drops is freed at once by
+reference counting, without waiting for the cyclic garbage collector.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, TypeVar
+
+__all__ = ["weak_method", "weak_owner"]
+
+T = TypeVar("T")
+
+
+def weak_owner(owner: T) -> T:
+    """
+    A proxy of C{owner} for a part it holds, that does not keep it alive.
+    """
+    if isinstance(owner, weakref.ProxyTypes):
+        return owner
+    return weakref.proxy(owner)  # type: ignore[return-value]
+
+
+def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    A function calling the bound C{method} while its object lives (and
+    doing nothing after), for timers the object itself holds.
+    """
+    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def call(*args: Any, **kw: Any) -> Any:
+        bound = ref()
+        return None if bound is None else bound(*args, **kw)
+
+    call.__name__ = call.__qualname__ = getattr(method, "__qualname__", "weak_method")
+    return call

@@ -1,0 +1,159 @@
+"""
+The attacks of issue 13 against real nodes on loopback (TCP and TLS), one
+test each, bounded by deadlines: a slow reader is aborted for lack of
+progress, a ping flood is paced by the control-frame cap, a silent reader's
+socket is freed by the close grace period, and an application that takes
+its time holds the sender back without losing or reordering anything.
+bench/attack.py measures the same attacks against separate processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.trial.unittest import TestCase
+
+from p2pool.connection import Connection
+from p2pool.errors import DisconnectReason, SendQueueFull
+from p2pool.wire import Ping, encode
+from tests.helpers import Node, async_test, start_node, wait_for
+
+KIB = 1024
+
+
+def _keep_sending(test: TestCase, conn: Connection, size: int = 64 * KIB) -> LoopingCall:
+    """
+    Send to C{conn} whenever its queue has room, until it closes.
+    """
+
+    def more() -> None:
+        while conn.is_open:
+            try:
+                conn.send(b"z" * size)
+            except SendQueueFull:
+                return
+
+    loop = LoopingCall(more)
+    loop.clock = reactor
+    loop.start(0.01)
+    test.addCleanup(lambda: loop.stop() if loop.running else None)
+    return loop
+
+
+async def _pair(test: TestCase, victim_config: dict[str, Any], attacker_config: dict[str, Any]) -> tuple[Node, Node, Connection]:
+    """
+    A victim and an attacker, the attacker dialing; return the victim's
+    connection to the attacker.
+    """
+    victim = await start_node(test, "127.0.0.2", 0, **victim_config)
+    attacker = await start_node(test, "127.0.0.3", 1, **attacker_config)
+    await attacker.pool.connect(victim.point)
+    await wait_for(lambda: victim.pool.active_connections() == 1)
+    return victim, attacker, victim.pool.connections.list()[0]
+
+
+class SlowReaderTests(TestCase):
+    timeout = 60
+
+    @async_test
+    async def test_slow_reader_is_aborted(self) -> None:
+        victim, attacker, conn = await _pair(self, dict(send_queue_size=256 * KIB, send_stall_timeout=1.0), {})
+        attacker.pool.connections.list()[0].pause_reading()
+        _keep_sending(self, conn)
+        await wait_for(lambda: conn.reason is not None, timeout=45)
+        self.assertEqual(conn.reason.reason, DisconnectReason.SEND_STALLED)  # type: ignore[union-attr]
+        self.assertEqual(len(victim.named("send_stalled")), 1)
+        self.assertLessEqual(max(e.fields["queued"] for e in victim.named("send_queue_full")), 256 * KIB)
+        self.assertEqual(victim.pool.flow.budget.used, 0, "the queue is freed")
+        self.assertEqual(victim.pool.active_connections(), 0, "the slot is freed")
+
+
+class PingFloodTests(TestCase):
+    timeout = 60
+
+    @async_test
+    async def test_ping_flood_is_paced_and_honest_peers_get_through(self) -> None:
+        victim, attacker, conn = await _pair(self, dict(max_control_frame_rate=50.0), {})
+        honest = await start_node(self, "127.0.0.4", 2)
+        honest_conn = await honest.pool.connect(victim.point)
+        flooder = attacker.pool.connections.list()[0]
+        flooder.pause_reading()
+        burst = encode(Ping()) * 10_000
+
+        def flood() -> None:
+            if flooder.is_open and flooder.send_queue_bytes == 0:
+                flooder._protocol.write(burst)
+
+        loop = LoopingCall(flood)
+        loop.start(0.005)
+        self.addCleanup(lambda: loop.stop() if loop.running else None)
+        await wait_for(lambda: conn.reading_paused, timeout=20)
+        self.assertLessEqual(conn._protocol.decoder.buffered, 128 * KIB, "what waits is one read, not the flood")
+        honest_conn.send(b"still served")
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"], timeout=20)
+        self.assertTrue(conn.is_open, "a flood is paced, not a reason to disconnect")
+
+
+class SilentReaderTests(TestCase):
+    timeout = 60
+
+    @async_test
+    async def test_idle_close_frees_the_socket(self) -> None:
+        victim, attacker, conn = await _pair(
+            self,
+            dict(keepalive_interval=0.5, send_stall_timeout=3600.0, close_grace_period=1.0, send_queue_size=256 * KIB),
+            dict(keepalive_interval=None),
+        )
+        attacker.pool.connections.list()[0].pause_reading()
+        _keep_sending(self, conn)
+        await wait_for(lambda: conn.reason is not None, timeout=30)
+        self.assertEqual(conn.reason.reason, DisconnectReason.IDLE_TIMEOUT)  # type: ignore[union-attr]
+        self.assertEqual(len(victim.named("close_timeout")), 1, "the goodbye could not be flushed: aborted")
+        self.assertTrue(conn._protocol.transport.disconnected, "the socket is closed")  # type: ignore[union-attr]
+        self.assertEqual(victim.pool.active_connections(), 0)
+
+
+class _SlowApp:
+    """
+    Takes one message per tick: each message_received returns a Deferred.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.pending: list[Deferred[None]] = []
+        self.most_pending = 0
+
+    def message_received(self, conn: Any, data: bytes) -> Deferred[None]:
+        self.received.append(data)
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        self.most_pending = max(self.most_pending, len(self.pending))
+        return d
+
+    def tick(self) -> None:
+        if self.pending:
+            self.pending.pop(0).callback(None)
+
+
+class AsyncApplicationTests(TestCase):
+    timeout = 60
+
+    @async_test
+    async def test_slow_application_holds_the_sender_back(self) -> None:
+        victim, sender, conn = await _pair(self, dict(max_pending_messages=3), {})
+        app = _SlowApp()
+        victim.app.message_received = app.message_received  # type: ignore[method-assign]
+        loop = LoopingCall(app.tick)
+        loop.start(0.01)
+        self.addCleanup(lambda: loop.stop() if loop.running else None)
+        out = sender.pool.connections.list()[0]
+        messages = [b"%04d" % i + b"p" * 16 * KIB for i in range(600)]
+        queued = [out.send_when_room(m) for m in messages]
+        await wait_for(lambda: conn.reading_paused, timeout=20)
+        self.assertFalse(all(d.called for d in queued), "the sender is held back")
+        await wait_for(lambda: len(app.received) == 600, timeout=45)
+        self.assertEqual(app.received, messages, "in order, none lost")
+        self.assertLessEqual(app.most_pending, 3)

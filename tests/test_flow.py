@@ -1,0 +1,503 @@
+"""
+Flow control (issue 13): the sans-I/O pieces of L{p2pool.flow}, then each
+mechanism on the in-memory network: bounded send queues and the node
+budget, the no-progress abort, the close grace period, reading paused by
+the application (explicitly or by Deferreds it returns), the control-frame
+rate cap and the bandwidth limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pool.addressing import Point
+from p2pool.connection import Connection
+from p2pool.errors import ConnectionEnded, DisconnectReason, SendQueueFull
+from p2pool.flow import ByteBudget, FairShare, ReadGate, SendQueue, TokenBucket
+from p2pool.pool import Pool
+from p2pool.state import PointState
+from p2pool.testing import MemoryNetwork
+from p2pool.wire import Ping, encode
+from tests.helpers import RecordingApp
+
+KIB = 1024
+
+
+class SendQueueTests(SynchronousTestCase):
+    def test_bound_and_budget(self) -> None:
+        budget = ByteBudget(300)
+        a, b = SendQueue(200, budget), SendQueue(200, budget)
+        self.assertTrue(a.fits(500), "an empty queue takes one frame of any size the budget allows")
+        a.push(b"x" * 150)
+        self.assertTrue(a.fits(50))
+        self.assertFalse(a.fits(51), "the queue's own limit")
+        b.push(b"y" * 100)
+        self.assertFalse(b.fits(100), "the node budget")
+        self.assertEqual(budget.used, 250)
+        self.assertEqual(a.pop_chunk(100), b"x" * 100)
+        self.assertEqual((a.queued, budget.used), (50, 150))
+        a.clear()
+        b.clear()
+        self.assertEqual(budget.used, 0)
+
+    def test_budget_takes_one_oversized_frame_alone(self) -> None:
+        budget = ByteBudget(10)
+        self.assertTrue(budget.fits(100))
+        budget.take(100)
+        self.assertFalse(budget.fits(1))
+
+    def test_chunks_join_and_cut_frames(self) -> None:
+        q = SendQueue(1000, ByteBudget(1000))
+        for frame in (b"aaa", b"bb", b"cccc"):
+            q.push(frame)
+        self.assertEqual(q.pop_chunk(4), b"aaab")
+        self.assertEqual(q.pop_chunk(100), b"bcccc")
+        self.assertEqual(q.queued, 0)
+
+    def test_stall(self) -> None:
+        q = SendQueue(10, ByteBudget(10))
+        self.assertFalse(q.stalled(100.0, 1.0))
+        q.transport_full(5.0)
+        q.transport_full(6.0)
+        self.assertFalse(q.stalled(7.0, 5.0))
+        self.assertTrue(q.stalled(10.0, 5.0), "since the first time it filled")
+        q.transport_drained()
+        self.assertFalse(q.stalled(100.0, 5.0))
+        self.assertTrue(q.writable)
+
+
+class ReadGateTests(SynchronousTestCase):
+    def test_reasons(self) -> None:
+        gate = ReadGate()
+        self.assertTrue(gate.pause(ReadGate.APPLICATION))
+        self.assertFalse(gate.pause(ReadGate.REQUESTED), "already paused")
+        self.assertFalse(gate.resume(ReadGate.APPLICATION), "another reason holds")
+        self.assertFalse(gate.resume(ReadGate.DOWNLOAD), "not a reason")
+        self.assertTrue(gate.resume(ReadGate.REQUESTED))
+        self.assertFalse(gate.paused)
+
+
+class RateTests(SynchronousTestCase):
+    def test_token_bucket_wait(self) -> None:
+        bucket = TokenBucket(2.0, 4.0, now=0.0)
+        self.assertEqual(bucket.take(3, 0.0), 2)
+        self.assertEqual(bucket.wait(1, 0.0), 0.25)
+        self.assertEqual(bucket.wait(1, 0.25), 0.0)
+
+    def test_fair_share_equal_among_users(self) -> None:
+        share = FairShare(1000.0, window=0.1)  # 100 bytes per window
+        self.assertEqual(share.allowance("a", 0.0), 100.0, "alone, a has it all")
+        self.assertEqual(share.allowance("b", 0.0), 50.0)
+        self.assertEqual(share.allowance("a", 0.0), 50.0)
+        share.consume("a", 80, 0.0)
+        self.assertEqual(share.allowance("a", 0.05), 0.0)
+        self.assertEqual(share.allowance("b", 0.05), 50.0)
+        self.assertAlmostEqual(share.wait("a", 0.05), 0.05)
+        self.assertEqual(share.wait("b", 0.05), 0.0)
+
+    def test_fair_share_carries_overshoot(self) -> None:
+        share = FairShare(1000.0, window=0.1)
+        share.consume("a", 250, 0.0)  # one read cannot be cut
+        self.assertAlmostEqual(share.wait("a", 0.0), 0.2, msg="150 owed: repaid by the end of window 2")
+        self.assertEqual(share.allowance("a", 0.1), 0.0)
+        self.assertEqual(share.allowance("a", 0.2), 50.0)
+        share.consume("a", 1000, 0.2)
+        self.assertEqual(share.allowance("a", 0.75), 0.0, "5 windows later, 450 still owed")
+        self.assertEqual(share.allowance("a", 1.2), 50.0)
+
+    def test_fair_share_forgets_idle_users(self) -> None:
+        share = FairShare(1000.0, window=0.1)
+        share.allowance("a", 0.0)
+        share.allowance("b", 0.0)
+        self.assertEqual(share.allowance("a", 0.35), 100.0, "b was idle for whole windows")
+        share.forget("a")
+        self.assertEqual(share.allowance("c", 0.35), 100.0)
+
+
+class _Network(SynchronousTestCase):
+    """
+    Two pools, A dialing B, on the in-memory network.
+    """
+
+    settings: dict[str, Any] = {}
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=5, latency=0.01)
+        self.addCleanup(self.network.stop)
+        self.events: list[Any] = []
+        self.network.observe(lambda time, ip, event: self.events.append(event) if ip == "10.1.0.1" else None)
+        self.app_a, self.app_b = self.make_app(), self.make_app()
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, send_queue_size=64 * KIB)
+        settings.update(self.settings)
+        self.a = self.network.add_pool("10.1.0.1", app=self.app_a, **settings)
+        self.b = self.network.add_pool("10.2.0.1", app=self.app_b, **settings)
+        d = self.a.connect(Point("10.2.0.1", 9732))
+        self.network.advance(1.0)
+        self.conn: Connection = self.successResultOf(d)
+        self.remote: Connection = self.b.connections.list()[0]
+
+    def make_app(self) -> Any:
+        return RecordingApp()
+
+    def named(self, name: str) -> list[Any]:
+        return [e for e in self.events if e.event == name]
+
+    def fill(self, conn: Connection, size: int = 8 * KIB) -> int:
+        """
+        Send to C{conn} until its queue refuses; return how many went.
+        """
+        sent = 0
+        while True:
+            try:
+                conn.send(b"m" * size)
+            except SendQueueFull:
+                return sent
+            sent += 1
+            self.assertLess(sent, 10_000, "the queue never filled")
+
+
+class SendQueueNetworkTests(_Network):
+    def test_full_queue_refuses_and_bounds(self) -> None:
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        sent = self.fill(self.conn)
+        self.assertGreater(sent, 0)
+        self.assertLessEqual(self.conn.send_queue_bytes, 64 * KIB)
+        self.assertEqual(self.a.flow.budget.used, self.conn.send_queue_bytes)
+        self.assertEqual(len(self.named("send_queue_full")), 1)
+        # broadcast skips the full peer and counts it.
+        self.assertEqual(self.a.broadcast(b"g" * 16 * KIB), 0)
+        self.assertEqual(self.a.broadcast_skipped, 1)
+        # Pool.send waits for room, in order.
+        waiting = self.a.send(self.b.peer_id, b"l" * 16 * KIB)
+        self.assertNoResult(waiting)
+        self.remote.resume_reading()
+        self.network.advance(2.0)
+        self.successResultOf(waiting)
+        received = [m for _, m in self.app_b.messages]
+        self.assertEqual(len(received), sent + 1)
+        self.assertEqual(received[-1], b"l" * 16 * KIB)
+        self.assertEqual(self.a.flow.budget.used, 0)
+
+    def test_node_budget_bounds_all_connections(self) -> None:
+        self.a.flow.budget.limit = 40 * KIB
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        self.assertLessEqual(self.a.flow.budget.used, 40 * KIB)
+
+    def test_control_answers_dropped_when_full(self) -> None:
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        room = 64 * KIB - self.conn.send_queue_bytes
+        ping = encode(Ping())
+        for _ in range(room // len(ping) + 100):
+            self.conn.send_control(ping)
+        self.assertLessEqual(self.conn.send_queue_bytes, 64 * KIB)
+        self.assertEqual(self.conn._protocol.send_queue.dropped_control, 100)
+
+    def test_producer_paused_and_resumed(self) -> None:
+        calls: list[str] = []
+
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+            def stopProducing(self) -> None:
+                calls.append("stop")
+
+        self.conn.register_producer(Producer())
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        self.assertEqual(calls, ["pause"])
+        self.remote.resume_reading()
+        self.network.advance(2.0)
+        self.assertEqual(calls, ["pause", "resume"])
+
+
+class StallTests(_Network):
+    settings = dict(send_stall_timeout=30.0)
+
+    def test_no_progress_aborts_and_frees_the_slot(self) -> None:
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        self.network.advance(20.0)
+        self.assertTrue(self.conn.is_open, "not yet")
+        self.network.advance(11.0)
+        self.assertFalse(self.conn.is_open)
+        self.assertEqual(self.conn.reason.reason, DisconnectReason.SEND_STALLED)  # type: ignore[union-attr]
+        (event,) = self.named("send_stalled")
+        self.assertGreaterEqual(event.fields["seconds"], 30.0)
+        self.assertEqual(self.a.active_connections(), 0)
+        self.assertEqual(self.a.points.info(Point("10.2.0.1", 9732)).state, PointState.DISCONNECTED)  # type: ignore[union-attr]
+        self.assertEqual(self.a.flow.budget.used, 0, "the queue is freed")
+        # The slot is free: the pool dials B again.
+        self.remote.resume_reading()
+        self.network.advance(1.0)
+        self.assertEqual(self.b.active_connections(), 0, "B saw the abort")
+        d = self.a.connect(Point("10.2.0.1", 9732))
+        self.network.advance(1.0)
+        self.successResultOf(d)
+
+    def test_slow_progress_is_not_a_stall(self) -> None:
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        for _ in range(4):
+            self.network.advance(25.0)
+            self.remote.resume_reading()
+            self.network.advance(0.5)
+            self.remote.pause_reading()
+            self.fill(self.conn)
+        self.assertTrue(self.conn.is_open)
+
+    def test_close_grace_period_frees_the_socket(self) -> None:
+        """
+        A peer that does not read: our goodbye cannot be flushed, so the
+        socket is aborted after close_grace_period.
+        """
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        closed = self.conn.disconnect()
+        self.network.advance(1.0)
+        self.assertNoResult(closed)
+        self.network.advance(1.5)
+        self.successResultOf(closed)
+        self.assertEqual(len(self.named("close_timeout")), 1)
+        self.assertEqual(self.b.active_connections(), 0, "B's side is gone too")
+
+
+class ReadingTests(_Network):
+    def test_pause_and_resume_reading(self) -> None:
+        self.remote.pause_reading()
+        self.assertTrue(self.remote.reading_paused)
+        for i in range(5):
+            self.conn.send(b"%d" % i)
+        self.network.advance(1.0)
+        self.assertEqual(self.app_b.messages, [])
+        self.remote.resume_reading()
+        self.network.advance(0.1)
+        self.assertEqual([m for _, m in self.app_b.messages], [b"0", b"1", b"2", b"3", b"4"])
+
+    def test_paused_connection_is_not_idle(self) -> None:
+        """
+        Keepalive does not close a connection because we stopped reading it.
+        """
+        keepalive = self.network.add_pool("10.3.0.1", keepalive_interval=10.0, maintenance_idle_time=None)
+        d = keepalive.connect(Point("10.2.0.1", 9732))
+        self.network.advance(1.0)
+        conn = self.successResultOf(d)
+        conn.pause_reading()
+        self.network.advance(100.0)
+        self.assertTrue(conn.is_open)
+
+
+class _DeferringApp(RecordingApp):
+    """
+    Returns an unfired Deferred for each message, as an application that
+    handles messages one at a time with I/O does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[None]] = []
+
+    def message_received(self, conn: Any, data: bytes) -> Deferred[None]:
+        super().message_received(conn, data)
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+class DeferredAppTests(_Network):
+    settings = dict(max_pending_messages=3)
+
+    def make_app(self) -> Any:
+        return _DeferringApp()
+
+    def test_outstanding_messages_pause_reading(self) -> None:
+        for i in range(20):
+            self.conn.send(b"%02d" % i)
+        self.network.advance(1.0)
+        self.assertEqual(len(self.app_b.messages), 3, "reading paused at max_pending_messages")
+        self.assertTrue(self.remote.reading_paused)
+        self.assertEqual(self.remote.pending_messages, 3)
+        delivered = 3
+        while self.app_b.pending:
+            self.app_b.pending.pop(0).callback(None)
+            self.network.advance(0.1)
+            self.assertLessEqual(len(self.app_b.pending), 3)
+            delivered = len(self.app_b.messages)
+        self.assertEqual(delivered, 20)
+        self.assertEqual([m for _, m in self.app_b.messages], [b"%02d" % i for i in range(20)], "in order, none lost")
+        self.assertFalse(self.remote.reading_paused)
+
+    def test_failed_deferred_is_logged_and_released(self) -> None:
+        self.conn.send(b"x")
+        self.network.advance(0.5)
+        self.app_b.pending.pop().errback(ValueError("app broke"))
+        self.assertEqual(self.remote.pending_messages, 0)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class _CoroutineApp(RecordingApp):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[Deferred[None]] = []
+
+    async def handle(self, conn: Any, data: bytes) -> None:
+        gate: Deferred[None] = Deferred()
+        self.gates.append(gate)
+        await gate
+        super().message_received(conn, data)
+
+    def message_received(self, conn: Any, data: bytes) -> Any:
+        return self.handle(conn, data)
+
+
+class CoroutineAppTests(_Network):
+    settings = dict(max_pending_messages=2)
+
+    def make_app(self) -> Any:
+        return _CoroutineApp()
+
+    def test_awaitable_counts_as_pending(self) -> None:
+        for i in range(5):
+            self.conn.send(b"%d" % i)
+        self.network.advance(1.0)
+        self.assertEqual(len(self.app_b.gates), 2)
+        while self.app_b.gates:
+            self.app_b.gates.pop(0).callback(None)
+            self.network.advance(0.1)
+        self.assertEqual([m for _, m in self.app_b.messages], [b"%d" % i for i in range(5)])
+
+
+class ControlRateTests(_Network):
+    settings = dict(max_control_frame_rate=10.0)
+
+    def test_ping_flood_is_paced(self) -> None:
+        pongs_before = self.conn.bytes_received
+        self.conn._protocol.write(encode(Ping()) * 200)
+        self.network.advance(1.0)
+        answered = (self.conn.bytes_received - pongs_before) // len(encode(Ping()))
+        # A burst of 20 plus 10 per second.
+        self.assertLessEqual(answered, 20 + 10 + 1)
+        self.assertTrue(self.remote.reading_paused)
+        self.network.advance(20.0)
+        answered = (self.conn.bytes_received - pongs_before) // len(encode(Ping()))
+        self.assertEqual(answered, 200, "every frame is handled, at the capped rate")
+        self.assertTrue(self.remote.is_open)
+
+
+class _Bandwidth(SynchronousTestCase):
+    """
+    One node with a bandwidth limit and two peers.
+    """
+
+    def start(self, **limits: Any) -> None:
+        self.network = MemoryNetwork(seed=9, latency=0.005)
+        self.addCleanup(self.network.stop)
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None)
+        self.apps = [RecordingApp() for _ in range(3)]
+        self.hub = self.network.add_pool("10.1.0.1", app=self.apps[0], **settings, **limits)
+        self.peers: list[Pool] = []
+        self.conns: list[Connection] = []
+        for i, ip in enumerate(("10.2.0.1", "10.3.0.1"), start=1):
+            pool = self.network.add_pool(ip, app=self.apps[i], **settings)
+            d = self.hub.connect(Point(ip, 9732))
+            self.network.advance(1.0)
+            self.conns.append(self.successResultOf(d))
+            self.peers.append(pool)
+
+
+class BandwidthTests(_Bandwidth):
+    def test_upload_shared_equally(self) -> None:
+        self.start(max_upload_speed=100 * KIB)
+        sent = [c.bytes_sent for c in self.conns]
+        pending = [c.send_when_room(b"u" * 4 * KIB) for c in self.conns for _ in range(200)]
+        self.network.advance(5.0)
+        moved = [c.bytes_sent - s for c, s in zip(self.conns, sent)]
+        self.assertLessEqual(sum(moved), 100 * KIB * 5.2)
+        self.assertGreater(sum(moved), 100 * KIB * 4.5)
+        self.assertLess(abs(moved[0] - moved[1]), 0.1 * max(moved), f"equal shares: {moved}")
+        self.network.advance(60.0)
+        for d in pending:
+            self.successResultOf(d)
+
+    def test_download_shared_equally(self) -> None:
+        self.start(max_download_speed=100 * KIB)
+        hub_side = [p.connections.list()[0] for p in self.peers]
+        received = [c.bytes_received for c in self.conns]
+        for conn in hub_side:
+            for _ in range(200):
+                conn.send_when_room(b"d" * 4 * KIB)
+        self.network.advance(5.0)
+        moved = [c.bytes_received - r for c, r in zip(self.conns, received)]
+        self.assertLessEqual(sum(moved), 100 * KIB * 5 + 4 * 64 * KIB)
+        self.assertGreater(sum(moved), 100 * KIB * 4.5)
+        self.assertLess(abs(moved[0] - moved[1]), 0.15 * max(moved), f"equal shares: {moved}")
+
+    def test_unlimited_by_default(self) -> None:
+        self.start()
+        self.assertIsNone(self.hub.flow.upload)
+        self.assertIsNone(self.hub.flow.download)
+
+
+class ConnectionEndedTests(_Network):
+    def test_waiting_send_fails_when_the_connection_closes(self) -> None:
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        waiting = self.conn.send_when_room(b"n" * 64 * KIB)
+        self.conn._protocol.fail(ConnectionEnded(DisconnectReason.REQUESTED), abort=True)
+        self.network.advance(0.1)
+        failure = self.failureResultOf(waiting, ConnectionEnded)
+        self.assertEqual(failure.value.reason, DisconnectReason.REQUESTED)
+
+
+class GossipBackpressureTests(SynchronousTestCase):
+    """
+    The gossip example passes on a Deferred from its on_message callback:
+    a slow consumer holds the publisher back.
+    """
+
+    def test_on_message_deferreds_pause_reading(self) -> None:
+        from p2pool.examples.gossip import Gossip
+
+        network = MemoryNetwork(seed=6, latency=0.01)
+        self.addCleanup(network.stop)
+        pending: list[Deferred[None]] = []
+
+        def on_message(message: Any, peer_id: Any) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            pending.append(d)
+            return d
+
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_pending_messages=2)
+        publisher, consumer = Gossip(), Gossip(on_message=on_message)
+        a = network.add_pool("10.1.0.1", app=publisher, **settings)
+        b = network.add_pool("10.2.0.1", app=consumer, **settings)
+        publisher.attach(a)
+        consumer.attach(b)
+        d = a.connect(Point("10.2.0.1", 9732))
+        network.advance(1.0)
+        self.successResultOf(d)
+        for i in range(6):
+            publisher.publish(b"%d" % i)
+        network.advance(1.0)
+        self.assertEqual(len(pending), 2)
+        self.assertTrue(b.connections.list()[0].reading_paused)
+        while pending:
+            pending.pop(0).callback(None)
+            network.advance(0.1)
+        self.assertEqual(consumer.stats.delivered, 6)
