@@ -26,13 +26,12 @@ import socket
 import ssl
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -82,7 +81,7 @@ class ClientIndependenceTests(SynchronousTestCase):
         The client imports the standard library and C{cryptography} only.
         """
         tree = ast.parse((ROOT / "tests" / "protocol_client.py").read_text(encoding="utf-8"))
-        modules = set()
+        modules: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
@@ -236,7 +235,7 @@ class NodeHarness:
 
     @property
     def port(self) -> int:
-        return int(self.pool.listening_port.getHost().port)  # type: ignore[union-attr]
+        return int(self.pool.listening_port.getHost().port)  # type: ignore
 
     @property
     def ip(self) -> str:
@@ -284,7 +283,7 @@ def frames_until_eof(client: pc.Client) -> list[int]:
     """
     The kinds of the frames received until the node closes.
     """
-    kinds = []
+    kinds: list[int] = []
     while True:
         try:
             kind, _ = client.receive()
@@ -298,7 +297,7 @@ def ping_pong(client: pc.Client) -> list[int]:
     Send Ping; the kinds of the frames received up to its Pong.
     """
     client.send(pc.PING)
-    kinds = []
+    kinds: list[int] = []
     while True:
         kind, _ = client.receive()
         if kind == pc.PONG:
@@ -368,7 +367,7 @@ class NodeTestCase(TestCase):
         config.update(settings)
         events: list[PoolEvent] = []
         app = EchoApp()
-        pool = Pool(PoolConfig(**config), app, identity=node_identity(index), log=events.append)
+        pool = Pool(PoolConfig(**config), app, identity=node_identity(index), log=events.append)  # type: ignore[arg-type]
         pool.startService()
         self.addCleanup(lambda: pool.stopService() if pool.running else None)
         await pool.when_started()
@@ -509,10 +508,9 @@ class RefusalTests(NodeTestCase):
                 client.handshake(NETWORK, POW)
                 out[name] = ("running", source)
                 client.close()
-            for name, (identity, cert) in refused.items():
+            for name, (identity, given) in refused.items():
                 source = self.sources()
-                if cert is None:
-                    cert = certificate(identity.key, identity.key)
+                cert = given if given is not None else certificate(identity.key, identity.key)
                 # TLS completes on the dialer's side; the alert comes next.
                 client = pc.Client(identity, node.ip, node.port, source=source, certificate=cert, timeout=READ_DEADLINE)
                 try:
