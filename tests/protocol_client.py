@@ -18,11 +18,11 @@ import socket
 import ssl
 import struct
 import tempfile
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
@@ -104,22 +104,25 @@ def find_stamp(public_key: bytes, d: float, start: Optional[int] = None) -> byte
 
 
 def make_certificate(
-    key: Ed25519PrivateKey,
+    key: Any,
     common_name: Optional[str] = None,
     *,
     issuer: Optional[str] = None,
     not_before: Optional[datetime.datetime] = None,
     not_after: Optional[datetime.datetime] = None,
+    signer: Any = None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> x509.Certificate:
     """
     §2.4: self-signed with the identity key, C{CN=<peer id>}, valid from a
     day ago for 3650 days, no extensions. The keyword arguments exist to
-    test what receivers check.
+    test what receivers check (another issuer name, other dates, another
+    signing key, extensions; an RSA C{key} needs a C{common_name}).
     """
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or peer_id_text(peer_id(public_key_bytes(key))))])
     issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]) if issuer else name
     now = datetime.datetime.now(datetime.timezone.utc)
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer_name)
@@ -127,8 +130,11 @@ def make_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - datetime.timedelta(days=1))
         .not_valid_after(not_after or now + datetime.timedelta(days=3650))
-        .sign(key, None)
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical)
+    signer = signer or key
+    return builder.sign(signer, None if isinstance(signer, Ed25519PrivateKey) else hashes.SHA256())
 
 
 def check_certificate(der: bytes) -> tuple[bytes, bytes]:
@@ -381,7 +387,18 @@ class Client:
                 raise EOFError("connection closed")
             self._buffer += data
 
-    def hello(self, network: str, *, port: int = 0, p2p_versions: tuple[int, ...] = (1,), application_versions: tuple[int, ...] = (0,), private_mode: bool = False) -> bytes:
+    def hello(
+        self,
+        network: str,
+        *,
+        port: int = 0,
+        p2p_versions: tuple[int, ...] = (1,),
+        application_versions: tuple[int, ...] = (0,),
+        private_mode: bool = False,
+    ) -> bytes:
+        """
+        §5.1: send our Hello.
+        """
         body = hello_body(port, self.identity.stamp, network, list(p2p_versions), list(application_versions), private_mode)
         self.send(HELLO, body)
         return body

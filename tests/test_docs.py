@@ -76,6 +76,7 @@ from p2pool.admin import AdminService
 from p2pool.config import AdminConfig, config_from_mapping
 from p2pool.errors import Timeout
 from p2pool.testing import MemoryNetwork
+from tests.adminhelpers import settle
 from tests.helpers import async_test
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,14 +228,7 @@ class MemoryNode:
         Run the network until C{d} fires; its outcome, as a one-item list
         (empty if it did not fire within C{seconds} of simulated time).
         """
-        outcome: list[Any] = []
-        d.addBoth(outcome.append)
-        for _ in range(int(seconds / 0.05)):
-            self.stub.flush()
-            if outcome:
-                break
-            self.network.advance(0.05)
-        return outcome
+        return settle(self.network, self.stub, d, seconds)
 
     def stop(self) -> None:
         if self.admin.running:
@@ -513,7 +507,7 @@ class DocumentTests(TestCase):
                 self.assertIsNotNone(options.subOptions.config, where)
             elif options["python"]:
                 application = loadApplication(options["python"], "python")
-                self.assertTrue(list(IServiceCollection(IService(application))), where)
+                self.assertTrue(list(IServiceCollection(IService(application))), where)  # type: ignore[call-arg]
             else:
                 self.fail(f"{where}: neither a plugin nor -y FILE")
 
@@ -533,7 +527,8 @@ class DocumentTests(TestCase):
         if command.program == "curl":
             url = next(a for a in command.argv[1:] if not a.startswith("-"))
             path = "/" + url.split("/", 1)[1]
-            outcome = node.settle(node.stub.request("GET", "http://127.0.0.1:8732" + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}))  # type: ignore[attr-defined]
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            outcome = node.settle(node.stub.request("GET", "http://127.0.0.1:8732" + path, headers=headers))  # type: ignore[attr-defined]
             self.assertTrue(outcome, f"{where}: no reply")
             self.assertEqual(outcome[0].code, 200, where)
             return ""

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -244,6 +243,12 @@ class NodeHarness:
     def named(self, kind: EventKind) -> list[PoolEvent]:
         return [e for e in self.events if e.event == kind]
 
+    def event_addresses(self, kind: EventKind) -> list[str]:
+        """
+        The C{addr} of every event of C{kind}.
+        """
+        return [str(e.fields.get("addr")) for e in self.named(kind)]
+
     def reasons(self) -> list[DisconnectReason]:
         return [reason.reason for _, reason in self.app.lost]
 
@@ -318,25 +323,32 @@ def closed_before_tls(identity: pc.Identity, node: NodeHarness, source: str) -> 
     return False
 
 
-def certificate(key: Any, signer: Any, **extensions: Any) -> x509.Certificate:
+def raw_tls(node: NodeHarness, source: str, **versions: ssl.TLSVersion) -> ssl.SSLSocket:
     """
-    A certificate for C{key}, signed by C{signer}, named C{CN=x}.
+    A TLS connection to C{node} presenting no certificate, within
+    C{versions} (C{minimum_version}, C{maximum_version}).
     """
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    for extension, critical in extensions.values():
-        builder = builder.add_extension(extension, critical)
-    algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(signer, algorithm)
+    raw = socket.create_connection((node.ip, node.port), timeout=READ_DEADLINE, source_address=(source, 0))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    for name, version in versions.items():
+        setattr(context, name, version)
+    try:
+        return context.wrap_socket(raw)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def alert(attempt: Callable[[], object]) -> str:
+    """
+    The reason of the TLS alert C{attempt} meets, or C{"no alert"}.
+    """
+    try:
+        attempt()
+    except ssl.SSLError as e:
+        return str(e.reason)
+    return "no alert"
 
 
 class _RSAIdentity(pc.Identity):
@@ -487,17 +499,19 @@ class RefusalTests(NodeTestCase):
         node = await self.start_node()
         key = self.client_identity.key
         now = datetime.datetime.now(datetime.timezone.utc)
+        day = datetime.timedelta(days=1)
         eku_server = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+        rsa_identity = _RSAIdentity(self.client_identity.stamp)
         accepted = {
             "any CN": pc.make_certificate(key, common_name="not a peer id"),
-            "expired": pc.make_certificate(key, not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=20)),
-            "not yet valid": pc.make_certificate(key, not_before=now + datetime.timedelta(days=20), not_after=now + datetime.timedelta(days=30)),
+            "expired": pc.make_certificate(key, not_before=now - 30 * day, not_after=now - 20 * day),
+            "not yet valid": pc.make_certificate(key, not_before=now + 20 * day, not_after=now + 30 * day),
         }
         refused = {
             "issued by another name": (self.client_identity, pc.make_certificate(key, issuer="someone else")),
-            "signed by another key": (self.client_identity, certificate(key, ed25519.Ed25519PrivateKey.generate())),
-            "server-only usage": (self.client_identity, certificate(key, key, eku=(eku_server, False))),
-            "RSA": (_RSAIdentity(self.client_identity.stamp), None),
+            "signed by another key": (self.client_identity, pc.make_certificate(key, signer=ed25519.Ed25519PrivateKey.generate())),
+            "server-only usage": (self.client_identity, pc.make_certificate(key, extensions=[(eku_server, False)])),
+            "RSA": (rsa_identity, pc.make_certificate(rsa_identity.key, "x")),
         }
 
         def attempts() -> dict[str, Any]:
@@ -508,48 +522,21 @@ class RefusalTests(NodeTestCase):
                 client.handshake(NETWORK, POW)
                 out[name] = ("running", source)
                 client.close()
-            for name, (identity, given) in refused.items():
+            for name, (identity, cert) in refused.items():
                 source = self.sources()
-                cert = given if given is not None else certificate(identity.key, identity.key)
                 # TLS completes on the dialer's side; the alert comes next.
                 client = pc.Client(identity, node.ip, node.port, source=source, certificate=cert, timeout=READ_DEADLINE)
-                try:
-                    client.hello(NETWORK)
-                    client.receive()
-                    out[name] = ("no alert", source)
-                except ssl.SSLError as e:
-                    out[name] = (e.reason, source)
+                out[name] = (alert(lambda c=client: (c.hello(NETWORK), c.receive())), source)  # type: ignore[misc]
                 client.close()
             source = self.sources()
-            raw = socket.create_connection((node.ip, node.port), timeout=READ_DEADLINE, source_address=(source, 0))
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-            context.minimum_version = ssl.TLSVersion.TLSv1_3
-            tls = context.wrap_socket(raw)
-            try:
-                tls.recv(1)
-                out["no certificate"] = ("no alert", source)
-            except ssl.SSLError as e:
-                out["no certificate"] = (e.reason, source)
+            tls = raw_tls(node, source, minimum_version=ssl.TLSVersion.TLSv1_3)
+            out["no certificate"] = (alert(lambda: tls.recv(1)), source)
             tls.close()
             source = self.sources()
-            raw = socket.create_connection((node.ip, node.port), timeout=READ_DEADLINE, source_address=(source, 0))
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-            context.maximum_version = ssl.TLSVersion.TLSv1_2
-            try:
-                context.wrap_socket(raw).close()
-                out["TLS 1.2"] = ("no alert", source)
-            except ssl.SSLError as e:
-                out["TLS 1.2"] = (e.reason, source)
-                raw.close()
-            out["closed before TLS"] = {
-                name: closed_before_tls(self.client_identity, node, source) for name, (_, source) in out.items()
-            }
+            out["TLS 1.2"] = (alert(lambda: raw_tls(node, source, maximum_version=ssl.TLSVersion.TLSv1_2).close()), source)
             return out
 
         out = await run(attempts)
-        before_tls = out.pop("closed before TLS")
         self.assertEqual(
             {name: reason for name, (reason, _) in out.items()},
             {
@@ -564,6 +551,14 @@ class RefusalTests(NodeTestCase):
                 "TLS 1.2": "TLSV1_ALERT_PROTOCOL_VERSION",
             },
         )
+        # Once the node has seen each connection end: the refused sources
+        # are greylisted, and their next connection closes before TLS.
+        await wait_for(lambda: len(node.app.lost) == len(accepted))
+        for reason, source in out.values():
+            if reason != "running":
+                await wait_for(lambda source=source: node.pool.acl.banned_addr(source))  # type: ignore[misc]
+        sources = {name: source for name, (_, source) in out.items()}
+        before_tls = await run(lambda: {name: closed_before_tls(self.client_identity, node, s) for name, s in sources.items()})
         self.assertEqual(before_tls, {name: reason != "running" for name, (reason, _) in out.items()})
         for name, (reason, source) in out.items():
             self.assertEqual(node.pool.acl.banned_addr(source), reason != "running", name)
@@ -612,22 +607,31 @@ class RefusalTests(NodeTestCase):
 
         def attempts() -> dict[str, Any]:
             me = self.client_identity
+            hello = pc.frame(pc.HELLO, pc.hello_body(0, me.stamp, NETWORK, [1], [0]))
             cases = {
                 "network": (me, pc.frame(pc.HELLO, pc.hello_body(0, me.stamp, "another-net", [1], [0]))),
                 "p2p version": (me, pc.frame(pc.HELLO, pc.hello_body(0, me.stamp, NETWORK, [2], [0]))),
                 "application version": (me, pc.frame(pc.HELLO, pc.hello_body(0, me.stamp, NETWORK, [1], [7]))),
                 "proof of work": (weak, pc.frame(pc.HELLO, pc.hello_body(0, weak.stamp, NETWORK, [1], [0]))),
-                "message before ack": (me, pc.frame(pc.HELLO, pc.hello_body(0, me.stamp, NETWORK, [1], [0])) + pc.frame(pc.MESSAGE, b"early")),
+                "message before ack": (me, hello + pc.frame(pc.MESSAGE, b"early")),
             }
             out = {}
             for name, (identity, first) in cases.items():
                 source = self.sources()
-                out[name] = (exchange(identity, source, first), source, closed_before_tls(me, node, source))
+                out[name] = (exchange(identity, source, first), source)
             return out
 
         out = await run(attempts)
         nack = {"network": 2, "p2p version": 3, "application version": 4}
-        for name, (frames, source, before_tls) in out.items():
+        # Once the node has ended each handshake (a nack, or a greylisting):
+        for name, (_, source) in out.items():
+            if name in nack:
+                await wait_for(lambda s=source: s in node.event_addresses(EventKind.REJECTING_REQUEST))  # type: ignore[misc]
+            else:
+                await wait_for(lambda source=source: node.pool.acl.banned_addr(source))  # type: ignore[misc]
+        before = await run(lambda: {name: closed_before_tls(self.client_identity, node, s) for name, (_, s) in out.items()})
+        for name, (frames, source) in out.items():
+            before_tls = before[name]
             kinds = [kind for kind, _ in frames]
             if name in nack:
                 self.assertEqual(kinds, [pc.HELLO, pc.NACK], name)
@@ -666,18 +670,19 @@ class RefusalTests(NodeTestCase):
                     client.send_raw(data)
                 kinds = frames_until_eof(client)
                 client.close()
-                out[name] = (kinds, source, identity.peer_id, closed_before_tls(identity, node, source))
+                out[name] = (kinds, source, identity.peer_id)
             return out
 
         out = await run(attempts)
         await wait_for(lambda: len(node.app.lost) == len(cases))
+        before = await run(lambda: {name: closed_before_tls(pc.Identity(0), node, s) for name, (_, s, _) in out.items()})
         self.assertEqual(
             node.reasons(),
             [DisconnectReason.DECODING_ERROR, DisconnectReason.MESSAGE_TOO_LARGE, DisconnectReason.DECODING_ERROR],
         )
-        for name, (kinds, source, raw_peer_id, before_tls) in out.items():
+        for name, (kinds, source, raw_peer_id) in out.items():
             self.assertEqual(kinds, [], name)
-            self.assertTrue(before_tls, name)
+            self.assertTrue(before[name], name)
             self.assertTrue(node.pool.acl.banned_addr(source), name)
             self.assertTrue(node.pool.acl.banned_peer(PeerId(raw_peer_id)), name)
 
