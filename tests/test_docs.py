@@ -152,17 +152,12 @@ class Command:
 def commands(body: str, env: dict[str, str]) -> list[list[Command]]:
     """
     The pipelines of an sh block, in order, each a list of commands; words
-    are split as sh does, C{$VAR} and C{"$VAR"} expanded from C{env}.
+    are split as sh splits them, and C{$VAR} is expanded from C{env} (in
+    any word: the blocks quote no literal C{$}).
     """
     pipelines: list[list[Command]] = []
     for line in body.replace("\\\n", " ").splitlines():
-        lexer = shlex.shlex(line, posix=True, punctuation_chars="|&")
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        words = list(lexer)
-        # A '#' inside a word (point#peer_id) is not a comment for sh: rejoin.
-        words = _rejoin_hashes(line, words)
-        for chain in _split(words, "&&"):
+        for chain in _split(_words(line), "&&"):
             pipeline = []
             for simple in _split(chain, "|"):
                 assignments: dict[str, str] = {}
@@ -176,17 +171,27 @@ def commands(body: str, env: dict[str, str]) -> list[list[Command]]:
     return pipelines
 
 
-def _rejoin_hashes(line: str, words: list[str]) -> list[str]:
+def _words(line: str) -> list[str]:
     """
-    sh starts a comment only at a word's start; shlex anywhere. Split again
-    with comments only where sh has them.
+    The words of one line, without its comment: as in sh, a C{#} starts a
+    comment only at the start of a word (C{host:port#peer_id} is one word).
     """
-    cut = re.search(r"(^|\s)#", line)
-    code = line[: cut.start()] if cut else line
-    lexer = shlex.shlex(code, posix=True, punctuation_chars="|&")
+    lexer = shlex.shlex(line, posix=True, punctuation_chars="|&")
     lexer.whitespace_split = True
     lexer.commenters = ""
-    return list(lexer)
+    words = []
+    for word in lexer:
+        if word.startswith("#") and not _quoted_at(line, word):
+            break
+        words.append(word)
+    return words
+
+
+def _quoted_at(line: str, word: str) -> bool:
+    """
+    Whether C{word} appears in C{line} only inside quotes.
+    """
+    return f"'{word}" in line or f'"{word}' in line
 
 
 def _split(words: list[str], separator: str) -> list[list[str]]:
