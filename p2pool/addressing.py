@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.test_addressing -*-
 """
-Points (``ip:port``), peer ids, their text forms, and netgroups.
+Points (C{ip:port}), peer ids, their text forms, and netgroups.
 
 A L{Point} is an IP address and a TCP port. IPv4-mapped IPv6 addresses are
-normalised to IPv4, so ``[::ffff:1.2.3.4]:9732`` and ``1.2.3.4:9732`` are the
+normalised to IPv4, so C{[::ffff:1.2.3.4]:9732} and C{1.2.3.4:9732} are the
 same point. A L{PeerId} is the 16-byte BLAKE2b hash of a peer's Ed25519
-public key, written as a Tezos-style base58check string starting with ``id``.
+public key, written as a Tezos-style base58check string starting with C{id}.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _peer_id_text(raw: bytes) -> str:
 class PeerId:
     """
     The identity of a peer: the 16-byte BLAKE2b hash of its Ed25519 public
-    key. C{str(peer_id)} is the base58check form (``id…``, 30 characters).
+    key. C{str(peer_id)} is the base58check form (C{id…}, 30 characters).
     """
 
     raw: bytes = attrs.field(repr=False)
@@ -193,7 +193,7 @@ class Point:
     @classmethod
     def parse(cls, text: str) -> Point:
         """
-        Parse ``1.2.3.4:9732`` or ``[::1]:9732``.
+        Parse C{1.2.3.4:9732} or C{[::1]:9732}.
 
         @raise AddressError: the text is not a point with an IP address.
         """
@@ -213,7 +213,7 @@ class PointSpec:
     """
     A point as an operator writes it in configuration: a host (IP or DNS
     name), a port, and optionally the peer id expected there
-    (``host:port#id…``).
+    (C{host:port#id…}).
     """
 
     host: str
@@ -223,7 +223,7 @@ class PointSpec:
     @classmethod
     def parse(cls, text: str) -> PointSpec:
         """
-        Parse ``host:port`` or ``host:port#peer_id``.
+        Parse C{host:port} or C{host:port#peer_id}.
 
         @raise AddressError: malformed text.
         """

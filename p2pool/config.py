@@ -9,10 +9,10 @@ meaning. The attrs classes below take their converters from that table, so a
 L{PoolConfig} built by hand is checked exactly like one read from a file, and
 the command line (L{p2pool.tap}) derives its flags from the same table.
 
-The TOML document has the tables ``[p2p]``, ``[p2p.reconnection]``,
-``[admin]`` and ``[log]``. Values that may be absent (``advertised_port``,
-``identity_file``, ``max_known_points``, ``maintenance_idle_time``, ``[admin]
-listen``, ...) are written C{false} in TOML and are C{None} in Python.
+The TOML document has the tables C{[p2p]}, C{[p2p.reconnection]},
+C{[admin]} and C{[log]}. Values that may be absent (C{advertised_port},
+C{identity_file}, C{max_known_points}, C{maintenance_idle_time}, C{[admin]
+listen}, ...) are written C{false} in TOML and are C{None} in Python.
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ class _Path(_Kind):
 @attrs.frozen
 class _Address(_Kind):
     """
-    A L{Point}: an IP address and a port (``1.2.3.4:9732``, ``[::]:9732``).
+    A L{Point}: an IP address and a port (C{1.2.3.4:9732}, C{[::]:9732}).
     """
 
     expected: str = "a point like '1.2.3.4:9732'"
@@ -344,7 +344,7 @@ class _Address(_Kind):
 @attrs.frozen
 class _PointList(_Kind):
     """
-    An array of L{PointSpec} strings (``host:port`` or ``host:port#peer_id``).
+    An array of L{PointSpec} strings (C{host:port} or C{host:port#peer_id}).
     """
 
     expected: str = "an array of points like 'host:port' or 'host:port#peer_id'"

@@ -8,7 +8,7 @@ at difficulty C{d} when the BLAKE2b-256 hash of C{public_key + stamp}, read
 as a little-endian integer, is at most L{pow_target}C{(d)}. For an integer
 difficulty that means the hash ends with C{d} zero bits.
 
-The identity lives in a JSON file (``identity.json``) holding the peer id,
+The identity lives in a JSON file (C{identity.json}) holding the peer id,
 the public key, the raw 32-byte private seed and the stamp, all hex. The
 file is written once, with mode 0600, and never overwritten.
 """

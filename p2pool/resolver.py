@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_resolver -*-
 """
 Periodic DNS re-resolution of the trusted and bootstrap points configured
-by host name (``seed.example.org:9732``), so that a peer that changes
+by host name (C{seed.example.org:9732}), so that a peer that changes
 address is found again.
 
 Each named point is resolved again after 60 s, then after a delay that

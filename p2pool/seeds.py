@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_seeds -*-
 """
 Bootstrap URLs (C{[p2p] bootstrap_urls}): HTTPS documents holding a JSON
-list of point strings (``"host:port"`` or ``"host:port#peer_id"``).
+list of point strings (C{"host:port"} or C{"host:port#peer_id"}).
 
 A L{SeedFetcher} fetches every URL when the pool starts, and again when
 maintenance finds no candidate to dial, each URL at most once per back-off
@@ -9,11 +9,11 @@ delay (30 s doubling to 1 h, jittered). Points are registered non-trusted
 with medium C{"seed"}; a C{#peer_id} pins the identity expected there.
 
 Servers are verified with Twisted's C{optionsForClientTLS} (through
-L{BrowserLikePolicyForHTTPS}), which checks the certificate chain against
-the trust root (the system store, or C{[p2p] seed_ca_file}) and the host
-name with C{service_identity}. Every failure (TLS, HTTP status, timeout,
-oversized or non-JSON body, malformed entry) is a C{seed_error} event and a
-log line; none stops the node.
+C{twisted.web.client.BrowserLikePolicyForHTTPS}), which checks the
+certificate chain against the trust root (the system store, or
+C{[p2p] seed_ca_file}) and the host name with C{service_identity}. Every
+failure (TLS, HTTP status, timeout, oversized or non-JSON body, malformed
+entry) is a C{seed_error} event and a log line; none stops the node.
 """
 
 from __future__ import annotations

@@ -169,17 +169,17 @@ class Options(usage.Options):
     def opt_peer(self, text: str) -> None:
         self._add_repeated("peer", text)
 
-    opt_peer.__doc__ = _help(_KEYS_BY_FLAG["peer"])
+    setattr(opt_peer, "__doc__", _help(_KEYS_BY_FLAG["peer"]))  # noqa: B010 (pydoctor reads literals only)
 
     def opt_bootstrap_point(self, text: str) -> None:
         self._add_repeated("bootstrap-point", text)
 
-    opt_bootstrap_point.__doc__ = _help(_KEYS_BY_FLAG["bootstrap-point"])
+    setattr(opt_bootstrap_point, "__doc__", _help(_KEYS_BY_FLAG["bootstrap-point"]))  # noqa: B010 (pydoctor reads literals only)
 
     def opt_bootstrap_url(self, text: str) -> None:
         self._add_repeated("bootstrap-url", text)
 
-    opt_bootstrap_url.__doc__ = _help(_KEYS_BY_FLAG["bootstrap-url"])
+    setattr(opt_bootstrap_url, "__doc__", _help(_KEYS_BY_FLAG["bootstrap-url"]))  # noqa: B010 (pydoctor reads literals only)
 
     def overrides(self) -> dict[str, Any]:
         """

@@ -48,6 +48,22 @@ class Result:
         return values[-1].decode("latin-1") if values else None
 
 
+def settle(network: MemoryNetwork, stub: StubTreq, d: Deferred[Any], seconds: float) -> list[Any]:
+    """
+    Run C{network} and C{stub} until C{d} fires, for at most C{seconds} of
+    simulated time: its result (or failure) in a one-item list, or an
+    empty list if it did not fire.
+    """
+    outcome: list[Any] = []
+    d.addBoth(outcome.append)
+    for _ in range(int(seconds / 0.05)):
+        stub.flush()
+        if outcome:
+            break
+        network.advance(0.05)
+    return outcome
+
+
 class MemoryAdmin:
     """
     Pools A and B on a simulated network (maintenance off), and A's admin
@@ -80,15 +96,9 @@ class MemoryAdmin:
         Send a request and return its reply, letting at most C{seconds} of
         simulated time pass.
         """
-        outcome: list[Any] = []
         d = self.start_request(method, path, body, headers)
         d.addCallback(lambda r: treq.content(r).addCallback(lambda c: Result(r.code, r.headers, c)))
-        d.addBoth(outcome.append)
-        for _ in range(int(seconds / 0.05)):
-            self.stub.flush()
-            if outcome:
-                break
-            self.network.advance(0.05)
+        outcome = settle(self.network, self.stub, d, seconds)
         assert outcome, f"no reply to {method} {path} within {seconds} simulated seconds"
         if isinstance(outcome[0], Failure):
             outcome[0].raiseException()

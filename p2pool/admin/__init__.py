@@ -1,6 +1,7 @@
 """
 The admin surface of a node: the HTTP API after Tezos's C{/network} RPCs,
-Prometheus metrics and a live dashboard (see C{docs/ADMIN.md}).
+Prometheus metrics and a live dashboard (see C{docs/ADMIN.md}). To serve it
+from an application's own service tree::
 
     from p2pool.admin import AdminService
     AdminService(pool).setServiceParent(application)   # serves [admin] listen
