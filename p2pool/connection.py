@@ -169,7 +169,7 @@ class Connection:
         has room, after the messages already waiting (order is kept).
 
         @return: fires once it is queued; fails with L{InvalidMessageSize},
-            or with L{ConnectionDone} when the connection closes first.
+            or with L{ConnectionEnded} when the connection closes first.
         """
         try:
             frame = self._frame(data)

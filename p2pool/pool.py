@@ -615,7 +615,7 @@ class Pool(MultiService):
         @return: fires once the message is queued, which waits while the
             peer's send queue is full; fails with L{UnknownPeer} when the
             peer is not connected, L{InvalidMessageSize}, or
-            L{ConnectionDone} when the connection closes first.
+            L{ConnectionEnded} when the connection closes first.
         """
         conn = self._connection(peer_id)
         if conn is None:

@@ -308,7 +308,7 @@ class PeerProtocol(Protocol):
         Queue a frame once the queue has room for it, after the frames
         already waiting.
 
-        @return: fires once it is queued; fails with L{ConnectionClosed}
+        @return: fires once it is queued; fails with L{PeerConnectionClosed}
             if the connection closes first.
         """
         if self.closed:

@@ -9,7 +9,7 @@ L{PoolConfig}.
 
 Run by twistd (or C{twist}), a command-line or configuration error is two
 lines on standard error, the error and a hint, and exit status 2; not the
-whole C{--help}, which those runners print for a L{usage.UsageError}.
+whole C{--help}, which those runners print for a C{usage.UsageError}.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Options(usage.Options):
         mistyped flag, the flag meant.
 
         @raise usage.UsageError: the message is one line.
-        @raise SystemExit: instead of L{usage.UsageError} when run by
+        @raise SystemExit: instead of C{usage.UsageError} when run by
             twistd or C{twist} (C{parent} is set): the error and one hint
             line are written to standard error, and the status is
             L{EXIT_USAGE}.
