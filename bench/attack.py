@@ -63,10 +63,10 @@ def _percentile(values: list[float], q: float) -> Optional[float]:
 
 
 def _pool(ip: str, data_dir: str, app: Any = None, **config: Any) -> Any:
-    from p2pool.addressing import Point
+    from p2pool.core.addressing import Point
     from p2pool.config import PoolConfig
-    from p2pool.identity import Identity
-    from p2pool.pool import Pool
+    from p2pool.core.identity import Identity
+    from p2pool.pool.service import Pool
 
     settings: dict[str, Any] = dict(
         listen=Point(check_loopback(ip), 0),
@@ -88,10 +88,10 @@ def node_main(args: argparse.Namespace) -> None:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import LoopingCall
 
-    from p2pool.addressing import Point
+    from p2pool.core.addressing import Point
     from p2pool.config import AdminConfig
     from p2pool.examples.gossip import Gossip
-    from p2pool.node import make_node_service
+    from p2pool.daemon.node import make_node_service
 
     quiet_twisted_logging()
     overrides = json.loads(args.overrides)
@@ -132,7 +132,7 @@ def node_main(args: argparse.Namespace) -> None:
 
     app = AsyncApp() if args.app == "async" else EchoGossip()
     from p2pool.config import PoolConfig
-    from p2pool.identity import Identity
+    from p2pool.core.identity import Identity
 
     settings: dict[str, Any] = dict(
         listen=Point(check_loopback(args.ip), 0),
@@ -196,10 +196,10 @@ def peer_main(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
-    from p2pool.addressing import PeerId, Point, PointSpec
+    from p2pool.core.addressing import PeerId, Point, PointSpec
     from p2pool.examples.gossip import GossipMessage
     from p2pool.interfaces import BasePoolApplication
-    from p2pool.wire import Ping, encode
+    from p2pool.core.wire import Ping, encode
 
     quiet_twisted_logging()
 
@@ -431,7 +431,7 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
     from twisted.internet import defer, reactor  # noqa: F401
     from twisted.internet.task import deferLater
 
-    from p2pool.addressing import Point
+    from p2pool.core.addressing import Point
     from p2pool.interfaces import BasePoolApplication
 
     quick = args.quick

@@ -10,15 +10,15 @@ the largest table.
 What is timed:
 
   - save: what C{Pool.save_peers} does, minus the hops between threads:
-    the snapshot of the tables (L{p2pool.persistence.snapshot_pool}) and
+    the snapshot of the tables (L{p2pool.pool.persistence.snapshot_pool}) and
     the atomic write with fsync and the C{.bak} rotation
-    (L{p2pool.persistence.write_snapshot});
+    (L{p2pool.pool.persistence.write_snapshot});
   - save baseline: C{json.dumps} of the same document (as the file holds
     it, already decoded into dicts and strings), written to a file and
     fsynced; C{dumps_only} is C{json.dumps} alone;
   - load: C{PeersFile.load} as a starting pool runs it: reading and
-    checking the file (L{p2pool.persistence.read_peers_file}) and putting
-    it into an empty pool's tables (L{p2pool.persistence.apply_content});
+    checking the file (L{p2pool.pool.persistence.read_peers_file}) and putting
+    it into an empty pool's tables (L{p2pool.pool.persistence.apply_content});
   - load baseline: reading the file and C{json.loads}, with the garbage
     collector as configured (C{loads}) and paused (C{loads_gc_paused},
     what the loader itself does while decoding);
@@ -48,13 +48,13 @@ from typing import Any, Callable
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.identity import Identity
+from p2pool.core.identity import Identity
 from p2pool.interfaces import BasePoolApplication
-from p2pool.persistence import snapshot_pool, write_snapshot
-from p2pool.pool import Pool
-from p2pool.state import PeerInfo, PointInfo, StateEvent
+from p2pool.pool.persistence import snapshot_pool, write_snapshot
+from p2pool.pool.service import Pool
+from p2pool.core.states import PeerInfo, PointInfo, StateEvent
 
 IDENTITY = Identity.generate(0)
 NETWORK = "bench"

@@ -31,10 +31,10 @@ import sys
 import time
 from typing import Any
 
-from p2pool.addressing import Point, PointSpec
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork
-from p2pool.wire import Advertise, encode
+from p2pool.core.addressing import Point, PointSpec
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
+from p2pool.core.wire import Advertise, encode
 
 PORT = 9732
 

@@ -141,11 +141,11 @@ def worker(args: argparse.Namespace) -> None:
     from twisted.internet.task import LoopingCall, deferLater
     from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
-    from p2pool.addressing import Point, PointSpec
+    from p2pool.core.addressing import Point, PointSpec
     from p2pool.config import PoolConfig
-    from p2pool.identity import Identity
+    from p2pool.core.identity import Identity
     from p2pool.interfaces import BasePoolApplication
-    from p2pool.pool import Pool
+    from p2pool.pool.service import Pool
 
     errors: list[str] = []
     error_count = [0]

@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 from twisted.internet.testing import MemoryReactorClock
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.identity import Identity
-from p2pool.pool import Pool
-from p2pool.state import PointInfo
+from p2pool.core.identity import Identity
+from p2pool.pool.service import Pool
+from p2pool.core.states import PointInfo
 
 OPS = 2000
 IDENTITY = Identity.generate(0)

@@ -199,7 +199,7 @@ def pool_config(ip: str, client: bool):
     """
     import attrs
 
-    from p2pool.addressing import Point
+    from p2pool.core.addressing import Point
     from p2pool.config import PoolConfig
 
     wanted = {
@@ -225,8 +225,8 @@ _POOL_NUMBERS = itertools.count()
 
 
 def new_pool(reactor, ip: str, app=None, client: bool = True):
-    from p2pool.identity import Identity
-    from p2pool.pool import Pool
+    from p2pool.core.identity import Identity
+    from p2pool.pool.service import Pool
 
     return Pool(pool_config(ip, client), app, identity=Identity.generate(0), reactor=reactor)
 
@@ -885,7 +885,7 @@ class Bench:
     def _p2pool_stream(self, port, total):
         from twisted.internet import defer
 
-        from p2pool.addressing import Point
+        from p2pool.core.addressing import Point
         from p2pool.interfaces import BasePoolApplication
 
         a = self.args
@@ -959,7 +959,7 @@ class Bench:
     def _p2pool_small(self, port, child):
         from twisted.internet import defer
 
-        from p2pool.addressing import Point
+        from p2pool.core.addressing import Point
 
         a = self.args
         pool = new_pool(self.reactor, client_ip(0))
@@ -1054,7 +1054,7 @@ class Bench:
     def _p2pool_connect_one(self, port, pools):
         from collections import deque
 
-        from p2pool.addressing import Point
+        from p2pool.core.addressing import Point
 
         idle = deque(pools)
         point = Point(self.host, port)
@@ -1158,7 +1158,7 @@ class Bench:
         return one
 
     def _p2pool_open_one(self, port, pools, held):
-        from p2pool.addressing import Point
+        from p2pool.core.addressing import Point
 
         it = iter(pools)
         point = Point(self.host, port)

@@ -7,7 +7,7 @@ Every configurable value is described once, in L{CONFIG_KEYS}: its TOML
 table and key, its value kind (which parses and checks it) and a one-line
 meaning. The attrs classes below take their converters from that table, so a
 L{PoolConfig} built by hand is checked exactly like one read from a file, and
-the command line (L{p2pool.tap}) derives its flags from the same table.
+the command line (L{p2pool.daemon.tap}) derives its flags from the same table.
 
 The TOML document has the tables C{[p2p]}, C{[p2p.reconnection]},
 C{[admin]} and C{[log]}. Values that may be absent (C{advertised_port},
@@ -31,7 +31,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
-from p2pool.addressing import AddressError, Point, PointSpec
+from p2pool.core.addressing import AddressError, Point, PointSpec
 
 try:
     import resource as _resource
@@ -874,7 +874,7 @@ class AdminConfig:
 @attrs.frozen(field_transformer=_converters_from_keys("log"))
 class LogConfig:
     """
-    What a node run by twistd logs, and how (see L{p2pool.logs}): events
+    What a node run by twistd logs, and how (see L{p2pool.daemon.logs}): events
     of C{level} and above, as C{"text"} lines or C{"json"} objects.
     """
 

@@ -12,7 +12,7 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 
 
 class P2PError(Exception):

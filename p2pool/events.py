@@ -215,7 +215,7 @@ class EventLog:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
         #: Called with each event after the callbacks; when it returns
         #: true the event gets no log line of its own (a summary counts it:
-        #: see L{p2pool.refusals.RefusalLog.take_event}).
+        #: see L{p2pool.pool.refusals.RefusalLog.take_event}).
         self.summarise: Optional[Callable[[PoolEvent], bool]] = None
 
     def emit(self, event: EventKind, **fields: Any) -> None:

@@ -20,7 +20,7 @@ class IPoolApplication(Interface):
     def connection_made(conn: Any) -> None:
         """
         A connection to a peer is established (C{conn} is a
-        L{p2pool.connection.Connection}).
+        L{p2pool.transport.connection.Connection}).
         """
 
     def message_received(conn: Any, data: bytes) -> Any:

@@ -14,7 +14,7 @@ import sys
 from twisted.application.service import Application
 
 from p2pool.config import PoolConfig, load_config
-from p2pool.logs import node_log_observer
+from p2pool.daemon.logs import node_log_observer
 from p2pool.node import exit_on_start_failure, make_node_service
 
 config_path = os.environ.get("P2POOL_CONFIG")

@@ -18,11 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.admin import AdminService
 from p2pool.config import AdminConfig
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
 
 IP_A = "10.0.0.1"
 IP_B = "10.0.0.2"

@@ -13,12 +13,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
-from p2pool.addressing import Point, PointSpec
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.events import EventKind, PoolEvent
-from p2pool.identity import Identity
+from p2pool.core.identity import Identity
 from p2pool.interfaces import BasePoolApplication
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 
 _identities: list[Identity] = []
 

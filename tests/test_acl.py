@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_acl -*-
 """
-Tests for L{p2pool.acl}.
+Tests for L{p2pool.core.acl}.
 
 Ports of the Tezos tests (spec section 10: A, test_p2p_banned_peers.ml;
 B, test_p2p_peerset.ml; N, the C{Bloomer} inline tests) plus tests of the
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.acl import (
+from p2pool.core.acl import (
     ACL,
     CountingBloomFilter,
     IPBlacklist,
@@ -25,7 +25,7 @@ from p2pool.acl import (
     PeerBlacklist,
     PeerGreylist,
 )
-from p2pool.addressing import AddressError, PeerId
+from p2pool.core.addressing import AddressError, PeerId
 
 
 def peer(name: bytes) -> PeerId:

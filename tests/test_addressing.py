@@ -8,7 +8,7 @@ import hashlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import AddressError, PeerId, Point, PointSpec, netgroup, normalise_ip
+from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, netgroup, normalise_ip
 
 
 class PeerIdTests(SynchronousTestCase):

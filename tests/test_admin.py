@@ -25,15 +25,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool import tap
-from p2pool.addressing import PeerId, Point
+import p2pool.daemon.tap as tap
+from p2pool.core.addressing import PeerId, Point
 from p2pool.admin import AdminListenError, AdminService
 from p2pool.admin import feed as feed_module
 from p2pool.admin.resources import MAX_BODY_SIZE
-from p2pool.admin.views import rfc3339
+from p2pool.admin.json_shapes import rfc3339
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping
 from p2pool.events import EventKind
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 from tests.adminhelpers import (
     IP_A,
     IP_B,
@@ -744,13 +744,13 @@ class NodeServiceTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        # tests.test_tap replaces p2pool.node through sys.modules, which
+        # tests.test_tap replaces p2pool.daemon.node through sys.modules, which
         # works only while it is not imported: leave it as it was found.
-        if "p2pool.node" not in sys.modules:
-            self.addCleanup(sys.modules.pop, "p2pool.node", None)
+        if "p2pool.daemon.node" not in sys.modules:
+            self.addCleanup(sys.modules.pop, "p2pool.daemon.node", None)
 
     def node(self, ip: str, admin: AdminConfig, reactor: Any = None) -> Any:
-        from p2pool.node import NodeService
+        from p2pool.daemon.node import NodeService
 
         config = PoolConfig(
             listen=Point(ip, 0), expected_proof_of_work=0, maintenance_idle_time=None, data_dir=self.mktemp(), admin=admin

@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from p2pool.admin.limits import ConnectionTable, Phase
 from p2pool.admin.service import AdminService, AdminSite
-from p2pool.refusals import RefusalLog
+from p2pool.pool.refusals import RefusalLog
 from tests.adminhelpers import start_admin
 from tests.helpers import async_test, start_node, wait_for
 from tests.test_metrics import Scrape

@@ -21,8 +21,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from p2pool import cli
-from p2pool.addressing import Point
+import p2pool.cli.commands as cli
+from p2pool.core.addressing import Point
 from p2pool.admin.service import AdminListenError, AdminService, load_tls_options
 from p2pool.config import AdminConfig, ConfigError, config_from_mapping
 from tests.adminhelpers import TOKEN
@@ -240,7 +240,7 @@ class AlpnTests(TestCase):
         """
         from p2pool.admin.limits import ConnectionTable
         from p2pool.admin.service import ALPN_PROTOCOLS, AdminSite
-        from p2pool.refusals import RefusalLog
+        from p2pool.pool.refusals import RefusalLog
 
         clock = Clock()
         site = AdminSite(Resource(), ConnectionTable(1, 1), RefusalLog(clock, None, print), 1.0, 1.0, clock)

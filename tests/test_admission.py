@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_admission -*-
 """
 Pending handshakes shared fairly (issue 14, item 1): the sans-I/O policy
-of L{p2pool.admission}, and a pool on a L{MemoryNetwork} whose handshake
+of L{p2pool.core.admission}, and a pool on a L{MemoryNetwork} whose handshake
 slots two network groups try to hold with stalled connections: a peer
 from a third group still gets in, and addresses that stall again and again
 are greylisted.
@@ -14,11 +14,11 @@ from typing import Any
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point
-from p2pool.admission import STALL_WINDOW, StallTracker, admission_group, displacement_victim
-from p2pool.connection import Connection
+from p2pool.core.addressing import Point
+from p2pool.core.admission import STALL_WINDOW, StallTracker, admission_group, displacement_victim
+from p2pool.transport.connection import Connection
 from p2pool.events import PoolEvent
-from p2pool.testing import MemoryNetwork
+from p2pool.testing.network import MemoryNetwork
 
 IP_NODE = "10.0.0.1"
 

@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
-from p2pool.connection import Connection
+from p2pool.transport.connection import Connection
 from p2pool.errors import DisconnectReason, SendQueueFull
-from p2pool.wire import Ping, encode
+from p2pool.core.wire import Ping, encode
 from tests.helpers import Node, async_test, start_node, wait_for
 
 KIB = 1024

@@ -13,9 +13,9 @@ from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool import cli
-from p2pool.addressing import PeerId
-from p2pool.identity import Identity, load_identity, proof_of_work_bits, save_identity
+import p2pool.cli.commands as cli
+from p2pool.core.addressing import PeerId
+from p2pool.core.identity import Identity, load_identity, proof_of_work_bits, save_identity
 
 
 class FakeClock:

@@ -19,8 +19,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from p2pool import cli
-from p2pool.addressing import PeerId, Point
+import p2pool.cli.commands as cli
+from p2pool.core.addressing import PeerId, Point
 from p2pool.events import EventKind
 from tests import processes
 from tests.adminhelpers import TOKEN, base_url, http_client, start_admin

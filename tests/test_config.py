@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import (
     CONFIG_KEYS,
     FILE_DESCRIPTOR_HEADROOM,

@@ -219,7 +219,7 @@ class BrowserTests(TestCase):
         The HTTPS admin API works in a browser (which offers ALPN h2 and
         http/1.1): the page loads and its API calls succeed.
         """
-        from p2pool.addressing import Point
+        from p2pool.core.addressing import Point
         from p2pool.admin.service import AdminService
         from p2pool.config import AdminConfig
         from tests.test_seeds import Pki

@@ -1,5 +1,5 @@
 """
-Tests for L{p2pool.directory}: every transition keeps the point indexes
+Tests for L{p2pool.core.directory}: every transition keeps the point indexes
 right by itself, connections and own points change only through the
 directory, and restoring and trimming work as the peers file needs.
 """
@@ -13,10 +13,10 @@ from typing import Optional
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.directory import MY_POINTS_SIZE, Directory
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.directory import MY_POINTS_SIZE, Directory
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
 
 def _point(i: int, port: int = 9732) -> Point:

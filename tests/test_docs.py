@@ -70,12 +70,12 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from p2pool import cli
-from p2pool.addressing import Point
+import p2pool.cli.commands as cli
+from p2pool.core.addressing import Point
 from p2pool.admin import AdminService
 from p2pool.config import AdminConfig, config_from_mapping
 from p2pool.errors import Timeout
-from p2pool.testing import MemoryNetwork
+from p2pool.testing.network import MemoryNetwork
 from tests.adminhelpers import settle
 from tests.helpers import async_test
 

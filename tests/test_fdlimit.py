@@ -24,15 +24,15 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool.config
-import p2pool.node
-from p2pool.addressing import Point
+import p2pool.daemon.node
+from p2pool.core.addressing import Point
 from p2pool.config import PoolConfig, file_descriptors_needed
 from tests.helpers import async_test, start_node, wait_for
 
 
 class MakeNodeServiceBudgetTests(SynchronousTestCase):
     """
-    L{p2pool.node.make_node_service} checks the open-file budget after
+    L{p2pool.daemon.node.make_node_service} checks the open-file budget after
     trying to raise the limit.
     """
 
@@ -42,10 +42,10 @@ class MakeNodeServiceBudgetTests(SynchronousTestCase):
         made: SystemExit names the key, both numbers and the remedy.
         """
         raised: list[int] = []
-        self.patch(p2pool.node, "raise_file_limit", lambda needed: raised.append(needed) or 100)
+        self.patch(p2pool.daemon.node, "raise_file_limit", lambda needed: raised.append(needed) or 100)
         self.patch(p2pool.config, "_soft_file_limit", lambda: 100)
         config = PoolConfig(data_dir=self.mktemp())
-        error = self.assertRaises(SystemExit, p2pool.node.make_node_service, config)
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, config)
         message = str(error.code)
         self.assertEqual(raised, [file_descriptors_needed(config)])
         self.assertTrue(message.startswith("p2pool: error: "), message)
@@ -58,10 +58,10 @@ class MakeNodeServiceBudgetTests(SynchronousTestCase):
         """
         With enough descriptors the service is made (and not started).
         """
-        self.patch(p2pool.node, "raise_file_limit", lambda needed: needed)
+        self.patch(p2pool.daemon.node, "raise_file_limit", lambda needed: needed)
         self.patch(p2pool.config, "_soft_file_limit", lambda: 10_000)
         config = PoolConfig(data_dir=self.mktemp(), expected_proof_of_work=0)
-        service = p2pool.node.make_node_service(config)
+        service = p2pool.daemon.node.make_node_service(config)
         self.addCleanup(service.lock.release)
         self.assertFalse(service.running)
         self.assertIs(service.pool.config, config)
@@ -76,10 +76,10 @@ from twisted.internet import reactor, stdio
 from twisted.internet.task import LoopingCall
 from twisted.logger import globalLogPublisher
 from twisted.protocols.basic import LineReceiver
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.config import PoolConfig
-from p2pool.identity import Identity
-from p2pool.pool import Pool
+from p2pool.core.identity import Identity
+from p2pool.pool.service import Pool
 
 limit, ip, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 emfile = [0]

@@ -22,9 +22,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool.config
-import p2pool.node
+import p2pool.daemon.node
 from p2pool.config import PoolConfig
-from p2pool.files import (
+from p2pool.core.files import (
     LOCK_FILE_NAME,
     DataDirLock,
     DataDirLocked,
@@ -32,7 +32,7 @@ from p2pool.files import (
     open_regular_file,
     shared_permissions,
 )
-from p2pool.identity import IdentityError, IdentityFileInsecure, load_identity, save_identity
+from p2pool.core.identity import IdentityError, IdentityFileInsecure, load_identity, save_identity
 from tests.helpers import async_test, identity, wait_for
 from tests.test_persistence_process import Node, ProcessTestCase
 
@@ -214,24 +214,24 @@ class DataDirLockTests(SynchronousTestCase):
 
 class MakeNodeServiceTests(SynchronousTestCase):
     """
-    L{p2pool.node.make_node_service} locks the data directory for the
+    L{p2pool.daemon.node.make_node_service} locks the data directory for the
     node's life and reads the identity safely.
     """
 
     def setUp(self) -> None:
-        self.patch(p2pool.node, "raise_file_limit", lambda needed: needed)
+        self.patch(p2pool.daemon.node, "raise_file_limit", lambda needed: needed)
         self.patch(p2pool.config, "_soft_file_limit", lambda: 10_000)
         self.config = PoolConfig(data_dir=os.path.abspath(self.mktemp()), expected_proof_of_work=0)
 
     def make(self) -> Any:
-        service = p2pool.node.make_node_service(self.config, reactor=reactor)
+        service = p2pool.daemon.node.make_node_service(self.config, reactor=reactor)
         self.addCleanup(lambda: service.lock.release())
         return service
 
     def test_second_node_on_the_same_data_dir(self) -> None:
         first = self.make()
         self.assertTrue(first.lock.held)
-        error = self.assertRaises(SystemExit, p2pool.node.make_node_service, self.config)
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
         self.assertEqual(
             error.code,
             f"p2pool: error: data directory {self.config.data_dir} is in use by another p2pool node "
@@ -243,7 +243,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
     def test_bad_identity_releases_the_lock(self) -> None:
         os.makedirs(self.config.data_dir)
         os.mkfifo(self.config.identity_path)
-        error = self.assertRaises(SystemExit, p2pool.node.make_node_service, self.config)
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
         self.assertIn("is a FIFO (named pipe), not a regular file", str(error.code))
         lock = DataDirLock(self.config.data_dir)
         lock.acquire()
@@ -252,7 +252,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
     def test_unlockable_data_dir(self) -> None:
         with open(self.config.data_dir, "w"):
             pass
-        error = self.assertRaises(SystemExit, p2pool.node.make_node_service, self.config)
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
         self.assertTrue(str(error.code).startswith(f"p2pool: error: data directory {self.config.data_dir}: cannot lock"), error.code)
 
 

@@ -23,11 +23,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrap
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.addressing import Point, netgroup
-from p2pool.answerer import ADVERTISE_BURST, ADVERTISE_RATE, COOLDOWNS
+from p2pool.core.addressing import Point, netgroup
+from p2pool.pool.control_frames import ADVERTISE_BURST, ADVERTISE_RATE, COOLDOWNS
 from p2pool.events import EventKind, PoolEvent
-from p2pool.testing import MemoryNetwork
-from p2pool.wire import Advertise, Kind, encode
+from p2pool.testing.network import MemoryNetwork
+from p2pool.core.wire import Advertise, Kind, encode
 from tests.helpers import Node, async_test, start_node, wait_for
 
 
@@ -76,7 +76,7 @@ async def _tls_idle(point: Point, bind: str) -> _Raw:
     """
     from twisted.internet.ssl import CertificateOptions, TLSVersion
 
-    from p2pool.tls import make_certificate
+    from p2pool.transport.tls import make_certificate
 
     key = Ed25519PrivateKey.generate()
     options = CertificateOptions(privateKey=key, certificate=make_certificate(key), raiseMinimumTo=TLSVersion.TLSv1_3)

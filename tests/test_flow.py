@@ -1,5 +1,5 @@
 """
-Flow control (issue 13): the sans-I/O pieces of L{p2pool.flow}, then each
+Flow control (issue 13): the sans-I/O pieces of L{p2pool.core.flow}, then each
 mechanism on the in-memory network: bounded send queues and the node
 budget, the no-progress abort, the close grace period, reading paused by
 the application (explicitly or by Deferreds it returns), the control-frame
@@ -13,14 +13,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point
-from p2pool.connection import Connection
+from p2pool.core.addressing import Point
+from p2pool.transport.connection import Connection
 from p2pool.errors import ConnectionEnded, DisconnectReason, SendQueueFull
-from p2pool.flow import ByteBudget, FairShare, ReadGate, SendQueue, TokenBucket
-from p2pool.pool import Pool
-from p2pool.state import PointState
-from p2pool.testing import MemoryNetwork
-from p2pool.wire import Ping, encode
+from p2pool.core.flow import ByteBudget, FairShare, ReadGate, SendQueue, TokenBucket
+from p2pool.pool.service import Pool
+from p2pool.core.states import PointState
+from p2pool.testing.network import MemoryNetwork
+from p2pool.core.wire import Ping, encode
 from tests.helpers import RecordingApp
 
 KIB = 1024

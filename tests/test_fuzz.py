@@ -2,11 +2,11 @@
 """
 Fuzz tests of every decoder that reads bytes or text p2pool does not
 control: frames and control bodies (L{p2pool.wire}), the handshake fed
-arbitrary frames (L{p2pool.handshake}), points and peer ids
+arbitrary frames (L{p2pool.core.handshake}), points and peer ids
 (L{p2pool.addressing}), identity files (L{p2pool.identity}), configuration
 mappings and TOML files (L{p2pool.config}), peers files
-(L{p2pool.persistence}), seed documents fetched from bootstrap URLs
-(L{p2pool.seeds}), admin API requests (L{p2pool.admin}), and a whole node
+(L{p2pool.pool.persistence}), seed documents fetched from bootstrap URLs
+(L{p2pool.pool.bootstrap_urls}), admin API requests (L{p2pool.admin}), and a whole node
 receiving garbage on an established connection.
 
 Each target is a L{FuzzTarget}: a Hypothesis strategy that produces
@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-import p2pool.addressing
-from p2pool.addressing import AddressError, PeerId, Point, PointSpec, normalise_ip
+import p2pool.core.addressing
+from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, normalise_ip
 from p2pool.admin.resources import MAX_BODY_SIZE, ROUTES
 from p2pool.config import (
     CONFIG_KEYS,
@@ -61,7 +61,7 @@ from p2pool.errors import (
     RejectedByNack,
     RejectedNoCommonProtocol,
 )
-from p2pool.handshake import (
+from p2pool.core.handshake import (
     Accept,
     Decision,
     Handshake,
@@ -72,7 +72,7 @@ from p2pool.handshake import (
     nack_refusal,
     select_version,
 )
-from p2pool.identity import (
+from p2pool.core.identity import (
     Identity,
     IdentityError,
     check_proof_of_work,
@@ -81,17 +81,17 @@ from p2pool.identity import (
     proof_of_work_bits,
 )
 from p2pool.interfaces import BasePoolApplication
-from p2pool.persistence import (
+from p2pool.pool.persistence import (
     IncompatibleFile,
     PeersFileError,
     decode_document,
     format_time,
     read_peers_file,
 )
-from p2pool.seeds import MAX_ENTRIES as SEED_MAX_ENTRIES
-from p2pool.seeds import SeedError, parse_seed_document
-from p2pool.testing import MemoryNetwork
-from p2pool.wire import (
+from p2pool.pool.bootstrap_urls import MAX_ENTRIES as SEED_MAX_ENTRIES
+from p2pool.pool.bootstrap_urls import SeedError, parse_seed_document
+from p2pool.testing.network import MemoryNetwork
+from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
     MESSAGE_KIND,
     Ack,
@@ -1217,7 +1217,7 @@ def handshake_cases(draw: st.DrawFn) -> HandshakeCase:
 def check_handshake(case: HandshakeCase, harness: object = None) -> None:
     """
     A L{Handshake} fed any frames after TLS, through the decoder exactly as
-    L{p2pool.protocol.PeerProtocol} feeds it, raises only L{P2PError}s; it
+    L{p2pool.transport.peer_protocol.PeerProtocol} feeds it, raises only L{P2PError}s; it
     sends its Hello, then at most one Ack or Nack, and reports a running
     connection only after an acceptable Hello, an Ack sent and an Ack
     received.
@@ -1595,7 +1595,7 @@ def predict_running(data: bytes, max_body: int) -> tuple[str, Optional[Disconnec
 
 def _connect(network: MemoryNetwork, pool: Any, ip: str) -> Any:
     """
-    Connect C{pool} to the pool at C{ip}; the L{p2pool.connection.Connection}.
+    Connect C{pool} to the pool at C{ip}; the L{p2pool.transport.connection.Connection}.
     """
     done: list[Any] = []
     pool.connect(Point(ip, 9732)).addBoth(done.append)
@@ -1754,13 +1754,13 @@ class AddressingFuzzTests(SynchronousTestCase):
         one).
         """
         decoded: list[int] = []
-        real_decode = p2pool.addressing._b58decode
+        real_decode = p2pool.core.addressing._b58decode
 
         def counting_decode(text: str) -> bytes:
             decoded.append(len(text))
             return real_decode(text)
 
-        self.patch(p2pool.addressing, "_b58decode", counting_decode)
+        self.patch(p2pool.core.addressing, "_b58decode", counting_decode)
         self.assertRaises(AddressError, PeerId.parse, "z" * 1_000_000)
         self.assertEqual(decoded, [], "refused before decoding")
         # The decoder is what this test watches: a text of ordinary length

@@ -22,7 +22,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
-from p2pool.addressing import PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
@@ -37,8 +37,8 @@ from p2pool.examples.gossip import (
     Publisher,
     SeenCache,
 )
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
 from tests.helpers import async_test, identity, wait_for
 
 #: The checkout these tests run from.
@@ -484,17 +484,17 @@ class GreylistTests(_MemoryNetworkTestCase):
 
 class TacTests(SynchronousTestCase):
     def setUp(self) -> None:
-        # tests.test_tap replaces p2pool.node through sys.modules, which
+        # tests.test_tap replaces p2pool.daemon.node through sys.modules, which
         # works only while it is not imported: leave it as it was found.
-        if "p2pool.node" not in sys.modules:
-            self.addCleanup(sys.modules.pop, "p2pool.node", None)
+        if "p2pool.daemon.node" not in sys.modules:
+            self.addCleanup(sys.modules.pop, "p2pool.daemon.node", None)
 
     def test_tac_builds_a_gossip_node_and_publisher(self) -> None:
         """
         tac/gossip.tac reads $P2POOL_CONFIG and $GOSSIP_PUBLISH_EVERY and
         builds a node running an attached Gossip and a Publisher for it.
         """
-        from p2pool.node import NodeService
+        from p2pool.daemon.node import NodeService
 
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)

@@ -1,5 +1,5 @@
 """
-Tests for L{p2pool.handshake}: two L{Handshake}s driven against each other
+Tests for L{p2pool.core.handshake}: two L{Handshake}s driven against each other
 in memory, without a reactor.
 """
 
@@ -10,7 +10,7 @@ from typing import Callable, Optional, Union
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.errors import (
     DecodingError,
     Myself,
@@ -22,7 +22,7 @@ from p2pool.errors import (
     RejectedByNack,
     RejectedNoCommonProtocol,
 )
-from p2pool.handshake import (
+from p2pool.core.handshake import (
     P2P_VERSIONS,
     Accept,
     Decision,
@@ -34,8 +34,8 @@ from p2pool.handshake import (
     nack_refusal,
     select_version,
 )
-from p2pool.identity import Identity, check_proof_of_work
-from p2pool.wire import HANDSHAKE_MAX_BODY, Ack, FrameDecoder, Hello, Kind, Nack, decode_control, encode
+from p2pool.core.identity import Identity, check_proof_of_work
+from p2pool.core.wire import HANDSHAKE_MAX_BODY, Ack, FrameDecoder, Hello, Kind, Nack, decode_control, encode
 
 DIAL_IP = "10.0.0.1"
 LISTEN_IP = "10.0.0.2"

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.logger import Logger, LogEvent, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool import identity as identity_module
-from p2pool.addressing import PeerId
-from p2pool.identity import (
+import p2pool.core.identity as identity_module
+from p2pool.core.addressing import PeerId
+from p2pool.core.identity import (
     Identity,
     IdentityError,
     IdentityFileExists,

@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.errors import (
     Connected,
     DisconnectReason,
@@ -30,8 +30,8 @@ from p2pool.errors import (
     UnknownPeer,
 )
 from p2pool.events import EventKind
-from p2pool.identity import Identity, proof_of_work_bits
-from p2pool.wire import Kind, frame
+from p2pool.core.identity import Identity, proof_of_work_bits
+from p2pool.core.wire import Kind, frame
 from tests.helpers import (
     Node,
     async_test,
@@ -232,7 +232,7 @@ class RefusalTests(TestCase):
         from twisted.internet.endpoints import wrapClientTLS
         from twisted.internet.ssl import CertificateOptions, TLSVersion
 
-        from p2pool.tls import make_certificate
+        from p2pool.transport.tls import make_certificate
 
         cert = make_certificate(key) if isinstance(key, Ed25519PrivateKey) else _ec_certificate(key)
         options = CertificateOptions(privateKey=key, certificate=cert, raiseMinimumTo=TLSVersion.TLSv1_3)

@@ -13,11 +13,11 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.config import PoolConfig
-from p2pool.lifetime import weak_method, weak_owner
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork
+from p2pool.core.lifetime import weak_method, weak_owner
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
 from tests.helpers import async_test, identity, start_node, wait_for
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_logs -*-
 """
-Tests for L{p2pool.logs} (a node's log: level, repeats, text or JSON, and
+Tests for L{p2pool.daemon.logs} (a node's log: level, repeats, text or JSON, and
 where twistd would write it), the proof-of-work progress a node logs while
 it makes its identity, and the nack motives named on both sides.
 """
@@ -21,18 +21,18 @@ from twisted.python.logfile import LogFile
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool import identity as identity_module
+import p2pool.core.identity as identity_module
 from p2pool.config import AdminConfig, LogConfig, PoolConfig
 from p2pool.errors import NackMotive
 from p2pool.events import EventKind, EventLog
-from p2pool.identity import Identity, ProofOfWorkProgress, expected_attempts
-from p2pool.logs import (
+from p2pool.core.identity import Identity, ProofOfWorkProgress, expected_attempts
+from p2pool.daemon.logs import (
     StatusRepeats,
     json_record,
     node_log_observer,
     twistd_log_destination,
 )
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 from tests.helpers import async_test, identity, start_node, wait_for
 
 
@@ -222,7 +222,7 @@ class NodeObserverTests(SynchronousTestCase):
     """
 
     def node(self) -> Any:
-        from p2pool.node import NodeService
+        from p2pool.daemon.node import NodeService
 
         config = PoolConfig(
             expected_proof_of_work=0, maintenance_idle_time=None, data_dir=self.mktemp(), admin=AdminConfig(None)
@@ -303,7 +303,7 @@ class PoolProgressTests(TestCase):
 
     @async_test
     async def test_progress_lines(self) -> None:
-        import p2pool.pool
+        import p2pool.pool.service
 
         self.patch(identity_module, "PROGRESS_LOG_INTERVAL", 0.0)
         made = identity(43)
@@ -313,11 +313,11 @@ class PoolProgressTests(TestCase):
                 progress(attempts)
             return made
 
-        self.patch(p2pool.pool, "load_or_create_identity", search)
+        self.patch(p2pool.pool.service, "load_or_create_identity", search)
         lines: list[str] = []
 
         def observe(e: Any) -> None:
-            if e.get("log_namespace") == "p2pool.pool.Pool" and "progress" in e:
+            if e.get("log_namespace") == "p2pool.pool.service.Pool" and "progress" in e:
                 lines.append(e["progress"])
 
         observer: Any = observe

@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point, PointSpec
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.errors import MaintenanceDisabled
 from p2pool.events import EventKind
-from p2pool.pool import Pool
-from p2pool.state import PointState
-from p2pool.testing import MemoryNetwork
+from p2pool.pool.service import Pool
+from p2pool.core.states import PointState
+from p2pool.testing.network import MemoryNetwork
 
 PORT = 9732
 

@@ -10,11 +10,11 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point
-from p2pool.flow import TokenBucket
+from p2pool.core.addressing import Point
+from p2pool.core.flow import TokenBucket
 from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.maintenance import choose_candidates
-from p2pool.state import PointInfo
+from p2pool.pool.maintenance import choose_candidates
+from p2pool.core.states import PointInfo
 
 
 def _info(ip: str, trusted: bool = False, missed_at: float | None = None) -> PointInfo:

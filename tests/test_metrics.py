@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool
-from p2pool.addressing import PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.errors import NackMotive
 from p2pool.events import EventKind, PoolEvent
-from p2pool.testing import MemoryNetwork
+from p2pool.testing.network import MemoryNetwork
 from tests.adminhelpers import IP_A, IP_B, MemoryAdmin
 
 

@@ -26,12 +26,13 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
-from p2pool import cli, tap
+import p2pool.cli.commands as cli
+import p2pool.daemon.tap as tap
 from p2pool._version import version_line
-from p2pool.addressing import Point, PointSpec
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.admin import AdminService
 from p2pool.config import CONFIG_KEYS, AdminConfig, PoolConfig, config_to_toml, load_config
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 from tests.adminhelpers import (
     IP_B,
     TOKEN,
@@ -101,7 +102,7 @@ class VersionTests(SynchronousTestCase):
         self.assertIn(f'version="{p2pool.__version__}"', metrics)
 
     def test_node_logs_its_version_when_it_starts(self) -> None:
-        from p2pool.node import NodeService
+        from p2pool.daemon.node import NodeService
 
         capture = LogCapture(self)
         config = PoolConfig(
@@ -337,9 +338,9 @@ class InterruptedStartTests(TestCase):
         """
         import threading
 
-        import p2pool.pool
-        from p2pool.identity import IdentityError
-        from p2pool.node import NodeService
+        import p2pool.pool.service
+        from p2pool.core.identity import IdentityError
+        from p2pool.daemon.node import NodeService
 
         release = threading.Event()
 
@@ -348,7 +349,7 @@ class InterruptedStartTests(TestCase):
             assert should_stop is not None and should_stop()
             raise IdentityError("proof-of-work search interrupted")
 
-        self.patch(p2pool.pool, "load_or_create_identity", search)
+        self.patch(p2pool.pool.service, "load_or_create_identity", search)
         capture = LogCapture(self)
         config = PoolConfig(listen=Point("127.0.0.85", 0), data_dir=self.mktemp(), admin=AdminConfig(None))
         node = NodeService(Pool(config))
@@ -677,5 +678,5 @@ class EffectiveConfigProcessTests(TestCase):
         node.signal("TERM")
         outcome = await node.ended
         records = [json.loads(line) for line in outcome.out.splitlines()]
-        started = [r for r in records if r["namespace"] == "p2pool.node.NodeService"]
+        started = [r for r in records if r["namespace"] == "p2pool.daemon.node.NodeService"]
         self.assertIn("network round-trip", started[0]["message"])

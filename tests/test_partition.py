@@ -32,12 +32,12 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from p2pool.addressing import PeerId, PointSpec
+from p2pool.core.addressing import PeerId, PointSpec
 from p2pool.config import ReconnectionConfig
 from p2pool.events import EventKind, PoolEvent
-from p2pool.identity import Identity, save_identity
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork
+from p2pool.core.identity import Identity, save_identity
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
 from tests.helpers import RecordingApp, async_test, wait_for
 
 GROUP_A = ["10.99.1.1", "10.99.1.2"]

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_persistence -*-
 """
-The peers file (L{p2pool.persistence}): times and ids, the atomic writer,
+The peers file (L{p2pool.pool.persistence}): times and ids, the atomic writer,
 the loader and every kind of damage it survives, and the pool's use of it
 (load at start, checkpoints, save at stop and destroy, one save at a time),
 on memory reactors.
@@ -21,11 +21,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
-from p2pool.persistence import (
+from p2pool.pool.persistence import (
     FORMAT,
     RESTART_DIAL_SPREAD,
     IncompatibleFile,
@@ -40,8 +40,8 @@ from p2pool.persistence import (
     write_atomically,
     write_snapshot,
 )
-from p2pool.pool import Pool
-from p2pool.state import PeerState, PointState
+from p2pool.pool.service import Pool
+from p2pool.core.states import PeerState, PointState
 from tests.helpers import identity
 
 NETWORK = "test-net"

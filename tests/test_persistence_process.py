@@ -25,9 +25,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from p2pool.addressing import PeerId
-from p2pool.identity import save_identity
-from p2pool.persistence import PeersFileContent, decode_document, format_time, parse_time
+from p2pool.core.addressing import PeerId
+from p2pool.core.identity import save_identity
+from p2pool.pool.persistence import PeersFileContent, decode_document, format_time, parse_time
 from tests.helpers import closed_port, identity, wait_for
 from tests.processes import SOURCE_ROOT, twistd
 

@@ -11,13 +11,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.errors import PendingConnection, PointBanned, PrivateMode, Timeout, TooManyConnections
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
-from p2pool.pool import Pool
-from p2pool.state import PointState
+from p2pool.pool.service import Pool
+from p2pool.core.states import PointState
 from tests.helpers import identity
 
 

@@ -34,14 +34,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.connection import Connection
+from p2pool.transport.connection import Connection
 from p2pool.errors import DisconnectReason, IdentityCheckFailure
 from p2pool.events import EventKind, PoolEvent
-from p2pool.identity import Identity as NodeIdentity
+from p2pool.core.identity import Identity as NodeIdentity
 from p2pool.interfaces import BasePoolApplication
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 from tests import protocol_client as pc
 from tests.helpers import async_test, wait_for
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_refusals -*-
 """
-Tests for L{p2pool.refusals}: refusals counted by reason and logged as one
+Tests for L{p2pool.pool.refusals}: refusals counted by reason and logged as one
 summary per reason per interval (issue 14, item 5), driven by a
 L{Clock}, and a pool on a L{MemoryNetwork} staying quiet while it refuses
 a flood.
@@ -15,11 +15,11 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.errors import NackMotive
 from p2pool.events import EventKind, PoolEvent
-from p2pool.refusals import ADDRESS_LIMIT, SAMPLE_SIZE, RefusalLog, RefusalSummary, refusal_of
-from p2pool.testing import MemoryNetwork
+from p2pool.pool.refusals import ADDRESS_LIMIT, SAMPLE_SIZE, RefusalLog, RefusalSummary, refusal_of
+from p2pool.testing.network import MemoryNetwork
 from tests.test_metrics import Scrape
 
 IP_NODE = "10.0.0.1"

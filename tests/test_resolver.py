@@ -1,5 +1,5 @@
 """
-Tests for L{p2pool.resolver}: named trusted and bootstrap points are
+Tests for L{p2pool.pool.dns_refresh}: named trusted and bootstrap points are
 re-resolved with an injected resolver on a fake clock (60 s doubling to
 1 h while unchanged, back to 60 s on a change), and a real pool re-resolves
 its configured names.
@@ -14,12 +14,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.addressing import PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
 from p2pool.events import EventKind, EventLog, PoolEvent
-from p2pool.identity import Identity
-from p2pool.pool import Pool
-from p2pool.resolver import RERESOLVE_CAP, RERESOLVE_INITIAL, Reresolver
+from p2pool.core.identity import Identity
+from p2pool.pool.service import Pool
+from p2pool.pool.dns_refresh import RERESOLVE_CAP, RERESOLVE_INITIAL, Reresolver
 from tests.helpers import async_test, identity, wait_for
 
 PEER_ID = Identity.generate(0).peer_id

@@ -1,5 +1,5 @@
 """
-Tests for L{p2pool.seeds}: bootstrap URLs fetched over HTTPS from a local
+Tests for L{p2pool.pool.bootstrap_urls}: bootstrap URLs fetched over HTTPS from a local
 server with a test CA (good name, wrong name, self-signed), bad documents,
 huge bodies, time-outs, back-off, and the pool hooks.
 """
@@ -27,12 +27,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.events import EventKind, EventLog, PoolEvent
-from p2pool.identity import Identity
-from p2pool.pool import Pool
-from p2pool.seeds import (
+from p2pool.core.identity import Identity
+from p2pool.pool.service import Pool
+from p2pool.pool.bootstrap_urls import (
     BACKOFF_CAP,
     SeedError,
     SeedFetcher,

@@ -17,9 +17,9 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool import tap
+import p2pool.daemon.tap as tap
 from p2pool.config import PoolConfig, file_descriptors_needed
-from p2pool.node import EXIT_START_FAILED
+from p2pool.daemon.node import EXIT_START_FAILED
 from tests.adminhelpers import MemoryAdmin
 from tests.helpers import async_test
 from tests.processes import SOURCE_ROOT, run

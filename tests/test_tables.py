@@ -8,10 +8,10 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import ReconnectionConfig
-from p2pool.state import PeerInfo, PointInfo, PointState
-from p2pool.tables import IndexedSet, PeerTable, PointTable
+from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.tables import IndexedSet, PeerTable, PointTable
 
 _POLICY = ReconnectionConfig(jitter=0.0)
 
@@ -229,7 +229,7 @@ class StateMachineTests(SynchronousTestCase):
         self.assertGreater(len(ends), 10)
 
     def test_invalid_transitions_refused(self) -> None:
-        from p2pool.state import InvalidTransition
+        from p2pool.core.states import InvalidTransition
 
         info = PointInfo(_point(1))
         self.assertRaises(InvalidTransition, info.set_disconnected, 0.0, _POLICY, random.Random(0))

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-Tests for L{p2pool.tap} (the twistd command line) and the twistd plugin.
+Tests for L{p2pool.daemon.tap} (the twistd command line) and the twistd plugin.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool import tap
-from p2pool.addressing import PeerId, Point, PointSpec
+import p2pool.daemon.tap as tap
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import CONFIG_KEYS, PoolConfig
 
 ROOT = FilePath(__file__).parent().parent()
@@ -285,7 +285,7 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     """
-    L{tap.makeService} hands the configuration to C{p2pool.node}.
+    L{tap.makeService} hands the configuration to C{p2pool.daemon.node}.
     """
 
     def test_make_service(self) -> None:
@@ -296,9 +296,9 @@ class MakeServiceTests(SynchronousTestCase):
             received.append(config)
             return service
 
-        import p2pool.node
+        import p2pool.daemon.node
 
-        self.patch(p2pool.node, "make_node_service", make_node_service)
+        self.patch(p2pool.daemon.node, "make_node_service", make_node_service)
         options = tap.Options()
         options.parseOptions(["--network", "made"])
         result = tap.makeService(options)
@@ -309,7 +309,7 @@ class MakeServiceTests(SynchronousTestCase):
 
 class PluginTests(SynchronousTestCase):
     """
-    The twistd plugin is found and points at L{p2pool.tap}.
+    The twistd plugin is found and points at L{p2pool.daemon.tap}.
     """
 
     def test_plugin_found(self) -> None:

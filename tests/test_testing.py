@@ -36,11 +36,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from p2pool.addressing import Point, PointSpec
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.errors import ConnectionFailed, DisconnectReason, P2PError, Timeout
 from p2pool.events import EventKind
-from p2pool.pool import Pool
-from p2pool.testing import MemoryNetwork, NodeReactor, SimulatedClock
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork, NodeReactor, SimulatedClock
 from tests.helpers import RecordingApp
 
 IP_A, IP_B, IP_C = "10.0.0.1", "10.0.0.2", "10.0.0.3"

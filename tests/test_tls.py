@@ -1,5 +1,5 @@
 """
-Tests for L{p2pool.tls}: mutually authenticated TLS 1.3 between identities,
+Tests for L{p2pool.transport.tls}: mutually authenticated TLS 1.3 between identities,
 run in memory with L{twisted.test.iosim}.
 """
 
@@ -25,9 +25,9 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from p2pool.addressing import PeerId
+from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure, InvalidAuth
-from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification, TLSContext, make_certificate, peer_of_certificate
+from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification, TLSContext, make_certificate, peer_of_certificate
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 9732)
 

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.errors import DecodingError, InvalidMessageSize
-from p2pool.wire import (
+from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
     MAX_LISTED_POINTS,
     MAX_VERSIONS,

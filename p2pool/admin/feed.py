@@ -21,11 +21,11 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from p2pool.admin.views import rfc3339
+from p2pool.admin.json_shapes import rfc3339
 from p2pool.events import PoolEvent
 
 if TYPE_CHECKING:
-    from p2pool.pool import Pool
+    from p2pool.pool.service import Pool
 
 __all__ = ["EventFeed", "LOG_LINES_DROPPED", "RECENT_EVENTS", "STREAM_QUEUE_LIMIT", "event_line"]
 

@@ -35,15 +35,15 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from p2pool._version import __version__
-from p2pool.addressing import AddressError, Point, normalise_ip
+from p2pool.core.addressing import AddressError, Point, normalise_ip
 from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
-from p2pool.state import PeerState, PointState
+from p2pool.core.states import PeerState, PointState
 
 if TYPE_CHECKING:
     from p2pool.admin.limits import ConnectionTable
-    from p2pool.pool import Pool
-    from p2pool.refusals import RefusalLog
+    from p2pool.pool.service import Pool
+    from p2pool.pool.refusals import RefusalLog
 
 __all__ = ["AdminCollector", "PoolCollector", "PoolMetrics", "snake_case"]
 

@@ -27,13 +27,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from p2pool._version import __version__
-from p2pool.acl import canonical_entry
-from p2pool.addressing import AddressError, PeerId, Point
+from p2pool.core.acl import canonical_entry
+from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.admin.traffic import TrafficSampler
-from p2pool.admin.views import connection_json, greylist_ips_json, peer_info_json, point_info_json
+from p2pool.admin.json_shapes import connection_json, greylist_ips_json, peer_info_json, point_info_json
 from p2pool.errors import (
     Connected,
     DisconnectReason,
@@ -46,10 +46,10 @@ from p2pool.errors import (
     Timeout,
     TooManyConnections,
 )
-from p2pool.state import PeerState, PointState
+from p2pool.core.states import PeerState, PointState
 
 if TYPE_CHECKING:
-    from p2pool.pool import Pool
+    from p2pool.pool.service import Pool
 
 __all__ = ["APIError", "AdminResource", "MAX_BODY_SIZE", "Reply"]
 

@@ -24,17 +24,17 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.admin.feed import EventFeed
 from p2pool.admin.limits import ConnectionTable, Phase
 from p2pool.admin.metrics import AdminCollector, PoolMetrics
 from p2pool.admin.resources import MAX_BODY_SIZE, AdminResource
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.config import AdminConfig
-from p2pool.contracts import IPoolReactor, installed_reactor
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.errors import listen_failure_text
-from p2pool.pool import Pool
-from p2pool.refusals import RefusalLog, RefusalSummary
+from p2pool.pool.service import Pool
+from p2pool.pool.refusals import RefusalLog, RefusalSummary
 
 __all__ = ["AdminChannel", "AdminListenError", "AdminService", "AdminSite"]
 

@@ -78,11 +78,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from p2pool.addressing import PeerId
-from p2pool.connection import Connection
+from p2pool.core.addressing import PeerId
+from p2pool.transport.connection import Connection
 from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.interfaces import BasePoolApplication
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 
 __all__ = [
     "HEADER_SIZE",

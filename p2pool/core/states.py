@@ -14,7 +14,7 @@ from typing import Any, Deque, Optional, Sequence, TypeVar
 
 import attrs
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import ReconnectionConfig
 
 __all__ = [

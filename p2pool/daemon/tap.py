@@ -24,7 +24,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from p2pool._version import __version__, version_line
-from p2pool.addressing import AddressError
+from p2pool.core.addressing import AddressError
 from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, config_to_toml, load_config
 
 __all__ = ["Options", "effective_config", "makeService"]
@@ -242,10 +242,10 @@ def makeService(options: Options) -> IService:
     """
     The node service for the parsed command line. Under twistd, its log
     goes where twistd's would, filtered and formatted by C{[log]} (see
-    L{p2pool.logs}); it exits with status 1 if it cannot start.
+    L{p2pool.daemon.logs}); it exits with status 1 if it cannot start.
     """
-    from p2pool.logs import node_log_observer, twistd_log_destination
-    from p2pool.node import exit_on_start_failure, make_node_service
+    from p2pool.daemon.logs import node_log_observer, twistd_log_destination
+    from p2pool.daemon.node import exit_on_start_failure, make_node_service
 
     service = make_node_service(options.config)
     destination = twistd_log_destination(options.parent)

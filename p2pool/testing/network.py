@@ -81,12 +81,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pool.addressing import AddressError, PeerId, Point, normalise_ip
+from p2pool.core.addressing import AddressError, PeerId, Point, normalise_ip
 from p2pool.config import PoolConfig
 from p2pool.events import PoolEvent
-from p2pool.identity import Identity
+from p2pool.core.identity import Identity
 from p2pool.interfaces import IPoolApplication
-from p2pool.pool import Pool
+from p2pool.pool.service import Pool
 
 __all__ = [
     "DEFAULT_PORT",

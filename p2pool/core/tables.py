@@ -11,9 +11,9 @@ import heapq
 import random
 from typing import Callable, Generic, Hashable, Iterable, Iterator, Optional, TypeVar
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import ReconnectionConfig
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
 

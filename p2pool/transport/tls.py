@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import Attribute, Interface, implementer
 
-from p2pool.addressing import PeerId
+from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure, InvalidAuth
 
 __all__ = [

@@ -6,7 +6,7 @@ twistd's text lines, or one JSON object per line).
 
 L{node_log_observer} builds the observer; L{twistd_log_destination} finds
 where twistd would have written its log, so that the node's observer
-writes there instead (see L{p2pool.node.NodeService.setServiceParent}).
+writes there instead (see L{p2pool.daemon.node.NodeService.setServiceParent}).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-from p2pool.admin.views import rfc3339
+from p2pool.admin.json_shapes import rfc3339
 from p2pool.config import LogConfig
 from p2pool.events import EventKind
 

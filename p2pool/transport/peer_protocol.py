@@ -21,13 +21,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pool.addressing import PeerId, Point, normalise_ip
-from p2pool.connection import Connection
+from p2pool.core.addressing import PeerId, Point, normalise_ip
+from p2pool.transport.connection import Connection
 from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, InvalidAuth, P2PError, PeerConnectionClosed, SendQueueFull
-from p2pool.flow import CHUNK_SIZE, ReadGate, SendQueue, TokenBucket
-from p2pool.handshake import Handshake, RemoteInfo
-from p2pool.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
-from p2pool.wire import HANDSHAKE_MAX_BODY, FrameDecoder
+from p2pool.core.flow import CHUNK_SIZE, ReadGate, SendQueue, TokenBucket
+from p2pool.core.handshake import Handshake, RemoteInfo
+from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
+from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder
 
 __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
@@ -35,7 +35,7 @@ __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactor
 class PeerHandler(TypingProtocol):
     """
     What a L{PeerProtocol} reports to and asks of: the pool's connect
-    handler (L{p2pool.connect_handler.ConnectHandler}).
+    handler (L{p2pool.pool.connect.ConnectHandler}).
     """
 
     def admit_incoming(self, addr: IAddress) -> bool:

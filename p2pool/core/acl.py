@@ -31,7 +31,7 @@ import math
 from collections import OrderedDict
 from typing import Union
 
-from p2pool.addressing import AddressError, PeerId
+from p2pool.core.addressing import AddressError, PeerId
 
 __all__ = [
     "ACL",

@@ -36,10 +36,10 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
-from p2pool.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec
 from p2pool.events import EventKind
-from p2pool.contracts import IPoolReactor, SeedPool, installed_reactor
-from p2pool.lifetime import weak_owner
+from p2pool.pool.contracts import IPoolReactor, SeedPool, installed_reactor
+from p2pool.core.lifetime import weak_owner
 
 __all__ = [
     "MAX_BODY",

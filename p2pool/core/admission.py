@@ -3,7 +3,7 @@
 Fair sharing of the incoming handshake slots (sans-I/O): the group an
 address counts in, which pending handshake gives way to a newcomer when
 the slots are full, and which addresses stall handshakes often enough to
-be greylisted. L{p2pool.connect_handler} applies them.
+be greylisted. L{p2pool.pool.connect} applies them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Hashable, Sequence
 from typing import Optional, TypeVar
 
-from p2pool.addressing import netgroup
+from p2pool.core.addressing import netgroup
 
 __all__ = ["STALL_WINDOW", "StallTracker", "admission_group", "displacement_victim"]
 

@@ -15,12 +15,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.python.failure import Failure
 
-from p2pool.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
-from p2pool.admission import StallTracker, admission_group, displacement_victim
-from p2pool.answerer import Answerer
-from p2pool.connection import Connection
-from p2pool.contracts import HandlerPool
-from p2pool.directory import Directory
+from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
+from p2pool.core.admission import StallTracker, admission_group, displacement_victim
+from p2pool.pool.control_frames import Answerer
+from p2pool.transport.connection import Connection
+from p2pool.pool.contracts import HandlerPool
+from p2pool.core.directory import Directory
 from p2pool.errors import (
     ConnectionEnded,
     ConnectionFailed,
@@ -48,12 +48,12 @@ from p2pool.errors import (
     motive_name,
 )
 from p2pool.events import EventKind
-from p2pool.flow import FlowLimits
-from p2pool.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
-from p2pool.lifetime import weak_owner
-from p2pool.protocol import PeerClientFactory, PeerProtocol
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
-from p2pool.tls import PeerConnectionCreator
+from p2pool.core.flow import FlowLimits
+from p2pool.core.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
+from p2pool.core.lifetime import weak_owner
+from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.transport.tls import PeerConnectionCreator
 
 __all__ = ["ConnectHandler"]
 

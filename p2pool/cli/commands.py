@@ -42,10 +42,10 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from p2pool._version import version_line
-from p2pool.acl import canonical_entry
-from p2pool.addressing import AddressError, PeerId, PointSpec
-from p2pool.contracts import IPoolReactor, installed_reactor
-from p2pool.identity import (
+from p2pool.core.acl import canonical_entry
+from p2pool.core.addressing import AddressError, PeerId, PointSpec
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
+from p2pool.core.identity import (
     Identity,
     IdentityError,
     IdentityFileExists,
@@ -56,7 +56,7 @@ from p2pool.identity import (
     proof_of_work_bits,
     save_identity,
 )
-from p2pool.seeds import SeedError, load_trust_root, tls_failure_reason
+from p2pool.pool.bootstrap_urls import SeedError, load_trust_root, tls_failure_reason
 
 __all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main", "parse_arguments"]
 
@@ -265,7 +265,7 @@ def _config_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """
     from twisted.python import usage
 
-    from p2pool import tap
+    import p2pool.daemon.tap as tap
 
     options = tap.Options()
     try:

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar
 
 from twisted.logger import Logger
 
-from p2pool.addressing import Point
+from p2pool.core.addressing import Point
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
 if TYPE_CHECKING:
     from p2pool.admin.traffic import TrafficSampler
-    from p2pool.connection import Connection
-    from p2pool.pool import Pool
+    from p2pool.transport.connection import Connection
+    from p2pool.pool.service import Pool
 
 __all__ = [
     "connection_json",

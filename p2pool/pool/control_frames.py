@@ -13,17 +13,17 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.connection import Connection
-from p2pool.contracts import AnswererPool
-from p2pool.directory import Directory
+from p2pool.transport.connection import Connection
+from p2pool.pool.contracts import AnswererPool
+from p2pool.core.directory import Directory
 from p2pool.errors import DecodingError, DisconnectReason, P2PError
 from p2pool.events import EventKind, EventLog
-from p2pool.flow import TokenBucket
-from p2pool.lifetime import weak_owner
-from p2pool.state import PointState
-from p2pool.wire import (
+from p2pool.core.flow import TokenBucket
+from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import PointState
+from p2pool.core.wire import (
     Advertise,
     Bootstrap,
     ControlMessage,

@@ -10,12 +10,12 @@ from typing import Any, Iterable, Optional, Protocol
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
-from p2pool.flow import ReadGate
-from p2pool.handshake import RemoteInfo
-from p2pool.wire import HEADER_SIZE, Disconnect, encode, encode_message
+from p2pool.core.flow import ReadGate
+from p2pool.core.handshake import RemoteInfo
+from p2pool.core.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
 __all__ = ["Connection", "FrameChannel"]
 
@@ -25,7 +25,7 @@ _DISCONNECT_FRAME = encode(Disconnect())
 class FrameChannel(Protocol):
     """
     What a L{Connection} writes through: the peer protocol of its socket
-    (L{p2pool.protocol.PeerProtocol}).
+    (L{p2pool.transport.peer_protocol.PeerProtocol}).
     """
 
     bytes_sent: int

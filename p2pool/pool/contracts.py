@@ -6,7 +6,7 @@ re-resolution and the seed fetcher each depend on one of the
 C{typing.Protocol}s below, which L{p2pool.pool.Pool} satisfies, and not
 on the pool module: the pool imports them, never the reverse. The state
 they read and change (points, peers, connections) has its own owner,
-L{p2pool.directory.Directory}, handed to them directly (or, for the peers
+L{p2pool.core.directory.Directory}, handed to them directly (or, for the peers
 file, reached as C{pool.directory}).
 
 This module imports nothing above the records it names, so that any
@@ -26,15 +26,15 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 
-from p2pool.acl import ACL
-from p2pool.addressing import PeerId, Point
+from p2pool.core.acl import ACL
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.connection import Connection
-from p2pool.directory import Directory
+from p2pool.transport.connection import Connection
+from p2pool.core.directory import Directory
 from p2pool.events import EventLog
-from p2pool.identity import Identity
+from p2pool.core.identity import Identity
 from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
-from p2pool.state import PeerInfo, PointInfo
+from p2pool.core.states import PeerInfo, PointInfo
 
 __all__ = [
     "AnswererPool",
@@ -293,7 +293,7 @@ class SeedPool(PointRegistry, Protocol):
 
 class PersistedPool(Protocol):
     """
-    What the peers file (L{p2pool.persistence}) asks of the pool: the
+    What the peers file (L{p2pool.pool.persistence}) asks of the pool: the
     directory to snapshot and restore, the bans, the application's
     metadata codec and score, and reporting.
     """

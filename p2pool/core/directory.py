@@ -17,11 +17,11 @@ import random
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.connection import Connection
-from p2pool.state import PeerInfo, PointInfo, PointState
-from p2pool.tables import PeerTable, PointTable
+from p2pool.transport.connection import Connection
+from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.tables import PeerTable, PointTable
 
 __all__ = ["MY_POINTS_SIZE", "Directory"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from p2pool.connection import Connection
-from p2pool.directory import Directory
+from p2pool.transport.connection import Connection
+from p2pool.core.directory import Directory
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind, EventLog
-from p2pool.lifetime import weak_method
-from p2pool.wire import Ping, encode
+from p2pool.core.lifetime import weak_method
+from p2pool.core.wire import Ping, encode
 
 __all__ = ["Keepalive"]
 

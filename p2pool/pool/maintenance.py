@@ -18,17 +18,17 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from p2pool.acl import ACL
-from p2pool.addressing import Point, netgroup
+from p2pool.core.acl import ACL
+from p2pool.core.addressing import Point, netgroup
 from p2pool.config import PoolConfig
-from p2pool.contracts import MaintenancePool
-from p2pool.directory import Directory
+from p2pool.pool.contracts import MaintenancePool
+from p2pool.core.directory import Directory
 from p2pool.errors import DisconnectReason, P2PError
 from p2pool.events import EventKind
 from p2pool.events import EventLog
-from p2pool.lifetime import weak_owner
-from p2pool.state import PointInfo, PointState
-from p2pool.wire import Bootstrap, SwapRequest, encode
+from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import PointInfo, PointState
+from p2pool.core.wire import Bootstrap, SwapRequest, encode
 
 __all__ = ["Maintenance", "choose_candidates"]
 

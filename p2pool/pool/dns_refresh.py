@@ -23,10 +23,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pool.addressing import AddressError, Point, PointSpec
+from p2pool.core.addressing import AddressError, Point, PointSpec
 from p2pool.events import EventKind
-from p2pool.contracts import ResolverPool
-from p2pool.lifetime import weak_owner
+from p2pool.pool.contracts import ResolverPool
+from p2pool.core.lifetime import weak_owner
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 

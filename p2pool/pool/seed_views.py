@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
-from p2pool.acl import ACL, canonical_entry, entry_contains
-from p2pool.addressing import PeerId, Point
-from p2pool.connection import Connection
-from p2pool.contracts import PeerRegistry, PointRegistry
-from p2pool.directory import Directory
+from p2pool.core.acl import ACL, canonical_entry, entry_contains
+from p2pool.core.addressing import PeerId, Point
+from p2pool.transport.connection import Connection
+from p2pool.pool.contracts import PeerRegistry, PointRegistry
+from p2pool.core.directory import Directory
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
 from p2pool.events import EventLog
 from p2pool.interfaces import IPeerMetadataConfig
-from p2pool.lifetime import weak_owner
-from p2pool.state import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["ConnectionsView", "PeersView", "PointsView"]
 

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import attrs
 
-from p2pool.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point
 from p2pool.errors import (
     DecodingError,
     Myself,
@@ -24,8 +24,8 @@ from p2pool.errors import (
     RejectedByNack,
     RejectedNoCommonProtocol,
 )
-from p2pool.identity import check_proof_of_work
-from p2pool.wire import Ack, Hello, Kind, Nack, decode_control, encode
+from p2pool.core.identity import check_proof_of_work
+from p2pool.core.wire import Ack, Hello, Kind, Nack, decode_control, encode
 
 __all__ = [
     "Accept",

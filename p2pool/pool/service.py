@@ -20,12 +20,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pool.acl import ACL
-from p2pool.addressing import PeerId, Point, PointSpec
-from p2pool.answerer import Answerer
+from p2pool.core.acl import ACL
+from p2pool.core.addressing import PeerId, Point, PointSpec
+from p2pool.pool.control_frames import Answerer
 from p2pool.config import PoolConfig
-from p2pool.connect_handler import ConnectHandler
-from p2pool.connection import Connection
+from p2pool.pool.connect import ConnectHandler
+from p2pool.transport.connection import Connection
 from p2pool.errors import (
     DisconnectReason,
     InvalidMessageSize,
@@ -36,24 +36,24 @@ from p2pool.errors import (
     listen_failure_text,
 )
 from p2pool.events import EventKind, EventLog, PoolEvent
-from p2pool.directory import Directory
-from p2pool.flow import FlowLimits
-from p2pool.handshake import P2P_VERSIONS, HandshakeParams
-from p2pool import identity as identity_module
-from p2pool.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
+from p2pool.core.directory import Directory
+from p2pool.core.flow import FlowLimits
+from p2pool.core.handshake import P2P_VERSIONS, HandshakeParams
+import p2pool.core.identity as identity_module
+from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
-from p2pool.keepalive import Keepalive
-from p2pool.lifetime import weak_method
-from p2pool.maintenance import Maintenance
-from p2pool.persistence import RESTART_DIAL_SPREAD, PeersFile
-from p2pool.protocol import PeerServerFactory
-from p2pool.refusals import RefusalLog, event_reporter
-from p2pool.resolver import Reresolver
-from p2pool.seeds import SeedFetcher
-from p2pool.state import PeerInfo, PointInfo, PointState
-from p2pool.tables import PeerTable, PointTable
-from p2pool.tls import TLSContext
-from p2pool.views import ConnectionsView, PeersView, PointsView
+from p2pool.pool.keepalive import Keepalive
+from p2pool.core.lifetime import weak_method
+from p2pool.pool.maintenance import Maintenance
+from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
+from p2pool.transport.peer_protocol import PeerServerFactory
+from p2pool.pool.refusals import RefusalLog, event_reporter
+from p2pool.pool.dns_refresh import Reresolver
+from p2pool.pool.bootstrap_urls import SeedFetcher
+from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.tables import PeerTable, PointTable
+from p2pool.transport.tls import TLSContext
+from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
 
 __all__ = ["Pool"]
 
@@ -119,14 +119,14 @@ class Pool(MultiService):
         points = PointTable(config.max_known_points, self._rng)
         peers = PeerTable(config.max_known_peer_ids)
         self._directory = Directory(points, peers, config.reconnection, self._rng)
-        # Read by p2pool.persistence only, until it uses the directory's
+        # Read by p2pool.pool.persistence only, until it uses the directory's
         # public methods (restore_point, restore_peer, trim_points, ...).
         self._points, self._peers, self._my_points = points, peers, self._directory.own_points
         # The directory's read-only views of the running connections, held
         # here for send and broadcast.
         self._connections: Mapping[PeerId, Connection] = self._directory.connections
         self._connection = self._directory.connection
-        #: Flow-control limits and the node-wide send budget (L{p2pool.flow}).
+        #: Flow-control limits and the node-wide send budget (L{p2pool.core.flow}).
         self.flow = FlowLimits.from_config(config)
         #: Broadcast copies skipped because a peer's send queue was full.
         self.broadcast_skipped = 0
@@ -353,7 +353,7 @@ class Pool(MultiService):
     def save_peers(self) -> Deferred[None]:
         """
         Save the known peers, points and bans to the peers file, atomically
-        and mostly off the reactor thread (see L{p2pool.persistence}).
+        and mostly off the reactor thread (see L{p2pool.pool.persistence}).
 
         @return: fires once a save begun after this call has ended; never
             fails (errors are logged as C{save_error_peers} events and

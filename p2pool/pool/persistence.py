@@ -54,14 +54,14 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pool.acl import IPBlacklist
-from p2pool.addressing import AddressError, PeerId, Point
+from p2pool.core.acl import IPBlacklist
+from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.events import EventKind
-from p2pool.lifetime import weak_owner
-from p2pool.state import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
+from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
 
 if TYPE_CHECKING:
-    from p2pool.pool import Pool
+    from p2pool.pool.service import Pool
 
 __all__ = [
     "FORMAT",

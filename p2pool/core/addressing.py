@@ -1,0 +1,281 @@
+# -*- test-case-name: tests.test_addressing -*-
+"""
+Points (C{ip:port}), peer ids, their text forms, and netgroups.
+
+A L{Point} is an IP address and a TCP port. IPv4-mapped IPv6 addresses are
+normalised to IPv4, so C{[::ffff:1.2.3.4]:9732} and C{1.2.3.4:9732} are the
+same point. A L{PeerId} is the 16-byte BLAKE2b hash of a peer's Ed25519
+public key, written as a Tezos-style base58check string starting with C{id}.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+from typing import Optional, Union
+
+import attrs
+
+__all__ = [
+    "AddressError",
+    "PeerId",
+    "Point",
+    "PointSpec",
+    "netgroup",
+    "normalise_ip",
+]
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+_PEER_ID_PREFIX = b"\x99\x67"
+PEER_ID_SIZE = 16
+#: Longer texts are refused unread; a peer id's text is 30 characters.
+_PEER_ID_MAX_TEXT = 64
+
+
+class AddressError(ValueError):
+    """
+    A point, address or peer id could not be parsed; the message says which
+    text and why.
+    """
+
+
+def _b58encode(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    out = []
+    while number:
+        number, rem = divmod(number, 58)
+        out.append(_B58_ALPHABET[rem])
+    pad = len(data) - len(data.lstrip(b"\0"))
+    return "1" * pad + "".join(reversed(out))
+
+
+def _b58decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        try:
+            number = number * 58 + _B58_INDEX[char]
+        except KeyError:
+            raise AddressError(f"invalid base58 character {char!r}") from None
+    pad = len(text) - len(text.lstrip("1"))
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return b"\0" * pad + body
+
+
+def _checksum(payload: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+
+
+@functools.lru_cache(maxsize=65536)
+def _peer_id_text(raw: bytes) -> str:
+    payload = _PEER_ID_PREFIX + raw
+    return _b58encode(payload + _checksum(payload))
+
+
+@attrs.frozen(order=True, cache_hash=True)
+class PeerId:
+    """
+    The identity of a peer: the 16-byte BLAKE2b hash of its Ed25519 public
+    key. C{str(peer_id)} is the base58check form (C{id…}, 30 characters).
+    """
+
+    raw: bytes = attrs.field(repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != PEER_ID_SIZE:
+            raise AddressError(f"a peer id is {PEER_ID_SIZE} bytes")
+
+    @classmethod
+    def from_public_key(cls, public_key: bytes) -> PeerId:
+        """
+        The peer id of a raw 32-byte Ed25519 public key.
+        """
+        return cls(hashlib.blake2b(public_key, digest_size=PEER_ID_SIZE).digest())
+
+    @classmethod
+    def parse(cls, text: str) -> PeerId:
+        """
+        Parse the base58check form.
+
+        @raise AddressError: the text is not a well-formed peer id.
+        """
+        if not isinstance(text, str) or not text:
+            raise AddressError("empty peer id")
+        if len(text) > _PEER_ID_MAX_TEXT:
+            # Decoding base58 costs time quadratic in the length.
+            raise AddressError(f"malformed peer id {text[:40]!r}…: {len(text)} characters, not a peer id")
+        try:
+            decoded = _b58decode(text)
+        except AddressError as e:
+            raise AddressError(f"malformed peer id {text!r}: {e}") from None
+        payload, check = decoded[:-4], decoded[-4:]
+        if len(decoded) < 4 or _checksum(payload) != check:
+            raise AddressError(f"malformed peer id {text!r}: bad checksum")
+        if not payload.startswith(_PEER_ID_PREFIX) or len(payload) != 2 + PEER_ID_SIZE:
+            raise AddressError(f"malformed peer id {text!r}: not a peer id")
+        return cls(payload[2:])
+
+    def __str__(self) -> str:
+        return _peer_id_text(self.raw)
+
+    def __repr__(self) -> str:
+        return f"PeerId({str(self)!r})"
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_ip(text: str) -> str:
+    """
+    Canonical text of an IP address; IPv4-mapped IPv6 becomes IPv4.
+
+    @raise AddressError: C{text} is not an IP address.
+    """
+    try:
+        address: IPAddress = ipaddress.ip_address(text)
+    except ValueError:
+        raise AddressError(f"not an IP address: {text!r}") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.scope_id:
+            raise AddressError(f"scoped IPv6 addresses are not supported: {text!r}")
+    return str(address)
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    if not isinstance(text, str):
+        raise AddressError(f"a point is a string like '1.2.3.4:9732', not {text!r}")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise AddressError(f"malformed point {text!r}: expected '[ipv6]:port'")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise AddressError(f"malformed point {text!r}: missing ':port'")
+        if ":" in host:
+            raise AddressError(f"malformed point {text!r}: write IPv6 as '[addr]:port'")
+    if not host:
+        raise AddressError(f"malformed point {text!r}: missing address")
+    # Leading zeros are allowed; more than five digits after them would make
+    # int() raise a bare ValueError past sys.get_int_max_str_digits().
+    digits = port_text.lstrip("0") or "0"
+    if not (port_text.isascii() and port_text.isdigit()) or len(digits) > 5 or not 0 <= int(digits) <= 65535:
+        raise AddressError(f"malformed point {text!r}: port must be 0-65535")
+    return host, int(digits)
+
+
+def _point_ip(text: str) -> str:
+    """
+    The converter of L{Point.ip}: L{normalise_ip}, through a plain function
+    because mypy's attrs plugin cannot type an C{lru_cache}-wrapped converter.
+    """
+    return normalise_ip(text)
+
+
+@attrs.frozen(order=True, cache_hash=True)
+class Point:
+    """
+    A peer's network address: an IP (canonical text) and a TCP port.
+    """
+
+    ip: str = attrs.field(converter=_point_ip)
+    port: int = attrs.field()
+
+    @port.validator
+    def _check_port(self, attribute: object, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+            raise AddressError(f"port must be an integer 0-65535, not {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Point:
+        """
+        Parse C{1.2.3.4:9732} or C{[::1]:9732}.
+
+        @raise AddressError: the text is not a point with an IP address.
+        """
+        host, port = _split_host_port(text)
+        return cls(host, port)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.ip
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
+
+
+@attrs.frozen
+class PointSpec:
+    """
+    A point as an operator writes it in configuration: a host (IP or DNS
+    name), a port, and optionally the peer id expected there
+    (C{host:port#id…}).
+    """
+
+    host: str
+    port: int
+    expected_peer_id: Optional[PeerId] = None
+
+    @classmethod
+    def parse(cls, text: str) -> PointSpec:
+        """
+        Parse C{host:port} or C{host:port#peer_id}.
+
+        @raise AddressError: malformed text.
+        """
+        if not isinstance(text, str):
+            raise AddressError(f"a point is a string like '1.2.3.4:9732', not {text!r}")
+        address, sep, peer = text.partition("#")
+        expected = PeerId.parse(peer) if sep else None
+        host, port = _split_host_port(address)
+        if port == 0:
+            raise AddressError(f"malformed point {text!r}: port 0 cannot be dialled")
+        try:
+            host = normalise_ip(host)
+        except AddressError:
+            if not _is_hostname(host):
+                raise AddressError(f"malformed point {text!r}: {host!r} is neither an IP nor a host name") from None
+            host = host.lower().rstrip(".")
+        return cls(host, port, expected)
+
+    @property
+    def point(self) -> Optional[Point]:
+        """
+        The L{Point}, when the host is an IP address (None for a DNS name).
+        """
+        try:
+            return Point(self.host, self.port)
+        except AddressError:
+            return None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        suffix = f"#{self.expected_peer_id}" if self.expected_peer_id else ""
+        return f"{host}:{self.port}{suffix}"
+
+
+def _is_hostname(host: str) -> bool:
+    host = host.rstrip(".")
+    if not 0 < len(host) <= 253:
+        return False
+    for label in host.split("."):
+        if not 0 < len(label) <= 63 or label.startswith("-") or label.endswith("-"):
+            return False
+        if not all(c.isascii() and (c.isalnum() or c == "-") for c in label):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=65536)
+def netgroup(ip: str) -> str:
+    """
+    The network group of an address, for diversity decisions: the /16 of an
+    IPv4 address, the /32 of an IPv6 address.
+    """
+    address = ipaddress.ip_address(ip)
+    prefix = 16 if address.version == 4 else 32
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

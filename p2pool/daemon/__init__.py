@@ -1,0 +1,3 @@
+"""
+The standalone node: the service C{twistd -n p2pool} and C{tac/node.tac} run.
+"""
