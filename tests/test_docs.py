@@ -70,10 +70,10 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from p2pool import cli
+from p2pool import __version__, cli
 from p2pool.addressing import Point
 from p2pool.admin import AdminService
-from p2pool.config import AdminConfig, config_from_mapping
+from p2pool.config import AdminConfig, config_from_mapping, config_to_toml, load_config
 from p2pool.errors import Timeout
 from p2pool.testing import MemoryNetwork
 from tests.adminhelpers import settle
@@ -202,6 +202,19 @@ def _split(words: list[str], separator: str) -> list[list[str]]:
         else:
             parts[-1].append(word)
     return [p for p in parts if p]
+
+
+def is_admin_command(argv: list[str]) -> bool:
+    """
+    Whether the C{p2pool} command line C{argv} talks to a node's admin
+    API (as opposed to C{identity}, C{config}, C{--version}, ...).
+    """
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            args = cli.parse_arguments(argv)
+        except SystemExit:
+            return False
+    return getattr(args, "admin_handler", None) is not None
 
 
 # -- the admin API of an in-memory node ----------------------------------------------------
@@ -472,9 +485,9 @@ class DocumentTests(TestCase):
                     where = f"{block.where}: {shlex.join(command.argv)}"
                     program = command.program
                     if program == "twistd":
-                        self.run_twistd(command, project, where)
-                    elif program == "p2pool" and command.argv[1:2] == ["identity"]:
-                        self.run_identity(command, project, where)
+                        output = self.run_twistd(command, project, where)
+                    elif program == "p2pool" and not is_admin_command(command.argv[1:]):
+                        output = self.run_local(command, project, where)
                     elif program in ("p2pool", "curl"):
                         if node is None:
                             node = MemoryNode()
@@ -491,10 +504,12 @@ class DocumentTests(TestCase):
             if node is not None:
                 node.stop()
 
-    def run_twistd(self, command: Command, project: Path, where: str) -> None:
+    def run_twistd(self, command: Command, project: Path, where: str) -> str:
         """
         Parse the command line as twistd does (the p2pool plugin builds
-        the node's configuration); load the application of C{-y FILE}.
+        the node's configuration); load the application of C{-y FILE}. An
+        option that prints and exits (C{--help}, C{--version},
+        C{--dump-config}) must print what it promises. The output.
         """
         options = ServerOptions()
         out = io.StringIO()
@@ -503,8 +518,8 @@ class DocumentTests(TestCase):
                 options.parseOptions(command.argv[1:])
             except SystemExit as e:
                 self.assertEqual(e.code, 0, f"{where}: {out.getvalue()}")
-                self.assertIn("--", out.getvalue(), where)
-                return
+                self.check_printed(command, out.getvalue(), project, where)
+                return out.getvalue()
             except usage.UsageError as e:
                 self.fail(f"{where}: {e}")
             if options.subCommand is not None:
@@ -512,16 +527,70 @@ class DocumentTests(TestCase):
                 self.assertIsNotNone(options.subOptions.config, where)
             elif options["python"]:
                 application = loadApplication(options["python"], "python")
-                self.assertTrue(list(IServiceCollection(IService(application))), where)  # type: ignore[call-arg]
+                services = list(IServiceCollection(IService(application)))  # type: ignore[call-arg]
+                self.assertTrue(services, where)
+                for service in services:
+                    # A node locks its data directory when it is made; this
+                    # one never runs, and another block may load it again.
+                    lock = getattr(service, "lock", None)
+                    if lock is not None:
+                        lock.release()
             else:
                 self.fail(f"{where}: neither a plugin nor -y FILE")
+        return out.getvalue()
 
-    def run_identity(self, command: Command, project: Path, where: str) -> None:
+    def check_printed(self, command: Command, printed: str, project: Path, where: str) -> None:
+        """
+        What a C{twistd -n p2pool} or C{p2pool} command that prints and
+        exits printed: the versions for C{--version}, the options for
+        C{--help}, for C{--dump-config} and C{p2pool config show} the
+        configuration that the same options give the node, as a file that
+        C{--config} reads back into that configuration.
+        """
+        argv = command.argv
+        if "--version" in argv:
+            self.assertTrue(printed.startswith(f"p2pool {__version__} (Twisted "), f"{where}: {printed!r}")
+        elif "--help" in argv or "-h" in argv:
+            self.assertIn("--", printed, where)
+        elif "--dump-config" in argv or argv[1:3] == ["config", "show"]:
+            if "--dump-config" in argv:
+                node_options = argv[argv.index("p2pool") + 1 :]
+                node_options.remove("--dump-config")
+            else:
+                node_options = argv[3:]
+            self.check_effective_config(printed, node_options, command.env, project, where)
+        else:
+            self.fail(f"{where}: printed and exited: {printed!r}")
+
+    def check_effective_config(self, printed: str, node_options: list[str], env: dict[str, str], project: Path, where: str) -> None:
+        """
+        C{printed} is the configuration C{twistd -n p2pool NODE_OPTIONS}
+        runs with, as a document that C{--config} reads back unchanged.
+        """
+        options = ServerOptions()
+        with self.inside(project, env):
+            options.parseOptions(["-n", "p2pool", *node_options])
+            expected = config_to_toml(options.subOptions.config)
+            written = project / "effective.toml"
+            written.write_text(printed, encoding="utf-8")
+            self.assertEqual(config_to_toml(load_config(str(written))), expected, where)
+            written.unlink()
+        self.assertTrue(printed.startswith("# "), f"{where}: no comment saying where the values came from")
+
+    def run_local(self, command: Command, project: Path, where: str) -> str:
+        """
+        Run a C{p2pool} command that needs no node (C{identity},
+        C{config}, C{--version}) for real, in the project; the output.
+        """
         out, err = io.StringIO(), io.StringIO()
         with self.inside(project, command.env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = cli.main(command.argv[1:])
         self.assertEqual(status, 0, f"{where}: {err.getvalue()}")
-        self.assertIn("id", out.getvalue(), where)
+        if command.argv[1:2] == ["identity"]:
+            self.assertIn("id", out.getvalue(), where)
+        else:
+            self.check_printed(command, out.getvalue(), project, where)
+        return out.getvalue()
 
     async def run_admin(self, node: MemoryNode, command: Command, where: str) -> str:
         """
