@@ -4,9 +4,12 @@ Every fenced block of C{README.md} and C{docs/*.md}, exercised.
 
 How a block is treated depends on its language tag, which every block must
 have, and on an optional marker: an HTML comment on the line before the
-block (blank lines allowed between).
+block (blank lines allowed between). A block may be indented (in a list
+item).
 
   - C{text}: output, diagrams, file listings. Not run.
+  - C{yaml}: another program's configuration (an orchestrator's probes,
+    a scraper's targets). Not run.
   - C{json}: parsed.
   - C{toml}: parsed; a configuration (C{[p2p]}, C{[admin]}) is built with
     C{config_from_mapping}, so every key and value is valid.
@@ -17,15 +20,21 @@ block (blank lines allowed between).
     C{VAR=value} assignments apply to it) is run or checked by the handler
     of its program: C{twistd} (options parsed exactly as twistd parses
     them, building the node's configuration; C{-y FILE} loads the
-    application), C{p2pool} (run for real: identity commands in the
-    project, admin commands against a node on an in-memory network through
-    its admin API), C{curl} (the route is requested from that admin API),
+    application; C{--help}, C{--version} and C{--dump-config} must print
+    the options, the versions, and a configuration that C{--config} reads
+    back into the one the same options give), C{p2pool} (run for real:
+    C{identity}, C{config show} (checked as C{--dump-config}) and
+    C{--version} in the project, admin commands against a node on an
+    in-memory network through its admin API), C{curl} (the route is
+    requested from that admin API; C{/health/} routes without the token),
     C{jq} (run on the previous command's output when installed), C{trial}
     (run for real in the project), C{python -m twisted.trial tests} (must
     be what C{.ci/run} runs), and the environment set-up C{.ci/run} performs
     for real (C{python3 -m venv}, C{pip install} of this project and its
     extras, C{. .venv/bin/activate}, C{mkdir}, C{cd}). Any other program
-    fails the test.
+    fails the test. Commands an operator runs on the systemd host of
+    C{contrib/systemd} are marked C{run-with: service-host} (see
+    L{ServiceHost}).
 
 Markers:
 
@@ -66,25 +75,30 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import p2pool.cli.commands as cli
+from p2pool import __version__
 from p2pool.core.addressing import Point
 from p2pool.admin import AdminService
-from p2pool.config import AdminConfig, config_from_mapping
+from p2pool.config import AdminConfig, LogConfig, config_from_mapping, config_to_toml, load_config
 from p2pool.errors import Timeout
+from p2pool.daemon.logs import node_log_observer
 from p2pool.testing.network import MemoryNetwork
 from tests.adminhelpers import settle
 from tests.helpers import async_test
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
-LANGUAGES = ("python", "sh", "toml", "json", "text")
+LANGUAGES = ("python", "sh", "toml", "json", "text", "yaml")
 #: A block's first line naming the file it is (``# myapp/gossip.py``).
 FILE_NAME = re.compile(r"^# ([\w./-]+\.(?:py|tac|toml))\n")
-_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+#: A fenced block, at the start of a line or indented (inside a list item):
+#: its indentation, language and body.
+_FENCE = re.compile(r"^([ \t]*)```([^\n`]*)\n(.*?)^\1```[ \t]*$", re.M | re.S)
 _MARKER = re.compile(r"<!--\s*(not-run|run-by|run-with):\s*(.*?)\s*-->\s*\Z", re.S)
 
 
@@ -114,17 +128,28 @@ def blocks(document: str) -> list[Block]:
     """
     The fenced blocks of C{document}, with their markers.
     """
-    text = (ROOT / document).read_text(encoding="utf-8")
+    return parse_blocks(document, (ROOT / document).read_text(encoding="utf-8"))
+
+
+def parse_blocks(document: str, text: str) -> list[Block]:
+    """
+    The fenced blocks of C{text}, the content of C{document}, with their
+    markers; an indented block's lines lose its fence's indentation.
+    """
     found = []
     for match in _FENCE.finditer(text):
         before = text[: match.start()].rstrip()
         marker = _MARKER.search(before[-400:])
+        indent = match.group(1)
+        body = "".join(
+            line[len(indent) :] if line.startswith(indent) else line for line in match.group(3).splitlines(keepends=True)
+        )
         found.append(
             Block(
                 document=document,
                 line=text.count("\n", 0, match.start()) + 1,
-                language=match.group(1).strip(),
-                body=match.group(2),
+                language=match.group(2).strip(),
+                body=body,
                 marker=(marker.group(1), marker.group(2)) if marker else None,
             )
         )
@@ -202,6 +227,19 @@ def _split(words: list[str], separator: str) -> list[list[str]]:
         else:
             parts[-1].append(word)
     return [p for p in parts if p]
+
+
+def is_admin_command(argv: list[str]) -> bool:
+    """
+    Whether the C{p2pool} command line C{argv} talks to a node's admin
+    API (as opposed to C{identity}, C{config}, C{--version}, ...).
+    """
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            args = cli.parse_arguments(argv)
+        except SystemExit:
+            return False
+    return getattr(args, "admin_handler", None) is not None
 
 
 # -- the admin API of an in-memory node ----------------------------------------------------
@@ -314,6 +352,23 @@ class BlockParsingTests(SynchronousTestCase):
             ],
         )
 
+    def test_blocks(self) -> None:
+        """
+        Blocks are found at the start of a line and indented in a list
+        item, with the marker before them.
+        """
+        text = (
+            "Intro.\n\n<!-- not-run: needs root -->\n```sh\nsystemctl restart p2pool\n```\n\n"
+            "1. Then:\n\n   ```sh\n   p2pool status\n     p2pool peers\n   ```\n"
+        )
+        self.assertEqual(
+            parse_blocks("X.md", text),
+            [
+                Block("X.md", 4, "sh", "systemctl restart p2pool\n", ("not-run", "needs root")),
+                Block("X.md", 10, "sh", "p2pool status\n  p2pool peers\n", None),
+            ],
+        )
+
     def test_every_block_is_tagged(self) -> None:
         """
         Every block of every document has a language this module handles.
@@ -400,7 +455,7 @@ class DocumentTests(TestCase):
         exercised = 0
         for block in found:
             self.assertIn(block.language, LANGUAGES, f"{block.where}: untagged or unknown language")
-            if block.language == "text":
+            if block.language in ("text", "yaml"):
                 continue
             kind, value = block.marker or ("", "")
             if kind == "not-run":
@@ -461,26 +516,41 @@ class DocumentTests(TestCase):
             self.assertIn(runner, RUNNERS, f"{block.where}: unknown runner {runner}")
             await RUNNERS[runner](self, block, project)
             return
+        await self.run_commands(block, project)
+
+    async def run_commands(self, block: Block, project: Path, host: Optional[ServiceHost] = None) -> None:
+        """
+        Run or check every command of an sh block with the handler of its
+        program; on a service C{host}, with its paths and programs.
+        """
         node: Optional[MemoryNode] = None
-        env = {"TOKEN": ADMIN_TOKEN}
+        env = {"TOKEN": ADMIN_TOKEN, **(host.env if host else {})}
         try:
             for pipeline in commands(block.body, env):
                 output: Optional[str] = None
                 for command in pipeline:
                     argv = [a.replace("/path/to/p2pool", str(ROOT)) for a in command.argv]
+                    if host is not None:
+                        argv = [host.path(a) for a in argv]
                     command = Command(command.env, argv)
                     where = f"{block.where}: {shlex.join(command.argv)}"
                     program = command.program
-                    if program == "twistd":
-                        self.run_twistd(command, project, where)
-                    elif program == "p2pool" and command.argv[1:2] == ["identity"]:
-                        self.run_identity(command, project, where)
+                    if host is not None and program in host.programs:
+                        output = await host.run(command, where)
+                    elif program == "twistd":
+                        output = self.run_twistd(command, project, where)
+                    elif program == "p2pool" and not is_admin_command(command.argv[1:]):
+                        output = self.run_local(command, project, where)
                     elif program in ("p2pool", "curl"):
                         if node is None:
                             node = MemoryNode()
                         output = await self.run_admin(node, command, where)
                     elif program == "jq":
-                        self.run_jq(command, output, where)
+                        output = self.run_jq(command, output, where)
+                        if host is not None and output is not None:
+                            # The journal holds what the filter looks for.
+                            self.assertTrue(output.split(), where)
+                            self.assertNotIn("null", output.split(), where)
                     elif program == "trial":
                         await self.run_trial(block, command, project, where)
                     elif program in ("python", "python3") and "twisted.trial" in command.argv:
@@ -491,10 +561,12 @@ class DocumentTests(TestCase):
             if node is not None:
                 node.stop()
 
-    def run_twistd(self, command: Command, project: Path, where: str) -> None:
+    def run_twistd(self, command: Command, project: Path, where: str) -> str:
         """
         Parse the command line as twistd does (the p2pool plugin builds
-        the node's configuration); load the application of C{-y FILE}.
+        the node's configuration); load the application of C{-y FILE}. An
+        option that prints and exits (C{--help}, C{--version},
+        C{--dump-config}) must print what it promises. The output.
         """
         options = ServerOptions()
         out = io.StringIO()
@@ -503,8 +575,8 @@ class DocumentTests(TestCase):
                 options.parseOptions(command.argv[1:])
             except SystemExit as e:
                 self.assertEqual(e.code, 0, f"{where}: {out.getvalue()}")
-                self.assertIn("--", out.getvalue(), where)
-                return
+                self.check_printed(command, out.getvalue(), project, where)
+                return out.getvalue()
             except usage.UsageError as e:
                 self.fail(f"{where}: {e}")
             if options.subCommand is not None:
@@ -512,16 +584,70 @@ class DocumentTests(TestCase):
                 self.assertIsNotNone(options.subOptions.config, where)
             elif options["python"]:
                 application = loadApplication(options["python"], "python")
-                self.assertTrue(list(IServiceCollection(IService(application))), where)  # type: ignore[call-arg]
+                services = list(IServiceCollection(IService(application)))  # type: ignore[call-arg]
+                self.assertTrue(services, where)
+                for service in services:
+                    # A node locks its data directory when it is made; this
+                    # one never runs, and another block may load it again.
+                    lock = getattr(service, "lock", None)
+                    if lock is not None:
+                        lock.release()
             else:
                 self.fail(f"{where}: neither a plugin nor -y FILE")
+        return out.getvalue()
 
-    def run_identity(self, command: Command, project: Path, where: str) -> None:
+    def check_printed(self, command: Command, printed: str, project: Path, where: str) -> None:
+        """
+        What a C{twistd -n p2pool} or C{p2pool} command that prints and
+        exits printed: the versions for C{--version}, the options for
+        C{--help}, for C{--dump-config} and C{p2pool config show} the
+        configuration that the same options give the node, as a file that
+        C{--config} reads back into that configuration.
+        """
+        argv = command.argv
+        if "--version" in argv:
+            self.assertTrue(printed.startswith(f"p2pool {__version__} (Twisted "), f"{where}: {printed!r}")
+        elif "--help" in argv or "-h" in argv:
+            self.assertIn("--", printed, where)
+        elif "--dump-config" in argv or argv[1:3] == ["config", "show"]:
+            if "--dump-config" in argv:
+                node_options = argv[argv.index("p2pool") + 1 :]
+                node_options.remove("--dump-config")
+            else:
+                node_options = argv[3:]
+            self.check_effective_config(printed, node_options, command.env, project, where)
+        else:
+            self.fail(f"{where}: printed and exited: {printed!r}")
+
+    def check_effective_config(self, printed: str, node_options: list[str], env: dict[str, str], project: Path, where: str) -> None:
+        """
+        C{printed} is the configuration C{twistd -n p2pool NODE_OPTIONS}
+        runs with, as a document that C{--config} reads back unchanged.
+        """
+        options = ServerOptions()
+        with self.inside(project, env):
+            options.parseOptions(["-n", "p2pool", *node_options])
+            expected = config_to_toml(options.subOptions.config)
+            written = project / "effective.toml"
+            written.write_text(printed, encoding="utf-8")
+            self.assertEqual(config_to_toml(load_config(str(written))), expected, where)
+            written.unlink()
+        self.assertTrue(printed.startswith("# "), f"{where}: no comment saying where the values came from")
+
+    def run_local(self, command: Command, project: Path, where: str) -> str:
+        """
+        Run a C{p2pool} command that needs no node (C{identity},
+        C{config}, C{--version}) for real, in the project; the output.
+        """
         out, err = io.StringIO(), io.StringIO()
         with self.inside(project, command.env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = cli.main(command.argv[1:])
         self.assertEqual(status, 0, f"{where}: {err.getvalue()}")
-        self.assertIn("id", out.getvalue(), where)
+        if command.argv[1:2] == ["identity"]:
+            self.assertIn("id", out.getvalue(), where)
+        else:
+            self.check_printed(command, out.getvalue(), project, where)
+        return out.getvalue()
 
     async def run_admin(self, node: MemoryNode, command: Command, where: str) -> str:
         """
@@ -531,8 +657,9 @@ class DocumentTests(TestCase):
         """
         if command.program == "curl":
             url = next(a for a in command.argv[1:] if not a.startswith("-"))
-            path = "/" + url.split("/", 1)[1]
-            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            path = "/" + re.sub(r"^https?://", "", url).split("/", 1)[1]
+            # The health probes are served without the token.
+            headers = {} if path.startswith("/health/") else {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             outcome = node.settle(node.stub.request("GET", "http://127.0.0.1:8732" + path, headers=headers))  # type: ignore[attr-defined]
             self.assertTrue(outcome, f"{where}: no reply")
             self.assertEqual(outcome[0].code, 200, where)
@@ -554,14 +681,19 @@ class DocumentTests(TestCase):
         self.assertEqual(outcome[0], 0, f"{where}: {err.getvalue()}")
         return out.getvalue()
 
-    def run_jq(self, command: Command, output: Optional[str], where: str) -> None:
+    def run_jq(self, command: Command, output: Optional[str], where: str) -> Optional[str]:
+        """
+        Run jq on the previous command's output; its output, or C{None}
+        when jq is not installed.
+        """
         self.assertIsNotNone(output, f"{where}: jq reads the previous command's output")
         jq = shutil.which("jq")
         if jq is None:
             self.missing_tools.append(f"{where}: jq is not installed")
-            return
+            return None
         result = subprocess.run([jq, *command.argv[1:]], input=output, capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0, f"{where}: {result.stderr}")
+        return result.stdout
 
     async def run_trial(self, block: Block, command: Command, project: Path, where: str) -> None:
         """
@@ -599,7 +731,7 @@ class DocumentTests(TestCase):
         elif program == "pip":
             self.assertEqual(argv[1], "install", where)
             spec = argv[2]
-            match = re.fullmatch(r"(\.|/path/to/p2pool|" + re.escape(str(ROOT)) + r")(?:\[([\w,]+)\])?", spec)
+            match = re.fullmatch(r"(\.|/path/to/(?:new/)?p2pool|" + re.escape(str(ROOT)) + r")(?:\[([\w,]+)\])?", spec)
             self.assertIsNotNone(match, f"{where}: installs something other than this project")
             extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
             for extra in (match.group(2) or "").split(","):  # type: ignore[union-attr]
@@ -621,6 +753,10 @@ class DocumentTests(TestCase):
     @async_test
     async def test_admin(self) -> None:
         await self.check_document("docs/ADMIN.md", 4)
+
+    @async_test
+    async def test_architecture(self) -> None:
+        await self.check_document("docs/ARCHITECTURE.md", 0)
 
     @async_test
     async def test_configuration(self) -> None:
@@ -649,6 +785,10 @@ class DocumentTests(TestCase):
     @async_test
     async def test_maintenance(self) -> None:
         await self.check_document("docs/MAINTENANCE.md", 0)
+
+    @async_test
+    async def test_operations(self) -> None:
+        await self.check_document("docs/OPERATIONS.md", 8)
 
     @async_test
     async def test_pool(self) -> None:
@@ -741,7 +881,123 @@ async def _sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
+class ServiceHost:
+    """
+    The systemd host of C{docs/OPERATIONS.md}, where an operator runs
+    commands as root: its file system is the directory C{host} of the
+    document's project (every absolute path of a command is taken inside
+    it, but for the repository's), and it has a checkout of the repository
+    as working directory (the project, with C{contrib/} copied in), a
+    configured node's files (C{/etc/p2pool/node.toml}, a copy of
+    C{tac/node.toml}) and the state its first start leaves
+    (C{/var/lib/p2pool/identity.json}).
+
+    L{programs} are handled here: C{python3 -m venv DIR} is checked as
+    elsewhere and makes C{DIR/bin} (the environment is this one: a
+    program's directory does not matter); C{cp}, C{install}, C{ln} and
+    C{mkdir} run for real on the host's files; C{$EDITOR FILE} needs the file;
+    C{systemctl} and C{journalctl} must name the unit of
+    C{contrib/systemd} (C{p2pool}), installed on the host by then, and
+    C{systemd-sysusers} a user file installed; they are not run (they need
+    root and systemd). C{journalctl} prints what the node's JSON log
+    (C{[log] format = "json"}) holds after a connection and a
+    disconnection.
+    """
+
+    programs = frozenset({"python3", "cp", "install", "ln", "mkdir", "editor", "systemctl", "journalctl", "systemd-sysusers"})
+    #: C{$EDITOR} in a command.
+    env = {"EDITOR": "editor"}
+    unit = "p2pool"
+
+    def __init__(self, test: DocumentTests, project: Path) -> None:
+        self.test = test
+        self.project = project
+        self.root = project / "host"
+        if not self.root.exists():
+            shutil.copytree(ROOT / "contrib", project / "contrib")
+            for directory in ("etc/p2pool", "etc/systemd/system", "etc/sysusers.d", "usr/local/bin", "root"):
+                (self.root / directory).mkdir(parents=True)
+            shutil.copy(project / "tac" / "node.toml", self.root / "etc" / "p2pool" / "node.toml")
+            state = self.root / "var" / "lib" / "p2pool"
+            state.mkdir(parents=True, mode=0o700)
+            status = _quiet(cli.main, ["identity", "generate", "--data-dir", str(state), "--pow", "0"])
+            test.assertEqual(status, 0)
+
+    def path(self, word: str) -> str:
+        """
+        C{word}, an absolute path taken inside the host.
+        """
+        if word.startswith("/") and not word.startswith((str(ROOT), "/path/to/")):
+            return str(self.root) + word
+        return word
+
+    async def run(self, command: Command, where: str) -> Optional[str]:
+        """
+        Run or check C{command}; its output.
+        """
+        argv, program = command.argv, command.program
+        test = self.test
+        if program in ("cp", "install", "ln", "mkdir"):
+            result = subprocess.run(argv, cwd=self.project, capture_output=True, text=True, timeout=30)
+            test.assertEqual(result.returncode, 0, f"{where}: {result.stderr}")
+            return result.stdout
+        if program == "python3":
+            # The environment is this one; the directory stands for it.
+            test.check_setup(command, where)
+            Path(argv[-1], "bin").mkdir(parents=True, exist_ok=True)
+            return ""
+        if program == "editor":
+            test.assertTrue(os.path.isfile(argv[1]), f"{where}: no such file")
+            return ""
+        if program == "systemd-sysusers":
+            test.assertTrue(list((self.root / "etc" / "sysusers.d").glob("*.conf")), f"{where}: no user file installed")
+            return ""
+        if program == "systemctl":
+            verb, *units = [a for a in argv[1:] if not a.startswith("-")]
+            test.assertIn(verb, ("daemon-reload", "enable", "start", "stop", "restart", "status"), where)
+            if verb == "daemon-reload":
+                test.assertEqual(units, [], where)
+                return ""
+            test.assertEqual(units, [self.unit], where)
+        else:
+            test.assertEqual(argv[argv.index("-u") + 1], self.unit, where)
+        installed = self.root / "etc" / "systemd" / "system" / f"{self.unit}.service"
+        test.assertTrue(installed.is_file(), f"{where}: the unit is not installed")
+        test.assertEqual(installed.read_bytes(), (ROOT / "contrib" / "systemd" / installed.name).read_bytes(), where)
+        return self.journal() if program == "journalctl" else ""
+
+    def journal(self) -> str:
+        """
+        The JSON log of a node that connects to another and disconnects.
+        """
+        out = io.StringIO()
+        observer = node_log_observer(LogConfig(format="json"), out)
+        globalLogPublisher.addObserver(observer)
+        node = MemoryNode()
+        try:
+            connected = node.settle(node.pool.connect(Point("127.0.0.2", 9732)))
+            self.test.assertTrue(connected, "no connection")
+            self.test.assertTrue(node.settle(connected[0].disconnect()), "no disconnection")
+        finally:
+            globalLogPublisher.removeObserver(observer)
+            node.stop()
+        return out.getvalue()
+
+
+def _quiet(function: Callable[[list[str]], int], argv: list[str]) -> int:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return function(argv)
+
+
+async def _run_on_service_host(test: DocumentTests, block: Block, project: Path) -> None:
+    """
+    A block an operator runs on the systemd host (L{ServiceHost}).
+    """
+    await test.run_commands(block, project, ServiceHost(test, project))
+
+
 #: Runners of sh blocks marked C{run-with: NAME}.
 RUNNERS: dict[str, Callable[[DocumentTests, Block, Path], Any]] = {
     "greeter": _run_greeter,
+    "service-host": _run_on_service_host,
 }
