@@ -263,14 +263,14 @@ class ConnectHandler:
 
     # -- accepting ---------------------------------------------------------
 
-    def admit_incoming(self, addr: IAddress) -> bool:
+    def admit_incoming(self, addr: Optional[IAddress]) -> bool:
         """
         Whether to start a TLS handshake with an incoming connection:
         refused when the pool is not running, the address is banned or
         greylisted, C{max_incoming_connections} handshakes are pending and
         none gives way to it (L{displacement_victim}), or its network group
         has C{max_incoming_connections_per_netgroup} connections, pending or
-        running.
+        running; one without an address (C{None}) is refused.
         """
         pool = self._pool
         if not pool.is_started:
