@@ -137,6 +137,7 @@ def _cancelled() -> None:
     """
 
 
+@implementer(IDelayedCall)
 class _DelayedCall:
     """
     A call scheduled on a L{SimulatedClock}.
