@@ -21,7 +21,9 @@ def weak_owner(owner: T) -> T:
     """
     if isinstance(owner, weakref.ProxyTypes):
         return owner
-    return weakref.proxy(owner)  # type: ignore[return-value]
+    # typeshed gives a proxy of a non-callable as Any; it stands for T.
+    proxy: T = weakref.proxy(owner)
+    return proxy
 
 
 def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,7 +31,7 @@ def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
     A function calling the bound C{method} while its object lives (and
     doing nothing after), for timers the object itself holds.
     """
-    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    ref = weakref.WeakMethod(method)
 
     def call(*args: Any, **kw: Any) -> Any:
         bound = ref()

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
@@ -69,7 +69,7 @@ class ConnectHandler:
     Runs every connection of a pool from dial or accept to close.
     """
 
-    def __init__(self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: Any, clock: IReactorTime) -> None:
+    def __init__(self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: IReactorTCP, clock: IReactorTime) -> None:
         """
         @param pool: registers points and peers, greylists, and is told
             of connections through its application and maintenance.
@@ -91,7 +91,7 @@ class ConnectHandler:
         self._point_owner: dict[Point, PeerProtocol] = {}
         self._owned: dict[PeerProtocol, tuple[Optional[PointInfo], Optional[PeerInfo]]] = {}
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
-        self._timeouts: dict[PeerProtocol, Any] = {}
+        self._timeouts: dict[PeerProtocol, IDelayedCall] = {}
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         #: Incoming handshakes under way, oldest first, with their
         #: admission group (kept with _handshaking by the same transitions).
@@ -236,7 +236,7 @@ class ConnectHandler:
         attempt.addCallbacks(lambda _: None, self._tcp_failed, errbackArgs=(protocol,))
         return result
 
-    def _client_endpoint(self, point: Point) -> Any:
+    def _client_endpoint(self, point: Point) -> IStreamClientEndpoint:
         config = self._pool.config
         listen = config.listen
         bind = None
@@ -263,14 +263,14 @@ class ConnectHandler:
 
     # -- accepting ---------------------------------------------------------
 
-    def admit_incoming(self, addr: IAddress) -> bool:
+    def admit_incoming(self, addr: Optional[IAddress]) -> bool:
         """
         Whether to start a TLS handshake with an incoming connection:
         refused when the pool is not running, the address is banned or
         greylisted, C{max_incoming_connections} handshakes are pending and
         none gives way to it (L{displacement_victim}), or its network group
         has C{max_incoming_connections_per_netgroup} connections, pending or
-        running.
+        running; one without an address (C{None}) is refused.
         """
         pool = self._pool
         if not pool.is_started:

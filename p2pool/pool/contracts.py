@@ -31,6 +31,7 @@ from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.transport.connection import Connection
 from p2pool.core.directory import Directory
+from p2pool.core.flow import FlowLimits
 from p2pool.events import EventLog
 from p2pool.core.identity import Identity
 from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
@@ -173,6 +174,12 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
     def app(self) -> IPoolApplication:
         """
         The embedded application.
+        """
+
+    @property
+    def flow(self) -> FlowLimits:
+        """
+        The flow-control limits and node-wide budgets.
         """
 
     @property

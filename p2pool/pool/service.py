@@ -8,13 +8,14 @@ application messages.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union, cast
 
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -25,6 +26,7 @@ from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.pool.control_frames import Answerer
 from p2pool.config import PoolConfig
 from p2pool.pool.connect import ConnectHandler
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.transport.connection import Connection
 from p2pool.errors import (
     DisconnectReason,
@@ -58,6 +60,14 @@ from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
 __all__ = ["Pool"]
 
 
+def _tcp_address(port: IListeningPort) -> Union[IPv4Address, IPv6Address]:
+    """
+    The address a TCP listening port is bound to (C{IListeningPort}
+    declares a bare C{IAddress}).
+    """
+    return cast(Union[IPv4Address, IPv6Address], port.getHost())
+
+
 class Pool(MultiService):
     """
     A pool of peer-to-peer connections, as a Twisted service.
@@ -89,7 +99,7 @@ class Pool(MultiService):
         config: PoolConfig,
         app: Optional[IPoolApplication] = None,
         *,
-        reactor: Any = None,
+        reactor: Optional[IPoolReactor] = None,
         identity: Optional[Identity] = None,
         log: Optional[Callable[[PoolEvent], object]] = None,
         rng: Optional[random.Random] = None,
@@ -97,11 +107,10 @@ class Pool(MultiService):
         application_versions: Sequence[int] = (0,),
         connection_metadata: bytes = b"",
     ) -> None:
-        super().__init__()
+        # MultiService is unannotated; mypy does not apply untyped_calls_exclude to super() calls.
+        super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = installed_reactor()
         self.config = config
         self.app: Any = IPoolApplication(app) if app is not None else BasePoolApplication()
         self._meta: Any = IPeerMetadataConfig(self.app, None) or BasePoolApplication()
@@ -170,7 +179,7 @@ class Pool(MultiService):
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated MultiService, as in __init__
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._checkpoints.start(self.config.checkpoint_interval, now=False)
         if self.keepalive is not None:
@@ -216,7 +225,7 @@ class Pool(MultiService):
         if not self.running:
             self._log.info("p2pool stopped before it had started: {error}", error=failure.getErrorMessage())
             return
-        if failure.check(CannotListenError):
+        if isinstance(failure.value, CannotListenError):
             reason = listen_failure_text("p2p.listen", self.config.listen, failure.value)
         elif failure.check(IdentityError, OSError):
             reason = failure.getErrorMessage()
@@ -236,7 +245,7 @@ class Pool(MultiService):
             await self._register_spec(spec, trusted=True)
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
         await self._listen()
-        port = self.config.advertised_port or (self.listening_port.getHost().port if self.listening_port else 0)  # type: ignore[attr-defined]
+        port = self.config.advertised_port or (_tcp_address(self.listening_port).port if self.listening_port else 0)
         params = HandshakeParams(
             peer_id=identity.peer_id,
             port=port,
@@ -266,8 +275,8 @@ class Pool(MultiService):
             # connected to before it restarted (spread, with jitter).
             if not self.config.private_mode:
                 for point in self.persistence.restart_points[: self.config.expected_connections]:
-                    info = self._directory.point(point)
-                    if info is not None and not info.trusted and not self.acl.banned_addr(point.ip):
+                    known = self._directory.point(point)
+                    if known is not None and not known.trusted and not self.acl.banned_addr(point.ip):
                         self._clock.callLater(self._rng.uniform(0, RESTART_DIAL_SPREAD), self._dial_quietly, point)
 
     async def _load_identity(self) -> Identity:
@@ -308,9 +317,9 @@ class Pool(MultiService):
     async def _listen(self) -> None:
         listen = self.config.listen
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
-        endpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
+        endpoint: IStreamServerEndpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
         self.listening_port = await endpoint.listen(self.server_factory())
-        host = self.listening_port.getHost()  # type: ignore[union-attr]
+        host = _tcp_address(self.listening_port)
         self.events.emit(EventKind.LISTENING, point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
 
     def server_factory(self) -> PeerServerFactory:
@@ -342,7 +351,7 @@ class Pool(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        await super().stopService()
+        await super().stopService()  # type: ignore[no-untyped-call]  # unannotated MultiService, as in __init__
         if self.listening_port is not None:
             port, self.listening_port = self.listening_port, None
             await maybeDeferred(port.stopListening)

@@ -41,7 +41,7 @@ import os
 import random
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union, cast
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -86,6 +86,7 @@ from p2pool.config import PoolConfig
 from p2pool.events import PoolEvent
 from p2pool.core.identity import Identity
 from p2pool.interfaces import IPoolApplication
+from p2pool.pool.contracts import IPoolReactor
 from p2pool.pool.service import Pool
 
 __all__ = [
@@ -137,6 +138,7 @@ def _cancelled() -> None:
     """
 
 
+@implementer(IDelayedCall)
 class _DelayedCall:
     """
     A call scheduled on a L{SimulatedClock}.
@@ -1331,7 +1333,9 @@ class MemoryNetwork:
         pool = Pool(
             config,
             app,
-            reactor=self.reactor(ip),
+            # A NodeReactor provides all a pool uses of its reactor; of
+            # IReactorCore it has resolve and system triggers, not run/stop.
+            reactor=cast(IPoolReactor, self.reactor(ip)),
             identity=identity if identity is not None else self.identity(ip),
             log=log,
             rng=random.Random(int.from_bytes(self._derive("rng", ip), "big")),

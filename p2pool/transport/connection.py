@@ -5,7 +5,7 @@ An established connection to a peer, as the application sees it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol
+from typing import Iterable, Optional, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
 from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
-from p2pool.core.flow import ReadGate
+from p2pool.core.flow import ReadGate, SendQueue
 from p2pool.core.handshake import RemoteInfo
 from p2pool.core.wire import HEADER_SIZE, Disconnect, encode, encode_message
 
@@ -24,22 +24,67 @@ _DISCONNECT_FRAME = encode(Disconnect())
 
 class FrameChannel(Protocol):
     """
-    What a L{Connection} writes through: the peer protocol of its socket
-    (L{p2pool.transport.peer_protocol.PeerProtocol}).
+    What a L{Connection} writes through and reads the state of: the peer
+    protocol of its socket (L{p2pool.transport.peer_protocol.PeerProtocol}).
+
+    @ivar bytes_sent: bytes written (frames, before TLS).
+    @ivar bytes_received: bytes read (frames, after TLS).
+    @ivar closed: the channel is closing or has closed.
+    @ivar send_queue: what waits to be handed to the transport.
+    @ivar read_gate: why reading is paused, if it is.
+    @ivar pending_messages: messages the application has in hand.
     """
 
     bytes_sent: int
     bytes_received: int
+    closed: bool
+    send_queue: SendQueue
+    read_gate: ReadGate
+    pending_messages: int
 
-    @property
-    def transport(self) -> Any:
+    def closing_reason(self) -> ConnectionEnded:
         """
-        The transport under the channel (for flow control).
+        Why the channel is closing, as the typed reason the application
+        is given.
         """
 
-    def write(self, data: bytes) -> None:
+    def send_frame(self, frame: bytes) -> None:
         """
-        Send encoded frames, unless the channel is closing.
+        Queue an encoded frame.
+
+        @raise SendQueueFull: the queue or the node budget cannot hold it.
+        """
+
+    def send_when_room(self, frame: bytes) -> Deferred[None]:
+        """
+        Queue an encoded frame once the queue has room for it.
+        """
+
+    def send_control(self, frame: bytes) -> bool:
+        """
+        Queue an encoded control frame, or drop it when the queue is full.
+
+        @return: whether it was queued.
+        """
+
+    def pause_reading(self, reason: str) -> None:
+        """
+        Stop reading for C{reason}.
+        """
+
+    def resume_reading(self, reason: str) -> None:
+        """
+        Withdraw C{reason} for pausing reading.
+        """
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        """
+        Pause C{producer} while the send queue is full.
+        """
+
+    def unregister_producer(self) -> None:
+        """
+        Stop flow control of the registered producer.
         """
 
     def fail(self, error: P2PError, abort: bool = False) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import collections
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union, cast
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -24,7 +25,7 @@ from zope.interface import implementer
 from p2pool.core.addressing import PeerId, Point, normalise_ip
 from p2pool.transport.connection import Connection
 from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, InvalidAuth, P2PError, PeerConnectionClosed, SendQueueFull
-from p2pool.core.flow import CHUNK_SIZE, ReadGate, SendQueue, TokenBucket
+from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
 from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder
@@ -38,9 +39,22 @@ class PeerHandler(TypingProtocol):
     handler (L{p2pool.pool.connect.ConnectHandler}).
     """
 
-    def admit_incoming(self, addr: IAddress) -> bool:
+    @property
+    def flow(self) -> FlowLimits:
         """
-        Whether to start a TLS handshake with an incoming connection.
+        The flow-control limits and node-wide budgets of every connection.
+        """
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        Times out closes and stalls, and paces rate limits.
+        """
+
+    def admit_incoming(self, addr: Optional[IAddress]) -> bool:
+        """
+        Whether to start a TLS handshake with an incoming connection (one
+        without an address is refused).
         """
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:
@@ -58,9 +72,76 @@ class PeerHandler(TypingProtocol):
         A control frame arrived on a running connection.
         """
 
+    def send_queue_full(self, conn: Connection) -> None:
+        """
+        A frame for C{conn} was refused or dropped: its send queue is full
+        (told once until the queue has room again).
+        """
+
+    def send_stalled(self, protocol: PeerProtocol, seconds: float) -> None:
+        """
+        The transport of C{protocol} has taken nothing for C{seconds}
+        (C{send_stall_timeout}).
+        """
+
+    def close_timed_out(self, protocol: PeerProtocol) -> None:
+        """
+        C{protocol} did not close within C{close_grace_period}: its socket
+        is aborted.
+        """
+
     def connection_lost(self, protocol: PeerProtocol, error: P2PError) -> None:
         """
         The connection closed, established or not.
+        """
+
+
+class _PeerTransport(TypingProtocol):
+    """
+    What a L{PeerProtocol} uses of its transport: the TLS layer over a TCP
+    connection, which is also a push producer (reading) and a consumer
+    (writing, with the protocol as its producer). Twisted declares a
+    protocol's transport as a bare C{ITransport}.
+    """
+
+    def getPeer(self) -> Union[IPv4Address, IPv6Address]:
+        """
+        The remote TCP address.
+        """
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data}.
+        """
+
+    def loseConnection(self) -> None:
+        """
+        Close after what was written.
+        """
+
+    def abortConnection(self) -> None:
+        """
+        Close at once.
+        """
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """
+        Let C{producer} be paused while the transport's buffer is full.
+        """
+
+    def unregisterProducer(self) -> None:
+        """
+        Stop pausing the registered producer.
+        """
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading.
+        """
+
+    def resumeProducing(self) -> None:
+        """
+        Read again.
         """
 
 
@@ -133,9 +214,16 @@ class PeerProtocol(Protocol):
         self._reported_full = False
         self._timers: dict[str, IDelayedCall] = {}
 
+    @property
+    def _link(self) -> _PeerTransport:
+        """
+        The transport, as what it is once connected (L{_PeerTransport}).
+        """
+        return cast(_PeerTransport, self.transport)
+
     def connectionMade(self) -> None:
-        self.remote_ip = normalise_ip(self.transport.getPeer().host)  # type: ignore[union-attr]
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.remote_ip = normalise_ip(self._link.getPeer().host)
+        self._link.registerProducer(self, True)
         self.handshake = self.handler.handshake_for(self)
 
     def handshakeCompleted(self) -> None:
@@ -234,7 +322,7 @@ class PeerProtocol(Protocol):
             return
         if self.read_gate.pause(reason):
             self.decoder.paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self._link.pauseProducing()
 
     def resume_reading(self, reason: str) -> None:
         """
@@ -258,7 +346,7 @@ class PeerProtocol(Protocol):
             self.fail(e)
             return
         if not self.read_gate.paused and not self.closed:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._link.resumeProducing()
 
     # -- sending -------------------------------------------------------------
 
@@ -269,7 +357,7 @@ class PeerProtocol(Protocol):
         """
         if not self.closed:
             self.bytes_sent += len(data)
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._link.write(data)
 
     def send_frame(self, frame: bytes) -> None:
         """
@@ -452,14 +540,14 @@ class PeerProtocol(Protocol):
         if abort:
             self.closed = True
             self.send_queue.clear()
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self._link.abortConnection()
             return
         queue = self.send_queue
         while queue.queued:
             self.write(queue.pop_chunk(CHUNK_SIZE))
         self.closed = True
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
-        self.transport.loseConnection()
+        self._link.unregisterProducer()
+        self._link.loseConnection()
         self._later("grace", self._flow.close_grace_period, self._grace_over)
 
     def closing_reason(self) -> ConnectionEnded:
@@ -478,7 +566,7 @@ class PeerProtocol(Protocol):
         The peer did not take our goodbye in time: free the socket.
         """
         self.handler.close_timed_out(self)
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self._link.abortConnection()
 
     def _later(self, name: str, delay: float, f: Callable[..., Any], *args: Any) -> None:
         """
@@ -515,7 +603,7 @@ class PeerProtocol(Protocol):
         if self.error is None:
             failure = self.verification.failure
             if failure is not None:
-                self.error = failure if isinstance(failure, P2PError) else InvalidAuth(str(failure))
+                self.error = failure
             elif self.handshake is not None and self.handshake.peer_id is None and reason.check(SSL.Error):
                 # Bytes that are not TLS, or a TLS handshake gone wrong; a
                 # peer that merely closed (a busy node refusing us) is not
@@ -547,7 +635,7 @@ class _IncomingProtocolFactory(Factory):
     def __init__(self, handler: PeerHandler) -> None:
         self.handler = handler
 
-    def buildProtocol(self, addr: IAddress) -> PeerProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
         return PeerProtocol(self.handler, incoming=True)
 
 
@@ -564,7 +652,7 @@ class PeerServerFactory(Factory):
         self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler), clock=clock)
         self._tls.noisy = False
 
-    def buildProtocol(self, addr: IAddress) -> Optional[Protocol]:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[Protocol]:
         if not self.handler.admit_incoming(addr):
             return None
         return self._tls.buildProtocol(addr)
@@ -582,7 +670,7 @@ class PeerClientFactory(Factory):
             handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
         )
 
-    def buildProtocol(self, addr: IAddress) -> Optional[PeerProtocol]:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[PeerProtocol]:
         # Handed over once: the factory, held by the transport, does not
         # hold the protocol in a cycle after.
         protocol, self.protocol_instance = self.protocol_instance, None

@@ -24,7 +24,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
-from p2pool.errors import IdentityCheckFailure, InvalidAuth
+from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
 
 __all__ = [
     "IVerifiedProtocol",
@@ -105,7 +105,7 @@ class PeerVerification:
         self.expected = expected
         self.peer_id: Optional[PeerId] = None
         self.public_key: Optional[bytes] = None
-        self.failure: Optional[Exception] = None
+        self.failure: Optional[P2PError] = None
 
     def verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         """
