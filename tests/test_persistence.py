@@ -17,6 +17,7 @@ import re
 import stat
 from typing import Any, Callable, Optional
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -127,6 +128,14 @@ def document(**fields: Any) -> dict[str, Any]:
         else:
             doc[key] = value
     return doc
+
+
+def _values(infos: list[Any]) -> list[tuple[Any, ...]]:
+    """
+    The field values of L{PeerInfo} or L{PointInfo} objects (which compare
+    by identity).
+    """
+    return [attrs.astuple(info, recurse=False) for info in infos]
 
 
 def encoded(doc: Any) -> bytes:
@@ -430,6 +439,56 @@ class DecodeTests(SynchronousTestCase):
             self.decode({"format": FORMAT + 1, "peers": "whatever"})
         self.assertEqual(caught.exception.reason, "format")
         self.assertIn(f"format {FORMAT + 1}", str(caught.exception))
+
+    def test_any_layout_reads_as_json_does(self) -> None:
+        """
+        Any layout of the same JSON reads the same, and a repeated member
+        is read as C{json.loads} reads it (the last one wins).
+        """
+        records = [peer_record(1), {"peer_id": 5}, peer_record(2)]
+        points = [{"point": "10.0.0.1:9732"}, {"point": "nowhere"}]
+        expected = self.decode(document(peers=records, points=points))
+        self.assertEqual([p.peer_id for p in expected.peers], [_peer(1), _peer(2)])
+        self.assertEqual([(p.section, p.index) for p in expected.skipped], [("peers", 1), ("points", 1)])
+        peers_text, points_text = json.dumps(records), json.dumps(points)
+        layouts = {
+            "records first": '{"points": %s, "peers": %s, "format": 1, "network": "%s"}' % (points_text, peers_text, NETWORK),
+            "no spaces": json.dumps(document(peers=records, points=points), separators=(",", ":")),
+            "indented": json.dumps(document(peers=records, points=points), indent=2),
+            "escaped name": '{"format": 1, "network": "%s", "p\\u0065ers": %s, "points": %s}' % (NETWORK, peers_text, points_text),
+            "repeated": '{"format": 1, "network": "%s", "peers": [7, 8], "peers": %s, "points": %s}'
+            % (NETWORK, peers_text, points_text),
+        }
+        for name, text in layouts.items():
+            content = decode_document(text.encode(), NETWORK)
+            self.assertEqual(_values(content.peers), _values(expected.peers), name)
+            self.assertEqual(_values(content.points), _values(expected.points), name)
+            self.assertEqual(content.skipped, expected.skipped, name)
+
+    def test_damage_after_records_is_reported_as_json_reports_it(self) -> None:
+        """
+        Damage after good records makes the whole file unusable, with the
+        message C{json.loads} gives; a newer format or another network in a
+        damaged file is damage, not a refusal.
+        """
+        good = encoded(document(peers=[peer_record(1), peer_record(2)]))
+        cases = {
+            "truncated in a record": good[: good.index(b"created", 60)],
+            "trailing comma": good.replace(b"}]", b"},]", 1),
+            "extra data": good + b" {}",
+            "newer and truncated": encoded(document(format=FORMAT + 1, peers=[peer_record(1)]))[:-3],
+            "other network and truncated": encoded(document(network="other-net", peers=[peer_record(1)]))[:-3],
+        }
+        for name, data in cases.items():
+            try:
+                json.loads(data)
+            except ValueError as e:
+                json_error = str(e)
+            else:
+                self.fail(f"{name}: valid JSON")
+            with self.assertRaises(PeersFileError, msg=name) as caught:
+                decode_document(data, NETWORK)
+            self.assertEqual(str(caught.exception), f"not JSON (truncated or damaged): {json_error}", name)
 
     def test_missing_sections_are_empty(self) -> None:
         content = self.decode({"format": 1, "network": NETWORK})
