@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import re
 from typing import Optional, Union
 
 import attrs
@@ -95,6 +96,12 @@ class PeerId:
         return f"PeerId({str(self)!r})"
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: Dotted-quad IPv4 text as ipaddress writes it (no leading zeros): already
+#: canonical, and far cheaper to recognise than to parse.
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
 @functools.lru_cache(maxsize=65536)
 def normalise_ip(text: str) -> str:
     """
@@ -102,6 +109,8 @@ def normalise_ip(text: str) -> str:
 
     @raise AddressError: C{text} is not an IP address.
     """
+    if type(text) is str and _CANONICAL_IPV4.fullmatch(text):
+        return text
     try:
         address: IPAddress = ipaddress.ip_address(text)
     except ValueError:
