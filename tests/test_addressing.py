@@ -5,7 +5,10 @@ Tests for points, peer ids and netgroups.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, netgroup, normalise_ip
@@ -33,6 +36,22 @@ class PointTests(SynchronousTestCase):
         self.assertEqual(str(Point.parse("[::1]:9732")), "[::1]:9732")
         self.assertEqual(Point.parse("[::ffff:1.2.3.4]:1"), Point("1.2.3.4", 1))
         self.assertEqual(normalise_ip("::FFFF:10.0.0.1"), "10.0.0.1")
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.integers(0, 2**32 - 1), st.sampled_from(["{}", "0{}", "{} ", "::ffff:{}", "{}.1"]))
+    def test_normalise_ip_as_ipaddress_does(self, number: int, form: str) -> None:
+        """
+        Dotted-quad IPv4 text is recognised without ipaddress when it is
+        already canonical; every text still gets ipaddress's answer.
+        """
+        text = form.format(ipaddress.IPv4Address(number))
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            self.assertRaises(AddressError, normalise_ip, text)
+            return
+        mapped = getattr(address, "ipv4_mapped", None)
+        self.assertEqual(normalise_ip(text), str(mapped or address))
 
     def test_malformed_points_name_the_problem(self) -> None:
         cases = {

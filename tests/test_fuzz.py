@@ -41,6 +41,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool.core.addressing
+import p2pool.core.base58
 from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, normalise_ip
 from p2pool.admin.resources import MAX_BODY_SIZE, ROUTES
 from p2pool.config import (
@@ -1754,13 +1755,13 @@ class AddressingFuzzTests(SynchronousTestCase):
         one).
         """
         decoded: list[int] = []
-        real_decode = p2pool.core.addressing._b58decode
+        real_decode = p2pool.core.base58.decode_check
 
         def counting_decode(text: str) -> bytes:
             decoded.append(len(text))
             return real_decode(text)
 
-        self.patch(p2pool.core.addressing, "_b58decode", counting_decode)
+        self.patch(p2pool.core.base58, "decode_check", counting_decode)
         self.assertRaises(AddressError, PeerId.parse, "z" * 1_000_000)
         self.assertEqual(decoded, [], "refused before decoding")
         # The decoder is what this test watches: a text of ordinary length

@@ -31,10 +31,9 @@ def _held(pool: Any, conn: Any) -> dict[str, weakref.ref[Any]]:
         "connection": weakref.ref(conn),
         "protocol": weakref.ref(protocol),
         "tls transport": weakref.ref(protocol.transport),
-        "connect handler": weakref.ref(pool._handler),
+        "connect handler": weakref.ref(pool.connect_handler),
         "acl": weakref.ref(pool.acl),
-        "points table": weakref.ref(pool._points),
-        "peers table": weakref.ref(pool._peers),
+        "directory": weakref.ref(pool.directory),
     }
 
 

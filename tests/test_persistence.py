@@ -9,39 +9,42 @@ on memory reactors.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
+import random
 import re
 import stat
 from typing import Any, Callable, Optional
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec
+from p2pool.admin.json_shapes import point_info_json
 from p2pool.config import PoolConfig
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.persistence import (
     FORMAT,
     RESTART_DIAL_SPREAD,
+    WRITE_BATCH,
     IncompatibleFile,
     PeersFileError,
-    _parse_peer_id,
-    _peer_id_text,
+    Snapshot,
     decode_document,
-    format_time,
-    parse_time,
     read_peers_file,
     snapshot_pool,
     write_atomically,
     write_snapshot,
 )
+from p2pool.pool.persistence.encoder import metadata_text, write_document
 from p2pool.pool.service import Pool
-from p2pool.core.states import PeerState, PointState
+from p2pool.core.states import PeerState, PointState, StateEvent
 from tests.helpers import identity
 
 NETWORK = "test-net"
@@ -125,6 +128,14 @@ def document(**fields: Any) -> dict[str, Any]:
         else:
             doc[key] = value
     return doc
+
+
+def _values(infos: list[Any]) -> list[tuple[Any, ...]]:
+    """
+    The field values of L{PeerInfo} or L{PointInfo} objects (which compare
+    by identity).
+    """
+    return [attrs.astuple(info, recurse=False) for info in infos]
 
 
 def encoded(doc: Any) -> bytes:
@@ -232,67 +243,6 @@ class _PoolCase(SynchronousTestCase):
 # ---------------------------------------------------------------------------
 
 
-class TimeTests(SynchronousTestCase):
-    def test_format(self) -> None:
-        self.assertEqual(format_time(0), "1970-01-01T00:00:00.000Z")
-        self.assertEqual(format_time(T0 + 3723.25), "2024-05-01T01:02:03.250Z")
-        self.assertEqual(format_time(T0 - 0.0004), "2024-05-01T00:00:00.000Z", "rounded to the millisecond")
-        self.assertEqual(format_time(T0 + 86399.9996), "2024-05-02T00:00:00.000Z", "rounding carries into the day")
-        self.assertEqual(format_time(951782400.5), "2000-02-29T00:00:00.500Z")
-        self.assertEqual(format_time(-62135596800.0), "0001-01-01T00:00:00.000Z")
-        self.assertEqual(parse_time(format_time(-62135596800.0)), -62135596800.0)
-
-    def test_parse(self) -> None:
-        self.assertEqual(parse_time("2024-05-01T01:02:03.250Z"), T0 + 3723.25)
-        self.assertEqual(parse_time("2024-05-01T01:02:03.250-00:00"), T0 + 3723.25, "Tezos writes -00:00")
-        self.assertEqual(parse_time("2024-05-01T03:02:03+02:00"), T0 + 3723)
-        self.assertEqual(parse_time(1714521600), T0, "Tezos also reads seconds")
-        self.assertEqual(parse_time(1714521600.5), T0 + 0.5)
-        bad_times = (
-            "2024-05-01T00:00:00",
-            "yesterday",
-            "",
-            "9999-12-31T23:59:59-23:00",
-            True,
-            None,
-            [1],
-            {"t": 1},
-            float("nan"),
-            float("inf"),
-            1e20,
-            -1e12,
-        )
-        for bad in bad_times:
-            with self.assertRaises(ValueError, msg=repr(bad)):
-                parse_time(bad)
-
-    def test_round_trip_keeps_milliseconds(self) -> None:
-        for ms in (0, 1, 499, 500, 999, 123_456_789, 1_714_521_600_001):
-            t = ms / 1000
-            text = format_time(t)
-            self.assertRegex(text, RFC3339_MS)
-            self.assertAlmostEqual(parse_time(text), t, places=6)
-
-
-class PeerIdTextTests(SynchronousTestCase):
-    def test_same_as_addressing(self) -> None:
-        for raw in (bytes(16), b"\xff" * 16, bytes(range(16)), identity(0).peer_id.raw, identity(1).peer_id.raw):
-            peer_id = PeerId(raw)
-            text = _peer_id_text(peer_id)
-            self.assertEqual(text, str(peer_id))
-            self.assertEqual(_parse_peer_id(text), peer_id)
-
-    def test_bad_peer_ids(self) -> None:
-        good = str(_peer(7))
-        flipped = good[:-1] + ("2" if good[-1] != "2" else "3")
-        for bad in ("", "id0OIl", flipped, good + "x", good[:-1], 42, None):
-            with self.assertRaises(AddressError, msg=repr(bad)):
-                _parse_peer_id(bad)
-
-
-# ---------------------------------------------------------------------------
-
-
 class WriteAtomicallyTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = self.mktemp()
@@ -361,6 +311,83 @@ class WriteAtomicallyTests(SynchronousTestCase):
 # ---------------------------------------------------------------------------
 
 
+class CodecTests(SynchronousTestCase):
+    """
+    The encoder and the decoder on their own: a L{Snapshot} written as
+    text reads back as the same records.
+    """
+
+    def test_round_trip(self) -> None:
+        v6 = Point("2001:db8::7", 9732)
+        events = (
+            StateEvent("accepting_request", T0 + 0.125, point=_point(1)),
+            StateEvent("connection_established", T0 + 0.25, point=_point(1)),
+            StateEvent("request_rejected", T0 + 9.5),
+        )
+        peers = [
+            (_peer(1), T0, False, '{"good": "5"}', None, None, (_point(1), T0 + 0.25), (_point(1), T0 + 60.5), events),
+            (_peer(2), T0 + 1, True, "null", (v6, T0 + 2), (None, T0 + 3.001), None, None, ()),
+        ]
+        points = [
+            (_point(1), False, None, True, None, None, (_peer(1), T0 + 0.25), (_peer(1), T0 + 60.5)),
+            (v6, True, _peer(2), False, T0 + 2, (_peer(2), T0 + 3.001), None, None),
+        ]
+        snapshot = Snapshot(NETWORK, T0 + 61, list(peers), list(points), ["10.0.0.0/8", "192.0.2.7"], [_peer(9)])
+        out = io.BytesIO()
+        write_document(out, snapshot)
+        self.assertEqual((snapshot.peers, snapshot.points), ([], []), "the writer empties the snapshot")
+        content = decode_document(out.getvalue(), NETWORK)
+        self.assertEqual(content.skipped, [])
+        self.assertEqual((content.network, content.saved_at), (NETWORK, T0 + 61))
+        self.assertEqual((content.banned_ips, content.banned_peers), (["10.0.0.0/8", "192.0.2.7"], [_peer(9)]))
+        first, second = content.peers
+        self.assertEqual((first.peer_id, first.created, first.trusted, first.metadata), (_peer(1), T0, False, {"good": "5"}))
+        self.assertEqual((first.last_established_connection, first.last_disconnection), (peers[0][6], peers[0][7]))
+        self.assertEqual(tuple(first.events), events)
+        self.assertEqual((second.trusted, second.metadata, second.events), (True, None, ()))
+        self.assertEqual((second.last_failed_connection, second.last_rejected_connection), ((v6, T0 + 2), (None, T0 + 3.001)))
+        for info, row in zip(content.points, points):
+            self.assertEqual(
+                (
+                    info.point,
+                    info.trusted,
+                    info.expected_peer_id,
+                    info.known_public,
+                    info.last_failed_connection,
+                    info.last_rejected_connection,
+                    info.last_established_connection,
+                    info.last_disconnection,
+                ),
+                row,
+            )
+
+    def test_batches(self) -> None:
+        """
+        Records written over several batches are one record per line,
+        separated by commas.
+        """
+        count = 2 * WRITE_BATCH + 1
+        rows = [(_point(i), False, None, False, T0 + i, None, None, None) for i in range(count)]
+        out = io.BytesIO()
+        write_document(out, Snapshot(NETWORK, T0, [], rows, [], []))
+        lines = [line for line in out.getvalue().decode().splitlines() if line.startswith('{"point": ')]
+        self.assertEqual(len(lines), count)
+        self.assertTrue(all(line.endswith("},") for line in lines[:-1]) and lines[-1].endswith("}"))
+        content = decode_document(out.getvalue(), NETWORK)
+        self.assertEqual([i.last_failed_connection for i in content.points], [T0 + i for i in range(count)])
+
+    def test_metadata_text(self) -> None:
+        self.assertEqual(metadata_text(None), "null")
+        self.assertEqual(metadata_text({"a": [1, "\u00e9", 2.5, None, True]}), '{"a": [1, "\\u00e9", 2.5, null, true]}')
+        for bad in ({"x": float("nan")}, [float("inf")], {1j}):
+            with self.assertRaises((TypeError, ValueError), msg=repr(bad)):
+                metadata_text(bad)
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        with self.assertRaises(ValueError):
+            metadata_text(cycle)
+
+
 class DecodeTests(SynchronousTestCase):
     """
     L{decode_document}: what makes a whole file unusable, and what only
@@ -412,6 +439,56 @@ class DecodeTests(SynchronousTestCase):
             self.decode({"format": FORMAT + 1, "peers": "whatever"})
         self.assertEqual(caught.exception.reason, "format")
         self.assertIn(f"format {FORMAT + 1}", str(caught.exception))
+
+    def test_any_layout_reads_as_json_does(self) -> None:
+        """
+        Any layout of the same JSON reads the same, and a repeated member
+        is read as C{json.loads} reads it (the last one wins).
+        """
+        records = [peer_record(1), {"peer_id": 5}, peer_record(2)]
+        points = [{"point": "10.0.0.1:9732"}, {"point": "nowhere"}]
+        expected = self.decode(document(peers=records, points=points))
+        self.assertEqual([p.peer_id for p in expected.peers], [_peer(1), _peer(2)])
+        self.assertEqual([(p.section, p.index) for p in expected.skipped], [("peers", 1), ("points", 1)])
+        peers_text, points_text = json.dumps(records), json.dumps(points)
+        layouts = {
+            "records first": '{"points": %s, "peers": %s, "format": 1, "network": "%s"}' % (points_text, peers_text, NETWORK),
+            "no spaces": json.dumps(document(peers=records, points=points), separators=(",", ":")),
+            "indented": json.dumps(document(peers=records, points=points), indent=2),
+            "escaped name": '{"format": 1, "network": "%s", "p\\u0065ers": %s, "points": %s}' % (NETWORK, peers_text, points_text),
+            "repeated": '{"format": 1, "network": "%s", "peers": [7, 8], "peers": %s, "points": %s}'
+            % (NETWORK, peers_text, points_text),
+        }
+        for name, text in layouts.items():
+            content = decode_document(text.encode(), NETWORK)
+            self.assertEqual(_values(content.peers), _values(expected.peers), name)
+            self.assertEqual(_values(content.points), _values(expected.points), name)
+            self.assertEqual(content.skipped, expected.skipped, name)
+
+    def test_damage_after_records_is_reported_as_json_reports_it(self) -> None:
+        """
+        Damage after good records makes the whole file unusable, with the
+        message C{json.loads} gives; a newer format or another network in a
+        damaged file is damage, not a refusal.
+        """
+        good = encoded(document(peers=[peer_record(1), peer_record(2)]))
+        cases = {
+            "truncated in a record": good[: good.index(b"created", 60)],
+            "trailing comma": good.replace(b"}]", b"},]", 1),
+            "extra data": good + b" {}",
+            "newer and truncated": encoded(document(format=FORMAT + 1, peers=[peer_record(1)]))[:-3],
+            "other network and truncated": encoded(document(network="other-net", peers=[peer_record(1)]))[:-3],
+        }
+        for name, data in cases.items():
+            try:
+                json.loads(data)
+            except ValueError as e:
+                json_error = str(e)
+            else:
+                self.fail(f"{name}: valid JSON")
+            with self.assertRaises(PeersFileError, msg=name) as caught:
+                decode_document(data, NETWORK)
+            self.assertEqual(str(caught.exception), f"not JSON (truncated or damaged): {json_error}", name)
 
     def test_missing_sections_are_empty(self) -> None:
         content = self.decode({"format": 1, "network": NETWORK})
@@ -796,6 +873,21 @@ class RoundTripTests(_PoolCase):
         self.assertEqual(doc["bans"], {"ips": ["192.0.2.7", "10.9.0.0/16", "2001:db8::/32"], "peers": [str(_peer(9))]})
         lines = self.read_bytes().decode().splitlines()
         self.assertEqual(len(lines), 3 + len(doc["peers"]) + 1 + len(doc["points"]) + 2)
+
+    def test_times_as_the_admin_api_writes_them(self) -> None:
+        """
+        The file writes a time as the admin API shows it, to the
+        millisecond, cut and not rounded.
+        """
+        pool = self.make_pool()
+        self.reactor.advance(0.0006789)
+        info = pool.register_point(_point(11))
+        info.set_requested(pool.now())
+        info.set_disconnected(pool.now(), pool.config.reconnection, random.Random(0))
+        self.successResultOf(pool.save_peers())
+        [record] = self.read_json()["points"]
+        self.assertEqual(record["last_failed_connection"], "2024-05-01T00:00:00.000Z")
+        self.assertEqual(record["last_failed_connection"], point_info_json(info)["last_failed_connection"])
 
     def test_metadata_that_cannot_be_encoded(self) -> None:
         """

@@ -13,7 +13,6 @@ Optional fields are left out when they have no value, as Tezos does.
 
 from __future__ import annotations
 
-import datetime
 import math
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar
 
@@ -22,6 +21,7 @@ from twisted.logger import Logger
 from p2pool.core.addressing import Point
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.timestamps import format_time as rfc3339
 
 if TYPE_CHECKING:
     from p2pool.admin.traffic import TrafficSampler
@@ -40,15 +40,6 @@ __all__ = [
 _log = Logger()
 
 S = TypeVar("S", bound=tuple[Any, float])
-
-
-def rfc3339(t: float) -> str:
-    """
-    C{t} (seconds since the epoch) as RFC 3339 text in UTC with
-    milliseconds.
-    """
-    moment = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def id_point_json(ip: str, port: Optional[int]) -> dict[str, Any]:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import re
 from typing import Optional, Union
 
 import attrs
+
+import p2pool.core.base58 as base58
 
 __all__ = [
     "AddressError",
@@ -28,8 +31,6 @@ __all__ = [
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 _PEER_ID_PREFIX = b"\x99\x67"
 PEER_ID_SIZE = 16
 #: Longer texts are refused unread; a peer id's text is 30 characters.
@@ -43,36 +44,9 @@ class AddressError(ValueError):
     """
 
 
-def _b58encode(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    out = []
-    while number:
-        number, rem = divmod(number, 58)
-        out.append(_B58_ALPHABET[rem])
-    pad = len(data) - len(data.lstrip(b"\0"))
-    return "1" * pad + "".join(reversed(out))
-
-
-def _b58decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        try:
-            number = number * 58 + _B58_INDEX[char]
-        except KeyError:
-            raise AddressError(f"invalid base58 character {char!r}") from None
-    pad = len(text) - len(text.lstrip("1"))
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    return b"\0" * pad + body
-
-
-def _checksum(payload: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
-
-
 @functools.lru_cache(maxsize=65536)
 def _peer_id_text(raw: bytes) -> str:
-    payload = _PEER_ID_PREFIX + raw
-    return _b58encode(payload + _checksum(payload))
+    return base58.encode_check(_PEER_ID_PREFIX + raw)
 
 
 @attrs.frozen(order=True, cache_hash=True)
@@ -108,12 +82,9 @@ class PeerId:
             # Decoding base58 costs time quadratic in the length.
             raise AddressError(f"malformed peer id {text[:40]!r}…: {len(text)} characters, not a peer id")
         try:
-            decoded = _b58decode(text)
-        except AddressError as e:
+            payload = base58.decode_check(text)
+        except base58.Base58Error as e:
             raise AddressError(f"malformed peer id {text!r}: {e}") from None
-        payload, check = decoded[:-4], decoded[-4:]
-        if len(decoded) < 4 or _checksum(payload) != check:
-            raise AddressError(f"malformed peer id {text!r}: bad checksum")
         if not payload.startswith(_PEER_ID_PREFIX) or len(payload) != 2 + PEER_ID_SIZE:
             raise AddressError(f"malformed peer id {text!r}: not a peer id")
         return cls(payload[2:])
@@ -125,6 +96,12 @@ class PeerId:
         return f"PeerId({str(self)!r})"
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: Dotted-quad IPv4 text as ipaddress writes it (no leading zeros): already
+#: canonical, and far cheaper to recognise than to parse.
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
 @functools.lru_cache(maxsize=65536)
 def normalise_ip(text: str) -> str:
     """
@@ -132,6 +109,8 @@ def normalise_ip(text: str) -> str:
 
     @raise AddressError: C{text} is not an IP address.
     """
+    if type(text) is str and _CANONICAL_IPV4.fullmatch(text):
+        return text
     try:
         address: IPAddress = ipaddress.ip_address(text)
     except ValueError:

@@ -128,9 +128,6 @@ class Pool(MultiService):
         points = PointTable(config.max_known_points, self._rng)
         peers = PeerTable(config.max_known_peer_ids)
         self._directory = Directory(points, peers, config.reconnection, self._rng)
-        # Read by p2pool.pool.persistence only, until it uses the directory's
-        # public methods (restore_point, restore_peer, trim_points, ...).
-        self._points, self._peers, self._my_points = points, peers, self._directory.own_points
         # The directory's read-only views of the running connections, held
         # here for send and broadcast.
         self._connections: Mapping[PeerId, Connection] = self._directory.connections

@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_persistence -*-
+"""
+A pool's peers file as a service: loaded once at start, saved at every
+checkpoint, at shutdown and on request, one save at a time, with every
+outcome reported as a pool event and in the log, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pool.core.lifetime import weak_owner
+from p2pool.events import EventKind
+from p2pool.core.addressing import Point
+from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
+from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
+
+if TYPE_CHECKING:
+    from p2pool.pool.service import Pool
+
+__all__ = ["MAX_REPORTED_PROBLEMS", "PeersFile", "RESTART_DIAL_SPREAD"]
+
+#: Skipped records reported one by one at load; the rest are counted.
+MAX_REPORTED_PROBLEMS = 100
+#: Seconds over which a pool without maintenance spreads its dials to the
+#: loaded points it was connected to before the restart.
+RESTART_DIAL_SPREAD = 3.0
+
+_log = Logger()
+
+T = TypeVar("T")
+
+
+class PeersFile:
+    """
+    A pool's peers file: loaded once at start, saved at checkpoints, at
+    shutdown and by C{save_peers}.
+
+    Saves run one at a time; asking for a save while one runs schedules a
+    single follow-up that every such request waits for. A save never
+    fails: problems are logged (C{save_error_peers}) and counted.
+
+    Nothing is written before the file has been loaded (a pool stopped
+    before it started must not replace a good file with empty tables), nor
+    while a refused file (newer format, other network) is in place.
+
+    @ivar path: the file.
+    @ivar loaded: the file has been loaded (or found missing or damaged).
+    @ivar load_outcome: what loading found.
+    @ivar writing_disabled: why saves are skipped (C{"format"},
+        C{"network"}), or None.
+    @ivar saves: successful saves.
+    @ivar failures: failed saves (the C{persistence_failures} metric).
+    @ivar last_error: the error of the last failed save.
+    @ivar last_save_duration: wall-clock seconds of the last successful
+        save, snapshot included.
+    @ivar last_save_at: pool time of the last successful save's snapshot.
+    @ivar last_save_bytes: size of the last file written.
+    @ivar restart_points: the loaded points that had an established
+        connection, most recent first.
+    """
+
+    def __init__(self, pool: Pool, reactor: Any) -> None:
+        self._pool = weak_owner(pool)
+        self._reactor = reactor
+        self.path = pool.config.peers_path
+        self.loaded = False
+        self.load_outcome: Optional[LoadOutcome] = None
+        self.writing_disabled: Optional[str] = None
+        self._refused_fingerprint: Optional[tuple[int, int, int]] = None
+        self.saves = 0
+        self.failures = 0
+        self.last_error: Optional[str] = None
+        self.last_save_duration: Optional[float] = None
+        self.last_save_at: Optional[float] = None
+        self.last_save_bytes: Optional[int] = None
+        self.restart_points: list[Point] = []
+        self._busy = False
+        self._pending: Optional[list[Deferred[None]]] = None
+
+    def _in_thread(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run blocking C{f} in the reactor's thread pool; inline when the
+        reactor has none (a memory reactor in tests).
+        """
+        get_pool = getattr(self._reactor, "getThreadPool", None)
+        if get_pool is None:
+            return maybeDeferred(f, *args)
+        return deferToThreadPool(self._reactor, get_pool(), f, *args)
+
+    # -- loading -------------------------------------------------------------
+
+    def load(self) -> Deferred[LoadOutcome]:
+        """
+        Read the file in a thread and put its content into the pool.
+        Fires with the L{LoadOutcome}; never fails.
+        """
+        return Deferred.fromCoroutine(self._load())
+
+    async def _load(self) -> LoadOutcome:
+        pool = self._pool
+        network = pool.config.network
+        try:
+            if os.path.lexists(self.path):
+                outcome = await self._in_thread(read_peers_file, self.path, network)
+            else:
+                # Nothing to read: no need to wait for a thread (a fresh
+                # pool starts within the same reactor turn).
+                outcome = read_peers_file(self.path, network)
+        except Exception as e:
+            outcome = LoadOutcome("damaged", source=self.path, error=f"{type(e).__name__}: {e}")
+        self.load_outcome = outcome
+        self._report_unusable(outcome)
+        if outcome.content is not None:
+            self._apply(outcome)
+        elif outcome.status != "refused":
+            pool.events.emit(EventKind.LOAD_PEERS,
+                path=self.path,
+                status=outcome.status,
+                peers=0,
+                points=0,
+                banned_ips=0,
+                banned_peers=0,
+                skipped=0,
+                duration=outcome.duration,
+            )
+        self.loaded = True
+        return outcome
+
+    def _report_unusable(self, outcome: LoadOutcome) -> None:
+        """
+        Report a refused file (and stop saving over it) or a damaged one.
+        """
+        pool = self._pool
+        if outcome.status == "refused":
+            self.writing_disabled = outcome.refused
+            self._refused_fingerprint = outcome.fingerprint
+            pool.events.emit(EventKind.LOAD_REFUSED_PEERS, path=self.path, reason=outcome.refused, error=outcome.error)
+            _log.error(
+                "Peers file {path} not loaded: {error}. The node starts with empty tables and will not "
+                "overwrite the file; move it away (or delete it) to let it save its peers again.",
+                path=self.path,
+                error=outcome.error,
+            )
+        elif outcome.status in ("recovered", "damaged"):
+            pool.events.emit(EventKind.LOAD_ERROR_PEERS,
+                path=self.path,
+                error=outcome.error,
+                moved_to=outcome.moved_to,
+                used_backup=outcome.status == "recovered",
+            )
+            _log.error(
+                "Peers file {path} is damaged ({error}); moved to {moved_to}; {what}.",
+                path=self.path,
+                error=outcome.error,
+                moved_to=outcome.moved_to,
+                what="loaded the previous generation " + str(outcome.source)
+                if outcome.status == "recovered"
+                else "starting with empty tables",
+            )
+
+    def _apply(self, outcome: LoadOutcome) -> None:
+        """
+        Put a loaded file's content into the pool and report what was
+        skipped (the first L{MAX_REPORTED_PROBLEMS} records one by one).
+        """
+        pool = self._pool
+        content = outcome.content
+        assert content is not None
+        started = time.perf_counter()
+        try:
+            applied = apply_content(pool, content)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            pool.events.emit(EventKind.LOAD_ERROR_PEERS, path=outcome.source, error=error, moved_to=None, used_backup=False)
+            _log.failure("Cannot load the peers from {path}", path=outcome.source)
+            return
+        self.restart_points = applied.established
+        problems = [*content.skipped, *applied.problems]
+        for problem in problems[:MAX_REPORTED_PROBLEMS]:
+            pool.events.emit(EventKind.LOAD_RECORD_SKIPPED, path=outcome.source, section=problem.section, index=problem.index, problem=problem.problem
+            )
+            _log.warn(
+                "Peers file {path}: {section}[{index}] skipped: {problem}",
+                path=outcome.source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
+            )
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            _log.warn(
+                "Peers file {path}: {count} more records skipped",
+                path=outcome.source,
+                count=len(problems) - MAX_REPORTED_PROBLEMS,
+            )
+        pool.events.emit(EventKind.LOAD_PEERS,
+            path=outcome.source,
+            status=outcome.status,
+            peers=applied.peers,
+            points=applied.points,
+            banned_ips=applied.banned_ips,
+            banned_peers=applied.banned_peers,
+            skipped=len(problems),
+            duration=outcome.duration + time.perf_counter() - started,
+        )
+
+    # -- saving --------------------------------------------------------------
+
+    def save(self) -> Deferred[None]:
+        """
+        Save the pool's tables. Fires when a save that started after this
+        call has ended (written, skipped or failed); never fails.
+        """
+        d: Deferred[None] = Deferred()
+        if self._busy:
+            if self._pending is None:
+                self._pending = []
+            self._pending.append(d)
+        else:
+            self._run([d])
+        return d
+
+    def _run(self, waiters: list[Deferred[None]]) -> None:
+        self._busy = True
+
+        def finished(result: object) -> None:
+            if isinstance(result, Failure):
+                _log.failure("peers file save failed unexpectedly", result)
+            # Settle the state before firing the waiters: one of them may
+            # ask for another save at once.
+            pending, self._pending = self._pending, None
+            if pending:
+                self._run(pending)
+            else:
+                self._busy = False
+            for waiter in waiters:
+                waiter.callback(None)
+
+        Deferred.fromCoroutine(self._save_once()).addBoth(finished)
+
+    def _writable(self) -> bool:
+        """
+        Whether a save may write now; re-enables writing once a refused
+        file has been moved, deleted or replaced.
+        """
+        pool = self._pool
+        if not self.loaded:
+            pool.events.emit(EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason="not loaded yet")
+            return False
+        if self.writing_disabled is None:
+            return True
+        if file_fingerprint(self.path) == self._refused_fingerprint:
+            pool.events.emit(EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason=f"refused file in place ({self.writing_disabled})")
+            return False
+        _log.info("Peers file {path} was moved or replaced: saving peers again", path=self.path)
+        pool.events.emit(EventKind.SAVE_ENABLED_PEERS, path=self.path)
+        self.writing_disabled = None
+        self._refused_fingerprint = None
+        return True
+
+    async def _save_once(self) -> None:
+        pool = self._pool
+        if not self._writable():
+            return
+        pool.events.emit(EventKind.SAVE_METADATA, path=self.path)
+        started = time.perf_counter()
+        try:
+            snapshot = await snapshot_pool(pool, self._reactor)
+            if snapshot.metadata_errors:
+                pool.events.emit(EventKind.SAVE_METADATA_ERRORS, path=self.path, peers=snapshot.metadata_errors)
+            peers, points = len(snapshot.peers), len(snapshot.points)
+            size = await self._in_thread(write_snapshot, self.path, snapshot)
+        except Exception as e:
+            self.failures += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            pool.events.emit(EventKind.SAVE_ERROR_PEERS, path=self.path, error=self.last_error)
+            _log.error("Cannot save the peers file {path}: {error}", path=self.path, error=self.last_error)
+            return
+        self.saves += 1
+        self.last_save_duration = time.perf_counter() - started
+        self.last_save_at = snapshot.saved_at
+        self.last_save_bytes = size
+        pool.events.emit(EventKind.SAVE_PEERS,
+            path=self.path,
+            peers=peers,
+            points=points,
+            size=size,
+            duration=self.last_save_duration,
+        )

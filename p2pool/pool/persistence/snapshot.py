@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.test_persistence -*-
+"""
+The pool's side of the peers file, on the reactor thread: copying its
+tables into a L{Snapshot} for a save (L{snapshot_pool}), and putting a
+loaded file's records into them (L{apply_content}).
+
+Both go through the pool's public L{Directory} (its known points and
+peers) and the application's metadata codec, never the pool's own fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import attrs
+from twisted.internet.task import deferLater
+
+from p2pool.events import EventKind
+from p2pool.core.addressing import PeerId, Point
+from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
+from p2pool.pool.persistence.encoder import metadata_text
+from p2pool.core.states import PeerInfo, PointInfo
+from p2pool.core.directory import Directory
+
+if TYPE_CHECKING:
+    from p2pool.pool.service import Pool
+
+__all__ = ["Applied", "SNAPSHOT_SLICE", "apply_content", "snapshot_pool"]
+
+#: Records copied per reactor turn when taking a snapshot.
+SNAPSHOT_SLICE = 2000
+
+
+# ---------------------------------------------------------------------------
+# Saving
+
+
+def _peer_row(info: PeerInfo, encode: Callable[[Any], Any]) -> tuple[PeerRow, bool]:
+    ok = True
+    try:
+        text = metadata_text(encode(info.metadata))
+    except Exception:
+        text, ok = "null", False
+    events = info.events
+    return (
+        (
+            info.peer_id,
+            info.created,
+            info.trusted,
+            text,
+            info.last_failed_connection,
+            info.last_rejected_connection,
+            info.last_established_connection,
+            info.last_disconnection,
+            tuple(events) if events else (),
+        ),
+        ok,
+    )
+
+
+def _point_row(info: PointInfo) -> PointRow:
+    return (
+        info.point,
+        info.trusted,
+        info.expected_peer_id,
+        info.known_public,
+        info.last_failed_connection,
+        info.last_rejected_connection,
+        info.last_established_connection,
+        info.last_disconnection,
+    )
+
+
+async def snapshot_pool(pool: Pool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
+    """
+    Copy C{pool}'s peers, points and bans into a L{Snapshot}, running at
+    most C{slice_size} records per reactor turn (so a large table never
+    holds the reactor long). Records added while the snapshot is taken may
+    be missed: they are in the next one.
+
+    The application's C{encode_metadata} runs here, on the reactor thread,
+    and its result is turned into JSON text at once.
+    """
+    directory = pool.directory
+    encode = pool.metadata_config.encode_metadata
+    peer_infos = list(directory.peers())
+    saved_at = pool.now()
+    banned_ips = pool.acl.ip_blacklist.listing()
+    banned_peers = pool.acl.peer_blacklist.listing()
+    peers: list[PeerRow] = []
+    points: list[PointRow] = []
+    errors = 0
+    budget = slice_size
+    for info in peer_infos:
+        if budget <= 0:
+            await deferLater(clock, 0, lambda: None)
+            budget = slice_size
+        budget -= 1
+        row, ok = _peer_row(info, encode)
+        peers.append(row)
+        if not ok:
+            errors += 1
+    # Copying a large table takes milliseconds: when the points do not
+    # fit in what is left of this turn, copy them in the next one.
+    if directory.point_count() > budget:
+        await deferLater(clock, 0, lambda: None)
+        budget = slice_size
+    point_infos = list(directory.points())
+    for point_info in point_infos:
+        if budget <= 0:
+            await deferLater(clock, 0, lambda: None)
+            budget = slice_size
+        budget -= 1
+        points.append(_point_row(point_info))
+    return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+@attrs.frozen
+class Applied:
+    """
+    What L{apply_content} put into a pool.
+
+    @ivar established: the loaded points that had an established
+        connection, most recent first.
+    """
+
+    peers: int
+    points: int
+    banned_ips: int
+    banned_peers: int
+    problems: list[RecordProblem]
+    established: list[Point]
+
+
+def _add_peers(pool: Pool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
+    """
+    Add the loaded peers the pool does not know, their metadata decoded by
+    the application; the number added.
+    """
+    meta = pool.metadata_config
+    directory = pool.directory
+    seen: set[PeerId] = set()
+    added = 0
+    for index, info in enumerate(content.peers):
+        peer_id = info.peer_id
+        if peer_id in seen:
+            problems.append(RecordProblem("peers", index, f"duplicate peer_id {peer_id}"))
+            continue
+        seen.add(peer_id)
+        if peer_id == own_id or directory.knows_peer(peer_id):
+            continue
+        encoded = info.metadata
+        if encoded is NO_METADATA:
+            info.metadata = meta.initial_metadata()
+        else:
+            try:
+                info.metadata = meta.decode_metadata(encoded)
+            except Exception as e:
+                problems.append(RecordProblem("peers", index, f"peer_metadata: {e}; the initial metadata is used"))
+                info.metadata = meta.initial_metadata()
+        directory.restore_peer(info)
+        added += 1
+    return added
+
+
+def _add_points(directory: Directory, content: PeersFileContent, problems: list[RecordProblem]) -> list[PointInfo]:
+    """
+    Add the loaded points the pool does not know and that are not its
+    own; the points added.
+    """
+    seen: set[Point] = set()
+    fresh: list[PointInfo] = []
+    for index, info in enumerate(content.points):
+        point = info.point
+        if point in seen:
+            problems.append(RecordProblem("points", index, f"duplicate point {point}"))
+            continue
+        seen.add(point)
+        if not directory.knows_point(point) and not directory.is_own_point(point):
+            fresh.append(info)
+    # The table keeps its points ordered by last_seen and appends in O(1)
+    # when times come in order: add them oldest first.
+    fresh.sort(key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))
+    for info in fresh:
+        directory.restore_point(info)
+    return fresh
+
+
+def apply_content(pool: Pool, content: PeersFileContent) -> Applied:
+    """
+    Put a loaded file's peers (Disconnected, with their times, events,
+    trusted flags and metadata decoded by the application), points (with
+    their trusted flags, expected peer ids, times and C{known_public}) and
+    bans into C{pool}. Peers and points the pool already knows stay as
+    they are, and so do its own points; a record repeating an earlier one
+    is skipped. A table over its C{max_known_*} limit is then trimmed as
+    the pool's GC does.
+    """
+    directory = pool.directory
+    problems: list[RecordProblem] = []
+    own_id = pool.identity.peer_id if pool.identity is not None else None
+    added_peers = _add_peers(pool, content, own_id, problems)
+    fresh = _add_points(directory, content, problems)
+    for entry in content.banned_ips:
+        pool.acl.ip_blacklist.ban(entry)
+    for banned in content.banned_peers:
+        pool.acl.peer_blacklist.ban(banned)
+    removed_points = directory.trim_points(pool.now())
+    if removed_points:
+        pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
+    removed_peers = directory.trim_peers(lambda i: pool.score(i.metadata))
+    if removed_peers:
+        pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
+    connected = [i for i in fresh if i.last_established_connection is not None and directory.knows_point(i.point)]
+    connected.sort(key=lambda i: i.last_established_connection[1], reverse=True)  # type: ignore[index]
+    return Applied(
+        peers=added_peers - len(removed_peers),
+        points=len(fresh) - len(removed_points),
+        banned_ips=len(content.banned_ips),
+        banned_peers=len(content.banned_peers),
+        problems=problems,
+        established=[i.point for i in connected],
+    )

@@ -1,0 +1,299 @@
+# -*- test-case-name: tests.test_persistence -*-
+"""
+The peers file on disk: C{peers.json} and the generation before it,
+C{peers.json.bak}.
+
+A save writes C{peers.json.tmp}, fsyncs it, makes the current file the
+C{.bak} and renames the new one over it (L{write_atomically}). A load
+(L{read_peers_file}) moves a damaged file aside as
+C{peers.json.corrupt-<UTC time>} and falls back on the C{.bak}; it leaves a
+refused file (a newer format, another network) exactly as it is.
+
+Everything here is blocking: meant for a thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import os
+import shutil
+import time
+from typing import IO, Callable, Optional, Union
+
+import attrs
+from twisted.logger import Logger
+
+from p2pool.core.files import open_regular_file
+from p2pool.pool.persistence.decoder import decode_document
+from p2pool.pool.persistence.document import IncompatibleFile, PeersFileContent, PeersFileError, Snapshot
+from p2pool.pool.persistence.encoder import write_document
+
+__all__ = [
+    "BACKUP_SUFFIX",
+    "CORRUPT_INFIX",
+    "LoadOutcome",
+    "TEMPORARY_SUFFIX",
+    "file_fingerprint",
+    "read_peers_file",
+    "write_atomically",
+    "write_snapshot",
+]
+
+BACKUP_SUFFIX = ".bak"
+TEMPORARY_SUFFIX = ".tmp"
+CORRUPT_INFIX = ".corrupt-"
+
+_log = Logger()
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def _sync_directory(directory: str) -> None:
+    """
+    fsync a directory, so that a rename in it is durable.
+
+    @raise OSError: the directory cannot be opened or synced.
+    """
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_atomically(path: str, content: Union[bytes, Callable[[IO[bytes]], None]], keep_backup: bool = True) -> int:
+    """
+    Replace C{path} with new content, whole or not at all: write
+    C{path.tmp}, flush and fsync it; when C{keep_backup}, make the file it
+    replaces C{path.bak} (a hard link, or a copy where links are not
+    possible); rename the temporary file over C{path}; fsync the directory.
+    The parent directory is created if missing.
+
+    A crash at any moment leaves C{path} either the old file or the new
+    one; C{path.bak} either the generation before or the old file.
+
+    @param content: the bytes, or a function writing them to a file.
+    @return: the size written, in bytes.
+    @raise OSError: the write failed; C{path} is the old file, unless only
+        the final directory fsync failed (the new file is then in place
+        but perhaps not yet durable).
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temporary = path + TEMPORARY_SUFFIX
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(content, bytes):
+                out.write(content)
+            else:
+                content(out)
+            out.flush()
+            size = out.tell()
+            os.fsync(out.fileno())
+        if keep_backup and os.path.exists(path):
+            _replace_backup(path)
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    _sync_directory(directory)
+    return size
+
+
+def _replace_backup(path: str) -> None:
+    """
+    Make C{path.bak} the current C{path}, atomically.
+    """
+    backup = path + BACKUP_SUFFIX
+    staging = backup + TEMPORARY_SUFFIX
+    _remove_quietly(staging)
+    try:
+        os.link(path, staging)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV, errno.EACCES):
+            raise
+        staging_fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        with open(path, "rb") as source, os.fdopen(staging_fd, "wb") as copy:
+            shutil.copyfileobj(source, copy)
+            copy.flush()
+            os.fsync(copy.fileno())
+    os.replace(staging, backup)
+
+
+def write_snapshot(path: str, snapshot: Snapshot, keep_backup: bool = True) -> int:
+    """
+    Write C{snapshot} to C{path} atomically (see L{write_atomically}),
+    emptying its lists on the way.
+
+    @return: the size of the file written, in bytes.
+    @raise OSError: the file could not be written; C{path} is unchanged.
+    """
+    return write_atomically(path, lambda out: write_document(out, snapshot), keep_backup)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+@attrs.frozen
+class LoadOutcome:
+    """
+    What L{read_peers_file} found.
+
+    @ivar status: C{"missing"} (no file: an empty start), C{"loaded"},
+        C{"recovered"} (the file was damaged, C{.bak} was loaded instead),
+        C{"damaged"} (the file and C{.bak} were both unusable: an empty
+        start), or C{"refused"} (a newer format or another network: an
+        empty start, the file left alone and not overwritten).
+    @ivar content: the decoded content, when loaded or recovered.
+    @ivar source: the file the content came from.
+    @ivar error: what was wrong with the file (and the backup).
+    @ivar moved_to: where the damaged file was moved.
+    @ivar refused: C{"format"} or C{"network"} for a refused file.
+    @ivar fingerprint: C{(inode, size, mtime_ns)} of a refused file, to
+        notice when an operator has moved or replaced it.
+    @ivar duration: seconds spent reading and decoding.
+    """
+
+    status: str
+    content: Optional[PeersFileContent] = None
+    source: Optional[str] = None
+    error: Optional[str] = None
+    moved_to: Optional[str] = None
+    refused: Optional[str] = None
+    fingerprint: Optional[tuple[int, int, int]] = None
+    duration: float = 0.0
+
+
+def file_fingerprint(path: str) -> Optional[tuple[int, int, int]]:
+    """
+    C{(inode, size, mtime_ns)} of C{path}, or None when it does not exist.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _aside_name(path: str, now: float) -> str:
+    """
+    A free name to move the damaged C{path} to:
+    C{path.corrupt-<UTC time with microseconds>}, with C{-2}, C{-3} … when
+    taken.
+    """
+    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    candidate = f"{path}{CORRUPT_INFIX}{stamp}"
+    n = 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{path}{CORRUPT_INFIX}{stamp}-{n}"
+    return candidate
+
+
+def _read(path: str) -> bytes:
+    # A FIFO, a device or a directory in the file's place is refused at
+    # once (an OSError: moved aside like any damaged file), never waited on.
+    with open_regular_file(path) as f:
+        return f.read()
+
+
+def _remove_quietly_logged(path: str) -> None:
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        _log.warn("cannot remove the leftover {path}: {error}", path=path, error=str(e))
+
+
+def read_peers_file(path: str, network: str, now: Optional[float] = None) -> LoadOutcome:
+    """
+    Read the peers file at C{path} for C{network}.
+
+      - No file: status C{missing}.
+      - A newer format or another network: status C{refused}; the file is
+        left alone.
+      - Damaged (unreadable, not JSON, truncated, wrong shape): it is
+        renamed C{path.corrupt-<UTC time>}; C{path.bak} is loaded when it is
+        usable (status C{recovered}, and it is copied back to C{path} so
+        that a crash before the next save does not lose it), else status
+        C{damaged}.
+
+    A temporary file left by a crash during a save is removed. Never
+    raises for a problem with the files.
+    """
+    started = time.perf_counter()
+    now = time.time() if now is None else now
+    _remove_quietly_logged(path + TEMPORARY_SUFFIX)
+    _remove_quietly_logged(path + BACKUP_SUFFIX + TEMPORARY_SUFFIX)
+    data: Optional[bytes] = None
+    read_error: Optional[str] = None
+    try:
+        data = _read(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return LoadOutcome("missing", duration=time.perf_counter() - started)
+    except OSError as e:
+        read_error = f"cannot be read: {e.strerror or e}"
+    if data is not None:
+        try:
+            content = decode_document(data, network)
+        except IncompatibleFile as e:
+            return LoadOutcome(
+                "refused",
+                source=path,
+                error=str(e),
+                refused=e.reason,
+                fingerprint=file_fingerprint(path),
+                duration=time.perf_counter() - started,
+            )
+        except PeersFileError as e:
+            read_error = str(e)
+        else:
+            return LoadOutcome("loaded", content, source=path, duration=time.perf_counter() - started)
+    outcome = _recover(path, network, now, read_error)
+    return attrs.evolve(outcome, duration=time.perf_counter() - started)
+
+
+def _recover(path: str, network: str, now: float, read_error: Optional[str]) -> LoadOutcome:
+    """
+    Move the damaged file at C{path} aside and load C{path.bak} in its
+    place when it is usable (copying it back to C{path}): status
+    C{recovered}, else C{damaged}.
+    """
+    moved_to: Optional[str] = _aside_name(path, now)
+    try:
+        os.replace(path, moved_to)  # type: ignore[arg-type]
+        _sync_directory(os.path.dirname(path) or ".")
+    except OSError as e:
+        read_error = f"{read_error}; it could not be moved aside: {e.strerror or e}"
+        moved_to = None
+    backup = path + BACKUP_SUFFIX
+    try:
+        backup_data = _read(backup)
+    except FileNotFoundError:
+        return LoadOutcome("damaged", source=path, error=read_error, moved_to=moved_to)
+    except OSError as e:
+        error = f"{read_error}; {backup} cannot be read either: {e.strerror or e}"
+        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+    try:
+        content = decode_document(backup_data, network)
+    except (PeersFileError, IncompatibleFile) as e:
+        error = f"{read_error}; {backup} is not usable either: {e}"
+        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+    try:
+        write_atomically(path, backup_data, keep_backup=False)
+    except OSError as e:
+        read_error = f"{read_error}; restoring {backup} as {path} failed: {e.strerror or e}"
+    return LoadOutcome("recovered", content, source=backup, error=read_error, moved_to=moved_to)
