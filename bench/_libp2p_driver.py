@@ -76,7 +76,11 @@ def new_host(security: str, max_connections_per_peer: int | None = None) -> Any:
         from libp2p.security.tls.transport import PROTOCOL_ID, TLSTransport
 
         sec_opt = {PROTOCOL_ID: TLSTransport(key_pair)}
-    config = None if max_connections_per_peer is None else ConnectionConfig(max_connections_per_peer=max_connections_per_peer)
+    config = (
+        None
+        if max_connections_per_peer is None
+        else ConnectionConfig(max_connections_per_peer=max_connections_per_peer)
+    )
     return make(key_pair=key_pair, sec_opt=sec_opt, connection_config=config)
 
 
@@ -235,13 +239,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         cases["connect"] = await time_connects(dialer, target, args.connects, args.max_seconds)
         cases["connect"]["note"] = "py-libp2p's default dialer (waits its 250 ms happy-eyeballs delay)"
-        log(f"[libp2p] connect x{cases['connect']['count']}: median {cases['connect'].get('ms_median', float('nan')):.2f} ms")
+        log(
+            f"[libp2p] connect x{cases['connect']['count']}: median {cases['connect'].get('ms_median', float('nan')):.2f} ms"
+        )
 
         single = new_host(args.security, max_connections_per_peer=1)
         async with single.run(listen_addrs=listen):
             cases["connect_mcpp1"] = await time_connects(single, target, args.connects, args.max_seconds)
         cases["connect_mcpp1"]["note"] = "a dialer with ConnectionConfig(max_connections_per_peer=1)"
-        log(f"[libp2p] connect (mcpp=1) x{cases['connect_mcpp1']['count']}: median {cases['connect_mcpp1'].get('ms_median', float('nan')):.2f} ms")
+        log(
+            f"[libp2p] connect (mcpp=1) x{cases['connect_mcpp1']['count']}: median {cases['connect_mcpp1'].get('ms_median', float('nan')):.2f} ms"
+        )
 
         with trio.fail_after(10):
             await dialer.connect(target)
@@ -279,10 +287,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.x only; default %(default)s)")
     p.add_argument("--security", choices=["noise", "tls"], default="noise", help="(default %(default)s)")
-    p.add_argument("--connects", type=int, default=30, help="sequential connections timed per dialer (default %(default)s)")
+    p.add_argument(
+        "--connects", type=int, default=30, help="sequential connections timed per dialer (default %(default)s)"
+    )
     p.add_argument("--mib", type=float, default=256, help="stream case cap in MiB (default %(default)s)")
-    p.add_argument("--write-size", type=int, default=65000,
-                   help="stream write size; 65000 was the fastest the limits study found (default %(default)s)")
+    p.add_argument(
+        "--write-size",
+        type=int,
+        default=65000,
+        help="stream write size; 65000 was the fastest the limits study found (default %(default)s)",
+    )
     p.add_argument("--msg-size", type=int, default=100, help="payload bytes per small message (default %(default)s)")
     p.add_argument("--msg-count", type=int, default=1_000_000, help="small-message cap (default %(default)s)")
     p.add_argument("--max-seconds", type=float, default=4.0, help="time cap of each case (default %(default)s)")

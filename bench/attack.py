@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,7 +55,7 @@ SEQ = struct.Struct("!Q")
 MIB = 1024 * 1024
 
 
-def _percentile(values: list[float], q: float) -> Optional[float]:
+def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -63,8 +63,8 @@ def _percentile(values: list[float], q: float) -> Optional[float]:
 
 
 def _pool(ip: str, data_dir: str, app: Any = None, **config: Any) -> Any:
-    from p2pool.core.addressing import Point
     from p2pool.config import PoolConfig
+    from p2pool.core.addressing import Point
     from p2pool.core.identity import Identity
     from p2pool.pool.service import Pool
 
@@ -88,17 +88,24 @@ def node_main(args: argparse.Namespace) -> None:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import LoopingCall
 
-    from p2pool.core.addressing import Point
     from p2pool.config import AdminConfig
-    from p2pool.examples.gossip import Gossip
+    from p2pool.core.addressing import Point
     from p2pool.daemon.node import make_node_service
+    from p2pool.examples.gossip import Gossip
 
     quiet_twisted_logging()
     overrides = json.loads(args.overrides)
     stats: dict[str, Any] = {"handled": 0, "in_order": True, "next": 0}
     pending: list[Deferred[None]] = []
     events: list[dict[str, Any]] = []
-    watched = {"send_stalled", "close_timeout", "idle_timeout", "disconnection", "external_disconnection", "send_queue_full"}
+    watched = {
+        "send_stalled",
+        "close_timeout",
+        "idle_timeout",
+        "disconnection",
+        "external_disconnection",
+        "send_queue_full",
+    }
 
     class EchoGossip(Gossip):
         def message_received(self, conn: Any, data: bytes) -> Any:
@@ -177,7 +184,10 @@ def node_main(args: argparse.Namespace) -> None:
     def ready(_: object) -> None:
         admin_port = service.admin.port.getHost().port if service.admin is not None else None  # type: ignore[union-attr]
         port = pool.listening_port.getHost().port  # type: ignore[union-attr]
-        print(json.dumps({"ready": True, "port": port, "peer_id": str(pool.peer_id), "admin_port": admin_port}), flush=True)
+        print(
+            json.dumps({"ready": True, "port": port, "peer_id": str(pool.peer_id), "admin_port": admin_port}),
+            flush=True,
+        )
         LoopingCall(report).start(0.5)
 
     def admin_ready() -> Any:
@@ -197,9 +207,9 @@ def peer_main(args: argparse.Namespace) -> None:
     from twisted.internet.task import LoopingCall
 
     from p2pool.core.addressing import PeerId, Point, PointSpec
+    from p2pool.core.wire import Ping, encode
     from p2pool.examples.gossip import GossipMessage
     from p2pool.interfaces import BasePoolApplication
-    from p2pool.core.wire import Ping, encode
 
     quiet_twisted_logging()
 
@@ -303,7 +313,7 @@ class _Child:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def first(self, key: str) -> Optional[dict[str, Any]]:
+    def first(self, key: str) -> dict[str, Any] | None:
         return next((line for line in self.lines if key in line), None)
 
     def stop(self) -> None:
@@ -417,7 +427,7 @@ def _rss_mib(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"start": round(values[0], 1), "max": round(max(values), 1), "end": round(values[-1], 1)}
 
 
-def _cpu_share(samples: list[dict[str, Any]]) -> Optional[float]:
+def _cpu_share(samples: list[dict[str, Any]]) -> float | None:
     if len(samples) < 2:
         return None
     return round((samples[-1]["cpu_s"] - samples[0]["cpu_s"]) / (samples[-1]["t"] - samples[0]["t"]), 3)
@@ -441,18 +451,27 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
     if quick:
         attack_s = {"slow_reader": 4.0, "ping_flood": 2.0, "silent_reader": 4.0, "async_app": 2.0}[case]
     else:
-        attack_s = {"slow_reader": 120.0, "ping_flood": 60.0, "silent_reader": 60.0, "async_app": 60.0}[case] * args.scale
+        attack_s = {"slow_reader": 120.0, "ping_flood": 60.0, "silent_reader": 60.0, "async_app": 60.0}[
+            case
+        ] * args.scale
     stall = 1.5 if quick else 30.0
     keepalive = 0.5 if quick else 5.0
     overrides: dict[str, Any] = {"send_stall_timeout": stall}
     if case == "silent_reader":
         overrides = {"keepalive_interval": keepalive, "send_stall_timeout": 3600.0}
     node = _spawn(
-        "node", "--ip", node_ip, "--data-dir", os.path.join(tmp, case), "--overrides", json.dumps(overrides),
-        "--app", "async" if case == "async_app" else "gossip",
+        "node",
+        "--ip",
+        node_ip,
+        "--data-dir",
+        os.path.join(tmp, case),
+        "--overrides",
+        json.dumps(overrides),
+        "--app",
+        "async" if case == "async_app" else "gossip",
     )
     children = [node]
-    probe: Optional[_Probe] = None
+    probe: _Probe | None = None
     honest = None
     try:
         await _until(lambda: node.first("ready") is not None, 30, "the node")
@@ -472,14 +491,30 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         probe.start()
         peer_args = ["--node-ip", node_ip, "--port", str(ready["port"]), "--peer-id", ready["peer_id"], "--data-dir"]
         if case in ("slow_reader", "silent_reader"):
-            children.append(_spawn("peer", "--kind", "publisher", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-pub"), "--rate", str(args.rate)))
+            children.append(
+                _spawn(
+                    "peer",
+                    "--kind",
+                    "publisher",
+                    "--ip",
+                    publisher_ip,
+                    *peer_args,
+                    os.path.join(tmp, case + "-pub"),
+                    "--rate",
+                    str(args.rate),
+                )
+            )
         if case == "async_app":
-            children.append(_spawn("peer", "--kind", "sender", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-snd")))
+            children.append(
+                _spawn("peer", "--kind", "sender", "--ip", publisher_ip, *peer_args, os.path.join(tmp, case + "-snd"))
+            )
         attacker = None
         if case != "async_app":
             # Started now, so that its start-up is not part of the attack; it
             # connects when told to.
-            attacker = _spawn("peer", "--kind", case, "--wait-go", "--ip", attacker_ip, *peer_args, os.path.join(tmp, case + "-att"))
+            attacker = _spawn(
+                "peer", "--kind", case, "--wait-go", "--ip", attacker_ip, *peer_args, os.path.join(tmp, case + "-att")
+            )
             children.append(attacker)
         await deferLater(reactor, baseline_s, lambda: None)
         t_base = time.time() - baseline_s
@@ -490,7 +525,11 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         t_attack = time.time()
         if attacker is not None:
             attacker.go()
-            await _until(lambda: attacker.first("connected") is not None or attacker.first("error") is not None, 30, "the attacker")
+            await _until(
+                lambda: attacker.first("connected") is not None or attacker.first("error") is not None,
+                30,
+                "the attacker",
+            )
         await deferLater(reactor, attack_s, lambda: None)
         samples = _series(node, t_attack)
         result: dict[str, Any] = {
@@ -512,7 +551,9 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
             connected = attacker.first("connected")
             attacker_id = connected["peer_id"] if connected is not None else None
             drops = [
-                e for e in events if e["event"] in ("disconnection", "external_disconnection") and e.get("peer_id") == attacker_id
+                e
+                for e in events
+                if e["event"] in ("disconnection", "external_disconnection") and e.get("peer_id") == attacker_id
             ]
             cut: dict[str, Any] = {"cut": bool(drops)}
             if drops and connected is not None:
@@ -523,7 +564,9 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         targets: dict[str, Any] = {}
         if case == "slow_reader":
             bound = 1.0  # send_queue_size default, MiB
-            targets["rss_le_idle_plus_bound_plus_32MiB"] = _met(peak <= idle_rss + bound + 32, peak, idle_rss + bound + 32)
+            targets["rss_le_idle_plus_bound_plus_32MiB"] = _met(
+                peak <= idle_rss + bound + 32, peak, idle_rss + bound + 32
+            )
             after = result["attacker"].get("after_s")
             targets["cut_within_stall_plus_5s"] = _met(after is not None and after <= stall + 5, after, stall + 5)
             targets["honest_rtt_p99_le_50ms"] = _met((attack["rtt_ms_p99"] or 1e9) <= 50, attack["rtt_ms_p99"], 50)
@@ -535,7 +578,9 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         elif case == "silent_reader":
             after = result["attacker"].get("after_s")
             limit = 3 * keepalive + 5
-            targets["socket_gone_within_3_keepalives_plus_5s"] = _met(after is not None and after <= limit, after, limit)
+            targets["socket_gone_within_3_keepalives_plus_5s"] = _met(
+                after is not None and after <= limit, after, limit
+            )
         elif case == "async_app":
             sender = children[1]
             sent = max((line["sent"] for line in sender.lines if "sent" in line), default=0)
@@ -590,7 +635,11 @@ def parent(args: argparse.Namespace) -> None:
             if args.quick:
                 # A smoke run: every case at once, each on its own addresses.
                 log(f"attack: {', '.join(cases)} (quick, concurrently) ...")
-                outcomes = await DeferredList([ensureDeferred(run_case(case, args, tmp)) for case in cases], fireOnOneErrback=True, consumeErrors=True)
+                outcomes = await DeferredList(
+                    [ensureDeferred(run_case(case, args, tmp)) for case in cases],
+                    fireOnOneErrback=True,
+                    consumeErrors=True,
+                )
                 results = [result for _, result in outcomes]
             else:
                 for case in cases:
@@ -612,7 +661,9 @@ def parent(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="every case for a few seconds (<= 20 s in all), for CI")
     p.add_argument("--cases", default="", help="comma-separated cases (default: all)")
     p.add_argument("--rate", type=float, default=50.0, help="gossip messages (64 KiB) published per second")

@@ -128,8 +128,12 @@ def run_target(name: str, cases: int, seed: int) -> dict[str, Any]:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -137,11 +141,18 @@ def _git_commit() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=None, help="multiply every target's case count (default 1: 105,500 cases; --quick 0.005)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply every target's case count (default 1: 105,500 cases; --quick 0.005)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: about 530 cases, at least one per target")
     parser.add_argument("--targets", default="", help="comma-separated target names (default: all; see --list)")
     parser.add_argument("--seed", type=int, default=20240501, help="Hypothesis seed (default %(default)s)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: the CPU count)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: the CPU count)"
+    )
     parser.add_argument("--list", action="store_true", help="list the targets and their default case counts, then exit")
     args = parser.parse_args()
     if args.list:
@@ -160,8 +171,11 @@ def main() -> int:
     started = time.perf_counter()
     # Import the targets once here: the forked workers inherit them.
     import tests.test_fuzz  # noqa: F401
+
     # Longest targets first, so that the jobs finish together.
-    order = sorted(plan, key=lambda n: -plan[n] / {"pool.injection": 50, "persistence.read_peers_file": 130}.get(n, 400))
+    order = sorted(
+        plan, key=lambda n: -plan[n] / {"pool.injection": 50, "persistence.read_peers_file": 130}.get(n, 400)
+    )
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context) as pool:
         futures = {pool.submit(run_target, name, plan[name], args.seed): name for name in order}
@@ -170,8 +184,13 @@ def main() -> int:
             try:
                 result = future.result()
             except Exception as e:  # noqa: BLE001 (the harness itself broke: the whole target failed)
-                result = {"cases": 0, "failures": plan[name], "seconds": None, "cases_per_second": None,
-                          "first_failures": [{"error": f"{type(e).__name__}: {e}"[:500], "case": ""}]}
+                result = {
+                    "cases": 0,
+                    "failures": plan[name],
+                    "seconds": None,
+                    "cases_per_second": None,
+                    "first_failures": [{"error": f"{type(e).__name__}: {e}"[:500], "case": ""}],
+                }
             results[name] = result
             log(f"  {name:32s} {result['cases']:>7,} cases  {result['failures']} failures  {result['seconds']} s")
     wall = time.perf_counter() - started
@@ -184,7 +203,13 @@ def main() -> int:
             "total_failures": failed,
             "wall_seconds": round(wall, 1),
             "cases_per_second": round(total / wall, 1),
-            "settings": {"scale": args.scale, "quick": args.quick, "seed": args.seed, "jobs": args.jobs, "planned": plan},
+            "settings": {
+                "scale": args.scale,
+                "quick": args.quick,
+                "seed": args.seed,
+                "jobs": args.jobs,
+                "planned": plan,
+            },
             "env": {**env_info(), "hypothesis": _hypothesis_version(), "commit": _git_commit()},
         }
     )

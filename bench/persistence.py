@@ -43,18 +43,19 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.identity import Identity
+from p2pool.core.states import PeerInfo, PointInfo, StateEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.persistence import snapshot_pool, write_snapshot
 from p2pool.pool.service import Pool
-from p2pool.core.states import PeerInfo, PointInfo, StateEvent
 
 IDENTITY = Identity.generate(0)
 NETWORK = "bench"
@@ -231,7 +232,6 @@ def measure(size: int, directory: str) -> dict[str, float]:
 
     loads, _ = timed(read_plain)
     loads_paused, _ = timed(read_plain_gc_paused)
-    del document
 
     def load() -> Pool:
         # What a starting pool does, on a reactor without threads (the
@@ -323,9 +323,16 @@ def measure_stall(size: int, directory: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=None, help="table sizes (default 1000,10000,100000; --quick 100,1000)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="before each run, wait up to S seconds for the machine to be quiet")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each run, wait up to S seconds for the machine to be quiet",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke run of every case")
     args = parser.parse_args()
     if args.sizes is None:
@@ -362,7 +369,10 @@ def main() -> None:
         with ForeignLoad() as load:
             stall = {key: round(value, 3) for key, value in measure_stall(largest, directory).items()}
         stall["foreign_cpu_share"] = round(load.share, 3)
-        print(f"persistence: reactor stall during a save of {largest}: other processes used {load.share:.0%}", file=sys.stderr)
+        print(
+            f"persistence: reactor stall during a save of {largest}: other processes used {load.share:.0%}",
+            file=sys.stderr,
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(

@@ -32,9 +32,9 @@ import time
 from typing import Any
 
 from p2pool.core.addressing import Point, PointSpec
+from p2pool.core.wire import Advertise, encode
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
-from p2pool.core.wire import Advertise, encode
 
 PORT = 9732
 
@@ -155,7 +155,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     flooder = attackers[0]
     victim_point = Point("200.200.0.1", PORT)
     sent = 0
-    for second in range(args.eclipse_seconds):
+    for _ in range(args.eclipse_seconds):
         conn = flooder.connections.find_by_point(victim_point) or next(
             (c for c in flooder.connections.list() if c.peer_id == victim.peer_id), None
         )
@@ -176,7 +176,9 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
         "victim_outbound": len(outbound),
         "victim_outbound_to_attacker": len(hostile),
         "attacker_share_of_outbound": round(len(hostile) / len(outbound), 3) if outbound else None,
-        "victim_inbound_from_attacker": sum(1 for c in victim.connections.list() if c.incoming and c.remote_ip.startswith("66.")),
+        "victim_inbound_from_attacker": sum(
+            1 for c in victim.connections.list() if c.incoming and c.remote_ip.startswith("66.")
+        ),
         "target_share": 0.25,
         "simulated_seconds": args.eclipse_seconds,
     }
@@ -189,7 +191,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
     parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
     parser.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
-    parser.add_argument("--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 30)")
+    parser.add_argument(
+        "--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 30)"
+    )
     parser.add_argument("--quick", action="store_true", help="both scenarios on a small network: a smoke run")
     args = parser.parse_args()
     if args.nodes is None:

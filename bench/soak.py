@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any
 
 HEADER = struct.Struct("!HHIQI")  # node, incarnation, conn serial, global seq, conn seq
 PAD = b"\xa5" * 1000
@@ -93,7 +93,7 @@ def node_ip(i: int) -> str:
     return f"127.0.0.{10 + i}"
 
 
-def rss_kib(pid: int) -> Optional[int]:
+def rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -104,7 +104,7 @@ def rss_kib(pid: int) -> Optional[int]:
     return None
 
 
-def slope_per_min(points: list[tuple[float, float]]) -> Optional[float]:
+def slope_per_min(points: list[tuple[float, float]]) -> float | None:
     """Least-squares slope of (seconds, KiB) points, in KiB/min."""
     if len(points) < 3:
         return None
@@ -118,7 +118,9 @@ def slope_per_min(points: list[tuple[float, float]]) -> Optional[float]:
     return round(sxy / sxx * 60.0, 1)
 
 
-def churn_schedule(seed: int, nodes: int, t0: float, t_end: float, interval: float, timing: Timing) -> list[tuple[float, int]]:
+def churn_schedule(
+    seed: int, nodes: int, t0: float, t_end: float, interval: float, timing: Timing
+) -> list[tuple[float, int]]:
     """The (time, node) churn events, the same in every process."""
     rng = random.Random(seed)
     events = []
@@ -137,12 +139,12 @@ def worker(args: argparse.Namespace) -> None:
     import gc
 
     from twisted.internet import reactor
-    from twisted.internet.defer import Deferred, ensureDeferred
+    from twisted.internet.defer import ensureDeferred
     from twisted.internet.task import LoopingCall, deferLater
     from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
-    from p2pool.core.addressing import Point, PointSpec
     from p2pool.config import PoolConfig
+    from p2pool.core.addressing import Point, PointSpec
     from p2pool.core.identity import Identity
     from p2pool.interfaces import BasePoolApplication
     from p2pool.pool.service import Pool
@@ -180,7 +182,7 @@ def worker(args: argparse.Namespace) -> None:
     totals = collections.Counter()
 
     class SoakApp(BasePoolApplication):
-        def __init__(self, node: "SoakNode") -> None:
+        def __init__(self, node: SoakNode) -> None:
             self.node = node
             self.conns: dict[Any, list[Any]] = {}  # conn -> [key, cseq, recv_record]
 
@@ -233,8 +235,8 @@ def worker(args: argparse.Namespace) -> None:
             self.identity = Identity.generate(0)
             self.data_dir = os.path.join(base, f"node{index}")
             os.makedirs(self.data_dir)
-            self.pool: Optional[Pool] = None
-            self.app: Optional[SoakApp] = None
+            self.pool: Pool | None = None
+            self.app: SoakApp | None = None
             boot = 1 if index == 0 else 0
             self.config = PoolConfig(
                 listen=Point(node_ip(index), args.port),
@@ -252,7 +254,9 @@ def worker(args: argparse.Namespace) -> None:
         async def start(self) -> None:
             self.incarnation += 1
             self.app = SoakApp(self)
-            self.pool = Pool(self.config, self.app, identity=self.identity, log=lambda e: pool_events.update((e.event,)))
+            self.pool = Pool(
+                self.config, self.app, identity=self.identity, log=lambda e: pool_events.update((e.event,))
+            )
             self.pool.startService()
             await self.pool.when_started()
 
@@ -275,7 +279,10 @@ def worker(args: argparse.Namespace) -> None:
                 self.gseq += 1
                 state[1] += 1
                 key = state[0]
-                data = HEADER.pack(key[0], key[1], key[2], self.gseq, state[1]) + PAD[: rng.randint(100 - HEADER.size, 1000 - HEADER.size)]
+                data = (
+                    HEADER.pack(key[0], key[1], key[2], self.gseq, state[1])
+                    + PAD[: rng.randint(100 - HEADER.size, 1000 - HEADER.size)]
+                )
                 conn.send(data)
                 sent_records[key][0] += 1
                 totals["sent"] += 1
@@ -295,7 +302,9 @@ def worker(args: argparse.Namespace) -> None:
                 bench_exceptions.append(repr(e))
 
     def sample() -> None:
-        conns = {i: (len(n.pool.connections) if n.pool is not None and n.pool.is_started else None) for i, n in nodes.items()}
+        conns = {
+            i: (len(n.pool.connections) if n.pool is not None and n.pool.is_started else None) for i, n in nodes.items()
+        }
         samples.append({"t": round(time.time() - args.t0, 1), "conns": conns})
 
     def progress() -> None:
@@ -314,7 +323,14 @@ def worker(args: argparse.Namespace) -> None:
         stop_took = time.time() - t_stop
         await deferLater(reactor, max(0.0, t_stop + args.timing.churn_down - time.time()), lambda: None)
         await n.start()
-        churns.append({"t": round(t_stop - args.t0, 1), "node": i, "stop_took_s": round(stop_took, 3), "down_s": round(time.time() - t_stop, 2)})
+        churns.append(
+            {
+                "t": round(t_stop - args.t0, 1),
+                "node": i,
+                "stop_took_s": round(stop_took, 3),
+                "down_s": round(time.time() - t_stop, 2),
+            }
+        )
 
     traced: list[Any] = []
 
@@ -359,7 +375,7 @@ def worker(args: argparse.Namespace) -> None:
         for n in nodes.values():
             if n.app is None:
                 continue
-            for conn, state in n.app.conns.items():
+            for conn in n.app.conns:
                 if not conn.is_open:
                     stale += 1
         errors_before_shutdown = error_count[0]
@@ -369,7 +385,13 @@ def worker(args: argparse.Namespace) -> None:
 
             end_snap = tracemalloc.take_snapshot()
             for st in end_snap.compare_to(traced[0], "traceback")[:8]:
-                growth.append({"size_diff_kib": st.size_diff // 1024, "count_diff": st.count_diff, "where": st.traceback.format()[-8:]})
+                growth.append(
+                    {
+                        "size_diff_kib": st.size_diff // 1024,
+                        "count_diff": st.count_diff,
+                        "where": st.traceback.format()[-8:],
+                    }
+                )
         snapshot = {
             "worker": args.worker_index,
             "pid": os.getpid(),
@@ -444,13 +466,36 @@ def parent(args: argparse.Namespace) -> int:
     procs = []
     for w in range(args.workers):
         out = os.path.join(tmp, f"w{w}.json")
-        cmd = [
-            sys.executable, os.path.abspath(__file__), "--worker-index", str(w), "--workers", str(args.workers),
-            "--nodes", str(args.nodes), "--port", str(port), "--t0", repr(t0), "--t-end", repr(t_end),
-            "--seed", str(args.seed), "--churn-interval", str(args.churn_interval), "--out", out,
-        ] + (["--tracemalloc"] if args.tracemalloc else []) + (["--quick"] if args.quick else [])
+        cmd = (
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker-index",
+                str(w),
+                "--workers",
+                str(args.workers),
+                "--nodes",
+                str(args.nodes),
+                "--port",
+                str(port),
+                "--t0",
+                repr(t0),
+                "--t-end",
+                repr(t_end),
+                "--seed",
+                str(args.seed),
+                "--churn-interval",
+                str(args.churn_interval),
+                "--out",
+                out,
+            ]
+            + (["--tracemalloc"] if args.tracemalloc else [])
+            + (["--quick"] if args.quick else [])
+        )
         procs.append((w, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
-    log(f"soak: {args.nodes} nodes in {args.workers} processes, port {port}, {args.minutes:g} min, churn every {args.churn_interval} s")
+    log(
+        f"soak: {args.nodes} nodes in {args.workers} processes, port {port}, {args.minutes:g} min, churn every {args.churn_interval} s"
+    )
     rss: dict[int, list[tuple[float, int]]] = {w: [] for w, _, _ in procs}
     deadline = t_end + 120.0
     next_sample = t0
@@ -465,7 +510,10 @@ def parent(args: argparse.Namespace) -> int:
                         rss[w].append((round(now - t0, 1), v))
             next_sample += args.timing.sample_interval
         if now >= next_progress and now <= t_end:
-            log(f"[parent t={now - t0:5.0f}s] rss KiB: " + ", ".join(f"w{w}={rss[w][-1][1] if rss[w] else None}" for w in rss))
+            log(
+                f"[parent t={now - t0:5.0f}s] rss KiB: "
+                + ", ".join(f"w{w}={rss[w][-1][1] if rss[w] else None}" for w in rss)
+            )
             next_progress += args.timing.progress_interval
         time.sleep(0.5)
     for _, p, _ in procs:
@@ -527,7 +575,9 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
                 if n_sent != got:
                     lost_live += n_sent - got
                     if len(live_examples) < 10:
-                        live_examples.append({"key": key, "sent": n_sent, "received": got, "receiver_keys": rec["keys"]})
+                        live_examples.append(
+                            {"key": key, "sent": n_sent, "received": got, "receiver_keys": rec["keys"]}
+                        )
             else:
                 closed_connections += 1
                 undelivered_at_close += n_sent - got
@@ -555,7 +605,7 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
         "slope_second_half_kib_per_min": slope_per_min([(t, v) for t, v in total if t >= half]),
     }
     # connections over time
-    by_t: dict[float, dict[int, Optional[int]]] = collections.defaultdict(dict)
+    by_t: dict[float, dict[int, int | None]] = collections.defaultdict(dict)
     for r in ok:
         for s in r["samples"]:
             tb = round(s["t"] / args.timing.sample_interval) * args.timing.sample_interval
@@ -563,13 +613,15 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
     conns_over_time = []
     for tb in sorted(by_t):
         vals = [v for v in by_t[tb].values() if v is not None]
-        conns_over_time.append({
-            "t": tb,
-            "nodes_up": len(vals),
-            "connections": sum(vals) // 2,
-            "per_node_min": min(vals, default=0),
-            "per_node_max": max(vals, default=0),
-        })
+        conns_over_time.append(
+            {
+                "t": tb,
+                "nodes_up": len(vals),
+                "connections": sum(vals) // 2,
+                "per_node_min": min(vals, default=0),
+                "per_node_max": max(vals, default=0),
+            }
+        )
     churns = sorted((c for r in ok for c in r["churns"]), key=lambda c: c["t"])
     pool_events = collections.Counter()
     totals = collections.Counter()
@@ -602,7 +654,8 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
         "errors_twisted_logger": sum(r["errors"] for r in ok),
         "errors_bench_callbacks": sum(r["bench_exception_count"] for r in ok),
         "errors_during_final_shutdown": sum(r.get("errors_during_shutdown", 0) for r in ok),
-        "error_samples": [e for r in ok for e in r["error_samples"]][:10] + [e for r in ok for e in r["bench_exceptions"]][:10],
+        "error_samples": [e for r in ok for e in r["error_samples"]][:10]
+        + [e for r in ok for e in r["bench_exceptions"]][:10],
         "stale_open_records": sum(r["stale_open_records"] for r in ok),
         "churn_events": churns,
         "connections_made": totals.get("connections_made", 0),
@@ -615,14 +668,20 @@ def aggregate(args, port, t0, t_end, started, rss, results) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=None, help="length of the run (default 10; --quick 8 s)")
     p.add_argument("--nodes", type=int, default=None, help="nodes (default 20; --quick 6)")
     p.add_argument("--workers", type=int, default=2, help="child processes (2-4)")
-    p.add_argument("--churn-interval", type=float, default=None, help="seconds between two restarts (default 20; --quick 2.5)")
+    p.add_argument(
+        "--churn-interval", type=float, default=None, help="seconds between two restarts (default 20; --quick 2.5)"
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run on a shorter clock (see above)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)")
+    p.add_argument(
+        "--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)"
+    )
     # worker-only
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

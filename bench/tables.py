@@ -24,15 +24,16 @@ import statistics
 import sys
 import time
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.identity import Identity
-from p2pool.pool.service import Pool
 from p2pool.core.states import PointInfo
+from p2pool.pool.service import Pool
 
 OPS = 2000
 IDENTITY = Identity.generate(0)
@@ -63,7 +64,9 @@ def make_pool(size: int) -> Pool:
     for i in range(size):
         if i % 2:
             # Half the points are public and were connected once.
-            pool.directory.restore_point(PointInfo(_point(i), known_public=True, last_established_connection=(_peer(i), float(i))))
+            pool.directory.restore_point(
+                PointInfo(_point(i), known_public=True, last_established_connection=(_peer(i), float(i)))
+            )
         else:
             pool.register_point(_point(i))
         pool.register_peer(_peer(i))
@@ -99,7 +102,8 @@ def measure(size: int, run: int) -> dict[str, float]:
         "register_point_us": per_op(lambda i: pool.register_point(new_points[i])) * 1e6,
         "register_peer_us": per_op(lambda i: pool.register_peer(new_peers[i])) * 1e6,
         "banned_addr_us": per_op(lambda i: pool.acl.banned_addr(known_ips[i])) * 1e6,
-        "list_known_points_50_us": per_op(lambda i: pool.list_known_points(ignore_private=bool(i % 2), size=50), 500) * 1e6,
+        "list_known_points_50_us": per_op(lambda i: pool.list_known_points(ignore_private=bool(i % 2), size=50), 500)
+        * 1e6,
         "greylist_add_us": per_op(lambda i: pool.greylist_addr(other_ips[i])) * 1e6,
         "greylist_check_us": per_op(lambda i: pool.acl.ip_greylist.mem(other_ips[i])) * 1e6,
     }
@@ -121,8 +125,14 @@ def memory_per_point(size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=None, help="table sizes, the first is the baseline (default 1000,10000,100000; --quick 1000,10000)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="table sizes, the first is the baseline (default 1000,10000,100000; --quick 1000,10000)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs of each size, medians reported (default 3; --quick 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller tables, one run: a smoke run of every operation")
     args = parser.parse_args()
     if args.sizes is None:

@@ -61,9 +61,9 @@ import argparse
 import gc
 import itertools
 import os
-import tempfile
 import struct
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,8 +199,8 @@ def pool_config(ip: str, client: bool):
     """
     import attrs
 
-    from p2pool.core.addressing import Point
     from p2pool.config import PoolConfig
+    from p2pool.core.addressing import Point
 
     wanted = {
         "listen": Point(ip, 0),
@@ -286,7 +286,9 @@ def make_raw_server_protocols():
                 self.hdr = b""
                 if length == 0:
                     self.transport.write(HDR8.pack(self.total))
-                    self.on_done({"bytes": self.total, "calls": self.calls, "receiver_cpu_s": cpu_seconds() - self.cpu0})
+                    self.on_done(
+                        {"bytes": self.total, "calls": self.calls, "receiver_cpu_s": cpu_seconds() - self.cpu0}
+                    )
                     return
                 self.rem = length
 
@@ -320,7 +322,12 @@ def make_raw_server_protocols():
             else:
                 secs = time.perf_counter() - self.t0
                 self.on_done(
-                    {"messages": self.count, "seconds": secs, "msgs_per_s": self.count / secs, "receiver_cpu_s": cpu_seconds() - self.cpu0}
+                    {
+                        "messages": self.count,
+                        "seconds": secs,
+                        "msgs_per_s": self.count / secs,
+                        "receiver_cpu_s": cpu_seconds() - self.cpu0,
+                    }
                 )
 
         def dataReceived(self, data):
@@ -377,7 +384,9 @@ def make_p2pool_apps():
                 self.count += 1
             else:
                 conn.send(HDR8.pack(self.bytes))
-                self.on_done({"bytes": self.bytes, "messages": self.count, "receiver_cpu_s": cpu_seconds() - (self.cpu0 or 0.0)})
+                self.on_done(
+                    {"bytes": self.bytes, "messages": self.count, "receiver_cpu_s": cpu_seconds() - (self.cpu0 or 0.0)}
+                )
 
     class CountingApp(BasePoolApplication):
         """Counts messages exactly like the baseline parser's callback."""
@@ -402,7 +411,12 @@ def make_p2pool_apps():
             else:
                 secs = time.perf_counter() - self.t0
                 self.on_done(
-                    {"messages": self.count, "seconds": secs, "msgs_per_s": self.count / secs, "receiver_cpu_s": cpu_seconds() - self.cpu0}
+                    {
+                        "messages": self.count,
+                        "seconds": secs,
+                        "msgs_per_s": self.count / secs,
+                        "receiver_cpu_s": cpu_seconds() - self.cpu0,
+                    }
                 )
 
     return StreamApp, CountingApp
@@ -411,10 +425,9 @@ def make_p2pool_apps():
 def server_child(args):
     quiet_twisted_logging()
     nofile = raise_nofile(args.need_fds)
+    from _common import child_stdin_commands
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory
-
-    from _common import child_stdin_commands
 
     host, mode, impl = args.host, args.mode, args.impl
     state = {"cpu0": cpu_seconds()}
@@ -446,7 +459,14 @@ def server_child(args):
             pool.startService()
 
             def started(_):
-                emit({"port": pool.listening_port.getHost().port, "rss_kib": vmrss_kib(), "nofile": nofile, "peer_id": str(pool.peer_id)})
+                emit(
+                    {
+                        "port": pool.listening_port.getHost().port,
+                        "rss_kib": vmrss_kib(),
+                        "nofile": nofile,
+                        "peer_id": str(pool.peer_id),
+                    }
+                )
 
             def failed(f):
                 emit({"error": f"p2pool server did not start: {f.getErrorMessage()}"})
@@ -548,7 +568,12 @@ def make_senders():
             if len(self.reply) >= 8 and self.result is None:
                 t1 = time.perf_counter()
                 (got,) = HDR8.unpack(self.reply[:8])
-                self.result = {"bytes": got, "seconds": t1 - self.t0, "sender_cpu_s": cpu_seconds() - self.cpu0, **self.info}
+                self.result = {
+                    "bytes": got,
+                    "seconds": t1 - self.t0,
+                    "sender_cpu_s": cpu_seconds() - self.cpu0,
+                    **self.info,
+                }
                 if got != self.sent:
                     self.result["error"] = f"receiver got {got} bytes, sender sent {self.sent}"
                 self.transport.loseConnection()
@@ -780,9 +805,20 @@ class Bench:
         from twisted.internet import defer
 
         args = [
-            "--_role", "server", "--_impl", impl, "--_mode", mode, "--host", self.host,
-            "--_certdir", self.certdir.path, "--_need-fds", str(need_fds),
-            "--_lifetime", str(int(self.args.child_lifetime)),
+            "--_role",
+            "server",
+            "--_impl",
+            impl,
+            "--_mode",
+            mode,
+            "--host",
+            self.host,
+            "--_certdir",
+            self.certdir.path,
+            "--_need-fds",
+            str(need_fds),
+            "--_lifetime",
+            str(int(self.args.child_lifetime)),
         ]
         if self.args.profile:
             args += ["--_profile", os.path.join(self.args.profile, f"server-{impl}-{mode}-{time.monotonic_ns()}.prof")]
@@ -907,7 +943,13 @@ class Bench:
             prod.start()
             yield finished
             t1, got = yield self.with_timeout(reply, a.max_seconds + 30, "p2pool stream")
-            res = {"bytes": got, "seconds": t1 - prod.t0, "sender_cpu_s": cpu_seconds() - prod.cpu0, "messages": prod.sent, **info}
+            res = {
+                "bytes": got,
+                "seconds": t1 - prod.t0,
+                "sender_cpu_s": cpu_seconds() - prod.cpu0,
+                "messages": prod.sent,
+                **info,
+            }
             if got != prod.sent_bytes:
                 res["error"] = f"receiver got {got} bytes, sender sent {prod.sent_bytes}"
             yield conn.disconnect()
@@ -934,7 +976,10 @@ class Bench:
                     protos = []
                     cf = ClientFactory()
                     cf.noisy = False
-                    cf.buildProtocol = lambda addr: protos.append(self.RawBlobSender(SMALL_SIZE, a.small_max, a.max_seconds_small, done)) or protos[-1]
+                    cf.buildProtocol = lambda addr: (
+                        protos.append(self.RawBlobSender(SMALL_SIZE, a.small_max, a.max_seconds_small, done))
+                        or protos[-1]
+                    )
                     cf.clientConnectionFailed = lambda c, reason: done.errback(reason)
                     self.reactor.connectSSL(self.host, port, cf, self.client_opts)
                     snd = yield self.with_timeout(done, a.max_seconds_small + 30, "raw small messages")
@@ -1003,7 +1048,9 @@ class Bench:
                     one = self._p2pool_connect_one(port, pools)
                     # warm-up: every client Pool connects once, so each timed
                     # connection is from a peer the server already knows
-                    warm = yield self.with_timeout(Loop(self.reactor, one, CONCURRENCY, CONNECT_POOLS, 30).run(), 40, "p2pool warm-up")
+                    warm = yield self.with_timeout(
+                        Loop(self.reactor, one, CONCURRENCY, CONNECT_POOLS, 30).run(), 40, "p2pool warm-up"
+                    )
                     if warm["failed"]:
                         raise RuntimeError(f"warm-up connections failed: {warm.get('errors')}")
                 for label, conc in (("sequential", 1), ("50_in_flight", CONCURRENCY)):
@@ -1012,7 +1059,9 @@ class Bench:
                         raise RuntimeError(f"warm-up connections failed: {warm.get('errors')}")
                     yield child.ask("mark")
                     res = yield self.with_timeout(
-                        Loop(self.reactor, one, conc, a.connect_max, a.max_seconds_connect).run(), a.max_seconds_connect + 30, f"{impl} connect"
+                        Loop(self.reactor, one, conc, a.connect_max, a.max_seconds_connect).run(),
+                        a.max_seconds_connect + 30,
+                        f"{impl} connect",
                     )
                     srv = yield child.ask("stats")
                     res["server_cpu_s"] = srv["cpu_s"]
@@ -1222,11 +1271,20 @@ def metric_values(case, res):
                 out[f"connect_{label}"] = r["conns_per_s"]
         return out
     if case == "memory":
-        return {f"rss_per_connection_k{k}": v["kib_per_conn"] for k, v in res.get("steps", {}).items() if v["server_conns"] == int(k)}
+        return {
+            f"rss_per_connection_k{k}": v["kib_per_conn"]
+            for k, v in res.get("steps", {}).items()
+            if v["server_conns"] == int(k)
+        }
     raise ValueError(case)
 
 
-UNITS = {"stream_64k": "MiB/s", "small_messages_100b": "msg/s", "connect_sequential": "conn/s", "connect_50_in_flight": "conn/s"}
+UNITS = {
+    "stream_64k": "MiB/s",
+    "small_messages_100b": "msg/s",
+    "connect_sequential": "conn/s",
+    "connect_50_in_flight": "conn/s",
+}
 
 
 def describe(case, impl, res):
@@ -1235,8 +1293,10 @@ def describe(case, impl, res):
     if case == "stream":
         return f"{res['MiB_per_s']:.0f} MiB/s (sender cpu {res['sender_cpu_s']:.2f}s, receiver cpu {res['receiver_cpu_s']:.2f}s, {res['seconds']:.2f}s)"
     if case == "small":
-        return (f"{res['msgs_per_s'] / 1e6:.3f} M msg/s (receiver cpu {res['receiver_cpu_s']:.2f}s / {res['seconds']:.2f}s, "
-                f"sender cpu {res['sender_cpu_s']:.2f}s)")
+        return (
+            f"{res['msgs_per_s'] / 1e6:.3f} M msg/s (receiver cpu {res['receiver_cpu_s']:.2f}s / {res['seconds']:.2f}s, "
+            f"sender cpu {res['sender_cpu_s']:.2f}s)"
+        )
     if case == "connect":
         return ", ".join(
             f"{k}: {v['conns_per_s']:.0f} conn/s (p50 {v['latency_ms_p50'] or float('nan'):.2f} ms, failed {v['failed']})"
@@ -1250,20 +1310,57 @@ def describe(case, impl, res):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1", help="loopback address of the servers (127.0.0.x only; default %(default)s)")
-    p.add_argument("--cases", default="a,b,c,d", help="comma list of a,b,c,d (or stream,small,connect,memory); default %(default)s")
-    p.add_argument("--repeat", type=int, default=None, help="runs of every case; medians are reported (default 3; --quick 1)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="loopback address of the servers (127.0.0.x only; default %(default)s)"
+    )
+    p.add_argument(
+        "--cases", default="a,b,c,d", help="comma list of a,b,c,d (or stream,small,connect,memory); default %(default)s"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=None, help="runs of every case; medians are reported (default 3; --quick 1)"
+    )
     p.add_argument("--quick", action="store_true", help="smaller caps, one run, no retries: a smoke run of every case")
-    p.add_argument("--key", choices=["ed25519", "p256"], default="ed25519", help="certificate key of the raw TLS baseline (default %(default)s, as p2pool)")
-    p.add_argument("--counts", default=None, help="connection counts K of case d, cumulative (default 200,1000; --quick 20,100)")
-    p.add_argument("--noise-threshold", type=float, default=0.15,
-                   help="share of the machine's CPU used by other processes above which a run is repeated (default %(default)s)")
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                   help="before each run, wait up to this long for other processes to drop below --noise-threshold (default: do not wait)")
-    p.add_argument("--retries", type=int, default=None, help="repetitions of a run disturbed by other processes (default 1; --quick 0)")
-    p.add_argument("--retry-budget", type=float, default=150, help="no more retries once the run is this many seconds old (default %(default)s)")
+    p.add_argument(
+        "--key",
+        choices=["ed25519", "p256"],
+        default="ed25519",
+        help="certificate key of the raw TLS baseline (default %(default)s, as p2pool)",
+    )
+    p.add_argument(
+        "--counts", default=None, help="connection counts K of case d, cumulative (default 200,1000; --quick 20,100)"
+    )
+    p.add_argument(
+        "--noise-threshold",
+        type=float,
+        default=0.15,
+        help="share of the machine's CPU used by other processes above which a run is repeated (default %(default)s)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to drop below --noise-threshold (default: do not wait)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="repetitions of a run disturbed by other processes (default 1; --quick 0)",
+    )
+    p.add_argument(
+        "--retry-budget",
+        type=float,
+        default=150,
+        help="no more retries once the run is this many seconds old (default %(default)s)",
+    )
     p.add_argument("--impls", default="raw,p2pool", help="which sides to run (default %(default)s; for profiling)")
-    p.add_argument("--profile", metavar="DIR", default=None, help="write cProfile stats of every process to DIR (slows everything down)")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="write cProfile stats of every process to DIR (slows everything down)",
+    )
     p.add_argument("--_role", help=argparse.SUPPRESS)
     p.add_argument("--_profile", dest="profile_file", help=argparse.SUPPRESS)
     p.add_argument("--_impl", dest="impl", help=argparse.SUPPRESS)
@@ -1278,11 +1375,27 @@ def main():
         return profiled(server_child, args.profile_file, args)
 
     if args.quick:
-        caps = dict(max_seconds=0.6, stream_mib=256, max_seconds_small=0.6, small_max=500_000, max_seconds_connect=0.6,
-                    connect_max=2000, warmup=10, counts="20,100")
+        caps = dict(
+            max_seconds=0.6,
+            stream_mib=256,
+            max_seconds_small=0.6,
+            small_max=500_000,
+            max_seconds_connect=0.6,
+            connect_max=2000,
+            warmup=10,
+            counts="20,100",
+        )
     else:
-        caps = dict(max_seconds=3.0, stream_mib=2048, max_seconds_small=2.0, small_max=5_000_000, max_seconds_connect=3.0,
-                    connect_max=20000, warmup=20, counts="200,1000")
+        caps = dict(
+            max_seconds=3.0,
+            stream_mib=2048,
+            max_seconds_small=2.0,
+            small_max=5_000_000,
+            max_seconds_connect=3.0,
+            connect_max=20000,
+            warmup=20,
+            counts="200,1000",
+        )
     for k, v in caps.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
@@ -1332,11 +1445,20 @@ def main():
                             res["load"] = foreign_load(before, cpu_snapshot())
                             res["wall_s"] = time.perf_counter() - before[0]
                             noisy = res["load"]["foreign_share"] > args.noise_threshold
-                            log(f"[transport] run {rep + 1}/{args.repeat} {case:7s} {impl:6s} {describe(case, impl, res)} "
-                                f"[{res['wall_s']:.1f}s, other processes {100 * res['load']['foreign_share']:.0f}% of the machine]")
-                            if not noisy or "error" in res or attempt == args.retries or time.perf_counter() - t_start > args.retry_budget:
+                            log(
+                                f"[transport] run {rep + 1}/{args.repeat} {case:7s} {impl:6s} {describe(case, impl, res)} "
+                                f"[{res['wall_s']:.1f}s, other processes {100 * res['load']['foreign_share']:.0f}% of the machine]"
+                            )
+                            if (
+                                not noisy
+                                or "error" in res
+                                or attempt == args.retries
+                                or time.perf_counter() - t_start > args.retry_budget
+                            ):
                                 break
-                            log(f"[transport] other processes used {100 * res['load']['foreign_share']:.0f}% of the machine: running it again")
+                            log(
+                                f"[transport] other processes used {100 * res['load']['foreign_share']:.0f}% of the machine: running it again"
+                            )
                             discarded.append({"case": case, "impl": impl, "repeat": rep, **res})
                         if "error" in res:
                             failures.append(f"{case}/{impl}/{rep}")
@@ -1370,7 +1492,11 @@ def details_of(case, res):
         return {}
     if case == "connect":
         keys = ("dialer_cpu_us_per_conn", "server_cpu_us_per_conn", "latency_ms_p50", "latency_ms_p99")
-        return {f"connect_{label}": {k: res[label].get(k) for k in keys} for label in ("sequential", "50_in_flight") if label in res}
+        return {
+            f"connect_{label}": {k: res[label].get(k) for k in keys}
+            for label in ("sequential", "50_in_flight")
+            if label in res
+        }
     if case == "memory":
         return {}
     return {name: {k: res.get(k) for k in keys} for name, keys in DETAILS[case].items()}
@@ -1414,7 +1540,8 @@ def build_output(args, cases, runs):
         "ratios_per_repeat": per_repeat,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "met": {
-            k: (None if ratios.get(k) is None else (ratios[k] >= v if op == ">=" else ratios[k] <= v)) for k, (op, v) in TARGETS.items()
+            k: (None if ratios.get(k) is None else (ratios[k] >= v if op == ">=" else ratios[k] <= v))
+            for k, (op, v) in TARGETS.items()
         },
         "settings": {
             "repeat": args.repeat,

@@ -59,7 +59,7 @@ ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from _common import check_loopback, env_info, log, summary
+from _common import check_loopback, env_info, log, summary  # noqa: E402 (bench/ joins sys.path above)
 
 DRIVER = os.path.join(HERE, "_libp2p_driver.py")
 DEFAULT_VENV = os.path.join(tempfile.gettempdir(), "libp2p-venv")
@@ -111,8 +111,10 @@ def find_libp2p_python(args) -> str:
     else:
         why = f"{venv} does not exist"
     if args.quick or args.no_install:
-        raise NoLibp2p(f"py-libp2p is not importable here ({why}) and {'--quick' if args.quick else '--no-install'} "
-                       f"does not install it; run `python3 -m venv {venv} && {py} -m pip install libp2p`")
+        raise NoLibp2p(
+            f"py-libp2p is not importable here ({why}) and {'--quick' if args.quick else '--no-install'} "
+            f"does not install it; run `python3 -m venv {venv} && {py} -m pip install libp2p`"
+        )
     steps = ([] if os.path.exists(py) else [["python3", "-m", "venv", venv]]) + [[py, "-m", "pip", "install", "libp2p"]]
     for cmd in steps:
         log(f"[vs_libp2p] {' '.join(cmd)}")
@@ -137,8 +139,18 @@ def last_json_line(text: str):
 
 
 def run_p2pool(args) -> dict:
-    cmd = [sys.executable, os.path.join(HERE, "transport.py"), "--cases", "a,b,c", "--impls", "p2pool",
-           "--repeat", "1", "--host", args.host] + (["--quick"] if args.quick else [])
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "transport.py"),
+        "--cases",
+        "a,b,c",
+        "--impls",
+        "p2pool",
+        "--repeat",
+        "1",
+        "--host",
+        args.host,
+    ] + (["--quick"] if args.quick else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
@@ -156,29 +168,53 @@ def run_p2pool(args) -> dict:
         "stream_cpu_s": (c["stream_64k"]["p2pool"].get("detail_medians", {}).get("sender_cpu_s") or 0)
         + (c["stream_64k"]["p2pool"].get("detail_medians", {}).get("receiver_cpu_s") or 0),
         "stream_seconds": c["stream_64k"]["p2pool"].get("detail_medians", {}).get("seconds"),
-        "msgs_cpu_us_per_msg": (c["small_messages_100b"]["p2pool"].get("detail_medians", {}).get("sender_cpu_us_per_msg") or 0)
+        "msgs_cpu_us_per_msg": (
+            c["small_messages_100b"]["p2pool"].get("detail_medians", {}).get("sender_cpu_us_per_msg") or 0
+        )
         + (c["small_messages_100b"]["p2pool"].get("detail_medians", {}).get("receiver_cpu_us_per_msg") or 0),
         "connects_per_s_sequential": conn["median"],
         "connects_per_s_50_in_flight": c["connect_50_in_flight"]["p2pool"]["median"],
         "wall_s": time.perf_counter() - t0,
         "discarded_noisy_runs": d.get("discarded_noisy_runs"),
     }
-    log(f"[vs_libp2p] p2pool: stream {res['stream_MiB_s']:.0f} MiB/s, 100 B {res['msgs_100b_per_s'] / 1e6:.3f} M msg/s, "
-        f"connect p50 {res['connect_ms_p50']:.2f} ms [{res['wall_s']:.1f}s]")
+    log(
+        f"[vs_libp2p] p2pool: stream {res['stream_MiB_s']:.0f} MiB/s, 100 B {res['msgs_100b_per_s'] / 1e6:.3f} M msg/s, "
+        f"connect p50 {res['connect_ms_p50']:.2f} ms [{res['wall_s']:.1f}s]"
+    )
     return res
 
 
 def run_libp2p(args, py) -> dict:
-    cmd = [py, DRIVER, "--host", args.host, "--security", args.security,
-           "--mib", str(args.libp2p_mib), "--msg-count", str(args.libp2p_msg_count),
-           "--write-size", "65000", "--msg-size", "100", "--connects", str(args.libp2p_connects),
-           "--max-seconds", str(args.libp2p_seconds), "--hard-limit", "80"]
+    cmd = [
+        py,
+        DRIVER,
+        "--host",
+        args.host,
+        "--security",
+        args.security,
+        "--mib",
+        str(args.libp2p_mib),
+        "--msg-count",
+        str(args.libp2p_msg_count),
+        "--write-size",
+        "65000",
+        "--msg-size",
+        "100",
+        "--connects",
+        str(args.libp2p_connects),
+        "--max-seconds",
+        str(args.libp2p_seconds),
+        "--hard-limit",
+        "80",
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
     try:
         d = last_json_line(r.stdout)
     except ValueError:
-        raise RuntimeError(f"_libp2p_driver.py printed no JSON (rc {r.returncode}): {r.stderr.strip()[-1500:]}")
+        raise RuntimeError(
+            f"_libp2p_driver.py printed no JSON (rc {r.returncode}): {r.stderr.strip()[-1500:]}"
+        ) from None
     if "error" in d:
         raise RuntimeError(f"_libp2p_driver.py: {d['error']}")
     c = d["cases"]
@@ -199,31 +235,66 @@ def run_libp2p(args, py) -> dict:
         "wall_s": time.perf_counter() - t0,
         "env": d.get("env"),
     }
-    log(f"[vs_libp2p] libp2p: stream {res['stream_MiB_s']:.0f} MiB/s, 100 B {res['msgs_100b_per_s'] / 1e6:.3f} M msg/s, "
-        f"connect (mcpp=1) median {res['connect_ms_median']:.2f} ms [{res['wall_s']:.1f}s]")
+    log(
+        f"[vs_libp2p] libp2p: stream {res['stream_MiB_s']:.0f} MiB/s, 100 B {res['msgs_100b_per_s'] / 1e6:.3f} M msg/s, "
+        f"connect (mcpp=1) median {res['connect_ms_median']:.2f} ms [{res['wall_s']:.1f}s]"
+    )
     return res
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run: one repeat, small caps, py-libp2p only if already installed")
-    p.add_argument("--repeat", type=int, default=None, help="alternating runs of each side; medians compared (default 3; --quick 1)")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: one repeat, small caps, py-libp2p only if already installed"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="alternating runs of each side; medians compared (default 3; --quick 1)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.x only; default %(default)s)")
-    p.add_argument("--libp2p-python", default=None, metavar="PATH", help="python with py-libp2p installed (default: see above)")
-    p.add_argument("--libp2p-venv", default=DEFAULT_VENV, help="venv used, and made if missing, when this python has no py-libp2p (default %(default)s)")
-    p.add_argument("--no-install", action="store_true", help="never make the venv or install py-libp2p; skip it when missing")
-    p.add_argument("--security", choices=["noise", "tls"], default="noise", help="py-libp2p security transport (default %(default)s)")
+    p.add_argument(
+        "--libp2p-python", default=None, metavar="PATH", help="python with py-libp2p installed (default: see above)"
+    )
+    p.add_argument(
+        "--libp2p-venv",
+        default=DEFAULT_VENV,
+        help="venv used, and made if missing, when this python has no py-libp2p (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-install", action="store_true", help="never make the venv or install py-libp2p; skip it when missing"
+    )
+    p.add_argument(
+        "--security",
+        choices=["noise", "tls"],
+        default="noise",
+        help="py-libp2p security transport (default %(default)s)",
+    )
     p.add_argument("--libp2p-mib", type=float, default=None, help="stream cap in MiB (default 1024; --quick 64)")
-    p.add_argument("--libp2p-msg-count", type=int, default=None, help="100 B message cap (default 5,000,000; --quick 100,000)")
-    p.add_argument("--libp2p-connects", type=int, default=None, help="sequential connects timed (default 30; --quick 5)")
-    p.add_argument("--libp2p-seconds", type=float, default=None, help="time cap of each py-libp2p case (default 4; --quick 0.6)")
-    p.add_argument("--timeout", type=float, default=180, help="timeout of each subprocess in seconds (default %(default)s)")
+    p.add_argument(
+        "--libp2p-msg-count", type=int, default=None, help="100 B message cap (default 5,000,000; --quick 100,000)"
+    )
+    p.add_argument(
+        "--libp2p-connects", type=int, default=None, help="sequential connects timed (default 30; --quick 5)"
+    )
+    p.add_argument(
+        "--libp2p-seconds", type=float, default=None, help="time cap of each py-libp2p case (default 4; --quick 0.6)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=180, help="timeout of each subprocess in seconds (default %(default)s)"
+    )
     args = p.parse_args()
     check_loopback(args.host)
     if args.libp2p_python and not os.path.exists(args.libp2p_python):
         p.error(f"--libp2p-python {args.libp2p_python!r} does not exist")
-    defaults = {"repeat": (3, 1), "libp2p_mib": (1024, 64), "libp2p_msg_count": (5_000_000, 100_000),
-                "libp2p_connects": (30, 5), "libp2p_seconds": (4.0, 0.6)}
+    defaults = {
+        "repeat": (3, 1),
+        "libp2p_mib": (1024, 64),
+        "libp2p_msg_count": (5_000_000, 100_000),
+        "libp2p_connects": (30, 5),
+        "libp2p_seconds": (4.0, 0.6),
+    }
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -237,29 +308,51 @@ def compare(runs) -> dict:
         return summary([r[key] for r in runs[side]])
 
     figures = {
-        "stream": {"unit": "MiB/s", "p2pool": s("p2pool", "stream_MiB_s"), "libp2p": s("libp2p", "stream_MiB_s"),
-                   "p2pool_what": "64 KiB Connection.send messages, two processes",
-                   "libp2p_what": "one yamux stream, 65000-byte writes, two hosts in one process"},
-        "msgs_100b": {"unit": "msg/s", "p2pool": s("p2pool", "msgs_100b_per_s"), "libp2p": s("libp2p", "msgs_100b_per_s"),
-                      "p2pool_what": "one Connection.send per 100 B message, two processes",
-                      "libp2p_what": "prebuilt ~64 KiB blobs of length-prefixed 100 B messages, one stream, one process"},
-        "connect": {"unit": "ms", "p2pool": s("p2pool", "connect_ms_p50"), "libp2p": s("libp2p", "connect_ms_median"),
-                    "p2pool_what": "sequential TCP+TLS1.3+Hello+Ack until Pool.connect() fires, p50",
-                    "libp2p_what": "sequential TCP+multistream+Noise+yamux, max_connections_per_peer=1, median"},
+        "stream": {
+            "unit": "MiB/s",
+            "p2pool": s("p2pool", "stream_MiB_s"),
+            "libp2p": s("libp2p", "stream_MiB_s"),
+            "p2pool_what": "64 KiB Connection.send messages, two processes",
+            "libp2p_what": "one yamux stream, 65000-byte writes, two hosts in one process",
+        },
+        "msgs_100b": {
+            "unit": "msg/s",
+            "p2pool": s("p2pool", "msgs_100b_per_s"),
+            "libp2p": s("libp2p", "msgs_100b_per_s"),
+            "p2pool_what": "one Connection.send per 100 B message, two processes",
+            "libp2p_what": "prebuilt ~64 KiB blobs of length-prefixed 100 B messages, one stream, one process",
+        },
+        "connect": {
+            "unit": "ms",
+            "p2pool": s("p2pool", "connect_ms_p50"),
+            "libp2p": s("libp2p", "connect_ms_median"),
+            "p2pool_what": "sequential TCP+TLS1.3+Hello+Ack until Pool.connect() fires, p50",
+            "libp2p_what": "sequential TCP+multistream+Noise+yamux, max_connections_per_peer=1, median",
+        },
     }
     ratios, met, per_repeat = {}, {}, {}
-    keys = {"stream": ("stream_MiB_s", "stream_MiB_s"), "msgs_100b": ("msgs_100b_per_s", "msgs_100b_per_s"),
-            "connect": ("connect_ms_p50", "connect_ms_median")}
+    keys = {
+        "stream": ("stream_MiB_s", "stream_MiB_s"),
+        "msgs_100b": ("msgs_100b_per_s", "msgs_100b_per_s"),
+        "connect": ("connect_ms_p50", "connect_ms_median"),
+    }
     for side in ("p2pool", "libp2p"):
         for r in runs[side]:
             mib = r["stream_MiB_s"] * r["stream_seconds"] if r.get("stream_seconds") else None
             r["stream_cpu_ms_per_MiB"] = (1e3 * r["stream_cpu_s"] / mib) if (mib and r.get("stream_cpu_s")) else None
     # informational (no target): CPU of both ends per MiB moved; the libp2p
     # figure is its one process, which holds both ends
-    figures["stream_cpu_per_MiB"] = {"unit": "CPU ms/MiB", "p2pool": s("p2pool", "stream_cpu_ms_per_MiB"),
-                                     "libp2p": s("libp2p", "stream_cpu_ms_per_MiB")}
-    figures["msgs_100b_cpu_per_msg"] = {"unit": "CPU us/msg", "p2pool": s("p2pool", "msgs_cpu_us_per_msg"),
-                                        "libp2p": None, "libp2p_what": "not reported by _libp2p_driver.py"}
+    figures["stream_cpu_per_MiB"] = {
+        "unit": "CPU ms/MiB",
+        "p2pool": s("p2pool", "stream_cpu_ms_per_MiB"),
+        "libp2p": s("libp2p", "stream_cpu_ms_per_MiB"),
+    }
+    figures["msgs_100b_cpu_per_msg"] = {
+        "unit": "CPU us/msg",
+        "p2pool": s("p2pool", "msgs_cpu_us_per_msg"),
+        "libp2p": None,
+        "libp2p_what": "not reported by _libp2p_driver.py",
+    }
     for name, (op, target) in TARGETS.items():
         a, b = figures[name]["p2pool"]["median"], figures[name]["libp2p"]["median"]
         ratios[name] = a / b if (a is not None and b) else None
@@ -275,8 +368,11 @@ def compare(runs) -> dict:
     return {
         "figures": figures,
         "ratios": ratios,
-        "ratio_meaning": {"stream": "p2pool MiB/s / libp2p MiB/s", "msgs_100b": "p2pool msg/s / libp2p msg/s",
-                          "connect": "p2pool ms / libp2p ms (lower is better)"},
+        "ratio_meaning": {
+            "stream": "p2pool MiB/s / libp2p MiB/s",
+            "msgs_100b": "p2pool msg/s / libp2p msg/s",
+            "connect": "p2pool ms / libp2p ms (lower is better)",
+        },
         "ratios_per_repeat": per_repeat,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "met": met,
@@ -307,9 +403,16 @@ def main():
     if sides:
         out.update(compare(runs))
         out["runs"] = runs
-    out["settings"] = {"repeat": args.repeat, "host": args.host, "libp2p_python": py, "security": args.security,
-                       "libp2p_mib": args.libp2p_mib, "libp2p_msg_count": args.libp2p_msg_count,
-                       "libp2p_connects": args.libp2p_connects, "libp2p_seconds": args.libp2p_seconds}
+    out["settings"] = {
+        "repeat": args.repeat,
+        "host": args.host,
+        "libp2p_python": py,
+        "security": args.security,
+        "libp2p_mib": args.libp2p_mib,
+        "libp2p_msg_count": args.libp2p_msg_count,
+        "libp2p_connects": args.libp2p_connects,
+        "libp2p_seconds": args.libp2p_seconds,
+    }
     out["env"] = env_info()
     out["wall_s"] = time.perf_counter() - t_start
     print(json.dumps(out), flush=True)

@@ -6,14 +6,14 @@ applications, modelled on Tezos's C{P2p_pool}.
 from typing import TYPE_CHECKING
 
 from p2pool._version import __version__
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.transport.connection import Connection
+from p2pool.core.addressing import PeerId, Point, PointSpec
+from p2pool.core.identity import Identity
 from p2pool.errors import ConnectionEnded, DisconnectReason, P2PError
 from p2pool.events import EventKind, PoolEvent
-from p2pool.core.identity import Identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
 from p2pool.pool.service import Pool
+from p2pool.transport.connection import Connection
 
 __all__ = [
     "BasePoolApplication",

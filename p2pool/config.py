@@ -22,12 +22,12 @@ import difflib
 import functools
 import ipaddress
 import math
-import re
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Optional, Union
+from typing import Any
 
 import attrs
 
@@ -81,14 +81,14 @@ class ConfigError(ValueError):
     @ivar source: where the value came from, or C{None}.
     """
 
-    def __init__(self, key: Optional[str], detail: str, source: Optional[str] = None) -> None:
+    def __init__(self, key: str | None, detail: str, source: str | None = None) -> None:
         self.key = key
         self.detail = detail
         self.source = source
         parts = [part for part in (source, key, detail) if part]
         super().__init__(": ".join(parts))
 
-    def with_source(self, source: Optional[str]) -> ConfigError:
+    def with_source(self, source: str | None) -> ConfigError:
         """
         The same error, attributed to C{source}.
         """
@@ -101,7 +101,7 @@ class _Invalid(ValueError):
     """
 
 
-def _format_number(value: Union[int, float]) -> str:
+def _format_number(value: int | float) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else str(value)
     try:
@@ -163,7 +163,7 @@ class _Kind(abc.ABC):
         """
         return str(value)
 
-    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+    def resolve(self, value: Any, base_dir: str | None) -> Any:
         """
         Resolve a relative path against C{base_dir}; other kinds keep the value.
         """
@@ -171,9 +171,9 @@ class _Kind(abc.ABC):
 
 
 def _check_range(
-    value: Union[int, float],
-    minimum: Optional[float],
-    maximum: Optional[float],
+    value: int | float,
+    minimum: float | None,
+    maximum: float | None,
     exclusive_minimum: bool,
 ) -> None:
     low_ok = minimum is None or (value > minimum if exclusive_minimum else value >= minimum)
@@ -182,9 +182,7 @@ def _check_range(
         return
     shown = _format_number(value)
     if minimum is not None and maximum is not None and not exclusive_minimum:
-        raise _Invalid(
-            f"must be between {_format_number(minimum)} and {_format_number(maximum)}, got {shown}"
-        )
+        raise _Invalid(f"must be between {_format_number(minimum)} and {_format_number(maximum)}, got {shown}")
     if not low_ok:
         assert minimum is not None
         sign = ">" if exclusive_minimum else ">="
@@ -206,8 +204,8 @@ def _check_64_bits(value: int) -> None:
 class _Integer(_Kind):
     expected: str = "an integer"
     metavar: str = "N"
-    minimum: Optional[int] = None
-    maximum: Optional[int] = None
+    minimum: int | None = None
+    maximum: int | None = None
 
     def convert(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -227,8 +225,8 @@ class _Integer(_Kind):
 class _Real(_Kind):
     expected: str = "a number"
     metavar: str = "SECONDS"
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
+    minimum: float | None = None
+    maximum: float | None = None
     exclusive_minimum: bool = False
 
     def convert(self, value: Any) -> float:
@@ -312,7 +310,7 @@ class _Path(_Kind):
             raise _Invalid(f"must be a non-empty path without NUL characters, got {value!r}")
         return value
 
-    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+    def resolve(self, value: Any, base_dir: str | None) -> Any:
         if not isinstance(value, str) or not value:
             return value
         path = os.path.expanduser(value)
@@ -401,7 +399,7 @@ class _UrlList(_Kind):
                 raise _Invalid(f"{where}not a URL: {item[:60]!r}")
             try:
                 parts = urlsplit(item)
-                parts.port
+                _ = parts.port  # raises ValueError for a bad port
             except ValueError as e:
                 raise _Invalid(f"{where}malformed URL {item!r}: {e}") from None
             if parts.scheme != "https":
@@ -489,7 +487,7 @@ class _Optional(_Kind):
     def to_text(self, value: Any) -> str:
         return "false" if value is None else self.inner.to_text(value)
 
-    def resolve(self, value: Any, base_dir: Optional[str]) -> Any:
+    def resolve(self, value: Any, base_dir: str | None) -> Any:
         return self.inner.resolve(value, base_dir)
 
 
@@ -602,9 +600,12 @@ class ConfigKey:
         """
         This key's value in C{config}.
         """
-        holder: Any = {"p2p": config, "p2p.reconnection": config.reconnection, "admin": config.admin, "log": config.log}[
-            self.table
-        ]
+        holder: Any = {
+            "p2p": config,
+            "p2p.reconnection": config.reconnection,
+            "admin": config.admin,
+            "log": config.log,
+        }[self.table]
         return getattr(holder, self.name)
 
     @property
@@ -631,7 +632,7 @@ class ConfigKey:
         except _Invalid as e:
             raise ConfigError(self.dotted, str(e)) from None
 
-    def parse_text(self, text: str, source: Optional[str] = None) -> Any:
+    def parse_text(self, text: str, source: str | None = None) -> Any:
         """
         Parse and check a command-line argument for this key.
 
@@ -655,127 +656,294 @@ _COUNT = _Integer(minimum=0)
 
 #: Every configuration key, in documentation order.
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
-    _key("p2p", "listen", _Address(),
-         "Address and port to accept peers on ([::]:PORT for IPv6; port 0 = any free port)."),
-    _key("p2p", "advertised_port", _optional(_Integer(minimum=1, maximum=65535, metavar="PORT")),
-         "Port announced to peers in the handshake; false = the port of listen."),
-    _key("p2p", "data_dir", _Path(),
-         "Directory holding identity.json and peers.json."),
-    _key("p2p", "identity_file", _optional(_Path()),
-         "Identity key file; false = identity.json in data_dir."),
-    _key("p2p", "peers_file", _optional(_Path()),
-         "Known peers and points file; false = peers.json in data_dir."),
-    _key("p2p", "network", _Name(),
-         "Network (chain) name sent in the handshake; nodes with different names never connect."),
-    _key("p2p", "expected_proof_of_work", _Real(minimum=0.0, maximum=256.0, metavar="BITS"),
-         "Proof-of-work difficulty (bits) required of identities, ours and peers'."),
-    _key("p2p", "trusted_points", _PointList(),
-         "Trusted points: always kept, reconnected, and the only peers allowed in private mode.",
-         flag="peer", repeatable=True),
-    _key("p2p", "bootstrap_points", _PointList(),
-         "Points registered at start to find the network (not trusted).",
-         flag="bootstrap-point", repeatable=True),
-    _key("p2p", "bootstrap_urls", _UrlList(),
-         "HTTPS URLs serving a JSON list of points, fetched at start and when maintenance lacks candidates.",
-         flag="bootstrap-url", repeatable=True),
-    _key("p2p", "seed_ca_file", _optional(_Path()),
-         "PEM CA bundle that verifies bootstrap_urls servers; false = the system trust store."),
-    _key("p2p", "private_mode", _Flag(),
-         "Connect only to trusted points and ask peers not to advertise this node."),
-    _key("p2p", "min_connections", _COUNT,
-         "Below this many connections maintenance looks for more (Tezos min_connections)."),
-    _key("p2p", "expected_connections", _COUNT,
-         "Number of connections maintenance aims for (Tezos expected_connections)."),
-    _key("p2p", "max_connections", _COUNT,
-         "Above this many connections maintenance closes some (Tezos max_connections)."),
-    _key("p2p", "max_incoming_connections", _COUNT,
-         "Incoming connections allowed at once in the handshake."),
-    _key("p2p", "max_known_points", _optional(_Pair()),
-         "Known-points table limit: at MAX, trim to TARGET; false = unbounded."),
-    _key("p2p", "max_known_peer_ids", _optional(_Pair()),
-         "Known-peers table limit: at MAX, trim to TARGET; false = unbounded."),
-    _key("p2p", "peer_greylist_size", _Integer(minimum=1),
-         "Greylisted peer ids remembered; the oldest is forgotten first."),
-    _key("p2p", "ip_greylist_size_in_kilobytes", _Integer(minimum=1, maximum=8191, metavar="KIB"),
-         "Size of the IP greylist bloom filter, in KiB."),
-    _key("p2p", "ip_greylist_cleanup_delay", _SECONDS,
-         "Seconds an IP stays greylisted (the filter counts down in 16 steps)."),
-    _key("p2p", "connection_timeout", _SECONDS,
-         "Seconds allowed to open a TCP connection to a point."),
-    _key("p2p", "authentication_timeout", _SECONDS,
-         "Seconds allowed for the TLS handshake and the Hello/Ack exchange."),
-    _key("p2p", "maintenance_idle_time", _optional(_SECONDS),
-         "Seconds between maintenance runs when nothing triggers one; false = no maintenance."),
-    _key("p2p", "swap_linger", _optional(_SECONDS),
-         "Minimum seconds between two accepted swaps; false = never swap."),
-    _key("p2p", "disable_peer_discovery", _Flag(),
-         "Neither send nor answer Bootstrap and Advertise messages; nacks carry no points."),
-    _key("p2p", "max_concurrent_dials", _Integer(minimum=1),
-         "Outgoing connections maintenance sets up at once."),
-    _key("p2p", "max_incoming_connections_per_netgroup", _Integer(minimum=1),
-         "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running."),
-    _key("p2p", "max_stalled_handshakes", _optional(_Integer(minimum=1)),
-         "Incoming handshakes from one address that may time out (or give way) within 10 minutes; "
-         "the last of them greylists the address; false = never."),
-    _key("p2p", "netgroup_cap_exempts_loopback", _Flag(),
-         "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host)."),
-    _key("p2p", "refusal_log_interval", _optional(_SECONDS),
-         "Seconds over which refused connections are counted, then logged as one line per reason; "
-         "false = one line per refusal."),
-    _key("p2p", "max_message_size", _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
-         "Largest frame accepted from a peer, in bytes; a larger one closes the connection."),
-    _key("p2p", "checkpoint_interval", _SECONDS,
-         "Seconds between two saves of the peers file (it is also saved at shutdown)."),
-    _key("p2p", "keepalive_interval", _optional(_SECONDS),
-         "Seconds of silence after which a peer is pinged; 3 silent intervals close it; false = never."),
-    _key("p2p", "send_queue_size", _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
-         "Bytes queued for one peer beyond one message alone; a full queue refuses sends and drops control answers."),
-    _key("p2p", "send_queue_budget", _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
-         "Bytes queued for all peers together; when spent, every send waits or is refused."),
-    _key("p2p", "send_stall_timeout", _SECONDS,
-         "Seconds a peer may leave our send buffer full without draining it before the connection is aborted."),
-    _key("p2p", "close_grace_period", _SECONDS,
-         "Seconds a closing connection may take to flush its goodbye before its socket is aborted."),
-    _key("p2p", "max_pending_messages", _Integer(minimum=1, maximum=2**20),
-         "Messages of one connection the application may have in hand (unfired Deferreds) before reading pauses."),
-    _key("p2p", "max_control_frame_rate", _Real(minimum=0.0, exclusive_minimum=True, metavar="FRAMES"),
-         "Control frames per second handled from one peer (burst: twice as many); reading pauses beyond."),
-    _key("p2p", "max_upload_speed", _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
-         "Node-wide upload limit in bytes per second, shared equally by busy connections; false = unlimited."),
-    _key("p2p", "max_download_speed", _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
-         "Node-wide download limit in bytes per second, shared equally by busy connections; false = unlimited."),
-    _key("p2p.reconnection", "factor", _Real(minimum=1.0, metavar="FACTOR"),
-         "Multiplier applied to a point's back-off delay after each failed dial."),
-    _key("p2p.reconnection", "initial_delay", _SECONDS,
-         "First back-off delay after a failed dial, in seconds."),
-    _key("p2p.reconnection", "disconnection_delay", _Real(minimum=0.0),
-         "Seconds before redialling a point whose established connection dropped."),
-    _key("p2p.reconnection", "increase_cap", _SECONDS,
-         "Longest back-off delay, in seconds."),
-    _key("p2p.reconnection", "jitter", _Real(minimum=0.0, maximum=1.0, metavar="FRACTION"),
-         "Random spread of each delay, as a fraction of it (0.1 = +/-10%)."),
-    _key("admin", "listen", _optional(_Address()),
-         "Address and port of the admin HTTP API; false = no admin API.",
-         flag="admin"),
-    _key("admin", "token", _Token(),
-         "Bearer token every admin API request must carry; empty = none (loopback listen only)."),
-    _key("admin", "tls_certificate", _optional(_Path()),
-         "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP."),
-    _key("admin", "tls_key", _optional(_Path()),
-         "PEM private key of tls_certificate; false = the key is in the tls_certificate file."),
-    _key("admin", "request_timeout", _SECONDS,
-         "Seconds a client has to send a whole request (line, headers, body) once it opens the "
-         "connection or starts the request; then the connection is closed."),
-    _key("admin", "idle_timeout", _SECONDS,
-         "Seconds a keep-alive connection may stay idle between requests."),
-    _key("admin", "max_connections", _Integer(minimum=1),
-         "HTTP connections open at once; at the cap an idle or slow one gives way to a new one."),
-    _key("admin", "max_connections_per_address", _Integer(minimum=1),
-         "HTTP connections open at once from one client address."),
-    _key("log", "level", _choice("LEVEL", LOG_LEVELS),
-         "Least severe level a node run by twistd logs: debug, info, warn, error or critical."),
-    _key("log", "format", _choice("FORMAT", LOG_FORMATS),
-         "How a node run by twistd writes its log: text lines, or one JSON object per line."),
+    _key(
+        "p2p", "listen", _Address(), "Address and port to accept peers on ([::]:PORT for IPv6; port 0 = any free port)."
+    ),
+    _key(
+        "p2p",
+        "advertised_port",
+        _optional(_Integer(minimum=1, maximum=65535, metavar="PORT")),
+        "Port announced to peers in the handshake; false = the port of listen.",
+    ),
+    _key("p2p", "data_dir", _Path(), "Directory holding identity.json and peers.json."),
+    _key("p2p", "identity_file", _optional(_Path()), "Identity key file; false = identity.json in data_dir."),
+    _key("p2p", "peers_file", _optional(_Path()), "Known peers and points file; false = peers.json in data_dir."),
+    _key(
+        "p2p",
+        "network",
+        _Name(),
+        "Network (chain) name sent in the handshake; nodes with different names never connect.",
+    ),
+    _key(
+        "p2p",
+        "expected_proof_of_work",
+        _Real(minimum=0.0, maximum=256.0, metavar="BITS"),
+        "Proof-of-work difficulty (bits) required of identities, ours and peers'.",
+    ),
+    _key(
+        "p2p",
+        "trusted_points",
+        _PointList(),
+        "Trusted points: always kept, reconnected, and the only peers allowed in private mode.",
+        flag="peer",
+        repeatable=True,
+    ),
+    _key(
+        "p2p",
+        "bootstrap_points",
+        _PointList(),
+        "Points registered at start to find the network (not trusted).",
+        flag="bootstrap-point",
+        repeatable=True,
+    ),
+    _key(
+        "p2p",
+        "bootstrap_urls",
+        _UrlList(),
+        "HTTPS URLs serving a JSON list of points, fetched at start and when maintenance lacks candidates.",
+        flag="bootstrap-url",
+        repeatable=True,
+    ),
+    _key(
+        "p2p",
+        "seed_ca_file",
+        _optional(_Path()),
+        "PEM CA bundle that verifies bootstrap_urls servers; false = the system trust store.",
+    ),
+    _key("p2p", "private_mode", _Flag(), "Connect only to trusted points and ask peers not to advertise this node."),
+    _key(
+        "p2p",
+        "min_connections",
+        _COUNT,
+        "Below this many connections maintenance looks for more (Tezos min_connections).",
+    ),
+    _key(
+        "p2p",
+        "expected_connections",
+        _COUNT,
+        "Number of connections maintenance aims for (Tezos expected_connections).",
+    ),
+    _key(
+        "p2p", "max_connections", _COUNT, "Above this many connections maintenance closes some (Tezos max_connections)."
+    ),
+    _key("p2p", "max_incoming_connections", _COUNT, "Incoming connections allowed at once in the handshake."),
+    _key(
+        "p2p",
+        "max_known_points",
+        _optional(_Pair()),
+        "Known-points table limit: at MAX, trim to TARGET; false = unbounded.",
+    ),
+    _key(
+        "p2p",
+        "max_known_peer_ids",
+        _optional(_Pair()),
+        "Known-peers table limit: at MAX, trim to TARGET; false = unbounded.",
+    ),
+    _key(
+        "p2p",
+        "peer_greylist_size",
+        _Integer(minimum=1),
+        "Greylisted peer ids remembered; the oldest is forgotten first.",
+    ),
+    _key(
+        "p2p",
+        "ip_greylist_size_in_kilobytes",
+        _Integer(minimum=1, maximum=8191, metavar="KIB"),
+        "Size of the IP greylist bloom filter, in KiB.",
+    ),
+    _key(
+        "p2p",
+        "ip_greylist_cleanup_delay",
+        _SECONDS,
+        "Seconds an IP stays greylisted (the filter counts down in 16 steps).",
+    ),
+    _key("p2p", "connection_timeout", _SECONDS, "Seconds allowed to open a TCP connection to a point."),
+    _key(
+        "p2p", "authentication_timeout", _SECONDS, "Seconds allowed for the TLS handshake and the Hello/Ack exchange."
+    ),
+    _key(
+        "p2p",
+        "maintenance_idle_time",
+        _optional(_SECONDS),
+        "Seconds between maintenance runs when nothing triggers one; false = no maintenance.",
+    ),
+    _key("p2p", "swap_linger", _optional(_SECONDS), "Minimum seconds between two accepted swaps; false = never swap."),
+    _key(
+        "p2p",
+        "disable_peer_discovery",
+        _Flag(),
+        "Neither send nor answer Bootstrap and Advertise messages; nacks carry no points.",
+    ),
+    _key("p2p", "max_concurrent_dials", _Integer(minimum=1), "Outgoing connections maintenance sets up at once."),
+    _key(
+        "p2p",
+        "max_incoming_connections_per_netgroup",
+        _Integer(minimum=1),
+        "Connections accepted from one network group (IPv4 /16, IPv6 /32), pending or running.",
+    ),
+    _key(
+        "p2p",
+        "max_stalled_handshakes",
+        _optional(_Integer(minimum=1)),
+        "Incoming handshakes from one address that may time out (or give way) within 10 minutes; "
+        "the last of them greylists the address; false = never.",
+    ),
+    _key(
+        "p2p",
+        "netgroup_cap_exempts_loopback",
+        _Flag(),
+        "Exempt loopback addresses from the per-netgroup cap (for many nodes on one host).",
+    ),
+    _key(
+        "p2p",
+        "refusal_log_interval",
+        _optional(_SECONDS),
+        "Seconds over which refused connections are counted, then logged as one line per reason; "
+        "false = one line per refusal.",
+    ),
+    _key(
+        "p2p",
+        "max_message_size",
+        _Integer(minimum=1, maximum=2**30, metavar="BYTES"),
+        "Largest frame accepted from a peer, in bytes; a larger one closes the connection.",
+    ),
+    _key(
+        "p2p",
+        "checkpoint_interval",
+        _SECONDS,
+        "Seconds between two saves of the peers file (it is also saved at shutdown).",
+    ),
+    _key(
+        "p2p",
+        "keepalive_interval",
+        _optional(_SECONDS),
+        "Seconds of silence after which a peer is pinged; 3 silent intervals close it; false = never.",
+    ),
+    _key(
+        "p2p",
+        "send_queue_size",
+        _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
+        "Bytes queued for one peer beyond one message alone; a full queue refuses sends and drops control answers.",
+    ),
+    _key(
+        "p2p",
+        "send_queue_budget",
+        _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
+        "Bytes queued for all peers together; when spent, every send waits or is refused.",
+    ),
+    _key(
+        "p2p",
+        "send_stall_timeout",
+        _SECONDS,
+        "Seconds a peer may leave our send buffer full without draining it before the connection is aborted.",
+    ),
+    _key(
+        "p2p",
+        "close_grace_period",
+        _SECONDS,
+        "Seconds a closing connection may take to flush its goodbye before its socket is aborted.",
+    ),
+    _key(
+        "p2p",
+        "max_pending_messages",
+        _Integer(minimum=1, maximum=2**20),
+        "Messages of one connection the application may have in hand (unfired Deferreds) before reading pauses.",
+    ),
+    _key(
+        "p2p",
+        "max_control_frame_rate",
+        _Real(minimum=0.0, exclusive_minimum=True, metavar="FRAMES"),
+        "Control frames per second handled from one peer (burst: twice as many); reading pauses beyond.",
+    ),
+    _key(
+        "p2p",
+        "max_upload_speed",
+        _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
+        "Node-wide upload limit in bytes per second, shared equally by busy connections; false = unlimited.",
+    ),
+    _key(
+        "p2p",
+        "max_download_speed",
+        _optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES/S")),
+        "Node-wide download limit in bytes per second, shared equally by busy connections; false = unlimited.",
+    ),
+    _key(
+        "p2p.reconnection",
+        "factor",
+        _Real(minimum=1.0, metavar="FACTOR"),
+        "Multiplier applied to a point's back-off delay after each failed dial.",
+    ),
+    _key("p2p.reconnection", "initial_delay", _SECONDS, "First back-off delay after a failed dial, in seconds."),
+    _key(
+        "p2p.reconnection",
+        "disconnection_delay",
+        _Real(minimum=0.0),
+        "Seconds before redialling a point whose established connection dropped.",
+    ),
+    _key("p2p.reconnection", "increase_cap", _SECONDS, "Longest back-off delay, in seconds."),
+    _key(
+        "p2p.reconnection",
+        "jitter",
+        _Real(minimum=0.0, maximum=1.0, metavar="FRACTION"),
+        "Random spread of each delay, as a fraction of it (0.1 = +/-10%).",
+    ),
+    _key(
+        "admin",
+        "listen",
+        _optional(_Address()),
+        "Address and port of the admin HTTP API; false = no admin API.",
+        flag="admin",
+    ),
+    _key(
+        "admin",
+        "token",
+        _Token(),
+        "Bearer token every admin API request must carry; empty = none (loopback listen only).",
+    ),
+    _key(
+        "admin",
+        "tls_certificate",
+        _optional(_Path()),
+        "PEM certificate (chain) to serve the admin API over HTTPS; false = plain HTTP.",
+    ),
+    _key(
+        "admin",
+        "tls_key",
+        _optional(_Path()),
+        "PEM private key of tls_certificate; false = the key is in the tls_certificate file.",
+    ),
+    _key(
+        "admin",
+        "request_timeout",
+        _SECONDS,
+        "Seconds a client has to send a whole request (line, headers, body) once it opens the "
+        "connection or starts the request; then the connection is closed.",
+    ),
+    _key("admin", "idle_timeout", _SECONDS, "Seconds a keep-alive connection may stay idle between requests."),
+    _key(
+        "admin",
+        "max_connections",
+        _Integer(minimum=1),
+        "HTTP connections open at once; at the cap an idle or slow one gives way to a new one.",
+    ),
+    _key(
+        "admin",
+        "max_connections_per_address",
+        _Integer(minimum=1),
+        "HTTP connections open at once from one client address.",
+    ),
+    _key(
+        "log",
+        "level",
+        _choice("LEVEL", LOG_LEVELS),
+        "Least severe level a node run by twistd logs: debug, info, warn, error or critical.",
+    ),
+    _key(
+        "log",
+        "format",
+        _choice("FORMAT", LOG_FORMATS),
+        "How a node run by twistd writes its log: text lines, or one JSON object per line.",
+    ),
 )
 
 _KEYS_BY_DOTTED: dict[str, ConfigKey] = {key.dotted: key for key in CONFIG_KEYS}
@@ -793,10 +961,7 @@ def _converters_from_keys(table: str) -> Callable[[type, list[attrs.Attribute[An
         missing = set(keys) - {field.name for field in fields}
         if missing:
             raise TypeError(f"{cls.__name__} lacks fields for {sorted(missing)}")
-        return [
-            field.evolve(converter=keys[field.name].convert) if field.name in keys else field
-            for field in fields
-        ]
+        return [field.evolve(converter=keys[field.name].convert) if field.name in keys else field for field in fields]
 
     return transform
 
@@ -837,10 +1002,10 @@ class AdminConfig:
     what clients can hold: see C{docs/ADMIN.md}.
     """
 
-    listen: Optional[Point] = Point("127.0.0.1", 8732)
+    listen: Point | None = Point("127.0.0.1", 8732)
     token: str = ""
-    tls_certificate: Optional[str] = None
-    tls_key: Optional[str] = None
+    tls_certificate: str | None = None
+    tls_key: str | None = None
     request_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_connections: int = 64
@@ -893,47 +1058,47 @@ class PoolConfig:
     """
 
     listen: Point = Point("0.0.0.0", 9732)
-    advertised_port: Optional[int] = None
+    advertised_port: int | None = None
     data_dir: str = "p2pool-data"
-    identity_file: Optional[str] = None
-    peers_file: Optional[str] = None
+    identity_file: str | None = None
+    peers_file: str | None = None
     network: str = "p2pool-mainnet"
     expected_proof_of_work: float = 16.0
     trusted_points: tuple[PointSpec, ...] = ()
     bootstrap_points: tuple[PointSpec, ...] = ()
     bootstrap_urls: tuple[str, ...] = ()
-    seed_ca_file: Optional[str] = None
+    seed_ca_file: str | None = None
     private_mode: bool = False
     min_connections: int = 10
     expected_connections: int = 50
     max_connections: int = 100
     max_incoming_connections: int = 20
-    max_known_points: Optional[tuple[int, int]] = (400, 300)
-    max_known_peer_ids: Optional[tuple[int, int]] = (400, 300)
+    max_known_points: tuple[int, int] | None = (400, 300)
+    max_known_peer_ids: tuple[int, int] | None = (400, 300)
     peer_greylist_size: int = 1023
     ip_greylist_size_in_kilobytes: int = 2048
     ip_greylist_cleanup_delay: float = 86400.0
     connection_timeout: float = 10.0
     authentication_timeout: float = 5.0
-    maintenance_idle_time: Optional[float] = 120.0
-    swap_linger: Optional[float] = 30.0
+    maintenance_idle_time: float | None = 120.0
+    swap_linger: float | None = 30.0
     disable_peer_discovery: bool = False
     max_concurrent_dials: int = 10
     max_incoming_connections_per_netgroup: int = 10
-    max_stalled_handshakes: Optional[int] = 3
+    max_stalled_handshakes: int | None = 3
     netgroup_cap_exempts_loopback: bool = False
-    refusal_log_interval: Optional[float] = 60.0
+    refusal_log_interval: float | None = 60.0
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
-    keepalive_interval: Optional[float] = 30.0
+    keepalive_interval: float | None = 30.0
     send_queue_size: int = 1048576
     send_queue_budget: int = 268435456
     send_stall_timeout: float = 60.0
     close_grace_period: float = 2.0
     max_pending_messages: int = 10
     max_control_frame_rate: float = 20.0
-    max_upload_speed: Optional[int] = None
-    max_download_speed: Optional[int] = None
+    max_upload_speed: int | None = None
+    max_download_speed: int | None = None
     reconnection: ReconnectionConfig = attrs.field(
         factory=ReconnectionConfig, validator=attrs.validators.instance_of(ReconnectionConfig)
     )
@@ -1004,7 +1169,7 @@ def _hint(dotted: str) -> str:
     return f" (did you mean {elsewhere[0]}?)" if elsewhere else ""
 
 
-def _unknown(dotted: str, value: Any, source: Optional[str]) -> ConfigError:
+def _unknown(dotted: str, value: Any, source: str | None) -> ConfigError:
     if dotted in _TABLES:
         return ConfigError(dotted, "is a table; set its keys instead", source)
     what = "table" if isinstance(value, Mapping) else "key"
@@ -1014,7 +1179,7 @@ def _unknown(dotted: str, value: Any, source: Optional[str]) -> ConfigError:
     return ConfigError(dotted, f"unknown {what}{hint}", source)
 
 
-def _flatten(data: Mapping[str, Any], source: Optional[str]) -> dict[str, Any]:
+def _flatten(data: Mapping[str, Any], source: str | None) -> dict[str, Any]:
     """
     The values of a TOML document by dotted key, refusing unknown tables and
     keys and tables that are not tables.
@@ -1046,8 +1211,8 @@ class _Origin:
     relative paths are relative to.
     """
 
-    label: Optional[str]
-    base_dir: Optional[str]
+    label: str | None
+    base_dir: str | None
 
 
 def _build(flat: Mapping[str, Any], origin_of: Callable[[str], _Origin]) -> PoolConfig:
@@ -1074,7 +1239,7 @@ def _build(flat: Mapping[str, Any], origin_of: Callable[[str], _Origin]) -> Pool
 
 
 def config_from_mapping(
-    data: Mapping[str, Any], *, base_dir: Optional[str] = None, source: str = "<config>"
+    data: Mapping[str, Any], *, base_dir: str | None = None, source: str = "<config>"
 ) -> PoolConfig:
     """
     Validate a parsed TOML document (tables C{p2p}, C{p2p.reconnection},
@@ -1117,7 +1282,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def load_config(
-    path: Optional[str],
+    path: str | None,
     overrides: Mapping[str, Any] = _NO_OVERRIDES,
     *,
     overrides_source: str = COMMAND_LINE,
@@ -1218,13 +1383,13 @@ def _is_unlimited(limit: int) -> bool:
     return limit < 0 or (_resource is not None and limit == _resource.RLIM_INFINITY)
 
 
-def _soft_file_limit() -> Optional[int]:
+def _soft_file_limit() -> int | None:
     if _resource is None:
         return None
     return _resource.getrlimit(_resource.RLIMIT_NOFILE)[0]
 
 
-def check_file_budget(config: PoolConfig, soft_limit: Optional[int] = None) -> None:
+def check_file_budget(config: PoolConfig, soft_limit: int | None = None) -> None:
     """
     Refuse a configuration whose connections could exhaust the open-file
     limit (L{file_descriptors_needed} against C{RLIMIT_NOFILE}).
@@ -1251,8 +1416,8 @@ def check_file_budget(config: PoolConfig, soft_limit: Optional[int] = None) -> N
 def raise_file_limit(
     needed: int,
     *,
-    getrlimit: Optional[Callable[[], tuple[int, int]]] = None,
-    setrlimit: Optional[Callable[[tuple[int, int]], None]] = None,
+    getrlimit: Callable[[], tuple[int, int]] | None = None,
+    setrlimit: Callable[[tuple[int, int]], None] | None = None,
 ) -> int:
     """
     Raise the soft open-file limit to C{needed} if it is lower, without

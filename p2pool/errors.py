@@ -10,7 +10,8 @@ import enum
 import errno
 import re
 import warnings
-from typing import TYPE_CHECKING, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from p2pool.core.addressing import PeerId, Point
 
@@ -64,7 +65,7 @@ class Myself(P2PError):
     The remote peer is this node itself.
     """
 
-    def __init__(self, point: Optional[Point]) -> None:
+    def __init__(self, point: Point | None) -> None:
         super().__init__(f"connection to myself at {point}")
         self.point = point
 
@@ -74,7 +75,7 @@ class IdentityCheckFailure(P2PError):
     The peer at a point is not the peer id expected there.
     """
 
-    def __init__(self, point: Optional[Point], expected: PeerId, received: PeerId) -> None:
+    def __init__(self, point: Point | None, expected: PeerId, received: PeerId) -> None:
         super().__init__(f"expected peer {expected} at {point}, found {received}")
         self.point = point
         self.expected_peer_id = expected
@@ -120,7 +121,7 @@ class Rejected(P2PError):
     We refused the remote peer with a nack.
     """
 
-    def __init__(self, peer_id: Optional[PeerId], motive: int) -> None:
+    def __init__(self, peer_id: PeerId | None, motive: int) -> None:
         super().__init__(f"rejected peer {peer_id}: {motive_name(motive)}")
         self.peer_id = peer_id
         self.motive = motive

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.logger import Logger, LogLevel
@@ -211,12 +212,12 @@ class EventLog:
     Emits pool events to a callback and to C{twisted.logger}.
     """
 
-    def __init__(self, callback: Optional[Callable[[PoolEvent], object]] = None) -> None:
+    def __init__(self, callback: Callable[[PoolEvent], object] | None = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
         #: Called with each event after the callbacks; when it returns
         #: true the event gets no log line of its own (a summary counts it:
         #: see L{p2pool.pool.refusals.RefusalLog.take_event}).
-        self.summarise: Optional[Callable[[PoolEvent], bool]] = None
+        self.summarise: Callable[[PoolEvent], bool] | None = None
 
     def emit(self, event: EventKind, **fields: Any) -> None:
         """

@@ -7,7 +7,7 @@ real admin services on loopback addresses.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 import treq
@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from p2pool.core.addressing import Point
 from p2pool.admin import AdminService
 from p2pool.config import AdminConfig
+from p2pool.core.addressing import Point
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
 
@@ -43,7 +43,7 @@ class Result:
     def json(self) -> Any:
         return json.loads(self.body)
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name.encode("ascii"))
         return values[-1].decode("latin-1") if values else None
 
@@ -85,12 +85,14 @@ class MemoryAdmin:
             self.admin.stopService()
         self.network.stop()
 
-    def start_request(self, method: str, path: str, body: Any = None, headers: Optional[dict[str, Any]] = None) -> Deferred[Any]:
+    def start_request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, Any] | None = None
+    ) -> Deferred[Any]:
         data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
         return self.stub.request(method, "http://127.0.0.1" + path, data=data, headers=headers)
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: Optional[dict[str, Any]] = None, seconds: float = 20.0
+        self, method: str, path: str, body: Any = None, headers: dict[str, Any] | None = None, seconds: float = 20.0
     ) -> Result:
         """
         Send a request and return its reply, letting at most C{seconds} of

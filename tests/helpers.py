@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import inspect
 import socket
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
-from p2pool.core.addressing import Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.events import EventKind, PoolEvent
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.identity import Identity
+from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
 
@@ -144,7 +145,9 @@ def describe(predicate: Callable[[], object]) -> str:
     return " ".join(line.strip() for line in lines)
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: Optional[str] = None, step: float = 0.02) -> None:
+async def wait_for(
+    predicate: Callable[[], object], timeout: float = 30.0, what: str | None = None, step: float = 0.02
+) -> None:
     """
     Wait until C{predicate()} is true, checking every C{step} seconds;
     fail, saying what was awaited (C{what}, or the predicate's source),
@@ -164,6 +167,6 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what:
         await deferLater(reactor, min(step, max(0.0, deadline - reactor.seconds())), lambda: None)
 
 
-def only(items: list[Any], what: Optional[str] = None) -> Any:
+def only(items: list[Any], what: str | None = None) -> Any:
     assert len(items) == 1, f"expected one {what or 'item'}, got {items!r}"
     return items[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -102,7 +102,7 @@ class Collect(ProcessProtocol):
         self.ended.callback(Outcome(status, self.out.decode("utf-8", "replace"), self.err.decode("utf-8", "replace")))
 
 
-def spawn(test: Any, argv: list[str], cwd: Optional[str] = None, env: Optional[dict[str, str]] = None) -> Collect:
+def spawn(test: Any, argv: list[str], cwd: str | None = None, env: dict[str, str] | None = None) -> Collect:
     """
     Start C{argv}; it is killed when the test ends if still running.
     """
@@ -110,7 +110,7 @@ def spawn(test: Any, argv: list[str], cwd: Optional[str] = None, env: Optional[d
     spawner: Any = reactor
     process = spawner.spawnProcess(protocol, argv[0], argv, env if env is not None else environment(), cwd)
 
-    def kill() -> Optional[Deferred[Outcome]]:
+    def kill() -> Deferred[Outcome] | None:
         if protocol.ended.called:
             return None
         with contextlib.suppress(ProcessExitedAlready, OSError):
@@ -122,7 +122,7 @@ def spawn(test: Any, argv: list[str], cwd: Optional[str] = None, env: Optional[d
     return protocol
 
 
-async def run(test: Any, argv: list[str], cwd: Optional[str] = None, env: Optional[dict[str, str]] = None) -> Outcome:
+async def run(test: Any, argv: list[str], cwd: str | None = None, env: dict[str, str] | None = None) -> Outcome:
     """
     Run C{argv} to its end (the test's own timeout bounds the wait).
     """

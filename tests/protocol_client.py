@@ -18,7 +18,8 @@ import socket
 import ssl
 import struct
 import tempfile
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -86,7 +87,7 @@ def pow_valid(public_key: bytes, stamp: bytes, d: float) -> bool:
     return pow_hash(public_key, stamp) <= pow_target(d)
 
 
-def find_stamp(public_key: bytes, d: float, start: Optional[int] = None) -> bytes:
+def find_stamp(public_key: bytes, d: float, start: int | None = None) -> bytes:
     """
     §1.2: count up from a random 24-byte big-endian value until the stamp
     is valid.
@@ -105,11 +106,11 @@ def find_stamp(public_key: bytes, d: float, start: Optional[int] = None) -> byte
 
 def make_certificate(
     key: Any,
-    common_name: Optional[str] = None,
+    common_name: str | None = None,
     *,
-    issuer: Optional[str] = None,
-    not_before: Optional[datetime.datetime] = None,
-    not_after: Optional[datetime.datetime] = None,
+    issuer: str | None = None,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
     signer: Any = None,
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> x509.Certificate:
@@ -119,9 +120,11 @@ def make_certificate(
     test what receivers check (another issuer name, other dates, another
     signing key, extensions; an RSA C{key} needs a C{common_name}).
     """
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or peer_id_text(peer_id(public_key_bytes(key))))])
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name or peer_id_text(peer_id(public_key_bytes(key))))]
+    )
     issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]) if issuer else name
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -301,7 +304,7 @@ class Identity:
     §1: a key, its peer id and a stamp at difficulty C{d}.
     """
 
-    def __init__(self, d: float, key: Optional[Ed25519PrivateKey] = None) -> None:
+    def __init__(self, d: float, key: Ed25519PrivateKey | None = None) -> None:
         self.key = key or Ed25519PrivateKey.generate()
         self.public_key = public_key_bytes(self.key)
         self.peer_id = peer_id(self.public_key)
@@ -326,13 +329,16 @@ class Client:
         host: str,
         port: int,
         *,
-        source: Optional[str] = None,
-        certificate: Optional[x509.Certificate] = None,
+        source: str | None = None,
+        certificate: x509.Certificate | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.identity = identity
         cert = certificate or make_certificate(identity.key)
-        self.sock = self._tls(socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None), cert)
+        self.sock = self._tls(
+            socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None),
+            cert,
+        )
         self.remote_public_key, self.remote_peer_id = check_certificate(self.sock.getpeercert(binary_form=True) or b"")
         self._buffer = b""
 
@@ -399,7 +405,9 @@ class Client:
         """
         §5.1: send our Hello.
         """
-        body = hello_body(port, self.identity.stamp, network, list(p2p_versions), list(application_versions), private_mode)
+        body = hello_body(
+            port, self.identity.stamp, network, list(p2p_versions), list(application_versions), private_mode
+        )
         self.send(HELLO, body)
         return body
 

@@ -303,9 +303,7 @@ class CountingBloomFilterTests(SynchronousTestCase):
                 bloom.clear()
                 model = [0] * 2**index_bits
             self.assertEqual(bloom.mem(key), all(model[i] for i in bloom.indices(key)))
-        self.assertEqual(
-            bloom.life_expectancy_histogram(), [model.count(v) for v in range(16)]
-        )
+        self.assertEqual(bloom.life_expectancy_histogram(), [model.count(v) for v in range(16)])
         self.assertEqual(bloom.fill_percentage(), sum(1 for c in model if c) / len(model))
 
 
@@ -662,9 +660,7 @@ class IPBlacklistTests(SynchronousTestCase):
         self.assertFalse(blacklist.ban("10.0.0.0/255.0.0.0"))
         self.assertTrue(blacklist.ban("2001:db8::1/128"))
         self.assertTrue(blacklist.ban("0.0.0.0/0"))
-        self.assertEqual(
-            blacklist.listing(), ["1.2.3.4", "10.0.0.0/8", "2001:db8::1", "0.0.0.0/0"]
-        )
+        self.assertEqual(blacklist.listing(), ["1.2.3.4", "10.0.0.0/8", "2001:db8::1", "0.0.0.0/0"])
         self.assertEqual(len(blacklist), 4)
         self.assertTrue(blacklist.mem("8.8.8.8"))
         self.assertFalse(blacklist.mem("2001:db8::2"))
@@ -693,8 +689,17 @@ class IPBlacklistTests(SynchronousTestCase):
         nothing.
         """
         blacklist = IPBlacklist()
-        for bad in ("10.0.0.1/8", "10.0.0.0/33", "1.2.3", "host.example", "", " 1.2.3.4",
-                    "fe80::%eth0/64", "fe80::1%eth0", "2001:db8::/129"):
+        for bad in (
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "1.2.3",
+            "host.example",
+            "",
+            " 1.2.3.4",
+            "fe80::%eth0/64",
+            "fe80::1%eth0",
+            "2001:db8::/129",
+        ):
             e = self.assertRaises(AddressError, blacklist.ban, bad)
             self.assertIn(repr(bad), str(e))
             self.assertRaises(AddressError, blacklist.unban, bad)

@@ -26,12 +26,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool.daemon.tap as tap
-from p2pool.core.addressing import PeerId, Point
 from p2pool.admin import AdminListenError, AdminService
 from p2pool.admin import feed as feed_module
-from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.admin.json_shapes import rfc3339
+from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping
+from p2pool.core.addressing import PeerId, Point
 from p2pool.events import EventKind
 from p2pool.pool.service import Pool
 from tests.adminhelpers import (
@@ -47,7 +47,6 @@ from tests.helpers import async_test, identity, start_node, wait_for
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UNKNOWN_PEER = str(PeerId.from_public_key(b"\x01" * 32))
-
 
 
 class ShapeTests(SynchronousTestCase):
@@ -88,8 +87,18 @@ class ShapeTests(SynchronousTestCase):
         [conn] = self.h.get("/network/connections")
         self.assertEqual(
             set(conn),
-            {"peer_id", "point", "id_point", "incoming", "private", "announced_version",
-             "local_metadata", "remote_metadata", "established_at", "stat"},
+            {
+                "peer_id",
+                "point",
+                "id_point",
+                "incoming",
+                "private",
+                "announced_version",
+                "local_metadata",
+                "remote_metadata",
+                "established_at",
+                "stat",
+            },
         )
         self.assertEqual(conn["peer_id"], str(self.h.b.peer_id))
         self.assertEqual(conn["point"], f"{IP_B}:9732")
@@ -503,7 +512,10 @@ class ErrorTests(SynchronousTestCase):
         """
         Before the identity is loaded, the peer id and dials are 503.
         """
-        pool = Pool(PoolConfig(listen=Point("10.0.0.5", 9732), data_dir=self.mktemp()), reactor=self.h.network.reactor("10.0.0.5"))
+        pool = Pool(
+            PoolConfig(listen=Point("10.0.0.5", 9732), data_dir=self.mktemp()),
+            reactor=self.h.network.reactor("10.0.0.5"),
+        )
         admin = AdminService(pool, AdminConfig(listen=None), reactor=self.h.network.reactor("10.0.0.5"))
         stub = StubTreq(admin.resource)
         for method, path in (("GET", "/network/self"), ("PUT", "/network/points/10.0.0.1:9732")):
@@ -523,8 +535,21 @@ class AuthTests(SynchronousTestCase):
         self.h = MemoryAdmin(self, token=TOKEN)
 
     def test_every_route_requires_the_token(self) -> None:
-        paths = ["/", "/metrics", "/version", "/network/bans", "/network/self", "/network/stat", "/network/connections", "/network/points",
-                 "/network/peers", "/network/greylist/ips", "/network/greylist/peers", "/network/log", "/nope"]
+        paths = [
+            "/",
+            "/metrics",
+            "/version",
+            "/network/bans",
+            "/network/self",
+            "/network/stat",
+            "/network/connections",
+            "/network/points",
+            "/network/peers",
+            "/network/greylist/ips",
+            "/network/greylist/peers",
+            "/network/log",
+            "/nope",
+        ]
         for path in paths:
             result = self.h.request("GET", path)
             self.assertEqual(result.code, 401, path)
@@ -575,20 +600,38 @@ class TokenConfigTests(SynchronousTestCase):
             self.assertEqual(AdminConfig(Point.parse(text), TOKEN, "/c.pem", "/k.pem").token, TOKEN)
 
     def test_refused_at_start_from_file_and_flag(self) -> None:
-        error = self.assertRaises(ConfigError, config_from_mapping, {"admin": {"listen": "0.0.0.0:8732"}}, source="node.toml")
-        self.assertTrue(str(error).startswith("node.toml: admin.listen: 0.0.0.0:8732 is not a loopback address"), str(error))
+        error = self.assertRaises(
+            ConfigError, config_from_mapping, {"admin": {"listen": "0.0.0.0:8732"}}, source="node.toml"
+        )
+        self.assertTrue(
+            str(error).startswith("node.toml: admin.listen: 0.0.0.0:8732 is not a loopback address"), str(error)
+        )
         options = tap.Options()
         usage_error = self.assertRaises(usage.UsageError, options.parseOptions, ["--admin", "0.0.0.0:8732"])
         self.assertIn("admin.listen", str(usage_error))
         options = tap.Options()
-        options.parseOptions(["--admin", "0.0.0.0:8732", "--admin-token", TOKEN,
-                              "--admin-tls-certificate", "/c.pem", "--admin-tls-key", "/k.pem"])
+        options.parseOptions(
+            [
+                "--admin",
+                "0.0.0.0:8732",
+                "--admin-token",
+                TOKEN,
+                "--admin-tls-certificate",
+                "/c.pem",
+                "--admin-tls-key",
+                "/k.pem",
+            ]
+        )
         self.assertEqual(options.config.admin, AdminConfig(Point("0.0.0.0", 8732), TOKEN, "/c.pem", "/k.pem"))
 
     def test_bad_tokens(self) -> None:
-        for value, fragment in (("short", "16 to 4096"), ("has space in it....", "may hold only"),
-                                ("x" * 16 + "=" + "y", "may hold only"), (False, "expected a bearer token"),
-                                (12345678901234567, "expected a bearer token")):
+        for value, fragment in (
+            ("short", "16 to 4096"),
+            ("has space in it....", "may hold only"),
+            ("x" * 16 + "=" + "y", "may hold only"),
+            (False, "expected a bearer token"),
+            (12345678901234567, "expected a bearer token"),
+        ):
             error = self.assertRaises(ConfigError, config_from_mapping, {"admin": {"token": value}})
             self.assertEqual(error.key, "admin.token")
             self.assertIn(fragment, str(error))
@@ -753,7 +796,11 @@ class NodeServiceTests(TestCase):
         from p2pool.daemon.node import NodeService
 
         config = PoolConfig(
-            listen=Point(ip, 0), expected_proof_of_work=0, maintenance_idle_time=None, data_dir=self.mktemp(), admin=admin
+            listen=Point(ip, 0),
+            expected_proof_of_work=0,
+            maintenance_idle_time=None,
+            data_dir=self.mktemp(),
+            admin=admin,
         )
         service = NodeService(Pool(config, identity=identity(40)), reactor)
         service.startService()

@@ -10,7 +10,7 @@ fresh client is served while hundreds of slow ones try to hold the API.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
@@ -72,7 +72,7 @@ class TableTests(SynchronousTestCase):
         At the total cap: the oldest idle connection anywhere gives way;
         without one, the oldest reader of the address holding the most.
         """
-        I, R, B = Phase.IDLE, Phase.READING, Phase.BUSY
+        I, R, B = Phase.IDLE, Phase.READING, Phase.BUSY  # noqa: E741 (a table of phases)
         for entries, expected in (
             ([("old-idle", 1, I), ("reading", 2, R), ("new-idle", 3, I), ("busy", 4, B)], ("old-idle", "shed_idle")),
             ([("lone", 1, R), ("crowd-1", 2, R), ("crowd-2", 2, R), ("busy", 3, B)], ("crowd-1", "shed_reading")),
@@ -226,7 +226,7 @@ class _Raw(Protocol):
         self.data = b""
         self.closed: Deferred[None] = Deferred()
         self.is_closed = False
-        self._drip: Optional[LoopingCall] = None
+        self._drip: LoopingCall | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -338,9 +338,7 @@ class SocketTests(TestCase):
         await wait_for(lambda: refused.is_closed)
         self.assertEqual(refused.data, b"")
         self.assertFalse(any(client.is_closed for client in streams))
-        self.assertEqual(
-            admin.refusals.totals(), {"shed_idle": 1, "shed_reading": 1, "too_many_connections": 1}
-        )
+        self.assertEqual(admin.refusals.totals(), {"shed_idle": 1, "shed_reading": 1, "too_many_connections": 1})
         scrape = Scrape(admin.metrics.render().decode("utf-8"))
         self.assertEqual(scrape.value("p2pool_admin_refusals", reason="shed_reading"), 1.0)
         self.assertEqual(scrape.value("p2pool_admin_connections", phase="busy"), 3.0)

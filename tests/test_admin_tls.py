@@ -22,9 +22,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 import p2pool.cli.commands as cli
-from p2pool.core.addressing import Point
 from p2pool.admin.service import AdminListenError, AdminService, load_tls_options
 from p2pool.config import AdminConfig, ConfigError, config_from_mapping
+from p2pool.core.addressing import Point
 from tests.adminhelpers import TOKEN
 from tests.helpers import async_test, start_node
 from tests.test_seeds import Pki
@@ -52,26 +52,34 @@ class RuleTests(SynchronousTestCase):
     def test_refused_from_file(self) -> None:
         document = {"admin": {"listen": "[::]:8732", "token": TOKEN}}
         error = self.assertRaises(ConfigError, config_from_mapping, document, source="node.toml")
-        self.assertTrue(str(error).startswith("node.toml: admin.listen: [::]:8732 is not a loopback address"), str(error))
+        self.assertTrue(
+            str(error).startswith("node.toml: admin.listen: [::]:8732 is not a loopback address"), str(error)
+        )
         self.assertIn("HTTPS", str(error))
 
     def test_loopback_may_be_plain(self) -> None:
         self.assertFalse(AdminConfig(Point("127.0.0.1", 8732)).tls)
 
     def test_key_without_certificate_refused(self) -> None:
-        error = self.assertRaises(AdminListenError, load_tls_options, AdminConfig(Point("127.0.0.1", 0), tls_key="/k.pem"))
+        error = self.assertRaises(
+            AdminListenError, load_tls_options, AdminConfig(Point("127.0.0.1", 0), tls_key="/k.pem")
+        )
         self.assertIn("admin.tls_key", str(error))
 
     def test_unreadable_and_bad_files(self) -> None:
         missing = self.mktemp()
-        error = self.assertRaises(AdminListenError, load_tls_options, AdminConfig(tls_certificate=missing, tls_key=missing))
+        error = self.assertRaises(
+            AdminListenError, load_tls_options, AdminConfig(tls_certificate=missing, tls_key=missing)
+        )
         self.assertTrue(str(error).startswith("admin.tls_certificate: cannot read"), str(error))
         pki = Pki.create(self.mktemp())
         cert, key = pki.leaf("admin.test")
         error = self.assertRaises(AdminListenError, load_tls_options, AdminConfig(tls_certificate=cert, tls_key=cert))
         self.assertTrue(str(error).startswith("admin.tls_key: no PEM private key"), str(error))
         other_cert, other_key = pki.leaf("other.test")
-        error = self.assertRaises(AdminListenError, load_tls_options, AdminConfig(tls_certificate=cert, tls_key=other_key))
+        error = self.assertRaises(
+            AdminListenError, load_tls_options, AdminConfig(tls_certificate=cert, tls_key=other_key)
+        )
         self.assertIn("does not fit", str(error))
 
 
@@ -100,7 +108,9 @@ class HttpsAdminTests(TestCase):
     @async_test
     async def test_good_certificate_with_token(self) -> None:
         url = await self.serve(*self.pki.leaf("admin.test"))
-        status, out, err = await self.cli("--api", url, "--ca-file", self.pki.ca_file, "--token", TOKEN, "--json", "status")
+        status, out, err = await self.cli(
+            "--api", url, "--ca-file", self.pki.ca_file, "--token", TOKEN, "--json", "status"
+        )
         self.assertEqual((status, err), (cli.EXIT_OK, ""))
         self.assertIn("peer_id", out)
 
@@ -170,8 +180,11 @@ class _Client(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(b"GET /network/self HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-                             + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
+        self.transport.write(
+            b"GET /network/self HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nConnection: close\r\n\r\n"
+        )
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -225,8 +238,16 @@ class AlpnTests(TestCase):
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         out, err, code = await getProcessOutputAndValue(
             curl,
-            ["-sS", "--cacert", self.pki.ca_file, "-H", f"Authorization: Bearer {TOKEN}",
-             "-w", "\nhttp_version=%{http_version}", f"https://{service.address}/network/self"],
+            [
+                "-sS",
+                "--cacert",
+                self.pki.ca_file,
+                "-H",
+                f"Authorization: Bearer {TOKEN}",
+                "-w",
+                "\nhttp_version=%{http_version}",
+                f"https://{service.address}/network/self",
+            ],
             env=env,
         )
         self.assertEqual(code, 0, err)

@@ -16,9 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
 from p2pool.core.admission import STALL_WINDOW, StallTracker, admission_group, displacement_victim
-from p2pool.transport.connection import Connection
 from p2pool.events import PoolEvent
 from p2pool.testing.network import MemoryNetwork
+from p2pool.transport.connection import Connection
 
 IP_NODE = "10.0.0.1"
 
@@ -118,7 +118,9 @@ class PoolTests(SynchronousTestCase):
         self.stall(*[f"10.1.0.{i}" for i in range(1, 4)], *[f"10.2.0.{i}" for i in range(1, 4)])
         self.assertEqual((len(self.named("incoming_connection")), self.named("incoming_connection_too_many")), (6, []))
         self.stall("10.2.0.9")
-        self.assertEqual(self.named("incoming_connection_too_many")[-1].fields["addr"], "10.2.0.9", "a crowd member waits")
+        self.assertEqual(
+            self.named("incoming_connection_too_many")[-1].fields["addr"], "10.2.0.9", "a crowd member waits"
+        )
         honest = self.network.add_pool("10.3.0.1", maintenance_idle_time=None)
         done: list[Any] = []
         honest.connect(Point(IP_NODE, 9732)).addBoth(done.append)

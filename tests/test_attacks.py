@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
-from p2pool.transport.connection import Connection
-from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.core.wire import Ping, encode
+from p2pool.errors import DisconnectReason, SendQueueFull
+from p2pool.transport.connection import Connection
 from tests.helpers import Node, async_test, start_node, wait_for
 
 KIB = 1024
@@ -43,7 +43,9 @@ def _keep_sending(test: TestCase, conn: Connection, size: int = 64 * KIB) -> Loo
     return loop
 
 
-async def _pair(test: TestCase, victim_config: dict[str, Any], attacker_config: dict[str, Any]) -> tuple[Node, Node, Connection]:
+async def _pair(
+    test: TestCase, victim_config: dict[str, Any], attacker_config: dict[str, Any]
+) -> tuple[Node, Node, Connection]:
     """
     A victim and an attacker, the attacker dialing; return the victim's
     connection to the attacker.

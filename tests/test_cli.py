@@ -9,7 +9,6 @@ import io
 import json
 import os
 import sys
-from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -218,7 +217,7 @@ class ParserTests(CLITestCase):
 
 
 class ProgressReporterTests(SynchronousTestCase):
-    def make(self, stream: io.StringIO, interval: Optional[float] = None) -> tuple[cli.ProgressReporter, FakeClock]:
+    def make(self, stream: io.StringIO, interval: float | None = None) -> tuple[cli.ProgressReporter, FakeClock]:
         clock = FakeClock()
         return cli.ProgressReporter(stream, clock=clock, interval=interval), clock
 
@@ -236,8 +235,7 @@ class ProgressReporterTests(SynchronousTestCase):
         reporter.finish()
         self.assertEqual(
             stream.getvalue(),
-            "proof of work: 200,000 attempts, 20,000 hashes/s\n"
-            "proof of work: 400,000 attempts, 19,048 hashes/s\n",
+            "proof of work: 200,000 attempts, 20,000 hashes/s\nproof of work: 400,000 attempts, 19,048 hashes/s\n",
         )
 
     def test_tty_rewrites_one_line(self) -> None:

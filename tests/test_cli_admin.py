@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import signal
-from typing import Any, Optional
+from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, ensureDeferred
@@ -28,7 +28,6 @@ from tests.helpers import Node, async_test, closed_port, start_node, wait_for
 
 ROOT = FilePath(__file__).parent().parent()
 UNKNOWN_PEER = str(PeerId.from_public_key(b"\x03" * 32))
-
 
 
 class Nodes:
@@ -59,7 +58,7 @@ class InProcessTests(TestCase):
         self.url = nodes.url
         return nodes
 
-    async def run_cli(self, *argv: str, url: Optional[str] = None) -> tuple[int, str, str]:
+    async def run_cli(self, *argv: str, url: str | None = None) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         status = await cli.admin_main(["--api", url or self.url, *argv], http_client(self), out, err)
         if status in (cli.EXIT_ERROR, cli.EXIT_UNREACHABLE):
@@ -174,10 +173,12 @@ class InProcessTests(TestCase):
     @async_test
     async def test_usage_errors(self) -> None:
         await self.nodes(83, connect=False)
-        for argv, fragment in ((["ban", "nonsense"], "neither a peer id nor a point"),
-                               (["connect", UNKNOWN_PEER], "connect takes a point"),
-                               (["disconnect", "idXXX"], "malformed peer id"),
-                               (["identity", "show"], "not an admin command")):
+        for argv, fragment in (
+            (["ban", "nonsense"], "neither a peer id nor a point"),
+            (["connect", UNKNOWN_PEER], "connect takes a point"),
+            (["disconnect", "idXXX"], "malformed peer id"),
+            (["identity", "show"], "not an admin command"),
+        ):
             status, _, err = await self.run_cli(*argv)
             self.assertEqual(status, 2, argv)
             self.assertIn(fragment, err)
@@ -211,7 +212,10 @@ class InProcessTests(TestCase):
         n = await self.nodes(87)
         status, out, _ = await self.run_cli("log")
         self.assertEqual(status, 0)
-        self.assertRegex(out, rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ connection_established point={n.b.point} peer_id={n.b.pool.peer_id}")
+        self.assertRegex(
+            out,
+            rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\dZ connection_established point={n.b.point} peer_id={n.b.pool.peer_id}",
+        )
         _, out, _ = await self.run_cli("log", "--json")
         records = [json.loads(line) for line in out.splitlines()]
         self.assertIn(EventKind.CONNECTION_ESTABLISHED, [r["event"] for r in records])
@@ -293,10 +297,10 @@ class SubprocessTests(TestCase):
 
     timeout = 120
 
-    def spawn(self, *argv: str, env: Optional[dict[str, str]] = None) -> processes.Collect:
+    def spawn(self, *argv: str, env: dict[str, str] | None = None) -> processes.Collect:
         return processes.spawn(self, [*processes.p2pool_cli(), *argv], ROOT.path, processes.environment(**(env or {})))
 
-    async def run_cli(self, *argv: str, env: Optional[dict[str, str]] = None) -> tuple[int, str, str]:
+    async def run_cli(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         outcome = await self.spawn(*argv, env=env).ended
         self.assertNotIn("Traceback", outcome.err)
         return outcome.status, outcome.out, outcome.err

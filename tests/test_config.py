@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import (
     CONFIG_KEYS,
     FILE_DESCRIPTOR_HEADROOM,
@@ -32,6 +31,7 @@ from p2pool.config import (
     load_config,
     raise_file_limit,
 )
+from p2pool.core.addressing import PeerId, Point, PointSpec
 
 ROOT = FilePath(__file__).parent().parent()
 PEER_ID = "idtkW7rxvYCTELjjSt5cKFCqdyF8Fy"
@@ -87,9 +87,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.expected_proof_of_work, 16.0)
         self.assertEqual((config.trusted_points, config.bootstrap_points), ((), ()))
         self.assertFalse(config.private_mode)
-        self.assertEqual(
-            (config.min_connections, config.expected_connections, config.max_connections), (10, 50, 100)
-        )
+        self.assertEqual((config.min_connections, config.expected_connections, config.max_connections), (10, 50, 100))
         self.assertEqual(config.max_incoming_connections, 20)
         self.assertEqual(config.max_known_points, (400, 300))
         self.assertEqual(config.max_known_peer_ids, (400, 300))
@@ -104,9 +102,7 @@ class DefaultsTests(SynchronousTestCase):
 
     def test_reconnection_and_admin_defaults(self) -> None:
         config = PoolConfig()
-        self.assertEqual(
-            attrs.astuple(config.reconnection), (1.2, 1.0, 60.0, 172800.0, 0.1)
-        )
+        self.assertEqual(attrs.astuple(config.reconnection), (1.2, 1.0, 60.0, 172800.0, 0.1))
         self.assertEqual(config.admin, AdminConfig(Point("127.0.0.1", 8732)))
 
     def test_default_paths_inside_data_dir(self) -> None:
@@ -129,9 +125,7 @@ class DefaultsTests(SynchronousTestCase):
         """
         L{CONFIG_KEYS} describes every field once, with unique flags.
         """
-        fields = {
-            ("p2p", f.name) for f in attrs.fields(PoolConfig) if f.name not in ("reconnection", "admin", "log")
-        }
+        fields = {("p2p", f.name) for f in attrs.fields(PoolConfig) if f.name not in ("reconnection", "admin", "log")}
         fields |= {("p2p.reconnection", f.name) for f in attrs.fields(ReconnectionConfig)}
         fields |= {("admin", f.name) for f in attrs.fields(AdminConfig)}
         fields |= {("log", f.name) for f in attrs.fields(LogConfig)}
@@ -229,8 +223,10 @@ listen = false
         config = load_config(self.write(self.FULL))
         self.assertEqual(config.listen, Point("::", 0))
         self.assertEqual(config.advertised_port, 19732)
-        self.assertEqual((config.data_dir, config.identity_path, config.peers_path),
-                         ("/srv/p2pool", "/keys/identity.json", "/state/peers.json"))
+        self.assertEqual(
+            (config.data_dir, config.identity_path, config.peers_path),
+            ("/srv/p2pool", "/keys/identity.json", "/state/peers.json"),
+        )
         self.assertEqual(config.network, "réseau-test")
         self.assertEqual(config.expected_proof_of_work, 0.0)
         self.assertEqual(
@@ -307,8 +303,11 @@ class TypeErrorTests(ConfigTestMixin, SynchronousTestCase):
             self.assertIn(detail, str(error), (dotted, value))
 
     def test_table_that_is_not_a_table(self) -> None:
-        for document, dotted in [({"p2p": 3}, "p2p"), ({"p2p": {"reconnection": [1]}}, "p2p.reconnection"),
-                                 ({"admin": "127.0.0.1:8732"}, "admin")]:
+        for document, dotted in [
+            ({"p2p": 3}, "p2p"),
+            ({"p2p": {"reconnection": [1]}}, "p2p.reconnection"),
+            ({"admin": "127.0.0.1:8732"}, "admin"),
+        ]:
             error = self.refused(document)
             self.assertEqual(error.key, dotted)
             self.assertIn("expected a table", str(error))
@@ -363,11 +362,19 @@ class RangeErrorTests(ConfigTestMixin, SynchronousTestCase):
             self.assertIn(detail, str(error), (dotted, value))
 
     def test_boundaries_accepted(self) -> None:
-        config = config_from_mapping({
-            "p2p": {"advertised_port": 65535, "expected_proof_of_work": 256, "ip_greylist_size_in_kilobytes": 1,
-                    "max_message_size": 1, "network": "x" * 255, "listen": "127.0.0.1:0",
-                    "reconnection": {"factor": 1, "jitter": 1}},
-        })
+        config = config_from_mapping(
+            {
+                "p2p": {
+                    "advertised_port": 65535,
+                    "expected_proof_of_work": 256,
+                    "ip_greylist_size_in_kilobytes": 1,
+                    "max_message_size": 1,
+                    "network": "x" * 255,
+                    "listen": "127.0.0.1:0",
+                    "reconnection": {"factor": 1, "jitter": 1},
+                },
+            }
+        )
         self.assertEqual((config.advertised_port, config.expected_proof_of_work), (65535, 256.0))
         self.assertEqual((config.ip_greylist_size_in_kilobytes, config.max_message_size), (1, 1))
         self.assertEqual(config.listen.port, 0)
@@ -536,10 +543,16 @@ class ReachKeyTests(ConfigTestMixin, SynchronousTestCase):
             self.assertIn(fragment, str(error))
 
     def test_tls_paths_relative_to_file(self) -> None:
-        data = {"p2p": {"seed_ca_file": "ca.pem"}, "admin": {"tls_certificate": "tls/cert.pem", "tls_key": "tls/key.pem"}}
+        data = {
+            "p2p": {"seed_ca_file": "ca.pem"},
+            "admin": {"tls_certificate": "tls/cert.pem", "tls_key": "tls/key.pem"},
+        }
         config = config_from_mapping(data, base_dir="/etc/p2pool")
         self.assertEqual(config.seed_ca_file, "/etc/p2pool/ca.pem")
-        self.assertEqual((config.admin.tls_certificate, config.admin.tls_key), ("/etc/p2pool/tls/cert.pem", "/etc/p2pool/tls/key.pem"))
+        self.assertEqual(
+            (config.admin.tls_certificate, config.admin.tls_key),
+            ("/etc/p2pool/tls/cert.pem", "/etc/p2pool/tls/key.pem"),
+        )
         self.assertTrue(config.admin.tls)
 
     def test_non_loopback_admin_needs_token_and_tls(self) -> None:
@@ -664,7 +677,9 @@ class OverrideTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_unknown_override(self) -> None:
         error = self.assertRaises(ConfigError, load_config, None, {"p2p.max_connection": 3})
-        self.assertEqual(str(error), "command line: p2p.max_connection: unknown key (did you mean p2p.max_connections?)")
+        self.assertEqual(
+            str(error), "command line: p2p.max_connection: unknown key (did you mean p2p.max_connections?)"
+        )
 
     def test_table_override(self) -> None:
         error = self.assertRaises(ConfigError, load_config, None, {"p2p.reconnection": {}})

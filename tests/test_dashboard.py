@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -28,7 +27,11 @@ from tests.helpers import async_test, start_node
 
 #: Headless Chromium, if installed (Debian's package is "chromium").
 CHROMIUM = next(
-    (path for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable") if (path := shutil.which(name))),
+    (
+        path
+        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+        if (path := shutil.which(name))
+    ),
     None,
 )
 CHROMIUM_FLAGS = [
@@ -45,7 +48,6 @@ CHROMIUM_FLAGS = [
 VIRTUAL_TIME_BUDGET = 5000
 
 
-
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
@@ -59,10 +61,10 @@ class _Elements(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.text: dict[str, str] = {}
-        self.attributes: dict[str, dict[str, Optional[str]]] = {}
-        self._open: list[Optional[str]] = []
+        self.attributes: dict[str, dict[str, str | None]] = {}
+        self._open: list[str | None] = []
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         element = attributes.get("id") or (tag if tag == "body" else None)
         if tag in ("meta", "br", "img", "input", "link"):
@@ -168,8 +170,15 @@ class BrowserTests(TestCase):
         assert CHROMIUM is not None
         profile = tempfile.mkdtemp(prefix="p2pool-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
-        argv = [CHROMIUM, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}",
-                f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}", "--dump-dom", url]
+        argv = [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            *flags,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}",
+            "--dump-dom",
+            url,
+        ]
         browser = _Chromium()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("http_", "https_", "HTTP_", "HTTPS_"))}
         process = reactor.spawnProcess(browser, CHROMIUM, argv, env)
@@ -219,9 +228,9 @@ class BrowserTests(TestCase):
         The HTTPS admin API works in a browser (which offers ALPN h2 and
         http/1.1): the page loads and its API calls succeed.
         """
-        from p2pool.core.addressing import Point
         from p2pool.admin.service import AdminService
         from p2pool.config import AdminConfig
+        from p2pool.core.addressing import Point
         from tests.test_seeds import Pki
 
         a = await start_node(self, "127.0.0.98", 73)

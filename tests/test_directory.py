@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import operator
 import random
-from typing import Optional
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig, ReconnectionConfig
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.directory import MY_POINTS_SIZE, Directory
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
@@ -38,7 +37,7 @@ class _Conn:
     """
 
     peer_id: PeerId
-    point: Optional[Point]
+    point: Point | None
     private: bool = False
 
 

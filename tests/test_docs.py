@@ -64,8 +64,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import attrs
 from treq.testing import StubTreq
@@ -82,11 +83,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import p2pool.cli.commands as cli
 from p2pool import __version__
-from p2pool.core.addressing import Point
 from p2pool.admin import AdminService
 from p2pool.config import AdminConfig, LogConfig, config_from_mapping, config_to_toml, load_config
-from p2pool.errors import Timeout
+from p2pool.core.addressing import Point
 from p2pool.daemon.logs import node_log_observer
+from p2pool.errors import Timeout
 from p2pool.testing.network import MemoryNetwork
 from tests.adminhelpers import settle
 from tests.helpers import async_test
@@ -112,14 +113,14 @@ class Block:
     line: int
     language: str
     body: str
-    marker: Optional[tuple[str, str]]
+    marker: tuple[str, str] | None
 
     @property
     def where(self) -> str:
         return f"{self.document}:{self.line}"
 
     @property
-    def file_name(self) -> Optional[str]:
+    def file_name(self) -> str | None:
         match = FILE_NAME.match(self.body) if self.language in ("python", "toml") else None
         return match.group(1) if match else None
 
@@ -142,7 +143,8 @@ def parse_blocks(document: str, text: str) -> list[Block]:
         marker = _MARKER.search(before[-400:])
         indent = match.group(1)
         body = "".join(
-            line[len(indent) :] if line.startswith(indent) else line for line in match.group(3).splitlines(keepends=True)
+            line[len(indent) :] if line.startswith(indent) else line
+            for line in match.group(3).splitlines(keepends=True)
         )
         found.append(
             Block(
@@ -262,7 +264,9 @@ class MemoryNode:
         settings: dict[str, Any] = {"maintenance_idle_time": None}
         self.pool = self.network.add_pool("127.0.0.1", **settings)
         self.others = {ip: self.network.add_pool(ip, **settings) for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
-        self.admin = AdminService(self.pool, AdminConfig(listen=None, token=ADMIN_TOKEN), reactor=self.network.reactor("127.0.0.1"))
+        self.admin = AdminService(
+            self.pool, AdminConfig(listen=None, token=ADMIN_TOKEN), reactor=self.network.reactor("127.0.0.1")
+        )
         self.admin.startService()
         self.stub = StubTreq(self.admin.resource)
 
@@ -305,8 +309,16 @@ def _memory_test(test: TestCase) -> dict[str, Any]:
     b = network.add_pool("10.0.0.2", maintenance_idle_time=None)
     case = SynchronousTestCase()
     return dict(
-        self=case, network=network, a=a, pool=a, b=b, MyGarbageSender=_GarbageSender,
-        Point=Point, Timeout=Timeout, Factory=Factory, Protocol=Protocol,
+        self=case,
+        network=network,
+        a=a,
+        pool=a,
+        b=b,
+        MyGarbageSender=_GarbageSender,
+        Point=Point,
+        Timeout=Timeout,
+        Factory=Factory,
+        Protocol=Protocol,
     )
 
 
@@ -340,7 +352,7 @@ class BlockParsingTests(SynchronousTestCase):
     def test_commands(self) -> None:
         parsed = commands(
             "A=1 B=2 twistd -n p2pool --peer 1.2.3.4:9732#idX   # a comment\n"
-            'p2pool --token "$T" peers --json | jq \'.[] | .[0]\' && cd x\n',
+            "p2pool --token \"$T\" peers --json | jq '.[] | .[0]' && cd x\n",
             {"T": "secret"},
         )
         self.assertEqual(
@@ -426,7 +438,7 @@ class DocumentTests(TestCase):
         return directory
 
     @contextlib.contextmanager
-    def inside(self, project: Path, env: Optional[dict[str, str]] = None) -> Iterator[None]:
+    def inside(self, project: Path, env: dict[str, str] | None = None) -> Iterator[None]:
         """
         Run with C{project} as working directory and first on C{sys.path},
         and C{env} in the environment.
@@ -485,7 +497,9 @@ class DocumentTests(TestCase):
         module = __import__(module_name, fromlist=["_"])
         self.assertTrue(hasattr(getattr(module, class_name, None), method), f"{block.where}: no test {name}")
         source = Path(module.__file__).read_text(encoding="utf-8")  # type: ignore[arg-type]
-        self.assertIn(os.path.basename(block.document), source, f"{block.where}: {module_name} does not name the document")
+        self.assertIn(
+            os.path.basename(block.document), source, f"{block.where}: {module_name} does not name the document"
+        )
 
     def check_toml(self, block: Block) -> None:
         data = tomllib.loads(block.body)
@@ -518,16 +532,16 @@ class DocumentTests(TestCase):
             return
         await self.run_commands(block, project)
 
-    async def run_commands(self, block: Block, project: Path, host: Optional[ServiceHost] = None) -> None:
+    async def run_commands(self, block: Block, project: Path, host: ServiceHost | None = None) -> None:
         """
         Run or check every command of an sh block with the handler of its
         program; on a service C{host}, with its paths and programs.
         """
-        node: Optional[MemoryNode] = None
+        node: MemoryNode | None = None
         env = {"TOKEN": ADMIN_TOKEN, **(host.env if host else {})}
         try:
             for pipeline in commands(block.body, env):
-                output: Optional[str] = None
+                output: str | None = None
                 for command in pipeline:
                     argv = [a.replace("/path/to/p2pool", str(ROOT)) for a in command.argv]
                     if host is not None:
@@ -619,7 +633,9 @@ class DocumentTests(TestCase):
         else:
             self.fail(f"{where}: printed and exited: {printed!r}")
 
-    def check_effective_config(self, printed: str, node_options: list[str], env: dict[str, str], project: Path, where: str) -> None:
+    def check_effective_config(
+        self, printed: str, node_options: list[str], env: dict[str, str], project: Path, where: str
+    ) -> None:
         """
         C{printed} is the configuration C{twistd -n p2pool NODE_OPTIONS}
         runs with, as a document that C{--config} reads back unchanged.
@@ -681,7 +697,7 @@ class DocumentTests(TestCase):
         self.assertEqual(outcome[0], 0, f"{where}: {err.getvalue()}")
         return out.getvalue()
 
-    def run_jq(self, command: Command, output: Optional[str], where: str) -> Optional[str]:
+    def run_jq(self, command: Command, output: str | None, where: str) -> str | None:
         """
         Run jq on the previous command's output; its output, or C{None}
         when jq is not installed.
@@ -858,7 +874,9 @@ async def _run_greeter(test: DocumentTests, block: Block, project: Path) -> None
     greeting = re.compile(rb"(id\w{28}) says: hello from (id\w{28})")
     try:
         for _ in range(600):
-            if all(greeting.search(p.output) for p in processes.values()) or any(p.ended.called for p in processes.values()):
+            if all(greeting.search(p.output) for p in processes.values()) or any(
+                p.ended.called for p in processes.values()
+            ):
                 break
             await _sleep(0.05)
     finally:
@@ -870,7 +888,9 @@ async def _run_greeter(test: DocumentTests, block: Block, project: Path) -> None
     senders = set()
     for name, p in processes.items():
         match = greeting.search(p.output)
-        test.assertIsNotNone(match, f"{block.where}: no greeting from twistd {name}:\n{p.output.decode(errors='replace')}")
+        test.assertIsNotNone(
+            match, f"{block.where}: no greeting from twistd {name}:\n{p.output.decode(errors='replace')}"
+        )
         sender, named = match.group(1), match.group(2)  # type: ignore[union-attr]
         test.assertEqual(sender, named, f"{block.where}: the greeting names {named!r}, sent by {sender!r}")
         senders.add(sender)
@@ -904,7 +924,9 @@ class ServiceHost:
     disconnection.
     """
 
-    programs = frozenset({"python3", "cp", "install", "ln", "mkdir", "editor", "systemctl", "journalctl", "systemd-sysusers"})
+    programs = frozenset(
+        {"python3", "cp", "install", "ln", "mkdir", "editor", "systemctl", "journalctl", "systemd-sysusers"}
+    )
     #: C{$EDITOR} in a command.
     env = {"EDITOR": "editor"}
     unit = "p2pool"
@@ -931,7 +953,7 @@ class ServiceHost:
             return str(self.root) + word
         return word
 
-    async def run(self, command: Command, where: str) -> Optional[str]:
+    async def run(self, command: Command, where: str) -> str | None:
         """
         Run or check C{command}; its output.
         """

@@ -117,7 +117,10 @@ def _emit_sites() -> tuple[dict[EventKind, set[str]], list[str]]:
                 continue
             func = node.func
             # pool.events.emit(...), or an emit function handed over as a value
-            if not ((isinstance(func, ast.Attribute) and func.attr == "emit") or (isinstance(func, ast.Name) and func.id == "emit")):
+            if not (
+                (isinstance(func, ast.Attribute) and func.attr == "emit")
+                or (isinstance(func, ast.Name) and func.id == "emit")
+            ):
                 continue
             if not node.args:
                 continue

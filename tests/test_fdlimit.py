@@ -14,19 +14,19 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool.config
 import p2pool.daemon.node
-from p2pool.core.addressing import Point
 from p2pool.config import PoolConfig, file_descriptors_needed
+from p2pool.core.addressing import Point
 from tests.helpers import async_test, start_node, wait_for
 
 
@@ -152,7 +152,7 @@ class _Child(ProcessProtocol):
         self.stderr = b""
         self._buffer = b""
         self.ended: Deferred[Any] = Deferred()
-        self.exit_code: Optional[int] = None
+        self.exit_code: int | None = None
 
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -166,7 +166,7 @@ class _Child(ProcessProtocol):
         self.exit_code = reason.value.exitCode
         self.ended.callback(None)
 
-    def first(self, key: str) -> Optional[dict[str, Any]]:
+    def first(self, key: str) -> dict[str, Any] | None:
         return next((line for line in self.lines if key in line), None)
 
     def all(self, key: str) -> list[dict[str, Any]]:
@@ -222,7 +222,9 @@ class DescriptorExhaustionTests(TestCase):
         """
         ip = "127.0.0.2"
         child = self._spawn(64, ip)
-        await wait_for(lambda: child.first("ready") is not None or child.first("failed") is not None or child.ended.called)
+        await wait_for(
+            lambda: child.first("ready") is not None or child.first("failed") is not None or child.ended.called
+        )
         ready = child.first("ready")
         self.assertIsNotNone(ready, f"child did not start: {child.lines} {child.stderr!r}")
         assert ready is not None
@@ -233,7 +235,9 @@ class DescriptorExhaustionTests(TestCase):
             connectProtocol(TCP4ClientEndpoint(reactor, ip, point.port, timeout=30, bindAddress=("127.0.0.40", 0)), h)
             for h in held
         ]
-        self.addCleanup(lambda: [h.transport.abortConnection() for h in held if h.transport is not None and not h.is_closed])
+        self.addCleanup(
+            lambda: [h.transport.abortConnection() for h in held if h.transport is not None and not h.is_closed]
+        )
         await DeferredList(attempts, consumeErrors=True)
         await wait_for(lambda: bool(child.all("status")) and child.last_status()["emfile"] > 0)
         exhausted = child.last_status()

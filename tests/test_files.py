@@ -136,7 +136,9 @@ class IdentityFileTests(TestCase):
         fifo = _Fifo(self.path)
         error = await _refused_without_blocking(self, fifo, lambda: load_identity(self.path, 0))
         self.assertIsInstance(error, IdentityError)
-        self.assertEqual(str(error), f"identity file {self.path}: cannot be read: is a FIFO (named pipe), not a regular file")
+        self.assertEqual(
+            str(error), f"identity file {self.path}: cannot be read: is a FIFO (named pipe), not a regular file"
+        )
 
     def test_directory_refused(self) -> None:
         os.mkdir(self.path)
@@ -253,7 +255,9 @@ class MakeNodeServiceTests(SynchronousTestCase):
         with open(self.config.data_dir, "w"):
             pass
         error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
-        self.assertTrue(str(error.code).startswith(f"p2pool: error: data directory {self.config.data_dir}: cannot lock"), error.code)
+        self.assertTrue(
+            str(error.code).startswith(f"p2pool: error: data directory {self.config.data_dir}: cannot lock"), error.code
+        )
 
 
 class TwoProcessesTests(ProcessTestCase):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import reactor
@@ -24,10 +24,10 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.core.addressing import Point, netgroup
-from p2pool.pool.control_frames import ADVERTISE_BURST, ADVERTISE_RATE, COOLDOWNS
-from p2pool.events import EventKind, PoolEvent
-from p2pool.testing.network import MemoryNetwork
 from p2pool.core.wire import Advertise, Kind, encode
+from p2pool.events import EventKind, PoolEvent
+from p2pool.pool.control_frames import ADVERTISE_BURST, ADVERTISE_RATE, COOLDOWNS
+from p2pool.testing.network import MemoryNetwork
 from tests.helpers import Node, async_test, start_node, wait_for
 
 
@@ -40,7 +40,7 @@ class _Raw(Protocol):
     def __init__(self) -> None:
         self.closed: Deferred[None] = Deferred()
         self.is_closed = False
-        self.on_close: Optional[Callable[[], None]] = None
+        self.on_close: Callable[[], None] | None = None
 
     def connectionLost(self, reason: Any) -> None:
         self.is_closed = True
@@ -80,7 +80,9 @@ async def _tls_idle(point: Point, bind: str) -> _Raw:
 
     key = Ed25519PrivateKey.generate()
     options = CertificateOptions(privateKey=key, certificate=make_certificate(key), raiseMinimumTo=TLSVersion.TLSv1_3)
-    endpoint = wrapClientTLS(options, TCP4ClientEndpoint(reactor, point.ip, point.port, timeout=30, bindAddress=(bind, 0)))
+    endpoint = wrapClientTLS(
+        options, TCP4ClientEndpoint(reactor, point.ip, point.port, timeout=30, bindAddress=(bind, 0))
+    )
     raw = _Raw()
     await connectProtocol(endpoint, raw)
     return raw
@@ -143,7 +145,9 @@ class ConnectionFloodTests(TestCase):
 
     timeout = 120
 
-    async def _hub_with_peers(self, hub_ip: str, peer_ips: list[str], **config: Any) -> tuple[Node, list[Node], _Chatter]:
+    async def _hub_with_peers(
+        self, hub_ip: str, peer_ips: list[str], **config: Any
+    ) -> tuple[Node, list[Node], _Chatter]:
         hub = await start_node(self, hub_ip, 0, authentication_timeout=60.0, **config)
         peers = [await start_node(self, ip, i + 1) for i, ip in enumerate(peer_ips)]
         for peer in peers:
@@ -172,7 +176,9 @@ class ConnectionFloodTests(TestCase):
             batches += 1
             try:
                 # The refused ones are closed at once; the admitted ones wait.
-                await wait_for(lambda raws=raws: sum(not r.is_closed for r in raws) <= hub.pool.connect_handler.pending_incoming)
+                await wait_for(
+                    lambda raws=raws: sum(not r.is_closed for r in raws) <= hub.pool.connect_handler.pending_incoming
+                )
                 chatter.tick()
             finally:
                 _abort_all(raws)
@@ -268,7 +274,9 @@ class SlowlorisTests(TestCase):
         # simulated clock below.
         hub = await start_node(self, "127.0.0.2", 0, authentication_timeout=2.0, netgroup_cap_exempts_loopback=True)
         binds = [f"127.0.70.{i}" for i in range(1, 6)] + [f"127.0.71.{i}" for i in range(1, 6)]
-        timed_out = lambda: {e.fields["addr"] for e in hub.named(EventKind.AUTHENTICATION_FAILED) if e.fields["error"] == "Timeout"}
+        timed_out = lambda: {
+            e.fields["addr"] for e in hub.named(EventKind.AUTHENTICATION_FAILED) if e.fields["error"] == "Timeout"
+        }
         tcp = await _open_batch(hub.point, binds[:5])
         tls = [await _tls_idle(hub.point, bind) for bind in binds[5:]]
         stalled = tcp + tls
@@ -323,7 +331,9 @@ class SimulatedSlowlorisTests(SynchronousTestCase):
         network.add_pool("10.0.0.1", authentication_timeout=0.5)
         factory = _RawFactory()
         network.reactor("10.0.0.9").connectTCP("10.0.0.1", 9732, factory)
-        self.assertTrue(network.run_until(lambda: any(e.event == "incoming_connection" for _, _, e in events), step=0.001))
+        self.assertTrue(
+            network.run_until(lambda: any(e.event == "incoming_connection" for _, _, e in events), step=0.001)
+        )
         [arrived] = [t for t, _, e in events if e.event == "incoming_connection"]
         network.advance(arrived + 0.5 - network.seconds() - 0.001)
         self.assertFalse(factory.raw.is_closed)
@@ -341,7 +351,14 @@ def _advertise_burst(rng: random.Random, frames: int = 100) -> bytes:
     C{frames} Advertise frames of 100 random points each.
     """
     return b"".join(
-        encode(Advertise(tuple(Point(f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", 9732) for _ in range(100))))
+        encode(
+            Advertise(
+                tuple(
+                    Point(f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", 9732)
+                    for _ in range(100)
+                )
+            )
+        )
         for _ in range(frames)
     )
 
@@ -437,7 +454,13 @@ class SimulatedAdvertiseFloodTests(SynchronousTestCase):
         network = MemoryNetwork(seed=7, latency=0.001)
         self.addCleanup(network.stop)
         events: list[PoolEvent] = []
-        victim = network.add_pool("10.0.0.1", max_known_points=(high, low), maintenance_idle_time=None, max_control_frame_rate=1e6, log=events.append)
+        victim = network.add_pool(
+            "10.0.0.1",
+            max_known_points=(high, low),
+            maintenance_idle_time=None,
+            max_control_frame_rate=1e6,
+            log=events.append,
+        )
         flooder = network.add_pool("10.0.0.2", maintenance_idle_time=None)
         d = flooder.connect(Point("10.0.0.1", 9732))
         self.assertTrue(network.run_until(lambda: victim.active_connections() == 1, timeout=5, step=0.01))

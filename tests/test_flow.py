@@ -14,13 +14,13 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
-from p2pool.transport.connection import Connection
-from p2pool.errors import ConnectionEnded, DisconnectReason, SendQueueFull
 from p2pool.core.flow import ByteBudget, FairShare, ReadGate, SendQueue, TokenBucket
-from p2pool.pool.service import Pool
 from p2pool.core.states import PointState
-from p2pool.testing.network import MemoryNetwork
 from p2pool.core.wire import Ping, encode
+from p2pool.errors import ConnectionEnded, DisconnectReason, SendQueueFull
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
+from p2pool.transport.connection import Connection
 from tests.helpers import RecordingApp
 
 KIB = 1024

@@ -31,7 +31,8 @@ import os
 import struct
 import tempfile
 import urllib.parse
-from typing import Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,7 +43,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool.core.addressing
 import p2pool.core.base58
-from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, normalise_ip
 from p2pool.admin.resources import MAX_BODY_SIZE, ROUTES
 from p2pool.config import (
     CONFIG_KEYS,
@@ -51,17 +51,7 @@ from p2pool.config import (
     config_from_mapping,
     load_config,
 )
-from p2pool.errors import (
-    DecodingError,
-    DisconnectReason,
-    InvalidMessageSize,
-    Myself,
-    NackMotive,
-    NotEnoughProofOfWork,
-    P2PError,
-    RejectedByNack,
-    RejectedNoCommonProtocol,
-)
+from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, normalise_ip
 from p2pool.core.handshake import (
     Accept,
     Decision,
@@ -81,17 +71,6 @@ from p2pool.core.identity import (
     load_identity,
     proof_of_work_bits,
 )
-from p2pool.interfaces import BasePoolApplication
-from p2pool.pool.persistence import (
-    IncompatibleFile,
-    PeersFileError,
-    decode_document,
-    format_time,
-    read_peers_file,
-)
-from p2pool.pool.bootstrap_urls import MAX_ENTRIES as SEED_MAX_ENTRIES
-from p2pool.pool.bootstrap_urls import SeedError, parse_seed_document
-from p2pool.testing.network import MemoryNetwork
 from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
     MESSAGE_KIND,
@@ -113,6 +92,28 @@ from p2pool.core.wire import (
     encode_message,
     frame,
 )
+from p2pool.errors import (
+    DecodingError,
+    DisconnectReason,
+    InvalidMessageSize,
+    Myself,
+    NackMotive,
+    NotEnoughProofOfWork,
+    P2PError,
+    RejectedByNack,
+    RejectedNoCommonProtocol,
+)
+from p2pool.interfaces import BasePoolApplication
+from p2pool.pool.bootstrap_urls import MAX_ENTRIES as SEED_MAX_ENTRIES
+from p2pool.pool.bootstrap_urls import SeedError, parse_seed_document
+from p2pool.pool.persistence import (
+    IncompatibleFile,
+    PeersFileError,
+    decode_document,
+    format_time,
+    read_peers_file,
+)
+from p2pool.testing.network import MemoryNetwork
 from tests.adminhelpers import IP_B, TOKEN, MemoryAdmin
 
 __all__ = ["DEFAULT_EXAMPLES", "EXAMPLES_ENV", "TARGETS", "FuzzTarget", "examples"]
@@ -125,7 +126,12 @@ EXAMPLES_ENV = "P2POOL_FUZZ_EXAMPLES"
 #: Examples per target at weight 1 when L{EXAMPLES_ENV} is not set.
 DEFAULT_EXAMPLES = 200
 
-_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, HealthCheck.large_base_example]
+_HEALTH = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.large_base_example,
+]
 
 
 def examples(weight: float = 1.0) -> int:
@@ -159,8 +165,8 @@ class FuzzTarget:
     strategy: st.SearchStrategy[Any]
     check: Callable[[Any, Any], None]
     weight: float = 1.0
-    open_harness: Optional[Callable[[], Any]] = None
-    close_harness: Optional[Callable[[Any], None]] = None
+    open_harness: Callable[[], Any] | None = None
+    close_harness: Callable[[Any], None] | None = None
 
     def settings(self) -> settings:
         """
@@ -245,7 +251,9 @@ def maybe_mutated_text(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 #: Integers at and around the boundaries decoders check, and beyond what
 #: a float or C{int(str)} can hold.
 # (Built by map so that the strategies' reprs stay short.)
-huge_integers = st.sampled_from([400, -400, 4299]).map(lambda e: 10**e if e > 0 else -(10**-e)) | st.sampled_from([2**63, -(2**63), 2**64, 2**1024])
+huge_integers = st.sampled_from([400, -400, 4299]).map(lambda e: 10**e if e > 0 else -(10**-e)) | st.sampled_from(
+    [2**63, -(2**63), 2**64, 2**1024]
+)
 interesting_integers = (
     st.integers(-3, 3)
     | st.sampled_from([255, 256, 65535, 65536, 2**16 + 1, 2**30, 2**31 - 1, 2**31, 2**32, 8191, 8192])
@@ -328,16 +336,30 @@ def chunks(data: bytes, cuts: Sequence[int]) -> Iterator[bytes]:
 
 ipv4_texts = st.ip_addresses(v=4).map(str)
 ipv6_texts = st.ip_addresses(v=6).map(str)
-near_ipv4_texts = st.lists(st.integers(0, 999).map(str) | st.sampled_from(["00", "01", "0x1", "", "-1", "256"]), min_size=1, max_size=6).map(
-    ".".join
-)
+near_ipv4_texts = st.lists(
+    st.integers(0, 999).map(str) | st.sampled_from(["00", "01", "0x1", "", "-1", "256"]), min_size=1, max_size=6
+).map(".".join)
 host_texts = st.one_of(
     ipv4_texts,
     ipv6_texts.map(lambda ip: f"[{ip}]"),
     ipv6_texts,
     ipv4_texts.map(lambda ip: f"[::ffff:{ip}]"),
     near_ipv4_texts,
-    st.sampled_from(["[fe80::1%eth0]", "[::1", "::1]", "[]", "", "localhost", "example.org", "-a-.org", "a" * 64 + ".org", "exämple.org", "[1.2.3.4]"]),
+    st.sampled_from(
+        [
+            "[fe80::1%eth0]",
+            "[::1",
+            "::1]",
+            "[]",
+            "",
+            "localhost",
+            "example.org",
+            "-a-.org",
+            "a" * 64 + ".org",
+            "exämple.org",
+            "[1.2.3.4]",
+        ]
+    ),
     st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}\.?", fullmatch=True),
 )
 port_texts = st.one_of(
@@ -349,10 +371,17 @@ port_texts = st.one_of(
     st.integers(4290, 5000).map(lambda n: "0" * n + "1"),
     st.integers(6, 30).map(lambda n: "0" * n + "9" * 5),
 )
-point_texts = maybe_mutated_text(st.builds(lambda host, port: f"{host}:{port}", host_texts, port_texts)) | st.text(max_size=40)
+point_texts = maybe_mutated_text(st.builds(lambda host, port: f"{host}:{port}", host_texts, port_texts)) | st.text(
+    max_size=40
+)
 wire_points = st.builds(Point, ipv4_texts | ipv6_texts, st.integers(0, 65535))
 peer_ids = st.binary(min_size=16, max_size=16).map(PeerId)
-peer_id_texts = maybe_mutated_text(peer_ids.map(str)) | st.text(max_size=40) | st.sampled_from(["", "id", "1" * 30]) | st.integers(65, 100_000).map(lambda n: "z" * n)
+peer_id_texts = (
+    maybe_mutated_text(peer_ids.map(str))
+    | st.text(max_size=40)
+    | st.sampled_from(["", "id", "1" * 30])
+    | st.integers(65, 100_000).map(lambda n: "z" * n)
+)
 
 
 # ---------------------------------------------------------------------------
@@ -408,7 +437,7 @@ class ControlCase:
 
     kind: int
     body: bytes
-    origin: Optional[ControlMessage] = None
+    origin: ControlMessage | None = None
 
 
 @st.composite
@@ -507,7 +536,7 @@ def stream_cases(draw: st.DrawFn) -> StreamCase:
     return StreamCase(data, cuts, max_body)
 
 
-def reference_frames(data: bytes, max_body: int) -> tuple[list[tuple[int, bytes]], Optional[type], int]:
+def reference_frames(data: bytes, max_body: int) -> tuple[list[tuple[int, bytes]], type | None, int]:
     """
     The frames of C{data} read by the simplest possible parser of
     C{docs/PROTOCOL.md} §3: the complete frames before the first bad
@@ -540,8 +569,10 @@ def check_stream(case: StreamCase, harness: object = None) -> None:
     """
     expected, expected_error, left = reference_frames(case.data, case.max_body)
     got: list[tuple[int, bytes]] = []
-    decoder = FrameDecoder(case.max_body, lambda body: got.append((MESSAGE_KIND, body)), lambda k, b: got.append((k, b)))
-    error: Optional[DecodingError] = None
+    decoder = FrameDecoder(
+        case.max_body, lambda body: got.append((MESSAGE_KIND, body)), lambda k, b: got.append((k, b))
+    )
+    error: DecodingError | None = None
     for piece in chunks(case.data, case.cuts):
         try:
             decoder.feed(piece)
@@ -632,11 +663,11 @@ class IdentityCase:
 
     value: Any
     difficulty: float
-    pristine: Optional[Identity] = None
+    pristine: Identity | None = None
 
 
 @st.composite
-def identity_objects(draw: st.DrawFn) -> tuple[Any, Optional[Identity]]:
+def identity_objects(draw: st.DrawFn) -> tuple[Any, Identity | None]:
     """
     A valid identity object, mutated field by field (removed, replaced by
     another identity's value or any JSON value, its text mutated), or any
@@ -687,9 +718,9 @@ def check_identity_json(case: IdentityCase, harness: object = None) -> None:
         assert str(e), "an identity error without a message"
         if case.pristine is not None:
             bits = proof_of_work_bits(case.pristine.public_key, case.pristine.proof_of_work_stamp)
-            assert not check_proof_of_work(case.pristine.public_key, case.pristine.proof_of_work_stamp, case.difficulty), (
-                f"a valid identity ({bits} bits) was refused at difficulty {case.difficulty}: {e}"
-            )
+            assert not check_proof_of_work(
+                case.pristine.public_key, case.pristine.proof_of_work_stamp, case.difficulty
+            ), f"a valid identity ({bits} bits) was refused at difficulty {case.difficulty}: {e}"
         return
     assert isinstance(case.value, dict)
     assert identity.peer_id == PeerId.from_public_key(identity.public_key)
@@ -747,7 +778,15 @@ for _key in CONFIG_KEYS:
     _TABLES.setdefault(_key.table, []).append(_key.name)
 
 url_texts = maybe_mutated_text(
-    st.sampled_from(["https://seed.example.org/peers.json", "https://127.0.0.1:8443/", "http://seed.example.org/", "https://user@host/", "https://[::1]:99999/"])
+    st.sampled_from(
+        [
+            "https://seed.example.org/peers.json",
+            "https://127.0.0.1:8443/",
+            "http://seed.example.org/",
+            "https://user@host/",
+            "https://[::1]:99999/",
+        ]
+    )
 )
 toml_strings = st.one_of(
     point_texts,
@@ -764,7 +803,7 @@ toml_scalars = st.one_of(
     st.sampled_from([14_300, 20_000]).map(lambda bits: 1 << bits),
     interesting_floats,
     toml_strings,
-    st.datetimes(timezones=st.none() | st.just(datetime.timezone.utc)),
+    st.datetimes(timezones=st.none() | st.just(datetime.UTC)),
     st.dates(),
     st.times(),
 )
@@ -791,7 +830,9 @@ def _near_valid(default: Any) -> st.SearchStrategy[Any]:
     if isinstance(default, str):
         return _mostly(default, toml_strings) if default else toml_strings
     if isinstance(default, tuple) and len(default) == 2:
-        return st.lists(st.integers(-1, 2 * max(default) + 2) | interesting_integers, min_size=1, max_size=3) | st.just(False)
+        return st.lists(st.integers(-1, 2 * max(default) + 2) | interesting_integers, min_size=1, max_size=3) | st.just(
+            False
+        )
     return st.lists(toml_strings, max_size=3)
 
 
@@ -816,7 +857,9 @@ def config_mappings(draw: st.DrawFn) -> dict[str, Any]:
             target = slot
         else:
             near = _NEAR_VALID.get(f"{table}.{name}")
-            target[name] = draw(near) if near is not None and draw(st.integers(0, 3)) else draw(toml_scalars | toml_values)
+            target[name] = (
+                draw(near) if near is not None and draw(st.integers(0, 3)) else draw(toml_scalars | toml_values)
+            )
     if draw(st.integers(0, 15)) == 0:
         document[draw(st.sampled_from(["p2p", "admin", "other"]))] = draw(toml_values)
     return document
@@ -920,18 +963,32 @@ NETWORK = "p2pool-fuzz"
 times = st.one_of(
     st.floats(0, 4e9).map(format_time),
     st.floats(-1e12, 1e12),
-    st.sampled_from(["2024-05-01T12:00:00Z", "2024-05-01T12:00:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59", "", "now"]),
+    st.sampled_from(
+        [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-23:59",
+            "",
+            "now",
+        ]
+    ),
     huge_integers,
 )
 tezos_addresses = st.one_of(
     st.none(),
-    st.fixed_dictionaries({"addr": ipv4_texts.map(lambda ip: "::ffff:" + ip) | ipv6_texts, "port": st.integers(0, 65535)}),
+    st.fixed_dictionaries(
+        {"addr": ipv4_texts.map(lambda ip: "::ffff:" + ip) | ipv6_texts, "port": st.integers(0, 65535)}
+    ),
     st.fixed_dictionaries({"addr": st.text(max_size=12)}, optional={"port": interesting_integers}),
 )
 peer_stamps = st.tuples(tezos_addresses, times).map(list)
 point_stamps = st.tuples(peer_ids.map(str), times).map(list)
 events = st.fixed_dictionaries(
-    {"kind": st.sampled_from(["incoming_request", "connection_established", "disconnection"]) | st.text(max_size=8), "timestamp": times},
+    {
+        "kind": st.sampled_from(["incoming_request", "connection_established", "disconnection"]) | st.text(max_size=8),
+        "timestamp": times,
+    },
     optional={"addr": st.text(max_size=12) | ipv6_texts, "port": st.integers(0, 70000)},
 )
 peer_records = st.fixed_dictionaries(
@@ -969,7 +1026,9 @@ peers_documents = st.fixed_dictionaries(
         "network": st.just(NETWORK),
         "peers": st.lists(peer_records, max_size=4),
         "points": st.lists(point_records, max_size=4),
-        "bans": st.fixed_dictionaries({"ips": st.lists(banned_ips, max_size=3), "peers": st.lists(peer_ids.map(str), max_size=2)}),
+        "bans": st.fixed_dictionaries(
+            {"ips": st.lists(banned_ips, max_size=3), "peers": st.lists(peer_ids.map(str), max_size=2)}
+        ),
     },
     optional={"saved_at": times},
 )
@@ -995,7 +1054,7 @@ def peers_file_bytes(draw: st.DrawFn) -> bytes:
     elif choice == 7:
         data = draw(mutated_bytes(data))
     elif choice == 8:
-        data = data.replace(b'"created": ', b'"created": 1' + b"0" * draw(st.integers(300, 400)) + b", \"x\": ", 1)
+        data = data.replace(b'"created": ', b'"created": 1' + b"0" * draw(st.integers(300, 400)) + b', "x": ', 1)
     return data
 
 
@@ -1034,7 +1093,9 @@ def check_peers_document(data: bytes, harness: object = None) -> None:
     for section, total in counts.items():
         skipped = [p.index for p in content.skipped if p.section == section]
         assert len(set(skipped)) == len(skipped) and all(0 <= i < total for i in skipped), f"bad indices in {section}"
-        assert kept[section] + len(skipped) == total, f"{section}: {kept[section]} kept + {len(skipped)} skipped != {total}"
+        assert kept[section] + len(skipped) == total, (
+            f"{section}: {kept[section]} kept + {len(skipped)} skipped != {total}"
+        )
     assert all(isinstance(p.peer_id, PeerId) for p in content.peers)
     assert all(isinstance(p.point, Point) for p in content.points)
     assert all(isinstance(p, PeerId) for p in content.banned_peers)
@@ -1046,8 +1107,8 @@ class PeersFileCase:
     A peers file (None: no file) and its backup (None: no backup).
     """
 
-    data: Optional[bytes]
-    backup: Optional[bytes]
+    data: bytes | None
+    backup: bytes | None
 
 
 peers_file_cases = st.builds(
@@ -1103,7 +1164,15 @@ def seed_documents(draw: st.DrawFn) -> bytes:
         return draw(deeply_nested(b"[", b"]"))
     if choice == 2:
         return json.dumps([f"10.0.{i // 256}.{i % 256}:9732" for i in range(draw(st.integers(995, 1010)))]).encode()
-    entries = draw(st.lists(wire_points.map(str) | point_texts | st.builds(lambda p, i: f"{p}#{i}", point_texts, peer_id_texts) | json_values, max_size=8))
+    entries = draw(
+        st.lists(
+            wire_points.map(str)
+            | point_texts
+            | st.builds(lambda p, i: f"{p}#{i}", point_texts, peer_id_texts)
+            | json_values,
+            max_size=8,
+        )
+    )
     document: Any = draw(mutated_json(entries)) if choice in (3, 4) else entries
     data = json.dumps(document).encode("utf-8", "surrogatepass")
     return draw(mutated_bytes(data)) if choice == 5 else data
@@ -1175,8 +1244,12 @@ remote_hellos = st.builds(
     port=st.integers(0, 65535),
     proof_of_work_stamp=_mostly(_REMOTE.proof_of_work_stamp, st.just(bytes(24)) | st.binary(min_size=24, max_size=24)),
     network=_mostly(_HANDSHAKE_NETWORK, wire_texts),
-    p2p_versions=_mostly((1,), st.lists(st.sampled_from([1, 2]) | st.integers(0, 65535), min_size=1, max_size=4).map(tuple)),
-    application_versions=_mostly((0,), st.lists(st.sampled_from([0, 3]) | st.integers(0, 65535), max_size=4).map(tuple)),
+    p2p_versions=_mostly(
+        (1,), st.lists(st.sampled_from([1, 2]) | st.integers(0, 65535), min_size=1, max_size=4).map(tuple)
+    ),
+    application_versions=_mostly(
+        (0,), st.lists(st.sampled_from([0, 3]) | st.integers(0, 65535), max_size=4).map(tuple)
+    ),
     private_mode=st.booleans(),
     metadata=st.binary(max_size=64),
 )
@@ -1263,7 +1336,7 @@ def check_handshake(case: HandshakeCase, harness: object = None) -> None:
             decoder.on_message = lambda body: None
 
     decoder = FrameDecoder(HANDSHAKE_MAX_BODY, on_message, on_control)
-    error: Optional[P2PError] = None
+    error: P2PError | None = None
     for piece in chunks(case.data, case.cuts):
         try:
             decoder.feed(piece)
@@ -1357,6 +1430,8 @@ def close_admin_harness(harness: AdminHarness) -> None:
 
 _KNOWN_PEER = str(MemoryNetwork(seed=7).identity(IP_B).peer_id)
 _KNOWN_POINT = f"{IP_B}:9732"
+
+
 @attrs.frozen
 class AdminCase:
     """
@@ -1370,7 +1445,7 @@ class AdminCase:
     segments: tuple[bytes, ...]
     query: tuple[tuple[str, str], ...]
     headers: tuple[tuple[str, str], ...]
-    body: Optional[bytes]
+    body: bytes | None
     guarded: bool
 
 
@@ -1388,22 +1463,48 @@ request_bodies = st.one_of(
     acl_bodies.flatmap(mutated_bytes),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=100),
-    deeply_nested(b"[", b"]").map(lambda b: b[: MAX_BODY_SIZE]),
+    deeply_nested(b"[", b"]").map(lambda b: b[:MAX_BODY_SIZE]),
     st.integers(MAX_BODY_SIZE - 1, MAX_BODY_SIZE + 2).map(lambda n: b'{"acl": "ban"' + b" " * n + b"}"),
 )
 query_values = st.one_of(
-    st.sampled_from(["true", "false", "1", "0", "yes", "no", "", "nan", "inf", "-1", "0.001", "600", "601", "1e999", "running", "accepted", "disconnected", "requested"]),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "1",
+            "0",
+            "yes",
+            "no",
+            "",
+            "nan",
+            "inf",
+            "-1",
+            "0.001",
+            "600",
+            "601",
+            "1e999",
+            "running",
+            "accepted",
+            "disconnected",
+            "requested",
+        ]
+    ),
     st.floats(allow_nan=True).map(repr),
     st.text(max_size=10),
 )
 queries = st.lists(
-    st.tuples(st.sampled_from(["timeout", "wait", "filter", "recent", "follow", "access_token"]) | st.text(max_size=6), query_values | st.just(TOKEN)),
+    st.tuples(
+        st.sampled_from(["timeout", "wait", "filter", "recent", "follow", "access_token"]) | st.text(max_size=6),
+        query_values | st.just(TOKEN),
+    ),
     max_size=3,
 ).map(tuple)
 random_headers = st.one_of(
     st.tuples(
         st.just("Host"),
-        st.sampled_from(["127.0.0.1", "127.0.0.1:8732", "localhost", "[::1]:8732", "evil.example", "a.localhost", "::1", ""])
+        st.sampled_from(
+            ["127.0.0.1", "127.0.0.1:8732", "localhost", "[::1]:8732", "evil.example", "a.localhost", "::1", ""]
+        )
         | st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
     ),
     st.tuples(
@@ -1431,7 +1532,9 @@ def admin_cases(draw: st.DrawFn) -> AdminCase:
     segments: list[bytes] = []
     for part in route:
         if part == ":peer_id":
-            text = draw(st.sampled_from([_KNOWN_PEER]) | peer_ids.map(str) | peer_id_texts.filter(lambda t: len(t) < 2000))
+            text = draw(
+                st.sampled_from([_KNOWN_PEER]) | peer_ids.map(str) | peer_id_texts.filter(lambda t: len(t) < 2000)
+            )
             segments.append(text.encode("utf-8", "surrogatepass"))
         elif part == ":point":
             known = st.sampled_from([_KNOWN_POINT, "10.0.0.1:9732", "10.9.9.9:1", "[::1]:9732"])
@@ -1441,7 +1544,9 @@ def admin_cases(draw: st.DrawFn) -> AdminCase:
         else:
             segments.append(part.encode())
     if draw(st.integers(0, 7)) == 0:
-        segments.insert(draw(st.integers(0, len(segments))), draw(st.binary(max_size=10) | st.sampled_from([b"", b"..", b"%"])))
+        segments.insert(
+            draw(st.integers(0, len(segments))), draw(st.binary(max_size=10) | st.sampled_from([b"", b"..", b"%"]))
+        )
     if draw(st.integers(0, 9)) == 0 and segments:
         segments.pop()
     query = list(draw(queries))
@@ -1458,7 +1563,7 @@ def admin_cases(draw: st.DrawFn) -> AdminCase:
     return AdminCase(method, tuple(segments), tuple(query), tuple(headers), body, guarded)
 
 
-def _path_parameter(segments: Sequence[bytes], collection: bytes) -> Optional[str]:
+def _path_parameter(segments: Sequence[bytes], collection: bytes) -> str | None:
     """
     The text in place of the parameter of C{/network/<collection>/<param>}
     (trailing slashes ignored, as the API does), if the path has that shape.
@@ -1569,7 +1674,7 @@ def injection_cases(draw: st.DrawFn) -> InjectionCase:
     return InjectionCase(stream.data, stream.cuts[:3], draw(st.sampled_from([64, 300, 4096, 8 * 2**20])))
 
 
-def predict_running(data: bytes, max_body: int) -> tuple[str, Optional[DisconnectReason]]:
+def predict_running(data: bytes, max_body: int) -> tuple[str, DisconnectReason | None]:
     """
     What a node does with C{data} received on a running connection, by
     C{docs/PROTOCOL.md} §7–8: C{("open", None)}, or C{("closed", reason)}
@@ -1673,7 +1778,14 @@ TARGETS: tuple[FuzzTarget, ...] = (
     FuzzTarget("persistence.read_peers_file", peers_file_cases, check_peers_file, weight=0.5),
     FuzzTarget("seeds.parse_seed_document", seed_documents(), check_seed_document, weight=0.5),
     FuzzTarget("handshake", handshake_cases(), check_handshake),
-    FuzzTarget("admin", admin_cases(), check_admin, weight=0.5, open_harness=open_admin_harness, close_harness=close_admin_harness),
+    FuzzTarget(
+        "admin",
+        admin_cases(),
+        check_admin,
+        weight=0.5,
+        open_harness=open_admin_harness,
+        close_harness=close_admin_harness,
+    ),
     FuzzTarget("pool.injection", injection_cases(), check_injection, weight=0.25),
 )
 _BY_NAME = {target.name: target for target in TARGETS}
@@ -1865,7 +1977,9 @@ class PersistenceFuzzTests(SynchronousTestCase):
         document = {"format": 1, "network": NETWORK, "peers": [{"peer_id": _KNOWN_PEER, "created": 10**400}]}
         content = decode_document(json.dumps(document).encode(), NETWORK)
         self.assertEqual((content.peers, [p.section for p in content.skipped]), ([], ["peers"]))
-        self.assertRaises(PeersFileError, decode_document, json.dumps({**document, "saved_at": 10**400}).encode(), NETWORK)
+        self.assertRaises(
+            PeersFileError, decode_document, json.dumps({**document, "saved_at": 10**400}).encode(), NETWORK
+        )
         self.assertRaises(PeersFileError, decode_document, b"[" * 100_000, NETWORK)
         check_peers_file(PeersFileCase(b"[" * 100_000, None))
 

@@ -13,7 +13,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import IServiceCollection, loadApplication
@@ -22,8 +23,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
 from p2pool.examples.gossip import (
@@ -214,7 +215,7 @@ class _MemoryNetworkTestCase(SynchronousTestCase):
         self.log: list[tuple[str, str, dict[str, Any]]] = []
         self.network.observe(lambda t, ip, event: self.log.append((ip, event.event, event.fields)))
 
-    def add(self, ip: str, *trusted: str, gossip: Optional[dict[str, Any]] = None, **config: Any) -> GossipNode:
+    def add(self, ip: str, *trusted: str, gossip: dict[str, Any] | None = None, **config: Any) -> GossipNode:
         """
         A gossip node at C{ip} keeping connections to the C{trusted} hosts
         (maintenance off unless C{config} turns it on).
@@ -456,10 +457,12 @@ class GreylistTests(_MemoryNetworkTestCase):
         self.assertIn(c.pool.peer_id, x.pool.peers.get_greylisted_list())
         self.assertTrue(x.pool.points.banned(Point("10.0.0.66", PORT)))
         self.assertEqual(
-            [e["reason"] for e in self.events("10.0.0.1", EventKind.DISCONNECTION)], [DisconnectReason.APPLICATION_ERROR.value]
+            [e["reason"] for e in self.events("10.0.0.1", EventKind.DISCONNECTION)],
+            [DisconnectReason.APPLICATION_ERROR.value],
         )
         self.assertEqual(
-            [e["reason"] for e in self.events("10.0.0.66", EventKind.EXTERNAL_DISCONNECTION)], [DisconnectReason.REMOTE_DISCONNECT.value]
+            [e["reason"] for e in self.events("10.0.0.66", EventKind.EXTERNAL_DISCONNECTION)],
+            [DisconnectReason.REMOTE_DISCONNECT.value],
         )
         self.assertEqual(x.received, [])
 
@@ -500,7 +503,9 @@ class TacTests(SynchronousTestCase):
         os.makedirs(directory)
         config_path = os.path.join(directory, "node.toml")
         with open(config_path, "w") as f:
-            f.write('[p2p]\nlisten = "127.0.0.2:9732"\ndata_dir = "n2"\nnetwork = "tac-test"\n\n[admin]\nlisten = false\n')
+            f.write(
+                '[p2p]\nlisten = "127.0.0.2:9732"\ndata_dir = "n2"\nnetwork = "tac-test"\n\n[admin]\nlisten = false\n'
+            )
         self.patch(os, "environ", {**os.environ, "P2POOL_CONFIG": config_path, "GOSSIP_PUBLISH_EVERY": "2.5"})
 
         application = loadApplication(os.path.join(SOURCE_ROOT, "tac", "gossip.tac"), "python")
@@ -579,7 +584,9 @@ class RealNodeTests(TestCase):
         self.assertEqual(first.counts(), {back: 1})
         self.assertEqual([n.app.stats.duplicates for n in (first, middle, last)], [0, 0, 0], "no copy came back")
         message, sender = last.received[0]
-        self.assertEqual((message.payload, message.ttl, sender), (b"over real TLS", first.app.ttl - 1, middle.pool.peer_id))
+        self.assertEqual(
+            (message.payload, message.ttl, sender), (b"over real TLS", first.app.ttl - 1, middle.pool.peer_id)
+        )
         self.assertEqual(middle.pool.peers.get_peer_metadata(first.pool.peer_id), PeerStats(useful=2))
 
 
@@ -645,7 +652,9 @@ class TutorialTests(TestCase):
             "    node = next(iter(IServiceCollection(app)))\n"
             "    print(node.pool.config.listen, type(node.pool.app).__name__, node.admin)\n"
         )
-        out, err, code = await getProcessOutputAndValue(sys.executable, ["-c", load], env=env, path=directory).addTimeout(30, reactor)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", load], env=env, path=directory
+        ).addTimeout(30, reactor)
         self.assertEqual(code, 0, (out + err).decode("utf-8", "replace"))
         self.assertEqual(
             out.decode().split("\n")[:3],

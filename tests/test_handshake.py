@@ -5,23 +5,12 @@ in memory, without a reactor.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
-from p2pool.errors import (
-    DecodingError,
-    Myself,
-    NackMotive,
-    NotEnoughProofOfWork,
-    P2PError,
-    PrivateMode,
-    Rejected,
-    RejectedByNack,
-    RejectedNoCommonProtocol,
-)
 from p2pool.core.handshake import (
     P2P_VERSIONS,
     Accept,
@@ -36,6 +25,17 @@ from p2pool.core.handshake import (
 )
 from p2pool.core.identity import Identity, check_proof_of_work
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, Ack, FrameDecoder, Hello, Kind, Nack, decode_control, encode
+from p2pool.errors import (
+    DecodingError,
+    Myself,
+    NackMotive,
+    NotEnoughProofOfWork,
+    P2PError,
+    PrivateMode,
+    Rejected,
+    RejectedByNack,
+    RejectedNoCommonProtocol,
+)
 
 DIAL_IP = "10.0.0.1"
 LISTEN_IP = "10.0.0.2"
@@ -73,7 +73,7 @@ def weak_stamp(identity: Identity, difficulty: float) -> bytes:
     raise AssertionError("no weak stamp found")
 
 
-Outcome = Union[None, RemoteInfo, P2PError]
+Outcome = RemoteInfo | P2PError | None
 
 
 class Side:
@@ -89,11 +89,11 @@ class Side:
         *,
         incoming: bool,
         remote_ip: str,
-        dialed_point: Optional[Point],
+        dialed_point: Point | None,
         decide: Callable[[RemoteInfo], Decision],
     ) -> None:
         self.identity = identity
-        self.peer: Optional[Side] = None
+        self.peer: Side | None = None
         self.inbox: list[tuple[int, bytes]] = []
         self.sent: list[object] = []
         self.outcome: Outcome = None
@@ -105,7 +105,9 @@ class Side:
             self.decided.append(remote)
             return decide(remote)
 
-        self.decoder = FrameDecoder(HANDSHAKE_MAX_BODY, self._message, lambda kind, body: self.inbox.append((kind, body)))
+        self.decoder = FrameDecoder(
+            HANDSHAKE_MAX_BODY, self._message, lambda kind, body: self.inbox.append((kind, body))
+        )
         self.handshake = Handshake(
             params,
             incoming=incoming,
@@ -119,7 +121,7 @@ class Side:
         self.inbox.append((int(Kind.MESSAGE), body))
 
     def _send(self, data: bytes) -> None:
-        (kind, body), = [(data[4], data[5:])]
+        ((kind, body),) = [(data[4], data[5:])]
         self.sent.append(decode_control(kind, body))
         assert self.peer is not None
         if not self.peer.closed:
@@ -192,7 +194,9 @@ class SuccessTests(SynchronousTestCase):
     def test_success(self) -> None:
         out, inc = make_pair(
             make_params(ALICE, p2p_versions=(1, 2, 3), application_versions=(0, 5), metadata=b"alice"),
-            make_params(BOB, port=LISTEN_PORT, p2p_versions=(3, 2, 4), application_versions=(7, 5, 0), private_mode=True),
+            make_params(
+                BOB, port=LISTEN_PORT, p2p_versions=(3, 2, 4), application_versions=(7, 5, 0), private_mode=True
+            ),
         )
         run(out, inc)
         assert isinstance(out.outcome, RemoteInfo) and isinstance(inc.outcome, RemoteInfo)
@@ -351,6 +355,7 @@ class RefusalTests(SynchronousTestCase):
         raises L{RejectedByNack} with motive 2.
         """
         out, inc = make_pair(make_params(ALICE, network="net"), make_params(BOB, network="net"))
+
         def other_network(data: bytes) -> bytes:
             if data[4] != Kind.HELLO:
                 return data

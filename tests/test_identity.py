@@ -14,7 +14,7 @@ import stat
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.logger import Logger, LogEvent, formatEvent
+from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool.core.identity as identity_module
@@ -382,7 +382,9 @@ class LoadTests(SynchronousTestCase):
     def test_insufficient_pow(self) -> None:
         bits = proof_of_work_bits(self.identity.public_key, self.identity.proof_of_work_stamp)
         self.write(self.identity.to_json())
-        error = self.assertLoadFails(InsufficientProofOfWork, f"{bits + 1} bits required", f"achieves {bits}", difficulty=bits + 1)
+        error = self.assertLoadFails(
+            InsufficientProofOfWork, f"{bits + 1} bits required", f"achieves {bits}", difficulty=bits + 1
+        )
         assert isinstance(error, InsufficientProofOfWork)
         self.assertEqual((error.required, error.actual), (bits + 1, bits))
 

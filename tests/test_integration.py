@@ -16,6 +16,8 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from p2pool.core.addressing import Point
+from p2pool.core.identity import Identity, proof_of_work_bits
+from p2pool.core.wire import Kind, frame
 from p2pool.errors import (
     Connected,
     DisconnectReason,
@@ -30,8 +32,6 @@ from p2pool.errors import (
     UnknownPeer,
 )
 from p2pool.events import EventKind
-from p2pool.core.identity import Identity, proof_of_work_bits
-from p2pool.core.wire import Kind, frame
 from tests.helpers import (
     Node,
     async_test,
@@ -41,7 +41,6 @@ from tests.helpers import (
     start_node,
     wait_for,
 )
-
 
 #: The authentication timeout of nodes that must time out a stalled
 #: handshake and then still serve a real peer: short enough to wait for,
@@ -92,9 +91,7 @@ class ThreeNodesTests(TestCase):
         ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
         nodes: list[Node] = []
         for i, ip in enumerate(ips):
-            node = await start_node(
-                self, ip, i, trusted_points=tuple(n.spec for n in nodes), max_message_size=1 << 20
-            )
+            node = await start_node(self, ip, i, trusted_points=tuple(n.spec for n in nodes), max_message_size=1 << 20)
             for earlier in nodes:
                 earlier.pool.register_point(node.point, trusted=True, expected_peer_id=node.pool.peer_id)
             nodes.append(node)
@@ -309,7 +306,7 @@ def _ec_certificate(key: Any) -> Any:
     from cryptography.x509.oid import NameOID
 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-ed25519")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)

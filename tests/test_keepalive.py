@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.events import EventKind
 from p2pool.core.addressing import Point
 from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind
 from p2pool.testing.network import MemoryNetwork
 from tests.helpers import RecordingApp, async_test, start_node, wait_for
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.core.addressing import Point
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import Point
 from p2pool.core.lifetime import weak_method, weak_owner
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
@@ -99,7 +99,10 @@ class LoopbackLifetimeTests(TestCase):
         gc.disable()
         try:
             config = PoolConfig(
-                listen=Point("127.0.0.2", 0), expected_proof_of_work=0, maintenance_idle_time=None, data_dir=self.mktemp()
+                listen=Point("127.0.0.2", 0),
+                expected_proof_of_work=0,
+                maintenance_idle_time=None,
+                data_dir=self.mktemp(),
             )
             pool = Pool(config, identity=identity(0))
             pool.startService()

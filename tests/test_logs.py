@@ -11,7 +11,7 @@ import io
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from twisted.application.service import Application, MultiService
 from twisted.application.twist._options import TwistOptions
@@ -23,8 +23,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool.core.identity as identity_module
 from p2pool.config import AdminConfig, LogConfig, PoolConfig
-from p2pool.errors import NackMotive
-from p2pool.events import EventKind, EventLog
 from p2pool.core.identity import Identity, ProofOfWorkProgress, expected_attempts
 from p2pool.daemon.logs import (
     StatusRepeats,
@@ -32,6 +30,8 @@ from p2pool.daemon.logs import (
     node_log_observer,
     twistd_log_destination,
 )
+from p2pool.errors import NackMotive
+from p2pool.events import EventKind, EventLog
 from p2pool.pool.service import Pool
 from tests.helpers import async_test, identity, start_node, wait_for
 
@@ -44,7 +44,7 @@ class FakeClock:
         return self.now
 
 
-def event(name: Optional[str] = None, level: Any = LogLevel.info, time: float = 1000.0, **fields: Any) -> dict[str, Any]:
+def event(name: str | None = None, level: Any = LogLevel.info, time: float = 1000.0, **fields: Any) -> dict[str, Any]:
     """
     A log event as C{twisted.logger} makes it; a pool event when C{name}
     is given.
@@ -110,7 +110,9 @@ class ObserverTests(SynchronousTestCase):
 
     def test_unchanged_status_is_repeated_every_ten_minutes(self) -> None:
         repeats = StatusRepeats()
-        shown = [t for t in range(0, 1300, 5) if repeats(event("too_few_connections", time=t, connections=0)).name != "no"]
+        shown = [
+            t for t in range(0, 1300, 5) if repeats(event("too_few_connections", time=t, connections=0)).name != "no"
+        ]
         self.assertEqual(shown, [0, 600, 1200])
 
     def test_json_lines(self) -> None:
@@ -147,7 +149,7 @@ class ObserverTests(SynchronousTestCase):
 
     def test_json_traceback(self) -> None:
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             failure = Failure()
         record = json_record(event(level=LogLevel.critical, log_failure=failure))
@@ -268,11 +270,15 @@ class ProofOfWorkProgressTests(SynchronousTestCase):
         self.assertEqual(expected_attempts(20), 1 << 20)
         self.assertIsNone(progress(16384))
         clock.now += 10
-        self.assertEqual(progress(100000), "proof of work: 100,000 attempts, 10,000 hashes/s, about 1 min 45 s more expected")
+        self.assertEqual(
+            progress(100000), "proof of work: 100,000 attempts, 10,000 hashes/s, about 1 min 45 s more expected"
+        )
         clock.now += 5
         self.assertIsNone(progress(150000))
         clock.now += 5
-        self.assertEqual(progress(200000), "proof of work: 200,000 attempts, 10,000 hashes/s, about 1 min 45 s more expected")
+        self.assertEqual(
+            progress(200000), "proof of work: 200,000 attempts, 10,000 hashes/s, about 1 min 45 s more expected"
+        )
 
     def test_durations(self) -> None:
         clock = FakeClock()
@@ -284,7 +290,9 @@ class ProofOfWorkProgressTests(SynchronousTestCase):
         ):
             progress = ProofOfWorkProgress(difficulty, 1.0, clock)
             clock.now += 1
-            self.assertEqual(progress(rate), f"proof of work: {rate:,} attempts, {rate:,} hashes/s, about {expected} more expected")
+            self.assertEqual(
+                progress(rate), f"proof of work: {rate:,} attempts, {rate:,} hashes/s, about {expected} more expected"
+            )
 
     def test_without_difficulty(self) -> None:
         clock = FakeClock()
@@ -348,7 +356,9 @@ class MotiveNameTests(TestCase):
             pass
         await wait_for(lambda: bool(a.named("rejecting_request")), timeout=10)
         refused = a.named("rejecting_request")[0].fields
-        self.assertEqual((refused["motive"], refused["motive_name"]), (NackMotive.TOO_MANY_CONNECTIONS, "too_many_connections"))
+        self.assertEqual(
+            (refused["motive"], refused["motive_name"]), (NackMotive.TOO_MANY_CONNECTIONS, "too_many_connections")
+        )
         await wait_for(lambda: any("motive_name" in e.fields for e in b.events), timeout=10)
         told = next(e for e in b.events if "motive_name" in e.fields)
         self.assertEqual(told.event, "request_rejected")

@@ -7,15 +7,16 @@ eclipse defences.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point, PointSpec
+from p2pool.core.states import PointState
 from p2pool.errors import MaintenanceDisabled
 from p2pool.events import EventKind
 from p2pool.pool.service import Pool
-from p2pool.core.states import PointState
 from p2pool.testing.network import MemoryNetwork
 
 PORT = 9732
@@ -60,7 +61,9 @@ class TriggerTests(_NetworkTestCase):
         min_connections logs too_few_connections then maintenance_started.
         """
         others = [self.add(i, maintenance_idle_time=None) for i in range(1, 13)]
-        target = self.add(0, min_connections=4, expected_connections=8, max_connections=12, maintenance_idle_time=36000.0)
+        target = self.add(
+            0, min_connections=4, expected_connections=8, max_connections=12, maintenance_idle_time=36000.0
+        )
         for i in range(1, 13):
             target.register_point(self.point(i))
         self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)))
@@ -85,9 +88,13 @@ class TriggerTests(_NetworkTestCase):
         """
         for i in range(1, 11):
             self.add(i, maintenance_idle_time=None)
-        target = self.add(0, min_connections=0, expected_connections=4, max_connections=9, maintenance_idle_time=36000.0)
+        target = self.add(
+            0, min_connections=0, expected_connections=4, max_connections=9, maintenance_idle_time=36000.0
+        )
         self.assertEqual(target.config.maintenance_bounds(), (1, 2, 7, 8))
-        self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)) or self.network.seconds() > 1, timeout=5)
+        self.run_until(
+            lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)) or self.network.seconds() > 1, timeout=5
+        )
         for i in range(1, 8):
             self.connect(target, i)
         # Handshakes under way together all find a free slot (only running
@@ -97,7 +104,10 @@ class TriggerTests(_NetworkTestCase):
         self.run_until(lambda: bool(self.events(0, EventKind.TOO_MANY_CONNECTIONS)), timeout=5)
         # The pass closes n - max_target; a connection that completes
         # meanwhile may leave it at max_threshold, which is in range.
-        self.run_until(lambda: 7 <= target.active_connections() <= 8 and bool(self.events(0, EventKind.MAINTENANCE_ENDED)), timeout=10)
+        self.run_until(
+            lambda: 7 <= target.active_connections() <= 8 and bool(self.events(0, EventKind.MAINTENANCE_ENDED)),
+            timeout=10,
+        )
         self.assertTrue(self.events(0, EventKind.MAINTENANCE_STARTED))
         lost = [f for _, host, e, f in self.log if host == ip(0) and e == EventKind.DISCONNECTION]
         self.assertEqual({f["reason"] for f in lost}, {"maintenance_too_many"})
@@ -118,8 +128,9 @@ class ConnectionCountTests(_NetworkTestCase):
         still connects to its trusted peer.
         """
         self.add(1, maintenance_idle_time=None)
-        node = self.add(0, min_connections=0, expected_connections=1, max_connections=1,
-                        trusted_points=(PointSpec(ip(1), PORT),))
+        node = self.add(
+            0, min_connections=0, expected_connections=1, max_connections=1, trusted_points=(PointSpec(ip(1), PORT),)
+        )
         self.run_until(lambda: node.active_connections() == 1, timeout=10)
         self.assertEqual(node.connections.list()[0].point, self.point(1))
 
@@ -129,8 +140,14 @@ class ConnectionCountTests(_NetworkTestCase):
         normal node runs one at start and again when its peer restarts.
         """
         quiet = self.add(1, maintenance_idle_time=None)
-        normal = self.add(0, maintenance_idle_time=5.0, min_connections=1, expected_connections=1, max_connections=2,
-                          trusted_points=(PointSpec(ip(1), PORT),))
+        normal = self.add(
+            0,
+            maintenance_idle_time=5.0,
+            min_connections=1,
+            expected_connections=1,
+            max_connections=2,
+            trusted_points=(PointSpec(ip(1), PORT),),
+        )
         self.run_until(lambda: normal.active_connections() == 1, timeout=10)
         self.network.advance(10.0)
         self.assertEqual(self.events(1, EventKind.MAINTENANCE_STARTED), [])
@@ -154,8 +171,9 @@ class ConnectionCountTests(_NetworkTestCase):
             for i in range(1, 10):
                 if ip(i) != str(a.config.listen.ip):
                     a.register_point(self.point(i))
-        target = self.add(0, min_connections=3, expected_connections=6, max_connections=9,
-                          trusted_points=(PointSpec(ip(1), PORT),))
+        target = self.add(
+            0, min_connections=3, expected_connections=6, max_connections=9, trusted_points=(PointSpec(ip(1), PORT),)
+        )
         for i in range(1, 10):
             target.register_point(self.point(i))
         self.run_until(lambda: bool(self.events(0, EventKind.MAINTENANCE_ENDED)), timeout=30)
@@ -170,10 +188,18 @@ class SwapTests(_NetworkTestCase):
         running maintenance (in range with 2 connections).
         """
         names = {"1b": 1, "1a": 2, "2a": 3, "2b": 4}
-        leaves = {name: self.add(i, maintenance_idle_time=None, disable_peer_discovery=True, **leaf_config)
-                  for name, i in names.items()}
-        s = self.add(0, min_connections=1, expected_connections=2, max_connections=3,
-                     maintenance_idle_time=20.0, disable_peer_discovery=True)
+        leaves = {
+            name: self.add(i, maintenance_idle_time=None, disable_peer_discovery=True, **leaf_config)
+            for name, i in names.items()
+        }
+        s = self.add(
+            0,
+            min_connections=1,
+            expected_connections=2,
+            max_connections=3,
+            maintenance_idle_time=20.0,
+            disable_peer_discovery=True,
+        )
         self.connect(leaves["1b"], 2)
         self.connect(leaves["2b"], 3)
         self.connect(s, 2)
@@ -186,7 +212,9 @@ class SwapTests(_NetworkTestCase):
         receivers = self.events(2, EventKind.SWAP_REQUEST_RECEIVED) + self.events(3, EventKind.SWAP_REQUEST_RECEIVED)
         self.assertTrue(receivers)
         self.assertTrue(self.events(0, EventKind.SWAP_ACK_RECEIVED))
-        self.run_until(lambda: bool(self.events(2, EventKind.SWAP_SUCCESS) or self.events(3, EventKind.SWAP_SUCCESS)), timeout=10)
+        self.run_until(
+            lambda: bool(self.events(2, EventKind.SWAP_SUCCESS) or self.events(3, EventKind.SWAP_SUCCESS)), timeout=10
+        )
         self.network.advance(1.0)
         peers_of_s = {str(c.point) for c in s.connections.list()}
         self.assertEqual(len(peers_of_s), 2)
@@ -206,8 +234,14 @@ class SwapTests(_NetworkTestCase):
 
     def test_swap_disabled_sends_no_request(self) -> None:
         s, _ = self._topology()
-        quiet = self.add(5, swap_linger=None, min_connections=1, expected_connections=1, max_connections=2,
-                         trusted_points=(PointSpec(ip(0), PORT),))
+        quiet = self.add(
+            5,
+            swap_linger=None,
+            min_connections=1,
+            expected_connections=1,
+            max_connections=2,
+            trusted_points=(PointSpec(ip(0), PORT),),
+        )
         self.network.advance(60.0)
         self.assertTrue(self.events(5, EventKind.MAINTENANCE_ENDED) or quiet.active_connections() == 1)
         self.assertEqual(self.events(5, EventKind.SWAP_REQUEST_SENT), [])
@@ -278,7 +312,9 @@ class DiscoveryTests(_NetworkTestCase):
 class EclipseTests(_NetworkTestCase):
     def test_outbound_slots_spread_over_netgroups(self) -> None:
         honest = [self.add(i, maintenance_idle_time=None) for i in range(1, 9)]
-        attackers = [self.network.add_pool(f"66.{g}.0.{h}", maintenance_idle_time=None) for g in (1, 2) for h in range(1, 9)]
+        attackers = [
+            self.network.add_pool(f"66.{g}.0.{h}", maintenance_idle_time=None) for g in (1, 2) for h in range(1, 9)
+        ]
         node = self.add(0, min_connections=6, expected_connections=8, max_connections=12)
         for pool in attackers:
             node.register_point(Point(str(pool.config.listen.ip), PORT))
@@ -306,5 +342,3 @@ class EclipseTests(_NetworkTestCase):
             pool.connect(Point("127.0.0.2", PORT)).addErrback(lambda f: None)
         self.network.advance(5.0)
         self.assertEqual(target.active_connections(), 12)
-
-

@@ -10,11 +10,11 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pool.config import PoolConfig, ReconnectionConfig
 from p2pool.core.addressing import Point
 from p2pool.core.flow import TokenBucket
-from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.pool.maintenance import choose_candidates
 from p2pool.core.states import PointInfo
+from p2pool.pool.maintenance import choose_candidates
 
 
 def _info(ip: str, trusted: bool = False, missed_at: float | None = None) -> PointInfo:
@@ -87,5 +87,3 @@ class BoundsTests(SynchronousTestCase):
         self.assertEqual(PoolConfig().maintenance_bounds(), (23, 36, 68, 84))
         config = PoolConfig(min_connections=3, expected_connections=6, max_connections=9)
         self.assertEqual(config.maintenance_bounds(), (4, 5, 7, 8))
-
-

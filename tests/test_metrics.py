@@ -8,15 +8,15 @@ L{MemoryNetwork} and after synthetic events.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.admin.metrics import PoolMetrics, snake_case
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.errors import NackMotive
 from p2pool.events import EventKind, PoolEvent
 from p2pool.testing.network import MemoryNetwork
@@ -31,7 +31,7 @@ class Scrape:
     def __init__(self, text: str) -> None:
         self.families = {family.name: family for family in text_string_to_metric_families(text)}
 
-    def value(self, name: str, sample: Optional[str] = None, **labels: str) -> Optional[float]:
+    def value(self, name: str, sample: str | None = None, **labels: str) -> float | None:
         """
         The value of the sample of family C{name} (sample C{sample}, by
         default the family's counter or gauge sample) with these labels.
@@ -62,25 +62,45 @@ class RouteTests(SynchronousTestCase):
     def test_families(self) -> None:
         families = scrape(self.h).families
         expected = {
-            "p2pool_info": "gauge", "p2pool_connections": "gauge", "p2pool_known_points": "gauge",
-            "p2pool_known_peers": "gauge", "p2pool_trusted_points": "gauge", "p2pool_trusted_peers": "gauge",
-            "p2pool_ip_greylist_fill_ratio": "gauge", "p2pool_greylisted_ips": "gauge",
-            "p2pool_greylisted_peers": "gauge", "p2pool_banned_ips": "gauge", "p2pool_banned_peers": "gauge",
-            "p2pool_bytes_sent": "counter", "p2pool_bytes_received": "counter", "p2pool_events": "counter",
-            "p2pool_dials": "counter", "p2pool_dial_outcomes": "counter",
-            "p2pool_connections_established": "counter", "p2pool_incoming_connections": "counter",
-            "p2pool_incoming_refused": "counter", "p2pool_handshake_failures": "counter",
-            "p2pool_disconnections": "counter", "p2pool_bans": "counter", "p2pool_greylistings": "counter",
-            "p2pool_maintenance_runs": "counter", "p2pool_maintenance_duration_seconds": "histogram",
-            "p2pool_swaps": "counter", "p2pool_swap_messages": "counter",
-            "p2pool_checkpoint_saves": "counter", "p2pool_checkpoint_failures": "counter",
+            "p2pool_info": "gauge",
+            "p2pool_connections": "gauge",
+            "p2pool_known_points": "gauge",
+            "p2pool_known_peers": "gauge",
+            "p2pool_trusted_points": "gauge",
+            "p2pool_trusted_peers": "gauge",
+            "p2pool_ip_greylist_fill_ratio": "gauge",
+            "p2pool_greylisted_ips": "gauge",
+            "p2pool_greylisted_peers": "gauge",
+            "p2pool_banned_ips": "gauge",
+            "p2pool_banned_peers": "gauge",
+            "p2pool_bytes_sent": "counter",
+            "p2pool_bytes_received": "counter",
+            "p2pool_events": "counter",
+            "p2pool_dials": "counter",
+            "p2pool_dial_outcomes": "counter",
+            "p2pool_connections_established": "counter",
+            "p2pool_incoming_connections": "counter",
+            "p2pool_incoming_refused": "counter",
+            "p2pool_handshake_failures": "counter",
+            "p2pool_disconnections": "counter",
+            "p2pool_bans": "counter",
+            "p2pool_greylistings": "counter",
+            "p2pool_maintenance_runs": "counter",
+            "p2pool_maintenance_duration_seconds": "histogram",
+            "p2pool_swaps": "counter",
+            "p2pool_swap_messages": "counter",
+            "p2pool_checkpoint_saves": "counter",
+            "p2pool_checkpoint_failures": "counter",
             "p2pool_checkpoint_writing_disabled": "gauge",
         }
         self.assertEqual({name: families[name].type for name in expected}, expected)
 
     def test_identity_and_empty_pool(self) -> None:
         s = scrape(self.h)
-        self.assertEqual(s.value("p2pool_info", peer_id=str(self.h.a.peer_id), network="p2pool-mainnet", version=p2pool.__version__), 1.0)
+        self.assertEqual(
+            s.value("p2pool_info", peer_id=str(self.h.a.peer_id), network="p2pool-mainnet", version=p2pool.__version__),
+            1.0,
+        )
         self.assertEqual(s.value("p2pool_connections", direction="incoming"), 0.0)
         for state in ("disconnected", "requested", "accepted", "running"):
             self.assertEqual(s.value("p2pool_known_points", state=state), 0.0, state)
@@ -161,7 +181,9 @@ class RouteTests(SynchronousTestCase):
         duration = s.value("p2pool_checkpoint_last_duration_seconds")
         assert duration is not None
         self.assertGreaterEqual(duration, 0.0)
-        self.assertEqual(s.value("p2pool_checkpoint_last_size_bytes"), float(os.path.getsize(self.h.a.config.peers_path)))
+        self.assertEqual(
+            s.value("p2pool_checkpoint_last_size_bytes"), float(os.path.getsize(self.h.a.config.peers_path))
+        )
         self.assertEqual(s.value("p2pool_checkpoint_writing_disabled"), 0.0)
 
     def test_checkpoint_failure(self) -> None:
@@ -266,9 +288,17 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(self.metrics._dialing, {})
 
     def test_swaps_and_refusals(self) -> None:
-        for event in (EventKind.SWAP_REQUEST_SENT, EventKind.SWAP_REQUEST_RECEIVED, EventKind.SWAP_REQUEST_IGNORED, EventKind.SWAP_ACK_SENT,
-                      EventKind.SWAP_SUCCESS, EventKind.SWAP_FAILURE, EventKind.SWAP_SUCCESS, EventKind.INCOMING_CONNECTION_BANNED,
-                      EventKind.INCOMING_CONNECTION_NETGROUP_FULL):
+        for event in (
+            EventKind.SWAP_REQUEST_SENT,
+            EventKind.SWAP_REQUEST_RECEIVED,
+            EventKind.SWAP_REQUEST_IGNORED,
+            EventKind.SWAP_ACK_SENT,
+            EventKind.SWAP_SUCCESS,
+            EventKind.SWAP_FAILURE,
+            EventKind.SWAP_SUCCESS,
+            EventKind.INCOMING_CONNECTION_BANNED,
+            EventKind.INCOMING_CONNECTION_NETGROUP_FULL,
+        ):
             self.feed(event)
         s = self.scrape()
         self.assertEqual(s.value("p2pool_swaps", outcome="success"), 2.0)
@@ -284,7 +314,9 @@ class SyntheticEventTests(SynchronousTestCase):
         self.feed(EventKind.DISCONNECTION, reason="requested")
         s = self.scrape()
         self.assertEqual(s.value("p2pool_disconnections", reason="requested"), 1.0)
-        self.assertEqual(s.value("p2pool_maintenance_duration_seconds", "p2pool_maintenance_duration_seconds_count"), 0.0)
+        self.assertEqual(
+            s.value("p2pool_maintenance_duration_seconds", "p2pool_maintenance_duration_seconds_count"), 0.0
+        )
 
     def test_registries_are_per_pool(self) -> None:
         other = self.network.add_pool(IP_B, maintenance_idle_time=None)
@@ -294,7 +326,10 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(self.scrape().value("p2pool_dials"), 1.0)
         s = Scrape(theirs.render().decode())
         self.assertEqual(s.value("p2pool_dials"), 0.0)
-        self.assertEqual(s.value("p2pool_info", peer_id=str(other.peer_id), network="p2pool-mainnet", version=p2pool.__version__), 1.0)
+        self.assertEqual(
+            s.value("p2pool_info", peer_id=str(other.peer_id), network="p2pool-mainnet", version=p2pool.__version__),
+            1.0,
+        )
 
     def test_attach_and_detach(self) -> None:
         self.metrics.attach()
@@ -306,7 +341,12 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(self.scrape().value("p2pool_bans", kind="peer"), 1.0)
 
     def test_snake_case(self) -> None:
-        cases = {"TooManyConnections": "too_many_connections", "InvalidAuth": "invalid_auth",
-                 "Timeout": "timeout", "IPBanned": "ip_banned", "Myself": "myself"}
+        cases = {
+            "TooManyConnections": "too_many_connections",
+            "InvalidAuth": "invalid_auth",
+            "Timeout": "timeout",
+            "IPBanned": "ip_banned",
+            "Myself": "myself",
+        }
         for name, expected in cases.items():
             self.assertEqual(snake_case(name), expected)

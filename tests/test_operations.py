@@ -21,7 +21,6 @@ import tomllib
 from typing import Any
 
 import attrs
-
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -29,9 +28,9 @@ import p2pool
 import p2pool.cli.commands as cli
 import p2pool.daemon.tap as tap
 from p2pool._version import version_line
-from p2pool.core.addressing import Point, PointSpec
 from p2pool.admin import AdminService
 from p2pool.config import CONFIG_KEYS, AdminConfig, PoolConfig, config_to_toml, load_config
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.pool.service import Pool
 from tests.adminhelpers import (
     IP_B,
@@ -70,9 +69,7 @@ class VersionTests(SynchronousTestCase):
             project = tomllib.load(f)
         self.assertNotIn("version", project["project"])
         self.assertIn("version", project["project"]["dynamic"])
-        self.assertEqual(
-            project["tool"]["setuptools"]["dynamic"]["version"], {"attr": "p2pool._version.__version__"}
-        )
+        self.assertEqual(project["tool"]["setuptools"]["dynamic"]["version"], {"attr": "p2pool._version.__version__"})
         # A public PEP 440 version (release, pre-, post- and dev-release parts).
         self.assertRegex(p2pool.__version__, r"^[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$")
 
@@ -80,7 +77,7 @@ class VersionTests(SynchronousTestCase):
         try:
             installed = importlib.metadata.version("p2pool-twisted")
         except importlib.metadata.PackageNotFoundError:
-            raise self.skipTest("p2pool-twisted is not installed here (run from the source tree)")
+            raise self.skipTest("p2pool-twisted is not installed here (run from the source tree)") from None
         self.assertEqual(installed, p2pool.__version__)
 
     def test_version_line(self) -> None:
@@ -202,7 +199,12 @@ class HealthTests(SynchronousTestCase):
         self.assertIn("python_gc_collections_total{", text)
         if not os.path.exists("/proc/self/stat"):
             raise self.skipTest("no /proc: prometheus_client reports no process metrics here")
-        for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_cpu_seconds_total"):
+        for name in (
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+        ):
             self.assertRegex(text, f"(?m)^{name} [0-9.e+]+$")
 
 
@@ -229,8 +231,11 @@ async def _admin_url(node: Collect, ip: str, timeout: float = 30.0) -> str:
     IP:0}), learnt from its C{admin API listening} log line.
     """
     pattern = re.compile(rf"admin API listening on (https?://{re.escape(ip)}:\d+)/".encode())
-    await wait_for(lambda: pattern.search(node.out) or node.ended.called, timeout=timeout,
-                   what=f"the node's 'admin API listening on' line for {ip}")
+    await wait_for(
+        lambda: pattern.search(node.out) or node.ended.called,
+        timeout=timeout,
+        what=f"the node's 'admin API listening on' line for {ip}",
+    )
     match = pattern.search(node.out)
     assert match is not None, f"the node ended without its admin API listening; output:\n{node.out.decode()}"
     return match.group(1).decode()
@@ -251,8 +256,16 @@ class StartFailureTests(TestCase):
         and the directory.
         """
         cwd = _temp_dir(self)
-        argv = [*twistd(), "-n", *([] if pidfile else ["--pidfile="]), "--logfile=-", "p2pool",
-                "--expected-proof-of-work", "0", *args]
+        argv = [
+            *twistd(),
+            "-n",
+            *([] if pidfile else ["--pidfile="]),
+            "--logfile=-",
+            "p2pool",
+            "--expected-proof-of-work",
+            "0",
+            *args,
+        ]
         outcome = await run(self, argv, cwd=cwd)
         self.assertEqual(outcome.status, 1, outcome.output)
         self.assertNotIn("Traceback", outcome.output)
@@ -279,13 +292,20 @@ class StartFailureTests(TestCase):
         ip = "127.0.0.72"
         port = _holding(self, ip)
         line, _ = await self.node("--listen", f"{ip}:0", "--admin", f"{ip}:{port}")
-        self.assertTrue(line.endswith(f"p2pool could not start: admin.listen {ip}:{port}: address already in use "
-                                      "(another program, perhaps another node, listens there)"), line)
+        self.assertTrue(
+            line.endswith(
+                f"p2pool could not start: admin.listen {ip}:{port}: address already in use "
+                "(another program, perhaps another node, listens there)"
+            ),
+            line,
+        )
 
     @async_test
     async def test_admin_certificate_missing(self) -> None:
         missing = os.path.join(_temp_dir(self), "admin.pem")
-        line, _ = await self.node("--listen", "127.0.0.73:0", "--admin", "127.0.0.73:0", "--admin-tls-certificate", missing)
+        line, _ = await self.node(
+            "--listen", "127.0.0.73:0", "--admin", "127.0.0.73:0", "--admin-tls-certificate", missing
+        )
         self.assertIn(f"p2pool could not start: admin.tls_certificate: cannot read {missing}: No such file", line)
 
     @async_test
@@ -300,8 +320,14 @@ class StartFailureTests(TestCase):
     @async_test
     async def test_connection_limits_above_the_file_limit(self) -> None:
         line, _ = await self.node(
-            "--listen", "127.0.0.75:0", "--admin", "false", "--max-connections", "10000000",
-            "--expected-connections", "50",
+            "--listen",
+            "127.0.0.75:0",
+            "--admin",
+            "false",
+            "--max-connections",
+            "10000000",
+            "--expected-connections",
+            "50",
         )
         self.assertTrue(line.startswith("p2pool: error: p2p.max_connections: needs 10000084 file descriptors"), line)
 
@@ -318,12 +344,24 @@ class InterruptedStartTests(TestCase):
     async def test_sigterm_during_proof_of_work(self) -> None:
         node = spawn(
             self,
-            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", "127.0.0.84:0", "--admin", "false",
-             "--expected-proof-of-work", "60"],
+            [
+                *twistd(),
+                "-n",
+                "--pidfile=",
+                "p2pool",
+                "--listen",
+                "127.0.0.84:0",
+                "--admin",
+                "false",
+                "--expected-proof-of-work",
+                "60",
+            ],
             cwd=_temp_dir(self),
         )
-        await wait_for(lambda: b"generating one with proof of work" in node.out or node.ended.called,
-                       what="the node's 'generating one with proof of work' line")
+        await wait_for(
+            lambda: b"generating one with proof of work" in node.out or node.ended.called,
+            what="the node's 'generating one with proof of work' line",
+        )
         self.assertIn(b"generating one with proof of work 60", node.out)
         node.signal("TERM")
         outcome = await node.ended
@@ -357,8 +395,10 @@ class InterruptedStartTests(TestCase):
         stopped = node.stopService()
         release.set()
         await stopped
-        await wait_for(lambda: any("stopped before it had started" in text for text in capture.texts()),
-                       what="the 'stopped before it had started' log line")
+        await wait_for(
+            lambda: any("stopped before it had started" in text for text in capture.texts()),
+            what="the 'stopped before it had started' log line",
+        )
         self.assertIn("p2pool stopped before it had started: proof-of-work search interrupted", capture.texts())
         self.assertIsNone(node.start_error)
         self.assertFalse([text for text in capture.texts() if "could not start" in text])
@@ -410,8 +450,20 @@ class QuietLogTests(TestCase):
         ip = "127.0.0.79"
         node = spawn(
             self,
-            [*twistd(), "-n", "--pidfile=", "p2pool", "--listen", f"{ip}:0", "--admin", f"{ip}:0",
-             "--expected-proof-of-work", "0", "--log-format", "json"],
+            [
+                *twistd(),
+                "-n",
+                "--pidfile=",
+                "p2pool",
+                "--listen",
+                f"{ip}:0",
+                "--admin",
+                f"{ip}:0",
+                "--expected-proof-of-work",
+                "0",
+                "--log-format",
+                "json",
+            ],
             cwd=_temp_dir(self),
         )
         url = await _admin_url(node, ip)
@@ -432,7 +484,9 @@ class QuietLogTests(TestCase):
         outcome = await node.ended
         self.assertIn(outcome.status, (0, -15), outcome.output)  # twistd ends by the signal it got
         records = [json.loads(line) for line in outcome.out.splitlines()]
-        self.assertEqual([r["event"] for r in records if r.get("event") == "too_few_connections"], ["too_few_connections"])
+        self.assertEqual(
+            [r["event"] for r in records if r.get("event") == "too_few_connections"], ["too_few_connections"]
+        )
         self.assertEqual([r for r in records if r["level"] == "debug"], [])
         self.assertEqual([r for r in records if "admin API: GET" in r["message"]], [])
         self.assertIn("listening", [r.get("event") for r in records])
@@ -459,9 +513,7 @@ class BanAPITests(SynchronousTestCase):
         self.assertEqual((result.code, result.json()), (200, {"ip": "192.0.2.0/24", "disconnected": 0}))
         self.h.request("PUT", "/network/bans/ips/2001:db8::7")
         self.h.request("PATCH", f"/network/peers/{self.h.b.peer_id}", {"acl": "ban"})
-        self.assertEqual(
-            self.bans(), {"ips": ["192.0.2.0/24", "2001:db8::7"], "peers": [str(self.h.b.peer_id)]}
-        )
+        self.assertEqual(self.bans(), {"ips": ["192.0.2.0/24", "2001:db8::7"], "peers": [str(self.h.b.peer_id)]})
         self.assertTrue(self.h.a.acl.banned_addr("192.0.2.200"))
         self.assertFalse(self.h.a.acl.banned_addr("192.0.3.1"))
 
@@ -518,7 +570,9 @@ class BanCommandTests(TestCase):
         url = base_url(await start_admin(self, a.pool, "127.0.0.80"))
         await a.pool.connect(b.point)
         self.assertEqual(await self.run_cli(url, "bans"), (0, "no bans\n", ""))
-        self.assertEqual(await self.run_cli(url, "ban", "127.0.0.81/32"), (0, "banned 127.0.0.81 (1 connection closed)\n", ""))
+        self.assertEqual(
+            await self.run_cli(url, "ban", "127.0.0.81/32"), (0, "banned 127.0.0.81 (1 connection closed)\n", "")
+        )
         await wait_for(lambda: a.pool.active_connections() == 0, timeout=10)
         self.assertEqual(await self.run_cli(url, "ban", "192.0.2.0/24"), (0, "banned 192.0.2.0/24\n", ""))
         await self.run_cli(url, "ban", str(b.pool.peer_id))
@@ -533,7 +587,9 @@ class BanCommandTests(TestCase):
         self.assertEqual(await self.run_cli(url, "unban", "192.0.2.0/24"), (0, "192.0.2.0/24 was not banned\n", ""))
         status, _, err = await self.run_cli(url, "trust", "192.0.2.0/24")
         self.assertEqual(status, cli.EXIT_USAGE)
-        self.assertEqual(err, "p2pool: error: trust takes a point (host:port) or a peer id; an address or range can only be banned\n")
+        self.assertEqual(
+            err, "p2pool: error: trust takes a point (host:port) or a peer id; an address or range can only be banned\n"
+        )
 
 
 def _absolute(config: PoolConfig) -> PoolConfig:
@@ -577,8 +633,12 @@ class EffectiveConfigTests(SynchronousTestCase):
     def test_every_key_changed(self) -> None:
         from tests.test_tap import FLAG_SAMPLES
 
-        arguments = [a for flag, (text, _) in FLAG_SAMPLES.items() if flag not in ("admin", "admin-token")
-                     for a in (f"--{flag}", text)]
+        arguments = [
+            a
+            for flag, (text, _) in FLAG_SAMPLES.items()
+            if flag not in ("admin", "admin-token")
+            for a in (f"--{flag}", text)
+        ]
         switches = [f"--{key.flag}" for key in CONFIG_KEYS if key.is_switch]
         options = tap.Options()
         options.parseOptions([*arguments, *switches, "--admin-token", "kT3x-9fQ_2bV~7yZ+mW/1cR="])
@@ -588,7 +648,10 @@ class EffectiveConfigTests(SynchronousTestCase):
         config = PoolConfig(
             network='quote " backslash \\ réseau 网络 😀',
             data_dir="/srv/p2pool data/\x7f\x01#[x]",
-            trusted_points=(PointSpec.parse("seed.example.org:9732"), PointSpec.parse("[2001:db8::1]:9732#idtkW7rxvYCTELjjSt5cKFCqdyF8Fy")),
+            trusted_points=(
+                PointSpec.parse("seed.example.org:9732"),
+                PointSpec.parse("[2001:db8::1]:9732#idtkW7rxvYCTELjjSt5cKFCqdyF8Fy"),
+            ),
             bootstrap_urls=("https://seeds.example.org/points.json?net=a&b=c",),
             max_known_points=None,
         )
@@ -615,7 +678,10 @@ class EffectiveConfigTests(SynchronousTestCase):
         document = tomllib.loads(body)
         self.assertEqual((document["p2p"]["max_connections"], document["p2p"]["network"]), (80, "flagged"))
         self.assertEqual(document["log"]["format"], "json")
-        self.assertEqual(self.dump()[1].splitlines()[0], f"# p2pool {p2pool.__version__}: the effective configuration: the built-in defaults.")
+        self.assertEqual(
+            self.dump()[1].splitlines()[0],
+            f"# p2pool {p2pool.__version__}: the effective configuration: the built-in defaults.",
+        )
 
     def test_token_is_flagged(self) -> None:
         _, text = self.dump("--admin-token", TOKEN)
@@ -631,7 +697,9 @@ class EffectiveConfigTests(SynchronousTestCase):
         self.assertEqual(err.getvalue(), "")
         out.truncate(0)
         self.assertEqual(cli.main(["config", "show", "--private-mode", "false"]), cli.EXIT_USAGE)
-        self.assertTrue(err.getvalue().startswith("p2pool: error: --private-mode is a switch and takes no value"), err.getvalue())
+        self.assertTrue(
+            err.getvalue().startswith("p2pool: error: --private-mode is a switch and takes no value"), err.getvalue()
+        )
 
 
 class EffectiveConfigProcessTests(TestCase):
@@ -647,9 +715,22 @@ class EffectiveConfigProcessTests(TestCase):
     async def test_round_trip(self) -> None:
         ip = "127.0.0.82"
         cwd = _temp_dir(self)
-        flags = ["--listen", f"{ip}:0", "--admin", f"{ip}:0", "--expected-proof-of-work", "0",
-                 "--network", "round-trip", "--max-connections", "60", "--peer", "127.0.0.83:9732",
-                 "--log-format", "json"]
+        flags = [
+            "--listen",
+            f"{ip}:0",
+            "--admin",
+            f"{ip}:0",
+            "--expected-proof-of-work",
+            "0",
+            "--network",
+            "round-trip",
+            "--max-connections",
+            "60",
+            "--peer",
+            "127.0.0.83:9732",
+            "--log-format",
+            "json",
+        ]
         shown = await run(self, [*p2pool_cli(), "config", "show", *flags], cwd=cwd)
         self.assertEqual((shown.status, shown.err), (0, ""))
         path = os.path.join(cwd, "effective.toml")
@@ -674,7 +755,9 @@ class EffectiveConfigProcessTests(TestCase):
             return code == 200
 
         await wait_for(is_ready, timeout=60, step=0.2, what=f"{url} answering 200")
-        self.assertEqual(ready, (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}}))
+        self.assertEqual(
+            ready, (200, {"ready": True, "checks": {"identity": True, "peers_file": True, "listening": True}})
+        )
         node.signal("TERM")
         outcome = await node.ended
         records = [json.loads(line) for line in outcome.out.splitlines()]

@@ -15,7 +15,8 @@ import os
 import random
 import re
 import stat
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,9 +25,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.admin.json_shapes import point_info_json
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import PeerId, Point, PointSpec
+from p2pool.core.states import PeerState, PointState, StateEvent
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.persistence import (
@@ -44,7 +46,6 @@ from p2pool.pool.persistence import (
 )
 from p2pool.pool.persistence.encoder import metadata_text, write_document
 from p2pool.pool.service import Pool
-from p2pool.core.states import PeerState, PointState, StateEvent
 from tests.helpers import identity
 
 NETWORK = "test-net"
@@ -222,18 +223,18 @@ class _PoolCase(SynchronousTestCase):
     def named(self, event: EventKind) -> list[PoolEvent]:
         return [e for e in self.events if e.event == event]
 
-    def write_file(self, content: Any, path: Optional[str] = None) -> bytes:
+    def write_file(self, content: Any, path: str | None = None) -> bytes:
         data = content if isinstance(content, bytes) else encoded(content)
         os.makedirs(self.data_dir, exist_ok=True)
         with open(path or self.path, "wb") as f:
             f.write(data)
         return data
 
-    def read_bytes(self, path: Optional[str] = None) -> bytes:
+    def read_bytes(self, path: str | None = None) -> bytes:
         with open(path or self.path, "rb") as f:
             return f.read()
 
-    def read_json(self, path: Optional[str] = None) -> Any:
+    def read_json(self, path: str | None = None) -> Any:
         return json.loads(self.read_bytes(path))
 
     def corrupt_files(self) -> list[str]:
@@ -341,11 +342,15 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual((content.network, content.saved_at), (NETWORK, T0 + 61))
         self.assertEqual((content.banned_ips, content.banned_peers), (["10.0.0.0/8", "192.0.2.7"], [_peer(9)]))
         first, second = content.peers
-        self.assertEqual((first.peer_id, first.created, first.trusted, first.metadata), (_peer(1), T0, False, {"good": "5"}))
+        self.assertEqual(
+            (first.peer_id, first.created, first.trusted, first.metadata), (_peer(1), T0, False, {"good": "5"})
+        )
         self.assertEqual((first.last_established_connection, first.last_disconnection), (peers[0][6], peers[0][7]))
         self.assertEqual(tuple(first.events), events)
         self.assertEqual((second.trusted, second.metadata, second.events), (True, None, ()))
-        self.assertEqual((second.last_failed_connection, second.last_rejected_connection), ((v6, T0 + 2), (None, T0 + 3.001)))
+        self.assertEqual(
+            (second.last_failed_connection, second.last_rejected_connection), ((v6, T0 + 2), (None, T0 + 3.001))
+        )
         for info, row in zip(content.points, points):
             self.assertEqual(
                 (
@@ -452,10 +457,12 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual([(p.section, p.index) for p in expected.skipped], [("peers", 1), ("points", 1)])
         peers_text, points_text = json.dumps(records), json.dumps(points)
         layouts = {
-            "records first": '{"points": %s, "peers": %s, "format": 1, "network": "%s"}' % (points_text, peers_text, NETWORK),
+            "records first": '{"points": %s, "peers": %s, "format": 1, "network": "%s"}'
+            % (points_text, peers_text, NETWORK),
             "no spaces": json.dumps(document(peers=records, points=points), separators=(",", ":")),
             "indented": json.dumps(document(peers=records, points=points), indent=2),
-            "escaped name": '{"format": 1, "network": "%s", "p\\u0065ers": %s, "points": %s}' % (NETWORK, peers_text, points_text),
+            "escaped name": '{"format": 1, "network": "%s", "p\\u0065ers": %s, "points": %s}'
+            % (NETWORK, peers_text, points_text),
             "repeated": '{"format": 1, "network": "%s", "peers": [7, 8], "peers": %s, "points": %s}'
             % (NETWORK, peers_text, points_text),
         }
@@ -499,10 +506,14 @@ class DecodeTests(SynchronousTestCase):
         content = self.decode(document(peers=[peer_record(1)], points=[{"point": "10.0.0.1:9732"}]))
         [peer] = content.peers
         self.assertEqual((peer.peer_id, peer.created, peer.trusted), (_peer(1), T0, False))
-        self.assertEqual((peer.last_established_connection, peer.events, peer.state), (None, (), PeerState.DISCONNECTED))
+        self.assertEqual(
+            (peer.last_established_connection, peer.events, peer.state), (None, (), PeerState.DISCONNECTED)
+        )
         [point] = content.points
         self.assertEqual(point.point, Point("10.0.0.1", 9732))
-        self.assertEqual((point.trusted, point.known_public, point.expected_peer_id, point.last_seen), (False, False, None, None))
+        self.assertEqual(
+            (point.trusted, point.known_public, point.expected_peer_id, point.last_seen), (False, False, None, None)
+        )
 
     def test_unknown_fields_are_ignored(self) -> None:
         """
@@ -512,7 +523,11 @@ class DecodeTests(SynchronousTestCase):
         doc = document(
             comment="written by hand",
             lowest_compatible=1,
-            peers=[peer_record(1, score=9, state="running", events=[{"kind": "disconnection", "timestamp": 1714521600, "extra": 1}])],
+            peers=[
+                peer_record(
+                    1, score=9, state="running", events=[{"kind": "disconnection", "timestamp": 1714521600, "extra": 1}]
+                )
+            ],
             points=[{"point": "10.0.0.1:9732", "state": "running", "reconnection_delay": 5, "p2p_peer_id": "x"}],
             bans={"ips": [], "peers": [], "greylist": ["10.0.0.9"]},
         )
@@ -521,7 +536,9 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual(content.peers[0].state, PeerState.DISCONNECTED)
         self.assertEqual([e.kind for e in content.peers[0].events], ["disconnection"])
         point = content.points[0]
-        self.assertEqual((point.state, point.reconnection_delay, point.current_peer_id), (PointState.DISCONNECTED, None, None))
+        self.assertEqual(
+            (point.state, point.reconnection_delay, point.current_peer_id), (PointState.DISCONNECTED, None, None)
+        )
 
     def test_tezos_forms(self) -> None:
         """
@@ -532,11 +549,23 @@ class DecodeTests(SynchronousTestCase):
             "peer_id": str(_peer(3)),
             "created": "2024-05-01T00:00:00.499-00:00",
             "peer_metadata": {"responses": "3"},
-            "last_established_connection": [{"addr": "::ffff:127.0.0.1", "port": 19732}, "2024-05-01T00:00:01.000-00:00"],
+            "last_established_connection": [
+                {"addr": "::ffff:127.0.0.1", "port": 19732},
+                "2024-05-01T00:00:01.000-00:00",
+            ],
             "last_rejected_connection": [{"addr": "::ffff:127.0.0.9"}, 1714521602],
             "events": [
-                {"kind": "incoming_request", "timestamp": "2024-05-01T00:00:00.900-00:00", "addr": "::ffff:127.0.0.1", "port": 19732},
-                {"kind": "connection_established", "timestamp": "2024-05-01T00:00:01.000-00:00", "addr": "::ffff:127.0.0.1"},
+                {
+                    "kind": "incoming_request",
+                    "timestamp": "2024-05-01T00:00:00.900-00:00",
+                    "addr": "::ffff:127.0.0.1",
+                    "port": 19732,
+                },
+                {
+                    "kind": "connection_established",
+                    "timestamp": "2024-05-01T00:00:01.000-00:00",
+                    "addr": "::ffff:127.0.0.1",
+                },
             ],
         }
         [peer] = self.decode(document(peers=[record])).peers
@@ -820,10 +849,16 @@ class RoundTripTests(_PoolCase):
             assert new is not None, old.peer_id
             self.assertEqual(new.state, PeerState.DISCONNECTED)
             self.assertEqual((new.created, new.trusted, new.metadata), (old.created, old.trusted, old.metadata))
-            for field in ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection"):
+            for field in (
+                "last_failed_connection",
+                "last_rejected_connection",
+                "last_established_connection",
+                "last_disconnection",
+            ):
                 self.assertEqual(getattr(new, field), getattr(old, field), field)
             self.assertEqual(
-                [(e.kind, e.timestamp, e.point) for e in new.events], [(e.kind, e.timestamp, e.point) for e in old.events]
+                [(e.kind, e.timestamp, e.point) for e in new.events],
+                [(e.kind, e.timestamp, e.point) for e in old.events],
             )
         self.assertEqual(second.peers.info(_peer(1)).metadata, Counters(5, 2))  # type: ignore[union-attr]
         self.assertEqual(second.peers.info(_peer(2)).last_rejected_connection, (None, T0 + 31.375))  # type: ignore[union-attr]
@@ -836,7 +871,12 @@ class RoundTripTests(_PoolCase):
                 (new_point.trusted, new_point.expected_peer_id, new_point.known_public),
                 (old_point.trusted, old_point.expected_peer_id, old_point.known_public),
             )
-            for field in ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection"):
+            for field in (
+                "last_failed_connection",
+                "last_rejected_connection",
+                "last_established_connection",
+                "last_disconnection",
+            ):
                 self.assertEqual(getattr(new_point, field), getattr(old_point, field), field)
             self.assertEqual((new_point.reconnection_delay, new_point.reconnection_time), (None, None))
         self.assertEqual(second.acl.ip_blacklist.listing(), ["192.0.2.7", "10.9.0.0/16", "2001:db8::/32"])
@@ -860,8 +900,14 @@ class RoundTripTests(_PoolCase):
         self.assertLessEqual(set(first), TEZOS_PEER_FIELDS)
         self.assertEqual(first["peer_metadata"], {"good": "5", "bad": "2"})
         self.assertEqual(first["created"], "2024-05-01T00:00:00.000Z")
-        self.assertEqual(first["last_established_connection"], [{"addr": "::ffff:10.0.0.1", "port": 9732}, "2024-05-01T00:00:01.375Z"])
-        self.assertEqual([e["kind"] for e in first["events"]], ["incoming_request", "connection_established", "external_disconnection"])
+        self.assertEqual(
+            first["last_established_connection"],
+            [{"addr": "::ffff:10.0.0.1", "port": 9732}, "2024-05-01T00:00:01.375Z"],
+        )
+        self.assertEqual(
+            [e["kind"] for e in first["events"]],
+            ["incoming_request", "connection_established", "external_disconnection"],
+        )
         self.assertEqual(peers[str(_peer(2))]["last_rejected_connection"], [None, "2024-05-01T00:00:31.375Z"])
         points = {p["point"]: p for p in doc["points"]}
         self.assertEqual(
@@ -904,7 +950,13 @@ class RoundTripTests(_PoolCase):
 
     def test_metadata_the_application_refuses(self) -> None:
         self.write_file(
-            document(peers=[peer_record(1, peer_metadata={"good": "1", "bad": "0"}), peer_record(2, peer_metadata=[1]), peer_record(3)])
+            document(
+                peers=[
+                    peer_record(1, peer_metadata={"good": "1", "bad": "0"}),
+                    peer_record(2, peer_metadata=[1]),
+                    peer_record(3),
+                ]
+            )
         )
         pool = self.make_pool(app=CountersApp())
         self.assertEqual(pool.peers.info(_peer(1)).metadata, Counters(1, 0))  # type: ignore[union-attr]
@@ -917,7 +969,11 @@ class RoundTripTests(_PoolCase):
     def test_duplicates_and_own_id(self) -> None:
         self.write_file(
             document(
-                peers=[peer_record(1), peer_record(1, trusted=True), {"peer_id": str(identity(0).peer_id), "created": 0}],
+                peers=[
+                    peer_record(1),
+                    peer_record(1, trusted=True),
+                    {"peer_id": str(identity(0).peer_id), "created": 0},
+                ],
                 points=[{"point": "10.0.0.1:9732"}, {"point": "10.0.0.1:9732", "trusted": True}],
             )
         )
@@ -965,7 +1021,9 @@ class PoolLoadTests(_PoolCase):
         self.assertEqual((second.trusted, second.expected_peer_id), (True, _peer(2)))
 
     def test_points_known_before_start_win(self) -> None:
-        self.write_file(document(points=[{"point": "10.0.0.1:9732", "trusted": False}], peers=[peer_record(1, trusted=False)]))
+        self.write_file(
+            document(points=[{"point": "10.0.0.1:9732", "trusted": False}], peers=[peer_record(1, trusted=False)])
+        )
         pool = self.make_pool(start=False)
         pool.register_point(_point(1), trusted=True)
         pool.directory.set_peer_trusted(pool.register_peer(_peer(1)), True)
@@ -1078,7 +1136,9 @@ class PoolLoadTests(_PoolCase):
 
     def test_restart_dials_nothing_untrusted_in_private_mode(self) -> None:
         t = "2024-04-30T00:00:00.000Z"
-        self.write_file(document(points=[{"point": "10.0.0.1:9732", "last_established_connection": [str(_peer(1)), t]}]))
+        self.write_file(
+            document(points=[{"point": "10.0.0.1:9732", "last_established_connection": [str(_peer(1)), t]}])
+        )
         self.make_pool(private_mode=True)
         self.reactor.advance(RESTART_DIAL_SPREAD + 0.1)
         self.assertEqual(self.reactor.tcpClients, [])

@@ -15,7 +15,7 @@ import random
 import re
 import signal
 import time
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -54,13 +54,13 @@ class Node(ProcessProtocol):
     def __init__(self, name: str, ip: str, data_dir: str) -> None:
         self.name = name
         self.ip = ip
-        self.port: Optional[int] = None
+        self.port: int | None = None
         self.data_dir = data_dir
         self.lines: list[str] = []
         self._partial = b""
         self._watchers: list[tuple[re.Pattern[str], int, Deferred[int]]] = []
-        self.ended: Deferred[Optional[int]] = Deferred()
-        self.status: Optional[Failure] = None
+        self.ended: Deferred[int | None] = Deferred()
+        self.status: Failure | None = None
 
     @property
     def peers_path(self) -> str:
@@ -138,7 +138,7 @@ class Node(ProcessProtocol):
     def running(self) -> bool:
         return self.status is None and self.transport is not None
 
-    def find(self, pattern: str, after: int = -1) -> Optional[int]:
+    def find(self, pattern: str, after: int = -1) -> int | None:
         """
         The index of the first line after line C{after} that matches
         C{pattern}, or None.
@@ -162,7 +162,11 @@ class Node(ProcessProtocol):
         def expire() -> None:
             if not d.called:
                 self._watchers = [w for w in self._watchers if w[2] is not d]
-                d.errback(AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout} s; log:\n" + self.tail()))
+                d.errback(
+                    AssertionError(
+                        f"{self.name}: no line matching {pattern!r} within {timeout} s; log:\n" + self.tail()
+                    )
+                )
 
         timer = reactor.callLater(timeout, expire)
         try:
@@ -235,11 +239,11 @@ class ProcessTestCase(TestCase):
         self.assertTrue(clean, f"{node.name} ended with {status.value}")
         self.assertIn("Server Shut Down.", node.tail(3), f"{node.name} did not shut down cleanly")
 
-    async def connected(self, node: Node, other_index: int, incoming: Optional[bool] = None, timeout: float = 30.0) -> str:
+    async def connected(self, node: Node, other_index: int, incoming: bool | None = None, timeout: float = 30.0) -> str:
         return node.lines[await node.wait_index(connected_pattern(other_index, incoming), timeout=timeout)]
 
 
-def connected_pattern(other_index: int, incoming: Optional[bool] = None) -> str:
+def connected_pattern(other_index: int, incoming: bool | None = None) -> str:
     """
     The log line of a connection established with test identity
     C{other_index} (in the given direction).
@@ -360,7 +364,7 @@ def process_state(pid: int) -> str:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
-def saved_at(data: bytes) -> Optional[float]:
+def saved_at(data: bytes) -> float | None:
     """
     The C{saved_at} of a peers file (in its first line), or None for a
     file no node wrote (the test's seed).
@@ -409,7 +413,9 @@ class CrashTests(ProcessTestCase):
                     ],
                 }
             )
-            points.append({"point": f"127.0.{1 + i // 250}.{1 + i % 250}:1", "last_failed_connection": t, "known_public": True})
+            points.append(
+                {"point": f"127.0.{1 + i // 250}.{1 + i % 250}:1", "last_failed_connection": t, "known_public": True}
+            )
         doc = {"format": 1, "network": NETWORK, "peers": peers, "points": points, "bans": {"ips": [], "peers": []}}
         with open(node.peers_path, "w") as f:
             json.dump(doc, f)
@@ -423,7 +429,7 @@ class CrashTests(ProcessTestCase):
         rng.shuffle(rest)
         return ["first", *rest]
 
-    async def kill_point(self, a: Node, kind: str, rng: random.Random, listening: int) -> Optional[int]:
+    async def kill_point(self, a: Node, kind: str, rng: random.Random, listening: int) -> int | None:
         """
         Wait for the moment of a C{kind} kill; return the index of the
         connection line when the round waited for one, else None.
@@ -456,7 +462,9 @@ class CrashTests(ProcessTestCase):
         pid = a.transport.pid
         temporary = a.peers_path + ".tmp"
         for _ in range(self.MID_WRITE_ATTEMPTS):
-            await wait_for(lambda: os.path.exists(temporary), what="A writes a checkpoint (peers.json.tmp exists)", step=0.002)
+            await wait_for(
+                lambda: os.path.exists(temporary), what="A writes a checkpoint (peers.json.tmp exists)", step=0.002
+            )
             os.kill(pid, signal.SIGSTOP)
             await wait_for(lambda: process_state(pid) == "T", what="A is stopped")
             if os.path.exists(temporary):
@@ -510,7 +518,7 @@ class CrashTests(ProcessTestCase):
             "--max-connections", "2",
         )  # fmt: skip
         seeded = {PeerId((1000 + i).to_bytes(16, "big")) for i in range(self.SEEDED)}
-        previous_saved_at: Optional[float] = None
+        previous_saved_at: float | None = None
         previous_established = 0.0
         b_known = False
         saves_logged = 0
@@ -531,41 +539,63 @@ class CrashTests(ProcessTestCase):
             status = await a.stop("KILL")
             self.assertTrue(status.check(ProcessTerminated), f"round {round_} ({kind}): {status.value}")
             saves_logged += sum(1 for line in a.lines if re.search(_SAVED, line))
-            self.assertEqual([line for line in a.lines if "Peers file" in line], [], f"round {round_} ({kind}): the node found a problem")
+            self.assertEqual(
+                [line for line in a.lines if "Peers file" in line],
+                [],
+                f"round {round_} ({kind}): the node found a problem",
+            )
             if os.path.exists(a.peers_path + ".tmp"):
                 mid_write += 1
             # Both generations load whole, with all they knew before.
             if os.path.exists(os.path.join(a.data_dir, "peers.json.bak")):
-                self.check_generation(round_, "peers.json.bak", decode_document(a.read_bytes("peers.json.bak"), NETWORK), seeded)
+                self.check_generation(
+                    round_, "peers.json.bak", decode_document(a.read_bytes("peers.json.bak"), NETWORK), seeded
+                )
             data = a.read_bytes()
             content = decode_document(data, NETWORK)
             self.check_generation(round_, "peers.json", content, seeded)
             if kind == "first":
-                self.assertEqual(data, seed_bytes, f"round {round_}: killed before any checkpoint, the file is not the seed")
+                self.assertEqual(
+                    data, seed_bytes, f"round {round_}: killed before any checkpoint, the file is not the seed"
+                )
             if content.saved_at is None:
                 self.assertEqual(data, seed_bytes, f"round {round_} ({kind}): a file without saved_at is not the seed")
-                self.assertEqual(saves_logged, 0, f"round {round_} ({kind}): saves were logged, yet the file is the seed")
+                self.assertEqual(
+                    saves_logged, 0, f"round {round_} ({kind}): saves were logged, yet the file is the seed"
+                )
             else:
                 self.assertEqual(content.saved_at, saved_at(data), f"round {round_} ({kind}): saved_at read two ways")
                 if floor is not None:
                     self.assertGreaterEqual(
-                        content.saved_at, floor, f"round {round_} ({kind}): the file is older than the one read before the kill"
+                        content.saved_at,
+                        floor,
+                        f"round {round_} ({kind}): the file is older than the one read before the kill",
                     )
                 if saved_this_round:
                     self.assertIsNotNone(floor, f"round {round_} ({kind}): a save was logged, yet the seed was read")
                     if previous_saved_at is not None:
                         self.assertGreater(
-                            content.saved_at, previous_saved_at, f"round {round_} ({kind}): a save was logged, yet the file is last round's"
+                            content.saved_at,
+                            previous_saved_at,
+                            f"round {round_} ({kind}): a save was logged, yet the file is last round's",
                         )
                 previous_saved_at = content.saved_at
             if b_known:
-                self.assertIn(identity(1).peer_id, {p.peer_id for p in content.peers}, f"round {round_} ({kind}): B was forgotten")
+                self.assertIn(
+                    identity(1).peer_id, {p.peer_id for p in content.peers}, f"round {round_} ({kind}): B was forgotten"
+                )
             b_known = identity(1).peer_id in {p.peer_id for p in content.peers}
             [info] = [p for p in content.points if str(p.point) == b.point]
             established = info.last_established_connection[1] if info.last_established_connection else 0.0
             if connection is not None:
-                self.assertGreater(established, previous_established, f"round {round_} ({kind}): this round's connection to B is not in the file")
-            self.assertGreaterEqual(established, previous_established, f"round {round_} ({kind}): the connection to B went back in time")
+                self.assertGreater(
+                    established,
+                    previous_established,
+                    f"round {round_} ({kind}): this round's connection to B is not in the file",
+                )
+            self.assertGreaterEqual(
+                established, previous_established, f"round {round_} ({kind}): the connection to B went back in time"
+            )
             previous_established = established
         _log.info(
             "{rounds} kills ({kinds}); {saves} saves logged; {midwrite} kills left a temporary file",

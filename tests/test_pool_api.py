@@ -11,13 +11,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
+from p2pool.core.addressing import PeerId, Point
+from p2pool.core.states import PointState
 from p2pool.errors import PendingConnection, PointBanned, PrivateMode, Timeout, TooManyConnections
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
-from p2pool.core.states import PointState
 from tests.helpers import identity
 
 
@@ -83,7 +83,9 @@ class RegistrationTests(_PoolTestCase):
         self.assertIsNone(pool.register_new_point(_point(2)))
         self.assertIsNotNone(pool.register_new_point(_point(3)))
         pool.register_list_of_new_points([_point(2), _point(4)], medium="advertise", source="x")
-        self.assertEqual(self.named(EventKind.GET_POINTS)[0].fields, {"medium": "advertise", "source": "x", "points": 2})
+        self.assertEqual(
+            self.named(EventKind.GET_POINTS)[0].fields, {"medium": "advertise", "source": "x", "points": 2}
+        )
         self.assertIsNone(pool.points.info(_point(2)))
         self.assertIsNotNone(pool.points.info(_point(4)))
 

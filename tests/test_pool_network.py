@@ -15,6 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from p2pool.core.addressing import Point
+from p2pool.core.wire import Kind, frame
 from p2pool.errors import (
     DisconnectReason,
     NackMotive,
@@ -24,7 +25,6 @@ from p2pool.errors import (
     RejectedByNack,
 )
 from p2pool.events import EventKind
-from p2pool.core.wire import Kind, frame
 from tests.helpers import Node, async_test, identity, start_node, wait_for
 
 #: The events that end a handshake, one per handshake on each side.

@@ -14,10 +14,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.pool.service import Pool
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PeerState, PointState
+from p2pool.pool.service import Pool
 from tests.helpers import identity
 
 POINTS = [Point(f"10.0.0.{i}", 9732) for i in range(12)]

@@ -25,8 +25,9 @@ import re
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -34,14 +35,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.transport.connection import Connection
+from p2pool.core.addressing import PeerId, Point
+from p2pool.core.identity import Identity as NodeIdentity
 from p2pool.errors import DisconnectReason, IdentityCheckFailure
 from p2pool.events import EventKind, PoolEvent
-from p2pool.core.identity import Identity as NodeIdentity
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
+from p2pool.transport.connection import Connection
 from tests import protocol_client as pc
 from tests.helpers import async_test, wait_for
 
@@ -154,8 +155,10 @@ class WorkedExampleTests(SynchronousTestCase):
                 digest[-2] = rng.choice([digest[-2], digest[-2] & 0x0F, digest[-2] & 0x07, 0])
                 valid = int.from_bytes(digest, "little") <= pc.pow_target(d)
                 whole, bits = divmod(d, 8)
-                stated = all(b == 0 for b in digest[32 - whole :]) and digest[31 - whole] >> (8 - bits) == 0 if bits else all(
-                    b == 0 for b in digest[32 - whole :]
+                stated = (
+                    all(b == 0 for b in digest[32 - whole :]) and digest[31 - whole] >> (8 - bits) == 0
+                    if bits
+                    else all(b == 0 for b in digest[32 - whole :])
                 )
                 self.assertEqual(valid, stated, (d, digest.hex()))
         self.assertIn("the last `d // 8` digest bytes are zero", " ".join(section("1.2").split()))
@@ -498,7 +501,7 @@ class RefusalTests(NodeTestCase):
         """
         node = await self.start_node()
         key = self.client_identity.key
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         day = datetime.timedelta(days=1)
         eku_server = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
         rsa_identity = _RSAIdentity(self.client_identity.stamp)
@@ -509,7 +512,10 @@ class RefusalTests(NodeTestCase):
         }
         refused = {
             "issued by another name": (self.client_identity, pc.make_certificate(key, issuer="someone else")),
-            "signed by another key": (self.client_identity, pc.make_certificate(key, signer=ed25519.Ed25519PrivateKey.generate())),
+            "signed by another key": (
+                self.client_identity,
+                pc.make_certificate(key, signer=ed25519.Ed25519PrivateKey.generate()),
+            ),
             "server-only usage": (self.client_identity, pc.make_certificate(key, extensions=[(eku_server, False)])),
             "RSA": (rsa_identity, pc.make_certificate(rsa_identity.key, "x")),
         }
@@ -518,7 +524,9 @@ class RefusalTests(NodeTestCase):
             out: dict[str, Any] = {}
             for name, cert in accepted.items():
                 source = self.sources()
-                client = pc.Client(self.client_identity, node.ip, node.port, source=source, certificate=cert, timeout=READ_DEADLINE)
+                client = pc.Client(
+                    self.client_identity, node.ip, node.port, source=source, certificate=cert, timeout=READ_DEADLINE
+                )
                 client.handshake(NETWORK, POW)
                 out[name] = ("running", source)
                 client.close()
@@ -533,7 +541,10 @@ class RefusalTests(NodeTestCase):
             out["no certificate"] = (alert(lambda: tls.recv(1)), source)
             tls.close()
             source = self.sources()
-            out["TLS 1.2"] = (alert(lambda: raw_tls(node, source, maximum_version=ssl.TLSVersion.TLSv1_2).close()), source)
+            out["TLS 1.2"] = (
+                alert(lambda: raw_tls(node, source, maximum_version=ssl.TLSVersion.TLSv1_2).close()),
+                source,
+            )
             return out
 
         out = await run(attempts)
@@ -558,7 +569,9 @@ class RefusalTests(NodeTestCase):
             if reason != "running":
                 await wait_for(lambda source=source: node.pool.acl.banned_addr(source))  # type: ignore[misc]
         sources = {name: source for name, (_, source) in out.items()}
-        before_tls = await run(lambda: {name: closed_before_tls(self.client_identity, node, s) for name, s in sources.items()})
+        before_tls = await run(
+            lambda: {name: closed_before_tls(self.client_identity, node, s) for name, s in sources.items()}
+        )
         self.assertEqual(before_tls, {name: reason != "running" for name, (reason, _) in out.items()})
         for name, (reason, source) in out.items():
             self.assertEqual(node.pool.acl.banned_addr(source), reason != "running", name)
@@ -629,7 +642,9 @@ class RefusalTests(NodeTestCase):
                 await wait_for(lambda s=source: s in node.event_addresses(EventKind.REJECTING_REQUEST))  # type: ignore[misc]
             else:
                 await wait_for(lambda source=source: node.pool.acl.banned_addr(source))  # type: ignore[misc]
-        before = await run(lambda: {name: closed_before_tls(self.client_identity, node, s) for name, (_, s) in out.items()})
+        before = await run(
+            lambda: {name: closed_before_tls(self.client_identity, node, s) for name, (_, s) in out.items()}
+        )
         for name, (frames, source) in out.items():
             before_tls = before[name]
             kinds = [kind for kind, _ in frames]
@@ -675,7 +690,9 @@ class RefusalTests(NodeTestCase):
 
         out = await run(attempts)
         await wait_for(lambda: len(node.app.lost) == len(cases))
-        before = await run(lambda: {name: closed_before_tls(pc.Identity(0), node, s) for name, (_, s, _) in out.items()})
+        before = await run(
+            lambda: {name: closed_before_tls(pc.Identity(0), node, s) for name, (_, s, _) in out.items()}
+        )
         self.assertEqual(
             node.reasons(),
             [DisconnectReason.DECODING_ERROR, DisconnectReason.MESSAGE_TOO_LARGE, DisconnectReason.DECODING_ERROR],

@@ -76,14 +76,18 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(summary.addresses, ADDRESS_LIMIT)
         self.assertTrue(summary.more_addresses)
         self.assertEqual(len(summary.sample), SAMPLE_SIZE)
-        self.assertIn(f"from {ADDRESS_LIMIT}+ addresses (10.0.0.1, 10.0.1.1, 10.0.2.1, 10.0.3.1, ...)", summary.describe())
+        self.assertIn(
+            f"from {ADDRESS_LIMIT}+ addresses (10.0.0.1, 10.0.1.1, 10.0.2.1, 10.0.3.1, ...)", summary.describe()
+        )
 
     def test_describe(self) -> None:
         self.assertEqual(
             RefusalSummary("too_many_pending", 16674, 2, ("127.0.0.2", "127.0.0.3"), 60.0).describe(),
             "too_many_pending: 16674 in 60 s from 2 addresses (127.0.0.2, 127.0.0.3)",
         )
-        self.assertEqual(RefusalSummary("banned", 1, 1, ("10.0.0.1",), 0.0).describe(), "banned: 1 in 0 s from 1 address (10.0.0.1)")
+        self.assertEqual(
+            RefusalSummary("banned", 1, 1, ("10.0.0.1",), 0.0).describe(), "banned: 1 in 0 s from 1 address (10.0.0.1)"
+        )
         self.assertEqual(RefusalSummary("banned", 3, 0, (), 5.0).describe(), "banned: 3 in 5 s")
 
     def test_without_interval_each_is_reported(self) -> None:
@@ -114,21 +118,32 @@ class RefusalOfTests(SynchronousTestCase):
         cases = [
             (PoolEvent(EventKind.INCOMING_CONNECTION_BANNED, {"addr": "1.2.3.4"}), ("banned", "1.2.3.4")),
             (PoolEvent(EventKind.INCOMING_CONNECTION_TOO_MANY, {"addr": "1.2.3.4"}), ("too_many_pending", "1.2.3.4")),
-            (PoolEvent(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, {"addr": "1.2.3.4", "netgroup": "1.2"}), ("netgroup_full", "1.2.3.4")),
+            (
+                PoolEvent(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, {"addr": "1.2.3.4", "netgroup": "1.2"}),
+                ("netgroup_full", "1.2.3.4"),
+            ),
             (
                 PoolEvent(EventKind.AUTHENTICATION_FAILED, {"addr": "1.2.3.4", "error": "Timeout", "incoming": True}),
                 ("handshake_timeout", "1.2.3.4"),
             ),
             (
-                PoolEvent(EventKind.AUTHENTICATION_FAILED, {"addr": "1.2.3.4", "error": "NotEnoughProofOfWork", "incoming": True}),
+                PoolEvent(
+                    EventKind.AUTHENTICATION_FAILED,
+                    {"addr": "1.2.3.4", "error": "NotEnoughProofOfWork", "incoming": True},
+                ),
                 ("handshake_not_enough_proof_of_work", "1.2.3.4"),
             ),
             (
-                PoolEvent(EventKind.REQUEST_REJECTED, {"addr": "1.2.3.4", "error": "ConnectionClosed", "incoming": True}),
+                PoolEvent(
+                    EventKind.REQUEST_REJECTED, {"addr": "1.2.3.4", "error": "ConnectionClosed", "incoming": True}
+                ),
                 ("handshake_connection_closed", "1.2.3.4"),
             ),
             (
-                PoolEvent(EventKind.REJECTING_REQUEST, {"addr": "1.2.3.4", "motive": int(NackMotive.TOO_MANY_CONNECTIONS), "incoming": True}),
+                PoolEvent(
+                    EventKind.REJECTING_REQUEST,
+                    {"addr": "1.2.3.4", "motive": int(NackMotive.TOO_MANY_CONNECTIONS), "incoming": True},
+                ),
                 ("nack_too_many_connections", "1.2.3.4"),
             ),
         ]
@@ -209,7 +224,9 @@ class PoolQuietTests(SynchronousTestCase):
         self.assertEqual(self.logged("connections_refused"), [])
         self.network.advance(60)
         (line,) = self.logged("connections_refused")
-        self.assertEqual((line["reason"], line["count"], line["addresses"], line["sample"]), ("banned", 200, 1, IP_ATTACKER))
+        self.assertEqual(
+            (line["reason"], line["count"], line["addresses"], line["sample"]), ("banned", 200, 1, IP_ATTACKER)
+        )
         self.assertEqual(node.refusals.totals(), {"banned": 200})
         self.assertEqual([e.fields["count"] for e in events if e.event == "connections_refused"], [200])
 

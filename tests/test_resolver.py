@@ -8,18 +8,18 @@ its configured names.
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import PoolConfig
-from p2pool.events import EventKind, EventLog, PoolEvent
+from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.core.identity import Identity
-from p2pool.pool.service import Pool
+from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.pool.dns_refresh import RERESOLVE_CAP, RERESOLVE_INITIAL, Reresolver
+from p2pool.pool.service import Pool
 from tests.helpers import async_test, identity, wait_for
 
 PEER_ID = Identity.generate(0).peer_id
@@ -39,14 +39,14 @@ class FakePool:
         self.recorded: list[PoolEvent] = []
         self.events = EventLog(self.recorded.append)
         self.config = PoolConfig(trusted_points=trusted_points)
-        self.calls: list[tuple[Point, Optional[bool], Optional[PeerId]]] = []
+        self.calls: list[tuple[Point, bool | None, PeerId | None]] = []
         self.known: dict[Point, _Info] = {}
         self.points = self
 
-    def info(self, point: Point) -> Optional[_Info]:
+    def info(self, point: Point) -> _Info | None:
         return self.known.get(point)
 
-    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> None:
+    def register_point(self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None) -> None:
         self.calls.append((point, trusted, expected_peer_id))
         info = self.known.setdefault(point, _Info(bool(trusted)))
         if trusted is not None:
@@ -106,7 +106,9 @@ class ReresolverTests(SynchronousTestCase):
         self.answers["seed.test"] = "10.0.0.2"
         self.clock.advance(RERESOLVE_INITIAL * 4.8)
         self.assertEqual(len(self.queries), 3)
-        self.assertEqual(pool.changes(), [{"spec": f"seed.test:9732#{PEER_ID}", "old": "10.0.0.1:9732", "new": "10.0.0.2:9732"}])
+        self.assertEqual(
+            pool.changes(), [{"spec": f"seed.test:9732#{PEER_ID}", "old": "10.0.0.1:9732", "new": "10.0.0.2:9732"}]
+        )
         self.assertIn((Point("10.0.0.2", 9732), True, PEER_ID), pool.calls)
         self.assertFalse(pool.known[Point("10.0.0.1", 9732)].trusted, "the old address is no longer trusted")
         self.assertTrue(pool.known[Point("10.0.0.2", 9732)].trusted)
@@ -165,6 +167,8 @@ class PoolTests(TestCase):
         self.assertIsNotNone(info)
         self.assertTrue(info.trusted)
         self.assertFalse(pool.points.info(Point("10.0.0.1", 9732)).trusted)
-        self.assertEqual([e.fields["new"] for e in events if e.event == EventKind.POINT_ADDRESS_CHANGED], ["10.0.0.2:9732"])
+        self.assertEqual(
+            [e.fields["new"] for e in events if e.event == EventKind.POINT_ADDRESS_CHANGED], ["10.0.0.2:9732"]
+        )
         await pool.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])

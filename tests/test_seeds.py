@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 import random
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from cryptography import x509
@@ -27,11 +27,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.events import EventKind, EventLog, PoolEvent
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.identity import Identity
-from p2pool.pool.service import Pool
+from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.pool.bootstrap_urls import (
     BACKOFF_CAP,
     SeedError,
@@ -39,6 +38,7 @@ from p2pool.pool.bootstrap_urls import (
     load_trust_root,
     parse_seed_document,
 )
+from p2pool.pool.service import Pool
 from tests.helpers import async_test, identity, wait_for
 
 PEER_ID = str(Identity.generate(0).peer_id)
@@ -60,7 +60,7 @@ class Pki:
         os.makedirs(directory, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2pool test CA")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -86,7 +86,7 @@ class Pki:
         PEM file.
         """
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         issuer = subject if self_signed else self.ca_cert.subject
         builder = (
@@ -215,12 +215,14 @@ class FakePool:
         self.registered: list[tuple[Point, str, str]] = []
         self.pinned: dict[Point, PeerId] = {}
 
-    def register_list_of_new_points(self, points: Any, medium: str, source: str, trusted: Optional[bool] = None) -> None:
+    def register_list_of_new_points(self, points: Any, medium: str, source: str, trusted: bool | None = None) -> None:
         for point in points:
             assert trusted is None
             self.registered.append((point, medium, source))
 
-    def register_new_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> None:
+    def register_new_point(
+        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+    ) -> None:
         assert trusted is None
         assert expected_peer_id is not None
         self.pinned[point] = expected_peer_id
@@ -287,7 +289,11 @@ class FetchTests(ServedTestCase):
         self.assertEqual(count, 3)
         self.assertEqual(
             pool.registered,
-            [(Point("10.0.0.1", 9732), "seed", url), (Point("10.0.0.2", 9733), "seed", url), (Point("10.0.0.7", 9734), "seed", url)],
+            [
+                (Point("10.0.0.1", 9732), "seed", url),
+                (Point("10.0.0.2", 9733), "seed", url),
+                (Point("10.0.0.7", 9734), "seed", url),
+            ],
         )
         self.assertEqual(pool.pinned, {Point("10.0.0.2", 9733): PeerId.parse(PEER_ID)})
         [fetched] = pool.named(EventKind.SEED_FETCHED)
@@ -502,7 +508,9 @@ class PoolHookTests(ServedTestCase):
 
     @async_test
     async def test_maintenance_asks_when_no_candidate(self) -> None:
-        pool, events = self.make_pool(maintenance_idle_time=60.0, min_connections=1, expected_connections=1, max_connections=2)
+        pool, events = self.make_pool(
+            maintenance_idle_time=60.0, min_connections=1, expected_connections=1, max_connections=2
+        )
         requests: list[None] = []
 
         class Seeds:

@@ -195,6 +195,12 @@ class OperationsDocTests(SynchronousTestCase):
         self.assertEqual(sorted(names - exported), [])
 
     def test_names_its_routes_and_files(self) -> None:
-        for text in ("/health/live", "/health/ready", "contrib/systemd/p2pool.service",
-                     "contrib/systemd/p2pool.sysusers.conf", "identity.json", "LimitNOFILE"):
+        for text in (
+            "/health/live",
+            "/health/ready",
+            "contrib/systemd/p2pool.service",
+            "contrib/systemd/p2pool.sysusers.conf",
+            "identity.json",
+            "LimitNOFILE",
+        ):
             self.assertIn(text, self.text)

@@ -17,8 +17,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2pool.daemon.tap as tap
-from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.config import CONFIG_KEYS, PoolConfig
+from p2pool.core.addressing import PeerId, Point, PointSpec
 
 ROOT = FilePath(__file__).parent().parent()
 PEER_ID = "idtkW7rxvYCTELjjSt5cKFCqdyF8Fy"
@@ -139,8 +139,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.trusted_points, ())
 
     def test_false_values(self) -> None:
-        config = parse("--max-known-points", "false", "--swap-linger", "false", "--admin", "false",
-                       "--advertised-port", "false")
+        config = parse(
+            "--max-known-points", "false", "--swap-linger", "false", "--admin", "false", "--advertised-port", "false"
+        )
         self.assertIsNone(config.max_known_points)
         self.assertIsNone(config.swap_linger)
         self.assertIsNone(config.admin.listen)
@@ -161,7 +162,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.min_connections, 10)
 
     def test_flag_unsets_file_value(self) -> None:
-        path = self.write("[p2p]\nmaintenance_idle_time = 5\n[admin]\nlisten = \"127.0.0.1:1\"\n")
+        path = self.write('[p2p]\nmaintenance_idle_time = 5\n[admin]\nlisten = "127.0.0.1:1"\n')
         config = parse("-c", path, "--maintenance-idle-time", "false", "--admin", "false")
         self.assertIsNone(config.maintenance_idle_time)
         self.assertIsNone(config.admin.listen)
@@ -267,7 +268,8 @@ class OptionsTests(SynchronousTestCase):
         bad = self.write("[p2p]\nmax_conections = 3\n")
         self.assertEqual(
             self.twistd_error("-c", bad),
-            f"twistd p2pool: error: {bad}: p2p.max_conections: unknown key (did you mean p2p.max_connections?)\n" + hint,
+            f"twistd p2pool: error: {bad}: p2p.max_conections: unknown key (did you mean p2p.max_connections?)\n"
+            + hint,
         )
 
     def test_help_says_defaults(self) -> None:

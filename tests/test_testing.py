@@ -7,7 +7,7 @@ partitions on their own, then real pools running on it.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import (
@@ -68,7 +68,7 @@ class _Recorder(Protocol):
     def __init__(self) -> None:
         self.received: list[bytes] = []
         self.made = False
-        self.reason: Optional[Failure] = None
+        self.reason: Failure | None = None
 
     def connectionMade(self) -> None:
         self.made = True
@@ -119,7 +119,7 @@ class _ServerFactory(Factory):
         self.refuse = refuse
         self.addresses: list[Any] = []
 
-    def buildProtocol(self, addr: Any) -> Optional[_Recorder]:
+    def buildProtocol(self, addr: Any) -> _Recorder | None:
         self.addresses.append(addr)
         if self.refuse:
             return None
@@ -327,7 +327,9 @@ class NodeReactorTCPTests(SynchronousTestCase):
         self.a = self.network.reactor(IP_A)
         self.b = self.network.reactor(IP_B)
 
-    def connect(self, factory: Optional[_ServerFactory] = None, **kw: Any) -> tuple[_RecordingClientFactory, _ServerFactory, Any]:
+    def connect(
+        self, factory: _ServerFactory | None = None, **kw: Any
+    ) -> tuple[_RecordingClientFactory, _ServerFactory, Any]:
         server = factory or _ServerFactory()
         self.b.listenTCP(9732, server)
         client = _RecordingClientFactory()
@@ -872,7 +874,10 @@ class DeterminismTests(SynchronousTestCase):
         first, second = _scenario(11), _scenario(11)
         self.assertEqual(first, second)
         names = {name for _, _, name in first}
-        self.assertTrue({EventKind.CONNECTION_ESTABLISHED, EventKind.EXTERNAL_DISCONNECTION, EventKind.CONNECTION_FAILED} <= names, names)
+        self.assertTrue(
+            {EventKind.CONNECTION_ESTABLISHED, EventKind.EXTERNAL_DISCONNECTION, EventKind.CONNECTION_FAILED} <= names,
+            names,
+        )
         self.assertGreater(len(first), 100)
 
     def test_jitter_is_seeded(self) -> None:

@@ -30,7 +30,7 @@ def _datetime_text(t: float) -> str:
     The rule written down once: what C{datetime} writes for C{t}, cut to
     milliseconds.
     """
-    moment = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(t, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -6,7 +6,6 @@ run in memory with L{twisted.test.iosim}.
 from __future__ import annotations
 
 import datetime
-from typing import Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,8 +16,8 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
 from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
@@ -27,7 +26,14 @@ from zope.interface import implementer
 
 from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure, InvalidAuth
-from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification, TLSContext, make_certificate, peer_of_certificate
+from p2pool.transport.tls import (
+    IVerifiedProtocol,
+    PeerConnectionCreator,
+    PeerVerification,
+    TLSContext,
+    make_certificate,
+    peer_of_certificate,
+)
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 9732)
 
@@ -45,13 +51,13 @@ def build_certificate(
     signing_key: object,
     *,
     subject: str = "subject",
-    issuer: Optional[str] = None,
+    issuer: str | None = None,
     ca: bool = False,
 ) -> x509.Certificate:
     """
     A certificate for C{subject_key}'s public key signed by C{signing_key}.
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -84,12 +90,12 @@ class VerifiedProtocol(Protocol):
     Records what happens to one side of a TLS connection.
     """
 
-    def __init__(self, expected: Optional[PeerId] = None) -> None:
+    def __init__(self, expected: PeerId | None = None) -> None:
         self.verification = PeerVerification(expected)
         self.completed = False
-        self.tls_version: Optional[str] = None
+        self.tls_version: str | None = None
         self.received = b""
-        self.lost: Optional[Failure] = None
+        self.lost: Failure | None = None
 
     def handshakeCompleted(self) -> None:
         self.completed = True
@@ -114,8 +120,8 @@ def connect(
     server_creator: PeerConnectionCreator,
     client_creator: PeerConnectionCreator,
     *,
-    server_expects: Optional[PeerId] = None,
-    client_expects: Optional[PeerId] = None,
+    server_expects: PeerId | None = None,
+    client_expects: PeerId | None = None,
 ) -> tuple[VerifiedProtocol, VerifiedProtocol, IOPump]:
     """
     Run a TLS handshake in memory; the server and client protocols, and
@@ -147,7 +153,7 @@ class MutualAuthenticationTests(SynchronousTestCase):
         self.server_context = TLSContext(self.server_key)
         self.client_context = TLSContext(self.client_key)
 
-    def connect(self, **expectations: Optional[PeerId]) -> tuple[VerifiedProtocol, VerifiedProtocol, IOPump]:
+    def connect(self, **expectations: PeerId | None) -> tuple[VerifiedProtocol, VerifiedProtocol, IOPump]:
         return connect(self.server_context.creator, self.client_context.creator, **expectations)
 
     def assert_refused(self, side: VerifiedProtocol) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 from hypothesis import given, settings
@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import PeerId, Point
-from p2pool.errors import DecodingError, InvalidMessageSize
 from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
     MAX_LISTED_POINTS,
@@ -38,6 +37,7 @@ from p2pool.core.wire import (
     encode_message,
     frame,
 )
+from p2pool.errors import DecodingError, InvalidMessageSize
 
 STAMP = bytes(range(24))
 PEER = PeerId(bytes(range(100, 116)))
@@ -122,7 +122,7 @@ def chunks(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
 
 
 def body_of(msg: ControlMessage) -> bytes:
-    (kind, body), = decode_frames(encode(msg), max_body=MIB)
+    ((kind, body),) = decode_frames(encode(msg), max_body=MIB)
     return body
 
 
@@ -171,7 +171,16 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(Kind.MESSAGE, 0x20)
 
     def test_hello_layout(self) -> None:
-        body = body_of(make_hello(port=0x1234, network="ab", p2p_versions=(1,), application_versions=(2, 3), private_mode=True, metadata=b"M"))
+        body = body_of(
+            make_hello(
+                port=0x1234,
+                network="ab",
+                p2p_versions=(1,),
+                application_versions=(2, 3),
+                private_mode=True,
+                metadata=b"M",
+            )
+        )
         self.assertEqual(
             body,
             b"\x12\x34" + STAMP + b"\x02ab" + b"\x01\x00\x01" + b"\x02\x00\x02\x00\x03" + b"\x01" + b"\x00\x01M",
@@ -369,7 +378,15 @@ class MalformedBodyTests(SynchronousTestCase):
         self.assert_malformed(Kind.ADVERTISE, b"\x01\x02\xc3\x28", "points is not UTF-8")
 
     def test_bad_point_text(self) -> None:
-        for raw in (b"1.2.3.4", b"host.example:80", b"1.2.3.4:70000", b"::1:80", b"[::1]80", b":1", "1.2.3.4:²".encode()):
+        for raw in (
+            b"1.2.3.4",
+            b"host.example:80",
+            b"1.2.3.4:70000",
+            b"::1:80",
+            b"[::1]80",
+            b":1",
+            "1.2.3.4:²".encode(),
+        ):
             error = self.assert_malformed(Kind.ADVERTISE, b"\x01" + text(raw), "malformed advertise", "points")
             self.assertNotIsInstance(error, InvalidMessageSize)
         self.assert_malformed(Kind.SWAP_REQUEST, text(b"nowhere") + PEER.raw, "malformed swap_request", "point")

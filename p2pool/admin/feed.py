@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import TYPE_CHECKING, Deque
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -63,7 +63,7 @@ class _Stream:
         self._feed = feed
         self._request = request
         self._paused = False
-        self._queue: Deque[bytes] = collections.deque()
+        self._queue: collections.deque[bytes] = collections.deque()
         self._dropped = 0
         self.closed = False
 
@@ -119,7 +119,7 @@ class EventFeed:
     def __init__(self, pool: Pool, max_streams: int = MAX_STREAMS) -> None:
         self._pool = pool
         self._max_streams = max_streams
-        self._recent: Deque[bytes] = collections.deque(maxlen=RECENT_EVENTS)
+        self._recent: collections.deque[bytes] = collections.deque(maxlen=RECENT_EVENTS)
         self._streams: list[_Stream] = []
 
     def now(self) -> float:

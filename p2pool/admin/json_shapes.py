@@ -14,19 +14,20 @@ Optional fields are left out when they have no value, as Tezos does.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.logger import Logger
 
 from p2pool.core.addressing import Point
-from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.core.timestamps import format_time as rfc3339
+from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
 
 if TYPE_CHECKING:
     from p2pool.admin.traffic import TrafficSampler
-    from p2pool.transport.connection import Connection
     from p2pool.pool.service import Pool
+    from p2pool.transport.connection import Connection
 
 __all__ = [
     "connection_json",
@@ -42,7 +43,7 @@ _log = Logger()
 S = TypeVar("S", bound=tuple[Any, float])
 
 
-def id_point_json(ip: str, port: Optional[int]) -> dict[str, Any]:
+def id_point_json(ip: str, port: int | None) -> dict[str, Any]:
     """
     Tezos C{P2p_connection.Id}: an address and, when known, a port.
     """
@@ -52,7 +53,7 @@ def id_point_json(ip: str, port: Optional[int]) -> dict[str, Any]:
     return out
 
 
-def _latest(*stamps: Optional[S]) -> Optional[S]:
+def _latest(*stamps: S | None) -> S | None:
     """
     The stamp (C{(what, time)}) with the latest time, if any.
     """
@@ -60,7 +61,7 @@ def _latest(*stamps: Optional[S]) -> Optional[S]:
     return max(present, key=lambda s: s[1]) if present else None
 
 
-def _peer_stamp(stamp: Optional[tuple[Any, float]]) -> Optional[list[Any]]:
+def _peer_stamp(stamp: tuple[Any, float] | None) -> list[Any] | None:
     """
     A point's C{(peer_id, time)} stamp as C{[peer_id, time]}.
     """
@@ -69,7 +70,7 @@ def _peer_stamp(stamp: Optional[tuple[Any, float]]) -> Optional[list[Any]]:
     return [str(stamp[0]), rfc3339(stamp[1])]
 
 
-def _point_stamp(stamp: Optional[tuple[Optional[Point], float]]) -> Optional[list[Any]]:
+def _point_stamp(stamp: tuple[Point | None, float] | None) -> list[Any] | None:
     """
     A peer's C{(point, time)} stamp as C{[id_point, time]} (C{null} for a
     peer that did not listen).
@@ -135,7 +136,7 @@ def _metadata_json(pool: Pool, metadata: Any) -> Any:
         return None
 
 
-def _score(pool: Pool, metadata: Any) -> Optional[float]:
+def _score(pool: Pool, metadata: Any) -> float | None:
     """
     The application's score of a peer; C{null} if it fails or is not a
     finite number.
@@ -188,12 +189,15 @@ def peer_info_json(pool: Pool, info: PeerInfo, traffic: TrafficSampler) -> dict[
     if info.state is not PeerState.DISCONNECTED and info.current_point is not None:
         out["reachable_at"] = id_point_json(info.current_point.ip, info.current_point.port)
     out["stat"] = connection_stat_json(conn, traffic) if conn is not None else stat_json(0, 0, 0, 0)
-    stamps: Sequence[tuple[str, Optional[tuple[Optional[Point], float]]]] = (
+    stamps: Sequence[tuple[str, tuple[Point | None, float] | None]] = (
         ("last_failed_connection", info.last_failed_connection),
         ("last_rejected_connection", info.last_rejected_connection),
         ("last_established_connection", info.last_established_connection),
         ("last_disconnection", info.last_disconnection),
-        ("last_seen", _latest(info.last_rejected_connection, info.last_established_connection, info.last_disconnection)),
+        (
+            "last_seen",
+            _latest(info.last_rejected_connection, info.last_established_connection, info.last_disconnection),
+        ),
         ("last_miss", _latest(info.last_failed_connection, info.last_rejected_connection, info.last_disconnection)),
     )
     for key, stamp in stamps:

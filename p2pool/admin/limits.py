@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -52,7 +52,7 @@ class Admission(Generic[C]):
 
     admitted: bool
     shed: tuple[tuple[C, str], ...] = ()
-    refusal: Optional[str] = None
+    refusal: str | None = None
 
 
 @attrs.define
@@ -141,11 +141,11 @@ class ConnectionTable(Generic[C]):
         if not conns:
             del self._by_address[entry.address]
 
-    def _oldest(self, conns: list[C], phase: Phase) -> Optional[C]:
+    def _oldest(self, conns: list[C], phase: Phase) -> C | None:
         candidates = [c for c in conns if self._entries[c].phase is phase]
         return min(candidates, key=lambda c: self._entries[c].since, default=None)
 
-    def _victim_within(self, conns: list[C]) -> Optional[tuple[C, str]]:
+    def _victim_within(self, conns: list[C]) -> tuple[C, str] | None:
         idle = self._oldest(conns, Phase.IDLE)
         if idle is not None:
             return idle, "shed_idle"
@@ -154,7 +154,7 @@ class ConnectionTable(Generic[C]):
             return reading, "shed_reading"
         return None
 
-    def _victim_overall(self) -> Optional[tuple[C, str]]:
+    def _victim_overall(self) -> tuple[C, str] | None:
         idle = self._oldest(list(self._entries), Phase.IDLE)
         if idle is not None:
             return idle, "shed_idle"

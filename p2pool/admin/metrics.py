@@ -19,7 +19,8 @@ See C{docs/ADMIN.md} for the list.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,20 +37,21 @@ from twisted.logger import Logger
 
 from p2pool._version import __version__
 from p2pool.core.addressing import AddressError, Point, normalise_ip
+from p2pool.core.states import PeerState, PointState
 from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
-from p2pool.core.states import PeerState, PointState
 
 if TYPE_CHECKING:
     from p2pool.admin.limits import ConnectionTable
-    from p2pool.pool.service import Pool
     from p2pool.pool.refusals import RefusalLog
+    from p2pool.pool.service import Pool
 
 __all__ = ["AdminCollector", "PoolCollector", "PoolMetrics", "snake_case"]
 
 _log = Logger()
 
-def _ip_of(text: object) -> Optional[str]:
+
+def _ip_of(text: object) -> str | None:
     """
     The address in an event field holding an address or a point, if any.
     """
@@ -203,12 +205,16 @@ class PoolMetrics:
             if not incoming:
                 self._dial_ended(fields.get("point"), "established")
         elif name == EventKind.CONNECTION_FAILED:
-            self._dial_ended(fields.get("point"), "timeout" if fields.get("error") == "Timeout" else "connection_failed")
+            self._dial_ended(
+                fields.get("point"), "timeout" if fields.get("error") == "Timeout" else "connection_failed"
+            )
         elif name == EventKind.AUTHENTICATION_FAILED:
             incoming = bool(fields.get("incoming"))
             self._handshake_failed(incoming, snake_case(str(fields.get("error", "unknown"))))
             if not incoming:
-                self._dial_ended(fields.get("addr"), "timeout" if fields.get("error") == "Timeout" else "handshake_failed")
+                self._dial_ended(
+                    fields.get("addr"), "timeout" if fields.get("error") == "Timeout" else "handshake_failed"
+                )
         elif name in (EventKind.REQUEST_REJECTED, EventKind.REJECTING_REQUEST):
             incoming = self._rejection_incoming(fields)
             if name == EventKind.REJECTING_REQUEST:
@@ -286,13 +292,17 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         pool = self._pool
         info = GaugeMetricFamily(
-            "p2pool_info", "This node: its peer id, network and p2pool version.", labels=["peer_id", "network", "version"]
+            "p2pool_info",
+            "This node: its peer id, network and p2pool version.",
+            labels=["peer_id", "network", "version"],
         )
         if pool.identity is not None:
             info.add_metric([str(pool.peer_id), pool.config.network, __version__], 1)
         yield info
 
-        connections = GaugeMetricFamily("p2pool_connections", "Running connections, by direction.", labels=["direction"])
+        connections = GaugeMetricFamily(
+            "p2pool_connections", "Running connections, by direction.", labels=["direction"]
+        )
         counts = {"incoming": 0, "outgoing": 0}
         for conn in pool.connections:
             counts[_direction(conn.incoming)] += 1
@@ -322,8 +332,12 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "p2pool_greylisted_ips", "Greylisted addresses still listed.", value=len(acl.ip_greylist.listing())
         )
-        yield GaugeMetricFamily("p2pool_greylisted_peers", "Greylisted peer ids.", value=len(acl.peer_greylist.listing()))
-        yield GaugeMetricFamily("p2pool_banned_ips", "Banned addresses and ranges.", value=len(acl.ip_blacklist.listing()))
+        yield GaugeMetricFamily(
+            "p2pool_greylisted_peers", "Greylisted peer ids.", value=len(acl.peer_greylist.listing())
+        )
+        yield GaugeMetricFamily(
+            "p2pool_banned_ips", "Banned addresses and ranges.", value=len(acl.ip_blacklist.listing())
+        )
         yield GaugeMetricFamily("p2pool_banned_peers", "Banned peer ids.", value=len(acl.peer_blacklist.listing()))
 
         yield _refusal_counts(
@@ -335,7 +349,9 @@ class PoolCollector(Collector):
 
         sent, received = pool.bytes_totals()
         yield CounterMetricFamily("p2pool_bytes_sent", "Bytes sent to peers (frames, before TLS).", value=sent)
-        yield CounterMetricFamily("p2pool_bytes_received", "Bytes received from peers (frames, after TLS).", value=received)
+        yield CounterMetricFamily(
+            "p2pool_bytes_received", "Bytes received from peers (frames, after TLS).", value=received
+        )
 
         yield from self._checkpoints()
 
@@ -370,7 +386,9 @@ class PoolCollector(Collector):
             )
         size = _number(persistence, "last_save_bytes")
         if size is not None:
-            yield GaugeMetricFamily("p2pool_checkpoint_last_size_bytes", "Size of the last peers file written.", value=size)
+            yield GaugeMetricFamily(
+                "p2pool_checkpoint_last_size_bytes", "Size of the last peers file written.", value=size
+            )
         if hasattr(persistence, "writing_disabled"):
             yield GaugeMetricFamily(
                 "p2pool_checkpoint_writing_disabled",
@@ -414,7 +432,7 @@ def _refusal_counts(name: str, documentation: str, refusals: RefusalLog) -> Coun
     return family
 
 
-def _number(holder: object, name: str) -> Optional[float]:
+def _number(holder: object, name: str) -> float | None:
     value = getattr(holder, name, None)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -15,7 +15,8 @@ import inspect
 import ipaddress
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,13 +28,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from p2pool._version import __version__
-from p2pool.core.acl import canonical_entry
-from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
+from p2pool.admin.json_shapes import connection_json, greylist_ips_json, peer_info_json, point_info_json
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.admin.traffic import TrafficSampler
-from p2pool.admin.json_shapes import connection_json, greylist_ips_json, peer_info_json, point_info_json
+from p2pool.core.acl import canonical_entry
+from p2pool.core.addressing import AddressError, PeerId, Point
+from p2pool.core.states import PeerState, PointState
 from p2pool.errors import (
     Connected,
     DisconnectReason,
@@ -46,7 +48,6 @@ from p2pool.errors import (
     Timeout,
     TooManyConnections,
 )
-from p2pool.core.states import PeerState, PointState
 
 if TYPE_CHECKING:
     from p2pool.pool.service import Pool
@@ -89,7 +90,7 @@ class APIError(Exception):
     a C{detail} sentence.
     """
 
-    def __init__(self, status: int, error: str, detail: str, headers: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status = status
         self.error = error
@@ -106,7 +107,7 @@ class Reply:
 
     value: Any = None
     status: int = 200
-    raw: Optional[bytes] = None
+    raw: bytes | None = None
     content_type: str = _JSON
     headers: dict[str, str] = attrs.field(factory=dict)
 
@@ -160,7 +161,7 @@ def _arguments(request: Request) -> dict[bytes, list[bytes]]:
     return request.args or {}
 
 
-def _query(request: Request, name: str) -> Optional[str]:
+def _query(request: Request, name: str) -> str | None:
     """
     The last value of query argument C{name}, if given.
     """
@@ -184,7 +185,7 @@ def _query_bool(request: Request, name: str, default: bool) -> bool:
         raise _bad("bad_query", f"{name}: expected true or false, got {text!r}") from None
 
 
-def _query_seconds(request: Request, name: str, maximum: float) -> Optional[float]:
+def _query_seconds(request: Request, name: str, maximum: float) -> float | None:
     text = _query(request, name)
     if text is None:
         return None
@@ -197,7 +198,7 @@ def _query_seconds(request: Request, name: str, maximum: float) -> Optional[floa
     return value
 
 
-def _query_states(request: Request, states: tuple[str, ...]) -> Optional[set[str]]:
+def _query_states(request: Request, states: tuple[str, ...]) -> set[str] | None:
     """
     The states given as C{?filter=} (repeatable), if any.
     """
@@ -236,7 +237,7 @@ def _json_body(request: Request) -> dict[str, Any]:
     return value
 
 
-def _acl_body(request: Request, fields: tuple[str, ...]) -> tuple[Optional[str], dict[str, Any]]:
+def _acl_body(request: Request, fields: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
     """
     A C{PATCH} body: C{{"acl": "ban"|"trust"|"open", ...}}, each field
     optional.
@@ -342,7 +343,7 @@ class AdminResource(Resource):
 
     # -- plumbing ----------------------------------------------------------
 
-    def render(self, request: Request) -> Union[bytes, int]:
+    def render(self, request: Request) -> bytes | int:
         """
         Answer one request; never raises.
         """
@@ -374,7 +375,9 @@ class AdminResource(Resource):
                     self._log.failure(
                         "admin API: {method} {uri} failed", result, method=_text(request.method), uri=_text(request.uri)
                     )
-                    body = self._error(request, APIError(500, "internal_error", "the request failed; see the node's log"))
+                    body = self._error(
+                        request, APIError(500, "internal_error", "the request failed; see the node's log")
+                    )
             else:
                 try:
                     body = self._reply(request, result)
@@ -399,7 +402,9 @@ class AdminResource(Resource):
         return _encode(reply.value)
 
     def _error(self, request: Request, error: APIError) -> bytes:
-        return self._reply(request, Reply({"error": error.error, "detail": error.detail}, error.status, headers=error.headers))
+        return self._reply(
+            request, Reply({"error": error.error, "detail": error.detail}, error.status, headers=error.headers)
+        )
 
     def _dispatch(self, request: Request) -> Any:
         segments = self._segments(request)
@@ -411,7 +416,9 @@ class AdminResource(Resource):
         name = methods.get(method)
         if name is None:
             allowed = ", ".join(sorted(methods))
-            raise APIError(405, "method_not_allowed", f"{method} is not allowed here; use {allowed}", {"Allow": allowed})
+            raise APIError(
+                405, "method_not_allowed", f"{method} is not allowed here; use {allowed}", {"Allow": allowed}
+            )
         arguments = [_PARAMETERS[p](s) for p, s in zip(pattern, segments) if p in _PARAMETERS]
         handler: Handler = getattr(self, name)
         return handler(request, *arguments)
@@ -451,7 +458,7 @@ class AdminResource(Resource):
         """
         if not self._token:
             return
-        given: Optional[bytes] = None
+        given: bytes | None = None
         header = request.getHeader(b"authorization")
         if header is not None:
             scheme, _, credentials = header.strip().partition(b" ")
@@ -552,7 +559,9 @@ class AdminResource(Resource):
             try:
                 await closed
             except (TimeoutError, CancelledError):
-                raise APIError(504, "timeout", f"the connection to {peer_id} did not close within {DISCONNECT_WAIT:g} s") from None
+                raise APIError(
+                    504, "timeout", f"the connection to {peer_id} did not close within {DISCONNECT_WAIT:g} s"
+                ) from None
         return {}
 
     # -- points --------------------------------------------------------------
@@ -581,7 +590,7 @@ class AdminResource(Resource):
             raise _dial_error(e) from None
         return connection_json(self._pool, conn, self._traffic)
 
-    def patch_point(self, request: Request, point: Point) -> Optional[dict[str, Any]]:
+    def patch_point(self, request: Request, point: Point) -> dict[str, Any] | None:
         """
         Tezos semantics: C{ban} = untrust then ban, C{trust} = trust (which
         unbans and registers the point), C{open} = unban then untrust; then
@@ -617,7 +626,7 @@ class AdminResource(Resource):
             raise _not_found(f"unknown peer {peer_id}")
         return peer_info_json(self._pool, info, self._traffic)
 
-    def patch_peer(self, request: Request, peer_id: PeerId) -> Optional[dict[str, Any]]:
+    def patch_peer(self, request: Request, peer_id: PeerId) -> dict[str, Any] | None:
         """
         Tezos semantics: C{ban} = untrust then ban, C{trust} = trust (which
         unbans), C{open} = unban then untrust. Answers the peer's info,
@@ -688,11 +697,11 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
 
 
-def _text(value: Optional[bytes]) -> str:
+def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 
 
-def _apply_acl(view: Any, key: Any, acl: Optional[str]) -> None:
+def _apply_acl(view: Any, key: Any, acl: str | None) -> None:
     """
     Apply a PATCH C{acl} to a point or peer with Tezos semantics: C{ban} =
     untrust then ban, C{trust} = trust (which unbans), C{open} = unban then

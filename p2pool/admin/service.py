@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any, Optional, cast
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -24,17 +24,17 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from p2pool.core.addressing import Point
 from p2pool.admin.feed import EventFeed
 from p2pool.admin.limits import ConnectionTable, Phase
 from p2pool.admin.metrics import AdminCollector, PoolMetrics
 from p2pool.admin.resources import MAX_BODY_SIZE, AdminResource
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.config import AdminConfig
-from p2pool.pool.contracts import IPoolReactor, installed_reactor
+from p2pool.core.addressing import Point
 from p2pool.errors import listen_failure_text
-from p2pool.pool.service import Pool
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.pool.refusals import RefusalLog, RefusalSummary
+from p2pool.pool.service import Pool
 
 __all__ = ["AdminChannel", "AdminListenError", "AdminService", "AdminSite"]
 
@@ -55,7 +55,7 @@ class AdminListenError(Exception):
 _PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 
 
-def load_tls_options(config: AdminConfig) -> Optional[CertificateOptions]:
+def load_tls_options(config: AdminConfig) -> CertificateOptions | None:
     """
     Server TLS options (TLS 1.2 or later) from C{[admin] tls_certificate}
     (the leaf certificate, then any chain) and C{tls_key} (or the key in
@@ -83,9 +83,13 @@ def load_tls_options(config: AdminConfig) -> Optional[CertificateOptions]:
     try:
         certificates = x509.load_pem_x509_certificates(cert_data)
     except ValueError as e:
-        raise AdminListenError(f"admin.tls_certificate: {config.tls_certificate} is not a PEM certificate: {e}") from None
-    key_name, key_path = ("admin.tls_key", config.tls_key) if config.tls_key is not None else (
-        "admin.tls_certificate", config.tls_certificate
+        raise AdminListenError(
+            f"admin.tls_certificate: {config.tls_certificate} is not a PEM certificate: {e}"
+        ) from None
+    key_name, key_path = (
+        ("admin.tls_key", config.tls_key)
+        if config.tls_key is not None
+        else ("admin.tls_certificate", config.tls_certificate)
     )
     key_data = read(key_name, key_path) if config.tls_key is not None else cert_data
     match = _PRIVATE_KEY_PEM.search(key_data)
@@ -122,7 +126,7 @@ class AdminRequest(Request):
     body_too_large = False
     _body_size = 0
 
-    def gotLength(self, length: Optional[int]) -> None:
+    def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()
         self.body_too_large = length is not None and length > MAX_BODY_SIZE
 
@@ -156,7 +160,7 @@ class AdminChannel(HTTPChannel):
     #: The client's address.
     address = ""
     _phase = Phase.READING
-    _deadline: Optional[IDelayedCall] = None
+    _deadline: IDelayedCall | None = None
     #: Requests fully received and fully answered.
     _received = 0
     _answered = 0
@@ -354,7 +358,7 @@ class _Admission(Factory):
     def stopFactory(self) -> None:
         self._inner.doStop()
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         if not self._site.admit(str(getattr(addr, "host", ""))):
             return None
         return self._inner.buildProtocol(addr)
@@ -374,7 +378,7 @@ class AdminService(Service):
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, config: Optional[AdminConfig] = None, reactor: Optional[IPoolReactor] = None) -> None:
+    def __init__(self, pool: Pool, config: AdminConfig | None = None, reactor: IPoolReactor | None = None) -> None:
         """
         @param config: where to listen and the token; default: the pool's
             C{config.admin}. C{listen = None} serves nothing over the
@@ -397,13 +401,13 @@ class AdminService(Service):
         )
         self.refusals = RefusalLog(reactor, pool.config.refusal_log_interval, self._report_refusals)
         self.metrics.registry.register(AdminCollector(self.connections, self.refusals))
-        self.port: Optional[IListeningPort] = None
-        self._site: Optional[AdminSite] = None
-        self._listen_outcome: Optional[Any] = None
+        self.port: IListeningPort | None = None
+        self._site: AdminSite | None = None
+        self._listen_outcome: Any | None = None
         self._listen_waiters: list[Deferred[None]] = []
 
     @property
-    def address(self) -> Optional[Point]:
+    def address(self) -> Point | None:
         """
         The address and port the API listens on, once it does.
         """
@@ -440,7 +444,7 @@ class AdminService(Service):
         scheme = "https" if options is not None else "http"
         self._log.info("admin API listening on {scheme}://{address}/", scheme=scheme, address=str(self.address))
 
-    def _listened(self, outcome: Optional[Failure]) -> None:
+    def _listened(self, outcome: Failure | None) -> None:
         self._listen_outcome = outcome
         waiters, self._listen_waiters = self._listen_waiters, []
         for d in waiters:

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from p2pool.core.addressing import PeerId
 
 if TYPE_CHECKING:
-    from p2pool.transport.connection import Connection
     from p2pool.pool.service import Pool
+    from p2pool.transport.connection import Connection
 
 __all__ = ["SAMPLE_INTERVAL", "TrafficSampler"]
 
@@ -69,9 +69,7 @@ class TrafficSampler:
         Sample every interval from now on.
         """
         if not self._loop.running:
-            self._loop.start(self._interval, now=True).addErrback(
-                lambda f: _log.failure("traffic sampling stopped", f)
-            )
+            self._loop.start(self._interval, now=True).addErrback(lambda f: _log.failure("traffic sampling stopped", f))
 
     def stop(self) -> None:
         """

@@ -32,7 +32,9 @@ import socket
 import sys
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol as TypingProtocol, Sequence, TextIO
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TextIO
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore
@@ -44,7 +46,6 @@ from twisted.web.http import PotentialDataLoss
 from p2pool._version import version_line
 from p2pool.core.acl import canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, PointSpec
-from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.core.identity import (
     Identity,
     IdentityError,
@@ -57,6 +58,7 @@ from p2pool.core.identity import (
     save_identity,
 )
 from p2pool.pool.bootstrap_urls import SeedError, load_trust_root, tls_failure_reason
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
 
 __all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main", "parse_arguments"]
 
@@ -91,7 +93,7 @@ class _Parser(argparse.ArgumentParser):
         parser built with the same set (the subcommands').
     """
 
-    def __init__(self, *args: Any, known_options: Optional[set[str]] = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, known_options: set[str] | None = None, **kwargs: Any) -> None:
         self.known_options: set[str] = known_options if known_options is not None else set()
         super().__init__(*args, **kwargs)
 
@@ -157,8 +159,8 @@ class ProgressReporter:
         self,
         stream: TextIO,
         clock: Clock = time.monotonic,
-        interval: Optional[float] = None,
-        difficulty: Optional[float] = None,
+        interval: float | None = None,
+        difficulty: float | None = None,
     ) -> None:
         self._stream = stream
         self._tty = _isatty(stream)
@@ -380,7 +382,9 @@ class AdminClient:
     def url(self, *segments: str) -> str:
         return self.api + "/" + "/".join(_quote(s) for s in segments)
 
-    async def _send(self, method: str, segments: Sequence[str], params: Optional[dict[str, str]], body: Any, timeout: Optional[float]) -> Any:
+    async def _send(
+        self, method: str, segments: Sequence[str], params: dict[str, str] | None, body: Any, timeout: float | None
+    ) -> Any:
         url = self.url(*segments)
         try:
             return await self._http.request(
@@ -404,9 +408,9 @@ class AdminClient:
         self,
         method: str,
         *segments: str,
-        params: Optional[dict[str, str]] = None,
+        params: dict[str, str] | None = None,
         body: Any = None,
-        timeout: Optional[float] = REQUEST_TIMEOUT,
+        timeout: float | None = REQUEST_TIMEOUT,
     ) -> Any:
         """
         Send a request and return its decoded JSON reply.
@@ -437,7 +441,9 @@ class AdminClient:
         phrase = response.phrase.decode("ascii", "replace")
         return NodeError(response.code, "http_error", f"{phrase} from {self.url(*segments)}")
 
-    async def stream(self, on_line: Callable[[bytes], object], *segments: str, params: Optional[dict[str, str]] = None) -> None:
+    async def stream(
+        self, on_line: Callable[[bytes], object], *segments: str, params: dict[str, str] | None = None
+    ) -> None:
         """
         Send a GET whose reply is JSON lines, calling C{on_line} with each
         line as it arrives, until the reply ends.
@@ -521,14 +527,14 @@ def _bytes(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     value, unit = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB"):
+    for unit in ("KiB", "MiB", "GiB"):  # noqa: B007 (the unit reached is the answer)
         value /= 1024
         if value < 1024:
             break
     return f"{value:.1f} {unit}"
 
 
-def _when(text: Optional[str]) -> str:
+def _when(text: str | None) -> str:
     """
     An RFC 3339 time from the API, shortened to the second.
     """
@@ -538,7 +544,7 @@ def _when(text: Optional[str]) -> str:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return text
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> None:
@@ -584,7 +590,7 @@ def _resolve(host: str, port: int) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _target(text: str) -> tuple[str, str, Optional[str]]:
+def _target(text: str) -> tuple[str, str, str | None]:
     """
     A command-line target: C{("peers", peer_id, None)}, C{("bans", address
     or CIDR range, None)} or C{("points", point, expected_peer_id)}; a host
@@ -631,7 +637,11 @@ async def _status(args: argparse.Namespace, client: AdminClient, out: TextIO) ->
             {
                 "peer_id": peer_id,
                 "stat": stat,
-                "connections": {"total": len(connections), "incoming": incoming, "outgoing": len(connections) - incoming},
+                "connections": {
+                    "total": len(connections),
+                    "incoming": incoming,
+                    "outgoing": len(connections) - incoming,
+                },
                 "points": point_states,
                 "peers": peer_states,
                 "greylist": {"ips": len(ips["ips"]), "peers": len(greylisted_peers)},
@@ -754,7 +764,12 @@ async def _greylist(args: argparse.Namespace, client: AdminClient, out: TextIO) 
 
 #: What each ACL command does, as C{(acl, past tense)}; C{unban} and
 #: C{untrust} are refined from the target's current state (see L{_acl}).
-_ACL_COMMANDS = {"ban": ("ban", "banned"), "unban": ("open", "unbanned"), "trust": ("trust", "trusted"), "untrust": ("open", "untrusted")}
+_ACL_COMMANDS = {
+    "ban": ("ban", "banned"),
+    "unban": ("open", "unbanned"),
+    "trust": ("trust", "trusted"),
+    "untrust": ("open", "untrusted"),
+}
 
 
 async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> int:
@@ -808,7 +823,9 @@ async def _ban_addr(args: argparse.Namespace, client: AdminClient, out: TextIO, 
         result = await client.call("DELETE", "network", "bans", "ips", entry)
         text = f"unbanned {entry}" if result["was_banned"] else f"{entry} was not banned"
     else:
-        raise UsageError(f"{args.command} takes a point (host:port) or a peer id; an address or range can only be banned")
+        raise UsageError(
+            f"{args.command} takes a point (host:port) or a peer id; an address or range can only be banned"
+        )
     if args.json:
         _json_out(out, result)
     else:
@@ -934,7 +951,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def admin_http_client(ca_file: Optional[str] = None, reactor: Optional[IPoolReactor] = None) -> Any:
+def admin_http_client(ca_file: str | None = None, reactor: IPoolReactor | None = None) -> Any:
     """
     A treq client for the admin API that does not keep connections. For
     https:// URLs the server certificate is checked against the system
@@ -1061,7 +1078,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     """
     Parse a C{p2pool} command line. The options that follow C{config show}
     are the node's (C{twistd -n p2pool}'s), kept as C{node_options}.
@@ -1086,7 +1103,7 @@ def _exit_status(code: object) -> int:
     return EXIT_USAGE
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """
     Run the C{p2pool} command line with C{argv} (default: C{sys.argv[1:]})
     and return the exit status. Output goes to C{sys.stdout} and

@@ -29,7 +29,6 @@ import hashlib
 import ipaddress
 import math
 from collections import OrderedDict
-from typing import Union
 
 from p2pool.core.addressing import AddressError, PeerId
 
@@ -44,7 +43,7 @@ __all__ = [
     "entry_contains",
 ]
 
-IPText = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPText = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # IPv4 addresses live in the IPv6 space as IPv4-mapped ::ffff:a.b.c.d.
 _V4_MAPPED_PREFIX = 0xFFFF << 32
@@ -78,7 +77,7 @@ def _text_ip_int(addr: str) -> int:
     return _address_int(address)
 
 
-def _address_int(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> int:
+def _address_int(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     if isinstance(address, ipaddress.IPv4Address):
         return _V4_MAPPED_PREFIX | int(address)
     if address.scope_id:
@@ -128,10 +127,7 @@ def _nibbles(byte: int) -> tuple[int, int]:
 
 # Each table maps one packed byte (two 4-bit cells) to a result byte, so a
 # single bytearray.translate processes every cell at C speed.
-_DECREMENT = bytes(
-    (max(high - 1, 0) << 4) | max(low - 1, 0)
-    for low, high in map(_nibbles, range(256))
-)
+_DECREMENT = bytes((max(high - 1, 0) << 4) | max(low - 1, 0) for low, high in map(_nibbles, range(256)))
 _NONZERO_CELLS = bytes((low != 0) + (high != 0) for low, high in map(_nibbles, range(256)))
 _LOW_CELL = bytes(low for low, _ in map(_nibbles, range(256)))
 _HIGH_CELL = bytes(high for _, high in map(_nibbles, range(256)))

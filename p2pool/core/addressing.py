@@ -14,7 +14,6 @@ import functools
 import hashlib
 import ipaddress
 import re
-from typing import Optional, Union
 
 import attrs
 
@@ -29,7 +28,7 @@ __all__ = [
     "normalise_ip",
 ]
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _PEER_ID_PREFIX = b"\x99\x67"
 PEER_ID_SIZE = 16
@@ -197,7 +196,7 @@ class PointSpec:
 
     host: str
     port: int
-    expected_peer_id: Optional[PeerId] = None
+    expected_peer_id: PeerId | None = None
 
     @classmethod
     def parse(cls, text: str) -> PointSpec:
@@ -222,7 +221,7 @@ class PointSpec:
         return cls(host, port, expected)
 
     @property
-    def point(self) -> Optional[Point]:
+    def point(self) -> Point | None:
         """
         The L{Point}, when the host is an IP address (None for a DNS name).
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 from collections.abc import Hashable, Sequence
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 from p2pool.core.addressing import netgroup
 
@@ -37,7 +37,7 @@ def admission_group(ip: str, exempt_loopback: bool) -> str:
     return netgroup(ip)
 
 
-def displacement_victim(pending: Sequence[tuple[K, str]], group: str) -> Optional[K]:
+def displacement_victim(pending: Sequence[tuple[K, str]], group: str) -> K | None:
     """
     Which pending handshake gives way to a newcomer from C{group} when the
     slots are full: the oldest of the most represented group, provided

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import collections
 import random
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.transport.connection import Connection
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PeerInfo, PointInfo, PointState
 from p2pool.core.tables import PeerTable, PointTable
+from p2pool.transport.connection import Connection
 
 __all__ = ["MY_POINTS_SIZE", "Directory"]
 
@@ -42,7 +43,9 @@ class Directory:
     @ivar connection: the running connection to a peer id, or None.
     """
 
-    def __init__(self, points: PointTable, peers: PeerTable, reconnection: ReconnectionConfig, rng: random.Random) -> None:
+    def __init__(
+        self, points: PointTable, peers: PeerTable, reconnection: ReconnectionConfig, rng: random.Random
+    ) -> None:
         """
         @param points: the table of known points, given empty; the
             directory owns it from now on.
@@ -57,9 +60,9 @@ class Directory:
         self._peers = peers
         self._connections: dict[PeerId, Connection] = {}
         self._connections_view: Mapping[PeerId, Connection] = MappingProxyType(self._connections)
-        self.point: Callable[[Point], Optional[PointInfo]] = points.get
-        self.peer: Callable[[PeerId], Optional[PeerInfo]] = peers.get
-        self.connection: Callable[[PeerId], Optional[Connection]] = self._connections.get
+        self.point: Callable[[Point], PointInfo | None] = points.get
+        self.peer: Callable[[PeerId], PeerInfo | None] = peers.get
+        self.connection: Callable[[PeerId], Connection | None] = self._connections.get
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
 
@@ -69,7 +72,9 @@ class Directory:
         An empty directory with the table limits (C{max_known_points},
         C{max_known_peer_ids}) and reconnection back-off of C{config}.
         """
-        return cls(PointTable(config.max_known_points, rng), PeerTable(config.max_known_peer_ids), config.reconnection, rng)
+        return cls(
+            PointTable(config.max_known_points, rng), PeerTable(config.max_known_peer_ids), config.reconnection, rng
+        )
 
     @property
     def connections(self) -> Mapping[PeerId, Connection]:
@@ -139,7 +144,7 @@ class Directory:
         self._points.add(info)
         return removed
 
-    def remove_point(self, point: Point) -> Optional[PointInfo]:
+    def remove_point(self, point: Point) -> PointInfo | None:
         """
         Forget C{point}; what was known of it, if anything.
         """
@@ -193,7 +198,7 @@ class Directory:
     def set_point_trusted(self, info: PointInfo, trusted: bool) -> None:
         info.trusted = trusted
 
-    def set_expected_peer_id(self, info: PointInfo, peer_id: Optional[PeerId]) -> None:
+    def set_expected_peer_id(self, info: PointInfo, peer_id: PeerId | None) -> None:
         """
         Expect C{peer_id} at C{info}'s point (None: any peer).
         """
@@ -252,13 +257,13 @@ class Directory:
         self._peers.add(info)
         return removed
 
-    def peer_accepted(self, info: PeerInfo, point: Optional[Point], now: float) -> None:
+    def peer_accepted(self, info: PeerInfo, point: Point | None, now: float) -> None:
         """
         A handshake with C{info}'s peer, reachable at C{point}, was accepted.
         """
         info.set_accepted(point, now)
 
-    def peer_running(self, info: PeerInfo, point: Optional[Point], now: float) -> None:
+    def peer_running(self, info: PeerInfo, point: Point | None, now: float) -> None:
         """
         The connection to C{info}'s peer runs.
         """
@@ -314,7 +319,7 @@ class Directory:
         if self._connections.get(conn.peer_id) is conn:
             del self._connections[conn.peer_id]
 
-    def connection_at(self, point: Point) -> Optional[Connection]:
+    def connection_at(self, point: Point) -> Connection | None:
         """
         The running connection at C{point}, if any.
         """
@@ -331,10 +336,12 @@ class Directory:
         point = self._points.get(conn.point) if conn.point is not None else None
         return bool((peer is not None and peer.trusted) or (point is not None and point.trusted))
 
-    def _candidates(self, different_than: Optional[Connection], no_private: bool) -> list[Connection]:
+    def _candidates(self, different_than: Connection | None, no_private: bool) -> list[Connection]:
         return [c for c in self._connections.values() if c is not different_than and not (no_private and c.private)]
 
-    def random_connection(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[Connection]:
+    def random_connection(
+        self, different_than: Connection | None = None, no_private: bool = False
+    ) -> Connection | None:
         """
         A running connection chosen uniformly, possibly excluding one and
         private peers.
@@ -342,7 +349,9 @@ class Directory:
         candidates = self._candidates(different_than, no_private)
         return self._rng.choice(candidates) if candidates else None
 
-    def random_addr(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[tuple[Point, PeerId]]:
+    def random_addr(
+        self, different_than: Connection | None = None, no_private: bool = False
+    ) -> tuple[Point, PeerId] | None:
         """
         The point and peer id of a random running connection whose peer
         listens (has a known point).
@@ -354,7 +363,7 @@ class Directory:
         assert conn.point is not None
         return conn.point, conn.peer_id
 
-    def propose_swap_request(self) -> Optional[tuple[Point, PeerId, Connection]]:
+    def propose_swap_request(self) -> tuple[Point, PeerId, Connection] | None:
         """
         A swap to propose: a random non-private recipient and another
         random non-private peer to offer it.

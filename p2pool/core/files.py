@@ -12,7 +12,7 @@ import errno
 import fcntl
 import os
 import stat
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 __all__ = [
     "LOCK_FILE_NAME",
@@ -103,7 +103,7 @@ class DataDirLock:
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, LOCK_FILE_NAME)
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     @property
     def held(self) -> bool:

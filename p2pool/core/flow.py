@@ -19,7 +19,8 @@ in as C{now} (seconds).
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Hashable, Optional
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -86,7 +87,7 @@ class SendQueue:
         self.budget = budget
         self.queued = 0
         self.writable = True
-        self.stalled_since: Optional[float] = None
+        self.stalled_since: float | None = None
         self.refused = 0
         self.dropped_control = 0
         self._frames: collections.deque[bytes] = collections.deque()
@@ -348,8 +349,8 @@ class FlowLimits:
     max_pending_messages: int
     max_control_frame_rate: float
     budget: ByteBudget
-    upload: Optional[FairShare] = None
-    download: Optional[FairShare] = None
+    upload: FairShare | None = None
+    download: FairShare | None = None
 
     @classmethod
     def from_config(cls, config: PoolConfig) -> FlowLimits:

@@ -9,11 +9,13 @@ other's answer.
 from __future__ import annotations
 
 import enum
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from p2pool.core.addressing import PeerId, Point
+from p2pool.core.identity import check_proof_of_work
+from p2pool.core.wire import Ack, Hello, Kind, Nack, decode_control, encode
 from p2pool.errors import (
     DecodingError,
     Myself,
@@ -24,8 +26,6 @@ from p2pool.errors import (
     RejectedByNack,
     RejectedNoCommonProtocol,
 )
-from p2pool.core.identity import check_proof_of_work
-from p2pool.core.wire import Ack, Hello, Kind, Nack, decode_control, encode
 
 __all__ = [
     "Accept",
@@ -88,12 +88,12 @@ class RemoteInfo:
     hello: Hello
     incoming: bool
     remote_ip: str
-    dialed_point: Optional[Point]
+    dialed_point: Point | None
     p2p_version: int
-    application_version: Optional[int]
+    application_version: int | None
 
     @property
-    def id_point(self) -> Optional[Point]:
+    def id_point(self) -> Point | None:
         """
         Where the remote can be reached: the dialed point, or for an
         incoming connection its address with its advertised port.
@@ -125,14 +125,14 @@ class Refuse:
     """
 
     error: P2PError
-    motive: Optional[int] = None
+    motive: int | None = None
     alternative_points: tuple[Point, ...] = ()
 
 
-Decision = Union[Accept, Refuse]
+Decision = Accept | Refuse
 
 
-def select_version(local: Sequence[int], remote: Sequence[int]) -> Optional[int]:
+def select_version(local: Sequence[int], remote: Sequence[int]) -> int | None:
     """
     The highest version both sides speak, or None.
     """
@@ -175,7 +175,7 @@ class Handshake:
         *,
         incoming: bool,
         remote_ip: str,
-        dialed_point: Optional[Point],
+        dialed_point: Point | None,
         decide: Callable[[RemoteInfo], Decision],
         send: Callable[[bytes], object],
     ) -> None:
@@ -186,9 +186,9 @@ class Handshake:
         self._decide = decide
         self._send = send
         self.state = HandshakeState.AWAIT_TLS
-        self.peer_id: Optional[PeerId] = None
+        self.peer_id: PeerId | None = None
         self._public_key = b""
-        self.remote: Optional[RemoteInfo] = None
+        self.remote: RemoteInfo | None = None
 
     def _advance(self, event: str) -> None:
         try:
@@ -210,7 +210,7 @@ class Handshake:
         self.peer_id, self._public_key = peer_id, public_key
         self._send(encode(self.params.hello()))
 
-    def control_received(self, kind: int, body: bytes) -> Optional[RemoteInfo]:
+    def control_received(self, kind: int, body: bytes) -> RemoteInfo | None:
         """
         Handle one handshake frame.
 
@@ -263,7 +263,7 @@ class Handshake:
         self._advance("accepted")
         self._send(encode(Ack()))
 
-    def _protocol_decision(self, remote: RemoteInfo) -> Optional[Refuse]:
+    def _protocol_decision(self, remote: RemoteInfo) -> Refuse | None:
         """
         Refuse a remote with which no network, p2p version or application
         version is shared.
@@ -280,7 +280,7 @@ class Handshake:
         return Refuse(RejectedNoCommonProtocol(remote.peer_id, motive), motive)
 
 
-def nack_refusal(peer_id: Optional[PeerId], motive: int, points: Sequence[Point] = ()) -> Refuse:
+def nack_refusal(peer_id: PeerId | None, motive: int, points: Sequence[Point] = ()) -> Refuse:
     """
     A refusal with a nack of C{motive} carrying C{points}.
     """

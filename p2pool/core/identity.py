@@ -26,7 +26,7 @@ import secrets
 import shlex
 import stat
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -85,7 +85,7 @@ class IdentityError(Exception):
         and L{save_identity} fill it in.
     """
 
-    def __init__(self, problem: str, path: Optional[str] = None) -> None:
+    def __init__(self, problem: str, path: str | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.path = path
@@ -129,10 +129,9 @@ class InsufficientProofOfWork(IdentityError):
     @ivar actual: the integer difficulty (zero bits) the stamp achieves.
     """
 
-    def __init__(self, required: float, actual: int, path: Optional[str] = None) -> None:
+    def __init__(self, required: float, actual: int, path: str | None = None) -> None:
         super().__init__(
-            f"proof of work too weak: {_format_difficulty(required)} bits required, "
-            f"the stamp achieves {actual}",
+            f"proof of work too weak: {_format_difficulty(required)} bits required, the stamp achieves {actual}",
             path,
         )
         self.required = required
@@ -215,16 +214,14 @@ class ProofOfWorkProgress:
     L{expected_attempts} at the current rate).
     """
 
-    def __init__(
-        self, difficulty: Optional[float], interval: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, difficulty: float | None, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._expected = expected_attempts(difficulty) if difficulty is not None else None
         self._interval = interval
         self._clock = clock
         self._started = clock()
         self._last_shown = self._started
 
-    def __call__(self, attempts: int) -> Optional[str]:
+    def __call__(self, attempts: int) -> str | None:
         """
         The line to show after C{attempts}, or C{None} when it is not yet
         time for one.
@@ -280,7 +277,7 @@ def proof_of_work_bits(public_key: bytes, stamp: bytes) -> int:
     return 8 * HASH_SIZE - _stamp_hash(public_key, stamp).bit_length()
 
 
-def _search(base: hashlib.blake2b, target: int, start: int, end: int) -> Optional[bytes]:
+def _search(base: hashlib.blake2b, target: int, start: int, end: int) -> bytes | None:
     """
     Try the stamps C{start} .. C{end - 1}; the first valid one, or None.
     """
@@ -299,9 +296,9 @@ def generate_proof_of_work(
     public_key: bytes,
     difficulty: float,
     *,
-    progress: Optional[ProgressCallback] = None,
-    should_stop: Optional[StopCallback] = None,
-    rng: Optional[random.Random] = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCallback | None = None,
+    rng: random.Random | None = None,
 ) -> bytes:
     """
     Find a stamp for C{public_key} at C{difficulty}: start from a random
@@ -339,7 +336,9 @@ def _raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes_raw()
 
 
-def _check_private_key(instance: Identity, attribute: attrs.Attribute[Ed25519PrivateKey], value: Ed25519PrivateKey) -> None:
+def _check_private_key(
+    instance: Identity, attribute: attrs.Attribute[Ed25519PrivateKey], value: Ed25519PrivateKey
+) -> None:
     if not isinstance(value, Ed25519PrivateKey):
         raise TypeError(f"private_key must be an Ed25519PrivateKey, not {value!r}")
 
@@ -380,8 +379,8 @@ class Identity:
         cls,
         difficulty: float,
         *,
-        progress: Optional[ProgressCallback] = None,
-        should_stop: Optional[StopCallback] = None,
+        progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
     ) -> Identity:
         """
         A fresh identity: a new key pair and a proof of work at
@@ -470,7 +469,7 @@ def _hex_field(obj: dict[str, object], name: str, size: int) -> bytes:
     return raw
 
 
-def _peer_id_field(obj: dict[str, object]) -> Optional[PeerId]:
+def _peer_id_field(obj: dict[str, object]) -> PeerId | None:
     if "peer_id" not in obj:
         return None
     text = _string_field(obj, "peer_id")
@@ -640,9 +639,9 @@ def load_or_create_identity(
     path: str,
     difficulty: float,
     *,
-    progress: Optional[ProgressCallback] = None,
-    should_stop: Optional[Callable[[], bool]] = None,
-    log: Optional[Logger] = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Logger | None = None,
 ) -> Identity:
     """
     Load the identity at C{path}, requiring proof of work C{difficulty};

@@ -8,7 +8,8 @@ reference counting, without waiting for the cyclic garbage collector.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = ["weak_method", "weak_owner"]
 

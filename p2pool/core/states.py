@@ -10,12 +10,13 @@ from __future__ import annotations
 import collections
 import enum
 import random
-from typing import Any, Deque, Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import attrs
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import ReconnectionConfig
+from p2pool.core.addressing import PeerId, Point
 
 __all__ = [
     "InvalidTransition",
@@ -88,11 +89,11 @@ class StateEvent:
 
     kind: str
     timestamp: float
-    peer_id: Optional[PeerId] = None
-    point: Optional[Point] = None
+    peer_id: PeerId | None = None
+    point: Point | None = None
 
 
-def _latest(*stamps: Optional[tuple[Any, float]]) -> Optional[float]:
+def _latest(*stamps: tuple[Any, float] | None) -> float | None:
     times = [s[1] for s in stamps if s is not None]
     return max(times) if times else None
 
@@ -118,7 +119,7 @@ class _EventRing:
     A record with a ring of its latest events, created on the first one.
     """
 
-    _events: Optional[Deque[StateEvent]] = attrs.field(default=None, alias="events", kw_only=True)
+    _events: collections.deque[StateEvent] | None = attrs.field(default=None, alias="events", kw_only=True)
 
     @property
     def events(self) -> Sequence[StateEvent]:
@@ -141,34 +142,42 @@ class PointInfo(_EventRing):
 
     point: Point
     trusted: bool = False
-    expected_peer_id: Optional[PeerId] = None
+    expected_peer_id: PeerId | None = None
     state: PointState = PointState.DISCONNECTED
-    current_peer_id: Optional[PeerId] = None
-    last_failed_connection: Optional[float] = None
-    last_rejected_connection: Optional[tuple[PeerId, float]] = None
-    last_established_connection: Optional[tuple[PeerId, float]] = None
-    last_disconnection: Optional[tuple[PeerId, float]] = None
+    current_peer_id: PeerId | None = None
+    last_failed_connection: float | None = None
+    last_rejected_connection: tuple[PeerId, float] | None = None
+    last_established_connection: tuple[PeerId, float] | None = None
+    last_disconnection: tuple[PeerId, float] | None = None
     known_public: bool = False
-    reconnection_delay: Optional[float] = None
-    reconnection_time: Optional[float] = None
+    reconnection_delay: float | None = None
+    reconnection_time: float | None = None
 
     def _move(self, event: str) -> None:
         self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
 
     @property
-    def last_seen(self) -> Optional[float]:
+    def last_seen(self) -> float | None:
         """
         The latest time the point was rejected, established or disconnected.
         """
         return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
 
     @property
-    def last_miss(self) -> Optional[float]:
+    def last_miss(self) -> float | None:
         """
         The latest time a connection to the point failed, was rejected or
         ended.
         """
-        times = [t for t in (self.last_failed_connection, _latest(self.last_rejected_connection), _latest(self.last_disconnection)) if t is not None]
+        times = [
+            t
+            for t in (
+                self.last_failed_connection,
+                _latest(self.last_rejected_connection),
+                _latest(self.last_disconnection),
+            )
+            if t is not None
+        ]
         return max(times) if times else None
 
     def cannot_reconnect_yet(self, now: float) -> bool:
@@ -195,7 +204,9 @@ class PointInfo(_EventRing):
         self.reconnection_delay = self.reconnection_time = None
         self._record(StateEvent("connection_established", now, peer_id))
 
-    def set_disconnected(self, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False) -> None:
+    def set_disconnected(
+        self, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False
+    ) -> None:
         """
         Back to Disconnected: from Requested or Accepted a failed attempt
         (the back-off grows), from Running a disconnection (blocked for
@@ -241,29 +252,29 @@ class PeerInfo(_EventRing):
     metadata: Any = None
     trusted: bool = False
     state: PeerState = PeerState.DISCONNECTED
-    current_point: Optional[Point] = None
-    last_failed_connection: Optional[tuple[Optional[Point], float]] = None
-    last_rejected_connection: Optional[tuple[Optional[Point], float]] = None
-    last_established_connection: Optional[tuple[Optional[Point], float]] = None
-    last_disconnection: Optional[tuple[Optional[Point], float]] = None
+    current_point: Point | None = None
+    last_failed_connection: tuple[Point | None, float] | None = None
+    last_rejected_connection: tuple[Point | None, float] | None = None
+    last_established_connection: tuple[Point | None, float] | None = None
+    last_disconnection: tuple[Point | None, float] | None = None
 
     def _move(self, event: str) -> None:
         self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")
 
     @property
-    def last_seen(self) -> Optional[float]:
+    def last_seen(self) -> float | None:
         return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
 
     @property
-    def last_miss(self) -> Optional[float]:
+    def last_miss(self) -> float | None:
         return _latest(self.last_failed_connection, self.last_rejected_connection, self.last_disconnection)
 
-    def set_accepted(self, point: Optional[Point], now: float) -> None:
+    def set_accepted(self, point: Point | None, now: float) -> None:
         self._move("accept")
         self.current_point = point
         self._record(StateEvent("accepting_request", now, point=point))
 
-    def set_running(self, point: Optional[Point], now: float) -> None:
+    def set_running(self, point: Point | None, now: float) -> None:
         self._move("run")
         self.current_point = point
         self.last_established_connection = (point, now)
@@ -280,4 +291,3 @@ class PeerInfo(_EventRing):
             self.last_rejected_connection = (point, now)
             kind = "request_rejected"
         self._record(StateEvent(kind, now, point=point))
-

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Callable, Generic, Hashable, Iterable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Generic, TypeVar
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import ReconnectionConfig
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
@@ -58,7 +59,7 @@ class IndexedSet(Generic[T]):
         return iter(list(self._items))
 
 
-def _gc_count(size: int, limits: Optional[tuple[int, int]]) -> int:
+def _gc_count(size: int, limits: tuple[int, int] | None) -> int:
     """
     How many entries to collect before adding one to a table of C{size},
     so that afterwards it holds at most C{target} entries (Tezos collects
@@ -86,7 +87,7 @@ class PointTable:
     orders right.
     """
 
-    def __init__(self, limits: Optional[tuple[int, int]], rng: random.Random) -> None:
+    def __init__(self, limits: tuple[int, int] | None, rng: random.Random) -> None:
         self.limits = limits
         self._rng = rng
         self._points: dict[Point, PointInfo] = {}
@@ -105,7 +106,7 @@ class PointTable:
     def __iter__(self) -> Iterator[PointInfo]:
         return iter(list(self._points.values()))
 
-    def get(self, point: Point) -> Optional[PointInfo]:
+    def get(self, point: Point) -> PointInfo | None:
         return self._points.get(point)
 
     def needs_gc(self) -> int:
@@ -119,7 +120,7 @@ class PointTable:
         self._all.add(info.point)
         self._reindex(info)
 
-    def remove(self, point: Point) -> Optional[PointInfo]:
+    def remove(self, point: Point) -> PointInfo | None:
         info = self._points.pop(point, None)
         if info is not None:
             self._all.discard(point)
@@ -238,7 +239,9 @@ class PointTable:
         count = self.needs_gc()
         if count <= 0:
             return []
-        oldest = heapq.nsmallest(count, self.collectable(), key=lambda i: i.last_miss if i.last_miss is not None else now)
+        oldest = heapq.nsmallest(
+            count, self.collectable(), key=lambda i: i.last_miss if i.last_miss is not None else now
+        )
         for info in oldest:
             self.remove(info.point)
         return [info.point for info in oldest]
@@ -299,7 +302,7 @@ class PeerTable:
     The known peers.
     """
 
-    def __init__(self, limits: Optional[tuple[int, int]]) -> None:
+    def __init__(self, limits: tuple[int, int] | None) -> None:
         self.limits = limits
         self._peers: dict[PeerId, PeerInfo] = {}
 
@@ -312,13 +315,13 @@ class PeerTable:
     def __iter__(self) -> Iterator[PeerInfo]:
         return iter(list(self._peers.values()))
 
-    def get(self, peer_id: PeerId) -> Optional[PeerInfo]:
+    def get(self, peer_id: PeerId) -> PeerInfo | None:
         return self._peers.get(peer_id)
 
     def add(self, info: PeerInfo) -> None:
         self._peers[info.peer_id] = info
 
-    def remove(self, peer_id: PeerId) -> Optional[PeerInfo]:
+    def remove(self, peer_id: PeerId) -> PeerInfo | None:
         return self._peers.pop(peer_id, None)
 
     def needs_gc(self) -> int:

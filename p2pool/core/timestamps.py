@@ -17,10 +17,10 @@ from p2pool.core.json_kind import json_kind
 
 __all__ = ["format_time", "parse_time"]
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 #: The times RFC 3339 can write: years 0001 to 9999.
-_FIRST_TIME = (datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc) - _EPOCH).total_seconds()
-_LAST_TIME = (datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc) - _EPOCH).total_seconds()
+_FIRST_TIME = (datetime.datetime(1, 1, 1, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
+_LAST_TIME = (datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
 #: At most this many day prefixes are remembered.
 _MAX_DAY_PREFIXES = 100_000
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -170,7 +170,7 @@ class Pong:
     """
 
 
-ControlMessage = Union[Hello, Ack, Nack, Disconnect, Bootstrap, Advertise, SwapRequest, SwapAck, Ping, Pong]
+ControlMessage = Hello | Ack | Nack | Disconnect | Bootstrap | Advertise | SwapRequest | SwapAck | Ping | Pong
 
 
 class FrameDecoder:
@@ -494,7 +494,8 @@ def decode_frames(data: bytes, max_body: int = HANDSHAKE_MAX_BODY) -> list[tuple
     Every complete frame in C{data} as C{(kind, body)}; for tests and tools.
     """
     frames: list[tuple[int, bytes]] = []
-    decoder = FrameDecoder(max_body, lambda body: frames.append((MESSAGE_KIND, body)), lambda k, b: frames.append((k, b)))
+    decoder = FrameDecoder(
+        max_body, lambda body: frames.append((MESSAGE_KIND, body)), lambda k, b: frames.append((k, b))
+    )
     decoder.feed(data)
     return frames
-

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, Optional, cast
+from typing import IO, Any, cast
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -138,7 +138,7 @@ def node_log_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
     return cast(ILogObserver, FilteringLogObserver(writer, predicates))
 
 
-def twistd_log_destination(options: object) -> Optional[IO[str]]:
+def twistd_log_destination(options: object) -> IO[str] | None:
     """
     Where twistd, run with C{options} (its C{ServerOptions}), would write
     its log: standard output when it does not daemonize and has no

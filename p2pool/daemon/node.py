@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -22,8 +22,8 @@ from p2pool.admin.service import AdminService
 from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
 from p2pool.core.files import DataDirLock, DataDirLocked
 from p2pool.core.identity import IdentityError, load_identity
-from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.interfaces import IPoolApplication
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.pool.service import Pool
 
 __all__ = ["EXIT_START_FAILED", "NodeService", "exit_on_start_failure", "make_node_service"]
@@ -54,17 +54,17 @@ class NodeService(MultiService):
         has stopped (the peers file saved), or C{None}.
     """
 
-    log_observer: Optional[ILogObserver] = None
+    log_observer: ILogObserver | None = None
 
     _log = Logger()
 
-    def __init__(self, pool: Pool, reactor: Optional[IPoolReactor] = None, lock: Optional[DataDirLock] = None) -> None:
+    def __init__(self, pool: Pool, reactor: IPoolReactor | None = None, lock: DataDirLock | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.pool = pool
         self.lock = lock
         self._reactor = reactor
-        self.admin: Optional[AdminService] = None
-        self.start_error: Optional[str] = None
+        self.admin: AdminService | None = None
+        self.start_error: str | None = None
         if pool.config.admin.listen is not None:
             self.admin = AdminService(pool, reactor=reactor)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]  # unannotated in Twisted
@@ -153,7 +153,9 @@ def exit_on_start_failure(node: Any) -> None:
     atexit.register(exit_if_failed)
 
 
-def make_node_service(config: PoolConfig, app: Optional[IPoolApplication] = None, reactor: Optional[IPoolReactor] = None) -> NodeService:
+def make_node_service(
+    config: PoolConfig, app: IPoolApplication | None = None, reactor: IPoolReactor | None = None
+) -> NodeService:
     """
     The service of a node running C{config}.
 

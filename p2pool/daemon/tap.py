@@ -18,14 +18,14 @@ import difflib
 import os
 import re
 import sys
-from typing import Any, Optional, cast
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from p2pool._version import __version__, version_line
-from p2pool.core.addressing import AddressError
 from p2pool.config import CONFIG_KEYS, ConfigError, ConfigKey, PoolConfig, config_to_toml, load_config
+from p2pool.core.addressing import AddressError
 
 __all__ = ["Options", "effective_config", "makeService"]
 
@@ -63,15 +63,15 @@ class Options(usage.Options):
 
     optParameters: list[list[Any]] = [
         ["config", "c", None, "FILE: TOML configuration file [default: none, built-in defaults only]"],
-    ] + [
-        [key.flag, None, None, _help(key)]
-        for key in CONFIG_KEYS
-        if not key.is_switch and not key.repeatable
-    ]
+    ] + [[key.flag, None, None, _help(key)] for key in CONFIG_KEYS if not key.is_switch and not key.repeatable]
 
     optFlags: list[list[Any]] = [[key.flag, None, _help(key)] for key in CONFIG_KEYS if key.is_switch] + [
-        ["dump-config", None, "Print the effective configuration (defaults, then --config, then flags) as TOML "
-         "that --config accepts, and exit."],
+        [
+            "dump-config",
+            None,
+            "Print the effective configuration (defaults, then --config, then flags) as TOML "
+            "that --config accepts, and exit.",
+        ],
     ]
 
     config: PoolConfig
@@ -81,7 +81,7 @@ class Options(usage.Options):
         self._repeated: dict[str, list[str]] = {}
         self._argv: list[str] = []
 
-    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+    def parseOptions(self, options: list[str] | None = None) -> None:
         """
         Parse the command line; an error names what is wrong and, for a
         mistyped flag, the flag meant.
@@ -131,7 +131,7 @@ class Options(usage.Options):
         return message
 
     @staticmethod
-    def _switch_with_value(flag: str, value: Optional[str]) -> str:
+    def _switch_with_value(flag: str, value: str | None) -> str:
         """
         The error for a value given to a switch (C{--private-mode false}).
         """
@@ -194,9 +194,7 @@ class Options(usage.Options):
             if key.repeatable:
                 texts = self._repeated.get(key.flag, [])
                 if texts:
-                    overrides[key.dotted] = tuple(
-                        item for text in texts for item in key.parse_text(text, source)
-                    )
+                    overrides[key.dotted] = tuple(item for text in texts for item in key.parse_text(text, source))
             elif key.is_switch:
                 if self[key.flag]:
                     overrides[key.dotted] = True
@@ -212,7 +210,7 @@ class Options(usage.Options):
         @raise usage.UsageError: a flag or the file is wrong; the message
             names the key.
         """
-        config_path: Optional[str] = self["config"]
+        config_path: str | None = self["config"]
         try:
             self.config = load_config(config_path, self.overrides())
         except (ConfigError, AddressError) as e:

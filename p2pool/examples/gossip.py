@@ -69,7 +69,8 @@ from __future__ import annotations
 import collections
 import inspect
 import os
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
@@ -79,10 +80,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2pool.core.addressing import PeerId
-from p2pool.transport.connection import Connection
 from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
+from p2pool.transport.connection import Connection
 
 __all__ = [
     "HEADER_SIZE",
@@ -289,7 +290,7 @@ class Gossip(BasePoolApplication):
     def __init__(
         self,
         *,
-        on_message: Optional[Callable[[GossipMessage, PeerId], object]] = None,
+        on_message: Callable[[GossipMessage, PeerId], object] | None = None,
         ttl: int = 8,
         max_ttl: int = 16,
         max_payload: int = 65536,
@@ -332,7 +333,7 @@ class Gossip(BasePoolApplication):
         self._random_bytes = random_bytes
         self.seen = SeenCache(seen_capacity, seen_max_age)
         self.stats = GossipStats()
-        self.pool: Optional[Pool] = None
+        self.pool: Pool | None = None
         self._strikes: dict[Connection, int] = {}
 
     def attach(self, pool: Pool) -> None:
@@ -348,7 +349,7 @@ class Gossip(BasePoolApplication):
 
     # -- publishing ----------------------------------------------------------
 
-    def publish(self, payload: bytes, ttl: Optional[int] = None) -> bytes:
+    def publish(self, payload: bytes, ttl: int | None = None) -> bytes:
         """
         Send a new message to every connected peer.
 
@@ -389,7 +390,7 @@ class Gossip(BasePoolApplication):
         """
         self._strikes.pop(conn, None)
 
-    def message_received(self, conn: Connection, data: bytes) -> Optional[Deferred[Any]]:
+    def message_received(self, conn: Connection, data: bytes) -> Deferred[Any] | None:
         """
         Check, score, de-duplicate, relay and deliver a message.
 
@@ -513,7 +514,7 @@ class Publisher(Service):
     while running (the first after C{every} seconds).
     """
 
-    def __init__(self, gossip: Gossip, every: float, text: str = "hello", clock: Optional[IReactorTime] = None) -> None:
+    def __init__(self, gossip: Gossip, every: float, text: str = "hello", clock: IReactorTime | None = None) -> None:
         if every <= 0:
             raise ValueError(f"the publishing period must be positive, got {every}")
         self.gossip = gossip

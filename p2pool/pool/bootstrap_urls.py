@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable, Mapping, Optional, Sequence, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -37,9 +38,9 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec
+from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
 from p2pool.pool.contracts import IPoolReactor, SeedPool, installed_reactor
-from p2pool.core.lifetime import weak_owner
 
 __all__ = [
     "MAX_BODY",
@@ -167,7 +168,7 @@ def read_capped(response: IResponse, cap: int) -> Deferred[bytes]:
     The body of C{response}, or a L{SeedError} once it exceeds C{cap} bytes
     (the transfer is then stopped). Cancelling stops the transfer.
     """
-    protocol: Optional[_CappedBody] = None
+    protocol: _CappedBody | None = None
 
     def cancel(d: Deferred[bytes]) -> None:
         if protocol is not None and protocol.transport is not None:
@@ -189,7 +190,11 @@ class _SeedEndpointFactory:
     """
 
     def __init__(
-        self, reactor: IPoolReactor, policy: BrowserLikePolicyForHTTPS, timeout: float, host_addresses: Mapping[str, str]
+        self,
+        reactor: IPoolReactor,
+        policy: BrowserLikePolicyForHTTPS,
+        timeout: float,
+        host_addresses: Mapping[str, str],
     ) -> None:
         self._reactor = reactor
         self._policy = policy
@@ -233,7 +238,7 @@ def describe_failure(failure: Failure) -> str:
     return "; ".join(dict.fromkeys(seen)) or "unknown error"
 
 
-def tls_failure_reason(failure: Failure) -> Optional[str]:
+def tls_failure_reason(failure: Failure) -> str | None:
     """
     The reason of a TLS verification failure (bad chain or host name)
     somewhere in a failed request, or C{None} when it failed otherwise.
@@ -281,16 +286,16 @@ class SeedFetcher:
         self,
         pool: SeedPool,
         urls: Sequence[str],
-        ca_file: Optional[str] = None,
+        ca_file: str | None = None,
         *,
-        reactor: Optional[IPoolReactor] = None,
+        reactor: IPoolReactor | None = None,
         http_client: Any = None,
-        clock: Optional[IReactorTime] = None,
-        rng: Optional[random.Random] = None,
+        clock: IReactorTime | None = None,
+        rng: random.Random | None = None,
         timeout: float = FETCH_TIMEOUT,
         max_body: int = MAX_BODY,
-        host_addresses: Optional[Mapping[str, str]] = None,
-        resolve: Optional[Callable[[str], Deferred[str]]] = None,
+        host_addresses: Mapping[str, str] | None = None,
+        resolve: Callable[[str], Deferred[str]] | None = None,
     ) -> None:
         """
         @param pool: the pool to register points with.
@@ -376,9 +381,7 @@ class SeedFetcher:
             return DeferredList([])
         now = self._clock.seconds()
         fetches = [
-            self.fetch(url)
-            for url in self.urls
-            if url not in self._running and self._next_allowed.get(url, 0.0) <= now
+            self.fetch(url) for url in self.urls if url not in self._running and self._next_allowed.get(url, 0.0) <= now
         ]
         return DeferredList(fetches, consumeErrors=True)
 
@@ -390,7 +393,9 @@ class SeedFetcher:
             error (reported as a C{seed_error} event); never fails.
         """
         delay = self._delay.get(url, BACKOFF_INITIAL)
-        self._next_allowed[url] = self._clock.seconds() + delay * self._rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+        self._next_allowed[url] = self._clock.seconds() + delay * self._rng.uniform(
+            1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER
+        )
         self._delay[url] = min(delay * BACKOFF_FACTOR, BACKOFF_CAP)
         attempt = ensureDeferred(self._fetch(url))
         timed_out: list[bool] = []
@@ -439,7 +444,7 @@ class SeedFetcher:
         for problem in problems:
             self._pool.events.emit(EventKind.SEED_ERROR, url=url, reason=f"malformed entry skipped: {problem}")
             self._log.warn("bootstrap URL {url}: malformed entry skipped: {problem}", url=url, problem=problem)
-        resolved: list[tuple[Point, Optional[PeerId]]] = []
+        resolved: list[tuple[Point, PeerId | None]] = []
         for spec in specs:
             point = spec.point
             if point is None:
@@ -456,6 +461,8 @@ class SeedFetcher:
         for point, peer_id in resolved:
             if peer_id is not None:
                 pool.register_new_point(point, expected_peer_id=peer_id)
-        pool.events.emit(EventKind.SEED_FETCHED, url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems))
+        pool.events.emit(
+            EventKind.SEED_FETCHED, url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems)
+        )
         self._log.info("bootstrap URL {url}: {points} points", url=url, points=len(resolved))
         return len(resolved)

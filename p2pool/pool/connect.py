@@ -8,7 +8,7 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
@@ -17,14 +17,15 @@ from twisted.python.failure import Failure
 
 from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
 from p2pool.core.admission import StallTracker, admission_group, displacement_victim
-from p2pool.pool.control_frames import Answerer
-from p2pool.transport.connection import Connection
-from p2pool.pool.contracts import HandlerPool
 from p2pool.core.directory import Directory
+from p2pool.core.flow import FlowLimits
+from p2pool.core.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
+from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.errors import (
+    Connected,
     ConnectionEnded,
     ConnectionFailed,
-    Connected,
     DecodingError,
     DisconnectReason,
     Displaced,
@@ -48,11 +49,10 @@ from p2pool.errors import (
     motive_name,
 )
 from p2pool.events import EventKind
-from p2pool.core.flow import FlowLimits
-from p2pool.core.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
-from p2pool.core.lifetime import weak_owner
+from p2pool.pool.contracts import HandlerPool
+from p2pool.pool.control_frames import Answerer
+from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
-from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.transport.tls import PeerConnectionCreator
 
 __all__ = ["ConnectHandler"]
@@ -69,7 +69,9 @@ class ConnectHandler:
     Runs every connection of a pool from dial or accept to close.
     """
 
-    def __init__(self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: IReactorTCP, clock: IReactorTime) -> None:
+    def __init__(
+        self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: IReactorTCP, clock: IReactorTime
+    ) -> None:
         """
         @param pool: registers points and peers, greylists, and is told
             of connections through its application and maintenance.
@@ -84,12 +86,12 @@ class ConnectHandler:
         self._answerer = answerer
         self._reactor = reactor
         self._clock = clock
-        self._tls_creator: Optional[PeerConnectionCreator] = None
-        self._params: Optional[HandshakeParams] = None
+        self._tls_creator: PeerConnectionCreator | None = None
+        self._params: HandshakeParams | None = None
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
         self._point_owner: dict[Point, PeerProtocol] = {}
-        self._owned: dict[PeerProtocol, tuple[Optional[PointInfo], Optional[PeerInfo]]] = {}
+        self._owned: dict[PeerProtocol, tuple[PointInfo | None, PeerInfo | None]] = {}
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
         self._timeouts: dict[PeerProtocol, IDelayedCall] = {}
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
@@ -97,7 +99,7 @@ class ConnectHandler:
         #: admission group (kept with _handshaking by the same transitions).
         self._incoming_groups: dict[PeerProtocol, str] = {}
         limit = pool.config.max_stalled_handshakes
-        self._stalls: Optional[StallTracker] = StallTracker(limit) if limit is not None else None
+        self._stalls: StallTracker | None = StallTracker(limit) if limit is not None else None
         #: Bytes of connections that have closed.
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
@@ -120,7 +122,9 @@ class ConnectHandler:
         running = list(self._directory.connections.values())
         return (
             self.closed_bytes_sent + sum(p.bytes_sent for p in handshaking) + sum(c.bytes_sent for c in running),
-            self.closed_bytes_received + sum(p.bytes_received for p in handshaking) + sum(c.bytes_received for c in running),
+            self.closed_bytes_received
+            + sum(p.bytes_received for p in handshaking)
+            + sum(c.bytes_received for c in running),
         )
 
     @property
@@ -162,7 +166,9 @@ class ConnectHandler:
             seconds=seconds,
             queued=protocol.send_queue.queued,
         )
-        protocol.fail(ConnectionEnded(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True)
+        protocol.fail(
+            ConnectionEnded(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True
+        )
 
     def close_timed_out(self, protocol: PeerProtocol) -> None:
         """
@@ -189,7 +195,9 @@ class ConnectHandler:
         Close every connection and pending handshake; fires when all are
         closed.
         """
-        waits = [conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())]
+        waits = [
+            conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())
+        ]
         for protocol in list(self._handshaking):
             d: Deferred[None] = Deferred()
             self._close_waiters.setdefault(protocol, []).append(d)
@@ -199,7 +207,7 @@ class ConnectHandler:
 
     # -- dialing -----------------------------------------------------------
 
-    def connect(self, point: Point, timeout: Optional[float] = None) -> Deferred[Connection]:
+    def connect(self, point: Point, timeout: float | None = None) -> Deferred[Connection]:
         """
         Dial C{point}; see L{Pool.connect}.
         """
@@ -258,12 +266,14 @@ class ConnectHandler:
     def _tcp_failed(self, failure: Failure, protocol: PeerProtocol) -> None:
         if protocol.transport is not None:
             return
-        error = protocol.error or ConnectionFailed(f"cannot connect to {protocol.dialed_point}: {failure.getErrorMessage()}")
+        error = protocol.error or ConnectionFailed(
+            f"cannot connect to {protocol.dialed_point}: {failure.getErrorMessage()}"
+        )
         self._handshake_over(protocol, error)
 
     # -- accepting ---------------------------------------------------------
 
-    def admit_incoming(self, addr: Optional[IAddress]) -> bool:
+    def admit_incoming(self, addr: IAddress | None) -> bool:
         """
         Whether to start a TLS handshake with an incoming connection:
         refused when the pool is not running, the address is banned or
@@ -357,7 +367,9 @@ class ConnectHandler:
 
     def _nack(self, peer_id: PeerId, motive: int) -> Refuse:
         pool = self._pool
-        points = () if pool.config.disable_peer_discovery else pool.list_known_points(ignore_private=True, size=NACK_POINTS)
+        points = (
+            () if pool.config.disable_peer_discovery else pool.list_known_points(ignore_private=True, size=NACK_POINTS)
+        )
         return nack_refusal(peer_id, motive, points)
 
     def _decide(self, protocol: PeerProtocol, remote: RemoteInfo) -> Decision:
@@ -372,7 +384,7 @@ class ConnectHandler:
         if pool.acl.banned_peer(peer_id):
             return Refuse(PeerBanned(peer_id))
         point = remote.id_point
-        point_info: Optional[PointInfo] = None
+        point_info: PointInfo | None = None
         if point is not None:
             point_info = pool.register_new_point(point) if remote.incoming else directory.point(point)
         if point_info is not None and point_info.expected_peer_id not in (None, peer_id):
@@ -472,7 +484,12 @@ class ConnectHandler:
         directory.connection_added(conn)
         app = pool.app
         protocol.start_messages(pool.config.max_message_size, lambda data: app.message_received(conn, data))
-        pool.events.emit(EventKind.CONNECTION_ESTABLISHED, point=str(remote.id_point), peer_id=str(remote.peer_id), incoming=remote.incoming)
+        pool.events.emit(
+            EventKind.CONNECTION_ESTABLISHED,
+            point=str(remote.id_point),
+            peer_id=str(remote.peer_id),
+            incoming=remote.incoming,
+        )
         result = self._dial_results.pop(protocol, None)
         app.connection_made(conn)
         if result is not None:
@@ -581,7 +598,12 @@ class ConnectHandler:
                 incoming=protocol.incoming,
             )
         elif protocol.transport is None:
-            pool.events.emit(EventKind.CONNECTION_FAILED, point=str(protocol.dialed_point), error=type(error).__name__, detail=str(error))
+            pool.events.emit(
+                EventKind.CONNECTION_FAILED,
+                point=str(protocol.dialed_point),
+                error=type(error).__name__,
+                detail=str(error),
+            )
         else:
             pool.events.emit(
                 EventKind.AUTHENTICATION_FAILED,

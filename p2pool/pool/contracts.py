@@ -15,7 +15,8 @@ module may depend on it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol, cast
+from collections.abc import Iterable
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -26,16 +27,16 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 
+from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
 from p2pool.core.addressing import PeerId, Point
-from p2pool.config import PoolConfig
-from p2pool.transport.connection import Connection
 from p2pool.core.directory import Directory
 from p2pool.core.flow import FlowLimits
-from p2pool.events import EventLog
 from p2pool.core.identity import Identity
-from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
 from p2pool.core.states import PeerInfo, PointInfo
+from p2pool.events import EventLog
+from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
+from p2pool.transport.connection import Connection
 
 __all__ = [
     "AnswererPool",
@@ -80,19 +81,23 @@ class PointRegistry(Protocol):
     garbage collection, events, maintenance wake-ups and trusted redials.
     """
 
-    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> PointInfo:
+    def register_point(
+        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+    ) -> PointInfo:
         """
         Know C{point} (see L{p2pool.pool.Pool.register_point}).
         """
 
     def register_new_point(
-        self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None
-    ) -> Optional[PointInfo]:
+        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+    ) -> PointInfo | None:
         """
         Like L{register_point}, but None for one of our own points.
         """
 
-    def register_list_of_new_points(self, points: Iterable[Point], medium: str, source: str, trusted: Optional[bool] = None) -> None:
+    def register_list_of_new_points(
+        self, points: Iterable[Point], medium: str, source: str, trusted: bool | None = None
+    ) -> None:
         """
         Register points learnt from C{source} through C{medium}.
         """
@@ -125,7 +130,7 @@ class Dialer(Protocol):
     Dialing a point and running the handshake.
     """
 
-    def connect(self, point: Point, timeout: Optional[float] = None) -> Deferred[Connection]:
+    def connect(self, point: Point, timeout: float | None = None) -> Deferred[Connection]:
         """
         Dial C{point} (see L{p2pool.pool.Pool.connect}).
         """
@@ -183,7 +188,7 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
         """
 
     @property
-    def maintenance(self) -> Optional[ConnectionCountWatcher]:
+    def maintenance(self) -> ConnectionCountWatcher | None:
         """
         The maintenance worker, when maintenance runs.
         """
@@ -220,7 +225,7 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
         Greylist a peer id and its address.
         """
 
-    def schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
+    def schedule_redial(self, info: PointInfo, delay: float | None = None) -> None:
         """
         Keep a trusted point connected: dial it again when allowed.
         """
@@ -250,7 +255,7 @@ class PointLookup(Protocol):
     Reading what is known of a point.
     """
 
-    def info(self, point: Point) -> Optional[PointInfo]:
+    def info(self, point: Point) -> PointInfo | None:
         """
         What is known of C{point}, if it is known.
         """
@@ -279,7 +284,7 @@ class ResolverPool(Protocol):
         The known points.
         """
 
-    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> Any:
+    def register_point(self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None) -> Any:
         """
         Know C{point} (see L{p2pool.pool.Pool.register_point}).
         """
@@ -324,7 +329,7 @@ class PersistedPool(Protocol):
         """
 
     @property
-    def identity(self) -> Optional[Identity]:
+    def identity(self) -> Identity | None:
         """
         This node's identity, once loaded (its own peer id is never
         restored as a peer).

@@ -13,13 +13,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.transport.connection import Connection
-from p2pool.pool.contracts import AnswererPool
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.directory import Directory
-from p2pool.errors import DecodingError, DisconnectReason, P2PError
-from p2pool.events import EventKind, EventLog
 from p2pool.core.flow import TokenBucket
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PointState
@@ -36,6 +32,10 @@ from p2pool.core.wire import (
     decode_control,
     encode,
 )
+from p2pool.errors import DecodingError, DisconnectReason, P2PError
+from p2pool.events import EventKind, EventLog
+from p2pool.pool.contracts import AnswererPool
+from p2pool.transport.connection import Connection
 
 __all__ = ["Answerer"]
 
@@ -248,8 +248,9 @@ class Answerer:
         def failed(failure: Any) -> None:
             failure.trap(P2PError)
             self.latest_accepted_swap = self.latest_successful_swap
-            events.emit(EventKind.SWAP_FAILURE, source=str(source.peer_id), point=str(point), error=failure.type.__name__)
+            events.emit(
+                EventKind.SWAP_FAILURE, source=str(source.peer_id), point=str(point), error=failure.type.__name__
+            )
 
         d: Deferred[Any] = self._pool.connect(point)
         d.addCallbacks(succeeded, failed)
-

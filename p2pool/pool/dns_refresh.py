@@ -15,7 +15,8 @@ unless another configured name still resolves to it.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -24,9 +25,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pool.core.addressing import AddressError, Point, PointSpec
+from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
 from p2pool.pool.contracts import ResolverPool
-from p2pool.core.lifetime import weak_owner
 
 __all__ = ["RERESOLVE_CAP", "RERESOLVE_INITIAL", "Reresolver"]
 
@@ -47,9 +48,9 @@ class _Named:
     spec: PointSpec
     trusted: bool
     delay: float = RERESOLVE_INITIAL
-    current: Optional[Point] = None
-    call: Optional[IDelayedCall] = None
-    running: Optional[Deferred[Any]] = None
+    current: Point | None = None
+    call: IDelayedCall | None = None
+    running: Deferred[Any] | None = None
 
 
 class Reresolver:
@@ -68,7 +69,7 @@ class Reresolver:
         *,
         resolve: Callable[[str], Any],
         clock: IReactorTime,
-        rng: Optional[random.Random] = None,
+        rng: random.Random | None = None,
     ) -> None:
         """
         @param pool: the pool to register new addresses with.
@@ -144,7 +145,9 @@ class Reresolver:
             return
         entry.current = point
         pool = self._pool
-        pool.register_point(point, trusted=True if entry.trusted else None, expected_peer_id=entry.spec.expected_peer_id)
+        pool.register_point(
+            point, trusted=True if entry.trusted else None, expected_peer_id=entry.spec.expected_peer_id
+        )
         if old is None:
             entry.delay = min(entry.delay * 2, RERESOLVE_CAP)
             return
@@ -154,4 +157,6 @@ class Reresolver:
             if old not in configured and pool.points.info(old) is not None:
                 pool.register_point(old, trusted=False)
         pool.events.emit(EventKind.POINT_ADDRESS_CHANGED, spec=str(entry.spec), old=str(old), new=str(point))
-        self._log.info("configured point {spec} moved from {old} to {new}", spec=str(entry.spec), old=str(old), new=str(point))
+        self._log.info(
+            "configured point {spec} moved from {old} to {new}", spec=str(entry.spec), old=str(old), new=str(point)
+        )

@@ -10,12 +10,12 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from p2pool.transport.connection import Connection
 from p2pool.core.directory import Directory
-from p2pool.errors import DisconnectReason
-from p2pool.events import EventKind, EventLog
 from p2pool.core.lifetime import weak_method
 from p2pool.core.wire import Ping, encode
+from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind, EventLog
+from p2pool.transport.connection import Connection
 
 __all__ = ["Keepalive"]
 
@@ -72,7 +72,11 @@ class Keepalive:
             silent = silent + 1 if received == last and not conn.reading_paused else 0
             seen[conn] = (received, silent)
             if silent >= SILENT_INTERVALS * CHECKS_PER_INTERVAL:
-                self._events.emit(EventKind.IDLE_TIMEOUT, peer_id=str(conn.peer_id), seconds=silent * self.interval / CHECKS_PER_INTERVAL)
+                self._events.emit(
+                    EventKind.IDLE_TIMEOUT,
+                    peer_id=str(conn.peer_id),
+                    seconds=silent * self.interval / CHECKS_PER_INTERVAL,
+                )
                 conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
             elif silent >= CHECKS_PER_INTERVAL and silent % CHECKS_PER_INTERVAL == 0:
                 conn.send_control(_PING)

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
 from p2pool.core.addressing import Point, netgroup
-from p2pool.config import PoolConfig
-from p2pool.pool.contracts import MaintenancePool
 from p2pool.core.directory import Directory
-from p2pool.errors import DisconnectReason, P2PError
-from p2pool.events import EventKind
-from p2pool.events import EventLog
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PointInfo, PointState
 from p2pool.core.wire import Bootstrap, SwapRequest, encode
+from p2pool.errors import DisconnectReason, P2PError
+from p2pool.events import EventKind, EventLog
+from p2pool.pool.contracts import MaintenancePool
 
 __all__ = ["Maintenance", "choose_candidates"]
 
@@ -114,11 +114,11 @@ class Maintenance:
         self.idle_time: float = config.maintenance_idle_time or 0.0
         self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
         self._running = False
-        self._again: Optional[str] = None
-        self._idle_call: Optional[IDelayedCall] = None
+        self._again: str | None = None
+        self._idle_call: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
-        self._news: Optional[Deferred[None]] = None
-        self._news_timer: Optional[IDelayedCall] = None
+        self._news: Deferred[None] | None = None
+        self._news_timer: IDelayedCall | None = None
         self._delays: set[Deferred[None]] = set()
         self._stopped = True
 
@@ -221,7 +221,9 @@ class Maintenance:
                 else:
                     await self._too_many(n)
             if repaired:
-                events.emit(EventKind.MAINTENANCE_ENDED, duration=clock.seconds() - started, connections=len(connections))
+                events.emit(
+                    EventKind.MAINTENANCE_ENDED, duration=clock.seconds() - started, connections=len(connections)
+                )
             if not self._stopped and self._in_range():
                 self.send_swap_request()
         finally:
@@ -271,7 +273,9 @@ class Maintenance:
             if (info.last_miss is not None and info.last_miss > start) or info.cannot_reconnect_yet(now):
                 continue
             found.append(info)
-        outbound = collections.Counter(netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming)
+        outbound = collections.Counter(
+            netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming
+        )
         return choose_candidates(found, max(count, 0), outbound, self._rng.shuffle)
 
     async def _dial(self, candidates: list[PointInfo]) -> int:
@@ -349,5 +353,6 @@ class Maintenance:
         point, peer_id, recipient = proposal
         recipient.last_sent_swap_request = (self._clock.seconds(), peer_id)
         recipient.send_control(encode(SwapRequest(point, peer_id)))
-        self._events.emit(EventKind.SWAP_REQUEST_SENT, peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id))
-
+        self._events.emit(
+            EventKind.SWAP_REQUEST_SENT, peer_id=str(recipient.peer_id), point=str(point), proposed=str(peer_id)
+        )

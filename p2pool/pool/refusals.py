@@ -14,7 +14,7 @@ L{refusal_of}); the admin API keeps another for its own connections.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -42,7 +42,7 @@ _BEFORE_TLS = {
 _QUIET = frozenset({EventKind.INCOMING_CONNECTION})
 
 
-def refusal_of(event: PoolEvent) -> Optional[tuple[str, str]]:
+def refusal_of(event: PoolEvent) -> tuple[str, str] | None:
     """
     The reason and address of a refusal of an incoming connection that
     C{event} reports, or C{None} when it reports none.
@@ -133,7 +133,7 @@ class RefusalLog:
     def __init__(
         self,
         clock: IReactorTime,
-        interval: Optional[float],
+        interval: float | None,
         report: Callable[[RefusalSummary], Any],
     ) -> None:
         self._clock = clock
@@ -142,7 +142,7 @@ class RefusalLog:
         self._totals: dict[str, int] = {}
         self._window: dict[str, _Window] = {}
         self._opened_at = 0.0
-        self._call: Optional[IDelayedCall] = None
+        self._call: IDelayedCall | None = None
         self._stopped = False
 
     def totals(self) -> dict[str, int]:

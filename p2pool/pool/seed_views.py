@@ -7,19 +7,19 @@ submodules.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from p2pool.core.acl import ACL, canonical_entry, entry_contains
 from p2pool.core.addressing import PeerId, Point
-from p2pool.transport.connection import Connection
-from p2pool.pool.contracts import PeerRegistry, PointRegistry
 from p2pool.core.directory import Directory
-from p2pool.errors import DisconnectReason
-from p2pool.events import EventKind
-from p2pool.events import EventLog
-from p2pool.interfaces import IPeerMetadataConfig
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.errors import DisconnectReason
+from p2pool.events import EventKind, EventLog
+from p2pool.interfaces import IPeerMetadataConfig
+from p2pool.pool.contracts import PeerRegistry, PointRegistry
+from p2pool.transport.connection import Connection
 
 __all__ = ["ConnectionsView", "PeersView", "PointsView"]
 
@@ -58,33 +58,37 @@ class ConnectionsView:
             acc = f(conn.peer_id, conn, acc)
         return acc
 
-    def find_by_peer_id(self, peer_id: PeerId) -> Optional[Connection]:
+    def find_by_peer_id(self, peer_id: PeerId) -> Connection | None:
         """
         The running connection to C{peer_id}, if any.
         """
         return self._connection(peer_id)
 
-    def find_by_point(self, point: Point) -> Optional[Connection]:
+    def find_by_point(self, point: Point) -> Connection | None:
         """
         The running connection at C{point}, if any.
         """
         return self._directory.connection_at(point)
 
-    def random_connection(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[Connection]:
+    def random_connection(
+        self, different_than: Connection | None = None, no_private: bool = False
+    ) -> Connection | None:
         """
         A running connection chosen uniformly, possibly excluding one and
         private peers.
         """
         return self._directory.random_connection(different_than, no_private)
 
-    def random_addr(self, different_than: Optional[Connection] = None, no_private: bool = False) -> Optional[tuple[Point, PeerId]]:
+    def random_addr(
+        self, different_than: Connection | None = None, no_private: bool = False
+    ) -> tuple[Point, PeerId] | None:
         """
         The point and peer id of a random running connection whose peer
         listens (has a known point).
         """
         return self._directory.random_addr(different_than, no_private)
 
-    def propose_swap_request(self) -> Optional[tuple[Point, PeerId, Connection]]:
+    def propose_swap_request(self) -> tuple[Point, PeerId, Connection] | None:
         """
         A swap to propose: a random non-private recipient and another
         random non-private peer to offer it.
@@ -97,7 +101,9 @@ class PeersView:
     The known peers (Tezos C{P2p_pool.Peers}).
     """
 
-    def __init__(self, directory: Directory, acl: ACL, events: EventLog, registry: PeerRegistry, meta: IPeerMetadataConfig) -> None:
+    def __init__(
+        self, directory: Directory, acl: ACL, events: EventLog, registry: PeerRegistry, meta: IPeerMetadataConfig
+    ) -> None:
         """
         @param registry: knows new peers (the pool).
         @param meta: the application's C{IPeerMetadataConfig}.
@@ -109,7 +115,7 @@ class PeersView:
         self._meta = meta
         self._peer = directory.peer
 
-    def info(self, peer_id: PeerId) -> Optional[PeerInfo]:
+    def info(self, peer_id: PeerId) -> PeerInfo | None:
         return self._peer(peer_id)
 
     def __iter__(self) -> Iterator[PeerInfo]:
@@ -205,7 +211,7 @@ class PointsView:
         self._registry = weak_owner(registry)
         self._point = directory.point
 
-    def info(self, point: Point) -> Optional[PointInfo]:
+    def info(self, point: Point) -> PointInfo | None:
         return self._point(point)
 
     def __iter__(self) -> Iterator[PointInfo]:
@@ -311,5 +317,5 @@ class PointsView:
     def get_greylisted_list(self) -> list[str]:
         return self._acl.ip_greylist.listing()
 
-    def greylisted_list_not_reliable_since(self) -> Optional[float]:
+    def greylisted_list_not_reliable_since(self) -> float | None:
         return self._acl.ip_greylist.not_reliable_since

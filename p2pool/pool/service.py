@@ -8,7 +8,8 @@ application messages.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -21,13 +22,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import p2pool.core.identity as identity_module
+from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
 from p2pool.core.addressing import PeerId, Point, PointSpec
-from p2pool.pool.control_frames import Answerer
-from p2pool.config import PoolConfig
-from p2pool.pool.connect import ConnectHandler
-from p2pool.pool.contracts import IPoolReactor, installed_reactor
-from p2pool.transport.connection import Connection
+from p2pool.core.directory import Directory
+from p2pool.core.flow import FlowLimits
+from p2pool.core.handshake import P2P_VERSIONS, HandshakeParams
+from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
+from p2pool.core.lifetime import weak_method
+from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.tables import PeerTable, PointTable
 from p2pool.errors import (
     DisconnectReason,
     InvalidMessageSize,
@@ -38,34 +43,30 @@ from p2pool.errors import (
     listen_failure_text,
 )
 from p2pool.events import EventKind, EventLog, PoolEvent
-from p2pool.core.directory import Directory
-from p2pool.core.flow import FlowLimits
-from p2pool.core.handshake import P2P_VERSIONS, HandshakeParams
-import p2pool.core.identity as identity_module
-from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig, IPoolApplication
+from p2pool.pool.bootstrap_urls import SeedFetcher
+from p2pool.pool.connect import ConnectHandler
+from p2pool.pool.contracts import IPoolReactor, installed_reactor
+from p2pool.pool.control_frames import Answerer
+from p2pool.pool.dns_refresh import Reresolver
 from p2pool.pool.keepalive import Keepalive
-from p2pool.core.lifetime import weak_method
 from p2pool.pool.maintenance import Maintenance
 from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
-from p2pool.transport.peer_protocol import PeerServerFactory
 from p2pool.pool.refusals import RefusalLog, event_reporter
-from p2pool.pool.dns_refresh import Reresolver
-from p2pool.pool.bootstrap_urls import SeedFetcher
-from p2pool.core.states import PeerInfo, PointInfo, PointState
-from p2pool.core.tables import PeerTable, PointTable
-from p2pool.transport.tls import TLSContext
 from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
+from p2pool.transport.connection import Connection
+from p2pool.transport.peer_protocol import PeerServerFactory
+from p2pool.transport.tls import TLSContext
 
 __all__ = ["Pool"]
 
 
-def _tcp_address(port: IListeningPort) -> Union[IPv4Address, IPv6Address]:
+def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
     """
     The address a TCP listening port is bound to (C{IListeningPort}
     declares a bare C{IAddress}).
     """
-    return cast(Union[IPv4Address, IPv6Address], port.getHost())
+    return cast(IPv4Address | IPv6Address, port.getHost())
 
 
 class Pool(MultiService):
@@ -97,12 +98,12 @@ class Pool(MultiService):
     def __init__(
         self,
         config: PoolConfig,
-        app: Optional[IPoolApplication] = None,
+        app: IPoolApplication | None = None,
         *,
-        reactor: Optional[IPoolReactor] = None,
-        identity: Optional[Identity] = None,
-        log: Optional[Callable[[PoolEvent], object]] = None,
-        rng: Optional[random.Random] = None,
+        reactor: IPoolReactor | None = None,
+        identity: Identity | None = None,
+        log: Callable[[PoolEvent], object] | None = None,
+        rng: random.Random | None = None,
         p2p_versions: Sequence[int] = P2P_VERSIONS,
         application_versions: Sequence[int] = (0,),
         connection_metadata: bytes = b"",
@@ -124,7 +125,9 @@ class Pool(MultiService):
         self._p2p_versions = tuple(p2p_versions)
         self._application_versions = tuple(application_versions)
         self._connection_metadata = connection_metadata
-        self.acl = ACL(config.peer_greylist_size, config.ip_greylist_size_in_kilobytes, config.ip_greylist_cleanup_delay)
+        self.acl = ACL(
+            config.peer_greylist_size, config.ip_greylist_size_in_kilobytes, config.ip_greylist_cleanup_delay
+        )
         points = PointTable(config.max_known_points, self._rng)
         peers = PeerTable(config.max_known_peer_ids)
         self._directory = Directory(points, peers, config.reconnection, self._rng)
@@ -137,13 +140,15 @@ class Pool(MultiService):
         #: Broadcast copies skipped because a peer's send queue was full.
         self.broadcast_skipped = 0
         answerer = Answerer(self, self._directory, config=config, events=self.events, clock=reactor, rng=self._rng)
-        self.maintenance: Optional[Maintenance] = (
-            Maintenance(self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng)
+        self.maintenance: Maintenance | None = (
+            Maintenance(
+                self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng
+            )
             if config.maintenance_idle_time is not None
             else None
         )
         self._handler = ConnectHandler(self, self._directory, answerer, reactor, reactor)
-        self.seeds: Optional[SeedFetcher] = (
+        self.seeds: SeedFetcher | None = (
             SeedFetcher(self, config.bootstrap_urls, config.seed_ca_file, reactor=reactor, rng=self._rng)
             if config.bootstrap_urls
             else None
@@ -164,13 +169,15 @@ class Pool(MultiService):
         self.persistence = PeersFile(self, reactor)
         self._checkpoints = LoopingCall(weak_method(self.save_peers))
         self._checkpoints.clock = reactor
-        self.keepalive: Optional[Keepalive] = (
-            Keepalive(self._directory, self.events, reactor, config.keepalive_interval) if config.keepalive_interval is not None else None
+        self.keepalive: Keepalive | None = (
+            Keepalive(self._directory, self.events, reactor, config.keepalive_interval)
+            if config.keepalive_interval is not None
+            else None
         )
         self._stopping_identity = False
-        self.listening_port: Optional[IListeningPort] = None
-        self._started: Optional[Deferred[None]] = None
-        self._start_failure: Optional[Failure] = None
+        self.listening_port: IListeningPort | None = None
+        self._started: Deferred[None] | None = None
+        self._start_failure: Failure | None = None
         self.is_started = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -296,7 +303,7 @@ class Pool(MultiService):
 
         return await deferToThreadPool(reactor, reactor.getThreadPool(), search)
 
-    async def _register_spec(self, spec: PointSpec, trusted: bool) -> Optional[Point]:
+    async def _register_spec(self, spec: PointSpec, trusted: bool) -> Point | None:
         """
         Register a configured point, resolving a DNS name first.
         """
@@ -471,7 +478,9 @@ class Pool(MultiService):
 
     # -- registration ------------------------------------------------------
 
-    def register_point(self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None) -> PointInfo:
+    def register_point(
+        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+    ) -> PointInfo:
         """
         Know C{point}. A new point may first make room by forgetting old
         disconnected untrusted points (C{max_known_points}); a known one
@@ -502,8 +511,8 @@ class Pool(MultiService):
         self._directory.remove_point(point)
 
     def register_new_point(
-        self, point: Point, trusted: Optional[bool] = None, expected_peer_id: Optional[PeerId] = None
-    ) -> Optional[PointInfo]:
+        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+    ) -> PointInfo | None:
         """
         Like L{register_point}, but None for one of our own points.
         """
@@ -512,7 +521,7 @@ class Pool(MultiService):
         return self.register_point(point, trusted, expected_peer_id)
 
     def register_list_of_new_points(
-        self, points: Iterable[Point], medium: str, source: str, trusted: Optional[bool] = None
+        self, points: Iterable[Point], medium: str, source: str, trusted: bool | None = None
     ) -> None:
         """
         Register points learnt from C{source} through C{medium} (e.g.
@@ -587,7 +596,11 @@ class Pool(MultiService):
             self.greylist_addr(conn.remote_ip)
         elif info is not None and info.last_seen is not None:
             last = max(
-                (s for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection) if s),
+                (
+                    s
+                    for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection)
+                    if s
+                ),
                 key=lambda s: s[1],
             )
             if last[0] is not None:
@@ -638,7 +651,9 @@ class Pool(MultiService):
         @raise InvalidMessageSize: C{data} is too large.
         """
         if len(data) > self.config.max_message_size:
-            raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})")
+            raise InvalidMessageSize(
+                f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})"
+            )
         count = 0
         for conn in list(self._connections.values()):
             if not conn.is_open:
@@ -653,7 +668,7 @@ class Pool(MultiService):
 
     # -- connections ---------------------------------------------------------
 
-    def connect(self, point: Point, timeout: Optional[float] = None) -> Deferred[Connection]:
+    def connect(self, point: Point, timeout: float | None = None) -> Deferred[Connection]:
         """
         Dial C{point} and run the handshake.
 
@@ -685,7 +700,7 @@ class Pool(MultiService):
         if self.seeds is not None:
             self.seeds.request()
 
-    def schedule_redial(self, info: PointInfo, delay: Optional[float] = None) -> None:
+    def schedule_redial(self, info: PointInfo, delay: float | None = None) -> None:
         """
         Keep a trusted point connected: dial it again once its back-off
         allows (after C{delay} seconds if given). Nothing happens for an

@@ -41,7 +41,8 @@ import os
 import random
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Mapping, Optional, Union, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -81,10 +82,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pool.core.addressing import AddressError, PeerId, Point, normalise_ip
 from p2pool.config import PoolConfig
-from p2pool.events import PoolEvent
+from p2pool.core.addressing import AddressError, PeerId, Point, normalise_ip
 from p2pool.core.identity import Identity
+from p2pool.events import PoolEvent
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool.contracts import IPoolReactor
 from p2pool.pool.service import Pool
@@ -107,7 +108,7 @@ EPHEMERAL_PORTS = (49152, 65535)
 
 _log = Logger()
 
-Address = Union[IPv4Address, IPv6Address]
+Address = IPv4Address | IPv6Address
 EventObserver = Callable[[float, str, PoolEvent], object]
 
 
@@ -151,7 +152,15 @@ class _DelayedCall:
 
     __slots__ = ("time_ns", "seq", "func", "args", "kw", "cancelled", "called", "_clock")
 
-    def __init__(self, clock: SimulatedClock, time: int, seq: int, func: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        clock: SimulatedClock,
+        time: int,
+        seq: int,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> None:
         self._clock = clock
         self.time_ns = time
         self.seq = seq
@@ -299,7 +308,7 @@ class SimulatedClock:
         """
         return len(self._heap)
 
-    def next_call_time(self) -> Optional[float]:
+    def next_call_time(self) -> float | None:
         """
         When the next call is due, or None when none is pending.
         """
@@ -491,7 +500,7 @@ class MemoryConnector:
         host: str,
         port: int,
         factory: Any,
-        timeout: Optional[float],
+        timeout: float | None,
         bind_ip: str,
     ) -> None:
         self.reactor = reactor
@@ -501,12 +510,12 @@ class MemoryConnector:
         self.timeout = timeout
         self.bind_ip = bind_ip
         self.state = "disconnected"
-        self.transport: Optional[MemoryTransport] = None
+        self.transport: MemoryTransport | None = None
         self._factory_started = False
         #: The latency of the link this attempt makes (drawn per attempt).
         self.latency = reactor.network.latency
-        self._attempt_call: Optional[IDelayedCall] = None
-        self._timeout_call: Optional[IDelayedCall] = None
+        self._attempt_call: IDelayedCall | None = None
+        self._timeout_call: IDelayedCall | None = None
 
     def connect(self) -> None:
         """
@@ -588,7 +597,7 @@ class MemoryConnector:
         if self.state == "connecting" and self._attempt_call is None:
             self._attempt_call = self.reactor.network.clock.callLater(self.latency, self._attempt)
 
-    def connected(self, transport: MemoryTransport, server_address: Address) -> Optional[IProtocol]:
+    def connected(self, transport: MemoryTransport, server_address: Address) -> IProtocol | None:
         """
         The attempt reached a listener: C{transport} is this side of the
         new connection; the factory builds the protocol (None refuses).
@@ -645,7 +654,7 @@ class _Link:
         initiator.report_lost(done)
         initiator.peer.report_lost(done)
 
-    def abort(self, initiator: Optional[MemoryTransport], reason: Optional[Failure] = None) -> None:
+    def abort(self, initiator: MemoryTransport | None, reason: Failure | None = None) -> None:
         """
         Close at once, dropping what is in flight; both sides see
         C{connectionLost} at the next clock turn: the initiator
@@ -705,7 +714,9 @@ class MemoryTransport:
     #: The high-water mark of unread bytes (Twisted's C{bufferSize}).
     buffer_size = 65536
 
-    def __init__(self, link: _Link, host: Address, peer_address: Address, connector: Optional[MemoryConnector] = None) -> None:
+    def __init__(
+        self, link: _Link, host: Address, peer_address: Address, connector: MemoryConnector | None = None
+    ) -> None:
         self._link = link
         self._clock = link.network.clock
         self._host = host
@@ -715,10 +726,10 @@ class MemoryTransport:
         self.peer: MemoryTransport
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.producer: Optional[Any] = None
+        self.producer: Any | None = None
         self.streaming = False
         self._outgoing: list[bytes] = []
-        self._delivery: Optional[IDelayedCall] = None
+        self._delivery: IDelayedCall | None = None
         self._paused = False
         self._held: list[bytes] = []
         self._eof_pending = False
@@ -752,7 +763,12 @@ class MemoryTransport:
         self.bytes_sent += size
         self._link.network.bytes_sent += size
         self._unread += size
-        if self._unread > self.buffer_size and self.streaming and self.producer is not None and not self._producer_paused:
+        if (
+            self._unread > self.buffer_size
+            and self.streaming
+            and self.producer is not None
+            and not self._producer_paused
+        ):
             self._producer_paused = True
             self._guarded(self.producer.pauseProducing)
         if self._delivery is None:
@@ -824,7 +840,9 @@ class MemoryTransport:
         @raise RuntimeError: a producer is already registered.
         """
         if self.producer is not None:
-            raise RuntimeError(f"Cannot register producer {producer!r}, because producer {self.producer!r} was never unregistered.")
+            raise RuntimeError(
+                f"Cannot register producer {producer!r}, because producer {self.producer!r} was never unregistered."
+            )
         if self._link.closed:
             producer.stopProducing()
             return
@@ -1004,7 +1022,9 @@ class _InlineThreadPool:
     def __init__(self, reactor: NodeReactor) -> None:
         self._reactor = reactor
 
-    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object], func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, Any], object], func: Callable[..., Any], *args: Any, **kw: Any
+    ) -> None:
         try:
             result = func(*args, **kw)
         except Exception:
@@ -1072,8 +1092,8 @@ class NodeReactor:
         host: str,
         port: int,
         factory: Any,
-        timeout: Optional[float] = 30,
-        bindAddress: Optional[tuple[str, int]] = None,
+        timeout: float | None = 30,
+        bindAddress: tuple[str, int] | None = None,
     ) -> MemoryConnector:
         """
         Connect to C{host}:C{port} from this host (or from C{bindAddress},
@@ -1135,7 +1155,9 @@ class NodeReactor:
         """
         self._clock.callLater(0, callable, *args, **kw)
 
-    def addSystemEventTrigger(self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any, **kw: Any) -> tuple[str, str, int]:
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any, **kw: Any
+    ) -> tuple[str, str, int]:
         """
         Accepted and ignored: the simulation has no startup or shutdown.
         """
@@ -1154,9 +1176,13 @@ class NodeReactor:
         try:
             ip = normalise_ip(interface)
         except AddressError:
-            raise CannotListenError(interface, port, OSError(errno.EADDRNOTAVAIL, f"{interface!r} is not an address")) from None
+            raise CannotListenError(
+                interface, port, OSError(errno.EADDRNOTAVAIL, f"{interface!r} is not an address")
+            ) from None
         if ip != self.ip:
-            raise CannotListenError(interface, port, OSError(errno.EADDRNOTAVAIL, f"{ip} is not this host's address ({self.ip})"))
+            raise CannotListenError(
+                interface, port, OSError(errno.EADDRNOTAVAIL, f"{ip} is not this host's address ({self.ip})")
+            )
         return ip
 
     def __repr__(self) -> str:
@@ -1201,7 +1227,9 @@ class MemoryNetwork:
     @ivar connections_made: connections established so far.
     """
 
-    def __init__(self, seed: int = 0, latency: float = 0.001, *, jitter: float = 0.0, data_dir: Optional[str] = None) -> None:
+    def __init__(
+        self, seed: int = 0, latency: float = 0.001, *, jitter: float = 0.0, data_dir: str | None = None
+    ) -> None:
         """
         @param seed: determines identities, pools' random choices and
             latency jitter.
@@ -1235,7 +1263,7 @@ class MemoryNetwork:
         self._dropped: dict[int, MemoryConnector] = {}
         self._observers: list[EventObserver] = []
         self._data_dir = data_dir
-        self._own_data_dir: Optional[str] = None
+        self._own_data_dir: str | None = None
 
     # hosts
 
@@ -1291,12 +1319,12 @@ class MemoryNetwork:
         self,
         ip: str,
         *,
-        app: Optional[IPoolApplication] = None,
-        config: Optional[PoolConfig] = None,
-        identity: Optional[Identity] = None,
-        log: Optional[Callable[[PoolEvent], object]] = None,
+        app: IPoolApplication | None = None,
+        config: PoolConfig | None = None,
+        identity: Identity | None = None,
+        log: Callable[[PoolEvent], object] | None = None,
         start: bool = True,
-        pool_options: Optional[Mapping[str, Any]] = None,
+        pool_options: Mapping[str, Any] | None = None,
         **config_overrides: Any,
     ) -> Pool:
         """
@@ -1488,7 +1516,7 @@ class MemoryNetwork:
     # wiring of the simulated pieces (called by ports, connectors, links
     # and node reactors)
 
-    def lookup(self, name: str) -> Optional[str]:
+    def lookup(self, name: str) -> str | None:
         """
         The address of C{name}: an IP address is its own; other names
         come from L{add_name}; None when unknown.
@@ -1548,7 +1576,7 @@ class MemoryNetwork:
             return self.latency * (1.0 + self.jitter * (2.0 * self.random.random() - 1.0))
         return self.latency
 
-    def _cut_between(self, x: str, y: str) -> Optional[_Cut]:
+    def _cut_between(self, x: str, y: str) -> _Cut | None:
         for cut in self._cuts:
             if cut.separates(x, y):
                 return cut
@@ -1582,7 +1610,9 @@ class MemoryNetwork:
         bind = connector.bind_ip
         client_ip = source.ip if bind in _ANY_ADDRESS else self.lookup(bind)
         if client_ip != source.ip:
-            connector.fail(Failure(ConnectBindError(errno.EADDRNOTAVAIL, f"{bind} is not this host's address ({source.ip})")))
+            connector.fail(
+                Failure(ConnectBindError(errno.EADDRNOTAVAIL, f"{bind} is not this host's address ({source.ip})"))
+            )
             return
         cut = self._cut_between(client_ip, dest_ip)
         if cut is not None and cut.drop:
@@ -1625,4 +1655,3 @@ class MemoryNetwork:
 
     def __repr__(self) -> str:
         return f"<MemoryNetwork seed={self.seed} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
-

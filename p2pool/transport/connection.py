@@ -5,17 +5,18 @@ An established connection to a peer, as the application sees it.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 
-from p2pool.core.addressing import PeerId, Point
 from p2pool.config import PoolConfig
-from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.flow import ReadGate, SendQueue
 from p2pool.core.handshake import RemoteInfo
 from p2pool.core.wire import HEADER_SIZE, Disconnect, encode, encode_message
+from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
 
 __all__ = ["Connection", "FrameChannel"]
 
@@ -112,7 +113,9 @@ class Connection:
     @ivar established_at: when the connection was established.
     """
 
-    def __init__(self, protocol: FrameChannel, remote: RemoteInfo, now: float, *, config: PoolConfig, local_metadata: bytes) -> None:
+    def __init__(
+        self, protocol: FrameChannel, remote: RemoteInfo, now: float, *, config: PoolConfig, local_metadata: bytes
+    ) -> None:
         """
         @param protocol: the channel frames are written to.
         @param remote: the peer, as the handshake found it.
@@ -123,7 +126,7 @@ class Connection:
         self._protocol = protocol
         self._max_size = config.max_message_size
         self.peer_id: PeerId = remote.peer_id
-        self.point: Optional[Point] = remote.id_point
+        self.point: Point | None = remote.id_point
         self.remote_ip = remote.remote_ip
         self.incoming = remote.incoming
         self.private = remote.private
@@ -132,9 +135,9 @@ class Connection:
         self.local_metadata = local_metadata
         self.remote_metadata = remote.hello.metadata
         self.established_at = now
-        self.reason: Optional[ConnectionEnded] = None
+        self.reason: ConnectionEnded | None = None
         #: When we last proposed a swap on this connection, and the peer offered.
-        self.last_sent_swap_request: Optional[tuple[float, PeerId]] = None
+        self.last_sent_swap_request: tuple[float, PeerId] | None = None
         self._waiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import collections
 import inspect
-from typing import Any, Callable, Optional, Union, cast
+from collections.abc import Callable
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
@@ -23,12 +24,20 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.core.addressing import PeerId, Point, normalise_ip
-from p2pool.transport.connection import Connection
-from p2pool.errors import ConnectionEnded, DecodingError, DisconnectReason, InvalidAuth, P2PError, PeerConnectionClosed, SendQueueFull
 from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
-from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder
+from p2pool.errors import (
+    ConnectionEnded,
+    DecodingError,
+    DisconnectReason,
+    InvalidAuth,
+    P2PError,
+    PeerConnectionClosed,
+    SendQueueFull,
+)
+from p2pool.transport.connection import Connection
+from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
 
 __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
@@ -51,7 +60,7 @@ class PeerHandler(TypingProtocol):
         Times out closes and stalls, and paces rate limits.
         """
 
-    def admit_incoming(self, addr: Optional[IAddress]) -> bool:
+    def admit_incoming(self, addr: IAddress | None) -> bool:
         """
         Whether to start a TLS handshake with an incoming connection (one
         without an address is refused).
@@ -104,7 +113,7 @@ class _PeerTransport(TypingProtocol):
     protocol's transport as a bare C{ITransport}.
     """
 
-    def getPeer(self) -> Union[IPv4Address, IPv6Address]:
+    def getPeer(self) -> IPv4Address | IPv6Address:
         """
         The remote TCP address.
         """
@@ -186,17 +195,17 @@ class PeerProtocol(Protocol):
         self,
         handler: PeerHandler,
         incoming: bool,
-        dialed_point: Optional[Point] = None,
-        expected_peer_id: Optional[PeerId] = None,
+        dialed_point: Point | None = None,
+        expected_peer_id: PeerId | None = None,
     ) -> None:
         self.handler = handler
         self.incoming = incoming
         self.dialed_point = dialed_point
         self.verification = PeerVerification(expected_peer_id)
         self.decoder = FrameDecoder(HANDSHAKE_MAX_BODY, self._message_before_ack, self._control)
-        self.handshake: Optional[Handshake] = None
-        self.connection: Optional[Connection] = None
-        self.error: Optional[P2PError] = None
+        self.handshake: Handshake | None = None
+        self.connection: Connection | None = None
+        self.error: P2PError | None = None
         self.remote_ip = ""
         self.closed = False
         self.bytes_sent = 0
@@ -207,9 +216,9 @@ class PeerProtocol(Protocol):
         self.send_queue = SendQueue(flow.send_queue_size, flow.budget)
         self.read_gate = ReadGate()
         self.pending_messages = 0
-        self._control_bucket: Optional[TokenBucket] = None
+        self._control_bucket: TokenBucket | None = None
         self._waiting: collections.deque[tuple[bytes, Deferred[None]]] = collections.deque()
-        self._producer: Optional[IPushProducer] = None
+        self._producer: IPushProducer | None = None
         self._producer_paused = False
         self._reported_full = False
         self._timers: dict[str, IDelayedCall] = {}
@@ -635,7 +644,7 @@ class _IncomingProtocolFactory(Factory):
     def __init__(self, handler: PeerHandler) -> None:
         self.handler = handler
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> PeerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol:
         return PeerProtocol(self.handler, incoming=True)
 
 
@@ -647,12 +656,12 @@ class PeerServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: PeerHandler, creator: PeerConnectionCreator, clock: Optional[IReactorTime] = None) -> None:
+    def __init__(self, handler: PeerHandler, creator: PeerConnectionCreator, clock: IReactorTime | None = None) -> None:
         self.handler = handler
         self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler), clock=clock)
         self._tls.noisy = False
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[Protocol]:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if not self.handler.admit_incoming(addr):
             return None
         return self._tls.buildProtocol(addr)
@@ -665,12 +674,12 @@ class PeerClientFactory(Factory):
 
     noisy = False
 
-    def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: Optional[PeerId]) -> None:
-        self.protocol_instance: Optional[PeerProtocol] = PeerProtocol(
+    def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: PeerId | None) -> None:
+        self.protocol_instance: PeerProtocol | None = PeerProtocol(
             handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
         )
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[PeerProtocol]:
+    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol | None:
         # Handed over once: the factory, held by the transport, does not
         # hold the protocol in a cycle after.
         protocol, self.protocol_instance = self.protocol_instance, None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hmac
-from typing import Optional, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -56,7 +55,7 @@ def make_certificate(private_key: Ed25519PrivateKey) -> x509.Certificate:
     """
     public_raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(PeerId.from_public_key(public_raw)))])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -69,7 +68,7 @@ def make_certificate(private_key: Ed25519PrivateKey) -> x509.Certificate:
     )
 
 
-def peer_of_certificate(cert: Union[crypto.X509, x509.Certificate]) -> tuple[PeerId, bytes]:
+def peer_of_certificate(cert: crypto.X509 | x509.Certificate) -> tuple[PeerId, bytes]:
     """
     The peer id and raw public key of a peer's certificate.
 
@@ -101,11 +100,11 @@ class PeerVerification:
 
     _log = Logger()
 
-    def __init__(self, expected: Optional[PeerId] = None) -> None:
+    def __init__(self, expected: PeerId | None = None) -> None:
         self.expected = expected
-        self.peer_id: Optional[PeerId] = None
-        self.public_key: Optional[bytes] = None
-        self.failure: Optional[P2PError] = None
+        self.peer_id: PeerId | None = None
+        self.public_key: bytes | None = None
+        self.failure: P2PError | None = None
 
     def verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         """

@@ -38,6 +38,7 @@ The work is split by concern, so that the reactor never waits long:
     one follow-up), failures logged and counted, never raised.
 """
 
+from p2pool.core.timestamps import format_time, parse_time
 from p2pool.pool.persistence.decoder import decode_document
 from p2pool.pool.persistence.document import (
     FORMAT,
@@ -61,7 +62,6 @@ from p2pool.pool.persistence.store import (
     write_atomically,
     write_snapshot,
 )
-from p2pool.core.timestamps import format_time, parse_time
 
 __all__ = [
     "Applied",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from p2pool.core.acl import IPBlacklist
 from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.core.json_kind import json_kind
+from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
+from p2pool.core.timestamps import parse_time
 from p2pool.pool.persistence.document import (
     FORMAT,
     NO_METADATA,
@@ -26,8 +29,6 @@ from p2pool.pool.persistence.document import (
     kind_from_file,
     tezos_address,
 )
-from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
-from p2pool.core.timestamps import parse_time
 
 __all__ = ["decode_document"]
 
@@ -85,7 +86,7 @@ class _Decoder:
             raise _BadRecord(f"{field}: expected a boolean, got {json_kind(value)}")
         return value
 
-    def address(self, value: Any, field: str) -> Optional[Point]:
+    def address(self, value: Any, field: str) -> Point | None:
         """
         A Tezos address object C{{"addr", "port"?}}, or null. Without a
         port there is no point to record: None.
@@ -127,7 +128,7 @@ class _Decoder:
             self.addresses.setdefault((tezos_address(point.ip), point.port), point)
         return point
 
-    def peer_stamp(self, record: dict[str, Any], field: str) -> Optional[tuple[Optional[Point], float]]:
+    def peer_stamp(self, record: dict[str, Any], field: str) -> tuple[Point | None, float] | None:
         value = record.get(field)
         if value is None:
             return None
@@ -135,7 +136,7 @@ class _Decoder:
             raise _BadRecord(f"{field}: expected [address, time], got {json_kind(value)}")
         return (self.address(value[0], field), self.time(value[1], field))
 
-    def point_stamp(self, record: dict[str, Any], field: str) -> Optional[tuple[PeerId, float]]:
+    def point_stamp(self, record: dict[str, Any], field: str) -> tuple[PeerId, float] | None:
         value = record.get(field)
         if value is None:
             return None
@@ -143,7 +144,7 @@ class _Decoder:
             raise _BadRecord(f"{field}: expected [peer_id, time], got {json_kind(value)}")
         return (self.peer_id(value[0], field), self.time(value[1], field))
 
-    def events(self, value: Any) -> Optional[collections.deque[StateEvent]]:
+    def events(self, value: Any) -> collections.deque[StateEvent] | None:
         if value is None:
             return None
         if type(value) is not list:
@@ -261,7 +262,7 @@ def _parse_json(data: bytes) -> Any:
         raise PeersFileError("not JSON: nested too deeply") from None
 
 
-def _check_header(document: Any, network: str) -> Optional[float]:
+def _check_header(document: Any, network: str) -> float | None:
     """
     Check the top level of a peers file: an object with an integer
     C{format} this version reads and the string C{network} of this node.

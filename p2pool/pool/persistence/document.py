@@ -11,7 +11,7 @@ L{PeersFileContent}. The names and forms they share are here.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 
@@ -146,7 +146,7 @@ class PeersFileContent:
     """
 
     network: str
-    saved_at: Optional[float]
+    saved_at: float | None
     peers: list[PeerInfo]
     points: list[PointInfo]
     banned_ips: list[str]

@@ -11,11 +11,12 @@ interpreter for at most one batch of L{WRITE_BATCH} records at a time.
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from p2pool.core.addressing import PeerId, Point
-from p2pool.pool.persistence.document import FORMAT, PeerRow, PointRow, Snapshot, kind_to_file, tezos_address
 from p2pool.core.timestamps import format_time
+from p2pool.pool.persistence.document import FORMAT, PeerRow, PointRow, Snapshot, kind_to_file, tezos_address
 
 __all__ = ["WRITE_BATCH", "metadata_text", "write_document"]
 
@@ -92,7 +93,12 @@ class _Texts:
         return text
 
 
-_PEER_STAMPS = ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection")
+_PEER_STAMPS = (
+    "last_failed_connection",
+    "last_rejected_connection",
+    "last_established_connection",
+    "last_disconnection",
+)
 _POINT_STAMPS = _PEER_STAMPS[1:]
 
 
@@ -119,7 +125,8 @@ def _peer_json(row: PeerRow, texts: _Texts) -> str:
             event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(event.kind), time_text(event.timestamp)))
         else:
             event_texts.append(
-                '{"kind": %s, "timestamp": "%s", %s}' % (kind_text(event.kind), time_text(event.timestamp), address(point))
+                '{"kind": %s, "timestamp": "%s", %s}'
+                % (kind_text(event.kind), time_text(event.timestamp), address(point))
             )
     parts.append(', "events": [%s]}' % ", ".join(event_texts))
     return "".join(parts)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pool.core.addressing import Point
 from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
-from p2pool.core.addressing import Point
 from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
 from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
 
@@ -72,18 +73,18 @@ class PeersFile:
         self._reactor = reactor
         self.path = pool.config.peers_path
         self.loaded = False
-        self.load_outcome: Optional[LoadOutcome] = None
-        self.writing_disabled: Optional[str] = None
-        self._refused_fingerprint: Optional[tuple[int, int, int]] = None
+        self.load_outcome: LoadOutcome | None = None
+        self.writing_disabled: str | None = None
+        self._refused_fingerprint: tuple[int, int, int] | None = None
         self.saves = 0
         self.failures = 0
-        self.last_error: Optional[str] = None
-        self.last_save_duration: Optional[float] = None
-        self.last_save_at: Optional[float] = None
-        self.last_save_bytes: Optional[int] = None
+        self.last_error: str | None = None
+        self.last_save_duration: float | None = None
+        self.last_save_at: float | None = None
+        self.last_save_bytes: int | None = None
         self.restart_points: list[Point] = []
         self._busy = False
-        self._pending: Optional[list[Deferred[None]]] = None
+        self._pending: list[Deferred[None]] | None = None
 
     def _in_thread(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """
@@ -121,7 +122,8 @@ class PeersFile:
         if outcome.content is not None:
             self._apply(outcome)
         elif outcome.status != "refused":
-            pool.events.emit(EventKind.LOAD_PEERS,
+            pool.events.emit(
+                EventKind.LOAD_PEERS,
                 path=self.path,
                 status=outcome.status,
                 peers=0,
@@ -150,7 +152,8 @@ class PeersFile:
                 error=outcome.error,
             )
         elif outcome.status in ("recovered", "damaged"):
-            pool.events.emit(EventKind.LOAD_ERROR_PEERS,
+            pool.events.emit(
+                EventKind.LOAD_ERROR_PEERS,
                 path=self.path,
                 error=outcome.error,
                 moved_to=outcome.moved_to,
@@ -179,13 +182,20 @@ class PeersFile:
             applied = apply_content(pool, content)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-            pool.events.emit(EventKind.LOAD_ERROR_PEERS, path=outcome.source, error=error, moved_to=None, used_backup=False)
+            pool.events.emit(
+                EventKind.LOAD_ERROR_PEERS, path=outcome.source, error=error, moved_to=None, used_backup=False
+            )
             _log.failure("Cannot load the peers from {path}", path=outcome.source)
             return
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
         for problem in problems[:MAX_REPORTED_PROBLEMS]:
-            pool.events.emit(EventKind.LOAD_RECORD_SKIPPED, path=outcome.source, section=problem.section, index=problem.index, problem=problem.problem
+            pool.events.emit(
+                EventKind.LOAD_RECORD_SKIPPED,
+                path=outcome.source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
             )
             _log.warn(
                 "Peers file {path}: {section}[{index}] skipped: {problem}",
@@ -200,7 +210,8 @@ class PeersFile:
                 path=outcome.source,
                 count=len(problems) - MAX_REPORTED_PROBLEMS,
             )
-        pool.events.emit(EventKind.LOAD_PEERS,
+        pool.events.emit(
+            EventKind.LOAD_PEERS,
             path=outcome.source,
             status=outcome.status,
             peers=applied.peers,
@@ -257,7 +268,9 @@ class PeersFile:
         if self.writing_disabled is None:
             return True
         if file_fingerprint(self.path) == self._refused_fingerprint:
-            pool.events.emit(EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason=f"refused file in place ({self.writing_disabled})")
+            pool.events.emit(
+                EventKind.SAVE_SKIPPED_PEERS, path=self.path, reason=f"refused file in place ({self.writing_disabled})"
+            )
             return False
         _log.info("Peers file {path} was moved or replaced: saving peers again", path=self.path)
         pool.events.emit(EventKind.SAVE_ENABLED_PEERS, path=self.path)
@@ -287,7 +300,8 @@ class PeersFile:
         self.last_save_duration = time.perf_counter() - started
         self.last_save_at = snapshot.saved_at
         self.last_save_bytes = size
-        pool.events.emit(EventKind.SAVE_PEERS,
+        pool.events.emit(
+            EventKind.SAVE_PEERS,
             path=self.path,
             peers=peers,
             points=points,

@@ -10,17 +10,18 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.task import deferLater
 
-from p2pool.events import EventKind
 from p2pool.core.addressing import PeerId, Point
+from p2pool.core.directory import Directory
+from p2pool.core.states import PeerInfo, PointInfo
+from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
 from p2pool.pool.persistence.encoder import metadata_text
-from p2pool.core.states import PeerInfo, PointInfo
-from p2pool.core.directory import Directory
 
 if TYPE_CHECKING:
     from p2pool.pool.service import Pool

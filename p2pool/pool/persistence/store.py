@@ -19,7 +19,8 @@ import errno
 import os
 import shutil
 import time
-from typing import IO, Callable, Optional, Union
+from collections.abc import Callable
+from typing import IO
 
 import attrs
 from twisted.logger import Logger
@@ -71,7 +72,7 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def write_atomically(path: str, content: Union[bytes, Callable[[IO[bytes]], None]], keep_backup: bool = True) -> int:
+def write_atomically(path: str, content: bytes | Callable[[IO[bytes]], None], keep_backup: bool = True) -> int:
     """
     Replace C{path} with new content, whole or not at all: write
     C{path.tmp}, flush and fsync it; when C{keep_backup}, make the file it
@@ -167,16 +168,16 @@ class LoadOutcome:
     """
 
     status: str
-    content: Optional[PeersFileContent] = None
-    source: Optional[str] = None
-    error: Optional[str] = None
-    moved_to: Optional[str] = None
-    refused: Optional[str] = None
-    fingerprint: Optional[tuple[int, int, int]] = None
+    content: PeersFileContent | None = None
+    source: str | None = None
+    error: str | None = None
+    moved_to: str | None = None
+    refused: str | None = None
+    fingerprint: tuple[int, int, int] | None = None
     duration: float = 0.0
 
 
-def file_fingerprint(path: str) -> Optional[tuple[int, int, int]]:
+def file_fingerprint(path: str) -> tuple[int, int, int] | None:
     """
     C{(inode, size, mtime_ns)} of C{path}, or None when it does not exist.
     """
@@ -193,7 +194,7 @@ def _aside_name(path: str, now: float) -> str:
     C{path.corrupt-<UTC time with microseconds>}, with C{-2}, C{-3} … when
     taken.
     """
-    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     candidate = f"{path}{CORRUPT_INFIX}{stamp}"
     n = 1
     while os.path.lexists(candidate):
@@ -218,7 +219,7 @@ def _remove_quietly_logged(path: str) -> None:
         _log.warn("cannot remove the leftover {path}: {error}", path=path, error=str(e))
 
 
-def read_peers_file(path: str, network: str, now: Optional[float] = None) -> LoadOutcome:
+def read_peers_file(path: str, network: str, now: float | None = None) -> LoadOutcome:
     """
     Read the peers file at C{path} for C{network}.
 
@@ -238,8 +239,8 @@ def read_peers_file(path: str, network: str, now: Optional[float] = None) -> Loa
     now = time.time() if now is None else now
     _remove_quietly_logged(path + TEMPORARY_SUFFIX)
     _remove_quietly_logged(path + BACKUP_SUFFIX + TEMPORARY_SUFFIX)
-    data: Optional[bytes] = None
-    read_error: Optional[str] = None
+    data: bytes | None = None
+    read_error: str | None = None
     try:
         data = _read(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -266,13 +267,13 @@ def read_peers_file(path: str, network: str, now: Optional[float] = None) -> Loa
     return attrs.evolve(outcome, duration=time.perf_counter() - started)
 
 
-def _recover(path: str, network: str, now: float, read_error: Optional[str]) -> LoadOutcome:
+def _recover(path: str, network: str, now: float, read_error: str | None) -> LoadOutcome:
     """
     Move the damaged file at C{path} aside and load C{path.bak} in its
     place when it is usable (copying it back to C{path}): status
     C{recovered}, else C{damaged}.
     """
-    moved_to: Optional[str] = _aside_name(path, now)
+    moved_to: str | None = _aside_name(path, now)
     try:
         os.replace(path, moved_to)  # type: ignore[arg-type]
         _sync_directory(os.path.dirname(path) or ".")
