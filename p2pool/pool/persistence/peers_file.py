@@ -24,7 +24,7 @@ from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
 from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
 
 if TYPE_CHECKING:
-    from p2pool.pool.service import Pool
+    from p2pool.pool.contracts import PersistedPool
 
 __all__ = ["MAX_REPORTED_PROBLEMS", "PeersFile", "RESTART_DIAL_SPREAD"]
 
@@ -68,7 +68,7 @@ class PeersFile:
         connection, most recent first.
     """
 
-    def __init__(self, pool: Pool, reactor: Any) -> None:
+    def __init__(self, pool: PersistedPool, reactor: Any) -> None:
         self._pool = weak_owner(pool)
         self._reactor = reactor
         self.path = pool.config.peers_path

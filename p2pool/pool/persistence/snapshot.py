@@ -24,7 +24,7 @@ from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileCont
 from p2pool.pool.persistence.encoder import metadata_text
 
 if TYPE_CHECKING:
-    from p2pool.pool.service import Pool
+    from p2pool.pool.contracts import PersistedPool
 
 __all__ = ["Applied", "SNAPSHOT_SLICE", "apply_content", "snapshot_pool"]
 
@@ -72,7 +72,7 @@ def _point_row(info: PointInfo) -> PointRow:
     )
 
 
-async def snapshot_pool(pool: Pool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
+async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
     """
     Copy C{pool}'s peers, points and bans into a L{Snapshot}, running at
     most C{slice_size} records per reactor turn (so a large table never
@@ -137,7 +137,7 @@ class Applied:
     established: list[Point]
 
 
-def _add_peers(pool: Pool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
+def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
     """
     Add the loaded peers the pool does not know, their metadata decoded by
     the application; the number added.
@@ -191,7 +191,7 @@ def _add_points(directory: Directory, content: PeersFileContent, problems: list[
     return fresh
 
 
-def apply_content(pool: Pool, content: PeersFileContent) -> Applied:
+def apply_content(pool: PersistedPool, content: PeersFileContent) -> Applied:
     """
     Put a loaded file's peers (Disconnected, with their times, events,
     trusted flags and metadata decoded by the application), points (with
