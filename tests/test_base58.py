@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_base58 -*-
 """
-Tests for L{p2pool.base58}, the project's one base58 (used for peer ids by
+Tests for L{p2pool.core.base58}, the project's one base58 (used for peer ids by
 L{p2pool.addressing} and, through them, by the peers file).
 """
 
@@ -65,7 +65,7 @@ class Base58Tests(SynchronousTestCase):
 
 class PeerIdTextTests(SynchronousTestCase):
     """
-    Peer ids are written and read through L{p2pool.base58}.
+    Peer ids are written and read through L{p2pool.core.base58}.
     """
 
     def test_peer_id_text(self) -> None:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_timestamps -*-
 """
-Tests for L{p2pool.timestamps}: the one RFC 3339 writer and reader that the
-peers file and the admin API share, and L{p2pool.json_kind}.
+Tests for L{p2pool.core.timestamps}: the one RFC 3339 writer and reader that the
+peers file and the admin API share, and L{p2pool.core.json_kind}.
 """
 
 from __future__ import annotations

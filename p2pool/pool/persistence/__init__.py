@@ -16,24 +16,24 @@ The file is one JSON object::
      "bans": {"ips": ["10.0.0.0/8"], "peers": ["id..."]}}
 
 Peer objects keep the field names of Tezos's C{peers.json}; times are RFC
-3339 with three fractional digits (L{p2pool.timestamps}). See
+3339 with three fractional digits (L{p2pool.core.timestamps}). See
 C{docs/PEERS_FILE.md}.
 
 The work is split by concern, so that the reactor never waits long:
 
-  - L{p2pool.persistence.snapshot}: on the reactor thread, copy the pool's
+  - L{p2pool.pool.persistence.snapshot}: on the reactor thread, copy the pool's
     tables into a L{Snapshot} of plain values, a slice of records per
     reactor turn (L{snapshot_pool}); put a loaded file's records into the
     tables (L{apply_content});
-  - L{p2pool.persistence.document}: what the file holds, on both sides of
+  - L{p2pool.pool.persistence.document}: what the file holds, on both sides of
     the text;
-  - L{p2pool.persistence.encoder} and L{p2pool.persistence.decoder}: a
+  - L{p2pool.pool.persistence.encoder} and L{p2pool.pool.persistence.decoder}: a
     snapshot as JSON text, and the bytes of a file as checked records;
-  - L{p2pool.persistence.store}: the files on disk: the atomic write with
+  - L{p2pool.pool.persistence.store}: the files on disk: the atomic write with
     its C{.bak} generation (L{write_atomically}, L{write_snapshot}), and
     the load that moves a damaged file aside and falls back on the C{.bak}
     (L{read_peers_file}). Blocking: run in the reactor's thread pool;
-  - L{p2pool.persistence.peers_file}: L{PeersFile} ties them together for
+  - L{p2pool.pool.persistence.peers_file}: L{PeersFile} ties them together for
     a pool: one save at a time (a request during a save is coalesced into
     one follow-up), failures logged and counted, never raised.
 """

@@ -4,8 +4,8 @@ What a peers file holds, on both sides of the JSON text: the layout
 version, the rows a save writes (L{Snapshot}), the records a load reads
 (L{PeersFileContent}), and the errors of a file that cannot be used.
 
-The encoder (L{p2pool.persistence.encoder}) turns a L{Snapshot} into the
-text; the decoder (L{p2pool.persistence.decoder}) turns the text into a
+The encoder (L{p2pool.pool.persistence.encoder}) turns a L{Snapshot} into the
+text; the decoder (L{p2pool.pool.persistence.decoder}) turns the text into a
 L{PeersFileContent}. The names and forms they share are here.
 """
 
@@ -140,7 +140,7 @@ class PeersFileContent:
     The peers are L{PeerInfo} objects in state Disconnected whose
     C{metadata} is still the JSON value from the file (or L{NO_METADATA}):
     the application decodes it on the reactor thread
-    (L{p2pool.persistence.snapshot.apply_content}). The points are
+    (L{p2pool.pool.persistence.snapshot.apply_content}). The points are
     L{PointInfo} objects in state Disconnected, with no reconnection
     back-off.
     """
