@@ -118,8 +118,8 @@ def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
         info._record(StateEvent("accepting_request", t + 0.125, point=point))
         info._record(StateEvent("connection_established", t + 0.25, point=point))
         info._record(StateEvent("disconnection", t + 3600.5, point=point))
-        pool._peers.add(info)
-        pool._points.add(
+        pool.directory.restore_peer(info)
+        pool.directory.restore_point(
             PointInfo(
                 point,
                 known_public=True,
@@ -243,7 +243,7 @@ def measure(size: int, directory: str) -> dict[str, float]:
         outcome = d.result  # type: ignore[attr-defined]
         elapsed = time.perf_counter() - start
         assert outcome.status == "loaded" and not outcome.content.skipped, outcome
-        assert len(fresh._peers) == size and len(fresh._points) == size
+        assert fresh.directory.peer_count() == size and fresh.directory.point_count() == size
         return elapsed
 
     gc.collect()

@@ -651,6 +651,7 @@ def make_senders():
             self.sent_bytes = 0
             self.paused = True
             self.finished = False
+            self.next_index = 0
 
         def start(self):
             self.t0 = time.perf_counter()
@@ -672,16 +673,20 @@ def make_senders():
             send = self.conn.send
             batch = self.batch
             while not self.paused:
-                if self.sent >= self.max_messages or time.perf_counter() >= self.deadline:
+                if self.next_index == 0 and (self.sent >= self.max_messages or time.perf_counter() >= self.deadline):
                     self.finished = True
                     send(b"")
                     self.conn.unregister_producer()
                     self.on_finished(self)
                     return
-                for m in batch:
-                    send(m)
-                self.sent += self.batch_len
-                self.sent_bytes += self.batch_bytes
+                # One message at a time: the send queue pauses this producer
+                # (synchronously, inside send) when it passes its high-water
+                # mark, and a full queue refuses a message (SendQueueFull).
+                m = batch[self.next_index]
+                send(m)
+                self.sent += 1
+                self.sent_bytes += len(m)
+                self.next_index = (self.next_index + 1) % self.batch_len
 
     class RawClient(Protocol):
         """Dialer of the raw connect and memory cases: waits for the server's byte."""

@@ -111,6 +111,15 @@ class SendQueue:
         return self.queued >= self.limit or not self.budget.fits(1)
 
     @property
+    def high_water(self) -> bool:
+        """
+        The queue is three quarters full, or the node budget is spent:
+        producers pause here, before a frame could be refused for want of
+        room.
+        """
+        return self.queued >= self.limit * 3 // 4 or not self.budget.fits(1)
+
+    @property
     def has_room(self) -> bool:
         """
         The queue is at most half full and the node budget is not spent:

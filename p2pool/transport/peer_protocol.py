@@ -464,7 +464,8 @@ class PeerProtocol(Protocol):
     def _pace_producer(self) -> None:
         """
         After progress: resume the application's producer when the queue is
-        half empty, pause it when the queue is full.
+        half empty, pause it at three quarters full (before a frame could be
+        refused).
         """
         queue = self.send_queue
         if queue.has_room and not self._waiting:
@@ -472,7 +473,7 @@ class PeerProtocol(Protocol):
             if self._producer is not None and self._producer_paused:
                 self._producer_paused = False
                 self._producer.resumeProducing()
-        elif queue.full or self._waiting:
+        elif queue.high_water or self._waiting:
             self._pause_producer()
 
     def _pause_producer(self) -> None:
