@@ -390,6 +390,6 @@ class NamespacePartitionTests(TestCase):
         # twistd re-raises the stopping signal at exit, so the exit status is
         # SIGTERM's: a clean stop shows in the log instead.
         for node in self.nodes.values():
-            self.assertFalse([line for line in node.log if "Traceback" in line], node.name)
+            self.assertFalse([line for line in node.log if "Traceback (most recent call last)" in line], node.name)
             self.assertTrue(any("save_peers path=" in line for line in node.log), f"{node.name} saved its peers")
             self.assertTrue(any("Server Shut Down." in line for line in node.log), node.name)
