@@ -199,6 +199,10 @@ class PoolEvent:
 _log = Logger(namespace="p2pool.events")
 
 
+#: Each event's name as a plain string, for log records.
+_NAMES: dict[EventKind, str] = {kind: kind.value for kind in EventKind}
+
+
 @functools.lru_cache(maxsize=1024)
 def _format(keys: tuple[str, ...]) -> str:
     """
@@ -234,4 +238,4 @@ class EventLog:
         if self.summarise is not None and self.summarise(record):
             return
         level = LogLevel.info if event in INFO_EVENTS else LogLevel.debug
-        _log.emit(level, _format(tuple(fields)), p2pool_event=event.value, **fields)
+        _log.emit(level, _format(tuple(fields)), p2pool_event=_NAMES[event], **fields)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -101,8 +102,7 @@ _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
-@functools.lru_cache(maxsize=65536)
-def normalise_ip(text: str) -> str:
+def _canonical_ip(text: str) -> str:
     """
     Canonical text of an IP address; IPv4-mapped IPv6 becomes IPv4.
 
@@ -120,6 +120,13 @@ def normalise_ip(text: str) -> str:
         elif address.scope_id:
             raise AddressError(f"scoped IPv6 addresses are not supported: {text!r}")
     return str(address)
+
+
+#: Canonical text of an IP address; IPv4-mapped IPv6 becomes IPv4 (cached:
+#: the same few addresses are seen over and over).
+#:
+#: @raise AddressError: the text is not an IP address.
+normalise_ip: Callable[[str], str] = functools.lru_cache(maxsize=65536)(_canonical_ip)
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -146,21 +153,13 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(digits)
 
 
-def _point_ip(text: str) -> str:
-    """
-    The converter of L{Point.ip}: L{normalise_ip}, through a plain function
-    because mypy's attrs plugin cannot type an C{lru_cache}-wrapped converter.
-    """
-    return normalise_ip(text)
-
-
 @attrs.frozen(order=True, cache_hash=True)
 class Point:
     """
     A peer's network address: an IP (canonical text) and a TCP port.
     """
 
-    ip: str = attrs.field(converter=_point_ip)
+    ip: str = attrs.field(converter=normalise_ip)  # type: ignore[misc]  # a cached function
     port: int = attrs.field()
 
     @port.validator

@@ -40,6 +40,11 @@ _BEFORE_TLS = {
 #: without being a refusal: each incoming connection is then logged once,
 #: by its outcome (C{connection_established}, or a refusal counted here).
 _QUIET = frozenset({EventKind.INCOMING_CONNECTION})
+#: Every event that can report a refusal (most events cannot: they are
+#: passed over without looking at their fields).
+_REFUSALS = frozenset(
+    {*_BEFORE_TLS, EventKind.AUTHENTICATION_FAILED, EventKind.REQUEST_REJECTED, EventKind.REJECTING_REQUEST}
+)
 
 
 def refusal_of(event: PoolEvent) -> tuple[str, str] | None:
@@ -56,6 +61,8 @@ def refusal_of(event: PoolEvent) -> tuple[str, str] | None:
     (C{nack_too_many_connections}, ...).
     """
     name, fields = event.event, event.fields
+    if name not in _REFUSALS:
+        return None
     address = str(fields.get("addr", ""))
     reason = _BEFORE_TLS.get(name)
     if reason is not None:
@@ -171,7 +178,7 @@ class RefusalLog:
         summarised (C{interval} set) and it is a refusal or an
         C{incoming_connection}. Meant as C{EventLog.summarise}.
         """
-        refusal = refusal_of(event)
+        refusal = refusal_of(event) if event.event in _REFUSALS else None
         if refusal is not None:
             self.refused(*refusal)
             # Reported at once (no interval) by refused(); the event's own

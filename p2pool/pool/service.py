@@ -529,8 +529,10 @@ class Pool(MultiService):
         """
         points = list(points)
         self.events.emit(EventKind.GET_POINTS, medium=medium, source=source, points=len(points))
+        own = self._directory.own_points
         for point in points:
-            self.register_new_point(point, trusted)
+            if point not in own:
+                self.register_point(point, trusted)
 
     def register_peer(self, peer_id: PeerId) -> PeerInfo:
         """

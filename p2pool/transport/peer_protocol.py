@@ -223,14 +223,11 @@ class PeerProtocol(Protocol):
         self._reported_full = False
         self._timers: dict[str, IDelayedCall] = {}
 
-    @property
-    def _link(self) -> _PeerTransport:
-        """
-        The transport, as what it is once connected (L{_PeerTransport}).
-        """
-        return cast(_PeerTransport, self.transport)
+    #: The transport, as what it is once connected (L{_PeerTransport}).
+    _link: _PeerTransport
 
     def connectionMade(self) -> None:
+        self._link = cast(_PeerTransport, self.transport)
         self.remote_ip = normalise_ip(self._link.getPeer().host)
         self._link.registerProducer(self, True)
         self.handshake = self.handler.handshake_for(self)
@@ -420,7 +417,21 @@ class PeerProtocol(Protocol):
     def _push(self, frame: bytes) -> None:
         if self.closed:
             return
-        self.send_queue.push(frame)
+        queue = self.send_queue
+        if (
+            not queue.queued
+            and queue.writable
+            and len(frame) <= CHUNK_SIZE
+            and self._flow.upload is None
+            and not self._waiting
+        ):
+            # Nothing waits and the transport takes it: the frame goes
+            # straight through, as it would after a push and a drain.
+            self.write(frame)
+            if self._reported_full or self._producer_paused:
+                self._pace_producer()
+            return
+        queue.push(frame)
         self._drain()
 
     def _drain(self) -> None:
