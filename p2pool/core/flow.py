@@ -82,6 +82,8 @@ class SendQueue:
     @ivar dropped_control: control frames dropped because it was full.
     """
 
+    __slots__ = ("limit", "budget", "queued", "writable", "stalled_since", "refused", "dropped_control", "_frames", "_offset")
+
     def __init__(self, limit: int, budget: ByteBudget) -> None:
         self.limit = limit
         self.budget = budget
@@ -206,8 +208,11 @@ class ReadGate:
     #: The connection used its share of the node's download limit.
     DOWNLOAD = "download"
 
+    __slots__ = ("_reasons",)
+
     def __init__(self) -> None:
-        self._reasons: set[str] = set()
+        # Immutable: most connections never pause, and share the empty set.
+        self._reasons: frozenset[str] = frozenset()
 
     @property
     def paused(self) -> bool:
@@ -215,14 +220,14 @@ class ReadGate:
 
     @property
     def reasons(self) -> frozenset[str]:
-        return frozenset(self._reasons)
+        return self._reasons
 
     def pause(self, reason: str) -> bool:
         """
         Add C{reason}; return whether reading just stopped.
         """
         was = bool(self._reasons)
-        self._reasons.add(reason)
+        self._reasons = self._reasons | {reason}
         return not was
 
     def resume(self, reason: str) -> bool:
@@ -231,7 +236,7 @@ class ReadGate:
         """
         if reason not in self._reasons:
             return False
-        self._reasons.discard(reason)
+        self._reasons = self._reasons - {reason}
         return not self._reasons
 
 
@@ -239,6 +244,8 @@ class TokenBucket:
     """
     A token bucket: C{capacity} tokens, refilled at C{rate} per second.
     """
+
+    __slots__ = ("capacity", "rate", "_tokens", "_at")
 
     def __init__(self, capacity: float, rate: float, now: float) -> None:
         self.capacity = capacity
