@@ -25,6 +25,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import p2pool
 import p2pool.daemon.tap as tap
 from p2pool.admin import AdminListenError, AdminService
 from p2pool.admin import feed as feed_module
@@ -161,6 +162,67 @@ class ShapeTests(SynchronousTestCase):
         self.h.a.greylist_peer(self.h.b.peer_id)
         self.assertEqual(self.h.get("/network/greylist/ips")["ips"], [IP_B])
         self.assertEqual(self.h.get("/network/greylist/peers"), [str(self.h.b.peer_id)])
+
+    def test_node(self) -> None:
+        """
+        C{/node}: version, network, peer id, listening point, private mode,
+        start time and an uptime that grows.
+        """
+        node = self.h.get("/node")
+        self.assertEqual(set(node), {"version", "network", "peer_id", "listen", "private_mode", "started_at", "uptime"})
+        self.assertEqual(node["version"], p2pool.__version__)
+        self.assertEqual(node["network"], self.h.a.config.network)
+        self.assertEqual(node["peer_id"], str(self.h.a.peer_id))
+        self.assertEqual(node["listen"], f"{IP_A}:9732")
+        self.assertIs(node["private_mode"], False)
+        self.assertRegex(node["started_at"], RFC3339)
+        assert self.h.a.started_at is not None
+        self.assertEqual(node["started_at"], rfc3339(self.h.a.started_at))
+        self.h.network.advance(30)
+        later = self.h.get("/node")
+        self.assertAlmostEqual(later["uptime"] - node["uptime"], 30, delta=1)
+        self.assertAlmostEqual(later["uptime"], self.h.a.now() - self.h.a.started_at, places=2)
+        self.assertEqual(later["started_at"], node["started_at"])
+
+    def test_traffic_history(self) -> None:
+        """
+        C{/network/stat/history}: the bytes of each 10-second interval the
+        admin service has recorded, numbered; C{?after=} the later ones.
+        """
+        history = self.h.get("/network/stat/history")
+        self.assertEqual(set(history), {"interval", "length", "since", "intervals"})
+        self.assertEqual((history["interval"], history["length"]), (10.0, 360))
+        self.assertRegex(history["since"], RFC3339)
+        before = len(history["intervals"])
+        self.h.connect()
+        conn = self.h.a.connections.find_by_peer_id(self.h.b.peer_id)
+        assert conn is not None
+        sent_before = self.h.a.bytes_totals()[0]
+        conn.send(b"x" * 5000)
+        self.h.network.advance(25)
+        intervals = self.h.get("/network/stat/history")["intervals"]
+        self.assertGreaterEqual(len(intervals), before + 2)
+        for entry in intervals:
+            self.assertEqual(set(entry), {"seq", "end", "seconds", "sent", "recv"})
+            self.assertRegex(entry["end"], RFC3339)
+            self.assertGreaterEqual(entry["seconds"], 10)
+        self.assertEqual([e["seq"] for e in intervals], list(range(1, len(intervals) + 1)))
+        self.assertGreaterEqual(sum(e["sent"] for e in intervals), 5000)
+        self.assertLessEqual(sum(e["sent"] for e in intervals), self.h.a.bytes_totals()[0])
+        self.assertGreater(self.h.a.bytes_totals()[0], sent_before)
+        last = intervals[-1]["seq"]
+        self.assertEqual(self.h.get(f"/network/stat/history?after={last - 1}")["intervals"], intervals[-1:])
+        self.assertEqual(self.h.get(f"/network/stat/history?after={last}")["intervals"], [])
+
+    def test_traffic_history_is_bounded(self) -> None:
+        """
+        However long the node runs, the history holds C{length} intervals.
+        """
+        self.h.network.advance(4000)
+        history = self.h.get("/network/stat/history")
+        intervals = history["intervals"]
+        self.assertEqual(len(intervals), history["length"])
+        self.assertGreater(intervals[0]["seq"], 1)
 
     def test_rfc3339(self) -> None:
         self.assertEqual(rfc3339(0.25), "1970-01-01T00:00:00.250Z")
@@ -477,6 +539,12 @@ class ErrorTests(SynchronousTestCase):
         body = json.dumps({"acl": "ban", "pad": "x" * MAX_BODY_SIZE}).encode()
         self.assertError(self.h.request("PATCH", f"/network/peers/{UNKNOWN_PEER}", body), 413, "body_too_large")
 
+    def test_bad_history_after(self) -> None:
+        for value in ("-1", "abc", "1.5", "", "1e3", "١", "9" * 40):
+            result = self.h.request("GET", f"/network/stat/history?after={value}")
+            self.assertError(result, 400, "bad_query")
+            self.assertIn("after", result.json()["detail"])
+
     def test_bad_filter(self) -> None:
         self.assertError(self.h.request("GET", "/network/points?filter=up"), 400, "bad_query")
         self.assertError(self.h.request("GET", "/network/peers?filter=requested"), 400, "bad_query")
@@ -524,6 +592,15 @@ class ErrorTests(SynchronousTestCase):
             stub.flush()
             self.assertEqual(replies[0].code, 503, path)
         self.assertEqual(pool.active_connections(), 0)
+        bodies: list[Any] = []
+        stub.get("http://127.0.0.1/node").addCallback(treq.json_content).addCallback(bodies.append)
+        stub.flush()
+        [node] = bodies
+        self.assertEqual(
+            {k: node[k] for k in ("peer_id", "listen", "started_at", "uptime")},
+            {"peer_id": None, "listen": None, "started_at": None, "uptime": None},
+        )
+        self.assertEqual(node["version"], p2pool.__version__)
 
 
 class AuthTests(SynchronousTestCase):
@@ -539,9 +616,11 @@ class AuthTests(SynchronousTestCase):
             "/",
             "/metrics",
             "/version",
+            "/node",
             "/network/bans",
             "/network/self",
             "/network/stat",
+            "/network/stat/history",
             "/network/connections",
             "/network/points",
             "/network/peers",

@@ -21,9 +21,13 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pool import __version__
 from p2pool.admin import dashboard
+from p2pool.admin.json_shapes import rfc3339
+from p2pool.admin.traffic import TrafficHistory
+from p2pool.cli.commands import _when as cli_time
 from tests.adminhelpers import TOKEN, MemoryAdmin, base_url, start_admin
-from tests.helpers import async_test, start_node
+from tests.helpers import async_test, start_node, wait_for
 
 #: Headless Chromium, if installed (Debian's package is "chromium").
 CHROMIUM = next(
@@ -46,6 +50,20 @@ CHROMIUM_FLAGS = [
 ]
 #: Simulated milliseconds the page runs for: a few refreshes.
 VIRTUAL_TIME_BUDGET = 5000
+#: What each table and list of the page says when it is empty.
+EMPTY_TEXTS = {
+    "connections": "no connections",
+    "points": "no known points",
+    "peers": "no known peers",
+    "greylist-ips": "no greylisted addresses",
+    "greylist-peers": "no greylisted peers",
+    "bans-ips": "no banned addresses or ranges",
+    "bans-peers": "no banned peers",
+}
+#: Tables that always have rows (one per state).
+NEVER_EMPTY = {"point-table"}
+#: A time as the CLI prints it, and the page too.
+CLI_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
 
 
 def _sha256(text: str) -> str:
@@ -62,10 +80,14 @@ class _Elements(html.parser.HTMLParser):
         super().__init__()
         self.text: dict[str, str] = {}
         self.attributes: dict[str, dict[str, str | None]] = {}
+        #: The tag of every element with an id.
+        self.tags: dict[str, str] = {}
         self._open: list[str | None] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
+        if attributes.get("id"):
+            self.tags[str(attributes["id"])] = tag
         element = attributes.get("id") or (tag if tag == "body" else None)
         if tag in ("meta", "br", "img", "input", "link"):
             if element:
@@ -132,6 +154,51 @@ class PageTests(SynchronousTestCase):
         ids = set(parse_dom(self.page).attributes)
         self.assertEqual(used - ids, set())
 
+    def test_node_line(self) -> None:
+        """
+        The header has a place for the peer id, the network, the listening
+        point, the version, the uptime and the start time, which the script
+        fills from C{/node}.
+        """
+        elements = parse_dom(self.page)
+        for element in ("peer-id", "network", "listen", "version", "uptime", "started-at"):
+            self.assertIn(element, elements.attributes)
+        script = dashboard._static("dashboard.js")
+        self.assertIn('api("/node")', script)
+
+    def test_every_table_and_list_says_when_empty(self) -> None:
+        """
+        Every table and list the script fills has a line for when it is
+        empty, given to the fill function.
+        """
+        elements = parse_dom(self.page)
+        filled = {name for name, tag in elements.tags.items() if tag in ("table", "ul")}
+        self.assertEqual(filled - NEVER_EMPTY, set(EMPTY_TEXTS))
+        script = dashboard._static("dashboard.js")
+        for text in EMPTY_TEXTS.values():
+            self.assertIn(f'"{text}")', script)
+        self.assertNotIn("connections-empty", self.page)
+
+    def test_history_drawn_from_the_node(self) -> None:
+        """
+        The chart draws the history the node keeps, asking only for the
+        intervals it has not seen yet; the page has a line for when there
+        is none.
+        """
+        script = dashboard._static("dashboard.js")
+        self.assertIn('api("/network/stat/history?after=" + after)', script)
+        self.assertEqual(parse_dom(self.page).text["traffic-empty"], "no traffic recorded yet")
+
+    def test_times_as_the_cli_prints_them(self) -> None:
+        """
+        The script writes times with one function, and never in the
+        browser's locale.
+        """
+        script = dashboard._static("dashboard.js")
+        self.assertNotRegex(script, r"toLocale(Date|Time)?String")
+        self.assertEqual(len(re.findall(r"function isoTime\(", script)), 1)
+        self.assertEqual(len(re.findall(r"toISOString\(", script)), 1)
+
     def test_template_needs_its_marks(self) -> None:
         self.patch(dashboard, "_static", lambda name: "<html></html>" if name.endswith(".html") else "")
         self.assertRaises(ValueError, dashboard.dashboard_page.__wrapped__)
@@ -195,10 +262,31 @@ class BrowserTests(TestCase):
         a = await start_node(self, "127.0.0.95", 70)
         b = await start_node(self, "127.0.0.96", 71)
         admin = await start_admin(self, a.pool, "127.0.0.95")
-        await a.pool.connect(b.point)
+        # A history of 1-second intervals, so that some are recorded before
+        # the page opens without waiting for 10-second ones.
+        admin.traffic.history = TrafficHistory(reactor.seconds(), *a.pool.bytes_totals(), interval=1.0)
+        conn = await a.pool.connect(b.point)
         a.pool.greylist_addr("10.8.8.8")
         a.pool.points.ban_addr("192.0.2.0/24")
+        await wait_for(lambda: len(admin.traffic.history) >= 2, what="two intervals of traffic history")
+        recorded = len(admin.traffic.history)
         dom = await self.render(base_url(admin) + "/")
+        self.assertGreaterEqual(int(dom.attributes["traffic-chart"]["data-intervals"] or 0), recorded)
+        self.assertIn("hidden", dom.attributes["traffic-empty"].get("class") or "")
+        self.assertRegex(dom.text["traffic-note"], rf"recorded by the node since {CLI_TIME}")
+        self.assertEqual(dom.text["network"], a.pool.config.network)
+        self.assertEqual(dom.text["listen"], str(a.pool.listening_point))
+        self.assertEqual(dom.text["version"], f"p2pool {__version__}")
+        self.assertRegex(dom.text["uptime"], r"^\d+ (s|min \d+ s)$")
+        assert a.pool.started_at is not None
+        self.assertEqual(dom.text["started-at"], cli_time(rfc3339(a.pool.started_at)))
+        self.assertIn(cli_time(rfc3339(conn.established_at)), dom.text["connections"])
+        self.assertRegex(dom.text["status"], rf"^updated {CLI_TIME}$")
+        self.assertIn(f"{b.point}runningno{b.pool.peer_id}now (connected)", dom.text["points"])
+        self.assertIn(f"{b.pool.peer_id}runningno", dom.text["peers"])
+        self.assertIn("now (connected)", dom.text["peers"])
+        self.assertEqual(dom.text["greylist-peers"], EMPTY_TEXTS["greylist-peers"])
+        self.assertEqual(dom.text["bans-peers"], EMPTY_TEXTS["bans-peers"])
         self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
         self.assertEqual(dom.text["connection-count"], "1")
         self.assertEqual(dom.text["connections-outgoing"], "1")
@@ -221,6 +309,12 @@ class BrowserTests(TestCase):
         self.assertEqual(dom.text["peer-id"], str(a.pool.peer_id))
         self.assertEqual(dom.text["connection-count"], "0")
         self.assertTrue(dom.text["status"].startswith("updated"), dom.text["status"])
+        for element, text in EMPTY_TEXTS.items():
+            # A table's text: the header's, then the body's one line.
+            lines = [line.strip() for line in dom.text[element].splitlines() if line.strip()]
+            self.assertEqual(lines[-1], text, element)
+        empty_chart = dom.attributes["traffic-chart"]["data-intervals"] == "0"
+        self.assertEqual("hidden" not in (dom.attributes["traffic-empty"].get("class") or ""), empty_chart)
 
     @async_test
     async def test_dashboard_over_https(self) -> None:

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.logger import Logger
 
+from p2pool._version import __version__
 from p2pool.core.addressing import Point
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.core.timestamps import format_time as rfc3339
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
 
 if TYPE_CHECKING:
-    from p2pool.admin.traffic import TrafficSampler
+    from p2pool.admin.traffic import TrafficHistory, TrafficSampler
     from p2pool.pool.service import Pool
     from p2pool.transport.connection import Connection
 
@@ -33,9 +34,11 @@ __all__ = [
     "connection_json",
     "greylist_ips_json",
     "id_point_json",
+    "node_json",
     "peer_info_json",
     "point_info_json",
     "rfc3339",
+    "traffic_history_json",
 ]
 
 _log = Logger()
@@ -162,6 +165,53 @@ def stat_json(total_sent: int, total_recv: int, inflow: int, outflow: int) -> di
     Tezos C{P2p_stat}: totals in bytes, current flows in bytes per second.
     """
     return {"total_sent": total_sent, "total_recv": total_recv, "current_inflow": inflow, "current_outflow": outflow}
+
+
+def traffic_history_json(history: TrafficHistory, after: int = 0) -> dict[str, Any]:
+    """
+    C{GET /network/stat/history}: C{interval} (seconds each entry counts,
+    at least), C{length} (entries kept at most), C{since} (when counting
+    began: the numbering starts again when it changes), and C{intervals},
+    oldest first, those numbered above C{after}: each C{seq} (its number,
+    from 1), C{end} (a time), C{seconds} (its length), C{sent} and C{recv}
+    (bytes).
+    """
+    return {
+        "interval": history.interval,
+        "length": history.length,
+        "since": rfc3339(history.since),
+        "intervals": [
+            {
+                "seq": entry.seq,
+                "end": rfc3339(entry.end),
+                "seconds": round(entry.seconds, 3),
+                "sent": entry.sent,
+                "recv": entry.received,
+            }
+            for entry in history.intervals(after)
+        ],
+    }
+
+
+def node_json(pool: Pool) -> dict[str, Any]:
+    """
+    C{GET /node}: this node at a glance: C{version} (of p2pool),
+    C{network}, C{peer_id} (C{null} until the identity is ready),
+    C{listen} (the point it listens on for peers, C{null} until it does),
+    C{private_mode}, C{started_at} (a time, C{null} before the pool starts)
+    and C{uptime} (seconds since then, C{null} before).
+    """
+    listening = pool.listening_point
+    started_at = pool.started_at
+    return {
+        "version": __version__,
+        "network": pool.config.network,
+        "peer_id": str(pool.peer_id) if pool.identity is not None else None,
+        "listen": str(listening) if listening is not None else None,
+        "private_mode": pool.config.private_mode,
+        "started_at": rfc3339(started_at) if started_at is not None else None,
+        "uptime": round(max(0.0, pool.now() - started_at), 3) if started_at is not None else None,
+    }
 
 
 def connection_stat_json(conn: Connection, traffic: TrafficSampler) -> dict[str, int]:

@@ -30,7 +30,14 @@ from twisted.web.server import NOT_DONE_YET, Request
 from p2pool._version import __version__
 from p2pool.admin.dashboard import dashboard_page
 from p2pool.admin.feed import EventFeed
-from p2pool.admin.json_shapes import connection_json, greylist_ips_json, peer_info_json, point_info_json
+from p2pool.admin.json_shapes import (
+    connection_json,
+    greylist_ips_json,
+    node_json,
+    peer_info_json,
+    point_info_json,
+    traffic_history_json,
+)
 from p2pool.admin.metrics import PoolMetrics, snake_case
 from p2pool.admin.traffic import TrafficSampler
 from p2pool.core.acl import canonical_entry
@@ -198,6 +205,18 @@ def _query_seconds(request: Request, name: str, maximum: float) -> float | None:
     return value
 
 
+def _query_count(request: Request, name: str) -> int:
+    """
+    A whole number C{>= 0} given as C{?name=}; 0 when not given.
+    """
+    text = _query(request, name)
+    if text is None:
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise _bad("bad_query", f"{name}: expected a whole number >= 0, got {text[:40]!r}")
+    return int(text)
+
+
 def _query_states(request: Request, states: tuple[str, ...]) -> set[str] | None:
     """
     The states given as C{?filter=} (repeatable), if any.
@@ -286,10 +305,12 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
     ((), {"GET": "dashboard"}),
     (("metrics",), {"GET": "get_metrics"}),
     (("version",), {"GET": "get_version"}),
+    (("node",), {"GET": "get_node"}),
     (("health", "live"), {"GET": "get_live"}),
     (("health", "ready"), {"GET": "get_ready"}),
     (("network", "self"), {"GET": "get_self"}),
     (("network", "stat"), {"GET": "get_stat"}),
+    (("network", "stat", "history"), {"GET": "get_stat_history"}),
     (("network", "connections"), {"GET": "list_connections"}),
     (("network", "connections", ":peer_id"), {"GET": "get_connection", "DELETE": "delete_connection"}),
     (("network", "points"), {"GET": "list_points"}),
@@ -529,6 +550,13 @@ class AdminResource(Resource):
             {"ready": False, "checks": checks, "error": "not_ready", "detail": f"waiting for: {missing}"}, status=503
         )
 
+    def get_node(self, request: Request) -> dict[str, Any]:
+        """
+        The node at a glance: version, network, peer id, listening point,
+        private mode, start time and uptime.
+        """
+        return node_json(self._pool)
+
     def get_self(self, request: Request) -> str:
         if self._pool.identity is None:
             raise APIError(503, "starting", "the node's identity is not ready yet")
@@ -536,6 +564,13 @@ class AdminResource(Resource):
 
     def get_stat(self, request: Request) -> dict[str, Any]:
         return self._traffic.stat()
+
+    def get_stat_history(self, request: Request) -> dict[str, Any]:
+        """
+        The traffic of the last intervals; C{?after=<seq>} only those
+        numbered above C{seq}.
+        """
+        return traffic_history_json(self._traffic.history, _query_count(request, "after"))
 
     # -- connections ---------------------------------------------------------
 

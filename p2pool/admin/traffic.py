@@ -2,13 +2,17 @@
 """
 Traffic rates for C{/network/stat} and the connection views: the pool's
 byte counters sampled once a second, each rate being the bytes counted
-over the last interval divided by its length.
+over the last interval divided by its length; and the traffic history of
+C{/network/stat/history}: the bytes sent and received in each of the last
+L{HISTORY_LENGTH} intervals of L{HISTORY_INTERVAL} seconds, kept in a ring.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -19,10 +23,23 @@ if TYPE_CHECKING:
     from p2pool.pool.service import Pool
     from p2pool.transport.connection import Connection
 
-__all__ = ["SAMPLE_INTERVAL", "TrafficSampler"]
+__all__ = [
+    "HISTORY_INTERVAL",
+    "HISTORY_LENGTH",
+    "SAMPLE_INTERVAL",
+    "TrafficHistory",
+    "TrafficInterval",
+    "TrafficSampler",
+]
 
 #: Seconds between two samples of the byte counters.
 SAMPLE_INTERVAL = 1.0
+#: Seconds of traffic each entry of the history counts (at least; an
+#: interval ends at the first sample this long after it began).
+HISTORY_INTERVAL = 10.0
+#: Entries the history keeps (the oldest is dropped for a new one): one
+#: hour of 10-second intervals.
+HISTORY_LENGTH = 360
 
 _log = Logger()
 
@@ -42,6 +59,87 @@ class _ConnectionSample:
         self.outflow = 0
 
 
+@attrs.frozen
+class TrafficInterval:
+    """
+    The traffic of one interval of the history.
+
+    @ivar seq: its number: 1 for the first interval the history recorded,
+        then one more for each.
+    @ivar end: when it ended (seconds since the epoch).
+    @ivar seconds: its length.
+    @ivar sent: bytes sent during it.
+    @ivar received: bytes received during it.
+    """
+
+    seq: int
+    end: float
+    seconds: float
+    sent: int
+    received: int
+
+
+class TrafficHistory:
+    """
+    The bytes sent and received in each of the last C{length} intervals of
+    about C{interval} seconds, oldest first: a ring of at most C{length}
+    L{TrafficInterval}s, fed with the pool's byte totals by L{observe}.
+
+    @ivar since: when counting began.
+
+    An interval ends at the first observation C{interval} seconds or more
+    after it began, so it lasts longer when observations come late (a busy
+    reactor); its C{seconds} say how long. A clock that goes back starts a
+    new interval from the new time, counting nothing twice.
+    """
+
+    def __init__(
+        self, now: float, sent: int, received: int, interval: float = HISTORY_INTERVAL, length: int = HISTORY_LENGTH
+    ) -> None:
+        """
+        @param now: when counting begins, with the totals then, C{sent} and
+            C{received}.
+        @raise ValueError: C{interval} is not positive or C{length} is not
+            at least 1.
+        """
+        if not interval > 0:
+            raise ValueError(f"the history interval must be positive, got {interval!r}")
+        if length < 1:
+            raise ValueError(f"the history length must be at least 1, got {length!r}")
+        self.interval = interval
+        self.length = length
+        self.since = now
+        self._intervals: collections.deque[TrafficInterval] = collections.deque(maxlen=length)
+        self._seq = 0
+        self._start, self._sent, self._received = now, sent, received
+
+    def observe(self, now: float, sent: int, received: int) -> None:
+        """
+        The pool's byte totals at C{now}: close the current interval if it
+        has lasted long enough.
+        """
+        if now < self._start:
+            self._start, self._sent, self._received = now, sent, received
+            return
+        elapsed = now - self._start
+        if elapsed < self.interval:
+            return
+        self._seq += 1
+        self._intervals.append(
+            TrafficInterval(self._seq, now, elapsed, max(0, sent - self._sent), max(0, received - self._received))
+        )
+        self._start, self._sent, self._received = now, sent, received
+
+    def intervals(self, after: int = 0) -> list[TrafficInterval]:
+        """
+        The intervals kept whose C{seq} is above C{after}, oldest first.
+        """
+        return [entry for entry in self._intervals if entry.seq > after]
+
+    def __len__(self) -> int:
+        return len(self._intervals)
+
+
 class TrafficSampler:
     """
     Samples a pool's byte counters (L{Pool.bytes_totals} and each running
@@ -50,9 +148,17 @@ class TrafficSampler:
 
     @ivar inflow: bytes received per second over the last interval.
     @ivar outflow: bytes sent per second over the last interval.
+    @ivar history: the traffic of the last intervals, fed by each sample.
     """
 
-    def __init__(self, pool: Pool, clock: IReactorTime, interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        interval: float = SAMPLE_INTERVAL,
+        history_interval: float = HISTORY_INTERVAL,
+        history_length: int = HISTORY_LENGTH,
+    ) -> None:
         self._pool = pool
         self._clock = clock
         self._interval = interval
@@ -63,6 +169,9 @@ class TrafficSampler:
         self._connections: dict[PeerId, _ConnectionSample] = {}
         self.inflow = 0
         self.outflow = 0
+        self.history = TrafficHistory(
+            self._last_time, self._last_sent, self._last_received, history_interval, history_length
+        )
 
     def start(self) -> None:
         """
@@ -89,6 +198,7 @@ class TrafficSampler:
             self.outflow = _rate(sent - self._last_sent, elapsed)
             self.inflow = _rate(received - self._last_received, elapsed)
         self._last_time, self._last_sent, self._last_received = now, sent, received
+        self.history.observe(now, sent, received)
         samples: dict[PeerId, _ConnectionSample] = {}
         for conn in self._pool.connections:
             previous = self._connections.get(conn.peer_id)

@@ -91,6 +91,8 @@ class Pool(MultiService):
     @ivar reresolver: re-resolves the configured named points.
     @ivar persistence: the peers file.
     @ivar listening_port: the listening port, once listening.
+    @ivar started_at: when the service started (the pool's clock), once
+        it has.
     """
 
     _log = Logger()
@@ -176,6 +178,7 @@ class Pool(MultiService):
         )
         self._stopping_identity = False
         self.listening_port: IListeningPort | None = None
+        self.started_at: float | None = None
         self._started: Deferred[None] | None = None
         self._start_failure: Failure | None = None
         self.is_started = False
@@ -184,6 +187,7 @@ class Pool(MultiService):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # unannotated MultiService, as in __init__
+        self.started_at = self._clock.seconds()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._checkpoints.start(self.config.checkpoint_interval, now=False)
         if self.keepalive is not None:
@@ -249,7 +253,8 @@ class Pool(MultiService):
             await self._register_spec(spec, trusted=True)
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
         await self._listen()
-        port = self.config.advertised_port or (_tcp_address(self.listening_port).port if self.listening_port else 0)
+        listening = self.listening_point
+        port = self.config.advertised_port or (listening.port if listening is not None else 0)
         params = HandshakeParams(
             peer_id=identity.peer_id,
             port=port,
@@ -323,8 +328,17 @@ class Pool(MultiService):
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
         endpoint: IStreamServerEndpoint = endpoint_type(self._reactor, listen.port, backlog=50, interface=listen.ip)
         self.listening_port = await endpoint.listen(self.server_factory())
+        self.events.emit(EventKind.LISTENING, point=str(self.listening_point), peer_id=str(self.peer_id))
+
+    @property
+    def listening_point(self) -> Point | None:
+        """
+        The address and port the pool listens on, once it does.
+        """
+        if self.listening_port is None:
+            return None
         host = _tcp_address(self.listening_port)
-        self.events.emit(EventKind.LISTENING, point=str(Point(host.host, host.port)), peer_id=str(self.peer_id))
+        return Point(host.host, host.port)
 
     def server_factory(self) -> PeerServerFactory:
         """

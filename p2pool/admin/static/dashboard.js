@@ -1,12 +1,15 @@
 // p2pool dashboard: polls the node's admin API every second and renders
-// connections, known points by state, greylists, bans and a traffic chart.
+// the node (network, listening point, version, uptime), connections, known
+// points and peers, greylists, bans and a chart of the traffic history the
+// node keeps (/network/stat/history).
 "use strict";
 (function () {
   var REFRESH_MS = 1000;
-  var HISTORY = 120;         // samples kept for the chart
-  var POINT_ROWS = 50;       // points listed in the table
+  var ROWS = 50;             // points or peers listed in a table
+  var MIN_WINDOW = 300;      // seconds the traffic chart spans at least
   var POINT_STATES = ["running", "accepted", "requested", "disconnected"];
   var PEER_STATES = ["running", "accepted", "disconnected"];
+  var LIVE = "now (connected)";  // "last seen" of a peer connected now
 
   var params = new URLSearchParams(window.location.search);
   var token = params.get("access_token");
@@ -14,7 +17,9 @@
     window.history.replaceState(null, "", window.location.pathname);
   }
 
-  var samples = [];
+  // The traffic history as the node sent it: its identity (since), the
+  // number of the last interval received, its bound, and the intervals.
+  var recorded = {since: null, last: 0, length: 0, intervals: []};
   var updates = 0;
 
   function $(id) { return document.getElementById(id); }
@@ -44,10 +49,23 @@
 
   function rate(n) { return bytes(n) + "/s"; }
 
-  function since(text) {
-    if (!text) { return "–"; }
-    var date = new Date(text);
-    return isNaN(date.getTime()) ? text : date.toLocaleString();
+  // Every time on the page, as the p2pool CLI prints them: ISO 8601 in UTC
+  // to the second, "2024-05-01 12:00:00Z". Takes the API's RFC 3339 text,
+  // a Date or milliseconds since the epoch.
+  function isoTime(value) {
+    if (value === null || value === undefined || value === "") { return "–"; }
+    var date = value instanceof Date ? value : new Date(value);
+    if (isNaN(date.getTime())) { return String(value); }
+    return date.toISOString().slice(0, 19).replace("T", " ") + "Z";
+  }
+
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+    if (d > 0) { return d + " d " + h + " h"; }
+    if (h > 0) { return h + " h " + m + " min"; }
+    if (m > 0) { return m + " min " + (s % 60) + " s"; }
+    return s + " s";
   }
 
   function cell(row, text, className) {
@@ -58,26 +76,38 @@
     return td;
   }
 
-  function fillTable(tableId, items, makeRow) {
-    var body = $(tableId).tBodies[0];
+  // Fill a table's body with a row per item, or one row saying it is empty.
+  function fillTable(tableId, items, makeRow, emptyText) {
+    var table = $(tableId);
     var rows = document.createDocumentFragment();
     items.forEach(function (item) {
       var row = document.createElement("tr");
       makeRow(row, item);
       rows.appendChild(row);
     });
-    body.replaceChildren(rows);
+    if (items.length === 0) {
+      var row = document.createElement("tr");
+      cell(row, emptyText, "empty").colSpan = table.tHead.rows[0].cells.length;
+      rows.appendChild(row);
+    }
+    table.tBodies[0].replaceChildren(rows);
   }
 
-  function fillList(listId, items) {
-    var list = $(listId);
+  // Fill a list with an entry per item, or one entry saying it is empty.
+  function fillList(listId, items, emptyText) {
     var entries = document.createDocumentFragment();
     items.forEach(function (text) {
       var li = document.createElement("li");
       li.textContent = text;
       entries.appendChild(li);
     });
-    list.replaceChildren(entries);
+    if (items.length === 0) {
+      var li = document.createElement("li");
+      li.textContent = emptyText;
+      li.className = "empty";
+      entries.appendChild(li);
+    }
+    $(listId).replaceChildren(entries);
   }
 
   function countStates(pairs, stateOf, states) {
@@ -97,13 +127,68 @@
       .map(function (s) { return counts[s].all + " " + s; }).join(" · ") || "none";
   }
 
+  // The first ROWS pairs, by state (in the order of states), trusted first.
+  function firstRows(pairs, stateOf, states) {
+    var order = {};
+    states.forEach(function (s, i) { order[s] = i; });
+    return pairs.slice().sort(function (a, b) {
+      var d = order[stateOf(a[1])] - order[stateOf(b[1])];
+      return d !== 0 ? d : (a[1].trusted === b[1].trusted ? 0 : (a[1].trusted ? -1 : 1));
+    }).slice(0, ROWS);
+  }
+
+  function rowsNote(noteId, shown, total, what) {
+    setText(noteId, total > shown ? "showing " + shown + " of " + total + " " + what : "");
+  }
+
+  // "last seen" of a point or peer: now while it is connected, else when
+  // it was last connected, rejected or disconnected.
+  function lastSeen(running, stamp) {
+    return running ? LIVE : isoTime(stamp ? stamp[1] : null);
+  }
+
+  function renderNode(node) {
+    setText("peer-id", node.peer_id || "…");
+    setText("network", node.network);
+    setText("listen", node.listen || "not listening yet");
+    setText("version", "p2pool " + node.version);
+    setText("uptime", node.uptime === null ? "not started" : duration(node.uptime));
+    setText("started-at", isoTime(node.started_at));
+  }
+
   function renderStat(stat) {
     setText("total-recv", bytes(stat.total_recv));
     setText("total-sent", bytes(stat.total_sent));
     setText("current-inflow", rate(stat.current_inflow));
     setText("current-outflow", rate(stat.current_outflow));
-    samples.push({inflow: stat.current_inflow, outflow: stat.current_outflow});
-    if (samples.length > HISTORY) { samples.shift(); }
+  }
+
+  // Add the intervals of a reply to /network/stat/history?after=<after>.
+  function addHistory(reply, after) {
+    var intervals = reply.intervals;
+    if (reply.since !== recorded.since) {  // another history (the node restarted): start again
+      recorded = {since: reply.since, last: 0, length: reply.length, intervals: []};
+      if (after > 0) { intervals = []; }  // only its later part: fetch it all next time
+    }
+    recorded.length = reply.length;
+    intervals.forEach(function (entry) {
+      recorded.intervals.push({
+        end: new Date(entry.end).getTime() / 1000,
+        seconds: entry.seconds,
+        inflow: entry.seconds > 0 ? entry.recv / entry.seconds : 0,
+        outflow: entry.seconds > 0 ? entry.sent / entry.seconds : 0
+      });
+      recorded.last = Math.max(recorded.last, entry.seq);
+    });
+    if (recorded.intervals.length > recorded.length) {
+      recorded.intervals.splice(0, recorded.intervals.length - recorded.length);
+    }
+    var shown = recorded.intervals.length;
+    $("traffic-empty").classList.toggle("hidden", shown > 0);
+    setText("traffic-note", shown === 0
+      ? "the node records the bytes sent and received every " + reply.interval + " s, and keeps the last " + reply.length
+      : shown + " intervals of " + reply.interval + " s recorded by the node since " + isoTime(recorded.intervals[0].end * 1000 - recorded.intervals[0].seconds * 1000)
+        + " (it keeps the last " + reply.length + ")");
     drawChart();
   }
 
@@ -112,7 +197,6 @@
     setText("connection-count", String(connections.length));
     setText("connections-incoming", String(incoming));
     setText("connections-outgoing", String(connections.length - incoming));
-    $("connections-empty").classList.toggle("hidden", connections.length > 0);
     fillTable("connections", connections, function (row, c) {
       cell(row, c.peer_id);
       cell(row, c.point || c.id_point.addr);
@@ -122,56 +206,65 @@
       cell(row, bytes(c.stat.total_recv), "num");
       cell(row, rate(c.stat.current_inflow), "num");
       cell(row, rate(c.stat.current_outflow), "num");
-      cell(row, since(c.established_at));
-    });
+      cell(row, isoTime(c.established_at));
+    }, "no connections");
   }
 
   function renderPoints(points) {
-    var counts = countStates(points, function (info) { return info.state.event_kind; }, POINT_STATES);
+    var stateOf = function (info) { return info.state.event_kind; };
+    var counts = countStates(points, stateOf, POINT_STATES);
     setText("point-count", String(points.length));
     setText("point-states", summary(counts, POINT_STATES));
     fillTable("point-table", POINT_STATES, function (row, state) {
       cell(row, state, "state-" + state);
       cell(row, String(counts[state].all), "num");
       cell(row, String(counts[state].trusted), "num");
-    });
-    var order = {};
-    POINT_STATES.forEach(function (s, i) { order[s] = i; });
-    var listed = points.slice().sort(function (a, b) {
-      var d = order[a[1].state.event_kind] - order[b[1].state.event_kind];
-      return d !== 0 ? d : (a[1].trusted === b[1].trusted ? 0 : (a[1].trusted ? -1 : 1));
-    }).slice(0, POINT_ROWS);
+    }, "no states");
+    var listed = firstRows(points, stateOf, POINT_STATES);
     fillTable("points", listed, function (row, pair) {
       var info = pair[1];
       cell(row, pair[0]);
       cell(row, info.state.event_kind, "state-" + info.state.event_kind);
       cell(row, info.trusted ? "yes" : "no");
       cell(row, info.p2p_peer_id || "–");
-      cell(row, info.last_seen ? since(info.last_seen[1]) : "–");
-      cell(row, since(info.greylisted_until));
-    });
-    setText("points-note", points.length > POINT_ROWS ? "showing " + POINT_ROWS + " of " + points.length + " points" : "");
+      cell(row, lastSeen(info.state.event_kind === "running", info.last_seen));
+      cell(row, isoTime(info.greylisted_until));
+    }, "no known points");
+    rowsNote("points-note", listed.length, points.length, "points");
   }
 
   function renderPeers(peers) {
-    var counts = countStates(peers, function (info) { return info.state; }, PEER_STATES);
+    var stateOf = function (info) { return info.state; };
+    var counts = countStates(peers, stateOf, PEER_STATES);
     setText("peer-count", String(peers.length));
     setText("peer-states", summary(counts, PEER_STATES));
+    var listed = firstRows(peers, stateOf, PEER_STATES);
+    fillTable("peers", listed, function (row, pair) {
+      var info = pair[1];
+      var at = info.reachable_at;
+      cell(row, pair[0]);
+      cell(row, info.state, "state-" + info.state);
+      cell(row, info.trusted ? "yes" : "no");
+      cell(row, info.score === null ? "–" : String(Math.round(info.score * 100) / 100), "num");
+      cell(row, at ? (at.addr.indexOf(":") >= 0 ? "[" + at.addr + "]" : at.addr) + (at.port ? ":" + at.port : "") : "–");
+      cell(row, lastSeen(info.state === "running", info.last_seen));
+    }, "no known peers");
+    rowsNote("peers-note", listed.length, peers.length, "peers");
   }
 
   function renderGreylists(ips, peers) {
     setText("greylist-ip-count", String(ips.ips.length));
-    fillList("greylist-ips", ips.ips);
-    setText("greylist-reliability", ips.not_reliable_since ? "listing incomplete since " + since(ips.not_reliable_since) : "");
+    fillList("greylist-ips", ips.ips, "no greylisted addresses");
+    setText("greylist-reliability", ips.not_reliable_since ? "listing incomplete since " + isoTime(ips.not_reliable_since) : "");
     setText("greylist-peer-count", String(peers.length));
-    fillList("greylist-peers", peers);
+    fillList("greylist-peers", peers, "no greylisted peers");
   }
 
   function renderBans(bans) {
     setText("bans-ip-count", String(bans.ips.length));
-    fillList("bans-ips", bans.ips);
+    fillList("bans-ips", bans.ips, "no banned addresses or ranges");
     setText("bans-peer-count", String(bans.peers.length));
-    fillList("bans-peers", bans.peers);
+    fillList("bans-peers", bans.peers, "no banned peers");
   }
 
   function niceMax(value) {
@@ -180,8 +273,12 @@
     return step * 0.75 >= value ? step * 0.75 : step;
   }
 
+  // The history's intervals as steps, over the last MIN_WINDOW seconds or
+  // more (up to all the node keeps), their times in ISO 8601 below.
   function drawChart() {
     var canvas = $("traffic-chart");
+    var intervals = recorded.intervals;
+    canvas.dataset.intervals = String(intervals.length);
     var ratio = window.devicePixelRatio || 1;
     var width = canvas.clientWidth || canvas.width;
     var height = canvas.clientHeight || canvas.height;
@@ -196,7 +293,7 @@
     var left = 80, right = 12, top = 12, bottom = 22;
     var plotW = width - left - right, plotH = height - top - bottom;
     var peak = 0;
-    samples.forEach(function (s) { peak = Math.max(peak, s.inflow, s.outflow); });
+    intervals.forEach(function (s) { peak = Math.max(peak, s.inflow, s.outflow); });
     var max = niceMax(peak);
     var style = getComputedStyle(document.documentElement);
     ctx.font = "11px system-ui, sans-serif";
@@ -211,17 +308,27 @@
       ctx.stroke();
       ctx.fillText(rate((max * i) / 4), 4, y + 4);
     }
-    ctx.fillText(HISTORY + " s ago", left, height - 6);
-    ctx.fillText("now", left + plotW - 20, height - 6);
+    if (intervals.length === 0) {
+      ctx.fillText("no traffic recorded yet", left + 8, top + plotH / 2);
+      return;
+    }
+    var end = intervals[intervals.length - 1].end;
+    var first = intervals[0].end - intervals[0].seconds;
+    var span = Math.max(MIN_WINDOW, end - first);
+    var begin = end - span;
+    var leftLabel = isoTime(begin * 1000), rightLabel = isoTime(end * 1000);
+    ctx.fillText(leftLabel, left, height - 6);
+    ctx.fillText(rightLabel, left + plotW - ctx.measureText(rightLabel).width, height - 6);
+    function xOf(t) { return left + ((t - begin) / span) * plotW; }
     function line(key, color) {
-      if (samples.length < 2) { return; }
       ctx.strokeStyle = color;
       ctx.lineWidth = 2;
       ctx.beginPath();
-      samples.forEach(function (s, index) {
-        var x = left + plotW - ((samples.length - 1 - index) * plotW) / (HISTORY - 1);
+      intervals.forEach(function (s, index) {
         var y = top + plotH - (s[key] / max) * plotH;
-        if (index === 0) { ctx.moveTo(x, y); } else { ctx.lineTo(x, y); }
+        var x0 = xOf(s.end - s.seconds);
+        if (index === 0) { ctx.moveTo(x0, y); } else { ctx.lineTo(x0, y); }
+        ctx.lineTo(xOf(s.end), y);
       });
       ctx.stroke();
     }
@@ -235,16 +342,12 @@
     status.classList.toggle("error", failed);
   }
 
-  function loadIdentity() {
-    return api("/network/self").then(function (peerId) { setText("peer-id", peerId); });
-  }
-
-  var identityKnown = false;
-
   function refresh() {
+    var after = recorded.last;
     var steps = [
-      identityKnown ? Promise.resolve() : loadIdentity().then(function () { identityKnown = true; }),
+      api("/node"),
       api("/network/stat"),
+      api("/network/stat/history?after=" + after),
       api("/network/connections"),
       api("/network/points"),
       api("/network/peers"),
@@ -253,15 +356,17 @@
       api("/network/bans")
     ];
     return Promise.all(steps).then(function (r) {
+      renderNode(r[0]);
       renderStat(r[1]);
-      renderConnections(r[2]);
-      renderPoints(r[3]);
-      renderPeers(r[4]);
-      renderGreylists(r[5], r[6]);
-      renderBans(r[7]);
+      addHistory(r[2], after);
+      renderConnections(r[3]);
+      renderPoints(r[4]);
+      renderPeers(r[5]);
+      renderGreylists(r[6], r[7]);
+      renderBans(r[8]);
       updates += 1;
       document.body.dataset.updates = String(updates);
-      showStatus("updated " + new Date().toLocaleTimeString(), false);
+      showStatus("updated " + isoTime(new Date()), false);
     }).catch(function (error) {
       showStatus("cannot reach the node: " + error.message, true);
     });
