@@ -92,11 +92,13 @@ class SendQueue:
         self.stalled_since: float | None = None
         self.refused = 0
         self.dropped_control = 0
-        self._frames: collections.deque[bytes] = collections.deque()
+        # Made at the first push: most frames go straight to the transport,
+        # and an empty deque costs 600 bytes per connection.
+        self._frames: collections.deque[bytes] | None = None
         self._offset = 0
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return 0 if self._frames is None else len(self._frames)
 
     def fits(self, size: int) -> bool:
         """
@@ -133,6 +135,8 @@ class SendQueue:
         """
         Queue C{frame} (the caller checked L{fits}).
         """
+        if self._frames is None:
+            self._frames = collections.deque()
         self._frames.append(frame)
         self.queued += len(frame)
         self.budget.take(len(frame))
@@ -143,6 +147,8 @@ class SendQueue:
         (whole frames joined, the last one possibly cut).
         """
         frames = self._frames
+        if frames is None:
+            return b""
         parts: list[bytes] = []
         size = 0
         while frames and size < max_bytes:
@@ -168,7 +174,7 @@ class SendQueue:
         """
         self.budget.release(self.queued)
         self.queued = 0
-        self._frames.clear()
+        self._frames = None
         self._offset = 0
 
     def transport_full(self, now: float) -> None:

@@ -217,7 +217,8 @@ class PeerProtocol(Protocol):
         self.read_gate = ReadGate()
         self.pending_messages = 0
         self._control_bucket: TokenBucket | None = None
-        self._waiting: collections.deque[tuple[bytes, Deferred[None]]] = collections.deque()
+        #: Frames of L{send_when_room} waiting for room (made when needed).
+        self._waiting: collections.deque[tuple[bytes, Deferred[None]]] | None = None
         self._producer: IPushProducer | None = None
         self._producer_paused = False
         self._reported_full = False
@@ -411,6 +412,8 @@ class PeerProtocol(Protocol):
             self._push(frame)
             return succeed(None)
         d: Deferred[None] = Deferred()
+        if self._waiting is None:
+            self._waiting = collections.deque()
         self._waiting.append((frame, d))
         return d
 
@@ -633,7 +636,7 @@ class PeerProtocol(Protocol):
             else:
                 self.error = PeerConnectionClosed(reason.getErrorMessage())
         self.handler.connection_lost(self, self.error)
-        waiting, self._waiting = self._waiting, collections.deque()
+        waiting, self._waiting = self._waiting or (), None
         closed = self.connection.reason if self.connection is not None and self.connection.reason else self.error
         for _, d in waiting:
             d.errback(closed)
