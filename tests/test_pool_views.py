@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pool.admin.json_shapes import point_info_json
 from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.core.states import PeerState, PointState, TrustSource
 from p2pool.errors import DisconnectReason, PrivateMode
@@ -309,8 +310,10 @@ class TrustTests(_NetworkTestCase):
         self.assertEqual(a.points.info(_point(IP_C)).trust, TrustSource.CONFIG | TrustSource.API)  # type: ignore[union-attr]
         self.assertIs(a.points.info(Point("10.1.0.1", 9732)).trust, TrustSource.API)  # type: ignore[union-attr]
         self.assertIs(a.peers.info(_peer(1)).trust, TrustSource.API)  # type: ignore[union-attr]
+        self.assertEqual(point_info_json(a.points.info(_point(IP_C)))["trusted_by"], ["config", "api"])  # type: ignore[arg-type]
         a.points.untrust(_point(IP_C))
         self.assertFalse(a.points.get_trusted(_point(IP_C)), "untrust removes every source")
+        self.assertNotIn("trusted_by", point_info_json(a.points.info(_point(IP_C))))  # type: ignore[arg-type]
         a.register_point(_point(IP_B), trusted=False, source=TrustSource.API)
         self.assertTrue(a.points.get_trusted(_point(IP_B)), "only the source named is removed")
 
