@@ -25,6 +25,7 @@ __all__ = [
     "PointInfo",
     "PointState",
     "StateEvent",
+    "UNTRUSTED",
     "TrustSource",
     "changed_trust",
 ]
