@@ -742,6 +742,28 @@ class PeerBlacklistTests(SynchronousTestCase):
         self.assertEqual(blacklist.listing(), [])
         self.assertRaises(TypeError, blacklist.ban, "foo")
 
+    def test_bansPlacedWithAnAddress(self) -> None:
+        """
+        lift_addr lifts the bans placed with that address only: a peer
+        banned on its own, or with another address, stays banned.
+        """
+        blacklist = PeerBlacklist()
+        self.assertTrue(blacklist.ban(FOO, "1.2.3.4"))
+        self.assertTrue(blacklist.ban(BAR, "1.2.3.4"))
+        self.assertFalse(blacklist.ban(BAR))
+        self.assertTrue(blacklist.ban(BAZ, "1.2.3.4"))
+        self.assertFalse(blacklist.ban(BAZ, "5.6.7.8"))
+        self.assertEqual(blacklist.own_listing(), [BAR])
+        self.assertEqual(blacklist.by_addr(), {"1.2.3.4": [FOO, BAR, BAZ], "5.6.7.8": [BAZ]})
+        self.assertEqual(blacklist.lift_addr("1.2.3.4"), [FOO])
+        self.assertEqual(blacklist.listing(), [BAR, BAZ])
+        self.assertEqual(blacklist.lift_addr("1.2.3.4"), [])
+        self.assertEqual(blacklist.lift_addr("5.6.7.8"), [BAZ])
+        self.assertEqual((blacklist.listing(), blacklist.by_addr()), ([BAR], {}))
+        blacklist.ban(FOO, "1.2.3.4")
+        self.assertTrue(blacklist.unban(FOO))
+        self.assertEqual((blacklist.lift_addr("1.2.3.4"), blacklist.by_addr()), ([], {}))
+
 
 class ACLTests(SynchronousTestCase):
     """
@@ -796,6 +818,19 @@ class ACLTests(SynchronousTestCase):
         self.assertFalse(acl.banned_addr("10.1.1.1"))
         self.assertTrue(acl.banned_addr("5.6.7.8"))
         self.assertRaises(AddressError, acl.unban_addr, "nope")
+
+    def test_unbanAddrLiftsItsPeerBans(self) -> None:
+        """
+        unban_addr lifts the peer bans placed with the address, in any
+        written form of it.
+        """
+        acl = ACL(10, 16, 60)
+        acl.ip_blacklist.ban("1.2.3.4")
+        acl.peer_blacklist.ban(FOO, "1.2.3.4")
+        acl.peer_blacklist.ban(BAR)
+        self.assertEqual(acl.unban_addr("::ffff:1.2.3.4"), [FOO])
+        self.assertFalse(acl.banned_peer(FOO))
+        self.assertTrue(acl.banned_peer(BAR))
 
     def test_clear(self) -> None:
         """

@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.admin.json_shapes import point_info_json
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point, PointSpec
-from p2pool.core.states import PeerState, PointState, StateEvent
+from p2pool.core.states import PeerState, PointState, StateEvent, TrustSource
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.persistence import (
@@ -625,13 +625,23 @@ class DecodeTests(SynchronousTestCase):
             {"point": "10.0.0.8:9732", "last_disconnection": [str(_peer(1))]},
             {"point": "[::1]:9732", "trusted": True},
         ]
-        bans = {"ips": ["10.0.0.0/8", "nope", 5, "10.0.0.1/8", "2001:db8::/32"], "peers": [str(_peer(40)), "idbad", 7]}
+        bans = {
+            "ips": ["10.0.0.0/8", "nope", 5, "10.0.0.1/8", "2001:db8::/32"],
+            "peers": [str(_peer(40)), "idbad", 7],
+            "peers_by_ip": [
+                {"ip": "::ffff:10.0.0.9", "peer_id": str(_peer(41))},
+                {"ip": "10.0.0.0/8", "peer_id": str(_peer(41))},
+                {"ip": "10.0.0.9", "peer_id": "idbad"},
+                [],
+            ],
+        }
         content = self.decode(document(peers=peers, points=points, bans=bans))
         self.assertEqual([p.peer_id for p in content.peers], [_peer(1), _peer(17)])
         self.assertEqual(content.peers[1].last_established_connection, (Point("10.0.0.1", 9732), T0))
         self.assertEqual([p.point for p in content.points], [Point("10.0.0.1", 9732), Point("::1", 9732)])
         self.assertEqual(content.banned_ips, ["10.0.0.0/8", "2001:db8::/32"])
         self.assertEqual(content.banned_peers, [_peer(40)])
+        self.assertEqual(content.peer_bans_by_ip, [("10.0.0.9", _peer(41))])
         problems = {(p.section, p.index): p.problem for p in content.skipped}
         expected = {
             ("peers", 1): "expected an object, got a number",
@@ -666,11 +676,14 @@ class DecodeTests(SynchronousTestCase):
             ("bans.ips", 3): "not an IP address or CIDR range",
             ("bans.peers", 1): "peer id: malformed peer id",
             ("bans.peers", 2): "peer id: a peer id is a string, not a number",
+            ("bans.peers_by_ip", 1): "ip: expected an address",
+            ("bans.peers_by_ip", 2): "peer_id: malformed peer id",
+            ("bans.peers_by_ip", 3): "expected an object, got an array",
         }
         self.assertEqual(sorted(problems), sorted(expected))
         for key, fragment in expected.items():
             self.assertIn(fragment, problems[key], key)
-        sections = ("peers", "points", "bans.ips", "bans.peers")
+        sections = ("peers", "points", "bans.ips", "bans.peers", "bans.peers_by_ip")
         in_file_order = sorted(expected, key=lambda k: (sections.index(k[0]), k[1]))
         self.assertEqual([(p.section, p.index) for p in content.skipped], in_file_order)
 
@@ -1019,6 +1032,20 @@ class PoolLoadTests(_PoolCase):
         assert first is not None and second is not None
         self.assertEqual((first.trusted, first.expected_peer_id), (True, _peer(5)))
         self.assertEqual((second.trusted, second.expected_peer_id), (True, _peer(2)))
+        # A file's trust is trust given through the API (a file written
+        # before trust had sources cannot tell configured trust apart).
+        self.assertEqual((first.trust, second.trust), (TrustSource.CONFIG, TrustSource.API))
+
+    def test_peer_bans_of_older_files_stay(self) -> None:
+        """
+        A file without C{peers_by_ip} holds peer bans on their own:
+        opening an address does not lift them.
+        """
+        self.write_file(document(bans={"ips": ["10.0.0.1"], "peers": [str(_peer(1))]}))
+        pool = self.make_pool()
+        pool.points.unban(_point(1))
+        self.assertFalse(pool.points.banned(_point(1)))
+        self.assertTrue(pool.peers.banned(_peer(1)))
 
     def test_points_known_before_start_win(self) -> None:
         self.write_file(

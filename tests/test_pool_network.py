@@ -6,16 +6,18 @@ ids, private mode, pending handshake limits and automatic greylisting
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from p2pool.core.addressing import Point
-from p2pool.core.wire import Kind, frame
+from p2pool.core.addressing import PeerId, Point
+from p2pool.core.wire import HANDSHAKE_MAX_BODY, Kind, frame
 from p2pool.errors import (
     DisconnectReason,
     NackMotive,
@@ -25,6 +27,7 @@ from p2pool.errors import (
     RejectedByNack,
 )
 from p2pool.events import EventKind
+from tests import protocol_client as pc
 from tests.helpers import Node, async_test, identity, start_node, wait_for
 
 #: The events that end a handshake, one per handshake on each side.
@@ -164,6 +167,39 @@ class PoolNetworkTests(TestCase):
         self.assertTrue(b.pool.peers.banned(a.pool.peer_id))
         self.assertEqual(b.pool.peers.get_greylisted_list(), [a.pool.peer_id])
         self.assertEqual(b.pool.points.get_greylisted_list(), ["127.0.0.2"])
+
+    @async_test
+    async def test_bad_hello_greylists_address_and_peer_id(self) -> None:
+        """
+        A malformed or oversized Hello, sent once TLS has authenticated the
+        certificate, greylists the address and the certificate's peer id,
+        as a bad frame on a running connection does.
+        """
+        node = await start_node(self, "127.0.0.2", 0)
+        cases = {
+            "127.0.0.5": pc.frame(pc.HELLO, b"\xff"),
+            "127.0.0.6": pc.frame(pc.HELLO, bytes(HANDSHAKE_MAX_BODY + 1)),
+        }
+
+        def send(source: str, data: bytes) -> bytes:
+            client_identity = pc.Identity(0)
+            client = pc.Client(client_identity, node.point.ip, node.point.port, source=source, timeout=15)
+            # The node may close while we send; read until it has closed.
+            with contextlib.suppress(OSError, EOFError):
+                client.send_raw(data)
+                while True:
+                    client.receive()
+            client.close()
+            return client_identity.peer_id
+
+        for source, data in cases.items():
+            peer_id = PeerId(await deferToThread(send, source, data))
+            await wait_for(lambda p=peer_id: node.pool.acl.peer_greylist.mem(p), what=f"{source} peer id greylisted")
+            self.assertTrue(node.pool.acl.ip_greylist.mem(source), source)
+            self.assertIn(peer_id, node.pool.peers.get_greylisted_list())
+        failures = [e.fields["error"] for e in node.named(EventKind.AUTHENTICATION_FAILED)]
+        self.assertEqual(failures, ["DecodingError", "InvalidMessageSize"])
+        self.assertEqual(node.pool.points.get_greylisted_list(), list(cases))
 
     @async_test
     async def test_ban_disconnects(self) -> None:

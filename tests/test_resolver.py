@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point, PointSpec
 from p2pool.core.identity import Identity
+from p2pool.core.states import TrustSource
 from p2pool.events import EventKind, EventLog, PoolEvent
 from p2pool.pool.dns_refresh import RERESOLVE_CAP, RERESOLVE_INITIAL, Reresolver
 from p2pool.pool.service import Pool
@@ -46,8 +47,16 @@ class FakePool:
     def info(self, point: Point) -> _Info | None:
         return self.known.get(point)
 
-    def register_point(self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None) -> None:
+    def register_point(
+        self,
+        point: Point,
+        trusted: bool | None = None,
+        expected_peer_id: PeerId | None = None,
+        *,
+        source: TrustSource | None = None,
+    ) -> None:
         self.calls.append((point, trusted, expected_peer_id))
+        assert source is TrustSource.CONFIG, "configured points are trusted from the configuration"
         info = self.known.setdefault(point, _Info(bool(trusted)))
         if trusted is not None:
             info.trusted = trusted

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from p2pool._version import __version__
 from p2pool.core.addressing import Point
-from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState, TrustSource
 from p2pool.core.timestamps import format_time as rfc3339
 from p2pool.interfaces import BasePoolApplication, IPeerMetadataConfig
 
@@ -90,9 +90,19 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = value
 
 
+def _trusted_by(out: dict[str, Any], trust: TrustSource) -> None:
+    """
+    Where a trusted entry's trust came from (C{"config"}, C{"api"}); left
+    out when untrusted.
+    """
+    if trust:
+        out["trusted_by"] = [(source.name or "").lower() for source in TrustSource if source in trust]
+
+
 def point_info_json(info: PointInfo) -> dict[str, Any]:
     """
-    Tezos C{P2p_point.Info}: C{trusted}, C{greylisted_until} (the end of
+    Tezos C{P2p_point.Info}: C{trusted} (and, beyond Tezos, C{trusted_by}:
+    C{"config"}, C{"api"}), C{greylisted_until} (the end of
     the reconnection back-off), C{state} (C{{"event_kind", "p2p_peer_id"?}}),
     C{p2p_peer_id}, C{last_failed_connection} and C{last_miss} (times),
     C{last_rejected_connection}, C{last_established_connection},
@@ -100,6 +110,7 @@ def point_info_json(info: PointInfo) -> dict[str, Any]:
     C{expected_peer_id}.
     """
     out: dict[str, Any] = {"trusted": info.trusted}
+    _trusted_by(out, info.trust)
     if info.reconnection_time is not None:
         out["greylisted_until"] = rfc3339(info.reconnection_time)
     state: dict[str, Any] = {"event_kind": info.state.value}
@@ -224,7 +235,8 @@ def connection_stat_json(conn: Connection, traffic: TrafficSampler) -> dict[str,
 
 def peer_info_json(pool: Pool, info: PeerInfo, traffic: TrafficSampler) -> dict[str, Any]:
     """
-    Tezos C{P2p_peer.Info}: C{score}, C{trusted}, C{conn_metadata} (the
+    Tezos C{P2p_peer.Info}: C{score}, C{trusted} (and C{trusted_by}, as
+    for points), C{conn_metadata} (the
     remote's connection metadata while running), C{peer_metadata},
     C{state} (C{"accepted"|"running"|"disconnected"}), C{reachable_at}
     (C{id_point} while accepted or running), C{stat} (zero when not
@@ -232,6 +244,7 @@ def peer_info_json(pool: Pool, info: PeerInfo, traffic: TrafficSampler) -> dict[
     """
     conn = pool.connections.find_by_peer_id(info.peer_id) if info.state is PeerState.RUNNING else None
     out: dict[str, Any] = {"score": _score(pool, info.metadata), "trusted": info.trusted}
+    _trusted_by(out, info.trust)
     if conn is not None:
         out["conn_metadata"] = conn_metadata_json(conn.private, conn.remote_metadata)
     out["peer_metadata"] = _metadata_json(pool, info.metadata)

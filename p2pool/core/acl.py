@@ -671,36 +671,75 @@ class IPBlacklist:
 
 class PeerBlacklist:
     """
-    Peer ids banned by an operator.
+    Peer ids banned by an operator, each with where its ban came from: on
+    its own (L{ban} without an address), or with the ban of an address it
+    was connected from (L{ban} with C{addr}, as C{Points.ban} does). A ban
+    placed with an address ban is lifted by L{lift_addr} when that address
+    is unbanned; a ban on its own stays until L{unban}.
     """
 
     def __init__(self) -> None:
         self._ids: dict[PeerId, None] = {}
+        self._own: set[PeerId] = set()
+        # address -> the peer ids banned with it, in ban order.
+        self._by_addr: dict[str, dict[PeerId, None]] = {}
+        # peer id -> the addresses whose bans banned it.
+        self._addrs_of: dict[PeerId, set[str]] = {}
 
-    def ban(self, peer_id: PeerId) -> bool:
+    def ban(self, peer_id: PeerId, addr: str | None = None) -> bool:
         """
-        Ban C{peer_id}.
+        Ban C{peer_id}: on its own, or with the ban of the address C{addr}
+        (written as L{canonical_entry} writes it).
 
         @return: whether it was not banned already.
         @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
         if not isinstance(peer_id, PeerId):
             raise TypeError(f"expected a PeerId, not {peer_id!r}")
-        if peer_id in self._ids:
-            return False
+        new = peer_id not in self._ids
         self._ids[peer_id] = None
-        return True
+        if addr is None:
+            self._own.add(peer_id)
+        else:
+            self._by_addr.setdefault(addr, {})[peer_id] = None
+            self._addrs_of.setdefault(peer_id, set()).add(addr)
+        return new
 
     def unban(self, peer_id: PeerId) -> bool:
         """
-        Unban C{peer_id}.
+        Unban C{peer_id}, whatever banned it.
 
         @return: whether it was banned.
         """
         if peer_id not in self._ids:
             return False
         del self._ids[peer_id]
+        self._own.discard(peer_id)
+        for addr in self._addrs_of.pop(peer_id, ()):
+            banned = self._by_addr[addr]
+            del banned[peer_id]
+            if not banned:
+                del self._by_addr[addr]
         return True
+
+    def lift_addr(self, addr: str) -> list[PeerId]:
+        """
+        The address C{addr} is unbanned: lift the peer bans its ban
+        placed. A peer also banned on its own, or with another address
+        still banned, stays banned.
+
+        @return: the peer ids unbanned.
+        """
+        lifted = []
+        for peer_id in self._by_addr.pop(addr, {}):
+            addrs = self._addrs_of[peer_id]
+            addrs.discard(addr)
+            if not addrs:
+                del self._addrs_of[peer_id]
+                if peer_id not in self._own:
+                    del self._ids[peer_id]
+                    lifted.append(peer_id)
+        return lifted
 
     def mem(self, peer_id: PeerId) -> bool:
         """
@@ -714,11 +753,26 @@ class PeerBlacklist:
         """
         return list(self._ids)
 
+    def own_listing(self) -> list[PeerId]:
+        """
+        The ids banned on their own, in ban order.
+        """
+        return [peer_id for peer_id in self._ids if peer_id in self._own]
+
+    def by_addr(self) -> dict[str, list[PeerId]]:
+        """
+        The ids banned with the ban of an address, by address.
+        """
+        return {addr: list(ids) for addr, ids in self._by_addr.items()}
+
     def clear(self) -> None:
         """
         Unban every id.
         """
         self._ids.clear()
+        self._own.clear()
+        self._by_addr.clear()
+        self._addrs_of.clear()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -768,18 +822,21 @@ class ACL:
         """
         return self.peer_blacklist.mem(peer_id) or self.peer_greylist.mem(peer_id)
 
-    def unban_addr(self, addr: str) -> None:
+    def unban_addr(self, addr: str) -> list[PeerId]:
         """
-        Remove C{addr}'s blacklist entry and ungreylist it. A range that
-        contains C{addr} stays; given range text, only that blacklist entry
-        is removed.
+        Remove C{addr}'s blacklist entry and ungreylist it, and lift the
+        peer bans that banning it placed (L{PeerBlacklist.lift_addr}). A
+        range that contains C{addr} stays; given range text, only that
+        blacklist entry is removed.
 
+        @return: the peer ids unbanned with it.
         @raise AddressError: C{addr} is neither an address nor a range.
         """
         network, prefixlen = _parse_entry(addr)
         self.ip_blacklist.unban(addr)
         if prefixlen == 128:
             self.ip_greylist.remove(_ip_text(network))
+        return self.peer_blacklist.lift_addr(_entry_text(network, prefixlen))
 
     def unban_peer(self, peer_id: PeerId) -> None:
         """

@@ -20,7 +20,7 @@ from typing import Any
 
 from p2pool.config import PoolConfig, ReconnectionConfig
 from p2pool.core.addressing import PeerId, Point
-from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.states import PeerInfo, PointInfo, PointState, TrustSource, changed_trust
 from p2pool.core.tables import PeerTable, PointTable
 from p2pool.transport.connection import Connection
 
@@ -195,8 +195,12 @@ class Directory:
         """
         self._points.set_known_public(info, known_public)
 
-    def set_point_trusted(self, info: PointInfo, trusted: bool) -> None:
-        info.trusted = trusted
+    def set_point_trusted(self, info: PointInfo, trusted: bool, source: TrustSource | None = None) -> None:
+        """
+        Trust C{info}'s point from C{source} (the API when None), or stop
+        trusting it from C{source} (from every source when None).
+        """
+        info.trust = changed_trust(info.trust, trusted, source)
 
     def set_expected_peer_id(self, info: PointInfo, peer_id: PeerId | None) -> None:
         """
@@ -275,8 +279,12 @@ class Directory:
         """
         info.set_disconnected(now, requested)
 
-    def set_peer_trusted(self, info: PeerInfo, trusted: bool) -> None:
-        info.trusted = trusted
+    def set_peer_trusted(self, info: PeerInfo, trusted: bool, source: TrustSource | None = None) -> None:
+        """
+        Trust C{info}'s peer from C{source} (the API when None), or stop
+        trusting it from C{source} (from every source when None).
+        """
+        info.trust = changed_trust(info.trust, trusted, source)
 
     def set_peer_metadata(self, info: PeerInfo, metadata: Any) -> None:
         info.metadata = metadata

@@ -25,6 +25,9 @@ __all__ = [
     "PointInfo",
     "PointState",
     "StateEvent",
+    "UNTRUSTED",
+    "TrustSource",
+    "changed_trust",
 ]
 
 EVENT_RING_SIZE = 100
@@ -55,6 +58,44 @@ class PeerState(enum.Enum):
     DISCONNECTED = "disconnected"
     ACCEPTED = "accepted"
     RUNNING = "running"
+
+
+class TrustSource(enum.Flag):
+    """
+    Where the trust of a point or peer came from; a record may hold both.
+    """
+
+    #: The configured C{trusted_points} (points only): it follows the
+    #: configuration and is not saved in the peers file.
+    CONFIG = enum.auto()
+    #: L{Pool.register_point} with C{trusted=True}, C{pool.points.trust},
+    #: C{pool.peers.trust}, the admin API: saved in the peers file.
+    API = enum.auto()
+
+
+#: No trust.
+UNTRUSTED = TrustSource(0)
+
+
+def _as_trust(value: bool | TrustSource) -> TrustSource:
+    """
+    A record's trust from a L{TrustSource} or, as records were built
+    before sources, a flag (C{True} is trust given through the API).
+    """
+    if isinstance(value, TrustSource):
+        return value
+    return TrustSource.API if value else UNTRUSTED
+
+
+def changed_trust(trust: TrustSource, trusted: bool, source: TrustSource | None = None) -> TrustSource:
+    """
+    C{trust} after trusting (C{trusted}) or untrusting from C{source}: with
+    no source, trusting is from the API and untrusting removes every
+    source.
+    """
+    if trusted:
+        return trust | (source or TrustSource.API)
+    return trust & ~source if source else UNTRUSTED
 
 
 _P = PointState
@@ -141,7 +182,9 @@ class PointInfo(_EventRing):
     """
 
     point: Point
-    trusted: bool = False
+    #: Where its trust came from (in the constructor C{trusted}, which
+    #: also takes a flag: C{True} for trust through the API).
+    trust: TrustSource = attrs.field(default=UNTRUSTED, converter=_as_trust, alias="trusted")
     expected_peer_id: PeerId | None = None
     state: PointState = PointState.DISCONNECTED
     current_peer_id: PeerId | None = None
@@ -152,6 +195,13 @@ class PointInfo(_EventRing):
     known_public: bool = False
     reconnection_delay: float | None = None
     reconnection_time: float | None = None
+
+    @property
+    def trusted(self) -> bool:
+        """
+        Whether the point is trusted, from any source.
+        """
+        return bool(self.trust)
 
     def _move(self, event: str) -> None:
         self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
@@ -250,13 +300,22 @@ class PeerInfo(_EventRing):
     peer_id: PeerId
     created: float
     metadata: Any = None
-    trusted: bool = False
+    #: Where its trust came from (in the constructor C{trusted}, which
+    #: also takes a flag: C{True} for trust through the API).
+    trust: TrustSource = attrs.field(default=UNTRUSTED, converter=_as_trust, alias="trusted")
     state: PeerState = PeerState.DISCONNECTED
     current_point: Point | None = None
     last_failed_connection: tuple[Point | None, float] | None = None
     last_rejected_connection: tuple[Point | None, float] | None = None
     last_established_connection: tuple[Point | None, float] | None = None
     last_disconnection: tuple[Point | None, float] | None = None
+
+    @property
+    def trusted(self) -> bool:
+        """
+        Whether the peer is trusted, from any source.
+        """
+        return bool(self.trust)
 
     def _move(self, event: str) -> None:
         self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")

@@ -565,7 +565,14 @@ class ConnectHandler:
         if isinstance(error, RejectedNoCommonProtocol) and protocol.dialed_point is not None:
             self._directory.remove_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:
-            pool.greylist_addr(protocol.remote_ip)
+            peer_id = protocol.verification.peer_id
+            if isinstance(error, DecodingError) and peer_id is not None:
+                # A malformed or oversized frame after TLS (the Hello
+                # included): its certificate's peer id too, as on a
+                # running connection.
+                pool.greylist_peer(peer_id, protocol.remote_ip)
+            else:
+                pool.greylist_addr(protocol.remote_ip)
         elif (
             isinstance(error, (Timeout, Displaced))
             and protocol.incoming

@@ -33,7 +33,7 @@ from p2pool.core.addressing import PeerId, Point
 from p2pool.core.directory import Directory
 from p2pool.core.flow import FlowLimits
 from p2pool.core.identity import Identity
-from p2pool.core.states import PeerInfo, PointInfo
+from p2pool.core.states import PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventLog
 from p2pool.interfaces import IPeerMetadataConfig, IPoolApplication
 from p2pool.transport.connection import Connection
@@ -220,9 +220,9 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
         Greylist an address.
         """
 
-    def greylist_peer(self, peer_id: PeerId) -> None:
+    def greylist_peer(self, peer_id: PeerId, addr: str | None = None) -> None:
         """
-        Greylist a peer id and its address.
+        Greylist a peer id and its address (C{addr} when given).
         """
 
     def schedule_redial(self, info: PointInfo, delay: float | None = None) -> None:
@@ -284,7 +284,14 @@ class ResolverPool(Protocol):
         The known points.
         """
 
-    def register_point(self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None) -> Any:
+    def register_point(
+        self,
+        point: Point,
+        trusted: bool | None = None,
+        expected_peer_id: PeerId | None = None,
+        *,
+        source: TrustSource | None = None,
+    ) -> Any:
         """
         Know C{point} (see L{p2pool.pool.Pool.register_point}).
         """

@@ -8,8 +8,9 @@ Each named point is resolved again after 60 s, then after a delay that
 doubles (up to 1 h) while its address is unchanged, and drops back to 60 s
 when it changes. A new address is registered like the configured point
 (trusted flag and expected peer id carried over) and reported as a
-C{point_address_changed} event; a trusted old address stops being trusted
-unless another configured name still resolves to it.
+C{point_address_changed} event; a trusted old address loses its configured
+trust (not trust given through the API) unless another configured name
+still resolves to it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twisted.python.failure import Failure
 
 from p2pool.core.addressing import AddressError, Point, PointSpec
 from p2pool.core.lifetime import weak_owner
+from p2pool.core.states import TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.contracts import ResolverPool
 
@@ -146,7 +148,10 @@ class Reresolver:
         entry.current = point
         pool = self._pool
         pool.register_point(
-            point, trusted=True if entry.trusted else None, expected_peer_id=entry.spec.expected_peer_id
+            point,
+            trusted=True if entry.trusted else None,
+            expected_peer_id=entry.spec.expected_peer_id,
+            source=TrustSource.CONFIG,
         )
         if old is None:
             entry.delay = min(entry.delay * 2, RERESOLVE_CAP)
@@ -155,7 +160,7 @@ class Reresolver:
         if entry.trusted and not any(e.trusted and e.current == old for e in self.named if e is not entry):
             configured = {s.point for s in pool.config.trusted_points if s.point is not None}
             if old not in configured and pool.points.info(old) is not None:
-                pool.register_point(old, trusted=False)
+                pool.register_point(old, trusted=False, source=TrustSource.CONFIG)
         pool.events.emit(EventKind.POINT_ADDRESS_CHANGED, spec=str(entry.spec), old=str(old), new=str(point))
         self._log.info(
             "configured point {spec} moved from {old} to {new}", spec=str(entry.spec), old=str(old), new=str(point)

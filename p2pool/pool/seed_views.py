@@ -135,9 +135,13 @@ class PeersView:
         return acc
 
     def fold_connected(self, init: A, f: Callable[[PeerId, PeerInfo, A], A]) -> A:
+        """
+        Fold over the peers with a running connection, as Tezos does
+        (peers still in the handshake, Accepted, are left out).
+        """
         acc = init
         for info in self._directory.peers():
-            if info.state is not PeerState.DISCONNECTED:
+            if info.state is PeerState.RUNNING:
                 acc = f(info.peer_id, info, acc)
         return acc
 
@@ -231,9 +235,14 @@ class PointsView:
         return acc
 
     def fold_connected(self, init: A, f: Callable[[Point, PointInfo, A], A]) -> A:
+        """
+        Fold over the points with a running connection, as Tezos does
+        (points still being dialed or in the handshake, Requested or
+        Accepted, are left out).
+        """
         acc = init
         for info in self._directory.points():
-            if info.state is not PointState.DISCONNECTED:
+            if info.state is PointState.RUNNING:
                 acc = f(info.point, info, acc)
         return acc
 
@@ -247,15 +256,17 @@ class PointsView:
     def ban(self, point: Point, ban_peers: bool = True) -> None:
         """
         Blacklist the point's address and disconnect every connection
-        from it, blacklisting their peers too when C{ban_peers}.
+        from it, blacklisting their peers too when C{ban_peers}. Those
+        peer bans belong to the address ban: L{unban} lifts them.
         """
         acl = self._acl
         acl.ip_blacklist.ban(point.ip)
         self._events.emit(EventKind.POINT_BANNED, addr=point.ip)
+        entry = canonical_entry(point.ip)
         for conn in list(self._directory.connections.values()):
             if conn.remote_ip == point.ip:
                 if ban_peers:
-                    acl.peer_blacklist.ban(conn.peer_id)
+                    acl.peer_blacklist.ban(conn.peer_id, entry)
                 conn.disconnect(DisconnectReason.IP_BANNED)
 
     def ban_addr(self, addr: str) -> int:
@@ -291,7 +302,9 @@ class PointsView:
 
     def unban(self, point: Point) -> None:
         """
-        Unban the point's address, and the peers connected from it.
+        Unban the point's address, lift the peer bans that banning it
+        placed (a peer banned on its own stays banned), and unban the
+        peers connected from it.
         """
         self._acl.unban_addr(point.ip)
         for conn in list(self._directory.connections.values()):

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
@@ -31,7 +31,7 @@ from p2pool.core.flow import FlowLimits
 from p2pool.core.handshake import P2P_VERSIONS, HandshakeParams
 from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, load_or_create_identity
 from p2pool.core.lifetime import weak_method
-from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, PointState, TrustSource, changed_trust
 from p2pool.core.tables import PeerTable, PointTable
 from p2pool.errors import (
     DisconnectReason,
@@ -320,7 +320,9 @@ class Pool(MultiService):
                 self._log.warn("cannot resolve configured point {spec}: {error}", spec=str(spec), error=str(e))
                 return None
         point = Point(host, spec.port)
-        self.register_point(point, trusted=trusted or None, expected_peer_id=spec.expected_peer_id)
+        self.register_point(
+            point, trusted=trusted or None, expected_peer_id=spec.expected_peer_id, source=TrustSource.CONFIG
+        )
         return point
 
     async def _listen(self) -> None:
@@ -460,9 +462,18 @@ class Pool(MultiService):
 
     def connected_peer_ids(self) -> list[PeerId]:
         """
-        The peers with a running connection.
+        The peer ids with a running connection (Tezos returns their infos:
+        see L{connected_peers}).
         """
         return list(self._connections)
+
+    def connected_peers(self) -> dict[PeerId, PeerInfo]:
+        """
+        What is known of each peer with a running connection, by peer id
+        (the table Tezos's C{connected_peer_ids} returns); a copy.
+        """
+        peer = self._directory.peer
+        return {peer_id: info for peer_id in self._connections if (info := peer(peer_id)) is not None}
 
     def score(self, metadata: Any) -> float:
         """
@@ -493,16 +504,28 @@ class Pool(MultiService):
     # -- registration ------------------------------------------------------
 
     def register_point(
-        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
+        self,
+        point: Point,
+        trusted: bool | None = None,
+        expected_peer_id: PeerId | None = None,
+        *,
+        source: TrustSource | None = None,
     ) -> PointInfo:
         """
         Know C{point}. A new point may first make room by forgetting old
         disconnected untrusted points (C{max_known_points}); a known one
         gets its trusted flag (None leaves it) and expected peer id updated.
+
+        @param source: where the trust given or taken by C{trusted} comes
+            from: by default C{True} is trust through the API (saved in
+            the peers file) and C{False} removes trust from every source;
+            L{TrustSource.CONFIG} is the configured C{trusted_points},
+            which is not saved.
         """
         info = self._directory.point(point)
         if info is None:
-            info = PointInfo(point, trusted=bool(trusted), expected_peer_id=expected_peer_id)
+            trust = changed_trust(UNTRUSTED, True, source) if trusted else UNTRUSTED
+            info = PointInfo(point, trusted=trust, expected_peer_id=expected_peer_id)
             removed = self._directory.add_point(info, self.now())
             if removed:
                 self.events.emit(EventKind.GC_POINTS, removed=len(removed))
@@ -511,7 +534,7 @@ class Pool(MultiService):
                 self.maintenance.news()
         else:
             if trusted is not None:
-                self._directory.set_point_trusted(info, trusted)
+                self._directory.set_point_trusted(info, trusted, source)
             if expected_peer_id is not None:
                 self.set_expected_peer_id(point, expected_peer_id)
         if info.trusted:
@@ -570,25 +593,30 @@ class Pool(MultiService):
         """
         self._directory.add_own_point(point)
 
-    def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> None:
+    def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> Deferred[None]:
         """
-        Expect C{peer_id} at C{point}: a connection there with another
-        peer greylists the address, and a running one is closed.
+        Expect C{peer_id} at a known C{point} (an unknown one is left
+        alone): a connection there with another peer greylists the
+        address, and a running one is closed.
+
+        @return: fires once the connection closed for it, if any, has
+            closed; at once otherwise.
         """
         info = self._directory.point(point)
         if info is None:
-            return
+            return succeed(None)
         self._directory.set_expected_peer_id(info, peer_id)
         current = info.current_peer_id
         if current is None or current == peer_id:
-            return
+            return succeed(None)
         if info.state is PointState.RUNNING:
             self.greylist_addr(point.ip)
             conn = self._connection(current)
             if conn is not None:
-                conn.disconnect(DisconnectReason.UNEXPECTED_PEER_ID)
+                return conn.disconnect(DisconnectReason.UNEXPECTED_PEER_ID)
         elif info.state is PointState.ACCEPTED:
             self.greylist_addr(point.ip)
+        return succeed(None)
 
     # -- ACL -----------------------------------------------------------------
 
@@ -599,16 +627,18 @@ class Pool(MultiService):
         self.acl.ip_greylist.add(addr, self.now())
         self.events.emit(EventKind.GREYLISTED_ADDR, addr=addr)
 
-    def greylist_peer(self, peer_id: PeerId) -> None:
+    def greylist_peer(self, peer_id: PeerId, addr: str | None = None) -> None:
         """
-        Greylist a peer id, and the address it is connected from or was
-        last reachable at. Unlike Tezos, this works for any known peer, not
-        only one that is connected.
+        Greylist a peer id, and C{addr} when given, else the address it is
+        connected from or was last reachable at. Unlike Tezos, this works
+        for any known peer, not only one that is connected.
         """
         self.acl.peer_greylist.add(peer_id)
         conn = self._connection(peer_id)
         info = self._directory.peer(peer_id)
-        if conn is not None:
+        if addr is not None:
+            self.greylist_addr(addr)
+        elif conn is not None:
             self.greylist_addr(conn.remote_ip)
         elif info is not None and info.last_seen is not None:
             last = max(

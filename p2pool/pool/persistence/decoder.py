@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from p2pool.core.acl import IPBlacklist
+from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.core.json_kind import json_kind
 from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
@@ -219,6 +219,21 @@ class _Decoder:
     def banned_peer(self, value: object) -> PeerId:
         return self.peer_id(value, "peer id")
 
+    def peer_ban_by_ip(self, record: object) -> tuple[str, PeerId]:
+        """
+        A peer ban placed by banning an address: C{{"ip", "peer_id"}}.
+        """
+        if type(record) is not dict:
+            raise _BadRecord(f"expected an object, got {json_kind(record)}")
+        ip = record.get("ip")
+        if type(ip) is not str or "/" in ip:
+            raise _BadRecord(f"ip: expected an address, got {ip!r}")
+        try:
+            addr = canonical_entry(ip)
+        except AddressError as e:
+            raise _BadRecord(f"ip: {e}") from None
+        return addr, self.peer_id(record.get("peer_id"), "peer_id")
+
 
 def _records(items: list[Any], section: str, decode: Callable[[Any], T], skipped: list[RecordProblem]) -> list[T]:
     """
@@ -317,6 +332,7 @@ def decode_document(data: bytes, network: str) -> PeersFileContent:
         raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
     ips = _section(bans, "ips", "bans.")
     banned_peers = _section(bans, "peers", "bans.")
+    by_ip = _section(bans, "peers_by_ip", "bans.")
     decoder = _Decoder()
     skipped: list[RecordProblem] = []
     # Points first: the peers refer to the same addresses, which are then
@@ -330,5 +346,6 @@ def decode_document(data: bytes, network: str) -> PeersFileContent:
         points=decoded_points,
         banned_ips=_records(ips, "bans.ips", decoder.banned_ip, skipped),
         banned_peers=_records(banned_peers, "bans.peers", decoder.banned_peer, skipped),
+        peer_bans_by_ip=_records(by_ip, "bans.peers_by_ip", decoder.peer_ban_by_ip, skipped),
         skipped=sorted(skipped, key=lambda p: (SECTIONS.index(p.section), p.index)),
     )

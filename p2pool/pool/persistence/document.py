@@ -37,7 +37,7 @@ __all__ = [
 #: The version of the file layout this version writes and reads.
 FORMAT = 1
 #: The sections of records, in the order their problems are reported.
-SECTIONS = ("peers", "points", "bans.ips", "bans.peers")
+SECTIONS = ("peers", "points", "bans.ips", "bans.peers", "bans.peers_by_ip")
 
 # Tezos writes the peer event of an accepted incoming request as
 # "incoming_request"; the pool's state machine calls it "accepting_request".
@@ -67,11 +67,11 @@ def tezos_address(ip: str) -> str:
     return ip if ":" in ip else "::ffff:" + ip
 
 
-#: (peer_id, created, trusted, metadata JSON text, last_failed_connection,
+#: (peer_id, created, trusted through the API, metadata JSON text, last_failed_connection,
 #: last_rejected_connection, last_established_connection, last_disconnection,
 #: events); each last_* is None or (Point or None, time).
 PeerRow = tuple[Any, ...]
-#: (point, trusted, expected_peer_id, known_public, last_failed_connection,
+#: (point, trusted through the API, expected_peer_id, known_public, last_failed_connection,
 #: last_rejected_connection, last_established_connection, last_disconnection).
 PointRow = tuple[Any, ...]
 
@@ -92,6 +92,8 @@ class Snapshot:
     banned_ips: list[str]
     banned_peers: list[PeerId]
     metadata_errors: int = 0
+    #: (address, peer id) of each peer ban placed by banning that address.
+    peer_bans_by_ip: list[tuple[str, PeerId]] = attrs.field(factory=list)
 
 
 class PeersFileError(ValueError):
@@ -118,7 +120,8 @@ class IncompatibleFile(Exception):
 class RecordProblem:
     """
     A record skipped while loading: its section (C{peers}, C{points},
-    C{bans.ips}, C{bans.peers}), its index there, and what is wrong.
+    C{bans.ips}, C{bans.peers}, C{bans.peers_by_ip}), its index there, and
+    what is wrong.
     """
 
     section: str
@@ -152,3 +155,5 @@ class PeersFileContent:
     banned_ips: list[str]
     banned_peers: list[PeerId]
     skipped: list[RecordProblem] = attrs.field(factory=list)
+    #: (address, peer id) of each peer ban placed by banning that address.
+    peer_bans_by_ip: list[tuple[str, PeerId]] = attrs.field(factory=list)

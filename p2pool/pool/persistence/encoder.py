@@ -186,5 +186,10 @@ def write_document(out: IO[bytes], snapshot: Snapshot) -> None:
     _write_records(out, snapshot.peers, _peer_json, texts)
     out.write(b'\n],\n"points": [\n')
     _write_records(out, snapshot.points, _point_json, texts)
-    bans = {"ips": list(snapshot.banned_ips), "peers": [texts.peer_id(p) for p in snapshot.banned_peers]}
+    bans: dict[str, Any] = {
+        "ips": list(snapshot.banned_ips),
+        "peers": [texts.peer_id(p) for p in snapshot.banned_peers],
+    }
+    if snapshot.peer_bans_by_ip:
+        bans["peers_by_ip"] = [{"ip": addr, "peer_id": texts.peer_id(p)} for addr, p in snapshot.peer_bans_by_ip]
     out.write(('\n],\n"bans": %s}\n' % json.dumps(bans)).encode("ascii"))

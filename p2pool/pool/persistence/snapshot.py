@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.directory import Directory
-from p2pool.core.states import PeerInfo, PointInfo
+from p2pool.core.states import PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
 from p2pool.pool.persistence.encoder import metadata_text
@@ -47,7 +47,7 @@ def _peer_row(info: PeerInfo, encode: Callable[[Any], Any]) -> tuple[PeerRow, bo
         (
             info.peer_id,
             info.created,
-            info.trusted,
+            TrustSource.API in info.trust,
             text,
             info.last_failed_connection,
             info.last_rejected_connection,
@@ -62,7 +62,7 @@ def _peer_row(info: PeerInfo, encode: Callable[[Any], Any]) -> tuple[PeerRow, bo
 def _point_row(info: PointInfo) -> PointRow:
     return (
         info.point,
-        info.trusted,
+        TrustSource.API in info.trust,
         info.expected_peer_id,
         info.known_public,
         info.last_failed_connection,
@@ -87,7 +87,9 @@ async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPS
     peer_infos = list(directory.peers())
     saved_at = pool.now()
     banned_ips = pool.acl.ip_blacklist.listing()
-    banned_peers = pool.acl.peer_blacklist.listing()
+    blacklist = pool.acl.peer_blacklist
+    banned_peers = blacklist.own_listing()
+    by_ip = [(addr, peer_id) for addr, ids in blacklist.by_addr().items() for peer_id in ids]
     peers: list[PeerRow] = []
     points: list[PointRow] = []
     errors = 0
@@ -113,7 +115,7 @@ async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPS
             budget = slice_size
         budget -= 1
         points.append(_point_row(point_info))
-    return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors)
+    return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors, by_ip)
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +212,8 @@ def apply_content(pool: PersistedPool, content: PeersFileContent) -> Applied:
         pool.acl.ip_blacklist.ban(entry)
     for banned in content.banned_peers:
         pool.acl.peer_blacklist.ban(banned)
+    for addr, banned in content.peer_bans_by_ip:
+        pool.acl.peer_blacklist.ban(banned, addr)
     removed_points = directory.trim_points(pool.now())
     if removed_points:
         pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
@@ -222,7 +226,7 @@ def apply_content(pool: PersistedPool, content: PeersFileContent) -> Applied:
         peers=added_peers - len(removed_peers),
         points=len(fresh) - len(removed_points),
         banned_ips=len(content.banned_ips),
-        banned_peers=len(content.banned_peers),
+        banned_peers=len(set(content.banned_peers).union(p for _, p in content.peer_bans_by_ip)),
         problems=problems,
         established=[i.point for i in connected],
     )
