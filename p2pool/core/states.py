@@ -73,7 +73,7 @@ class TrustSource(enum.Flag):
     API = enum.auto()
 
 
-#: No trust.
+#: No trust (the one empty flag: C{trust is not UNTRUSTED} tests for trust).
 UNTRUSTED = TrustSource(0)
 
 
@@ -175,7 +175,9 @@ class _EventRing:
         self._events.append(event)
 
 
-@attrs.define(eq=False)
+# No hooks on assignment: the converter of C{trust} is for the constructor
+# only, and a class-wide __setattr__ would slow every state change.
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class PointInfo(_EventRing):
     """
     What the pool knows of one point.
@@ -201,7 +203,7 @@ class PointInfo(_EventRing):
         """
         Whether the point is trusted, from any source.
         """
-        return bool(self.trust)
+        return self.trust is not UNTRUSTED
 
     def _move(self, event: str) -> None:
         self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
@@ -291,7 +293,9 @@ class PointInfo(_EventRing):
         self.reconnection_delay = self.reconnection_time = None
 
 
-@attrs.define(eq=False)
+# No hooks on assignment: the converter of C{trust} is for the constructor
+# only, and a class-wide __setattr__ would slow every state change.
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class PeerInfo(_EventRing):
     """
     What the pool knows of one peer.
@@ -315,7 +319,7 @@ class PeerInfo(_EventRing):
         """
         Whether the peer is trusted, from any source.
         """
-        return bool(self.trust)
+        return self.trust is not UNTRUSTED
 
     def _move(self, event: str) -> None:
         self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")
