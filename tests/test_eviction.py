@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -206,27 +207,30 @@ class DeterminismTests(SynchronousTestCase):
         candidates.append(cand("top", "G0", 2001.0, score=100.0))
         return candidates
 
+    def scenarios(self, seed: int) -> Iterator[tuple[list[Candidate[str]], bytes]]:
+        """
+        50 random crowds (see L{crowd}), each with a random secret.
+        """
+        rng = random.Random(seed)
+        for _ in range(50):
+            yield self.crowd(rng), rng.randbytes(16)
+
     def test_default_protection_against_nine_groups(self) -> None:
         """
         The bench scenario: slots held by nine groups; a newcomer from a
         tenth gets in, and neither the trusted nor the top-scored peer
         (the youngest of the crowded group) goes.
         """
-        rng = random.Random(7)
-        for _ in range(50):
-            candidates = self.crowd(rng)
-            secret = rng.randbytes(16)
+        for candidates, secret in self.scenarios(7):
             chosen = eviction_victim(candidates, "G9", Protection(), secret)
             self.assertIsNotNone(chosen)
             self.assertNotIn(chosen, ("trusted", "top"))
 
     def test_order_of_candidates_does_not_matter(self) -> None:
-        rng = random.Random(11)
-        for _ in range(50):
-            candidates = self.crowd(rng)
-            secret = rng.randbytes(16)
+        shuffle = random.Random(3).shuffle
+        for candidates, secret in self.scenarios(11):
             expected = eviction_victim(candidates, "G9", Protection(), secret)
-            rng.shuffle(candidates)
+            shuffle(candidates)
             self.assertEqual(eviction_victim(candidates, "G9", Protection(), secret), expected)
 
 
