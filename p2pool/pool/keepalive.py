@@ -2,9 +2,9 @@
 """
 Keepalive: a connection silent for C{keepalive_interval} is pinged, and
 one silent for three intervals is closed, so that a peer lost behind a
-silent network cut does not hold a slot forever. Every connection is also
-pinged once per interval to measure its round trip (inbound eviction
-protects the fastest peers).
+silent network cut does not hold a slot forever. A connection that is not
+silent is also pinged about once per interval, to measure its round trip
+(inbound eviction protects the fastest peers).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ class Keepalive:
 
     It also measures round trips: a connection that is not silent, has no
     unanswered ping and was last pinged an interval ago or more (or never)
-    is pinged too, and
-    each C{Pong} answers the oldest unanswered ping. C{Ping} carries no
-    nonce, so a C{Pong} that answers nothing forgets the connection's
-    measurements: a peer sending C{Pong}s ahead of our pings gets none.
+    is pinged too, and each C{Pong} answers the oldest unanswered ping.
+    C{Ping} carries no nonce, so a C{Pong} that answers nothing forgets the
+    connection's measurements: a peer sending C{Pong}s ahead of our pings
+    gets none.
     """
 
     def __init__(self, directory: Directory, events: EventLog, clock: IReactorTime, interval: float) -> None:
