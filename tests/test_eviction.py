@@ -399,3 +399,20 @@ class PoolTests(SynchronousTestCase):
         self.successResultOf(self.join(NEWCOMER))
         self.network.advance(3.0)
         self.assertEqual([e.fields["addr"] for e in self.named(EventKind.PEER_EVICTED)], ["10.1.0.4"])
+
+    def test_failing_score_protects_nobody(self) -> None:
+        """
+        An application whose score raises is logged, and its peers are
+        not protected by score: the top peer is then the one to go.
+        """
+        node = self.node(eviction_protection=1)
+
+        def failing(metadata: Any) -> float:
+            raise ZeroDivisionError("score")
+
+        self.app.score = failing  # type: ignore[method-assign]
+        self.fill(node)
+        self.successResultOf(self.join(NEWCOMER))
+        self.network.advance(3.0)
+        self.assertEqual([e.fields["addr"] for e in self.named(EventKind.PEER_EVICTED)], [TOP])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1, "one line for the decision")

@@ -452,30 +452,34 @@ class ConnectHandler:
         pool = self._pool
         directory = self._directory
         keepalive = pool.keepalive
+        failures: list[Failure] = []
         candidates = [
             Candidate(
                 conn,
                 self._group(conn.remote_ip),
                 conn.established_at,
-                score=self._score(conn),
+                score=self._score(conn, failures),
                 latency=keepalive.lowest_round_trip(conn) if keepalive is not None else None,
                 trusted=directory.is_trusted(conn),
             )
             for conn in directory.connections.values()
             if conn.incoming and conn.is_open
         ]
+        if failures:
+            # Once per decision, not once per peer: a flood stays quiet.
+            self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
         return eviction_victim(candidates, self._group(newcomer_ip), self._eviction, self._eviction_secret)
 
-    def _score(self, conn: Connection) -> float:
+    def _score(self, conn: Connection, failures: list[Failure]) -> float:
         """
         The application's score of C{conn}'s peer; C{-inf} (no protection)
-        when it fails or is not a number.
+        when it is not a number, or when it fails (added to C{failures}).
         """
         info = self._directory.peer(conn.peer_id)
         try:
             score = self._pool.score(info.metadata if info is not None else None)
         except Exception:
-            self._log.failure("the application could not score peer metadata")
+            failures.append(Failure())
             return -math.inf
         return score if not math.isnan(score) else -math.inf
 
