@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.admission import admission_group
@@ -23,6 +23,7 @@ from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
+from tests.helpers import async_test, start_node, wait_for
 
 NONE = Protection(netgroups=0, latency=0, score=0, uptime=0.0)
 SECRET = b"k" * 16
@@ -416,3 +417,34 @@ class PoolTests(SynchronousTestCase):
         self.network.advance(3.0)
         self.assertEqual([e.fields["addr"] for e in self.named(EventKind.PEER_EVICTED)], [TOP])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1, "one line for the decision")
+
+
+class RealSocketTests(TestCase):
+    """
+    Eviction over real TLS on loopback, the peers in two /16s of 127/8.
+    """
+
+    timeout = 120
+
+    @async_test
+    async def test_newcomer_evicts_the_youngest_untrusted_of_the_crowd(self) -> None:
+        node = await start_node(
+            self, "127.50.0.2", 0, max_connections=5, expected_connections=3, min_connections=1, eviction_protection=0
+        )
+        crowd = [await start_node(self, f"127.51.0.{2 + i}", 1 + i) for i in range(5)]
+        for peer in crowd:
+            await peer.pool.connect(node.point)
+        trusted = crowd[-1]
+        node.pool.peers.trust(trusted.pool.peer_id)
+        newcomer = await start_node(self, "127.52.0.2", 6)
+        conn = await newcomer.pool.connect(node.point)
+        # Trust and the older half (2 of 4) protect; 127.51.0.5 is the
+        # youngest of the two left.
+        evicted = crowd[3]
+        await wait_for(lambda: bool(evicted.app.lost), what="the youngest untrusted peer is evicted")
+        self.assertEqual(evicted.app.lost[0][1].reason, DisconnectReason.REMOTE_DISCONNECT, "told by Disconnect")
+        self.assertEqual([r.reason for _, r in node.app.lost], [DisconnectReason.EVICTED])
+        self.assertEqual([e.fields["addr"] for e in node.named(EventKind.PEER_EVICTED)], ["127.51.0.5"])
+        self.assertTrue(conn.is_open)
+        self.assertEqual([p.pool.active_connections() for p in crowd], [1, 1, 1, 0, 1])
+        await wait_for(lambda: node.pool.active_connections() == 5, what="the evicted connection's slot freed")
