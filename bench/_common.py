@@ -30,10 +30,13 @@ import time
 
 
 def check_loopback(host: str) -> str:
-    """Refuse any address outside 127.0.0.0/24 (the bench only uses 127.0.0.x)."""
+    """
+    Refuse any address outside loopback 127.0.0.0/8 (the benches use
+    127.0.0.x, and 127.x.0.0/16 where distinct network groups are needed).
+    """
     addr = ipaddress.ip_address(host)
-    if not (isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("127.0.0.0/24")):
-        raise SystemExit(f"refusing address {host!r}: only 127.0.0.x is allowed")
+    if not (isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("127.0.0.0/8")):
+        raise SystemExit(f"refusing address {host!r}: only loopback 127.0.0.0/8 is allowed")
     return host
 
 

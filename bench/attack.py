@@ -19,6 +19,12 @@ Cases:
   (it returns a Deferred per message); a sender sends 64 KiB numbered
   messages as fast as the node lets it. Measured: node RSS, messages
   delivered, order and loss.
+- ``eviction`` (issue 14): cheap identities from 9 /16s (127.201-209.x)
+  fill a node's connection slots, with a top-scored peer (it sent useful
+  gossip) and a trusted one (trusted through the admin API) among them;
+  then newcomers from other /16s dial. Measured on a node with inbound
+  eviction and, as the baseline, on the same node with
+  ``eviction_protection = false``: which newcomers get in, who is evicted.
 
 Each case first measures the same node with its honest peers and no
 attacker (the baseline, same run), then under attack. The honest round trip
@@ -49,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._common import check_loopback, emit, env_info, log, quiet_twisted_logging, vmrss_kib  # noqa: E402
 
-CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app")
+CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app", "eviction")
 ECHO = b"ECHO"
 SEQ = struct.Struct("!Q")
 MIB = 1024 * 1024
@@ -105,6 +111,7 @@ def node_main(args: argparse.Namespace) -> None:
         "disconnection",
         "external_disconnection",
         "send_queue_full",
+        "peer_evicted",
     }
 
     class EchoGossip(Gossip):
@@ -305,12 +312,13 @@ class _Child:
             except ValueError:
                 pass
 
-    def go(self) -> None:
+    def go(self, line: str = "go") -> None:
         """
-        Tell a process started with C{--wait-go} to begin.
+        Tell a process started with C{--wait-go} to begin (a crowd reads
+        its targets from C{line}).
         """
         assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
     def first(self, key: str) -> dict[str, Any] | None:
@@ -444,6 +452,8 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
     from p2pool.core.addressing import Point
     from p2pool.interfaces import BasePoolApplication
 
+    if case == "eviction":
+        return await run_eviction(args, tmp)
     quick = args.quick
     base = 40 + 10 * CASES.index(case)
     node_ip, honest_ip, attacker_ip, publisher_ip = (f"127.0.0.{base + i}" for i in range(4))
@@ -606,6 +616,240 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
             child.stop()
 
 
+# -- eviction (issue 14, item 2) ---------------------------------------------------------
+
+#: The attacker's network groups (127.201.0.0/16 ... 127.209.0.0/16), the
+#: newcomers' (127.210.0.0/16 and up) and the nodes' addresses.
+EVICTION_GROUPS = 9
+EVICTION_NODES = {"eviction": "127.200.0.1", "baseline": "127.200.0.2"}
+#: Handshakes a crowd runs at once with each node.
+CROWD_LANES = 4
+
+
+def crowd_main(args: argparse.Namespace) -> None:
+    """
+    One cheap identity per address of C{--ips}, started at once; then each
+    dials every node of the targets read from stdin (a JSON list of
+    C{[ip, port]}), L{CROWD_LANES} handshakes at a time per node, and holds
+    its connections. Prints a line per connection, refusal and loss.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import DeferredList, ensureDeferred
+    from twisted.internet.threads import deferToThread
+
+    from p2pool.core.addressing import Point
+    from p2pool.interfaces import BasePoolApplication
+
+    quiet_twisted_logging()
+    ips = args.ips.split(",")
+
+    class App(BasePoolApplication):
+        def __init__(self, ip: str) -> None:
+            self.ip = ip
+
+        def connection_lost(self, conn: Any, reason: Any) -> None:
+            line = {"lost": time.time(), "ip": self.ip, "node": conn.remote_ip, "reason": reason.reason.value}
+            print(json.dumps(line), flush=True)
+
+    pools = [_pool(ip, os.path.join(args.data_dir, ip), App(ip)) for ip in ips]
+
+    async def dial(target: Any, lane: int) -> None:
+        for ip, pool in list(zip(ips, pools, strict=True))[lane::CROWD_LANES]:
+            try:
+                await pool.connect(target)
+            except Exception as e:
+                print(json.dumps({"error": str(e), "ip": ip, "node": target.ip}), flush=True)
+            else:
+                print(json.dumps({"connected": time.time(), "ip": ip, "node": target.ip}), flush=True)
+
+    async def main() -> None:
+        for pool in pools:
+            pool.startService()
+        for pool in pools:
+            await pool.when_started()
+        line = await deferToThread(sys.stdin.readline)
+        targets = [Point(check_loopback(ip), port) for ip, port in json.loads(line)]
+        await DeferredList([ensureDeferred(dial(t, lane)) for t in targets for lane in range(CROWD_LANES)])
+        print(json.dumps({"done": True}), flush=True)
+
+    reactor.callWhenRunning(lambda: ensureDeferred(main()))
+    reactor.run()
+
+
+async def _admin(method: str, node_ip: str, admin_port: int, path: str, body: Any = None) -> Any:
+    """
+    One admin API request to a node; its JSON answer.
+    """
+    import treq
+
+    response = await treq.request(method, f"http://{node_ip}:{admin_port}{path}", json=body)
+    return json.loads(await response.text())
+
+
+async def run_eviction(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """
+    The ``eviction`` case: slots full of identities from 9 /16s, then
+    newcomers from new /16s, on a node with eviction and on the baseline
+    node without it.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from p2pool.core.addressing import Point
+    from p2pool.examples.gossip import GossipMessage
+    from p2pool.interfaces import BasePoolApplication
+
+    quick = args.quick
+    # Full: the slots of a node with the default bounds (maintenance's
+    # max_threshold, 84) and the default protection. Quick: 27 slots, so
+    # the protection is halved to leave more than 9 peers unprotected.
+    slots = 27 if quick else 84
+    newcomers = 3 if quick else 10
+    common = {
+        "max_connections": slots,
+        "expected_connections": slots // 2,
+        "min_connections": slots // 4,
+        "keepalive_interval": 1.0 if quick else 5.0,
+    }
+    configs = {
+        "eviction": {**common, "eviction_protection": 2 if quick else 4},
+        "baseline": {**common, "eviction_protection": None},
+    }
+    nodes = {
+        name: _spawn(
+            "node",
+            "--ip",
+            ip,
+            "--data-dir",
+            os.path.join(tmp, f"eviction-{name}"),
+            "--overrides",
+            json.dumps(configs[name]),
+        )
+        for name, ip in EVICTION_NODES.items()
+    }
+    children = list(nodes.values())
+    pools: list[Any] = []
+
+    class Peer(BasePoolApplication):
+        def __init__(self) -> None:
+            self.lost: list[str] = []
+
+        def connection_lost(self, conn: Any, reason: Any) -> None:
+            self.lost.append(reason.reason.value)
+
+    async def peer(ip: str, name: str) -> Any:
+        pool = _pool(ip, os.path.join(tmp, f"eviction-{name}"), Peer())
+        pools.append(pool)
+        pool.startService()
+        await pool.when_started()
+        return pool
+
+    # The slots spread over the 9 groups; the top-scored and the trusted
+    # peer take one each in the first two groups, after the crowd, which
+    # connects in turns over the groups.
+    per_group = [slots // EVICTION_GROUPS + (g < slots % EVICTION_GROUPS) for g in range(EVICTION_GROUPS)]
+    crowd_ips = [
+        f"127.{201 + g}.0.{2 + k}"
+        for k in range(max(per_group))
+        for g in range(EVICTION_GROUPS)
+        if k < per_group[g] - (g < 2)
+    ]
+    # It starts with the nodes, and dials when told where they listen.
+    crowd = _spawn("crowd", "--ips", ",".join(crowd_ips), "--data-dir", os.path.join(tmp, "eviction-crowd"))
+    children.append(crowd)
+    try:
+        top = await peer("127.201.0.250", "top")
+        trusted = await peer("127.202.0.250", "trusted")
+        await _until(lambda: all(node.first("ready") for node in nodes.values()), 30, "the nodes")
+        ready = {name: node.first("ready") or {} for name, node in nodes.items()}
+        points = {name: Point(EVICTION_NODES[name], ready[name]["port"]) for name in nodes}
+        t_crowd = time.monotonic()
+        crowd.go(json.dumps([[p.ip, p.port] for p in points.values()]))
+        await _until(lambda: crowd.first("done") is not None, 120, "the crowd")
+        crowd_s = time.monotonic() - t_crowd
+        held: dict[str, dict[str, Any]] = {}
+        for name, point in points.items():
+            held[name] = {"top": await top.connect(point), "trusted": await trusted.connect(point)}
+            for _ in range(3):  # useful gossip: the node scores the peer 3, the others 0
+                held[name]["top"].send(GossipMessage(os.urandom(16), 1, b"useful").encode())
+            admin_port = ready[name]["admin_port"]
+            await _admin("PATCH", point.ip, admin_port, f"/network/peers/{trusted.peer_id}", {"acl": "trust"})
+
+            async def scored(ip: str = point.ip, port: int = admin_port) -> bool:
+                info = await _admin("GET", ip, port, f"/network/peers/{top.peer_id}")
+                return bool(info and (info.get("score") or 0) >= 3)
+
+            deadline = time.monotonic() + 30
+            while not await scored():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out waiting for the top peer's score")
+                await deferLater(reactor, 0.05, lambda: None)
+
+        def running(name: str) -> int:
+            series = _series(nodes[name], 0)
+            return int(series[-1]["connections"]) if series else 0
+
+        await _until(lambda: all(running(name) == slots for name in nodes), 30, "full slots")
+        t_newcomers = time.time()
+        outcomes: dict[str, list[dict[str, Any]]] = {name: [] for name in nodes}
+        for i in range(newcomers):
+            ip = f"127.{201 + EVICTION_GROUPS + i}.0.2"
+            newcomer = await peer(ip, f"newcomer-{i}")
+            for name, point in points.items():
+                started = time.monotonic()
+                try:
+                    await newcomer.connect(point)
+                    admitted = {"admitted": True}
+                except Exception as e:
+                    admitted = {"admitted": False, "refusal": str(e)}
+                ms = round((time.monotonic() - started) * 1000, 1)
+                outcomes[name].append({"ip": ip, **admitted, "ms": ms})
+        await deferLater(reactor, 1.0, lambda: None)  # the evicted close; the nodes report their events
+        result: dict[str, Any] = {
+            "case": "eviction",
+            "slots": slots,
+            "attacker_groups": EVICTION_GROUPS,
+            "crowd": {"identities": len(crowd_ips), "seconds_to_connect_to_both": round(crowd_s, 2)},
+            "connections_when_full": slots,
+        }
+        top_ids = {str(top.peer_id), str(trusted.peer_id)}
+        for name, node in nodes.items():
+            events = _events(node, t_newcomers)
+            evicted = [e for e in events if e["event"] == "peer_evicted"]
+            result[name] = {
+                "node_config": configs[name],
+                "newcomers": outcomes[name],
+                "evicted": [{"addr": e["addr"], "netgroup": e["netgroup"]} for e in evicted],
+                "protected_evicted": sorted(top_ids & {e["peer_id"] for e in evicted}),
+                "top_still_connected": held[name]["top"].is_open,
+                "trusted_still_connected": held[name]["trusted"].is_open,
+                "node_events": _count(events),
+            }
+        ours = result["eviction"]
+        first = ours["newcomers"][0]
+        attacker_groups = {f"127.{201 + g}.0.0/16" for g in range(EVICTION_GROUPS)}
+        result["targets"] = {
+            "newcomer_from_a_tenth_group_gets_in": _met(first["admitted"], first["admitted"], True),
+            "no_trusted_or_top_score_peer_evicted": _met(
+                not ours["protected_evicted"] and ours["top_still_connected"] and ours["trusted_still_connected"],
+                ours["protected_evicted"],
+                [],
+            ),
+            "evicted_only_from_the_attacker_groups": _met(
+                all(e["netgroup"] in attacker_groups for e in ours["evicted"]), len(ours["evicted"]), None
+            ),
+            "baseline_without_eviction_refuses_the_newcomer": _met(
+                not result["baseline"]["newcomers"][0]["admitted"], result["baseline"]["newcomers"][0], None
+            ),
+        }
+        return result
+    finally:
+        for pool in pools:
+            await pool.stopService()
+        for child in children:
+            child.stop()
+
+
 def _met(ok: bool, value: Any, limit: Any) -> dict[str, Any]:
     return {"met": bool(ok), "value": value, "limit": limit}
 
@@ -678,11 +922,14 @@ def main() -> None:
     p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--app", default="gossip", help=argparse.SUPPRESS)
+    p.add_argument("--ips", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role == "node":
         node_main(args)
     elif args.role == "peer":
         peer_main(args)
+    elif args.role == "crowd":
+        crowd_main(args)
     else:
         parent(args)
 

@@ -796,6 +796,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     _key(
         "p2p",
+        "eviction_protection",
+        _optional(_COUNT),
+        "When the slots are full, an incoming peer evicts the youngest incoming peer of the most represented "
+        "network group, after protecting N peers by network group, N by score, 2N by ping and half the rest by "
+        "uptime; false = no eviction (the newcomer is refused).",
+    ),
+    _key(
+        "p2p",
         "refusal_log_interval",
         _optional(_SECONDS),
         "Seconds over which refused connections are counted, then logged as one line per reason; "
@@ -1087,6 +1095,7 @@ class PoolConfig:
     max_incoming_connections_per_netgroup: int = 10
     max_stalled_handshakes: int | None = 3
     netgroup_cap_exempts_loopback: bool = False
+    eviction_protection: int | None = 4
     refusal_log_interval: float | None = 60.0
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0

@@ -79,6 +79,8 @@ class EventKind(enum.StrEnum):
     PEER_BANNED = "peer_banned"
     #: A running connection was silent too long and is closed.
     IDLE_TIMEOUT = "idle_timeout"
+    #: The slots were full: an incoming connection is closed for a newcomer.
+    PEER_EVICTED = "peer_evicted"
     #: A maintenance pass began repairing the connection count.
     MAINTENANCE_STARTED = "maintenance_started"
     #: A maintenance pass that repaired something ended.

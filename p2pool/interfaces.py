@@ -66,7 +66,8 @@ class IPeerMetadataConfig(Interface):
     def score(metadata: Any) -> float:
         """
         How good the peer is (higher is better); the lowest are forgotten
-        first when the peer table is full.
+        first when the peer table is full, and the best incoming peers are
+        protected from inbound eviction when the connection slots are full.
         """
 
 

@@ -496,6 +496,7 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.keepalive_interval",
         "p2p.refusal_log_interval",
         "p2p.max_stalled_handshakes",
+        "p2p.eviction_protection",
         "p2p.max_upload_speed",
         "p2p.max_download_speed",
         "admin.listen",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.core.addressing import Point
+from p2pool.core.wire import Pong, encode
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
 from p2pool.testing.network import MemoryNetwork
@@ -46,6 +47,67 @@ class KeepaliveTests(SynchronousTestCase):
     def test_disabled(self) -> None:
         pool = self.network.add_pool("10.3.0.1", maintenance_idle_time=None, keepalive_interval=None)
         self.assertIsNone(pool.keepalive)
+
+
+class RoundTripTests(SynchronousTestCase):
+    """
+    The keepalive measures each connection's round trip with its Pings.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=4, latency=0.01)
+        self.addCleanup(self.network.stop)
+        settings = dict(maintenance_idle_time=None, keepalive_interval=10.0)
+        self.a = self.network.add_pool("10.1.0.1", **settings)
+        self.b = self.network.add_pool("10.2.0.1", **settings)
+        d = self.a.connect(Point("10.2.0.1", 9732))
+        self.network.advance(1.0)
+        self.conn = self.successResultOf(d)
+        keepalive = self.a.keepalive
+        assert keepalive is not None
+        self.keepalive = keepalive
+
+    def test_measured(self) -> None:
+        self.assertIsNone(self.keepalive.round_trip(self.conn), "nothing measured before the first check")
+        self.network.advance(6.0)
+        rtt = self.keepalive.round_trip(self.conn)
+        assert rtt is not None
+        self.assertAlmostEqual(rtt, 0.02, delta=0.005, msg="two one-way latencies of 10 ms")
+        self.assertEqual(self.keepalive.lowest_round_trip(self.conn), rtt)
+
+    def test_busy_connection_measured_every_interval(self) -> None:
+        """
+        A connection that is never silent still gets a Ping per interval.
+        """
+        sender = self.b.connections.list()[0]
+        pongs = []
+        original = self.keepalive.pong_received
+
+        def counting(conn: object) -> None:
+            pongs.append(conn)
+            original(conn)  # type: ignore[arg-type]
+
+        self.keepalive.pong_received = counting  # type: ignore[method-assign]
+        for _ in range(120):
+            sender.send(b"busy")
+            self.network.advance(0.5)
+        self.assertIn(len(pongs), range(5, 8), "about one Ping per 10 s interval over 60 s")
+        self.assertIsNotNone(self.keepalive.round_trip(self.conn))
+
+    def test_unsolicited_pong_forgets_the_measurements(self) -> None:
+        self.network.advance(6.0)
+        self.assertIsNotNone(self.keepalive.round_trip(self.conn))
+        self.b.connections.list()[0].send_control(encode(Pong()))
+        self.network.advance(0.1)
+        self.assertIsNone(self.keepalive.round_trip(self.conn))
+        self.assertIsNone(self.keepalive.lowest_round_trip(self.conn))
+
+    def test_closed_connection_forgotten(self) -> None:
+        self.network.advance(6.0)
+        closed = self.conn.disconnect()
+        self.network.advance(6.0)
+        self.successResultOf(closed)
+        self.assertIsNone(self.keepalive.round_trip(self.conn))
 
 
 class RealSocketKeepaliveTests(TestCase):

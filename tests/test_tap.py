@@ -53,6 +53,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "max-incoming-connections-per-netgroup": ("4", 4),
     "refusal-log-interval": ("false", None),
     "max-stalled-handshakes": ("5", 5),
+    "eviction-protection": ("2", 2),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
     "keepalive-interval": ("7", 7.0),

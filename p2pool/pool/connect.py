@@ -8,16 +8,20 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
 from p2pool.core.admission import StallTracker, admission_group, displacement_victim
 from p2pool.core.directory import Directory
+from p2pool.core.eviction import Candidate, Protection, eviction_victim
 from p2pool.core.flow import FlowLimits
 from p2pool.core.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
 from p2pool.core.lifetime import weak_owner
@@ -69,6 +73,8 @@ class ConnectHandler:
     Runs every connection of a pool from dial or accept to close.
     """
 
+    _log = Logger()
+
     def __init__(
         self, pool: HandlerPool, directory: Directory, answerer: Answerer, reactor: IReactorTCP, clock: IReactorTime
     ) -> None:
@@ -100,6 +106,10 @@ class ConnectHandler:
         self._incoming_groups: dict[PeerProtocol, str] = {}
         limit = pool.config.max_stalled_handshakes
         self._stalls: StallTracker | None = StallTracker(limit) if limit is not None else None
+        protected = pool.config.eviction_protection
+        self._eviction: Protection | None = Protection.scaled(protected) if protected is not None else None
+        #: Keys the ranking of network groups for eviction protection.
+        self._eviction_secret = os.urandom(16)
         #: Bytes of connections that have closed.
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
@@ -396,23 +406,33 @@ class ConnectHandler:
             # point may now be advertised (nacked nodes must be findable).
             directory.set_known_public(point_info, not remote.private)
         peer_info = pool.register_peer(peer_id)
-        if len(directory.connections) >= pool.slot_threshold():
+        full = len(directory.connections) >= pool.slot_threshold()
+        if full and (self._eviction is None or not remote.incoming):
             return self._nack(peer_id, NackMotive.TOO_MANY_CONNECTIONS)
         trusted = peer_info.trusted or (point_info is not None and point_info.trusted)
         if pool.config.private_mode and not trusted:
             return Refuse(PrivateMode(f"private mode: {peer_id} is not trusted"))
         if peer_info.state is PeerState.RUNNING:
             return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
+        superseded: PeerProtocol | None = None
         if peer_info.state is PeerState.ACCEPTED:
-            other = self._accepted.get(peer_id)
-            if other is None or other.incoming == protocol.incoming or not self._new_dial_wins(remote):
+            superseded = self._accepted.get(peer_id)
+            if superseded is None or superseded.incoming == protocol.incoming or not self._new_dial_wins(remote):
                 return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
-            self._supersede(other, peer_id)
+        # Full slots: the newcomer gets in only if a running connection
+        # gives way, closed once nothing else refuses the newcomer.
+        victim = self._eviction_victim(remote.remote_ip) if full else None
+        if full and victim is None:
+            return self._nack(peer_id, NackMotive.TOO_MANY_CONNECTIONS)
+        if superseded is not None:
+            self._supersede(superseded, peer_id)
         if point_info is not None and self._point_owner.get(point_info.point) is not protocol:
             if point_info.state in (PointState.ACCEPTED, PointState.RUNNING):
                 return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
             if point_info.state is PointState.REQUESTED and not self._new_dial_wins(remote):
                 return self._nack(peer_id, NackMotive.ALREADY_CONNECTED)
+        if victim is not None:
+            self._evict(victim, remote)
         now = self._clock.seconds()
         if point_info is not None:
             directory.point_accepted(point_info, peer_id, now)
@@ -422,6 +442,60 @@ class ConnectHandler:
         self._accepted[peer_id] = protocol
         pool.events.emit(EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
         return Accept()
+
+    def _eviction_victim(self, newcomer_ip: str) -> Connection | None:
+        """
+        The running incoming connection that gives way to a newcomer from
+        C{newcomer_ip} when the slots are full (L{eviction_victim}), if any.
+        """
+        assert self._eviction is not None
+        pool = self._pool
+        directory = self._directory
+        keepalive = pool.keepalive
+        failures: list[Failure] = []
+        candidates = [
+            Candidate(
+                conn,
+                self._group(conn.remote_ip),
+                conn.established_at,
+                score=self._score(conn, failures),
+                latency=keepalive.lowest_round_trip(conn) if keepalive is not None else None,
+                trusted=directory.is_trusted(conn),
+            )
+            for conn in directory.connections.values()
+            if conn.incoming and conn.is_open
+        ]
+        if failures:
+            # Once per decision, not once per peer: a flood stays quiet.
+            self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
+        return eviction_victim(candidates, self._group(newcomer_ip), self._eviction, self._eviction_secret)
+
+    def _score(self, conn: Connection, failures: list[Failure]) -> float:
+        """
+        The application's score of C{conn}'s peer; C{-inf} (no protection)
+        when it is not a number, or when it fails (added to C{failures}).
+        """
+        info = self._directory.peer(conn.peer_id)
+        try:
+            score = self._pool.score(info.metadata if info is not None else None)
+        except Exception:
+            failures.append(Failure())
+            return -math.inf
+        return score if not math.isnan(score) else -math.inf
+
+    def _evict(self, victim: Connection, newcomer: RemoteInfo) -> None:
+        """
+        Close C{victim} (reason C{evicted}) to make room for C{newcomer}.
+        """
+        self._pool.events.emit(
+            EventKind.PEER_EVICTED,
+            peer_id=str(victim.peer_id),
+            addr=victim.remote_ip,
+            netgroup=self._group(victim.remote_ip),
+            newcomer=str(newcomer.peer_id),
+            newcomer_addr=newcomer.remote_ip,
+        )
+        victim.disconnect(DisconnectReason.EVICTED)
 
     def _new_dial_wins(self, remote: RemoteInfo) -> bool:
         """

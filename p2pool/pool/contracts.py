@@ -152,6 +152,22 @@ class ConnectionCountWatcher(Protocol):
         """
 
 
+class RoundTripMeter(Protocol):
+    """
+    What measures the round trips of running connections (the keepalive).
+    """
+
+    def pong_received(self, conn: Connection) -> None:
+        """
+        A C{Pong} arrived on C{conn}.
+        """
+
+    def lowest_round_trip(self, conn: Connection) -> float | None:
+        """
+        The lowest round trip measured on C{conn}, in seconds, if any.
+        """
+
+
 class HandlerPool(PointRegistry, PeerRegistry, Protocol):
     """
     What the connect handler asks of the pool.
@@ -191,6 +207,12 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
     def maintenance(self) -> ConnectionCountWatcher | None:
         """
         The maintenance worker, when maintenance runs.
+        """
+
+    @property
+    def keepalive(self) -> RoundTripMeter | None:
+        """
+        The keepalive, which measures round trips, unless disabled.
         """
 
     @property
@@ -234,8 +256,14 @@ class HandlerPool(PointRegistry, PeerRegistry, Protocol):
 class AnswererPool(PointRegistry, Dialer, Protocol):
     """
     What the answerer of control frames asks of the pool: points to
-    advertise, points learnt, and dials for swaps.
+    advertise, points learnt, dials for swaps, and where C{Pong}s go.
     """
+
+    @property
+    def keepalive(self) -> RoundTripMeter | None:
+        """
+        The keepalive, told of each C{Pong}, unless disabled.
+        """
 
 
 class MaintenancePool(Dialer, Protocol):

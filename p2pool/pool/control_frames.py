@@ -150,7 +150,9 @@ class Answerer:
         elif isinstance(msg, Ping):
             conn.send_control(_PONG)
         elif isinstance(msg, Pong):
-            return
+            keepalive = self._pool.keepalive
+            if keepalive is not None:
+                keepalive.pong_received(conn)
         elif isinstance(msg, Bootstrap):
             self._bootstrap_received(conn)
         elif isinstance(msg, Advertise):

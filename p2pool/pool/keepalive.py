@@ -2,10 +2,14 @@
 """
 Keepalive: a connection silent for C{keepalive_interval} is pinged, and
 one silent for three intervals is closed, so that a peer lost behind a
-silent network cut does not hold a slot forever.
+silent network cut does not hold a slot forever. A connection that is not
+silent is also pinged about once per interval, to measure its round trip
+(inbound eviction protects the fastest peers).
 """
 
 from __future__ import annotations
+
+import collections
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -24,6 +28,8 @@ SILENT_INTERVALS = 3
 #: Checks per interval: the close comes at most 1/CHECKS_PER_INTERVAL of an
 #: interval late.
 CHECKS_PER_INTERVAL = 2
+#: Unanswered pings remembered per connection (a silent one is closed first).
+MAX_UNANSWERED = SILENT_INTERVALS + 1
 _PING = encode(Ping())
 
 
@@ -32,6 +38,13 @@ class Keepalive:
     Checks every connection twice per interval, by the bytes it received
     since the last check, without any work per message: a connection is
     closed between 3 and 3.5 intervals after the last byte it sent.
+
+    It also measures round trips: a connection that is not silent, has no
+    unanswered ping and was last pinged an interval ago or more (or never)
+    is pinged too, and each C{Pong} answers the oldest unanswered ping.
+    C{Ping} carries no nonce, so a C{Pong} that answers nothing forgets the
+    connection's measurements: a peer sending C{Pong}s ahead of our pings
+    gets none.
     """
 
     def __init__(self, directory: Directory, events: EventLog, clock: IReactorTime, interval: float) -> None:
@@ -43,8 +56,14 @@ class Keepalive:
         """
         self._directory = directory
         self._events = events
+        self._clock = clock
         self.interval = interval
         self._seen: dict[Connection, tuple[int, int]] = {}
+        #: When each unanswered ping was sent, oldest first.
+        self._unanswered: dict[Connection, collections.deque[float]] = {}
+        self._last_ping: dict[Connection, float] = {}
+        #: The latest and the lowest round trip measured.
+        self._round_trips: dict[Connection, tuple[float, float]] = {}
         self._loop = LoopingCall(weak_method(self.check))
         self._loop.clock = clock
 
@@ -55,14 +74,64 @@ class Keepalive:
         if self._loop.running:
             self._loop.stop()
         self._seen.clear()
+        self._unanswered.clear()
+        self._last_ping.clear()
+        self._round_trips.clear()
+
+    def round_trip(self, conn: Connection) -> float | None:
+        """
+        The latest round trip measured on C{conn}, in seconds; None before
+        the first C{Pong} (or after an unsolicited one).
+        """
+        measured = self._round_trips.get(conn)
+        return measured[0] if measured is not None else None
+
+    def lowest_round_trip(self, conn: Connection) -> float | None:
+        """
+        The lowest round trip measured on C{conn}, in seconds; None as for
+        L{round_trip}.
+        """
+        measured = self._round_trips.get(conn)
+        return measured[1] if measured is not None else None
+
+    def pong_received(self, conn: Connection) -> None:
+        """
+        A C{Pong} arrived on C{conn}: it answers the oldest unanswered
+        ping, or, answering none, forgets what was measured.
+        """
+        unanswered = self._unanswered.get(conn)
+        if not unanswered:
+            self._round_trips.pop(conn, None)
+            return
+        rtt = max(0.0, self._clock.seconds() - unanswered.popleft())
+        previous = self._round_trips.get(conn)
+        self._round_trips[conn] = (rtt, rtt if previous is None else min(previous[1], rtt))
+
+    def _round_trip_due(self, conn: Connection, now: float) -> bool:
+        """
+        Whether C{conn} has no unanswered ping and was last pinged an
+        interval ago or more (or never).
+        """
+        return not self._unanswered.get(conn) and now - self._last_ping.get(conn, -self.interval) >= self.interval
+
+    def _ping(self, conn: Connection, now: float) -> None:
+        if conn.send_control(_PING):
+            self._last_ping[conn] = now
+            self._unanswered.setdefault(conn, collections.deque(maxlen=MAX_UNANSWERED)).append(now)
 
     def check(self) -> None:
         """
         Ping connections silent for one interval (and each interval after);
-        close those silent for L{SILENT_INTERVALS}.
+        close those silent for L{SILENT_INTERVALS}; ping those that are not
+        silent when their round trip is due.
         """
         connections = list(self._directory.connections.values())
+        now = self._clock.seconds()
         seen: dict[Connection, tuple[int, int]] = {}
+        # Forget closed connections' measurements with their silence counts.
+        self._unanswered = {c: q for c, q in self._unanswered.items() if c.is_open}
+        self._last_ping = {c: t for c, t in self._last_ping.items() if c.is_open}
+        self._round_trips = {c: r for c, r in self._round_trips.items() if c.is_open}
         for conn in connections:
             if not conn.is_open:
                 continue  # closing already: its close has a grace period of its own
@@ -79,5 +148,7 @@ class Keepalive:
                 )
                 conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
             elif silent >= CHECKS_PER_INTERVAL and silent % CHECKS_PER_INTERVAL == 0:
-                conn.send_control(_PING)
+                self._ping(conn, now)
+            elif silent == 0 and self._round_trip_due(conn, now):
+                self._ping(conn, now)
         self._seen = seen

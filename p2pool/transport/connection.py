@@ -242,14 +242,16 @@ class Connection:
             raise InvalidMessageSize(f"a message exceeds max_message_size ({self._max_size})")
         self._protocol.send_frame(b"".join(frames))
 
-    def send_control(self, frame: bytes) -> None:
+    def send_control(self, frame: bytes) -> bool:
         """
         Queue an encoded control frame (L{p2pool.wire.encode}) for the peer.
         Control frames share the send queue: when it is full, or the
         connection has closed, the frame is dropped (and counted), never
         queued beyond the bound.
+
+        @return: whether it was queued.
         """
-        self._protocol.send_control(frame)
+        return self._protocol.send_control(frame)
 
     def pause_reading(self) -> None:
         """
