@@ -443,6 +443,9 @@ class RealSocketTests(TestCase):
         evicted = crowd[3]
         await wait_for(lambda: bool(evicted.app.lost), what="the youngest untrusted peer is evicted")
         self.assertEqual(evicted.app.lost[0][1].reason, DisconnectReason.REMOTE_DISCONNECT, "told by Disconnect")
+        # The evicted peer may see the Disconnect before the node's side
+        # has finished closing.
+        await wait_for(lambda: bool(node.app.lost), what="the node's side of the evicted connection closed")
         self.assertEqual([r.reason for _, r in node.app.lost], [DisconnectReason.EVICTED])
         self.assertEqual([e.fields["addr"] for e in node.named(EventKind.PEER_EVICTED)], ["127.51.0.5"])
         self.assertTrue(conn.is_open)
