@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point
+from p2pool.errors import ConnectionEnded, DisconnectReason
 from p2pool.core.lifetime import weak_method, weak_owner
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
@@ -89,6 +90,30 @@ class MemoryNetworkLifetimeTests(SynchronousTestCase):
         finally:
             gc.enable()
         self.assertEqual(alive, [])
+
+
+class LateConnectionTests(SynchronousTestCase):
+    def test_dial_under_way_when_the_pool_stops(self) -> None:
+        """
+        A dial whose TCP connection is not up when its pool stops is
+        cancelled: its Deferred fails with C{pool_destroyed}, and nothing
+        reaches the pool once it is gone.
+        """
+        network = MemoryNetwork(seed=4, latency=0.05)
+        self.addCleanup(network.stop)
+        a = network.add_pool("10.1.0.1", maintenance_idle_time=None)
+        network.add_pool("10.2.0.1", maintenance_idle_time=None)
+        d = a.connect(Point("10.2.0.1", 9732))
+        ref = weakref.ref(a)
+        stopped = network.remove_pool("10.1.0.1")
+        network.advance(5.0)
+        self.successResultOf(stopped)
+        failure = self.failureResultOf(d, ConnectionEnded)
+        self.assertIs(failure.value.reason, DisconnectReason.POOL_DESTROYED)
+        del a, stopped
+        network.advance(5.0)
+        self.assertIsNone(ref())
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class LoopbackLifetimeTests(TestCase):

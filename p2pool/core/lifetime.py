@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["weak_method", "weak_owner"]
+__all__ = ["owner_alive", "weak_method", "weak_owner"]
 
 T = TypeVar("T")
 
@@ -25,6 +25,20 @@ def weak_owner(owner: T) -> T:
     # typeshed gives a proxy of a non-callable as Any; it stands for T.
     proxy: T = weakref.proxy(owner)
     return proxy
+
+
+def owner_alive(proxy: object) -> bool:
+    """
+    Whether the owner behind a L{weak_owner} proxy still lives (a part can
+    outlive its pool: a connection that closes after the pool was dropped).
+    """
+    if not isinstance(proxy, weakref.ProxyTypes):
+        return True
+    try:
+        proxy.__class__  # noqa: B018  # a dead proxy raises on any use
+    except ReferenceError:
+        return False
+    return True
 
 
 def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:

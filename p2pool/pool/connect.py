@@ -24,7 +24,7 @@ from p2pool.core.directory import Directory
 from p2pool.core.eviction import Candidate, Protection, eviction_victim
 from p2pool.core.flow import FlowLimits
 from p2pool.core.handshake import Accept, Decision, Handshake, HandshakeParams, Refuse, RemoteInfo, nack_refusal
-from p2pool.core.lifetime import weak_owner
+from p2pool.core.lifetime import owner_alive, weak_owner
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 from p2pool.errors import (
     Connected,
@@ -99,6 +99,11 @@ class ConnectHandler:
         self._point_owner: dict[Point, PeerProtocol] = {}
         self._owned: dict[PeerProtocol, tuple[PointInfo | None, PeerInfo | None]] = {}
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
+        #: Dials whose TCP connection is not up yet, to cancel at tear-down.
+        self._attempts: dict[PeerProtocol, Deferred[Any]] = {}
+        #: Torn down: the pool is stopping or gone, and late connections
+        #: are closed without a decision.
+        self._closed = False
         self._timeouts: dict[PeerProtocol, IDelayedCall] = {}
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         #: Incoming handshakes under way, oldest first, with their
@@ -205,6 +210,11 @@ class ConnectHandler:
         Close every connection and pending handshake; fires when all are
         closed.
         """
+        self._closed = True
+        for protocol, attempt in list(self._attempts.items()):
+            if protocol.transport is None:
+                protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)
+                attempt.cancel()
         waits = [
             conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())
         ]
@@ -247,6 +257,8 @@ class ConnectHandler:
         pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
         assert self._tls_creator is not None, "configure() runs before the pool starts"
         attempt = wrapClientTLS(self._tls_creator, self._client_endpoint(point), clock=self._clock).connect(factory)
+        if protocol.transport is None:
+            self._attempts[protocol] = attempt
         delay = pool.config.connection_timeout if timeout is None else timeout
         self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
         # The endpoint's factory keeps this Deferred: it must not keep the
@@ -355,8 +367,13 @@ class ConnectHandler:
         Start the handshake of a connection whose TCP link is up.
         """
         pool = self._pool
+        self._attempts.pop(protocol, None)
         self._handshaking.add(protocol)
-        if protocol.incoming:
+        if self._closed:
+            # Connected after the tear-down (a dial that could not be
+            # cancelled): closed at once, nothing decided.
+            protocol.fail(ConnectionEnded(DisconnectReason.POOL_DESTROYED), abort=True)
+        elif protocol.incoming:
             self._incoming_groups[protocol] = self._group(protocol.remote_ip)
             pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
             self._timeouts[protocol] = self._clock.callLater(
@@ -531,7 +548,8 @@ class ConnectHandler:
             del self._point_owner[point_info.point]
             if point_info.state is not PointState.DISCONNECTED:
                 directory.point_disconnected(point_info, now, requested)
-            self._pool.schedule_redial(point_info)
+            if not self._closed:
+                self._pool.schedule_redial(point_info)
         if peer_info is not None:
             if self._accepted.get(peer_info.peer_id) is protocol:
                 del self._accepted[peer_info.peer_id]
@@ -579,6 +597,7 @@ class ConnectHandler:
         self._answerer.control_received(conn, kind, body)
 
     def _handshake_finished(self, protocol: PeerProtocol) -> None:
+        self._attempts.pop(protocol, None)
         self._handshaking.discard(protocol)
         self._incoming_groups.pop(protocol, None)
         call = self._timeouts.pop(protocol, None)
@@ -632,6 +651,10 @@ class ConnectHandler:
         accepted = protocol in self._owned and self._owned[protocol][1] is not None
         self._handshake_finished(protocol)
         self._release(protocol)
+        if not owner_alive(pool):
+            # A late connection of a pool that is gone: nothing to judge.
+            self._fail_dial(protocol, error)
+            return
         if isinstance(error, Myself) and protocol.dialed_point is not None:
             self._directory.add_own_point(protocol.dialed_point)
         if isinstance(error, RejectedByNack) and not pool.config.disable_peer_discovery:
@@ -695,6 +718,9 @@ class ConnectHandler:
                 motive_name=nack["motive_name"],
                 incoming=protocol.incoming,
             )
+        self._fail_dial(protocol, error)
+
+    def _fail_dial(self, protocol: PeerProtocol, error: P2PError) -> None:
         result = self._dial_results.pop(protocol, None)
         if result is not None:
             result.errback(error)
