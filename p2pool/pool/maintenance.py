@@ -4,7 +4,9 @@ Connection-count maintenance (Tezos C{P2p_maintenance}): keeps the number
 of running connections between the thresholds derived from
 C{min/expected/max_connections}, dialing known points when there are too
 few (asking peers for more when none is left), closing random connections
-when there are too many, and proposing swaps when in range.
+when there are too many, and proposing swaps when in range. Never connected
+points learnt from peers are dialed within their source group's budget
+(L{p2pool.core.dial_budget}).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from twisted.logger import Logger
 from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
 from p2pool.core.addressing import Point, netgroup
+from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PointInfo, PointState
@@ -97,11 +100,14 @@ class Maintenance:
         events: EventLog,
         clock: IReactorTime,
         rng: random.Random,
+        dial_budget: DialBudget,
     ) -> None:
         """
         @param pool: dials points, and fetches the bootstrap URLs.
         @param directory: the known points and running connections.
         @param acl: banned points are not dialed.
+        @param dial_budget: a dial of a never connected learnt point spends
+            its source group's budget; without one left, the point waits.
         """
         self._pool = weak_owner(pool)
         self._directory = directory
@@ -110,6 +116,7 @@ class Maintenance:
         self._events = events
         self._clock = clock
         self._rng = rng
+        self._budget = dial_budget
         self.bounds = config.maintenance_bounds()
         self.idle_time: float = config.maintenance_idle_time or 0.0
         self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
@@ -276,7 +283,13 @@ class Maintenance:
         outbound = collections.Counter(
             netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming
         )
-        return choose_candidates(found, max(count, 0), outbound, self._rng.shuffle)
+        chosen: list[PointInfo] = []
+        for info in choose_candidates(found, len(found), outbound, self._rng.shuffle):
+            if len(chosen) >= count:
+                break
+            if self._budget.allow(info, now):
+                chosen.append(info)
+        return chosen
 
     async def _dial(self, candidates: list[PointInfo]) -> int:
         """
