@@ -468,7 +468,9 @@ class SeedFetcher:
                     continue
             resolved.append((point, spec.expected_peer_id))
         pool = self._pool
-        pool.register_list_of_new_points([p for p, _ in resolved], medium="seed", source=url, source_group=url_group(url))
+        pool.register_list_of_new_points(
+            [p for p, _ in resolved], medium="seed", source=url, source_group=url_group(url)
+        )
         for point, peer_id in resolved:
             if peer_id is not None:
                 pool.set_expected_peer_id(point, peer_id)

@@ -312,7 +312,9 @@ class Maintenance:
             return False
         finally:
             self._delays.discard(delay)
-        if self._stopped:
+        # A point forgotten meanwhile (garbage-collected, or given way to a
+        # newer point of its source group) is not brought back by a dial.
+        if self._stopped or self._directory.point(point) is None:
             return False
         try:
             await self._pool.connect(point)
