@@ -193,3 +193,26 @@ class BudgetTests(_BookTestCase):
         # back, unaccounted, by a dial chosen before it went.
         learnt = [info for info in target.points if info.point in set(flood)]
         self.assertEqual({info.source_group for info in learnt}, {"10.66.0.0/16"})
+
+    def test_swaps_of_learnt_points_spend_the_budget(self) -> None:
+        """
+        A SwapRequest for a known, never-connected learnt point swaps only
+        with a token of the point's source group; without one it is ignored.
+        """
+        target = self.network.add_pool(
+            "10.1.0.1", maintenance_idle_time=None, source_group_dial_burst=1, source_group_dial_rate=0.001
+        )
+        peer = self.network.add_pool("10.2.0.1", maintenance_idle_time=None)
+        other = self.network.add_pool("10.3.0.1", maintenance_idle_time=None)
+        conn = self.link(peer, target)
+        self.link(other, target)  # a connection the target can offer in return
+        learnt = _points("10.9", 2)
+        self.advertise(conn, learnt)
+        for point in learnt:
+            conn.send_control(encode(SwapRequest(point, PeerId(bytes(16)))))
+            self.network.advance(61.0)  # the swap-frame cooldown and swap_linger
+        acks = self.events("10.1.0.1", EventKind.SWAP_ACK_SENT)
+        ignored = [f["reason"] for _, f in self.events("10.1.0.1", EventKind.SWAP_REQUEST_IGNORED)]
+        self.assertEqual((len(acks), ignored), (1, ["budget"]))
+        dials = {f["point"] for _, f in self.events("10.1.0.1", EventKind.OUTGOING_CONNECTION)}
+        self.assertEqual(dials & {str(p) for p in learnt}, {str(learnt[0])})
