@@ -47,11 +47,16 @@ DIAL_SPREAD = 0.05
 _BOOTSTRAP = encode(Bootstrap())
 
 
+def _always(info: PointInfo) -> bool:
+    return True
+
+
 def choose_candidates(
     infos: list[PointInfo],
     count: int,
     outbound_groups: collections.Counter[str],
     shuffle: Callable[[list[PointInfo]], None],
+    allow: Callable[[PointInfo], bool] = _always,
 ) -> list[PointInfo]:
     """
     Up to C{count} points to dial: trusted points first, then points never
@@ -59,25 +64,38 @@ def choose_candidates(
     points whose network group has no outbound connection yet (nor a
     point chosen before them) come first, so that one group cannot take
     many outbound slots while other groups are available.
+
+    @param allow: asked of each point about to be chosen, which it may
+        refuse (a spent dial budget; it takes the budget of those it
+        allows). While a point of a group without an outbound connection
+        is refused, no point of a group that has one is chosen: diversity
+        waits for the budget rather than give way to a crowded group.
     """
     shuffle(infos)
     infos.sort(key=lambda i: (not i.trusted, i.last_miss is not None, i.last_miss or 0.0))
     chosen: list[PointInfo] = []
     groups = collections.Counter(outbound_groups)
     rest: list[PointInfo] = []
+    waiting = False
     for info in infos:
         if len(chosen) >= count:
             break
         group = netgroup(info.point.ip)
         if info.trusted or groups[group] == 0:
-            chosen.append(info)
-            groups[group] += 1
+            if allow(info):
+                chosen.append(info)
+                groups[group] += 1
+            else:
+                waiting = True
         else:
             rest.append(info)
+    if waiting:
+        return chosen
     for info in rest:
         if len(chosen) >= count:
             break
-        chosen.append(info)
+        if allow(info):
+            chosen.append(info)
     return chosen
 
 
@@ -283,13 +301,9 @@ class Maintenance:
         outbound = collections.Counter(
             netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming
         )
-        chosen: list[PointInfo] = []
-        for info in choose_candidates(found, len(found), outbound, self._rng.shuffle):
-            if len(chosen) >= count:
-                break
-            if self._budget.allow(info, now):
-                chosen.append(info)
-        return chosen
+        return choose_candidates(
+            found, max(count, 0), outbound, self._rng.shuffle, lambda info: self._budget.allow(info, now)
+        )
 
     async def _dial(self, candidates: list[PointInfo]) -> int:
         """
