@@ -923,6 +923,7 @@ class RoundTripTests(_PoolCase):
         info = second.points.info(_point(21))
         assert info is not None
         self.assertEqual(info.source_group, "10.7.0.0/16")
+        self.assertEqual(point_info_json(info)["source_group"], "10.7.0.0/16")
         self.assertEqual(second.directory.index_errors(), [])
 
     def test_file_layout(self) -> None:
