@@ -25,6 +25,15 @@ Cases:
   then newcomers from other /16s dial. Measured on a node with inbound
   eviction and, as the baseline, on the same node with
   ``eviction_protection = false``: which newcomers get in, who is evicted.
+- ``advertise_flood`` (issue 14): the node starts with 300 points that have
+  connected before (its peers file) and maintenance on; 8 connections from
+  one /16 (127.66.0.0/16) send Advertise frames of 100 random points as fast
+  as the node takes them. Measured: the flood's share of the known-points
+  table, the points that had connected still known, and the node's dials to
+  flooded points per second against ``source_group_dial_burst +
+  source_group_dial_rate * t``. Its baseline is the same run against a node
+  whose bounds are lifted (``max_source_group_share = 1``, an unlimited dial
+  budget).
 
 Each case first measures the same node with its honest peers and no
 attacker (the baseline, same run), then under attack. The honest round trip
@@ -55,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._common import check_loopback, emit, env_info, log, quiet_twisted_logging, vmrss_kib  # noqa: E402
 
-CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app", "eviction")
+CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app", "eviction", "advertise_flood")
 ECHO = b"ECHO"
 SEQ = struct.Struct("!Q")
 MIB = 1024 * 1024
@@ -112,6 +121,7 @@ def node_main(args: argparse.Namespace) -> None:
         "external_disconnection",
         "send_queue_full",
         "peer_evicted",
+        "outgoing_connection",
     }
 
     class EchoGossip(Gossip):
@@ -183,6 +193,10 @@ def node_main(args: argparse.Namespace) -> None:
             "next_seq": stats["next"],
             "relayed": app.stats.relayed,
             "skipped": app.stats.skipped,
+            "known_points": pool.directory.point_count(),
+            "connected_before": sum(1 for info in pool.directory.points() if info.has_connected),
+            "learnt_groups": pool.directory.learnt_groups(),
+            "dials_deferred": pool.dial_budget.deferred,
             "events": events[:],
         }
         events.clear()
@@ -454,6 +468,8 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
 
     if case == "eviction":
         return await run_eviction(args, tmp)
+    if case == "advertise_flood":
+        return await run_advertise_flood(args, tmp)
     quick = args.quick
     base = 40 + 10 * CASES.index(case)
     node_ip, honest_ip, attacker_ip, publisher_ip = (f"127.0.0.{base + i}" for i in range(4))
@@ -848,6 +864,196 @@ async def run_eviction(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
             await pool.stopService()
         for child in children:
             child.stop()
+
+
+# -- advertise flood (issue 14, item 3) ------------------------------------------------
+
+#: The flood's source: one /16, and the /16s of the points it advertises.
+FLOOD_GROUP = "127.66.0.0/16"
+FLOODED_OCTETS = range(100, 200)
+#: Points in the node's peers file that connected before the flood.
+HISTORY_POINTS = 300
+
+
+def _write_history(path: str, count: int) -> None:
+    """
+    A peers file of C{count} points, in 75 /16s, that connected an hour ago.
+    """
+    from p2pool.core.addressing import PeerId
+    from p2pool.core.timestamps import format_time
+
+    then = time.time() - 3600
+    points = [
+        {
+            "point": f"127.{20 + i // 4}.0.{i % 4 + 1}:9",
+            "known_public": True,
+            "last_established_connection": [str(PeerId((i + 1).to_bytes(16, "big"))), format_time(then)],
+            "last_disconnection": [str(PeerId((i + 1).to_bytes(16, "big"))), format_time(then + 60)],
+        }
+        for i in range(count)
+    ]
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"format": 1, "network": "p2pool-mainnet", "points": points}, f)
+
+
+def _flooded(point: str) -> bool:
+    parts = point.split(".")
+    return len(parts) == 4 and parts[0] == "127" and int(parts[1]) in FLOODED_OCTETS
+
+
+def _max_in_window(times: list[float], window: float) -> int:
+    ordered, best, first = sorted(times), 0, 0
+    for last, t in enumerate(ordered):
+        while t - ordered[first] >= window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+async def _flood_once(args: argparse.Namespace, tmp: str, label: str, index: int, overrides: dict[str, Any]) -> Any:
+    """
+    One Advertise flood against a fresh node with C{overrides}: what the
+    node's table and dials were.
+    """
+    import random
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import DeferredList, ensureDeferred
+    from twisted.internet.task import LoopingCall, deferLater
+
+    from p2pool.core.addressing import Point
+    from p2pool.core.wire import Advertise, encode
+
+    attack_s = 3.0 if args.quick else 60.0 * args.scale
+    node_ip = f"127.0.0.{90 + index}"
+    data_dir = os.path.join(tmp, "advertise_flood-" + label)
+    _write_history(os.path.join(data_dir, "peers.json"), HISTORY_POINTS)
+    settings = {"maintenance_idle_time": 2.0, **overrides}
+    node = _spawn("node", "--ip", node_ip, "--data-dir", data_dir, "--overrides", json.dumps(settings))
+    attackers: list[Any] = []
+    loop = LoopingCall(lambda: None)
+    try:
+        await _until(lambda: node.first("ready") is not None, 30, "the node")
+        ready = node.first("ready")
+        assert ready is not None
+        for i in range(8):
+            pool = _pool(f"127.66.{index}.{i + 1}", os.path.join(tmp, f"advertise_flood-{label}-att{i}"))
+            pool.startService()
+            attackers.append(pool)
+
+        async def connect(pool: Any) -> Any:
+            await pool.when_started()
+            return await pool.connect(Point(node_ip, ready["port"]))
+
+        # All eight at once: their start-up is not part of the attack.
+        outcomes = await DeferredList(
+            [ensureDeferred(connect(pool)) for pool in attackers], fireOnOneErrback=True, consumeErrors=True
+        )
+        conns = [conn for _, conn in outcomes]
+        rng = random.Random(index)
+        sent = {"frames": 0}
+
+        def flood() -> None:
+            for conn in conns:
+                if conn.is_open:
+                    points = tuple(
+                        Point(
+                            f"127.{rng.choice(FLOODED_OCTETS)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                            rng.randrange(1024, 65535),
+                        )
+                        for _ in range(100)
+                    )
+                    conn.send_control(encode(Advertise(points)))
+                    sent["frames"] += 1
+
+        loop = LoopingCall(flood)
+        t_attack = time.time()
+        loop.start(0.1)
+        await deferLater(reactor, attack_s, lambda: None)
+        loop.stop()
+        # One more report from the node, taken after the flood.
+        t_end = time.time()
+        await _until(lambda: any(s["t"] > t_end for s in _series(node, t_attack)), 10, "a report")
+        samples = _series(node, t_attack)
+        last = [s for s in samples if s["t"] > t_end][0]
+        dials = [
+            e["t"] for e in _events(node, t_attack) if e["event"] == "outgoing_connection" and _flooded(e["point"])
+        ]
+        flood_points = last["learnt_groups"].get(FLOOD_GROUP, 0)
+        return {
+            "seconds": attack_s,
+            "node_config": settings,
+            "advertise_frames_sent": sent["frames"],
+            "known_points": last["known_points"],
+            "flood_points_known": flood_points,
+            "flood_share_of_known": round(flood_points / max(1, last["known_points"]), 4),
+            "flood_share_of_capacity": round(flood_points / 400, 4),
+            "connected_before_kept": last["connected_before"],
+            "dials_to_flood": len(dials),
+            "dials_to_flood_max_in_1s": _max_in_window(dials, 1.0),
+            "dials_deferred_by_budget": last["dials_deferred"],
+            "rss_mib": _rss_mib(samples),
+            "cpu_share": _cpu_share(samples),
+        }
+    finally:
+        if loop.running:
+            loop.stop()
+        for pool in attackers:
+            await pool.stopService()
+        node.stop()
+
+
+async def run_advertise_flood(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """
+    The ``advertise_flood`` case: the same flood against a node with its
+    address-book bounds lifted (baseline), then with the defaults.
+    """
+    from p2pool.config import PoolConfig
+
+    defaults = PoolConfig()
+    burst, rate = defaults.source_group_dial_burst, defaults.source_group_dial_rate
+    lifted = {"max_source_group_share": 1.0, "source_group_dial_rate": 1e9, "source_group_dial_burst": 10**9}
+    if args.quick:
+        # Both nodes at once, to stay within the quick mode's time.
+        from twisted.internet.defer import DeferredList, ensureDeferred
+
+        outcomes = await DeferredList(
+            [
+                ensureDeferred(_flood_once(args, tmp, "baseline", 0, lifted)),
+                ensureDeferred(_flood_once(args, tmp, "defended", 1, {})),
+            ],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+        baseline, attack = (result for _, result in outcomes)
+    else:
+        baseline = await _flood_once(args, tmp, "baseline", 0, lifted)
+        attack = await _flood_once(args, tmp, "defended", 1, {})
+    seconds = attack["seconds"]
+    dials, peak = attack["dials_to_flood"], attack["dials_to_flood_max_in_1s"]
+    within = dials <= burst + rate * (seconds + 2)
+    targets = {
+        "flood_le_12.5pct_of_known_points": _met(
+            attack["flood_share_of_known"] <= 0.125, attack["flood_share_of_known"], 0.125
+        ),
+        # The history, plus the attackers' own 8 points (they connected).
+        "connected_points_kept": _met(
+            attack["connected_before_kept"] >= HISTORY_POINTS + 8,
+            attack["connected_before_kept"],
+            HISTORY_POINTS + 8,
+        ),
+        "dials_within_budget": _met(within, dials, f"{burst} + {rate:g}/s x {seconds:g} s"),
+        "dials_per_1s_window_le_burst_plus_rate": _met(peak <= burst + rate, peak, burst + rate),
+    }
+    return {
+        "case": "advertise_flood",
+        "seconds": seconds,
+        "flood_source": FLOOD_GROUP,
+        "baseline": baseline,
+        "attack": attack,
+        "targets": targets,
+    }
 
 
 def _met(ok: bool, value: Any, limit: Any) -> dict[str, Any]:

@@ -741,6 +741,25 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     _key(
         "p2p",
+        "max_source_group_share",
+        _Real(minimum=0.0, maximum=1.0, exclusive_minimum=True, metavar="FRACTION"),
+        "Share of max_known_points that never-connected points learnt from one source group may hold; "
+        "at the bound a new one evicts that group's oldest.",
+    ),
+    _key(
+        "p2p",
+        "source_group_dial_rate",
+        _Real(minimum=0.0, exclusive_minimum=True, metavar="PER_SECOND"),
+        "Dials per second, per source group, of never-connected points learnt from peers.",
+    ),
+    _key(
+        "p2p",
+        "source_group_dial_burst",
+        _Integer(minimum=1),
+        "Dials of never-connected learnt points one source group may have at once before its rate applies.",
+    ),
+    _key(
+        "p2p",
         "peer_greylist_size",
         _Integer(minimum=1),
         "Greylisted peer ids remembered; the oldest is forgotten first.",
@@ -1083,6 +1102,9 @@ class PoolConfig:
     max_incoming_connections: int = 20
     max_known_points: tuple[int, int] | None = (400, 300)
     max_known_peer_ids: tuple[int, int] | None = (400, 300)
+    max_source_group_share: float = 0.1
+    source_group_dial_rate: float = 1.0
+    source_group_dial_burst: int = 10
     peer_greylist_size: int = 1023
     ip_greylist_size_in_kilobytes: int = 2048
     ip_greylist_cleanup_delay: float = 86400.0

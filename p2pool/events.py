@@ -36,6 +36,9 @@ class EventKind(enum.StrEnum):
     NEW_PEER = "new_peer"
     #: Known points were garbage-collected.
     GC_POINTS = "gc_points"
+    #: Points learnt from the network were dropped: outside this node's
+    #: reachability class, or refused by the source group bound.
+    POINTS_DROPPED = "points_dropped"
     #: Known peer ids were garbage-collected.
     GC_PEER_IDS = "gc_peer_ids"
     #: Points were registered (advertised, from a nack, a seed, the API).
@@ -105,8 +108,9 @@ class EventKind(enum.StrEnum):
     SWAP_REQUEST_SENT = "swap_request_sent"
     #: A C{SwapRequest} was received.
     SWAP_REQUEST_RECEIVED = "swap_request_received"
-    #: A C{SwapRequest} was ignored (a swap happened lately, or the point is
-    #: not disconnected).
+    #: A C{SwapRequest} was ignored (a swap happened lately, the point is
+    #: not disconnected, was unknown, or its source group's dial budget is
+    #: spent).
     SWAP_REQUEST_IGNORED = "swap_request_ignored"
     #: A C{SwapRequest} found no peer to offer in return.
     NO_SWAP_CANDIDATE = "no_swap_candidate"

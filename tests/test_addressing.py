@@ -11,7 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.core.addressing import AddressError, PeerId, Point, PointSpec, netgroup, normalise_ip
+from p2pool.core.addressing import (
+    AddressError,
+    PeerId,
+    Point,
+    PointSpec,
+    Reach,
+    learnt_point_refusal,
+    netgroup,
+    node_reach,
+    normalise_ip,
+    reach,
+)
 
 
 class PeerIdTests(SynchronousTestCase):
@@ -81,3 +92,58 @@ class PointTests(SynchronousTestCase):
     def test_netgroup(self) -> None:
         self.assertEqual(netgroup("10.2.3.4"), "10.2.0.0/16")
         self.assertEqual(netgroup("2001:db8:1::1"), "2001:db8::/32")
+
+
+class ReachTests(SynchronousTestCase):
+    """
+    Reachability classes, and which learnt points a node keeps.
+    """
+
+    def test_classes(self) -> None:
+        cases = {
+            "127.0.0.1": Reach.LOOPBACK,
+            "127.9.3.4": Reach.LOOPBACK,
+            "::1": Reach.LOOPBACK,
+            "10.0.0.1": Reach.PRIVATE,
+            "192.168.1.1": Reach.PRIVATE,
+            "100.64.0.1": Reach.PRIVATE,
+            "169.254.1.1": Reach.PRIVATE,
+            "fe80::1": Reach.PRIVATE,
+            "fc00::1": Reach.PRIVATE,
+            "192.0.2.1": Reach.PRIVATE,
+            "240.0.0.1": Reach.PRIVATE,
+            "1.2.3.4": Reach.PUBLIC,
+            "2a00::1": Reach.PUBLIC,
+        }
+        for ip, expected in cases.items():
+            self.assertEqual(reach(ip), expected, ip)
+        for ip in ("0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"):
+            self.assertIsNone(reach(ip), ip)
+
+    def test_node_class(self) -> None:
+        self.assertEqual(node_reach("127.0.0.2"), Reach.LOOPBACK)
+        self.assertEqual(node_reach("10.1.0.1"), Reach.PRIVATE)
+        self.assertEqual(node_reach("1.2.3.4"), Reach.PUBLIC)
+        # A wildcard listen address is how an Internet node listens.
+        self.assertEqual(node_reach("0.0.0.0"), Reach.PUBLIC)
+        self.assertEqual(node_reach("::"), Reach.PUBLIC)
+
+    def test_public_node_keeps_only_public_points(self) -> None:
+        for text in ("127.0.0.1:9732", "10.0.0.1:9732", "169.254.0.1:9732", "[fe80::1]:9732", "224.0.0.1:9732"):
+            self.assertIsNotNone(learnt_point_refusal(Point.parse(text), Reach.PUBLIC), text)
+        self.assertIsNone(learnt_point_refusal(Point.parse("1.2.3.4:9732"), Reach.PUBLIC))
+        self.assertEqual(learnt_point_refusal(Point("1.2.3.4", 0), Reach.PUBLIC), "port 0")
+        self.assertEqual(
+            learnt_point_refusal(Point.parse("10.0.0.1:1"), Reach.PUBLIC),
+            "private address, unreachable from a public node",
+        )
+
+    def test_private_and_loopback_nodes(self) -> None:
+        self.assertIsNone(learnt_point_refusal(Point.parse("10.0.0.1:9732"), Reach.PRIVATE))
+        self.assertIsNone(learnt_point_refusal(Point.parse("1.2.3.4:9732"), Reach.PRIVATE))
+        self.assertIsNotNone(learnt_point_refusal(Point.parse("127.0.0.1:9732"), Reach.PRIVATE))
+        for text in ("127.0.0.1:9732", "10.0.0.1:9732", "1.2.3.4:9732"):
+            self.assertIsNone(learnt_point_refusal(Point.parse(text), Reach.LOOPBACK), text)
+        # Never dialable, whatever the node.
+        for point in (Point("127.0.0.1", 0), Point("0.0.0.0", 9732), Point("224.0.0.1", 9732)):
+            self.assertIsNotNone(learnt_point_refusal(point, Reach.LOOPBACK), str(point))

@@ -91,6 +91,8 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.max_incoming_connections, 20)
         self.assertEqual(config.max_known_points, (400, 300))
         self.assertEqual(config.max_known_peer_ids, (400, 300))
+        self.assertEqual(config.max_source_group_share, 0.1)
+        self.assertEqual((config.source_group_dial_rate, config.source_group_dial_burst), (1.0, 10))
         self.assertEqual(config.peer_greylist_size, 1023)
         self.assertEqual(config.ip_greylist_size_in_kilobytes, 2048)
         self.assertEqual(config.ip_greylist_cleanup_delay, 86400.0)
@@ -352,6 +354,10 @@ class RangeErrorTests(ConfigTestMixin, SynchronousTestCase):
         ("p2p.reconnection.initial_delay", 0, "must be > 0, got 0"),
         ("p2p.reconnection.disconnection_delay", -1, "must be >= 0, got -1"),
         ("p2p.reconnection.jitter", 1.5, "must be between 0 and 1, got 1.5"),
+        ("p2p.max_source_group_share", 0, "must be > 0, got 0"),
+        ("p2p.max_source_group_share", 1.5, "must be <= 1, got 1.5"),
+        ("p2p.source_group_dial_rate", 0, "must be > 0, got 0"),
+        ("p2p.source_group_dial_burst", 0, "must be >= 1, got 0"),
         ("admin.listen", "127.0.0.1", "missing ':port'"),
     ]
 

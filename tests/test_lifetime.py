@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point
-from p2pool.errors import ConnectionEnded, DisconnectReason
 from p2pool.core.lifetime import weak_method, weak_owner
+from p2pool.errors import ConnectionEnded, DisconnectReason
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
 from tests.helpers import async_test, identity, start_node, wait_for

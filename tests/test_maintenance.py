@@ -207,10 +207,17 @@ class SwapTests(_NetworkTestCase):
         return s, leaves
 
     def test_swap_exchanges_peers(self) -> None:
+        """
+        The first request offers a point the receiver does not know: it
+        learns it and ignores the swap; a later request for the same point
+        swaps (the receiver's first swap frame waits out its 60 s cooldown).
+        """
         s, leaves = self._topology()
-        self.run_until(lambda: bool(self.events(0, EventKind.SWAP_SUCCESS)), timeout=60)
+        self.run_until(lambda: bool(self.events(0, EventKind.SWAP_SUCCESS)), timeout=180)
         receivers = self.events(2, EventKind.SWAP_REQUEST_RECEIVED) + self.events(3, EventKind.SWAP_REQUEST_RECEIVED)
         self.assertTrue(receivers)
+        ignored = self.events(2, EventKind.SWAP_REQUEST_IGNORED) + self.events(3, EventKind.SWAP_REQUEST_IGNORED)
+        self.assertIn("new_point", [fields["reason"] for _, fields in ignored])
         self.assertTrue(self.events(0, EventKind.SWAP_ACK_RECEIVED))
         self.run_until(
             lambda: bool(self.events(2, EventKind.SWAP_SUCCESS) or self.events(3, EventKind.SWAP_SUCCESS)), timeout=10

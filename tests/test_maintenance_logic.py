@@ -65,6 +65,32 @@ class ChooseCandidatesTests(SynchronousTestCase):
         chosen = choose_candidates(infos, 4, collections.Counter({"127.0.0.0/16": 3}), _no_shuffle)
         self.assertEqual(len(chosen), 4)
 
+    def test_refused_points_are_passed_over(self) -> None:
+        infos = [_info(f"10.{i}.0.1") for i in range(6)]
+        refused = {"10.1.0.1", "10.3.0.1"}
+        asked: list[str] = []
+
+        def allow(info: PointInfo) -> bool:
+            asked.append(info.point.ip)
+            return info.point.ip not in refused
+
+        chosen = choose_candidates(infos, 3, collections.Counter(), _no_shuffle, allow)
+        self.assertEqual([i.point.ip for i in chosen], ["10.0.0.1", "10.2.0.1", "10.4.0.1"])
+        self.assertEqual(asked, ["10.0.0.1", "10.1.0.1", "10.2.0.1", "10.3.0.1", "10.4.0.1"])
+
+    def test_diversity_waits_for_the_budget(self) -> None:
+        """
+        While a point of a new group is refused, points of a group that
+        already has an outbound connection are not chosen in its place.
+        """
+        honest = _info("20.0.0.1")
+        attacker = [_info(f"66.6.0.{i}") for i in range(1, 6)]
+        outbound = collections.Counter({"66.6.0.0/16": 1})
+        chosen = choose_candidates([honest, *attacker], 3, outbound, _no_shuffle, lambda i: i is not honest)
+        self.assertEqual(chosen, [])
+        chosen = choose_candidates([honest, *attacker], 3, outbound, _no_shuffle)
+        self.assertEqual(len(chosen), 3)
+
     def test_shuffle_breaks_ties(self) -> None:
         firsts = set()
         for seed in range(20):

@@ -330,8 +330,8 @@ class CodecTests(SynchronousTestCase):
             (_peer(2), T0 + 1, True, "null", (v6, T0 + 2), (None, T0 + 3.001), None, None, ()),
         ]
         points = [
-            (_point(1), False, None, True, None, None, (_peer(1), T0 + 0.25), (_peer(1), T0 + 60.5)),
-            (v6, True, _peer(2), False, T0 + 2, (_peer(2), T0 + 3.001), None, None),
+            (_point(1), False, None, True, None, None, (_peer(1), T0 + 0.25), (_peer(1), T0 + 60.5), None),
+            (v6, True, _peer(2), False, T0 + 2, (_peer(2), T0 + 3.001), None, None, "2001:db8::/32"),
         ]
         snapshot = Snapshot(NETWORK, T0 + 61, list(peers), list(points), ["10.0.0.0/8", "192.0.2.7"], [_peer(9)])
         out = io.BytesIO()
@@ -362,6 +362,7 @@ class CodecTests(SynchronousTestCase):
                     info.last_rejected_connection,
                     info.last_established_connection,
                     info.last_disconnection,
+                    info.source_group,
                 ),
                 row,
             )
@@ -372,7 +373,7 @@ class CodecTests(SynchronousTestCase):
         separated by commas.
         """
         count = 2 * WRITE_BATCH + 1
-        rows = [(_point(i), False, None, False, T0 + i, None, None, None) for i in range(count)]
+        rows = [(_point(i), False, None, False, T0 + i, None, None, None, None) for i in range(count)]
         out = io.BytesIO()
         write_document(out, Snapshot(NETWORK, T0, [], rows, [], []))
         lines = [line for line in out.getvalue().decode().splitlines() if line.startswith('{"point": ')]
@@ -514,6 +515,27 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual(
             (point.trusted, point.known_public, point.expected_peer_id, point.last_seen), (False, False, None, None)
         )
+        # Files written before source groups existed: a point of the operator's.
+        self.assertIsNone(point.source_group)
+
+    def test_bad_source_group_skips_the_record(self) -> None:
+        """
+        A C{source_group} that is not a short non-empty string makes its
+        point record skipped, with the field named.
+        """
+        points = [
+            {"point": "10.0.0.1:9732", "source_group": 7},
+            {"point": "10.0.0.2:9732", "source_group": ""},
+            {"point": "10.0.0.3:9732", "source_group": "x" * 301},
+            {"point": "10.0.0.4:9732", "source_group": "10.7.0.0/16"},
+        ]
+        content = self.decode(document(points=points))
+        self.assertEqual([p.point for p in content.points], [Point("10.0.0.4", 9732)])
+        self.assertEqual(content.points[0].source_group, "10.7.0.0/16")
+        self.assertEqual([p.index for p in content.skipped], [0, 1, 2])
+        details = [p.problem for p in content.skipped]
+        self.assertIn("source_group: expected a string of 1 to 300 characters, got a number", details[0])
+        self.assertIn("got 301 characters", details[2])
 
     def test_unknown_fields_are_ignored(self) -> None:
         """
@@ -895,6 +917,27 @@ class RoundTripTests(_PoolCase):
         self.assertEqual(second.acl.ip_blacklist.listing(), ["192.0.2.7", "10.9.0.0/16", "2001:db8::/32"])
         self.assertTrue(second.acl.banned_addr("10.9.200.1"))
         self.assertEqual(second.acl.peer_blacklist.listing(), [_peer(9)])
+
+    def test_source_groups_survive_a_restart(self) -> None:
+        """
+        A learnt point keeps its source group through the file, so that the
+        group's share and dial budget still apply after a restart.
+        """
+        first = self.make_pool()
+        first.register_list_of_new_points(
+            [_point(20), _point(21)], medium="advertise", source="x", source_group="10.7.0.0/16"
+        )
+        self.assertEqual(first.directory.learnt_count("10.7.0.0/16"), 2)
+        self.successResultOf(first.save_peers())
+        saved = {p["point"]: p for p in self.read_json()["points"]}
+        self.assertEqual(saved[str(_point(20))]["source_group"], "10.7.0.0/16")
+        second = self.make_pool()
+        self.assertEqual(second.directory.learnt_groups(), {"10.7.0.0/16": 2})
+        info = second.points.info(_point(21))
+        assert info is not None
+        self.assertEqual(info.source_group, "10.7.0.0/16")
+        self.assertEqual(point_info_json(info)["source_group"], "10.7.0.0/16")
+        self.assertEqual(second.directory.index_errors(), [])
 
     def test_file_layout(self) -> None:
         """

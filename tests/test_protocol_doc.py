@@ -770,16 +770,24 @@ class SwapTests(NodeTestCase):
     @async_test
     async def test_swap_request(self) -> None:
         """
-        §7.3: the node answers SwapAck with its other peer, dials the
-        offered point without pinning it to the offered id, and on success
-        closes its connection to the peer it offered, with Disconnect; a
-        second request within swap_linger gets no answer.
+        §7.3: a request offering an unknown point gets no answer and
+        teaches the node that point; for a known point the node answers
+        SwapAck with its other peer, dials the offered point without pinning
+        it to the offered id, and on success closes its connection to the
+        peer it offered, with Disconnect; a second request within
+        swap_linger gets no answer.
         """
         node = await self.start_node(0)
         other = await self.start_node(1)
+        node.pool.register_point(Point(other.ip, other.port))
 
         def scenario() -> dict[str, Any]:
             out: dict[str, Any] = {}
+            teacher = pc.Client(pc.Identity(POW), node.ip, node.port, source=self.sources(), timeout=READ_DEADLINE)
+            teacher.handshake(NETWORK, POW)
+            teacher.send(pc.SWAP_REQUEST, pc.swap_body("127.64.98.1:4567", os.urandom(16)))
+            out["unknown point"] = ping_pong(teacher)
+            teacher.close()
             offered_source = self.sources()
             offered = pc.Client(pc.Identity(POW), node.ip, node.port, source=offered_source, timeout=READ_DEADLINE)
             offered.handshake(NETWORK, POW, port=4567)
@@ -800,6 +808,8 @@ class SwapTests(NodeTestCase):
             return out
 
         out = await run(scenario)
+        self.assertEqual(out["unknown point"], [])
+        self.assertIsNotNone(node.pool.points.info(Point("127.64.98.1", 4567)))
         self.assertEqual(out["answer"], (pc.SWAP_ACK, out["offered"]))
         # The node connected to the other node (whose id is not the one
         # offered), then dropped the peer it offered, saying goodbye.

@@ -213,19 +213,20 @@ class FakePool:
         self.recorded: list[PoolEvent] = []
         self.events = EventLog(self.recorded.append)
         self.registered: list[tuple[Point, str, str]] = []
+        self.groups: set[str | None] = set()
         self.pinned: dict[Point, PeerId] = {}
 
-    def register_list_of_new_points(self, points: Any, medium: str, source: str, trusted: bool | None = None) -> None:
+    def register_list_of_new_points(
+        self, points: Any, medium: str, source: str, trusted: bool | None = None, source_group: str | None = None
+    ) -> None:
+        self.groups.add(source_group)
         for point in points:
             assert trusted is None
             self.registered.append((point, medium, source))
 
-    def register_new_point(
-        self, point: Point, trusted: bool | None = None, expected_peer_id: PeerId | None = None
-    ) -> None:
-        assert trusted is None
-        assert expected_peer_id is not None
-        self.pinned[point] = expected_peer_id
+    def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> None:
+        assert any(point == p for p, _, _ in self.registered), "pinned after it is registered"
+        self.pinned[point] = peer_id
 
     def named(self, name: EventKind) -> list[PoolEvent]:
         return [e for e in self.recorded if e.event == name]
@@ -296,6 +297,8 @@ class FetchTests(ServedTestCase):
             ],
         )
         self.assertEqual(pool.pinned, {Point("10.0.0.2", 9733): PeerId.parse(PEER_ID)})
+        # The points are learnt from the URL's host, as one source group.
+        self.assertEqual(pool.groups, {"seed:seed.test"})
         [fetched] = pool.named(EventKind.SEED_FETCHED)
         self.assertEqual((fetched.fields["url"], fetched.fields["points"]), (url, 3))
         self.assertEqual(pool.named(EventKind.SEED_ERROR), [])

@@ -93,6 +93,105 @@ class PointGCTests(SynchronousTestCase):
         self.assertEqual(len(table), 50)
 
 
+class SourceGroupTests(SynchronousTestCase):
+    """
+    The never-connected points learnt from each source group: indexed by
+    the table's transitions, bounded per group, and never displacing
+    points that have connected.
+    """
+
+    def _table(self, limits: tuple[int, int] | None = (20, 15), share: float | None = 0.25) -> PointTable:
+        return PointTable(limits, random.Random(0), share)
+
+    def _learn(self, table: PointTable, i: int, group: str, now: float = 0.0) -> list[Point] | None:
+        removed = table.make_room_for(group, now)
+        if removed is not None:
+            table.add(PointInfo(_point(i), source_group=group))
+        return removed
+
+    def _connect(self, table: PointTable, info: PointInfo, at: float) -> None:
+        table.set_requested(info, at)
+        table.set_running(info, _peer(1), at)
+        table.set_disconnected(info, at + 1, _POLICY, random.Random(0))
+
+    def test_cap_is_a_share_of_max(self) -> None:
+        self.assertEqual(self._table().group_cap, 5)
+        self.assertEqual(self._table((3, 2), 0.1).group_cap, 1)
+        self.assertIsNone(self._table(None).group_cap)
+        self.assertIsNone(self._table(share=None).group_cap)
+
+    def test_flood_from_one_group_evicts_its_own_oldest(self) -> None:
+        table = self._table()
+        self._learn(table, 100, "honest")
+        for i in range(5):
+            self.assertEqual(self._learn(table, i, "attacker"), [])
+        self.assertEqual(self._learn(table, 5, "attacker"), [_point(0)])
+        self.assertEqual(self._learn(table, 6, "attacker"), [_point(1)])
+        self.assertEqual(table.learnt_groups(), {"honest": 1, "attacker": 5})
+        self.assertIn(_point(100), table)
+        self.assertEqual(table.index_errors(), [])
+
+    def test_points_being_dialed_are_not_evicted(self) -> None:
+        table = self._table()
+        for i in range(5):
+            self._learn(table, i, "g")
+        for info in table:
+            table.set_requested(info, 1.0)
+        self.assertIsNone(self._learn(table, 9, "g"), "refused: nothing of the group can go")
+        table.set_disconnected(table.get(_point(3)), 2.0, _POLICY, random.Random(0))  # type: ignore[arg-type]
+        self.assertEqual(self._learn(table, 9, "g"), [_point(3)])
+
+    def test_connected_points_stop_counting_and_are_kept(self) -> None:
+        table = self._table()
+        for i in range(5):
+            self._learn(table, i, "g")
+        first = table.get(_point(0))
+        assert first is not None
+        self._connect(table, first, 1.0)
+        self.assertEqual(table.learnt_count("g"), 4)
+        self.assertEqual(self._learn(table, 5, "g"), [])
+        self.assertEqual(self._learn(table, 6, "g"), [_point(1)], "the oldest never connected one")
+        self.assertIn(_point(0), table)
+        self.assertEqual(table.index_errors(), [])
+
+    def test_full_table_refuses_rather_than_displace_connected_points(self) -> None:
+        table = self._table((4, 2), share=None)
+        for i in range(4):
+            info = PointInfo(_point(i))
+            table.add(info)
+            self._connect(table, info, float(i))
+        self.assertIsNone(self._learn(table, 10, "g", now=10.0))
+        self.assertEqual(len(table), 4)
+        # A never connected point can make room.
+        fresh = PointInfo(_point(5))
+        table.remove(_point(3))
+        table.add(fresh)
+        self.assertEqual(self._learn(table, 10, "g", now=10.0), [_point(5)])
+        self.assertEqual(table.index_errors(), [])
+
+    def test_gc_takes_never_connected_points_first(self) -> None:
+        table = self._table((3, 2), share=None)
+        connected = PointInfo(_point(1))
+        table.add(connected)
+        self._connect(table, connected, 1.0)
+        fresh = PointInfo(_point(2))
+        table.add(fresh)
+        table.add(PointInfo(_point(3)))
+        # The connected point missed long ago; the fresh ones never did.
+        self.assertEqual(set(table.gc(now=50.0)), {_point(2), _point(3)})
+        self.assertIn(_point(1), table)
+
+    def test_remove_and_unbounded(self) -> None:
+        table = self._table(None)
+        for i in range(50):
+            self.assertEqual(self._learn(table, i, "g"), [])
+        self.assertEqual(table.learnt_count("g"), 50)
+        for i in range(50):
+            table.remove(_point(i))
+        self.assertEqual(table.learnt_groups(), {})
+        self.assertEqual(table.index_errors(), [])
+
+
 class ListKnownPointsTests(SynchronousTestCase):
     def _public(self, table: PointTable, i: int, seen_at: float | None = None, running: bool = False) -> PointInfo:
         info = PointInfo(_point(i), known_public=True)

@@ -106,8 +106,9 @@ def point_info_json(info: PointInfo) -> dict[str, Any]:
     the reconnection back-off), C{state} (C{{"event_kind", "p2p_peer_id"?}}),
     C{p2p_peer_id}, C{last_failed_connection} and C{last_miss} (times),
     C{last_rejected_connection}, C{last_established_connection},
-    C{last_disconnection} and C{last_seen} (C{[peer_id, time]}), and
-    C{expected_peer_id}.
+    C{last_disconnection} and C{last_seen} (C{[peer_id, time]}),
+    C{expected_peer_id}, and (not in Tezos) the C{source_group} of a point
+    learnt from the network.
     """
     out: dict[str, Any] = {"trusted": info.trusted}
     _trusted_by(out, info.trust)
@@ -134,6 +135,7 @@ def point_info_json(info: PointInfo) -> dict[str, Any]:
         out["last_miss"] = rfc3339(info.last_miss)
     if info.expected_peer_id is not None:
         out["expected_peer_id"] = str(info.expected_peer_id)
+    _put(out, "source_group", info.source_group)
     return out
 
 

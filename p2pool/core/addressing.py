@@ -10,6 +10,7 @@ public key, written as a Tezos-style base58check string starting with C{id}.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import ipaddress
@@ -25,8 +26,12 @@ __all__ = [
     "PeerId",
     "Point",
     "PointSpec",
+    "Reach",
+    "learnt_point_refusal",
     "netgroup",
+    "node_reach",
     "normalise_ip",
+    "reach",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -256,3 +261,66 @@ def netgroup(ip: str) -> str:
     address = ipaddress.ip_address(ip)
     prefix = 16 if address.version == 4 else 32
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+class Reach(enum.IntEnum):
+    """
+    Reachability classes of addresses, narrowest first: a node in one class
+    can reach addresses of its own class and of the wider ones.
+    """
+
+    #: This host only (127.0.0.0/8, ::1).
+    LOOPBACK = 0
+    #: A local network: RFC 1918, shared (100.64.0.0/10), link-local,
+    #: unique local IPv6, documentation and reserved ranges.
+    PRIVATE = 1
+    #: The Internet (C{ipaddress}'s C{is_global}).
+    PUBLIC = 2
+
+
+@functools.lru_cache(maxsize=65536)
+def reach(ip: str) -> Reach | None:
+    """
+    The reachability class of an address; None for an address no point can
+    be dialled at (unspecified, multicast, limited broadcast).
+    """
+    address = ipaddress.ip_address(ip)
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        return None
+    if address.is_loopback:
+        return Reach.LOOPBACK
+    if address.is_global:
+        return Reach.PUBLIC
+    return Reach.PRIVATE
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def node_reach(listen_ip: str) -> Reach:
+    """
+    The reachability class of a node listening on C{listen_ip}; a wildcard
+    address (C{0.0.0.0}, C{::}) counts as public, since that is how a node
+    reachable from the Internet listens.
+    """
+    own = reach(listen_ip)
+    return Reach.PUBLIC if own is None else own
+
+
+def learnt_point_refusal(point: Point, node: Reach) -> str | None:
+    """
+    Why a node of class C{node} drops C{point} when a peer tells it about
+    it (None: it keeps it). Points outside the node's class cannot be
+    reached from the node's network: a public node drops loopback and
+    private points, a node on a private network drops loopback points, a
+    node on loopback keeps them all. Port 0 and addresses no point can be
+    dialled at are always dropped.
+    """
+    if point.port == 0:
+        return "port 0"
+    point_reach = reach(point.ip)
+    if point_reach is None:
+        return "not a unicast address"
+    if point_reach < node:
+        return f"{point_reach.name.lower()} address, unreachable from a {node.name.lower()} node"
+    return None

@@ -70,11 +70,11 @@ class Directory:
     def from_config(cls, config: PoolConfig, rng: random.Random) -> Directory:
         """
         An empty directory with the table limits (C{max_known_points},
-        C{max_known_peer_ids}) and reconnection back-off of C{config}.
+        C{max_source_group_share}, C{max_known_peer_ids}) and reconnection
+        back-off of C{config}.
         """
-        return cls(
-            PointTable(config.max_known_points, rng), PeerTable(config.max_known_peer_ids), config.reconnection, rng
-        )
+        points = PointTable(config.max_known_points, rng, config.max_source_group_share)
+        return cls(points, PeerTable(config.max_known_peer_ids), config.reconnection, rng)
 
     @property
     def connections(self) -> Mapping[PeerId, Connection]:
@@ -143,6 +143,35 @@ class Directory:
         removed = self._points.gc(now)
         self._points.add(info)
         return removed
+
+    def add_learnt_point(self, info: PointInfo, now: float) -> list[Point] | None:
+        """
+        Know a new point learnt from the source group C{info.source_group}:
+        when that group holds its share of never connected points, its
+        oldest learnt one is forgotten first; when the table is full, never
+        connected points are, never one that has connected (see
+        L{PointTable.make_room_for}).
+
+        @return: the points forgotten, or None when the point is refused.
+        """
+        assert info.source_group is not None, "a learnt point has a source group"
+        removed = self._points.make_room_for(info.source_group, now)
+        if removed is not None:
+            self._points.add(info)
+        return removed
+
+    def learnt_count(self, group: str) -> int:
+        """
+        How many points learnt from source group C{group} never connected.
+        """
+        return self._points.learnt_count(group)
+
+    def learnt_groups(self) -> dict[str, int]:
+        """
+        For each source group, how many points learnt from it never
+        connected.
+        """
+        return self._points.learnt_groups()
 
     def remove_point(self, point: Point) -> PointInfo | None:
         """

@@ -181,6 +181,10 @@ class _EventRing:
 class PointInfo(_EventRing):
     """
     What the pool knows of one point.
+
+    @ivar source_group: the network group (or bootstrap URL) of the peer
+        that told us about the point, for a point learnt from the network;
+        None for a point given by the operator or that connected to us.
     """
 
     point: Point
@@ -197,6 +201,7 @@ class PointInfo(_EventRing):
     known_public: bool = False
     reconnection_delay: float | None = None
     reconnection_time: float | None = None
+    source_group: str | None = None
 
     @property
     def trusted(self) -> bool:
@@ -231,6 +236,13 @@ class PointInfo(_EventRing):
             if t is not None
         ]
         return max(times) if times else None
+
+    @property
+    def has_connected(self) -> bool:
+        """
+        Whether a connection to the point was ever established.
+        """
+        return self.last_established_connection is not None
 
     def cannot_reconnect_yet(self, now: float) -> bool:
         """

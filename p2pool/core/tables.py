@@ -73,6 +73,18 @@ def _gc_count(size: int, limits: tuple[int, int] | None) -> int:
     return size - max(target, 1) + 1
 
 
+def _collectable(info: PointInfo) -> bool:
+    return info.state is PointState.DISCONNECTED and not info.trusted
+
+
+def _miss_key(info: PointInfo, now: float) -> tuple[bool, float]:
+    """
+    The order in which GC forgets points: never connected first, then by
+    last miss (never missed counts as C{now}).
+    """
+    return (info.has_connected, info.last_miss if info.last_miss is not None else now)
+
+
 class PointTable:
     """
     The known points.
@@ -85,11 +97,28 @@ class PointTable:
     below (L{set_requested}, L{set_accepted}, L{set_running},
     L{set_disconnected}, L{set_known_public}), each of which keeps these
     orders right.
+
+    It also keeps, for each source group, the learnt points (those with a
+    C{source_group}) that never connected, oldest learnt first: one source
+    group may hold at most C{group_cap} of them (see L{make_room_for}).
     """
 
-    def __init__(self, limits: tuple[int, int] | None, rng: random.Random) -> None:
+    def __init__(
+        self, limits: tuple[int, int] | None, rng: random.Random, source_group_share: float | None = None
+    ) -> None:
+        """
+        @param limits: C{(max, target)} of the table, or None (unbounded).
+        @param source_group_share: the share of C{max} that the never
+            connected points learnt from one source group may hold; None
+            (or an unbounded table): no such bound.
+        """
         self.limits = limits
+        self.group_cap: int | None = (
+            max(1, int(source_group_share * limits[0])) if limits is not None and source_group_share else None
+        )
         self._rng = rng
+        self._learnt: dict[str, dict[Point, None]] = {}
+        self._learnt_group: dict[Point, str] = {}
         self._points: dict[Point, PointInfo] = {}
         self._all: IndexedSet[Point] = IndexedSet()
         self._public: IndexedSet[Point] = IndexedSet()
@@ -128,7 +157,55 @@ class PointTable:
             self._active.discard(point)
             self._seen.pop(point, None)
             self._unseen.pop(point, None)
+            self._unlearn(point)
         return info
+
+    def learnt_count(self, group: str) -> int:
+        """
+        How many points learnt from C{group} never connected.
+        """
+        points = self._learnt.get(group)
+        return len(points) if points is not None else 0
+
+    def learnt_groups(self) -> dict[str, int]:
+        """
+        For each source group, how many points learnt from it never
+        connected.
+        """
+        return {group: len(points) for group, points in self._learnt.items()}
+
+    def make_room_for(self, group: str, now: float) -> list[Point] | None:
+        """
+        Forget what must go for one more point learnt from C{group} to be
+        added; None when it must be refused instead.
+
+        When C{group} holds C{group_cap} never connected points, its oldest
+        learnt one that is disconnected and untrusted goes (refused when
+        none is). When the table is full, never connected disconnected
+        untrusted points go as in L{gc}, but no point that has connected:
+        refused when too few can go.
+        """
+        victims: list[PointInfo] = []
+        learnt = self._learnt.get(group)
+        if self.group_cap is not None and learnt is not None and len(learnt) >= self.group_cap:
+            victim = next((i for i in map(self._points.__getitem__, learnt) if _collectable(i)), None)
+            if victim is None:
+                return None
+            victims.append(victim)
+        if self.limits is not None:
+            maximum, target = self.limits
+            size = len(self._points) - len(victims)
+            needed = max(0, size - maximum + 1)
+            if needed:
+                wanted = size - max(target, 1) + 1
+                candidates = (i for i in self.collectable() if not i.has_connected and i not in victims)
+                oldest = heapq.nsmallest(wanted, candidates, key=lambda i: _miss_key(i, now))
+                if len(oldest) < needed:
+                    return None
+                victims.extend(oldest)
+        for info in victims:
+            self.remove(info.point)
+        return [info.point for info in victims]
 
     # -- transitions: each changes a point and keeps the orders right --------
 
@@ -188,7 +265,20 @@ class PointTable:
                 errors.append(f"{point}: unseen index wrong (last_seen={info.last_seen})")
             if info.last_seen is not None and self._seen.get(point) != info.last_seen:
                 errors.append(f"{point}: seen index has {self._seen.get(point)}, not {info.last_seen}")
+            learnt = info.source_group if info.source_group is not None and not info.has_connected else None
+            if self._learnt_group.get(point) != learnt or (learnt is not None and point not in self._learnt[learnt]):
+                errors.append(f"{point}: source group index has {self._learnt_group.get(point)}, not {learnt}")
+        if sum(len(points) for points in self._learnt.values()) != len(self._learnt_group):
+            errors.append("source group index: counts disagree with the points")
         return errors
+
+    def _unlearn(self, point: Point) -> None:
+        group = self._learnt_group.pop(point, None)
+        if group is not None:
+            points = self._learnt[group]
+            del points[point]
+            if not points:
+                del self._learnt[group]
 
     def _reindex(self, info: PointInfo) -> None:
         """
@@ -197,6 +287,13 @@ class PointTable:
         point = info.point
         if self._points.get(point) is not info:
             return
+        group = info.source_group
+        if group is not None and not info.has_connected:
+            if point not in self._learnt_group:
+                self._learnt_group[point] = group
+                self._learnt.setdefault(group, {})[point] = None
+        elif point in self._learnt_group:
+            self._unlearn(point)
         if info.known_public:
             self._public.add(point)
         else:
@@ -228,20 +325,18 @@ class PointTable:
         """
         The points GC may remove: disconnected and not trusted.
         """
-        return (i for i in self._points.values() if i.state is PointState.DISCONNECTED and not i.trusted)
+        return (i for i in self._points.values() if _collectable(i))
 
     def gc(self, now: float) -> list[Point]:
         """
-        Forget enough disconnected untrusted points, those that missed
-        longest ago first (never missed counts as now), for one more point
-        to fit within the target.
+        Forget enough disconnected untrusted points for one more point to
+        fit within the target: points that never connected first, then
+        those that missed longest ago (never missed counts as now).
         """
         count = self.needs_gc()
         if count <= 0:
             return []
-        oldest = heapq.nsmallest(
-            count, self.collectable(), key=lambda i: i.last_miss if i.last_miss is not None else now
-        )
+        oldest = heapq.nsmallest(count, self.collectable(), key=lambda i: _miss_key(i, now))
         for info in oldest:
             self.remove(info.point)
         return [info.point for info in oldest]

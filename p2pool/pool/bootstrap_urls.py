@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -50,6 +51,7 @@ __all__ = [
     "load_trust_root",
     "parse_seed_document",
     "tls_failure_reason",
+    "url_group",
 ]
 
 #: Largest seed document read, in bytes; a longer body is abandoned.
@@ -93,6 +95,15 @@ def load_trust_root(ca_file: str) -> Any:
     if not certificates:
         raise SeedError(f"seed_ca_file {ca_file}: no PEM certificate found")
     return trustRootFromCertificates(certificates)
+
+
+def url_group(url: str) -> str:
+    """
+    The source group of the points a bootstrap URL serves: C{seed:} and the
+    URL's host, so that the URLs of one host share one group.
+    """
+    host = urllib.parse.urlsplit(url).hostname or url
+    return "seed:" + host[:250]
 
 
 def parse_seed_document(body: bytes, max_entries: int = MAX_ENTRIES) -> tuple[list[PointSpec], list[str]]:
@@ -457,10 +468,12 @@ class SeedFetcher:
                     continue
             resolved.append((point, spec.expected_peer_id))
         pool = self._pool
-        pool.register_list_of_new_points([p for p, _ in resolved], medium="seed", source=url)
+        pool.register_list_of_new_points(
+            [p for p, _ in resolved], medium="seed", source=url, source_group=url_group(url)
+        )
         for point, peer_id in resolved:
             if peer_id is not None:
-                pool.register_new_point(point, expected_peer_id=peer_id)
+                pool.set_expected_peer_id(point, peer_id)
         pool.events.emit(
             EventKind.SEED_FETCHED, url=url, points=len(resolved), skipped=len(specs) - len(resolved) + len(problems)
         )

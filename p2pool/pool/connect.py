@@ -658,7 +658,12 @@ class ConnectHandler:
         if isinstance(error, Myself) and protocol.dialed_point is not None:
             self._directory.add_own_point(protocol.dialed_point)
         if isinstance(error, RejectedByNack) and not pool.config.disable_peer_discovery:
-            pool.register_list_of_new_points(error.alternative_points, medium="nack", source=protocol.remote_ip)
+            pool.register_list_of_new_points(
+                error.alternative_points,
+                medium="nack",
+                source=protocol.remote_ip,
+                source_group=self._group(protocol.remote_ip),
+            )
         if isinstance(error, RejectedNoCommonProtocol) and protocol.dialed_point is not None:
             self._directory.remove_point(protocol.dialed_point)
         if isinstance(error, _GREYLISTING_FAILURES) and protocol.remote_ip:

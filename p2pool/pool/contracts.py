@@ -96,10 +96,16 @@ class PointRegistry(Protocol):
         """
 
     def register_list_of_new_points(
-        self, points: Iterable[Point], medium: str, source: str, trusted: bool | None = None
+        self,
+        points: Iterable[Point],
+        medium: str,
+        source: str,
+        trusted: bool | None = None,
+        source_group: str | None = None,
     ) -> None:
         """
-        Register points learnt from C{source} through C{medium}.
+        Register points learnt from C{source} (in C{source_group}) through
+        C{medium} (see L{p2pool.pool.Pool.register_list_of_new_points}).
         """
 
     def list_known_points(self, ignore_private: bool, size: int = 50) -> list[Point]:
@@ -330,6 +336,13 @@ class SeedPool(PointRegistry, Protocol):
     What the seed fetcher asks of the pool: registering the points it
     fetched, and reporting.
     """
+
+    def set_expected_peer_id(self, point: Point, peer_id: PeerId) -> Deferred[None]:
+        """
+        Expect C{peer_id} at a known C{point} (see
+        L{p2pool.pool.Pool.set_expected_peer_id}); fires once a connection
+        it closes has closed.
+        """
 
     @property
     def events(self) -> EventLog:

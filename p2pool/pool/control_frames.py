@@ -2,7 +2,9 @@
 """
 What a pool answers to the control frames of running connections (Tezos
 C{P2p_protocol}): Disconnect, Ping, Bootstrap, Advertise and swaps, with
-per-connection throttling of discovery and swap frames.
+per-connection throttling of discovery and swap frames. Points learnt from
+Advertise and swaps are accounted to the sender's network group, and a swap
+dials a never connected learnt point only within that group's dial budget.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from twisted.internet.interfaces import IReactorTime
 
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point
+from p2pool.core.admission import admission_group
+from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
 from p2pool.core.flow import TokenBucket
 from p2pool.core.lifetime import weak_owner
-from p2pool.core.states import PointState
+from p2pool.core.states import PointInfo, PointState
 from p2pool.core.wire import (
     Advertise,
     Bootstrap,
@@ -80,11 +84,14 @@ class Answerer:
         events: EventLog,
         clock: IReactorTime,
         rng: random.Random,
+        dial_budget: DialBudget,
     ) -> None:
         """
         @param pool: advertises known points, learns new ones, and dials
             for swaps.
         @param directory: the known points and running connections.
+        @param dial_budget: the per-source-group budget a swap's dial of a
+            never connected learnt point spends.
         """
         self._pool = weak_owner(pool)
         self._directory = directory
@@ -92,6 +99,7 @@ class Answerer:
         self._events = events
         self._clock = clock
         self._rng = rng
+        self._budget = dial_budget
         self._states: dict[Connection, _ConnectionState] = {}
         # Never swapped: like Tezos's epoch start, the linger window is open.
         self.latest_accepted_swap = float("-inf")
@@ -194,14 +202,35 @@ class Answerer:
             events.emit(EventKind.ADVERTISE_SUBSAMPLED, peer_id=str(conn.peer_id), received=len(points), kept=allowed)
             points = self._rng.sample(points, allowed)
         if points:
-            self._pool.register_list_of_new_points(points, medium="advertise", source=str(conn.peer_id))
+            self._pool.register_list_of_new_points(
+                points, medium="advertise", source=str(conn.peer_id), source_group=self._source_group(conn)
+            )
+
+    def _source_group(self, conn: Connection) -> str:
+        """
+        The source group points learnt from C{conn} are accounted to.
+        """
+        return admission_group(conn.remote_ip, self._config.netgroup_cap_exempts_loopback)
+
+    def _learn(self, conn: Connection, point: Point) -> PointInfo | None:
+        """
+        Know C{point}, offered by C{conn} in a swap, as a learnt point; what
+        is known of it (None: it was dropped).
+        """
+        self._pool.register_list_of_new_points(
+            [point], medium="swap", source=str(conn.peer_id), source_group=self._source_group(conn)
+        )
+        return self._directory.point(point)
 
     # -- swaps -----------------------------------------------------------------
 
     def _swap_request_received(self, conn: Connection, msg: SwapRequest) -> None:
         """
         A peer offers one of its peers: if no swap happened lately and that
-        point is not already ours, offer one of ours in return and try it.
+        point is known and disconnected, offer one of ours in return and try
+        it. An unknown point is learnt instead, and dialed later within its
+        source group's budget; a never connected learnt point is tried only
+        when that budget allows.
         """
         events = self._events
         linger = self._config.swap_linger
@@ -209,13 +238,25 @@ class Answerer:
         if linger is None or self._config.private_mode:
             return
         info = self._directory.point(msg.point)
-        recent = self._clock.seconds() - max(self.latest_successful_swap, self.latest_accepted_swap) < linger
-        if recent or (info is not None and info.state is not PointState.DISCONNECTED):
-            events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id))
+        now = self._clock.seconds()
+        reason = None
+        if now - max(self.latest_successful_swap, self.latest_accepted_swap) < linger:
+            reason = "recent"
+        elif info is None:
+            self._learn(conn, msg.point)
+            reason = "new_point"
+        elif info.state is not PointState.DISCONNECTED:
+            reason = "busy"
+        if reason is not None:
+            events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id), reason=reason)
             return
+        assert info is not None
         offer = self._directory.random_addr(different_than=conn, no_private=True)
         if offer is None:
             events.emit(EventKind.NO_SWAP_CANDIDATE, peer_id=str(conn.peer_id))
+            return
+        if not self._budget.allow(info, now):
+            events.emit(EventKind.SWAP_REQUEST_IGNORED, peer_id=str(conn.peer_id), reason="budget")
             return
         point, peer_id = offer
         conn.send_control(encode(SwapAck(point, peer_id)))
@@ -230,6 +271,9 @@ class Answerer:
         self._events.emit(EventKind.SWAP_ACK_RECEIVED, peer_id=str(conn.peer_id), point=str(msg.point))
         sent = conn.last_sent_swap_request
         if self._config.swap_linger is None or sent is None or self._directory.connection_at(msg.point) is not None:
+            return
+        info = self._directory.point(msg.point) or self._learn(conn, msg.point)
+        if info is None or not self._budget.allow(info, self._clock.seconds()):
             return
         self._swap(conn, msg.point, sent[1])
 

@@ -4,7 +4,9 @@ Connection-count maintenance (Tezos C{P2p_maintenance}): keeps the number
 of running connections between the thresholds derived from
 C{min/expected/max_connections}, dialing known points when there are too
 few (asking peers for more when none is left), closing random connections
-when there are too many, and proposing swaps when in range.
+when there are too many, and proposing swaps when in range. Never connected
+points learnt from peers are dialed within their source group's budget
+(L{p2pool.core.dial_budget}).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from twisted.logger import Logger
 from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
 from p2pool.core.addressing import Point, netgroup
+from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PointInfo, PointState
@@ -44,11 +47,16 @@ DIAL_SPREAD = 0.05
 _BOOTSTRAP = encode(Bootstrap())
 
 
+def _always(info: PointInfo) -> bool:
+    return True
+
+
 def choose_candidates(
     infos: list[PointInfo],
     count: int,
     outbound_groups: collections.Counter[str],
     shuffle: Callable[[list[PointInfo]], None],
+    allow: Callable[[PointInfo], bool] = _always,
 ) -> list[PointInfo]:
     """
     Up to C{count} points to dial: trusted points first, then points never
@@ -56,25 +64,38 @@ def choose_candidates(
     points whose network group has no outbound connection yet (nor a
     point chosen before them) come first, so that one group cannot take
     many outbound slots while other groups are available.
+
+    @param allow: asked of each point about to be chosen, which it may
+        refuse (a spent dial budget; it takes the budget of those it
+        allows). While a point of a group without an outbound connection
+        is refused, no point of a group that has one is chosen: diversity
+        waits for the budget rather than give way to a crowded group.
     """
     shuffle(infos)
     infos.sort(key=lambda i: (not i.trusted, i.last_miss is not None, i.last_miss or 0.0))
     chosen: list[PointInfo] = []
     groups = collections.Counter(outbound_groups)
     rest: list[PointInfo] = []
+    waiting = False
     for info in infos:
         if len(chosen) >= count:
             break
         group = netgroup(info.point.ip)
         if info.trusted or groups[group] == 0:
-            chosen.append(info)
-            groups[group] += 1
+            if allow(info):
+                chosen.append(info)
+                groups[group] += 1
+            else:
+                waiting = True
         else:
             rest.append(info)
+    if waiting:
+        return chosen
     for info in rest:
         if len(chosen) >= count:
             break
-        chosen.append(info)
+        if allow(info):
+            chosen.append(info)
     return chosen
 
 
@@ -97,11 +118,14 @@ class Maintenance:
         events: EventLog,
         clock: IReactorTime,
         rng: random.Random,
+        dial_budget: DialBudget,
     ) -> None:
         """
         @param pool: dials points, and fetches the bootstrap URLs.
         @param directory: the known points and running connections.
         @param acl: banned points are not dialed.
+        @param dial_budget: a dial of a never connected learnt point spends
+            its source group's budget; without one left, the point waits.
         """
         self._pool = weak_owner(pool)
         self._directory = directory
@@ -110,6 +134,7 @@ class Maintenance:
         self._events = events
         self._clock = clock
         self._rng = rng
+        self._budget = dial_budget
         self.bounds = config.maintenance_bounds()
         self.idle_time: float = config.maintenance_idle_time or 0.0
         self._semaphore = DeferredSemaphore(config.max_concurrent_dials)
@@ -276,7 +301,9 @@ class Maintenance:
         outbound = collections.Counter(
             netgroup(c.remote_ip) for c in self._directory.connections.values() if not c.incoming
         )
-        return choose_candidates(found, max(count, 0), outbound, self._rng.shuffle)
+        return choose_candidates(
+            found, max(count, 0), outbound, self._rng.shuffle, lambda info: self._budget.allow(info, now)
+        )
 
     async def _dial(self, candidates: list[PointInfo]) -> int:
         """
@@ -299,7 +326,9 @@ class Maintenance:
             return False
         finally:
             self._delays.discard(delay)
-        if self._stopped:
+        # A point forgotten meanwhile (garbage-collected, or given way to a
+        # newer point of its source group) is not brought back by a dial.
+        if self._stopped or self._directory.point(point) is None:
             return False
         try:
             await self._pool.connect(point)

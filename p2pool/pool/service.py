@@ -25,7 +25,8 @@ from twisted.python.failure import Failure
 import p2pool.core.identity as identity_module
 from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
-from p2pool.core.addressing import PeerId, Point, PointSpec
+from p2pool.core.addressing import PeerId, Point, PointSpec, learnt_point_refusal, node_reach
+from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
 from p2pool.core.flow import FlowLimits
 from p2pool.core.handshake import P2P_VERSIONS, HandshakeParams
@@ -130,7 +131,7 @@ class Pool(MultiService):
         self.acl = ACL(
             config.peer_greylist_size, config.ip_greylist_size_in_kilobytes, config.ip_greylist_cleanup_delay
         )
-        points = PointTable(config.max_known_points, self._rng)
+        points = PointTable(config.max_known_points, self._rng, config.max_source_group_share)
         peers = PeerTable(config.max_known_peer_ids)
         self._directory = Directory(points, peers, config.reconnection, self._rng)
         # The directory's read-only views of the running connections, held
@@ -141,10 +142,29 @@ class Pool(MultiService):
         self.flow = FlowLimits.from_config(config)
         #: Broadcast copies skipped because a peer's send queue was full.
         self.broadcast_skipped = 0
-        answerer = Answerer(self, self._directory, config=config, events=self.events, clock=reactor, rng=self._rng)
+        #: The reachability class of this node: learnt points outside it are dropped.
+        self.reach = node_reach(config.listen.ip)
+        #: The per-source-group rate of dials of never-connected learnt points.
+        self.dial_budget = DialBudget.from_config(config)
+        answerer = Answerer(
+            self,
+            self._directory,
+            config=config,
+            events=self.events,
+            clock=reactor,
+            rng=self._rng,
+            dial_budget=self.dial_budget,
+        )
         self.maintenance: Maintenance | None = (
             Maintenance(
-                self, self._directory, config=config, acl=self.acl, events=self.events, clock=reactor, rng=self._rng
+                self,
+                self._directory,
+                config=config,
+                acl=self.acl,
+                events=self.events,
+                clock=reactor,
+                rng=self._rng,
+                dial_budget=self.dial_budget,
             )
             if config.maintenance_idle_time is not None
             else None
@@ -558,18 +578,64 @@ class Pool(MultiService):
         return self.register_point(point, trusted, expected_peer_id)
 
     def register_list_of_new_points(
-        self, points: Iterable[Point], medium: str, source: str, trusted: bool | None = None
+        self,
+        points: Iterable[Point],
+        medium: str,
+        source: str,
+        trusted: bool | None = None,
+        source_group: str | None = None,
     ) -> None:
         """
         Register points learnt from C{source} through C{medium} (e.g.
         C{"advertise"}, C{"nack"}).
+
+        With a C{source_group} (the network group of the peer, or the
+        bootstrap URL, that sent them), the points are learnt from the
+        network: those outside this node's reachability class are dropped,
+        new ones are accounted to C{source_group} (which holds at most its
+        share of the never connected points, C{max_source_group_share}),
+        and C{trusted} is ignored. Without one, they are registered as the
+        operator's (L{register_new_point}).
         """
         points = list(points)
         self.events.emit(EventKind.GET_POINTS, medium=medium, source=source, points=len(points))
-        own = self._directory.own_points
+        if source_group is None:
+            own = self._directory.own_points
+            for point in points:
+                if point not in own:
+                    self.register_point(point, trusted)
+            return
+        unreachable = refused = 0
         for point in points:
-            if point not in own:
-                self.register_point(point, trusted)
+            if learnt_point_refusal(point, self.reach) is not None:
+                unreachable += 1
+            elif not self._learn_point(point, source_group):
+                refused += 1
+        if unreachable or refused:
+            self.events.emit(
+                EventKind.POINTS_DROPPED, medium=medium, source=source, unreachable=unreachable, refused=refused
+            )
+
+    def _learn_point(self, point: Point, source_group: str) -> bool:
+        """
+        Know C{point}, learnt from C{source_group}, unless it is known
+        already or is our own; False when the directory refuses it (see
+        L{Directory.add_learnt_point}).
+        """
+        if self._directory.knows_point(point) or self._directory.is_own_point(point):
+            return True
+        info = PointInfo(point, source_group=source_group)
+        removed = self._directory.add_learnt_point(info, self.now())
+        if removed is None:
+            return False
+        if removed:
+            self.events.emit(EventKind.GC_POINTS, removed=len(removed))
+        self.events.emit(EventKind.NEW_POINT, point=str(point))
+        # A point its group's budget cannot dial yet is no news: a flood
+        # from one group does not keep waking maintenance.
+        if self.maintenance is not None and not self.dial_budget.wait(source_group, self.now()):
+            self.maintenance.news()
+        return True
 
     def register_peer(self, peer_id: PeerId) -> PeerInfo:
         """

@@ -34,6 +34,10 @@ __all__ = ["decode_document"]
 
 T = TypeVar("T")
 
+#: The longest C{source_group} text a point record may carry (a network
+#: group is at most 43 characters, a bootstrap URL's group longer).
+MAX_SOURCE_GROUP_TEXT = 300
+
 
 class _BadRecord(ValueError):
     """
@@ -53,6 +57,7 @@ class _Decoder:
         self.addresses: dict[tuple[str, int], Point] = {}
         self.points: dict[str, Point] = {}
         self.times: dict[str, float] = {}
+        self.groups: dict[str, str] = {}
         self.blacklist = IPBlacklist()
 
     def peer_id(self, value: object, field: str) -> PeerId:
@@ -205,7 +210,22 @@ class _Decoder:
             last_established_connection=point_stamp(record, "last_established_connection"),
             last_disconnection=point_stamp(record, "last_disconnection"),
             known_public=self.flag(record, "known_public"),
+            source_group=self.source_group(record.get("source_group")),
         )
+
+    def source_group(self, value: object) -> str | None:
+        """
+        A point's optional C{source_group}: a non-empty string of at most
+        L{MAX_SOURCE_GROUP_TEXT} characters, or null (absent in files
+        written before it existed).
+        """
+        if value is None:
+            return None
+        if type(value) is not str or not 0 < len(value) <= MAX_SOURCE_GROUP_TEXT:
+            got = f"{len(value)} characters" if type(value) is str else json_kind(value)
+            raise _BadRecord(f"source_group: expected a string of 1 to {MAX_SOURCE_GROUP_TEXT} characters, got {got}")
+        # The same few groups name many points: one string each.
+        return self.groups.setdefault(value, value)
 
     def banned_ip(self, value: object) -> str:
         if type(value) is not str:

@@ -72,7 +72,8 @@ def tezos_address(ip: str) -> str:
 #: events); each last_* is None or (Point or None, time).
 PeerRow = tuple[Any, ...]
 #: (point, trusted through the API, expected_peer_id, known_public, last_failed_connection,
-#: last_rejected_connection, last_established_connection, last_disconnection).
+#: last_rejected_connection, last_established_connection, last_disconnection,
+#: source_group).
 PointRow = tuple[Any, ...]
 
 

@@ -133,7 +133,7 @@ def _peer_json(row: PeerRow, texts: _Texts) -> str:
 
 
 def _point_json(row: PointRow, texts: _Texts) -> str:
-    point, trusted, expected, known_public, failed, rejected, established, disconnection = row
+    point, trusted, expected, known_public, failed, rejected, established, disconnection, source_group = row
     parts = [
         '{"point": "',
         str(point),
@@ -149,6 +149,8 @@ def _point_json(row: PointRow, texts: _Texts) -> str:
     for name, stamp in zip(_POINT_STAMPS, (rejected, established, disconnection)):
         if stamp is not None:
             parts.append(', "%s": ["%s", "%s"]' % (name, texts.peer_id(stamp[0]), texts.time(stamp[1])))
+    if source_group is not None:
+        parts.append(', "source_group": %s' % json.dumps(source_group))
     parts.append("}")
     return "".join(parts)
 

@@ -69,6 +69,7 @@ def _point_row(info: PointInfo) -> PointRow:
         info.last_rejected_connection,
         info.last_established_connection,
         info.last_disconnection,
+        info.source_group,
     )
 
 
