@@ -780,8 +780,10 @@ def flooder_main(args: argparse.Namespace) -> None:
         if creator is not None:
             endpoint = wrapClientTLS(creator, endpoint)
 
-        def failed(_: object) -> None:
+        def failed(failure: Any) -> None:
             counts["failed"] += 1
+            name = "failed_" + failure.type.__name__
+            counts[name] = counts.get(name, 0) + 1
             reopen(slot)
 
         endpoint.connect(AttackerFactory(slot)).addErrback(failed)
@@ -1069,6 +1071,20 @@ async def _fresh_gets(src_ip: str, host: str, port: int, seconds: float, pause: 
     }
 
 
+def _listen_overflows() -> int | None:
+    """
+    The kernel's count of connections dropped because a listening socket's
+    accept queue was full (C{TcpExt ListenOverflows}: every socket of this
+    network namespace, other processes included).
+    """
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(dict(zip(rows[0], rows[1]))["ListenOverflows"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+
+
 async def slowloris_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     """
     1,000 slowloris connections to the admin API from 4 addresses, one
@@ -1094,8 +1110,10 @@ async def slowloris_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         flooders = await _start_flooders([{**spec, "conns": conns, "interval": interval}])
         children += flooders
         t_attack = time.time()
+        overflows = _listen_overflows()
         flooders[0].go()
         attack = await _fresh_gets(fresh_ip, node_ip, admin_port, attack_s, 0.1)
+        overflows_after = _listen_overflows()
         samples = _series(node, t_attack)
         last = _last_node_line(node)
         worst = attack["ms"]["max"]
@@ -1113,6 +1131,9 @@ async def slowloris_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
             "baseline": {"fresh_client": baseline},
             "attack": {"fresh_client": attack, "node_cpu_share": _cpu_share(samples)},
             "admin_refusals": last.get("admin_refusals", {}),
+            "listen_overflows_machine_wide": None
+            if overflows is None or overflows_after is None
+            else overflows_after - overflows,
             "targets": {"fresh_client_answered_le_1s": _met(ok, worst, 1000)},
         }
     finally:
