@@ -35,6 +35,24 @@ Cases:
   whose bounds are lifted (``max_source_group_share = 1``, an unlimited dial
   budget).
 
+Issue 14 (fair admission, the admin API, quiet refusals), with attackers
+in other 127.x.0.0/16 groups, each a network group for the node
+(``netgroup_cap_exempts_loopback`` stays off):
+
+- ``stalled_handshakes``: 60 TLS connections that never send a Hello, from
+  64 addresses in two /16s, each reopened 50 ms after it closes; an honest
+  peer from a third /16 dials the node every 0.5 s and closes each
+  connection once established. Measured: the share of its handshakes that
+  complete, the attacker addresses greylisted.
+- ``slowloris``: 1,000 connections to the admin API from 4 addresses, one
+  header line each every 10 s, closed ones reopened every 10 s; a fresh
+  client from a fifth address sends ``GET /network/connections`` on a new
+  connection every 100 ms. Measured: its latency and failures.
+- ``handshake_flood``: 32 connections at once from 32 addresses in four
+  /16s, each sending a one-byte Hello after TLS and reopened at once, for
+  90 s; the node logs as twistd does at the defaults. Measured: the log's
+  growth per minute.
+
 Each case first measures the same node with its honest peers and no
 attacker (the baseline, same run), then under attack. The honest round trip
 is an application echo: this process sends a small message, the node's
@@ -62,9 +80,27 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import check_loopback, emit, env_info, log, quiet_twisted_logging, vmrss_kib  # noqa: E402
+from bench._common import (  # noqa: E402
+    check_loopback,
+    emit,
+    env_info,
+    log,
+    quiet_twisted_logging,
+    raise_nofile,
+    vmrss_kib,
+)
 
-CASES = ("slow_reader", "ping_flood", "silent_reader", "async_app", "eviction", "advertise_flood")
+CASES = (
+    "slow_reader",
+    "ping_flood",
+    "silent_reader",
+    "async_app",
+    "eviction",
+    "advertise_flood",
+    "stalled_handshakes",
+    "slowloris",
+    "handshake_flood",
+)
 ECHO = b"ECHO"
 SEQ = struct.Struct("!Q")
 MIB = 1024 * 1024
@@ -84,7 +120,7 @@ def _pool(ip: str, data_dir: str, app: Any = None, **config: Any) -> Any:
     from p2pool.pool.service import Pool
 
     settings: dict[str, Any] = dict(
-        listen=Point(check_loopback(ip), 0),
+        listen=Point(_loopback_ip(ip), 0),
         expected_proof_of_work=0,
         maintenance_idle_time=None,
         keepalive_interval=None,
@@ -108,7 +144,11 @@ def node_main(args: argparse.Namespace) -> None:
     from p2pool.daemon.node import make_node_service
     from p2pool.examples.gossip import Gossip
 
-    quiet_twisted_logging()
+    if args.log_file:
+        _log_to(args.log_file)
+    else:
+        quiet_twisted_logging()
+    raise_nofile(8192)
     overrides = json.loads(args.overrides)
     stats: dict[str, Any] = {"handled": 0, "in_order": True, "next": 0}
     pending: list[Deferred[None]] = []
@@ -122,6 +162,7 @@ def node_main(args: argparse.Namespace) -> None:
         "send_queue_full",
         "peer_evicted",
         "outgoing_connection",
+        "greylisted_addr",
     }
 
     class EchoGossip(Gossip):
@@ -198,6 +239,7 @@ def node_main(args: argparse.Namespace) -> None:
             "learnt_groups": pool.directory.learnt_groups(),
             "dials_deferred": pool.dial_budget.deferred,
             "events": events[:],
+            **_admission_fields(pool, service.admin),
         }
         events.clear()
         print(json.dumps(fields), flush=True)
@@ -289,17 +331,27 @@ def peer_main(args: argparse.Namespace) -> None:
             connected, lambda f: print(json.dumps({"error": f.getErrorMessage()}), flush=True)
         )
 
-    if args.wait_go:
-        import threading
-
-        def wait_go() -> None:
-            sys.stdin.readline()
-            reactor.callFromThread(start)
-
-        threading.Thread(target=wait_go, daemon=True).start()
-    else:
-        start()
+    _start_when_told(start, args.wait_go)
     reactor.run()
+
+
+def _start_when_told(start: Any, wait_go: bool) -> None:
+    """
+    Call C{start} in the reactor: at once, or with C{wait_go} once the
+    parent writes a line on standard input (L{_Child.go}).
+    """
+    from twisted.internet import reactor
+
+    if not wait_go:
+        start()
+        return
+    import threading
+
+    def wait() -> None:
+        sys.stdin.readline()
+        reactor.callFromThread(start)  # type: ignore[attr-defined]
+
+    threading.Thread(target=wait, daemon=True).start()
 
 
 # -- the measuring parent -----------------------------------------------------------
@@ -466,6 +518,8 @@ async def run_case(case: str, args: argparse.Namespace, tmp: str) -> dict[str, A
     from p2pool.core.addressing import Point
     from p2pool.interfaces import BasePoolApplication
 
+    if case in ISSUE14_CASES:
+        return await ISSUE14_CASES[case](args, tmp)
     if case == "eviction":
         return await run_eviction(args, tmp)
     if case == "advertise_flood":
@@ -862,6 +916,369 @@ async def run_eviction(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     finally:
         for pool in pools:
             await pool.stopService()
+
+
+# -- issue 14: fair handshake slots, the admin API under slowloris, quiet refusals --
+
+#: The node of each issue-14 case. The attackers and honest clients of these
+#: cases come from other 127.x.0.0/16 groups: the node counts each /16 as one
+#: network group, loopback included (netgroup_cap_exempts_loopback is off by
+#: default).
+NODE14_IP = {"stalled_handshakes": "127.0.0.201", "slowloris": "127.0.0.202", "handshake_flood": "127.0.0.203"}
+
+
+def _loopback_ip(ip: str) -> str:
+    """
+    Refuse any address outside 127.0.0.0/8 (the issue-14 cases use several
+    /16s of it, each its own network group).
+    """
+    import ipaddress
+
+    if ipaddress.ip_address(ip) not in ipaddress.ip_network("127.0.0.0/8"):
+        raise SystemExit(f"refusing address {ip!r}: only 127.0.0.0/8 is allowed")
+    return ip
+
+
+def _group_ips(groups: tuple[int, ...], per_group: int) -> list[str]:
+    """
+    C{per_group} addresses in each of the /16s 127.C{g}.0.0 for g in C{groups}.
+    """
+    return [f"127.{g}.0.{i}" for g in groups for i in range(1, per_group + 1)]
+
+
+def _log_to(path: str) -> None:
+    """
+    Log as a node run by twistd does at the default C{[log]} settings
+    (info, text lines), to the file C{path}.
+    """
+    from twisted.logger import globalLogBeginner
+
+    from p2pool.config import LogConfig
+    from p2pool.daemon.logs import node_log_observer
+
+    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open until the process ends
+    globalLogBeginner.beginLoggingTo(
+        [node_log_observer(LogConfig(), out)], discardBuffer=True, redirectStandardIO=False
+    )
+
+
+def _admission_fields(pool: Any, admin: Any) -> dict[str, Any]:
+    """
+    The node's pending incoming handshakes, its refusals by reason and, with
+    an admin API, its open HTTP connections and their refusals.
+    """
+    fields: dict[str, Any] = {
+        "pending_incoming": pool.connect_handler.pending_incoming,
+        "refusals": pool.refusals.totals(),
+    }
+    if admin is not None:
+        fields["admin_open"] = admin.open_connections
+        fields["admin_refusals"] = admin.refusals.totals()
+    return fields
+
+
+def flooder_main(args: argparse.Namespace) -> None:
+    """
+    Many connections to the node from several addresses, each reopened when
+    it closes (C{--spec}: C{kind}, C{ips}, C{node_ip}, C{port}, C{conns},
+    C{reconnect} seconds, C{interval} seconds):
+
+    - C{stall}: TLS with a certificate of its own, then never a Hello;
+    - C{garbage}: TLS, then a Hello frame one byte long (a decoding error);
+    - C{slowloris}: plain HTTP to the admin API, a request line at once and
+      one header line per C{interval}; closed ones are reopened at the next
+      interval (as slowloris does).
+
+    Each connection reopens from the next address in turn (C{slowloris}:
+    connection I{i} always from address I{i} modulo their number).
+    """
+    import itertools
+
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+    from twisted.internet.interfaces import IHandshakeListener
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.task import LoopingCall
+    from zope.interface import implementer
+
+    from p2pool.core.identity import Identity
+    from p2pool.core.wire import Kind, frame
+    from p2pool.transport.tls import IVerifiedProtocol, PeerVerification, TLSContext
+
+    quiet_twisted_logging()
+    spec = json.loads(args.spec)
+    kind = spec["kind"]
+    ips = [_loopback_ip(ip) for ip in spec["ips"]]
+    node_ip = _loopback_ip(spec["node_ip"])
+    conns = int(spec["conns"])
+    raise_nofile(conns + 256)
+    creator = None if kind == "slowloris" else TLSContext(Identity.generate(0).private_key).creator
+    counts = {"attempts": 0, "connected": 0, "tls": 0, "lost": 0, "failed": 0, "open": 0}
+    turn = itertools.count()
+    live: dict[int, Any] = {}
+    to_reopen: set[int] = set()
+
+    @implementer(IVerifiedProtocol, IHandshakeListener)
+    class Attacker(Protocol):
+        def __init__(self, slot: int) -> None:
+            self.slot = slot
+            self.verification = PeerVerification()
+
+        def connectionMade(self) -> None:
+            counts["connected"] += 1
+            counts["open"] += 1
+            live[self.slot] = self
+            if kind == "slowloris":
+                self.transport.write(f"GET /network/connections HTTP/1.1\r\nHost: {node_ip}\r\n".encode())  # type: ignore[union-attr]
+
+        def handshakeCompleted(self) -> None:
+            counts["tls"] += 1
+            if kind == "garbage":
+                self.transport.write(frame(Kind.HELLO, b"\x00"))  # type: ignore[union-attr]
+
+        def connectionLost(self, reason: Any = None) -> None:
+            counts["open"] -= 1
+            counts["lost"] += 1
+            live.pop(self.slot, None)
+            reopen(self.slot)
+
+    class AttackerFactory(Factory):
+        noisy = False
+
+        def __init__(self, slot: int) -> None:
+            self.slot = slot
+
+        def buildProtocol(self, addr: Any) -> Attacker:
+            return Attacker(self.slot)
+
+    def dial(slot: int) -> None:
+        ip = ips[slot % len(ips)] if kind == "slowloris" else ips[next(turn) % len(ips)]
+        counts["attempts"] += 1
+        endpoint: Any = TCP4ClientEndpoint(reactor, node_ip, spec["port"], timeout=10, bindAddress=(ip, 0))
+        if creator is not None:
+            endpoint = wrapClientTLS(creator, endpoint)
+
+        def failed(failure: Any) -> None:
+            counts["failed"] += 1
+            name = "failed_" + failure.type.__name__
+            if name not in counts:
+                log(f"flooder: {kind}: a connection failed: {failure.getErrorMessage()}")
+            counts[name] = counts.get(name, 0) + 1
+            reopen(slot)
+
+        endpoint.connect(AttackerFactory(slot)).addErrback(failed)
+
+    def reopen(slot: int) -> None:
+        if kind == "slowloris":
+            to_reopen.add(slot)
+        else:
+            reactor.callLater(spec.get("reconnect", 0.0), dial, slot)  # type: ignore[attr-defined]
+
+    def tick() -> None:
+        for protocol in list(live.values()):
+            protocol.transport.write(b"X-Slow: 1\r\n")
+        slots = sorted(to_reopen)
+        to_reopen.clear()
+        for slot in slots:
+            dial(slot)
+
+    def report() -> None:
+        print(json.dumps({"t": time.time(), **counts}), flush=True)
+
+    def start() -> None:
+        for slot in range(conns):
+            dial(slot)
+        if kind == "slowloris":
+            LoopingCall(tick).start(spec["interval"], now=False)
+        LoopingCall(report).start(0.5)
+
+    print(json.dumps({"ready": True}), flush=True)
+    _start_when_told(start, args.wait_go)
+    reactor.run()
+
+
+async def _start_node14(case: str, tmp: str, overrides: dict[str, Any], log_file: str = "") -> tuple[_Child, Any]:
+    """
+    Start the node of an issue-14 case; return it and its C{ready} line.
+    """
+    argv = ["--ip", NODE14_IP[case], "--data-dir", os.path.join(tmp, case), "--overrides", json.dumps(overrides)]
+    if log_file:
+        argv += ["--log-file", log_file]
+    node = _spawn("node", *argv)
+    try:
+        await _until(lambda: node.first("ready") is not None, 60, f"the node of {case}")
+    except BaseException:
+        node.stop()
+        raise
+    return node, node.first("ready")
+
+
+async def _start_flooders(specs: list[dict[str, Any]]) -> list[_Child]:
+    """
+    Start one flooder per spec; they attack when told (L{_Child.go}).
+    """
+    flooders = [_spawn("flooder", "--wait-go", "--spec", json.dumps(spec)) for spec in specs]
+    await _until(lambda: all(f.first("ready") is not None for f in flooders), 60, "the flooders")
+    return flooders
+
+
+def _flooder_totals(flooders: list[_Child]) -> dict[str, int]:
+    """
+    The flooders' counters, summed over their last reports.
+    """
+    totals: dict[str, int] = {}
+    for flooder in flooders:
+        last = next((line for line in reversed(flooder.lines) if "attempts" in line), {})
+        for key, value in last.items():
+            if key != "t":
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def _last_node_line(node: _Child) -> dict[str, Any]:
+    return next((line for line in reversed(node.lines) if "rss_kib" in line), {})
+
+
+def _ms_summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "p50": _round(_percentile(values, 0.5)),
+        "p99": _round(_percentile(values, 0.99)),
+        "max": _round(max(values, default=None)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+async def _sleep(seconds: float) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+async def _honest_handshakes(pool: Any, point: Any, seconds: float, pause: float) -> dict[str, Any]:
+    """
+    Dial C{point} from C{pool} again and again for C{seconds}: each
+    connection is closed once established, then C{pause} seconds pass.
+    """
+    attempts, completed = 0, 0
+    errors: dict[str, int] = {}
+    took: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        attempts += 1
+        started = time.monotonic()
+        try:
+            conn = await pool.connect(point)
+        except Exception as e:
+            name = type(e).__name__
+            errors[name] = errors.get(name, 0) + 1
+        else:
+            completed += 1
+            took.append((time.monotonic() - started) * 1000)
+            await conn.disconnect()
+        await _sleep(pause)
+    return {
+        "attempts": attempts,
+        "completed": completed,
+        "completed_share": round(completed / attempts, 4) if attempts else None,
+        "errors": errors,
+        "handshake_ms": _ms_summary(took),
+    }
+
+
+async def stalled_handshakes_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """
+    Two /16s hold 60 stalled handshakes (TLS, never a Hello, reopened
+    50 ms after each close, quick: 0.2 s, from 32 addresses per /16, quick:
+    4, taken in turn); an honest peer
+    from a third /16 dials the node every 0.5 s (quick: 0.25 s) and closes
+    each connection once established.
+    """
+    from p2pool.core.addressing import Point
+
+    case = "stalled_handshakes"
+    quick = args.quick
+    baseline_s = 1.0 if quick else 10.0
+    attack_s = 5.0 if quick else 60.0 * args.scale
+    pause = 0.25 if quick else 0.5
+    # Quick: a shorter authentication_timeout, so that stalls time out within the run.
+    overrides: dict[str, Any] = {"authentication_timeout": 2.0} if quick else {}
+    node, ready = await _start_node14(case, tmp, overrides)
+    node_ip = NODE14_IP[case]
+    children = [node]
+    honest = None
+    try:
+        honest = _pool("127.143.0.1", os.path.join(tmp, case + "-honest"))
+        honest.startService()
+        await honest.when_started()
+        target = Point(node_ip, ready["port"])
+        baseline = await _honest_handshakes(honest, target, baseline_s, pause)
+        per_group = 4 if quick else 32
+        attacker_ips = _group_ips((141, 142), per_group)
+        # One flooder, its addresses taken in turn from one /16 and the other.
+        interleaved = [ip for pair in zip(*(_group_ips((g,), per_group) for g in (141, 142))) for ip in pair]
+        spec = {
+            "kind": "stall",
+            "ips": interleaved,
+            "node_ip": node_ip,
+            "port": ready["port"],
+            "conns": 60,
+            "reconnect": 0.2 if quick else 0.05,
+        }
+        flooders = await _start_flooders([spec])
+        children += flooders
+        t_attack = time.time()
+        for flooder in flooders:
+            flooder.go()
+        slots = 20  # max_incoming_connections, default
+        full_after = None
+        try:
+            await _until(
+                lambda: any(s["pending_incoming"] >= slots for s in _series(node, t_attack)), 10, "full pending slots"
+            )
+            full_after = round(time.time() - t_attack, 2)
+        except RuntimeError:
+            pass
+        attack = await _honest_handshakes(honest, target, attack_s, pause)
+        samples = _series(node, t_attack)
+        pending = [s["pending_incoming"] for s in samples]
+        greylistings = [e for e in _events(node, t_attack) if e["event"] == "greylisted_addr"]
+        greylisted = sorted({e["addr"] for e in greylistings})
+        last = _last_node_line(node)
+        share = attack["completed_share"] or 0.0
+        return {
+            "case": case,
+            "seconds": attack_s,
+            "node_config": overrides,
+            "attackers": {
+                "groups": ["127.141.0.0/16", "127.142.0.0/16"],
+                "addresses": len(attacker_ips),
+                "connections_kept": 60,
+                **_flooder_totals(flooders),
+            },
+            "pending_slots": {
+                "limit": slots,
+                "full_after_s": full_after,
+                "mean": round(sum(pending) / len(pending), 1) if pending else None,
+                "max": max(pending, default=None),
+            },
+            "baseline": {"honest": baseline},
+            "attack": {"honest": attack, "node_cpu_share": _cpu_share(samples)},
+            "greylisted": {
+                "attacker_addresses": len([a for a in greylisted if a in attacker_ips]),
+                "of": len(attacker_ips),
+                "last_after_s": round(greylistings[-1]["t"] - t_attack, 1) if greylistings else None,
+                "honest": "127.143.0.1" in greylisted,
+            },
+            "node_refusals": last.get("refusals", {}),
+            "targets": {"honest_completes_ge_95pc": _met(share >= 0.95, share, 0.95)},
+        }
+    finally:
+        if honest is not None:
+            await honest.stopService()
         for child in children:
             child.stop()
 
@@ -1056,6 +1473,208 @@ async def run_advertise_flood(args: argparse.Namespace, tmp: str) -> dict[str, A
     }
 
 
+async def _http_get(src_ip: str, host: str, port: int, timeout: float) -> int:
+    """
+    One C{GET /network/connections} on a new connection from C{src_ip};
+    the status of the answer.
+
+    @raise Exception: no whole answer within C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    class Get(Protocol):
+        def __init__(self) -> None:
+            self.data = b""
+            self.done: Deferred[bytes] = Deferred()
+
+        def connectionMade(self) -> None:
+            request = f"GET /network/connections HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+            self.transport.write(request.encode())  # type: ignore[union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            self.data += data
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if not self.done.called:
+                self.done.callback(self.data)
+
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=max(1, int(timeout)), bindAddress=(src_ip, 0))
+    protocol = Get()
+    try:
+        await connectProtocol(endpoint, protocol).addTimeout(timeout, reactor)  # type: ignore[arg-type]
+        data = await protocol.done.addTimeout(timeout, reactor)  # type: ignore[arg-type]
+    finally:
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()  # type: ignore[attr-defined]
+    status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/") else b"0"
+    return int(status)
+
+
+async def _fresh_gets(src_ip: str, host: str, port: int, seconds: float, pause: float) -> dict[str, Any]:
+    """
+    Fresh clients for C{seconds}: one request per new connection, one at a
+    time, C{pause} seconds apart; their latencies and failures.
+    """
+    took: list[float] = []
+    failures: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            status = await _http_get(src_ip, host, port, 5.0)
+        except Exception as e:
+            failures[type(e).__name__] = failures.get(type(e).__name__, 0) + 1
+        else:
+            if status == 200:
+                took.append((time.monotonic() - started) * 1000)
+            else:
+                failures[f"http_{status}"] = failures.get(f"http_{status}", 0) + 1
+        await _sleep(pause)
+    return {
+        "requests": len(took) + sum(failures.values()),
+        "answered": len(took),
+        "failures": failures,
+        "ms": _ms_summary(took),
+    }
+
+
+def _listen_overflows() -> int | None:
+    """
+    The kernel's count of connections dropped because a listening socket's
+    accept queue was full (C{TcpExt ListenOverflows}: every socket of this
+    network namespace, other processes included).
+    """
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [line.split() for line in f if line.startswith("TcpExt:")]
+        return int(dict(zip(rows[0], rows[1]))["ListenOverflows"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+
+
+async def slowloris_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """
+    1,000 slowloris connections to the admin API from 4 addresses, one
+    header line per connection every 10 s, closed ones reopened every 10 s
+    (quick: 100 connections, every 1 s); a fresh client from a fifth
+    address sends a request on a new connection every 100 ms.
+    """
+    case = "slowloris"
+    quick = args.quick
+    baseline_s = 1.0 if quick else 10.0
+    attack_s = 5.0 if quick else 60.0 * args.scale
+    conns, interval = (100, 1.0) if quick else (1000, 10.0)
+    raise_nofile(4096)
+    node, ready = await _start_node14(case, tmp, {})
+    node_ip = NODE14_IP[case]
+    admin_port = ready["admin_port"]
+    fresh_ip = "127.145.0.1"
+    children = [node]
+    try:
+        baseline = await _fresh_gets(fresh_ip, node_ip, admin_port, baseline_s, 0.1)
+        attacker_ips = _group_ips((144,), 4)
+        spec = {"kind": "slowloris", "ips": attacker_ips, "node_ip": node_ip, "port": admin_port}
+        flooders = await _start_flooders([{**spec, "conns": conns, "interval": interval}])
+        children += flooders
+        t_attack = time.time()
+        overflows = _listen_overflows()
+        flooders[0].go()
+        attack = await _fresh_gets(fresh_ip, node_ip, admin_port, attack_s, 0.1)
+        overflows_after = _listen_overflows()
+        samples = _series(node, t_attack)
+        last = _last_node_line(node)
+        worst = attack["ms"]["max"]
+        ok = not attack["failures"] and worst is not None and worst <= 1000
+        return {
+            "case": case,
+            "seconds": attack_s,
+            "attackers": {
+                "addresses": attacker_ips,
+                "connections": conns,
+                "header_line_every_s": interval,
+                **_flooder_totals(flooders),
+            },
+            "admin_open": {"max": max((s.get("admin_open", 0) for s in samples), default=None)},
+            "baseline": {"fresh_client": baseline},
+            "attack": {"fresh_client": attack, "node_cpu_share": _cpu_share(samples)},
+            "admin_refusals": last.get("admin_refusals", {}),
+            "listen_overflows_machine_wide": None
+            if overflows is None or overflows_after is None
+            else overflows_after - overflows,
+            "targets": {"fresh_client_answered_le_1s": _met(ok, worst, 1000)},
+        }
+    finally:
+        for child in children:
+            child.stop()
+
+
+async def handshake_flood_case(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """
+    A flood of handshakes that fail: from 32 addresses in 4 /16s, 32
+    connections at once (quick: 8), each reopened at once when it closes, each sending
+    a one-byte Hello after TLS (a decoding error, which greylists the
+    address; later connections from it are refused before TLS). The node
+    logs as twistd would at the defaults (info, text) to a file; its growth
+    is measured (quick: refusal_log_interval 1 s, so that summaries come
+    within the run).
+    """
+    case = "handshake_flood"
+    quick = args.quick
+    baseline_s = 2.0 if quick else 10.0
+    attack_s = 5.0 if quick else 90.0 * args.scale
+    log_file = os.path.join(tmp, case + ".log")
+    overrides: dict[str, Any] = {"refusal_log_interval": 1.0} if quick else {}
+    node, ready = await _start_node14(case, tmp, overrides, log_file)
+    children = [node]
+    try:
+        start = os.path.getsize(log_file)
+        await _sleep(baseline_s)
+        base_bytes = os.path.getsize(log_file) - start
+        attacker_ips = _group_ips((146, 147, 148, 149), 8)
+        spec = {"kind": "garbage", "ips": attacker_ips, "node_ip": NODE14_IP[case], "port": ready["port"]}
+        flooders = await _start_flooders([{**spec, "conns": 8 if quick else 32, "reconnect": 0.0}])
+        children += flooders
+        t_attack = time.time()
+        before = os.path.getsize(log_file)
+        flooders[0].go()
+        await _sleep(attack_s)
+        grown = os.path.getsize(log_file) - before
+        with open(log_file, "rb") as f:
+            f.seek(before)
+            lines = f.read(grown).decode("utf-8", "replace").splitlines()
+        samples = _series(node, t_attack)
+        last = _last_node_line(node)
+        totals = _flooder_totals(flooders)
+        per_minute = grown / 1024 / (attack_s / 60)
+        return {
+            "case": case,
+            "seconds": attack_s,
+            "node_config": overrides,
+            "attackers": {"addresses": len(attacker_ips), "groups": 4, **totals},
+            "attempts_per_s": round(totals.get("attempts", 0) / attack_s, 1),
+            "node_refusals": last.get("refusals", {}),
+            "node_cpu_share": _cpu_share(samples),
+            "baseline": {"log_bytes": base_bytes, "seconds": baseline_s},
+            "attack": {"log_bytes": grown, "log_lines": len(lines), "log_kib_per_min": round(per_minute, 2)},
+            "log_sample": lines[:12],
+            "targets": {"log_growth_le_100KiB_per_min": _met(per_minute <= 100, round(per_minute, 2), 100)},
+        }
+    finally:
+        for child in children:
+            child.stop()
+
+
+#: The issue-14 cases, each run by its own function.
+ISSUE14_CASES = {
+    "stalled_handshakes": stalled_handshakes_case,
+    "slowloris": slowloris_case,
+    "handshake_flood": handshake_flood_case,
+}
+
+
 def _met(ok: bool, value: Any, limit: Any) -> dict[str, Any]:
     return {"met": bool(ok), "value": value, "limit": limit}
 
@@ -1129,6 +1748,9 @@ def main() -> None:
     p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--app", default="gossip", help=argparse.SUPPRESS)
     p.add_argument("--ips", default="", help=argparse.SUPPRESS)
+
+    p.add_argument("--log-file", default="", help=argparse.SUPPRESS)
+    p.add_argument("--spec", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role == "node":
         node_main(args)
@@ -1136,6 +1758,9 @@ def main() -> None:
         peer_main(args)
     elif args.role == "crowd":
         crowd_main(args)
+
+    elif args.role == "flooder":
+        flooder_main(args)
     else:
         parent(args)
 

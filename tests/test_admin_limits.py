@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from p2pool.admin.limits import ConnectionTable, Phase
-from p2pool.admin.service import AdminService, AdminSite
+from p2pool.admin.service import CLOSE_GRACE, AdminService, AdminSite
 from p2pool.pool.refusals import RefusalLog
 from tests.adminhelpers import start_admin
 from tests.helpers import async_test, start_node, wait_for
@@ -211,10 +211,33 @@ class ChannelTests(SynchronousTestCase):
         _, second_transport = self.connect()
         first.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.connect()
-        self.assertTrue(first_transport.disconnected, "the idle connection of the address gave way")
+        self.assertTrue(first_transport.disconnecting, "the idle connection of the address gave way")
         self.assertFalse(second_transport.disconnecting)
         self.assertEqual(self.refusals.totals(), {"shed_idle": 1})
         self.assertNotIn(first, self.table)
+
+    def test_idle_connection_gives_way_after_its_answer(self) -> None:
+        """
+        An idle connection closed for a newcomer is closed gracefully, so
+        that an answer still on its way is delivered (a client that sent
+        C{Connection: close} and has not read its answer yet lost it when
+        the connection was aborted), and aborted after L{CLOSE_GRACE}.
+        """
+        first, first_transport = self.connect()
+        self.connect()
+        first.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"ok", first_transport.value())
+        self.assertEqual(self.table.phases()[Phase.IDLE], 1)
+        self.connect()
+        self.assertEqual(self.refusals.totals(), {"shed_idle": 1})
+        self.assertTrue(first_transport.disconnecting)
+        self.assertFalse(first_transport.disconnected, "not aborted: the answer is still delivered")
+        self.clock.advance(CLOSE_GRACE)
+        self.assertTrue(first_transport.disconnected, "aborted once the grace period is over")
+        first.connectionLost(Failure(Exception("aborted")))
+        self.assertEqual(len(self.site.open), 2)
+        left = sorted(call.func.__name__ for call in self.clock.getDelayedCalls())
+        self.assertEqual(left, ["_request_timed_out"] * 2, "only the deadlines of the two others")
 
 
 class _Raw(Protocol):

@@ -38,8 +38,15 @@ from p2pool.pool.service import Pool
 
 __all__ = ["AdminChannel", "AdminListenError", "AdminService", "AdminSite"]
 
-#: Seconds open connections get to close when the service stops.
+#: Seconds open connections get to close when the service stops, and an
+#: idle connection closed for a newcomer gets to deliver what it was
+#: answered.
 CLOSE_GRACE = 2.0
+#: Connections the kernel queues until the API accepts them (capped by the
+#: system's C{net.core.somaxconn}). With Twisted's default of 50, a burst of
+#: slowloris reconnections filled the queue and the kernel dropped a fresh
+#: client's SYN, which the client sends again only after 1 s.
+LISTEN_BACKLOG = 1024
 #: The one application protocol offered over TLS (ALPN). A server that
 #: offers none answers a client offering ALPN (curl, every browser) with a
 #: TLS internal-error alert.
@@ -223,6 +230,21 @@ class AdminChannel(HTTPChannel):
         if self.transport is not None:
             cast(Any, self.transport).loseConnection()
 
+    def close_idle(self, grace: float) -> None:
+        """
+        Close this idle connection for a newcomer: what it was answered is
+        still delivered (a client that asked for the close may not have
+        received it yet), and the connection is aborted if that takes more
+        than C{grace} seconds.
+        """
+        self._cancel_deadline()
+        if self.transport is None:
+            return
+        if not getattr(self.transport, "disconnecting", False):
+            # (A client that asked for the close is already being closed.)
+            self.loseConnection()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        self._deadline = self.callLater(grace, self.shed)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
     def shed(self) -> None:
         """
         Close this connection at once, whatever it was doing.
@@ -289,7 +311,10 @@ class AdminSite(Site):
         admission = self.connections.admit(address)
         for channel, reason in admission.shed:
             self.refusals.refused(reason, channel.address)
-            channel.shed()
+            if reason == "shed_idle":
+                channel.close_idle(CLOSE_GRACE)
+            else:
+                channel.shed()
         if admission.refusal is not None:
             self.refusals.refused(admission.refusal, address)
         return admission.admitted
@@ -429,7 +454,7 @@ class AdminService(Service):
 
     async def _listen(self, listen: Point) -> None:
         endpoint_type = TCP6ServerEndpoint if listen.is_ipv6 else TCP4ServerEndpoint
-        endpoint = endpoint_type(self._reactor, listen.port, interface=listen.ip)
+        endpoint = endpoint_type(self._reactor, listen.port, backlog=LISTEN_BACKLOG, interface=listen.ip)
         config = self.config
         site = self._site = AdminSite(
             self.resource, self.connections, self.refusals, config.request_timeout, config.idle_timeout, self._reactor
