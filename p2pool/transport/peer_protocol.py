@@ -435,6 +435,12 @@ class PeerProtocol(Protocol):
                 self._pace_producer()
             return
         queue.push(frame)
+        if not queue.writable:
+            # The transport is full: nothing can be written, and a push
+            # makes no room; only the producer may have to pause.
+            if queue.high_water:
+                self._pause_producer()
+            return
         self._drain()
 
     def _drain(self) -> None:
