@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PointState
-from p2pool.errors import PendingConnection, PointBanned, PrivateMode, Timeout, TooManyConnections
+from p2pool.errors import ConnectionEnded, PendingConnection, PointBanned, PrivateMode, Timeout, TooManyConnections
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
@@ -226,6 +226,8 @@ class DialTests(_PoolTestCase):
         host, port, _, _, bind = self.reactor.tcpClients[-1][:5]
         self.assertEqual((host, port, bind), ("10.0.0.2", 9732, ("127.0.0.2", 0)))
         self.assertNoResult(d)
+        # The dial is cancelled when the pool stops at clean-up.
+        d.addErrback(lambda f: f.trap(ConnectionEnded))
 
     def test_private_mode_dials_only_trusted(self) -> None:
         pool = self.make_pool(start=True, private_mode=True)
