@@ -12,12 +12,14 @@ or by the file and by the API, is always the same text.
 from __future__ import annotations
 
 import datetime
+import re
 
 from p2pool.core.json_kind import json_kind
 
 __all__ = ["format_time", "parse_time"]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 #: The times RFC 3339 can write: years 0001 to 9999.
 _FIRST_TIME = (datetime.datetime(1, 1, 1, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
 _LAST_TIME = (datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
@@ -45,6 +47,25 @@ def _day_prefix(day: int) -> str:
     return prefix
 
 
+def _exact_milliseconds(t: float) -> int:
+    """
+    The milliseconds since the epoch that C{datetime} writes for C{t}: its
+    fraction of a second rounded to the microsecond (half to even), then
+    cut.
+    """
+    seconds = int(t)
+    # t - seconds is exact: the same fraction as math.modf's.
+    micros = round((t - seconds) * 1e6)
+    return seconds * 1000 + micros // 1000
+
+
+#: Below this many milliseconds (the year 2039), t * 1000.0 is within
+#: 0.123 microseconds of the exact value, so the millisecond datetime
+#: writes is plain to see unless t is within about half a microsecond of
+#: a millisecond boundary (where its rounding to the microsecond decides).
+_PLAIN_BELOW_MS = 2.0**41
+
+
 def format_time(t: float) -> str:
     """
     C{t} (seconds since the epoch) as RFC 3339 text in UTC with three
@@ -55,21 +76,53 @@ def format_time(t: float) -> str:
     @raise OverflowError: C{t} is outside years 1 to 9999.
     @raise ValueError: C{t} is not a number (NaN).
     """
-    seconds = int(t)
-    # t - seconds is exact: the same fraction as math.modf's, which
-    # datetime rounds to the microsecond.
-    micros = round((t - seconds) * 1e6)
-    if not 0 <= micros < 1_000_000:
-        if micros < 0:
-            micros += 1_000_000
-            seconds -= 1
-        else:
-            micros -= 1_000_000
-            seconds += 1
+    scaled = t * 1000.0
+    if 0.0 <= scaled < _PLAIN_BELOW_MS:
+        milliseconds = int(scaled)
+        rest = scaled - milliseconds
+        if rest > 0.99938:
+            # Within 0.62 us of the next millisecond: rounded up to it
+            # (from 0.99962 on), or a close call.
+            milliseconds = milliseconds + 1 if rest > 0.99962 else _exact_milliseconds(t)
+    else:
+        milliseconds = _exact_milliseconds(t)
+    seconds, milli = divmod(milliseconds, 1000)
     day, rem = divmod(seconds, 86400)
     minutes, second = divmod(rem, 60)
     prefix = _day_prefixes.get(day) or _day_prefix(day)
-    return prefix + _HOUR_MINUTE[minutes] + _SECOND[second] + _MILLISECOND[micros // 1000]
+    return prefix + _HOUR_MINUTE[minutes] + _SECOND[second] + _MILLISECOND[milli]
+
+
+#: The form this module writes: C{YYYY-MM-DDTHH:MM:SS.mmmZ}, read without
+#: building a datetime (the peers file reads hundreds of thousands).
+_WRITTEN_FORM = re.compile(r"(\d{4}-\d\d-\d\dT)([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\.(\d{3})Z", re.ASCII)
+#: Seconds since the epoch of the days read in that form, by their
+#: C{YYYY-MM-DDT} text.
+_day_seconds: dict[str, int] = {}
+
+
+def _written_form_time(value: str) -> float | None:
+    """
+    The time of C{value} when it is in the form L{format_time} writes, and
+    its day is a real date of years 1 to 9999; else None.
+    """
+    match = _WRITTEN_FORM.fullmatch(value)
+    if match is None:
+        return None
+    day_text, hour, minute, second, milli = match.groups()
+    day = _day_seconds.get(day_text)
+    if day is None:
+        try:
+            date = datetime.date.fromisoformat(day_text[:-1])
+        except ValueError:
+            return None
+        day = (date.toordinal() - _EPOCH_ORDINAL) * 86400
+        if len(_day_seconds) < _MAX_DAY_PREFIXES:
+            _day_seconds[day_text] = day
+    seconds = day + int(hour) * 3600 + int(minute) * 60 + int(second)
+    # As datetime.timestamp() computes it: microseconds over 10**6, one
+    # correctly rounded division.
+    return (seconds * 1_000_000 + int(milli) * 1000) / 1_000_000
 
 
 def parse_time(value: object) -> float:
@@ -80,13 +133,17 @@ def parse_time(value: object) -> float:
     @raise ValueError: neither, or a time outside years 1 to 9999.
     """
     if isinstance(value, str):
-        try:
-            parsed = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"not an RFC 3339 time: {value!r}") from None
-        if parsed.tzinfo is None:
-            raise ValueError(f"time without a UTC offset: {value!r}")
-        t = parsed.timestamp()
+        written = _written_form_time(value)
+        if written is not None:
+            t = written
+        else:
+            try:
+                parsed = datetime.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"not an RFC 3339 time: {value!r}") from None
+            if parsed.tzinfo is None:
+                raise ValueError(f"time without a UTC offset: {value!r}")
+            t = parsed.timestamp()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             t = float(value)
