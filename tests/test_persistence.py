@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -44,7 +46,7 @@ from p2pool.pool.persistence import (
     write_atomically,
     write_snapshot,
 )
-from p2pool.pool.persistence.encoder import metadata_text, write_document
+from p2pool.pool.persistence.encoder import metadata_texts, write_document
 from p2pool.pool.service import Pool
 from tests.helpers import identity
 
@@ -312,6 +314,19 @@ class WriteAtomicallyTests(SynchronousTestCase):
 # ---------------------------------------------------------------------------
 
 
+#: JSON values, with the text that separates metadata values in a batch.
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.sampled_from(["\x00", ", ", '"\x00"']),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4),
+    max_leaves=12,
+)
+
+
 class CodecTests(SynchronousTestCase):
     """
     The encoder and the decoder on their own: a L{Snapshot} written as
@@ -381,16 +396,40 @@ class CodecTests(SynchronousTestCase):
         content = decode_document(out.getvalue(), NETWORK)
         self.assertEqual([i.last_failed_connection for i in content.points], [T0 + i for i in range(count)])
 
-    def test_metadata_text(self) -> None:
-        self.assertEqual(metadata_text(None), "null")
-        self.assertEqual(metadata_text({"a": [1, "\u00e9", 2.5, None, True]}), '{"a": [1, "\\u00e9", 2.5, null, true]}')
-        for bad in ({"x": float("nan")}, [float("inf")], {1j}):
-            with self.assertRaises((TypeError, ValueError), msg=repr(bad)):
-                metadata_text(bad)
+    def test_metadata_texts(self) -> None:
+        """
+        Metadata values are encoded together, each to its own compact
+        ASCII text; one that is not JSON gets None, and the others their
+        text all the same.
+        """
         cycle: list[Any] = []
         cycle.append(cycle)
-        with self.assertRaises(ValueError):
-            metadata_text(cycle)
+        fine: list[Any] = [None, {"a": [1, "\u00e9", 2.5, None, True]}, "x", [], {}]
+        bad: list[Any] = [{"x": float("nan")}, [float("inf")], {1j}, cycle, object()]
+        texts = ["null", '{"a": [1, "\\u00e9", 2.5, null, true]}', '"x"', "[]", "{}"]
+        self.assertEqual(metadata_texts(fine), texts)
+        self.assertEqual(metadata_texts(fine + bad + fine), texts + [None] * len(bad) + texts)
+        self.assertEqual(metadata_texts([]), [])
+
+    def test_metadata_holding_the_boundary(self) -> None:
+        """
+        A value whose text holds what separates the values of a batch
+        still gets its own text.
+        """
+        boundary = "\x00"
+        values: list[Any] = [boundary, [1, boundary, 2], {boundary: boundary}, ", " + boundary, [boundary, boundary], 3]
+        self.assertEqual(metadata_texts(values), [json.dumps(v) for v in values])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_json_values, max_size=8))
+    def test_metadata_texts_as_one_at_a_time(self, values: list[Any]) -> None:
+        expected = []
+        for value in values:
+            try:
+                expected.append(json.dumps(value, allow_nan=False))
+            except ValueError:
+                expected.append(None)
+        self.assertEqual(metadata_texts(values), expected)
 
 
 class DecodeTests(SynchronousTestCase):

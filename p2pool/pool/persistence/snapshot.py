@@ -21,7 +21,7 @@ from p2pool.core.directory import Directory
 from p2pool.core.states import PeerInfo, PointInfo
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
-from p2pool.pool.persistence.encoder import metadata_text
+from p2pool.pool.persistence.encoder import metadata_texts
 
 if TYPE_CHECKING:
     from p2pool.pool.contracts import PersistedPool
@@ -36,27 +36,63 @@ SNAPSHOT_SLICE = 2000
 # Saving
 
 
-def _peer_row(info: PeerInfo, encode: Callable[[Any], Any]) -> tuple[PeerRow, bool]:
-    ok = True
-    try:
-        text = metadata_text(encode(info.metadata))
-    except Exception:
-        text, ok = "null", False
-    events = info.events
-    return (
+class _TurnBudget:
+    """
+    The records a snapshot may still copy in this reactor turn.
+    """
+
+    def __init__(self, clock: Any, slice_size: int) -> None:
+        self._clock = clock
+        self._slice_size = slice_size
+        self.left = slice_size
+
+    async def next_turn(self) -> None:
+        await deferLater(self._clock, 0, lambda: None)
+        self.left = self._slice_size
+
+    async def take(self, wanted: int) -> int:
+        """
+        How many of C{wanted} records to copy now, after waiting for the
+        next turn if this one has no room left.
+        """
+        if self.left <= 0:
+            await self.next_turn()
+        count = min(wanted, self.left)
+        self.left -= count
+        return count
+
+
+_NOT_ENCODED = object()
+
+
+def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[list[PeerRow], int]:
+    """
+    The rows of C{infos}, their metadata encoded by the application and
+    turned into JSON text; and how many peers' metadata could not be
+    (their rows have C{null}).
+    """
+    values = []
+    for info in infos:
+        try:
+            values.append(encode(info.metadata))
+        except Exception:
+            values.append(_NOT_ENCODED)
+    texts = metadata_texts(values)
+    rows = [
         (
             info.peer_id,
             info.created,
             info.trusted,
-            text,
+            text or "null",
             info.last_failed_connection,
             info.last_rejected_connection,
             info.last_established_connection,
             info.last_disconnection,
-            tuple(events) if events else (),
-        ),
-        ok,
-    )
+            tuple(info.events),
+        )
+        for info, text in zip(infos, texts)
+    ]
+    return rows, texts.count(None)
 
 
 def _point_row(info: PointInfo) -> PointRow:
@@ -88,31 +124,25 @@ async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPS
     saved_at = pool.now()
     banned_ips = pool.acl.ip_blacklist.listing()
     banned_peers = pool.acl.peer_blacklist.listing()
+    budget = _TurnBudget(clock, slice_size)
     peers: list[PeerRow] = []
-    points: list[PointRow] = []
     errors = 0
-    budget = slice_size
-    for info in peer_infos:
-        if budget <= 0:
-            await deferLater(clock, 0, lambda: None)
-            budget = slice_size
-        budget -= 1
-        row, ok = _peer_row(info, encode)
-        peers.append(row)
-        if not ok:
-            errors += 1
+    done = 0
+    while done < len(peer_infos):
+        count = await budget.take(len(peer_infos) - done)
+        rows, failed = _peer_rows(peer_infos[done : done + count], encode)
+        peers.extend(rows)
+        errors += failed
+        done += count
     # Copying a large table takes milliseconds: when the points do not
     # fit in what is left of this turn, copy them in the next one.
-    if directory.point_count() > budget:
-        await deferLater(clock, 0, lambda: None)
-        budget = slice_size
+    if directory.point_count() > budget.left:
+        await budget.next_turn()
     point_infos = list(directory.points())
-    for point_info in point_infos:
-        if budget <= 0:
-            await deferLater(clock, 0, lambda: None)
-            budget = slice_size
-        budget -= 1
-        points.append(_point_row(point_info))
+    points: list[PointRow] = []
+    while len(points) < len(point_infos):
+        count = await budget.take(len(point_infos) - len(points))
+        points.extend([_point_row(info) for info in point_infos[len(points) : len(points) + count]])
     return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors)
 
 
