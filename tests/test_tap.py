@@ -42,6 +42,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "max-incoming-connections": ("7", 7),
     "max-known-points": ("500,100", (500, 100)),
     "max-known-peer-ids": ("false", None),
+    "max-peers-file-size": ("1048576", 1048576),
     "peer-greylist-size": ("12", 12),
     "ip-greylist-size-in-kilobytes": ("16", 16),
     "ip-greylist-cleanup-delay": ("60", 60.0),

@@ -152,3 +152,6 @@ class PeersFileContent:
     banned_ips: list[str]
     banned_peers: list[PeerId]
     skipped: list[RecordProblem] = attrs.field(factory=list)
+    #: Records of a section (C{peers}, C{points}) beyond what the tables
+    #: keep, parsed but not built: how many, by section.
+    left_out: dict[str, int] = attrs.field(factory=dict)
