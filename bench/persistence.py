@@ -136,7 +136,8 @@ class ForeignLoad:
     """
     The share of the machine's CPU time used by other processes over a
     stretch: machine-wide busy time from C{/proc/stat} minus this
-    process's own CPU time, over the machine's total time.
+    process's own CPU time and its waited-for children's, over the
+    machine's total time.
     """
 
     @staticmethod
@@ -146,7 +147,8 @@ class ForeignLoad:
         user, nice, system, idle, iowait, irq, softirq, steal = values
         hz = os.sysconf("SC_CLK_TCK")
         own = os.times()
-        return (user + nice + system + irq + softirq) / hz, sum(values) / hz, own.user + own.system
+        own_time = own.user + own.system + own.children_user + own.children_system
+        return (user + nice + system + irq + softirq) / hz, sum(values) / hz, own_time
 
     def __enter__(self) -> ForeignLoad:
         self._start = self._sample()

@@ -12,14 +12,12 @@ or by the file and by the API, is always the same text.
 from __future__ import annotations
 
 import datetime
-import re
 
 from p2pool.core.json_kind import json_kind
 
 __all__ = ["format_time", "parse_time"]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_EPOCH_ORDINAL = _EPOCH.toordinal()
 #: The times RFC 3339 can write: years 0001 to 9999.
 _FIRST_TIME = (datetime.datetime(1, 1, 1, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
 _LAST_TIME = (datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC) - _EPOCH).total_seconds()
@@ -93,38 +91,6 @@ def format_time(t: float) -> str:
     return prefix + _HOUR_MINUTE[minutes] + _SECOND[second] + _MILLISECOND[milli]
 
 
-#: The form this module writes: C{YYYY-MM-DDTHH:MM:SS.mmmZ}, read without
-#: building a datetime (the peers file reads hundreds of thousands).
-_WRITTEN_FORM = re.compile(r"(\d{4}-\d\d-\d\dT)([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\.(\d{3})Z", re.ASCII)
-#: Seconds since the epoch of the days read in that form, by their
-#: C{YYYY-MM-DDT} text.
-_day_seconds: dict[str, int] = {}
-
-
-def _written_form_time(value: str) -> float | None:
-    """
-    The time of C{value} when it is in the form L{format_time} writes, and
-    its day is a real date of years 1 to 9999; else None.
-    """
-    match = _WRITTEN_FORM.fullmatch(value)
-    if match is None:
-        return None
-    day_text, hour, minute, second, milli = match.groups()
-    day = _day_seconds.get(day_text)
-    if day is None:
-        try:
-            date = datetime.date.fromisoformat(day_text[:-1])
-        except ValueError:
-            return None
-        day = (date.toordinal() - _EPOCH_ORDINAL) * 86400
-        if len(_day_seconds) < _MAX_DAY_PREFIXES:
-            _day_seconds[day_text] = day
-    seconds = day + int(hour) * 3600 + int(minute) * 60 + int(second)
-    # As datetime.timestamp() computes it: microseconds over 10**6, one
-    # correctly rounded division.
-    return (seconds * 1_000_000 + int(milli) * 1000) / 1_000_000
-
-
 def parse_time(value: object) -> float:
     """
     Seconds since the epoch from an RFC 3339 string with an offset (C{Z},
@@ -133,17 +99,13 @@ def parse_time(value: object) -> float:
     @raise ValueError: neither, or a time outside years 1 to 9999.
     """
     if isinstance(value, str):
-        written = _written_form_time(value)
-        if written is not None:
-            t = written
-        else:
-            try:
-                parsed = datetime.datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"not an RFC 3339 time: {value!r}") from None
-            if parsed.tzinfo is None:
-                raise ValueError(f"time without a UTC offset: {value!r}")
-            t = parsed.timestamp()
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 time: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"time without a UTC offset: {value!r}")
+        t = parsed.timestamp()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             t = float(value)
