@@ -48,6 +48,7 @@ from p2pool.pool.persistence import (
     write_snapshot,
 )
 from p2pool.pool.persistence.encoder import metadata_texts, write_document
+from p2pool.pool.persistence.scanner import scan_document
 from p2pool.pool.service import Pool
 from tests.helpers import identity
 
@@ -426,6 +427,72 @@ class CodecTests(SynchronousTestCase):
             except ValueError:
                 expected.append(None)
         self.assertEqual(metadata_texts(values), expected)
+
+
+#: JSON values that compare equal to themselves once read back (no NaN).
+_plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    max_leaves=8,
+)
+_documents = st.dictionaries(
+    st.sampled_from(["peers", "points", "bans", "format", "p"]),
+    _plain_json | st.lists(_plain_json, max_size=4),
+    max_size=5,
+)
+
+
+def _scan(text: str) -> tuple[Any, dict[str, list[Any]]]:
+    streamed: dict[str, list[Any]] = {}
+
+    def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
+        records = streamed[name] = []
+        return lambda index, value: records.append(value)
+
+    scan = scan_document(text, ("peers", "points"), section)
+    return scan, streamed
+
+
+class ScannerTests(SynchronousTestCase):
+    """
+    L{scan_document} reads what C{json.loads} reads, and refuses what it
+    refuses, with its message.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(_documents, st.sampled_from([None, 0, 2]))
+    def test_as_json_loads(self, doc: dict[str, Any], indent: int | None) -> None:
+        text = json.dumps(doc, indent=indent)
+        scan, streamed = _scan(text)
+        self.assertTrue(scan.is_object)
+        expected = json.loads(text)
+        for name in ("peers", "points"):
+            if isinstance(expected.get(name), list):
+                self.assertEqual(streamed[name], expected.pop(name))
+                self.assertNotIn(name, scan.members)
+        self.assertEqual(scan.members, expected)
+
+    @settings(max_examples=200, deadline=None)
+    @given(_documents, st.data())
+    def test_damage_as_json_loads(self, doc: dict[str, Any], data: st.DataObject) -> None:
+        text = json.dumps(doc)
+        cut = data.draw(st.integers(0, len(text)))
+        insert = data.draw(st.sampled_from(["", ",", "]", "}", "x", " ", '"']))
+        damaged = text[:cut] + insert + text[cut + 1 :]
+        try:
+            expected = json.loads(damaged)
+        except ValueError as e:
+            with self.assertRaises(ValueError) as caught:
+                _scan(damaged)
+            self.assertEqual(str(caught.exception), str(e))
+            return
+        scan, _ = _scan(damaged)
+        self.assertEqual(scan.is_object, isinstance(expected, dict))
+
+    def test_not_an_object(self) -> None:
+        for text, value in (("[1, 2]", [1, 2]), (' "peers" ', "peers"), ("null", None), ("3", 3)):
+            scan, streamed = _scan(text)
+            self.assertEqual((scan.is_object, scan.value, scan.members, streamed), (False, value, {}, {}))
 
 
 class DecodeTests(SynchronousTestCase):
