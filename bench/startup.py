@@ -211,7 +211,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="runs per case, medians reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="1k peers and points, a 2 MB file, once")
     parser.add_argument("--source", default=SOURCE_ROOT, help="the code the nodes run (default: this copy)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a node may take to listen")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a node may take to listen")
+    parser.add_argument(
+        "--cases", default="known,oversized", help="which cases to run: known, oversized (default both)"
+    )
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
     known = 1000 if args.quick else 100_000
@@ -220,46 +223,13 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="p2pool-bench-startup-")
     cases: dict[str, Any] = {}
     try:
-        empty = os.path.join(root, "empty")
-        os.makedirs(empty)
-        save_identity(os.path.join(empty, "identity.json"), identity(0))
-        limits = [
-            "--max-known-points",
-            f"{known},{known * 9 // 10}",
-            "--max-known-peer-ids",
-            f"{known},{known * 9 // 10}",
-        ]
-        print(f"startup: empty data directory, {repeat} run(s)", file=sys.stderr)
-        cases["empty"] = run_case(source, empty, limits, repeat, args.timeout)
-
-        full = os.path.join(root, "known")
-        os.makedirs(full)
-        save_identity(os.path.join(full, "identity.json"), identity(0))
-        size = write_known_file(known, full)
-        print(f"startup: {known} known peers and points ({size / 2**20:.1f} MiB)", file=sys.stderr)
-        cases["known"] = {"peers_and_points": known, "file_mib": round(size / 2**20, 1)}
-        cases["known"].update(run_case(source, full, limits, repeat, args.timeout))
-        shutil.rmtree(full)
-
-        big = os.path.join(root, "oversized")
-        os.makedirs(big)
-        save_identity(os.path.join(big, "identity.json"), identity(0))
-        size = write_oversized_file(oversized, os.path.join(big, "peers.json"))
-        print(f"startup: a {size / 1e6:.0f} MB peers file, default configuration", file=sys.stderr)
-        cases["oversized"] = {"file_mb": round(size / 1e6, 1)}
-        cases["oversized"].update(run_case(source, big, [], repeat, args.timeout))
-        print("startup: the empty start with the default configuration", file=sys.stderr)
-        os.replace(os.path.join(big, "peers.json"), os.path.join(root, "oversized.json"))
-        cases["empty_defaults"] = run_case(source, big, [], repeat, args.timeout)
+        wanted = set(args.cases.split(","))
+        if "known" in wanted:
+            _known_case(cases, root, source, known, repeat, args.timeout)
+        if "oversized" in wanted:
+            _oversized_case(cases, root, source, oversized, repeat, args.timeout)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    cases["known"]["listening_beyond_empty_s"] = round(cases["known"]["listening_s"] - cases["empty"]["listening_s"], 3)
-    cases["oversized"]["listening_beyond_empty_s"] = round(
-        cases["oversized"]["listening_s"] - cases["empty_defaults"]["listening_s"], 3
-    )
-    cases["oversized"]["peak_rss_beyond_empty_mib"] = round(
-        cases["oversized"]["peak_rss_mib"] - cases["empty_defaults"]["peak_rss_mib"], 1
-    )
     print(
         json.dumps(
             {
@@ -277,6 +247,51 @@ def main() -> None:
                 },
             }
         )
+    )
+
+
+def _known_case(cases: dict[str, Any], root: str, source: str, known: int, repeat: int, timeout: float) -> None:
+    """
+    The node with tables for C{known} peers and points, started without a
+    peers file, then with one holding that many.
+    """
+    limits = ["--max-known-points", f"{known},{known * 9 // 10}", "--max-known-peer-ids", f"{known},{known * 9 // 10}"]
+    empty = os.path.join(root, "empty")
+    os.makedirs(empty)
+    save_identity(os.path.join(empty, "identity.json"), identity(0))
+    print(f"startup: empty data directory, {repeat} run(s)", file=sys.stderr)
+    cases["empty"] = run_case(source, empty, limits, repeat, timeout)
+    full = os.path.join(root, "known")
+    os.makedirs(full)
+    save_identity(os.path.join(full, "identity.json"), identity(0))
+    size = write_known_file(known, full)
+    print(f"startup: {known} known peers and points ({size / 2**20:.1f} MiB)", file=sys.stderr)
+    cases["known"] = {"peers_and_points": known, "file_mib": round(size / 2**20, 1)}
+    cases["known"].update(run_case(source, full, limits, repeat, timeout))
+    shutil.rmtree(full)
+    cases["known"]["listening_beyond_empty_s"] = round(cases["known"]["listening_s"] - cases["empty"]["listening_s"], 3)
+
+
+def _oversized_case(cases: dict[str, Any], root: str, source: str, oversized: int, repeat: int, timeout: float) -> None:
+    """
+    The node with the default configuration, started with a valid peers
+    file of about C{oversized} bytes, then without it.
+    """
+    big = os.path.join(root, "oversized")
+    os.makedirs(big)
+    save_identity(os.path.join(big, "identity.json"), identity(0))
+    size = write_oversized_file(oversized, os.path.join(big, "peers.json"))
+    print(f"startup: a {size / 1e6:.0f} MB peers file, default configuration", file=sys.stderr)
+    cases["oversized"] = {"file_mb": round(size / 1e6, 1)}
+    cases["oversized"].update(run_case(source, big, [], repeat, timeout))
+    os.unlink(os.path.join(big, "peers.json"))
+    print("startup: the empty start with the default configuration", file=sys.stderr)
+    cases["empty_defaults"] = run_case(source, big, [], repeat, timeout)
+    cases["oversized"]["listening_beyond_empty_s"] = round(
+        cases["oversized"]["listening_s"] - cases["empty_defaults"]["listening_s"], 3
+    )
+    cases["oversized"]["peak_rss_beyond_empty_mib"] = round(
+        cases["oversized"]["peak_rss_mib"] - cases["empty_defaults"]["peak_rss_mib"], 1
     )
 
 
