@@ -49,15 +49,12 @@ from twisted.internet.testing import MemoryReactorClock
 from p2pool.core.identity import save_identity
 from p2pool.pool.persistence import write_snapshot
 from tests.helpers import identity
+from tests.processes import node_argv
 
 NETWORK = "bench"
 IP = "127.0.0.61"
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LISTENING = re.compile(r"listening point=")
-
-
-#: twistd, run by this interpreter.
-_TWISTD = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -75,26 +72,7 @@ def start_node(source: str, data_dir: str, args: list[str], timeout: float) -> d
     to listening, its peak RSS then, and its log lines about the peers
     file.
     """
-    argv = [
-        *_TWISTD,
-        "-n",
-        "--pidfile=",
-        "--logfile=-",
-        "p2pool",
-        "--listen",
-        f"{IP}:0",
-        "--data-dir",
-        data_dir,
-        "--admin",
-        "false",
-        "--expected-proof-of-work",
-        "0",
-        "--network",
-        NETWORK,
-        "--maintenance-idle-time",
-        "false",
-        *args,
-    ]
+    argv = node_argv(f"{IP}:0", data_dir, NETWORK, "--maintenance-idle-time", "false", *args)
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2POOL_")}
     env["PYTHONPATH"] = source
     started = time.perf_counter()

@@ -475,25 +475,45 @@ class _Pair(_Kind):
 
 
 @attrs.frozen
-class _Optional(_Kind):
+class _Wrapping(_Kind):
     """
-    Another kind, or absent: C{false} in TOML and on the command line,
-    C{None} in Python.
+    A kind that takes the values of another kind, and some more.
     """
 
     inner: _Kind = attrs.field(kw_only=True)
 
-    def convert(self, value: Any) -> Any:
-        if value is None or value is False:
-            return None
-        if value is True:
-            raise _Invalid(f"expected {self.expected}, got boolean true")
+    def convert_inner(self, value: Any) -> Any:
+        """
+        C{value} converted by the inner kind; a wrong type is reported as
+        not this kind (whose C{expected} names the values it adds).
+        """
         try:
             return self.inner.convert(value)
         except _Invalid as e:
             if str(e).startswith(f"expected {self.inner.expected},"):
                 raise _Invalid(f"expected {self.expected}, got {_describe(value)}") from None
             raise
+
+    def convert(self, value: Any) -> Any:
+        return self.convert_inner(value)
+
+    def resolve(self, value: Any, base_dir: str | None) -> Any:
+        return self.inner.resolve(value, base_dir)
+
+
+@attrs.frozen
+class _Optional(_Wrapping):
+    """
+    Another kind, or absent: C{false} in TOML and on the command line,
+    C{None} in Python.
+    """
+
+    def convert(self, value: Any) -> Any:
+        if value is None or value is False:
+            return None
+        if value is True:
+            raise _Invalid(f"expected {self.expected}, got boolean true")
+        return self.convert_inner(value)
 
     def from_text(self, text: str) -> Any:
         if text.strip().lower() == "false":
@@ -503,27 +523,17 @@ class _Optional(_Kind):
     def to_text(self, value: Any) -> str:
         return "false" if value is None else self.inner.to_text(value)
 
-    def resolve(self, value: Any, base_dir: str | None) -> Any:
-        return self.inner.resolve(value, base_dir)
-
 
 @attrs.frozen
-class _Auto(_Kind):
+class _Auto(_Wrapping):
     """
     Another kind, or C{"auto"}: a value the node derives from other keys.
     """
 
-    inner: _Kind = attrs.field(kw_only=True)
-
     def convert(self, value: Any) -> Any:
         if value == AUTO:
             return AUTO
-        try:
-            return self.inner.convert(value)
-        except _Invalid as e:
-            if str(e).startswith(f"expected {self.inner.expected},"):
-                raise _Invalid(f"expected {self.expected}, got {_describe(value)}") from None
-            raise
+        return self.convert_inner(value)
 
     def from_text(self, text: str) -> Any:
         if text.strip().lower() == AUTO:
