@@ -105,13 +105,15 @@ def start_node(source: str, data_dir: str, args: list[str], timeout: float) -> d
                     elapsed = time.perf_counter() - started
                     peak = _peak_rss_mib(process.pid)
     finally:
-        if process.poll() is None:
+        exit_status = process.poll()
+        if exit_status is None:
             process.send_signal(signal.SIGKILL)
         process.wait()
         selector.close()
         process.stdout.close()
     if elapsed is None:
-        raise RuntimeError(f"the node did not listen within {timeout} s:\n" + "\n".join(lines[-20:]))
+        what = f"exited ({exit_status})" if exit_status is not None else f"did not listen within {timeout} s"
+        raise RuntimeError(f"the node {what}; it said:\n" + "\n".join(lines[-20:]))
     return {
         "listening_s": elapsed,
         "peak_rss_mib": peak,
