@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from p2pool.core.addressing import Point
 from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
+from p2pool.pool.persistence.document import RecordProblem
 from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
 from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
 
@@ -210,27 +211,7 @@ class PeersFile:
             return
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
-        for problem in problems[:MAX_REPORTED_PROBLEMS]:
-            pool.events.emit(
-                EventKind.LOAD_RECORD_SKIPPED,
-                path=outcome.source,
-                section=problem.section,
-                index=problem.index,
-                problem=problem.problem,
-            )
-            _log.warn(
-                "Peers file {path}: {section}[{index}] skipped: {problem}",
-                path=outcome.source,
-                section=problem.section,
-                index=problem.index,
-                problem=problem.problem,
-            )
-        if len(problems) > MAX_REPORTED_PROBLEMS:
-            _log.warn(
-                "Peers file {path}: {count} more records skipped",
-                path=outcome.source,
-                count=len(problems) - MAX_REPORTED_PROBLEMS,
-            )
+        self._report_skipped(outcome.source, problems)
         for section, count in content.left_out.items():
             _log.warn(
                 "Peers file {path}: {count} {section} beyond the table's limit (p2p.{key}) were not loaded",
@@ -250,6 +231,33 @@ class PeersFile:
             skipped=len(problems),
             duration=outcome.duration + time.perf_counter() - started,
         )
+
+    def _report_skipped(self, source: str | None, problems: list[RecordProblem]) -> None:
+        """
+        Report the records skipped at load: the first
+        L{MAX_REPORTED_PROBLEMS} one by one, the rest as a count.
+        """
+        for problem in problems[:MAX_REPORTED_PROBLEMS]:
+            self._pool.events.emit(
+                EventKind.LOAD_RECORD_SKIPPED,
+                path=source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
+            )
+            _log.warn(
+                "Peers file {path}: {section}[{index}] skipped: {problem}",
+                path=source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
+            )
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            _log.warn(
+                "Peers file {path}: {count} more records skipped",
+                path=source,
+                count=len(problems) - MAX_REPORTED_PROBLEMS,
+            )
 
     # -- saving --------------------------------------------------------------
 

@@ -10,13 +10,13 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet.task import deferLater
 
-from p2pool.core.addressing import PeerId, Point
+from p2pool.core.addressing import Point
 from p2pool.core.directory import Directory
 from p2pool.core.states import PeerInfo, PointInfo
 from p2pool.events import EventKind
@@ -30,6 +30,8 @@ __all__ = ["Applied", "SNAPSHOT_SLICE", "apply_content", "snapshot_pool"]
 
 #: Records copied per reactor turn when taking a snapshot.
 SNAPSHOT_SLICE = 2000
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------
@@ -167,6 +169,23 @@ class Applied:
     established: list[Point]
 
 
+def _first_of_each(
+    infos: list[T], key: Callable[[T], Hashable], section: str, what: str, problems: list[RecordProblem]
+) -> Iterator[tuple[int, T]]:
+    """
+    The records of C{infos} (with their index) whose key no earlier one
+    has; a repeat is skipped and reported in C{problems}.
+    """
+    seen: set[Hashable] = set()
+    for index, info in enumerate(infos):
+        value = key(info)
+        if value in seen:
+            problems.append(RecordProblem(section, index, f"duplicate {what} {value}"))
+            continue
+        seen.add(value)
+        yield index, info
+
+
 def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
     """
     Add the loaded peers the pool does not know, their metadata decoded by
@@ -174,15 +193,9 @@ def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, prob
     """
     meta = pool.metadata_config
     directory = pool.directory
-    seen: set[PeerId] = set()
     added = 0
-    for index, info in enumerate(content.peers):
-        peer_id = info.peer_id
-        if peer_id in seen:
-            problems.append(RecordProblem("peers", index, f"duplicate peer_id {peer_id}"))
-            continue
-        seen.add(peer_id)
-        if peer_id == own_id or directory.knows_peer(peer_id):
+    for index, info in _first_of_each(content.peers, lambda i: i.peer_id, "peers", "peer_id", problems):
+        if info.peer_id == own_id or directory.knows_peer(info.peer_id):
             continue
         encoded = info.metadata
         if encoded is NO_METADATA:
@@ -203,16 +216,11 @@ def _add_points(directory: Directory, content: PeersFileContent, problems: list[
     Add the loaded points the pool does not know and that are not its
     own; the points added.
     """
-    seen: set[Point] = set()
-    fresh: list[PointInfo] = []
-    for index, info in enumerate(content.points):
-        point = info.point
-        if point in seen:
-            problems.append(RecordProblem("points", index, f"duplicate point {point}"))
-            continue
-        seen.add(point)
-        if not directory.knows_point(point) and not directory.is_own_point(point):
-            fresh.append(info)
+    fresh = [
+        info
+        for _, info in _first_of_each(content.points, lambda i: i.point, "points", "point", problems)
+        if not directory.knows_point(info.point) and not directory.is_own_point(info.point)
+    ]
     # The table keeps its points ordered by last_seen and appends in O(1)
     # when times come in order: add them oldest first.
     fresh.sort(key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))
