@@ -20,13 +20,16 @@ What is timed:
     checking the file (L{p2pool.pool.persistence.read_peers_file}) and putting
     it into an empty pool's tables (L{p2pool.pool.persistence.apply_content});
   - load baseline: reading the file and C{json.loads}, with the garbage
-    collector as configured (C{loads}) and paused (C{loads_gc_paused},
-    what the loader itself does while decoding);
+    collector as configured (C{loads}), and paused (C{loads_gc_paused}, for
+    reference only: the loader does not pause it);
   - stall: the longest gap between ticks of a 1 ms C{LoopingCall} on the
     real reactor while C{Pool.save_peers()} runs on the largest table,
     compared with the same ticker over an idle period of the same length.
 
-Each data point is the median of C{--repeat} runs. Prints progress on
+Each step is timed in wall-clock seconds and in CPU seconds of this
+process (C{*_cpu_s}; the C{cpu_*} ratios): on a machine shared with other
+work the CPU figures move much less. Each data point is the median of
+C{--repeat} runs. Prints progress on
 stderr and one JSON object on stdout.
 """
 
@@ -136,7 +139,8 @@ class ForeignLoad:
     """
     The share of the machine's CPU time used by other processes over a
     stretch: machine-wide busy time from C{/proc/stat} minus this
-    process's own CPU time, over the machine's total time.
+    process's own CPU time and its waited-for children's, over the
+    machine's total time.
     """
 
     @staticmethod
@@ -146,7 +150,8 @@ class ForeignLoad:
         user, nice, system, idle, iowait, irq, softirq, steal = values
         hz = os.sysconf("SC_CLK_TCK")
         own = os.times()
-        return (user + nice + system + irq + softirq) / hz, sum(values) / hz, own.user + own.system
+        own_time = own.user + own.system + own.children_user + own.children_system
+        return (user + nice + system + irq + softirq) / hz, sum(values) / hz, own_time
 
     def __enter__(self) -> ForeignLoad:
         self._start = self._sample()
@@ -173,11 +178,16 @@ def wait_quiet(seconds: float, threshold: float = 0.15) -> float:
             return load.share
 
 
-def timed(f: Callable[[], Any]) -> tuple[float, Any]:
+def timed(f: Callable[[], Any]) -> tuple[float, float, Any]:
+    """
+    Wall-clock and CPU seconds of C{f()} (everything it does runs in this
+    thread), and its result. CPU time is what a shared machine disturbs
+    least: other processes delay the wall clock, not the work.
+    """
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = f()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def snapshot_pool_sync(pool: Pool, clock: Clock) -> Any:
@@ -211,13 +221,13 @@ def measure(size: int, directory: str) -> dict[str, float]:
     # A first save, so that the timed one also rotates the .bak as every
     # save but the first does.
     write_snapshot(path, snapshot_pool_sync(pool, Clock()))
-    save, _ = timed(lambda: write_snapshot(path, snapshot_pool_sync(pool, Clock())))
+    save, save_cpu, _ = timed(lambda: write_snapshot(path, snapshot_pool_sync(pool, Clock())))
     with open(path, "rb") as f:
         data = f.read()
     document = json.loads(data)
     plain_path = os.path.join(directory, "plain.json")
-    dumps_only, _ = timed(lambda: json.dumps(document))
-    dumps_write, _ = timed(lambda: _write_plain(plain_path, json.dumps(document).encode()))
+    dumps_only, dumps_only_cpu, _ = timed(lambda: json.dumps(document))
+    dumps_write, dumps_write_cpu, _ = timed(lambda: _write_plain(plain_path, json.dumps(document).encode()))
 
     def read_plain() -> Any:
         with open(path, "rb") as f:
@@ -230,24 +240,20 @@ def measure(size: int, directory: str) -> dict[str, float]:
         finally:
             gc.enable()
 
-    loads, _ = timed(read_plain)
-    loads_paused, _ = timed(read_plain_gc_paused)
+    loads, loads_cpu, _ = timed(read_plain)
+    loads_paused, _, _ = timed(read_plain_gc_paused)
+    fresh = make_pool(0, MemoryReactorClock(), directory)
+    fresh.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
 
-    def load() -> Pool:
+    def load() -> Any:
         # What a starting pool does, on a reactor without threads (the
         # reading then runs inline): read, check, and fill the tables.
-        fresh = make_pool(0, MemoryReactorClock(), directory)
-        fresh.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
-        start = time.perf_counter()
-        d = fresh.persistence.load()
-        outcome = d.result  # type: ignore[attr-defined]
-        elapsed = time.perf_counter() - start
+        outcome = fresh.persistence.load().result  # type: ignore[attr-defined]
         assert outcome.status == "loaded" and not outcome.content.skipped, outcome
         assert fresh.directory.peer_count() == size and fresh.directory.point_count() == size
-        return elapsed
+        return outcome
 
-    gc.collect()
-    load_time = load()
+    load_time, load_cpu, _ = timed(load)
     return {
         "file_mib": len(data) / 2**20,
         "save_s": save,
@@ -256,6 +262,11 @@ def measure(size: int, directory: str) -> dict[str, float]:
         "load_s": load_time,
         "load_baseline_loads_s": loads,
         "load_baseline_loads_gc_paused_s": loads_paused,
+        "save_cpu_s": save_cpu,
+        "save_baseline_dumps_write_fsync_cpu_s": dumps_write_cpu,
+        "save_baseline_dumps_only_cpu_s": dumps_only_cpu,
+        "load_cpu_s": load_cpu,
+        "load_baseline_loads_cpu_s": loads_cpu,
     }
 
 
@@ -362,6 +373,9 @@ def main() -> None:
             case["save_vs_dumps_only"] = case["save_s"] / case["save_baseline_dumps_only_s"]
             case["load_vs_loads"] = case["load_s"] / case["load_baseline_loads_s"]
             case["load_vs_loads_gc_paused"] = case["load_s"] / case["load_baseline_loads_gc_paused_s"]
+            case["cpu_save_vs_dumps_write_fsync"] = case["save_cpu_s"] / case["save_baseline_dumps_write_fsync_cpu_s"]
+            case["cpu_save_vs_dumps_only"] = case["save_cpu_s"] / case["save_baseline_dumps_only_cpu_s"]
+            case["cpu_load_vs_loads"] = case["load_cpu_s"] / case["load_baseline_loads_cpu_s"]
             cases[str(size)] = {key: round(value, 4) for key, value in case.items()}
         largest = sizes[-1]
         if args.wait_quiet:

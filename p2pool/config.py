@@ -27,7 +27,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -39,12 +39,16 @@ except ImportError:  # pragma: no cover (not a Unix system)
     _resource = None  # type: ignore[assignment]
 
 __all__ = [
+    "AUTO",
     "AdminConfig",
     "COMMAND_LINE",
     "CONFIG_KEYS",
     "ConfigError",
     "ConfigKey",
     "FILE_DESCRIPTOR_HEADROOM",
+    "PEERS_FILE_BASE_ALLOWANCE",
+    "PEER_RECORD_ALLOWANCE",
+    "POINT_RECORD_ALLOWANCE",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "LogConfig",
@@ -62,6 +66,18 @@ __all__ = [
 #: listening sockets, the admin API and its clients, the identity and peers
 #: files (including atomic rewrites) and log files.
 FILE_DESCRIPTOR_HEADROOM = 64
+
+#: The value of a key the node derives from other keys.
+AUTO = "auto"
+#: Bytes of peers file allowed for each peer the table may hold, when
+#: C{max_peers_file_size} is C{"auto"}: a peer with a full ring of 100
+#: events takes about 10 KiB, the rest is for the application's metadata.
+PEER_RECORD_ALLOWANCE = 64 * 1024
+#: Bytes allowed for each point the table may hold (a full record is
+#: under 400 bytes).
+POINT_RECORD_ALLOWANCE = 1024
+#: Bytes allowed on top, for the bans and the layout.
+PEERS_FILE_BASE_ALLOWANCE = 1024 * 1024
 
 #: Label given to override values (the command line) in error messages.
 COMMAND_LINE = "command line"
@@ -459,25 +475,45 @@ class _Pair(_Kind):
 
 
 @attrs.frozen
-class _Optional(_Kind):
+class _Wrapping(_Kind):
     """
-    Another kind, or absent: C{false} in TOML and on the command line,
-    C{None} in Python.
+    A kind that takes the values of another kind, and some more.
     """
 
     inner: _Kind = attrs.field(kw_only=True)
 
-    def convert(self, value: Any) -> Any:
-        if value is None or value is False:
-            return None
-        if value is True:
-            raise _Invalid(f"expected {self.expected}, got boolean true")
+    def convert_inner(self, value: Any) -> Any:
+        """
+        C{value} converted by the inner kind; a wrong type is reported as
+        not this kind (whose C{expected} names the values it adds).
+        """
         try:
             return self.inner.convert(value)
         except _Invalid as e:
             if str(e).startswith(f"expected {self.inner.expected},"):
                 raise _Invalid(f"expected {self.expected}, got {_describe(value)}") from None
             raise
+
+    def convert(self, value: Any) -> Any:
+        return self.convert_inner(value)
+
+    def resolve(self, value: Any, base_dir: str | None) -> Any:
+        return self.inner.resolve(value, base_dir)
+
+
+@attrs.frozen
+class _Optional(_Wrapping):
+    """
+    Another kind, or absent: C{false} in TOML and on the command line,
+    C{None} in Python.
+    """
+
+    def convert(self, value: Any) -> Any:
+        if value is None or value is False:
+            return None
+        if value is True:
+            raise _Invalid(f"expected {self.expected}, got boolean true")
+        return self.convert_inner(value)
 
     def from_text(self, text: str) -> Any:
         if text.strip().lower() == "false":
@@ -487,8 +523,29 @@ class _Optional(_Kind):
     def to_text(self, value: Any) -> str:
         return "false" if value is None else self.inner.to_text(value)
 
-    def resolve(self, value: Any, base_dir: str | None) -> Any:
-        return self.inner.resolve(value, base_dir)
+
+@attrs.frozen
+class _Auto(_Wrapping):
+    """
+    Another kind, or C{"auto"}: a value the node derives from other keys.
+    """
+
+    def convert(self, value: Any) -> Any:
+        if value == AUTO:
+            return AUTO
+        return self.convert_inner(value)
+
+    def from_text(self, text: str) -> Any:
+        if text.strip().lower() == AUTO:
+            return AUTO
+        return self.inner.from_text(text)
+
+    def to_text(self, value: Any) -> str:
+        return AUTO if value == AUTO else self.inner.to_text(value)
+
+
+def _auto(inner: _Kind) -> _Auto:
+    return _Auto(expected=f'"{AUTO}", {inner.expected}', metavar=f"{AUTO}|{inner.metavar}", inner=inner)
 
 
 #: RFC 6750 C{b64token}: the characters a bearer token may hold.
@@ -757,6 +814,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "source_group_dial_burst",
         _Integer(minimum=1),
         "Dials of never-connected learnt points one source group may have at once before its rate applies.",
+    ),
+    _key(
+        "p2p",
+        "max_peers_file_size",
+        _auto(_optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES"))),
+        "Largest peers file read at start; a larger one is moved aside unread and the node starts "
+        "with empty tables; auto = derived from max_known_points and max_known_peer_ids; false = no limit.",
     ),
     _key(
         "p2p",
@@ -1105,6 +1169,7 @@ class PoolConfig:
     max_source_group_share: float = 0.1
     source_group_dial_rate: float = 1.0
     source_group_dial_burst: int = 10
+    max_peers_file_size: int | str | None = AUTO
     peer_greylist_size: int = 1023
     ip_greylist_size_in_kilobytes: int = 2048
     ip_greylist_cleanup_delay: float = 86400.0
@@ -1162,6 +1227,25 @@ class PoolConfig:
         The peers file to use: C{peers_file}, or C{peers.json} in C{data_dir}.
         """
         return self.peers_file if self.peers_file is not None else os.path.join(self.data_dir, "peers.json")
+
+    @property
+    def peers_file_size_limit(self) -> int | None:
+        """
+        The largest peers file read at start, in bytes (None: no limit):
+        C{max_peers_file_size}, or when it is C{"auto"}, room for a full
+        table of each kind (L{PEER_RECORD_ALLOWANCE} bytes a peer,
+        L{POINT_RECORD_ALLOWANCE} a point) and L{PEERS_FILE_BASE_ALLOWANCE}
+        more; no limit when either table is unbounded.
+        """
+        if self.max_peers_file_size != AUTO:
+            return cast(int | None, self.max_peers_file_size)
+        if self.max_known_points is None or self.max_known_peer_ids is None:
+            return None
+        return (
+            PEERS_FILE_BASE_ALLOWANCE
+            + self.max_known_peer_ids[0] * PEER_RECORD_ALLOWANCE
+            + self.max_known_points[0] * POINT_RECORD_ALLOWANCE
+        )
 
     def maintenance_bounds(self) -> tuple[int, int, int, int]:
         """

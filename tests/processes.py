@@ -33,6 +33,32 @@ def twistd() -> list[str]:
     return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 
 
+def node_argv(listen: str, data_dir: str, network: str, *args: str) -> list[str]:
+    """
+    The command running a node in the foreground (C{twistd -n p2pool}),
+    logging to stdout, listening on C{listen}, without an admin API and
+    without proof of work, then C{args}.
+    """
+    return [
+        *twistd(),
+        "-n",
+        "--pidfile=",
+        "--logfile=-",
+        "p2pool",
+        "--listen",
+        listen,
+        "--data-dir",
+        data_dir,
+        "--admin",
+        "false",
+        "--expected-proof-of-work",
+        "0",
+        "--network",
+        network,
+        *args,
+    ]
+
+
 def p2pool_cli() -> list[str]:
     """
     The command running the C{p2pool} console script of this tree.

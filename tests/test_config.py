@@ -93,6 +93,8 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.max_known_peer_ids, (400, 300))
         self.assertEqual(config.max_source_group_share, 0.1)
         self.assertEqual((config.source_group_dial_rate, config.source_group_dial_burst), (1.0, 10))
+        self.assertEqual(config.max_peers_file_size, "auto")
+        self.assertEqual(config.peers_file_size_limit, 1024 * 1024 + 400 * 64 * 1024 + 400 * 1024)
         self.assertEqual(config.peer_greylist_size, 1023)
         self.assertEqual(config.ip_greylist_size_in_kilobytes, 2048)
         self.assertEqual(config.ip_greylist_cleanup_delay, 86400.0)
@@ -496,6 +498,7 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.peers_file",
         "p2p.max_known_points",
         "p2p.max_known_peer_ids",
+        "p2p.max_peers_file_size",
         "p2p.maintenance_idle_time",
         "p2p.swap_linger",
         "p2p.seed_ca_file",

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -44,7 +47,8 @@ from p2pool.pool.persistence import (
     write_atomically,
     write_snapshot,
 )
-from p2pool.pool.persistence.encoder import metadata_text, write_document
+from p2pool.pool.persistence.encoder import metadata_texts, write_document
+from p2pool.pool.persistence.scanner import scan_document
 from p2pool.pool.service import Pool
 from tests.helpers import identity
 
@@ -312,6 +316,14 @@ class WriteAtomicallyTests(SynchronousTestCase):
 # ---------------------------------------------------------------------------
 
 
+#: JSON values, with the text that separates metadata values in a batch.
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.sampled_from(["\x00", ", ", '"\x00"']),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4),
+    max_leaves=12,
+)
+
+
 class CodecTests(SynchronousTestCase):
     """
     The encoder and the decoder on their own: a L{Snapshot} written as
@@ -382,16 +394,106 @@ class CodecTests(SynchronousTestCase):
         content = decode_document(out.getvalue(), NETWORK)
         self.assertEqual([i.last_failed_connection for i in content.points], [T0 + i for i in range(count)])
 
-    def test_metadata_text(self) -> None:
-        self.assertEqual(metadata_text(None), "null")
-        self.assertEqual(metadata_text({"a": [1, "\u00e9", 2.5, None, True]}), '{"a": [1, "\\u00e9", 2.5, null, true]}')
-        for bad in ({"x": float("nan")}, [float("inf")], {1j}):
-            with self.assertRaises((TypeError, ValueError), msg=repr(bad)):
-                metadata_text(bad)
+    def test_metadata_texts(self) -> None:
+        """
+        Metadata values are encoded together, each to its own compact
+        ASCII text; one that is not JSON gets None, and the others their
+        text all the same.
+        """
         cycle: list[Any] = []
         cycle.append(cycle)
-        with self.assertRaises(ValueError):
-            metadata_text(cycle)
+        fine: list[Any] = [None, {"a": [1, "\u00e9", 2.5, None, True]}, "x", [], {}]
+        bad: list[Any] = [{"x": float("nan")}, [float("inf")], {1j}, cycle, object()]
+        texts = ["null", '{"a": [1, "\\u00e9", 2.5, null, true]}', '"x"', "[]", "{}"]
+        self.assertEqual(metadata_texts(fine), texts)
+        self.assertEqual(metadata_texts(fine + bad + fine), texts + [None] * len(bad) + texts)
+        self.assertEqual(metadata_texts([]), [])
+
+    def test_metadata_holding_the_boundary(self) -> None:
+        """
+        A value whose text holds what separates the values of a batch
+        still gets its own text.
+        """
+        boundary = "\x00"
+        values: list[Any] = [boundary, [1, boundary, 2], {boundary: boundary}, ", " + boundary, [boundary, boundary], 3]
+        self.assertEqual(metadata_texts(values), [json.dumps(v) for v in values])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_json_values, max_size=8))
+    def test_metadata_texts_as_one_at_a_time(self, values: list[Any]) -> None:
+        expected = []
+        for value in values:
+            try:
+                expected.append(json.dumps(value, allow_nan=False))
+            except ValueError:
+                expected.append(None)
+        self.assertEqual(metadata_texts(values), expected)
+
+
+#: JSON values that compare equal to themselves once read back (no NaN).
+_plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    max_leaves=8,
+)
+_documents = st.dictionaries(
+    st.sampled_from(["peers", "points", "bans", "format", "p"]),
+    _plain_json | st.lists(_plain_json, max_size=4),
+    max_size=5,
+)
+
+
+def _scan(text: str) -> tuple[Any, dict[str, list[Any]]]:
+    streamed: dict[str, list[Any]] = {}
+
+    def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
+        records = streamed[name] = []
+        return lambda index, value: records.append(value)
+
+    scan = scan_document(text, ("peers", "points"), section)
+    return scan, streamed
+
+
+class ScannerTests(SynchronousTestCase):
+    """
+    L{scan_document} reads what C{json.loads} reads, and refuses what it
+    refuses, with its message.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(_documents, st.sampled_from([None, 0, 2]))
+    def test_as_json_loads(self, doc: dict[str, Any], indent: int | None) -> None:
+        text = json.dumps(doc, indent=indent)
+        scan, streamed = _scan(text)
+        self.assertTrue(scan.is_object)
+        expected = json.loads(text)
+        for name in ("peers", "points"):
+            if isinstance(expected.get(name), list):
+                self.assertEqual(streamed[name], expected.pop(name))
+                self.assertNotIn(name, scan.members)
+        self.assertEqual(scan.members, expected)
+
+    @settings(max_examples=200, deadline=None)
+    @given(_documents, st.data())
+    def test_damage_as_json_loads(self, doc: dict[str, Any], data: st.DataObject) -> None:
+        text = json.dumps(doc)
+        cut = data.draw(st.integers(0, len(text)))
+        insert = data.draw(st.sampled_from(["", ",", "]", "}", "x", " ", '"']))
+        damaged = text[:cut] + insert + text[cut + 1 :]
+        try:
+            expected = json.loads(damaged)
+        except ValueError as e:
+            with self.assertRaises(ValueError) as caught:
+                _scan(damaged)
+            self.assertEqual(str(caught.exception), str(e))
+            return
+        scan, _ = _scan(damaged)
+        self.assertEqual(scan.is_object, isinstance(expected, dict))
+
+    def test_not_an_object(self) -> None:
+        for text, value in (("[1, 2]", [1, 2]), (' "peers" ', "peers"), ("null", None), ("3", 3)):
+            scan, streamed = _scan(text)
+            self.assertEqual((scan.is_object, scan.value, scan.members, streamed), (False, value, {}, {}))
 
 
 class DecodeTests(SynchronousTestCase):
@@ -497,6 +599,34 @@ class DecodeTests(SynchronousTestCase):
             with self.assertRaises(PeersFileError, msg=name) as caught:
                 decode_document(data, NETWORK)
             self.assertEqual(str(caught.exception), f"not JSON (truncated or damaged): {json_error}", name)
+
+    def test_records_beyond_the_limits_are_not_built(self) -> None:
+        """
+        With limits, a section's records beyond its limit are parsed but
+        not built (a bad one there is not even reported), except trusted
+        ones; they are counted by section.
+        """
+        peers = [peer_record(i) for i in range(6)] + [5, peer_record(6, trusted=True)]
+        points = [{"point": str(_point(i)), "trusted": i == 8} for i in range(10)]
+        content = decode_document(encoded(document(peers=peers, points=points)), NETWORK, {"peers": 3, "points": 4})
+        self.assertEqual([p.peer_id for p in content.peers], [_peer(0), _peer(1), _peer(2), _peer(6)])
+        self.assertEqual([p.point for p in content.points], [_point(i) for i in (0, 1, 2, 3, 8)])
+        self.assertEqual(content.left_out, {"peers": 4, "points": 5})
+        self.assertEqual(content.skipped, [])
+        unlimited = decode_document(encoded(document(peers=peers, points=points)), NETWORK, {"points": 10})
+        self.assertEqual((len(unlimited.peers), len(unlimited.points), unlimited.left_out), (7, 10, {}))
+
+    def test_refused_file_builds_no_records(self) -> None:
+        """
+        Once the header says the file is refused, the records after it
+        are checked as JSON but not built.
+        """
+        doc = document(network="other-net", peers=[peer_record(1), 7])
+        with self.assertRaises(IncompatibleFile):
+            decode_document(encoded(doc), NETWORK)
+        text = encoded(document(network="other-net", peers=[peer_record(1)]))
+        with self.assertRaises(PeersFileError, msg="damage after the records is still damage"):
+            decode_document(text[:-1] + b",}", NETWORK)
 
     def test_missing_sections_are_empty(self) -> None:
         content = self.decode({"format": 1, "network": NETWORK})
@@ -780,6 +910,35 @@ class ReadPeersFileTests(_PoolCase):
             self.assertEqual(self.read_bytes(), backup, "the good generation is back in place")
             self.assertEqual(self.read_bytes(self.path + ".bak"), backup)
         self.assertEqual(len(self.corrupt_files()), len(damages))
+
+    def test_too_large_moved_aside_unread(self) -> None:
+        """
+        A file over the size limit is not read: it is renamed
+        C{.too-large-<time>}, byte for byte, and the C{.bak} is used if it
+        fits; a file of exactly the limit is read.
+        """
+        data = self.write_file(document(peers=[peer_record(1), peer_record(2)]))
+        self.assertEqual(read_peers_file(self.path, NETWORK, max_size=len(data)).status, "loaded")
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW, max_size=len(data) - 1)
+        self.assertEqual((outcome.status, outcome.too_large), ("damaged", True))
+        self.assertIn(f"larger than p2p.max_peers_file_size ({len(data) - 1} bytes)", outcome.error or "")
+        self.assertEqual(outcome.moved_to, self.path + ".too-large-20240501T000101.500000Z")
+        self.assertEqual(self.read_bytes(outcome.moved_to), data)
+        self.assertFalse(os.path.exists(self.path))
+        backup = self.write_file(document(peers=[peer_record(3)]), path=self.path + ".bak")
+        self.write_file(data)
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW, max_size=len(data) - 1)
+        self.assertEqual((outcome.status, outcome.too_large), ("recovered", True))
+        assert outcome.content is not None
+        self.assertEqual([p.peer_id for p in outcome.content.peers], [_peer(3)])
+        self.assertEqual(self.read_bytes(), backup)
+        self.write_file(data)
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW, max_size=len(backup) - 1)
+        self.assertEqual(outcome.status, "damaged")
+        self.assertIn("is too large as well", outcome.error or "")
+        self.assertEqual(self.read_bytes(self.path + ".bak"), backup, "the backup is left as it is")
+        aside = sorted(n for n in os.listdir(self.data_dir) if ".too-large-" in n)
+        self.assertEqual(len(aside), 3, "nothing is deleted")
 
     def test_corrupt_names_never_collide(self) -> None:
         for _ in range(3):
@@ -1118,6 +1277,44 @@ class PoolLoadTests(_PoolCase):
         self.assertEqual(len(self.named(EventKind.GC_PEER_IDS)), 1)
         loaded = self.named(EventKind.LOAD_PEERS)[0].fields
         self.assertEqual((loaded["points"], loaded["peers"]), (len(pool.points), len(pool.peers)))
+
+    def test_file_over_the_size_limit(self) -> None:
+        """
+        A pool given a peers file larger than C{max_peers_file_size}
+        starts with empty tables, and says where the file went.
+        """
+        data = self.write_file(document(peers=[peer_record(i) for i in range(5)]))
+        pool = self.make_pool(max_peers_file_size=len(data) // 2)
+        self.assertEqual((len(pool.peers), len(pool.points)), (0, 0))
+        [error] = self.named(EventKind.LOAD_ERROR_PEERS)
+        self.assertIn("max_peers_file_size", error.fields["error"])
+        self.assertIn(".too-large-", error.fields["moved_to"])
+        self.assertEqual(self.read_bytes(error.fields["moved_to"]), data)
+
+    def test_records_beyond_the_tables_are_not_loaded(self) -> None:
+        self.write_file(
+            document(points=[{"point": str(_point(i))} for i in range(30)], peers=[peer_record(i) for i in range(5)])
+        )
+        with capturedLogs() as captured:
+            pool = self.make_pool(max_known_points=(12, 8))
+        self.assertEqual(len(pool.peers), 5)
+        self.assertLessEqual(len(pool.points), 12)
+        self.assertEqual(self.named(EventKind.LOAD_PEERS)[0].fields["skipped"], 0)
+        lines = [formatEvent(e) for e in captured if "beyond the table" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [f"Peers file {self.path}: 18 points beyond the table's limit (p2p.max_known_points) were not loaded"],
+        )
+
+    def test_save_over_the_size_limit_warns(self) -> None:
+        pool = self.make_pool(max_peers_file_size=200)
+        for i in range(10):
+            pool.register_point(_point(i))
+        with capturedLogs() as captured:
+            self.successResultOf(pool.save_peers())
+        self.assertGreater(len(self.read_bytes()), 200)
+        [line] = [formatEvent(e) for e in captured if "max_peers_file_size" in formatEvent(e)]
+        self.assertIn("the next start will move it aside unread", line)
 
     def test_damaged_file_uses_backup(self) -> None:
         self.write_file(document(peers=[peer_record(2)], points=[{"point": "10.0.0.2:9732"}]), path=self.path + ".bak")

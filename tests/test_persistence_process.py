@@ -29,7 +29,7 @@ from p2pool.core.addressing import PeerId
 from p2pool.core.identity import save_identity
 from p2pool.pool.persistence import PeersFileContent, decode_document, format_time, parse_time
 from tests.helpers import closed_port, identity, wait_for
-from tests.processes import SOURCE_ROOT, twistd
+from tests.processes import SOURCE_ROOT, node_argv
 
 _log = Logger()
 
@@ -72,27 +72,8 @@ class Node(ProcessProtocol):
         return f"{self.ip}:{self.port}"
 
     def start(self, *args: str) -> None:
-        argv = [
-            *twistd(),
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "p2pool",
-            "--listen",
-            f"{self.ip}:0",
-            "--data-dir",
-            self.data_dir,
-            "--admin",
-            "false",
-            "--expected-proof-of-work",
-            "0",
-            "--network",
-            NETWORK,
-            # These tests read the peers-file events, logged at debug.
-            "--log-level",
-            "debug",
-            *args,
-        ]
+        # These tests read the peers-file events, logged at debug.
+        argv = node_argv(f"{self.ip}:0", self.data_dir, NETWORK, "--log-level", "debug", *args)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
         self.lines = []

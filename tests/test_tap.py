@@ -45,6 +45,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "max-source-group-share": ("0.25", 0.25),
     "source-group-dial-rate": ("0.5", 0.5),
     "source-group-dial-burst": ("3", 3),
+    "max-peers-file-size": ("1048576", 1048576),
     "peer-greylist-size": ("12", 12),
     "ip-greylist-size-in-kilobytes": ("16", 16),
     "ip-greylist-cleanup-delay": ("60", 60.0),

@@ -118,6 +118,18 @@ class ParseTests(SynchronousTestCase):
                 parse_time(bad)
             self.assertIn(problem, str(caught.exception), repr(bad))
 
+    def test_written_form_with_impossible_dates(self) -> None:
+        """
+        A text in the written form with a day or hour that does not exist
+        is refused.
+        """
+        for text in ("2023-02-29T00:00:00.000Z", "0000-01-01T00:00:00.000Z", "2024-13-01T00:00:00.000Z"):
+            with self.assertRaises(ValueError, msg=text) as caught:
+                parse_time(text)
+            self.assertIn("not an RFC 3339 time", str(caught.exception))
+        for text in ("2024-05-01T24:00:00.000Z", "2024-05-01T23:60:00.000Z", "2024-05-01T23:00:60.000Z"):
+            self.assertRaises(ValueError, parse_time, text)
+
     def test_round_trip_keeps_milliseconds(self) -> None:
         for ms in (0, 1, 499, 500, 999, 123_456_789, 1_714_521_600_001, -1):
             t = ms / 1000

@@ -45,6 +45,25 @@ def _day_prefix(day: int) -> str:
     return prefix
 
 
+def _exact_milliseconds(t: float) -> int:
+    """
+    The milliseconds since the epoch that C{datetime} writes for C{t}: its
+    fraction of a second rounded to the microsecond (half to even), then
+    cut.
+    """
+    seconds = int(t)
+    # t - seconds is exact: the same fraction as math.modf's.
+    micros = round((t - seconds) * 1e6)
+    return seconds * 1000 + micros // 1000
+
+
+#: Below this many milliseconds (the year 2039), t * 1000.0 is within
+#: 0.123 microseconds of the exact value, so the millisecond datetime
+#: writes is plain to see unless t is within about half a microsecond of
+#: a millisecond boundary (where its rounding to the microsecond decides).
+_PLAIN_BELOW_MS = 2.0**41
+
+
 def format_time(t: float) -> str:
     """
     C{t} (seconds since the epoch) as RFC 3339 text in UTC with three
@@ -55,21 +74,21 @@ def format_time(t: float) -> str:
     @raise OverflowError: C{t} is outside years 1 to 9999.
     @raise ValueError: C{t} is not a number (NaN).
     """
-    seconds = int(t)
-    # t - seconds is exact: the same fraction as math.modf's, which
-    # datetime rounds to the microsecond.
-    micros = round((t - seconds) * 1e6)
-    if not 0 <= micros < 1_000_000:
-        if micros < 0:
-            micros += 1_000_000
-            seconds -= 1
-        else:
-            micros -= 1_000_000
-            seconds += 1
+    scaled = t * 1000.0
+    if 0.0 <= scaled < _PLAIN_BELOW_MS:
+        milliseconds = int(scaled)
+        rest = scaled - milliseconds
+        if rest > 0.99938:
+            # Within 0.62 us of the next millisecond: rounded up to it
+            # (from 0.99962 on), or a close call.
+            milliseconds = milliseconds + 1 if rest > 0.99962 else _exact_milliseconds(t)
+    else:
+        milliseconds = _exact_milliseconds(t)
+    seconds, milli = divmod(milliseconds, 1000)
     day, rem = divmod(seconds, 86400)
     minutes, second = divmod(rem, 60)
     prefix = _day_prefixes.get(day) or _day_prefix(day)
-    return prefix + _HOUR_MINUTE[minutes] + _SECOND[second] + _MILLISECOND[micros // 1000]
+    return prefix + _HOUR_MINUTE[minutes] + _SECOND[second] + _MILLISECOND[milli]
 
 
 def parse_time(value: object) -> float:

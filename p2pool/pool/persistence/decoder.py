@@ -9,9 +9,8 @@ rest. Blocking: meant for a thread.
 from __future__ import annotations
 
 import collections
-import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point
@@ -29,10 +28,12 @@ from p2pool.pool.persistence.document import (
     kind_from_file,
     tezos_address,
 )
+from p2pool.pool.persistence.scanner import scan_document
 
 __all__ = ["decode_document"]
 
-T = TypeVar("T")
+#: Times remembered while decoding, at most.
+_TIME_MEMO_SIZE = 4096
 
 #: The longest C{source_group} text a point record may carry (a network
 #: group is at most 43 characters, a bootstrap URL's group longer).
@@ -81,6 +82,10 @@ class _Decoder:
         except ValueError as e:
             raise _BadRecord(f"{field}: {e}") from None
         if type(value) is str:
+            # Times repeat within a record and its neighbours: a memo of
+            # them all would only grow.
+            if len(self.times) >= _TIME_MEMO_SIZE:
+                self.times.clear()
             self.times[value] = t
         return t
 
@@ -117,6 +122,8 @@ class _Decoder:
             except AddressError as e:
                 raise _BadRecord(f"{field}: {e}") from None
             self.addresses[addr, port] = point
+            # The points name the same points as text.
+            self.points.setdefault(str(point), point)
         return point
 
     def point_text(self, value: object, field: str) -> Point:
@@ -133,16 +140,14 @@ class _Decoder:
             self.addresses.setdefault((tezos_address(point.ip), point.port), point)
         return point
 
-    def peer_stamp(self, record: dict[str, Any], field: str) -> tuple[Point | None, float] | None:
-        value = record.get(field)
+    def peer_stamp(self, value: Any, field: str) -> tuple[Point | None, float] | None:
         if value is None:
             return None
         if type(value) is not list or len(value) != 2:
             raise _BadRecord(f"{field}: expected [address, time], got {json_kind(value)}")
         return (self.address(value[0], field), self.time(value[1], field))
 
-    def point_stamp(self, record: dict[str, Any], field: str) -> tuple[PeerId, float] | None:
-        value = record.get(field)
+    def point_stamp(self, value: Any, field: str) -> tuple[PeerId, float] | None:
         if value is None:
             return None
         if type(value) is not list or len(value) != 2:
@@ -156,8 +161,9 @@ class _Decoder:
             raise _BadRecord(f"events: expected an array, got {json_kind(value)}")
         if not value:
             return None
-        events: collections.deque[StateEvent] = collections.deque(maxlen=EVENT_RING_SIZE)
+        events = []
         first = max(0, len(value) - EVENT_RING_SIZE)
+        address, time = self.address, self.time
         for i in range(first, len(value)):
             item = value[i]
             try:
@@ -166,12 +172,12 @@ class _Decoder:
                 kind = item.get("kind")
                 if type(kind) is not str:
                     raise _BadRecord(f"kind: expected a string, got {json_kind(kind)}")
-                point = self.address(item, "address") if "addr" in item else None
-                timestamp = self.time(item.get("timestamp"), "timestamp")
+                point = address(item, "address") if "addr" in item else None
+                timestamp = time(item.get("timestamp"), "timestamp")
             except _BadRecord as e:
                 raise _BadRecord(f"events[{i}]: {e}") from None
             events.append(StateEvent(kind_from_file(kind), timestamp, None, point))
-        return events
+        return collections.deque(events, maxlen=EVENT_RING_SIZE)
 
     def peer(self, record: Any) -> PeerInfo:
         if type(record) is not dict:
@@ -180,17 +186,18 @@ class _Decoder:
             raise _BadRecord("peer_id: missing")
         if "created" not in record:
             raise _BadRecord("created: missing")
+        get = record.get
         peer_stamp = self.peer_stamp
         return PeerInfo(
             self.peer_id(record["peer_id"], "peer_id"),
             self.time(record["created"], "created"),
-            record.get("peer_metadata", NO_METADATA),
+            get("peer_metadata", NO_METADATA),
             self.flag(record, "trusted"),
-            last_failed_connection=peer_stamp(record, "last_failed_connection"),
-            last_rejected_connection=peer_stamp(record, "last_rejected_connection"),
-            last_established_connection=peer_stamp(record, "last_established_connection"),
-            last_disconnection=peer_stamp(record, "last_disconnection"),
-            events=self.events(record.get("events")),
+            last_failed_connection=peer_stamp(get("last_failed_connection"), "last_failed_connection"),
+            last_rejected_connection=peer_stamp(get("last_rejected_connection"), "last_rejected_connection"),
+            last_established_connection=peer_stamp(get("last_established_connection"), "last_established_connection"),
+            last_disconnection=peer_stamp(get("last_disconnection"), "last_disconnection"),
+            events=self.events(get("events")),
         )
 
     def point(self, record: Any) -> PointInfo:
@@ -198,17 +205,18 @@ class _Decoder:
             raise _BadRecord(f"expected an object, got {json_kind(record)}")
         if "point" not in record:
             raise _BadRecord("point: missing")
-        expected = record.get("expected_peer_id")
-        failed = record.get("last_failed_connection")
+        get = record.get
+        expected = get("expected_peer_id")
+        failed = get("last_failed_connection")
         point_stamp = self.point_stamp
         return PointInfo(
             self.point_text(record["point"], "point"),
             self.flag(record, "trusted"),
             None if expected is None else self.peer_id(expected, "expected_peer_id"),
             last_failed_connection=None if failed is None else self.time(failed, "last_failed_connection"),
-            last_rejected_connection=point_stamp(record, "last_rejected_connection"),
-            last_established_connection=point_stamp(record, "last_established_connection"),
-            last_disconnection=point_stamp(record, "last_disconnection"),
+            last_rejected_connection=point_stamp(get("last_rejected_connection"), "last_rejected_connection"),
+            last_established_connection=point_stamp(get("last_established_connection"), "last_established_connection"),
+            last_disconnection=point_stamp(get("last_disconnection"), "last_disconnection"),
             known_public=self.flag(record, "known_public"),
             source_group=self.source_group(record.get("source_group")),
         )
@@ -255,46 +263,73 @@ class _Decoder:
         return addr, self.peer_id(record.get("peer_id"), "peer_id")
 
 
-def _records(items: list[Any], section: str, decode: Callable[[Any], T], skipped: list[RecordProblem]) -> list[T]:
+class _Section:
     """
-    The decoded C{items}; the bad ones are left out and listed in
-    C{skipped} with their index. Each item is dropped from C{items} once
-    decoded: the JSON values of a large file are freed as its records are
-    built, instead of being traversed by the cyclic GC alongside them.
+    The records of one section as they are decoded: the good ones, the
+    problems of the bad ones, and how many were left unbuilt beyond
+    C{limit}.
     """
-    good = []
-    for index, item in enumerate(items):
-        items[index] = None
+
+    def __init__(self, name: str, decode: Callable[[Any], Any], limit: int | None, keep: Callable[[Any], bool]) -> None:
+        self.name = name
+        self._decode = decode
+        self._limit = limit
+        self._keep_anyway = keep
+        self.active = True
+        self.reset()
+
+    def reset(self) -> None:
+        self.records: list[Any] = []
+        self.skipped: list[RecordProblem] = []
+        self.left_out = 0
+
+    def take(self, index: int, item: Any) -> None:
+        """
+        Decode the C{index}th record C{item}, unless the section is
+        inactive (the file is refused) or full.
+        """
+        if not self.active:
+            return
+        limit = self._limit
+        if limit is not None and len(self.records) >= limit and not self._keep_anyway(item):
+            self.left_out += 1
+            return
         try:
-            good.append(decode(item))
+            self.records.append(self._decode(item))
         except _BadRecord as e:
-            skipped.append(RecordProblem(section, index, str(e)))
-    return good
+            self.skipped.append(RecordProblem(self.name, index, str(e)))
+
+    def take_all(self, items: list[Any]) -> None:
+        for index, item in enumerate(items):
+            self.take(index, item)
 
 
-def _section(document: dict[str, Any], name: str, container: str = "") -> list[Any]:
-    value = document.get(name, [])
+def _trusted(item: Any) -> bool:
+    """
+    Whether the JSON record C{item} says it is trusted: such records are
+    built beyond a section's limit (the tables never drop them either).
+    """
+    return type(item) is dict and item.get("trusted") is True
+
+
+def _array(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
-        raise PeersFileError(f"'{container}{name}' must be an array, not {json_kind(value)}")
+        raise PeersFileError(f"'{name}' must be an array, not {json_kind(value)}")
     return value
 
 
-def _parse_json(data: bytes) -> Any:
+def _text(data: bytes) -> str:
     """
-    The JSON value of C{data}.
+    The text of C{data}.
 
-    @raise PeersFileError: C{data} is empty, not UTF-8, or not JSON.
+    @raise PeersFileError: C{data} is empty or not UTF-8.
     """
     if not data.strip():
         raise PeersFileError("the file is empty")
     try:
-        return json.loads(data.decode("utf-8"))
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PeersFileError(f"not UTF-8 text: {e}") from None
-    except ValueError as e:
-        raise PeersFileError(f"not JSON (truncated or damaged): {e}") from None
-    except RecursionError:
-        raise PeersFileError("not JSON: nested too deeply") from None
 
 
 def _check_header(document: Any, network: str) -> float | None:
@@ -331,11 +366,17 @@ def _check_header(document: Any, network: str) -> float | None:
         raise PeersFileError(f"'saved_at': {e}") from None
 
 
-def decode_document(data: bytes, network: str) -> PeersFileContent:
+def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None = None) -> PeersFileContent:
     """
     Check and decode the bytes of a peers file. Records that are not
     usable are left out and listed in C{skipped}; unknown fields are
     ignored.
+
+    The records are parsed and decoded one at a time (see
+    L{p2pool.pool.persistence.scanner}). With C{limits} (records by section,
+    C{"peers"} and C{"points"}), a section's records beyond its limit are
+    parsed but not built, except trusted ones; they are counted in
+    C{left_out}.
 
     @raise PeersFileError: the file is not JSON (or is truncated), is not
         an object, has no integer C{format} or string C{network}, or has a
@@ -343,29 +384,62 @@ def decode_document(data: bytes, network: str) -> PeersFileContent:
     @raise IncompatibleFile: its C{format} is newer than L{FORMAT}, or its
         C{network} is not C{network}.
     """
-    document = _parse_json(data)
+    text = _text(data)
+    limits = limits or {}
+    decoder = _Decoder()
+    sections = {
+        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted),
+        "points": _Section("points", decoder.point, limits.get("points"), _trusted),
+    }
+
+    def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
+        records = sections[name]
+        records.reset()
+        if "format" in members and "network" in members:
+            # A file this node refuses is still checked to the end (damage
+            # wins over refusal), but its records are not built.
+            try:
+                _check_header(members, network)
+            except (PeersFileError, IncompatibleFile):
+                records.active = False
+        return records.take
+
+    try:
+        scan = scan_document(text, sections, section)
+    except ValueError as e:
+        raise PeersFileError(f"not JSON (truncated or damaged): {e}") from None
+    except RecursionError:
+        raise PeersFileError("not JSON: nested too deeply") from None
+    del text
+    if not scan.is_object:
+        raise PeersFileError(f"expected a JSON object, found {json_kind(scan.value)}")
+    document = scan.members
     saved_at = _check_header(document, network)
-    peers = _section(document, "peers")
-    points = _section(document, "points")
+    for name in sections:
+        if name in document:
+            _array(document[name], name)
     bans = document.get("bans", {})
     if not isinstance(bans, dict):
         raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
-    ips = _section(bans, "ips", "bans.")
-    banned_peers = _section(bans, "peers", "bans.")
-    by_ip = _section(bans, "peers_by_ip", "bans.")
-    decoder = _Decoder()
-    skipped: list[RecordProblem] = []
-    # Points first: the peers refer to the same addresses, which are then
-    # known already.
-    decoded_points = _records(points, "points", decoder.point, skipped)
-    decoded_peers = _records(peers, "peers", decoder.peer, skipped)
+    ips = _array(bans.get("ips", []), "bans.ips")
+    banned_peers = _array(bans.get("peers", []), "bans.peers")
+    by_ip = _array(bans.get("peers_by_ip", []), "bans.peers_by_ip")
+    ip_section = _Section("bans.ips", decoder.banned_ip, None, _trusted)
+    ip_section.take_all(ips)
+    peer_section = _Section("bans.peers", decoder.banned_peer, None, _trusted)
+    peer_section.take_all(banned_peers)
+    by_ip_section = _Section("bans.peers_by_ip", decoder.peer_ban_by_ip, None, _trusted)
+    by_ip_section.take_all(by_ip)
+    every = [*sections.values(), ip_section, peer_section, by_ip_section]
+    skipped = [problem for records in every for problem in records.skipped]
     return PeersFileContent(
         network=network,
         saved_at=saved_at,
-        peers=decoded_peers,
-        points=decoded_points,
-        banned_ips=_records(ips, "bans.ips", decoder.banned_ip, skipped),
-        banned_peers=_records(banned_peers, "bans.peers", decoder.banned_peer, skipped),
-        peer_bans_by_ip=_records(by_ip, "bans.peers_by_ip", decoder.peer_ban_by_ip, skipped),
+        peers=sections["peers"].records,
+        points=sections["points"].records,
+        banned_ips=ip_section.records,
+        banned_peers=peer_section.records,
+        peer_bans_by_ip=by_ip_section.records,
         skipped=sorted(skipped, key=lambda p: (SECTIONS.index(p.section), p.index)),
+        left_out={name: records.left_out for name, records in sections.items() if records.left_out},
     )

@@ -158,3 +158,6 @@ class PeersFileContent:
     skipped: list[RecordProblem] = attrs.field(factory=list)
     #: (address, peer id) of each peer ban placed by banning that address.
     peer_bans_by_ip: list[tuple[str, PeerId]] = attrs.field(factory=list)
+    #: Records of a section (C{peers}, C{points}) beyond what the tables
+    #: keep, parsed but not built: how many, by section.
+    left_out: dict[str, int] = attrs.field(factory=dict)

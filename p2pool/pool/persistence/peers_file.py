@@ -20,10 +20,12 @@ from twisted.python.failure import Failure
 from p2pool.core.addressing import Point
 from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
+from p2pool.pool.persistence.document import RecordProblem
 from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
 from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
 
 if TYPE_CHECKING:
+    from p2pool.config import PoolConfig
     from p2pool.pool.contracts import PersistedPool
 
 __all__ = ["MAX_REPORTED_PROBLEMS", "PeersFile", "RESTART_DIAL_SPREAD"]
@@ -35,6 +37,23 @@ MAX_REPORTED_PROBLEMS = 100
 RESTART_DIAL_SPREAD = 3.0
 
 _log = Logger()
+
+#: The configuration key that bounds each section's table.
+_LIMIT_KEYS = {"peers": "max_known_peer_ids", "points": "max_known_points"}
+
+
+def _table_limits(config: PoolConfig) -> dict[str, int]:
+    """
+    The most records of each section the tables can hold (their C{max}):
+    a load builds no more, trusted records aside.
+    """
+    limits = {}
+    for section, key in _LIMIT_KEYS.items():
+        bounds = getattr(config, key)
+        if bounds is not None:
+            limits[section] = bounds[0]
+    return limits
+
 
 T = TypeVar("T")
 
@@ -108,9 +127,11 @@ class PeersFile:
     async def _load(self) -> LoadOutcome:
         pool = self._pool
         network = pool.config.network
+        max_size = pool.config.peers_file_size_limit
+        limits = _table_limits(pool.config)
         try:
             if os.path.lexists(self.path):
-                outcome = await self._in_thread(read_peers_file, self.path, network)
+                outcome = await self._in_thread(read_peers_file, self.path, network, None, max_size, limits)
             else:
                 # Nothing to read: no need to wait for a thread (a fresh
                 # pool starts within the same reactor turn).
@@ -160,8 +181,9 @@ class PeersFile:
                 used_backup=outcome.status == "recovered",
             )
             _log.error(
-                "Peers file {path} is damaged ({error}); moved to {moved_to}; {what}.",
+                "Peers file {path} {problem} ({error}); moved to {moved_to}; {what}.",
                 path=self.path,
+                problem="is too large" if outcome.too_large else "is damaged",
                 error=outcome.error,
                 moved_to=outcome.moved_to,
                 what="loaded the previous generation " + str(outcome.source)
@@ -189,26 +211,14 @@ class PeersFile:
             return
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
-        for problem in problems[:MAX_REPORTED_PROBLEMS]:
-            pool.events.emit(
-                EventKind.LOAD_RECORD_SKIPPED,
-                path=outcome.source,
-                section=problem.section,
-                index=problem.index,
-                problem=problem.problem,
-            )
+        self._report_skipped(outcome.source, problems)
+        for section, count in content.left_out.items():
             _log.warn(
-                "Peers file {path}: {section}[{index}] skipped: {problem}",
+                "Peers file {path}: {count} {section} beyond the table's limit (p2p.{key}) were not loaded",
                 path=outcome.source,
-                section=problem.section,
-                index=problem.index,
-                problem=problem.problem,
-            )
-        if len(problems) > MAX_REPORTED_PROBLEMS:
-            _log.warn(
-                "Peers file {path}: {count} more records skipped",
-                path=outcome.source,
-                count=len(problems) - MAX_REPORTED_PROBLEMS,
+                count=count,
+                section=section,
+                key=_LIMIT_KEYS[section],
             )
         pool.events.emit(
             EventKind.LOAD_PEERS,
@@ -221,6 +231,33 @@ class PeersFile:
             skipped=len(problems),
             duration=outcome.duration + time.perf_counter() - started,
         )
+
+    def _report_skipped(self, source: str | None, problems: list[RecordProblem]) -> None:
+        """
+        Report the records skipped at load: the first
+        L{MAX_REPORTED_PROBLEMS} one by one, the rest as a count.
+        """
+        for problem in problems[:MAX_REPORTED_PROBLEMS]:
+            self._pool.events.emit(
+                EventKind.LOAD_RECORD_SKIPPED,
+                path=source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
+            )
+            _log.warn(
+                "Peers file {path}: {section}[{index}] skipped: {problem}",
+                path=source,
+                section=problem.section,
+                index=problem.index,
+                problem=problem.problem,
+            )
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            _log.warn(
+                "Peers file {path}: {count} more records skipped",
+                path=source,
+                count=len(problems) - MAX_REPORTED_PROBLEMS,
+            )
 
     # -- saving --------------------------------------------------------------
 
@@ -296,6 +333,15 @@ class PeersFile:
             pool.events.emit(EventKind.SAVE_ERROR_PEERS, path=self.path, error=self.last_error)
             _log.error("Cannot save the peers file {path}: {error}", path=self.path, error=self.last_error)
             return
+        limit = pool.config.peers_file_size_limit
+        if limit is not None and size > limit:
+            _log.warn(
+                "The peers file {path} just written ({size} bytes) is larger than p2p.max_peers_file_size "
+                "({limit} bytes): the next start will move it aside unread; raise max_peers_file_size",
+                path=self.path,
+                size=size,
+                limit=limit,
+            )
         self.saves += 1
         self.last_save_duration = time.perf_counter() - started
         self.last_save_at = snapshot.saved_at

@@ -10,18 +10,18 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet.task import deferLater
 
-from p2pool.core.addressing import PeerId, Point
+from p2pool.core.addressing import Point
 from p2pool.core.directory import Directory
 from p2pool.core.states import PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
-from p2pool.pool.persistence.encoder import metadata_text
+from p2pool.pool.persistence.encoder import metadata_texts
 
 if TYPE_CHECKING:
     from p2pool.pool.contracts import PersistedPool
@@ -31,32 +31,70 @@ __all__ = ["Applied", "SNAPSHOT_SLICE", "apply_content", "snapshot_pool"]
 #: Records copied per reactor turn when taking a snapshot.
 SNAPSHOT_SLICE = 2000
 
+T = TypeVar("T")
+
 
 # ---------------------------------------------------------------------------
 # Saving
 
 
-def _peer_row(info: PeerInfo, encode: Callable[[Any], Any]) -> tuple[PeerRow, bool]:
-    ok = True
-    try:
-        text = metadata_text(encode(info.metadata))
-    except Exception:
-        text, ok = "null", False
-    events = info.events
-    return (
+class _TurnBudget:
+    """
+    The records a snapshot may still copy in this reactor turn.
+    """
+
+    def __init__(self, clock: Any, slice_size: int) -> None:
+        self._clock = clock
+        self._slice_size = slice_size
+        self.left = slice_size
+
+    async def next_turn(self) -> None:
+        await deferLater(self._clock, 0, lambda: None)
+        self.left = self._slice_size
+
+    async def take(self, wanted: int) -> int:
+        """
+        How many of C{wanted} records to copy now, after waiting for the
+        next turn if this one has no room left.
+        """
+        if self.left <= 0:
+            await self.next_turn()
+        count = min(wanted, self.left)
+        self.left -= count
+        return count
+
+
+_NOT_ENCODED = object()
+
+
+def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[list[PeerRow], int]:
+    """
+    The rows of C{infos}, their metadata encoded by the application and
+    turned into JSON text; and how many peers' metadata could not be
+    (their rows have C{null}).
+    """
+    values = []
+    for info in infos:
+        try:
+            values.append(encode(info.metadata))
+        except Exception:
+            values.append(_NOT_ENCODED)
+    texts = metadata_texts(values)
+    rows = [
         (
             info.peer_id,
             info.created,
             TrustSource.API in info.trust,
-            text,
+            text or "null",
             info.last_failed_connection,
             info.last_rejected_connection,
             info.last_established_connection,
             info.last_disconnection,
-            tuple(events) if events else (),
-        ),
-        ok,
-    )
+            tuple(info.events),
+        )
+        for info, text in zip(infos, texts)
+    ]
+    return rows, texts.count(None)
 
 
 def _point_row(info: PointInfo) -> PointRow:
@@ -91,31 +129,25 @@ async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPS
     blacklist = pool.acl.peer_blacklist
     banned_peers = blacklist.own_listing()
     by_ip = [(addr, peer_id) for addr, ids in blacklist.by_addr().items() for peer_id in ids]
+    budget = _TurnBudget(clock, slice_size)
     peers: list[PeerRow] = []
-    points: list[PointRow] = []
     errors = 0
-    budget = slice_size
-    for info in peer_infos:
-        if budget <= 0:
-            await deferLater(clock, 0, lambda: None)
-            budget = slice_size
-        budget -= 1
-        row, ok = _peer_row(info, encode)
-        peers.append(row)
-        if not ok:
-            errors += 1
+    done = 0
+    while done < len(peer_infos):
+        count = await budget.take(len(peer_infos) - done)
+        rows, failed = _peer_rows(peer_infos[done : done + count], encode)
+        peers.extend(rows)
+        errors += failed
+        done += count
     # Copying a large table takes milliseconds: when the points do not
     # fit in what is left of this turn, copy them in the next one.
-    if directory.point_count() > budget:
-        await deferLater(clock, 0, lambda: None)
-        budget = slice_size
+    if directory.point_count() > budget.left:
+        await budget.next_turn()
     point_infos = list(directory.points())
-    for point_info in point_infos:
-        if budget <= 0:
-            await deferLater(clock, 0, lambda: None)
-            budget = slice_size
-        budget -= 1
-        points.append(_point_row(point_info))
+    points: list[PointRow] = []
+    while len(points) < len(point_infos):
+        count = await budget.take(len(point_infos) - len(points))
+        points.extend([_point_row(info) for info in point_infos[len(points) : len(points) + count]])
     return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors, by_ip)
 
 
@@ -140,6 +172,23 @@ class Applied:
     established: list[Point]
 
 
+def _first_of_each(
+    infos: list[T], key: Callable[[T], Hashable], section: str, what: str, problems: list[RecordProblem]
+) -> Iterator[tuple[int, T]]:
+    """
+    The records of C{infos} (with their index) whose key no earlier one
+    has; a repeat is skipped and reported in C{problems}.
+    """
+    seen: set[Hashable] = set()
+    for index, info in enumerate(infos):
+        value = key(info)
+        if value in seen:
+            problems.append(RecordProblem(section, index, f"duplicate {what} {value}"))
+            continue
+        seen.add(value)
+        yield index, info
+
+
 def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
     """
     Add the loaded peers the pool does not know, their metadata decoded by
@@ -147,15 +196,9 @@ def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, prob
     """
     meta = pool.metadata_config
     directory = pool.directory
-    seen: set[PeerId] = set()
     added = 0
-    for index, info in enumerate(content.peers):
-        peer_id = info.peer_id
-        if peer_id in seen:
-            problems.append(RecordProblem("peers", index, f"duplicate peer_id {peer_id}"))
-            continue
-        seen.add(peer_id)
-        if peer_id == own_id or directory.knows_peer(peer_id):
+    for index, info in _first_of_each(content.peers, lambda i: i.peer_id, "peers", "peer_id", problems):
+        if info.peer_id == own_id or directory.knows_peer(info.peer_id):
             continue
         encoded = info.metadata
         if encoded is NO_METADATA:
@@ -176,16 +219,11 @@ def _add_points(directory: Directory, content: PeersFileContent, problems: list[
     Add the loaded points the pool does not know and that are not its
     own; the points added.
     """
-    seen: set[Point] = set()
-    fresh: list[PointInfo] = []
-    for index, info in enumerate(content.points):
-        point = info.point
-        if point in seen:
-            problems.append(RecordProblem("points", index, f"duplicate point {point}"))
-            continue
-        seen.add(point)
-        if not directory.knows_point(point) and not directory.is_own_point(point):
-            fresh.append(info)
+    fresh = [
+        info
+        for _, info in _first_of_each(content.points, lambda i: i.point, "points", "point", problems)
+        if not directory.knows_point(info.point) and not directory.is_own_point(info.point)
+    ]
     # The table keeps its points ordered by last_seen and appends in O(1)
     # when times come in order: add them oldest first.
     fresh.sort(key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))

@@ -6,7 +6,8 @@ C{peers.json.bak}.
 A save writes C{peers.json.tmp}, fsyncs it, makes the current file the
 C{.bak} and renames the new one over it (L{write_atomically}). A load
 (L{read_peers_file}) moves a damaged file aside as
-C{peers.json.corrupt-<UTC time>} and falls back on the C{.bak}; it leaves a
+C{peers.json.corrupt-<UTC time>} (one over the size limit, unread, as
+C{peers.json.too-large-<UTC time>}) and falls back on the C{.bak}; it leaves a
 refused file (a newer format, another network) exactly as it is.
 
 Everything here is blocking: meant for a thread.
@@ -19,7 +20,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO
 
 import attrs
@@ -33,7 +34,9 @@ from p2pool.pool.persistence.encoder import write_document
 __all__ = [
     "BACKUP_SUFFIX",
     "CORRUPT_INFIX",
+    "FileTooLarge",
     "LoadOutcome",
+    "TOO_LARGE_INFIX",
     "TEMPORARY_SUFFIX",
     "file_fingerprint",
     "read_peers_file",
@@ -44,6 +47,7 @@ __all__ = [
 BACKUP_SUFFIX = ".bak"
 TEMPORARY_SUFFIX = ".tmp"
 CORRUPT_INFIX = ".corrupt-"
+TOO_LARGE_INFIX = ".too-large-"
 
 _log = Logger()
 
@@ -164,6 +168,7 @@ class LoadOutcome:
     @ivar refused: C{"format"} or C{"network"} for a refused file.
     @ivar fingerprint: C{(inode, size, mtime_ns)} of a refused file, to
         notice when an operator has moved or replaced it.
+    @ivar too_large: the file was over the size limit, and not read.
     @ivar duration: seconds spent reading and decoding.
     """
 
@@ -175,6 +180,7 @@ class LoadOutcome:
     refused: str | None = None
     fingerprint: tuple[int, int, int] | None = None
     duration: float = 0.0
+    too_large: bool = False
 
 
 def file_fingerprint(path: str) -> tuple[int, int, int] | None:
@@ -188,26 +194,52 @@ def file_fingerprint(path: str) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _aside_name(path: str, now: float) -> str:
+def _aside_name(path: str, now: float, infix: str = CORRUPT_INFIX) -> str:
     """
     A free name to move the damaged C{path} to:
-    C{path.corrupt-<UTC time with microseconds>}, with C{-2}, C{-3} … when
-    taken.
+    C{path.corrupt-<UTC time with microseconds>} (or another C{infix}),
+    with C{-2}, C{-3} … when taken.
     """
     stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    candidate = f"{path}{CORRUPT_INFIX}{stamp}"
+    candidate = f"{path}{infix}{stamp}"
     n = 1
     while os.path.lexists(candidate):
         n += 1
-        candidate = f"{path}{CORRUPT_INFIX}{stamp}-{n}"
+        candidate = f"{path}{infix}{stamp}-{n}"
     return candidate
 
 
-def _read(path: str) -> bytes:
+class FileTooLarge(Exception):
+    """
+    A peers file larger than the size limit: it is not read.
+    """
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(
+            f"{path} is larger than p2p.max_peers_file_size ({limit} bytes); it was not read "
+            "(raise max_peers_file_size to load it)"
+        )
+
+
+def _read(path: str, max_size: int | None = None) -> bytes:
+    """
+    The bytes of the file at C{path}, at most C{max_size} of them.
+
+    @raise FileTooLarge: the file holds more than C{max_size} bytes (it
+        may grow while it is read: at most C{max_size + 1} are read).
+    @raise OSError: it cannot be read, or is not a regular file.
+    """
     # A FIFO, a device or a directory in the file's place is refused at
     # once (an OSError: moved aside like any damaged file), never waited on.
     with open_regular_file(path) as f:
-        return f.read()
+        if max_size is None:
+            return f.read()
+        if os.fstat(f.fileno()).st_size > max_size:
+            raise FileTooLarge(path, max_size)
+        data = f.read(max_size + 1)
+    if len(data) > max_size:
+        raise FileTooLarge(path, max_size)
+    return data
 
 
 def _remove_quietly_logged(path: str) -> None:
@@ -219,7 +251,13 @@ def _remove_quietly_logged(path: str) -> None:
         _log.warn("cannot remove the leftover {path}: {error}", path=path, error=str(e))
 
 
-def read_peers_file(path: str, network: str, now: float | None = None) -> LoadOutcome:
+def read_peers_file(
+    path: str,
+    network: str,
+    now: float | None = None,
+    max_size: int | None = None,
+    limits: Mapping[str, int] | None = None,
+) -> LoadOutcome:
     """
     Read the peers file at C{path} for C{network}.
 
@@ -231,9 +269,12 @@ def read_peers_file(path: str, network: str, now: float | None = None) -> LoadOu
         usable (status C{recovered}, and it is copied back to C{path} so
         that a crash before the next save does not lose it), else status
         C{damaged}.
+      - Larger than C{max_size} bytes: not read; renamed
+        C{path.too-large-<UTC time>} and handled as a damaged file.
 
-    A temporary file left by a crash during a save is removed. Never
-    raises for a problem with the files.
+    With C{limits} (records by section), records beyond them are not built
+    (see L{decode_document}). A temporary file left by a crash during a
+    save is removed. Never raises for a problem with the files.
     """
     started = time.perf_counter()
     now = time.time() if now is None else now
@@ -241,15 +282,18 @@ def read_peers_file(path: str, network: str, now: float | None = None) -> LoadOu
     _remove_quietly_logged(path + BACKUP_SUFFIX + TEMPORARY_SUFFIX)
     data: bytes | None = None
     read_error: str | None = None
+    infix = CORRUPT_INFIX
     try:
-        data = _read(path)
+        data = _read(path, max_size)
     except (FileNotFoundError, NotADirectoryError):
         return LoadOutcome("missing", duration=time.perf_counter() - started)
     except OSError as e:
         read_error = f"cannot be read: {e.strerror or e}"
+    except FileTooLarge as e:
+        read_error, infix = str(e), TOO_LARGE_INFIX
     if data is not None:
         try:
-            content = decode_document(data, network)
+            content = decode_document(data, network, limits)
         except IncompatibleFile as e:
             return LoadOutcome(
                 "refused",
@@ -263,17 +307,27 @@ def read_peers_file(path: str, network: str, now: float | None = None) -> LoadOu
             read_error = str(e)
         else:
             return LoadOutcome("loaded", content, source=path, duration=time.perf_counter() - started)
-    outcome = _recover(path, network, now, read_error)
-    return attrs.evolve(outcome, duration=time.perf_counter() - started)
+    del data
+    outcome = _recover(path, network, now, read_error, infix, max_size, limits)
+    return attrs.evolve(outcome, duration=time.perf_counter() - started, too_large=infix == TOO_LARGE_INFIX)
 
 
-def _recover(path: str, network: str, now: float, read_error: str | None) -> LoadOutcome:
+def _recover(
+    path: str,
+    network: str,
+    now: float,
+    read_error: str | None,
+    infix: str,
+    max_size: int | None,
+    limits: Mapping[str, int] | None,
+) -> LoadOutcome:
     """
-    Move the damaged file at C{path} aside and load C{path.bak} in its
-    place when it is usable (copying it back to C{path}): status
-    C{recovered}, else C{damaged}.
+    Move the damaged (or too large) file at C{path} aside as
+    C{path<infix><UTC time>} and load C{path.bak} in its place when it is
+    usable (copying it back to C{path}): status C{recovered}, else
+    C{damaged}.
     """
-    moved_to: str | None = _aside_name(path, now)
+    moved_to: str | None = _aside_name(path, now, infix)
     try:
         os.replace(path, moved_to)  # type: ignore[arg-type]
         _sync_directory(os.path.dirname(path) or ".")
@@ -282,14 +336,17 @@ def _recover(path: str, network: str, now: float, read_error: str | None) -> Loa
         moved_to = None
     backup = path + BACKUP_SUFFIX
     try:
-        backup_data = _read(backup)
+        backup_data = _read(backup, max_size)
     except FileNotFoundError:
         return LoadOutcome("damaged", source=path, error=read_error, moved_to=moved_to)
     except OSError as e:
         error = f"{read_error}; {backup} cannot be read either: {e.strerror or e}"
         return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+    except FileTooLarge:
+        error = f"{read_error}; {backup} is too large as well (left as it is)"
+        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
     try:
-        content = decode_document(backup_data, network)
+        content = decode_document(backup_data, network, limits)
     except (PeersFileError, IncompatibleFile) as e:
         error = f"{read_error}; {backup} is not usable either: {e}"
         return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
