@@ -29,11 +29,16 @@ import time
 # generic helpers
 
 
-def check_loopback(host: str) -> str:
-    """Refuse any address outside 127.0.0.0/24 (the bench only uses 127.0.0.x)."""
+def check_loopback(host: str, network: str = "127.0.0.0/24") -> str:
+    """Refuse any address outside ``network`` (default 127.0.0.0/24: most
+    benches only use 127.0.0.x; ``bench/many_peers.py`` spreads its peers
+    over 127.0.0.0/8)."""
     addr = ipaddress.ip_address(host)
-    if not (isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("127.0.0.0/24")):
-        raise SystemExit(f"refusing address {host!r}: only 127.0.0.x is allowed")
+    allowed = ipaddress.ip_network(network)
+    if not allowed.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
+        raise ValueError(f"{network} is not inside loopback 127.0.0.0/8")
+    if not (isinstance(addr, ipaddress.IPv4Address) and addr in allowed):
+        raise SystemExit(f"refusing address {host!r}: only {network} is allowed")
     return host
 
 
@@ -372,18 +377,20 @@ def _child_protocol_class():
     return Child
 
 
-def spawn_child(reactor, script: str, args: list[str], name: str):
+def spawn_child(reactor, script: str, args: list[str], name: str, prefix: list[str] | None = None):
     """
     Start ``python script args`` as a child (same interpreter, same
     environment); returns the Child protocol.  Wait for its first line with
-    ``child.next()``.
+    ``child.next()``.  ``prefix`` runs it through a command
+    (``["ip", "netns", "exec", "ns1"]``).
     """
     Child = _child_protocol_class()
     child = Child(reactor, name)
+    argv = [*(prefix or []), sys.executable, script, *args]
     reactor.spawnProcess(
         child,
-        sys.executable,
-        [sys.executable, script, *args],
+        argv[0],
+        argv,
         env=dict(os.environ),
         childFDs={0: "w", 1: "r", 2: 2},
     )
