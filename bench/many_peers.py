@@ -51,6 +51,7 @@ Prints progress on stderr and one JSON object on stdout (targets with
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import os
@@ -152,6 +153,9 @@ class StallMonitor:
 
         self.late: list[float] = []
         self.busy: list[float] = []
+        self.gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
         self._last = time.monotonic()
         self._cpu = time.process_time()
         self._call = LoopingCall(self._tick)
@@ -164,8 +168,15 @@ class StallMonitor:
         self.busy.append((cpu - self._cpu) * 1000)
         self._last, self._cpu = now, cpu
 
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_pauses[info["generation"]].append((time.perf_counter() - self._gc_start) * 1000)
+
     def reset(self) -> None:
         self.late, self.busy = [], []
+        self.gc_pauses = {0: [], 1: [], 2: []}
 
     def report(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, Any]:
@@ -175,7 +186,13 @@ class StallMonitor:
                 "over_50ms": sum(1 for v in values if v > STALL_LIMIT_MS),
             }
 
-        return {"ticks": len(self.late), "lateness": stats(self.late), "busy": stats(self.busy)}
+        return {
+            "ticks": len(self.late),
+            "lateness": stats(self.late),
+            "busy": stats(self.busy),
+            "gc_pause_max_ms": {g: round(max(v), 1) if v else None for g, v in self.gc_pauses.items()},
+            "gc_collections": {g: len(v) for g, v in self.gc_pauses.items()},
+        }
 
 
 def node_config(args: argparse.Namespace, data_dir: str) -> Any:
@@ -194,6 +211,10 @@ def node_config(args: argparse.Namespace, data_dir: str) -> Any:
         max_incoming_connections_per_netgroup=per_group + 8,
         max_known_points=(2 * args.peers, int(1.5 * args.peers)),
         max_known_peer_ids=(2 * args.peers, int(1.5 * args.peers)),
+        # Generous handshake bounds: a loaded 2-core machine stalls the
+        # node for seconds while thousands of handshakes arrive at once.
+        authentication_timeout=30.0,
+        connection_timeout=30.0,
         maintenance_idle_time=2.0,
         checkpoint_interval=3.0,
         keepalive_interval=10.0,
@@ -212,6 +233,17 @@ def node_main(args: argparse.Namespace) -> None:
     service = make_node_service(node_config(args, data_dir), reactor=reactor)
     pool = service.pool
     monitor = StallMonitor(reactor)
+    closes: collections.Counter[str] = collections.Counter()
+
+    def on_event(event: Any) -> None:
+        if event.event in ("disconnection", "external_disconnection"):
+            closes[f"{event.event}:{event.fields.get('reason')}"] += 1
+        elif event.event == "authentication_failed":
+            closes[f"authentication_failed:{event.fields.get('error')}"] += 1
+        elif event.event in ("incoming_connection_too_many", "incoming_connection_netgroup_full"):
+            closes[str(event.event.value)] += 1
+
+    pool.events.callbacks.append(on_event)
 
     def ready(_: object) -> None:
         assert service.admin is not None
@@ -249,7 +281,14 @@ def node_main(args: argparse.Namespace) -> None:
             monitor.reset()
             emit({"ok": True})
         elif cmd == "stall_report":
-            emit({"stalls": monitor.report(), "conns": pool.active_connections(), "rss_kib": vmrss_kib()})
+            emit(
+                {
+                    "stalls": monitor.report(),
+                    "conns": pool.active_connections(),
+                    "rss_kib": vmrss_kib(),
+                    "closes_and_refusals": dict(closes),
+                }
+            )
         elif cmd == "maintain":
             timed(pool.maintain(), "maintain_s")
         elif cmd == "checkpoint":
@@ -298,7 +337,9 @@ def raw_server_main(args: argparse.Namespace) -> None:
 
     factory = Factory.forProtocol(Idle)
     factory.noisy = False
-    port = reactor.listenSSL(0, factory, tls_options(CertDir(path=args.certdir), "server", "client"), backlog=1024, interface=NODE_IP)
+    port = reactor.listenSSL(
+        0, factory, tls_options(CertDir(path=args.certdir), "server", "client"), backlog=1024, interface=NODE_IP
+    )
 
     def handle(words: list[str]) -> None:
         if words[0] == "wait_conns":
@@ -332,6 +373,8 @@ def client_config(ip: str, data_dir: str) -> Any:
         data_dir=data_dir,
         peers_file=os.path.join(data_dir, f"peers-{ip}.json"),
         expected_proof_of_work=0,
+        connection_timeout=60.0,
+        authentication_timeout=60.0,
         min_connections=0,
         expected_connections=1,
         max_connections=4,
@@ -587,6 +630,17 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def held_connections(opened: dict[str, Any], first: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
+    """The dials, the connections the server holds, and its RSS per connection."""
+    return {
+        "open": opened,
+        "conns": held["conns"],
+        "rss_before_kib": first["rss_kib"],
+        "rss_after_kib": held["rss_kib"],
+        "kib_per_connection": (held["rss_kib"] - first["rss_kib"]) / max(1, held["conns"]),
+    }
+
+
 def run(args: argparse.Namespace) -> Any:
     from twisted.internet import defer, reactor, threads
 
@@ -655,13 +709,7 @@ def run(args: argparse.Namespace) -> Any:
         log(f"[many_peers] raw TLS: opening {args.peers} idle connections")
         opened = merge_open((yield all_(f"open_raw {first['port']} {args.concurrency}", 600 + per)))
         held = yield raw.ask(f"wait_conns {args.peers} 60", 90)
-        out["raw_tls"] = {
-            "open": opened,
-            "conns": held["conns"],
-            "rss_before_kib": first["rss_kib"],
-            "rss_after_kib": held["rss_kib"],
-            "kib_per_connection": (held["rss_kib"] - first["rss_kib"]) / max(1, held["conns"]),
-        }
+        out["raw_tls"] = held_connections(opened, first, held)
         log(f"[many_peers] raw TLS: {out['raw_tls']}")
         yield all_("close_raw", 60)
         yield raw.quit()
@@ -679,12 +727,9 @@ def run(args: argparse.Namespace) -> Any:
         held = yield node.ask(f"wait_conns {args.peers} 60", 120)
         ramp = yield node.ask("stall_report", 30)
         out["p2pool"] = {
-            "open": opened,
-            "conns": held["conns"],
-            "rss_before_kib": first["rss_kib"],
-            "rss_after_kib": held["rss_kib"],
-            "kib_per_connection": (held["rss_kib"] - first["rss_kib"]) / max(1, held["conns"]),
+            **held_connections(opened, first, held),
             "stalls_while_connecting": ramp["stalls"],
+            "closes_and_refusals": ramp["closes_and_refusals"],
         }
         log(f"[many_peers] p2pool: {out['p2pool']}")
 
@@ -720,9 +765,7 @@ def run(args: argparse.Namespace) -> Any:
         log(f"[many_peers] admin: {out['admin']}")
 
         # -- broadcast
-        yield defer.gatherResults(
-            [d.ask(f"arm {shares[k]} 120", 30) for k, d in enumerate(dialers)]
-        )
+        yield defer.gatherResults([d.ask(f"arm {shares[k]} 120", 30) for k, d in enumerate(dialers)])
         waits = [d.next(150) for d in dialers]
         sent = yield node.ask("broadcast", 60)
         got = yield defer.gatherResults(waits)
@@ -792,7 +835,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="200 peers, short windows (<= 20 s)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the node process to FILE")
     parser.add_argument("--lifetime", type=float, default=3600.0, help=argparse.SUPPRESS)
-    parser.add_argument("--role", default="main", choices=("main", "node", "raw_server", "dialer"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", default="main", choices=("main", "node", "raw_server", "dialer"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--certdir", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)

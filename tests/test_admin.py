@@ -27,9 +27,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
 import p2pool.daemon.tap as tap
-from p2pool.admin import AdminListenError, AdminService
+from p2pool.admin import AdminListenError, AdminService, resources
 from p2pool.admin import feed as feed_module
-from p2pool.admin import resources
 from p2pool.admin.json_shapes import point_info_json, rfc3339
 from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping

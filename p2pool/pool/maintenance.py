@@ -293,12 +293,12 @@ class Maintenance:
         results = await DeferredList([dial(info.point) for info in candidates], consumeErrors=True)
         return sum(1 for ok, value in results if ok and value)
 
-    async def _pause(self) -> bool:
+    async def _pause(self, seconds: float = 0.0) -> bool:
         """
-        Let the reactor run other work for a moment; whether maintenance
-        still runs afterwards.
+        Wait C{seconds} (at least one turn of the reactor, letting it run
+        other work); whether maintenance still runs afterwards.
         """
-        delay = deferLater(self._clock, 0, lambda: None)
+        delay = deferLater(self._clock, seconds, lambda: None)
         self._delays.add(delay)
         try:
             await delay
@@ -309,15 +309,7 @@ class Maintenance:
         return not self._stopped
 
     async def _dial_one(self, point: Point) -> bool:
-        delay = deferLater(self._clock, self._rng.uniform(0, DIAL_SPREAD), lambda: None)
-        self._delays.add(delay)
-        try:
-            await delay
-        except CancelledError:
-            return False
-        finally:
-            self._delays.discard(delay)
-        if self._stopped:
+        if not await self._pause(self._rng.uniform(0, DIAL_SPREAD)):
             return False
         try:
             await self._pool.connect(point)
