@@ -22,7 +22,8 @@ keepalive on. Reported:
 - a partition: half the nodes are moved to a second bridge; the seconds
   until no connection crosses the cut (keepalive closes them), then, after
   the halves have settled, the bridge is healed and the seconds until the
-  graph is connected again (or that it was not within the deadline).
+  graph is connected again (or that it was not within the deadline), and
+  how many connections cross the former cut once settled again.
 
     sudo PYTHONPATH=. /work/venv/bin/python bench/netns_cluster.py            # 30 nodes
     sudo PYTHONPATH=. /work/venv/bin/python bench/netns_cluster.py --quick    # 6 nodes, <= 20 s
@@ -279,7 +280,7 @@ def run(args: argparse.Namespace, net: Network) -> int:
 
     @defer.inlineCallbacks
     def snapshot() -> Any:
-        states = yield defer.gatherResults([n.ask("state", 30) for n in nodes])
+        states = yield defer.gatherResults([n.ask("state", 60) for n in nodes], consumeErrors=True)
         return Snapshot(states)
 
     @defer.inlineCallbacks
@@ -301,8 +302,8 @@ def run(args: argparse.Namespace, net: Network) -> int:
             prefix = [ip_path, "netns", "exec", namespace(i)]
             nodes.append(spawn_child(reactor, me, ["--role", "node", "--index", str(i), *common], f"n{i}", prefix))
             if i == 0:
-                yield nodes[0].next(60)
-        yield defer.gatherResults([n.next(60) for n in nodes[1:]])
+                yield nodes[0].next(args.start_timeout)
+        yield defer.gatherResults([n.next(args.start_timeout) for n in nodes[1:]], consumeErrors=True)
         out["started_s"] = round(time.monotonic() - start, 2)
         seconds, snap, met = yield wait_until(lambda s: s.converged(args.min), args.deadline)
         out["convergence"] = {
@@ -333,6 +334,9 @@ def run(args: argparse.Namespace, net: Network) -> int:
             "crossing_edges": snap.crossing(half),
             "graph": snap.summary(),
         }
+        yield sleep(args.settle)
+        after = yield snapshot()
+        out["recovery"]["settled"] = {"crossing_edges": after.crossing(half), "graph": after.summary()}
         log(f"[netns] recovery: {out['recovery']}")
         out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -367,6 +371,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=120.0, help="bound of convergence and of the cut")
     parser.add_argument("--heal-deadline", type=float, default=180.0, help="bound of the recovery")
     parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--start-timeout", type=float, default=300.0, help="bound of each node's start (seconds)")
     parser.add_argument("--quick", action="store_true", help="6 nodes, short phases (<= 20 s)")
     parser.add_argument("--lifetime", type=float, default=1800.0, help=argparse.SUPPRESS)
     parser.add_argument("--role", default="main", choices=("main", "node"), help=argparse.SUPPRESS)
