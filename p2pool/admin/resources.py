@@ -71,7 +71,7 @@ DISCONNECT_WAIT = 10.0
 #: Entries a listing (C{GET /network/connections}, C{/points}, C{/peers})
 #: renders and encodes before it lets the reactor run other work: a node
 #: with thousands of peers answers without stalling its connections.
-LISTING_CHUNK = 256
+LISTING_CHUNK = 64
 #: How a client gives the admin token, for 401 replies.
 HOW_TO_GIVE_THE_TOKEN = (
     "p2pool --token TOKEN (or $P2POOL_ADMIN_TOKEN), an 'Authorization: Bearer TOKEN' header, "
