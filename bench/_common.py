@@ -29,14 +29,18 @@ import time
 # generic helpers
 
 
-def check_loopback(host: str) -> str:
+def check_loopback(host: str, network: str = "127.0.0.0/8") -> str:
     """
-    Refuse any address outside loopback 127.0.0.0/8 (the benches use
-    127.0.0.x, and 127.x.0.0/16 where distinct network groups are needed).
+    Refuse any address outside C{network}, which must lie inside loopback
+    127.0.0.0/8 (the benches use 127.0.0.x, and 127.x.0.0/16 where distinct
+    network groups are needed).
     """
     addr = ipaddress.ip_address(host)
-    if not (isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("127.0.0.0/8")):
-        raise SystemExit(f"refusing address {host!r}: only loopback 127.0.0.0/8 is allowed")
+    allowed = ipaddress.ip_network(network)
+    if not allowed.subnet_of(ipaddress.ip_network("127.0.0.0/8")):
+        raise ValueError(f"{network} is not inside loopback 127.0.0.0/8")
+    if not (isinstance(addr, ipaddress.IPv4Address) and addr in allowed):
+        raise SystemExit(f"refusing address {host!r}: only {network} is allowed")
     return host
 
 
@@ -375,18 +379,20 @@ def _child_protocol_class():
     return Child
 
 
-def spawn_child(reactor, script: str, args: list[str], name: str):
+def spawn_child(reactor, script: str, args: list[str], name: str, prefix: list[str] | None = None):
     """
     Start ``python script args`` as a child (same interpreter, same
     environment); returns the Child protocol.  Wait for its first line with
-    ``child.next()``.
+    ``child.next()``.  ``prefix`` runs it through a command
+    (``["ip", "netns", "exec", "ns1"]``).
     """
     Child = _child_protocol_class()
     child = Child(reactor, name)
+    argv = [*(prefix or []), sys.executable, script, *args]
     reactor.spawnProcess(
         child,
-        sys.executable,
-        [sys.executable, script, *args],
+        argv[0],
+        argv,
         env=dict(os.environ),
         childFDs={0: "w", 1: "r", 2: 2},
     )

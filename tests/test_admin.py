@@ -27,9 +27,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pool
 import p2pool.daemon.tap as tap
-from p2pool.admin import AdminListenError, AdminService
+from p2pool.admin import AdminListenError, AdminService, resources
 from p2pool.admin import feed as feed_module
-from p2pool.admin.json_shapes import rfc3339
+from p2pool.admin.json_shapes import point_info_json, rfc3339
 from p2pool.admin.resources import MAX_BODY_SIZE
 from p2pool.config import AdminConfig, ConfigError, PoolConfig, config_from_mapping
 from p2pool.core.addressing import PeerId, Point
@@ -110,6 +110,25 @@ class ShapeTests(SynchronousTestCase):
         self.assertEqual(conn["remote_metadata"], {"private_node": False, "data": ""})
         self.assertRegex(conn["established_at"], RFC3339)
         self.assertEqual(self.h.get(f"/network/connections/{self.h.b.peer_id}"), conn)
+
+    def test_long_listing_in_chunks(self) -> None:
+        """
+        A listing longer than L{LISTING_CHUNK} is rendered a chunk at a
+        time, letting the reactor run in between, and gives the same JSON
+        as the whole list at once.
+        """
+        self.patch(resources, "LISTING_CHUNK", 2)
+        for i in range(5):
+            self.h.a.register_point(Point(f"198.51.100.{i + 1}", 9732))
+        expected = [[str(info.point), point_info_json(info)] for info in self.h.a.points]
+        d = self.h.start_request("GET", "/network/points")
+        done: list[Any] = []
+        d.addBoth(done.append)
+        self.h.stub.flush()
+        self.assertEqual(done, [], "the reply waits for the reactor between chunks")
+        result = self.h.request("GET", "/network/points")
+        self.assertEqual(result.body, json.dumps(expected, separators=(",", ":")).encode() + b"\n")
+        self.assertEqual(len(result.json()), 5)
 
     def test_points(self) -> None:
         self.h.connect()

@@ -39,6 +39,8 @@ class _Conn:
     peer_id: PeerId
     point: Point | None
     private: bool = False
+    incoming: bool = False
+    remote_ip: str = "192.0.2.1"
 
 
 def _directory(**config: object) -> Directory:
@@ -169,6 +171,32 @@ class ConnectionTests(SynchronousTestCase):
         directory.connection_removed(second)  # type: ignore[arg-type]
         self.assertEqual(dict(directory.connections), {})
         self.assertRaises(TypeError, operator.setitem, directory.connections, _peer(2), second)
+
+    def test_incoming_by_netgroup(self) -> None:
+        """
+        The count of running incoming connections per network group
+        follows additions, replacements and removals; outgoing ones and a
+        stale removal do not count.
+        """
+        directory = _directory()
+        a = _Conn(_peer(1), None, incoming=True, remote_ip="198.51.1.1")
+        b = _Conn(_peer(2), None, incoming=True, remote_ip="198.51.2.2")
+        out = _Conn(_peer(3), _point(3), remote_ip="198.51.3.3")
+        other = _Conn(_peer(4), None, incoming=True, remote_ip="203.0.113.4")
+        for conn in (a, b, out, other):
+            directory.connection_added(conn)  # type: ignore[arg-type]
+        directory.connection_added(a)  # type: ignore[arg-type]
+        self.assertEqual(directory.incoming_in_netgroup("198.51.0.0/16"), 2)
+        self.assertEqual(directory.incoming_in_netgroup("203.0.0.0/16"), 1)
+        replacement = _Conn(_peer(1), None, incoming=False, remote_ip="198.51.1.1")
+        directory.connection_added(replacement)  # type: ignore[arg-type]
+        self.assertEqual(directory.incoming_in_netgroup("198.51.0.0/16"), 1, "replaced by an outgoing one")
+        directory.connection_removed(a)  # type: ignore[arg-type]
+        self.assertEqual(directory.incoming_in_netgroup("198.51.0.0/16"), 1, "a replaced connection counts no more")
+        for conn in (b, out, other, replacement):
+            directory.connection_removed(conn)  # type: ignore[arg-type]
+        self.assertEqual(directory.incoming_in_netgroup("198.51.0.0/16"), 0)
+        self.assertEqual(directory.incoming_in_netgroup("203.0.0.0/16"), 0)
 
     def test_connection_at_running_point(self) -> None:
         directory = _directory()

@@ -16,6 +16,7 @@ from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.states import PointState
 from p2pool.errors import MaintenanceDisabled
 from p2pool.events import EventKind
+from p2pool.pool import maintenance as maintenance_module
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
 
@@ -314,6 +315,24 @@ class DiscoveryTests(_NetworkTestCase):
         info = private.points.info(self.point(1))
         assert info is not None
         self.assertEqual(info.state, PointState.DISCONNECTED)
+
+
+class BootstrapTests(_NetworkTestCase):
+    def test_bootstrap_to_every_peer_in_chunks(self) -> None:
+        """
+        With too few connections and no point left to dial, every connected
+        peer is asked for points, L{BOOTSTRAP_CHUNK} at a time with the
+        reactor free in between: all of them, each once.
+        """
+        self.patch(maintenance_module, "BOOTSTRAP_CHUNK", 1)
+        peers = [self.add(i, maintenance_idle_time=None) for i in range(1, 4)]
+        node = self.add(0, min_connections=6, expected_connections=8, max_connections=12, maintenance_idle_time=36000.0)
+        for i in range(1, 4):
+            self.connect(node, i)
+        mark = self.network.seconds()
+        self.run_until(lambda: len([t for t, _ in self.events(0, EventKind.BOOTSTRAP_SENT) if t >= mark]) >= 3)
+        asked = [f["peer_id"] for t, f in self.events(0, EventKind.BOOTSTRAP_SENT) if t >= mark][:3]
+        self.assertEqual(sorted(asked), sorted(str(p.peer_id) for p in peers))
 
 
 class EclipseTests(_NetworkTestCase):

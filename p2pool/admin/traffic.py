@@ -199,17 +199,23 @@ class TrafficSampler:
             self.inflow = _rate(received - self._last_received, elapsed)
         self._last_time, self._last_sent, self._last_received = now, sent, received
         self.history.observe(now, sent, received)
+        # Each sample is updated in place: no new object per connection per
+        # second, which with thousands of connections would keep the garbage
+        # collector's full passes coming.
         samples: dict[PeerId, _ConnectionSample] = {}
         for conn in self._pool.connections:
-            previous = self._connections.get(conn.peer_id)
-            if previous is None or previous.conn is not conn:
+            sample = self._connections.get(conn.peer_id)
+            if sample is None or sample.conn is not conn:
                 samples[conn.peer_id] = _ConnectionSample(conn)
                 continue
-            current = _ConnectionSample(conn)
+            sent, received = conn.bytes_sent, conn.bytes_received
             if elapsed > 0:
-                current.outflow = _rate(current.sent - previous.sent, elapsed)
-                current.inflow = _rate(current.received - previous.received, elapsed)
-            samples[conn.peer_id] = current
+                sample.outflow = _rate(sent - sample.sent, elapsed)
+                sample.inflow = _rate(received - sample.received, elapsed)
+            else:
+                sample.outflow = sample.inflow = 0
+            sample.sent, sample.received = sent, received
+            samples[conn.peer_id] = sample
         self._connections = samples
 
     def stat(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from p2pool.config import PoolConfig, ReconnectionConfig
-from p2pool.core.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point, netgroup
 from p2pool.core.states import PeerInfo, PointInfo, PointState, TrustSource, changed_trust
 from p2pool.core.tables import PeerTable, PointTable
 from p2pool.transport.connection import Connection
@@ -63,6 +63,9 @@ class Directory:
         self.point: Callable[[Point], PointInfo | None] = points.get
         self.peer: Callable[[PeerId], PeerInfo | None] = peers.get
         self.connection: Callable[[PeerId], Connection | None] = self._connections.get
+        #: Running incoming connections by network group (kept by
+        #: connection_added / connection_removed).
+        self._incoming_by_netgroup: collections.Counter[str] = collections.Counter()
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
 
@@ -344,8 +347,14 @@ class Directory:
 
     def connection_added(self, conn: Connection) -> None:
         """
-        C{conn} runs: it is the connection to its peer.
+        C{conn} runs: it is the connection to its peer (in place of any
+        other).
         """
+        replaced = self._connections.get(conn.peer_id)
+        if replaced is not None and replaced is not conn:
+            self._count_incoming(replaced, -1)
+        if replaced is not conn:
+            self._count_incoming(conn, 1)
         self._connections[conn.peer_id] = conn
 
     def connection_removed(self, conn: Connection) -> None:
@@ -355,6 +364,24 @@ class Directory:
         """
         if self._connections.get(conn.peer_id) is conn:
             del self._connections[conn.peer_id]
+            self._count_incoming(conn, -1)
+
+    def _count_incoming(self, conn: Connection, step: int) -> None:
+        if not conn.incoming:
+            return
+        group = netgroup(conn.remote_ip)
+        count = self._incoming_by_netgroup[group] + step
+        if count:
+            self._incoming_by_netgroup[group] = count
+        else:
+            del self._incoming_by_netgroup[group]
+
+    def incoming_in_netgroup(self, group: str) -> int:
+        """
+        How many running incoming connections come from the network group
+        C{group} (see L{p2pool.core.addressing.netgroup}); constant time.
+        """
+        return self._incoming_by_netgroup[group]
 
     def connection_at(self, point: Point) -> Connection | None:
         """

@@ -359,7 +359,7 @@ class ConnectHandler:
         network group C{group} (see L{p2pool.addressing.netgroup}).
         """
         count = sum(1 for p in self._handshaking if p.incoming and netgroup(p.remote_ip) == group)
-        count += sum(1 for c in self._directory.connections.values() if c.incoming and netgroup(c.remote_ip) == group)
+        count += self._directory.incoming_in_netgroup(group)
         return count
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:

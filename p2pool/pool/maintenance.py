@@ -38,6 +38,9 @@ __all__ = ["Maintenance", "choose_candidates"]
 #: Seconds to wait for new points after asking peers (Tezos
 #: time_between_looking_for_peers), jittered by +/-20%.
 TIME_BETWEEN_LOOKING_FOR_PEERS = 5.0
+#: Bootstrap requests sent to the connected peers before maintenance lets
+#: the reactor run other work (a node with thousands of peers sends them all).
+BOOTSTRAP_CHUNK = 256
 #: Repair rounds in one maintenance pass before waiting for the next
 #: trigger; Tezos loops without limit.
 MAX_ROUNDS = 20
@@ -317,8 +320,12 @@ class Maintenance:
         results = await DeferredList([dial(info.point) for info in candidates], consumeErrors=True)
         return sum(1 for ok, value in results if ok and value)
 
-    async def _dial_one(self, point: Point) -> bool:
-        delay = deferLater(self._clock, self._rng.uniform(0, DIAL_SPREAD), lambda: None)
+    async def _pause(self, seconds: float = 0.0) -> bool:
+        """
+        Wait C{seconds} (at least one turn of the reactor, letting it run
+        other work); whether maintenance still runs afterwards.
+        """
+        delay = deferLater(self._clock, seconds, lambda: None)
         self._delays.add(delay)
         try:
             await delay
@@ -326,9 +333,14 @@ class Maintenance:
             return False
         finally:
             self._delays.discard(delay)
+        return not self._stopped
+
+    async def _dial_one(self, point: Point) -> bool:
+        if not await self._pause(self._rng.uniform(0, DIAL_SPREAD)):
+            return False
         # A point forgotten meanwhile (garbage-collected, or given way to a
         # newer point of its source group) is not brought back by a dial.
-        if self._stopped or self._directory.point(point) is None:
+        if self._directory.point(point) is None:
             return False
         try:
             await self._pool.connect(point)
@@ -343,8 +355,10 @@ class Maintenance:
         """
         config = self._config
         if not config.private_mode and not config.disable_peer_discovery:
-            for conn in list(self._directory.connections.values()):
-                if not conn.private:
+            for index, conn in enumerate(list(self._directory.connections.values())):
+                if index and index % BOOTSTRAP_CHUNK == 0 and not await self._pause():
+                    return
+                if not conn.private and conn.is_open:
                     conn.send_control(_BOOTSTRAP)
                     self._events.emit(EventKind.BOOTSTRAP_SENT, peer_id=str(conn.peer_id))
         self._pool.request_seeds()
