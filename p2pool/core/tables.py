@@ -145,9 +145,28 @@ class PointTable:
         return _gc_count(len(self._points), self.limits)
 
     def add(self, info: PointInfo) -> None:
-        self._points[info.point] = info
-        self._all.add(info.point)
-        self._reindex(info)
+        point = info.point
+        if point in self._points:
+            self._points[point] = info
+            self._reindex(info)
+            return
+        # A new point is in none of the orders yet: only put it where it
+        # belongs (what _reindex does, without the removals).
+        self._points[point] = info
+        self._all.add(point)
+        group = info.source_group
+        if group is not None and not info.has_connected:
+            self._learnt_group[point] = group
+            self._learnt.setdefault(group, {})[point] = None
+        if info.known_public:
+            self._public.add(point)
+        if info.state is not PointState.DISCONNECTED:
+            self._active.add(point)
+        last_seen = info.last_seen
+        if last_seen is None:
+            self._unseen[point] = None
+        else:
+            self._insert_seen(point, last_seen)
 
     def remove(self, point: Point) -> PointInfo | None:
         info = self._points.pop(point, None)

@@ -546,7 +546,7 @@ class Pool(MultiService):
         if info is None:
             trust = changed_trust(UNTRUSTED, True, source) if trusted else UNTRUSTED
             info = PointInfo(point, trusted=trust, expected_peer_id=expected_peer_id)
-            removed = self._directory.add_point(info, self.now())
+            removed = self._directory.add_point(info, self._clock.seconds())
             if removed:
                 self.events.emit(EventKind.GC_POINTS, removed=len(removed))
             self.events.emit(EventKind.NEW_POINT, point=str(point))
@@ -557,7 +557,7 @@ class Pool(MultiService):
                 self._directory.set_point_trusted(info, trusted, source)
             if expected_peer_id is not None:
                 self.set_expected_peer_id(point, expected_peer_id)
-        if info.trusted:
+        if info.trust is not UNTRUSTED:
             self.schedule_redial(info)
         return info
 
