@@ -82,7 +82,17 @@ class SendQueue:
     @ivar dropped_control: control frames dropped because it was full.
     """
 
-    __slots__ = ("limit", "budget", "queued", "writable", "stalled_since", "refused", "dropped_control", "_frames", "_offset")
+    __slots__ = (
+        "limit",
+        "budget",
+        "queued",
+        "writable",
+        "stalled_since",
+        "refused",
+        "dropped_control",
+        "_frames",
+        "_offset",
+    )
 
     def __init__(self, limit: int, budget: ByteBudget) -> None:
         self.limit = limit
