@@ -33,6 +33,14 @@ import sys
 import time
 from typing import Any
 
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.wire import Advertise, encode
 from p2pool.pool.service import Pool
@@ -319,6 +327,13 @@ def main() -> None:
         help="every scenario on a small network (convergence through both channels, churn, eclipse): a smoke run",
     )
     args = parser.parse_args()
+    # Pool events are debug and info log records: keep warnings and
+    # errors, on stderr, instead of buffering every record until logging
+    # begins (Twisted keeps the last 65,536).
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
+        redirectStandardIO=False,
+    )
     if args.nodes is None:
         args.nodes = 30 if args.quick else 1000
     if args.eclipse_seconds is None:
