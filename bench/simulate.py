@@ -33,13 +33,7 @@ import sys
 import time
 from typing import Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
 
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.wire import Advertise, encode
@@ -98,11 +92,24 @@ def make_network(args: argparse.Namespace) -> MemoryNetwork:
     return MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2, channel=CHANNELS[args.channel])
 
 
-def build(network: MemoryNetwork, count: int, **config: Any) -> list[Pool]:
+def node_config(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The configuration of every honest node: a small address greylist (a
+    simulation sees few addresses), and the connection targets asked for.
+    """
+    config: dict[str, Any] = {"ip_greylist_size_in_kilobytes": 16}
+    if args.expected_connections is not None:
+        config["expected_connections"] = args.expected_connections
+    if args.max_connections is not None:
+        config["max_connections"] = args.max_connections
+    return config
+
+
+def build(network: MemoryNetwork, count: int, config: dict[str, Any]) -> list[Pool]:
     seed = PointSpec(host(0), PORT)
-    pools = [network.add_pool(host(0), ip_greylist_size_in_kilobytes=16, **config)]
+    pools = [network.add_pool(host(0), **config)]
     for i in range(1, count):
-        pools.append(network.add_pool(host(i), bootstrap_points=(seed,), ip_greylist_size_in_kilobytes=16, **config))
+        pools.append(network.add_pool(host(i), bootstrap_points=(seed,), **config))
     return pools
 
 
@@ -140,7 +147,7 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
     """
     network = make_network(args)
     start_wall = time.perf_counter()
-    pools = build(network, args.nodes)
+    pools = build(network, args.nodes, node_config(args))
     build_wall = time.perf_counter() - start_wall
     min_connections = pools[0].config.min_connections
     idle = pools[0].config.maintenance_idle_time or 0.0
@@ -152,6 +159,8 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
         "channel": args.channel,
         "nodes": args.nodes,
         "min_connections": min_connections,
+        "expected_connections": pools[0].config.expected_connections,
+        "max_connections": pools[0].config.max_connections,
         "maintenance_idle_time": idle,
         "converged": converged_at is not None,
         "simulated_seconds_to_converge": converged_at,
@@ -222,7 +231,7 @@ def churn(args: argparse.Namespace) -> dict[str, Any]:
             by_ip[ip] = network.add_pool(
                 ip,
                 bootstrap_points=(PointSpec(host(0), PORT),) if ip != host(0) else (),
-                ip_greylist_size_in_kilobytes=16,
+                **node_config(args),
             )
         everyone = list(by_ip.values())
         back_after = run_to_min_connections(network, everyone, limit, start_wall)
@@ -254,7 +263,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     advertisements of its addresses from the moment it connects.
     """
     network = make_network(args)
-    honest = build(network, args.nodes)
+    honest = build(network, args.nodes, node_config(args))
     attackers = [
         network.add_pool(attacker_host(i), maintenance_idle_time=None, ip_greylist_size_in_kilobytes=1)
         for i in range(500)
@@ -264,7 +273,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     victim = network.add_pool(
         "200.200.0.1",
         bootstrap_points=(PointSpec(attacker_host(0), PORT), PointSpec(host(0), PORT)),
-        ip_greylist_size_in_kilobytes=16,
+        **node_config(args),
     )
     flooder = attackers[0]
     victim_point = Point("200.200.0.1", PORT)
@@ -282,6 +291,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     hostile = [c for c in outbound if c.remote_ip.startswith("66.")]
     known_hostile = sum(1 for info in victim.points if info.point.ip.startswith("66."))
     return {
+        "channel": args.channel,
         "honest_nodes": len(honest),
         "attacker_addresses": len(attackers),
         "attacker_netgroups": 2,
@@ -298,6 +308,20 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def warnings_to(stream: Any) -> Any:
+    """
+    A log observer that writes warnings and errors to C{stream}.
+    """
+    text = textFileLogObserver(stream)
+    shown = {LogLevel.warn, LogLevel.error, LogLevel.critical}
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") in shown:
+            text(event)
+
+    return observe
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=None, help="honest nodes (default 1000; --quick 30)")
@@ -307,6 +331,12 @@ def main() -> None:
         choices=sorted(CHANNELS),
         default="tls",
         help="tls: real TLS (default); sim: the simulation-only channel (no cryptography)",
+    )
+    parser.add_argument(
+        "--expected-connections", type=int, default=None, help="each node's expected_connections (default: the pool's)"
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=None, help="each node's max_connections (default: the pool's)"
     )
     parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
     parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
@@ -329,11 +359,9 @@ def main() -> None:
     args = parser.parse_args()
     # Pool events are debug and info log records: keep warnings and
     # errors, on stderr, instead of buffering every record until logging
-    # begins (Twisted keeps the last 65,536).
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
-        redirectStandardIO=False,
-    )
+    # begins (Twisted keeps the last 65,536). A plain level check: Twisted's
+    # FilteringLogObserver costs more than the rest of the logging.
+    globalLogBeginner.beginLoggingTo([warnings_to(sys.stderr)], redirectStandardIO=False)
     if args.nodes is None:
         args.nodes = 30 if args.quick else 1000
     if args.eclipse_seconds is None:
