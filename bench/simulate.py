@@ -147,6 +147,7 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
     """
     network = make_network(args)
     start_wall = time.perf_counter()
+    start_cpu = time.process_time()
     pools = build(network, args.nodes, node_config(args))
     build_wall = time.perf_counter() - start_wall
     min_connections = pools[0].config.min_connections
@@ -168,6 +169,11 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
         "target_simulated_seconds": 3 * idle,
         "wall_seconds": round(wall, 1),
         "wall_seconds_building": round(build_wall, 1),
+        "cpu_seconds": round(time.process_time() - start_cpu, 1),
+        "connections_made": network.connections_made,
+        "cpu_ms_per_connection_made": round(
+            1000 * (time.process_time() - start_cpu) / max(network.connections_made, 1), 2
+        ),
         "wall_ms_per_simulated_node_second": round(1000 * wall / (args.nodes * sim), 3),
         "degrees": degree_stats(pools),
         "graph_connected": is_connected(pools),
