@@ -1,20 +1,29 @@
 """
 Many pools on the in-memory network (p2pool.testing), bootstrapped from one
-point, with their real TLS, handshake, maintenance and discovery.
+point, with their real handshake, maintenance and discovery, over real TLS
+(--channel tls, the default) or the simulation-only channel (--channel sim:
+the same flights and decisions, no cryptography; see docs/TESTING.md).
 
-Reports the simulated and wall time until every node has at least
+Reports the simulated, wall and CPU time until every node has at least
 min_connections, the degree distribution, whether the connection graph is
-connected, and wall time per simulated node-second. With --eclipse, an
+connected, and wall time per simulated node-second. With --churn, 10 % of
+the nodes are then stopped and restarted, --churn-rounds times, and the
+report says whether the graph stayed connected. With --eclipse, an
 attacker holding two /16 netgroups advertises 500 addresses it controls to
 an honest node; the report gives the share of that node's outbound
 connections the attacker obtained.
 
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000 --channel sim
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 300 --channel sim --churn
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 100 --eclipse
-    PYTHONPATH=. .venv/bin/python bench/simulate.py --quick   # both scenarios, 30 nodes
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --quick
 
---quick runs both scenarios with 30 honest nodes (30 simulated seconds of
-eclipse) and prints them in one object, under "converge" and "eclipse".
+--quick runs, with 20 honest nodes, convergence through both channels on
+one seed (TLS is the baseline; "same_topology" says whether both ended with
+the same connections) and one churn round, then the eclipse with 30 honest
+nodes and 20 simulated seconds of flooding, both through the simulation
+channel; in one object under "channels", "churn" and "eclipse".
 
 Prints progress on stderr and one JSON object on stdout.
 """
@@ -24,17 +33,21 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import platform
+import random
 import resource
 import statistics
 import sys
 import time
 from typing import Any
 
+from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
+
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.wire import Advertise, encode
 from p2pool.pool.service import Pool
-from p2pool.testing.network import MemoryNetwork
+from p2pool.testing.network import SIMULATION_CHANNEL, TLS_CHANNEL, MemoryNetwork
 
 PORT = 9732
 
@@ -81,42 +94,83 @@ def is_connected(pools: list[Pool]) -> bool:
     return len(seen) == len(pools)
 
 
-def build(network: MemoryNetwork, count: int, **config: Any) -> list[Pool]:
+CHANNELS = {"tls": TLS_CHANNEL, "sim": SIMULATION_CHANNEL}
+
+
+def make_network(args: argparse.Namespace) -> MemoryNetwork:
+    return MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2, channel=CHANNELS[args.channel])
+
+
+def node_config(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The configuration of every honest node: a small address greylist (a
+    simulation sees few addresses), and the connection targets asked for.
+    """
+    config: dict[str, Any] = {"ip_greylist_size_in_kilobytes": 16}
+    if args.expected_connections is not None:
+        config["expected_connections"] = args.expected_connections
+    if args.max_connections is not None:
+        config["max_connections"] = args.max_connections
+    return config
+
+
+def build(network: MemoryNetwork, count: int, config: dict[str, Any]) -> list[Pool]:
     seed = PointSpec(host(0), PORT)
-    pools = [network.add_pool(host(0), ip_greylist_size_in_kilobytes=16, **config)]
+    pools = [network.add_pool(host(0), **config)]
     for i in range(1, count):
-        pools.append(network.add_pool(host(i), bootstrap_points=(seed,), ip_greylist_size_in_kilobytes=16, **config))
+        pools.append(network.add_pool(host(i), bootstrap_points=(seed,), **config))
     return pools
 
 
-def converge(args: argparse.Namespace) -> dict[str, Any]:
-    network = MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2)
-    start_wall = time.perf_counter()
-    pools = build(network, args.nodes)
-    build_wall = time.perf_counter() - start_wall
+def run_to_min_connections(network: MemoryNetwork, pools: list[Pool], limit: float, start_wall: float) -> float | None:
+    """
+    Advance a second at a time until every pool has min_connections or
+    C{limit} simulated seconds have passed; the simulated seconds it took,
+    or None.
+    """
     min_connections = pools[0].config.min_connections
-    idle = pools[0].config.maintenance_idle_time or 0.0
-    limit = args.max_sim or 3 * idle
-    converged_at = None
-    step = 1.0
     sim = 0.0
     while sim < limit:
-        network.advance(step)
-        sim += step
+        network.advance(1.0)
+        sim += 1.0
         degrees = sorted(p.active_connections() for p in pools)
         low = degrees[0]
         print(
-            f"simulate: t={sim:.0f}s degree min {low} median {degrees[len(degrees) // 2]}"
+            f"simulate: t={network.seconds():.0f}s degree min {low} median {degrees[len(degrees) // 2]}"
             f" connections {sum(degrees) // 2} wall {time.perf_counter() - start_wall:.0f}s",
             file=sys.stderr,
         )
         if low >= min_connections:
-            converged_at = sim
-            break
+            return sim
+    return None
+
+
+def converge(args: argparse.Namespace) -> dict[str, Any]:
+    return converged_network(args)[2]
+
+
+def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Pool], dict[str, Any]]:
+    """
+    --nodes pools bootstrapped from one point, run until every one has
+    min_connections: the network, its pools and the report.
+    """
+    network = make_network(args)
+    start_wall = time.perf_counter()
+    start_cpu = time.process_time()
+    pools = build(network, args.nodes, node_config(args))
+    build_wall = time.perf_counter() - start_wall
+    min_connections = pools[0].config.min_connections
+    idle = pools[0].config.maintenance_idle_time or 0.0
+    limit = args.max_sim or 3 * idle
+    converged_at = run_to_min_connections(network, pools, limit, start_wall)
+    sim = network.seconds()
     wall = time.perf_counter() - start_wall
     result = {
+        "channel": args.channel,
         "nodes": args.nodes,
         "min_connections": min_connections,
+        "expected_connections": pools[0].config.expected_connections,
+        "max_connections": pools[0].config.max_connections,
         "maintenance_idle_time": idle,
         "converged": converged_at is not None,
         "simulated_seconds_to_converge": converged_at,
@@ -124,13 +178,97 @@ def converge(args: argparse.Namespace) -> dict[str, Any]:
         "target_simulated_seconds": 3 * idle,
         "wall_seconds": round(wall, 1),
         "wall_seconds_building": round(build_wall, 1),
+        "cpu_seconds": round(time.process_time() - start_cpu, 1),
+        "connections_made": network.connections_made,
+        "cpu_ms_per_connection_made": round(
+            1000 * (time.process_time() - start_cpu) / max(network.connections_made, 1), 2
+        ),
         "wall_ms_per_simulated_node_second": round(1000 * wall / (args.nodes * sim), 3),
         "degrees": degree_stats(pools),
         "graph_connected": is_connected(pools),
         "connections": sum(p.active_connections() for p in pools) // 2,
-        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "max_rss_mib": max_rss_mib(),
+        "load_average": os.getloadavg()[0],
     }
-    return result
+    return network, pools, result
+
+
+def compare_channels(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The same network on the same seed through TLS (the baseline) and
+    through the simulation channel: both reports, whether they ended with
+    the same connections, and the wall-time ratio.
+    """
+    reports = {}
+    edges = {}
+    for channel in ("tls", "sim"):
+        args.channel = channel
+        network, pools, reports[channel] = converged_network(args)
+        edges[channel] = sorted(
+            (p.config.listen.ip, c.remote_ip, c.incoming) for p in pools for c in p.connections.list()
+        )
+    return {
+        "tls": reports["tls"],
+        "sim": reports["sim"],
+        "same_topology": edges["tls"] == edges["sim"],
+        "sim_wall_over_tls_wall": round(reports["sim"]["wall_seconds"] / max(reports["tls"]["wall_seconds"], 0.1), 3),
+    }
+
+
+def max_rss_mib() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def churn(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    Converge, then --churn-rounds times: stop 10 % of the nodes (chosen by
+    the seed, the bootstrap node among the candidates), check after
+    --churn-seconds that the survivors' graph is connected, restart the
+    stopped nodes (same address, identity and peers file) and run until
+    every node has min_connections again.
+    """
+    network, pools, converged = converged_network(args)
+    start_wall = time.perf_counter()
+    chooser = random.Random(args.seed)
+    by_ip = {pool.config.listen.ip: pool for pool in pools}
+    limit = args.max_sim or 3 * (pools[0].config.maintenance_idle_time or 0.0)
+    rounds = []
+    for _ in range(args.churn_rounds):
+        leaving = chooser.sample(sorted(by_ip), max(1, len(by_ip) // 10))
+        for ip in leaving:
+            network.remove_pool(ip)
+            del by_ip[ip]
+        network.advance(args.churn_seconds)
+        survivors = list(by_ip.values())
+        survivors_connected = is_connected(survivors)
+        survivors_min = min(p.active_connections() for p in survivors)
+        for ip in leaving:
+            by_ip[ip] = network.add_pool(
+                ip,
+                bootstrap_points=(PointSpec(host(0), PORT),) if ip != host(0) else (),
+                **node_config(args),
+            )
+        everyone = list(by_ip.values())
+        back_after = run_to_min_connections(network, everyone, limit, start_wall)
+        rounds.append(
+            {
+                "stopped": len(leaving),
+                "survivors_connected": survivors_connected,
+                "survivors_min_degree": survivors_min,
+                "simulated_seconds_until_all_at_min_connections": back_after,
+                "graph_connected_after_restart": is_connected(everyone),
+                "degrees_after_restart": degree_stats(everyone),
+            }
+        )
+    return {
+        "converge": converged,
+        "churn_fraction": 0.1,
+        "churn_seconds": args.churn_seconds,
+        "rounds": rounds,
+        "stayed_connected": all(r["survivors_connected"] and r["graph_connected_after_restart"] for r in rounds),
+        "wall_seconds_churning": round(time.perf_counter() - start_wall, 1),
+        "max_rss_mib": max_rss_mib(),
+    }
 
 
 def eclipse(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,8 +277,8 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     two /16s, and one more honest node that the attacker floods with
     advertisements of its addresses from the moment it connects.
     """
-    network = MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2)
-    honest = build(network, args.nodes)
+    network = make_network(args)
+    honest = build(network, args.nodes, node_config(args))
     attackers = [
         network.add_pool(attacker_host(i), maintenance_idle_time=None, ip_greylist_size_in_kilobytes=1)
         for i in range(500)
@@ -150,7 +288,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     victim = network.add_pool(
         "200.200.0.1",
         bootstrap_points=(PointSpec(attacker_host(0), PORT), PointSpec(host(0), PORT)),
-        ip_greylist_size_in_kilobytes=16,
+        **node_config(args),
     )
     flooder = attackers[0]
     victim_point = Point("200.200.0.1", PORT)
@@ -168,6 +306,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     hostile = [c for c in outbound if c.remote_ip.startswith("66.")]
     known_hostile = sum(1 for info in victim.points if info.point.ip.startswith("66."))
     return {
+        "channel": args.channel,
         "honest_nodes": len(honest),
         "attacker_addresses": len(attackers),
         "attacker_netgroups": 2,
@@ -184,24 +323,76 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def warnings_to(stream: Any) -> Any:
+    """
+    A log observer that writes warnings and errors to C{stream}.
+    """
+    text = textFileLogObserver(stream)
+    shown = {LogLevel.warn, LogLevel.error, LogLevel.critical}
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") in shown:
+            text(event)
+
+    return observe
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=None, help="honest nodes (default 1000; --quick 30)")
+    parser.add_argument("--nodes", type=int, default=None, help="honest nodes (default 1000; --quick 20)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--channel",
+        choices=sorted(CHANNELS),
+        default="tls",
+        help="tls: real TLS (default); sim: the simulation-only channel (no cryptography)",
+    )
+    parser.add_argument(
+        "--expected-connections", type=int, default=None, help="each node's expected_connections (default: the pool's)"
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=None, help="each node's max_connections (default: the pool's)"
+    )
     parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
     parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
     parser.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
     parser.add_argument(
-        "--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 30)"
+        "--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 20)"
     )
-    parser.add_argument("--quick", action="store_true", help="both scenarios on a small network: a smoke run")
+    parser.add_argument(
+        "--churn", action="store_true", help="converge, then stop and restart 10%% of the nodes, --churn-rounds times"
+    )
+    parser.add_argument("--churn-rounds", type=int, default=None, help="churn rounds (default 3; --quick 1)")
+    parser.add_argument(
+        "--churn-seconds", type=float, default=30.0, help="simulated seconds the stopped nodes stay away"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every scenario on a small network (convergence through both channels, churn, eclipse): a smoke run",
+    )
     args = parser.parse_args()
+    # Pool events are debug and info log records: keep warnings and
+    # errors, on stderr, instead of buffering every record until logging
+    # begins (Twisted keeps the last 65,536). A plain level check: Twisted's
+    # FilteringLogObserver costs more than the rest of the logging.
+    globalLogBeginner.beginLoggingTo([warnings_to(sys.stderr)], redirectStandardIO=False)
     if args.nodes is None:
-        args.nodes = 30 if args.quick else 1000
+        args.nodes = 20 if args.quick else 1000
     if args.eclipse_seconds is None:
-        args.eclipse_seconds = 30 if args.quick else 120
+        args.eclipse_seconds = 20 if args.quick else 120
+    if args.churn_rounds is None:
+        args.churn_rounds = 1 if args.quick else 3
     if args.quick:
-        report = {"quick": True, "converge": converge(args), "eclipse": eclipse(args)}
+        report: dict[str, Any] = {"quick": True, "channels": compare_channels(args)}
+        args.channel = "sim"
+        report["churn"] = churn(args)
+        # Fewer honest netgroups than the victim's outbound slots would let
+        # the attacker's two fill the rest: the eclipse needs 30.
+        args.nodes = max(args.nodes, 30)
+        report["eclipse"] = eclipse(args)
+    elif args.churn:
+        report = churn(args)
     else:
         report = eclipse(args) if args.eclipse else converge(args)
     report["env"] = {"python": platform.python_version(), "machine": platform.machine()}

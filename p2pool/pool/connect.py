@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -55,9 +55,9 @@ from p2pool.errors import (
 from p2pool.events import EventKind
 from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
+from p2pool.transport.channel import PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
-from p2pool.transport.tls import PeerConnectionCreator
 
 __all__ = ["ConnectHandler"]
 
@@ -92,7 +92,7 @@ class ConnectHandler:
         self._answerer = answerer
         self._reactor = reactor
         self._clock = clock
-        self._tls_creator: PeerConnectionCreator | None = None
+        self._channel: PeerChannel | None = None
         self._params: HandshakeParams | None = None
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
@@ -119,13 +119,13 @@ class ConnectHandler:
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
 
-    def configure(self, tls_creator: PeerConnectionCreator, params: HandshakeParams) -> None:
+    def configure(self, channel: PeerChannel, params: HandshakeParams) -> None:
         """
         Set what connections need once the identity is loaded and the pool
-        listens: the TLS connection creator for dials and the parameters of
+        listens: the channel dials go through (TLS) and the parameters of
         every handshake. Called by the pool before it starts.
         """
-        self._tls_creator = tls_creator
+        self._channel = channel
         self._params = params
 
     def bytes_totals(self) -> tuple[int, int]:
@@ -255,8 +255,8 @@ class ConnectHandler:
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
         pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
-        assert self._tls_creator is not None, "configure() runs before the pool starts"
-        attempt = wrapClientTLS(self._tls_creator, self._client_endpoint(point), clock=self._clock).connect(factory)
+        assert self._channel is not None, "configure() runs before the pool starts"
+        attempt = self._channel.client_endpoint(self._client_endpoint(point), self._clock).connect(factory)
         if protocol.transport is None:
             self._attempts[protocol] = attempt
         delay = pool.config.connection_timeout if timeout is None else timeout

@@ -55,9 +55,9 @@ from p2pool.pool.maintenance import Maintenance
 from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.pool.refusals import RefusalLog, event_reporter
 from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
+from p2pool.transport.channel import ChannelMaker, PeerChannel, tls_channel
 from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerServerFactory
-from p2pool.transport.tls import TLSContext
 
 __all__ = ["Pool"]
 
@@ -110,7 +110,17 @@ class Pool(MultiService):
         p2p_versions: Sequence[int] = P2P_VERSIONS,
         application_versions: Sequence[int] = (0,),
         connection_metadata: bytes = b"",
+        channel: ChannelMaker = tls_channel,
     ) -> None:
+        """
+        @param channel: builds, from the identity, the channel that
+            authenticates and carries peer connections: TLS for every
+            node. Only C{p2pool.testing.MemoryNetwork} passes another (its
+            simulation channel, for simulations only); no configuration
+            key reaches this.
+
+        The other arguments are described by the class.
+        """
         # MultiService is unannotated; mypy does not apply untyped_calls_exclude to super() calls.
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
@@ -202,6 +212,8 @@ class Pool(MultiService):
         self._started: Deferred[None] | None = None
         self._start_failure: Failure | None = None
         self.is_started = False
+        self._make_channel = channel
+        self._channel: PeerChannel | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -267,7 +279,7 @@ class Pool(MultiService):
             self.identity = await self._load_identity()
         identity = self.identity
         self.events.emit(EventKind.IDENTITY_READY, peer_id=str(identity.peer_id))
-        self._tls = TLSContext(identity.private_key)
+        self._channel = self._make_channel(identity)
         await self.persistence.load()
         for spec in self.config.trusted_points:
             await self._register_spec(spec, trusted=True)
@@ -286,7 +298,7 @@ class Pool(MultiService):
             private_mode=self.config.private_mode,
             metadata=self._connection_metadata,
         )
-        self._handler.configure(self._tls.creator, params)
+        self._handler.configure(self._channel, params)
         self.is_started = True
         for info in self._directory.points():
             if info.trusted:
@@ -368,7 +380,8 @@ class Pool(MultiService):
         listening port does (refusing banned and greylisted addresses before
         TLS); available once the identity is loaded.
         """
-        return PeerServerFactory(self._handler, self._tls.creator, self._clock)
+        assert self._channel is not None, "the identity is loaded"
+        return PeerServerFactory(self._handler, self._channel, self._clock)
 
     def stopService(self) -> Deferred[None]:
         self._stopping_identity = True

@@ -89,9 +89,12 @@ from p2pool.events import PoolEvent
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool.contracts import IPoolReactor
 from p2pool.pool.service import Pool
+from p2pool.testing.simulation_channel import SimulationNotary
 
 __all__ = [
     "DEFAULT_PORT",
+    "SIMULATION_CHANNEL",
+    "TLS_CHANNEL",
     "MemoryConnector",
     "MemoryNetwork",
     "MemoryPort",
@@ -99,6 +102,15 @@ __all__ = [
     "NodeReactor",
     "SimulatedClock",
 ]
+
+#: The channel of a L{MemoryNetwork}'s pools by default: real TLS 1.3, as
+#: every node runs it.
+TLS_CHANNEL = "tls"
+#: For simulations only: pools authenticate each other through the network
+#: instead of TLS and nothing is encrypted
+#: (L{p2pool.testing.simulation_channel}).
+SIMULATION_CHANNEL = "simulation-only"
+_CHANNELS = (TLS_CHANNEL, SIMULATION_CHANNEL)
 
 #: The port L{MemoryNetwork.add_pool} makes pools listen on.
 DEFAULT_PORT = 9732
@@ -1223,12 +1235,19 @@ class MemoryNetwork:
     @ivar jitter: each connection's latency is drawn from
         C{latency * [1 - jitter, 1 + jitter]}.
     @ivar pools: the pools added, by host address.
+    @ivar channel: L{TLS_CHANNEL} or L{SIMULATION_CHANNEL}.
     @ivar bytes_sent: bytes written on all connections so far.
     @ivar connections_made: connections established so far.
     """
 
     def __init__(
-        self, seed: int = 0, latency: float = 0.001, *, jitter: float = 0.0, data_dir: str | None = None
+        self,
+        seed: int = 0,
+        latency: float = 0.001,
+        *,
+        jitter: float = 0.0,
+        data_dir: str | None = None,
+        channel: str = TLS_CHANNEL,
     ) -> None:
         """
         @param seed: determines identities, pools' random choices and
@@ -1239,7 +1258,16 @@ class MemoryNetwork:
         @param data_dir: where pools' data directories go; by default a
             temporary directory made on the first L{add_pool} and removed
             by L{stop}.
+        @param channel: what carries the pools' connections: L{TLS_CHANNEL}
+            (real TLS, the default), or L{SIMULATION_CHANNEL}, which keeps
+            the identities, the TLS handshake's flights and timing and
+            everything above TLS (Hello, proof of work, pins, every pool
+            decision, framing, codec) but does no cryptography: much
+            cheaper, for large simulations only.
+        @raise ValueError: an argument is out of range.
         """
+        if channel not in _CHANNELS:
+            raise ValueError(f"channel must be one of {_CHANNELS}, got {channel!r}")
         if not latency >= 0:
             raise ValueError(f"latency must be >= 0, got {latency!r}")
         if not 0 <= jitter <= 1:
@@ -1264,6 +1292,8 @@ class MemoryNetwork:
         self._observers: list[EventObserver] = []
         self._data_dir = data_dir
         self._own_data_dir: str | None = None
+        self.channel = channel
+        self._notary = SimulationNotary() if channel == SIMULATION_CHANNEL else None
 
     # hosts
 
@@ -1358,6 +1388,9 @@ class MemoryNetwork:
             config = self.default_config(ip, **config_overrides)
         elif config_overrides:
             config = attrs.evolve(config, **config_overrides)
+        options = dict(pool_options or {})
+        if self._notary is not None:
+            options.setdefault("channel", self._notary)
         pool = Pool(
             config,
             app,
@@ -1367,7 +1400,7 @@ class MemoryNetwork:
             identity=identity if identity is not None else self.identity(ip),
             log=log,
             rng=random.Random(int.from_bytes(self._derive("rng", ip), "big")),
-            **dict(pool_options or {}),
+            **options,
         )
         for observer in self._observers:
             pool.events.callbacks.append(self._observer_callback(observer, ip))

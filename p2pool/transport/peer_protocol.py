@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -36,8 +35,9 @@ from p2pool.errors import (
     PeerConnectionClosed,
     SendQueueFull,
 )
+from p2pool.transport.channel import PeerChannel
 from p2pool.transport.connection import Connection
-from p2pool.transport.tls import IVerifiedProtocol, PeerConnectionCreator, PeerVerification
+from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 
 __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
@@ -671,21 +671,21 @@ class _IncomingProtocolFactory(Factory):
 
 class PeerServerFactory(Factory):
     """
-    Accepts incoming connections, refusing before TLS those the pool
-    refuses by address.
+    Accepts incoming connections, refusing before TLS (before the channel's
+    handshake) those the pool refuses by address.
     """
 
     noisy = False
 
-    def __init__(self, handler: PeerHandler, creator: PeerConnectionCreator, clock: IReactorTime | None = None) -> None:
+    def __init__(self, handler: PeerHandler, channel: PeerChannel, clock: IReactorTime) -> None:
         self.handler = handler
-        self._tls = TLSMemoryBIOFactory(creator, False, _IncomingProtocolFactory(handler), clock=clock)
-        self._tls.noisy = False
+        self._channel = channel.server_factory(_IncomingProtocolFactory(handler), clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if not self.handler.admit_incoming(addr):
             return None
-        return self._tls.buildProtocol(addr)
+        assert addr is not None, "admit_incoming refuses a connection without an address"
+        return cast(Protocol | None, self._channel.buildProtocol(addr))
 
 
 class PeerClientFactory(Factory):

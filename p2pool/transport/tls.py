@@ -16,10 +16,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
@@ -125,11 +133,25 @@ class PeerVerification:
         except InvalidAuth as e:
             self.failure = e
             return False
+        return self.accept(peer_id, public_key)
+
+    def accept(self, peer_id: PeerId, public_key: bytes) -> bool:
+        """
+        The peer proved it holds C{public_key} (whose id is C{peer_id}):
+        take it as this connection's peer, unless another peer id is
+        pinned.
+        """
         if self.expected is not None and not hmac.compare_digest(peer_id.raw, self.expected.raw):
             self.failure = IdentityCheckFailure(None, self.expected, peer_id)
             return False
         self.peer_id, self.public_key = peer_id, public_key
         return True
+
+    def refuse(self, failure: P2PError) -> None:
+        """
+        The peer could not prove an identity: C{failure} says why.
+        """
+        self.failure = failure
 
 
 class IVerifiedProtocol(Interface):
@@ -168,7 +190,8 @@ class PeerConnectionCreator:
 class TLSContext:
     """
     A node's TLS configuration: its certificate and key in a TLS 1.3-only
-    OpenSSL context, and the connection creator for dialing and accepting.
+    OpenSSL context, and the connection creator for dialing and accepting;
+    the L{p2pool.transport.channel.PeerChannel} of every node.
     """
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
@@ -181,3 +204,18 @@ class TLSContext:
             raiseMinimumTo=TLSVersion.TLSv1_3,
         )
         self.creator = PeerConnectionCreator(options.getContext())
+
+    def client_endpoint(self, endpoint: IStreamClientEndpoint, clock: IReactorTime) -> IStreamClientEndpoint:
+        """
+        C{endpoint}, with TLS over each connection it makes.
+        """
+        return wrapClientTLS(self.creator, endpoint, clock=clock)
+
+    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+        """
+        A factory that runs TLS over each accepted connection, with the
+        protocol C{factory} builds inside.
+        """
+        tls = TLSMemoryBIOFactory(self.creator, False, factory, clock=clock)
+        tls.noisy = False
+        return tls
