@@ -141,6 +141,26 @@ class SendQueue:
         """
         return self.queued <= self.limit // 2 and self.budget.fits(1)
 
+    def offer(self, frame: bytes) -> bool | None:
+        """
+        Queue C{frame} if it fits (L{fits}), in one step for the send path.
+
+        @return: None when it does not fit (nothing is queued); otherwise
+            whether the queue is now at its high-water mark (L{high_water}).
+        """
+        size = len(frame)
+        queued = self.queued
+        budget = self.budget
+        used = budget.used
+        if not ((queued == 0 or queued + size <= self.limit) and (used + size <= budget.limit or used == 0)):
+            return None
+        if self._frames is None:
+            self._frames = collections.deque()
+        self._frames.append(frame)
+        self.queued = queued = queued + size
+        budget.used = used = used + size
+        return queued >= self.limit * 3 // 4 or used + 1 > budget.limit
+
     def push(self, frame: bytes) -> None:
         """
         Queue C{frame} (the caller checked L{fits}).

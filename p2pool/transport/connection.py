@@ -194,7 +194,8 @@ class Connection:
             raise self._protocol.closing_reason()
 
     def _frame(self, data: bytes) -> bytes:
-        self._check_open()
+        if self.reason is not None or self._protocol.closed:
+            self._check_open()
         if len(data) > self._max_size:
             raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
         return encode_message(data)

@@ -373,14 +373,32 @@ class PeerProtocol(Protocol):
         @raise SendQueueFull: the queue or the node budget cannot hold it,
             or frames wait for room before it (nothing is queued).
         """
-        queue = self.send_queue
         if self.closed:
             raise self.closing_reason()
-        if self._waiting or not queue.fits(len(frame)):
-            queue.refused += 1
-            self._report_full()
-            raise SendQueueFull(f"send queue full ({queue.queued} bytes queued for {self.remote_ip})")
-        self._push(frame)
+        queue = self.send_queue
+        if not self._waiting:
+            if (
+                not queue.queued
+                and queue.writable
+                and len(frame) <= CHUNK_SIZE
+                and self._flow.upload is None
+                and queue.budget.fits(len(frame))
+            ):
+                # Nothing waits and the transport takes it: straight through.
+                self.write(frame)
+                if self._reported_full or self._producer_paused:
+                    self._pace_producer()
+                return
+            high_water = queue.offer(frame)
+            if high_water is not None:
+                if queue.writable:
+                    self._drain()
+                elif high_water:
+                    self._pause_producer()
+                return
+        queue.refused += 1
+        self._report_full()
+        raise SendQueueFull(f"send queue full ({queue.queued} bytes queued for {self.remote_ip})")
 
     def send_control(self, frame: bytes) -> bool:
         """
