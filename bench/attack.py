@@ -914,6 +914,10 @@ async def run_eviction(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         }
         return result
     finally:
+        # The children first: they must not outlive this case, whatever
+        # stopping the pools of this process does.
+        for child in children:
+            child.stop()
         for pool in pools:
             await pool.stopService()
 
@@ -1416,9 +1420,9 @@ async def _flood_once(args: argparse.Namespace, tmp: str, label: str, index: int
     finally:
         if loop.running:
             loop.stop()
+        node.stop()
         for pool in attackers:
             await pool.stopService()
-        node.stop()
 
 
 async def run_advertise_flood(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
