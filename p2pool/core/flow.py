@@ -18,7 +18,6 @@ in as C{now} (seconds).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
@@ -90,8 +89,7 @@ class SendQueue:
         "stalled_since",
         "refused",
         "dropped_control",
-        "_frames",
-        "_offset",
+        "_buffer",
     )
 
     def __init__(self, limit: int, budget: ByteBudget) -> None:
@@ -102,13 +100,11 @@ class SendQueue:
         self.stalled_since: float | None = None
         self.refused = 0
         self.dropped_control = 0
-        # Made at the first push: most frames go straight to the transport,
-        # and an empty deque costs 600 bytes per connection.
-        self._frames: collections.deque[bytes] | None = None
-        self._offset = 0
-
-    def __len__(self) -> int:
-        return 0 if self._frames is None else len(self._frames)
+        # The queued frames' bytes, one after another (the transport needs no
+        # frame boundaries): appending and taking a chunk from the front are
+        # each one C-level operation. Made at the first push: most frames
+        # go straight to the transport.
+        self._buffer: bytearray | None = None
 
     def fits(self, size: int) -> bool:
         """
@@ -154,9 +150,10 @@ class SendQueue:
         used = budget.used
         if not ((queued == 0 or queued + size <= self.limit) and (used + size <= budget.limit or used == 0)):
             return None
-        if self._frames is None:
-            self._frames = collections.deque()
-        self._frames.append(frame)
+        if self._buffer is None:
+            self._buffer = bytearray(frame)
+        else:
+            self._buffer += frame
         self.queued = queued = queued + size
         budget.used = used = used + size
         return queued >= self.limit * 3 // 4 or used + 1 > budget.limit
@@ -165,9 +162,10 @@ class SendQueue:
         """
         Queue C{frame} (the caller checked L{fits}).
         """
-        if self._frames is None:
-            self._frames = collections.deque()
-        self._frames.append(frame)
+        if self._buffer is None:
+            self._buffer = bytearray(frame)
+        else:
+            self._buffer += frame
         self.queued += len(frame)
         self.budget.take(len(frame))
 
@@ -176,27 +174,18 @@ class SendQueue:
         Remove and return up to C{max_bytes} from the head of the queue
         (whole frames joined, the last one possibly cut).
         """
-        frames = self._frames
-        if frames is None:
+        buffer = self._buffer
+        if buffer is None:
             return b""
-        parts: list[bytes] = []
-        size = 0
-        while frames and size < max_bytes:
-            head = frames[0]
-            rest = len(head) - self._offset
-            want = max_bytes - size
-            if rest <= want:
-                parts.append(head[self._offset :] if self._offset else head)
-                frames.popleft()
-                self._offset = 0
-                size += rest
-            else:
-                parts.append(head[self._offset : self._offset + want])
-                self._offset += want
-                size += want
-        self.queued -= size
-        self.budget.release(size)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        chunk = bytes(buffer[:max_bytes])
+        # Deleting from the front of a bytearray moves no bytes (CPython
+        # advances its start).
+        del buffer[:max_bytes]
+        if not buffer:
+            self._buffer = None
+        self.queued -= len(chunk)
+        self.budget.release(len(chunk))
+        return chunk
 
     def clear(self) -> None:
         """
@@ -204,8 +193,7 @@ class SendQueue:
         """
         self.budget.release(self.queued)
         self.queued = 0
-        self._frames = None
-        self._offset = 0
+        self._buffer = None
 
     def transport_full(self, now: float) -> None:
         """
