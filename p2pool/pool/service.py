@@ -113,13 +113,14 @@ class Pool(MultiService):
         channel: ChannelMaker = tls_channel,
     ) -> None:
         """
+        Make a pool; the arguments other than C{channel} are described by
+        the class.
+
         @param channel: builds, from the identity, the channel that
             authenticates and carries peer connections: TLS for every
             node. Only C{p2pool.testing.MemoryNetwork} passes another (its
             simulation channel, for simulations only); no configuration
             key reaches this.
-
-        The other arguments are described by the class.
         """
         # MultiService is unannotated; mypy does not apply untyped_calls_exclude to super() calls.
         super().__init__()  # type: ignore[no-untyped-call]
