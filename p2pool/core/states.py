@@ -175,10 +175,26 @@ class _EventRing:
         self._events.append(event)
 
 
+class _Trusted:
+    """
+    A record whose C{trust} says where its trust came from.
+    """
+
+    __slots__ = ()
+    trust: TrustSource
+
+    @property
+    def trusted(self) -> bool:
+        """
+        Whether it is trusted, from any source.
+        """
+        return self.trust is not UNTRUSTED
+
+
 # No hooks on assignment: the converter of C{trust} is for the constructor
 # only, and a class-wide __setattr__ would slow every state change.
 @attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
-class PointInfo(_EventRing):
+class PointInfo(_EventRing, _Trusted):
     """
     What the pool knows of one point.
 
@@ -202,13 +218,6 @@ class PointInfo(_EventRing):
     reconnection_delay: float | None = None
     reconnection_time: float | None = None
     source_group: str | None = None
-
-    @property
-    def trusted(self) -> bool:
-        """
-        Whether the point is trusted, from any source.
-        """
-        return self.trust is not UNTRUSTED
 
     def _move(self, event: str) -> None:
         self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
@@ -308,7 +317,7 @@ class PointInfo(_EventRing):
 # No hooks on assignment: the converter of C{trust} is for the constructor
 # only, and a class-wide __setattr__ would slow every state change.
 @attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
-class PeerInfo(_EventRing):
+class PeerInfo(_EventRing, _Trusted):
     """
     What the pool knows of one peer.
     """
@@ -325,13 +334,6 @@ class PeerInfo(_EventRing):
     last_rejected_connection: tuple[Point | None, float] | None = None
     last_established_connection: tuple[Point | None, float] | None = None
     last_disconnection: tuple[Point | None, float] | None = None
-
-    @property
-    def trusted(self) -> bool:
-        """
-        Whether the peer is trusted, from any source.
-        """
-        return self.trust is not UNTRUSTED
 
     def _move(self, event: str) -> None:
         self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")
