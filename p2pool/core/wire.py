@@ -23,6 +23,7 @@ __all__ = [
     "Bootstrap",
     "ControlMessage",
     "Disconnect",
+    "FRAME_HEADER",
     "FrameDecoder",
     "HANDSHAKE_MAX_BODY",
     "Hello",
@@ -38,10 +39,13 @@ __all__ = [
     "encode_message",
 ]
 
-_HEADER = struct.Struct(">IB")
+#: A frame's header: the length of what follows it (the kind byte and the
+#: body), then the kind.
+FRAME_HEADER = struct.Struct(">IB")
+
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
-HEADER_SIZE = _HEADER.size
+HEADER_SIZE = FRAME_HEADER.size
 
 #: The largest body accepted before the handshake ends.
 HANDSHAKE_MAX_BODY = 65535
@@ -229,7 +233,7 @@ class FrameDecoder:
             self._have = 0
         n = len(data)
         pos = 0
-        unpack_from = _HEADER.unpack_from
+        unpack_from = FRAME_HEADER.unpack_from
         max_frame = self.max_body + 1
         while n - pos >= 5:
             length, kind = unpack_from(data, pos)
@@ -281,14 +285,14 @@ def frame(kind: int, body: bytes) -> bytes:
     """
     One frame of C{kind} carrying C{body}.
     """
-    return _HEADER.pack(len(body) + 1, kind) + body
+    return FRAME_HEADER.pack(len(body) + 1, kind) + body
 
 
 def encode_message(data: bytes) -> bytes:
     """
     The frame of an application message.
     """
-    return _HEADER.pack(len(data) + 1, MESSAGE_KIND) + data
+    return FRAME_HEADER.pack(len(data) + 1, MESSAGE_KIND) + data
 
 
 class _Reader:

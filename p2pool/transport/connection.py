@@ -15,12 +15,13 @@ from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.flow import ReadGate, SendQueue
 from p2pool.core.handshake import RemoteInfo
-from p2pool.core.wire import HEADER_SIZE, Disconnect, encode, encode_message
+from p2pool.core.wire import FRAME_HEADER, HEADER_SIZE, MESSAGE_KIND, Disconnect, encode, encode_message
 from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
 
 __all__ = ["Connection", "FrameChannel"]
 
 _DISCONNECT_FRAME = encode(Disconnect())
+_pack_header = FRAME_HEADER.pack
 
 
 class FrameChannel(Protocol):
@@ -124,6 +125,7 @@ class Connection:
         @param local_metadata: the connection metadata we sent.
         """
         self._protocol = protocol
+        self._send_frame = protocol.send_frame
         self._max_size = config.max_message_size
         self.peer_id: PeerId = remote.peer_id
         self.point: Point | None = remote.id_point
@@ -210,7 +212,14 @@ class Connection:
             messages wait for room (L{send_when_room}); nothing is queued.
         @raise ConnectionEnded: the connection has closed or is closing.
         """
-        self._protocol.send_frame(self._frame(data))
+        if self.reason is not None:
+            raise self.reason
+        size = len(data)
+        if size > self._max_size:
+            raise InvalidMessageSize(f"message of {size} bytes exceeds max_message_size ({self._max_size})")
+        # The channel checks that it is open; this is the hot path of every
+        # message, so the frame is built here in one step.
+        self._send_frame(_pack_header(size + 1, MESSAGE_KIND) + data)
 
     def send_when_room(self, data: bytes) -> Deferred[None]:
         """
@@ -270,8 +279,10 @@ class Connection:
 
     def register_producer(self, producer: IPushProducer) -> None:
         """
-        Let C{producer} be paused while the peer's send queue is full, and
-        resumed when it is half empty again.
+        Let C{producer} be paused while the peer's send queue holds enough
+        to keep the link busy (L{p2pool.core.flow.PRODUCER_HIGH_WATER}), well
+        before it is full, and resumed when it has drained to
+        L{p2pool.core.flow.PRODUCER_LOW_WATER}.
         """
         self._protocol.register_producer(producer)
 
