@@ -575,7 +575,7 @@ class ConnectHandler:
         conn = Connection(protocol, remote, now, config=pool.config, local_metadata=self._params.metadata)
         directory.connection_added(conn)
         app = pool.app
-        protocol.start_messages(pool.config.max_message_size, lambda data: app.message_received(conn, data))
+        protocol.start_messages(pool.config.max_message_size, app, conn)
         pool.events.emit(
             EventKind.CONNECTION_ESTABLISHED,
             point=str(remote.id_point),

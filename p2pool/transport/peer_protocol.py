@@ -42,6 +42,18 @@ from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
 
+class MessageReceiver(TypingProtocol):
+    """
+    What application messages are passed to (the pool's application).
+    """
+
+    def message_received(self, conn: Any, data: bytes) -> Any:
+        """
+        A message arrived on C{conn}; a Deferred or awaitable returned keeps
+        it in hand until it completes.
+        """
+
+
 class PeerHandler(TypingProtocol):
     """
     What a L{PeerProtocol} reports to and asks of: the pool's connect
@@ -286,17 +298,20 @@ class PeerProtocol(Protocol):
         self.pause_reading(ReadGate.CONTROL_RATE)
         self._later("control_rate", bucket.wait(1, now), self.resume_reading, ReadGate.CONTROL_RATE)
 
-    def start_messages(self, max_body: int, on_message: Callable[[bytes], Any]) -> None:
+    def start_messages(self, max_body: int, receiver: MessageReceiver, conn: Connection) -> None:
         """
         The handshake is over: accept frames up to C{max_body} and pass
-        application messages to C{on_message}. When C{on_message} returns a
-        Deferred or an awaitable, the message stays in hand until it
-        completes; at C{max_pending_messages} in hand, reading pauses.
+        application messages to C{receiver.message_received(conn, body)}.
+        When that returns a Deferred or an awaitable, the message stays in
+        hand until it completes; at C{max_pending_messages} in hand, reading
+        pauses.
         """
         self.decoder.max_body = max_body
 
         def deliver(body: bytes) -> None:
-            result = on_message(body)
+            # Looked up for each message, as a method call would be: an
+            # application may rebind its handler.
+            result = receiver.message_received(conn, body)
             if result is not None and (isinstance(result, Deferred) or inspect.isawaitable(result)):
                 self._message_pending(result)
 
@@ -378,14 +393,15 @@ class PeerProtocol(Protocol):
         queue = self.send_queue
         if not self._waiting:
             if (
-                not queue.queued
-                and queue.writable
+                queue.writable
+                and not queue.queued
                 and len(frame) <= CHUNK_SIZE
                 and self._flow.upload is None
                 and queue.budget.fits(len(frame))
             ):
                 # Nothing waits and the transport takes it: straight through.
-                self.write(frame)
+                self.bytes_sent += len(frame)
+                self._link.write(frame)
                 if self._reported_full or self._producer_paused:
                     self._pace_producer()
                 return
@@ -501,9 +517,9 @@ class PeerProtocol(Protocol):
 
     def _pace_producer(self) -> None:
         """
-        After progress: resume the application's producer when the queue is
-        half empty, pause it at three quarters full (before a frame could be
-        refused).
+        After progress: resume the application's producer when the queue
+        has room (L{SendQueue.has_room}), pause it at its high-water mark
+        (L{SendQueue.high_water}, before a frame could be refused).
         """
         queue = self.send_queue
         if queue.has_room and not self._waiting:
@@ -531,8 +547,8 @@ class PeerProtocol(Protocol):
 
     def register_producer(self, producer: IPushProducer) -> None:
         """
-        Pause C{producer} while the send queue is full, resume it when the
-        queue is half empty again.
+        Pause C{producer} at the send queue's high-water mark, resume it
+        when the queue has room again (L{_pace_producer}).
         """
         self._producer = producer
         self._producer_paused = False
