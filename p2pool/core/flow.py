@@ -18,6 +18,7 @@ in as C{now} (seconds).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,16 @@ __all__ = ["ByteBudget", "FairShare", "FlowLimits", "ReadGate", "SendQueue", "To
 
 #: Most bytes handed to a transport in one write: a large message goes in
 #: pieces, so a transport holds at most its high-water mark and one piece.
-CHUNK_SIZE = 65536
+#: Twisted's TCP transport pauses its producer past 64 KiB: a chunk of twice
+#: that lets one system call send 128 KiB, as Twisted's own TLS does.
+CHUNK_SIZE = 131072
+#: A registered producer is paused once this many bytes are queued (or three
+#: quarters of the queue's limit, if less) and resumed at or below
+#: L{PRODUCER_LOW_WATER} (or half the limit, if less): enough to keep the
+#: transport busy between two of its drains, little enough to stay in the
+#: CPU's caches. The queue's limit still bounds what other senders queue.
+PRODUCER_HIGH_WATER = 2 * CHUNK_SIZE
+PRODUCER_LOW_WATER = CHUNK_SIZE
 #: Length of the windows the bandwidth limits are shared in, in seconds.
 BANDWIDTH_WINDOW = 0.1
 #: The control-frame burst, in seconds of the control-frame rate.
@@ -89,22 +99,36 @@ class SendQueue:
         "stalled_since",
         "refused",
         "dropped_control",
-        "_buffer",
+        "_high_water",
+        "_low_water",
+        "_chunks",
+        "_tail",
+        "_tail_size",
     )
 
     def __init__(self, limit: int, budget: ByteBudget) -> None:
+        """
+        @param limit: the most bytes queued, beyond one frame alone (fixed
+            for the queue's life).
+        @param budget: the node-wide budget the queue takes its bytes from.
+        """
         self.limit = limit
         self.budget = budget
+        self._high_water = min(limit * 3 // 4, PRODUCER_HIGH_WATER)
+        self._low_water = min(limit // 2, PRODUCER_LOW_WATER)
         self.queued = 0
         self.writable = True
         self.stalled_since: float | None = None
         self.refused = 0
         self.dropped_control = 0
-        # The queued frames' bytes, one after another (the transport needs no
-        # frame boundaries): appending and taking a chunk from the front are
-        # each one C-level operation. Made at the first push: most frames
-        # go straight to the transport.
-        self._buffer: bytearray | None = None
+        # The queue is the joined chunks, oldest first, then the frames of
+        # the tail, not yet joined: queuing a frame is a list append, and the
+        # tail is joined (one C-level copy) once it would pass CHUNK_SIZE.
+        # Both are made when first needed: most frames go straight to the
+        # transport.
+        self._chunks: collections.deque[bytes] | None = None
+        self._tail: list[bytes] | None = None
+        self._tail_size = 0
 
     def fits(self, size: int) -> bool:
         """
@@ -123,19 +147,20 @@ class SendQueue:
     @property
     def high_water(self) -> bool:
         """
-        The queue is three quarters full, or the node budget is spent:
-        producers pause here, before a frame could be refused for want of
-        room.
+        The queue holds L{PRODUCER_HIGH_WATER} bytes or is three quarters
+        full, or the node budget is spent: producers pause here, before a
+        frame could be refused for want of room.
         """
-        return self.queued >= self.limit * 3 // 4 or not self.budget.fits(1)
+        return self.queued >= self._high_water or not self.budget.fits(1)
 
     @property
     def has_room(self) -> bool:
         """
-        The queue is at most half full and the node budget is not spent:
-        paused producers may resume.
+        The queue holds at most L{PRODUCER_LOW_WATER} bytes and is at most
+        half full, and the node budget is not spent: paused producers may
+        resume.
         """
-        return self.queued <= self.limit // 2 and self.budget.fits(1)
+        return self.queued <= self._low_water and self.budget.fits(1)
 
     def offer(self, frame: bytes) -> bool | None:
         """
@@ -145,44 +170,67 @@ class SendQueue:
             whether the queue is now at its high-water mark (L{high_water}).
         """
         size = len(frame)
-        queued = self.queued
         budget = self.budget
-        used = budget.used
-        if not ((queued == 0 or queued + size <= self.limit) and (used + size <= budget.limit or used == 0)):
+        queued = self.queued + size
+        used = budget.used + size
+        if (queued > self.limit and queued != size) or (used > budget.limit and used != size):
             return None
-        if self._buffer is None:
-            self._buffer = bytearray(frame)
+        tail = self._tail
+        if tail is not None and self._tail_size + size <= CHUNK_SIZE:
+            tail.append(frame)
+            self._tail_size += size
         else:
-            self._buffer += frame
-        self.queued = queued = queued + size
-        budget.used = used = used + size
-        return queued >= self.limit * 3 // 4 or used + 1 > budget.limit
+            self._start_tail(frame)
+        self.queued = queued
+        budget.used = used
+        return queued >= self._high_water or used >= budget.limit
 
     def push(self, frame: bytes) -> None:
         """
         Queue C{frame} (the caller checked L{fits}).
         """
-        if self._buffer is None:
-            self._buffer = bytearray(frame)
+        tail = self._tail
+        if tail is not None and self._tail_size + len(frame) <= CHUNK_SIZE:
+            tail.append(frame)
+            self._tail_size += len(frame)
         else:
-            self._buffer += frame
+            self._start_tail(frame)
         self.queued += len(frame)
         self.budget.take(len(frame))
+
+    def _start_tail(self, frame: bytes) -> None:
+        """
+        Join the tail into a chunk, if there is one, and start a new tail
+        with C{frame}.
+        """
+        tail = self._tail
+        if tail:
+            if self._chunks is None:
+                self._chunks = collections.deque()
+            self._chunks.append(tail[0] if len(tail) == 1 else b"".join(tail))
+        self._tail = [frame]
+        self._tail_size = len(frame)
 
     def pop_chunk(self, max_bytes: int) -> bytes:
         """
         Remove and return up to C{max_bytes} from the head of the queue
         (whole frames joined, the last one possibly cut).
         """
-        buffer = self._buffer
-        if buffer is None:
+        chunks = self._chunks
+        if chunks:
+            chunk = chunks.popleft()
+        elif self._tail:
+            tail = self._tail
+            chunk = tail[0] if len(tail) == 1 else b"".join(tail)
+            self._tail = None
+            self._tail_size = 0
+        else:
             return b""
-        chunk = bytes(buffer[:max_bytes])
-        # Deleting from the front of a bytearray moves no bytes (CPython
-        # advances its start).
-        del buffer[:max_bytes]
-        if not buffer:
-            self._buffer = None
+        if len(chunk) > max_bytes:
+            if chunks is None:
+                chunks = self._chunks = collections.deque()
+            chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
         self.queued -= len(chunk)
         self.budget.release(len(chunk))
         return chunk
@@ -193,7 +241,9 @@ class SendQueue:
         """
         self.budget.release(self.queued)
         self.queued = 0
-        self._buffer = None
+        self._chunks = None
+        self._tail = None
+        self._tail_size = 0
 
     def transport_full(self, now: float) -> None:
         """
