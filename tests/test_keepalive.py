@@ -6,12 +6,15 @@ and over real TLS, where closing must not wait for the silent peer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.core.addressing import Point
 from p2pool.core.wire import Pong, encode
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind
+from p2pool.pool import keepalive
 from p2pool.testing.network import MemoryNetwork
 from tests.helpers import RecordingApp, async_test, start_node, wait_for
 
@@ -108,6 +111,44 @@ class RoundTripTests(SynchronousTestCase):
         self.network.advance(6.0)
         self.successResultOf(closed)
         self.assertIsNone(self.keepalive.round_trip(self.conn))
+
+
+class SlicedPassTests(SynchronousTestCase):
+    """
+    A keepalive pass checks L{keepalive.CHECK_SLICE} connections per
+    reactor turn, so thousands of connections do not stall the node.
+    """
+
+    def test_pass_in_slices(self) -> None:
+        self.patch(keepalive, "CHECK_SLICE", 2)
+        network = MemoryNetwork(seed=5, latency=0.01)
+        self.addCleanup(network.stop)
+        settings = dict(maintenance_idle_time=None, keepalive_interval=10.0)
+        hub = network.add_pool("10.1.0.1", **settings)
+        pinged: list[object] = []
+        for i in range(5):
+            network.add_pool(f"10.{i + 2}.0.1", **settings)
+            hub.connect(Point(f"10.{i + 2}.0.1", 9732))
+        network.advance(1.0)
+        self.assertEqual(hub.active_connections(), 5)
+        for conn in hub.connections.list():
+            original = conn.send_control
+
+            def counting(frame: bytes, conn: object = conn, original: Any = original) -> bool:
+                pinged.append(conn)
+                return bool(original(frame))
+
+            conn.send_control = counting  # type: ignore[method-assign]
+        checker = hub.keepalive
+        assert checker is not None
+        checker.check()
+        self.assertEqual(len(pinged), 2, "the first slice: round trips due on two connections")
+        checker.check()
+        self.assertEqual(len(pinged), 2, "a pass under way is left to finish")
+        network.clock.advance(0)  # the next turns: the rest of the pass
+        self.assertEqual(sorted(map(id, pinged)), sorted(map(id, hub.connections.list())), "each pinged once")
+        network.advance(0.1)
+        self.assertTrue(all(checker.round_trip(c) is not None for c in hub.connections.list()))
 
 
 class RealSocketKeepaliveTests(TestCase):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
 from p2pool.core.directory import Directory
@@ -30,6 +30,10 @@ SILENT_INTERVALS = 3
 CHECKS_PER_INTERVAL = 2
 #: Unanswered pings remembered per connection (a silent one is closed first).
 MAX_UNANSWERED = SILENT_INTERVALS + 1
+#: Connections checked per reactor turn: a pass over 10,000 connections,
+#: each of which may be pinged, holds the reactor a few milliseconds at a
+#: time instead of a tenth of a second.
+CHECK_SLICE = 500
 _PING = encode(Ping())
 
 
@@ -64,6 +68,10 @@ class Keepalive:
         self._last_ping: dict[Connection, float] = {}
         #: The latest and the lowest round trip measured.
         self._round_trips: dict[Connection, tuple[float, float]] = {}
+        #: The pass under way: the connections to check, how many are done,
+        #: what they were seen to have received, and when the pass began.
+        self._pass: tuple[list[Connection], int, dict[Connection, tuple[int, int]], float] | None = None
+        self._next_slice: IDelayedCall | None = None
         self._loop = LoopingCall(weak_method(self.check))
         self._loop.clock = clock
 
@@ -73,6 +81,10 @@ class Keepalive:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+        if self._next_slice is not None and self._next_slice.active():
+            self._next_slice.cancel()
+        self._next_slice = None
+        self._pass = None
         self._seen.clear()
         self._unanswered.clear()
         self._last_ping.clear()
@@ -121,22 +133,29 @@ class Keepalive:
 
     def check(self) -> None:
         """
-        Ping connections silent for one interval (and each interval after);
-        close those silent for L{SILENT_INTERVALS}; ping those that are not
-        silent when their round trip is due.
+        Start a pass over the connections: ping those silent for one
+        interval (and each interval after); close those silent for
+        L{SILENT_INTERVALS}; ping those that are not silent when their round
+        trip is due. The pass checks L{CHECK_SLICE} connections per reactor
+        turn; one still under way is left to finish.
         """
-        connections = list(self._directory.connections.values())
-        now = self._clock.seconds()
-        seen: dict[Connection, tuple[int, int]] = {}
-        # Forget closed connections' measurements with their silence counts.
-        self._unanswered = {c: q for c, q in self._unanswered.items() if c.is_open}
-        self._last_ping = {c: t for c, t in self._last_ping.items() if c.is_open}
-        self._round_trips = {c: r for c, r in self._round_trips.items() if c.is_open}
-        for conn in connections:
+        if self._pass is not None:
+            return
+        self._pass = (list(self._directory.connections.values()), 0, {}, self._clock.seconds())
+        self._check_slice()
+
+    def _check_slice(self) -> None:
+        self._next_slice = None
+        if self._pass is None:
+            return
+        connections, done, seen, now = self._pass
+        end = min(done + CHECK_SLICE, len(connections))
+        last_seen = self._seen
+        for conn in connections[done:end]:
             if not conn.is_open:
                 continue  # closing already: its close has a grace period of its own
             received = conn.bytes_received
-            last, silent = self._seen.get(conn, (-1, 0))
+            last, silent = last_seen.get(conn, (-1, 0))
             # A connection we stopped reading is not silent: we are.
             silent = silent + 1 if received == last and not conn.reading_paused else 0
             seen[conn] = (received, silent)
@@ -151,4 +170,14 @@ class Keepalive:
                 self._ping(conn, now)
             elif silent == 0 and self._round_trip_due(conn, now):
                 self._ping(conn, now)
+        if end < len(connections):
+            self._pass = (connections, end, seen, now)
+            self._next_slice = self._clock.callLater(0, weak_method(self._check_slice))
+            return
+        self._pass = None
         self._seen = seen
+        # Forget the measurements of connections that closed (they are not
+        # in this pass's results).
+        for measured in (self._unanswered, self._last_ping, self._round_trips):
+            for gone in measured.keys() - seen.keys():
+                del measured[gone]
