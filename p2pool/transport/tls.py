@@ -17,13 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -265,17 +263,21 @@ class TLSContext:
         )
         self.creator = PeerConnectionCreator(options.getContext())
 
-    def client_endpoint(self, endpoint: IStreamClientEndpoint, clock: IReactorTime) -> IStreamClientEndpoint:
+    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
-        C{endpoint}, with TLS over each connection it makes.
+        A factory that runs TLS over a dialed connection, with the protocol
+        C{factory} builds inside.
         """
-        return wrapClientTLS(self.creator, endpoint, clock=clock)
+        return self._tls_factory(True, factory, clock)
 
     def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
         A factory that runs TLS over each accepted connection, with the
         protocol C{factory} builds inside.
         """
-        tls = TLSMemoryBIOFactory(self.creator, False, factory, clock=clock)
+        return self._tls_factory(False, factory, clock)
+
+    def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+        tls = TLSMemoryBIOFactory(self.creator, client, factory, clock=clock)
         tls.noisy = False
         return tls
