@@ -100,7 +100,7 @@ class RemoteInfo:
     p2p_version: int
     application_version: int | None
 
-    @property
+    @functools.cached_property
     def id_point(self) -> Point | None:
         """
         Where the remote can be reached: the dialed point, or for an
