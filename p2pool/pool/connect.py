@@ -7,7 +7,6 @@ and the point and peer state changes from first byte to last.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
+from p2pool.core.addressing import AddressError, PeerId, Point, Reach, netgroup, normalise_ip, reach
 from p2pool.core.admission import StallTracker, admission_group, displacement_victim
 from p2pool.core.directory import Directory
 from p2pool.core.eviction import Candidate, Protection, eviction_victim
@@ -352,7 +351,7 @@ class ConnectHandler:
         pending or running (loopback exempt only when configured so).
         """
         config = self._pool.config
-        if config.netgroup_cap_exempts_loopback and ipaddress.ip_address(ip).is_loopback:
+        if config.netgroup_cap_exempts_loopback and reach(ip) is Reach.LOOPBACK:
             return False
         return self.incoming_in_netgroup(netgroup(ip)) >= config.max_incoming_connections_per_netgroup
 
