@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.error import NotConnectingError
+from twisted.internet.error import NotConnectingError, UserError
 from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IProtocolFactory, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
@@ -101,7 +101,7 @@ class ConnectHandler:
         self._owned: dict[PeerProtocol, tuple[PointInfo | None, PeerInfo | None]] = {}
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
         #: Dials whose TCP connection is not up yet, to cancel at tear-down.
-        self._attempts: dict[PeerProtocol, IConnector] = {}
+        self._attempts: dict[PeerProtocol, _Dial] = {}
         #: Torn down: the pool is stopping or gone, and late connections
         #: are closed without a decision.
         self._closed = False
@@ -215,7 +215,7 @@ class ConnectHandler:
         for protocol, attempt in list(self._attempts.items()):
             if protocol.transport is None:
                 protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)
-                _abandon(attempt)
+                attempt.abandon()
         waits = [
             conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())
         ]
@@ -261,11 +261,11 @@ class ConnectHandler:
             self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
         )
         tcp_timeout = max(1, int(pool.config.connection_timeout))
-        attempt = self._reactor.connectTCP(point.ip, point.port, dial, tcp_timeout, self._bind_for(point))
+        self._reactor.connectTCP(point.ip, point.port, dial, tcp_timeout, self._bind_for(point))
         if protocol.transport is None:
-            self._attempts[protocol] = attempt
+            self._attempts[protocol] = dial
         delay = pool.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
+        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, dial)
         return result
 
     def _bind_for(self, point: Point) -> tuple[str, int] | None:
@@ -278,12 +278,12 @@ class ConnectHandler:
             return (listen.ip, 0)
         return None
 
-    def _dial_timed_out(self, protocol: PeerProtocol, attempt: IConnector) -> None:
+    def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
         self._timeouts.pop(protocol, None)
         error = Timeout(f"connection to {protocol.dialed_point} timed out")
         if protocol.transport is None:
             protocol.error = error
-            _abandon(attempt)
+            attempt.abandon()
         else:
             protocol.fail(error, abort=True)
 
@@ -736,7 +736,8 @@ class ConnectHandler:
 class _Dial(ClientFactory):
     """
     The factory of one dial: builds the channel's protocol once the TCP
-    connection is up, and reports a TCP connection that could not be made.
+    connection is up, and reports a TCP connection that could not be made,
+    or was abandoned, once.
     """
 
     noisy = False
@@ -744,28 +745,36 @@ class _Dial(ClientFactory):
     def __init__(self, factory: IProtocolFactory, failed: Callable[[Failure], None]) -> None:
         self._factory = factory
         self._failed: Callable[[Failure], None] | None = failed
+        self._connector: IConnector | None = None
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        self._connector = connector
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         # Connected: nothing left to report, and the connector (held by the
         # transport) does not hold the protocol through the callback.
         self._failed = None
+        self._connector = None
         return cast(Protocol | None, self._factory.buildProtocol(cast(IAddress, addr)))
 
-    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
         failed, self._failed = self._failed, None
+        self._connector = None
         if failed is not None:
             failed(reason)
 
-
-def _abandon(attempt: IConnector) -> None:
-    """
-    Stop a dial whose TCP connection is not up (its factory is told it
-    failed); nothing happens if it already ended.
-    """
-    try:
-        attempt.stopConnecting()
-    except NotConnectingError:
-        pass
+    def abandon(self) -> None:
+        """
+        Stop the dial if its TCP connection is not up: it is reported as
+        failed (by the connector, or here if the connector does not).
+        """
+        connector = self._connector
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except NotConnectingError:
+                pass
+        self.clientConnectionFailed(connector, Failure(UserError()))
 
 
 def disconnect_reason(error: P2PError) -> ConnectionEnded:
