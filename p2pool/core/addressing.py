@@ -253,12 +253,10 @@ def _is_hostname(host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
-@functools.lru_cache(maxsize=16384)
 def netgroup(ip: str) -> str:
     """
     The network group of an address, for diversity decisions: the /16 of an
-    IPv4 address, the /32 of an IPv6 address (cached: it is asked of every
-    connection, several times).
+    IPv4 address, the /32 of an IPv6 address.
     """
     address = ipaddress.ip_address(ip)
     prefix = 16 if address.version == 4 else 32
