@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -208,6 +209,11 @@ _log = Logger(namespace="p2pool.events")
 #: Each event's name as a plain string, for log records.
 _NAMES: dict[EventKind, str] = {kind: kind.value for kind in EventKind}
 
+#: Each event's log level.
+_LEVELS: dict[EventKind, LogLevel] = {
+    kind: LogLevel.info if kind in INFO_EVENTS else LogLevel.debug for kind in EventKind
+}
+
 
 @functools.lru_cache(maxsize=1024)
 def _format(keys: tuple[str, ...]) -> str:
@@ -239,9 +245,22 @@ class EventLog:
         if type(event) is not EventKind:
             raise TypeError(f"a pool event must be an EventKind, not {event!r}")
         record = PoolEvent(event, fields)
-        for callback in list(self.callbacks):
-            callback(record)
+        if self.callbacks:
+            for callback in list(self.callbacks):
+                callback(record)
         if self.summarise is not None and self.summarise(record):
             return
-        level = LogLevel.info if event in INFO_EVENTS else LogLevel.debug
-        _log.emit(level, _format(tuple(fields)), p2pool_event=_NAMES[event], **fields)
+        # The event Logger.emit would build, handed to its observer without
+        # Logger.emit's check that the level is a LogLevel (it is one of two).
+        _log.observer(
+            {
+                "p2pool_event": _NAMES[event],
+                **fields,
+                "log_logger": _log,
+                "log_level": _LEVELS[event],
+                "log_namespace": _log.namespace,
+                "log_source": _log.source,
+                "log_format": _format(tuple(fields)),
+                "log_time": time.time(),
+            }
+        )

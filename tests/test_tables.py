@@ -331,11 +331,13 @@ class StateMachineTests(SynchronousTestCase):
         from p2pool.core.states import InvalidTransition
 
         info = PointInfo(_point(1))
-        self.assertRaises(InvalidTransition, info.set_disconnected, 0.0, _POLICY, random.Random(0))
+        error = self.assertRaises(InvalidTransition, info.set_disconnected, 0.0, _POLICY, random.Random(0))
+        self.assertEqual(str(error), f"point {_point(1)}: cannot disconnect from disconnected")
         info.set_accepted(_peer(1), 0.0)
         self.assertRaises(InvalidTransition, info.set_running, _peer(2), 1.0)
         peer = PeerInfo(_peer(1), created=0.0)
-        self.assertRaises(InvalidTransition, peer.set_disconnected, 0.0)
+        error = self.assertRaises(InvalidTransition, peer.set_disconnected, 0.0)
+        self.assertEqual(str(error), f"peer {_peer(1)}: cannot disconnect from disconnected")
 
     def test_event_ring_bounded(self) -> None:
         info = PointInfo(_point(1))

@@ -37,6 +37,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from p2pool.core.addressing import Point, PointSpec
+from p2pool.core.states import PointState
 from p2pool.errors import ConnectionFailed, DisconnectReason, P2PError, Timeout
 from p2pool.events import EventKind
 from p2pool.pool.service import Pool
@@ -782,6 +783,26 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.network.advance(0.2)
         failure = self.failureResultOf(d, ConnectionFailed)
         self.assertIn("timeout", failure.getErrorMessage())
+
+    def test_dial_abandoned_by_its_own_timeout(self) -> None:
+        """
+        A dial whose own timeout (shorter than the TCP connect timeout)
+        passes while the TCP connection is still being made is abandoned:
+        it fails once, with L{Timeout}, and its point is free again.
+        """
+        a, _ = self.add(IP_A, connection_timeout=3)
+        self.add(IP_B)
+        self.network.partition([IP_A], [IP_B], drop=True)
+        d = a.connect(_point(IP_B), timeout=1.5)
+        self.network.advance(1.4)
+        self.assertNoResult(d)
+        self.network.advance(0.2)
+        self.failureResultOf(d, Timeout)
+        info = a.points.info(_point(IP_B))
+        assert info is not None
+        self.assertEqual(info.state, PointState.DISCONNECTED)
+        self.network.advance(5)
+        self.assertEqual(a.active_connections(), 0)
 
     def test_restart(self) -> None:
         """

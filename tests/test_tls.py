@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
@@ -26,7 +27,9 @@ from zope.interface import implementer
 
 from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure, InvalidAuth
+from p2pool.transport import tls
 from p2pool.transport.tls import (
+    CheckedCertificates,
     IVerifiedProtocol,
     PeerConnectionCreator,
     PeerVerification,
@@ -267,6 +270,95 @@ class MutualAuthenticationTests(SynchronousTestCase):
         server, client, pump = connect(self.server_context.creator, anonymous)
         self.assert_refused(server)
         self.assertEqual(client.received, b"")
+
+
+class CheckedCertificatesTests(SynchronousTestCase):
+    """
+    L{CheckedCertificates}: a peer certificate is checked in full once, and
+    again whenever any byte of it changes.
+    """
+
+    def setUp(self) -> None:
+        self.checks: list[object] = []
+        real = tls.peer_of_certificate
+
+        def counted(cert: x509.Certificate) -> tuple[PeerId, bytes]:
+            self.checks.append(cert)
+            return real(cert)
+
+        self.patch(tls, "peer_of_certificate", counted)
+        self.certificates = CheckedCertificates(size=2)
+
+    def as_x509(self, certificate: x509.Certificate) -> crypto.X509:
+        return crypto.X509.from_cryptography(certificate)
+
+    def test_same_certificate_checked_once(self) -> None:
+        key = Ed25519PrivateKey.generate()
+        certificate = make_certificate(key)
+        first = self.certificates.peer_of(self.as_x509(certificate))
+        second = self.certificates.peer_of(self.as_x509(certificate))
+        self.assertEqual(first, (peer_id_of(key), raw_public_key(key)))
+        self.assertEqual(second, first)
+        self.assertEqual(len(self.checks), 1)
+
+    def test_changed_certificate_for_same_key_checked_again(self) -> None:
+        """
+        Once a peer's valid certificate is remembered, another certificate
+        with its key but signed by another key is still refused, and never
+        remembered.
+        """
+        key = Ed25519PrivateKey.generate()
+        self.certificates.peer_of(self.as_x509(make_certificate(key)))
+        forged = self.as_x509(build_certificate(key, Ed25519PrivateKey.generate()))
+        for _ in range(2):
+            error = self.assertRaises(InvalidAuth, self.certificates.peer_of, forged)
+            self.assertIn("not validly self-signed", str(error))
+        self.assertEqual(len(self.checks), 3)
+        self.assertEqual(len(self.certificates), 1)
+
+    def test_new_certificate_of_known_key_checked(self) -> None:
+        """
+        A peer that makes a new certificate (at every start) is checked
+        again: the memory is of certificates, not of keys.
+        """
+        key = Ed25519PrivateKey.generate()
+        self.certificates.peer_of(self.as_x509(make_certificate(key)))
+        again = self.certificates.peer_of(self.as_x509(make_certificate(key)))
+        self.assertEqual(again, (peer_id_of(key), raw_public_key(key)))
+        self.assertEqual(len(self.checks), 2)
+
+    def test_least_recently_seen_forgotten(self) -> None:
+        a, b, c = (self.as_x509(make_certificate(Ed25519PrivateKey.generate())) for _ in range(3))
+        self.certificates.peer_of(a)
+        self.certificates.peer_of(b)
+        self.certificates.peer_of(a)  # a is now the most recent
+        self.certificates.peer_of(c)  # forgets b
+        self.assertEqual(len(self.certificates), 2)
+        self.assertEqual(len(self.checks), 3)
+        self.certificates.peer_of(a)
+        self.assertEqual(len(self.checks), 3)
+        self.certificates.peer_of(b)
+        self.assertEqual(len(self.checks), 4)
+
+    def test_handshakes_check_each_certificate_once(self) -> None:
+        """
+        Through TLS: repeated connections between the same two nodes check
+        each side's certificate once, and a pinned peer id is still
+        enforced on a remembered certificate.
+        """
+        server_key, client_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        server_context, client_context = TLSContext(server_key), TLSContext(client_key)
+        for _ in range(3):
+            server, client, pump = connect(server_context.creator, client_context.creator)
+            self.assertTrue(server.completed and client.completed)
+            self.assertEqual(client.verification.peer_id, peer_id_of(server_key))
+            self.assertEqual(server.verification.peer_id, peer_id_of(client_key))
+        self.assertEqual(len(self.checks), 2)
+        self.assertEqual(len(client_context.creator.certificates), 1)
+        wrong = peer_id_of(Ed25519PrivateKey.generate())
+        server, client, pump = connect(server_context.creator, client_context.creator, client_expects=wrong)
+        self.assertFalse(client.completed)
+        self.assertIsInstance(client.verification.failure, IdentityCheckFailure)
 
 
 class CertificateTests(SynchronousTestCase):

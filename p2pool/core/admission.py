@@ -9,11 +9,10 @@ be greylisted. L{p2pool.pool.connect} applies them.
 from __future__ import annotations
 
 import collections
-import ipaddress
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
-from p2pool.core.addressing import netgroup
+from p2pool.core.addressing import Reach, netgroup, reach
 
 __all__ = ["STALL_WINDOW", "StallTracker", "admission_group", "displacement_victim"]
 
@@ -32,7 +31,7 @@ def admission_group(ip: str, exempt_loopback: bool) -> str:
     loopback address when loopback is exempt from the netgroup caps (many
     nodes on one host, each its own group).
     """
-    if exempt_loopback and ipaddress.ip_address(ip).is_loopback:
+    if exempt_loopback and reach(ip) is Reach.LOOPBACK:
         return ip
     return netgroup(ip)
 

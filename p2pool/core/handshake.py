@@ -9,6 +9,7 @@ other's answer.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -72,6 +73,13 @@ class HandshakeParams:
             self.metadata,
         )
 
+    @functools.cached_property
+    def hello_frame(self) -> bytes:
+        """
+        L{hello}, encoded (the same for every connection).
+        """
+        return encode(self.hello())
+
 
 @attrs.frozen
 class RemoteInfo:
@@ -92,7 +100,7 @@ class RemoteInfo:
     p2p_version: int
     application_version: int | None
 
-    @property
+    @functools.cached_property
     def id_point(self) -> Point | None:
         """
         Where the remote can be reached: the dialed point, or for an
@@ -138,6 +146,10 @@ def select_version(local: Sequence[int], remote: Sequence[int]) -> int | None:
     """
     common = set(local).intersection(remote)
     return max(common) if common else None
+
+
+#: The Ack frame.
+_ACK_FRAME = encode(Ack())
 
 
 class HandshakeState(enum.Enum):
@@ -208,7 +220,7 @@ class Handshake:
         """
         self._advance("tls_established")
         self.peer_id, self._public_key = peer_id, public_key
-        self._send(encode(self.params.hello()))
+        self._send(self.params.hello_frame)
 
     def control_received(self, kind: int, body: bytes) -> RemoteInfo | None:
         """
@@ -261,7 +273,7 @@ class Handshake:
             raise decision.error
         self.remote = remote
         self._advance("accepted")
-        self._send(encode(Ack()))
+        self._send(_ACK_FRAME)
 
     def _protocol_decision(self, remote: RemoteInfo) -> Refuse | None:
         """

@@ -142,16 +142,17 @@ def _latest(*stamps: tuple[Any, float] | None) -> float | None:
 S = TypeVar("S", PointState, PeerState)
 
 
-def _transition(table: dict[tuple[S, str], S], state: S, event: str, what: str) -> S:
+def _transition(table: dict[tuple[S, str], S], state: S, event: str, kind: str, name: object) -> S:
     """
-    The state C{event} leads to from C{state} in C{table}.
+    The state C{event} leads to from C{state} in C{table}, for the C{kind}
+    record C{name} (made text only for the error).
 
     @raise InvalidTransition: the table has no such transition.
     """
     try:
         return table[state, event]
     except KeyError:
-        raise InvalidTransition(f"{what}: cannot {event} from {state.value}") from None
+        raise InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}") from None
 
 
 @attrs.define(eq=False)
@@ -220,7 +221,7 @@ class PointInfo(_EventRing, _Trusted):
     source_group: str | None = None
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_POINT_TRANSITIONS, self.state, event, f"point {self.point}")
+        self.state = _transition(_POINT_TRANSITIONS, self.state, event, "point", self.point)
 
     @property
     def last_seen(self) -> float | None:
@@ -336,7 +337,7 @@ class PeerInfo(_EventRing, _Trusted):
     last_disconnection: tuple[Point | None, float] | None = None
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_PEER_TRANSITIONS, self.state, event, f"peer {self.peer_id}")
+        self.state = _transition(_PEER_TRANSITIONS, self.state, event, "peer", self.peer_id)
 
     @property
     def last_seen(self) -> float | None:

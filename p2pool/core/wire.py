@@ -462,6 +462,10 @@ def _decode_swap(r: _Reader) -> tuple[Point, PeerId]:
     return point, peer
 
 
+#: Each frame kind's name in errors.
+_KIND_NAMES: dict[int, str] = {int(kind): kind.name.lower() for kind in Kind}
+
+
 def decode_control(kind: int, body: bytes) -> ControlMessage:
     """
     Decode the body of a control frame.
@@ -469,10 +473,9 @@ def decode_control(kind: int, body: bytes) -> ControlMessage:
     @raise DecodingError: unknown kind or malformed body; the message says
         what is wrong.
     """
-    try:
-        name = Kind(kind).name.lower()
-    except ValueError:
-        raise DecodingError(f"unknown frame kind 0x{kind:02x}") from None
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        raise DecodingError(f"unknown frame kind 0x{kind:02x}")
     r = _Reader(body, name)
     msg: ControlMessage
     if kind == Kind.HELLO:

@@ -7,18 +7,19 @@ and the point and peer state changes from first byte to last.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.internet.error import NotConnectingError, UserError
+from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IProtocolFactory, IReactorTCP, IReactorTime
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pool.core.addressing import AddressError, PeerId, Point, netgroup, normalise_ip
+from p2pool.core.addressing import AddressError, PeerId, Point, Reach, netgroup, normalise_ip, reach
 from p2pool.core.admission import StallTracker, admission_group, displacement_victim
 from p2pool.core.directory import Directory
 from p2pool.core.eviction import Candidate, Protection, eviction_victim
@@ -100,7 +101,7 @@ class ConnectHandler:
         self._owned: dict[PeerProtocol, tuple[PointInfo | None, PeerInfo | None]] = {}
         self._dial_results: dict[PeerProtocol, Deferred[Connection]] = {}
         #: Dials whose TCP connection is not up yet, to cancel at tear-down.
-        self._attempts: dict[PeerProtocol, Deferred[Any]] = {}
+        self._attempts: dict[PeerProtocol, _Dial] = {}
         #: Torn down: the pool is stopping or gone, and late connections
         #: are closed without a decision.
         self._closed = False
@@ -214,7 +215,7 @@ class ConnectHandler:
         for protocol, attempt in list(self._attempts.items()):
             if protocol.transport is None:
                 protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)
-                attempt.cancel()
+                attempt.abandon()
         waits = [
             conn.disconnect(DisconnectReason.POOL_DESTROYED) for conn in list(self._directory.connections.values())
         ]
@@ -256,32 +257,33 @@ class ConnectHandler:
         self._dial_results[protocol] = result
         pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
         assert self._channel is not None, "configure() runs before the pool starts"
-        attempt = self._channel.client_endpoint(self._client_endpoint(point), self._clock).connect(factory)
+        dial = _Dial(
+            self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
+        )
+        tcp_timeout = max(1, int(pool.config.connection_timeout))
+        self._reactor.connectTCP(point.ip, point.port, dial, tcp_timeout, self._bind_for(point))
         if protocol.transport is None:
-            self._attempts[protocol] = attempt
+            self._attempts[protocol] = dial
         delay = pool.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, attempt)
-        # The endpoint's factory keeps this Deferred: it must not keep the
-        # protocol (through its result) once connected.
-        attempt.addCallbacks(lambda _: None, self._tcp_failed, errbackArgs=(protocol,))
+        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, dial)
         return result
 
-    def _client_endpoint(self, point: Point) -> IStreamClientEndpoint:
-        config = self._pool.config
-        listen = config.listen
-        bind = None
+    def _bind_for(self, point: Point) -> tuple[str, int] | None:
+        """
+        The local address a dial to C{point} leaves from: the listening
+        address, when it is one address of the same family.
+        """
+        listen = self._pool.config.listen
         if listen.ip not in ("0.0.0.0", "::") and listen.is_ipv6 == point.is_ipv6:
-            bind = (listen.ip, 0)
-        endpoint_type = TCP6ClientEndpoint if point.is_ipv6 else TCP4ClientEndpoint
-        tcp_timeout = max(1, int(config.connection_timeout))
-        return endpoint_type(self._reactor, point.ip, point.port, timeout=tcp_timeout, bindAddress=bind)
+            return (listen.ip, 0)
+        return None
 
-    def _dial_timed_out(self, protocol: PeerProtocol, attempt: Deferred[Any]) -> None:
+    def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
         self._timeouts.pop(protocol, None)
         error = Timeout(f"connection to {protocol.dialed_point} timed out")
         if protocol.transport is None:
             protocol.error = error
-            attempt.cancel()
+            attempt.abandon()
         else:
             protocol.fail(error, abort=True)
 
@@ -349,7 +351,7 @@ class ConnectHandler:
         pending or running (loopback exempt only when configured so).
         """
         config = self._pool.config
-        if config.netgroup_cap_exempts_loopback and ipaddress.ip_address(ip).is_loopback:
+        if config.netgroup_cap_exempts_loopback and reach(ip) is Reach.LOOPBACK:
             return False
         return self.incoming_in_netgroup(netgroup(ip)) >= config.max_incoming_connections_per_netgroup
 
@@ -729,6 +731,50 @@ class ConnectHandler:
         result = self._dial_results.pop(protocol, None)
         if result is not None:
             result.errback(error)
+
+
+class _Dial(ClientFactory):
+    """
+    The factory of one dial: builds the channel's protocol once the TCP
+    connection is up, and reports a TCP connection that could not be made,
+    or was abandoned, once.
+    """
+
+    noisy = False
+
+    def __init__(self, factory: IProtocolFactory, failed: Callable[[Failure], None]) -> None:
+        self._factory = factory
+        self._failed: Callable[[Failure], None] | None = failed
+        self._connector: IConnector | None = None
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        self._connector = connector
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        # Connected: nothing left to report, and the connector (held by the
+        # transport) does not hold the protocol through the callback.
+        self._failed = None
+        self._connector = None
+        return cast(Protocol | None, self._factory.buildProtocol(cast(IAddress, addr)))
+
+    def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
+        failed, self._failed = self._failed, None
+        self._connector = None
+        if failed is not None:
+            failed(reason)
+
+    def abandon(self) -> None:
+        """
+        Stop the dial if its TCP connection is not up: it is reported as
+        failed (by the connector, or here if the connector does not).
+        """
+        connector = self._connector
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except NotConnectingError:
+                pass
+        self.clientConnectionFailed(connector, Failure(UserError()))
 
 
 def disconnect_reason(error: P2PError) -> ConnectionEnded:

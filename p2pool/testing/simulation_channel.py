@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -38,7 +37,6 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IPushProducer,
     IReactorTime,
-    IStreamClientEndpoint,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -109,11 +107,12 @@ class SimulationChannel:
         self.notary = notary
         self.public_key = public_key
 
-    def client_endpoint(self, endpoint: IStreamClientEndpoint, clock: IReactorTime) -> IStreamClientEndpoint:
+    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
-        C{endpoint}, with the simulated handshake over each connection.
+        A factory that runs the simulated handshake over a dialed
+        connection, with the protocol C{factory} builds inside.
         """
-        return _ClientEndpoint(self, endpoint)
+        return _ChannelFactory(self, factory, client=True)
 
     def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
@@ -121,24 +120,6 @@ class SimulationChannel:
         connection, with the protocol C{factory} builds inside.
         """
         return _ChannelFactory(self, factory, client=False)
-
-
-@implementer(IStreamClientEndpoint)
-class _ClientEndpoint:
-    def __init__(self, channel: SimulationChannel, endpoint: IStreamClientEndpoint) -> None:
-        self._channel = channel
-        self._endpoint = endpoint
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        """
-        Dial, and fire with the protocol inside the channel.
-        """
-        d = self._endpoint.connect(_ChannelFactory(self._channel, protocolFactory, client=True))
-        return d.addCallback(_inner_protocol)
-
-
-def _inner_protocol(protocol: IProtocol) -> IProtocol:
-    return cast(_ChannelProtocol, protocol).wrapped
 
 
 class _ChannelFactory(Factory):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 
 from p2pool.core.identity import Identity
 from p2pool.transport.tls import TLSContext
@@ -29,10 +29,10 @@ class PeerChannel(Protocol):
     C{handshakeCompleted}.
     """
 
-    def client_endpoint(self, endpoint: IStreamClientEndpoint, clock: IReactorTime) -> IStreamClientEndpoint:
+    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
-        An endpoint that dials through C{endpoint} and runs the channel
-        over the connection.
+        A factory for a dialed connection that runs the channel over it and
+        builds the protocol inside it with C{factory}.
         """
 
     def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:

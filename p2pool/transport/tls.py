@@ -7,6 +7,7 @@ from the key of the one certificate it presents.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import hmac
 
@@ -16,13 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -34,6 +33,8 @@ from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
 
 __all__ = [
+    "CERTIFICATE_CACHE_SIZE",
+    "CheckedCertificates",
     "IVerifiedProtocol",
     "PeerConnectionCreator",
     "PeerVerification",
@@ -95,6 +96,48 @@ def peer_of_certificate(cert: crypto.X509 | x509.Certificate) -> tuple[PeerId, b
     return PeerId.from_public_key(raw), raw
 
 
+#: How many checked peer certificates a node remembers (L{CheckedCertificates}).
+CERTIFICATE_CACHE_SIZE = 1024
+
+
+class CheckedCertificates:
+    """
+    The peer certificates a node has found valid, by their exact bytes, with
+    the peer id and public key of each: a peer that comes back with the
+    same certificate is not checked again (the self-signature of given bytes
+    is either valid or not). A certificate not seen before, or changed in
+    any byte, is checked in full; a refused one is never remembered. At
+    C{size} certificates the least recently seen is forgotten.
+    """
+
+    def __init__(self, size: int = CERTIFICATE_CACHE_SIZE) -> None:
+        self.size = size
+        self._known: collections.OrderedDict[bytes, tuple[PeerId, bytes]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def peer_of(self, cert: crypto.X509) -> tuple[PeerId, bytes]:
+        """
+        The peer id and raw public key of C{cert} (see
+        L{peer_of_certificate}).
+
+        @raise InvalidAuth: the certificate is not a valid self-signed
+            Ed25519 certificate.
+        """
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        known = self._known
+        found = known.get(der)
+        if found is not None:
+            known.move_to_end(der)
+            return found
+        found = peer_of_certificate(x509.load_der_x509_certificate(der))
+        known[der] = found
+        if len(known) > self.size:
+            known.popitem(last=False)
+        return found
+
+
 class PeerVerification:
     """
     The verification of one TLS connection's peer: the verify callback that
@@ -113,6 +156,14 @@ class PeerVerification:
         self.peer_id: PeerId | None = None
         self.public_key: bytes | None = None
         self.failure: P2PError | None = None
+        self._certificates: CheckedCertificates | None = None
+
+    def remember_in(self, certificates: CheckedCertificates) -> None:
+        """
+        Look the certificate up in C{certificates} (the node's), checking
+        it only if it is not there.
+        """
+        self._certificates = certificates
 
     def verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         """
@@ -129,7 +180,8 @@ class PeerVerification:
             self.failure = InvalidAuth(f"peer certificate refused by OpenSSL (error {errno})")
             return False
         try:
-            peer_id, public_key = peer_of_certificate(cert)
+            certificates = self._certificates
+            peer_id, public_key = peer_of_certificate(cert) if certificates is None else certificates.peer_of(cert)
         except InvalidAuth as e:
             self.failure = e
             return False
@@ -170,11 +222,17 @@ class PeerConnectionCreator:
     verified by the wrapped protocol's own L{PeerVerification}.
     """
 
-    def __init__(self, context: SSL.Context) -> None:
+    def __init__(self, context: SSL.Context, certificates: CheckedCertificates | None = None) -> None:
+        """
+        @param certificates: the peer certificates already checked; a new
+            set when not given.
+        """
         self._context = context
+        self.certificates = CheckedCertificates() if certificates is None else certificates
 
     def _connection(self, tls_protocol: ProtocolWrapper) -> SSL.Connection:
         verification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+        verification.remember_in(self.certificates)
         connection = SSL.Connection(self._context, None)
         connection.set_verify(_VERIFY_MODE, verification.verify)
         connection.set_app_data(tls_protocol)
@@ -205,17 +263,21 @@ class TLSContext:
         )
         self.creator = PeerConnectionCreator(options.getContext())
 
-    def client_endpoint(self, endpoint: IStreamClientEndpoint, clock: IReactorTime) -> IStreamClientEndpoint:
+    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
-        C{endpoint}, with TLS over each connection it makes.
+        A factory that runs TLS over a dialed connection, with the protocol
+        C{factory} builds inside.
         """
-        return wrapClientTLS(self.creator, endpoint, clock=clock)
+        return self._tls_factory(True, factory, clock)
 
     def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
         A factory that runs TLS over each accepted connection, with the
         protocol C{factory} builds inside.
         """
-        tls = TLSMemoryBIOFactory(self.creator, False, factory, clock=clock)
+        return self._tls_factory(False, factory, clock)
+
+    def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+        tls = TLSMemoryBIOFactory(self.creator, client, factory, clock=clock)
         tls.noisy = False
         return tls
