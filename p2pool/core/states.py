@@ -134,6 +134,16 @@ class StateEvent:
     point: Point | None = None
 
 
+def _later(live: Any, loaded: Any) -> Any:
+    """
+    The later of two optional stamps C{(who, time)}: the live one when
+    their times are equal.
+    """
+    if loaded is None or (live is not None and live[1] >= loaded[1]):
+        return live
+    return loaded
+
+
 def _latest(*stamps: tuple[Any, float] | None) -> float | None:
     times = [s[1] for s in stamps if s is not None]
     return max(times) if times else None
@@ -173,6 +183,17 @@ class _EventRing:
         if self._events is None:
             self._events = collections.deque(maxlen=EVENT_RING_SIZE)
         self._events.append(event)
+
+    def _absorb_events(self, loaded: _EventRing) -> None:
+        """
+        Add C{loaded}'s events to this ring: both in time order (the
+        loaded ones first at equal times), the latest L{EVENT_RING_SIZE}
+        kept.
+        """
+        if not loaded.events:
+            return
+        merged = sorted([*loaded.events, *self.events], key=lambda e: e.timestamp)
+        self._events = collections.deque(merged, maxlen=EVENT_RING_SIZE)
 
 
 class _Trusted:
@@ -307,6 +328,32 @@ class PointInfo(_EventRing, _Trusted):
             kind = "request_rejected"
         self._record(StateEvent(kind, now, peer_id))
 
+    def absorb(self, loaded: PointInfo) -> None:
+        """
+        Add what the peers file knew of this point (C{loaded}) to this
+        record, which the pool built since it started: the state, the
+        current peer, the reconnection back-off stay this record's; trust
+        adds the file's; the pin is this record's when it has one, else
+        the file's; C{known_public} is either's; each C{last_*} time is
+        the later of the two; the events are both histories in time
+        order; the source group is None when either is (a point the
+        operator gave or that connected to us is not a learnt one).
+
+        The caller keeps a table's indexes right (L{PointTable.absorb}).
+        """
+        self.trust |= loaded.trust
+        if self.expected_peer_id is None:
+            self.expected_peer_id = loaded.expected_peer_id
+        self.known_public = self.known_public or loaded.known_public
+        failed = [t for t in (self.last_failed_connection, loaded.last_failed_connection) if t is not None]
+        self.last_failed_connection = max(failed) if failed else None
+        self.last_rejected_connection = _later(self.last_rejected_connection, loaded.last_rejected_connection)
+        self.last_established_connection = _later(self.last_established_connection, loaded.last_established_connection)
+        self.last_disconnection = _later(self.last_disconnection, loaded.last_disconnection)
+        if loaded.source_group is None:
+            self.source_group = None
+        self._absorb_events(loaded)
+
     def reset_reconnection_delay(self) -> None:
         """
         Allow dialing this point at once.
@@ -345,6 +392,25 @@ class PeerInfo(_EventRing, _Trusted):
     @property
     def last_miss(self) -> float | None:
         return _latest(self.last_failed_connection, self.last_rejected_connection, self.last_disconnection)
+
+    def absorb(self, loaded: PeerInfo, metadata: bool) -> None:
+        """
+        Add what the peers file knew of this peer (C{loaded}) to this
+        record, which the pool built since it started: the state and
+        current point stay this record's; trust adds the file's;
+        C{created} is the earlier; each C{last_*} stamp is the later of the
+        two; the events are both histories in time order; with
+        C{metadata}, the file's (decoded) metadata replaces this record's.
+        """
+        self.trust |= loaded.trust
+        self.created = min(self.created, loaded.created)
+        if metadata:
+            self.metadata = loaded.metadata
+        self.last_failed_connection = _later(self.last_failed_connection, loaded.last_failed_connection)
+        self.last_rejected_connection = _later(self.last_rejected_connection, loaded.last_rejected_connection)
+        self.last_established_connection = _later(self.last_established_connection, loaded.last_established_connection)
+        self.last_disconnection = _later(self.last_disconnection, loaded.last_disconnection)
+        self._absorb_events(loaded)
 
     def set_accepted(self, point: Point | None, now: float) -> None:
         self._move("accept")

@@ -21,6 +21,7 @@ from p2pool.pool.persistence.document import (
     FORMAT,
     NO_METADATA,
     SECTIONS,
+    FileHead,
     IncompatibleFile,
     PeersFileContent,
     PeersFileError,
@@ -30,7 +31,7 @@ from p2pool.pool.persistence.document import (
 )
 from p2pool.pool.persistence.scanner import scan_document
 
-__all__ = ["decode_document"]
+__all__ = ["decode_document", "decode_head"]
 
 #: Times remembered while decoding, at most.
 _TIME_MEMO_SIZE = 4096
@@ -270,11 +271,24 @@ class _Section:
     C{limit}.
     """
 
-    def __init__(self, name: str, decode: Callable[[Any], Any], limit: int | None, keep: Callable[[Any], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        decode: Callable[[Any], Any],
+        limit: int | None = None,
+        keep: Callable[[Any], bool] = lambda item: False,
+        key: tuple[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        """
+        @param keep: whether a record beyond C{limit} is built anyway.
+        @param key: the name and function of what identifies a record: a
+            record repeating an earlier one's is skipped as a duplicate.
+        """
         self.name = name
         self._decode = decode
         self._limit = limit
         self._keep_anyway = keep
+        self._key = key
         self.active = True
         self.reset()
 
@@ -282,6 +296,7 @@ class _Section:
         self.records: list[Any] = []
         self.skipped: list[RecordProblem] = []
         self.left_out = 0
+        self._keys: set[Any] = set()
 
     def take(self, index: int, item: Any) -> None:
         """
@@ -295,9 +310,18 @@ class _Section:
             self.left_out += 1
             return
         try:
-            self.records.append(self._decode(item))
+            record = self._decode(item)
         except _BadRecord as e:
             self.skipped.append(RecordProblem(self.name, index, str(e)))
+            return
+        if self._key is not None:
+            what, key = self._key
+            value = key(record)
+            if value in self._keys:
+                self.skipped.append(RecordProblem(self.name, index, f"duplicate {what} {value}"))
+                return
+            self._keys.add(value)
+        self.records.append(record)
 
     def take_all(self, items: list[Any]) -> None:
         for index, item in enumerate(items):
@@ -310,6 +334,56 @@ def _trusted(item: Any) -> bool:
     built beyond a section's limit (the tables never drop them either).
     """
     return type(item) is dict and item.get("trusted") is True
+
+
+def _peer_key(info: PeerInfo) -> PeerId:
+    return info.peer_id
+
+
+def _point_key(info: PointInfo) -> Point:
+    return info.point
+
+
+def _decode_bans(document: dict[str, Any], decoder: _Decoder) -> tuple[_Section, _Section, _Section]:
+    """
+    The C{bans} member of a file's top level, decoded: the address bans,
+    the peer bans, the peer bans placed by banning an address.
+
+    @raise PeersFileError: it, or one of its lists, has the wrong type.
+    """
+    bans = document.get("bans", {})
+    if not isinstance(bans, dict):
+        raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
+    sections = (
+        _Section("bans.ips", decoder.banned_ip),
+        _Section("bans.peers", decoder.banned_peer),
+        _Section("bans.peers_by_ip", decoder.peer_ban_by_ip),
+    )
+    for section, name in zip(sections, ("ips", "peers", "peers_by_ip")):
+        section.take_all(_array(bans.get(name, []), section.name))
+    return sections
+
+
+def decode_head(members: dict[str, Any], network: str) -> FileHead:
+    """
+    Check and decode the head of a peers file: its top-level members before
+    the records (see L{p2pool.pool.persistence.scanner.scan_head}), which
+    must hold C{format}, C{network} and C{bans}.
+
+    @raise PeersFileError: they are missing or not shaped as in a peers
+        file.
+    @raise IncompatibleFile: a newer C{format}, or another C{network}.
+    """
+    saved_at = _check_header(members, network)
+    if "bans" not in members:
+        raise PeersFileError("no 'bans' before the records")
+    ip_section, peer_section, by_ip_section = _decode_bans(members, _Decoder())
+    return FileHead(
+        saved_at=saved_at,
+        banned_ips=ip_section.records,
+        banned_peers=peer_section.records,
+        peer_bans_by_ip=by_ip_section.records,
+    )
 
 
 def _array(value: Any, name: str) -> list[Any]:
@@ -388,8 +462,8 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     limits = limits or {}
     decoder = _Decoder()
     sections = {
-        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted),
-        "points": _Section("points", decoder.point, limits.get("points"), _trusted),
+        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted, ("peer_id", _peer_key)),
+        "points": _Section("points", decoder.point, limits.get("points"), _trusted, ("point", _point_key)),
     }
 
     def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
@@ -418,18 +492,7 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     for name in sections:
         if name in document:
             _array(document[name], name)
-    bans = document.get("bans", {})
-    if not isinstance(bans, dict):
-        raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
-    ips = _array(bans.get("ips", []), "bans.ips")
-    banned_peers = _array(bans.get("peers", []), "bans.peers")
-    by_ip = _array(bans.get("peers_by_ip", []), "bans.peers_by_ip")
-    ip_section = _Section("bans.ips", decoder.banned_ip, None, _trusted)
-    ip_section.take_all(ips)
-    peer_section = _Section("bans.peers", decoder.banned_peer, None, _trusted)
-    peer_section.take_all(banned_peers)
-    by_ip_section = _Section("bans.peers_by_ip", decoder.peer_ban_by_ip, None, _trusted)
-    by_ip_section.take_all(by_ip)
+    ip_section, peer_section, by_ip_section = _decode_bans(document, decoder)
     every = [*sections.values(), ip_section, peer_section, by_ip_section]
     skipped = [problem for records in every for problem in records.skipped]
     return PeersFileContent(

@@ -204,19 +204,23 @@ def write_document(out: IO[bytes], snapshot: Snapshot) -> None:
     not all at once on the reactor thread).
     """
     texts = _Texts()
-    header = '{"format": %d, "network": %s, "saved_at": "%s",\n"peers": [\n' % (
-        FORMAT,
-        json.dumps(snapshot.network),
-        format_time(snapshot.saved_at),
-    )
-    out.write(header.encode("ascii"))
-    _write_records(out, snapshot.peers, _peer_json, texts)
-    out.write(b'\n],\n"points": [\n')
-    _write_records(out, snapshot.points, _point_json, texts)
+    # The bans come before the records: a node reads them (and the header)
+    # first and starts listening with them in force while it builds the
+    # records (see L{p2pool.pool.persistence.store.read_head}).
     bans: dict[str, Any] = {
         "ips": list(snapshot.banned_ips),
         "peers": [texts.peer_id(p) for p in snapshot.banned_peers],
     }
     if snapshot.peer_bans_by_ip:
         bans["peers_by_ip"] = [{"ip": addr, "peer_id": texts.peer_id(p)} for addr, p in snapshot.peer_bans_by_ip]
-    out.write(('\n],\n"bans": %s}\n' % json.dumps(bans)).encode("ascii"))
+    header = '{"format": %d, "network": %s, "saved_at": "%s",\n"bans": %s,\n"peers": [\n' % (
+        FORMAT,
+        json.dumps(snapshot.network),
+        format_time(snapshot.saved_at),
+        json.dumps(bans),
+    )
+    out.write(header.encode("ascii"))
+    _write_records(out, snapshot.peers, _peer_json, texts)
+    out.write(b'\n],\n"points": [\n')
+    _write_records(out, snapshot.points, _point_json, texts)
+    out.write(b"\n]}\n")
