@@ -210,6 +210,18 @@ class ListenBeforeLoadingTests(_PoolCase):
         self.assertEqual(self.read_bytes(), data)
         self.assertFalse(self.named(EventKind.SAVE_PEERS))
 
+    def test_stop_while_reading_the_head(self) -> None:
+        data = self.write_file(head_first(document(bans=BANS)))
+        pool, reactor = self.start()
+        started = pool.when_started()
+        stopped = pool.stopService()
+        reactor.run_work()
+        self.successResultOf(stopped)
+        self.failureResultOf(started, CancelledError)
+        self.assertIsNone(pool.listening_port, "never listens")
+        self.assertFalse(reactor.tcpServers, "no port opened after the stop")
+        self.assertEqual(self.read_bytes(), data)
+
     def test_configured_trusted_points_dialed_before_the_records(self) -> None:
         self.write_file(head_first(document(points=[{"point": str(_point(2)), "trusted": True}])))
         pool, reactor = self.start(trusted_points=(PointSpec("10.0.0.1", 9732),))

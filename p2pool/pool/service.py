@@ -291,6 +291,8 @@ class Pool(MultiService):
         # The file's bans are in force before the port opens; its records
         # are put into the tables while the pool listens.
         await self.persistence.open()
+        if not self.running:
+            raise CancelledError("stopped while reading the peers file")
         for spec in self.config.trusted_points:
             await self._register_spec(spec, trusted=True)
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]

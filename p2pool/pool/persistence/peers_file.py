@@ -142,8 +142,9 @@ class PeersFile:
         """
         if self._opened is None:
             self._opened = Deferred.fromCoroutine(self._open())
+            self._opened.addErrback(lambda f: _log.failure("Cannot read the bans of {path}", f, path=self.path))
         d: Deferred[None] = Deferred()
-        self._opened.addCallback(lambda _: d.callback(None))
+        self._opened.addBoth(lambda _: d.callback(None))
         return d
 
     async def _open(self) -> None:
