@@ -10,6 +10,8 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,7 @@ __all__ = [
 #: Records copied per reactor turn when taking a snapshot.
 SNAPSHOT_SLICE = 2000
 #: Records of a loaded file put into the tables per reactor turn.
-APPLY_SLICE = 2000
+APPLY_SLICE = 1000
 
 # ---------------------------------------------------------------------------
 # Saving
@@ -173,7 +175,8 @@ class Applied:
         its records (see L{PeerInfo.absorb}).
     @ivar merged_points: loaded points likewise (see L{PointInfo.absorb}).
     @ivar established: the loaded points that had an established
-        connection, most recent first.
+        connection, most recent first: the C{expected_connections} most
+        recent at most (those a pool without maintenance dials again).
     """
 
     peers: int
@@ -208,7 +211,12 @@ class _Application:
         self._slice_size = slice_size
         self.problems: list[RecordProblem] = []
         self.added_peers = self.merged_peers = self.merged_points = 0
-        self.fresh: list[PointInfo] = []
+        self.added_points = 0
+        #: The most recently established of the points added, as a heap
+        #: of (time, order, info) holding at most _keep_established.
+        self._established: list[tuple[float, int, PointInfo]] = []
+        self._keep_established = pool.config.expected_connections
+        self._order = itertools.count()
 
     def steps(self, bans: bool) -> Iterator[int]:
         """
@@ -274,7 +282,17 @@ class _Application:
         for info in infos:
             if directory.merge_point(info):
                 self.merged_points += 1
-        self.fresh.extend(directory.restore_points(infos))
+        fresh = directory.restore_points(infos)
+        self.added_points += len(fresh)
+        heap, keep = self._established, self._keep_established
+        for info in fresh:
+            stamp = info.last_established_connection
+            if stamp is not None:
+                item = (stamp[1], next(self._order), info)
+                if len(heap) < keep:
+                    heapq.heappush(heap, item)
+                elif keep and item[:2] > heap[0][:2]:
+                    heapq.heapreplace(heap, item)
 
     def result(self) -> Applied:
         """
@@ -287,17 +305,16 @@ class _Application:
         removed_peers = directory.trim_peers(lambda i: pool.score(i.metadata))
         if removed_peers:
             pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
-        connected = [
-            i for i in self.fresh if i.last_established_connection is not None and directory.knows_point(i.point)
-        ]
-        connected.sort(key=lambda i: i.last_established_connection[1], reverse=True)  # type: ignore[index]
+        connected = sorted(
+            (item for item in self._established if directory.knows_point(item[2].point)), key=lambda item: item[:2]
+        )
         return Applied(
             peers=self.added_peers - len(removed_peers),
-            points=len(self.fresh) - len(removed_points),
+            points=self.added_points - len(removed_points),
             banned_ips=len(content.banned_ips),
             banned_peers=len(set(content.banned_peers).union(p for _, p in content.peer_bans_by_ip)),
             problems=self.problems,
-            established=[i.point for i in connected],
+            established=[info.point for _, _, info in reversed(connected)],
             merged_peers=self.merged_peers,
             merged_points=self.merged_points,
         )
