@@ -9,6 +9,7 @@ per reactor turn, merged into what the pool learnt meanwhile
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import os
 from typing import Any
@@ -376,3 +377,58 @@ class MergeTests(SynchronousTestCase):
         apply_content(self.pool, self.content(points=loaded))
         self.assertEqual(len(self.pool.points), 55)
         self.assertEqual(self.directory.index_errors(), [])
+
+
+class LoadedEventsTests(_PoolCase):
+    """
+    A loaded peer keeps the file's events as plain values until it records
+    one of its own.
+    """
+
+    EVENTS = [
+        {"kind": "incoming_request", "timestamp": "2024-05-01T00:00:01.000Z", "addr": "::ffff:10.0.0.1", "port": 9732},
+        {"kind": "connection_established", "timestamp": "2024-05-01T00:00:02.000Z", "addr": "10.0.0.1", "port": 9732},
+        {"kind": "external_disconnection", "timestamp": "2024-05-01T00:00:03.000Z"},
+    ]
+
+    def load(self) -> Pool:
+        self.write_file(head_first(document(peers=[peer_record(1, events=self.EVENTS)])))
+        return self.make_pool()
+
+    def test_events_read_as_state_events(self) -> None:
+        pool = self.load()
+        info = pool.peers.info(_peer(1))
+        assert info is not None
+        self.assertEqual(
+            [(e.kind, e.timestamp, e.peer_id, e.point) for e in info.events],
+            [
+                ("accepting_request", T0 + 1, None, _point(1)),
+                ("connection_established", T0 + 2, None, _point(1)),
+                ("external_disconnection", T0 + 3, None, None),
+            ],
+        )
+        self.assertTrue(all(type(e) is tuple for e in info.event_values()))
+        # A collection stops tracking a tuple of untracked values (the
+        # second one sees the outer tuple's items untracked by the first).
+        gc.collect()
+        gc.collect()
+        self.assertFalse(gc.is_tracked(info.event_values()), "plain values: not tracked by the cyclic GC")
+
+    def test_a_new_event_follows_the_loaded_ones(self) -> None:
+        pool = self.load()
+        info = pool.peers.info(_peer(1))
+        assert info is not None
+        pool.directory.peer_accepted(info, _point(2), T0 + 10)
+        self.assertEqual(
+            [e.kind for e in info.events],
+            ["accepting_request", "connection_established", "external_disconnection", "accepting_request"],
+        )
+        self.assertEqual([type(e) for e in info.event_values()], [StateEvent] * 4)
+
+    def test_saved_again_as_loaded(self) -> None:
+        pool = self.load()
+        self.successResultOf(pool.save_peers())
+        with open(self.path) as f:
+            saved = json.load(f)["peers"][0]["events"]
+        expected = [dict(e, addr="::ffff:10.0.0.1") if "addr" in e else e for e in self.EVENTS]
+        self.assertEqual(saved, expected)

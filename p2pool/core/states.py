@@ -20,6 +20,7 @@ from p2pool.core.addressing import PeerId, Point
 
 __all__ = [
     "InvalidTransition",
+    "PackedEvent",
     "PeerInfo",
     "PeerState",
     "PointInfo",
@@ -28,6 +29,7 @@ __all__ = [
     "UNTRUSTED",
     "TrustSource",
     "changed_trust",
+    "unpack_event",
 ]
 
 EVENT_RING_SIZE = 100
@@ -164,24 +166,57 @@ def _transition(table: dict[tuple[S, str], S], state: S, event: str, what: str) 
         raise InvalidTransition(f"{what}: cannot {event} from {state.value}") from None
 
 
+#: An event as plain values, as a loaded peers file gives it: C{(kind,
+#: timestamp, ip, port)}, the address None when the event names none.
+PackedEvent = tuple[str, float, "str | None", "int | None"]
+
+
+def unpack_event(packed: PackedEvent) -> StateEvent:
+    """
+    The L{StateEvent} of C{packed}.
+    """
+    kind, timestamp, ip, port = packed
+    return StateEvent(kind, timestamp, None, None if ip is None or port is None else Point(ip, port))
+
+
 @attrs.define(eq=False)
 class _EventRing:
     """
     A record with a ring of its latest events, created on the first one.
+
+    A record loaded from the peers file keeps the file's events as plain
+    values (L{PackedEvent}) until it records one of its own: tuples of
+    strings and numbers, which the cyclic garbage collector stops tracking,
+    where a ring of L{StateEvent}s is several tracked objects per record.
     """
 
     _events: collections.deque[StateEvent] | None = attrs.field(default=None, alias="events", kw_only=True)
+    _loaded_events: tuple[PackedEvent, ...] | None = attrs.field(default=None, alias="loaded_events", kw_only=True)
 
     @property
     def events(self) -> Sequence[StateEvent]:
         """
         The latest events (at most L{EVENT_RING_SIZE}), oldest first.
         """
-        return self._events if self._events is not None else ()
+        if self._events is not None:
+            return self._events
+        if self._loaded_events is not None:
+            return tuple(map(unpack_event, self._loaded_events))
+        return ()
+
+    def event_values(self) -> Sequence[StateEvent | PackedEvent]:
+        """
+        The latest events as L{events}, but those loaded from the peers file
+        and not yet unpacked as L{PackedEvent}s (for writing the file).
+        """
+        if self._events is None and self._loaded_events is not None:
+            return self._loaded_events
+        return tuple(self.events)
 
     def _record(self, event: StateEvent) -> None:
         if self._events is None:
-            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
+            self._events = collections.deque(self.events, maxlen=EVENT_RING_SIZE)
+            self._loaded_events = None
         self._events.append(event)
 
     def _absorb_events(self, loaded: _EventRing) -> None:
@@ -194,6 +229,7 @@ class _EventRing:
             return
         merged = sorted([*loaded.events, *self.events], key=lambda e: e.timestamp)
         self._events = collections.deque(merged, maxlen=EVENT_RING_SIZE)
+        self._loaded_events = None
 
 
 class _Trusted:

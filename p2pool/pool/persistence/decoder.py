@@ -8,14 +8,13 @@ rest. Blocking: meant for a thread.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.core.json_kind import json_kind
-from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
+from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo
 from p2pool.core.timestamps import parse_time
 from p2pool.pool.persistence.document import (
     FORMAT,
@@ -155,14 +154,14 @@ class _Decoder:
             raise _BadRecord(f"{field}: expected [peer_id, time], got {json_kind(value)}")
         return (self.peer_id(value[0], field), self.time(value[1], field))
 
-    def events(self, value: Any) -> collections.deque[StateEvent] | None:
+    def events(self, value: Any) -> tuple[PackedEvent, ...] | None:
         if value is None:
             return None
         if type(value) is not list:
             raise _BadRecord(f"events: expected an array, got {json_kind(value)}")
         if not value:
             return None
-        events = []
+        events: list[PackedEvent] = []
         first = max(0, len(value) - EVENT_RING_SIZE)
         address, time = self.address, self.time
         for i in range(first, len(value)):
@@ -177,8 +176,11 @@ class _Decoder:
                 timestamp = time(item.get("timestamp"), "timestamp")
             except _BadRecord as e:
                 raise _BadRecord(f"events[{i}]: {e}") from None
-            events.append(StateEvent(kind_from_file(kind), timestamp, None, point))
-        return collections.deque(events, maxlen=EVENT_RING_SIZE)
+            if point is None:
+                events.append((kind_from_file(kind), timestamp, None, None))
+            else:
+                events.append((kind_from_file(kind), timestamp, point.ip, point.port))
+        return tuple(events)
 
     def peer(self, record: Any) -> PeerInfo:
         if type(record) is not dict:
@@ -198,7 +200,7 @@ class _Decoder:
             last_rejected_connection=peer_stamp(get("last_rejected_connection"), "last_rejected_connection"),
             last_established_connection=peer_stamp(get("last_established_connection"), "last_established_connection"),
             last_disconnection=peer_stamp(get("last_disconnection"), "last_disconnection"),
-            events=self.events(get("events")),
+            loaded_events=self.events(get("events")),
         )
 
     def point(self, record: Any) -> PointInfo:

@@ -78,6 +78,7 @@ class _Texts:
         self.times: dict[float, str] = {}
         self.peer_ids: dict[PeerId, str] = {}
         self.addresses: dict[Point, str] = {}
+        self.ip_addresses: dict[tuple[str, int], str] = {}
         self.kinds: dict[str, str] = {}
 
     def forget_batch(self) -> None:
@@ -89,6 +90,7 @@ class _Texts:
         """
         self.times.clear()
         self.addresses.clear()
+        self.ip_addresses.clear()
 
     def time(self, t: float) -> str:
         text = self.times.get(t)
@@ -109,6 +111,16 @@ class _Texts:
         text = self.addresses.get(point)
         if text is None:
             text = self.addresses[point] = '"addr": "%s", "port": %d' % (tezos_address(point.ip), point.port)
+        return text
+
+    def ip_address(self, ip: str, port: int) -> str:
+        """
+        C{"addr": "...", "port": N} of an address and port, Tezos style.
+        """
+        key = (ip, port)
+        text = self.ip_addresses.get(key)
+        if text is None:
+            text = self.ip_addresses[key] = '"addr": "%s", "port": %d' % (tezos_address(ip), port)
         return text
 
     def kind(self, kind: str) -> str:
@@ -145,14 +157,17 @@ def _peer_json(row: PeerRow, texts: _Texts) -> str:
     kind_text = texts.kind
     event_texts = []
     for event in events:
-        point = event.point
-        if point is None:
-            event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(event.kind), time_text(event.timestamp)))
+        if type(event) is tuple:
+            # As loaded from the file (PackedEvent).
+            kind, timestamp, ip, port = event
+            where = None if ip is None else texts.ip_address(ip, port)
         else:
-            event_texts.append(
-                '{"kind": %s, "timestamp": "%s", %s}'
-                % (kind_text(event.kind), time_text(event.timestamp), address(point))
-            )
+            kind, timestamp, point = event.kind, event.timestamp, event.point
+            where = None if point is None else address(point)
+        if where is None:
+            event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(kind), time_text(timestamp)))
+        else:
+            event_texts.append('{"kind": %s, "timestamp": "%s", %s}' % (kind_text(kind), time_text(timestamp), where))
     parts.append(', "events": [%s]}' % ", ".join(event_texts))
     return "".join(parts)
 

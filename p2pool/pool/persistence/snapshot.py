@@ -99,7 +99,7 @@ def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[lis
             info.last_rejected_connection,
             info.last_established_connection,
             info.last_disconnection,
-            tuple(info.events),
+            info.event_values(),
         )
         for info, text in zip(infos, texts)
     ]
