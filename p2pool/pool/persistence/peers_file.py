@@ -83,7 +83,9 @@ class PeersFile:
     while a refused file (newer format, other network) is in place.
 
     @ivar path: the file.
-    @ivar loaded: the file has been loaded (or found missing or damaged).
+    @ivar loaded: the file has been loaded, records included (or found
+        missing or damaged); false while the pool listens and the records
+        go in, and for good after L{stop_loading}.
     @ivar load_outcome: what loading found.
     @ivar writing_disabled: why saves are skipped (C{"format"},
         C{"network"}), or None.
