@@ -57,16 +57,14 @@ def _peer_id_text(raw: bytes) -> str:
 
 def _cached_hash(value: Any, key: tuple[Any, ...]) -> int:
     """
-    The hash of C{key}, kept in C{value._hash} after the first time.
+    The hash of C{key}, kept in C{value._hash} for the next times.
 
     A plain integer: attrs' C{cache_hash} keeps the hash in an object the
     cyclic garbage collector tracks, one more per point and peer id, and a
     node with a large book holds hundreds of thousands of them.
     """
-    cached: int | None = value._hash
-    if cached is None:
-        cached = hash(key)
-        object.__setattr__(value, "_hash", cached)
+    cached = hash(key)
+    object.__setattr__(value, "_hash", cached)
     return cached
 
 
@@ -81,7 +79,8 @@ class PeerId:
     _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
 
     def __hash__(self) -> int:
-        return _cached_hash(self, (PeerId, self.raw))
+        cached = self._hash
+        return cached if cached is not None else _cached_hash(self, (PeerId, self.raw))
 
     def __reduce__(self) -> tuple[type[PeerId], tuple[bytes]]:
         # A copy or an unpickled id computes its hash afresh (str and bytes
@@ -194,7 +193,8 @@ class Point:
     _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
 
     def __hash__(self) -> int:
-        return _cached_hash(self, (Point, self.ip, self.port))
+        cached = self._hash
+        return cached if cached is not None else _cached_hash(self, (Point, self.ip, self.port))
 
     def __reduce__(self) -> tuple[type[Point], tuple[str, int]]:
         return (Point, (self.ip, self.port))
