@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.config import PoolConfig
-from p2pool.core.addressing import PointSpec
+from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.states import PeerInfo, PointInfo, PointState, StateEvent, TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.persistence import APPLY_SLICE, PeersFileContent, apply_content, read_head
@@ -189,6 +189,53 @@ class ListenBeforeLoadingTests(_PoolCase):
         self.assertTrue(pool.persistence.loaded)
         self.successResultOf(pool.when_started())
         self.assertEqual(pool.directory.index_errors(), [])
+
+    def test_what_connects_while_loading_is_merged(self) -> None:
+        """
+        A point that connects after the first slice keeps its live state
+        when the file's record of it goes in, and gains the file's trust
+        and history; so does its peer.
+        """
+        count = 2 * APPLY_SLICE
+        points = point_records(count)
+        late = points[-1]["point"]
+        points[-1].update(
+            trusted=True,
+            known_public=True,
+            last_disconnection=[str(_peer(1)), "2024-05-01T00:00:05.000Z"],
+        )
+        # The first turn puts in APPLY_SLICE peers; the last one comes later.
+        peers = [peer_record(i) for i in range(2, APPLY_SLICE + 2)]
+        peers.append(peer_record(1, trusted=True, last_disconnection=[None, "2024-05-01T00:00:05.000Z"]))
+        self.write_file(head_first(document(peers=peers, points=points)))
+        pool, reactor = self.start(max_known_points=(2 * count, count), max_known_peer_ids=(2 * count, count))
+        reactor.run_work()
+        reactor.run_work()
+        self.assertFalse(pool.persistence.loaded)
+        point = Point.parse(late)
+        self.assertIsNone(pool.points.info(point), "not in yet")
+        self.assertIsNone(pool.peers.info(_peer(1)), "not in yet")
+        # It connects now, as a dial would make it.
+        live = pool.register_point(point)
+        peer = pool.register_peer(_peer(1))
+        pool.directory.point_requested(live, T0 + 100)
+        pool.directory.point_running(live, _peer(1), T0 + 101)
+        pool.directory.peer_running(peer, point, T0 + 101)
+        reactor.advance(0)
+        self.successResultOf(pool.when_started())
+        info = pool.points.info(point)
+        self.assertIs(info, live)
+        assert info is not None
+        self.assertEqual((info.state, info.current_peer_id), (PointState.RUNNING, _peer(1)))
+        self.assertEqual((info.trust, info.known_public), (TrustSource.API, True))
+        self.assertEqual(info.last_disconnection, (_peer(1), T0 + 5))
+        self.assertEqual(info.last_established_connection, (_peer(1), T0 + 101))
+        self.assertIs(pool.peers.info(_peer(1)), peer)
+        self.assertEqual((peer.trust, peer.last_disconnection), (TrustSource.API, (None, T0 + 5)))
+        self.assertEqual(len(pool.points), count)
+        self.assertEqual(pool.directory.index_errors(), [])
+        loaded = [e for e in self.events if e.event == EventKind.LOAD_PEERS][0].fields
+        self.assertEqual((loaded["points"], loaded["peers"]), (count - 1, APPLY_SLICE))
 
     def test_stop_while_loading_keeps_the_file(self) -> None:
         """
