@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -54,7 +55,20 @@ def _peer_id_text(raw: bytes) -> str:
     return base58.encode_check(_PEER_ID_PREFIX + raw)
 
 
-@attrs.frozen(order=True, cache_hash=True)
+def _cached_hash(value: Any, key: tuple[Any, ...]) -> int:
+    """
+    The hash of C{key}, kept in C{value._hash} for the next times.
+
+    A plain integer: attrs' C{cache_hash} keeps the hash in an object the
+    cyclic garbage collector tracks, one more per point and peer id, and a
+    node with a large book holds hundreds of thousands of them.
+    """
+    cached = hash(key)
+    object.__setattr__(value, "_hash", cached)
+    return cached
+
+
+@attrs.frozen(order=True, hash=False)
 class PeerId:
     """
     The identity of a peer: the 16-byte BLAKE2b hash of its Ed25519 public
@@ -62,6 +76,16 @@ class PeerId:
     """
 
     raw: bytes = attrs.field(repr=False)
+    _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+
+    def __hash__(self) -> int:
+        cached = self._hash
+        return cached if cached is not None else _cached_hash(self, (PeerId, self.raw))
+
+    def __reduce__(self) -> tuple[type[PeerId], tuple[bytes]]:
+        # A copy or an unpickled id computes its hash afresh (str and bytes
+        # hashes differ between processes).
+        return (PeerId, (self.raw,))
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != PEER_ID_SIZE:
@@ -158,7 +182,7 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(digits)
 
 
-@attrs.frozen(order=True, cache_hash=True)
+@attrs.frozen(order=True, hash=False)
 class Point:
     """
     A peer's network address: an IP (canonical text) and a TCP port.
@@ -166,6 +190,14 @@ class Point:
 
     ip: str = attrs.field(converter=normalise_ip)  # type: ignore[misc]  # a cached function
     port: int = attrs.field()
+    _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+
+    def __hash__(self) -> int:
+        cached = self._hash
+        return cached if cached is not None else _cached_hash(self, (Point, self.ip, self.port))
+
+    def __reduce__(self) -> tuple[type[Point], tuple[str, int]]:
+        return (Point, (self.ip, self.port))
 
     @port.validator
     def _check_port(self, attribute: object, value: int) -> None:

@@ -263,6 +263,33 @@ class Directory:
         self._points.add(info)
         return True
 
+    def restore_points(self, infos: list[PointInfo]) -> list[PointInfo]:
+        """
+        Know the points loaded from the peers file that are neither known
+        nor our own (see L{restore_point}); cheapest when they come ordered
+        by C{last_seen}, never-seen ones first.
+
+        @return: those added.
+        """
+        known, own = self._points, self._own_points
+        fresh = [info for info in infos if info.point not in known and info.point not in own]
+        self._points.add_many(fresh)
+        return fresh
+
+    def merge_point(self, loaded: PointInfo) -> bool:
+        """
+        Add what the peers file knew of a point to the record of it the
+        pool built since it started (see L{PointInfo.absorb} for what is
+        kept from each).
+
+        @return: whether the point is known (else nothing happens).
+        """
+        info = self._points.get(loaded.point)
+        if info is None:
+            return False
+        self._points.absorb(info, loaded)
+        return True
+
     # -- peers: queries --------------------------------------------------------
 
     def peers(self) -> Iterator[PeerInfo]:
@@ -331,6 +358,20 @@ class Directory:
         if info.peer_id in self._peers:
             return False
         self._peers.add(info)
+        return True
+
+    def merge_peer(self, loaded: PeerInfo, metadata: bool) -> bool:
+        """
+        Add what the peers file knew of a peer to the record of it the
+        pool built since it started, the file's metadata in place of the
+        record's when C{metadata} (see L{PeerInfo.absorb}).
+
+        @return: whether the peer is known (else nothing happens).
+        """
+        info = self._peers.get(loaded.peer_id)
+        if info is None:
+            return False
+        info.absorb(loaded, metadata)
         return True
 
     def trim_peers(self, score: Callable[[PeerInfo], float]) -> list[PeerId]:

@@ -20,6 +20,7 @@ from p2pool.core.addressing import PeerId, Point
 
 __all__ = [
     "InvalidTransition",
+    "PackedEvent",
     "PeerInfo",
     "PeerState",
     "PointInfo",
@@ -28,6 +29,7 @@ __all__ = [
     "UNTRUSTED",
     "TrustSource",
     "changed_trust",
+    "unpack_event",
 ]
 
 EVENT_RING_SIZE = 100
@@ -134,6 +136,16 @@ class StateEvent:
     point: Point | None = None
 
 
+def _later(live: Any, loaded: Any) -> Any:
+    """
+    The later of two optional stamps C{(who, time)}: the live one when
+    their times are equal.
+    """
+    if loaded is None or (live is not None and live[1] >= loaded[1]):
+        return live
+    return loaded
+
+
 def _latest(*stamps: tuple[Any, float] | None) -> float | None:
     times = [s[1] for s in stamps if s is not None]
     return max(times) if times else None
@@ -155,25 +167,70 @@ def _transition(table: dict[tuple[S, str], S], state: S, event: str, kind: str, 
         raise InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}") from None
 
 
+#: An event as plain values, as a loaded peers file gives it: C{(kind,
+#: timestamp, ip, port)}, the address None when the event names none.
+PackedEvent = tuple[str, float, "str | None", "int | None"]
+
+
+def unpack_event(packed: PackedEvent) -> StateEvent:
+    """
+    The L{StateEvent} of C{packed}.
+    """
+    kind, timestamp, ip, port = packed
+    return StateEvent(kind, timestamp, None, None if ip is None or port is None else Point(ip, port))
+
+
 @attrs.define(eq=False)
 class _EventRing:
     """
     A record with a ring of its latest events, created on the first one.
+
+    A record loaded from the peers file keeps the file's events as plain
+    values (L{PackedEvent}) until it records one of its own: tuples of
+    strings and numbers, which the cyclic garbage collector stops tracking,
+    where a ring of L{StateEvent}s is several tracked objects per record.
     """
 
     _events: collections.deque[StateEvent] | None = attrs.field(default=None, alias="events", kw_only=True)
+    _loaded_events: tuple[PackedEvent, ...] | None = attrs.field(default=None, alias="loaded_events", kw_only=True)
 
     @property
     def events(self) -> Sequence[StateEvent]:
         """
         The latest events (at most L{EVENT_RING_SIZE}), oldest first.
         """
-        return self._events if self._events is not None else ()
+        if self._events is not None:
+            return self._events
+        if self._loaded_events is not None:
+            return tuple(map(unpack_event, self._loaded_events))
+        return ()
+
+    def event_values(self) -> Sequence[StateEvent | PackedEvent]:
+        """
+        The latest events as L{events}, but those loaded from the peers file
+        and not yet unpacked as L{PackedEvent}s (for writing the file).
+        """
+        if self._events is None and self._loaded_events is not None:
+            return self._loaded_events
+        return tuple(self.events)
 
     def _record(self, event: StateEvent) -> None:
         if self._events is None:
-            self._events = collections.deque(maxlen=EVENT_RING_SIZE)
+            self._events = collections.deque(self.events, maxlen=EVENT_RING_SIZE)
+            self._loaded_events = None
         self._events.append(event)
+
+    def _absorb_events(self, loaded: _EventRing) -> None:
+        """
+        Add C{loaded}'s events to this ring: both in time order (the
+        loaded ones first at equal times), the latest L{EVENT_RING_SIZE}
+        kept.
+        """
+        if not loaded.events:
+            return
+        merged = sorted([*loaded.events, *self.events], key=lambda e: e.timestamp)
+        self._events = collections.deque(merged, maxlen=EVENT_RING_SIZE)
+        self._loaded_events = None
 
 
 class _Trusted:
@@ -308,6 +365,32 @@ class PointInfo(_EventRing, _Trusted):
             kind = "request_rejected"
         self._record(StateEvent(kind, now, peer_id))
 
+    def absorb(self, loaded: PointInfo) -> None:
+        """
+        Add what the peers file knew of this point (C{loaded}) to this
+        record, which the pool built since it started: the state, the
+        current peer, the reconnection back-off stay this record's; trust
+        adds the file's; the pin is this record's when it has one, else
+        the file's; C{known_public} is either's; each C{last_*} time is
+        the later of the two; the events are both histories in time
+        order; the source group is None when either is (a point the
+        operator gave or that connected to us is not a learnt one).
+
+        The caller keeps a table's indexes right (L{PointTable.absorb}).
+        """
+        self.trust |= loaded.trust
+        if self.expected_peer_id is None:
+            self.expected_peer_id = loaded.expected_peer_id
+        self.known_public = self.known_public or loaded.known_public
+        failed = [t for t in (self.last_failed_connection, loaded.last_failed_connection) if t is not None]
+        self.last_failed_connection = max(failed) if failed else None
+        self.last_rejected_connection = _later(self.last_rejected_connection, loaded.last_rejected_connection)
+        self.last_established_connection = _later(self.last_established_connection, loaded.last_established_connection)
+        self.last_disconnection = _later(self.last_disconnection, loaded.last_disconnection)
+        if loaded.source_group is None:
+            self.source_group = None
+        self._absorb_events(loaded)
+
     def reset_reconnection_delay(self) -> None:
         """
         Allow dialing this point at once.
@@ -346,6 +429,25 @@ class PeerInfo(_EventRing, _Trusted):
     @property
     def last_miss(self) -> float | None:
         return _latest(self.last_failed_connection, self.last_rejected_connection, self.last_disconnection)
+
+    def absorb(self, loaded: PeerInfo, metadata: bool) -> None:
+        """
+        Add what the peers file knew of this peer (C{loaded}) to this
+        record, which the pool built since it started: the state and
+        current point stay this record's; trust adds the file's;
+        C{created} is the earlier; each C{last_*} stamp is the later of the
+        two; the events are both histories in time order; with
+        C{metadata}, the file's (decoded) metadata replaces this record's.
+        """
+        self.trust |= loaded.trust
+        self.created = min(self.created, loaded.created)
+        if metadata:
+            self.metadata = loaded.metadata
+        self.last_failed_connection = _later(self.last_failed_connection, loaded.last_failed_connection)
+        self.last_rejected_connection = _later(self.last_rejected_connection, loaded.last_rejected_connection)
+        self.last_established_connection = _later(self.last_established_connection, loaded.last_established_connection)
+        self.last_disconnection = _later(self.last_disconnection, loaded.last_disconnection)
+        self._absorb_events(loaded)
 
     def set_accepted(self, point: Point | None, now: float) -> None:
         self._move("accept")

@@ -150,8 +150,35 @@ class PointTable:
             self._points[point] = info
             self._reindex(info)
             return
-        # A new point is in none of the orders yet: only put it where it
-        # belongs (what _reindex does, without the removals).
+        last_seen = self._index_new(info)
+        if last_seen is not None:
+            self._insert_seen(point, last_seen)
+
+    def add_many(self, infos: Iterable[PointInfo]) -> None:
+        """
+        Add points none of which is known; cheapest when they come
+        ordered by C{last_seen}, never-seen ones first, as a loaded file's
+        do (each batch costs what placing its times among the newest
+        known ones does, never a sort of the table).
+        """
+        seen: list[tuple[Point, float]] = []
+        for info in infos:
+            assert info.point not in self._points, "add_many takes new points"
+            last_seen = self._index_new(info)
+            if last_seen is not None:
+                seen.append((info.point, last_seen))
+        if any(seen[i][1] > seen[i + 1][1] for i in range(len(seen) - 1)):
+            seen.sort(key=lambda item: item[1])
+        self._insert_seen_many(seen)
+
+    def _index_new(self, info: PointInfo) -> float | None:
+        """
+        Put a new point in the mapping and every order but the one of
+        C{last_seen}, which is returned for the caller to place (a new
+        point is in none of the orders yet: no removals, as in
+        L{_reindex}).
+        """
+        point = info.point
         self._points[point] = info
         self._all.add(point)
         group = info.source_group
@@ -165,8 +192,15 @@ class PointTable:
         last_seen = info.last_seen
         if last_seen is None:
             self._unseen[point] = None
-        else:
-            self._insert_seen(point, last_seen)
+        return last_seen
+
+    def absorb(self, info: PointInfo, loaded: PointInfo) -> None:
+        """
+        Add a loaded record of a known point to what is known of it (see
+        L{PointInfo.absorb}).
+        """
+        info.absorb(loaded)
+        self._reindex(info)
 
     def remove(self, point: Point) -> PointInfo | None:
         info = self._points.pop(point, None)
@@ -287,6 +321,9 @@ class PointTable:
             learnt = info.source_group if info.source_group is not None and not info.has_connected else None
             if self._learnt_group.get(point) != learnt or (learnt is not None and point not in self._learnt[learnt]):
                 errors.append(f"{point}: source group index has {self._learnt_group.get(point)}, not {learnt}")
+        times = list(self._seen.values())
+        if any(earlier > later for earlier, later in zip(times, times[1:])):
+            errors.append("seen index: not in order of last_seen")
         if sum(len(points) for points in self._learnt.values()) != len(self._learnt_group):
             errors.append("source group index: counts disagree with the points")
         return errors
@@ -332,13 +369,35 @@ class PointTable:
                 self._insert_seen(point, last_seen)
 
     def _insert_seen(self, point: Point, last_seen: float) -> None:
-        # Times almost always move forward, so appending keeps the order;
-        # an older time (a loaded table) is placed by a rebuild.
-        if self._seen and last_seen < next(reversed(self._seen.values())):
-            items = sorted([*self._seen.items(), (point, last_seen)], key=lambda item: item[1])
-            self._seen = dict(items)
+        seen = self._seen
+        if not seen or last_seen >= next(reversed(seen.values())):
+            seen[point] = last_seen
         else:
-            self._seen[point] = last_seen
+            self._insert_seen_many([(point, last_seen)])
+
+    def _insert_seen_many(self, items: list[tuple[Point, float]]) -> None:
+        """
+        Place points, none of them in the order of C{last_seen}, given
+        with their times in ascending order.
+        """
+        if not items:
+            return
+        seen = self._seen
+        # Times almost always move forward, so appending keeps the order;
+        # older times (a loaded table, a merged record) are placed by
+        # lifting off the newer end and putting it back: what costs is
+        # only what is newer than them.
+        oldest = items[0][1]
+        newer: list[tuple[Point, float]] = []
+        while seen:
+            point, time = seen.popitem()
+            if time <= oldest:
+                seen[point] = time
+                break
+            newer.append((point, time))
+        newer.reverse()
+        for point, time in heapq.merge(items, newer, key=lambda item: item[1]) if newer else items:
+            seen[point] = time
 
     def collectable(self) -> Iterator[PointInfo]:
         """

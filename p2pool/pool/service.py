@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
@@ -238,8 +238,15 @@ class Pool(MultiService):
 
     def when_started(self) -> Deferred[None]:
         """
-        Fires when the pool listens and has begun dialing its trusted
-        points; fails if it could not start.
+        Fires when the pool listens, has loaded its peers file and has
+        begun dialing its trusted points; fails if it could not start (or
+        was stopped first).
+
+        The pool listens before the file's records are loaded (its bans
+        are in force first): connections run meanwhile, and the loaded
+        records are merged into what they taught the pool (see
+        L{p2pool.pool.persistence.apply_content}). C{persistence.loaded}
+        tells when loading has ended.
         """
         if self._started is None:
             return fail(RuntimeError("the pool service is not running"))
@@ -281,7 +288,11 @@ class Pool(MultiService):
         identity = self.identity
         self.events.emit(EventKind.IDENTITY_READY, peer_id=str(identity.peer_id))
         self._channel = self._make_channel(identity)
-        await self.persistence.load()
+        # The file's bans are in force before the port opens; its records
+        # are put into the tables while the pool listens.
+        await self.persistence.open()
+        if not self.running:
+            raise CancelledError("stopped while reading the peers file")
         for spec in self.config.trusted_points:
             await self._register_spec(spec, trusted=True)
         bootstrap = [await self._register_spec(spec, trusted=False) for spec in self.config.bootstrap_points]
@@ -301,9 +312,12 @@ class Pool(MultiService):
         )
         self._handler.configure(self._channel, params)
         self.is_started = True
-        for info in self._directory.points():
-            if info.trusted:
-                self.schedule_redial(info, self._rng.uniform(0, 0.2))
+        self._dial_trusted()
+        await self.persistence.load()
+        if not self.running:
+            raise CancelledError("stopped while loading the peers file")
+        # The file's trusted points too.
+        self._dial_trusted()
         self.reresolver.start()
         if self.seeds is not None and not self.config.private_mode:
             self.seeds.start()
@@ -320,6 +334,14 @@ class Pool(MultiService):
                     known = self._directory.point(point)
                     if known is not None and not known.trusted and not self.acl.banned_addr(point.ip):
                         self._clock.callLater(self._rng.uniform(0, RESTART_DIAL_SPREAD), self._dial_quietly, point)
+
+    def _dial_trusted(self) -> None:
+        """
+        Keep every trusted point connected (see L{schedule_redial}).
+        """
+        for info in self._directory.points():
+            if info.trusted:
+                self.schedule_redial(info, self._rng.uniform(0, 0.2))
 
     async def _load_identity(self) -> Identity:
         path = self.config.identity_path
@@ -386,6 +408,7 @@ class Pool(MultiService):
 
     def stopService(self) -> Deferred[None]:
         self._stopping_identity = True
+        self.persistence.stop_loading()
         self.is_started = False
         for call in self._redials.values():
             if call.active():

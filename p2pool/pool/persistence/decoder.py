@@ -8,19 +8,19 @@ rest. Blocking: meant for a thread.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.core.json_kind import json_kind
-from p2pool.core.states import EVENT_RING_SIZE, PeerInfo, PointInfo, StateEvent
+from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo
 from p2pool.core.timestamps import parse_time
 from p2pool.pool.persistence.document import (
     FORMAT,
     NO_METADATA,
     SECTIONS,
+    FileHead,
     IncompatibleFile,
     PeersFileContent,
     PeersFileError,
@@ -30,7 +30,7 @@ from p2pool.pool.persistence.document import (
 )
 from p2pool.pool.persistence.scanner import scan_document
 
-__all__ = ["decode_document"]
+__all__ = ["decode_document", "decode_head"]
 
 #: Times remembered while decoding, at most.
 _TIME_MEMO_SIZE = 4096
@@ -154,14 +154,14 @@ class _Decoder:
             raise _BadRecord(f"{field}: expected [peer_id, time], got {json_kind(value)}")
         return (self.peer_id(value[0], field), self.time(value[1], field))
 
-    def events(self, value: Any) -> collections.deque[StateEvent] | None:
+    def events(self, value: Any) -> tuple[PackedEvent, ...] | None:
         if value is None:
             return None
         if type(value) is not list:
             raise _BadRecord(f"events: expected an array, got {json_kind(value)}")
         if not value:
             return None
-        events = []
+        events: list[PackedEvent] = []
         first = max(0, len(value) - EVENT_RING_SIZE)
         address, time = self.address, self.time
         for i in range(first, len(value)):
@@ -176,8 +176,11 @@ class _Decoder:
                 timestamp = time(item.get("timestamp"), "timestamp")
             except _BadRecord as e:
                 raise _BadRecord(f"events[{i}]: {e}") from None
-            events.append(StateEvent(kind_from_file(kind), timestamp, None, point))
-        return collections.deque(events, maxlen=EVENT_RING_SIZE)
+            if point is None:
+                events.append((kind_from_file(kind), timestamp, None, None))
+            else:
+                events.append((kind_from_file(kind), timestamp, point.ip, point.port))
+        return tuple(events)
 
     def peer(self, record: Any) -> PeerInfo:
         if type(record) is not dict:
@@ -197,7 +200,7 @@ class _Decoder:
             last_rejected_connection=peer_stamp(get("last_rejected_connection"), "last_rejected_connection"),
             last_established_connection=peer_stamp(get("last_established_connection"), "last_established_connection"),
             last_disconnection=peer_stamp(get("last_disconnection"), "last_disconnection"),
-            events=self.events(get("events")),
+            loaded_events=self.events(get("events")),
         )
 
     def point(self, record: Any) -> PointInfo:
@@ -270,11 +273,24 @@ class _Section:
     C{limit}.
     """
 
-    def __init__(self, name: str, decode: Callable[[Any], Any], limit: int | None, keep: Callable[[Any], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        decode: Callable[[Any], Any],
+        limit: int | None = None,
+        keep: Callable[[Any], bool] = lambda item: False,
+        key: tuple[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        """
+        @param keep: whether a record beyond C{limit} is built anyway.
+        @param key: the name and function of what identifies a record: a
+            record repeating an earlier one's is skipped as a duplicate.
+        """
         self.name = name
         self._decode = decode
         self._limit = limit
         self._keep_anyway = keep
+        self._key = key
         self.active = True
         self.reset()
 
@@ -282,6 +298,7 @@ class _Section:
         self.records: list[Any] = []
         self.skipped: list[RecordProblem] = []
         self.left_out = 0
+        self._keys: set[Any] = set()
 
     def take(self, index: int, item: Any) -> None:
         """
@@ -295,9 +312,18 @@ class _Section:
             self.left_out += 1
             return
         try:
-            self.records.append(self._decode(item))
+            record = self._decode(item)
         except _BadRecord as e:
             self.skipped.append(RecordProblem(self.name, index, str(e)))
+            return
+        if self._key is not None:
+            what, key = self._key
+            value = key(record)
+            if value in self._keys:
+                self.skipped.append(RecordProblem(self.name, index, f"duplicate {what} {value}"))
+                return
+            self._keys.add(value)
+        self.records.append(record)
 
     def take_all(self, items: list[Any]) -> None:
         for index, item in enumerate(items):
@@ -310,6 +336,56 @@ def _trusted(item: Any) -> bool:
     built beyond a section's limit (the tables never drop them either).
     """
     return type(item) is dict and item.get("trusted") is True
+
+
+def _peer_key(info: PeerInfo) -> PeerId:
+    return info.peer_id
+
+
+def _point_key(info: PointInfo) -> Point:
+    return info.point
+
+
+def _decode_bans(document: dict[str, Any], decoder: _Decoder) -> tuple[_Section, _Section, _Section]:
+    """
+    The C{bans} member of a file's top level, decoded: the address bans,
+    the peer bans, the peer bans placed by banning an address.
+
+    @raise PeersFileError: it, or one of its lists, has the wrong type.
+    """
+    bans = document.get("bans", {})
+    if not isinstance(bans, dict):
+        raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
+    sections = (
+        _Section("bans.ips", decoder.banned_ip),
+        _Section("bans.peers", decoder.banned_peer),
+        _Section("bans.peers_by_ip", decoder.peer_ban_by_ip),
+    )
+    for section, name in zip(sections, ("ips", "peers", "peers_by_ip")):
+        section.take_all(_array(bans.get(name, []), section.name))
+    return sections
+
+
+def decode_head(members: dict[str, Any], network: str) -> FileHead:
+    """
+    Check and decode the head of a peers file: its top-level members before
+    the records (see L{p2pool.pool.persistence.scanner.scan_head}), which
+    must hold C{format}, C{network} and C{bans}.
+
+    @raise PeersFileError: they are missing or not shaped as in a peers
+        file.
+    @raise IncompatibleFile: a newer C{format}, or another C{network}.
+    """
+    saved_at = _check_header(members, network)
+    if "bans" not in members:
+        raise PeersFileError("no 'bans' before the records")
+    ip_section, peer_section, by_ip_section = _decode_bans(members, _Decoder())
+    return FileHead(
+        saved_at=saved_at,
+        banned_ips=ip_section.records,
+        banned_peers=peer_section.records,
+        peer_bans_by_ip=by_ip_section.records,
+    )
 
 
 def _array(value: Any, name: str) -> list[Any]:
@@ -388,8 +464,8 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     limits = limits or {}
     decoder = _Decoder()
     sections = {
-        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted),
-        "points": _Section("points", decoder.point, limits.get("points"), _trusted),
+        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted, ("peer_id", _peer_key)),
+        "points": _Section("points", decoder.point, limits.get("points"), _trusted, ("point", _point_key)),
     }
 
     def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
@@ -418,18 +494,7 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     for name in sections:
         if name in document:
             _array(document[name], name)
-    bans = document.get("bans", {})
-    if not isinstance(bans, dict):
-        raise PeersFileError(f"'bans' must be an object, not {json_kind(bans)}")
-    ips = _array(bans.get("ips", []), "bans.ips")
-    banned_peers = _array(bans.get("peers", []), "bans.peers")
-    by_ip = _array(bans.get("peers_by_ip", []), "bans.peers_by_ip")
-    ip_section = _Section("bans.ips", decoder.banned_ip, None, _trusted)
-    ip_section.take_all(ips)
-    peer_section = _Section("bans.peers", decoder.banned_peer, None, _trusted)
-    peer_section.take_all(banned_peers)
-    by_ip_section = _Section("bans.peers_by_ip", decoder.peer_ban_by_ip, None, _trusted)
-    by_ip_section.take_all(by_ip)
+    ip_section, peer_section, by_ip_section = _decode_bans(document, decoder)
     every = [*sections.values(), ip_section, peer_section, by_ip_section]
     skipped = [problem for records in every for problem in records.skipped]
     return PeersFileContent(

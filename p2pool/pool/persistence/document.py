@@ -20,12 +20,14 @@ from p2pool.core.states import PeerInfo, PointInfo
 
 __all__ = [
     "FORMAT",
+    "FileHead",
     "IncompatibleFile",
     "NO_METADATA",
     "PeerRow",
     "PeersFileContent",
     "PeersFileError",
     "PointRow",
+    "RECORD_SECTIONS",
     "RecordProblem",
     "SECTIONS",
     "Snapshot",
@@ -38,6 +40,8 @@ __all__ = [
 FORMAT = 1
 #: The sections of records, in the order their problems are reported.
 SECTIONS = ("peers", "points", "bans.ips", "bans.peers", "bans.peers_by_ip")
+#: The top-level members that hold the records.
+RECORD_SECTIONS = ("peers", "points")
 
 # Tezos writes the peer event of an accepted incoming request as
 # "incoming_request"; the pool's state machine calls it "accepting_request".
@@ -128,6 +132,19 @@ class RecordProblem:
     section: str
     index: int
     problem: str
+
+
+@attrs.frozen
+class FileHead:
+    """
+    The head of a peers file, read before its records: its time and its
+    bans (a file written by this version holds them before the records).
+    """
+
+    saved_at: float | None
+    banned_ips: list[str]
+    banned_peers: list[PeerId]
+    peer_bans_by_ip: list[tuple[str, PeerId]]
 
 
 #: Stands for the peer_metadata of a record that has none, in a loaded

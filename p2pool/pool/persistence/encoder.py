@@ -78,6 +78,7 @@ class _Texts:
         self.times: dict[float, str] = {}
         self.peer_ids: dict[PeerId, str] = {}
         self.addresses: dict[Point, str] = {}
+        self.ip_addresses: dict[tuple[str, int], str] = {}
         self.kinds: dict[str, str] = {}
 
     def forget_batch(self) -> None:
@@ -89,6 +90,7 @@ class _Texts:
         """
         self.times.clear()
         self.addresses.clear()
+        self.ip_addresses.clear()
 
     def time(self, t: float) -> str:
         text = self.times.get(t)
@@ -109,6 +111,16 @@ class _Texts:
         text = self.addresses.get(point)
         if text is None:
             text = self.addresses[point] = '"addr": "%s", "port": %d' % (tezos_address(point.ip), point.port)
+        return text
+
+    def ip_address(self, ip: str, port: int) -> str:
+        """
+        C{"addr": "...", "port": N} of an address and port, Tezos style.
+        """
+        key = (ip, port)
+        text = self.ip_addresses.get(key)
+        if text is None:
+            text = self.ip_addresses[key] = '"addr": "%s", "port": %d' % (tezos_address(ip), port)
         return text
 
     def kind(self, kind: str) -> str:
@@ -145,14 +157,17 @@ def _peer_json(row: PeerRow, texts: _Texts) -> str:
     kind_text = texts.kind
     event_texts = []
     for event in events:
-        point = event.point
-        if point is None:
-            event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(event.kind), time_text(event.timestamp)))
+        if type(event) is tuple:
+            # As loaded from the file (PackedEvent).
+            kind, timestamp, ip, port = event
+            where = None if ip is None else texts.ip_address(ip, port)
         else:
-            event_texts.append(
-                '{"kind": %s, "timestamp": "%s", %s}'
-                % (kind_text(event.kind), time_text(event.timestamp), address(point))
-            )
+            kind, timestamp, point = event.kind, event.timestamp, event.point
+            where = None if point is None else address(point)
+        if where is None:
+            event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(kind), time_text(timestamp)))
+        else:
+            event_texts.append('{"kind": %s, "timestamp": "%s", %s}' % (kind_text(kind), time_text(timestamp), where))
     parts.append(', "events": [%s]}' % ", ".join(event_texts))
     return "".join(parts)
 
@@ -204,19 +219,23 @@ def write_document(out: IO[bytes], snapshot: Snapshot) -> None:
     not all at once on the reactor thread).
     """
     texts = _Texts()
-    header = '{"format": %d, "network": %s, "saved_at": "%s",\n"peers": [\n' % (
-        FORMAT,
-        json.dumps(snapshot.network),
-        format_time(snapshot.saved_at),
-    )
-    out.write(header.encode("ascii"))
-    _write_records(out, snapshot.peers, _peer_json, texts)
-    out.write(b'\n],\n"points": [\n')
-    _write_records(out, snapshot.points, _point_json, texts)
+    # The bans come before the records: a node reads them (and the header)
+    # first and starts listening with them in force while it builds the
+    # records (see L{p2pool.pool.persistence.store.read_head}).
     bans: dict[str, Any] = {
         "ips": list(snapshot.banned_ips),
         "peers": [texts.peer_id(p) for p in snapshot.banned_peers],
     }
     if snapshot.peer_bans_by_ip:
         bans["peers_by_ip"] = [{"ip": addr, "peer_id": texts.peer_id(p)} for addr, p in snapshot.peer_bans_by_ip]
-    out.write(('\n],\n"bans": %s}\n' % json.dumps(bans)).encode("ascii"))
+    header = '{"format": %d, "network": %s, "saved_at": "%s",\n"bans": %s,\n"peers": [\n' % (
+        FORMAT,
+        json.dumps(snapshot.network),
+        format_time(snapshot.saved_at),
+        json.dumps(bans),
+    )
+    out.write(header.encode("ascii"))
+    _write_records(out, snapshot.peers, _peer_json, texts)
+    out.write(b'\n],\n"points": [\n')
+    _write_records(out, snapshot.points, _point_json, texts)
+    out.write(b"\n]}\n")

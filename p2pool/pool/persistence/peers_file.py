@@ -21,8 +21,8 @@ from p2pool.core.addressing import Point
 from p2pool.core.lifetime import weak_owner
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import RecordProblem
-from p2pool.pool.persistence.snapshot import apply_content, snapshot_pool
-from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_peers_file, write_snapshot
+from p2pool.pool.persistence.snapshot import apply_bans, apply_content_in_slices, loading_order, snapshot_pool
+from p2pool.pool.persistence.store import LoadOutcome, file_fingerprint, read_head, read_peers_file, write_snapshot
 
 if TYPE_CHECKING:
     from p2pool.config import PoolConfig
@@ -58,6 +58,17 @@ def _table_limits(config: PoolConfig) -> dict[str, int]:
 T = TypeVar("T")
 
 
+def _read_for_loading(path: str, network: str, max_size: int | None, limits: dict[str, int]) -> LoadOutcome:
+    """
+    L{read_peers_file}, then the points put in the order the table takes
+    them fastest (L{loading_order}); blocking, for a thread.
+    """
+    outcome = read_peers_file(path, network, None, max_size, limits)
+    if outcome.content is not None:
+        outcome.content.points.sort(key=loading_order)
+    return outcome
+
+
 class PeersFile:
     """
     A pool's peers file: loaded once at start, saved at checkpoints, at
@@ -72,7 +83,9 @@ class PeersFile:
     while a refused file (newer format, other network) is in place.
 
     @ivar path: the file.
-    @ivar loaded: the file has been loaded (or found missing or damaged).
+    @ivar loaded: the file has been loaded, records included (or found
+        missing or damaged); false while the pool listens and the records
+        go in, and for good after L{stop_loading}.
     @ivar load_outcome: what loading found.
     @ivar writing_disabled: why saves are skipped (C{"format"},
         C{"network"}), or None.
@@ -102,6 +115,11 @@ class PeersFile:
         self.last_save_at: float | None = None
         self.last_save_bytes: int | None = None
         self.restart_points: list[Point] = []
+        self._opened: Deferred[None] | None = None
+        #: The file whose bans are in force (put in by L{open}).
+        self._bans_from: str | None = None
+        self._read_outcome: LoadOutcome | None = None
+        self._stopping = False
         self._busy = False
         self._pending: list[Deferred[None]] | None = None
 
@@ -117,31 +135,89 @@ class PeersFile:
 
     # -- loading -------------------------------------------------------------
 
+    def open(self) -> Deferred[None]:
+        """
+        Put the file's bans in force, reading only its head when its bans
+        come before its records (as this version writes them); else the
+        whole file is read here, and L{load} puts in what was read. Fires
+        once the bans are in force; never fails.
+        """
+        if self._opened is None:
+            self._opened = Deferred.fromCoroutine(self._open())
+            self._opened.addErrback(lambda f: _log.failure("Cannot read the bans of {path}", f, path=self.path))
+        d: Deferred[None] = Deferred()
+        self._opened.addBoth(lambda _: d.callback(None))
+        return d
+
+    async def _open(self) -> None:
+        pool = self._pool
+        if not os.path.lexists(self.path):
+            return
+        try:
+            head = await self._in_thread(read_head, self.path, pool.config.network, pool.config.peers_file_size_limit)
+        except Exception:
+            head = None
+        if head is not None:
+            apply_bans(pool, head.banned_ips, head.banned_peers, head.peer_bans_by_ip)
+            self._bans_from = self.path
+            return
+        # No head before the records (an older layout, or a file that is
+        # damaged, refused or too large): the bans are known once it is
+        # read whole.
+        outcome = self._read_outcome = await self._read()
+        if outcome.content is not None:
+            content = outcome.content
+            apply_bans(pool, content.banned_ips, content.banned_peers, content.peer_bans_by_ip)
+            self._bans_from = outcome.source
+
+    async def _read(self) -> LoadOutcome:
+        """
+        Read and decode the whole file in a thread (see L{read_peers_file}).
+        """
+        pool = self._pool
+        network = pool.config.network
+        try:
+            if os.path.lexists(self.path):
+                args = (self.path, network, pool.config.peers_file_size_limit, _table_limits(pool.config))
+                return await self._in_thread(_read_for_loading, *args)
+            # Nothing to read: no need to wait for a thread (a fresh pool
+            # starts within the same reactor turn).
+            return read_peers_file(self.path, network)
+        except Exception as e:
+            return LoadOutcome("damaged", source=self.path, error=f"{type(e).__name__}: {e}")
+
     def load(self) -> Deferred[LoadOutcome]:
         """
-        Read the file in a thread and put its content into the pool.
-        Fires with the L{LoadOutcome}; never fails.
+        Put the file's bans in force (L{open}, unless done), then read the
+        file in a thread and put its records into the pool, a slice per
+        reactor turn (the pool runs meanwhile: see L{apply_content_in_slices}).
+        Fires with the L{LoadOutcome} once they are in and C{loaded} is
+        set, or when L{stop_loading} was called meanwhile (C{loaded} then
+        stays false, and nothing is saved over the file); never fails.
         """
         return Deferred.fromCoroutine(self._load())
 
+    def stop_loading(self) -> None:
+        """
+        Stop putting records into the pool (the pool stops): the load
+        ends after the current slice, not loaded.
+        """
+        self._stopping = True
+
     async def _load(self) -> LoadOutcome:
         pool = self._pool
-        network = pool.config.network
-        max_size = pool.config.peers_file_size_limit
-        limits = _table_limits(pool.config)
-        try:
-            if os.path.lexists(self.path):
-                outcome = await self._in_thread(read_peers_file, self.path, network, None, max_size, limits)
-            else:
-                # Nothing to read: no need to wait for a thread (a fresh
-                # pool starts within the same reactor turn).
-                outcome = read_peers_file(self.path, network)
-        except Exception as e:
-            outcome = LoadOutcome("damaged", source=self.path, error=f"{type(e).__name__}: {e}")
+        await self.open()
+        outcome = self._read_outcome
+        self._read_outcome = None
+        if outcome is None:
+            outcome = await self._read()
         self.load_outcome = outcome
+        if self._stopping:
+            return outcome
         self._report_unusable(outcome)
         if outcome.content is not None:
-            self._apply(outcome)
+            if not await self._apply(outcome):
+                return outcome
         elif outcome.status != "refused":
             pool.events.emit(
                 EventKind.LOAD_PEERS,
@@ -191,24 +267,30 @@ class PeersFile:
                 else "starting with empty tables",
             )
 
-    def _apply(self, outcome: LoadOutcome) -> None:
+    async def _apply(self, outcome: LoadOutcome) -> bool:
         """
         Put a loaded file's content into the pool and report what was
         skipped (the first L{MAX_REPORTED_PROBLEMS} records one by one).
+
+        @return: false when the load was stopped on the way.
         """
         pool = self._pool
         content = outcome.content
         assert content is not None
         started = time.perf_counter()
         try:
-            applied = apply_content(pool, content)
+            applied = await apply_content_in_slices(
+                pool, content, self._reactor, bans=outcome.source != self._bans_from, stopped=lambda: self._stopping
+            )
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             pool.events.emit(
                 EventKind.LOAD_ERROR_PEERS, path=outcome.source, error=error, moved_to=None, used_backup=False
             )
             _log.failure("Cannot load the peers from {path}", path=outcome.source)
-            return
+            return True
+        if applied is None:
+            return False
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
         self._report_skipped(outcome.source, problems)
@@ -220,6 +302,17 @@ class PeersFile:
                 section=section,
                 key=_LIMIT_KEYS[section],
             )
+        duration = outcome.duration + time.perf_counter() - started
+        _log.info(
+            "Peers file {path} loaded: {peers} peers, {points} points ({merged_peers} peers and {merged_points} "
+            "points merged into what the pool learnt meanwhile) in {duration:.2f} s",
+            path=outcome.source,
+            peers=applied.peers,
+            points=applied.points,
+            merged_peers=applied.merged_peers,
+            merged_points=applied.merged_points,
+            duration=duration,
+        )
         pool.events.emit(
             EventKind.LOAD_PEERS,
             path=outcome.source,
@@ -229,8 +322,9 @@ class PeersFile:
             banned_ips=applied.banned_ips,
             banned_peers=applied.banned_peers,
             skipped=len(problems),
-            duration=outcome.duration + time.perf_counter() - started,
+            duration=duration,
         )
+        return True
 
     def _report_skipped(self, source: str | None, problems: list[RecordProblem]) -> None:
         """

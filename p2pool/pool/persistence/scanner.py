@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
-__all__ = ["DocumentScan", "scan_document"]
+__all__ = ["DocumentScan", "scan_document", "scan_head"]
 
 _DECODER = json.JSONDecoder()
 # JSON's whitespace; the pattern matches everywhere (perhaps nothing).
@@ -149,3 +149,39 @@ def scan_document(
         json.loads(text)
         raise json.JSONDecodeError("Expecting ',' delimiter", text, index) from None
     return DocumentScan(is_object, value, members)
+
+
+class _HeadEnd(Exception):
+    """
+    The walk of the head reached the first streamed member.
+    """
+
+
+def scan_head(text: str, streamed: Collection[str]) -> dict[str, Any] | None:
+    """
+    The top-level members of the JSON object C{text} that come before the
+    first member named in C{streamed}, parsed; all of them when there is
+    no such member. None when C{text} is not an object.
+
+    Only the members read are checked: what follows them is not (see
+    L{scan_document} for the whole document).
+
+    @raise ValueError: the text before that point is not JSON (perhaps it
+        is cut short), or nests too deeply (C{RecursionError}).
+    """
+    index = _WHITESPACE(text, 0).end()
+    if not text.startswith("{", index):
+        return None
+    head: dict[str, Any] = {}
+
+    def section(name: str, members: dict[str, Any]) -> RecordSink:
+        head.update(members)
+        raise _HeadEnd
+
+    try:
+        members, _ = _walk_object(text, index, streamed, section)
+    except _HeadEnd:
+        return head
+    except _Structure:
+        raise ValueError("not a JSON object") from None
+    return members

@@ -10,14 +10,15 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.task import deferLater
 
 from p2pool.core.addressing import Point
-from p2pool.core.directory import Directory
 from p2pool.core.states import PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
@@ -26,13 +27,21 @@ from p2pool.pool.persistence.encoder import metadata_texts
 if TYPE_CHECKING:
     from p2pool.pool.contracts import PersistedPool
 
-__all__ = ["Applied", "SNAPSHOT_SLICE", "apply_content", "snapshot_pool"]
+__all__ = [
+    "APPLY_SLICE",
+    "Applied",
+    "SNAPSHOT_SLICE",
+    "apply_bans",
+    "apply_content",
+    "apply_content_in_slices",
+    "loading_order",
+    "snapshot_pool",
+]
 
 #: Records copied per reactor turn when taking a snapshot.
 SNAPSHOT_SLICE = 2000
-
-T = TypeVar("T")
-
+#: Records of a loaded file put into the tables per reactor turn.
+APPLY_SLICE = 1000
 
 # ---------------------------------------------------------------------------
 # Saving
@@ -90,7 +99,7 @@ def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[lis
             info.last_rejected_connection,
             info.last_established_connection,
             info.last_disconnection,
-            tuple(info.events),
+            info.event_values(),
         )
         for info, text in zip(infos, texts)
     ]
@@ -160,8 +169,14 @@ class Applied:
     """
     What L{apply_content} put into a pool.
 
+    @ivar peers: peers added (net of those the table's trim removed).
+    @ivar points: points added (likewise).
+    @ivar merged_peers: loaded peers the pool knew already, merged into
+        its records (see L{PeerInfo.absorb}).
+    @ivar merged_points: loaded points likewise (see L{PointInfo.absorb}).
     @ivar established: the loaded points that had an established
-        connection, most recent first.
+        connection, most recent first: the C{expected_connections} most
+        recent at most (those a pool without maintenance dials again).
     """
 
     peers: int
@@ -170,102 +185,210 @@ class Applied:
     banned_peers: int
     problems: list[RecordProblem]
     established: list[Point]
+    merged_peers: int = 0
+    merged_points: int = 0
 
 
-def _first_of_each(
-    infos: list[T], key: Callable[[T], Hashable], section: str, what: str, problems: list[RecordProblem]
-) -> Iterator[tuple[int, T]]:
+def loading_order(info: PointInfo) -> tuple[bool, float]:
     """
-    The records of C{infos} (with their index) whose key no earlier one
-    has; a repeat is skipped and reported in C{problems}.
+    The order the points of a loaded file are best put into the table:
+    never seen first, then by C{last_seen} (the table appends each in
+    constant time).
     """
-    seen: set[Hashable] = set()
-    for index, info in enumerate(infos):
-        value = key(info)
-        if value in seen:
-            problems.append(RecordProblem(section, index, f"duplicate {what} {value}"))
-            continue
-        seen.add(value)
-        yield index, info
+    last_seen = info.last_seen
+    return (last_seen is not None, last_seen or 0.0)
 
 
-def _add_peers(pool: PersistedPool, content: PeersFileContent, own_id: Any, problems: list[RecordProblem]) -> int:
+class _Application:
     """
-    Add the loaded peers the pool does not know, their metadata decoded by
-    the application; the number added.
+    A loaded file's content being put into a pool, a slice of records at
+    a time (L{steps}).
     """
-    meta = pool.metadata_config
-    directory = pool.directory
-    added = 0
-    for index, info in _first_of_each(content.peers, lambda i: i.peer_id, "peers", "peer_id", problems):
-        if info.peer_id == own_id or directory.knows_peer(info.peer_id):
-            continue
-        encoded = info.metadata
-        if encoded is NO_METADATA:
-            info.metadata = meta.initial_metadata()
-        else:
-            try:
-                info.metadata = meta.decode_metadata(encoded)
-            except Exception as e:
-                problems.append(RecordProblem("peers", index, f"peer_metadata: {e}; the initial metadata is used"))
+
+    def __init__(self, pool: PersistedPool, content: PeersFileContent, slice_size: int) -> None:
+        self._pool = pool
+        self._content = content
+        self._slice_size = slice_size
+        self.problems: list[RecordProblem] = []
+        self.added_peers = self.merged_peers = self.merged_points = 0
+        self.added_points = 0
+        #: The most recently established of the points added, as a heap
+        #: of (time, order, info) holding at most _keep_established.
+        self._established: list[tuple[float, int, PointInfo]] = []
+        self._keep_established = pool.config.expected_connections
+        self._order = itertools.count()
+
+    def steps(self, bans: bool) -> Iterator[int]:
+        """
+        Put the content in, pausing after each slice (yielding how many
+        records it held): the bans
+        (unless C{bans} is false: they are in force already), the peers,
+        the points; then trim the tables to their limits.
+        """
+        pool, content = self._pool, self._content
+        if bans:
+            apply_bans(pool, content.banned_ips, content.banned_peers, content.peer_bans_by_ip)
+        size = self._slice_size
+        for start in range(0, len(content.peers), size):
+            peers = content.peers[start : start + size]
+            self._add_peers(start, peers)
+            yield len(peers)
+        for start in range(0, len(content.points), size):
+            points = content.points[start : start + size]
+            self._add_points(points)
+            yield len(points)
+
+    def _add_peers(self, start: int, infos: list[PeerInfo]) -> None:
+        """
+        Add the loaded peers the pool does not know, their metadata
+        decoded by the application, and merge those it knows.
+        """
+        pool = self._pool
+        meta = pool.metadata_config
+        directory = pool.directory
+        own_id = pool.identity.peer_id if pool.identity is not None else None
+        for index, info in enumerate(infos, start):
+            if info.peer_id == own_id:
+                continue
+            known = directory.peer(info.peer_id)
+            encoded = info.metadata
+            decoded = True
+            if encoded is NO_METADATA:
                 info.metadata = meta.initial_metadata()
-        directory.restore_peer(info)
-        added += 1
-    return added
+                decoded = False
+            else:
+                try:
+                    info.metadata = meta.decode_metadata(encoded)
+                except Exception as e:
+                    problem = "the initial metadata is used" if known is None else "the current metadata is kept"
+                    self.problems.append(RecordProblem("peers", index, f"peer_metadata: {e}; {problem}"))
+                    info.metadata = meta.initial_metadata()
+                    decoded = False
+            if known is None:
+                directory.restore_peer(info)
+                self.added_peers += 1
+            else:
+                # The file's metadata (the peer's history) replaces what
+                # the application has not changed since the peer came back.
+                directory.merge_peer(info, decoded and _unchanged(known.metadata, meta.initial_metadata()))
+                self.merged_peers += 1
+
+    def _add_points(self, infos: list[PointInfo]) -> None:
+        """
+        Merge the loaded points the pool knows; add the others that are
+        not its own.
+        """
+        directory = self._pool.directory
+        for info in infos:
+            if directory.merge_point(info):
+                self.merged_points += 1
+        fresh = directory.restore_points(infos)
+        self.added_points += len(fresh)
+        heap, keep = self._established, self._keep_established
+        for info in fresh:
+            stamp = info.last_established_connection
+            if stamp is not None:
+                item = (stamp[1], next(self._order), info)
+                if len(heap) < keep:
+                    heapq.heappush(heap, item)
+                elif keep and item[:2] > heap[0][:2]:
+                    heapq.heapreplace(heap, item)
+
+    def result(self) -> Applied:
+        """
+        Trim the tables to their limits; what was put in.
+        """
+        pool, content, directory = self._pool, self._content, self._pool.directory
+        removed_points = directory.trim_points(pool.now())
+        if removed_points:
+            pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
+        removed_peers = directory.trim_peers(lambda i: pool.score(i.metadata))
+        if removed_peers:
+            pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
+        connected = sorted(
+            (item for item in self._established if directory.knows_point(item[2].point)), key=lambda item: item[:2]
+        )
+        return Applied(
+            peers=self.added_peers - len(removed_peers),
+            points=self.added_points - len(removed_points),
+            banned_ips=len(content.banned_ips),
+            banned_peers=len(set(content.banned_peers).union(p for _, p in content.peer_bans_by_ip)),
+            problems=self.problems,
+            established=[info.point for _, _, info in reversed(connected)],
+            merged_peers=self.merged_peers,
+            merged_points=self.merged_points,
+        )
 
 
-def _add_points(directory: Directory, content: PeersFileContent, problems: list[RecordProblem]) -> list[PointInfo]:
+def _unchanged(metadata: Any, initial: Any) -> bool:
     """
-    Add the loaded points the pool does not know and that are not its
-    own; the points added.
+    Whether C{metadata} is still the initial metadata (equal to it).
     """
-    fresh = [
-        info
-        for _, info in _first_of_each(content.points, lambda i: i.point, "points", "point", problems)
-        if not directory.knows_point(info.point) and not directory.is_own_point(info.point)
-    ]
-    # The table keeps its points ordered by last_seen and appends in O(1)
-    # when times come in order: add them oldest first.
-    fresh.sort(key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))
-    for info in fresh:
-        directory.restore_point(info)
-    return fresh
+    try:
+        return bool(metadata == initial)
+    except Exception:
+        return False
 
 
-def apply_content(pool: PersistedPool, content: PeersFileContent) -> Applied:
+def apply_bans(pool: PersistedPool, ips: list[str], peers: list[Any], peers_by_ip: list[tuple[str, Any]]) -> None:
+    """
+    Put a file's bans into C{pool}'s lists (a ban already there stays as
+    it is).
+    """
+    for entry in ips:
+        pool.acl.ip_blacklist.ban(entry)
+    for banned in peers:
+        pool.acl.peer_blacklist.ban(banned)
+    for addr, banned in peers_by_ip:
+        pool.acl.peer_blacklist.ban(banned, addr)
+
+
+def apply_content(pool: PersistedPool, content: PeersFileContent, bans: bool = True) -> Applied:
     """
     Put a loaded file's peers (Disconnected, with their times, events,
     trusted flags and metadata decoded by the application), points (with
     their trusted flags, expected peer ids, times and C{known_public}) and
-    bans into C{pool}. Peers and points the pool already knows stay as
-    they are, and so do its own points; a record repeating an earlier one
-    is skipped. A table over its C{max_known_*} limit is then trimmed as
-    the pool's GC does.
+    bans into C{pool}, all at once (L{apply_content_in_slices} spreads the
+    work over reactor turns).
+
+    A peer or point the pool knows already (it connected, or was
+    configured or learnt, since the pool started) keeps its record, into
+    which the file's is merged (L{PeerInfo.absorb}, L{PointInfo.absorb}):
+    live state wins, the file adds its trust, its history and, for a peer
+    whose metadata the application has not changed from the initial one,
+    its metadata. The pool's own points are not added. A table over its
+    C{max_known_*} limit is then trimmed as the pool's GC does.
+
+    @param bans: also put the file's bans in (false when they are in
+        force already).
     """
-    directory = pool.directory
-    problems: list[RecordProblem] = []
-    own_id = pool.identity.peer_id if pool.identity is not None else None
-    added_peers = _add_peers(pool, content, own_id, problems)
-    fresh = _add_points(directory, content, problems)
-    for entry in content.banned_ips:
-        pool.acl.ip_blacklist.ban(entry)
-    for banned in content.banned_peers:
-        pool.acl.peer_blacklist.ban(banned)
-    for addr, banned in content.peer_bans_by_ip:
-        pool.acl.peer_blacklist.ban(banned, addr)
-    removed_points = directory.trim_points(pool.now())
-    if removed_points:
-        pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
-    removed_peers = directory.trim_peers(lambda i: pool.score(i.metadata))
-    if removed_peers:
-        pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
-    connected = [i for i in fresh if i.last_established_connection is not None and directory.knows_point(i.point)]
-    connected.sort(key=lambda i: i.last_established_connection[1], reverse=True)  # type: ignore[index]
-    return Applied(
-        peers=added_peers - len(removed_peers),
-        points=len(fresh) - len(removed_points),
-        banned_ips=len(content.banned_ips),
-        banned_peers=len(set(content.banned_peers).union(p for _, p in content.peer_bans_by_ip)),
-        problems=problems,
-        established=[i.point for i in connected],
-    )
+    application = _Application(pool, content, max(1, len(content.peers) + len(content.points)))
+    for _ in application.steps(bans):
+        pass
+    return application.result()
+
+
+async def apply_content_in_slices(
+    pool: PersistedPool,
+    content: PeersFileContent,
+    clock: Any,
+    bans: bool = True,
+    slice_size: int = APPLY_SLICE,
+    stopped: Callable[[], bool] = lambda: False,
+) -> Applied | None:
+    """
+    L{apply_content}, C{slice_size} records per reactor turn, so that the
+    pool runs (and accepts connections) meanwhile. None when C{stopped()}
+    becomes true between two slices: what was put in so far stays.
+    """
+    application = _Application(pool, content, slice_size)
+    done = 0
+    for count in application.steps(bans):
+        done += count
+        # A file smaller than a slice goes in within this turn.
+        if done >= slice_size:
+            done = 0
+            await deferLater(clock, 0, lambda: None)
+            if stopped():
+                return None
+    return application.result()

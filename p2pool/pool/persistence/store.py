@@ -15,6 +15,7 @@ Everything here is blocking: meant for a thread.
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import errno
 import os
@@ -27,9 +28,17 @@ import attrs
 from twisted.logger import Logger
 
 from p2pool.core.files import open_regular_file
-from p2pool.pool.persistence.decoder import decode_document
-from p2pool.pool.persistence.document import IncompatibleFile, PeersFileContent, PeersFileError, Snapshot
+from p2pool.pool.persistence.decoder import decode_document, decode_head
+from p2pool.pool.persistence.document import (
+    RECORD_SECTIONS,
+    FileHead,
+    IncompatibleFile,
+    PeersFileContent,
+    PeersFileError,
+    Snapshot,
+)
 from p2pool.pool.persistence.encoder import write_document
+from p2pool.pool.persistence.scanner import scan_head
 
 __all__ = [
     "BACKUP_SUFFIX",
@@ -38,13 +47,18 @@ __all__ = [
     "LoadOutcome",
     "TOO_LARGE_INFIX",
     "TEMPORARY_SUFFIX",
+    "HEAD_READ",
     "file_fingerprint",
+    "read_head",
     "read_peers_file",
     "write_atomically",
     "write_snapshot",
 ]
 
 BACKUP_SUFFIX = ".bak"
+#: Bytes of a peers file read at first for its head (L{read_head}); more
+#: only when the head is longer.
+HEAD_READ = 1 << 20
 TEMPORARY_SUFFIX = ".tmp"
 CORRUPT_INFIX = ".corrupt-"
 TOO_LARGE_INFIX = ".too-large-"
@@ -240,6 +254,44 @@ def _read(path: str, max_size: int | None = None) -> bytes:
     if len(data) > max_size:
         raise FileTooLarge(path, max_size)
     return data
+
+
+def read_head(path: str, network: str, max_size: int | None = None) -> FileHead | None:
+    """
+    The head of the peers file at C{path} (its C{format}, C{network},
+    C{saved_at} and bans), when it comes before the records, as this
+    version writes it; read from the file's first bytes, the rest unread.
+
+    None when there is no usable head: no file, a file over C{max_size},
+    unreadable, refused or damaged before its records, or one whose bans
+    are not before its records (an older layout); the whole file must
+    then be read before the bans are known (L{read_peers_file}, which also
+    deals with whatever is wrong with it). Nothing is moved or changed.
+    """
+    try:
+        with open_regular_file(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if max_size is not None and size > max_size:
+                return None
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            text = decoder.decode(f.read(HEAD_READ), final=size <= HEAD_READ)
+            while True:
+                try:
+                    members = scan_head(text, RECORD_SECTIONS)
+                    break
+                except ValueError:
+                    rest = f.read() if max_size is None else f.read(max_size)
+                    if not rest:
+                        return None
+                    text += decoder.decode(rest, final=True)
+    except (OSError, ValueError):
+        return None
+    if members is None:
+        return None
+    try:
+        return decode_head(members, network)
+    except (PeersFileError, IncompatibleFile):
+        return None
 
 
 def _remove_quietly_logged(path: str) -> None:
