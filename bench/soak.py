@@ -49,12 +49,14 @@ import dataclasses
 import json
 import os
 import random
+import re
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from typing import Any
 
 HEADER = struct.Struct("!HHIQI")  # node, incarnation, conn serial, global seq, conn seq
@@ -129,6 +131,120 @@ def churn_schedule(
         events.append((t, rng.randrange(nodes)))
         t += interval
     return events
+
+
+def memory_state(reactor: Any, previous_types: list[collections.Counter[str]]) -> dict[str, Any]:
+    """
+    Where this process's memory is: RSS by kind, glibc malloc's totals,
+    pymalloc's blocks and arenas, the count of gc-tracked objects and the
+    types whose count grew most since the previous call.
+    """
+    import ctypes
+    import gc
+    import threading
+
+    state: dict[str, Any] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
+                state[key] = int(line.split()[1])
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    state["malloc_kib"] = {
+        "sbrk_and_arenas": info.arena // 1024,
+        "mmapped": info.hblkhd // 1024,
+        "in_use": info.uordblks // 1024,
+        "free_kept": info.fordblks // 1024,
+    }
+    state["pymalloc_blocks"] = sys.getallocatedblocks()
+    r, w = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(w, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    for label, key in (
+        ("# arenas allocated current", "pymalloc_arenas"),
+        ("# bytes in allocated blocks", "pymalloc_used_bytes"),
+        ("# bytes in available blocks", "pymalloc_free_bytes"),
+    ):
+        m = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+        if m:
+            state[key] = int(m.group(1).replace(",", ""))
+    objects = gc.get_objects()
+    state["gc_objects"] = len(objects)
+    types = collections.Counter(type(o).__qualname__ for o in objects)
+    del objects
+    if previous_types:
+        growth = types - previous_types[0]
+        state["types_grown"] = dict(growth.most_common(8))
+        previous_types[0] = types
+    else:
+        previous_types.append(types)
+    state["threads"] = threading.active_count()
+    state["delayed_calls"] = len(reactor.getDelayedCalls())
+    state["fds"] = len(os.listdir("/proc/self/fd"))
+    return state
+
+
+def what_holds(alive: list[Any]) -> dict[str, Any]:
+    """
+    Whether the objects of stopped pools in C{alive} (weak references) are
+    held only by reference cycles, and the types in those cycles: a full collection
+    with C{DEBUG_SAVEALL}, whose garbage is inspected and then freed.
+    """
+    import gc
+
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        garbage = list(gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+    # what DEBUG_SAVEALL kept, freed once looked at below
+    in_garbage = {id(o) for o in garbage}
+    held_by_cycles = sum(1 for r in alive if id(r()) in in_garbage)
+    types = collections.Counter(type(o).__qualname__ for o in garbage)
+    frames = collections.Counter(
+        f"{o.f_code.co_filename.rsplit('/', 3)[-1]}:{o.f_code.co_name}" for o in garbage if type(o).__name__ == "frame"
+    )
+    exceptions = collections.Counter(type(o).__qualname__ for o in garbage if isinstance(o, BaseException))
+    out = {
+        "held_only_by_cycles": held_by_cycles,
+        "garbage_objects": len(garbage),
+        "garbage_types": dict(types.most_common(15)),
+        "frames": dict(frames.most_common(10)),
+        "exceptions": dict(exceptions.most_common(5)),
+    }
+    del garbage
+    gc.collect()
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -264,6 +380,8 @@ def worker(args: argparse.Namespace) -> None:
             pool, self.pool = self.pool, None
             if pool is not None:
                 await pool.stopService()
+                stopped_pools.append(weakref.ref(pool))
+                stopped_acls.append(weakref.ref(pool.acl))
             app = self.app
             if app is not None and app.conns:
                 totals["open_after_stop"] += len(app.conns)
@@ -288,6 +406,9 @@ def worker(args: argparse.Namespace) -> None:
                 totals["sent"] += 1
 
     nodes = {i: SoakNode(i) for i in mine}
+    stopped_pools: list[weakref.ref[Pool]] = []
+    #: the access lists of stopped pools (with their 4 MiB greylist filter)
+    stopped_acls: list[weakref.ref[Any]] = []
     samples: list[dict[str, Any]] = []
     churns: list[dict[str, Any]] = []
     sending = [True]
@@ -332,6 +453,21 @@ def worker(args: argparse.Namespace) -> None:
             }
         )
 
+    diagnosis: list[dict[str, Any]] = []
+    previous_types: list[collections.Counter[str]] = []
+
+    def diagnose() -> None:
+        state = memory_state(reactor, previous_types)
+        alive = [r for r in stopped_pools if r() is not None]
+        stopped_pools[:] = alive
+        stopped_acls[:] = [r for r in stopped_acls if r() is not None]
+        state["stopped_pools_alive"] = len(alive)
+        state["stopped_pools_acls_alive"] = len(stopped_acls)
+        if alive or stopped_acls:
+            state["what_holds_them"] = what_holds(alive + stopped_acls)
+        diagnosis.append(state)
+        log(f"[w{args.worker_index} t={time.time() - args.t0:5.0f}s] memory {json.dumps(diagnosis[-1])}")
+
     traced: list[Any] = []
 
     def trace_mid() -> None:
@@ -354,6 +490,8 @@ def worker(args: argparse.Namespace) -> None:
         sampler.start(args.timing.sample_interval, now=True)
         prog = LoopingCall(progress)
         prog.start(args.timing.progress_interval, now=False)
+        if args.diagnose:
+            LoopingCall(diagnose).start(2 * args.timing.progress_interval, now=True)
         jobs = [
             ensureDeferred(churn(at, i))
             for at, i in churn_schedule(args.seed, args.nodes, args.t0, args.t_end, args.churn_interval, args.timing)
@@ -410,6 +548,7 @@ def worker(args: argparse.Namespace) -> None:
             "samples": samples,
             "churns": churns,
             "tracemalloc_growth_second_half": growth,
+            "memory_diagnosis": diagnosis,
         }
         snapshot = json.loads(json.dumps(snapshot))  # freeze before shutdown mutates records
         for n in nodes.values():
@@ -490,6 +629,7 @@ def parent(args: argparse.Namespace) -> int:
                 out,
             ]
             + (["--tracemalloc"] if args.tracemalloc else [])
+            + (["--diagnose"] if args.diagnose else [])
             + (["--quick"] if args.quick else [])
         )
         procs.append((w, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
@@ -681,6 +821,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)"
+    )
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="each minute, log where each worker's memory is (allocator, object counts; slow)",
     )
     # worker-only
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
