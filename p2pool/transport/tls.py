@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
+from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
 
 __all__ = [
@@ -131,7 +132,7 @@ class PeerVerification:
         try:
             peer_id, public_key = peer_of_certificate(cert)
         except InvalidAuth as e:
-            self.failure = e
+            self.failure = without_traceback(e)
             return False
         return self.accept(peer_id, public_key)
 
