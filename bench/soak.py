@@ -234,7 +234,7 @@ def what_holds(alive: list[Any]) -> dict[str, Any]:
     frames = collections.Counter(
         f"{o.f_code.co_filename.rsplit('/', 3)[-1]}:{o.f_code.co_name}" for o in garbage if type(o).__name__ == "frame"
     )
-    exceptions = collections.Counter(type(o).__qualname__ for o in garbage if isinstance(o, BaseException))
+    exceptions = collections.Counter(type(o).__qualname__ for o in garbage if issubclass(type(o), BaseException))
     out = {
         "held_only_by_cycles": held_by_cycles,
         "garbage_objects": len(garbage),
