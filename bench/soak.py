@@ -29,6 +29,10 @@ exceptions raised by the benchmark's own callbacks.
 
 RSS is sampled from /proc every 10 s per worker process; the trend is the
 least-squares slope of RSS over the second half of the run, in KiB/min.
+With --diagnose each worker also logs, every minute, where its memory is
+(glibc malloc's memory in use and the free memory it keeps, pymalloc's
+arenas, gc-tracked objects and the types that grew, threads) and whether the
+pools it stopped, or their ACLs, are still alive.
 
     PYTHONPATH=. .venv/bin/python bench/soak.py --minutes 10 --nodes 20
     PYTHONPATH=. .venv/bin/python bench/soak.py --quick   # 6 nodes for 8 s, 2 restarts
@@ -247,6 +251,58 @@ def what_holds(alive: list[Any]) -> dict[str, Any]:
     return out
 
 
+class RecvRecord:
+    """
+    What one receiving connection got: for each sender key (node,
+    incarnation, serial) the last per-connection sequence number, and the
+    gaps and duplicates seen. A connection receives from one sender key,
+    so the first is kept in slots and any other in a dict.
+    """
+
+    __slots__ = ("node", "remote", "open", "key", "last", "others", "gaps", "dups")
+
+    def __init__(self, node: int, remote: str) -> None:
+        self.node = node
+        self.remote = remote
+        self.open = True
+        self.key: tuple[int, int, int] | None = None
+        self.last = 0
+        self.others: dict[tuple[int, int, int], int] | None = None
+        self.gaps = 0
+        self.dups = 0
+
+    def received(self, key: tuple[int, int, int], cseq: int) -> None:
+        if self.key is None:
+            self.key = key
+        if key == self.key:
+            got = self.last
+        else:
+            if self.others is None:
+                self.others = {}
+            got = self.others.get(key, 0)
+        if cseq > got:
+            self.gaps += cseq - got - 1
+            if key == self.key:
+                self.last = cseq
+            else:
+                assert self.others is not None
+                self.others[key] = cseq
+        else:
+            self.dups += 1
+
+    def as_json(self) -> dict[str, Any]:
+        keys = {} if self.key is None else {self.key: self.last}
+        keys.update(self.others or {})
+        return {
+            "node": self.node,
+            "remote": self.remote,
+            "open": self.open,
+            "keys": {f"{n}:{i}:{s}": v for (n, i, s), v in keys.items()},
+            "gaps": self.gaps,
+            "dups": self.dups,
+        }
+
+
 # ---------------------------------------------------------------------------
 # worker process (runs a reactor and some of the nodes)
 
@@ -291,10 +347,13 @@ def worker(args: argparse.Namespace) -> None:
     bench_exceptions: list[str] = []
 
     # -- accounting ------------------------------------------------------
+    # The records are part of the RSS measured, and there is one per
+    # connection ever made (over 3,000 in 30 minutes): they are kept small
+    # (peer ids interned, slotted records, tuple keys).
     # sender side: key (node, inc, serial) -> [sent, remote peer, open]
     sent_records: dict[tuple[int, int, int], list[Any]] = {}
     # receiver side: one record per receiving connection
-    recv_records: list[dict[str, Any]] = []
+    recv_records: list[RecvRecord] = []
     totals = collections.Counter()
 
     class SoakApp(BasePoolApplication):
@@ -306,8 +365,9 @@ def worker(args: argparse.Namespace) -> None:
             n = self.node
             n.serial += 1
             key = (n.index, n.incarnation, n.serial)
-            sent_records[key] = [0, str(conn.peer_id), True]
-            rec = {"node": n.index, "remote": str(conn.peer_id), "open": True, "keys": {}, "gaps": 0, "dups": 0}
+            remote = sys.intern(str(conn.peer_id))
+            sent_records[key] = [0, remote, True]
+            rec = RecvRecord(n.index, remote)
             recv_records.append(rec)
             self.conns[conn] = [key, 0, rec]
             totals["connections_made"] += 1
@@ -319,16 +379,7 @@ def worker(args: argparse.Namespace) -> None:
                 if state is None:
                     totals["received_on_unknown_connection"] += 1
                     return
-                rec = state[2]
-                key = f"{node}:{inc}:{serial}"
-                got = rec["keys"].get(key, 0)
-                if cseq == got + 1:
-                    rec["keys"][key] = cseq
-                elif cseq > got + 1:
-                    rec["gaps"] += cseq - got - 1
-                    rec["keys"][key] = cseq
-                else:
-                    rec["dups"] += 1
+                state[2].received((node, inc, serial), cseq)
                 totals["received"] += 1
             except Exception as e:  # pragma: no cover
                 bench_exceptions.append(repr(e))
@@ -339,7 +390,7 @@ def worker(args: argparse.Namespace) -> None:
                 totals["lost_unknown_connection"] += 1
                 return
             sent_records[state[0]][2] = False
-            state[2]["open"] = False
+            state[2].open = False
             totals["connections_lost"] += 1
 
     class SoakNode:
@@ -536,7 +587,7 @@ def worker(args: argparse.Namespace) -> None:
             "nodes": mine,
             "peer_ids": peer_ids,
             "sent_records": [[list(k), v[0], v[1], v[2]] for k, v in sent_records.items()],
-            "recv_records": recv_records,
+            "recv_records": [rec.as_json() for rec in recv_records],
             "totals": dict(totals),
             "stale_open_records": stale,
             "errors": errors_before_shutdown,
