@@ -164,6 +164,16 @@ class IVerifiedProtocol(Interface):
     verification = Attribute("The PeerVerification of this connection.")
 
 
+def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    """
+    The context's verify callback: the verdict of the connection's own
+    L{PeerVerification} (its protocol's, found through the app data).
+    """
+    tls_protocol: ProtocolWrapper = connection.get_app_data()
+    verification: PeerVerification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+    return verification.verify(connection, cert, errno, depth, ok)
+
+
 @implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
 class PeerConnectionCreator:
     """
@@ -172,12 +182,15 @@ class PeerConnectionCreator:
     """
 
     def __init__(self, context: SSL.Context) -> None:
+        # One verify callback on the context, which hands each certificate to
+        # its connection's own verification: a callback set on each
+        # connection makes pyOpenSSL build a helper per connection that sits
+        # in a reference cycle until a full collection.
+        context.set_verify(_VERIFY_MODE, _verify)
         self._context = context
 
     def _connection(self, tls_protocol: ProtocolWrapper) -> SSL.Connection:
-        verification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
         connection = SSL.Connection(self._context, None)
-        connection.set_verify(_VERIFY_MODE, verification.verify)
         connection.set_app_data(tls_protocol)
         return connection
 
