@@ -29,6 +29,10 @@ exceptions raised by the benchmark's own callbacks.
 
 RSS is sampled from /proc every 10 s per worker process; the trend is the
 least-squares slope of RSS over the second half of the run, in KiB/min.
+With --diagnose each worker also logs, every minute, where its memory is
+(glibc malloc's memory in use and the free memory it keeps, pymalloc's
+arenas, gc-tracked objects and the types that grew, threads) and whether the
+pools it stopped, or their ACLs, are still alive.
 
     PYTHONPATH=. .venv/bin/python bench/soak.py --minutes 10 --nodes 20
     PYTHONPATH=. .venv/bin/python bench/soak.py --quick   # 6 nodes for 8 s, 2 restarts
@@ -49,12 +53,14 @@ import dataclasses
 import json
 import os
 import random
+import re
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from typing import Any
 
 HEADER = struct.Struct("!HHIQI")  # node, incarnation, conn serial, global seq, conn seq
@@ -131,6 +137,172 @@ def churn_schedule(
     return events
 
 
+def memory_state(reactor: Any, previous_types: list[collections.Counter[str]]) -> dict[str, Any]:
+    """
+    Where this process's memory is: RSS by kind, glibc malloc's totals,
+    pymalloc's blocks and arenas, the count of gc-tracked objects and the
+    types whose count grew most since the previous call.
+    """
+    import ctypes
+    import gc
+    import threading
+
+    state: dict[str, Any] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
+                state[key] = int(line.split()[1])
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    state["malloc_kib"] = {
+        "sbrk_and_arenas": info.arena // 1024,
+        "mmapped": info.hblkhd // 1024,
+        "in_use": info.uordblks // 1024,
+        "free_kept": info.fordblks // 1024,
+    }
+    state["pymalloc_blocks"] = sys.getallocatedblocks()
+    r, w = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(w, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(w)
+    with os.fdopen(r) as f:
+        text = f.read()
+    for label, key in (
+        ("# arenas allocated current", "pymalloc_arenas"),
+        ("# bytes in allocated blocks", "pymalloc_used_bytes"),
+        ("# bytes in available blocks", "pymalloc_free_bytes"),
+    ):
+        m = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+        if m:
+            state[key] = int(m.group(1).replace(",", ""))
+    objects = gc.get_objects()
+    state["gc_objects"] = len(objects)
+    types = collections.Counter(type(o).__qualname__ for o in objects)
+    del objects
+    if previous_types:
+        growth = types - previous_types[0]
+        state["types_grown"] = dict(growth.most_common(8))
+        previous_types[0] = types
+    else:
+        previous_types.append(types)
+    state["threads"] = threading.active_count()
+    state["delayed_calls"] = len(reactor.getDelayedCalls())
+    state["fds"] = len(os.listdir("/proc/self/fd"))
+    return state
+
+
+def what_holds(alive: list[Any]) -> dict[str, Any]:
+    """
+    Whether the objects of stopped pools in C{alive} (weak references) are
+    held only by reference cycles, and the types in those cycles: a full collection
+    with C{DEBUG_SAVEALL}, whose garbage is inspected and then freed.
+    """
+    import gc
+
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        garbage = list(gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+    # what DEBUG_SAVEALL kept, freed once looked at below
+    in_garbage = {id(o) for o in garbage}
+    held_by_cycles = sum(1 for r in alive if id(r()) in in_garbage)
+    types = collections.Counter(type(o).__qualname__ for o in garbage)
+    frames = collections.Counter(
+        f"{o.f_code.co_filename.rsplit('/', 3)[-1]}:{o.f_code.co_name}" for o in garbage if type(o).__name__ == "frame"
+    )
+    exceptions = collections.Counter(type(o).__qualname__ for o in garbage if issubclass(type(o), BaseException))
+    out = {
+        "held_only_by_cycles": held_by_cycles,
+        "garbage_objects": len(garbage),
+        "garbage_types": dict(types.most_common(15)),
+        "frames": dict(frames.most_common(10)),
+        "exceptions": dict(exceptions.most_common(5)),
+    }
+    del garbage
+    gc.collect()
+    return out
+
+
+class RecvRecord:
+    """
+    What one receiving connection got: for each sender key (node,
+    incarnation, serial) the last per-connection sequence number, and the
+    gaps and duplicates seen. A connection receives from one sender key,
+    so the first is kept in slots and any other in a dict.
+    """
+
+    __slots__ = ("node", "remote", "open", "key", "last", "others", "gaps", "dups")
+
+    def __init__(self, node: int, remote: str) -> None:
+        self.node = node
+        self.remote = remote
+        self.open = True
+        self.key: tuple[int, int, int] | None = None
+        self.last = 0
+        self.others: dict[tuple[int, int, int], int] | None = None
+        self.gaps = 0
+        self.dups = 0
+
+    def received(self, key: tuple[int, int, int], cseq: int) -> None:
+        if self.key is None:
+            self.key = key
+        if key == self.key:
+            got = self.last
+        else:
+            if self.others is None:
+                self.others = {}
+            got = self.others.get(key, 0)
+        if cseq > got:
+            self.gaps += cseq - got - 1
+            if key == self.key:
+                self.last = cseq
+            else:
+                assert self.others is not None
+                self.others[key] = cseq
+        else:
+            self.dups += 1
+
+    def as_json(self) -> dict[str, Any]:
+        keys = {} if self.key is None else {self.key: self.last}
+        keys.update(self.others or {})
+        return {
+            "node": self.node,
+            "remote": self.remote,
+            "open": self.open,
+            "keys": {f"{n}:{i}:{s}": v for (n, i, s), v in keys.items()},
+            "gaps": self.gaps,
+            "dups": self.dups,
+        }
+
+
 # ---------------------------------------------------------------------------
 # worker process (runs a reactor and some of the nodes)
 
@@ -175,10 +347,13 @@ def worker(args: argparse.Namespace) -> None:
     bench_exceptions: list[str] = []
 
     # -- accounting ------------------------------------------------------
+    # The records are part of the RSS measured, and there is one per
+    # connection ever made (over 3,000 in 30 minutes): they are kept small
+    # (peer ids interned, slotted records, tuple keys).
     # sender side: key (node, inc, serial) -> [sent, remote peer, open]
     sent_records: dict[tuple[int, int, int], list[Any]] = {}
     # receiver side: one record per receiving connection
-    recv_records: list[dict[str, Any]] = []
+    recv_records: list[RecvRecord] = []
     totals = collections.Counter()
 
     class SoakApp(BasePoolApplication):
@@ -190,8 +365,9 @@ def worker(args: argparse.Namespace) -> None:
             n = self.node
             n.serial += 1
             key = (n.index, n.incarnation, n.serial)
-            sent_records[key] = [0, str(conn.peer_id), True]
-            rec = {"node": n.index, "remote": str(conn.peer_id), "open": True, "keys": {}, "gaps": 0, "dups": 0}
+            remote = sys.intern(str(conn.peer_id))
+            sent_records[key] = [0, remote, True]
+            rec = RecvRecord(n.index, remote)
             recv_records.append(rec)
             self.conns[conn] = [key, 0, rec]
             totals["connections_made"] += 1
@@ -203,16 +379,7 @@ def worker(args: argparse.Namespace) -> None:
                 if state is None:
                     totals["received_on_unknown_connection"] += 1
                     return
-                rec = state[2]
-                key = f"{node}:{inc}:{serial}"
-                got = rec["keys"].get(key, 0)
-                if cseq == got + 1:
-                    rec["keys"][key] = cseq
-                elif cseq > got + 1:
-                    rec["gaps"] += cseq - got - 1
-                    rec["keys"][key] = cseq
-                else:
-                    rec["dups"] += 1
+                state[2].received((node, inc, serial), cseq)
                 totals["received"] += 1
             except Exception as e:  # pragma: no cover
                 bench_exceptions.append(repr(e))
@@ -223,7 +390,7 @@ def worker(args: argparse.Namespace) -> None:
                 totals["lost_unknown_connection"] += 1
                 return
             sent_records[state[0]][2] = False
-            state[2]["open"] = False
+            state[2].open = False
             totals["connections_lost"] += 1
 
     class SoakNode:
@@ -264,6 +431,8 @@ def worker(args: argparse.Namespace) -> None:
             pool, self.pool = self.pool, None
             if pool is not None:
                 await pool.stopService()
+                stopped_pools.append(weakref.ref(pool))
+                stopped_acls.append(weakref.ref(pool.acl))
             app = self.app
             if app is not None and app.conns:
                 totals["open_after_stop"] += len(app.conns)
@@ -288,6 +457,9 @@ def worker(args: argparse.Namespace) -> None:
                 totals["sent"] += 1
 
     nodes = {i: SoakNode(i) for i in mine}
+    stopped_pools: list[weakref.ref[Pool]] = []
+    #: the access lists of stopped pools (with their 4 MiB greylist filter)
+    stopped_acls: list[weakref.ref[Any]] = []
     samples: list[dict[str, Any]] = []
     churns: list[dict[str, Any]] = []
     sending = [True]
@@ -332,6 +504,21 @@ def worker(args: argparse.Namespace) -> None:
             }
         )
 
+    diagnosis: list[dict[str, Any]] = []
+    previous_types: list[collections.Counter[str]] = []
+
+    def diagnose() -> None:
+        state = memory_state(reactor, previous_types)
+        alive = [r for r in stopped_pools if r() is not None]
+        stopped_pools[:] = alive
+        stopped_acls[:] = [r for r in stopped_acls if r() is not None]
+        state["stopped_pools_alive"] = len(alive)
+        state["stopped_pools_acls_alive"] = len(stopped_acls)
+        if alive or stopped_acls:
+            state["what_holds_them"] = what_holds(alive + stopped_acls)
+        diagnosis.append(state)
+        log(f"[w{args.worker_index} t={time.time() - args.t0:5.0f}s] memory {json.dumps(diagnosis[-1])}")
+
     traced: list[Any] = []
 
     def trace_mid() -> None:
@@ -354,6 +541,8 @@ def worker(args: argparse.Namespace) -> None:
         sampler.start(args.timing.sample_interval, now=True)
         prog = LoopingCall(progress)
         prog.start(args.timing.progress_interval, now=False)
+        if args.diagnose:
+            LoopingCall(diagnose).start(2 * args.timing.progress_interval, now=True)
         jobs = [
             ensureDeferred(churn(at, i))
             for at, i in churn_schedule(args.seed, args.nodes, args.t0, args.t_end, args.churn_interval, args.timing)
@@ -398,7 +587,7 @@ def worker(args: argparse.Namespace) -> None:
             "nodes": mine,
             "peer_ids": peer_ids,
             "sent_records": [[list(k), v[0], v[1], v[2]] for k, v in sent_records.items()],
-            "recv_records": recv_records,
+            "recv_records": [rec.as_json() for rec in recv_records],
             "totals": dict(totals),
             "stale_open_records": stale,
             "errors": errors_before_shutdown,
@@ -410,6 +599,7 @@ def worker(args: argparse.Namespace) -> None:
             "samples": samples,
             "churns": churns,
             "tracemalloc_growth_second_half": growth,
+            "memory_diagnosis": diagnosis,
         }
         snapshot = json.loads(json.dumps(snapshot))  # freeze before shutdown mutates records
         for n in nodes.values():
@@ -490,6 +680,7 @@ def parent(args: argparse.Namespace) -> int:
                 out,
             ]
             + (["--tracemalloc"] if args.tracemalloc else [])
+            + (["--diagnose"] if args.diagnose else [])
             + (["--quick"] if args.quick else [])
         )
         procs.append((w, subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
@@ -681,6 +872,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--tracemalloc", action="store_true", help="report the allocation sites that grew over the second half (slow)"
+    )
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="each minute, log where each worker's memory is (allocator, object counts; slow)",
     )
     # worker-only
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)

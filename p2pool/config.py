@@ -906,6 +906,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     _key(
         "p2p",
+        "memory_trim_interval",
+        _optional(_SECONDS),
+        "Seconds between two returns of the memory the process freed to the system (glibc malloc_trim); false = never.",
+    ),
+    _key(
+        "p2p",
         "keepalive_interval",
         _optional(_SECONDS),
         "Seconds of silence after which a peer is pinged; 3 silent intervals close it; false = never.",
@@ -1186,6 +1192,7 @@ class PoolConfig:
     refusal_log_interval: float | None = 60.0
     max_message_size: int = 8388608
     checkpoint_interval: float = 300.0
+    memory_trim_interval: float | None = 60.0
     keepalive_interval: float | None = 30.0
     send_queue_size: int = 1048576
     send_queue_budget: int = 268435456

@@ -60,13 +60,11 @@ class CountingBloomFilterTests(SynchronousTestCase):
     def test_sizeFromKiB(self) -> None:
         """
         C{index_bits = numbits(size_kib * 8 * 1024 // 4)}; the default 2048
-        KiB gives 23 bits, 2 ** 23 cells packed two per byte in a 4 MiB
-        bytearray.
+        KiB gives 23 bits, 2 ** 23 cells packed two per byte in 4 MiB.
         """
         bloom = CountingBloomFilter(2048)
         self.assertEqual(bloom.index_bits, 23)
         self.assertEqual(bloom.cell_count, 2**23)
-        self.assertIsInstance(bloom.storage, bytearray)
         self.assertEqual(len(bloom.storage), 4 * 1024 * 1024)
         self.assertEqual(CountingBloomFilter(1024).index_bits, 22)
         self.assertEqual(CountingBloomFilter(1).index_bits, 12)
@@ -119,21 +117,43 @@ class CountingBloomFilterTests(SynchronousTestCase):
         even = key_with_cells(bloom, {0})
         odd = key_with_cells(bloom, {1})
         bloom.add(even)
-        self.assertEqual(bloom.storage, bytearray(b"\x0f"))
+        self.assertEqual(bloom.storage, b"\x0f")
         for _ in range(3):
             bloom.countdown()
-        self.assertEqual(bloom.storage, bytearray(b"\x0c"))
+        self.assertEqual(bloom.storage, b"\x0c")
         bloom.add(odd)
-        self.assertEqual(bloom.storage, bytearray(b"\xfc"))
+        self.assertEqual(bloom.storage, b"\xfc")
         for _ in range(12):
             bloom.countdown()
-        self.assertEqual(bloom.storage, bytearray(b"\x30"))
+        self.assertEqual(bloom.storage, b"\x30")
         self.assertFalse(bloom.mem(even))
         self.assertTrue(bloom.mem(odd))
         bloom.add(even)
         bloom.rem(odd)
-        self.assertEqual(bloom.storage, bytearray(b"\x0f"))
+        self.assertEqual(bloom.storage, b"\x0f")
         self.assertTrue(bloom.mem(even))
+
+    def test_chunks(self) -> None:
+        """
+        Countdown, fill and histogram work chunk by chunk, the same as over
+        the whole storage at once, and clear empties every chunk.
+        """
+        chunked = CountingBloomFilter(index_bits=12)
+        chunked.chunk_size = 100  # not a divisor of the 2048 bytes
+        whole = CountingBloomFilter(index_bits=12)
+        keys = [bytes([i, i // 3]) for i in range(150)]
+        for step, key in enumerate(keys):
+            for bloom in (chunked, whole):
+                bloom.add(key)
+                if step % 10 == 0:
+                    bloom.countdown()
+        self.assertEqual(chunked.storage, whole.storage)
+        self.assertEqual(chunked.fill_percentage(), whole.fill_percentage())
+        self.assertEqual(chunked.life_expectancy_histogram(), whole.life_expectancy_histogram())
+        self.assertGreater(chunked.fill_percentage(), 0.1)
+        chunked.clear()
+        self.assertEqual(chunked.storage, bytes(2048))
+        self.assertEqual(chunked.fill_percentage(), 0.0)
 
     def test_fillAndHistogram(self) -> None:
         """

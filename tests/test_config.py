@@ -503,6 +503,7 @@ class OptionalValueTests(SynchronousTestCase):
         "p2p.swap_linger",
         "p2p.seed_ca_file",
         "p2p.keepalive_interval",
+        "p2p.memory_trim_interval",
         "p2p.refusal_log_interval",
         "p2p.max_stalled_handshakes",
         "p2p.eviction_protection",

@@ -11,12 +11,14 @@ import gc
 import weakref
 from typing import Any
 
+from twisted.internet.defer import fail, succeed
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.config import PoolConfig
-from p2pool.core.addressing import Point
-from p2pool.core.lifetime import weak_method, weak_owner
+from p2pool.core.addressing import Point, PointSpec
+from p2pool.core.lifetime import value_on, weak_method, weak_owner, without_traceback
 from p2pool.errors import ConnectionEnded, DisconnectReason
+from p2pool.events import EventKind
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
 from tests.helpers import async_test, identity, start_node, wait_for
@@ -66,6 +68,24 @@ class HelperTests(SynchronousTestCase):
         self.assertIsNone(tick(2))
         self.assertEqual(calls, [1])
 
+    def test_without_traceback(self) -> None:
+        try:
+            raise ValueError("bad")
+        except ValueError as e:
+            error = e
+        self.assertIsNotNone(error.__traceback__)
+        self.assertIs(without_traceback(error), error)
+        self.assertIsNone(error.__traceback__)
+
+    def test_value_on(self) -> None:
+        """
+        The listed failures become the value; others go on.
+        """
+        errback = value_on(False, KeyError, ValueError)
+        self.assertIs(self.successResultOf(fail(ValueError("x")).addErrback(errback)), False)
+        self.failureResultOf(fail(TypeError("y")).addErrback(errback), TypeError)
+        self.assertEqual(self.successResultOf(succeed(3).addErrback(errback)), 3)
+
 
 class MemoryNetworkLifetimeTests(SynchronousTestCase):
     def test_stopped_pool_is_freed_without_the_collector(self) -> None:
@@ -87,6 +107,85 @@ class MemoryNetworkLifetimeTests(SynchronousTestCase):
             self.successResultOf(stopped)
             del a, conn, d, stopped
             alive = [name for name, ref in refs.items() if ref() is not None]
+        finally:
+            gc.enable()
+        self.assertEqual(alive, [])
+
+
+class ErrorCycleTests(SynchronousTestCase):
+    """
+    Errors do not tie a stopped pool's parts into reference cycles: a
+    refused dial's error, kept as its connection's reason and given to the
+    maintenance that dialed, and the cancellation of a maintenance pause,
+    are not raised through frames that would keep the maintenance (and its
+    ACL, with its greylist filter) alive until a full collection.
+    """
+
+    def _stop_and_check(self, network: MemoryNetwork, held: list[Pool]) -> list[str]:
+        """
+        Stop and drop the pool in C{held} (its only reference); the names
+        of what it held that are still alive, the collector being off.
+        """
+        pool = held.pop()
+        assert pool.maintenance is not None
+        refs = {
+            "pool": weakref.ref(pool),
+            "maintenance": weakref.ref(pool.maintenance),
+            "acl": weakref.ref(pool.acl),
+            "directory": weakref.ref(pool.directory),
+        }
+        stopped = network.remove_pool(str(pool.config.listen.ip))
+        network.advance(5.0)
+        self.successResultOf(stopped)
+        del pool, stopped
+        return [name for name, ref in refs.items() if ref() is not None]
+
+    def test_refused_dial(self) -> None:
+        """
+        The maintenance dials a node that speaks no common application
+        version: the dial fails with L{RejectedNoCommonProtocol}; once the
+        pool stops, its parts are freed by reference counting.
+        """
+        network = MemoryNetwork(seed=4, latency=0.01)
+        self.addCleanup(network.stop)
+        events: list[Any] = []
+        network.add_pool("10.2.0.1", maintenance_idle_time=None, pool_options={"application_versions": (7,)})
+        gc.collect()
+        gc.disable()
+        try:
+            held = [
+                network.add_pool(
+                    "10.1.0.1",
+                    log=events.append,
+                    bootstrap_points=(PointSpec("10.2.0.1", 9732),),
+                    maintenance_idle_time=60.0,
+                )
+            ]
+            network.advance(3.0)
+            self.assertIn(EventKind.REJECTING_REQUEST, [e.event for e in events])
+            alive = self._stop_and_check(network, held)
+        finally:
+            gc.enable()
+        self.assertEqual(alive, [])
+
+    def test_stopped_during_a_pause(self) -> None:
+        """
+        The pool stops while its maintenance waits before a dial: the
+        cancelled wait does not keep the maintenance alive.
+        """
+        network = MemoryNetwork(seed=4, latency=0.01)
+        self.addCleanup(network.stop)
+        network.add_pool("10.2.0.1", maintenance_idle_time=None)
+        gc.collect()
+        gc.disable()
+        try:
+            held = [
+                network.add_pool(
+                    "10.1.0.1", bootstrap_points=(PointSpec("10.2.0.1", 9732),), maintenance_idle_time=60.0
+                )
+            ]
+            self.assertEqual(held[0].active_connections(), 0)
+            alive = self._stop_and_check(network, held)
         finally:
             gc.enable()
         self.assertEqual(alive, [])

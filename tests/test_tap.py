@@ -60,6 +60,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "eviction-protection": ("2", 2),
     "max-message-size": ("65536", 65536),
     "checkpoint-interval": ("30", 30.0),
+    "memory-trim-interval": ("false", None),
     "keepalive-interval": ("7", 7.0),
     "send-queue-size": ("65536", 65536),
     "send-queue-budget": ("16777216", 16777216),

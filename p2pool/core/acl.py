@@ -28,7 +28,9 @@ import functools
 import hashlib
 import ipaddress
 import math
+import mmap
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from p2pool.core.addressing import AddressError, PeerId
 
@@ -126,7 +128,7 @@ def _nibbles(byte: int) -> tuple[int, int]:
 
 
 # Each table maps one packed byte (two 4-bit cells) to a result byte, so a
-# single bytearray.translate processes every cell at C speed.
+# bytes.translate processes every cell of a chunk of the storage at C speed.
 _DECREMENT = bytes((max(high - 1, 0) << 4) | max(low - 1, 0) for low, high in map(_nibbles, range(256)))
 _NONZERO_CELLS = bytes((low != 0) + (high != 0) for low, high in map(_nibbles, range(256)))
 _LOW_CELL = bytes(low for low, _ in map(_nibbles, range(256)))
@@ -150,8 +152,19 @@ class CountingBloomFilter:
     The counters are packed two per byte in L{storage}: cell C{i} is the low
     nibble of byte C{i // 2} when C{i} is even, the high nibble when odd.
 
+    The storage is an anonymous memory map, not a C{bytearray}: its pages
+    take memory only once a key is added to them (a greylist of a few
+    addresses holds a few pages of its 4 MiB), and it goes back to the
+    system when the filter is freed, whatever the allocator does with
+    large blocks (glibc serves them from its heap once one has been freed,
+    where they leave holes it keeps).
+
     @ivar index_bits: log2 of the number of cells.
     """
+
+    #: Bytes of storage that L{countdown}, L{fill_percentage} and
+    #: L{life_expectancy_histogram} handle at once.
+    chunk_size = 64 * 1024
 
     hashes = 5
     countdown_bits = 4
@@ -185,7 +198,21 @@ class CountingBloomFilter:
             )
         self.index_bits: int = index_bits
         self._mask = (1 << index_bits) - 1
-        self._storage = bytearray(self.cell_count // 2)
+        self._storage = self._new_storage()
+
+    def _new_storage(self) -> mmap.mmap:
+        """
+        Zeroed storage for every cell (a page at least).
+        """
+        return mmap.mmap(-1, max(self.cell_count // 2, 1))
+
+    def _chunks(self) -> Iterator[tuple[int, bytes]]:
+        """
+        The storage's bytes, L{chunk_size} at a time, with their offset.
+        """
+        storage, size, step = self._storage, self.cell_count // 2, self.chunk_size
+        for offset in range(0, size, step):
+            yield offset, storage[offset : min(offset + step, size)]
 
     @property
     def cell_count(self) -> int:
@@ -195,12 +222,11 @@ class CountingBloomFilter:
         return 1 << self.index_bits
 
     @property
-    def storage(self) -> bytearray:
+    def storage(self) -> bytes:
         """
-        The packed counters, C{cell_count // 2} bytes. Read it only: it may
-        be replaced by a new bytearray on L{countdown} and L{clear}.
+        A copy of the packed counters, C{cell_count // 2} bytes.
         """
-        return self._storage
+        return self._storage[: self.cell_count // 2]
 
     def indices(self, key: bytes) -> list[int]:
         """
@@ -238,24 +264,33 @@ class CountingBloomFilter:
 
     def countdown(self) -> None:
         """
-        Decrement every non-zero cell by one (a single C{translate} over the
-        storage: a few milliseconds for 4 MiB).
+        Decrement every non-zero cell by one (a C{translate} per chunk, in
+        place; chunks without a non-zero cell are not written, so their
+        pages stay unused: a few milliseconds for 4 MiB).
         """
-        self._storage = self._storage.translate(_DECREMENT)
+        storage = self._storage
+        for offset, chunk in self._chunks():
+            decremented = chunk.translate(_DECREMENT)
+            if decremented != chunk:
+                storage[offset : offset + len(chunk)] = decremented
 
     def clear(self) -> None:
         """
-        Remove every member: all cells become 0.
+        Remove every member: all cells become 0 (and their pages unused).
         """
-        self._storage = bytearray(len(self._storage))
+        old, self._storage = self._storage, self._new_storage()
+        old.close()
 
     def fill_percentage(self) -> float:
         """
         The share of non-zero cells, from 0.0 (empty) to 1.0 (every key is
         a member).
         """
-        counts = self._storage.translate(_NONZERO_CELLS)
-        return (counts.count(1) + 2 * counts.count(2)) / self.cell_count
+        nonzero = 0
+        for _, chunk in self._chunks():
+            counts = chunk.translate(_NONZERO_CELLS)
+            nonzero += counts.count(1) + 2 * counts.count(2)
+        return nonzero / self.cell_count
 
     def life_expectancy_histogram(self) -> list[int]:
         """
@@ -263,9 +298,13 @@ class CountingBloomFilter:
         the number of cells equal to C{v} (bucket 0 counts the empty cells,
         bucket 15 the freshest).
         """
-        low = self._storage.translate(_LOW_CELL)
-        high = self._storage.translate(_HIGH_CELL)
-        return [low.count(v) + high.count(v) for v in range(self.max_count + 1)]
+        histogram = [0] * (self.max_count + 1)
+        for _, chunk in self._chunks():
+            low = chunk.translate(_LOW_CELL)
+            high = chunk.translate(_HIGH_CELL)
+            for v in range(self.max_count + 1):
+                histogram[v] += low.count(v) + high.count(v)
+        return histogram
 
     def __repr__(self) -> str:
         return f"<CountingBloomFilter index_bits={self.index_bits}>"

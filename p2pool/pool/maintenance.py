@@ -26,7 +26,7 @@ from p2pool.core.acl import ACL
 from p2pool.core.addressing import Point, netgroup
 from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
-from p2pool.core.lifetime import weak_owner
+from p2pool.core.lifetime import value_on, weak_owner
 from p2pool.core.states import PointInfo, PointState
 from p2pool.core.wire import Bootstrap, SwapRequest, encode
 from p2pool.errors import DisconnectReason, P2PError
@@ -342,11 +342,8 @@ class Maintenance:
         # newer point of its source group) is not brought back by a dial.
         if self._directory.point(point) is None:
             return False
-        try:
-            await self._pool.connect(point)
-        except P2PError:
-            return False
-        return True
+        connected: bool = await self._pool.connect(point).addCallbacks(lambda _: True, value_on(False, P2PError))
+        return connected
 
     async def _ask_for_more_contacts(self) -> None:
         """

@@ -52,6 +52,7 @@ from p2pool.pool.control_frames import Answerer
 from p2pool.pool.dns_refresh import Reresolver
 from p2pool.pool.keepalive import Keepalive
 from p2pool.pool.maintenance import Maintenance
+from p2pool.pool.memory import trim_freed_memory, trimming_available
 from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.pool.refusals import RefusalLog, event_reporter
 from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
@@ -202,6 +203,8 @@ class Pool(MultiService):
         self.persistence = PeersFile(self, reactor)
         self._checkpoints = LoopingCall(weak_method(self.save_peers))
         self._checkpoints.clock = reactor
+        self._memory_trims = LoopingCall(weak_method(self._trim_memory))
+        self._memory_trims.clock = reactor
         self.keepalive: Keepalive | None = (
             Keepalive(self._directory, self.events, reactor, config.keepalive_interval)
             if config.keepalive_interval is not None
@@ -223,6 +226,8 @@ class Pool(MultiService):
         self.started_at = self._clock.seconds()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
         self._checkpoints.start(self.config.checkpoint_interval, now=False)
+        if self.config.memory_trim_interval is not None and trimming_available():
+            self._memory_trims.start(self.config.memory_trim_interval, now=False)
         if self.keepalive is not None:
             self.keepalive.start()
         self._started = Deferred.fromCoroutine(self._start())
@@ -235,6 +240,15 @@ class Pool(MultiService):
         """
         for _ in range(min(steps, 16)):
             self.acl.ip_greylist.countdown()
+
+    def _trim_memory(self) -> None:
+        """
+        Return the memory the process freed to the system, once per
+        C{memory_trim_interval} for all the pools of the process.
+        """
+        interval = self.config.memory_trim_interval
+        assert interval is not None, "the trims run only with an interval"
+        trim_freed_memory(min_gap=interval * 0.9)
 
     def when_started(self) -> Deferred[None]:
         """
@@ -418,6 +432,8 @@ class Pool(MultiService):
             self._greylist_countdown.stop()
         if self._checkpoints.running:
             self._checkpoints.stop()
+        if self._memory_trims.running:
+            self._memory_trims.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
         if self.maintenance is not None:

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from p2pool.core.addressing import PeerId, Point, normalise_ip
 from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
+from p2pool.core.lifetime import without_traceback
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder
 from p2pool.errors import (
     ConnectionEnded,
@@ -593,7 +594,9 @@ class PeerProtocol(Protocol):
         later is aborted.
         """
         if self.error is None:
-            self.error = error
+            # Kept as the reason: not with the frames it was raised through,
+            # whose locals include this protocol (a reference cycle).
+            self.error = without_traceback(error)
         self.decoder.on_message = _ignore_message
         self.decoder.on_control = _ignore_control
         if self.closed:

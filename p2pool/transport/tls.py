@@ -30,6 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
+from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
 
 __all__ = [
@@ -183,7 +184,7 @@ class PeerVerification:
             certificates = self._certificates
             peer_id, public_key = peer_of_certificate(cert) if certificates is None else certificates.peer_of(cert)
         except InvalidAuth as e:
-            self.failure = e
+            self.failure = without_traceback(e)
             return False
         return self.accept(peer_id, public_key)
 
@@ -215,6 +216,16 @@ class IVerifiedProtocol(Interface):
     verification = Attribute("The PeerVerification of this connection.")
 
 
+def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    """
+    The context's verify callback: the verdict of the connection's own
+    L{PeerVerification} (its protocol's, found through the app data).
+    """
+    tls_protocol: ProtocolWrapper = connection.get_app_data()
+    verification: PeerVerification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+    return verification.verify(connection, cert, errno, depth, ok)
+
+
 @implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
 class PeerConnectionCreator:
     """
@@ -227,6 +238,11 @@ class PeerConnectionCreator:
         @param certificates: the peer certificates already checked; a new
             set when not given.
         """
+        # One verify callback on the context, which hands each certificate to
+        # its connection's own verification: a callback set on each
+        # connection makes pyOpenSSL build a helper per connection that sits
+        # in a reference cycle until a full collection.
+        context.set_verify(_VERIFY_MODE, _verify)
         self._context = context
         self.certificates = CheckedCertificates() if certificates is None else certificates
 
@@ -234,7 +250,6 @@ class PeerConnectionCreator:
         verification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
         verification.remember_in(self.certificates)
         connection = SSL.Connection(self._context, None)
-        connection.set_verify(_VERIFY_MODE, verification.verify)
         connection.set_app_data(tls_protocol)
         return connection
 
