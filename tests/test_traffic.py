@@ -12,6 +12,7 @@ from typing import Any, cast
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pool.admin import traffic
 from p2pool.admin.traffic import HISTORY_INTERVAL, HISTORY_LENGTH, TrafficHistory, TrafficInterval, TrafficSampler
 
 START = 1_700_000_000.0
@@ -152,3 +153,60 @@ class SamplerHistoryTests(SynchronousTestCase):
         clock.advance(30)
         self.assertEqual(len(sampler.history), kept)
         self.assertEqual(kept, 3)
+
+
+class _Conn:
+    """
+    A connection's counters, noting each time they are read.
+    """
+
+    def __init__(self, peer_id: str, reads: list[str]) -> None:
+        self.peer_id = peer_id
+        self.sent = 0
+        self.bytes_received = 0
+        self._reads = reads
+
+    @property
+    def bytes_sent(self) -> int:
+        self._reads.append(self.peer_id)
+        return self.sent
+
+
+class SamplerSliceTests(SynchronousTestCase):
+    """
+    A sample reads L{traffic.SAMPLE_SLICE} connections per reactor turn,
+    and each connection's rate is over the time since its own last reading.
+    """
+
+    def test_connections_read_in_slices(self) -> None:
+        self.patch(traffic, "SAMPLE_SLICE", 2)
+        clock = Clock()
+        clock.advance(START)
+        pool = _Pool()
+        reads: list[str] = []
+        pool.connections = [_Conn(f"p{i}", reads) for i in range(5)]
+        sampler = TrafficSampler(cast(Any, pool), clock)
+        sampler.sample()  # every connection gets its first reading
+        clock.advance(0)
+        self.assertEqual(reads, [f"p{i}" for i in range(5)])
+        del reads[:]
+        for conn in pool.connections:
+            conn.sent += 1000
+            conn.bytes_received += 10
+        clock.advance(1)
+        sampler.sample()
+        self.assertEqual(reads, ["p0", "p1"], "one slice in this turn")
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "the rest in the next turns")
+        clock.advance(0)
+        self.assertEqual(reads, [f"p{i}" for i in range(5)])
+        self.assertEqual([sampler.connection_rates(cast(Any, c)) for c in pool.connections], [(10, 1000)] * 5)
+
+    def test_stop_ends_a_pass(self) -> None:
+        self.patch(traffic, "SAMPLE_SLICE", 1)
+        clock = Clock()
+        pool = _Pool()
+        pool.connections = [_Conn(f"p{i}", []) for i in range(3)]
+        sampler = TrafficSampler(cast(Any, pool), clock)
+        sampler.start()
+        sampler.stop()
+        self.assertEqual(clock.getDelayedCalls(), [], "no slice left pending")

@@ -13,7 +13,7 @@ import collections
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -34,6 +34,9 @@ __all__ = [
 
 #: Seconds between two samples of the byte counters.
 SAMPLE_INTERVAL = 1.0
+#: Connections whose counters are read per reactor turn: a sample of
+#: 10,000 connections holds the reactor a few milliseconds at a time.
+SAMPLE_SLICE = 500
 #: Seconds of traffic each entry of the history counts (at least; an
 #: interval ends at the first sample this long after it began).
 HISTORY_INTERVAL = 10.0
@@ -49,10 +52,11 @@ class _ConnectionSample:
     The last counters read from one connection, and its current rates.
     """
 
-    __slots__ = ("conn", "sent", "received", "inflow", "outflow")
+    __slots__ = ("conn", "at", "sent", "received", "inflow", "outflow")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, at: float) -> None:
         self.conn = conn
+        self.at = at
         self.sent = conn.bytes_sent
         self.received = conn.bytes_received
         self.inflow = 0
@@ -167,6 +171,10 @@ class TrafficSampler:
         self._last_time: float = clock.seconds()
         self._last_sent, self._last_received = pool.bytes_totals()
         self._connections: dict[PeerId, _ConnectionSample] = {}
+        #: The pass under way: the connections to read, how many are done,
+        #: and their new samples.
+        self._pass: tuple[list[Connection], int, dict[PeerId, _ConnectionSample]] | None = None
+        self._next_slice: IDelayedCall | None = None
         self.inflow = 0
         self.outflow = 0
         self.history = TrafficHistory(
@@ -186,6 +194,10 @@ class TrafficSampler:
         """
         if self._loop.running:
             self._loop.stop()
+        if self._next_slice is not None and self._next_slice.active():
+            self._next_slice.cancel()
+        self._next_slice = None
+        self._pass = None
 
     def sample(self) -> None:
         """
@@ -199,23 +211,46 @@ class TrafficSampler:
             self.inflow = _rate(received - self._last_received, elapsed)
         self._last_time, self._last_sent, self._last_received = now, sent, received
         self.history.observe(now, sent, received)
+        if self._pass is None:
+            self._pass = (list(self._pool.connections), 0, {})
+            self._sample_slice()
+
+    def _sample_slice(self) -> None:
+        """
+        Read the counters of the next L{SAMPLE_SLICE} connections of the
+        pass; the rest go on at the next reactor turn, so thousands of
+        connections do not hold the reactor. The new rates replace the old
+        ones when the pass ends.
+        """
+        self._next_slice = None
+        if self._pass is None:
+            return
+        connections, done, samples = self._pass
+        now = self._clock.seconds()
+        end = min(done + SAMPLE_SLICE, len(connections))
+        previous = self._connections
         # Each sample is updated in place: no new object per connection per
         # second, which with thousands of connections would keep the garbage
         # collector's full passes coming.
-        samples: dict[PeerId, _ConnectionSample] = {}
-        for conn in self._pool.connections:
-            sample = self._connections.get(conn.peer_id)
+        for conn in connections[done:end]:
+            sample = previous.get(conn.peer_id)
             if sample is None or sample.conn is not conn:
-                samples[conn.peer_id] = _ConnectionSample(conn)
+                samples[conn.peer_id] = _ConnectionSample(conn, now)
                 continue
             sent, received = conn.bytes_sent, conn.bytes_received
+            elapsed = now - sample.at
             if elapsed > 0:
                 sample.outflow = _rate(sent - sample.sent, elapsed)
                 sample.inflow = _rate(received - sample.received, elapsed)
             else:
                 sample.outflow = sample.inflow = 0
-            sample.sent, sample.received = sent, received
+            sample.at, sample.sent, sample.received = now, sent, received
             samples[conn.peer_id] = sample
+        if end < len(connections):
+            self._pass = (connections, end, samples)
+            self._next_slice = self._clock.callLater(0, self._sample_slice)
+            return
+        self._pass = None
         self._connections = samples
 
     def stat(self) -> dict[str, Any]:
