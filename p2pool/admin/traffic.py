@@ -13,11 +13,12 @@ import collections
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2pool.core.addressing import PeerId
+from p2pool.pool.sliced import SlicedWalk
 
 if TYPE_CHECKING:
     from p2pool.pool.service import Pool
@@ -171,10 +172,7 @@ class TrafficSampler:
         self._last_time: float = clock.seconds()
         self._last_sent, self._last_received = pool.bytes_totals()
         self._connections: dict[PeerId, _ConnectionSample] = {}
-        #: The pass under way: the connections to read, how many are done,
-        #: and their new samples.
-        self._pass: tuple[list[Connection], int, dict[PeerId, _ConnectionSample]] | None = None
-        self._next_slice: IDelayedCall | None = None
+        self._walk: SlicedWalk[Connection] = SlicedWalk(clock)
         self.inflow = 0
         self.outflow = 0
         self.history = TrafficHistory(
@@ -194,10 +192,7 @@ class TrafficSampler:
         """
         if self._loop.running:
             self._loop.stop()
-        if self._next_slice is not None and self._next_slice.active():
-            self._next_slice.cancel()
-        self._next_slice = None
-        self._pass = None
+        self._walk.stop()
 
     def sample(self) -> None:
         """
@@ -211,47 +206,48 @@ class TrafficSampler:
             self.inflow = _rate(received - self._last_received, elapsed)
         self._last_time, self._last_sent, self._last_received = now, sent, received
         self.history.observe(now, sent, received)
-        if self._pass is None:
-            self._pass = (list(self._pool.connections), 0, {})
-            self._sample_slice()
+        if not self._walk.running:
+            # The connections are read SAMPLE_SLICE per reactor turn, so
+            # thousands of them do not hold the reactor; the new samples
+            # replace the old ones when the walk ends.
+            previous = self._connections
+            samples: dict[PeerId, _ConnectionSample] = {}
+            self._walk.start(
+                list(self._pool.connections),
+                SAMPLE_SLICE,
+                lambda conn: self._read(conn, previous, samples),
+                lambda: self._readings_done(samples),
+            )
 
-    def _sample_slice(self) -> None:
-        """
-        Read the counters of the next L{SAMPLE_SLICE} connections of the
-        pass; the rest go on at the next reactor turn, so thousands of
-        connections do not hold the reactor. The new rates replace the old
-        ones when the pass ends.
-        """
-        self._next_slice = None
-        if self._pass is None:
-            return
-        connections, done, samples = self._pass
-        now = self._clock.seconds()
-        end = min(done + SAMPLE_SLICE, len(connections))
-        previous = self._connections
-        # Each sample is updated in place: no new object per connection per
-        # second, which with thousands of connections would keep the garbage
-        # collector's full passes coming.
-        for conn in connections[done:end]:
-            sample = previous.get(conn.peer_id)
-            if sample is None or sample.conn is not conn:
-                samples[conn.peer_id] = _ConnectionSample(conn, now)
-                continue
-            sent, received = conn.bytes_sent, conn.bytes_received
-            elapsed = now - sample.at
-            if elapsed > 0:
-                sample.outflow = _rate(sent - sample.sent, elapsed)
-                sample.inflow = _rate(received - sample.received, elapsed)
-            else:
-                sample.outflow = sample.inflow = 0
-            sample.at, sample.sent, sample.received = now, sent, received
-            samples[conn.peer_id] = sample
-        if end < len(connections):
-            self._pass = (connections, end, samples)
-            self._next_slice = self._clock.callLater(0, self._sample_slice)
-            return
-        self._pass = None
+    def _readings_done(self, samples: dict[PeerId, _ConnectionSample]) -> None:
         self._connections = samples
+
+    def _read(
+        self,
+        conn: Connection,
+        previous: dict[PeerId, _ConnectionSample],
+        samples: dict[PeerId, _ConnectionSample],
+    ) -> None:
+        """
+        Read one connection's counters: its rates are over the time since
+        its own last reading. Each sample is updated in place: no new object
+        per connection per second, which with thousands of connections would
+        keep the garbage collector's full passes coming.
+        """
+        now = self._clock.seconds()
+        sample = previous.get(conn.peer_id)
+        if sample is None or sample.conn is not conn:
+            samples[conn.peer_id] = _ConnectionSample(conn, now)
+            return
+        sent, received = conn.bytes_sent, conn.bytes_received
+        elapsed = now - sample.at
+        if elapsed > 0:
+            sample.outflow = _rate(sent - sample.sent, elapsed)
+            sample.inflow = _rate(received - sample.received, elapsed)
+        else:
+            sample.outflow = sample.inflow = 0
+        sample.at, sample.sent, sample.received = now, sent, received
+        samples[conn.peer_id] = sample
 
     def stat(self) -> dict[str, Any]:
         """

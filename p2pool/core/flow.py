@@ -189,14 +189,7 @@ class SendQueue:
         """
         Queue C{frame} (the caller checked L{fits}).
         """
-        tail = self._tail
-        if tail is not None and self._tail_size + len(frame) <= CHUNK_SIZE:
-            tail.append(frame)
-            self._tail_size += len(frame)
-        else:
-            self._start_tail(frame)
-        self.queued += len(frame)
-        self.budget.take(len(frame))
+        self.offer(frame)
 
     def _start_tail(self, frame: bytes) -> None:
         """

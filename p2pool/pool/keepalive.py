@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from p2pool.core.directory import Directory
@@ -19,6 +19,7 @@ from p2pool.core.lifetime import weak_method
 from p2pool.core.wire import Ping, encode
 from p2pool.errors import DisconnectReason
 from p2pool.events import EventKind, EventLog
+from p2pool.pool.sliced import SlicedWalk
 from p2pool.transport.connection import Connection
 
 __all__ = ["Keepalive"]
@@ -68,10 +69,7 @@ class Keepalive:
         self._last_ping: dict[Connection, float] = {}
         #: The latest and the lowest round trip measured.
         self._round_trips: dict[Connection, tuple[float, float]] = {}
-        #: The pass under way: the connections to check, how many are done,
-        #: what they were seen to have received, and when the pass began.
-        self._pass: tuple[list[Connection], int, dict[Connection, tuple[int, int]], float] | None = None
-        self._next_slice: IDelayedCall | None = None
+        self._walk: SlicedWalk[Connection] = SlicedWalk(clock)
         self._loop = LoopingCall(weak_method(self.check))
         self._loop.clock = clock
 
@@ -81,10 +79,7 @@ class Keepalive:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
-        if self._next_slice is not None and self._next_slice.active():
-            self._next_slice.cancel()
-        self._next_slice = None
-        self._pass = None
+        self._walk.stop()
         self._seen.clear()
         self._unanswered.clear()
         self._last_ping.clear()
@@ -139,42 +134,45 @@ class Keepalive:
         trip is due. The pass checks L{CHECK_SLICE} connections per reactor
         turn; one still under way is left to finish.
         """
-        if self._pass is not None:
+        if self._walk.running:
             return
-        self._pass = (list(self._directory.connections.values()), 0, {}, self._clock.seconds())
-        self._check_slice()
-
-    def _check_slice(self) -> None:
-        self._next_slice = None
-        if self._pass is None:
-            return
-        connections, done, seen, now = self._pass
-        end = min(done + CHECK_SLICE, len(connections))
+        now = self._clock.seconds()
         last_seen = self._seen
-        for conn in connections[done:end]:
-            if not conn.is_open:
-                continue  # closing already: its close has a grace period of its own
-            received = conn.bytes_received
-            last, silent = last_seen.get(conn, (-1, 0))
-            # A connection we stopped reading is not silent: we are.
-            silent = silent + 1 if received == last and not conn.reading_paused else 0
-            seen[conn] = (received, silent)
-            if silent >= SILENT_INTERVALS * CHECKS_PER_INTERVAL:
-                self._events.emit(
-                    EventKind.IDLE_TIMEOUT,
-                    peer_id=str(conn.peer_id),
-                    seconds=silent * self.interval / CHECKS_PER_INTERVAL,
-                )
-                conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
-            elif silent >= CHECKS_PER_INTERVAL and silent % CHECKS_PER_INTERVAL == 0:
-                self._ping(conn, now)
-            elif silent == 0 and self._round_trip_due(conn, now):
-                self._ping(conn, now)
-        if end < len(connections):
-            self._pass = (connections, end, seen, now)
-            self._next_slice = self._clock.callLater(0, weak_method(self._check_slice))
-            return
-        self._pass = None
+        seen: dict[Connection, tuple[int, int]] = {}
+        self._walk.start(
+            list(self._directory.connections.values()),
+            CHECK_SLICE,
+            lambda conn: self._check_one(conn, now, last_seen, seen),
+            lambda: self._pass_done(seen),
+        )
+
+    def _check_one(
+        self,
+        conn: Connection,
+        now: float,
+        last_seen: dict[Connection, tuple[int, int]],
+        seen: dict[Connection, tuple[int, int]],
+    ) -> None:
+        if not conn.is_open:
+            return  # closing already: its close has a grace period of its own
+        received = conn.bytes_received
+        last, silent = last_seen.get(conn, (-1, 0))
+        # A connection we stopped reading is not silent: we are.
+        silent = silent + 1 if received == last and not conn.reading_paused else 0
+        seen[conn] = (received, silent)
+        if silent >= SILENT_INTERVALS * CHECKS_PER_INTERVAL:
+            self._events.emit(
+                EventKind.IDLE_TIMEOUT,
+                peer_id=str(conn.peer_id),
+                seconds=silent * self.interval / CHECKS_PER_INTERVAL,
+            )
+            conn.disconnect(DisconnectReason.IDLE_TIMEOUT)
+        elif silent >= CHECKS_PER_INTERVAL and silent % CHECKS_PER_INTERVAL == 0:
+            self._ping(conn, now)
+        elif silent == 0 and self._round_trip_due(conn, now):
+            self._ping(conn, now)
+
+    def _pass_done(self, seen: dict[Connection, tuple[int, int]]) -> None:
         self._seen = seen
         # Forget the measurements of connections that closed (they are not
         # in this pass's results).
