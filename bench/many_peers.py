@@ -150,9 +150,10 @@ class StallMonitor:
     (ms; not the threads that write the peers file).
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, attribute: bool = False) -> None:
         from twisted.internet.task import LoopingCall
 
+        self.attribution = CallAttribution(reactor) if attribute else None
         self.late: list[float] = []
         self.busy: list[float] = []
         self.gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -168,6 +169,8 @@ class StallMonitor:
         now, cpu = time.monotonic(), time.thread_time()
         self.late.append(max(0.0, (now - self._last - TICK) * 1000))
         self.busy.append((cpu - self._cpu) * 1000)
+        if self.attribution is not None:
+            self.attribution.tick(self.busy[-1])
         self._last, self._cpu = now, cpu
 
     def _gc(self, phase: str, info: dict[str, int]) -> None:
@@ -179,6 +182,8 @@ class StallMonitor:
     def reset(self) -> None:
         self.late, self.busy = [], []
         self.gc_pauses = {0: [], 1: [], 2: []}
+        if self.attribution is not None:
+            self.attribution.reset()
 
     def report(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, Any]:
@@ -194,7 +199,65 @@ class StallMonitor:
             "busy": stats(self.busy),
             "gc_pause_max_ms": {g: round(max(v), 1) if v else None for g, v in self.gc_pauses.items()},
             "gc_collections": {g: len(v) for g, v in self.gc_pauses.items()},
+            **({"over_50ms_by_call": self.attribution.report()} if self.attribution is not None else {}),
         }
+
+
+class CallAttribution:
+    """
+    With ``--attribute-stalls``: the reactor thread's CPU per kind of call
+    (a delayed call by its function, a read or write by its protocol),
+    summed between two ticks; for each tick whose busy time is over 50 ms,
+    the calls that made it up. Wraps ``callLater`` and ``_doReadOrWrite``
+    of the node's reactor (a diagnostic: it adds a little CPU per call).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.window: collections.Counter[str] = collections.Counter()
+        self.ticks: list[dict[str, Any]] = []
+        read_or_write = reactor._doReadOrWrite
+        call_later = reactor.callLater
+
+        def timed_read_or_write(selectable: Any, fd: int, event: int) -> None:
+            t0 = time.thread_time()
+            try:
+                read_or_write(selectable, fd, event)
+            finally:
+                self.window[f"io:{protocol_name(selectable)}"] += time.thread_time() - t0
+
+        def timed_call_later(delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            name = f"call:{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+
+            def timed(*a2: Any, **kw2: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return f(*a2, **kw2)
+                finally:
+                    self.window[name] += time.thread_time() - t0
+
+            return call_later(delay, timed, *a, **kw)
+
+        reactor._doReadOrWrite = timed_read_or_write
+        reactor.callLater = timed_call_later
+
+    def tick(self, busy_ms: float) -> None:
+        if busy_ms > STALL_LIMIT_MS:
+            top = self.window.most_common(6)
+            self.ticks.append({"busy_ms": round(busy_ms, 1), **{k: round(v * 1000, 1) for k, v in top}})
+        self.window.clear()
+
+    def reset(self) -> None:
+        self.window.clear()
+        self.ticks = []
+
+    def report(self) -> list[dict[str, Any]]:
+        return sorted(self.ticks, key=lambda t: -t["busy_ms"])[:20]
+
+
+def protocol_name(selectable: Any) -> str:
+    protocol = getattr(selectable, "protocol", None)
+    inner = getattr(protocol, "wrappedProtocol", None)
+    return type(inner if inner is not None else protocol if protocol is not None else selectable).__name__
 
 
 def node_config(args: argparse.Namespace, data_dir: str) -> Any:
@@ -234,7 +297,7 @@ def node_main(args: argparse.Namespace) -> None:
     data_dir = tempfile.mkdtemp(prefix="p2pool-many-peers-node-")
     service = make_node_service(node_config(args, data_dir), reactor=reactor)
     pool = service.pool
-    monitor = StallMonitor(reactor)
+    monitor = StallMonitor(reactor, attribute=args.attribute_stalls)
     closes: collections.Counter[str] = collections.Counter()
 
     def on_event(event: Any) -> None:
@@ -660,6 +723,7 @@ def run(args: argparse.Namespace) -> Any:
     common = ["--peers", str(args.peers), "--groups", str(args.groups), "--certdir", certs.path]
     common += ["--lifetime", str(args.lifetime)]
     node_extra = ["--profile", os.path.abspath(args.profile)] if args.profile else []
+    node_extra += ["--attribute-stalls"] if args.attribute_stalls else []
     shares = [args.peers // args.dialers + (1 if k < args.peers % args.dialers else 0) for k in range(args.dialers)]
     starts = [sum(shares[:k]) for k in range(args.dialers)]
     children: list[Any] = []
@@ -836,6 +900,11 @@ def main() -> int:
     parser.add_argument("--admin-requests", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="150 peers, short windows (<= 20 s on an idle machine)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the node process to FILE")
+    parser.add_argument(
+        "--attribute-stalls",
+        action="store_true",
+        help="in the node, break each tick over 50 ms down by the calls that used its CPU (a diagnostic)",
+    )
     parser.add_argument("--lifetime", type=float, default=3600.0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--role", default="main", choices=("main", "node", "raw_server", "dialer"), help=argparse.SUPPRESS
