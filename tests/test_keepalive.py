@@ -116,7 +116,9 @@ class RoundTripTests(SynchronousTestCase):
 class SlicedPassTests(SynchronousTestCase):
     """
     A keepalive pass checks L{keepalive.CHECK_SLICE} connections per
-    reactor turn, so thousands of connections do not stall the node.
+    reactor turn, its slices spread over L{keepalive.PASS_SPREAD} of the
+    time between checks, so thousands of connections do not stall the
+    node nor answer its pings all at once.
     """
 
     def test_pass_in_slices(self) -> None:
@@ -145,7 +147,12 @@ class SlicedPassTests(SynchronousTestCase):
         self.assertEqual(len(pinged), 2, "the first slice: round trips due on two connections")
         checker.check()
         self.assertEqual(len(pinged), 2, "a pass under way is left to finish")
-        network.clock.advance(0)  # the next turns: the rest of the pass
+        network.clock.advance(0)
+        self.assertEqual(len(pinged), 2, "the next slice waits: the pass is spread")
+        span = 10.0 / keepalive.CHECKS_PER_INTERVAL * keepalive.PASS_SPREAD
+        network.clock.advance(span / 2)  # three slices, evenly over the span
+        self.assertEqual(len(pinged), 4, "the second slice, half the span later")
+        network.clock.advance(span / 2)
         self.assertEqual(sorted(map(id, pinged)), sorted(map(id, hub.connections.list())), "each pinged once")
         network.advance(0.1)
         self.assertTrue(all(checker.round_trip(c) is not None for c in hub.connections.list()))

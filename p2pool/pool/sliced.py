@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_sliced,tests.test_keepalive,tests.test_traffic -*-
 """
-A walk over many items, a slice per reactor turn, so that work on every
-connection of a node with thousands of them never holds the reactor long.
+A walk over many items, a slice per reactor turn (or spread over a span of
+time), so that work on every connection of a node with thousands of them
+never holds the reactor long, nor makes thousands of peers answer at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class SlicedWalk(Generic[T]):
     """
     Calls C{visit(item)} for each item of a walk, C{slice_size} items per
     reactor turn, then C{done()}. One walk runs at a time.
+
+    A walk may be spread over C{span} seconds: its slices then come at even
+    intervals from the first (now) to the last (C{span} seconds later).
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -29,6 +33,7 @@ class SlicedWalk(Generic[T]):
         self._done: Callable[[], object] | None = None
         self._position = 0
         self._slice_size = 1
+        self._pause = 0.0
         self._next: IDelayedCall | None = None
 
     @property
@@ -39,16 +44,28 @@ class SlicedWalk(Generic[T]):
         return self._visit is not None
 
     def start(
-        self, items: Sequence[T], slice_size: int, visit: Callable[[T], object], done: Callable[[], object]
+        self,
+        items: Sequence[T],
+        slice_size: int,
+        visit: Callable[[T], object],
+        done: Callable[[], object],
+        span: float = 0.0,
     ) -> None:
         """
-        Walk C{items}: the first slice now, the others at the next turns.
+        Walk C{items}: the first slice now, the others at the next turns,
+        or at even intervals over C{span} seconds.
 
         @raise RuntimeError: a walk is under way.
+        @raise ValueError: C{span} is negative.
         """
         if self.running:
             raise RuntimeError("a walk is under way")
-        self._items, self._slice_size, self._visit, self._done = items, max(1, slice_size), visit, done
+        if span < 0:
+            raise ValueError(f"SlicedWalk: span must not be negative, not {span!r}")
+        size = max(1, slice_size)
+        slices = -(-len(items) // size)
+        self._items, self._slice_size, self._visit, self._done = items, size, visit, done
+        self._pause = span / (slices - 1) if slices > 1 else 0.0
         self._position = 0
         self._step()
 
@@ -74,7 +91,7 @@ class SlicedWalk(Generic[T]):
                 return  # stopped (or restarted) by the visit itself
         if end < len(self._items):
             self._position = end
-            self._next = self._clock.callLater(0, self._step)
+            self._next = self._clock.callLater(self._pause, self._step)
             return
         self._items, self._visit, self._done = (), None, None
         done()
