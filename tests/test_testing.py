@@ -695,6 +695,25 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertNotIn(EventKind.INCOMING_CONNECTION, events)
         self.assertEqual((a.active_connections(), b.active_connections(), app_b.made), (0, 0, []))
 
+    def test_bytes_of_a_refused_handshake_counted_once(self) -> None:
+        """
+        The bytes of a handshake that ends in a refusal count in the
+        pool's totals while it runs and after it closes, once.
+        """
+        a, _ = self.add(IP_A)
+        b, _ = self.add(IP_B)
+        b.peers.ban(a.peer_id)
+        d = a.connect(_point(IP_B))
+        self.assertEqual(a.bytes_totals(), (0, 0))
+        self.network.advance(0.1)
+        self.failureResultOf(d, P2PError)
+        sent, received = a.bytes_totals()
+        self.assertGreater(sent, 0, "the Hello")
+        self.assertGreater(b.bytes_totals()[1], 0)
+        self.network.advance(10.0)
+        self.assertEqual(a.bytes_totals(), (sent, received), "closed: counted once")
+        self.assertEqual((a.active_connections(), b.active_connections()), (0, 0))
+
     def test_raw_garbage_through_an_endpoint(self) -> None:
         """
         Twisted endpoints work on a node reactor: plain-text garbage sent to

@@ -37,7 +37,7 @@ __all__ = [
 SAMPLE_INTERVAL = 1.0
 #: Connections whose counters are read per reactor turn: a sample of
 #: 10,000 connections holds the reactor a few milliseconds at a time.
-SAMPLE_SLICE = 500
+SAMPLE_SLICE = 250
 #: Seconds of traffic each entry of the history counts (at least; an
 #: interval ends at the first sample this long after it began).
 HISTORY_INTERVAL = 10.0

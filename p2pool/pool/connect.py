@@ -8,6 +8,7 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Callable
 from typing import cast
@@ -61,6 +62,9 @@ from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
 
 __all__ = ["ConnectHandler"]
+
+_bytes_sent = operator.attrgetter("bytes_sent")
+_bytes_received = operator.attrgetter("bytes_received")
 
 #: How many points a nack carries.
 NACK_POINTS = 50
@@ -116,6 +120,9 @@ class ConnectHandler:
         self._eviction: Protection | None = Protection.scaled(protected) if protected is not None else None
         #: Keys the ranking of network groups for eviction protection.
         self._eviction_secret = os.urandom(16)
+        #: Every connection from its TCP link to its close, handshaking or
+        #: running (its byte counters are read in one pass by bytes_totals).
+        self._linked: set[PeerProtocol] = set()
         #: Bytes of connections that have closed.
         self.closed_bytes_sent = 0
         self.closed_bytes_received = 0
@@ -134,13 +141,10 @@ class ConnectHandler:
         Bytes sent and received over every connection, open or closed,
         handshakes included.
         """
-        handshaking = list(self._handshaking)
-        running = list(self._directory.connections.values())
+        linked = self._linked
         return (
-            self.closed_bytes_sent + sum(p.bytes_sent for p in handshaking) + sum(c.bytes_sent for c in running),
-            self.closed_bytes_received
-            + sum(p.bytes_received for p in handshaking)
-            + sum(c.bytes_received for c in running),
+            self.closed_bytes_sent + sum(map(_bytes_sent, linked)),
+            self.closed_bytes_received + sum(map(_bytes_received, linked)),
         )
 
     @property
@@ -371,6 +375,7 @@ class ConnectHandler:
         pool = self._pool
         self._attempts.pop(protocol, None)
         self._handshaking.add(protocol)
+        self._linked.add(protocol)
         if self._closed:
             # Connected after the tear-down (a dial that could not be
             # cancelled): closed at once, nothing decided.
@@ -610,6 +615,7 @@ class ConnectHandler:
         """
         The connection closed, established or not.
         """
+        self._linked.discard(protocol)
         self.closed_bytes_sent += protocol.bytes_sent
         self.closed_bytes_received += protocol.bytes_received
         conn = protocol.connection
