@@ -310,6 +310,11 @@ def node_main(args: argparse.Namespace) -> None:
 
     pool.events.callbacks.append(on_event)
 
+    def tracked_census() -> dict[str, Any]:
+        """The objects the cyclic GC tracks, in all and by type (the 12 most)."""
+        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        return {"gc_tracked": sum(counts.values()), "gc_tracked_by_type": dict(counts.most_common(40))}
+
     def ready(_: object) -> None:
         assert service.admin is not None
         emit(
@@ -318,6 +323,7 @@ def node_main(args: argparse.Namespace) -> None:
                 "admin_port": service.admin.port.getHost().port,  # type: ignore[attr-defined]
                 "rss_kib": settled_rss(),
                 "nofile": nofile,
+                **tracked_census(),
             }
         )
 
@@ -337,7 +343,7 @@ def node_main(args: argparse.Namespace) -> None:
 
             def check() -> None:
                 if pool.active_connections() >= want or time.monotonic() > deadline:
-                    emit({"conns": pool.active_connections(), "rss_kib": settled_rss()})
+                    emit({"conns": pool.active_connections(), "rss_kib": settled_rss(), **tracked_census()})
                 else:
                     reactor.callLater(0.1, check)
 
@@ -703,6 +709,24 @@ def held_connections(opened: dict[str, Any], first: dict[str, Any], held: dict[s
         "rss_before_kib": first["rss_kib"],
         "rss_after_kib": held["rss_kib"],
         "kib_per_connection": (held["rss_kib"] - first["rss_kib"]) / max(1, held["conns"]),
+        **tracked_per_connection(first, held),
+    }
+
+
+def tracked_per_connection(first: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
+    """
+    The objects the node's cyclic GC tracks per connection (each full
+    collection traverses them all), in all and by type, when both
+    replies carry a census.
+    """
+    if "gc_tracked" not in first or "gc_tracked" not in held:
+        return {}
+    conns = max(1, held["conns"])
+    before, after = first["gc_tracked_by_type"], held["gc_tracked_by_type"]
+    by_type = {k: round((v - before.get(k, 0)) / conns, 2) for k, v in after.items()}
+    return {
+        "gc_tracked_per_connection": round((held["gc_tracked"] - first["gc_tracked"]) / conns, 1),
+        "gc_tracked_per_connection_by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1])[:25]),
     }
 
 
