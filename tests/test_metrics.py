@@ -113,6 +113,7 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(s.value("p2pool_connections", direction="incoming"), 0.0)
         self.assertEqual(s.value("p2pool_known_points", state="running"), 1.0)
         self.assertEqual(s.value("p2pool_known_peers", state="running"), 1.0)
+        self.assertEqual((s.value("p2pool_trusted_points"), s.value("p2pool_trusted_peers")), (0.0, 0.0))
         self.assertEqual(s.value("p2pool_dials"), 1.0)
         self.assertEqual(s.value("p2pool_dial_outcomes", outcome="established"), 1.0)
         self.assertEqual(s.value("p2pool_connections_established", direction="outgoing"), 1.0)
@@ -121,6 +122,13 @@ class RouteTests(SynchronousTestCase):
         self.assertGreater(sent, 0)
         self.assertEqual(s.value("p2pool_bytes_sent"), float(sent))
         self.assertEqual(s.value("p2pool_bytes_received"), float(received))
+
+    def test_trusted_counted(self) -> None:
+        self.h.connect()
+        self.h.a.points.trust(Point(IP_B, 9732))
+        self.h.a.peers.trust(self.h.b.peer_id)
+        s = scrape(self.h)
+        self.assertEqual((s.value("p2pool_trusted_points"), s.value("p2pool_trusted_peers")), (1.0, 1.0))
 
     def test_incoming_side(self) -> None:
         """
