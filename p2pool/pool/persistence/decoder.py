@@ -416,7 +416,8 @@ def _text(data: bytes) -> str:
 
     @raise PeersFileError: C{data} is empty or not UTF-8.
     """
-    if not data.strip():
+    # Not data.strip(): that copies the whole file.
+    if not data or data.isspace():
         raise PeersFileError("the file is empty")
     try:
         return data.decode("utf-8")
