@@ -141,10 +141,9 @@ _POINT_FLAGS = (
 )
 
 
-def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str], continued: bool) -> None:
+def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str]) -> None:
     """
-    Append the pieces of the JSON text of C{rows} (peers), one record per
-    line, to C{out}; C{continued}: after another record.
+    Append the pieces of the JSON text of C{rows} (peers), one per line.
     """
     times, time = texts.times, texts.time
     address_objects, address_object = texts.address_objects, texts.address_object
@@ -153,7 +152,7 @@ def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str], continued: b
     event_starts, event_start = texts.event_starts, texts.event_start
     extend, append = out.extend, out.append
     stamp_starts = _PEER_STAMP_STARTS
-    separator = ',\n{"peer_id": "' if continued else '{"peer_id": "'
+    separator = '{"peer_id": "'
     for peer_id, created, trusted, metadata, failed, rejected, established, disconnection, events in rows:
         extend((separator, str(peer_id), '", "created": "', times.get(created) or time(created)))
         extend((_PEER_TRUSTED[1 if trusted else 0], metadata))
@@ -184,16 +183,13 @@ def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str], continued: b
         append("]}")
 
 
-def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str], continued: bool) -> None:
+def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str]) -> None:
     """
-    Append the pieces of the JSON text of C{rows} (points), one record per
-    line, to C{out}; C{continued}: after another record.
+    The same for points.
     """
-    times, time = texts.times, texts.time
-    groups, group = texts.groups, texts.group
+    times, time, groups, group = texts.times, texts.time, texts.groups, texts.group
     extend, append = out.extend, out.append
-    stamp_starts = _POINT_STAMP_STARTS
-    separator = ',\n{"point": "' if continued else '{"point": "'
+    separator = '{"point": "'
     for point, trusted, expected, known_public, failed, rejected, established, disconnection, source_group in rows:
         extend((separator, str(point), _POINT_FLAGS[1 if trusted else 0][1 if known_public else 0]))
         separator = ',\n{"point": "'
@@ -201,7 +197,7 @@ def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str], continued:
             extend((', "expected_peer_id": "', str(expected), '"'))
         if failed is not None:
             extend((', "last_failed_connection": "', times.get(failed) or time(failed), '"'))
-        for start, stamp in zip(stamp_starts, (rejected, established, disconnection)):
+        for start, stamp in zip(_POINT_STAMP_STARTS, (rejected, established, disconnection)):
             if stamp is not None:
                 peer_id, t = stamp
                 extend((start, str(peer_id), '", "', times.get(t) or time(t), '"]'))
@@ -211,7 +207,7 @@ def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str], continued:
 
 
 def _write_records(
-    out: IO[bytes], rows: list[T], encode: Callable[[list[T], _Texts, list[str], bool], None], texts: _Texts
+    out: IO[bytes], rows: list[T], encode: Callable[[list[T], _Texts, list[str]], None], texts: _Texts
 ) -> None:
     """
     Write C{rows} as the body of a JSON array, one record per line, in
@@ -219,8 +215,9 @@ def _write_records(
     C{rows}, a batch at a time for the same reason.
     """
     for start in range(0, len(rows), WRITE_BATCH):
-        pieces: list[str] = []
-        encode(rows[start : start + WRITE_BATCH], texts, pieces, start > 0)
+        # Between two batches, what is between two records of one.
+        pieces: list[str] = [",\n"] if start else []
+        encode(rows[start : start + WRITE_BATCH], texts, pieces)
         out.write("".join(pieces).encode("ascii"))
         texts.forget_batch()
     while rows:
