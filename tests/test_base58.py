@@ -6,7 +6,9 @@ L{p2pool.addressing} and, through them, by the peers file).
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,3 +96,79 @@ class PeerIdTextTests(SynchronousTestCase):
             with self.assertRaises(AddressError, msg=repr(bad)) as caught:
                 PeerId.parse(bad)
             self.assertIn(problem, str(caught.exception), repr(bad))
+
+
+def _reference_decode(text: str) -> bytes:
+    """
+    Base58 decoding the textbook way, one digit at a time.
+    """
+    number = 0
+    for char in text:
+        number = number * 58 + base58.ALPHABET.index(char)
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\0" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
+class DecodeFastPathTests(SynchronousTestCase):
+    """
+    L{base58.decode} maps the text to digits in one step and folds them
+    five at a time: the same bytes as one digit at a time, for every
+    length and any leading zero digits, and the same refusals.
+    """
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet=base58.ALPHABET, max_size=64))
+    def test_as_one_digit_at_a_time(self, text: str) -> None:
+        self.assertEqual(base58.decode(text), _reference_decode(text))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=base58.ALPHABET, max_size=12), st.text(min_size=1, max_size=3), st.data())
+    def test_first_bad_character_named(self, good: str, extra: str, data: st.DataObject) -> None:
+        """
+        Any character outside the alphabet (ASCII or not) is refused, and
+        the message names the first one.
+        """
+        position = data.draw(st.integers(0, len(good)))
+        text = good[:position] + extra + good[position:]
+        bad = [c for c in text if c not in base58.ALPHABET]
+        if not bad:
+            self.assertEqual(base58.decode(text), _reference_decode(text))
+            return
+        with self.assertRaises(base58.Base58Error) as caught:
+            base58.decode(text)
+        self.assertEqual(str(caught.exception), f"invalid base58 character {bad[0]!r}")
+
+
+class PeerIdTextCacheTests(SynchronousTestCase):
+    """
+    A L{PeerId} keeps its text once made or parsed: the kept text is the
+    one its encoding writes, and takes no part in equality, order or hash.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(min_size=16, max_size=16))
+    def test_parsed_text_is_the_encoding(self, raw: bytes) -> None:
+        text = base58.encode_check(b"\x99\x67" + raw)
+        parsed = PeerId.parse(text)
+        fresh = PeerId(raw)
+        self.assertEqual(str(parsed), text)
+        self.assertEqual(str(fresh), text)
+        self.assertEqual(str(fresh), text, "the second time, from the kept text")
+        self.assertEqual((parsed, hash(parsed)), (fresh, hash(fresh)))
+        self.assertFalse(parsed < fresh or fresh < parsed)
+
+    def test_other_texts_of_the_same_id_are_refused(self) -> None:
+        """
+        No other text decodes to a peer id's bytes: a leading zero digit
+        adds a byte, so parsing refuses it rather than keeping a second
+        text for the same id.
+        """
+        text = str(PeerId(bytes(range(16))))
+        for other in ("1" + text, "11" + text):
+            with self.assertRaises(AddressError):
+                PeerId.parse(other)
+
+    def test_copies_make_their_own_text(self) -> None:
+        parsed = PeerId.parse(str(PeerId(b"\x05" * 16)))
+        for clone in (copy.copy(parsed), copy.deepcopy(parsed), pickle.loads(pickle.dumps(parsed))):
+            self.assertEqual((clone, str(clone), repr(clone)), (parsed, str(parsed), repr(parsed)))

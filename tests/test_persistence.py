@@ -42,6 +42,7 @@ from p2pool.pool.persistence import (
     PeersFileError,
     Snapshot,
     decode_document,
+    format_time,
     read_peers_file,
     snapshot_pool,
     write_atomically,
@@ -443,6 +444,127 @@ _documents = st.dictionaries(
 )
 
 
+_times = st.integers(0, 4_102_444_800_000).map(lambda ms: ms / 1000)
+_points = st.sampled_from([_point(1), _point(2, 1), Point("2001:db8::7", 9732), Point("::1", 0)])
+#: Event kinds, and those a file may hold (any string, as loaded).
+_kinds = st.sampled_from(["accepting_request", "connection_established", "disconnection"]) | st.text(max_size=6)
+_state_events = st.builds(StateEvent, _kinds, _times, st.none() | st.sampled_from([_peer(1)]), st.none() | _points)
+_packed_events = st.tuples(_kinds, _times, _points).map(lambda e: (e[0], e[1], e[2].ip, e[2].port)) | st.tuples(
+    _kinds, _times, st.none(), st.none()
+)
+_peer_rows = st.tuples(
+    st.integers(0, 2**128 - 1).map(lambda i: PeerId(i.to_bytes(16, "big"))),
+    _times,
+    st.booleans(),
+    _plain_json.map(json.dumps),
+    *[st.none() | st.tuples(st.none() | _points, _times)] * 4,
+    st.lists(_state_events, max_size=3).map(tuple) | st.lists(_packed_events, max_size=3).map(tuple),
+)
+_point_rows = st.tuples(
+    _points,
+    st.booleans(),
+    st.none() | st.sampled_from([_peer(3)]),
+    st.booleans(),
+    st.none() | _times,
+    *[st.none() | st.tuples(st.sampled_from([_peer(1), _peer(2)]), _times)] * 3,
+    st.none() | st.text(min_size=1, max_size=5),
+)
+
+
+def _address_json(point: Point) -> dict[str, Any]:
+    return {"addr": point.ip if point.is_ipv6 else "::ffff:" + point.ip, "port": point.port}
+
+
+def _peer_row_json(row: tuple[Any, ...]) -> str:
+    """
+    A peer row as C{json.dumps} writes it: what the writer must write.
+    """
+    peer_id, created, trusted, metadata, failed, rejected, established, disconnection, events = row
+    record: dict[str, Any] = {
+        "peer_id": str(peer_id),
+        "created": format_time(created),
+        "trusted": trusted,
+        "peer_metadata": json.loads(metadata),
+    }
+    names = ("last_failed_connection", "last_rejected_connection", "last_established_connection", "last_disconnection")
+    for name, stamp in zip(names, (failed, rejected, established, disconnection)):
+        if stamp is not None:
+            record[name] = [None if stamp[0] is None else _address_json(stamp[0]), format_time(stamp[1])]
+    record["events"] = []
+    for event in events:
+        if isinstance(event, tuple):
+            kind, t, ip, port = event
+            point = None if ip is None else Point(ip, port)
+        else:
+            kind, t, point = event.kind, event.timestamp, event.point
+        kind = "incoming_request" if kind == "accepting_request" else kind
+        item = {"kind": kind, "timestamp": format_time(t)}
+        record["events"].append(item if point is None else {**item, **_address_json(point)})
+    return json.dumps(record)
+
+
+def _point_row_json(row: tuple[Any, ...]) -> str:
+    """
+    A point row as C{json.dumps} writes it: what the writer must write.
+    """
+    point, trusted, expected, known_public, failed, rejected, established, disconnection, group = row
+    record: dict[str, Any] = {"point": str(point), "trusted": trusted, "known_public": known_public}
+    if expected is not None:
+        record["expected_peer_id"] = str(expected)
+    if failed is not None:
+        record["last_failed_connection"] = format_time(failed)
+    names = ("last_rejected_connection", "last_established_connection", "last_disconnection")
+    for name, stamp in zip(names, (rejected, established, disconnection)):
+        if stamp is not None:
+            record[name] = [str(stamp[0]), format_time(stamp[1])]
+    if group is not None:
+        record["source_group"] = group
+    return json.dumps(record)
+
+
+class WriterTextTests(SynchronousTestCase):
+    """
+    The writer puts each record's text together from pieces: the text is
+    what C{json.dumps} writes for the record, one record per line.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(_peer_rows, max_size=4), st.lists(_point_rows, max_size=4))
+    def test_records_as_json_dumps_writes_them(self, peers: list[Any], points: list[Any]) -> None:
+        expected_peers = [_peer_row_json(row) for row in peers]
+        expected_points = [_point_row_json(row) for row in points]
+        out = io.BytesIO()
+        write_document(out, Snapshot(NETWORK, T0, list(peers), list(points), [], []))
+        text = out.getvalue().decode("ascii")
+        body = text[text.index('"peers": [\n') :]
+        self.assertEqual(
+            body,
+            '"peers": [\n%s\n],\n"points": [\n%s\n]}\n' % (",\n".join(expected_peers), ",\n".join(expected_points)),
+        )
+        self.assertEqual(json.loads(text)["peers"], [json.loads(line) for line in expected_peers])
+
+    def test_batches_as_json_dumps_writes_them(self) -> None:
+        """
+        Records over several batches: the pieces remembered in one batch
+        are forgotten in the next, and the text is the same.
+        """
+        rng = random.Random(5)
+        peers = []
+        for i in range(2 * WRITE_BATCH + 3):
+            t = T0 + rng.randrange(10**6) / 1000
+            point = _point(i % 300)
+            events = (StateEvent("accepting_request", t, point=point), ("disconnection", t + 1.5, point.ip, point.port))
+            peers.append((_peer(i), t, i % 2 == 0, "null", None, None, (point, t), (point, t + 1.5), events))
+        points = [(_point(i), False, None, True, None, None, (_peer(i), T0 + i), None, "g") for i in range(2500)]
+        out = io.BytesIO()
+        write_document(out, Snapshot(NETWORK, T0, list(peers), list(points), [], []))
+        lines = out.getvalue().decode("ascii").splitlines()
+        records = [
+            line.removesuffix(",") for line in lines if line.startswith("{") and not line.startswith('{"format"')
+        ]
+        self.assertEqual(records, [_peer_row_json(r) for r in peers] + [_point_row_json(r) for r in points])
+
+
 def _scan(text: str) -> tuple[Any, dict[str, list[Any]]]:
     streamed: dict[str, list[Any]] = {}
 
@@ -473,12 +595,17 @@ class ScannerTests(SynchronousTestCase):
                 self.assertNotIn(name, scan.members)
         self.assertEqual(scan.members, expected)
 
-    @settings(max_examples=200, deadline=None)
-    @given(_documents, st.data())
-    def test_damage_as_json_loads(self, doc: dict[str, Any], data: st.DataObject) -> None:
-        text = json.dumps(doc)
+    @settings(max_examples=300, deadline=None)
+    @given(_documents, st.sampled_from([None, 0]), st.data())
+    def test_damage_as_json_loads(self, doc: dict[str, Any], indent: int | None, data: st.DataObject) -> None:
+        """
+        Damage anywhere, also next to the separator the writer puts
+        between records (C{",\\n{"}, which indent 0 writes too), is refused
+        as C{json.loads} refuses it.
+        """
+        text = json.dumps(doc, indent=indent)
         cut = data.draw(st.integers(0, len(text)))
-        insert = data.draw(st.sampled_from(["", ",", "]", "}", "x", " ", '"']))
+        insert = data.draw(st.sampled_from(["", ",", "]", "}", "x", " ", '"', ",\n{", "\n"]))
         damaged = text[:cut] + insert + text[cut + 1 :]
         try:
             expected = json.loads(damaged)
@@ -489,6 +616,32 @@ class ScannerTests(SynchronousTestCase):
             return
         scan, _ = _scan(damaged)
         self.assertEqual(scan.is_object, isinstance(expected, dict))
+
+    def test_records_after_the_writers_separator(self) -> None:
+        """
+        Records one per line as the writer puts them, and the same records
+        with other whitespace around the commas, read as C{json.loads}
+        reads them.
+        """
+        for body in (
+            '{"a": 1},\n{"b": 2},\n{"c": [3]}',
+            '{"a": 1} ,\n {"b": 2},\n\n{"c": [3]}',
+            '{"a": 1},{"b": 2},{"c": [3]}',
+        ):
+            text = '{"peers": [\n%s\n], "x": 1}' % body
+            scan, streamed = _scan(text)
+            self.assertEqual(streamed["peers"], json.loads(text)["peers"], body)
+            self.assertEqual(scan.members, {"x": 1})
+        for damaged in (
+            '{"peers": [{"a": 1},\n{]}',
+            '{"peers": [{"a": 1},\n{"b": 2},\n]}',
+            '{"peers": [{"a": 1},\n{"b"',
+        ):
+            with self.assertRaises(ValueError) as caught:
+                _scan(damaged)
+            with self.assertRaises(ValueError) as expected:
+                json.loads(damaged)
+            self.assertEqual(str(caught.exception), str(expected.exception), damaged)
 
     def test_not_an_object(self) -> None:
         for text, value in (("[1, 2]", [1, 2]), (' "peers" ', "peers"), ("null", None), ("3", 3)):
@@ -510,6 +663,7 @@ class DecodeTests(SynchronousTestCase):
         cases: dict[str, bytes] = {
             "empty": b"",
             "blank": b"  \n",
+            "blank, every kind": b" \t\n\r\x0b\x0c",
             "not JSON": b"garbage\x00",
             "truncated": good[: len(good) // 2],
             "not UTF-8": b'{"format": 1, "network": "\xff"}',

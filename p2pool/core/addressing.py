@@ -50,11 +50,6 @@ class AddressError(ValueError):
     """
 
 
-@functools.lru_cache(maxsize=65536)
-def _peer_id_text(raw: bytes) -> str:
-    return base58.encode_check(_PEER_ID_PREFIX + raw)
-
-
 def _cached_hash(value: Any, key: tuple[Any, ...]) -> int:
     """
     The hash of C{key}, kept in C{value._hash} for the next times.
@@ -77,6 +72,9 @@ class PeerId:
 
     raw: bytes = attrs.field(repr=False)
     _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+    #: The base58check text, once made or parsed (a peer id has one text:
+    #: see L{parse}).
+    _text: str | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
 
     def __hash__(self) -> int:
         cached = self._hash
@@ -116,10 +114,21 @@ class PeerId:
             raise AddressError(f"malformed peer id {text!r}: {e}") from None
         if not payload.startswith(_PEER_ID_PREFIX) or len(payload) != 2 + PEER_ID_SIZE:
             raise AddressError(f"malformed peer id {text!r}: not a peer id")
-        return cls(payload[2:])
+        peer_id = cls(payload[2:])
+        if type(text) is str:
+            # The text that decodes to a payload is the one its encoding
+            # writes: a leading "1" is a zero byte (the prefix has none)
+            # and the other digits are those of one number, without
+            # leading zeros.
+            object.__setattr__(peer_id, "_text", text)
+        return peer_id
 
     def __str__(self) -> str:
-        return _peer_id_text(self.raw)
+        text = self._text
+        if text is None:
+            text = base58.encode_check(_PEER_ID_PREFIX + self.raw)
+            object.__setattr__(self, "_text", text)
+        return text
 
     def __repr__(self) -> str:
         return f"PeerId({str(self)!r})"

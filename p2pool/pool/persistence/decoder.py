@@ -59,13 +59,15 @@ class _Decoder:
         self.points: dict[str, Point] = {}
         self.times: dict[str, float] = {}
         self.groups: dict[str, str] = {}
+        #: The pool's name of each event kind seen, by the file's name.
+        self.kinds: dict[str, str] = {}
         self.blacklist = IPBlacklist()
 
     def peer_id(self, value: object, field: str) -> PeerId:
-        if type(value) is not str:
-            raise _BadRecord(f"{field}: a peer id is a string, not {json_kind(value)}")
-        peer_id = self.peer_ids.get(value)
+        peer_id = self.peer_ids.get(value) if type(value) is str else None
         if peer_id is None:
+            if type(value) is not str:
+                raise _BadRecord(f"{field}: a peer id is a string, not {json_kind(value)}")
             try:
                 peer_id = self.peer_ids[value] = PeerId.parse(value)
             except AddressError as e:
@@ -101,36 +103,39 @@ class _Decoder:
         A Tezos address object C{{"addr", "port"?}}, or null. Without a
         port there is no point to record: None.
         """
-        if value is None:
+        if type(value) is dict:
+            addr, port = value.get("addr"), value.get("port")
+            if type(addr) is str and type(port) is int:
+                point = self.addresses.get((addr, port))
+                if point is not None:
+                    return point
+        elif value is None:
             return None
-        if type(value) is not dict:
+        else:
             raise _BadRecord(f"{field}: expected an address object, got {json_kind(value)}")
-        addr, port = value.get("addr"), value.get("port")
         if type(addr) is not str:
             raise _BadRecord(f"{field}: addr: expected a string, got {json_kind(addr)}")
         if port is None:
             return None
         if type(port) is not int:
             raise _BadRecord(f"{field}: port: expected an integer, got {json_kind(port)}")
-        point = self.addresses.get((addr, port))
-        if point is None:
-            # Tezos writes IPv4 as IPv4-mapped IPv6; the IPv4 text is
-            # much cheaper to check.
-            ip = addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
-            try:
-                point = Point(ip, port)
-            except AddressError as e:
-                raise _BadRecord(f"{field}: {e}") from None
-            self.addresses[addr, port] = point
-            # The points name the same points as text.
-            self.points.setdefault(str(point), point)
+        # Tezos writes IPv4 as IPv4-mapped IPv6; the IPv4 text is much
+        # cheaper to check.
+        ip = addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
+        try:
+            point = Point(ip, port)
+        except AddressError as e:
+            raise _BadRecord(f"{field}: {e}") from None
+        self.addresses[addr, port] = point
+        # The points name the same points as text.
+        self.points.setdefault(str(point), point)
         return point
 
     def point_text(self, value: object, field: str) -> Point:
-        if type(value) is not str:
-            raise _BadRecord(f"{field}: expected a string like '1.2.3.4:9732', got {json_kind(value)}")
-        point = self.points.get(value)
+        point = self.points.get(value) if type(value) is str else None
         if point is None:
+            if type(value) is not str:
+                raise _BadRecord(f"{field}: expected a string like '1.2.3.4:9732', got {json_kind(value)}")
             try:
                 point = Point.parse(value)
             except AddressError as e:
@@ -140,30 +145,24 @@ class _Decoder:
             self.addresses.setdefault((tezos_address(point.ip), point.port), point)
         return point
 
-    def peer_stamp(self, value: Any, field: str) -> tuple[Point | None, float] | None:
-        if value is None:
-            return None
+    def peer_stamp(self, value: Any, field: str) -> tuple[Point | None, float]:
         if type(value) is not list or len(value) != 2:
             raise _BadRecord(f"{field}: expected [address, time], got {json_kind(value)}")
         return (self.address(value[0], field), self.time(value[1], field))
 
-    def point_stamp(self, value: Any, field: str) -> tuple[PeerId, float] | None:
-        if value is None:
-            return None
+    def point_stamp(self, value: Any, field: str) -> tuple[PeerId, float]:
         if type(value) is not list or len(value) != 2:
             raise _BadRecord(f"{field}: expected [peer_id, time], got {json_kind(value)}")
         return (self.peer_id(value[0], field), self.time(value[1], field))
 
     def events(self, value: Any) -> tuple[PackedEvent, ...] | None:
-        if value is None:
-            return None
         if type(value) is not list:
             raise _BadRecord(f"events: expected an array, got {json_kind(value)}")
         if not value:
             return None
         events: list[PackedEvent] = []
+        address, time, kinds = self.address, self.time, self.kinds
         first = max(0, len(value) - EVENT_RING_SIZE)
-        address, time = self.address, self.time
         for i in range(first, len(value)):
             item = value[i]
             try:
@@ -176,10 +175,13 @@ class _Decoder:
                 timestamp = time(item.get("timestamp"), "timestamp")
             except _BadRecord as e:
                 raise _BadRecord(f"events[{i}]: {e}") from None
+            name = kinds.get(kind)
+            if name is None:
+                name = kinds[kind] = kind_from_file(kind)
             if point is None:
-                events.append((kind_from_file(kind), timestamp, None, None))
+                events.append((name, timestamp, None, None))
             else:
-                events.append((kind_from_file(kind), timestamp, point.ip, point.port))
+                events.append((name, timestamp, point.ip, point.port))
         return tuple(events)
 
     def peer(self, record: Any) -> PeerInfo:
@@ -191,16 +193,24 @@ class _Decoder:
             raise _BadRecord("created: missing")
         get = record.get
         peer_stamp = self.peer_stamp
+        # Absent members are the common case: no call for them.
+        failed = get("last_failed_connection")
+        rejected = get("last_rejected_connection")
+        established = get("last_established_connection")
+        disconnection = get("last_disconnection")
+        events = get("events")
         return PeerInfo(
             self.peer_id(record["peer_id"], "peer_id"),
             self.time(record["created"], "created"),
             get("peer_metadata", NO_METADATA),
             self.flag(record, "trusted"),
-            last_failed_connection=peer_stamp(get("last_failed_connection"), "last_failed_connection"),
-            last_rejected_connection=peer_stamp(get("last_rejected_connection"), "last_rejected_connection"),
-            last_established_connection=peer_stamp(get("last_established_connection"), "last_established_connection"),
-            last_disconnection=peer_stamp(get("last_disconnection"), "last_disconnection"),
-            loaded_events=self.events(get("events")),
+            last_failed_connection=None if failed is None else peer_stamp(failed, "last_failed_connection"),
+            last_rejected_connection=None if rejected is None else peer_stamp(rejected, "last_rejected_connection"),
+            last_established_connection=(
+                None if established is None else peer_stamp(established, "last_established_connection")
+            ),
+            last_disconnection=None if disconnection is None else peer_stamp(disconnection, "last_disconnection"),
+            loaded_events=None if events is None else self.events(events),
         )
 
     def point(self, record: Any) -> PointInfo:
@@ -209,19 +219,25 @@ class _Decoder:
         if "point" not in record:
             raise _BadRecord("point: missing")
         get = record.get
+        point_stamp = self.point_stamp
         expected = get("expected_peer_id")
         failed = get("last_failed_connection")
-        point_stamp = self.point_stamp
+        rejected = get("last_rejected_connection")
+        established = get("last_established_connection")
+        disconnection = get("last_disconnection")
+        source_group = get("source_group")
         return PointInfo(
             self.point_text(record["point"], "point"),
             self.flag(record, "trusted"),
             None if expected is None else self.peer_id(expected, "expected_peer_id"),
             last_failed_connection=None if failed is None else self.time(failed, "last_failed_connection"),
-            last_rejected_connection=point_stamp(get("last_rejected_connection"), "last_rejected_connection"),
-            last_established_connection=point_stamp(get("last_established_connection"), "last_established_connection"),
-            last_disconnection=point_stamp(get("last_disconnection"), "last_disconnection"),
+            last_rejected_connection=None if rejected is None else point_stamp(rejected, "last_rejected_connection"),
+            last_established_connection=(
+                None if established is None else point_stamp(established, "last_established_connection")
+            ),
+            last_disconnection=None if disconnection is None else point_stamp(disconnection, "last_disconnection"),
             known_public=self.flag(record, "known_public"),
-            source_group=self.source_group(record.get("source_group")),
+            source_group=None if source_group is None else self.source_group(source_group),
         )
 
     def source_group(self, value: object) -> str | None:
@@ -400,7 +416,8 @@ def _text(data: bytes) -> str:
 
     @raise PeersFileError: C{data} is empty or not UTF-8.
     """
-    if not data.strip():
+    # Not data.strip(): that copies the whole file.
+    if not data or data.isspace():
         raise PeersFileError("the file is empty")
     try:
         return data.decode("utf-8")

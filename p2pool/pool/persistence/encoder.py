@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
-from p2pool.core.addressing import PeerId, Point
+from p2pool.core.addressing import Point
 from p2pool.core.timestamps import format_time
 from p2pool.pool.persistence.document import FORMAT, PeerRow, PointRow, Snapshot, kind_to_file, tezos_address
 
@@ -69,144 +69,156 @@ def metadata_texts(values: Sequence[Any]) -> list[str | None]:
 
 class _Texts:
     """
-    Per-save memo of the JSON texts of times, peer ids and addresses: the
-    same values come back many times (an event's time is often a last_*
-    time, a peer's events name its address, the points name the peers).
+    Per-batch memo of the JSON text pieces of times and addresses: the same
+    values come back several times within a record and its neighbours (an
+    event's time is often a last_* time, a peer's events name its address).
+    A memo of a whole save would grow into one large table whose resizes
+    each hold the interpreter for milliseconds: it is emptied after each
+    batch (L{forget_batch}). Event kinds and source groups are few: they are
+    kept for the whole save.
     """
 
     def __init__(self) -> None:
+        #: The text of each time.
         self.times: dict[float, str] = {}
-        self.peer_ids: dict[PeerId, str] = {}
-        self.addresses: dict[Point, str] = {}
-        self.ip_addresses: dict[tuple[str, int], str] = {}
-        self.kinds: dict[str, str] = {}
+        #: C{{"addr": "...", "port": N}} of each point, Tezos style.
+        self.address_objects: dict[Point, str] = {}
+        #: The end of an event naming a point: C{", "addr": "...", "port": N}}}.
+        self.event_ends: dict[Point, str] = {}
+        #: The same for an event as loaded from the file, by address and port.
+        self.packed_event_ends: dict[tuple[str, int], str] = {}
+        #: The start of an event of each kind, up to its time's text.
+        self.event_starts: dict[str, str] = {}
+        self.groups: dict[str, str] = {}
 
     def forget_batch(self) -> None:
-        """
-        Forget the times and addresses: they repeat within a record and
-        its neighbours, and a memo of them all would grow into one large
-        table whose resizes each hold the interpreter for milliseconds.
-        Peer ids are kept (the points name the peers).
-        """
         self.times.clear()
-        self.addresses.clear()
-        self.ip_addresses.clear()
+        self.address_objects.clear()
+        self.event_ends.clear()
+        self.packed_event_ends.clear()
 
     def time(self, t: float) -> str:
-        text = self.times.get(t)
-        if text is None:
-            text = self.times[t] = format_time(t)
+        text = self.times[t] = format_time(t)
         return text
 
-    def peer_id(self, peer_id: PeerId) -> str:
-        text = self.peer_ids.get(peer_id)
-        if text is None:
-            text = self.peer_ids[peer_id] = str(peer_id)
+    def address_object(self, point: Point) -> str:
+        text = self.address_objects[point] = '{"addr": "%s", "port": %d}' % (tezos_address(point.ip), point.port)
         return text
 
-    def address(self, point: Point) -> str:
-        """
-        C{"addr": "...", "port": N} of C{point}, Tezos style.
-        """
-        text = self.addresses.get(point)
-        if text is None:
-            text = self.addresses[point] = '"addr": "%s", "port": %d' % (tezos_address(point.ip), point.port)
+    def event_end(self, point: Point) -> str:
+        text = self.event_ends[point] = '", "addr": "%s", "port": %d}' % (tezos_address(point.ip), point.port)
         return text
 
-    def ip_address(self, ip: str, port: int) -> str:
-        """
-        C{"addr": "...", "port": N} of an address and port, Tezos style.
-        """
-        key = (ip, port)
-        text = self.ip_addresses.get(key)
-        if text is None:
-            text = self.ip_addresses[key] = '"addr": "%s", "port": %d' % (tezos_address(ip), port)
+    def packed_event_end(self, ip: str, port: int) -> str:
+        text = self.packed_event_ends[ip, port] = '", "addr": "%s", "port": %d}' % (tezos_address(ip), port)
         return text
 
-    def kind(self, kind: str) -> str:
-        text = self.kinds.get(kind)
-        if text is None:
-            text = self.kinds[kind] = json.dumps(kind_to_file(kind))
+    def event_start(self, kind: str) -> str:
+        text = self.event_starts[kind] = '{"kind": %s, "timestamp": "' % json.dumps(kind_to_file(kind))
+        return text
+
+    def group(self, group: str) -> str:
+        text = self.groups[group] = ', "source_group": %s' % json.dumps(group)
         return text
 
 
-_PEER_STAMPS = (
-    "last_failed_connection",
-    "last_rejected_connection",
-    "last_established_connection",
-    "last_disconnection",
+# The fixed pieces of the records' text, between the values.
+_PEER_STAMP_STARTS = (
+    ', "last_failed_connection": [',
+    ', "last_rejected_connection": [',
+    ', "last_established_connection": [',
+    ', "last_disconnection": [',
 )
-_POINT_STAMPS = _PEER_STAMPS[1:]
+_POINT_STAMP_STARTS = (
+    ', "last_rejected_connection": ["',
+    ', "last_established_connection": ["',
+    ', "last_disconnection": ["',
+)
+_PEER_TRUSTED = ('", "trusted": false, "peer_metadata": ', '", "trusted": true, "peer_metadata": ')
+_POINT_FLAGS = (
+    ('", "trusted": false, "known_public": false', '", "trusted": false, "known_public": true'),
+    ('", "trusted": true, "known_public": false', '", "trusted": true, "known_public": true'),
+)
 
 
-def _peer_json(row: PeerRow, texts: _Texts) -> str:
-    peer_id, created, trusted, metadata, failed, rejected, established, disconnection, events = row
-    time_text = texts.time
-    address = texts.address
-    parts = [
-        '{"peer_id": "%s", "created": "%s", "trusted": %s, "peer_metadata": %s'
-        % (texts.peer_id(peer_id), time_text(created), "true" if trusted else "false", metadata)
-    ]
-    for name, stamp in zip(_PEER_STAMPS, (failed, rejected, established, disconnection)):
-        if stamp is not None:
-            point = stamp[0]
-            if point is None:
-                parts.append(', "%s": [null, "%s"]' % (name, time_text(stamp[1])))
+def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str]) -> None:
+    """
+    Append the pieces of the JSON text of C{rows} (peers), one per line.
+    """
+    times, time = texts.times, texts.time
+    address_objects, address_object = texts.address_objects, texts.address_object
+    event_ends, event_end = texts.event_ends, texts.event_end
+    packed_event_ends, packed_event_end = texts.packed_event_ends, texts.packed_event_end
+    event_starts, event_start = texts.event_starts, texts.event_start
+    extend, append = out.extend, out.append
+    stamp_starts = _PEER_STAMP_STARTS
+    separator = '{"peer_id": "'
+    for peer_id, created, trusted, metadata, failed, rejected, established, disconnection, events in rows:
+        extend((separator, str(peer_id), '", "created": "', times.get(created) or time(created)))
+        extend((_PEER_TRUSTED[1 if trusted else 0], metadata))
+        separator = ',\n{"peer_id": "'
+        for start, stamp in zip(stamp_starts, (failed, rejected, established, disconnection)):
+            if stamp is not None:
+                point, t = stamp
+                if point is None:
+                    extend((start, 'null, "', times.get(t) or time(t), '"]'))
+                else:
+                    where = address_objects.get(point) or address_object(point)
+                    extend((start, where, ', "', times.get(t) or time(t), '"]'))
+        append(', "events": [')
+        comma = ""
+        for event in events:
+            if type(event) is tuple:
+                # As loaded from the file (PackedEvent).
+                kind, t, ip, port = event
+                if ip is None:
+                    end = '"}'
+                else:
+                    end = packed_event_ends.get((ip, port)) or packed_event_end(ip, port)
             else:
-                parts.append(', "%s": [{%s}, "%s"]' % (name, address(point), time_text(stamp[1])))
-    kind_text = texts.kind
-    event_texts = []
-    for event in events:
-        if type(event) is tuple:
-            # As loaded from the file (PackedEvent).
-            kind, timestamp, ip, port = event
-            where = None if ip is None else texts.ip_address(ip, port)
-        else:
-            kind, timestamp, point = event.kind, event.timestamp, event.point
-            where = None if point is None else address(point)
-        if where is None:
-            event_texts.append('{"kind": %s, "timestamp": "%s"}' % (kind_text(kind), time_text(timestamp)))
-        else:
-            event_texts.append('{"kind": %s, "timestamp": "%s", %s}' % (kind_text(kind), time_text(timestamp), where))
-    parts.append(', "events": [%s]}' % ", ".join(event_texts))
-    return "".join(parts)
+                kind, t, point = event.kind, event.timestamp, event.point
+                end = '"}' if point is None else event_ends.get(point) or event_end(point)
+            extend((comma, event_starts.get(kind) or event_start(kind), times.get(t) or time(t), end))
+            comma = ", "
+        append("]}")
 
 
-def _point_json(row: PointRow, texts: _Texts) -> str:
-    point, trusted, expected, known_public, failed, rejected, established, disconnection, source_group = row
-    parts = [
-        '{"point": "',
-        str(point),
-        '", "trusted": ',
-        "true" if trusted else "false",
-        ', "known_public": ',
-        "true" if known_public else "false",
-    ]
-    if expected is not None:
-        parts.append(', "expected_peer_id": "%s"' % texts.peer_id(expected))
-    if failed is not None:
-        parts.append(', "last_failed_connection": "%s"' % texts.time(failed))
-    for name, stamp in zip(_POINT_STAMPS, (rejected, established, disconnection)):
-        if stamp is not None:
-            parts.append(', "%s": ["%s", "%s"]' % (name, texts.peer_id(stamp[0]), texts.time(stamp[1])))
-    if source_group is not None:
-        parts.append(', "source_group": %s' % json.dumps(source_group))
-    parts.append("}")
-    return "".join(parts)
+def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str]) -> None:
+    """
+    The same for points.
+    """
+    times, time, groups, group = texts.times, texts.time, texts.groups, texts.group
+    extend, append = out.extend, out.append
+    separator = '{"point": "'
+    for point, trusted, expected, known_public, failed, rejected, established, disconnection, source_group in rows:
+        extend((separator, str(point), _POINT_FLAGS[1 if trusted else 0][1 if known_public else 0]))
+        separator = ',\n{"point": "'
+        if expected is not None:
+            extend((', "expected_peer_id": "', str(expected), '"'))
+        if failed is not None:
+            extend((', "last_failed_connection": "', times.get(failed) or time(failed), '"'))
+        for start, stamp in zip(_POINT_STAMP_STARTS, (rejected, established, disconnection)):
+            if stamp is not None:
+                peer_id, t = stamp
+                extend((start, str(peer_id), '", "', times.get(t) or time(t), '"]'))
+        if source_group is not None:
+            append(groups.get(source_group) or group(source_group))
+        append("}")
 
 
-def _write_records(out: IO[bytes], rows: list[T], encode: Callable[[T, _Texts], str], texts: _Texts) -> None:
+def _write_records(
+    out: IO[bytes], rows: list[T], encode: Callable[[list[T], _Texts, list[str]], None], texts: _Texts
+) -> None:
     """
     Write C{rows} as the body of a JSON array, one record per line, in
     batches, so that no single step holds the interpreter long; then empty
     C{rows}, a batch at a time for the same reason.
     """
     for start in range(0, len(rows), WRITE_BATCH):
-        batch = rows[start : start + WRITE_BATCH]
-        text = ",\n".join([encode(row, texts) for row in batch])
-        if start + WRITE_BATCH < len(rows):
-            text += ",\n"
-        out.write(text.encode("ascii"))
+        # Between two batches, what is between two records of one.
+        pieces: list[str] = [",\n"] if start else []
+        encode(rows[start : start + WRITE_BATCH], texts, pieces)
+        out.write("".join(pieces).encode("ascii"))
         texts.forget_batch()
     while rows:
         del rows[-WRITE_BATCH:]
@@ -224,10 +236,10 @@ def write_document(out: IO[bytes], snapshot: Snapshot) -> None:
     # records (see L{p2pool.pool.persistence.store.read_head}).
     bans: dict[str, Any] = {
         "ips": list(snapshot.banned_ips),
-        "peers": [texts.peer_id(p) for p in snapshot.banned_peers],
+        "peers": [str(p) for p in snapshot.banned_peers],
     }
     if snapshot.peer_bans_by_ip:
-        bans["peers_by_ip"] = [{"ip": addr, "peer_id": texts.peer_id(p)} for addr, p in snapshot.peer_bans_by_ip]
+        bans["peers_by_ip"] = [{"ip": addr, "peer_id": str(p)} for addr, p in snapshot.peer_bans_by_ip]
     header = '{"format": %d, "network": %s, "saved_at": "%s",\n"bans": %s,\n"peers": [\n' % (
         FORMAT,
         json.dumps(snapshot.network),
@@ -235,7 +247,7 @@ def write_document(out: IO[bytes], snapshot: Snapshot) -> None:
         json.dumps(bans),
     )
     out.write(header.encode("ascii"))
-    _write_records(out, snapshot.peers, _peer_json, texts)
+    _write_records(out, snapshot.peers, _peer_texts, texts)
     out.write(b'\n],\n"points": [\n')
-    _write_records(out, snapshot.points, _point_json, texts)
+    _write_records(out, snapshot.points, _point_texts, texts)
     out.write(b"\n]}\n")

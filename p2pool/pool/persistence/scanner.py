@@ -24,8 +24,14 @@ from typing import Any, cast
 __all__ = ["DocumentScan", "scan_document", "scan_head"]
 
 _DECODER = json.JSONDecoder()
+# What JSONDecoder.raw_decode calls (the C scanner), without its Python
+# frame: one call per record.
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 # JSON's whitespace; the pattern matches everywhere (perhaps nothing).
 _WHITESPACE = cast(Callable[[str, int], "re.Match[str]"], re.compile(r"[ \t\n\r]*").match)
+
+#: A comma, a new line and the opening brace of the next record.
+_RECORD_SEPARATOR = ",\n{"
 
 #: Takes one element of a record array: its index and its JSON value.
 RecordSink = Callable[[int, Any], None]
@@ -59,16 +65,23 @@ def _walk_array(text: str, index: int, take: RecordSink) -> int:
     Hand each element of the array opening at C{text[index]} to C{take};
     the index just past its closing bracket.
     """
-    raw_decode = _DECODER.raw_decode
+    scan_once = _SCAN_ONCE
     skip = _WHITESPACE
     index = skip(text, index + 1).end()
     if text.startswith("]", index):
         return index + 1
     position = 0
     while True:
-        value, index = raw_decode(text, index)
+        try:
+            value, index = scan_once(text, index)
+        except StopIteration as e:
+            raise json.JSONDecodeError("Expecting value", text, e.value) from None
         take(position, value)
         position += 1
+        if text.startswith(_RECORD_SEPARATOR, index):
+            # What the writer puts between two records.
+            index += 2
+            continue
         mark = text[index : index + 1]
         if mark not in (",", "]"):
             index = skip(text, index).end()

@@ -19,7 +19,7 @@ import attrs
 from twisted.internet.task import deferLater
 
 from p2pool.core.addressing import Point
-from p2pool.core.states import PeerInfo, PointInfo, TrustSource
+from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
 from p2pool.pool.persistence.encoder import metadata_texts
@@ -93,7 +93,7 @@ def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[lis
         (
             info.peer_id,
             info.created,
-            TrustSource.API in info.trust,
+            info.trust is not UNTRUSTED and TrustSource.API in info.trust,
             text or "null",
             info.last_failed_connection,
             info.last_rejected_connection,
@@ -109,7 +109,7 @@ def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[lis
 def _point_row(info: PointInfo) -> PointRow:
     return (
         info.point,
-        TrustSource.API in info.trust,
+        info.trust is not UNTRUSTED and TrustSource.API in info.trust,
         info.expected_peer_id,
         info.known_public,
         info.last_failed_connection,
