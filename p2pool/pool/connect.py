@@ -255,7 +255,8 @@ class ConnectHandler:
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
-        pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
+        if pool.events.wants(EventKind.OUTGOING_CONNECTION):
+            pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
         assert self._channel is not None, "configure() runs before the pool starts"
         dial = _Dial(
             self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
@@ -377,7 +378,8 @@ class ConnectHandler:
             protocol.fail(ConnectionEnded(DisconnectReason.POOL_DESTROYED), abort=True)
         elif protocol.incoming:
             self._incoming_groups[protocol] = self._group(protocol.remote_ip)
-            pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
+            if pool.events.wants(EventKind.INCOMING_CONNECTION):
+                pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
             self._timeouts[protocol] = self._clock.callLater(
                 pool.config.authentication_timeout,
                 lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
@@ -459,7 +461,10 @@ class ConnectHandler:
         directory.peer_accepted(peer_info, point, now)
         self._owned[protocol] = (self._owned.get(protocol, (None, None))[0], peer_info)
         self._accepted[peer_id] = protocol
-        pool.events.emit(EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
+        if pool.events.wants(EventKind.ACCEPTING_REQUEST):
+            pool.events.emit(
+                EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming
+            )
         return Accept()
 
     def _eviction_victim(self, newcomer_ip: str) -> Connection | None:
@@ -578,12 +583,13 @@ class ConnectHandler:
         directory.connection_added(conn)
         app = pool.app
         protocol.start_messages(pool.config.max_message_size, app, conn)
-        pool.events.emit(
-            EventKind.CONNECTION_ESTABLISHED,
-            point=str(remote.id_point),
-            peer_id=str(remote.peer_id),
-            incoming=remote.incoming,
-        )
+        if pool.events.wants(EventKind.CONNECTION_ESTABLISHED):
+            pool.events.emit(
+                EventKind.CONNECTION_ESTABLISHED,
+                point=str(remote.id_point),
+                peer_id=str(remote.peer_id),
+                incoming=remote.incoming,
+            )
         result = self._dial_results.pop(protocol, None)
         app.connection_made(conn)
         if result is not None:
@@ -629,13 +635,14 @@ class ConnectHandler:
         self._directory.connection_removed(conn)
         self._release(protocol, requested=not external)
         conn.reason = reason
-        pool.events.emit(
-            EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION,
-            peer_id=str(conn.peer_id),
-            point=str(conn.point),
-            reason=reason.reason.value,
-            detail=reason.detail,
-        )
+        if pool.events.wants(EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION):
+            pool.events.emit(
+                EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION,
+                peer_id=str(conn.peer_id),
+                point=str(conn.point),
+                reason=reason.reason.value,
+                detail=reason.detail,
+            )
         try:
             pool.app.connection_lost(conn, reason)
         finally:
