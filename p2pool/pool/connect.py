@@ -58,6 +58,7 @@ from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
 from p2pool.transport.channel import PeerChannel
 from p2pool.transport.connection import Connection
+from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
 
 __all__ = ["ConnectHandler"]
@@ -105,7 +106,9 @@ class ConnectHandler:
         #: Torn down: the pool is stopping or gone, and late connections
         #: are closed without a decision.
         self._closed = False
-        self._timeouts: dict[PeerProtocol, IDelayedCall] = {}
+        #: The dial and authentication timeouts of handshakes, by protocol.
+        self._timeouts = Deadlines(clock)
+        self._close_deadlines = Deadlines(clock)
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         #: Incoming handshakes under way, oldest first, with their
         #: admission group (kept with _handshaking by the same transitions).
@@ -156,6 +159,13 @@ class ConnectHandler:
         The pool's clock.
         """
         return self._clock
+
+    @property
+    def close_deadlines(self) -> Deadlines:
+        """
+        The close grace periods of the pool's connections.
+        """
+        return self._close_deadlines
 
     def send_queue_full(self, conn: Connection) -> None:
         """
@@ -212,6 +222,9 @@ class ConnectHandler:
         closed.
         """
         self._closed = True
+        # No timer left set once the last connection has closed.
+        self._timeouts.stop()
+        self._close_deadlines.stop()
         for protocol, attempt in list(self._attempts.items()):
             if protocol.transport is None:
                 protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)
@@ -266,7 +279,7 @@ class ConnectHandler:
         if protocol.transport is None:
             self._attempts[protocol] = dial
         delay = pool.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, dial)
+        self._timeouts.set(protocol, delay, self._dial_timed_out, protocol, dial)
         return result
 
     def _bind_for(self, point: Point) -> tuple[str, int] | None:
@@ -280,7 +293,6 @@ class ConnectHandler:
         return None
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
-        self._timeouts.pop(protocol, None)
         error = Timeout(f"connection to {protocol.dialed_point} timed out")
         if protocol.transport is None:
             protocol.error = error
@@ -380,10 +392,7 @@ class ConnectHandler:
             self._incoming_groups[protocol] = self._group(protocol.remote_ip)
             if pool.events.wants(EventKind.INCOMING_CONNECTION):
                 pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
-            self._timeouts[protocol] = self._clock.callLater(
-                pool.config.authentication_timeout,
-                lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
-            )
+            self._timeouts.set(protocol, pool.config.authentication_timeout, _authentication_timed_out, protocol)
         assert self._params is not None, "configure() runs before the pool starts"
         return Handshake(
             self._params,
@@ -608,9 +617,7 @@ class ConnectHandler:
         self._attempts.pop(protocol, None)
         self._handshaking.discard(protocol)
         self._incoming_groups.pop(protocol, None)
-        call = self._timeouts.pop(protocol, None)
-        if call is not None and call.active():
-            call.cancel()
+        self._timeouts.cancel(protocol)
 
     def connection_lost(self, protocol: PeerProtocol, error: P2PError) -> None:
         """
@@ -782,6 +789,10 @@ class _Dial(ClientFactory):
             except NotConnectingError:
                 pass
         self.clientConnectionFailed(connector, Failure(UserError()))
+
+
+def _authentication_timed_out(protocol: PeerProtocol) -> None:
+    protocol.fail(Timeout("authentication timed out"), abort=True)
 
 
 def disconnect_reason(error: P2PError) -> ConnectionEnded:
