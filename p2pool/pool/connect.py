@@ -14,7 +14,7 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
-from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IProtocolFactory, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IAddress, IConnector, IProtocolFactory, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -431,9 +431,10 @@ class ConnectHandler:
             assert point_info.expected_peer_id is not None
             pool.events.emit(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, point=str(point), peer_id=str(peer_id))
             return Refuse(IdentityCheckFailure(point, point_info.expected_peer_id, peer_id))
-        if point_info is not None:
+        if point_info is not None and point_info.known_public != (not remote.private):
             # Tezos set_private: whatever the outcome, a public remote's
-            # point may now be advertised (nacked nodes must be findable).
+            # point may now be advertised (nacked nodes must be findable);
+            # unchanged, the point's indexes stay as they are.
             directory.set_known_public(point_info, not remote.private)
         peer_info = pool.register_peer(peer_id)
         full = len(directory.connections) >= pool.slot_threshold()
