@@ -225,10 +225,20 @@ _POOL_NUMBERS = itertools.count()
 
 
 def new_pool(reactor, ip: str, app=None, client: bool = True):
+    """
+    A benchmark Pool. Its events are told what this process's log records
+    (warnings and errors: see quiet_twisted_logging), as a node's log setup
+    tells its pool, where the checkout has that declaration.
+    """
+    from twisted.logger import LogLevel
+
     from p2pool.core.identity import Identity
     from p2pool.pool.service import Pool
 
-    return Pool(pool_config(ip, client), app, identity=Identity.generate(0), reactor=reactor)
+    pool = Pool(pool_config(ip, client), app, identity=Identity.generate(0), reactor=reactor)
+    if hasattr(pool.events, "log_level"):
+        pool.events.log_level = LogLevel.warn
+    return pool
 
 
 def p2pool_tls_info(conn) -> dict:

@@ -225,7 +225,11 @@ def _format(keys: tuple[str, ...]) -> str:
 
 class EventLog:
     """
-    Emits pool events to a callback and to C{twisted.logger}.
+    Emits pool events to callbacks and to C{twisted.logger}.
+
+    An event is built only when someone wants it (L{wants}): a callback is
+    registered, the log records its level (L{log_level}), or the summariser
+    counts its kind (L{summarised}).
     """
 
     def __init__(self, callback: Callable[[PoolEvent], object] | None = None) -> None:
@@ -234,21 +238,60 @@ class EventLog:
         #: true the event gets no log line of its own (a summary counts it:
         #: see L{p2pool.pool.refusals.RefusalLog.take_event}).
         self.summarise: Callable[[PoolEvent], bool] | None = None
+        #: The kinds L{summarise} must see even when nothing else wants
+        #: them (those it counts); every kind unless told otherwise.
+        self.summarised: frozenset[EventKind] = frozenset(EventKind)
+        self._log_level: LogLevel | None = LogLevel.debug
+        self._logged: frozenset[EventKind] = frozenset(EventKind)
+
+    @property
+    def log_level(self) -> LogLevel | None:
+        """
+        The lowest level of pool events the process's log records, as
+        declared by whoever set the log up (C{None}: none at all). Events
+        below it are not handed to C{twisted.logger}, and are not built
+        unless a callback or the summariser wants them. C{debug} (every
+        event logged) until declared otherwise; see
+        L{p2pool.daemon.node.NodeService.setServiceParent}.
+        """
+        return self._log_level
+
+    @log_level.setter
+    def log_level(self, level: LogLevel | None) -> None:
+        self._log_level = level
+        self._logged = frozenset(() if level is None else (kind for kind in EventKind if _LEVELS[kind] >= level))
+
+    def wants(self, event: EventKind) -> bool:
+        """
+        Whether an C{event} emitted now would reach anyone: a callback, the
+        log, or the summariser's count. An emitter may skip making the
+        fields of an event nobody wants.
+        """
+        return (
+            bool(self.callbacks) or event in self._logged or (self.summarise is not None and event in self.summarised)
+        )
 
     def emit(self, event: EventKind, **fields: Any) -> None:
         """
-        Emit C{event} with C{fields}.
+        Emit C{event} with C{fields} (to no one when nobody L{wants} it).
 
         @raise TypeError: C{event} is not an L{EventKind} (a plain string,
             even a known name, is refused so that a typo cannot pass).
         """
         if type(event) is not EventKind:
             raise TypeError(f"a pool event must be an EventKind, not {event!r}")
+        callbacks = self.callbacks
+        logged = event in self._logged
+        summarise = self.summarise
+        if not (callbacks or logged or (summarise is not None and event in self.summarised)):
+            return
         record = PoolEvent(event, fields)
-        if self.callbacks:
-            for callback in list(self.callbacks):
+        if callbacks:
+            for callback in list(callbacks):
                 callback(record)
-        if self.summarise is not None and self.summarise(record):
+        if summarise is not None and summarise(record):
+            return
+        if not logged:
             return
         # The event Logger.emit would build, handed to its observer without
         # Logger.emit's check that the level is a LogLevel (it is one of two).

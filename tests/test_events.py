@@ -104,6 +104,91 @@ class EmitTests(SynchronousTestCase):
         self.assertEqual((established["log_level"], new_point["log_level"]), (LogLevel.info, LogLevel.debug))
 
 
+class WantedTests(SynchronousTestCase):
+    """
+    An event is built only when someone wants it: a callback, the log at
+    the level declared (L{EventLog.log_level}), or the summariser's count.
+    """
+
+    def logged(self, log: EventLog, kind: EventKind) -> list[str]:
+        with capturedLogs() as captured:
+            log.emit(kind, point="10.0.0.1:9732")
+        return [e["p2pool_event"] for e in captured if e.get("log_namespace") == "p2pool.events"]
+
+    def test_everything_logged_until_declared(self) -> None:
+        log = EventLog()
+        self.assertIs(log.log_level, LogLevel.debug)
+        for kind in EventKind:
+            self.assertTrue(log.wants(kind), kind)
+        self.assertEqual(self.logged(log, EventKind.NEW_POINT), ["new_point"])
+
+    def test_levels_below_the_declared_one_not_logged(self) -> None:
+        """
+        At C{info}, a debug event reaches no logger and nobody wants it; an
+        info event is logged as before. At C{None} nothing is logged.
+        """
+        log = EventLog()
+        log.log_level = LogLevel.info
+        self.assertFalse(log.wants(EventKind.NEW_POINT))
+        self.assertTrue(log.wants(EventKind.CONNECTION_ESTABLISHED))
+        self.assertEqual(self.logged(log, EventKind.NEW_POINT), [])
+        self.assertEqual(self.logged(log, EventKind.CONNECTION_ESTABLISHED), ["connection_established"])
+        log.log_level = None
+        for kind in EventKind:
+            self.assertFalse(log.wants(kind), kind)
+        self.assertEqual(self.logged(log, EventKind.CONNECTION_ESTABLISHED), [])
+        log.log_level = LogLevel.debug
+        self.assertEqual(self.logged(log, EventKind.NEW_POINT), ["new_point"])
+
+    def test_callbacks_get_every_event(self) -> None:
+        """
+        A callback gets every event whatever the log records; the log line
+        still follows the declared level.
+        """
+        received: list[PoolEvent] = []
+        log = EventLog()
+        log.log_level = None
+        log.callbacks.append(received.append)
+        self.assertTrue(log.wants(EventKind.NEW_POINT))
+        self.assertEqual(self.logged(log, EventKind.NEW_POINT), [])
+        self.assertEqual(received, [PoolEvent(EventKind.NEW_POINT, {"point": "10.0.0.1:9732"})])
+
+    def test_summariser_sees_what_it_counts(self) -> None:
+        """
+        The summariser sees the kinds it counts even when nothing else wants
+        them, and the others only when they are emitted to someone.
+        """
+        seen: list[EventKind] = []
+        log = EventLog()
+        log.log_level = None
+        log.summarise = lambda event: seen.append(event.event) is None
+        self.assertTrue(log.wants(EventKind.NEW_POINT), "every kind is summarised unless told otherwise")
+        log.summarised = frozenset({EventKind.INCOMING_CONNECTION_BANNED})
+        self.assertTrue(log.wants(EventKind.INCOMING_CONNECTION_BANNED))
+        self.assertFalse(log.wants(EventKind.NEW_POINT))
+        log.emit(EventKind.NEW_POINT, point="10.0.0.1:9732")
+        log.emit(EventKind.INCOMING_CONNECTION_BANNED, addr="10.0.0.1")
+        self.assertEqual(seen, [EventKind.INCOMING_CONNECTION_BANNED])
+
+    def test_pool_counts_refusals_nobody_logs(self) -> None:
+        """
+        A pool whose log records nothing still counts refusals (its refusal
+        log sees them through the summariser).
+        """
+        from p2pool.config import PoolConfig
+        from p2pool.pool.service import Pool
+        from tests.helpers import identity
+
+        pool = Pool(PoolConfig(expected_proof_of_work=0, data_dir=self.mktemp()), identity=identity(1))
+        pool.events.log_level = None
+        # Each refusal reported at once: no window left on the reactor.
+        pool.refusals.stop()
+        self.assertTrue(pool.events.wants(EventKind.INCOMING_CONNECTION_BANNED))
+        self.assertFalse(pool.events.wants(EventKind.INCOMING_CONNECTION))
+        pool.events.emit(EventKind.INCOMING_CONNECTION_BANNED, addr="10.0.0.1")
+        self.assertEqual(pool.refusals.totals(), {"banned": 1})
+
+
 def _emit_sites() -> tuple[dict[EventKind, set[str]], list[str]]:
     """
     Every C{emit} call in C{p2pool/} that names an event: the fields passed

@@ -128,6 +128,17 @@ class PowTargetTests(SynchronousTestCase):
         self.assertRaises(TypeError, pow_target, "8")
         self.assertRaises(TypeError, pow_target, True)
 
+    def test_remembered_by_type(self) -> None:
+        """
+        Targets are remembered by value and type: C{True}, equal to C{1},
+        is still refused once C{1} was asked, and errors are asked again.
+        """
+        self.assertEqual(pow_target(1), 2**255 - 1)
+        self.assertRaises(TypeError, pow_target, True)
+        self.assertEqual(pow_target(1.0), 2**255 - 1)
+        for _ in range(2):
+            self.assertRaises(ValueError, pow_target, math.nan)
+
 
 class ProofOfWorkTests(SynchronousTestCase):
     """

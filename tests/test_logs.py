@@ -27,6 +27,7 @@ from p2pool.core.identity import Identity, ProofOfWorkProgress, expected_attempt
 from p2pool.daemon.logs import (
     StatusRepeats,
     json_record,
+    node_log_level,
     node_log_observer,
     twistd_log_destination,
 )
@@ -239,14 +240,31 @@ class NodeObserverTests(SynchronousTestCase):
         node.setServiceParent(application)
         self.assertIs(application.getComponent(ILogObserver), observer)
 
+    def test_level_declared_with_the_observer(self) -> None:
+        """
+        The level of the installed observer is declared to the pool's
+        events: the node's debug events are then not built for the log.
+        """
+        node = self.node()
+        self.assertIs(node.pool.events.log_level, LogLevel.debug)
+        node.log_observer = node_log_observer(LogConfig(level="info"), io.StringIO())
+        node.log_level = node_log_level(LogConfig(level="info"))
+        node.setServiceParent(Application("p2pool"))
+        self.assertIs(node.pool.events.log_level, LogLevel.info)
+        self.assertFalse(node.pool.events.wants(EventKind.OUTGOING_CONNECTION))
+        self.assertTrue(node.pool.events.wants(EventKind.CONNECTION_ESTABLISHED))
+
     def test_application_observer_kept(self) -> None:
         node = self.node()
         node.log_observer = node_log_observer(LogConfig(), io.StringIO())
+        node.log_level = node_log_level(LogConfig(level="warn"))
         application = Application("p2pool")
         own = node_log_observer(LogConfig(level="debug"), io.StringIO())
         application.setComponent(ILogObserver, own)
         node.setServiceParent(application)
         self.assertIs(application.getComponent(ILogObserver), own)
+        # The application's own observer stands: nothing is declared.
+        self.assertIs(node.pool.events.log_level, LogLevel.debug)
 
     def test_nothing_without_observer_or_application(self) -> None:
         application = Application("p2pool")

@@ -118,6 +118,31 @@ class PoolNetworkTests(TestCase):
         self.assertNotIn(private.point, friend.pool.list_known_points(ignore_private=True))
 
     @async_test
+    async def test_remote_mode_sets_known_public(self) -> None:
+        """
+        Whatever the book said, a handshake makes a private remote's point
+        not known public and a public one's known public (a point already
+        right is left as it is), the indexes following.
+        """
+        private = await start_node(self, "127.0.0.2", 0, private_mode=True)
+        public = await start_node(self, "127.0.0.3", 1)
+        friend = await start_node(self, "127.0.0.4", 2)
+        private.pool.peers.trust(friend.pool.peer_id)
+        wrong = friend.pool.register_point(private.point)
+        friend.pool.directory.set_known_public(wrong, True)
+        await friend.pool.connect(private.point)
+        self.assertFalse(wrong.known_public)
+        conn = await friend.pool.connect(public.point)
+        info = friend.pool.points.info(public.point)
+        assert info is not None
+        self.assertTrue(info.known_public)
+        await conn.disconnect()
+        await friend.pool.connect(public.point)
+        self.assertTrue(info.known_public)
+        self.assertEqual(friend.pool.list_known_points(ignore_private=True), [public.point])
+        self.assertEqual(friend.pool.directory.index_errors(), [])
+
+    @async_test
     async def test_pending_handshakes_capped(self) -> None:
         """
         Tezos C2: pending incoming handshakes count against

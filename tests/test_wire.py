@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
+    HELLO_CACHE_BODY,
     MAX_LISTED_POINTS,
     MAX_VERSIONS,
     Ack,
@@ -423,6 +424,40 @@ class MalformedBodyTests(SynchronousTestCase):
 
     def test_message_kind_is_not_control(self) -> None:
         self.assert_malformed(Kind.MESSAGE, b"data", "unexpected frame kind message")
+
+
+class RememberedHelloTests(SynchronousTestCase):
+    """
+    A Hello body of at most L{HELLO_CACHE_BODY} bytes is decoded once and
+    remembered by its bytes; what is remembered is what decoding gives, and
+    a malformed body is refused every time.
+    """
+
+    def test_same_bytes_same_hello(self) -> None:
+        body = hello_body(network="remembered")
+        first = decode_control(Kind.HELLO, body)
+        self.assertEqual(first, make_hello(network="remembered"))
+        self.assertIs(decode_control(Kind.HELLO, bytes(body)), first)
+        # One byte changed: decoded afresh, its own Hello.
+        other = decode_control(Kind.HELLO, body.replace(b"remembered", b"rememberee"))
+        assert isinstance(other, Hello)
+        self.assertEqual(other.network, "rememberee")
+
+    def test_malformed_refused_every_time(self) -> None:
+        body = hello_body(network="refused") + b"\x00"
+        for _ in range(2):
+            self.assertRaises(DecodingError, decode_control, Kind.HELLO, body)
+
+    def test_large_body_decoded_each_time(self) -> None:
+        metadata = b"m" * HELLO_CACHE_BODY
+        body = hello_body(metadata=metadata)
+        self.assertGreater(len(body), HELLO_CACHE_BODY)
+        first = decode_control(Kind.HELLO, body)
+        self.assertEqual(first, make_hello(metadata=metadata))
+        again = decode_control(Kind.HELLO, body)
+        self.assertEqual(again, first)
+        self.assertIsNot(again, first)
+        self.assertRaises(DecodingError, decode_control, Kind.HELLO, body + b"\x00")
 
 
 class EncodeRefusalTests(SynchronousTestCase):

@@ -163,6 +163,10 @@ class HandshakeState(enum.Enum):
     RUNNING = "running"
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hashed by identity too,
+    # in C (Enum's own __hash__ is a Python call at every transition).
+    __hash__ = object.__hash__
+
 
 _TRANSITIONS: dict[tuple[HandshakeState, str], HandshakeState] = {
     (HandshakeState.AWAIT_TLS, "tls_established"): HandshakeState.AWAIT_HELLO,
@@ -253,6 +257,8 @@ class Handshake:
         params = self.params
         if not check_proof_of_work(self._public_key, hello.proof_of_work_stamp, params.expected_proof_of_work):
             raise NotEnoughProofOfWork(self.peer_id)
+        p2p_version = select_version(params.p2p_versions, hello.p2p_versions)
+        application_version = select_version(params.application_versions, hello.application_versions)
         remote = RemoteInfo(
             peer_id=self.peer_id,
             public_key=self._public_key,
@@ -260,12 +266,12 @@ class Handshake:
             incoming=self.incoming,
             remote_ip=self.remote_ip,
             dialed_point=self.dialed_point,
-            p2p_version=select_version(params.p2p_versions, hello.p2p_versions) or 0,
-            application_version=select_version(params.application_versions, hello.application_versions),
+            p2p_version=p2p_version or 0,
+            application_version=application_version,
         )
         if self.peer_id == params.peer_id:
             raise Myself(remote.id_point)
-        decision = self._protocol_decision(remote) or self._decide(remote)
+        decision = self._protocol_decision(remote, p2p_version, application_version) or self._decide(remote)
         if isinstance(decision, Refuse):
             self._advance("refused")
             if decision.motive is not None:
@@ -275,17 +281,18 @@ class Handshake:
         self._advance("accepted")
         self._send(_ACK_FRAME)
 
-    def _protocol_decision(self, remote: RemoteInfo) -> Refuse | None:
+    def _protocol_decision(
+        self, remote: RemoteInfo, p2p_version: int | None, application_version: int | None
+    ) -> Refuse | None:
         """
         Refuse a remote with which no network, p2p version or application
-        version is shared.
+        version is shared (the versions chosen, C{None} when there is none).
         """
-        params = self.params
-        if remote.hello.network != params.network:
+        if remote.hello.network != self.params.network:
             motive = NackMotive.UNKNOWN_CHAIN_NAME
-        elif select_version(params.p2p_versions, remote.hello.p2p_versions) is None:
+        elif p2p_version is None:
             motive = NackMotive.DEPRECATED_P2P_VERSION
-        elif select_version(params.application_versions, remote.hello.application_versions) is None:
+        elif application_version is None:
             motive = NackMotive.DEPRECATED_APPLICATION_VERSION
         else:
             return None

@@ -16,6 +16,7 @@ file is written once, with mode 0600, and never overwritten.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -156,6 +157,9 @@ def _format_difficulty(difficulty: float) -> str:
     return f"{difficulty:g}"
 
 
+# Cached: every handshake checks a proof of work against the same difficulty
+# (typed, so that True is refused as it would be, not taken for 1).
+@functools.lru_cache(maxsize=64, typed=True)
 def pow_target(difficulty: float) -> int:
     """
     The largest hash value (as a little-endian integer) accepted at

@@ -51,6 +51,10 @@ class PointState(enum.Enum):
     ACCEPTED = "accepted"
     RUNNING = "running"
 
+    # Singletons compared by identity: hashed by identity, in C (Enum's own
+    # __hash__ is a Python call at every transition lookup).
+    __hash__ = object.__hash__
+
 
 class PeerState(enum.Enum):
     """
@@ -60,6 +64,8 @@ class PeerState(enum.Enum):
     DISCONNECTED = "disconnected"
     ACCEPTED = "accepted"
     RUNNING = "running"
+
+    __hash__ = object.__hash__
 
 
 class TrustSource(enum.Flag):

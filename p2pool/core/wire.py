@@ -9,6 +9,7 @@ and the body. C{docs/PROTOCOL.md} specifies every body byte by byte.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Callable, Sequence
 
@@ -443,6 +444,27 @@ def encode(msg: ControlMessage) -> bytes:
     return frame(kind, body)
 
 
+#: Hello bodies up to this size are remembered, decoded, by their bytes
+#: (L{HELLO_CACHE_SIZE} of them at most: at most 1 MiB with their Hellos).
+HELLO_CACHE_BODY = 1024
+#: How many decoded Hellos are remembered (the least recently seen forgotten).
+HELLO_CACHE_SIZE = 1024
+
+
+def _decode_hello_body(body: bytes) -> Hello:
+    r = _Reader(body, "hello")
+    hello = _decode_hello(r)
+    r.end()
+    return hello
+
+
+#: A Hello body decoded, by its exact bytes: a peer sends the same Hello on
+#: every connection of its run. Decoding is a function of the bytes alone
+#: and a Hello is immutable, so a remembered one is what decoding would
+#: give; a malformed body raises every time (errors are not remembered).
+_remembered_hello = functools.lru_cache(maxsize=HELLO_CACHE_SIZE)(_decode_hello_body)
+
+
 def _decode_hello(r: _Reader) -> Hello:
     port = r.u16("port")
     stamp = r.take(POW_STAMP_SIZE, "proof-of-work stamp")
@@ -473,14 +495,14 @@ def decode_control(kind: int, body: bytes) -> ControlMessage:
     @raise DecodingError: unknown kind or malformed body; the message says
         what is wrong.
     """
+    if kind == Kind.HELLO:
+        return _remembered_hello(body) if len(body) <= HELLO_CACHE_BODY else _decode_hello_body(body)
     name = _KIND_NAMES.get(kind)
     if name is None:
         raise DecodingError(f"unknown frame kind 0x{kind:02x}")
     r = _Reader(body, name)
     msg: ControlMessage
-    if kind == Kind.HELLO:
-        msg = _decode_hello(r)
-    elif kind == Kind.NACK:
+    if kind == Kind.NACK:
         msg = Nack(r.u16("motive"), r.points("alternative points"))
     elif kind == Kind.ADVERTISE:
         msg = Advertise(r.points("points"))

@@ -33,7 +33,14 @@ from p2pool.admin.json_shapes import rfc3339
 from p2pool.config import LogConfig
 from p2pool.events import EventKind
 
-__all__ = ["JSONLinesObserver", "StatusRepeats", "json_record", "node_log_observer", "twistd_log_destination"]
+__all__ = [
+    "JSONLinesObserver",
+    "StatusRepeats",
+    "json_record",
+    "node_log_level",
+    "node_log_observer",
+    "twistd_log_destination",
+]
 
 #: Events that report a state at every round of maintenance; above debug,
 #: they are shown when what they report changes.
@@ -124,6 +131,16 @@ class JSONLinesObserver:
         self._out.flush()
 
 
+def node_log_level(config: LogConfig) -> LogLevel:
+    """
+    The lowest level a node's log records (C{[log] level}): what the node
+    declares to its pool's events once its observer is the log (see
+    L{p2pool.events.EventLog.log_level}).
+    """
+    level: LogLevel = LogLevel.levelWithName(config.level)
+    return level
+
+
 def node_log_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
     """
     The observer of a node's log: events at C{config.level} or above,
@@ -131,7 +148,7 @@ def node_log_observer(config: LogConfig, out: IO[str]) -> ILogObserver:
     C{config.format}.
     """
     writer: ILogObserver = JSONLinesObserver(out) if config.format == "json" else textFileLogObserver(out)
-    level = LogLevel.levelWithName(config.level)
+    level = node_log_level(config)
     predicates: list[ILogFilterPredicate] = [LogLevelFilterPredicate(defaultLogLevel=level)]
     if level > LogLevel.debug:
         predicates.append(StatusRepeats())

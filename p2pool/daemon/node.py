@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
@@ -50,11 +50,14 @@ class NodeService(MultiService):
     @ivar log_observer: the node's log observer (L{p2pool.daemon.logs}), which
         L{setServiceParent} installs on a twistd application; C{None}
         leaves the application's logging alone.
+    @ivar log_level: the lowest level L{log_observer} records, declared to
+        the pool's events when it is installed (C{None}: not declared).
     @ivar lock: the lock on the data directory, released once the node
         has stopped (the peers file saved), or C{None}.
     """
 
     log_observer: ILogObserver | None = None
+    log_level: LogLevel | None = None
 
     _log = Logger()
 
@@ -75,7 +78,8 @@ class NodeService(MultiService):
         Join C{parent}. When it is a twistd C{Application} without a log
         observer of its own, L{log_observer} (if set) becomes its log
         observer, as a C{.tac} file would set it: twistd then writes the
-        node's log through it.
+        node's log through it, and the pool emits no event below
+        L{log_level} to the log (L{p2pool.events.EventLog.log_level}).
         """
         if (
             self.log_observer is not None
@@ -83,6 +87,8 @@ class NodeService(MultiService):
             and parent.getComponent(ILogObserver, None) is None
         ):
             parent.setComponent(ILogObserver, self.log_observer)
+            if self.log_level is not None:
+                self.pool.events.log_level = self.log_level
         super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def startService(self) -> None:

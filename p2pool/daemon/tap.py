@@ -242,12 +242,13 @@ def makeService(options: Options) -> IService:
     goes where twistd's would, filtered and formatted by C{[log]} (see
     L{p2pool.daemon.logs}); it exits with status 1 if it cannot start.
     """
-    from p2pool.daemon.logs import node_log_observer, twistd_log_destination
+    from p2pool.daemon.logs import node_log_level, node_log_observer, twistd_log_destination
     from p2pool.daemon.node import exit_on_start_failure, make_node_service
 
     service = make_node_service(options.config)
     destination = twistd_log_destination(options.parent)
     if destination is not None:
         service.log_observer = node_log_observer(options.config.log, destination)
+        service.log_level = node_log_level(options.config.log)
     exit_on_start_failure(service)
     return cast(IService, service)

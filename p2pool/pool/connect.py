@@ -15,7 +15,7 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
-from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IProtocolFactory, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IAddress, IConnector, IProtocolFactory, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +59,7 @@ from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
 from p2pool.transport.channel import PeerChannel
 from p2pool.transport.connection import Connection
+from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
 
 __all__ = ["ConnectHandler"]
@@ -109,7 +110,9 @@ class ConnectHandler:
         #: Torn down: the pool is stopping or gone, and late connections
         #: are closed without a decision.
         self._closed = False
-        self._timeouts: dict[PeerProtocol, IDelayedCall] = {}
+        #: The dial and authentication timeouts of handshakes, by protocol.
+        self._timeouts = Deadlines(clock)
+        self._close_deadlines = Deadlines(clock)
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         #: Incoming handshakes under way, oldest first, with their
         #: admission group (kept with _handshaking by the same transitions).
@@ -160,6 +163,13 @@ class ConnectHandler:
         The pool's clock.
         """
         return self._clock
+
+    @property
+    def close_deadlines(self) -> Deadlines:
+        """
+        The close grace periods of the pool's connections.
+        """
+        return self._close_deadlines
 
     def send_queue_full(self, conn: Connection) -> None:
         """
@@ -216,6 +226,9 @@ class ConnectHandler:
         closed.
         """
         self._closed = True
+        # No timer left set once the last connection has closed.
+        self._timeouts.stop()
+        self._close_deadlines.stop()
         for protocol, attempt in list(self._attempts.items()):
             if protocol.transport is None:
                 protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)
@@ -259,7 +272,8 @@ class ConnectHandler:
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
-        pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
+        if pool.events.wants(EventKind.OUTGOING_CONNECTION):
+            pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
         assert self._channel is not None, "configure() runs before the pool starts"
         dial = _Dial(
             self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
@@ -269,7 +283,7 @@ class ConnectHandler:
         if protocol.transport is None:
             self._attempts[protocol] = dial
         delay = pool.config.connection_timeout if timeout is None else timeout
-        self._timeouts[protocol] = self._clock.callLater(delay, self._dial_timed_out, protocol, dial)
+        self._timeouts.set(protocol, delay, self._dial_timed_out, protocol, dial)
         return result
 
     def _bind_for(self, point: Point) -> tuple[str, int] | None:
@@ -283,7 +297,6 @@ class ConnectHandler:
         return None
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
-        self._timeouts.pop(protocol, None)
         error = Timeout(f"connection to {protocol.dialed_point} timed out")
         if protocol.transport is None:
             protocol.error = error
@@ -382,11 +395,9 @@ class ConnectHandler:
             protocol.fail(ConnectionEnded(DisconnectReason.POOL_DESTROYED), abort=True)
         elif protocol.incoming:
             self._incoming_groups[protocol] = self._group(protocol.remote_ip)
-            pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
-            self._timeouts[protocol] = self._clock.callLater(
-                pool.config.authentication_timeout,
-                lambda: protocol.fail(Timeout("authentication timed out"), abort=True),
-            )
+            if pool.events.wants(EventKind.INCOMING_CONNECTION):
+                pool.events.emit(EventKind.INCOMING_CONNECTION, addr=protocol.remote_ip)
+            self._timeouts.set(protocol, pool.config.authentication_timeout, _authentication_timed_out, protocol)
         assert self._params is not None, "configure() runs before the pool starts"
         return Handshake(
             self._params,
@@ -425,9 +436,10 @@ class ConnectHandler:
             assert point_info.expected_peer_id is not None
             pool.events.emit(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, point=str(point), peer_id=str(peer_id))
             return Refuse(IdentityCheckFailure(point, point_info.expected_peer_id, peer_id))
-        if point_info is not None:
+        if point_info is not None and point_info.known_public != (not remote.private):
             # Tezos set_private: whatever the outcome, a public remote's
-            # point may now be advertised (nacked nodes must be findable).
+            # point may now be advertised (nacked nodes must be findable);
+            # unchanged, the point's indexes stay as they are.
             directory.set_known_public(point_info, not remote.private)
         peer_info = pool.register_peer(peer_id)
         full = len(directory.connections) >= pool.slot_threshold()
@@ -464,7 +476,10 @@ class ConnectHandler:
         directory.peer_accepted(peer_info, point, now)
         self._owned[protocol] = (self._owned.get(protocol, (None, None))[0], peer_info)
         self._accepted[peer_id] = protocol
-        pool.events.emit(EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming)
+        if pool.events.wants(EventKind.ACCEPTING_REQUEST):
+            pool.events.emit(
+                EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming
+            )
         return Accept()
 
     def _eviction_victim(self, newcomer_ip: str) -> Connection | None:
@@ -583,12 +598,13 @@ class ConnectHandler:
         directory.connection_added(conn)
         app = pool.app
         protocol.start_messages(pool.config.max_message_size, app, conn)
-        pool.events.emit(
-            EventKind.CONNECTION_ESTABLISHED,
-            point=str(remote.id_point),
-            peer_id=str(remote.peer_id),
-            incoming=remote.incoming,
-        )
+        if pool.events.wants(EventKind.CONNECTION_ESTABLISHED):
+            pool.events.emit(
+                EventKind.CONNECTION_ESTABLISHED,
+                point=str(remote.id_point),
+                peer_id=str(remote.peer_id),
+                incoming=remote.incoming,
+            )
         result = self._dial_results.pop(protocol, None)
         app.connection_made(conn)
         if result is not None:
@@ -607,9 +623,7 @@ class ConnectHandler:
         self._attempts.pop(protocol, None)
         self._handshaking.discard(protocol)
         self._incoming_groups.pop(protocol, None)
-        call = self._timeouts.pop(protocol, None)
-        if call is not None and call.active():
-            call.cancel()
+        self._timeouts.cancel(protocol)
 
     def connection_lost(self, protocol: PeerProtocol, error: P2PError) -> None:
         """
@@ -635,13 +649,14 @@ class ConnectHandler:
         self._directory.connection_removed(conn)
         self._release(protocol, requested=not external)
         conn.reason = reason
-        pool.events.emit(
-            EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION,
-            peer_id=str(conn.peer_id),
-            point=str(conn.point),
-            reason=reason.reason.value,
-            detail=reason.detail,
-        )
+        if pool.events.wants(EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION):
+            pool.events.emit(
+                EventKind.EXTERNAL_DISCONNECTION if external else EventKind.DISCONNECTION,
+                peer_id=str(conn.peer_id),
+                point=str(conn.point),
+                reason=reason.reason.value,
+                detail=reason.detail,
+            )
         try:
             pool.app.connection_lost(conn, reason)
         finally:
@@ -781,6 +796,10 @@ class _Dial(ClientFactory):
             except NotConnectingError:
                 pass
         self.clientConnectionFailed(connector, Failure(UserError()))
+
+
+def _authentication_timed_out(protocol: PeerProtocol) -> None:
+    protocol.fail(Timeout("authentication timed out"), abort=True)
 
 
 def disconnect_reason(error: P2PError) -> ConnectionEnded:

@@ -137,6 +137,11 @@ class RefusalLog:
     once, so that nothing is left scheduled on the clock.
     """
 
+    #: The events L{take_event} counts (those that can report a refusal):
+    #: it must see them even when nothing else wants them (see
+    #: L{p2pool.events.EventLog.summarised}).
+    counted: frozenset[EventKind] = _REFUSALS
+
     def __init__(
         self,
         clock: IReactorTime,

@@ -136,6 +136,7 @@ class Pool(MultiService):
         self.events = EventLog(log)
         self.refusals = RefusalLog(reactor, config.refusal_log_interval, event_reporter(self.events.emit))
         self.events.summarise = self.refusals.take_event
+        self.events.summarised = self.refusals.counted
         self._rng = rng or random.Random()
         self._p2p_versions = tuple(p2p_versions)
         self._application_versions = tuple(application_versions)

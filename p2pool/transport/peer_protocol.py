@@ -38,6 +38,7 @@ from p2pool.errors import (
 )
 from p2pool.transport.channel import PeerChannel
 from p2pool.transport.connection import Connection
+from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 
 __all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
@@ -70,7 +71,13 @@ class PeerHandler(TypingProtocol):
     @property
     def clock(self) -> IReactorTime:
         """
-        Times out closes and stalls, and paces rate limits.
+        Times out stalls, and paces rate limits.
+        """
+
+    @property
+    def close_deadlines(self) -> Deadlines:
+        """
+        Times out closes (C{close_grace_period}), keyed by protocol.
         """
 
     def admit_incoming(self, addr: IAddress | None) -> bool:
@@ -615,7 +622,7 @@ class PeerProtocol(Protocol):
         self.closed = True
         self._link.unregisterProducer()
         self._link.loseConnection()
-        self._later("grace", self._flow.close_grace_period, self._grace_over)
+        self.handler.close_deadlines.set(self, self._flow.close_grace_period, self._grace_over)
 
     def closing_reason(self) -> ConnectionEnded:
         """
@@ -660,6 +667,7 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(PeerConnectionClosed("connection lost"))) -> None:
         self.closed = True
         self._cancel_timers()
+        self.handler.close_deadlines.cancel(self)
         self.send_queue.clear()
         if self._flow.upload is not None:
             self._flow.upload.forget(self)
