@@ -658,11 +658,12 @@ class Pool(MultiService):
                 if point not in own:
                     self.register_point(point, trusted)
             return
-        unreachable = refused = 0
-        for point in points:
-            if learnt_point_refusal(point, self.reach) is not None:
-                unreachable += 1
-            elif not self._learn_point(point, source_group):
+        reach = self.reach
+        reachable = [point for point in points if learnt_point_refusal(point, reach) is None]
+        unreachable = len(points) - len(reachable)
+        refused = 0
+        for point in self._directory.unknown_points(reachable):
+            if not self._learn_point(point, source_group):
                 refused += 1
         if unreachable or refused:
             self.events.emit(
