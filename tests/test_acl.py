@@ -833,6 +833,24 @@ class ACLTests(SynchronousTestCase):
         self.assertTrue(acl.banned_addr("::ffff:10.0.0.1"))
         self.assertFalse(acl.banned_addr("10.0.0.2"))
 
+    def test_bansAddresses(self) -> None:
+        """
+        L{ACL.bans_addresses} is false only while no address can be banned:
+        an empty blacklist and an empty greylist filter.
+        """
+        acl = ACL(10, 16, 60)
+        self.assertFalse(acl.bans_addresses())
+        acl.ip_blacklist.ban("10.0.0.0/8")
+        self.assertTrue(acl.bans_addresses())
+        acl.ip_blacklist.unban("10.0.0.0/8")
+        self.assertFalse(acl.bans_addresses())
+        acl.ip_greylist.add("1.2.3.4", 0.0)
+        self.assertTrue(acl.bans_addresses())
+        for _ in range(CountingBloomFilter.max_count):
+            acl.ip_greylist.countdown()
+        self.assertFalse(acl.banned_addr("1.2.3.4"))
+        self.assertFalse(acl.bans_addresses())
+
     def test_bannedAddr(self) -> None:
         """
         An address is banned when blacklisted or greylisted.

@@ -375,6 +375,18 @@ class ListKnownPointsTests(SynchronousTestCase):
         self.assertEqual(listed[:2], [second.point, _point(99)])
         self.assertNotIn(first.point, listed)
 
+    def test_no_ban_function_lists_as_never_banned(self) -> None:
+        """
+        C{banned=None} (nothing is banned) lists what a check that bans
+        nothing lists, from the same random state.
+        """
+        for ignore_private in (True, False):
+            listings = []
+            for banned in (None, _never_banned):
+                table = self._random_table(3)
+                listings.append([table.list_known_points(ignore_private, size, banned) for size in (5, 20, 60, 200)])
+            self.assertEqual(listings[0], listings[1])
+
     def test_known_public_unchanged_is_no_change(self) -> None:
         table = PointTable(None, random.Random(0))
         info = self._public(table, 1, seen_at=1.0)

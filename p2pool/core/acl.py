@@ -881,6 +881,15 @@ class ACL:
         self.ip_blacklist = IPBlacklist()
         self.peer_blacklist = PeerBlacklist()
 
+    def bans_addresses(self) -> bool:
+        """
+        Whether any address may be banned now: the blacklist has an entry,
+        or the greylist's filter is not L{empty<CountingBloomFilter.empty>}.
+        When not, L{banned_addr} is false for every address, and a caller
+        checking many may skip the checks.
+        """
+        return len(self.ip_blacklist) > 0 or not self.ip_greylist.bloom_filter.empty
+
     def banned_addr(self, addr: IPText) -> bool:
         """
         Whether C{addr} is blacklisted (alone or by range) or greylisted.

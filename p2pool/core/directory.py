@@ -126,9 +126,10 @@ class Directory:
         own = self._own_points
         return [point for point in self._points.unknown(points) if point not in own]
 
-    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool]) -> list[Point]:
+    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool] | None) -> list[Point]:
         """
-        Up to C{size} known points to advertise (see
+        Up to C{size} known points to advertise, none for which C{banned}
+        is true (None: no address is banned; see
         L{PointTable.list_known_points}).
 
         @raise ValueError: C{size} is negative.

@@ -461,13 +461,14 @@ class PointTable:
             self.remove(info.point)
         return [info.point for info in oldest]
 
-    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool]) -> list[Point]:
+    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool] | None) -> list[Point]:
         """
         Up to C{size} points to tell others about: 3/5 "best" (connected
         or connecting points, longest-standing first, then disconnected
         points, most recently seen first), 2/5 chosen at random among the
-        other eligible points. Banned points are never listed; with
-        C{ignore_private}, only points known to be public nodes are.
+        other eligible points. Banned points are never listed (C{banned}
+        None: no address is banned); with C{ignore_private}, only points
+        known to be public nodes are.
 
         Connected or connecting points never seen come first among them,
         then the others in order of C{last_seen}; points with equal times
@@ -481,7 +482,7 @@ class PointTable:
         # Every point of the public set is known public: eligible is
         # "not banned".
         if len(pool) <= size:
-            return [p for p in pool if not banned(p.ip)]
+            return [p for p in pool if banned is None or not banned(p.ip)]
         members = pool.members()
         other = size * 2 // 5
         best = size - other
@@ -500,7 +501,7 @@ class PointTable:
             if len(chosen) >= best or budget <= 0:
                 break
             budget -= 1
-            if not banned(point.ip):
+            if banned is None or not banned(point.ip):
                 chosen[point] = None
         for source in (reversed(seen), self._unseen):
             for point in source:
@@ -509,14 +510,14 @@ class PointTable:
                 if point in active or point not in members:
                     continue
                 budget -= 1
-                if not banned(point.ip):
+                if banned is None or not banned(point.ip):
                     chosen[point] = None
         wanted = len(chosen) + other
         for _ in range(4 * other + 16):
             if len(chosen) >= wanted or len(chosen) >= len(pool):
                 break
             point = pool.choice(self._rng)
-            if point not in chosen and not banned(point.ip):
+            if point not in chosen and (banned is None or not banned(point.ip)):
                 chosen[point] = None
         return list(chosen)
 

@@ -300,7 +300,7 @@ class Maintenance:
     def _candidates(self, seen: set[Point], start: float, count: int) -> list[PointInfo]:
         now = self._clock.seconds()
         private = self._config.private_mode
-        banned = self._acl.banned_addr
+        banned = self._acl.banned_addr if self._acl.bans_addresses() else None
         found = []
         disconnected = PointState.DISCONNECTED
         # The cheap tests first: most known points are connected, or wait
@@ -309,7 +309,9 @@ class Maintenance:
             if info.state is not disconnected or info.cannot_reconnect_yet(now) or info.point in seen:
                 continue
             miss = info.last_miss
-            if (miss is not None and miss > start) or (private and not info.trusted) or banned(info.point.ip):
+            if (miss is not None and miss > start) or (private and not info.trusted):
+                continue
+            if banned is not None and banned(info.point.ip):
                 continue
             found.append(info)
         outbound = collections.Counter(

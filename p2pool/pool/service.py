@@ -572,7 +572,8 @@ class Pool(MultiService):
 
         @raise ValueError: C{size} is negative.
         """
-        return self._directory.list_known_points(ignore_private, size, self.acl.banned_addr)
+        banned = self.acl.banned_addr if self.acl.bans_addresses() else None
+        return self._directory.list_known_points(ignore_private, size, banned)
 
     # -- registration ------------------------------------------------------
 
