@@ -107,6 +107,36 @@ class CountingBloomFilterTests(SynchronousTestCase):
         self.assertFalse(bloom.mem(b"a"))
         self.assertEqual(bloom.fill_percentage(), 0.0)
 
+    def test_emptyShortcut(self) -> None:
+        """
+        L{CountingBloomFilter.empty} is true until a key is added, again
+        once countdowns have zeroed every cell or after L{clear}, and stays
+        false after L{rem}; C{mem} gives the same answers either way.
+        """
+        bloom = CountingBloomFilter(index_bits=16)
+        self.assertTrue(bloom.empty)
+        self.assertFalse(bloom.mem(b"a"))
+        bloom.countdown()
+        self.assertTrue(bloom.empty)
+        bloom.add(b"a")
+        self.assertFalse(bloom.empty)
+        for _ in range(bloom.max_count - 1):
+            bloom.countdown()
+            self.assertTrue(bloom.mem(b"a"))
+            self.assertFalse(bloom.empty)
+        bloom.countdown()
+        self.assertFalse(bloom.mem(b"a"))
+        self.assertTrue(bloom.empty)
+        self.assertEqual(bloom.fill_percentage(), 0.0)
+        bloom.add(b"b")
+        bloom.rem(b"b")
+        self.assertFalse(bloom.empty)
+        self.assertFalse(bloom.mem(b"b"))
+        bloom.add(b"c")
+        bloom.clear()
+        self.assertTrue(bloom.empty)
+        self.assertFalse(bloom.mem(b"c"))
+
     def test_packedNibbles(self) -> None:
         """
         Cell C{2i} is the low nibble of byte C{i} and cell C{2i+1} the high
@@ -789,6 +819,37 @@ class ACLTests(SynchronousTestCase):
     """
     Tests for L{ACL}.
     """
+
+    def test_bannedAddrWithEmptyLists(self) -> None:
+        """
+        With nothing banned no address is, malformed text still raises
+        L{AddressError}, and an address greylisted after that is banned.
+        """
+        acl = ACL(10, 16, 60)
+        self.assertFalse(acl.banned_addr("10.0.0.1"))
+        self.assertRaises(AddressError, acl.banned_addr, "nope")
+        acl.ip_greylist.add("10.0.0.1", 0.0)
+        self.assertTrue(acl.banned_addr("10.0.0.1"))
+        self.assertTrue(acl.banned_addr("::ffff:10.0.0.1"))
+        self.assertFalse(acl.banned_addr("10.0.0.2"))
+
+    def test_bansAddresses(self) -> None:
+        """
+        L{ACL.bans_addresses} is false only while no address can be banned:
+        an empty blacklist and an empty greylist filter.
+        """
+        acl = ACL(10, 16, 60)
+        self.assertFalse(acl.bans_addresses())
+        acl.ip_blacklist.ban("10.0.0.0/8")
+        self.assertTrue(acl.bans_addresses())
+        acl.ip_blacklist.unban("10.0.0.0/8")
+        self.assertFalse(acl.bans_addresses())
+        acl.ip_greylist.add("1.2.3.4", 0.0)
+        self.assertTrue(acl.bans_addresses())
+        for _ in range(CountingBloomFilter.max_count):
+            acl.ip_greylist.countdown()
+        self.assertFalse(acl.banned_addr("1.2.3.4"))
+        self.assertFalse(acl.bans_addresses())
 
     def test_bannedAddr(self) -> None:
         """

@@ -64,6 +64,30 @@ class PointTests(SynchronousTestCase):
         mapped = getattr(address, "ipv4_mapped", None)
         self.assertEqual(normalise_ip(text), str(mapped or address))
 
+    def test_parse_is_cached(self) -> None:
+        """
+        Parsing the same text twice gives the same point (a point list
+        names the same points again and again); other text, or text that
+        is not a point, is not confused with it.
+        """
+        first = Point.parse("10.1.2.3:9732")
+        self.assertIs(Point.parse("10.1.2.3:9732"), first)
+        self.assertEqual(Point.parse("10.1.2.3:9733"), Point("10.1.2.3", 9733))
+        self.assertIs(Point.parse("[::ffff:10.1.2.3]:9732"), Point.parse("[::ffff:10.1.2.3]:9732"))
+        self.assertEqual(Point.parse("[::ffff:10.1.2.3]:9732"), first)
+        for bad in ("10.1.2.3", "10.1.2.3:99999", b"10.1.2.3:1", ["10.1.2.3:1"]):
+            self.assertRaises(AddressError, Point.parse, bad)  # type: ignore[arg-type]
+
+    def test_text_is_kept(self) -> None:
+        """
+        A point's text is made once and kept; it takes no part in equality.
+        """
+        point = Point("2001:db8::1", 1)
+        self.assertEqual(str(point), "[2001:db8::1]:1")
+        self.assertIs(str(point), str(point))
+        self.assertEqual(point, Point("2001:db8::1", 1))
+        self.assertEqual(hash(point), hash(Point("2001:db8::1", 1)))
+
     def test_malformed_points_name_the_problem(self) -> None:
         cases = {
             "1.2.3.4": "missing ':port'",

@@ -54,6 +54,16 @@ class PointTransitionTests(SynchronousTestCase):
     Each point transition updates the indexes that listing and GC use.
     """
 
+    def test_unknown_points(self) -> None:
+        """
+        The points of a list neither known nor our own, in the list's order.
+        """
+        directory = _directory()
+        directory.add_point(PointInfo(_point(1)), now=0.0)
+        directory.add_own_point(_point(2))
+        listed = [_point(3), _point(1), _point(2), _point(4), _point(3)]
+        self.assertEqual(directory.unknown_points(listed), [_point(3), _point(4), _point(3)])
+
     def test_lifecycle_keeps_indexes(self) -> None:
         directory = _directory()
         info = PointInfo(_point(1))

@@ -135,6 +135,36 @@ class ConnectionCountTests(_NetworkTestCase):
         self.run_until(lambda: node.active_connections() == 1, timeout=10)
         self.assertEqual(node.connections.list()[0].point, self.point(1))
 
+    def test_banned_points_are_not_dialed(self) -> None:
+        """
+        Maintenance skips a greylisted or blacklisted known point, and
+        dials the others (and the banned one once it is no longer banned).
+        """
+        for i in range(1, 5):
+            self.add(i, maintenance_idle_time=None)
+        node = self.add(0, min_connections=4, expected_connections=4, max_connections=8, maintenance_idle_time=5.0)
+        dialed: list[Point] = []
+        connect = node.connect
+
+        def recording_connect(point: Point, *args: Any, **kwargs: Any) -> Any:
+            dialed.append(point)
+            return connect(point, *args, **kwargs)
+
+        node.connect = recording_connect  # type: ignore[method-assign]
+        node.acl.ip_blacklist.ban(ip(1))
+        node.greylist_addr(ip(2))
+        for i in range(1, 5):
+            node.register_point(self.point(i))
+        self.run_until(lambda: node.active_connections() == 2, timeout=10)
+        self.network.advance(3.0)
+        self.assertEqual(sorted(c.remote_ip for c in node.connections.list()), [ip(3), ip(4)])
+        self.assertIn(self.point(3), dialed)
+        self.assertNotIn(self.point(1), dialed)
+        self.assertNotIn(self.point(2), dialed)
+        node.acl.ip_blacklist.unban(ip(1))
+        self.run_until(lambda: node.active_connections() == 3, timeout=30)
+        self.assertIn(ip(1), {c.remote_ip for c in node.connections.list()})
+
     def test_maintenance_disabled_never_runs(self) -> None:
         """
         Tezos O4: a node without maintenance never starts a pass, while a

@@ -28,6 +28,14 @@ def _never_banned(ip: str) -> bool:
     return False
 
 
+def _times(table: PointTable, points: list[Point]) -> list[tuple[bool, float | None]]:
+    """
+    Whether each point is connecting or connected, and its last seen time.
+    """
+    infos = [table.get(p) for p in points]
+    return [(i.state is not PointState.DISCONNECTED, i.last_seen) for i in infos if i is not None]
+
+
 class IndexedSetTests(SynchronousTestCase):
     def test_add_discard_choice(self) -> None:
         s: IndexedSet[int] = IndexedSet()
@@ -262,6 +270,149 @@ class ListKnownPointsTests(SynchronousTestCase):
         listed = table.list_known_points(False, 10, _never_banned)
         seen_times = [table.get(p).last_seen for p in listed[:6]]  # type: ignore[union-attr]
         self.assertEqual(seen_times, sorted(seen_times, reverse=True))
+
+    def _random_table(self, seed: int) -> PointTable:
+        """
+        A table whose points went through random transitions: connected,
+        connecting, accepted, disconnected after running or after a failed
+        dial, public or not, never seen, with times that repeat.
+        """
+        rng = random.Random(seed)
+        table = PointTable(None, random.Random(seed))
+        infos = []
+        for i in range(120):
+            info = PointInfo(_point(i), known_public=rng.random() < 0.7)
+            table.add(info)
+            infos.append(info)
+        for step in range(600):
+            info = rng.choice(infos)
+            now = float(rng.randrange(50))
+            if info.state is PointState.DISCONNECTED:
+                move = rng.choice(["request", "accept", "run", "public"])
+            else:
+                move = (
+                    rng.choice(["run", "disconnect", "public"])
+                    if info.state is not PointState.RUNNING
+                    else "disconnect"
+                )
+            if move == "request":
+                table.set_requested(info, now)
+            elif move == "accept":
+                table.set_accepted(info, _peer(step), now)
+            elif move == "run":
+                table.set_running(info, info.current_peer_id or _peer(step), now)
+            elif move == "disconnect":
+                table.set_disconnected(info, now, _POLICY, rng)
+            else:
+                table.set_known_public(info, not info.known_public)
+            self.assertEqual(table.index_errors(), [], (seed, step, move))
+        return table
+
+    def _documented_best(self, table: PointTable, ignore_private: bool, best: int) -> list[Point]:
+        """
+        The "best" part of a listing as its docstring defines it, from the
+        records alone: connecting or connected points (never seen first,
+        then by last seen, oldest first), then disconnected points seen
+        most recently first, then disconnected points never seen.
+        """
+        infos = [i for i in table if i.known_public or not ignore_private]
+        active = [i for i in infos if i.state is not PointState.DISCONNECTED]
+        rest = [i for i in infos if i.state is PointState.DISCONNECTED]
+        ordered = sorted(active, key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))
+        ordered += sorted((i for i in rest if i.last_seen is not None), key=lambda i: -(i.last_seen or 0.0))
+        ordered += [i for i in rest if i.last_seen is None]
+        return [i.point for i in ordered[:best]]
+
+    def test_best_follows_the_documented_order(self) -> None:
+        """
+        The best part of a listing, which comes from the orders the
+        transitions keep (no time computed at listing), is the documented
+        selection, up to the order of points with equal times.
+        """
+        for seed in range(8):
+            table = self._random_table(seed)
+            for ignore_private in (True, False):
+                for size in (5, 20, 60):
+                    listed = table.list_known_points(ignore_private, size, _never_banned)
+                    eligible = {i.point for i in table if i.known_public or not ignore_private}
+                    if len(eligible) <= size:
+                        self.assertEqual(sorted(listed), sorted(eligible))
+                        continue
+                    best = size - size * 2 // 5
+                    expected = self._documented_best(table, ignore_private, best)
+                    got = listed[:best]
+                    self.assertEqual(len(got), len(expected))
+
+                    self.assertEqual(_times(table, got), _times(table, expected), (seed, ignore_private, size))
+                    self.assertEqual(len(set(listed)), len(listed))
+                    if ignore_private:
+                        self.assertTrue(all(table.get(p).known_public for p in listed))  # type: ignore[union-attr]
+
+    def test_active_points_never_seen_come_first(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(100):
+            self._public(table, i, seen_at=float(i))
+        running = self._public(table, 200, seen_at=300.0, running=True)
+        dialing = PointInfo(_point(201), known_public=True)
+        table.add(dialing)
+        table.set_requested(dialing, 301.0)
+        private = PointInfo(_point(202))
+        table.add(private)
+        table.set_requested(private, 301.0)
+        listed = table.list_known_points(True, 10, _never_banned)
+        self.assertEqual(listed[:3], [dialing.point, running.point, _point(99)])
+        self.assertNotIn(private.point, listed)
+        # Both never seen: in no set order.
+        self.assertEqual(set(table.list_known_points(False, 10, _never_banned)[:2]), {dialing.point, private.point})
+
+    def test_banned_active_points_skipped(self) -> None:
+        table = PointTable(None, random.Random(0))
+        for i in range(100):
+            self._public(table, i, seen_at=float(i))
+        first = self._public(table, 200, seen_at=300.0, running=True)
+        second = self._public(table, 201, seen_at=301.0, running=True)
+        listed = table.list_known_points(True, 10, lambda ip: ip == first.point.ip)
+        self.assertEqual(listed[:2], [second.point, _point(99)])
+        self.assertNotIn(first.point, listed)
+
+    def test_no_ban_function_lists_as_never_banned(self) -> None:
+        """
+        C{banned=None} (nothing is banned) lists what a check that bans
+        nothing lists, from the same random state.
+        """
+        for ignore_private in (True, False):
+            listings = []
+            for banned in (None, _never_banned):
+                table = self._random_table(3)
+                listings.append([table.list_known_points(ignore_private, size, banned) for size in (5, 20, 60, 200)])
+            self.assertEqual(listings[0], listings[1])
+
+    def test_known_public_unchanged_is_no_change(self) -> None:
+        table = PointTable(None, random.Random(0))
+        info = self._public(table, 1, seen_at=1.0)
+        table.set_known_public(info, True)
+        table.set_known_public(info, False)
+        table.set_known_public(info, False)
+        self.assertEqual(table.list_known_points(True, 5, _never_banned), [])
+        self.assertEqual(table.index_errors(), [])
+
+    def test_transitions_of_a_forgotten_record_change_no_index(self) -> None:
+        table = PointTable(None, random.Random(0))
+        info = PointInfo(_point(1), known_public=True)
+        table.add(info)
+        table.remove(info.point)
+        table.set_requested(info, 1.0)
+        table.set_running(info, _peer(1), 2.0)
+        table.set_known_public(info, False)
+        table.set_disconnected(info, 3.0, _POLICY, random.Random(0))
+        self.assertEqual(len(table), 0)
+        self.assertEqual(table.list_known_points(False, 5, _never_banned), [])
+        self.assertEqual(table.index_errors(), [])
+
+    def test_unknown(self) -> None:
+        table = PointTable(None, random.Random(0))
+        self._public(table, 1)
+        self.assertEqual(table.unknown([_point(2), _point(1), _point(3), _point(2)]), [_point(2), _point(3), _point(2)])
 
 
 class PeerGCTests(SynchronousTestCase):

@@ -199,6 +199,17 @@ class CountingBloomFilter:
         self.index_bits: int = index_bits
         self._mask = (1 << index_bits) - 1
         self._storage = self._new_storage()
+        self._empty = True
+
+    @property
+    def empty(self) -> bool:
+        """
+        Whether every cell is known to be zero (no key added since the
+        filter was made, cleared or counted down to zero): then no key is
+        a member. After L{rem} it stays False even when the cells are all
+        zero again.
+        """
+        return self._empty
 
     def _new_storage(self) -> mmap.mmap:
         """
@@ -244,12 +255,15 @@ class CountingBloomFilter:
         storage = self._storage
         for i in _cell_indices(key, self.index_bits, self.hashes):
             storage[i >> 1] |= 0xF0 if i & 1 else 0x0F
+        self._empty = False
 
     def mem(self, key: bytes) -> bool:
         """
         Whether C{key} is (probably) a member: all of its cells are
         non-zero.
         """
+        if self._empty:
+            return False
         storage = self._storage
         return all((storage[i >> 1] >> ((i & 1) << 2)) & 0x0F for i in _cell_indices(key, self.index_bits, self.hashes))
 
@@ -266,13 +280,19 @@ class CountingBloomFilter:
         """
         Decrement every non-zero cell by one (a C{translate} per chunk, in
         place; chunks without a non-zero cell are not written, so their
-        pages stay unused: a few milliseconds for 4 MiB).
+        pages stay unused: a few milliseconds for 4 MiB; nothing at all
+        when the filter is L{empty}).
         """
+        if self._empty:
+            return
         storage = self._storage
+        live = False
         for offset, chunk in self._chunks():
             decremented = chunk.translate(_DECREMENT)
             if decremented != chunk:
                 storage[offset : offset + len(chunk)] = decremented
+            live = live or decremented.count(0) != len(decremented)
+        self._empty = not live
 
     def clear(self) -> None:
         """
@@ -280,6 +300,7 @@ class CountingBloomFilter:
         """
         old, self._storage = self._storage, self._new_storage()
         old.close()
+        self._empty = True
 
     def fill_percentage(self) -> float:
         """
@@ -424,7 +445,14 @@ class IPGreylist:
 
         @raise AddressError: C{addr} is not an IP address.
         """
-        return self._filter.mem(_ip_key(_ip_int(addr)))
+        return self.mem_value(_ip_int(addr))
+
+    def mem_value(self, value: int) -> bool:
+        """
+        L{mem} of an address given as its 128-bit integer (IPv4 as
+        IPv4-mapped).
+        """
+        return not self._filter.empty and self._filter.mem(_ip_key(value))
 
     def remove(self, addr: IPText) -> None:
         """
@@ -681,7 +709,13 @@ class IPBlacklist:
 
         @raise AddressError: C{addr} is not an IP address.
         """
-        value = _ip_int(addr)
+        return self.mem_value(_ip_int(addr))
+
+    def mem_value(self, value: int) -> bool:
+        """
+        L{mem} of an address given as its 128-bit integer (IPv4 as
+        IPv4-mapped).
+        """
         if value in self._singles:
             return True
         for prefixlen, networks in self._ranges.items():
@@ -847,13 +881,23 @@ class ACL:
         self.ip_blacklist = IPBlacklist()
         self.peer_blacklist = PeerBlacklist()
 
+    def bans_addresses(self) -> bool:
+        """
+        Whether any address may be banned now: the blacklist has an entry,
+        or the greylist's filter is not L{empty<CountingBloomFilter.empty>}.
+        When not, L{banned_addr} is false for every address, and a caller
+        checking many may skip the checks.
+        """
+        return len(self.ip_blacklist) > 0 or not self.ip_greylist.bloom_filter.empty
+
     def banned_addr(self, addr: IPText) -> bool:
         """
         Whether C{addr} is blacklisted (alone or by range) or greylisted.
 
         @raise AddressError: C{addr} is not an IP address.
         """
-        return self.ip_blacklist.mem(addr) or self.ip_greylist.mem(addr)
+        value = _ip_int(addr)
+        return self.ip_blacklist.mem_value(value) or self.ip_greylist.mem_value(value)
 
     def banned_peer(self, peer_id: PeerId) -> bool:
         """

@@ -200,6 +200,7 @@ class Point:
     ip: str = attrs.field(converter=normalise_ip)  # type: ignore[misc]  # a cached function
     port: int = attrs.field()
     _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+    _text: str | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
 
     def __hash__(self) -> int:
         cached = self._hash
@@ -220,6 +221,8 @@ class Point:
 
         @raise AddressError: the text is not a point with an IP address.
         """
+        if cls is Point and type(text) is str:
+            return _parse_point(text)
         host, port = _split_host_port(text)
         return cls(host, port)
 
@@ -228,7 +231,24 @@ class Point:
         return ":" in self.ip
 
     def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
+        text = self._text
+        if text is None:
+            text = f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
+            object.__setattr__(self, "_text", text)
+        return text
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_point(text: str) -> Point:
+    """
+    L{Point.parse}, cached: a point is immutable, and the same points
+    arrive over and over in point lists (each of up to 100 points, from
+    every peer).
+
+    @raise AddressError: the text is not a point with an IP address.
+    """
+    host, port = _split_host_port(text)
+    return Point(host, port)
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -118,9 +118,18 @@ class Directory:
         """
         return point in self._own_points
 
-    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool]) -> list[Point]:
+    def unknown_points(self, points: Iterable[Point]) -> list[Point]:
         """
-        Up to C{size} known points to advertise (see
+        Those of C{points} neither known nor our own, in their order (a
+        point list from a peer is mostly known points: one call for all).
+        """
+        own = self._own_points
+        return [point for point in self._points.unknown(points) if point not in own]
+
+    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool] | None) -> list[Point]:
+        """
+        Up to C{size} known points to advertise, none for which C{banned}
+        is true (None: no address is banned; see
         L{PointTable.list_known_points}).
 
         @raise ValueError: C{size} is negative.

@@ -153,8 +153,15 @@ def _later(live: Any, loaded: Any) -> Any:
 
 
 def _latest(*stamps: tuple[Any, float] | None) -> float | None:
-    times = [s[1] for s in stamps if s is not None]
-    return max(times) if times else None
+    """
+    The latest time of the stamps C{(who, time)} given (None when none
+    is).
+    """
+    latest = None
+    for stamp in stamps:
+        if stamp is not None and (latest is None or stamp[1] > latest):
+            latest = stamp[1]
+    return latest
 
 
 S = TypeVar("S", PointState, PeerState)
@@ -299,16 +306,11 @@ class PointInfo(_EventRing, _Trusted):
         The latest time a connection to the point failed, was rejected or
         ended.
         """
-        times = [
-            t
-            for t in (
-                self.last_failed_connection,
-                _latest(self.last_rejected_connection),
-                _latest(self.last_disconnection),
-            )
-            if t is not None
-        ]
-        return max(times) if times else None
+        latest = _latest(self.last_rejected_connection, self.last_disconnection)
+        failed = self.last_failed_connection
+        if failed is not None and (latest is None or failed > latest):
+            return failed
+        return latest
 
     @property
     def has_connected(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView
 from typing import Generic, TypeVar
 
 from p2pool.config import ReconnectionConfig
@@ -48,6 +48,13 @@ class IndexedSet(Generic[T]):
 
     def choice(self, rng: random.Random) -> T:
         return self._items[rng.randrange(len(self._items))]
+
+    def members(self) -> KeysView[T]:
+        """
+        The items as a read-only set-like view (membership and set
+        operations at C speed; it follows later changes).
+        """
+        return self._index.keys()
 
     def __contains__(self, item: object) -> bool:
         return item in self._index
@@ -137,6 +144,13 @@ class PointTable:
 
     def get(self, point: Point) -> PointInfo | None:
         return self._points.get(point)
+
+    def unknown(self, points: Iterable[Point]) -> list[Point]:
+        """
+        Those of C{points} not in the table, in their order.
+        """
+        known = self._points
+        return [point for point in points if point not in known]
 
     def needs_gc(self) -> int:
         """
@@ -261,27 +275,40 @@ class PointTable:
         return [info.point for info in victims]
 
     # -- transitions: each changes a point and keeps the orders right --------
+    #
+    # Each transition re-indexes only what it can change: a dial or an
+    # accepted handshake changes the state (the active set), an established
+    # connection also the last seen time and whether the point has
+    # connected, a disconnection the state and the last seen time, and
+    # C{known_public} the public set.
 
     def set_requested(self, info: PointInfo, now: float) -> None:
         """
         We dial C{info}'s point (see L{PointInfo.set_requested}).
         """
         info.set_requested(now)
-        self._reindex(info)
+        if self._points.get(info.point) is info:
+            self._active.add(info.point)
 
     def set_accepted(self, info: PointInfo, peer_id: PeerId, now: float) -> None:
         """
         A handshake with C{peer_id} at C{info}'s point was accepted.
         """
         info.set_accepted(peer_id, now)
-        self._reindex(info)
+        if self._points.get(info.point) is info:
+            self._active.add(info.point)
 
     def set_running(self, info: PointInfo, peer_id: PeerId, now: float) -> None:
         """
         The connection to C{peer_id} at C{info}'s point runs.
         """
         info.set_running(peer_id, now)
-        self._reindex(info)
+        point = info.point
+        if self._points.get(point) is info:
+            self._active.add(point)
+            if point in self._learnt_group:
+                self._unlearn(point)
+            self._reindex_seen(point, info.last_seen)
 
     def set_disconnected(
         self, info: PointInfo, now: float, policy: ReconnectionConfig, rng: random.Random, requested: bool = False
@@ -291,15 +318,24 @@ class PointTable:
         L{PointInfo.set_disconnected}).
         """
         info.set_disconnected(now, policy, rng, requested)
-        self._reindex(info)
+        point = info.point
+        if self._points.get(point) is info:
+            self._active.discard(point)
+            self._reindex_seen(point, info.last_seen)
 
     def set_known_public(self, info: PointInfo, known_public: bool) -> None:
         """
         Whether C{info}'s point is known to be a public node (only public
         points are advertised to others).
         """
+        if info.known_public is known_public:
+            return
         info.known_public = known_public
-        self._reindex(info)
+        if self._points.get(info.point) is info:
+            if known_public:
+                self._public.add(info.point)
+            else:
+                self._public.discard(info.point)
 
     def index_errors(self) -> list[str]:
         """
@@ -358,7 +394,13 @@ class PointTable:
             self._active.discard(point)
         else:
             self._active.add(point)
-        last_seen = info.last_seen
+        self._reindex_seen(point, info.last_seen)
+
+    def _reindex_seen(self, point: Point, last_seen: float | None) -> None:
+        """
+        Place C{point} in the orders of last seen time after its time
+        became C{last_seen}.
+        """
         if last_seen is None:
             self._unseen[point] = None
             self._seen.pop(point, None)
@@ -419,53 +461,63 @@ class PointTable:
             self.remove(info.point)
         return [info.point for info in oldest]
 
-    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool]) -> list[Point]:
+    def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool] | None) -> list[Point]:
         """
         Up to C{size} points to tell others about: 3/5 "best" (connected
         or connecting points, longest-standing first, then disconnected
         points, most recently seen first), 2/5 chosen at random among the
-        other eligible points. Banned points are never listed; with
-        C{ignore_private}, only points known to be public nodes are.
+        other eligible points. Banned points are never listed (C{banned}
+        None: no address is banned); with C{ignore_private}, only points
+        known to be public nodes are.
+
+        Connected or connecting points never seen come first among them,
+        then the others in order of C{last_seen}; points with equal times
+        in no set order.
 
         @raise ValueError: C{size} is negative.
         """
         if size < 0:
             raise ValueError("list_known_points: size must not be negative")
         pool = self._public if ignore_private else self._all
-
-        def eligible(point: Point) -> bool:
-            info = self._points[point]
-            return (info.known_public or not ignore_private) and not banned(point.ip)
-
+        # Every point of the public set is known public: eligible is
+        # "not banned".
         if len(pool) <= size:
-            return [p for p in pool if eligible(p)]
+            return [p for p in pool if banned is None or not banned(p.ip)]
+        members = pool.members()
         other = size * 2 // 5
         best = size - other
         chosen: dict[Point, None] = {}
-
-        def active_key(point: Point) -> tuple[bool, float]:
-            seen = self._points[point].last_seen
-            return (seen is not None, seen or 0.0)
-
-        candidates: Iterable[Point] = sorted((p for p in self._active if p in pool), key=active_key)
-        # Banned or private points are skipped, within a budget: when most
-        # are ineligible the best list comes out shorter, never slower.
+        seen, active = self._seen, self._active
+        # The active points come from the set (a few hundred at most, bound
+        # by the connection limits), ordered by the times the seen order
+        # holds: no call computes a time.
+        candidates = [p for p in active if p in members] if ignore_private else list(active)
+        ordered = [p for p in candidates if p not in seen]
+        ordered += sorted([p for p in candidates if p in seen], key=seen.__getitem__)
+        # Banned points are skipped, within a budget: when most are banned
+        # the best list comes out shorter, never slower.
         budget = 4 * size + 16
-        for source in (candidates, reversed(self._seen), self._unseen):
+        for point in ordered:
+            if len(chosen) >= best or budget <= 0:
+                break
+            budget -= 1
+            if banned is None or not banned(point.ip):
+                chosen[point] = None
+        for source in (reversed(seen), self._unseen):
             for point in source:
                 if len(chosen) >= best or budget <= 0:
                     break
-                if point in chosen or point not in pool or (source is not candidates and point in self._active):
+                if point in active or point not in members:
                     continue
                 budget -= 1
-                if eligible(point):
+                if banned is None or not banned(point.ip):
                     chosen[point] = None
         wanted = len(chosen) + other
         for _ in range(4 * other + 16):
             if len(chosen) >= wanted or len(chosen) >= len(pool):
                 break
             point = pool.choice(self._rng)
-            if point not in chosen and eligible(point):
+            if point not in chosen and (banned is None or not banned(point.ip)):
                 chosen[point] = None
         return list(chosen)
 

@@ -54,6 +54,15 @@ def _always(info: PointInfo) -> bool:
     return True
 
 
+def _dial_order(info: PointInfo) -> tuple[bool, bool, float]:
+    """
+    The order of L{choose_candidates}: trusted points first, then points
+    never missed, then those whose last miss is oldest.
+    """
+    miss = info.last_miss
+    return (not info.trusted, miss is not None, miss or 0.0)
+
+
 def choose_candidates(
     infos: list[PointInfo],
     count: int,
@@ -75,7 +84,7 @@ def choose_candidates(
         waits for the budget rather than give way to a crowded group.
     """
     shuffle(infos)
-    infos.sort(key=lambda i: (not i.trusted, i.last_miss is not None, i.last_miss or 0.0))
+    infos.sort(key=_dial_order)
     chosen: list[PointInfo] = []
     groups = collections.Counter(outbound_groups)
     rest: list[PointInfo] = []
@@ -291,14 +300,18 @@ class Maintenance:
     def _candidates(self, seen: set[Point], start: float, count: int) -> list[PointInfo]:
         now = self._clock.seconds()
         private = self._config.private_mode
-        banned = self._acl.banned_addr
+        banned = self._acl.banned_addr if self._acl.bans_addresses() else None
         found = []
+        disconnected = PointState.DISCONNECTED
+        # The cheap tests first: most known points are connected, or wait
+        # out their back-off.
         for info in self._directory.points():
-            if info.point in seen or banned(info.point.ip) or (private and not info.trusted):
+            if info.state is not disconnected or info.cannot_reconnect_yet(now) or info.point in seen:
                 continue
-            if info.state is not PointState.DISCONNECTED:
+            miss = info.last_miss
+            if (miss is not None and miss > start) or (private and not info.trusted):
                 continue
-            if (info.last_miss is not None and info.last_miss > start) or info.cannot_reconnect_yet(now):
+            if banned is not None and banned(info.point.ip):
                 continue
             found.append(info)
         outbound = collections.Counter(

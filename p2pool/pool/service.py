@@ -573,7 +573,8 @@ class Pool(MultiService):
 
         @raise ValueError: C{size} is negative.
         """
-        return self._directory.list_known_points(ignore_private, size, self.acl.banned_addr)
+        banned = self.acl.banned_addr if self.acl.bans_addresses() else None
+        return self._directory.list_known_points(ignore_private, size, banned)
 
     # -- registration ------------------------------------------------------
 
@@ -659,11 +660,12 @@ class Pool(MultiService):
                 if point not in own:
                     self.register_point(point, trusted)
             return
-        unreachable = refused = 0
-        for point in points:
-            if learnt_point_refusal(point, self.reach) is not None:
-                unreachable += 1
-            elif not self._learn_point(point, source_group):
+        reach = self.reach
+        reachable = [point for point in points if learnt_point_refusal(point, reach) is None]
+        unreachable = len(points) - len(reachable)
+        refused = 0
+        for point in self._directory.unknown_points(reachable):
+            if not self._learn_point(point, source_group):
                 refused += 1
         if unreachable or refused:
             self.events.emit(
