@@ -83,7 +83,9 @@ class _Texts:
         self.times: dict[float, str] = {}
         #: C{{"addr": "...", "port": N}} of each point, Tezos style.
         self.address_objects: dict[Point, str] = {}
-        #: The end of an event naming a point: C{", "addr": "...", "port": N}}}.
+        #: The end of an event naming a point: its address object and the
+        #: brace that closes the event (C{, "addr": "...", "port": N} and
+        #: two closing braces).
         self.event_ends: dict[Point, str] = {}
         #: The same for an event as loaded from the file, by address and port.
         self.packed_event_ends: dict[tuple[str, int], str] = {}
