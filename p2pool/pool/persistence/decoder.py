@@ -532,6 +532,10 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     parsed but not built, except trusted ones; they are counted in
     C{left_out}.
 
+    CPython's cyclic garbage collector is paused, for the whole process,
+    while the records are built (L{collector_paused}), and one full pass
+    follows a large file (L{_settle_new_objects}).
+
     @raise PeersFileError: the file is not JSON (or is truncated), is not
         an object, has no integer C{format} or string C{network}, or has a
         top-level field of the wrong type.
