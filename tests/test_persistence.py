@@ -1085,7 +1085,8 @@ class CollectorPauseTests(SynchronousTestCase):
     def test_settled_after_a_large_decode(self) -> None:
         """
         A decode leaving more than L{SETTLE_ABOVE} new objects makes one
-        full pass; a smaller one none.
+        full pass; a smaller one none, nor one while the application has
+        the collector off.
         """
         gc.enable()
         data = encoded(document(peers=[peer_record(i) for i in range(50)]))
@@ -1098,6 +1099,12 @@ class CollectorPauseTests(SynchronousTestCase):
         self.passes.clear()
         decode_document(data, NETWORK)
         self.assertEqual(self.passes.count(2), 1)
+        # An application that turned the collector off gets no pass.
+        gc.disable()
+        self.passes.clear()
+        decode_document(data, NETWORK)
+        self.assertEqual(self.passes, [])
+        self.assertFalse(gc.isenabled())
 
 
 class LoadedRecordTests(SynchronousTestCase):

@@ -91,7 +91,8 @@ SETTLE_ABOVE = 50_000
 def _settle_new_objects() -> None:
     """
     One full pass of the cyclic collector, if a paused decode left more
-    than L{SETTLE_ABOVE} new objects to it (while it is still paused).
+    than L{SETTLE_ABOVE} new objects to it (while it is still paused; the
+    caller makes none when the collector did not run before the pause).
 
     Left in the youngest generation, they would be walked three times once
     the collector runs again: by a young pass, a middle one, and the full
@@ -563,9 +564,11 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
         return records.take
 
     try:
+        collecting = gc.isenabled()
         with collector_paused():
             scan = scan_document(text, sections, section)
-            _settle_new_objects()
+            if collecting:
+                _settle_new_objects()
     except ValueError as e:
         raise PeersFileError(f"not JSON (truncated or damaged): {e}") from None
     except RecursionError:
