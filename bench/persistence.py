@@ -20,8 +20,12 @@ What is timed:
     checking the file (L{p2pool.pool.persistence.read_peers_file}) and putting
     it into an empty pool's tables (L{p2pool.pool.persistence.apply_content});
   - load baseline: reading the file and C{json.loads}, with the garbage
-    collector as configured (C{loads}), and paused (C{loads_gc_paused}, for
-    reference only: the loader does not pause it);
+    collector as configured (C{loads}: the target's baseline, what a
+    program calling C{json.loads} gets), and paused (C{loads_gc_paused}:
+    the loader pauses the collector while it builds the records, see
+    L{p2pool.pool.persistence.decoder.collector_paused}, so this is the stricter
+    comparison); both, and the load, run after the saved pool and its
+    decoded document are freed, in a heap like a starting node's;
   - stall: the longest gap between ticks of a 1 ms C{LoopingCall} on the
     real reactor while C{Pool.save_peers()} runs on the largest table,
     compared with the same ticker over an idle period of the same length.
@@ -30,7 +34,8 @@ Each step is timed in wall-clock seconds and in CPU seconds of this
 process (C{*_cpu_s}; the C{cpu_*} ratios): on a machine shared with other
 work the CPU figures move much less. C{*_gc_cpu_s} is the part of a step's
 CPU seconds spent in CPython's cyclic garbage collector (measured with
-C{gc.callbacks}; the collector runs as configured, never paused or tuned). Each data point is the median of
+C{gc.callbacks}; the benchmark leaves the collector as configured, and
+only the loader itself pauses it). Each data point is the median of
 C{--repeat} runs. Prints progress on
 stderr and one JSON object on stdout.
 """
@@ -236,22 +241,44 @@ def _write_plain(path: str, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
-def measure(size: int, directory: str) -> dict[str, float]:
-    path = os.path.join(directory, "peers.json")
-    for name in os.listdir(directory):
-        os.unlink(os.path.join(directory, name))
-    pool = make_pool(size, MemoryReactorClock(), directory)
+def measure_save(size: int, path: str, plain_path: str) -> dict[str, float]:
+    """
+    The timed save of a pool of C{size} peers and points to C{path}, and
+    its baselines (written to C{plain_path}); the pool and the decoded
+    document are freed on return.
+    """
+    pool = make_pool(size, MemoryReactorClock(), os.path.dirname(path))
     pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
     # A first save, so that the timed one also rotates the .bak as every
     # save but the first does.
     write_snapshot(path, snapshot_pool_sync(pool, Clock()))
     save, save_cpu, save_gc, _ = timed(lambda: write_snapshot(path, snapshot_pool_sync(pool, Clock())))
     with open(path, "rb") as f:
-        data = f.read()
-    document = json.loads(data)
-    plain_path = os.path.join(directory, "plain.json")
+        document = json.loads(f.read())
     dumps_only, dumps_only_cpu, _, _ = timed(lambda: json.dumps(document))
     dumps_write, dumps_write_cpu, _, _ = timed(lambda: _write_plain(plain_path, json.dumps(document).encode()))
+    return {
+        "save_s": save,
+        "save_baseline_dumps_write_fsync_s": dumps_write,
+        "save_baseline_dumps_only_s": dumps_only,
+        "save_cpu_s": save_cpu,
+        "save_baseline_dumps_write_fsync_cpu_s": dumps_write_cpu,
+        "save_baseline_dumps_only_cpu_s": dumps_only_cpu,
+        "save_gc_cpu_s": save_gc,
+    }
+
+
+def measure(size: int, directory: str) -> dict[str, float]:
+    path = os.path.join(directory, "peers.json")
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    # The loads below run in a heap like a starting node's: the saved pool
+    # and the decoded document (freed when measure_save returns) would add
+    # some 3 million objects to every pass of the cyclic collector, in the
+    # baseline and in the load alike.
+    saved = measure_save(size, path, os.path.join(directory, "plain.json"))
+    with open(path, "rb") as f:
+        data = f.read()
 
     def read_plain() -> Any:
         with open(path, "rb") as f:
@@ -264,8 +291,11 @@ def measure(size: int, directory: str) -> dict[str, float]:
         finally:
             gc.enable()
 
-    loads, loads_cpu, loads_gc, _ = timed(read_plain)
-    loads_paused, _, _, _ = timed(read_plain_gc_paused)
+    # Each document is freed after its timing, before the next step.
+    loads, loads_cpu, loads_gc, document = timed(read_plain)
+    del document
+    loads_paused, loads_paused_cpu, _, document = timed(read_plain_gc_paused)
+    del document
     fresh_reactor = MemoryReactorClock()
     fresh = make_pool(0, fresh_reactor, directory)
     fresh.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
@@ -290,12 +320,16 @@ def measure(size: int, directory: str) -> dict[str, float]:
         return outcome
 
     turns: list[float] = []
+    gc.collect()
+    tracked_before = len(gc.get_objects())
     load_time, load_cpu, load_gc, _ = timed(load)
+    # What every later full pass of the collector costs with the book in.
+    started = time.process_time()
+    gc.collect()
+    full_pass_cpu = time.process_time() - started
     return {
+        **saved,
         "file_mib": len(data) / 2**20,
-        "save_s": save,
-        "save_baseline_dumps_write_fsync_s": dumps_write,
-        "save_baseline_dumps_only_s": dumps_only,
         # The turns that put the records into the tables (in a node the
         # reading runs in a thread, not in a turn).
         "apply_turns": len(turns),
@@ -304,14 +338,14 @@ def measure(size: int, directory: str) -> dict[str, float]:
         "load_s": load_time,
         "load_baseline_loads_s": loads,
         "load_baseline_loads_gc_paused_s": loads_paused,
-        "save_cpu_s": save_cpu,
-        "save_baseline_dumps_write_fsync_cpu_s": dumps_write_cpu,
-        "save_baseline_dumps_only_cpu_s": dumps_only_cpu,
         "load_cpu_s": load_cpu,
         "load_baseline_loads_cpu_s": loads_cpu,
-        "save_gc_cpu_s": save_gc,
+        "load_baseline_loads_gc_paused_cpu_s": loads_paused_cpu,
         "load_gc_cpu_s": load_gc,
         "load_baseline_loads_gc_cpu_s": loads_gc,
+        "tracked_objects_before_load": tracked_before,
+        "tracked_objects_after_load": len(gc.get_objects()),
+        "full_collection_after_load_cpu_s": full_pass_cpu,
     }
 
 
@@ -421,6 +455,7 @@ def main() -> None:
             case["cpu_save_vs_dumps_write_fsync"] = case["save_cpu_s"] / case["save_baseline_dumps_write_fsync_cpu_s"]
             case["cpu_save_vs_dumps_only"] = case["save_cpu_s"] / case["save_baseline_dumps_only_cpu_s"]
             case["cpu_load_vs_loads"] = case["load_cpu_s"] / case["load_baseline_loads_cpu_s"]
+            case["cpu_load_vs_loads_gc_paused"] = case["load_cpu_s"] / case["load_baseline_loads_gc_paused_cpu_s"]
             cases[str(size)] = {key: round(value, 4) for key, value in case.items()}
         largest = sizes[-1]
         if args.wait_quiet:

@@ -40,6 +40,26 @@ class PeerIdTests(SynchronousTestCase):
             self.assertRaises(AddressError, PeerId.parse, bad)
         self.assertRaises(AddressError, PeerId, b"short")
 
+    @given(st.binary(min_size=16, max_size=16))
+    def test_parsed_as_constructed(self, raw: bytes) -> None:
+        """
+        A parsed peer id has the fields of the constructed one (built
+        without the constructor), and keeps its text; a subclass's parse
+        still goes through its constructor.
+        """
+        built = PeerId(raw)
+        text = str(PeerId(raw))
+        parsed = PeerId.parse(text)
+        self.assertEqual((parsed.raw, parsed._text, hash(parsed)), (built.raw, text, hash(built)))
+        self.assertEqual(parsed, built)
+        self.assertIs(str(parsed), text)
+
+        class Sub(PeerId):
+            pass
+
+        self.assertIs(type(Sub.parse(text)), Sub)
+        self.assertEqual(Sub.parse(text).raw, raw)
+
 
 class PointTests(SynchronousTestCase):
     def test_parse_and_text(self) -> None:

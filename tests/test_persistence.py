@@ -9,6 +9,7 @@ on memory reactors.
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import json
 import os
@@ -31,7 +32,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.admin.json_shapes import point_info_json
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point, PointSpec
-from p2pool.core.states import PeerState, PointState, StateEvent, TrustSource
+from p2pool.core.states import (
+    PeerInfo,
+    PeerState,
+    PointInfo,
+    PointState,
+    StateEvent,
+    TrustSource,
+    loaded_peer_info,
+    loaded_point_info,
+)
 from p2pool.events import EventKind, PoolEvent
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.persistence import (
@@ -48,6 +58,8 @@ from p2pool.pool.persistence import (
     write_atomically,
     write_snapshot,
 )
+from p2pool.pool.persistence import decoder as decoder_module
+from p2pool.pool.persistence.decoder import collector_paused
 from p2pool.pool.persistence.encoder import metadata_texts, write_document
 from p2pool.pool.persistence.scanner import scan_document
 from p2pool.pool.service import Pool
@@ -995,6 +1007,169 @@ class DecodeTests(SynchronousTestCase):
 
 
 # ---------------------------------------------------------------------------
+
+
+class CollectorPauseTests(SynchronousTestCase):
+    """
+    A decode pauses CPython's cyclic collector while it builds records
+    (L{collector_paused}) and puts back exactly the state it found.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(gc.enable if gc.isenabled() else gc.disable)
+        passes: list[int] = []
+
+        def count(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                passes.append(info["generation"])
+
+        gc.callbacks.append(count)
+        self.addCleanup(gc.callbacks.remove, count)
+        self.passes = passes
+
+    def test_restored_after_a_decode(self) -> None:
+        good = encoded(document(peers=[peer_record(1), peer_record(2)], points=[{"point": "10.0.0.1:9732"}]))
+        damaged = {
+            "truncated": good[: len(good) // 2],
+            "a bad record": encoded(document(peers=[peer_record(1, created="soon")])),
+            "refused": encoded(document(network="other-net", peers=[peer_record(1)])),
+        }
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            self.assertEqual(len(decode_document(good, NETWORK).peers), 2)
+            self.assertEqual(gc.isenabled(), enabled)
+            for name, data in damaged.items():
+                try:
+                    decode_document(data, NETWORK)
+                except (PeersFileError, IncompatibleFile):
+                    pass
+                self.assertEqual(gc.isenabled(), enabled, f"{name}, collector enabled before: {enabled}")
+
+    def test_paused_while_records_are_built(self) -> None:
+        """
+        The collector is paused while the records are built, whatever the
+        application's setting.
+        """
+        seen: list[bool] = []
+        original = decoder_module._Decoder.peer
+
+        def peer(decoder: Any, record: Any) -> Any:
+            seen.append(gc.isenabled())
+            return original(decoder, record)
+
+        self.patch(decoder_module._Decoder, "peer", peer)
+        gc.enable()
+        decode_document(encoded(document(peers=[peer_record(1), peer_record(2)])), NETWORK)
+        self.assertEqual(seen, [False, False])
+        self.assertTrue(gc.isenabled())
+
+    def test_pauses_overlap(self) -> None:
+        """
+        Pauses opened at once (by several threads) end in any order; the
+        collector runs again after the last.
+        """
+        gc.enable()
+        first, second = collector_paused(), collector_paused()
+        first.__enter__()
+        second.__enter__()
+        self.assertFalse(gc.isenabled())
+        first.__exit__(None, None, None)
+        self.assertFalse(gc.isenabled())
+        second.__exit__(None, None, None)
+        self.assertTrue(gc.isenabled())
+        with self.assertRaises(KeyError):
+            with collector_paused():
+                raise KeyError("inside")
+        self.assertTrue(gc.isenabled())
+
+    def test_settled_after_a_large_decode(self) -> None:
+        """
+        A decode leaving more than L{SETTLE_ABOVE} new objects makes one
+        full pass; a smaller one none, nor one while the application has
+        the collector off.
+        """
+        gc.enable()
+        data = encoded(document(peers=[peer_record(i) for i in range(50)]))
+        gc.collect()
+        self.passes.clear()
+        decode_document(data, NETWORK)
+        self.assertNotIn(2, self.passes)
+        self.patch(decoder_module, "SETTLE_ABOVE", 10)
+        gc.collect()
+        self.passes.clear()
+        decode_document(data, NETWORK)
+        self.assertEqual(self.passes.count(2), 1)
+        # An application that turned the collector off gets no pass.
+        gc.disable()
+        self.passes.clear()
+        decode_document(data, NETWORK)
+        self.assertEqual(self.passes, [])
+        self.assertFalse(gc.isenabled())
+
+
+class LoadedRecordTests(SynchronousTestCase):
+    """
+    L{loaded_peer_info} and L{loaded_point_info} build what the
+    constructors build from the same values.
+    """
+
+    stamps = st.none() | st.tuples(st.sampled_from([_point(1), _point(2)]), st.floats(0, 2e9))
+
+    @given(
+        st.integers(0, 2**64),
+        st.floats(0, 2e9),
+        st.none() | st.dictionaries(st.text(max_size=3), st.text(max_size=3)),
+        st.booleans(),
+        st.tuples(stamps, stamps, stamps, stamps),
+        st.none() | st.lists(st.tuples(st.sampled_from(["disconnection"]), st.floats(0, 2e9), st.none(), st.none())),
+    )
+    def test_peer(
+        self, i: int, created: float, metadata: Any, trusted: bool, stamps: tuple[Any, ...], events: Any
+    ) -> None:
+        loaded = None if events is None else tuple(events)
+        failed, rejected, established, disconnection = stamps
+        built = PeerInfo(
+            _peer(i),
+            created,
+            metadata,
+            trusted,
+            last_failed_connection=failed,
+            last_rejected_connection=rejected,
+            last_established_connection=established,
+            last_disconnection=disconnection,
+            loaded_events=loaded,
+        )
+        fast = loaded_peer_info(_peer(i), created, metadata, trusted, *stamps, loaded)
+        self.assertEqual(_values([fast]), _values([built]))
+        self.assertIs(fast.trust, built.trust)
+
+    peer_stamps = st.none() | st.tuples(st.sampled_from([_peer(1), _peer(2)]), st.floats(0, 2e9))
+
+    @given(
+        st.booleans(),
+        st.none() | st.sampled_from([_peer(3)]),
+        st.none() | st.floats(0, 2e9),
+        st.tuples(peer_stamps, peer_stamps, peer_stamps),
+        st.booleans(),
+        st.none() | st.text(min_size=1, max_size=5),
+    )
+    def test_point(
+        self, trusted: bool, expected: Any, failed: Any, stamps: tuple[Any, ...], known_public: bool, group: Any
+    ) -> None:
+        built = PointInfo(
+            _point(1),
+            trusted,
+            expected,
+            last_failed_connection=failed,
+            last_rejected_connection=stamps[0],
+            last_established_connection=stamps[1],
+            last_disconnection=stamps[2],
+            known_public=known_public,
+            source_group=group,
+        )
+        fast = loaded_point_info(_point(1), trusted, expected, failed, *stamps, known_public, group)
+        self.assertEqual(_values([fast]), _values([built]))
+        self.assertIs(fast.trust, built.trust)
 
 
 class ReadPeersFileTests(_PoolCase):

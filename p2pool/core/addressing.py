@@ -114,13 +114,17 @@ class PeerId:
             raise AddressError(f"malformed peer id {text!r}: {e}") from None
         if not payload.startswith(_PEER_ID_PREFIX) or len(payload) != 2 + PEER_ID_SIZE:
             raise AddressError(f"malformed peer id {text!r}: not a peer id")
-        peer_id = cls(payload[2:])
-        if type(text) is str:
-            # The text that decodes to a payload is the one its encoding
-            # writes: a leading "1" is a zero byte (the prefix has none)
-            # and the other digits are those of one number, without
-            # leading zeros.
-            object.__setattr__(peer_id, "_text", text)
+        if cls is not PeerId or type(text) is not str:
+            return cls(payload[2:])
+        # What the constructor makes of 16 bytes, without its argument
+        # handling and its check (a peers file parses one per known peer).
+        peer_id = object.__new__(PeerId)
+        _set(peer_id, "raw", payload[2:])
+        _set(peer_id, "_hash", None)
+        # The text that decodes to a payload is the one its encoding
+        # writes: a leading "1" is a zero byte (the prefix has none) and
+        # the other digits are those of one number, without leading zeros.
+        _set(peer_id, "_text", text)
         return peer_id
 
     def __str__(self) -> str:
@@ -133,6 +137,8 @@ class PeerId:
     def __repr__(self) -> str:
         return f"PeerId({str(self)!r})"
 
+
+_set = object.__setattr__
 
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: Dotted-quad IPv4 text as ipaddress writes it (no leading zeros): already

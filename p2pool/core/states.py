@@ -479,3 +479,106 @@ class PeerInfo(_EventRing, _Trusted):
             self.last_rejected_connection = (point, now)
             kind = "request_rejected"
         self._record(StateEvent(kind, now, point=point))
+
+
+# -- Records rebuilt from the peers file -------------------------------------
+
+#: The trust a loaded record has, by its C{trusted} flag (False, True).
+_LOADED_TRUST = (UNTRUSTED, TrustSource.API)
+
+
+def _set_loaded(
+    info: Any,
+    trusted: bool,
+    loaded_events: tuple[PackedEvent, ...] | None,
+    last_failed_connection: Any,
+    last_rejected_connection: Any,
+    last_established_connection: Any,
+    last_disconnection: Any,
+) -> None:
+    """
+    Set what a loaded L{PeerInfo} and L{PointInfo} have alike: no events
+    of its own, the file's, trust from the API when C{trusted}, the
+    C{last_*} stamps.
+    """
+    info._events = None
+    info._loaded_events = loaded_events
+    info.trust = _LOADED_TRUST[trusted]
+    info.last_failed_connection = last_failed_connection
+    info.last_rejected_connection = last_rejected_connection
+    info.last_established_connection = last_established_connection
+    info.last_disconnection = last_disconnection
+
+
+def loaded_peer_info(
+    peer_id: PeerId,
+    created: float,
+    metadata: Any,
+    trusted: bool,
+    last_failed_connection: tuple[Point | None, float] | None,
+    last_rejected_connection: tuple[Point | None, float] | None,
+    last_established_connection: tuple[Point | None, float] | None,
+    last_disconnection: tuple[Point | None, float] | None,
+    loaded_events: tuple[PackedEvent, ...] | None,
+) -> PeerInfo:
+    """
+    The L{PeerInfo} that C{PeerInfo(peer_id, created, metadata, trusted,
+    last_..., loaded_events=loaded_events)} builds, without the
+    constructor's argument handling: for the peers file's decoder, which
+    builds one per known peer from values it has checked (a disconnected
+    peer, trust from the API when C{trusted}).
+    """
+    info: PeerInfo = object.__new__(PeerInfo)
+    info.peer_id = peer_id
+    info.created = created
+    info.metadata = metadata
+    info.state = PeerState.DISCONNECTED
+    info.current_point = None
+    _set_loaded(
+        info,
+        trusted,
+        loaded_events,
+        last_failed_connection,
+        last_rejected_connection,
+        last_established_connection,
+        last_disconnection,
+    )
+    return info
+
+
+def loaded_point_info(
+    point: Point,
+    trusted: bool,
+    expected_peer_id: PeerId | None,
+    last_failed_connection: float | None,
+    last_rejected_connection: tuple[PeerId, float] | None,
+    last_established_connection: tuple[PeerId, float] | None,
+    last_disconnection: tuple[PeerId, float] | None,
+    known_public: bool,
+    source_group: str | None,
+) -> PointInfo:
+    """
+    The L{PointInfo} that C{PointInfo(point, trusted, expected_peer_id,
+    last_..., known_public=known_public, source_group=source_group)}
+    builds, without the constructor's argument handling: for the peers
+    file's decoder (a disconnected point without back-off, no events).
+    """
+    info: PointInfo = object.__new__(PointInfo)
+    info.point = point
+    info.expected_peer_id = expected_peer_id
+    info.state = PointState.DISCONNECTED
+    info.current_peer_id = None
+    info.known_public = known_public
+    info.reconnection_delay = None
+    info.reconnection_time = None
+    info.source_group = source_group
+    _set_loaded(
+        info,
+        trusted,
+        None,
+        last_failed_connection,
+        last_rejected_connection,
+        last_established_connection,
+        last_disconnection,
+    )
+    return info

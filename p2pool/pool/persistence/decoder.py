@@ -8,13 +8,16 @@ rest. Blocking: meant for a thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import gc
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point
 from p2pool.core.json_kind import json_kind
-from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo
+from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo, loaded_peer_info, loaded_point_info
 from p2pool.core.timestamps import parse_time
 from p2pool.pool.persistence.document import (
     FORMAT,
@@ -30,7 +33,7 @@ from p2pool.pool.persistence.document import (
 )
 from p2pool.pool.persistence.scanner import scan_document
 
-__all__ = ["decode_document", "decode_head"]
+__all__ = ["collector_paused", "decode_document", "decode_head"]
 
 #: Times remembered while decoding, at most.
 _TIME_MEMO_SIZE = 4096
@@ -38,6 +41,68 @@ _TIME_MEMO_SIZE = 4096
 #: The longest C{source_group} text a point record may carry (a network
 #: group is at most 43 characters, a bootstrap URL's group longer).
 MAX_SOURCE_GROUP_TEXT = 300
+
+
+class _CollectorPause:
+    """
+    Pauses of CPython's cyclic garbage collector, by any number of threads
+    at once: the first pause finds whether it runs, the last one puts that
+    back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pauses = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if not self._pauses:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._pauses += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pauses -= 1
+                if not self._pauses and self._was_enabled:
+                    gc.enable()
+
+
+#: A context in which CPython's cyclic garbage collector does not run
+#: (C{gc.disable}); at its end the collector runs again if it ran when the
+#: first of the pauses open at once began, whatever the block raised. The
+#: collector is process-wide: every thread's objects wait meanwhile.
+#:
+#: A decode pauses it while it builds the records: they all outlive the
+#: decode and hold no cycles, so the passes it would make over them as they
+#: accumulate (a full pass over all of them each time their number grows
+#: by a quarter) would find nothing to free. The JSON of each record is
+#: freed by reference counting as before.
+collector_paused = _CollectorPause()
+
+#: After a decode that left more than this many new objects for the cyclic
+#: collector, one full pass is made at once (L{_settle_new_objects}).
+SETTLE_ABOVE = 50_000
+
+
+def _settle_new_objects() -> None:
+    """
+    One full pass of the cyclic collector, if a paused decode left more
+    than L{SETTLE_ABOVE} new objects to it (while it is still paused; the
+    caller makes none when the collector did not run before the pause).
+
+    Left in the youngest generation, they would be walked three times once
+    the collector runs again: by a young pass, a middle one, and the full
+    pass their number then triggers. One full pass now moves them to the
+    oldest generation, where they wait for the next full pass like any
+    other long-lived object. It holds the GIL (every thread waits) for
+    about as long as one of those passes.
+    """
+    if gc.get_count()[0] > SETTLE_ABOVE:
+        gc.collect()
 
 
 class _BadRecord(ValueError):
@@ -199,18 +264,17 @@ class _Decoder:
         established = get("last_established_connection")
         disconnection = get("last_disconnection")
         events = get("events")
-        return PeerInfo(
+        # The constructor's checks are the decoder's (loaded_peer_info).
+        return loaded_peer_info(
             self.peer_id(record["peer_id"], "peer_id"),
             self.time(record["created"], "created"),
             get("peer_metadata", NO_METADATA),
             self.flag(record, "trusted"),
-            last_failed_connection=None if failed is None else peer_stamp(failed, "last_failed_connection"),
-            last_rejected_connection=None if rejected is None else peer_stamp(rejected, "last_rejected_connection"),
-            last_established_connection=(
-                None if established is None else peer_stamp(established, "last_established_connection")
-            ),
-            last_disconnection=None if disconnection is None else peer_stamp(disconnection, "last_disconnection"),
-            loaded_events=None if events is None else self.events(events),
+            None if failed is None else peer_stamp(failed, "last_failed_connection"),
+            None if rejected is None else peer_stamp(rejected, "last_rejected_connection"),
+            None if established is None else peer_stamp(established, "last_established_connection"),
+            None if disconnection is None else peer_stamp(disconnection, "last_disconnection"),
+            None if events is None else self.events(events),
         )
 
     def point(self, record: Any) -> PointInfo:
@@ -226,18 +290,16 @@ class _Decoder:
         established = get("last_established_connection")
         disconnection = get("last_disconnection")
         source_group = get("source_group")
-        return PointInfo(
+        return loaded_point_info(
             self.point_text(record["point"], "point"),
             self.flag(record, "trusted"),
             None if expected is None else self.peer_id(expected, "expected_peer_id"),
-            last_failed_connection=None if failed is None else self.time(failed, "last_failed_connection"),
-            last_rejected_connection=None if rejected is None else point_stamp(rejected, "last_rejected_connection"),
-            last_established_connection=(
-                None if established is None else point_stamp(established, "last_established_connection")
-            ),
-            last_disconnection=None if disconnection is None else point_stamp(disconnection, "last_disconnection"),
-            known_public=self.flag(record, "known_public"),
-            source_group=None if source_group is None else self.source_group(source_group),
+            None if failed is None else self.time(failed, "last_failed_connection"),
+            None if rejected is None else point_stamp(rejected, "last_rejected_connection"),
+            None if established is None else point_stamp(established, "last_established_connection"),
+            None if disconnection is None else point_stamp(disconnection, "last_disconnection"),
+            self.flag(record, "known_public"),
+            None if source_group is None else self.source_group(source_group),
         )
 
     def source_group(self, value: object) -> str | None:
@@ -471,6 +533,10 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     parsed but not built, except trusted ones; they are counted in
     C{left_out}.
 
+    CPython's cyclic garbage collector is paused, for the whole process,
+    while the records are built (L{collector_paused}), and one full pass
+    follows a large file (L{_settle_new_objects}).
+
     @raise PeersFileError: the file is not JSON (or is truncated), is not
         an object, has no integer C{format} or string C{network}, or has a
         top-level field of the wrong type.
@@ -498,7 +564,11 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
         return records.take
 
     try:
-        scan = scan_document(text, sections, section)
+        collecting = gc.isenabled()
+        with collector_paused():
+            scan = scan_document(text, sections, section)
+            if collecting:
+                _settle_new_objects()
     except ValueError as e:
         raise PeersFileError(f"not JSON (truncated or damaged): {e}") from None
     except RecursionError:
