@@ -26,12 +26,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
 from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
+from p2pool.transport.tls_writes import GatheringTLSFactory
 
 __all__ = [
     "CERTIFICATE_CACHE_SIZE",
@@ -293,6 +293,6 @@ class TLSContext:
         return self._tls_factory(False, factory, clock)
 
     def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
-        tls = TLSMemoryBIOFactory(self.creator, client, factory, clock=clock)
+        tls = GatheringTLSFactory(self.creator, client, factory, clock)
         tls.noisy = False
         return tls
