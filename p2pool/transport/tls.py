@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hmac
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -219,10 +220,13 @@ class IVerifiedProtocol(Interface):
 def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
     """
     The context's verify callback: the verdict of the connection's own
-    L{PeerVerification} (its protocol's, found through the app data).
+    L{PeerVerification} (its protocol's, found through the app data; the
+    protocol was adapted to L{IVerifiedProtocol} when the connection was
+    made, so it is read without adapting it again).
     """
     tls_protocol: ProtocolWrapper = connection.get_app_data()
-    verification: PeerVerification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+    verified: Any = tls_protocol.wrappedProtocol
+    verification: PeerVerification = verified.verification
     return verification.verify(connection, cert, errno, depth, ok)
 
 
