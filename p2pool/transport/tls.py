@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hmac
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,12 +27,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId
 from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
+from p2pool.transport.tls_writes import GatheringTLSFactory
 
 __all__ = [
     "CERTIFICATE_CACHE_SIZE",
@@ -219,10 +220,13 @@ class IVerifiedProtocol(Interface):
 def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
     """
     The context's verify callback: the verdict of the connection's own
-    L{PeerVerification} (its protocol's, found through the app data).
+    L{PeerVerification} (its protocol's, found through the app data; the
+    protocol was adapted to L{IVerifiedProtocol} when the connection was
+    made, so it is read without adapting it again).
     """
     tls_protocol: ProtocolWrapper = connection.get_app_data()
-    verification: PeerVerification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
+    verified: Any = tls_protocol.wrappedProtocol
+    verification: PeerVerification = verified.verification
     return verification.verify(connection, cert, errno, depth, ok)
 
 
@@ -293,6 +297,6 @@ class TLSContext:
         return self._tls_factory(False, factory, clock)
 
     def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
-        tls = TLSMemoryBIOFactory(self.creator, client, factory, clock=clock)
+        tls = GatheringTLSFactory(self.creator, client, factory, clock)
         tls.noisy = False
         return tls

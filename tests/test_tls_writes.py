@@ -1,0 +1,183 @@
+"""
+Tests for L{p2pool.transport.tls_writes}: writes gathered into TLS records.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from p2pool.transport.tls import IVerifiedProtocol, PeerVerification, TLSContext
+from p2pool.transport.tls_writes import MAX_GATHERED, GatheringTLSProtocol
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 9732)
+#: TLS 1.3 sends everything after the handshake as records of this type.
+APPLICATION_DATA = 23
+
+
+def application_records(data: bytes) -> int:
+    """
+    How many TLS application-data records C{data} holds (whole records only).
+    """
+    count = 0
+    while len(data) >= 5:
+        kind, _, length = struct.unpack("!BHH", data[:5])
+        count += kind == APPLICATION_DATA
+        data = data[5 + length :]
+    return count
+
+
+@implementer(IHandshakeListener, IVerifiedProtocol)
+class Side(Protocol):
+    """
+    One side of a connection: records what it reads, and on each read
+    makes the writes of C{on_read}.
+    """
+
+    def __init__(self) -> None:
+        self.verification = PeerVerification()
+        self.completed = False
+        self.received = b""
+        self.lost: Failure | None = None
+        self.on_read: Callable[[Side, bytes], None] = lambda side, data: None
+
+    def handshakeCompleted(self) -> None:
+        self.completed = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.on_read(self, data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost = reason
+
+
+class GatheredWritesTests(SynchronousTestCase):
+    """
+    A L{GatheringTLSProtocol} sends what is written during a read at the
+    end of that read, and other writes at the next reactor turn, in one TLS
+    record and in order.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server, self.client = Side(), Side()
+        server_context = TLSContext(Ed25519PrivateKey.generate())
+        client_context = TLSContext(Ed25519PrivateKey.generate())
+        server_factory = server_context.server_factory(Factory.forProtocol(lambda: self.server), self.clock)
+        client_factory = client_context.client_factory(Factory.forProtocol(lambda: self.client), self.clock)
+        self.client_tls, self.server_tls, self.pump = connectedServerAndClient(
+            lambda: server_factory.buildProtocol(ADDRESS),
+            lambda: client_factory.buildProtocol(ADDRESS),
+            clock=self.clock,
+        )
+        self.pump.flush()
+        self.assertTrue(self.server.completed and self.client.completed)
+        self.assertIsInstance(self.server_tls, GatheringTLSProtocol)
+
+    def sent_by(self, tls: Protocol) -> bytes:
+        """
+        The bytes C{tls} gave its transport and that were not pumped yet.
+        """
+        return b"".join(tls.transport.stream)  # type: ignore[attr-defined]
+
+    def deliver(self, pump: IOPump) -> None:
+        """
+        Move the bytes both ways, without running the clock.
+        """
+        while pump.pump(advanceClock=False):
+            pass
+
+    def test_writes_during_a_read_sent_at_its_end(self) -> None:
+        """
+        Three writes made while a read is handled leave in one record at the
+        end of the read, with no timer.
+        """
+
+        def reply(side: Side, data: bytes) -> None:
+            for part in (b"a", b"b", b"c"):
+                side.transport.write(part)  # type: ignore[union-attr]
+
+        self.server.on_read = reply
+        self.client.transport.write(b"ping")  # type: ignore[union-attr]
+        self.clock.advance(0)
+        self.client_tls.transport.stream, sent = [], self.sent_by(self.client_tls)  # type: ignore[attr-defined]
+        self.server_tls.dataReceived(sent)
+        self.assertEqual(self.server.received, b"ping")
+        self.assertEqual(application_records(self.sent_by(self.server_tls)), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.deliver(self.pump)
+        self.assertEqual(self.client.received, b"abc")
+
+    def test_writes_outside_a_read_wait_for_the_next_turn(self) -> None:
+        """
+        Writes made outside a read are sent together at the next reactor
+        turn.
+        """
+        self.server.transport.write(b"x")  # type: ignore[union-attr]
+        self.server.transport.write(b"y")  # type: ignore[union-attr]
+        self.assertEqual(self.sent_by(self.server_tls), b"")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0)
+        self.assertEqual(application_records(self.sent_by(self.server_tls)), 1)
+        self.deliver(self.pump)
+        self.assertEqual(self.client.received, b"xy")
+
+    def test_order_kept_across_a_read(self) -> None:
+        """
+        What waits for the next turn goes out before what a read writes, in
+        the same record; the turn then sends nothing more.
+        """
+        self.server.on_read = lambda side, data: side.transport.write(b"2")  # type: ignore[union-attr]
+        self.server.transport.write(b"1")  # type: ignore[union-attr]
+        self.client.transport.write(b"ping")  # type: ignore[union-attr]
+        self.client_tls.flush_writes()  # type: ignore[attr-defined]
+        self.client_tls.transport.stream, sent = [], self.sent_by(self.client_tls)  # type: ignore[attr-defined]
+        self.server_tls.dataReceived(sent)
+        self.assertEqual(application_records(self.sent_by(self.server_tls)), 1)
+        self.clock.advance(0)
+        self.assertEqual(application_records(self.sent_by(self.server_tls)), 1)
+        self.deliver(self.pump)
+        self.assertEqual(self.client.received, b"12")
+
+    def test_large_writes_sent_at_once(self) -> None:
+        """
+        Past L{MAX_GATHERED} bytes, what waits is sent without waiting.
+        """
+        self.server.transport.write(b"z" * (MAX_GATHERED + 1))  # type: ignore[union-attr]
+        self.assertGreater(application_records(self.sent_by(self.server_tls)), 0)
+        self.pump.flush()
+        self.assertEqual(self.client.received, b"z" * (MAX_GATHERED + 1))
+
+    def test_close_sends_what_waits_first(self) -> None:
+        """
+        loseConnection sends what was written first; what is written after
+        it is dropped.
+        """
+        self.server.transport.write(b"bye")  # type: ignore[union-attr]
+        self.server.transport.loseConnection()  # type: ignore[union-attr]
+        self.server.transport.write(b"late")  # type: ignore[union-attr]
+        self.pump.flush()
+        self.assertEqual(self.client.received, b"bye")
+        self.assertIsNotNone(self.client.lost)
+        self.assertIsNotNone(self.server.lost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timer_cancelled_when_the_connection_is_lost(self) -> None:
+        """
+        A connection lost with writes waiting for the next turn leaves no
+        timer behind.
+        """
+        self.server.transport.write(b"x")  # type: ignore[union-attr]
+        self.server_tls.connectionLost(Failure(Exception("gone")))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
