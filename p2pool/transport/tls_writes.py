@@ -55,11 +55,9 @@ class GatheringTLSProtocol(TLSMemoryBIOProtocol):
         self._gathering = True
 
     def write(self, data: bytes) -> None:
-        # The check of TLSMemoryBIOProtocol.write, made when written: what is
-        # written after loseConnection is dropped unless a producer writes.
-        if self.disconnecting and self._producer is None:
-            return
-        if not self._gathering:
+        if self.disconnecting or not self._gathering:
+            # After loseConnection (which sent what was gathered), Twisted's
+            # write decides: it drops the bytes unless a producer writes.
             _tls_write(self, data)
             return
         self._gathered.append(data + b"")
