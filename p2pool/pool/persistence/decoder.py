@@ -9,13 +9,15 @@ rest. Blocking: meant for a thread.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
-from p2pool.core.addressing import AddressError, PeerId, Point
+from p2pool.core.addressing import AddressError, PeerId, Point, built_point, parse_point_once
 from p2pool.core.json_kind import json_kind
 from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo, loaded_peer_info, loaded_point_info
 from p2pool.core.timestamps import parse_time
@@ -35,8 +37,14 @@ from p2pool.pool.persistence.scanner import scan_document
 
 __all__ = ["collector_paused", "decode_document", "decode_head"]
 
-#: Times remembered while decoding, at most.
-_TIME_MEMO_SIZE = 4096
+#: A time as the writer writes it (L{p2pool.core.timestamps.format_time}):
+#: its minute, second and millisecond.
+_WRITTEN_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:)(\d\d)\.(\d\d\d)Z", re.ASCII)
+#: The last minute RFC 3339 writes: only its first second is in range.
+_LAST_MINUTE = "9999-12-31T23:59:"
+#: Minutes remembered while decoding, at most (a month is 43,200).
+_MINUTE_MEMO_SIZE = 65_536
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 #: The longest C{source_group} text a point record may carry (a network
 #: group is at most 43 characters, a bootstrap URL's group longer).
@@ -122,7 +130,11 @@ class _Decoder:
         self.peer_ids: dict[str, PeerId] = {}
         self.addresses: dict[tuple[str, int], Point] = {}
         self.points: dict[str, Point] = {}
-        self.times: dict[str, float] = {}
+        #: Milliseconds since the epoch of each minute seen in the
+        #: writer's form (C{2024-05-01T12:00:}), and within the minute of
+        #: each second seen (C{05.250Z}).
+        self.minutes: dict[str, int] = {}
+        self.seconds: dict[str, int] = {}
         self.groups: dict[str, str] = {}
         #: The pool's name of each event kind seen, by the file's name.
         self.kinds: dict[str, str] = {}
@@ -140,21 +152,45 @@ class _Decoder:
         return peer_id
 
     def time(self, value: object, field: str) -> float:
-        if type(value) is str:
-            known = self.times.get(value)
-            if known is not None:
-                return known
+        """
+        L{parse_time} of C{value}. A time in the writer's form whose
+        minute and second were both seen before is two lookups: a file
+        holds few distinct minutes and seconds.
+        """
+        if type(value) is str and len(value) == 24:
+            minute = self.minutes.get(value[:17])
+            if minute is not None:
+                within = self.seconds.get(value[17:])
+                if within is not None:
+                    # parse_time's value: datetime's timestamp() is the
+                    # exact number of microseconds over a million, rounded
+                    # once, as this is of milliseconds over a thousand.
+                    return (minute + within) / 1000
         try:
             t = parse_time(value)
         except ValueError as e:
             raise _BadRecord(f"{field}: {e}") from None
         if type(value) is str:
-            # Times repeat within a record and its neighbours: a memo of
-            # them all would only grow.
-            if len(self.times) >= _TIME_MEMO_SIZE:
-                self.times.clear()
-            self.times[value] = t
+            self._learn_time(value)
         return t
+
+    def _learn_time(self, value: str) -> None:
+        """
+        Remember the minute and the second of C{value}, a time
+        L{parse_time} accepted, if it has the writer's form.
+        """
+        match = _WRITTEN_TIME.fullmatch(value)
+        if match is None:
+            return
+        minute, second, millisecond = match.groups()
+        # fromisoformat accepted the second: 00 to 59.
+        self.seconds[value[17:]] = int(second) * 1000 + int(millisecond)
+        if minute not in self.minutes and minute != _LAST_MINUTE:
+            if len(self.minutes) >= _MINUTE_MEMO_SIZE:
+                self.minutes.clear()
+            # A valid time, so its minute's start is one too.
+            start = datetime.datetime.fromisoformat(minute + "00.000Z") - _EPOCH
+            self.minutes[minute] = (start.days * 86400 + start.seconds) * 1000
 
     @staticmethod
     def flag(record: dict[str, Any], field: str) -> bool:
@@ -188,7 +224,7 @@ class _Decoder:
         # cheaper to check.
         ip = addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
         try:
-            point = Point(ip, port)
+            point = built_point(ip, port)
         except AddressError as e:
             raise _BadRecord(f"{field}: {e}") from None
         self.addresses[addr, port] = point
@@ -202,7 +238,7 @@ class _Decoder:
             if type(value) is not str:
                 raise _BadRecord(f"{field}: expected a string like '1.2.3.4:9732', got {json_kind(value)}")
             try:
-                point = Point.parse(value)
+                point = parse_point_once(value)
             except AddressError as e:
                 raise _BadRecord(f"{field}: {e}") from None
             self.points[value] = point
@@ -226,10 +262,25 @@ class _Decoder:
         if not value:
             return None
         events: list[PackedEvent] = []
-        address, time, kinds = self.address, self.time, self.kinds
+        append = events.append
+        address, time, kinds, addresses = self.address, self.time, self.kinds, self.addresses
         first = max(0, len(value) - EVENT_RING_SIZE)
         for i in range(first, len(value)):
             item = value[i]
+            if type(item) is dict:
+                # The writer's form, a kind and an address seen before: the
+                # general path below would find them as these lookups do.
+                kind, addr, port = item.get("kind"), item.get("addr"), item.get("port")
+                if type(kind) is str and type(addr) is str and type(port) is int:
+                    name = kinds.get(kind)
+                    point = addresses.get((addr, port))
+                    if name is not None and point is not None:
+                        try:
+                            timestamp = time(item.get("timestamp"), "timestamp")
+                        except _BadRecord as e:
+                            raise _BadRecord(f"events[{i}]: {e}") from None
+                        append((name, timestamp, point.ip, point.port))
+                        continue
             try:
                 if type(item) is not dict:
                     raise _BadRecord(f"expected an object, got {json_kind(item)}")
@@ -244,9 +295,9 @@ class _Decoder:
             if name is None:
                 name = kinds[kind] = kind_from_file(kind)
             if point is None:
-                events.append((name, timestamp, None, None))
+                append((name, timestamp, None, None))
             else:
-                events.append((name, timestamp, point.ip, point.port))
+                append((name, timestamp, point.ip, point.port))
         return tuple(events)
 
     def peer(self, record: Any) -> PeerInfo:
