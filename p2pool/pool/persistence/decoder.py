@@ -9,9 +9,8 @@ rest. Blocking: meant for a thread.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
-import re
+import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -37,14 +36,8 @@ from p2pool.pool.persistence.scanner import scan_document
 
 __all__ = ["collector_paused", "decode_document", "decode_head"]
 
-#: A time as the writer writes it (L{p2pool.core.timestamps.format_time}):
-#: its minute, second and millisecond.
-_WRITTEN_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:)(\d\d)\.(\d\d\d)Z", re.ASCII)
-#: The last minute RFC 3339 writes: only its first second is in range.
-_LAST_MINUTE = "9999-12-31T23:59:"
-#: Minutes remembered while decoding, at most (a month is 43,200).
-_MINUTE_MEMO_SIZE = 65_536
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+#: Times remembered while decoding, at most.
+_TIME_MEMO_SIZE = 4096
 
 #: The longest C{source_group} text a point record may carry (a network
 #: group is at most 43 characters, a bootstrap URL's group longer).
@@ -130,11 +123,7 @@ class _Decoder:
         self.peer_ids: dict[str, PeerId] = {}
         self.addresses: dict[tuple[str, int], Point] = {}
         self.points: dict[str, Point] = {}
-        #: Milliseconds since the epoch of each minute seen in the
-        #: writer's form (C{2024-05-01T12:00:}), and within the minute of
-        #: each second seen (C{05.250Z}).
-        self.minutes: dict[str, int] = {}
-        self.seconds: dict[str, int] = {}
+        self.times: dict[str, float] = {}
         self.groups: dict[str, str] = {}
         #: The pool's name of each event kind seen, by the file's name.
         self.kinds: dict[str, str] = {}
@@ -152,45 +141,21 @@ class _Decoder:
         return peer_id
 
     def time(self, value: object, field: str) -> float:
-        """
-        L{parse_time} of C{value}. A time in the writer's form whose
-        minute and second were both seen before is two lookups: a file
-        holds few distinct minutes and seconds.
-        """
-        if type(value) is str and len(value) == 24:
-            minute = self.minutes.get(value[:17])
-            if minute is not None:
-                within = self.seconds.get(value[17:])
-                if within is not None:
-                    # parse_time's value: datetime's timestamp() is the
-                    # exact number of microseconds over a million, rounded
-                    # once, as this is of milliseconds over a thousand.
-                    return (minute + within) / 1000
+        if type(value) is str:
+            known = self.times.get(value)
+            if known is not None:
+                return known
         try:
             t = parse_time(value)
         except ValueError as e:
             raise _BadRecord(f"{field}: {e}") from None
         if type(value) is str:
-            self._learn_time(value)
+            # Times repeat within a record and its neighbours: a memo of
+            # them all would only grow.
+            if len(self.times) >= _TIME_MEMO_SIZE:
+                self.times.clear()
+            self.times[value] = t
         return t
-
-    def _learn_time(self, value: str) -> None:
-        """
-        Remember the minute and the second of C{value}, a time
-        L{parse_time} accepted, if it has the writer's form.
-        """
-        match = _WRITTEN_TIME.fullmatch(value)
-        if match is None:
-            return
-        minute, second, millisecond = match.groups()
-        # fromisoformat accepted the second: 00 to 59.
-        self.seconds[value[17:]] = int(second) * 1000 + int(millisecond)
-        if minute not in self.minutes and minute != _LAST_MINUTE:
-            if len(self.minutes) >= _MINUTE_MEMO_SIZE:
-                self.minutes.clear()
-            # A valid time, so its minute's start is one too.
-            start = datetime.datetime.fromisoformat(minute + "00.000Z") - _EPOCH
-            self.minutes[minute] = (start.days * 86400 + start.seconds) * 1000
 
     @staticmethod
     def flag(record: dict[str, Any], field: str) -> bool:
@@ -262,25 +227,10 @@ class _Decoder:
         if not value:
             return None
         events: list[PackedEvent] = []
-        append = events.append
-        address, time, kinds, addresses = self.address, self.time, self.kinds, self.addresses
+        address, time, kinds = self.address, self.time, self.kinds
         first = max(0, len(value) - EVENT_RING_SIZE)
         for i in range(first, len(value)):
             item = value[i]
-            if type(item) is dict:
-                # The writer's form, a kind and an address seen before: the
-                # general path below would find them as these lookups do.
-                kind, addr, port = item.get("kind"), item.get("addr"), item.get("port")
-                if type(kind) is str and type(addr) is str and type(port) is int:
-                    name = kinds.get(kind)
-                    point = addresses.get((addr, port))
-                    if name is not None and point is not None:
-                        try:
-                            timestamp = time(item.get("timestamp"), "timestamp")
-                        except _BadRecord as e:
-                            raise _BadRecord(f"events[{i}]: {e}") from None
-                        append((name, timestamp, point.ip, point.port))
-                        continue
             try:
                 if type(item) is not dict:
                     raise _BadRecord(f"expected an object, got {json_kind(item)}")
@@ -295,9 +245,9 @@ class _Decoder:
             if name is None:
                 name = kinds[kind] = kind_from_file(kind)
             if point is None:
-                append((name, timestamp, None, None))
+                events.append((name, timestamp, None, None))
             else:
-                append((name, timestamp, point.ip, point.port))
+                events.append((name, timestamp, point.ip, point.port))
         return tuple(events)
 
     def peer(self, record: Any) -> PeerInfo:
@@ -467,12 +417,9 @@ def _trusted(item: Any) -> bool:
     return type(item) is dict and item.get("trusted") is True
 
 
-def _peer_key(info: PeerInfo) -> PeerId:
-    return info.peer_id
-
-
-def _point_key(info: PointInfo) -> Point:
-    return info.point
+#: What identifies a peer record and a point record.
+_peer_key: Callable[[PeerInfo], PeerId] = operator.attrgetter("peer_id")
+_point_key: Callable[[PointInfo], Point] = operator.attrgetter("point")
 
 
 def _decode_bans(document: dict[str, Any], decoder: _Decoder) -> tuple[_Section, _Section, _Section]:
