@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,10 +18,12 @@ from p2pool.core.addressing import (
     Point,
     PointSpec,
     Reach,
+    built_point,
     learnt_point_refusal,
     netgroup,
     node_reach,
     normalise_ip,
+    parse_point_once,
     reach,
 )
 
@@ -97,6 +100,58 @@ class PointTests(SynchronousTestCase):
         self.assertEqual(Point.parse("[::ffff:10.1.2.3]:9732"), first)
         for bad in ("10.1.2.3", "10.1.2.3:99999", b"10.1.2.3:1", ["10.1.2.3:1"]):
             self.assertRaises(AddressError, Point.parse, bad)  # type: ignore[arg-type]
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.one_of(
+            st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+            st.sampled_from(
+                ["01.2.3.4", "1.2.3.4 ", "::ffff:1.2.3.4", "2001:db8::1", "fe80::1%eth0", "", "x", "1.2.3"]
+            ),
+            st.text(alphabet="0123456789.:abcdef", max_size=20),
+        ),
+        st.one_of(st.integers(-2, 65537), st.sampled_from([True, False, 1.0, "1", None])),
+    )
+    def test_built_point_as_the_constructor(self, ip: str, port: object) -> None:
+        """
+        L{built_point} makes the point the constructor makes, with the same
+        fields, hash and text, or refuses what it refuses, with the same
+        message; L{parse_point_once} parses as L{Point.parse} does.
+        """
+        expected = self._point_or_error(lambda: Point(ip, port))  # type: ignore[arg-type]
+        point = self._point_or_error(lambda: built_point(ip, port))  # type: ignore[arg-type]
+        self.assertEqual(point, expected)
+        if isinstance(point, Point) and isinstance(expected, Point):
+            self.assertIs(type(point), Point)
+            self.assertIs(type(point.port), int)
+            self.assertEqual(hash(point), hash(expected))
+            self.assertEqual(str(point), str(expected))
+        text = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.assertEqual(
+            self._point_or_error(lambda: parse_point_once(text)), self._point_or_error(lambda: Point.parse(text))
+        )
+
+    @staticmethod
+    def _point_or_error(make: Callable[[], Point]) -> Point | str:
+        """
+        The point C{make} returns, or the message of the L{AddressError}
+        it raises.
+        """
+        try:
+            return make()
+        except AddressError as e:
+            return f"AddressError: {e}"
+
+    def test_built_point_skips_the_caches(self) -> None:
+        """
+        Canonical IPv4 text is built without the shared cache of
+        L{normalise_ip}: a file of many addresses does not churn it.
+        """
+        normalise_ip.cache_clear()
+        built_point("10.9.8.7", 1)
+        parse_point_once("10.9.8.6:1")
+        self.assertEqual(normalise_ip.cache_info().currsize, 0)
+        self.assertEqual(built_point("::ffff:10.9.8.7", 1), Point("10.9.8.7", 1))
 
     def test_text_is_kept(self) -> None:
         """

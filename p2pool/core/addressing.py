@@ -28,10 +28,12 @@ __all__ = [
     "Point",
     "PointSpec",
     "Reach",
+    "built_point",
     "learnt_point_refusal",
     "netgroup",
     "node_reach",
     "normalise_ip",
+    "parse_point_once",
     "reach",
 ]
 
@@ -242,6 +244,35 @@ class Point:
             text = f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
             object.__setattr__(self, "_text", text)
         return text
+
+
+def built_point(ip: str, port: int) -> Point:
+    """
+    The L{Point} that C{Point(ip, port)} makes. Canonical IPv4 text and a
+    port in range are recognised at once, without the shared cache of
+    L{normalise_ip}: for a caller making many distinct points once each
+    (a peers file of a hundred thousand addresses would only churn it).
+
+    @raise AddressError: as C{Point(ip, port)}.
+    """
+    if type(ip) is str and type(port) is int and 0 <= port <= 65535 and _CANONICAL_IPV4.fullmatch(ip):
+        point = object.__new__(Point)
+        _set(point, "ip", ip)
+        _set(point, "port", port)
+        _set(point, "_hash", None)
+        _set(point, "_text", None)
+        return point
+    return Point(ip, port)
+
+
+def parse_point_once(text: str) -> Point:
+    """
+    L{Point.parse} without its cache (see L{built_point}).
+
+    @raise AddressError: the text is not a point with an IP address.
+    """
+    host, port = _split_host_port(text)
+    return built_point(host, port)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from p2pool.core.acl import IPBlacklist, canonical_entry
-from p2pool.core.addressing import AddressError, PeerId, Point
+from p2pool.core.addressing import AddressError, PeerId, Point, built_point, parse_point_once
 from p2pool.core.json_kind import json_kind
 from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo, loaded_peer_info, loaded_point_info
 from p2pool.core.timestamps import parse_time
@@ -188,7 +189,7 @@ class _Decoder:
         # cheaper to check.
         ip = addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
         try:
-            point = Point(ip, port)
+            point = built_point(ip, port)
         except AddressError as e:
             raise _BadRecord(f"{field}: {e}") from None
         self.addresses[addr, port] = point
@@ -202,7 +203,7 @@ class _Decoder:
             if type(value) is not str:
                 raise _BadRecord(f"{field}: expected a string like '1.2.3.4:9732', got {json_kind(value)}")
             try:
-                point = Point.parse(value)
+                point = parse_point_once(value)
             except AddressError as e:
                 raise _BadRecord(f"{field}: {e}") from None
             self.points[value] = point
@@ -416,12 +417,9 @@ def _trusted(item: Any) -> bool:
     return type(item) is dict and item.get("trusted") is True
 
 
-def _peer_key(info: PeerInfo) -> PeerId:
-    return info.peer_id
-
-
-def _point_key(info: PointInfo) -> Point:
-    return info.point
+#: What identifies a peer record and a point record.
+_peer_key: Callable[[PeerInfo], PeerId] = operator.attrgetter("peer_id")
+_point_key: Callable[[PointInfo], Point] = operator.attrgetter("point")
 
 
 def _decode_bans(document: dict[str, Any], decoder: _Decoder) -> tuple[_Section, _Section, _Section]:
