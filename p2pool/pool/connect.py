@@ -490,6 +490,15 @@ class ConnectHandler:
         assert self._eviction is not None
         pool = self._pool
         directory = self._directory
+        newcomer_group = self._group(newcomer_ip)
+        # A victim is the youngest of a group holding at least two more
+        # candidates than the newcomer's: without two running incoming
+        # connections from one network group other than the newcomer's,
+        # there is none (a candidate's group is its network group, or a
+        # loopback address, never equal to a network group, inside one),
+        # and no candidate needs building.
+        if not directory.crowded_netgroup_besides(newcomer_group):
+            return None
         keepalive = pool.keepalive
         failures: list[Failure] = []
         candidates = [
@@ -507,7 +516,7 @@ class ConnectHandler:
         if failures:
             # Once per decision, not once per peer: a flood stays quiet.
             self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
-        return eviction_victim(candidates, self._group(newcomer_ip), self._eviction, self._eviction_secret)
+        return eviction_victim(candidates, newcomer_group, self._eviction, self._eviction_secret)
 
     def _score(self, conn: Connection, failures: list[Failure]) -> float:
         """
