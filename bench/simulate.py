@@ -105,7 +105,15 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def make_network(args: argparse.Namespace) -> MemoryNetwork:
-    return MemoryNetwork(seed=args.seed, latency=args.latency, jitter=args.latency / 2, channel=CHANNELS[args.channel])
+    # The log keeps warnings only (see main): pool events, debug and
+    # info, are declared unwanted, so that no pool builds them.
+    return MemoryNetwork(
+        seed=args.seed,
+        latency=args.latency,
+        jitter=args.latency / 2,
+        channel=CHANNELS[args.channel],
+        log_level=LogLevel.warn,
+    )
 
 
 def node_config(args: argparse.Namespace) -> dict[str, Any]:
