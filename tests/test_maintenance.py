@@ -383,23 +383,6 @@ class RedialTests(_NetworkTestCase):
             self.assertGreater(after - before, 0.85, "the back-off is waited out")
             self.assertLess(after - before, 1.5, "and no longer")
 
-    def test_waits_for_the_dial_budget_not_longer(self) -> None:
-        """
-        Points learnt from one source group beyond its burst are dialed as
-        its budget refills (1 a second here), not every 5 s; never faster.
-        """
-        for i in range(10):
-            self.add(50 + i, maintenance_idle_time=None)
-        node = self.add(0, min_connections=8, expected_connections=10, source_group_dial_burst=2)
-        points = [self.point(50 + i) for i in range(10)]
-        node.register_list_of_new_points(points, medium="advertise", source="10.9.0.1", source_group="10.9.0.0/16")
-        start = self.network.seconds()
-        self.network.advance(4.5)
-        dials = [t for t, _ in self.events(0, EventKind.OUTGOING_CONNECTION) if t >= start]
-        self.assertGreaterEqual(len(dials), 5, "the burst, then one a second")
-        self.assertLessEqual(len(dials), 2 + 5, "within the budget")
-        self.assertGreaterEqual(node.active_connections(), len(dials) - 1, "they connect (the last may be on its way)")
-
 
 class EclipseTests(_NetworkTestCase):
     def test_outbound_slots_spread_over_netgroups(self) -> None:
