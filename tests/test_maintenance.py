@@ -365,25 +365,6 @@ class BootstrapTests(_NetworkTestCase):
         self.assertEqual(sorted(asked), sorted(str(p.peer_id) for p in peers))
 
 
-class RedialTests(_NetworkTestCase):
-    def test_waits_for_the_back_off_not_longer(self) -> None:
-        """
-        A node whose only known point refused it, and that has no peer to
-        ask, dials the point again when its back-off ends (about 1 s, then
-        1.2 s, ...), not only after the 5 s wait for new points.
-        """
-        node = self.add(0, bootstrap_points=(PointSpec(ip(1), PORT),))
-        self.network.advance(1.5)
-        self.add(1, maintenance_idle_time=None)
-        self.run_until(lambda: node.active_connections() == 1, timeout=10)
-        self.assertLess(self.network.seconds(), 3.0, "connected at the second or third dial, not after 4 s")
-        dials = [t for t, _ in self.events(0, EventKind.OUTGOING_CONNECTION)]
-        self.assertGreaterEqual(len(dials), 2)
-        for before, after in zip(dials, dials[1:]):
-            self.assertGreater(after - before, 0.85, "the back-off is waited out")
-            self.assertLess(after - before, 1.5, "and no longer")
-
-
 class EclipseTests(_NetworkTestCase):
     def test_outbound_slots_spread_over_netgroups(self) -> None:
         honest = [self.add(i, maintenance_idle_time=None) for i in range(1, 9)]

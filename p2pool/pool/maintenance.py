@@ -46,9 +46,6 @@ BOOTSTRAP_CHUNK = 256
 MAX_ROUNDS = 20
 #: Dials are started spread over this many seconds, at random.
 DIAL_SPREAD = 0.05
-#: A pass waiting for points wakes this long after the nearest end of a
-#: known point's back-off, so that the point may be dialed then.
-REDIAL_MARGIN = 0.01
 
 _BOOTSTRAP = encode(Bootstrap())
 
@@ -376,38 +373,12 @@ class Maintenance:
                     self._events.emit(EventKind.BOOTSTRAP_SENT, peer_id=str(conn.peer_id))
         self._pool.request_seeds()
         delay = TIME_BETWEEN_LOOKING_FOR_PEERS * self._rng.uniform(0.8, 1.2)
-        # A known point whose back-off ends sooner is dialed then: a node
-        # that knows only a busy bootstrap point tries it again when its
-        # back-off allows, not only every few seconds.
-        redial = self._next_redial()
-        if redial is not None:
-            delay = min(delay, redial + REDIAL_MARGIN)
         news: Deferred[None] = Deferred()
         self._news = news
         self._news_timer = self._clock.callLater(delay, self._wake)
         await news
         if self._news_timer.active():
             self._news_timer.cancel()
-
-    def _next_redial(self) -> float | None:
-        """
-        Seconds until the nearest end of the back-off of a known
-        disconnected point maintenance may dial (not banned; trusted in
-        private mode); None when no such point waits out a back-off.
-        """
-        now = self._clock.seconds()
-        private = self._config.private_mode
-        banned = self._acl.banned_addr if self._acl.bans_addresses() else None
-        disconnected = PointState.DISCONNECTED
-        soonest: float | None = None
-        for info in self._directory.points():
-            at = info.reconnection_time
-            if at is None or at < now or info.state is not disconnected or (soonest is not None and at >= soonest):
-                continue
-            if (private and not info.trusted) or (banned is not None and banned(info.point.ip)):
-                continue
-            soonest = at
-        return None if soonest is None else soonest - now
 
     # -- too many --------------------------------------------------------------
 
