@@ -15,6 +15,8 @@ connections the attacker obtained.
 
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 1000 --channel sim
+    PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 10000 --channel sim \
+        --expected-connections 15 --max-connections 40 --bootstrap-incoming 10000
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 300 --channel sim --churn
     PYTHONPATH=. .venv/bin/python bench/simulate.py --nodes 100 --eclipse
     PYTHONPATH=. .venv/bin/python bench/simulate.py --quick
@@ -24,6 +26,14 @@ one seed (TLS is the baseline; "same_topology" says whether both ended with
 the same connections) and one churn round, then the eclipse with 30 honest
 nodes and 20 simulated seconds of flooding, both through the simulation
 channel; in one object under "channels", "churn" and "eclipse".
+
+Every node starts at once and knows only the bootstrap node, which takes
+max_incoming_connections (20) handshakes at once and closes the other
+connections before any exchange: each newcomer must get through it to
+learn a first point list, and with thousands of nodes that queue, not the
+network, sets the time to converge. --bootstrap-incoming N gives the
+bootstrap node room for N handshakes at once (a bootstrap node sized for
+the crowd); the other nodes keep the defaults.
 
 Prints progress on stderr and one JSON object on stdout.
 """
@@ -129,9 +139,26 @@ def node_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def build(network: MemoryNetwork, count: int, config: dict[str, Any]) -> list[Pool]:
+def bootstrap_config(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The configuration of the bootstrap node: an honest node's, with
+    --bootstrap-incoming handshakes at once if given.
+    """
+    config = node_config(args)
+    if args.bootstrap_incoming is not None:
+        config["max_incoming_connections"] = args.bootstrap_incoming
+    return config
+
+
+def build(
+    network: MemoryNetwork, count: int, config: dict[str, Any], bootstrap: dict[str, Any] | None = None
+) -> list[Pool]:
+    """
+    C{count} pools with C{config}, the first (the bootstrap point of the
+    others) with C{bootstrap} instead if given.
+    """
     seed = PointSpec(host(0), PORT)
-    pools = [network.add_pool(host(0), **config)]
+    pools = [network.add_pool(host(0), **(config if bootstrap is None else bootstrap))]
     for i in range(1, count):
         pools.append(network.add_pool(host(i), bootstrap_points=(seed,), **config))
     return pools
@@ -172,7 +199,7 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
     network = make_network(args)
     start_wall = time.perf_counter()
     start_cpu = time.process_time()
-    pools = build(network, args.nodes, node_config(args))
+    pools = build(network, args.nodes, node_config(args), bootstrap_config(args))
     build_wall = time.perf_counter() - start_wall
     min_connections = pools[0].config.min_connections
     idle = pools[0].config.maintenance_idle_time or 0.0
@@ -186,6 +213,7 @@ def converged_network(args: argparse.Namespace) -> tuple[MemoryNetwork, list[Poo
         "min_connections": min_connections,
         "expected_connections": pools[0].config.expected_connections,
         "max_connections": pools[0].config.max_connections,
+        "bootstrap_max_incoming_connections": pools[0].config.max_incoming_connections,
         "maintenance_idle_time": idle,
         "converged": converged_at is not None,
         "simulated_seconds_to_converge": converged_at,
@@ -258,11 +286,10 @@ def churn(args: argparse.Namespace) -> dict[str, Any]:
         survivors_connected = is_connected(survivors)
         survivors_min = min(p.active_connections() for p in survivors)
         for ip in leaving:
-            by_ip[ip] = network.add_pool(
-                ip,
-                bootstrap_points=(PointSpec(host(0), PORT),) if ip != host(0) else (),
-                **node_config(args),
-            )
+            if ip == host(0):
+                by_ip[ip] = network.add_pool(ip, **bootstrap_config(args))
+            else:
+                by_ip[ip] = network.add_pool(ip, bootstrap_points=(PointSpec(host(0), PORT),), **node_config(args))
         everyone = list(by_ip.values())
         back_after = run_to_min_connections(network, everyone, limit, start_wall)
         rounds.append(
@@ -293,7 +320,7 @@ def eclipse(args: argparse.Namespace) -> dict[str, Any]:
     advertisements of its addresses from the moment it connects.
     """
     network = make_network(args)
-    honest = build(network, args.nodes, node_config(args))
+    honest = build(network, args.nodes, node_config(args), bootstrap_config(args))
     attackers = [
         network.add_pool(attacker_host(i), maintenance_idle_time=None, ip_greylist_size_in_kilobytes=1)
         for i in range(500)
@@ -367,6 +394,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--max-connections", type=int, default=None, help="each node's max_connections (default: the pool's)"
+    )
+    parser.add_argument(
+        "--bootstrap-incoming",
+        type=int,
+        default=None,
+        help="the bootstrap node's max_incoming_connections (handshakes at once; default: the pool's, 20)",
     )
     parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
     parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
