@@ -114,6 +114,36 @@ CHANNELS = {"tls": TLS_CHANNEL, "sim": SIMULATION_CHANNEL}
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
+class CollectorClock:
+    """
+    Times the cyclic garbage collector's runs (through C{gc.callbacks}):
+    CPU seconds and runs, by generation.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.process_time() - self._started
+            self.runs[generation] += 1
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "cpu_seconds": round(sum(self.seconds), 1),
+            "by_generation": [round(s, 1) for s in self.seconds],
+            "runs": self.runs,
+        }
+
+
+COLLECTOR = CollectorClock()
+
+
 def make_network(args: argparse.Namespace) -> MemoryNetwork:
     # The log keeps warnings only (see main): pool events, debug and
     # info, are declared unwanted, so that no pool builds them.
@@ -415,6 +445,12 @@ def main() -> None:
         "--churn-seconds", type=float, default=30.0, help="simulated seconds the stopped nodes stay away"
     )
     parser.add_argument(
+        "--gc-thresholds",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        default=GC_THRESHOLDS,
+        help=f"the collector's thresholds, as three integers (default: {','.join(map(str, GC_THRESHOLDS))})",
+    )
+    parser.add_argument(
         "--gc-default",
         action="store_true",
         help=f"keep Python's garbage collector thresholds (default: {GC_THRESHOLDS}, fewer collections)",
@@ -431,7 +467,8 @@ def main() -> None:
     # FilteringLogObserver costs more than the rest of the logging.
     globalLogBeginner.beginLoggingTo([warnings_to(sys.stderr)], redirectStandardIO=False)
     if not args.gc_default:
-        gc.set_threshold(*GC_THRESHOLDS)
+        gc.set_threshold(*args.gc_thresholds)
+    gc.callbacks.append(COLLECTOR)
     if args.nodes is None:
         args.nodes = 20 if args.quick else 1000
     if args.eclipse_seconds is None:
@@ -454,6 +491,7 @@ def main() -> None:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "gc_thresholds": gc.get_threshold(),
+        "gc": COLLECTOR.report(),
     }
     print(json.dumps(report))
 
