@@ -108,10 +108,13 @@ def is_connected(pools: list[Pool]) -> bool:
 CHANNELS = {"tls": TLS_CHANNEL, "sim": SIMULATION_CHANNEL}
 
 #: The cyclic garbage collector's thresholds for the run (see --gc-default):
-#: a first generation of 10,000 allocations instead of Python's 700. The
-#: pools of a simulation hold millions of long-lived objects, and with the
-#: default a third of the CPU went to collections that found little.
-GC_THRESHOLDS = (10_000, 10, 10)
+#: a first generation of 50,000 allocations instead of Python's 700, and a
+#: second collected every 20 of those. The pools of a simulation hold
+#: millions of long-lived objects, and with Python's thresholds a third of
+#: the CPU went to collections that found little; with (10,000, 10, 10) a
+#: quarter still did at 3,000 nodes (23.7 of 93.1 s), 10 s of 69 with these,
+#: for the same peak RSS.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 class CollectorClock:
