@@ -445,7 +445,7 @@ class Directory:
         network group other than C{group}; constant time (the groups are
         kept by L{connection_added} and L{connection_removed}). Without
         one, no eviction is possible (see
-        L{p2pool.core.eviction.eviction_possible}).
+        L{p2pool.core.eviction.eviction_victim}).
         """
         crowded = self._crowded_netgroups
         return len(crowded) > 1 or (bool(crowded) and group not in crowded)
