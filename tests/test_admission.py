@@ -113,6 +113,32 @@ class PoolTests(SynchronousTestCase):
             self.network.reactor(source).connectTCP(IP_NODE, 9732, _Factory())
         self.network.advance(0.05)
 
+    def test_pending_counts_follow_the_handshakes(self) -> None:
+        """
+        The pending incoming handshakes, in all and by network group
+        (running incoming connections included), through stalls,
+        displacements, timeouts and a connection that completes.
+        """
+        node = self.node(max_incoming_connections=5, max_stalled_handshakes=None, authentication_timeout=1.0)
+        handler = node.connect_handler
+        self.stall("10.1.0.1", "10.1.0.2", "10.2.0.1")
+        self.assertEqual(handler.pending_incoming, 3)
+        self.assertEqual([handler.incoming_in_netgroup(f"10.{g}.0.0/16") for g in (1, 2, 3)], [2, 1, 0])
+        self.stall("10.1.0.3", "10.3.0.1", "10.4.0.1")
+        # The sixth found the slots full: 10.1/16's oldest gave way.
+        self.assertEqual(handler.pending_incoming, 5)
+        self.assertEqual([handler.incoming_in_netgroup(f"10.{g}.0.0/16") for g in (1, 2, 3, 4)], [2, 1, 1, 1])
+        self.network.advance(1.5)
+        self.assertEqual(handler.pending_incoming, 0, "timed out")
+        self.assertEqual([handler.incoming_in_netgroup(f"10.{g}.0.0/16") for g in (1, 2, 3, 4)], [0, 0, 0, 0])
+        peer = self.network.add_pool("10.5.0.1", maintenance_idle_time=None)
+        d = peer.connect(Point(IP_NODE, 9732))
+        self.network.advance(0.004)
+        self.assertEqual((handler.pending_incoming, handler.incoming_in_netgroup("10.5.0.0/16")), (1, 1))
+        self.network.advance(1.0)
+        self.successResultOf(d)
+        self.assertEqual((handler.pending_incoming, handler.incoming_in_netgroup("10.5.0.0/16")), (0, 1), "running")
+
     def test_third_group_gets_in_while_two_groups_hold_the_slots(self) -> None:
         node = self.node(max_incoming_connections=6, max_stalled_handshakes=None)
         self.stall(*[f"10.1.0.{i}" for i in range(1, 4)], *[f"10.2.0.{i}" for i in range(1, 4)])

@@ -6,6 +6,7 @@ directory, and restoring and trimming work as the peers file needs.
 
 from __future__ import annotations
 
+import collections
 import operator
 import random
 
@@ -207,6 +208,31 @@ class ConnectionTests(SynchronousTestCase):
             directory.connection_removed(conn)  # type: ignore[arg-type]
         self.assertEqual(directory.incoming_in_netgroup("198.51.0.0/16"), 0)
         self.assertEqual(directory.incoming_in_netgroup("203.0.0.0/16"), 0)
+
+    def test_crowded_netgroup_besides(self) -> None:
+        """
+        Whether one network group other than the one asked about holds two
+        or more running incoming connections, through random additions,
+        replacements and removals, as counted from the connections.
+        """
+        directory = _directory()
+        rng = random.Random(4)
+        groups = ["198.51", "203.0", "192.0"]
+        live: list[_Conn] = []
+        for step in range(300):
+            if live and rng.random() < 0.4:
+                directory.connection_removed(live.pop(rng.randrange(len(live))))  # type: ignore[arg-type]
+            else:
+                peer = rng.randrange(1, 12)
+                conn = _Conn(
+                    _peer(peer), None, incoming=rng.random() < 0.8, remote_ip=f"{rng.choice(groups)}.{step % 250}.1"
+                )
+                directory.connection_added(conn)  # type: ignore[arg-type]
+                live = [c for c in live if c.peer_id != conn.peer_id] + [conn]
+            counts = collections.Counter(f"{c.remote_ip.rsplit('.', 2)[0]}.0.0/16" for c in live if c.incoming)
+            for group in [f"{g}.0.0/16" for g in groups] + ["10.9.9.9"]:
+                expected = any(n >= 2 for g, n in counts.items() if g != group)
+                self.assertEqual(directory.crowded_netgroup_besides(group), expected, (step, group, counts))
 
     def test_connection_at_running_point(self) -> None:
         directory = _directory()

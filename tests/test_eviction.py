@@ -8,11 +8,14 @@ peers are never the ones to go.
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 from collections.abc import Iterator
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pool.core.addressing import PeerId, Point
@@ -235,6 +238,57 @@ class DeterminismTests(SynchronousTestCase):
             self.assertEqual(eviction_victim(candidates, "G9", Protection(), secret), expected)
 
 
+_CANDIDATES = st.lists(
+    st.tuples(
+        st.sampled_from(["G0", "G1", "G2", "G3", "N"]),
+        st.integers(0, 20),
+        st.one_of(st.none(), st.floats(0.001, 1.0)),
+        st.sampled_from([-math.inf, 0.0, 1.0, 5.0]),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+
+
+class NoCrowdTests(SynchronousTestCase):
+    """
+    The condition the pool checks before building any candidate
+    (L{p2pool.core.directory.Directory.crowded_netgroup_besides}): without
+    two candidates, trusted or not, in one group other than the
+    newcomer's, no protection and no secret gives a victim.
+    """
+
+    @given(
+        _CANDIDATES,
+        st.sampled_from(["G0", "N"]),
+        st.integers(0, 4),
+        st.integers(0, 8),
+        st.floats(0.0, 1.0),
+        st.binary(min_size=1, max_size=16),
+    )
+    def test_no_victim_without_a_crowded_group(
+        self,
+        rows: list[tuple[str, int, float | None, float, bool]],
+        newcomer: str,
+        netgroups: int,
+        latency: int,
+        uptime: float,
+        secret: bytes,
+    ) -> None:
+        candidates = [
+            cand(f"c{i}", group, float(at), latency=rtt, score=score, trusted=trusted)
+            for i, (group, at, rtt, score, trusted) in enumerate(rows)
+        ]
+        counts = collections.Counter(c.group for c in candidates)
+        crowded = any(n >= 2 for g, n in counts.items() if g != newcomer)
+        protection = Protection(netgroups=netgroups, latency=latency, score=netgroups, uptime=uptime)
+        chosen = eviction_victim(candidates, newcomer, protection, secret)
+        if not crowded:
+            self.assertIsNone(chosen)
+        elif chosen is not None:
+            self.assertGreaterEqual(counts[next(c.group for c in candidates if c.key == chosen)], 2)
+
+
 class ScoredApp(BasePoolApplication):
     """
     Scores a peer by its metadata, a number (None: 0).
@@ -417,6 +471,59 @@ class PoolTests(SynchronousTestCase):
         self.network.advance(3.0)
         self.assertEqual([e.fields["addr"] for e in self.named(EventKind.PEER_EVICTED)], [TOP])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1, "one line for the decision")
+
+    def reference_victim(self, node: Pool, newcomer_ip: str) -> str | None:
+        """
+        The address of the victim as the pool chose it before the
+        crowded-group check, with C{eviction_protection=0} (no keyed
+        ranking, no score or latency protection): a candidate built for
+        every running incoming connection.
+        """
+        candidates = [
+            Candidate(conn.remote_ip, admission_group(conn.remote_ip, False), conn.established_at)
+            for conn in node.connections
+            if conn.incoming and conn.is_open
+        ]
+        return eviction_victim(candidates, admission_group(newcomer_ip, False), Protection.scaled(0), b"k")
+
+    def test_same_victim_as_building_every_candidate(self) -> None:
+        """
+        Newcomers from random groups, some crowded, some not, join a full
+        node one after another: each evicts the peer (or is refused when
+        none) that building a candidate for every incoming connection
+        names.
+        """
+        node = self.node(eviction_protection=0)
+        rng = random.Random(5)
+        outcomes = {"evicted": 0, "refused": 0}
+        for i in range(80):
+            if i % 2:
+                # A slot frees up and the crowd takes it back.
+                rng.choice(list(node.connections)).disconnect()
+                self.network.advance(1.0)
+                groups = [1, 1, 2]
+            else:
+                groups = [1, 2, 3, 30 + i] if i > 12 else [1, 1, 2, 3]
+            ip = f"10.{rng.choice(groups)}.{i}.1"
+            full = node.active_connections() >= 12
+            expected = self.reference_victim(node, ip) if full else None
+            before = len(self.named(EventKind.PEER_EVICTED))
+            d = self.join(ip)
+            self.network.advance(2.0)
+            evicted = [e.fields["addr"] for e in self.named(EventKind.PEER_EVICTED)[before:]]
+            if not full:
+                self.successResultOf(d)
+                continue
+            if expected is None:
+                self.failureResultOf(d, RejectedByNack)
+                self.assertEqual(evicted, [], f"join {i} from {ip}")
+                outcomes["refused"] += 1
+            else:
+                self.successResultOf(d)
+                self.assertEqual(evicted, [expected], f"join {i} from {ip}")
+                outcomes["evicted"] += 1
+        self.assertGreater(outcomes["evicted"], 3, outcomes)
+        self.assertGreater(outcomes["refused"], 3)
 
 
 class RealSocketTests(TestCase):

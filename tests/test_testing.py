@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -880,6 +881,62 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertEqual((a.active_connections(), b.active_connections()), (0, 0))
         self.assertEqual(app_a.lost[0][1].reason, DisconnectReason.POOL_DESTROYED)
         self.assertEqual(self.network.link_count, 0)
+
+
+class LogLevelTests(SynchronousTestCase):
+    """
+    The level of pool events a network's pools hand to C{twisted.logger}.
+    """
+
+    def logged(self, network: MemoryNetwork) -> tuple[list[str], list[str]]:
+        """
+        Two pools connect: the pool events that reached the global log, and
+        those the network's observer got.
+        """
+        logged: list[str] = []
+
+        def record(event: dict[str, Any]) -> None:
+            if "p2pool_event" in event:
+                logged.append(event["p2pool_event"])
+
+        globalLogPublisher.addObserver(record)
+        self.addCleanup(globalLogPublisher.removeObserver, record)
+        observed: list[str] = []
+        network.observe(lambda t, ip, e: observed.append(e.event.value))
+        a = network.add_pool(IP_A, maintenance_idle_time=None)
+        network.add_pool(IP_B, maintenance_idle_time=None)
+        d = a.connect(_point(IP_B))
+        network.advance(1.0)
+        self.successResultOf(d)
+        network.stop()
+        return logged, observed
+
+    def test_default_logs_every_event(self) -> None:
+        network = MemoryNetwork(seed=3)
+        self.assertEqual(network.log_level, LogLevel.debug)
+        logged, observed = self.logged(network)
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, logged)
+        self.assertIn(EventKind.NEW_POINT, logged, "debug events too")
+        # All but those the refusal summary counts instead of a line.
+        self.assertEqual(sorted(logged + ["incoming_connection"]), sorted(observed))
+
+    def test_declared_level(self) -> None:
+        """
+        Events below the declared level stay out of the log; the
+        observers get every event all the same.
+        """
+        network = MemoryNetwork(seed=3, log_level=LogLevel.info)
+        logged, observed = self.logged(network)
+        self.assertEqual(network.pools[IP_A].events.log_level, LogLevel.info)
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, logged)
+        self.assertNotIn(EventKind.NEW_POINT, logged)
+        self.assertIn(EventKind.NEW_POINT, observed)
+        self.assertEqual(sorted(self.logged(MemoryNetwork(seed=3))[1]), sorted(observed))
+
+    def test_warn_logs_no_pool_event(self) -> None:
+        logged, observed = self.logged(MemoryNetwork(seed=3, log_level=LogLevel.warn))
+        self.assertEqual(logged, [])
+        self.assertIn(EventKind.CONNECTION_ESTABLISHED, observed)
 
 
 def _scenario(seed: int) -> list[tuple[float, str, str]]:

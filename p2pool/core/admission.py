@@ -9,6 +9,7 @@ be greylisted. L{p2pool.pool.connect} applies them.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
@@ -22,8 +23,12 @@ K = TypeVar("K", bound=Hashable)
 STALL_WINDOW = 600.0
 #: Addresses whose stalls are remembered (the least recent is forgotten).
 STALL_MEMORY = 4096
+#: Addresses whose admission group is remembered (an address's group never
+#: changes; the least recently used is forgotten).
+GROUP_MEMORY = 65536
 
 
+@functools.lru_cache(maxsize=GROUP_MEMORY)
 def admission_group(ip: str, exempt_loopback: bool) -> str:
     """
     The group C{ip} is counted in for the per-group caps and fairness: its

@@ -66,6 +66,8 @@ class Directory:
         #: Running incoming connections by network group (kept by
         #: connection_added / connection_removed).
         self._incoming_by_netgroup: collections.Counter[str] = collections.Counter()
+        #: The network groups of two or more of them (kept with the counts).
+        self._crowded_netgroups: set[str] = set()
         self._own_points: collections.OrderedDict[Point, None] = collections.OrderedDict()
         self._own_points_view: Mapping[Point, None] = MappingProxyType(self._own_points)
 
@@ -425,6 +427,10 @@ class Directory:
             self._incoming_by_netgroup[group] = count
         else:
             del self._incoming_by_netgroup[group]
+        if count >= 2:
+            self._crowded_netgroups.add(group)
+        else:
+            self._crowded_netgroups.discard(group)
 
     def incoming_in_netgroup(self, group: str) -> int:
         """
@@ -432,6 +438,17 @@ class Directory:
         C{group} (see L{p2pool.core.addressing.netgroup}); constant time.
         """
         return self._incoming_by_netgroup[group]
+
+    def crowded_netgroup_besides(self, group: str) -> bool:
+        """
+        Whether two or more running incoming connections come from one
+        network group other than C{group}; constant time (the groups are
+        kept by L{connection_added} and L{connection_removed}). Without
+        one, no eviction is possible (see
+        L{p2pool.core.eviction.eviction_victim}).
+        """
+        crowded = self._crowded_netgroups
+        return len(crowded) > 1 or (bool(crowded) and group not in crowded)
 
     def connection_at(self, point: Point) -> Connection | None:
         """

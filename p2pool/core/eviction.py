@@ -91,7 +91,9 @@ def eviction_victim(
     evicted (between groups as large, the one whose youngest is youngest),
     provided that group is not the newcomer's and holds at least two more
     candidates than the newcomer's (L{displacement_victim}): eviction makes
-    room for another group, it never rotates equals.
+    room for another group, it never rotates equals. So without two
+    candidates in one group other than the newcomer's there is no victim,
+    whatever the protection (a caller may skip building the candidates).
 
     @param candidates: the running incoming connections; between equal
         times, the later in the sequence counts as the younger, and ties

@@ -7,6 +7,7 @@ and the point and peer state changes from first byte to last.
 
 from __future__ import annotations
 
+import collections
 import math
 import operator
 import os
@@ -117,6 +118,10 @@ class ConnectHandler:
         #: Incoming handshakes under way, oldest first, with their
         #: admission group (kept with _handshaking by the same transitions).
         self._incoming_groups: dict[PeerProtocol, str] = {}
+        #: Each incoming handshake's network group, and how many there are
+        #: of each group (kept with _handshaking by the same transitions).
+        self._pending_netgroup: dict[PeerProtocol, str] = {}
+        self._pending_by_netgroup: collections.Counter[str] = collections.Counter()
         limit = pool.config.max_stalled_handshakes
         self._stalls: StallTracker | None = StallTracker(limit) if limit is not None else None
         protected = pool.config.eviction_protection
@@ -218,7 +223,7 @@ class ConnectHandler:
         """
         How many incoming handshakes are under way.
         """
-        return sum(1 for p in self._handshaking if p.incoming)
+        return len(self._pending_netgroup)
 
     def tear_down(self) -> Deferred[None]:
         """
@@ -377,9 +382,7 @@ class ConnectHandler:
         How many incoming connections, pending or running, come from the
         network group C{group} (see L{p2pool.addressing.netgroup}).
         """
-        count = sum(1 for p in self._handshaking if p.incoming and netgroup(p.remote_ip) == group)
-        count += self._directory.incoming_in_netgroup(group)
-        return count
+        return self._pending_by_netgroup[group] + self._directory.incoming_in_netgroup(group)
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:
         """
@@ -388,6 +391,9 @@ class ConnectHandler:
         pool = self._pool
         self._attempts.pop(protocol, None)
         self._handshaking.add(protocol)
+        if protocol.incoming and protocol not in self._pending_netgroup:
+            group = self._pending_netgroup[protocol] = netgroup(protocol.remote_ip)
+            self._pending_by_netgroup[group] += 1
         self._linked.add(protocol)
         if self._closed:
             # Connected after the tear-down (a dial that could not be
@@ -490,6 +496,15 @@ class ConnectHandler:
         assert self._eviction is not None
         pool = self._pool
         directory = self._directory
+        newcomer_group = self._group(newcomer_ip)
+        # A victim is the youngest of a group holding at least two more
+        # candidates than the newcomer's: without two running incoming
+        # connections from one network group other than the newcomer's,
+        # there is none (a candidate's group is its network group, or a
+        # loopback address, never equal to a network group, inside one),
+        # and no candidate needs building.
+        if not directory.crowded_netgroup_besides(newcomer_group):
+            return None
         keepalive = pool.keepalive
         failures: list[Failure] = []
         candidates = [
@@ -507,7 +522,7 @@ class ConnectHandler:
         if failures:
             # Once per decision, not once per peer: a flood stays quiet.
             self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
-        return eviction_victim(candidates, self._group(newcomer_ip), self._eviction, self._eviction_secret)
+        return eviction_victim(candidates, newcomer_group, self._eviction, self._eviction_secret)
 
     def _score(self, conn: Connection, failures: list[Failure]) -> float:
         """
@@ -622,6 +637,13 @@ class ConnectHandler:
     def _handshake_finished(self, protocol: PeerProtocol) -> None:
         self._attempts.pop(protocol, None)
         self._handshaking.discard(protocol)
+        group = self._pending_netgroup.pop(protocol, None)
+        if group is not None:
+            count = self._pending_by_netgroup[group] - 1
+            if count:
+                self._pending_by_netgroup[group] = count
+            else:
+                del self._pending_by_netgroup[group]
         self._incoming_groups.pop(protocol, None)
         self._timeouts.cancel(protocol)
 

@@ -78,7 +78,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -1236,6 +1236,8 @@ class MemoryNetwork:
         C{latency * [1 - jitter, 1 + jitter]}.
     @ivar pools: the pools added, by host address.
     @ivar channel: L{TLS_CHANNEL} or L{SIMULATION_CHANNEL}.
+    @ivar log_level: the lowest level of pool events its pools hand to
+        C{twisted.logger} (L{p2pool.events.EventLog.log_level}).
     @ivar bytes_sent: bytes written on all connections so far.
     @ivar connections_made: connections established so far.
     """
@@ -1248,6 +1250,7 @@ class MemoryNetwork:
         jitter: float = 0.0,
         data_dir: str | None = None,
         channel: str = TLS_CHANNEL,
+        log_level: LogLevel | None = LogLevel.debug,
     ) -> None:
         """
         @param seed: determines identities, pools' random choices and
@@ -1264,6 +1267,14 @@ class MemoryNetwork:
             everything above TLS (Hello, proof of work, pins, every pool
             decision, framing, codec) but does no cryptography: much
             cheaper, for large simulations only.
+        @param log_level: the lowest level of pool events the pools hand
+            to C{twisted.logger}, as declared by whoever set the log up
+            (L{p2pool.events.EventLog.log_level}; C{None}: none). By
+            default every event is logged, as by a pool whose log is not
+            declared; a simulation that keeps only warnings declares
+            C{LogLevel.warn}, and its pools then build no event that
+            nobody wants. Callbacks (C{log}, L{observe}) get every event
+            whatever the level.
         @raise ValueError: an argument is out of range.
         """
         if channel not in _CHANNELS:
@@ -1293,6 +1304,7 @@ class MemoryNetwork:
         self._data_dir = data_dir
         self._own_data_dir: str | None = None
         self.channel = channel
+        self.log_level = log_level
         self._notary = SimulationNotary() if channel == SIMULATION_CHANNEL else None
 
     # hosts
@@ -1402,6 +1414,7 @@ class MemoryNetwork:
             rng=random.Random(int.from_bytes(self._derive("rng", ip), "big")),
             **options,
         )
+        pool.events.log_level = self.log_level
         for observer in self._observers:
             pool.events.callbacks.append(self._observer_callback(observer, ip))
         self.pools[ip] = pool
