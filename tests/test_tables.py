@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pool.config import ReconnectionConfig
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PeerInfo, PointInfo, PointState
+from p2pool.core import tables
 from p2pool.core.tables import IndexedSet, PeerTable, PointTable
 
 _POLICY = ReconnectionConfig(jitter=0.0)
@@ -329,6 +330,18 @@ class ListKnownPointsTests(SynchronousTestCase):
         transitions keep (no time computed at listing), is the documented
         selection, up to the order of points with equal times.
         """
+        self._check_documented_order()
+
+    def test_active_points_sorted_or_walked_alike(self) -> None:
+        """
+        The connected and connecting points come in the documented order
+        whether they are sorted by their times or read from the seen order.
+        """
+        for factor in (0, 10**9):
+            self.patch(tables, "WALK_SEEN_ABOVE", factor)
+            self._check_documented_order()
+
+    def _check_documented_order(self) -> None:
         for seed in range(8):
             table = self._random_table(seed)
             for ignore_private in (True, False):

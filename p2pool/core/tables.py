@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, KeysView
 from typing import Generic, TypeVar
 
 from p2pool.config import ReconnectionConfig
@@ -19,6 +19,11 @@ from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
 
 T = TypeVar("T", bound=Hashable)
+
+#: L{PointTable.list_known_points} sorts the connected and connecting points
+#: by their times when the seen order holds more than this many times as
+#: many points, and walks the seen order otherwise.
+WALK_SEEN_ABOVE = 8
 
 
 class IndexedSet(Generic[T]):
@@ -461,6 +466,26 @@ class PointTable:
             self.remove(info.point)
         return [info.point for info in oldest]
 
+    def _active_longest_standing_first(self, members: Container[Point] | None) -> Iterator[Point]:
+        """
+        The connected and connecting points (those in C{members} only, when
+        given): the never-seen ones first, then the others in order of
+        C{last_seen}, oldest first, as the seen order holds them (no time is
+        computed). The seen ones are sorted when they are few against the
+        seen order, which is walked otherwise.
+        """
+        seen, active = self._seen, self._active
+        for point in active:
+            if point not in seen and (members is None or point in members):
+                yield point
+        if len(active) * WALK_SEEN_ABOVE < len(seen):
+            in_order: Iterable[Point] = sorted(
+                [p for p in active if p in seen and (members is None or p in members)], key=seen.__getitem__
+            )
+        else:
+            in_order = (p for p in seen if p in active and (members is None or p in members))
+        yield from in_order
+
     def list_known_points(self, ignore_private: bool, size: int, banned: Callable[[str], bool] | None) -> list[Point]:
         """
         Up to C{size} points to tell others about: 3/5 "best" (connected
@@ -488,12 +513,10 @@ class PointTable:
         best = size - other
         chosen: dict[Point, None] = {}
         seen, active = self._seen, self._active
-        # The active points come from the set (a few hundred at most, bound
-        # by the connection limits), ordered by the times the seen order
-        # holds: no call computes a time.
-        candidates = [p for p in active if p in members] if ignore_private else list(active)
-        ordered = [p for p in candidates if p not in seen]
-        ordered += sorted([p for p in candidates if p in seen], key=seen.__getitem__)
+        # The active points in the order of the best part, made as it is
+        # read: a node flooded with handshakes has thousands, and the list
+        # needs a few dozen.
+        ordered = self._active_longest_standing_first(members if ignore_private else None)
         # Banned points are skipped, within a budget: when most are banned
         # the best list comes out shorter, never slower.
         budget = 4 * size + 16
