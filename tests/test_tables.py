@@ -9,9 +9,9 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.config import ReconnectionConfig
+from p2pool.core import tables
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.states import PeerInfo, PointInfo, PointState
-from p2pool.core import tables
 from p2pool.core.tables import IndexedSet, PeerTable, PointTable
 
 _POLICY = ReconnectionConfig(jitter=0.0)
