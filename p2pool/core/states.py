@@ -227,6 +227,14 @@ class _EventRing:
             return self._loaded_events
         return tuple(self.events)
 
+    def hold_loaded_events(self, loaded_events: tuple[PackedEvent, ...] | None) -> None:
+        """
+        Hold C{loaded_events} (the peers file's, packed) as this record's
+        events, in place of any it has.
+        """
+        self._events = None
+        self._loaded_events = loaded_events
+
     def _record(self, event: StateEvent) -> None:
         if self._events is None:
             self._events = collections.deque(self.events, maxlen=EVENT_RING_SIZE)
@@ -501,8 +509,7 @@ def _set_loaded(
     of its own, the file's, trust from the API when C{trusted}, the
     C{last_*} stamps.
     """
-    info._events = None
-    info._loaded_events = loaded_events
+    info.hold_loaded_events(loaded_events)
     info.trust = _LOADED_TRUST[trusted]
     info.last_failed_connection = last_failed_connection
     info.last_rejected_connection = last_rejected_connection
