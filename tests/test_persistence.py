@@ -1106,6 +1106,22 @@ class CollectorPauseTests(SynchronousTestCase):
         self.assertEqual(self.passes, [])
         self.assertFalse(gc.isenabled())
 
+    def test_not_settled_for_the_rest_of_the_process(self) -> None:
+        """
+        Objects the rest of the process left in the youngest generation do
+        not count: a small decode makes no full pass however many there are.
+        """
+        gc.enable()
+        data = encoded(document(peers=[peer_record(0)]))
+        self.patch(decoder_module, "SETTLE_ABOVE", 200)
+        gc.collect()
+        others = [[i] for i in range(300)]
+        self.assertGreater(gc.get_count()[0], 200)
+        self.passes.clear()
+        decode_document(data, NETWORK)
+        self.assertNotIn(2, self.passes)
+        self.assertEqual(len(others), 300)
+
 
 class LoadedRecordTests(SynchronousTestCase):
     """
