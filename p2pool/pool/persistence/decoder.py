@@ -110,6 +110,16 @@ def _settle_new_objects(young_before: int) -> None:
         gc.collect()
 
 
+#: The members of a peer or point record stamping its last connection
+#: events, in the order the records' constructors take them.
+_LAST_MEMBERS = (
+    "last_failed_connection",
+    "last_rejected_connection",
+    "last_established_connection",
+    "last_disconnection",
+)
+
+
 class _BadRecord(ValueError):
     """
     One record is unusable; the message names the field.
@@ -264,10 +274,7 @@ class _Decoder:
         get = record.get
         peer_stamp = self.peer_stamp
         # Absent members are the common case: no call for them.
-        failed = get("last_failed_connection")
-        rejected = get("last_rejected_connection")
-        established = get("last_established_connection")
-        disconnection = get("last_disconnection")
+        failed, rejected, established, disconnection = map(get, _LAST_MEMBERS)
         events = get("events")
         # The constructor's checks are the decoder's (loaded_peer_info).
         return loaded_peer_info(
@@ -290,10 +297,7 @@ class _Decoder:
         get = record.get
         point_stamp = self.point_stamp
         expected = get("expected_peer_id")
-        failed = get("last_failed_connection")
-        rejected = get("last_rejected_connection")
-        established = get("last_established_connection")
-        disconnection = get("last_disconnection")
+        failed, rejected, established, disconnection = map(get, _LAST_MEMBERS)
         source_group = get("source_group")
         return loaded_point_info(
             self.point_text(record["point"], "point"),
