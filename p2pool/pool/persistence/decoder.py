@@ -343,17 +343,17 @@ class _Decoder:
     # read again by the checking methods, which say what is wrong: the
     # messages are theirs alone.
 
-    def typed_point_at(self, addr: str, port: int) -> Point:
-        point = self.addresses.get((addr, port))
-        return self.new_address(addr, port, "address") if point is None else point
-
     def typed_peer_stamp(self, value: PeerStamp | None) -> tuple[Point | None, float] | None:
         if value is None:
             return None
         address, time = value
         if address is None or address.port is None:
             return (None, time_seconds(time))
-        return (self.typed_point_at(address.addr, address.port), time_seconds(time))
+        addr, port = address.addr, address.port
+        point = self.addresses.get((addr, port))
+        if point is None:
+            point = self.new_address(addr, port, "address")
+        return (point, time_seconds(time))
 
     def typed_point_stamp(self, value: PointStamp | None) -> tuple[PeerId, float] | None:
         if value is None:
@@ -366,7 +366,7 @@ class _Decoder:
         if not record.events:
             return None
         events: list[PackedEvent] = []
-        kinds, point_at = self.kinds, self.typed_point_at
+        kinds, addresses = self.kinds, self.addresses
         for event in record.events[-EVENT_RING_SIZE:]:
             name = kinds.get(event.kind)
             if name is None:
@@ -374,9 +374,11 @@ class _Decoder:
             addr, port = event.addr, event.port
             if addr is msgspec.UNSET or port is None:
                 events.append((name, time_seconds(event.timestamp), None, None))
-            else:
-                point = point_at(addr, port)
-                events.append((name, time_seconds(event.timestamp), point.ip, point.port))
+                continue
+            point = addresses.get((addr, port))
+            if point is None:
+                point = self.new_address(addr, port, "address")
+            events.append((name, time_seconds(event.timestamp), point.ip, point.port))
         return tuple(events)
 
     def typed_peer(self, record: PeerRecord) -> PeerInfo:
@@ -756,25 +758,22 @@ def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> Peers
         # msgspec checks the UTF-8 of the values it decodes, not of those
         # it only skips: the whole text is checked here.
         _text(data)
+    collecting = gc.isenabled()
     try:
-        skeleton = _read_skeleton(data)
-    except msgspec.DecodeError:
-        return None
-    try:
-        members = {
-            name: json.loads(bytes(raw))
-            for name in _HEAD_MEMBERS
-            if (raw := getattr(skeleton, name)) is not msgspec.UNSET
-        }
-    except RecursionError:
-        raise PeersFileError("not JSON: nested too deeply") from None
-    saved_at = _check_header(members, network)
-    decoder = _Decoder()
-    sections = _record_sections(decoder, limits)
-    try:
-        collecting = gc.isenabled()
         with collector_paused():
             young_before = gc.get_count()[0]
+            try:
+                skeleton = _read_skeleton(data)
+            except msgspec.DecodeError:
+                return None
+            members = {
+                name: json.loads(bytes(raw))
+                for name in _HEAD_MEMBERS
+                if (raw := getattr(skeleton, name)) is not msgspec.UNSET
+            }
+            saved_at = _check_header(members, network)
+            decoder = _Decoder()
+            sections = _record_sections(decoder, limits)
             for name, texts in (("peers", skeleton.peers), ("points", skeleton.points)):
                 take = sections[name].take_text
                 for index, text in enumerate(texts):
