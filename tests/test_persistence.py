@@ -1050,18 +1050,19 @@ class CollectorPauseTests(SynchronousTestCase):
         The collector is paused while the records are built, whatever the
         application's setting.
         """
-        seen: list[bool] = []
-        original = decoder_module._Decoder.peer
+        for typed, builder in ((True, "typed_peer"), (False, "peer")):
+            seen: list[bool] = []
+            original = getattr(decoder_module._Decoder, builder)
 
-        def peer(decoder: Any, record: Any) -> Any:
-            seen.append(gc.isenabled())
-            return original(decoder, record)
+            def peer(decoder: Any, record: Any, original: Any = original, seen: list[bool] = seen) -> Any:
+                seen.append(gc.isenabled())
+                return original(decoder, record)
 
-        self.patch(decoder_module._Decoder, "peer", peer)
-        gc.enable()
-        decode_document(encoded(document(peers=[peer_record(1), peer_record(2)])), NETWORK)
-        self.assertEqual(seen, [False, False])
-        self.assertTrue(gc.isenabled())
+            self.patch(decoder_module._Decoder, builder, peer)
+            gc.enable()
+            decode_document(encoded(document(peers=[peer_record(1), peer_record(2)])), NETWORK, typed=typed)
+            self.assertEqual(seen, [False, False], builder)
+            self.assertTrue(gc.isenabled())
 
     def test_pauses_overlap(self) -> None:
         """

@@ -97,6 +97,21 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parse_time(1714521600.5), T0 + 0.5)
         self.assertEqual(parse_time(format_time(FIRST)), FIRST)
 
+    def test_rfc3339_forms(self) -> None:
+        """
+        RFC 3339 lets C{T} and C{Z} be lower case, and the date and time
+        be separated by a space; a fraction beyond the microsecond is
+        rounded to it. Forms of ISO 8601 that RFC 3339 does not have are
+        refused.
+        """
+        self.assertEqual(parse_time("2024-05-01t01:02:03.250z"), T0 + 3723.25)
+        self.assertEqual(parse_time("2024-05-01 01:02:03.250Z"), T0 + 3723.25)
+        self.assertEqual(parse_time("2024-05-01T01:02:03.0000015Z"), T0 + 3723.000002)
+        for text in ("2024-05-01T01:02Z", "2024-05-01T01:02:03+02", "20240501T010203Z", "2024-05-01T01:02:03,5Z"):
+            with self.assertRaises(ValueError, msg=text) as caught:
+                parse_time(text)
+            self.assertIn("not an RFC 3339 time", str(caught.exception))
+
     def test_refused(self) -> None:
         bad_times = {
             "2024-05-01T00:00:00": "time without a UTC offset",

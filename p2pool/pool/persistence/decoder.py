@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import msgspec
+
 from p2pool.core.acl import IPBlacklist, canonical_entry
 from p2pool.core.addressing import AddressError, PeerId, Point, built_point, parse_point_once
 from p2pool.core.json_kind import json_kind
 from p2pool.core.states import EVENT_RING_SIZE, PackedEvent, PeerInfo, PointInfo, loaded_peer_info, loaded_point_info
-from p2pool.core.timestamps import parse_time
+from p2pool.core.timestamps import parse_time, time_seconds
 from p2pool.pool.persistence.document import (
     FORMAT,
     NO_METADATA,
@@ -33,6 +36,7 @@ from p2pool.pool.persistence.document import (
     tezos_address,
 )
 from p2pool.pool.persistence.scanner import scan_document
+from p2pool.pool.persistence.schema import PeerRecord, PeerStamp, PointRecord, PointStamp, Skeleton
 
 __all__ = ["collector_paused", "decode_document", "decode_head"]
 
@@ -199,6 +203,13 @@ class _Decoder:
             return None
         if type(port) is not int:
             raise _BadRecord(f"{field}: port: expected an integer, got {json_kind(port)}")
+        return self.new_address(addr, port, field)
+
+    def new_address(self, addr: str, port: int, field: str) -> Point:
+        """
+        The point at Tezos address C{addr} and C{port}, not yet in the
+        memo.
+        """
         # Tezos writes IPv4 as IPv4-mapped IPv6; the IPv4 text is much
         # cheaper to check.
         ip = addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
@@ -325,6 +336,81 @@ class _Decoder:
         # The same few groups name many points: one string each.
         return self.groups.setdefault(value, value)
 
+    # -- Records the typed schema read (schema.py) -------------------------
+    #
+    # The schema has checked every member's JSON type; what it cannot
+    # express is checked by the methods above. A record these refuse is
+    # read again by the checking methods, which say what is wrong: the
+    # messages are theirs alone.
+
+    def typed_peer_stamp(self, value: PeerStamp | None) -> tuple[Point | None, float] | None:
+        if value is None:
+            return None
+        address, time = value
+        if address is None or address.port is None:
+            return (None, time_seconds(time))
+        addr, port = address.addr, address.port
+        point = self.addresses.get((addr, port))
+        if point is None:
+            point = self.new_address(addr, port, "address")
+        return (point, time_seconds(time))
+
+    def typed_point_stamp(self, value: PointStamp | None) -> tuple[PeerId, float] | None:
+        if value is None:
+            return None
+        text, time = value
+        peer_id = self.peer_ids.get(text)
+        return (self.peer_id(text, "peer_id") if peer_id is None else peer_id, time_seconds(time))
+
+    def typed_events(self, record: PeerRecord) -> tuple[PackedEvent, ...] | None:
+        if not record.events:
+            return None
+        events: list[PackedEvent] = []
+        kinds, addresses = self.kinds, self.addresses
+        for event in record.events[-EVENT_RING_SIZE:]:
+            name = kinds.get(event.kind)
+            if name is None:
+                name = kinds[event.kind] = kind_from_file(event.kind)
+            addr, port = event.addr, event.port
+            if addr is msgspec.UNSET or port is None:
+                events.append((name, time_seconds(event.timestamp), None, None))
+                continue
+            point = addresses.get((addr, port))
+            if point is None:
+                point = self.new_address(addr, port, "address")
+            events.append((name, time_seconds(event.timestamp), point.ip, point.port))
+        return tuple(events)
+
+    def typed_peer(self, record: PeerRecord) -> PeerInfo:
+        metadata = record.peer_metadata
+        stamp = self.typed_peer_stamp
+        return loaded_peer_info(
+            self.peer_id(record.peer_id, "peer_id"),
+            time_seconds(record.created),
+            NO_METADATA if metadata is msgspec.UNSET else metadata,
+            record.trusted,
+            stamp(record.last_failed_connection),
+            stamp(record.last_rejected_connection),
+            stamp(record.last_established_connection),
+            stamp(record.last_disconnection),
+            self.typed_events(record),
+        )
+
+    def typed_point(self, record: PointRecord) -> PointInfo:
+        expected, failed = record.expected_peer_id, record.last_failed_connection
+        stamp = self.typed_point_stamp
+        return loaded_point_info(
+            self.point_text(record.point, "point"),
+            record.trusted,
+            None if expected is None else self.peer_id(expected, "expected_peer_id"),
+            None if failed is None else time_seconds(failed),
+            stamp(record.last_rejected_connection),
+            stamp(record.last_established_connection),
+            stamp(record.last_disconnection),
+            record.known_public,
+            self.source_group(record.source_group),
+        )
+
     def banned_ip(self, value: object) -> str:
         if type(value) is not str:
             raise _BadRecord(f"expected an address or CIDR range, got {json_kind(value)}")
@@ -367,17 +453,22 @@ class _Section:
         limit: int | None = None,
         keep: Callable[[Any], bool] = lambda item: False,
         key: tuple[str, Callable[[Any], Any]] | None = None,
+        typed: tuple[Callable[[bytes], Any], Callable[[Any], Any]] | None = None,
     ) -> None:
         """
         @param keep: whether a record beyond C{limit} is built anyway.
         @param key: the name and function of what identifies a record: a
             record repeating an earlier one's is skipped as a duplicate.
+        @param typed: how a record's JSON text is read into the typed
+            schema (whose records have a C{trusted} flag) and built from
+            it, for L{take_text}.
         """
         self.name = name
         self._decode = decode
         self._limit = limit
         self._keep_anyway = keep
         self._key = key
+        self._typed = typed
         self.active = True
         self.reset()
 
@@ -403,6 +494,36 @@ class _Section:
         except _BadRecord as e:
             self.skipped.append(RecordProblem(self.name, index, str(e)))
             return
+        self._add(index, record)
+
+    def take_text(self, index: int, text: msgspec.Raw) -> None:
+        """
+        Decode the C{index}th record from its JSON C{text} through the
+        typed schema; a record the schema or the typed building refuses
+        is parsed with C{json} and decoded as L{take} does, which says
+        what is wrong with it.
+        """
+        if not self.active:
+            return
+        assert self._typed is not None
+        parse, build = self._typed
+        limit = self._limit
+        try:
+            typed = parse(text)
+            if limit is not None and len(self.records) >= limit and not typed.trusted:
+                self.left_out += 1
+                return
+            record = build(typed)
+        except ValueError:
+            # msgspec's errors, _BadRecord and AddressError alike.
+            self.take(index, json.loads(bytes(text)))
+            return
+        self._add(index, record)
+
+    def _add(self, index: int, record: Any) -> None:
+        """
+        Keep the decoded C{record}, unless it repeats an earlier one.
+        """
         if self._key is not None:
             what, key = self._key
             value = key(record)
@@ -527,17 +648,87 @@ def _check_header(document: Any, network: str) -> float | None:
         raise PeersFileError(f"'saved_at': {e}") from None
 
 
-def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None = None) -> PeersFileContent:
+#: The typed readers of the whole file and of one record of each section.
+_read_skeleton: Callable[[bytes], Skeleton] = msgspec.json.Decoder(Skeleton).decode
+_read_peer: Callable[[bytes], PeerRecord] = msgspec.json.Decoder(PeerRecord).decode
+_read_point: Callable[[bytes], PointRecord] = msgspec.json.Decoder(PointRecord).decode
+
+#: The top-level members of a file other than its record arrays.
+_HEAD_MEMBERS = ("format", "network", "saved_at", "bans")
+
+
+def _record_sections(decoder: _Decoder, limits: Mapping[str, int]) -> dict[str, _Section]:
+    """
+    The C{peers} and C{points} sections of a file, empty.
+    """
+    return {
+        "peers": _Section(
+            "peers",
+            decoder.peer,
+            limits.get("peers"),
+            _trusted,
+            ("peer_id", _peer_key),
+            (_read_peer, decoder.typed_peer),
+        ),
+        "points": _Section(
+            "points",
+            decoder.point,
+            limits.get("points"),
+            _trusted,
+            ("point", _point_key),
+            (_read_point, decoder.typed_point),
+        ),
+    }
+
+
+def _content(
+    network: str,
+    saved_at: float | None,
+    sections: dict[str, _Section],
+    members: dict[str, Any],
+    decoder: _Decoder,
+) -> PeersFileContent:
+    """
+    The content of a file whose records are in C{sections} and whose
+    top-level members are C{members}: its bans decoded, the problems of
+    every section in file order.
+    """
+    ip_section, peer_section, by_ip_section = _decode_bans(members, decoder)
+    every = [*sections.values(), ip_section, peer_section, by_ip_section]
+    skipped = [problem for records in every for problem in records.skipped]
+    return PeersFileContent(
+        network=network,
+        saved_at=saved_at,
+        peers=sections["peers"].records,
+        points=sections["points"].records,
+        banned_ips=ip_section.records,
+        banned_peers=peer_section.records,
+        peer_bans_by_ip=by_ip_section.records,
+        skipped=sorted(skipped, key=lambda p: (SECTIONS.index(p.section), p.index)),
+        left_out={name: records.left_out for name, records in sections.items() if records.left_out},
+    )
+
+
+def decode_document(
+    data: bytes,
+    network: str,
+    limits: Mapping[str, int] | None = None,
+    typed: bool = True,
+) -> PeersFileContent:
     """
     Check and decode the bytes of a peers file. Records that are not
     usable are left out and listed in C{skipped}; unknown fields are
     ignored.
 
-    The records are parsed and decoded one at a time (see
-    L{p2pool.pool.persistence.scanner}). With C{limits} (records by section,
-    C{"peers"} and C{"points"}), a section's records beyond its limit are
-    parsed but not built, except trusted ones; they are counted in
-    C{left_out}.
+    The records are parsed and decoded one at a time. With C{typed} (the
+    default) C{msgspec} reads each into the typed schema of
+    L{p2pool.pool.persistence.schema}; a file or record it cannot read is
+    read by the checking decoder, which says what is wrong with it. Both
+    give the same content: C{typed=False} reads every record with the
+    checking decoder alone (see L{p2pool.pool.persistence.scanner}). With
+    C{limits} (records by section, C{"peers"} and C{"points"}), a section's
+    records beyond its limit are parsed but not built, except trusted
+    ones; they are counted in C{left_out}.
 
     CPython's cyclic garbage collector is paused, for the whole process,
     while the records are built (L{collector_paused}), and one full pass
@@ -549,13 +740,59 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     @raise IncompatibleFile: its C{format} is newer than L{FORMAT}, or its
         C{network} is not C{network}.
     """
-    text = _text(data)
     limits = limits or {}
+    if typed:
+        content = _decode_typed(data, network, limits)
+        if content is not None:
+            return content
+    return _decode_checked(data, network, limits)
+
+
+def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> PeersFileContent | None:
+    """
+    L{decode_document} through the typed schema; None when C{msgspec}
+    cannot read the top level of the file (not JSON, not an object, a
+    record member not an array), for the checking decoder to explain.
+    """
+    if not data.isascii():
+        # msgspec checks the UTF-8 of the values it decodes, not of those
+        # it only skips: the whole text is checked here.
+        _text(data)
+    collecting = gc.isenabled()
+    try:
+        with collector_paused():
+            young_before = gc.get_count()[0]
+            try:
+                skeleton = _read_skeleton(data)
+            except msgspec.DecodeError:
+                return None
+            members = {
+                name: json.loads(bytes(raw))
+                for name in _HEAD_MEMBERS
+                if (raw := getattr(skeleton, name)) is not msgspec.UNSET
+            }
+            saved_at = _check_header(members, network)
+            decoder = _Decoder()
+            sections = _record_sections(decoder, limits)
+            for name, texts in (("peers", skeleton.peers), ("points", skeleton.points)):
+                take = sections[name].take_text
+                for index, text in enumerate(texts):
+                    take(index, text)
+            del skeleton
+            if collecting:
+                _settle_new_objects(young_before)
+    except RecursionError:
+        raise PeersFileError("not JSON: nested too deeply") from None
+    return _content(network, saved_at, sections, members, decoder)
+
+
+def _decode_checked(data: bytes, network: str, limits: Mapping[str, int]) -> PeersFileContent:
+    """
+    L{decode_document} with every record read by the checking decoder.
+    """
+    text = _text(data)
     decoder = _Decoder()
-    sections = {
-        "peers": _Section("peers", decoder.peer, limits.get("peers"), _trusted, ("peer_id", _peer_key)),
-        "points": _Section("points", decoder.point, limits.get("points"), _trusted, ("point", _point_key)),
-    }
+    sections = _record_sections(decoder, limits)
 
     def section(name: str, members: dict[str, Any]) -> Callable[[int, Any], None]:
         records = sections[name]
@@ -588,17 +825,4 @@ def decode_document(data: bytes, network: str, limits: Mapping[str, int] | None 
     for name in sections:
         if name in document:
             _array(document[name], name)
-    ip_section, peer_section, by_ip_section = _decode_bans(document, decoder)
-    every = [*sections.values(), ip_section, peer_section, by_ip_section]
-    skipped = [problem for records in every for problem in records.skipped]
-    return PeersFileContent(
-        network=network,
-        saved_at=saved_at,
-        peers=sections["peers"].records,
-        points=sections["points"].records,
-        banned_ips=ip_section.records,
-        banned_peers=peer_section.records,
-        peer_bans_by_ip=by_ip_section.records,
-        skipped=sorted(skipped, key=lambda p: (SECTIONS.index(p.section), p.index)),
-        left_out={name: records.left_out for name, records in sections.items() if records.left_out},
-    )
+    return _content(network, saved_at, sections, document, decoder)
