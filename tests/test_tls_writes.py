@@ -10,7 +10,13 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory, IProtocolFactory, ITCPTransport
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLContextFactory,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
@@ -19,7 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer, providedBy
+from zope.interface import directlyProvides, implementer, providedBy
 
 from p2pool.core.addressing import PeerId
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification, TLSContext, peer_of_certificate
@@ -304,7 +310,8 @@ class MakeConnectionTests(SynchronousTestCase):
     def test_twisted_path_without_a_connection_creator(self) -> None:
         """
         With a context factory that is not a connection creator (an
-        old-style L{IOpenSSLContextFactory}), or a wrapped protocol not to be
+        old-style L{IOpenSSLContextFactory}), a wrapped factory that
+        negotiates an application protocol, or a wrapped protocol not to be
         connected yet, Twisted's own C{makeConnection} makes the connection.
         """
         key = Ed25519PrivateKey.generate()
@@ -315,6 +322,12 @@ class MakeConnectionTests(SynchronousTestCase):
         tls, wrapped, transport = self.connect(factory)
         self.assertIs(wrapped.transport, tls)
         self.assertTrue(ITCPTransport.providedBy(tls))
+        negotiating = Factory.forProtocol(Side)
+        directlyProvides(negotiating, IProtocolNegotiationFactory)
+        self.assertFalse(GatheringTLSFactory(context.creator, True, negotiating, Clock()).creates_connections)
+        self.assertTrue(
+            GatheringTLSFactory(context.creator, True, Factory.forProtocol(Side), Clock()).creates_connections
+        )
         pending = GatheringTLSProtocol(
             GatheringTLSFactory(context.creator, True, Factory.forProtocol(Side), Clock()), Side(), False
         )

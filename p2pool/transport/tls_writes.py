@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorTime,
     ITransport,
 )
@@ -167,10 +168,12 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
     Runs TLS over each connection with a L{GatheringTLSProtocol}.
 
     @ivar clock: schedules the sending of writes made outside a read.
-    @ivar creates_connections: whether L{tls_connection} can make the
-        OpenSSL connections: C{contextFactory} is a connection creator
+    @ivar creates_connections: whether L{tls_connection} makes the OpenSSL
+        connections: C{contextFactory} is a connection creator
         (L{IOpenSSLClientConnectionCreator} for a client,
-        L{IOpenSSLServerConnectionCreator} for a server).
+        L{IOpenSSLServerConnectionCreator} for a server) and the wrapped
+        factory negotiates no application protocol (ALPN, which Twisted
+        sets up on the connection).
     """
 
     protocol = GatheringTLSProtocol
@@ -186,7 +189,7 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
             IOpenSSLClientConnectionCreator.providedBy(contextFactory)
             if isClient
             else IOpenSSLServerConnectionCreator.providedBy(contextFactory)
-        )
+        ) and not IProtocolNegotiationFactory.providedBy(wrappedFactory)
 
     def tls_connection(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
