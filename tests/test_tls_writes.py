@@ -12,7 +12,9 @@ from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IProtocolNegotiationFactory,
     ITCPTransport,
@@ -219,6 +221,22 @@ class ContextOnly:
         return self.context
 
 
+@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
+class BareCreator:
+    """
+    A connection creator that leaves the app data of its connections unset.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.context = context
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+
 def peer_id_of(context: TLSContext) -> PeerId:
     """
     The peer id of C{context}'s certificate.
@@ -272,6 +290,19 @@ class MakeConnectionTests(SynchronousTestCase):
             self.assertEqual(bool(ours_transport.value()), client)
             self.assertEqual(len(ours_transport.value()) > 0, len(theirs_transport.value()) > 0)
             self.assertIn(ours, ours.factory.protocols)
+
+    def test_app_data_is_the_protocol(self) -> None:
+        """
+        The OpenSSL connection's app data is the TLS protocol, as Twisted
+        sets it, also when the creator does not set it.
+        """
+        key = Ed25519PrivateKey.generate()
+        options = CertificateOptions(privateKey=key, certificate=TLSContext(key).certificate)  # type: ignore[arg-type]
+        for client in (True, False):
+            factory = GatheringTLSFactory(BareCreator(options.getContext()), client, Factory.forProtocol(Side), Clock())
+            self.assertTrue(factory.creates_connections)
+            tls, _, _ = self.connect(factory)
+            self.assertIs(tls.getHandle().get_app_data(), tls)
 
     def test_connection_established_as_twisted(self) -> None:
         """

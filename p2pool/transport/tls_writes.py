@@ -194,8 +194,9 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
     def tls_connection(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
         The OpenSSL connection of C{protocol}, made by the connection
-        creator and set to connect or to accept, as Twisted's factory makes
-        it (only when L{creates_connections}).
+        creator, set to connect or to accept, with C{protocol} as its app
+        data, as Twisted's factory makes it (only when
+        L{creates_connections}).
         """
         if self._client:
             connection: SSL.Connection = self._creator.clientConnectionForTLS(protocol)
@@ -203,4 +204,5 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
         else:
             connection = self._creator.serverConnectionForTLS(protocol)
             connection.set_accept_state()
+        connection.set_app_data(protocol)
         return connection
