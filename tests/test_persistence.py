@@ -60,6 +60,7 @@ from p2pool.pool.persistence import (
 )
 from p2pool.pool.persistence import decoder as decoder_module
 from p2pool.pool.persistence.decoder import collector_paused
+from p2pool.pool.persistence.document import RecordProblem
 from p2pool.pool.persistence.encoder import metadata_texts, write_document
 from p2pool.pool.persistence.scanner import scan_document
 from p2pool.pool.service import Pool
@@ -901,6 +902,23 @@ class DecodeTests(SynchronousTestCase):
         [peer] = self.decode(document(peers=[peer_record(1, events=events)])).peers
         self.assertEqual(len(peer.events), 100)
         self.assertEqual(peer.events[0].timestamp, T0 + 50)
+
+    def test_problems_listed_up_to_a_bound(self) -> None:
+        """
+        A section's first L{decoder_module.MAX_LISTED_PROBLEMS} problems
+        are listed, the others counted: a file of millions of bad records
+        does not hold a problem for each.
+        """
+        bound = decoder_module.MAX_LISTED_PROBLEMS
+        data = encoded(document(peers=[5] * (bound + 7) + [peer_record(1)], points=[5, 5]))
+        for typed in (True, False):
+            content = decode_document(data, NETWORK, typed=typed)
+            self.assertEqual([p.peer_id for p in content.peers], [_peer(1)])
+            self.assertEqual(len(content.skipped), bound + 2)
+            self.assertEqual(
+                content.skipped[bound - 1], RecordProblem("peers", bound - 1, "expected an object, got a number")
+            )
+            self.assertEqual(content.unlisted, 7)
 
     def test_bad_records_are_skipped(self) -> None:
         """

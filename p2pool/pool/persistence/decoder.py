@@ -38,7 +38,7 @@ from p2pool.pool.persistence.document import (
 from p2pool.pool.persistence.scanner import scan_document
 from p2pool.pool.persistence.schema import PeerRecord, PeerStamp, PointRecord, PointStamp, Skeleton
 
-__all__ = ["collector_paused", "decode_document", "decode_head"]
+__all__ = ["MAX_LISTED_PROBLEMS", "collector_paused", "decode_document", "decode_head"]
 
 #: Times remembered while decoding, at most.
 _TIME_MEMO_SIZE = 4096
@@ -87,6 +87,11 @@ class _CollectorPause:
 #: by a quarter) would find nothing to free. The JSON of each record is
 #: freed by reference counting as before.
 collector_paused = _CollectorPause()
+
+#: Problems of skipped records listed per section of a file, at most; the
+#: others are counted (a damaged file of millions of bad records would
+#: otherwise hold one L{RecordProblem} per record).
+MAX_LISTED_PROBLEMS = 1000
 
 #: After a decode that left more than this many new objects for the cyclic
 #: collector, one full pass is made at once (L{_settle_new_objects}).
@@ -475,6 +480,8 @@ class _Section:
     def reset(self) -> None:
         self.records: list[Any] = []
         self.skipped: list[RecordProblem] = []
+        #: Problems beyond the first MAX_LISTED_PROBLEMS: counted only.
+        self.unlisted = 0
         self.left_out = 0
         self._keys: set[Any] = set()
 
@@ -492,7 +499,7 @@ class _Section:
         try:
             record = self._decode(item)
         except _BadRecord as e:
-            self.skipped.append(RecordProblem(self.name, index, str(e)))
+            self._skip(index, str(e))
             return
         self._add(index, record)
 
@@ -520,6 +527,16 @@ class _Section:
             return
         self._add(index, record)
 
+    def _skip(self, index: int, problem: str) -> None:
+        """
+        Note that the C{index}th record is skipped for C{problem}: listed
+        up to L{MAX_LISTED_PROBLEMS}, then counted.
+        """
+        if len(self.skipped) < MAX_LISTED_PROBLEMS:
+            self.skipped.append(RecordProblem(self.name, index, problem))
+        else:
+            self.unlisted += 1
+
     def _add(self, index: int, record: Any) -> None:
         """
         Keep the decoded C{record}, unless it repeats an earlier one.
@@ -528,7 +545,7 @@ class _Section:
             what, key = self._key
             value = key(record)
             if value in self._keys:
-                self.skipped.append(RecordProblem(self.name, index, f"duplicate {what} {value}"))
+                self._skip(index, f"duplicate {what} {value}")
                 return
             self._keys.add(value)
         self.records.append(record)
@@ -706,6 +723,7 @@ def _content(
         peer_bans_by_ip=by_ip_section.records,
         skipped=sorted(skipped, key=lambda p: (SECTIONS.index(p.section), p.index)),
         left_out={name: records.left_out for name, records in sections.items() if records.left_out},
+        unlisted=sum(records.unlisted for records in every),
     )
 
 

@@ -178,3 +178,6 @@ class PeersFileContent:
     #: Records of a section (C{peers}, C{points}) beyond what the tables
     #: keep, parsed but not built: how many, by section.
     left_out: dict[str, int] = attrs.field(factory=dict)
+    #: Skipped records beyond those C{skipped} lists (the first 1000 of
+    #: each section): how many.
+    unlisted: int = 0

@@ -293,7 +293,7 @@ class PeersFile:
             return False
         self.restart_points = applied.established
         problems = [*content.skipped, *applied.problems]
-        self._report_skipped(outcome.source, problems)
+        self._report_skipped(outcome.source, problems, content.unlisted)
         for section, count in content.left_out.items():
             _log.warn(
                 "Peers file {path}: {count} {section} beyond the table's limit (p2p.{key}) were not loaded",
@@ -321,15 +321,16 @@ class PeersFile:
             points=applied.points,
             banned_ips=applied.banned_ips,
             banned_peers=applied.banned_peers,
-            skipped=len(problems),
+            skipped=len(problems) + content.unlisted,
             duration=duration,
         )
         return True
 
-    def _report_skipped(self, source: str | None, problems: list[RecordProblem]) -> None:
+    def _report_skipped(self, source: str | None, problems: list[RecordProblem], unlisted: int) -> None:
         """
         Report the records skipped at load: the first
-        L{MAX_REPORTED_PROBLEMS} one by one, the rest as a count.
+        L{MAX_REPORTED_PROBLEMS} of C{problems} one by one, the rest and
+        the C{unlisted} ones as a count.
         """
         for problem in problems[:MAX_REPORTED_PROBLEMS]:
             self._pool.events.emit(
@@ -346,12 +347,9 @@ class PeersFile:
                 index=problem.index,
                 problem=problem.problem,
             )
-        if len(problems) > MAX_REPORTED_PROBLEMS:
-            _log.warn(
-                "Peers file {path}: {count} more records skipped",
-                path=source,
-                count=len(problems) - MAX_REPORTED_PROBLEMS,
-            )
+        more = max(0, len(problems) - MAX_REPORTED_PROBLEMS) + unlisted
+        if more:
+            _log.warn("Peers file {path}: {count} more records skipped", path=source, count=more)
 
     # -- saving --------------------------------------------------------------
 
