@@ -170,8 +170,8 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
     @ivar clock: schedules the sending of writes made outside a read.
     @ivar creates_connections: whether L{tls_connection} makes the OpenSSL
         connections: C{contextFactory} is a connection creator
-        (L{IOpenSSLClientConnectionCreator} for a client,
-        L{IOpenSSLServerConnectionCreator} for a server) and the wrapped
+        (C{IOpenSSLClientConnectionCreator} for a client,
+        C{IOpenSSLServerConnectionCreator} for a server) and the wrapped
         factory negotiates no application protocol (ALPN, which Twisted
         sets up on the connection).
     """
