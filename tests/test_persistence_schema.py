@@ -196,6 +196,22 @@ class SameContentTests(SynchronousTestCase):
                 decode_document(data, NETWORK, typed=typed)
             self.assertIn("'saved_at': time out of range", str(caught.exception))
 
+    def test_integers_json_will_not_convert(self) -> None:
+        """
+        An integer of more digits than C{json} converts, which msgspec
+        reads, makes the whole file refused on both paths, in a record or
+        in the head.
+        """
+        huge = "1" + "0" * 5000
+        for data in (
+            _file([], [{"point": "10.0.0.1:9732", "last_failed_connection": 0}]).replace(b": 0}", f": {huge}}}".encode()),
+            _file([], []).replace(b'"format": 1', f'"format": {huge}'.encode()),
+        ):
+            for typed in (True, False):
+                with self.assertRaises(PeersFileError) as caught:
+                    decode_document(data, NETWORK, typed=typed)
+                self.assertIn("not JSON (truncated or damaged): Exceeds the limit", str(caught.exception))
+
     def test_head_members_null(self) -> None:
         """
         A null C{bans} is refused as before, not taken for a missing one.

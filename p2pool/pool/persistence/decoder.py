@@ -523,7 +523,7 @@ class _Section:
             record = build(typed)
         except ValueError:
             # msgspec's errors, _BadRecord and AddressError alike.
-            self.take(index, json.loads(bytes(text)))
+            self.take(index, _json_value(text))
             return
         self._add(index, record)
 
@@ -766,6 +766,20 @@ def decode_document(
     return _decode_checked(data, network, limits)
 
 
+def _json_value(text: msgspec.Raw) -> Any:
+    """
+    The value of JSON C{text} as C{json.loads} reads it.
+
+    @raise PeersFileError: C{json} cannot read it (msgspec reads integers
+        that C{json} refuses to convert, of over 4300 digits): the file is
+        refused as the checking decoder refuses it.
+    """
+    try:
+        return json.loads(bytes(text))
+    except ValueError as e:
+        raise PeersFileError(f"not JSON (truncated or damaged): {e}") from None
+
+
 def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> PeersFileContent | None:
     """
     L{decode_document} through the typed schema; None when C{msgspec}
@@ -785,7 +799,7 @@ def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> Peers
             except msgspec.DecodeError:
                 return None
             members = {
-                name: json.loads(bytes(raw))
+                name: _json_value(raw)
                 for name in _HEAD_MEMBERS
                 if (raw := getattr(skeleton, name)) is not msgspec.UNSET
             }
