@@ -204,7 +204,9 @@ class SameContentTests(SynchronousTestCase):
         """
         huge = "1" + "0" * 5000
         for data in (
-            _file([], [{"point": "10.0.0.1:9732", "last_failed_connection": 0}]).replace(b": 0}", f": {huge}}}".encode()),
+            _file([], [{"point": "10.0.0.1:9732", "last_failed_connection": 0}]).replace(
+                b": 0}", f": {huge}}}".encode()
+            ),
             _file([], []).replace(b'"format": 1', f'"format": {huge}'.encode()),
         ):
             for typed in (True, False):
