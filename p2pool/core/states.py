@@ -227,14 +227,6 @@ class _EventRing:
             return self._loaded_events
         return tuple(self.events)
 
-    def hold_loaded_events(self, loaded_events: tuple[PackedEvent, ...] | None) -> None:
-        """
-        Hold C{loaded_events} (the peers file's, packed) as this record's
-        events, in place of any it has.
-        """
-        self._events = None
-        self._loaded_events = loaded_events
-
     def _record(self, event: StateEvent) -> None:
         if self._events is None:
             self._events = collections.deque(self.events, maxlen=EVENT_RING_SIZE)
@@ -495,28 +487,6 @@ class PeerInfo(_EventRing, _Trusted):
 _LOADED_TRUST = (UNTRUSTED, TrustSource.API)
 
 
-def _set_loaded(
-    info: Any,
-    trusted: bool,
-    loaded_events: tuple[PackedEvent, ...] | None,
-    last_failed_connection: Any,
-    last_rejected_connection: Any,
-    last_established_connection: Any,
-    last_disconnection: Any,
-) -> None:
-    """
-    Set what a loaded L{PeerInfo} and L{PointInfo} have alike: no events
-    of its own, the file's, trust from the API when C{trusted}, the
-    C{last_*} stamps.
-    """
-    info.hold_loaded_events(loaded_events)
-    info.trust = _LOADED_TRUST[trusted]
-    info.last_failed_connection = last_failed_connection
-    info.last_rejected_connection = last_rejected_connection
-    info.last_established_connection = last_established_connection
-    info.last_disconnection = last_disconnection
-
-
 def loaded_peer_info(
     peer_id: PeerId,
     created: float,
@@ -536,20 +506,18 @@ def loaded_peer_info(
     peer, trust from the API when C{trusted}).
     """
     info: PeerInfo = object.__new__(PeerInfo)
+    info._events = None
+    info._loaded_events = loaded_events
     info.peer_id = peer_id
     info.created = created
     info.metadata = metadata
+    info.trust = _LOADED_TRUST[trusted]
     info.state = PeerState.DISCONNECTED
     info.current_point = None
-    _set_loaded(
-        info,
-        trusted,
-        loaded_events,
-        last_failed_connection,
-        last_rejected_connection,
-        last_established_connection,
-        last_disconnection,
-    )
+    info.last_failed_connection = last_failed_connection
+    info.last_rejected_connection = last_rejected_connection
+    info.last_established_connection = last_established_connection
+    info.last_disconnection = last_disconnection
     return info
 
 
@@ -571,21 +539,19 @@ def loaded_point_info(
     file's decoder (a disconnected point without back-off, no events).
     """
     info: PointInfo = object.__new__(PointInfo)
+    info._events = None
+    info._loaded_events = None
     info.point = point
+    info.trust = _LOADED_TRUST[trusted]
     info.expected_peer_id = expected_peer_id
     info.state = PointState.DISCONNECTED
     info.current_peer_id = None
+    info.last_failed_connection = last_failed_connection
+    info.last_rejected_connection = last_rejected_connection
+    info.last_established_connection = last_established_connection
+    info.last_disconnection = last_disconnection
     info.known_public = known_public
     info.reconnection_delay = None
     info.reconnection_time = None
     info.source_group = source_group
-    _set_loaded(
-        info,
-        trusted,
-        None,
-        last_failed_connection,
-        last_rejected_connection,
-        last_established_connection,
-        last_disconnection,
-    )
     return info
