@@ -98,6 +98,17 @@ MAX_LISTED_PROBLEMS = 1000
 SETTLE_ABOVE = 50_000
 
 
+def _forget_memos(decoder: _Decoder, sections: Mapping[str, _Section]) -> None:
+    """
+    Empty what the records' decoding remembered, before the collector's
+    pass over the new objects (L{_settle_new_objects}): the memos hold a
+    reference to every peer id and point, for the pass to follow again.
+    """
+    decoder.forget_memos()
+    for records in sections.values():
+        records.forget_keys()
+
+
 def _settle_new_objects(young_before: int) -> None:
     """
     One full pass of the cyclic collector, if a paused decode left more
@@ -151,6 +162,15 @@ class _Decoder:
         #: The pool's name of each event kind seen, by the file's name.
         self.kinds: dict[str, str] = {}
         self.blacklist = IPBlacklist()
+
+    def forget_memos(self) -> None:
+        """
+        Empty the memos of the records' values, once the records are built.
+        """
+        self.peer_ids.clear()
+        self.addresses.clear()
+        self.points.clear()
+        self.times.clear()
 
     def peer_id(self, value: object, field: str) -> PeerId:
         peer_id = self.peer_ids.get(value) if type(value) is str else None
@@ -484,6 +504,12 @@ class _Section:
         self.unlisted = 0
         self.left_out = 0
         self._keys: set[Any] = set()
+
+    def forget_keys(self) -> None:
+        """
+        Empty the keys that found duplicates, once every record is taken.
+        """
+        self._keys.clear()
 
     def take(self, index: int, item: Any) -> None:
         """
@@ -827,6 +853,7 @@ def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> Peers
             sections["peers"].take_texts(skeleton.peers)
             sections["points"].take_texts(skeleton.points)
             del skeleton
+            _forget_memos(decoder, sections)
             if collecting:
                 _settle_new_objects(young_before)
     except RecursionError:
@@ -859,6 +886,7 @@ def _decode_checked(data: bytes, network: str, limits: Mapping[str, int]) -> Pee
         with collector_paused():
             young_before = gc.get_count()[0]
             scan = scan_document(text, sections, section)
+            _forget_memos(decoder, sections)
             if collecting:
                 _settle_new_objects(young_before)
     except ValueError as e:
