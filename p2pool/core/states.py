@@ -153,14 +153,17 @@ def _later(live: Any, loaded: Any) -> Any:
     return loaded
 
 
-def _latest_time(*times: float | None) -> float | None:
+def _latest_time(first: float | None, second: float | None, third: float | None) -> float | None:
     """
-    The latest of C{times} that are not None (None when none is).
+    The latest of three times that are not None (None when none is): the
+    last seen or last missed time of a record, on every state change that
+    connects or disconnects.
     """
-    latest = None
-    for t in times:
-        if t is not None and (latest is None or t > latest):
-            latest = t
+    latest = first
+    if second is not None and (latest is None or second > latest):
+        latest = second
+    if third is not None and (latest is None or third > latest):
+        latest = third
     return latest
 
 
