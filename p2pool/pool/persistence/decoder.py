@@ -13,7 +13,7 @@ import gc
 import json
 import operator
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -36,7 +36,7 @@ from p2pool.pool.persistence.document import (
     tezos_address,
 )
 from p2pool.pool.persistence.scanner import scan_document
-from p2pool.pool.persistence.schema import PeerRecord, PeerStamp, PointRecord, PointStamp, Skeleton
+from p2pool.pool.persistence.schema import PeerRecord, PeerStamp, PointRecord, PointStamp, RecordEvent, Skeleton
 
 __all__ = ["MAX_LISTED_PROBLEMS", "collector_paused", "decode_document", "decode_head"]
 
@@ -98,6 +98,17 @@ MAX_LISTED_PROBLEMS = 1000
 SETTLE_ABOVE = 50_000
 
 
+def _forget_memos(decoder: _Decoder, sections: Mapping[str, _Section]) -> None:
+    """
+    Empty what the records' decoding remembered, before the collector's
+    pass over the new objects (L{_settle_new_objects}): the memos hold a
+    reference to every peer id and point, for the pass to follow again.
+    """
+    decoder.forget_memos()
+    for records in sections.values():
+        records.forget_keys()
+
+
 def _settle_new_objects(young_before: int) -> None:
     """
     One full pass of the cyclic collector, if a paused decode left more
@@ -151,6 +162,15 @@ class _Decoder:
         #: The pool's name of each event kind seen, by the file's name.
         self.kinds: dict[str, str] = {}
         self.blacklist = IPBlacklist()
+
+    def forget_memos(self) -> None:
+        """
+        Empty the memos of the records' values, once the records are built.
+        """
+        self.peer_ids.clear()
+        self.addresses.clear()
+        self.points.clear()
+        self.times.clear()
 
     def peer_id(self, value: object, field: str) -> PeerId:
         peer_id = self.peer_ids.get(value) if type(value) is str else None
@@ -348,9 +368,7 @@ class _Decoder:
     # read again by the checking methods, which say what is wrong: the
     # messages are theirs alone.
 
-    def typed_peer_stamp(self, value: PeerStamp | None) -> tuple[Point | None, float] | None:
-        if value is None:
-            return None
+    def typed_peer_stamp(self, value: PeerStamp) -> tuple[Point | None, float]:
         address, time = value
         if address is None or address.port is None:
             return (None, time_seconds(time))
@@ -360,19 +378,15 @@ class _Decoder:
             point = self.new_address(addr, port, "address")
         return (point, time_seconds(time))
 
-    def typed_point_stamp(self, value: PointStamp | None) -> tuple[PeerId, float] | None:
-        if value is None:
-            return None
+    def typed_point_stamp(self, value: PointStamp) -> tuple[PeerId, float]:
         text, time = value
         peer_id = self.peer_ids.get(text)
         return (self.peer_id(text, "peer_id") if peer_id is None else peer_id, time_seconds(time))
 
-    def typed_events(self, record: PeerRecord) -> tuple[PackedEvent, ...] | None:
-        if not record.events:
-            return None
+    def typed_events(self, record_events: list[RecordEvent]) -> tuple[PackedEvent, ...]:
         events: list[PackedEvent] = []
         kinds, addresses = self.kinds, self.addresses
-        for event in record.events[-EVENT_RING_SIZE:]:
+        for event in record_events[-EVENT_RING_SIZE:]:
             name = kinds.get(event.kind)
             if name is None:
                 name = kinds[event.kind] = kind_from_file(event.kind)
@@ -386,32 +400,38 @@ class _Decoder:
             events.append((name, time_seconds(event.timestamp), point.ip, point.port))
         return tuple(events)
 
+    # A stamp or the events are often absent: no call for them then.
+
     def typed_peer(self, record: PeerRecord) -> PeerInfo:
-        metadata = record.peer_metadata
+        metadata, events = record.peer_metadata, record.events
+        failed, rejected = record.last_failed_connection, record.last_rejected_connection
+        established, disconnection = record.last_established_connection, record.last_disconnection
         stamp = self.typed_peer_stamp
         return loaded_peer_info(
             self.peer_id(record.peer_id, "peer_id"),
             time_seconds(record.created),
             NO_METADATA if metadata is msgspec.UNSET else metadata,
             record.trusted,
-            stamp(record.last_failed_connection),
-            stamp(record.last_rejected_connection),
-            stamp(record.last_established_connection),
-            stamp(record.last_disconnection),
-            self.typed_events(record),
+            None if failed is None else stamp(failed),
+            None if rejected is None else stamp(rejected),
+            None if established is None else stamp(established),
+            None if disconnection is None else stamp(disconnection),
+            self.typed_events(events) if events else None,
         )
 
     def typed_point(self, record: PointRecord) -> PointInfo:
         expected, failed = record.expected_peer_id, record.last_failed_connection
+        rejected, established = record.last_rejected_connection, record.last_established_connection
+        disconnection = record.last_disconnection
         stamp = self.typed_point_stamp
         return loaded_point_info(
             self.point_text(record.point, "point"),
             record.trusted,
             None if expected is None else self.peer_id(expected, "expected_peer_id"),
             None if failed is None else time_seconds(failed),
-            stamp(record.last_rejected_connection),
-            stamp(record.last_established_connection),
-            stamp(record.last_disconnection),
+            None if rejected is None else stamp(rejected),
+            None if established is None else stamp(established),
+            None if disconnection is None else stamp(disconnection),
             record.known_public,
             self.source_group(record.source_group),
         )
@@ -466,7 +486,7 @@ class _Section:
             record repeating an earlier one's is skipped as a duplicate.
         @param typed: how a record's JSON text is read into the typed
             schema (whose records have a C{trusted} flag) and built from
-            it, for L{take_text}.
+            it, for L{take_texts}.
         """
         self.name = name
         self._decode = decode
@@ -484,6 +504,12 @@ class _Section:
         self.unlisted = 0
         self.left_out = 0
         self._keys: set[Any] = set()
+
+    def forget_keys(self) -> None:
+        """
+        Empty the keys that found duplicates, once every record is taken.
+        """
+        self._keys.clear()
 
     def take(self, index: int, item: Any) -> None:
         """
@@ -503,29 +529,40 @@ class _Section:
             return
         self._add(index, record)
 
-    def take_text(self, index: int, text: msgspec.Raw) -> None:
+    def take_texts(self, texts: Iterable[msgspec.Raw]) -> None:
         """
-        Decode the C{index}th record from its JSON C{text} through the
-        typed schema; a record the schema or the typed building refuses
-        is parsed with C{json} and decoded as L{take} does, which says
-        what is wrong with it.
+        Decode the records from their JSON C{texts}, in file order, through
+        the typed schema; a record the schema or the typed building refuses
+        is parsed with C{json} and decoded as L{take} does, which says what
+        is wrong with it.
         """
         if not self.active:
             return
         assert self._typed is not None
         parse, build = self._typed
         limit = self._limit
-        try:
-            typed = parse(text)
-            if limit is not None and len(self.records) >= limit and not typed.trusted:
-                self.left_out += 1
-                return
-            record = build(typed)
-        except ValueError:
-            # msgspec's errors, _BadRecord and AddressError alike.
-            self.take(index, _json_value(text))
-            return
-        self._add(index, record)
+        records, keys = self.records, self._keys
+        key = self._key[1] if self._key is not None else None
+        for index, text in enumerate(texts):
+            try:
+                typed = parse(text)
+                if limit is not None and len(records) >= limit and not typed.trusted:
+                    self.left_out += 1
+                    continue
+                record = build(typed)
+            except ValueError:
+                # msgspec's errors, _BadRecord and AddressError alike.
+                self.take(index, _json_value(text))
+                continue
+            if key is None:
+                records.append(record)
+                continue
+            known = len(keys)
+            keys.add(key(record))
+            if len(keys) == known:
+                self._skip_duplicate(index, record)
+            else:
+                records.append(record)
 
     def _skip(self, index: int, problem: str) -> None:
         """
@@ -542,13 +579,20 @@ class _Section:
         Keep the decoded C{record}, unless it repeats an earlier one.
         """
         if self._key is not None:
-            what, key = self._key
-            value = key(record)
+            value = self._key[1](record)
             if value in self._keys:
-                self._skip(index, f"duplicate {what} {value}")
+                self._skip_duplicate(index, record)
                 return
             self._keys.add(value)
         self.records.append(record)
+
+    def _skip_duplicate(self, index: int, record: Any) -> None:
+        """
+        Skip the C{index}th record, which repeats an earlier one.
+        """
+        assert self._key is not None
+        what, key = self._key
+        self._skip(index, f"duplicate {what} {key(record)}")
 
     def take_all(self, items: list[Any]) -> None:
         for index, item in enumerate(items):
@@ -806,11 +850,10 @@ def _decode_typed(data: bytes, network: str, limits: Mapping[str, int]) -> Peers
             saved_at = _check_header(members, network)
             decoder = _Decoder()
             sections = _record_sections(decoder, limits)
-            for name, texts in (("peers", skeleton.peers), ("points", skeleton.points)):
-                take = sections[name].take_text
-                for index, text in enumerate(texts):
-                    take(index, text)
+            sections["peers"].take_texts(skeleton.peers)
+            sections["points"].take_texts(skeleton.points)
             del skeleton
+            _forget_memos(decoder, sections)
             if collecting:
                 _settle_new_objects(young_before)
     except RecursionError:
@@ -843,6 +886,7 @@ def _decode_checked(data: bytes, network: str, limits: Mapping[str, int]) -> Pee
         with collector_paused():
             young_before = gc.get_count()[0]
             scan = scan_document(text, sections, section)
+            _forget_memos(decoder, sections)
             if collecting:
                 _settle_new_objects(young_before)
     except ValueError as e:

@@ -23,6 +23,8 @@ __all__ = [
     "FileHead",
     "IncompatibleFile",
     "NO_METADATA",
+    "PEER_ROW_SIZE",
+    "POINT_ROW_SIZE",
     "PeerRow",
     "PeersFileContent",
     "PeersFileError",
@@ -71,34 +73,57 @@ def tezos_address(ip: str) -> str:
     return ip if ":" in ip else "::ffff:" + ip
 
 
-#: (peer_id, created, trusted through the API, metadata JSON text, last_failed_connection,
-#: last_rejected_connection, last_established_connection, last_disconnection,
-#: events); each last_* is None or (Point or None, time).
+#: A peer as the writer takes it: (peer_id, created, trusted through the API,
+#: metadata JSON text, then the last_failed_connection, last_rejected_connection,
+#: last_established_connection and last_disconnection stamps laid flat (point
+#: or None, time: None and None for no stamp; see PeerInfo.stamp_values),
+#: events). A snapshot holds the peers by column (L{Snapshot.peers}).
 PeerRow = tuple[Any, ...]
-#: (point, trusted through the API, expected_peer_id, known_public, last_failed_connection,
-#: last_rejected_connection, last_established_connection, last_disconnection,
-#: source_group).
+#: A point as the writer takes it: (point, trusted through the API,
+#: expected_peer_id, known_public, last_failed_connection (a time), then the
+#: last_rejected_connection, last_established_connection and last_disconnection
+#: stamps laid flat (peer id, time: None and None for no stamp; see
+#: PointInfo.stamp_values), source_group). By column in a snapshot.
 PointRow = tuple[Any, ...]
+#: Values in L{PeerRow} and in L{PointRow}.
+PEER_ROW_SIZE = 13
+POINT_ROW_SIZE = 12
 
 
 @attrs.frozen
 class Snapshot:
     """
-    What a save writes, copied from the pool on the reactor thread. The
-    rows hold only values nothing changes (peer ids, points, times, tuples
-    of events, JSON text), so a thread may read them while the reactor
-    runs; the lists belong to the writer, which empties them.
+    What a save writes, copied from the pool on the reactor thread. It
+    holds only values nothing changes (peer ids, points, times, tuples of
+    events, JSON text), so a thread may read them while the reactor runs;
+    the lists belong to the writer, which empties them.
+
+    The peers and the points are held by column: C{peers[k][i]} is the
+    C{k}th value of the C{i}th peer's L{PeerRow}, and the same for
+    C{points}; no columns at all is no records. A column is one list
+    whatever the number of records, where rows would be one more object
+    per record for the cyclic garbage collector: with a large book, the
+    rows of a snapshot made it walk the whole heap once more during the
+    save, on the reactor thread.
     """
 
     network: str
     saved_at: float
-    peers: list[PeerRow]
-    points: list[PointRow]
+    peers: list[list[Any]]
+    points: list[list[Any]]
     banned_ips: list[str]
     banned_peers: list[PeerId]
     metadata_errors: int = 0
     #: (address, peer id) of each peer ban placed by banning that address.
     peer_bans_by_ip: list[tuple[str, PeerId]] = attrs.field(factory=list)
+
+    @property
+    def peer_count(self) -> int:
+        return len(self.peers[0]) if self.peers else 0
+
+    @property
+    def point_count(self) -> int:
+        return len(self.points[0]) if self.points else 0
 
 
 class PeersFileError(ValueError):

@@ -11,8 +11,8 @@ interpreter for at most one batch of L{WRITE_BATCH} records at a time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any
 
 from p2pool.core.addressing import Point
 from p2pool.core.timestamps import format_time
@@ -22,8 +22,6 @@ __all__ = ["WRITE_BATCH", "metadata_texts", "write_document"]
 
 #: Records turned into text per write to the file.
 WRITE_BATCH = 1000
-
-T = TypeVar("T")
 
 # Made once: json.dumps with options makes a new encoder at every call.
 _METADATA_ENCODER = json.JSONEncoder(allow_nan=False)
@@ -143,7 +141,7 @@ _POINT_FLAGS = (
 )
 
 
-def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str]) -> None:
+def _peer_texts(rows: Iterable[PeerRow], texts: _Texts, out: list[str]) -> None:
     """
     Append the pieces of the JSON text of C{rows} (peers), one per line.
     """
@@ -155,13 +153,12 @@ def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str]) -> None:
     extend, append = out.extend, out.append
     stamp_starts = _PEER_STAMP_STARTS
     separator = '{"peer_id": "'
-    for peer_id, created, trusted, metadata, failed, rejected, established, disconnection, events in rows:
+    for peer_id, created, trusted, metadata, f_by, f_at, r_by, r_at, e_by, e_at, d_by, d_at, events in rows:
         extend((separator, str(peer_id), '", "created": "', times.get(created) or time(created)))
         extend((_PEER_TRUSTED[1 if trusted else 0], metadata))
         separator = ',\n{"peer_id": "'
-        for start, stamp in zip(stamp_starts, (failed, rejected, established, disconnection)):
-            if stamp is not None:
-                point, t = stamp
+        for start, point, t in zip(stamp_starts, (f_by, r_by, e_by, d_by), (f_at, r_at, e_at, d_at)):
+            if t is not None:
                 if point is None:
                     extend((start, 'null, "', times.get(t) or time(t), '"]'))
                 else:
@@ -185,23 +182,22 @@ def _peer_texts(rows: list[PeerRow], texts: _Texts, out: list[str]) -> None:
         append("]}")
 
 
-def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str]) -> None:
+def _point_texts(rows: Iterable[PointRow], texts: _Texts, out: list[str]) -> None:
     """
     The same for points.
     """
     times, time, groups, group = texts.times, texts.time, texts.groups, texts.group
     extend, append = out.extend, out.append
     separator = '{"point": "'
-    for point, trusted, expected, known_public, failed, rejected, established, disconnection, source_group in rows:
+    for point, trusted, expected, known_public, failed, r_by, r_at, e_by, e_at, d_by, d_at, source_group in rows:
         extend((separator, str(point), _POINT_FLAGS[1 if trusted else 0][1 if known_public else 0]))
         separator = ',\n{"point": "'
         if expected is not None:
             extend((', "expected_peer_id": "', str(expected), '"'))
         if failed is not None:
             extend((', "last_failed_connection": "', times.get(failed) or time(failed), '"'))
-        for start, stamp in zip(_POINT_STAMP_STARTS, (rejected, established, disconnection)):
-            if stamp is not None:
-                peer_id, t = stamp
+        for start, peer_id, t in zip(_POINT_STAMP_STARTS, (r_by, e_by, d_by), (r_at, e_at, d_at)):
+            if t is not None:
                 extend((start, str(peer_id), '", "', times.get(t) or time(t), '"]'))
         if source_group is not None:
             append(groups.get(source_group) or group(source_group))
@@ -209,21 +205,24 @@ def _point_texts(rows: list[PointRow], texts: _Texts, out: list[str]) -> None:
 
 
 def _write_records(
-    out: IO[bytes], rows: list[T], encode: Callable[[list[T], _Texts, list[str]], None], texts: _Texts
+    out: IO[bytes], columns: list[list[Any]], encode: Callable[[Iterable[Any], _Texts, list[str]], None], texts: _Texts
 ) -> None:
     """
-    Write C{rows} as the body of a JSON array, one record per line, in
-    batches, so that no single step holds the interpreter long; then empty
-    C{rows}, a batch at a time for the same reason.
+    Write the records whose values are in C{columns} (see L{Snapshot}) as
+    the body of a JSON array, one record per line, in batches, so that no
+    single step holds the interpreter long; then empty the columns, a batch
+    at a time for the same reason.
     """
-    for start in range(0, len(rows), WRITE_BATCH):
+    count = len(columns[0]) if columns else 0
+    for start in range(0, count, WRITE_BATCH):
         # Between two batches, what is between two records of one.
         pieces: list[str] = [",\n"] if start else []
-        encode(rows[start : start + WRITE_BATCH], texts, pieces)
+        encode(zip(*[column[start : start + WRITE_BATCH] for column in columns]), texts, pieces)
         out.write("".join(pieces).encode("ascii"))
         texts.forget_batch()
-    while rows:
-        del rows[-WRITE_BATCH:]
+    while count and columns[0]:
+        for column in columns:
+            del column[-WRITE_BATCH:]
 
 
 def write_document(out: IO[bytes], snapshot: Snapshot) -> None:

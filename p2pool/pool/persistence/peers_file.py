@@ -417,7 +417,7 @@ class PeersFile:
             snapshot = await snapshot_pool(pool, self._reactor)
             if snapshot.metadata_errors:
                 pool.events.emit(EventKind.SAVE_METADATA_ERRORS, path=self.path, peers=snapshot.metadata_errors)
-            peers, points = len(snapshot.peers), len(snapshot.points)
+            peers, points = snapshot.peer_count, snapshot.point_count
             size = await self._in_thread(write_snapshot, self.path, snapshot)
         except Exception as e:
             self.failures += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,14 @@ from twisted.internet.task import deferLater
 from p2pool.core.addressing import Point
 from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, TrustSource
 from p2pool.events import EventKind
-from p2pool.pool.persistence.document import NO_METADATA, PeerRow, PeersFileContent, PointRow, RecordProblem, Snapshot
+from p2pool.pool.persistence.document import (
+    NO_METADATA,
+    PEER_ROW_SIZE,
+    POINT_ROW_SIZE,
+    PeersFileContent,
+    RecordProblem,
+    Snapshot,
+)
 from p2pool.pool.persistence.encoder import metadata_texts
 
 if TYPE_CHECKING:
@@ -76,11 +84,13 @@ class _TurnBudget:
 _NOT_ENCODED = object()
 
 
-def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[list[PeerRow], int]:
+def _add_peer_columns(columns: list[list[Any]], infos: list[PeerInfo], encode: Callable[[Any], Any]) -> int:
     """
-    The rows of C{infos}, their metadata encoded by the application and
-    turned into JSON text; and how many peers' metadata could not be
-    (their rows have C{null}).
+    Append C{infos} to the peer C{columns} of a snapshot (L{PeerRow}), their
+    metadata encoded by the application and turned into JSON text.
+
+    @return: how many peers' metadata could not be (their rows have
+        C{null}).
     """
     values = []
     for info in infos:
@@ -89,35 +99,43 @@ def _peer_rows(infos: list[PeerInfo], encode: Callable[[Any], Any]) -> tuple[lis
         except Exception:
             values.append(_NOT_ENCODED)
     texts = metadata_texts(values)
-    rows = [
-        (
-            info.peer_id,
-            info.created,
-            info.trust is not UNTRUSTED and TrustSource.API in info.trust,
-            text or "null",
-            info.last_failed_connection,
-            info.last_rejected_connection,
-            info.last_established_connection,
-            info.last_disconnection,
-            info.event_values(),
-        )
-        for info, text in zip(infos, texts)
-    ]
-    return rows, texts.count(None)
+    peer_ids, created, trusted, metadata = columns[:4]
+    peer_ids.extend(map(_PEER_ID, infos))
+    created.extend(map(_CREATED, infos))
+    trusted.extend(map(_trusted_by_api, infos))
+    metadata.extend([text or "null" for text in texts])
+    for column, values_of_infos in zip(columns[4:12], zip(*map(PeerInfo.stamp_values, infos))):
+        column.extend(values_of_infos)
+    columns[12].extend(map(PeerInfo.event_values, infos))
+    return texts.count(None)
 
 
-def _point_row(info: PointInfo) -> PointRow:
-    return (
-        info.point,
-        info.trust is not UNTRUSTED and TrustSource.API in info.trust,
-        info.expected_peer_id,
-        info.known_public,
-        info.last_failed_connection,
-        info.last_rejected_connection,
-        info.last_established_connection,
-        info.last_disconnection,
-        info.source_group,
-    )
+def _add_point_columns(columns: list[list[Any]], infos: list[PointInfo]) -> None:
+    """
+    Append C{infos} to the point C{columns} of a snapshot (L{PointRow}).
+    """
+    points, trusted, expected, known_public, failed = columns[:5]
+    points.extend(map(_POINT, infos))
+    trusted.extend(map(_trusted_by_api, infos))
+    expected.extend(map(_EXPECTED_PEER_ID, infos))
+    known_public.extend(map(_KNOWN_PUBLIC, infos))
+    failed.extend(map(_LAST_FAILED, infos))
+    for column, values_of_infos in zip(columns[5:11], zip(*map(PointInfo.stamp_values, infos))):
+        column.extend(values_of_infos)
+    columns[11].extend(map(_SOURCE_GROUP, infos))
+
+
+def _trusted_by_api(info: PeerInfo | PointInfo) -> bool:
+    return info.trust is not UNTRUSTED and TrustSource.API in info.trust
+
+
+_PEER_ID = operator.attrgetter("peer_id")
+_CREATED = operator.attrgetter("created")
+_POINT = operator.attrgetter("point")
+_EXPECTED_PEER_ID = operator.attrgetter("expected_peer_id")
+_KNOWN_PUBLIC = operator.attrgetter("known_public")
+_LAST_FAILED = operator.attrgetter("last_failed_connection")
+_SOURCE_GROUP = operator.attrgetter("source_group")
 
 
 async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
@@ -139,24 +157,24 @@ async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPS
     banned_peers = blacklist.own_listing()
     by_ip = [(addr, peer_id) for addr, ids in blacklist.by_addr().items() for peer_id in ids]
     budget = _TurnBudget(clock, slice_size)
-    peers: list[PeerRow] = []
+    peers: list[list[Any]] = [[] for _ in range(PEER_ROW_SIZE)]
     errors = 0
     done = 0
     while done < len(peer_infos):
         count = await budget.take(len(peer_infos) - done)
-        rows, failed = _peer_rows(peer_infos[done : done + count], encode)
-        peers.extend(rows)
-        errors += failed
+        errors += _add_peer_columns(peers, peer_infos[done : done + count], encode)
         done += count
     # Copying a large table takes milliseconds: when the points do not
     # fit in what is left of this turn, copy them in the next one.
     if directory.point_count() > budget.left:
         await budget.next_turn()
     point_infos = list(directory.points())
-    points: list[PointRow] = []
-    while len(points) < len(point_infos):
-        count = await budget.take(len(point_infos) - len(points))
-        points.extend([_point_row(info) for info in point_infos[len(points) : len(points) + count]])
+    points: list[list[Any]] = [[] for _ in range(POINT_ROW_SIZE)]
+    done = 0
+    while done < len(point_infos):
+        count = await budget.take(len(point_infos) - done)
+        _add_point_columns(points, point_infos[done : done + count])
+        done += count
     return Snapshot(pool.config.network, saved_at, peers, points, banned_ips, banned_peers, errors, by_ip)
 
 
