@@ -11,7 +11,7 @@ import collections
 import enum
 import random
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -164,20 +164,27 @@ def _latest(*stamps: tuple[Any, float] | None) -> float | None:
     return latest
 
 
-S = TypeVar("S", PointState, PeerState)
-
-
-def _transition(table: dict[tuple[S, str], S], state: S, event: str, kind: str, name: object) -> S:
+def _latest_of_three(
+    first: tuple[Any, float] | None, second: tuple[Any, float] | None, third: tuple[Any, float] | None
+) -> float | None:
     """
-    The state C{event} leads to from C{state} in C{table}, for the C{kind}
-    record C{name} (made text only for the error).
-
-    @raise InvalidTransition: the table has no such transition.
+    L{_latest} of three stamps (the last seen time of every state change
+    that connects or disconnects).
     """
-    try:
-        return table[state, event]
-    except KeyError:
-        raise InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}") from None
+    latest = None if first is None else first[1]
+    if second is not None and (latest is None or second[1] > latest):
+        latest = second[1]
+    if third is not None and (latest is None or third[1] > latest):
+        latest = third[1]
+    return latest
+
+
+def _invalid_transition(kind: str, name: object, state: PointState | PeerState, event: str) -> InvalidTransition:
+    """
+    The error of a C{kind} record C{name} that cannot take C{event} in
+    C{state} (its transition table has no such transition).
+    """
+    return InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}")
 
 
 #: An event as plain values, as a loaded peers file gives it: C{(kind,
@@ -299,14 +306,19 @@ class PointInfo(_EventRing, _Trusted):
     source_group: str | None = None
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_POINT_TRANSITIONS, self.state, event, "point", self.point)
+        try:
+            self.state = _POINT_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise _invalid_transition("point", self.point, self.state, event) from None
 
     @property
     def last_seen(self) -> float | None:
         """
         The latest time the point was rejected, established or disconnected.
         """
-        return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
+        return _latest_of_three(
+            self.last_rejected_connection, self.last_established_connection, self.last_disconnection
+        )
 
     @property
     def last_miss(self) -> float | None:
@@ -436,11 +448,16 @@ class PeerInfo(_EventRing, _Trusted):
     last_disconnection: tuple[Point | None, float] | None = None
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_PEER_TRANSITIONS, self.state, event, "peer", self.peer_id)
+        try:
+            self.state = _PEER_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise _invalid_transition("peer", self.peer_id, self.state, event) from None
 
     @property
     def last_seen(self) -> float | None:
-        return _latest(self.last_rejected_connection, self.last_established_connection, self.last_disconnection)
+        return _latest_of_three(
+            self.last_rejected_connection, self.last_established_connection, self.last_disconnection
+        )
 
     @property
     def last_miss(self) -> float | None:
