@@ -129,7 +129,9 @@ class Answerer:
             place on a running connection.
         """
         msg = decode_control(kind, body)
-        cooldown = COOLDOWNS.get(Kind(kind))
+        # The kind as it came (a Kind compares and hashes as its number):
+        # no enum member looked up for every frame.
+        cooldown = COOLDOWNS.get(kind)
         if cooldown is None:
             self._handle(conn, msg)
             return
