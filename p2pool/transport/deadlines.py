@@ -117,7 +117,7 @@ class Deadlines:
         self._call = None
         now = self._clock.seconds()
         due_now: list[_Entry] = []
-        for queue in self._queues.values():
+        for delay, queue in list(self._queues.items()):
             while queue:
                 key, entry = next(iter(queue.items()))
                 if entry[0] > now:
@@ -125,15 +125,18 @@ class Deadlines:
                 del queue[key]
                 del self._delay_of[key]
                 due_now.append(entry)
+            if not queue:
+                del self._queues[delay]
         for _, callback, args in due_now:
             try:
                 callback(*args)
             except Exception:
                 self._log.failure("a deadline's callback failed")
-        # The callbacks may have set and cancelled deadlines: the queues
-        # left empty now are dropped.
-        for delay in [delay for delay, queue in self._queues.items() if not queue]:
-            del self._queues[delay]
+        if due_now:
+            # The callbacks may have set and cancelled deadlines: the
+            # queues they left empty are dropped too.
+            for delay in [delay for delay, queue in self._queues.items() if not queue]:
+                del self._queues[delay]
         if self._queues:
             first = min(next(iter(queue.values()))[0] for queue in self._queues.values())
             if self._call is None or first < self._call_at:
