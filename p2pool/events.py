@@ -234,15 +234,43 @@ class EventLog:
 
     def __init__(self, callback: Callable[[PoolEvent], object] | None = None) -> None:
         self.callbacks: list[Callable[[PoolEvent], object]] = [callback] if callback else []
-        #: Called with each event after the callbacks; when it returns
-        #: true the event gets no log line of its own (a summary counts it:
-        #: see L{p2pool.pool.refusals.RefusalLog.take_event}).
-        self.summarise: Callable[[PoolEvent], bool] | None = None
-        #: The kinds L{summarise} must see even when nothing else wants
-        #: them (those it counts); every kind unless told otherwise.
-        self.summarised: frozenset[EventKind] = frozenset(EventKind)
+        self._summarise: Callable[[PoolEvent], bool] | None = None
+        self._summarised: frozenset[EventKind] = frozenset(EventKind)
         self._log_level: LogLevel | None = LogLevel.debug
         self._logged: frozenset[EventKind] = frozenset(EventKind)
+        #: The kinds the log or the summariser wants (L{wants}, without
+        #: the callbacks).
+        self._wanted: frozenset[EventKind] = self._logged
+
+    def _update_wanted(self) -> None:
+        self._wanted = self._logged | self._summarised if self._summarise is not None else self._logged
+
+    @property
+    def summarise(self) -> Callable[[PoolEvent], bool] | None:
+        """
+        Called with each event after the callbacks; when it returns true
+        the event gets no log line of its own (a summary counts it: see
+        L{p2pool.pool.refusals.RefusalLog.take_event}).
+        """
+        return self._summarise
+
+    @summarise.setter
+    def summarise(self, summarise: Callable[[PoolEvent], bool] | None) -> None:
+        self._summarise = summarise
+        self._update_wanted()
+
+    @property
+    def summarised(self) -> frozenset[EventKind]:
+        """
+        The kinds L{summarise} must see even when nothing else wants them
+        (those it counts); every kind unless told otherwise.
+        """
+        return self._summarised
+
+    @summarised.setter
+    def summarised(self, kinds: frozenset[EventKind]) -> None:
+        self._summarised = frozenset(kinds)
+        self._update_wanted()
 
     @property
     def log_level(self) -> LogLevel | None:
@@ -260,6 +288,7 @@ class EventLog:
     def log_level(self, level: LogLevel | None) -> None:
         self._log_level = level
         self._logged = frozenset(() if level is None else (kind for kind in EventKind if _LEVELS[kind] >= level))
+        self._update_wanted()
 
     def wants(self, event: EventKind) -> bool:
         """
@@ -267,9 +296,7 @@ class EventLog:
         log, or the summariser's count. An emitter may skip making the
         fields of an event nobody wants.
         """
-        return (
-            bool(self.callbacks) or event in self._logged or (self.summarise is not None and event in self.summarised)
-        )
+        return event in self._wanted or bool(self.callbacks)
 
     def emit(self, event: EventKind, **fields: Any) -> None:
         """
@@ -281,10 +308,10 @@ class EventLog:
         if type(event) is not EventKind:
             raise TypeError(f"a pool event must be an EventKind, not {event!r}")
         callbacks = self.callbacks
-        logged = event in self._logged
-        summarise = self.summarise
-        if not (callbacks or logged or (summarise is not None and event in self.summarised)):
+        if not (callbacks or event in self._wanted):
             return
+        logged = event in self._logged
+        summarise = self._summarise
         record = PoolEvent(event, fields)
         if callbacks:
             for callback in list(callbacks):

@@ -83,6 +83,32 @@ class DeadlinesTests(SynchronousTestCase):
         self.assertEqual(self.ran, [("b", 6.0), ("d", 7.0)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_callback_cancelling_the_rest(self) -> None:
+        """
+        A callback that cancels every other pending deadline, of its delay
+        and of another, leaves no timer set; deadlines of both delays set
+        after that still run on time.
+        """
+
+        def cancel_others() -> None:
+            self.note("a")
+            self.deadlines.cancel("b")
+            self.deadlines.cancel("c")
+
+        self.deadlines.set("a", 1, cancel_others)
+        self.clock.advance(0.5)
+        self.deadlines.set("b", 1, self.note, "b")
+        self.deadlines.set("c", 5, self.note, "c")
+        self.clock.advance(0.5)
+        self.assertEqual(self.ran, [("a", 1.0)])
+        self.assertEqual((len(self.deadlines), self.clock.getDelayedCalls()), (0, []))
+        self.deadlines.set("d", 5, self.note, "d")
+        self.deadlines.set("e", 1, self.note, "e")
+        self.clock.advance(1)
+        self.clock.advance(4)
+        self.assertEqual(self.ran, [("a", 1.0), ("e", 2.0), ("d", 6.0)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_earlier_deadline_moves_the_timer(self) -> None:
         """
         A deadline due before the timer brings it forward, also when set

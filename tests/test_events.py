@@ -170,6 +170,30 @@ class WantedTests(SynchronousTestCase):
         log.emit(EventKind.INCOMING_CONNECTION_BANNED, addr="10.0.0.1")
         self.assertEqual(seen, [EventKind.INCOMING_CONNECTION_BANNED])
 
+    def test_wanted_follows_every_setting(self) -> None:
+        """
+        What is wanted follows the log level, the summariser and the kinds
+        it counts, whichever is set last, and any registered callback.
+        """
+        log = EventLog()
+        banned, new_point = EventKind.INCOMING_CONNECTION_BANNED, EventKind.NEW_POINT
+        log.summarised = frozenset({banned})
+        self.assertEqual(log.summarised, frozenset({banned}))
+        log.log_level = None
+        self.assertFalse(log.wants(banned), "a summariser not set counts nothing")
+        log.summarise = lambda event: True
+        self.assertTrue(log.wants(banned))
+        self.assertFalse(log.wants(new_point))
+        log.log_level = LogLevel.debug
+        self.assertTrue(log.wants(new_point))
+        log.log_level = None
+        log.summarise = None
+        self.assertFalse(log.wants(banned))
+        log.callbacks.append(lambda event: None)
+        self.assertTrue(log.wants(banned))
+        log.callbacks.clear()
+        self.assertFalse(log.wants(new_point))
+
     def test_pool_counts_refusals_nobody_logs(self) -> None:
         """
         A pool whose log records nothing still counts refusals (its refusal

@@ -503,6 +503,28 @@ class StateMachineTests(SynchronousTestCase):
         error = self.assertRaises(InvalidTransition, peer.set_disconnected, 0.0)
         self.assertEqual(str(error), f"peer {_peer(1)}: cannot disconnect from disconnected")
 
+    def test_last_seen_is_the_latest_stamp(self) -> None:
+        """
+        A point's and a peer's last seen time is the latest of their
+        rejected, established and disconnected stamps, whichever are set
+        (None when none is).
+        """
+        import itertools
+
+        times = (None, 1.0, 2.0, 3.0)
+        for rejected, established, disconnected in itertools.product(times, repeat=3):
+            set_times = [t for t in (rejected, established, disconnected) if t is not None]
+            expected = max(set_times) if set_times else None
+            point = PointInfo(_point(1))
+            point.last_rejected_connection = None if rejected is None else (_peer(1), rejected)
+            point.last_established_connection = None if established is None else (_peer(1), established)
+            point.last_disconnection = None if disconnected is None else (_peer(1), disconnected)
+            peer = PeerInfo(_peer(1), created=0.0)
+            peer.last_rejected_connection = None if rejected is None else (None, rejected)
+            peer.last_established_connection = None if established is None else (_point(1), established)
+            peer.last_disconnection = None if disconnected is None else (_point(1), disconnected)
+            self.assertEqual((point.last_seen, peer.last_seen), (expected, expected))
+
     def test_event_ring_bounded(self) -> None:
         info = PointInfo(_point(1))
         for t in range(150):

@@ -372,6 +372,23 @@ class MalformedBodyTests(SynchronousTestCase):
             self.assert_malformed(kind, body_of(msg) + b"\x00", "1 trailing bytes")
         self.assert_malformed(Kind.PING, b"ab", "malformed ping", "2 trailing bytes")
 
+    def test_empty_bodies(self) -> None:
+        """
+        An empty body is a message without fields for the kinds that have
+        none (the same message each time), and for every other kind the
+        error the reader names.
+        """
+        for msg in all_control_messages():
+            if not body_of(msg):
+                kind = encode(msg)[4]
+                self.assertEqual(decode_control(kind, b""), msg)
+                self.assertIs(decode_control(kind, b""), decode_control(kind, b""))
+        self.assert_malformed(Kind.HELLO, b"", "malformed hello", "truncated port")
+        self.assert_malformed(Kind.NACK, b"", "malformed nack", "truncated motive")
+        self.assert_malformed(Kind.SWAP_ACK, b"", "malformed swap_ack", "truncated point")
+        self.assert_malformed(Kind.MESSAGE, b"", "unexpected frame kind message")
+        self.assert_malformed(0x7F, b"", "unknown frame kind 0x7f")
+
     def test_bad_utf8(self) -> None:
         body = hello_body(network="ab")
         bad = body.replace(b"\x02ab", b"\x02\xff\xfe", 1)

@@ -208,20 +208,12 @@ class _Stamp(Generic[W]):
             setattr(info, self._at, stamp[1])
 
 
-S = TypeVar("S", PointState, PeerState)
-
-
-def _transition(table: dict[tuple[S, str], S], state: S, event: str, kind: str, name: object) -> S:
+def _invalid_transition(kind: str, name: object, state: PointState | PeerState, event: str) -> InvalidTransition:
     """
-    The state C{event} leads to from C{state} in C{table}, for the C{kind}
-    record C{name} (made text only for the error).
-
-    @raise InvalidTransition: the table has no such transition.
+    The error of a C{kind} record C{name} that cannot take C{event} in
+    C{state} (its transition table has no such transition).
     """
-    try:
-        return table[state, event]
-    except KeyError:
-        raise InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}") from None
+    return InvalidTransition(f"{kind} {name}: cannot {event} from {state.value}")
 
 
 #: An event as plain values, as a loaded peers file gives it: C{(kind,
@@ -389,7 +381,10 @@ class PointInfo(_EventRing, _Trusted):
         return _POINT_STAMP_VALUES(self)
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_POINT_TRANSITIONS, self.state, event, "point", self.point)
+        try:
+            self.state = _POINT_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise _invalid_transition("point", self.point, self.state, event) from None
 
     @property
     def last_seen(self) -> float | None:
@@ -563,7 +558,10 @@ class PeerInfo(_EventRing, _Trusted):
         return _PEER_STAMP_VALUES(self)
 
     def _move(self, event: str) -> None:
-        self.state = _transition(_PEER_TRANSITIONS, self.state, event, "peer", self.peer_id)
+        try:
+            self.state = _PEER_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise _invalid_transition("peer", self.peer_id, self.state, event) from None
 
     @property
     def last_seen(self) -> float | None:

@@ -495,6 +495,12 @@ def decode_control(kind: int, body: bytes) -> ControlMessage:
     @raise DecodingError: unknown kind or malformed body; the message says
         what is wrong.
     """
+    if not body:
+        # The Ack, the Disconnect, pings: a message without fields, as the
+        # reader below would decode it (other kinds go on to their errors).
+        empty = _EMPTY_MESSAGES.get(kind)
+        if empty is not None:
+            return empty
     if kind == Kind.HELLO:
         return _remembered_hello(body) if len(body) <= HELLO_CACHE_BODY else _decode_hello_body(body)
     name = _KIND_NAMES.get(kind)

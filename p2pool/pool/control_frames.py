@@ -48,7 +48,7 @@ ADVERTISED_POINTS = 50
 #: Minimum seconds between two handled frames of one kind on one
 #: connection (Tezos v25 answerer throttling); a frame arriving sooner is
 #: handled later, and one more arriving meanwhile is dropped.
-COOLDOWNS = {Kind.BOOTSTRAP: 0.1, Kind.ADVERTISE: 0.1, Kind.SWAP_REQUEST: 60.0, Kind.SWAP_ACK: 60.0}
+COOLDOWNS: dict[int, float] = {Kind.BOOTSTRAP: 0.1, Kind.ADVERTISE: 0.1, Kind.SWAP_REQUEST: 60.0, Kind.SWAP_ACK: 60.0}
 #: Advertised points accepted from one connection: a burst of this many...
 ADVERTISE_BURST = 200.0
 #: ...refilled at this many per second.
@@ -129,7 +129,9 @@ class Answerer:
             place on a running connection.
         """
         msg = decode_control(kind, body)
-        cooldown = COOLDOWNS.get(Kind(kind))
+        # The kind as it came (a Kind compares and hashes as its number):
+        # no enum member looked up for every frame.
+        cooldown = COOLDOWNS.get(kind)
         if cooldown is None:
             self._handle(conn, msg)
             return

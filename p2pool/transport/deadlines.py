@@ -36,14 +36,17 @@ class Deadlines:
     The timer is not cancelled when the last deadline is: the next
     deadline set is most likely due after it, and the timer, finding
     nothing due, then sets itself for the next deadline pending, if any.
-    After L{stop}, it is cancelled as soon as nothing is pending.
+    After L{stop}, it is cancelled as soon as nothing is pending. A queue
+    left empty stays until the timer runs (the next deadline of its delay
+    most likely follows soon), which drops it.
     """
 
     _log = Logger()
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        #: Pending deadlines by delay, each queue in the order they were set.
+        #: Pending deadlines by delay, each queue in the order they were
+        #: set (an empty one kept until the timer runs).
         self._queues: dict[float, collections.OrderedDict[Hashable, _Entry]] = {}
         #: The delay (the queue) of each pending key.
         self._delay_of: dict[Hashable, float] = {}
@@ -68,7 +71,7 @@ class Deadlines:
         queue = self._queues.get(delay)
         if queue is None:
             queue = self._queues[delay] = collections.OrderedDict()
-        elif due < (last := next(reversed(queue.values())))[0]:
+        elif queue and due < (last := next(reversed(queue.values())))[0]:
             due = last[0]
         queue[key] = (due, callback, args)
         self._delay_of[key] = delay
@@ -83,12 +86,9 @@ class Deadlines:
         delay = self._delay_of.pop(key, None)
         if delay is None:
             return
-        queue = self._queues[delay]
-        del queue[key]
-        if not queue:
-            del self._queues[delay]
-            if self._stopped and not self._queues:
-                self._disarm()
+        del self._queues[delay][key]
+        if self._stopped and not self._delay_of:
+            self._disarm()
 
     def stop(self) -> None:
         """
@@ -96,7 +96,7 @@ class Deadlines:
         pool stops: the reactor is then left clean).
         """
         self._stopped = True
-        if not self._queues:
+        if not self._delay_of:
             self._disarm()
 
     def _arm(self, due: float) -> None:
@@ -132,6 +132,11 @@ class Deadlines:
                 callback(*args)
             except Exception:
                 self._log.failure("a deadline's callback failed")
+        if due_now:
+            # The callbacks may have set and cancelled deadlines: the
+            # queues they left empty are dropped too.
+            for delay in [delay for delay, queue in self._queues.items() if not queue]:
+                del self._queues[delay]
         if self._queues:
             first = min(next(iter(queue.values()))[0] for queue in self._queues.values())
             if self._call is None or first < self._call_at:
