@@ -28,7 +28,10 @@ What is timed:
     decoded document are freed, in a heap like a starting node's;
   - stall: the longest gap between ticks of a 1 ms C{LoopingCall} on the
     real reactor while C{Pool.save_peers()} runs on the largest table,
-    compared with the same ticker over an idle period of the same length.
+    compared with the same ticker over an idle period of the same length;
+    and the same (C{learnt_book}) for a book of as many points learnt from
+    the network and never connected, and a tenth as many peers
+    (L{make_learnt_pool}).
 
 Each step is timed in wall-clock seconds and in CPU seconds of this
 process (C{*_cpu_s}; the C{cpu_*} ratios): on a machine shared with other
@@ -139,6 +142,32 @@ def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
         )
     pool.acl.ip_blacklist.ban("192.168.0.0/16")
     pool.acl.peer_blacklist.ban(_peer(size + 1))
+    return pool
+
+
+def make_learnt_pool(size: int, reactor: Any, data_dir: str) -> Pool:
+    """
+    A pool that knows C{size} points learnt from the network and never
+    connected (no last_* stamps, no events: one object each for the
+    cyclic garbage collector besides its C{Point}), and a tenth as many
+    peers, never connected either: the book a node gathers from
+    advertisements. Its snapshot used to add more objects than a quarter
+    of those it already tracked, setting off a full pass of the collector
+    during the save.
+    """
+    config = PoolConfig(
+        listen=Point("127.0.0.2", 0),
+        expected_proof_of_work=0,
+        max_known_points=None,
+        max_known_peer_ids=None,
+        data_dir=data_dir,
+        network=NETWORK,
+    )
+    pool = Pool(config, _App(), reactor=reactor, identity=IDENTITY, rng=random.Random(1))
+    for i in range(size):
+        pool.directory.restore_point(PointInfo(_point(i), known_public=True, source_group=f"10.{i % 200}"))
+    for i in range(size // 10):
+        pool.directory.restore_peer(PeerInfo(_peer(i), created=NOW, metadata={"responses": 1, "requests": 2}))
     return pool
 
 
@@ -349,22 +378,29 @@ def measure(size: int, directory: str) -> dict[str, float]:
     }
 
 
-def measure_stall(size: int, directory: str) -> dict[str, float]:
+def measure_stall(size: int, directory: str) -> dict[str, Any]:
     """
     The longest gap between ticks of a 1 ms LoopingCall while the pool
     saves C{size} peers and points on the real reactor, and over an idle
-    stretch as long as the save.
+    stretch as long as the save; then the same for a pool of C{size}
+    learnt points (L{make_learnt_pool}), in C{learnt_book}.
     """
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
     from twisted.internet.task import LoopingCall, deferLater
 
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
 
     async def run() -> None:
+        await one_book(make_pool, results)
+        learnt: dict[str, float] = {}
+        await one_book(make_learnt_pool, learnt)
+        results["learnt_book"] = learnt
+
+    async def one_book(make: Callable[[int, Any, str], Pool], results: dict[str, Any]) -> None:
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
-        pool = make_pool(size, reactor, directory)
+        pool = make(size, reactor, directory)
         pool.events.emit = lambda *a, **k: None  # type: ignore[method-assign]
         await pool.persistence.load()  # no file yet: the pool may save
         await pool.save_peers()  # warm the thread pool; there is a .bak to rotate next time
@@ -408,6 +444,10 @@ def measure_stall(size: int, directory: str) -> dict[str, float]:
     reactor.callWhenRunning(lambda: ensureDeferred(run()).addBoth(done))
     reactor.run()
     return results
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _rounded(value) if isinstance(value, dict) else round(value, 3) for key, value in values.items()}
 
 
 def main() -> None:
@@ -461,7 +501,7 @@ def main() -> None:
         if args.wait_quiet:
             wait_quiet(args.wait_quiet)
         with ForeignLoad() as load:
-            stall = {key: round(value, 3) for key, value in measure_stall(largest, directory).items()}
+            stall = _rounded(measure_stall(largest, directory))
         stall["foreign_cpu_share"] = round(load.share, 3)
         print(
             f"persistence: reactor stall during a save of {largest}: other processes used {load.share:.0%}",
