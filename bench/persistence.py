@@ -99,12 +99,9 @@ def _peer(i: int) -> PeerId:
     return PeerId(i.to_bytes(16, "big"))
 
 
-def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
+def _unbounded_pool(reactor: Any, data_dir: str) -> Pool:
     """
-    A pool that knows C{size} peers and C{size} points, each as a node
-    that was connected once and then disconnected: every peer with its
-    metadata, two last_* times and three events; every point public, with
-    two last_* times. Times spread over 30 days, in milliseconds.
+    An empty pool whose tables have no limits, saving into C{data_dir}.
     """
     config = PoolConfig(
         listen=Point("127.0.0.2", 0),
@@ -114,7 +111,17 @@ def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
         data_dir=data_dir,
         network=NETWORK,
     )
-    pool = Pool(config, _App(), reactor=reactor, identity=IDENTITY, rng=random.Random(1))
+    return Pool(config, _App(), reactor=reactor, identity=IDENTITY, rng=random.Random(1))
+
+
+def make_pool(size: int, reactor: Any, data_dir: str) -> Pool:
+    """
+    A pool that knows C{size} peers and C{size} points, each as a node
+    that was connected once and then disconnected: every peer with its
+    metadata, two last_* times and three events; every point public, with
+    two last_* times. Times spread over 30 days, in milliseconds.
+    """
+    pool = _unbounded_pool(reactor, data_dir)
     rng = random.Random(size)
     # The point table appends in O(1) when points come in last_seen order
     # (as they do in a running node): add them oldest first.
@@ -155,15 +162,7 @@ def make_learnt_pool(size: int, reactor: Any, data_dir: str) -> Pool:
     of those it already tracked, setting off a full pass of the collector
     during the save.
     """
-    config = PoolConfig(
-        listen=Point("127.0.0.2", 0),
-        expected_proof_of_work=0,
-        max_known_points=None,
-        max_known_peer_ids=None,
-        data_dir=data_dir,
-        network=NETWORK,
-    )
-    pool = Pool(config, _App(), reactor=reactor, identity=IDENTITY, rng=random.Random(1))
+    pool = _unbounded_pool(reactor, data_dir)
     for i in range(size):
         pool.directory.restore_point(PointInfo(_point(i), known_public=True, source_group=f"10.{i % 200}"))
     for i in range(size // 10):
