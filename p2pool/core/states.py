@@ -371,6 +371,22 @@ class PointInfo(_EventRing, _Trusted):
         self.last_established_connection = last_established_connection
         self.last_disconnection = last_disconnection
 
+    def hold_loaded(
+        self,
+        last_rejected_connection: tuple[PeerId, float] | None,
+        last_established_connection: tuple[PeerId, float] | None,
+        last_disconnection: tuple[PeerId, float] | None,
+    ) -> None:
+        """
+        Hold the stamps the peers file gives this new record, and no events
+        (for L{loaded_point_info}).
+        """
+        self._events = None
+        self._loaded_events = None
+        self._rejected_by, self._rejected_at = last_rejected_connection or _NO_STAMP
+        self._established_by, self._established_at = last_established_connection or _NO_STAMP
+        self._disconnection_by, self._disconnection_at = last_disconnection or _NO_STAMP
+
     def stamp_values(self) -> tuple[Any, ...]:
         """
         The stamps C{last_rejected_connection}, C{last_established_connection}
@@ -548,6 +564,25 @@ class PeerInfo(_EventRing, _Trusted):
         self.last_established_connection = last_established_connection
         self.last_disconnection = last_disconnection
 
+    def hold_loaded(
+        self,
+        loaded_events: tuple[PackedEvent, ...] | None,
+        last_failed_connection: tuple[Point | None, float] | None,
+        last_rejected_connection: tuple[Point | None, float] | None,
+        last_established_connection: tuple[Point | None, float] | None,
+        last_disconnection: tuple[Point | None, float] | None,
+    ) -> None:
+        """
+        Hold the events (packed) and the stamps the peers file gives this
+        new record (for L{loaded_peer_info}).
+        """
+        self._events = None
+        self._loaded_events = loaded_events
+        self._failed_by, self._failed_at = last_failed_connection or _NO_STAMP
+        self._rejected_by, self._rejected_at = last_rejected_connection or _NO_STAMP
+        self._established_by, self._established_at = last_established_connection or _NO_STAMP
+        self._disconnection_by, self._disconnection_at = last_disconnection or _NO_STAMP
+
     def stamp_values(self) -> tuple[Any, ...]:
         """
         The stamps C{last_failed_connection}, C{last_rejected_connection},
@@ -656,18 +691,15 @@ def loaded_peer_info(
     peer, trust from the API when C{trusted}).
     """
     info: PeerInfo = object.__new__(PeerInfo)
-    info._events = None
-    info._loaded_events = loaded_events
     info.peer_id = peer_id
     info.created = created
     info.metadata = metadata
     info.trust = _LOADED_TRUST[trusted]
     info.state = PeerState.DISCONNECTED
     info.current_point = None
-    info._failed_by, info._failed_at = last_failed_connection or _NO_STAMP
-    info._rejected_by, info._rejected_at = last_rejected_connection or _NO_STAMP
-    info._established_by, info._established_at = last_established_connection or _NO_STAMP
-    info._disconnection_by, info._disconnection_at = last_disconnection or _NO_STAMP
+    info.hold_loaded(
+        loaded_events, last_failed_connection, last_rejected_connection, last_established_connection, last_disconnection
+    )
     return info
 
 
@@ -689,17 +721,13 @@ def loaded_point_info(
     file's decoder (a disconnected point without back-off, no events).
     """
     info: PointInfo = object.__new__(PointInfo)
-    info._events = None
-    info._loaded_events = None
     info.point = point
     info.trust = _LOADED_TRUST[trusted]
     info.expected_peer_id = expected_peer_id
     info.state = PointState.DISCONNECTED
     info.current_peer_id = None
     info.last_failed_connection = last_failed_connection
-    info._rejected_by, info._rejected_at = last_rejected_connection or _NO_STAMP
-    info._established_by, info._established_at = last_established_connection or _NO_STAMP
-    info._disconnection_by, info._disconnection_at = last_disconnection or _NO_STAMP
+    info.hold_loaded(last_rejected_connection, last_established_connection, last_disconnection)
     info.known_public = known_public
     info.reconnection_delay = None
     info.reconnection_time = None
