@@ -540,9 +540,7 @@ class _Section:
             return
         assert self._typed is not None
         parse, build = self._typed
-        limit = self._limit
-        records, keys = self.records, self._keys
-        key = self._key[1] if self._key is not None else None
+        limit, records, add = self._limit, self.records, self._add
         for index, text in enumerate(texts):
             try:
                 typed = parse(text)
@@ -554,15 +552,7 @@ class _Section:
                 # msgspec's errors, _BadRecord and AddressError alike.
                 self.take(index, _json_value(text))
                 continue
-            if key is None:
-                records.append(record)
-                continue
-            known = len(keys)
-            keys.add(key(record))
-            if len(keys) == known:
-                self._skip_duplicate(index, record)
-            else:
-                records.append(record)
+            add(index, record)
 
     def _skip(self, index: int, problem: str) -> None:
         """
@@ -579,20 +569,13 @@ class _Section:
         Keep the decoded C{record}, unless it repeats an earlier one.
         """
         if self._key is not None:
-            value = self._key[1](record)
+            what, key = self._key
+            value = key(record)
             if value in self._keys:
-                self._skip_duplicate(index, record)
+                self._skip(index, f"duplicate {what} {value}")
                 return
             self._keys.add(value)
         self.records.append(record)
-
-    def _skip_duplicate(self, index: int, record: Any) -> None:
-        """
-        Skip the C{index}th record, which repeats an earlier one.
-        """
-        assert self._key is not None
-        what, key = self._key
-        self._skip(index, f"duplicate {what} {key(record)}")
 
     def take_all(self, items: list[Any]) -> None:
         for index, item in enumerate(items):
