@@ -4,8 +4,11 @@ Tests for points, peer ids and netgroups.
 
 from __future__ import annotations
 
+import copy
+import gc
 import hashlib
 import ipaddress
+import pickle
 from collections.abc import Callable
 
 from hypothesis import given, settings
@@ -153,15 +156,33 @@ class PointTests(SynchronousTestCase):
         self.assertEqual(normalise_ip.cache_info().currsize, 0)
         self.assertEqual(built_point("::ffff:10.9.8.7", 1), Point("10.9.8.7", 1))
 
-    def test_text_is_kept(self) -> None:
+    def test_value_untracked_with_kept_hash(self) -> None:
         """
-        A point's text is made once and kept; it takes no part in equality.
+        A point is a value: equal points hash alike however they were made
+        (L{built_point} fills a copy of a template point, whose own hash may
+        have been taken), order by IP then port, and are not tracked by the
+        cyclic garbage collector.
         """
         point = Point("2001:db8::1", 1)
         self.assertEqual(str(point), "[2001:db8::1]:1")
-        self.assertIs(str(point), str(point))
         self.assertEqual(point, Point("2001:db8::1", 1))
         self.assertEqual(hash(point), hash(Point("2001:db8::1", 1)))
+        hash(built_point("0.0.0.0", 0))
+        built = built_point("10.9.8.7", 1)
+        self.assertEqual((built, hash(built)), (Point("10.9.8.7", 1), hash(Point("10.9.8.7", 1))))
+        self.assertNotEqual(hash(built), hash(Point("0.0.0.0", 0)))
+        self.assertLess(Point("10.0.0.1", 9), Point("10.0.0.2", 1))
+        self.assertLess(Point("10.0.0.1", 1), Point("10.0.0.1", 2))
+        self.assertFalse(gc.is_tracked(point))
+        self.assertFalse(gc.is_tracked(built))
+
+    def test_copies_and_pickles(self) -> None:
+        """
+        A copied or unpickled point equals the original and hashes alike.
+        """
+        point = Point.parse("[::ffff:10.1.2.3]:9732")
+        for other in (copy.copy(point), copy.deepcopy(point), pickle.loads(pickle.dumps(point))):
+            self.assertEqual((other, hash(other), str(other)), (point, hash(point), "10.1.2.3:9732"))
 
     def test_malformed_points_name_the_problem(self) -> None:
         cases = {

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import msgspec
+from msgspec.structs import force_setattr
 
 import p2pool.core.base58 as base58
 
@@ -57,8 +59,8 @@ def _cached_hash(value: Any, key: tuple[Any, ...]) -> int:
     The hash of C{key}, kept in C{value._hash} for the next times.
 
     A plain integer: attrs' C{cache_hash} keeps the hash in an object the
-    cyclic garbage collector tracks, one more per point and peer id, and a
-    node with a large book holds hundreds of thousands of them.
+    cyclic garbage collector tracks, one more per peer id, and a node with
+    a large book holds hundreds of thousands of them.
     """
     cached = hash(key)
     object.__setattr__(value, "_hash", cached)
@@ -199,28 +201,27 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(digits)
 
 
-@attrs.frozen(order=True, hash=False)
-class Point:
+class Point(msgspec.Struct, frozen=True, order=True, gc=False, cache_hash=True):
     """
     A peer's network address: an IP (canonical text) and a TCP port.
+
+    A C{msgspec.Struct}, not an attrs class: a node holds one per known
+    point and hashes them in every table, so its hash and comparisons run
+    in C (the hash computed once, then kept), and the cyclic garbage
+    collector does not track it (it refers to a string and an integer
+    only, so it can be part of no reference cycle).
     """
 
-    ip: str = attrs.field(converter=normalise_ip)  # type: ignore[misc]  # a cached function
-    port: int = attrs.field()
-    _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
-    _text: str | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+    ip: str
+    port: int
 
-    def __hash__(self) -> int:
-        cached = self._hash
-        return cached if cached is not None else _cached_hash(self, (Point, self.ip, self.port))
-
-    def __reduce__(self) -> tuple[type[Point], tuple[str, int]]:
-        return (Point, (self.ip, self.port))
-
-    @port.validator
-    def _check_port(self, attribute: object, value: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
-            raise AddressError(f"port must be an integer 0-65535, not {value!r}")
+    def __post_init__(self) -> None:
+        ip, port = self.ip, self.port
+        canonical = normalise_ip(ip)
+        if canonical is not ip:
+            force_setattr(self, "ip", canonical)
+        if type(port) is not int and (not isinstance(port, int) or isinstance(port, bool)) or not 0 <= port <= 65535:
+            raise AddressError(f"port must be an integer 0-65535, not {port!r}")
 
     @classmethod
     def parse(cls, text: str) -> Point:
@@ -239,11 +240,13 @@ class Point:
         return ":" in self.ip
 
     def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
-            object.__setattr__(self, "_text", text)
-        return text
+        ip = self.ip
+        return f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"
+
+
+#: A point whose copies L{built_point} fills in.
+_POINT_TEMPLATE = Point("0.0.0.0", 0)
+_copy_point: Callable[[], Point] = _POINT_TEMPLATE.__copy__  # type: ignore[attr-defined]
 
 
 def built_point(ip: str, port: int) -> Point:
@@ -256,11 +259,9 @@ def built_point(ip: str, port: int) -> Point:
     @raise AddressError: as C{Point(ip, port)}.
     """
     if type(ip) is str and type(port) is int and 0 <= port <= 65535 and _CANONICAL_IPV4.fullmatch(ip):
-        point = object.__new__(Point)
-        _set(point, "ip", ip)
-        _set(point, "port", port)
-        _set(point, "_hash", None)
-        _set(point, "_text", None)
+        point = _copy_point()
+        force_setattr(point, "ip", ip)
+        force_setattr(point, "port", port)
         return point
     return Point(ip, port)
 
