@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+import p2pool.core.addressing as addressing
+import p2pool.core.base58 as base58
 from p2pool.core.addressing import (
     AddressError,
     PeerId,
@@ -46,6 +48,20 @@ class PeerIdTests(SynchronousTestCase):
             self.assertRaises(AddressError, PeerId.parse, bad)
         self.assertRaises(AddressError, PeerId, b"short")
 
+    def test_texts_kept_within_bound(self) -> None:
+        """
+        The texts made or parsed are kept up to L{addressing.MAX_PEER_ID_TEXTS}
+        ids, then forgotten; a forgotten text is made again, the same.
+        """
+        self.patch(addressing, "MAX_PEER_ID_TEXTS", 3)
+        ids = [PeerId(bytes([i]) + b"kept-texts-test") for i in range(8)]
+        texts = [base58.encode_check(b"\x99\x67" + peer.raw) for peer in ids]
+        for peer, text in zip(ids, texts):
+            self.assertEqual(str(peer), text)
+            self.assertLessEqual(addressing.kept_peer_id_texts(), 3)
+        self.assertEqual([str(peer) for peer in ids], texts)
+        self.assertEqual([PeerId.parse(text) for text in texts], ids)
+
     @given(st.binary(min_size=16, max_size=16))
     def test_parsed_as_constructed(self, raw: bytes) -> None:
         """
@@ -56,9 +72,10 @@ class PeerIdTests(SynchronousTestCase):
         built = PeerId(raw)
         text = str(PeerId(raw))
         parsed = PeerId.parse(text)
-        self.assertEqual((parsed.raw, parsed._text, hash(parsed)), (built.raw, text, hash(built)))
+        self.assertEqual((parsed.raw, hash(parsed)), (built.raw, hash(built)))
         self.assertEqual(parsed, built)
         self.assertIs(str(parsed), text)
+        self.assertFalse(gc.is_tracked(parsed))
 
         class Sub(PeerId):
             pass

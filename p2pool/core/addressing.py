@@ -16,7 +16,6 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import msgspec
@@ -31,6 +30,7 @@ __all__ = [
     "PointSpec",
     "Reach",
     "built_point",
+    "kept_peer_id_texts",
     "learnt_point_refusal",
     "netgroup",
     "node_reach",
@@ -54,43 +54,47 @@ class AddressError(ValueError):
     """
 
 
-def _cached_hash(value: Any, key: tuple[Any, ...]) -> int:
+#: Peer ids' base58check texts, made or parsed: at most L{MAX_PEER_ID_TEXTS},
+#: then emptied and filled again (a text is made again when asked for).
+_peer_id_texts: dict[PeerId, str] = {}
+MAX_PEER_ID_TEXTS = 1 << 17
+
+
+def _remember_text(peer_id: PeerId, text: str) -> None:
     """
-    The hash of C{key}, kept in C{value._hash} for the next times.
-
-    A plain integer: attrs' C{cache_hash} keeps the hash in an object the
-    cyclic garbage collector tracks, one more per peer id, and a node with
-    a large book holds hundreds of thousands of them.
+    Keep C{text} as C{peer_id}'s text in L{_peer_id_texts}.
     """
-    cached = hash(key)
-    object.__setattr__(value, "_hash", cached)
-    return cached
+    if len(_peer_id_texts) >= MAX_PEER_ID_TEXTS:
+        _peer_id_texts.clear()
+    _peer_id_texts[peer_id] = text
 
 
-@attrs.frozen(order=True, hash=False)
-class PeerId:
+def kept_peer_id_texts() -> int:
+    """
+    How many peer ids' texts are kept (at most L{MAX_PEER_ID_TEXTS}).
+    """
+    return len(_peer_id_texts)
+
+
+class PeerId(msgspec.Struct, frozen=True, order=True, gc=False, cache_hash=True):
     """
     The identity of a peer: the 16-byte BLAKE2b hash of its Ed25519 public
     key. C{str(peer_id)} is the base58check form (C{id…}, 30 characters).
+
+    A C{msgspec.Struct}, as L{Point} is and for the same reasons: a node
+    holds one per known peer and hashes it in every table, so its hash
+    (computed once, then kept) and comparisons run in C, and the cyclic
+    garbage collector does not track it (it refers to bytes only). Its text
+    is kept in a bounded table of this module instead of in the value
+    (such a value has no room outside its fields, and a field would take
+    part in equality).
     """
 
-    raw: bytes = attrs.field(repr=False)
-    _hash: int | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
-    #: The base58check text, once made or parsed (a peer id has one text:
-    #: see L{parse}).
-    _text: str | None = attrs.field(default=None, init=False, repr=False, eq=False, order=False)
+    raw: bytes
 
-    def __hash__(self) -> int:
-        cached = self._hash
-        return cached if cached is not None else _cached_hash(self, (PeerId, self.raw))
-
-    def __reduce__(self) -> tuple[type[PeerId], tuple[bytes]]:
-        # A copy or an unpickled id computes its hash afresh (str and bytes
-        # hashes differ between processes).
-        return (PeerId, (self.raw,))
-
-    def __attrs_post_init__(self) -> None:
-        if not isinstance(self.raw, bytes) or len(self.raw) != PEER_ID_SIZE:
+    def __post_init__(self) -> None:
+        raw = self.raw
+        if not isinstance(raw, bytes) or len(raw) != PEER_ID_SIZE:
             raise AddressError(f"a peer id is {PEER_ID_SIZE} bytes")
 
     @classmethod
@@ -120,29 +124,30 @@ class PeerId:
             raise AddressError(f"malformed peer id {text!r}: not a peer id")
         if cls is not PeerId or type(text) is not str:
             return cls(payload[2:])
-        # What the constructor makes of 16 bytes, without its argument
-        # handling and its check (a peers file parses one per known peer).
-        peer_id = object.__new__(PeerId)
-        _set(peer_id, "raw", payload[2:])
-        _set(peer_id, "_hash", None)
+        # What the constructor makes of 16 bytes, without its check (a
+        # peers file parses one per known peer).
+        peer_id = _copy_peer_id()
+        force_setattr(peer_id, "raw", payload[2:])
         # The text that decodes to a payload is the one its encoding
         # writes: a leading "1" is a zero byte (the prefix has none) and
         # the other digits are those of one number, without leading zeros.
-        _set(peer_id, "_text", text)
+        _remember_text(peer_id, text)
         return peer_id
 
     def __str__(self) -> str:
-        text = self._text
+        text = _peer_id_texts.get(self)
         if text is None:
             text = base58.encode_check(_PEER_ID_PREFIX + self.raw)
-            object.__setattr__(self, "_text", text)
+            _remember_text(self, text)
         return text
 
     def __repr__(self) -> str:
         return f"PeerId({str(self)!r})"
 
 
-_set = object.__setattr__
+#: A peer id whose copies L{PeerId.parse} fills in.
+_copy_peer_id: Callable[[], PeerId] = PeerId(bytes(PEER_ID_SIZE)).__copy__  # type: ignore[attr-defined]
+
 
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: Dotted-quad IPv4 text as ipaddress writes it (no leading zeros): already
