@@ -503,6 +503,24 @@ class StateMachineTests(SynchronousTestCase):
         error = self.assertRaises(InvalidTransition, peer.set_disconnected, 0.0)
         self.assertEqual(str(error), f"peer {_peer(1)}: cannot disconnect from disconnected")
 
+    def test_events_are_untracked_values(self) -> None:
+        """
+        The events a connection records are values (equal by their fields)
+        that the cyclic garbage collector does not track.
+        """
+        import gc
+
+        from p2pool.core.states import StateEvent
+
+        info = PointInfo(_point(1))
+        info.set_accepted(_peer(1), 1.0)
+        info.set_running(_peer(1), 2.0)
+        self.assertEqual(
+            list(info.events),
+            [StateEvent("accepting_request", 1.0, _peer(1)), StateEvent("connection_established", 2.0, _peer(1))],
+        )
+        self.assertEqual([gc.is_tracked(event) for event in info.events], [False, False])
+
     def test_last_seen_is_the_latest_stamp(self) -> None:
         """
         A point's and a peer's last seen time is the latest of their
