@@ -51,6 +51,62 @@ class IndexedSetTests(SynchronousTestCase):
         rng = random.Random(1)
         self.assertEqual({s.choice(rng) for _ in range(200)}, set(range(1, 9)))
 
+    def _assert_same(self, bulk: IndexedSet[int], reference: IndexedSet[int], rng: random.Random) -> None:
+        """
+        C{bulk} holds the items of C{reference} in the same places: the
+        same order, and the same after each of their items is discarded
+        (a discard moves the last item into the place its index says).
+        """
+        self.assertEqual(list(bulk), list(reference))
+        self.assertEqual(len(bulk), len(reference))
+        order = list(reference)
+        rng.shuffle(order)
+        for item in order:
+            self.assertIn(item, bulk)
+            bulk.discard(item)
+            reference.discard(item)
+            self.assertEqual(list(bulk), list(reference))
+        self.assertEqual(len(bulk), 0)
+
+    def test_add_many_is_add_one_at_a_time(self) -> None:
+        """
+        C{add_many} leaves the set as C{add} of each item in turn would,
+        items present already and repeated ones included.
+        """
+        rng = random.Random(2)
+        batches = [
+            [],
+            list(range(10)),
+            [10, 11, 12],
+            [3, 20, 5, 21],
+            [30, 31, 30, 32, 31],
+            [1, 40, 40, 2, 1],
+            [7, 8],
+            [],
+        ]
+        for count in range(1, len(batches) + 1):
+            bulk: IndexedSet[int] = IndexedSet()
+            reference: IndexedSet[int] = IndexedSet()
+            for batch in batches[:count]:
+                bulk.add_many(iter(batch))
+                for item in batch:
+                    reference.add(item)
+            self._assert_same(bulk, reference, rng)
+
+    def test_add_many_after_discards(self) -> None:
+        s: IndexedSet[int] = IndexedSet()
+        reference: IndexedSet[int] = IndexedSet()
+        for item in range(6):
+            s.add(item)
+            reference.add(item)
+        for item in (0, 4):
+            s.discard(item)
+            reference.discard(item)
+        s.add_many([5, 6, 0, 6])
+        for item in (5, 6, 0, 6):
+            reference.add(item)
+        self._assert_same(s, reference, random.Random(3))
+
 
 class PointGCTests(SynchronousTestCase):
     def _table(self, limits: tuple[int, int]) -> PointTable:
@@ -426,6 +482,121 @@ class ListKnownPointsTests(SynchronousTestCase):
         table = PointTable(None, random.Random(0))
         self._public(table, 1)
         self.assertEqual(table.unknown([_point(2), _point(1), _point(3), _point(2)]), [_point(2), _point(3), _point(2)])
+
+
+class AddManyTests(SynchronousTestCase):
+    """
+    L{PointTable.add_many} and L{PeerTable.add_many} leave a table as
+    adding each record in turn would (a known one and a repeat skipped).
+    """
+
+    def _record(self, i: int, rng: random.Random, seen: list[float]) -> PointInfo:
+        """
+        A point record with what the indexes look at drawn at random: public
+        or not, never seen or seen at the next of C{seen}'s times, learnt
+        from a source group (connected once or not), connecting, running.
+        """
+        info = PointInfo(
+            _point(i),
+            known_public=rng.random() < 0.6,
+            source_group=rng.choice([None, "10.1", "10.2"]),
+            last_disconnection=(_peer(i), seen.pop()) if rng.random() < 0.7 else None,
+        )
+        if rng.random() < 0.3:
+            info.last_established_connection = (_peer(i), seen.pop())
+        move = rng.random()
+        if move < 0.1:
+            info.set_requested(seen.pop())
+        elif move < 0.15:
+            info.set_running(_peer(i), seen.pop())
+        return info
+
+    def _one_at_a_time(self, table: PointTable, infos: list[PointInfo]) -> list[PointInfo]:
+        added = []
+        for info in infos:
+            if info.point not in table:
+                table.add(info)
+                added.append(info)
+        return added
+
+    def _assert_same(self, bulk: PointTable, reference: PointTable) -> None:
+        self.assertEqual(bulk.index_errors(), [])
+        self.assertEqual(reference.index_errors(), [])
+        self.assertEqual([(i.point, id(i)) for i in bulk], [(i.point, id(i)) for i in reference])
+        self.assertEqual(bulk.learnt_groups(), reference.learnt_groups())
+        for ignore_private in (False, True):
+            for size in (0, 3, 10, 40, 500):
+                self.assertEqual(
+                    bulk.list_known_points(ignore_private, size, None),
+                    reference.list_known_points(ignore_private, size, None),
+                    (ignore_private, size),
+                )
+
+    def test_points_as_one_at_a_time(self) -> None:
+        """
+        Batches in any order of times, with points known already and
+        points given twice, into a table that holds points of its own.
+        """
+        for seed in range(6):
+            rng = random.Random(seed)
+            # Distinct times: points with equal times are in no set order.
+            seen = [float(t) for t in rng.sample(range(10_000), 1000)]
+            bulk, reference = PointTable(None, random.Random(seed)), PointTable(None, random.Random(seed))
+            for i in range(20):
+                info = self._record(i, rng, seen)
+                bulk.add(info)
+                reference.add(info)
+            records = [self._record(i, rng, seen) for i in range(20, 300)]
+            if seed % 2:
+                records.sort(key=lambda i: (i.last_seen is not None, i.last_seen or 0.0))
+            for start in range(0, len(records), 50):
+                batch = records[start : start + 50]
+                batch += [PointInfo(_point(rng.randrange(start + 70)), known_public=True) for _ in range(seed)]
+                added = bulk.add_many(iter(batch))
+                self.assertEqual(added, self._one_at_a_time(reference, batch), (seed, start))
+            self._assert_same(bulk, reference)
+
+    def test_known_and_repeated_points(self) -> None:
+        table = PointTable(None, random.Random(0))
+        known = PointInfo(_point(1), last_disconnection=(_peer(1), 5.0))
+        table.add(known)
+        first, again = PointInfo(_point(2), known_public=True), PointInfo(_point(2), last_disconnection=(_peer(2), 1.0))
+        fresh = PointInfo(_point(3), last_disconnection=(_peer(3), 3.0))
+        loaded = PointInfo(_point(1), known_public=True)
+        self.assertEqual(table.add_many([first, loaded, fresh, again]), [first, fresh])
+        self.assertIs(table.get(_point(1)), known, "a known point keeps its record")
+        self.assertIs(table.get(_point(2)), first, "the first record of a point given twice")
+        self.assertEqual(table.list_known_points(True, 5, None), [_point(2)])
+        self.assertEqual(table.add_many([]), [])
+        self.assertEqual(table.index_errors(), [])
+
+    def test_equal_times(self) -> None:
+        """
+        Times equal to each other and to known ones keep the seen order
+        in order of times.
+        """
+        table = PointTable(None, random.Random(0))
+        for i in range(5):
+            table.add(PointInfo(_point(i), last_disconnection=(_peer(i), float(i % 3))))
+        table.add_many(PointInfo(_point(i), last_disconnection=(_peer(i), float(i % 4))) for i in range(5, 40))
+        self.assertEqual(table.index_errors(), [])
+        listed = table.list_known_points(False, 10, None)
+        times = [table.get(p).last_seen for p in listed[:6]]  # type: ignore[union-attr]
+        self.assertEqual(times, sorted(times, reverse=True))
+
+    def test_peers(self) -> None:
+        table = PeerTable(None)
+        known = PeerInfo(_peer(1), created=1.0)
+        table.add(known)
+        first, again, fresh = PeerInfo(_peer(2), created=2.0), PeerInfo(_peer(2), created=0.0), PeerInfo(_peer(3), 3.0)
+        loaded = PeerInfo(_peer(1), created=0.0)
+        self.assertEqual(table.add_many(iter([first, loaded, fresh, again])), [first, fresh])
+        self.assertIs(table.get(_peer(1)), known)
+        self.assertIs(table.get(_peer(2)), first)
+        self.assertEqual([i.peer_id for i in table], [_peer(1), _peer(2), _peer(3)])
+        self.assertEqual(table.add_many([PeerInfo(_peer(4), created=4.0)]), [table.get(_peer(4))])
+        self.assertEqual(table.add_many([]), [])
+        self.assertEqual(len(table), 4)
 
 
 class PeerGCTests(SynchronousTestCase):

@@ -8,9 +8,11 @@ when over capacity, and the choice of points to advertise
 from __future__ import annotations
 
 import heapq
+import operator
 import random
-from collections.abc import Callable, Container, Hashable, Iterable, Iterator, KeysView
-from typing import Generic, TypeVar
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, KeysView, Mapping
+from itertools import compress, repeat
+from typing import Generic, TypeVar, cast
 
 from p2pool.config import ReconnectionConfig
 from p2pool.core.addressing import PeerId, Point
@@ -19,6 +21,8 @@ from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
 
 T = TypeVar("T", bound=Hashable)
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 #: L{PointTable.list_known_points} sorts the connected and connecting points
 #: by their times when the seen order holds more than this many times as
@@ -41,6 +45,25 @@ class IndexedSet(Generic[T]):
         if item not in self._index:
             self._index[item] = len(self._items)
             self._items.append(item)
+
+    def add_many(self, items: Iterable[T]) -> None:
+        """
+        Add each of C{items} not present yet, in their order (an item given
+        twice is added once), as L{add} would one at a time, in C loops.
+        Meant for new items: one present already costs a pass over the
+        whole set.
+        """
+        index, members = self._index, self._items
+        start = len(members)
+        new = list(items)
+        index.update(zip(new, range(start, start + len(new))))
+        if len(index) != start + len(new):
+            # Some were present (their places, overwritten, are put back)
+            # or repeat (each is placed once).
+            index.update(zip(members, range(start)))
+            new = [item for item in dict.fromkeys(new) if index[item] >= start]
+            index.update(zip(new, range(start, start + len(new))))
+        members.extend(new)
 
     def discard(self, item: T) -> None:
         position = self._index.pop(item, None)
@@ -83,6 +106,32 @@ def _gc_count(size: int, limits: tuple[int, int] | None) -> int:
     if size < maximum:
         return 0
     return size - max(target, 1) + 1
+
+
+_POINT = operator.attrgetter("point")
+_PEER_ID = operator.attrgetter("peer_id")
+_KNOWN_PUBLIC = operator.attrgetter("known_public")
+_STATE = operator.attrgetter("state")
+_SOURCE_GROUP = operator.attrgetter("source_group")
+_LAST_SEEN = operator.attrgetter("last_seen")
+_TIME = operator.itemgetter(1)
+
+
+def _new_by_key(records: Iterable[R], key: Callable[[R], K], known: Mapping[K, object]) -> dict[K, R]:
+    """
+    C{records} by their C{key}, but those whose key is in C{known}, and of
+    records with the same key the first only; in C loops when no key is
+    known or repeats.
+    """
+    records = list(records)
+    batch = dict(zip(map(key, records), records))
+    if len(batch) != len(records) or not known.keys().isdisjoint(batch.keys()):
+        batch = {}
+        for record in records:
+            value = key(record)
+            if value not in known:
+                batch.setdefault(value, record)
+    return batch
 
 
 def _collectable(info: PointInfo) -> bool:
@@ -173,22 +222,37 @@ class PointTable:
         if last_seen is not None:
             self._insert_seen(point, last_seen)
 
-    def add_many(self, infos: Iterable[PointInfo]) -> None:
+    def add_many(self, infos: Iterable[PointInfo]) -> list[PointInfo]:
         """
-        Add points none of which is known; cheapest when they come
-        ordered by C{last_seen}, never-seen ones first, as a loaded file's
-        do (each batch costs what placing its times among the newest
-        known ones does, never a sort of the table).
+        Add the points of C{infos} that are not known, as L{add} would each
+        in turn (a known point keeps its record; of a point given twice,
+        the first record is added), a column at a time in C loops.
+        Cheapest when they come ordered by C{last_seen}, never-seen ones
+        first, as a loaded file's do (each batch costs what placing its
+        times among the newest known ones does, never a sort of the
+        table).
+
+        @return: the records added, in their order.
         """
-        seen: list[tuple[Point, float]] = []
-        for info in infos:
-            assert info.point not in self._points, "add_many takes new points"
-            last_seen = self._index_new(info)
-            if last_seen is not None:
-                seen.append((info.point, last_seen))
-        if any(seen[i][1] > seen[i + 1][1] for i in range(len(seen) - 1)):
-            seen.sort(key=lambda item: item[1])
+        batch = _new_by_key(infos, _POINT, self._points)
+        self._points.update(batch)
+        points, added = list(batch), list(batch.values())
+        self._all.add_many(points)
+        self._public.add_many(compress(points, map(_KNOWN_PUBLIC, added)))
+        self._active.update(compress(points, map(operator.is_not, map(_STATE, added), repeat(PointState.DISCONNECTED))))
+        for info in compress(added, map(operator.is_not, map(_SOURCE_GROUP, added), repeat(None))):
+            if not info.has_connected:
+                self._learn(info)
+        times = list(map(_LAST_SEEN, added))
+        self._unseen.update(dict.fromkeys(compress(points, map(operator.is_, times, repeat(None)))))
+        # The times left are not None.
+        seen = cast(
+            "list[tuple[Point, float]]", list(compress(zip(points, times), map(operator.is_not, times, repeat(None))))
+        )
+        # Stable, and linear on times already in order.
+        seen.sort(key=_TIME)
         self._insert_seen_many(seen)
+        return added
 
     def _index_new(self, info: PointInfo) -> float | None:
         """
@@ -200,10 +264,8 @@ class PointTable:
         point = info.point
         self._points[point] = info
         self._all.add(point)
-        group = info.source_group
-        if group is not None and not info.has_connected:
-            self._learnt_group[point] = group
-            self._learnt.setdefault(group, {})[point] = None
+        if info.source_group is not None and not info.has_connected:
+            self._learn(info)
         if info.known_public:
             self._public.add(point)
         if info.state is not PointState.DISCONNECTED:
@@ -369,6 +431,16 @@ class PointTable:
             errors.append("source group index: counts disagree with the points")
         return errors
 
+    def _learn(self, info: PointInfo) -> None:
+        """
+        Count C{info}'s point among those learnt from its source group that
+        never connected.
+        """
+        group = info.source_group
+        assert group is not None
+        self._learnt_group[info.point] = group
+        self._learnt.setdefault(group, {})[info.point] = None
+
     def _unlearn(self, point: Point) -> None:
         group = self._learnt_group.pop(point, None)
         if group is not None:
@@ -384,11 +456,9 @@ class PointTable:
         point = info.point
         if self._points.get(point) is not info:
             return
-        group = info.source_group
-        if group is not None and not info.has_connected:
+        if info.source_group is not None and not info.has_connected:
             if point not in self._learnt_group:
-                self._learnt_group[point] = group
-                self._learnt.setdefault(group, {})[point] = None
+                self._learn(info)
         elif point in self._learnt_group:
             self._unlearn(point)
         if info.known_public:
@@ -443,8 +513,7 @@ class PointTable:
                 break
             newer.append((point, time))
         newer.reverse()
-        for point, time in heapq.merge(items, newer, key=lambda item: item[1]) if newer else items:
-            seen[point] = time
+        seen.update(heapq.merge(items, newer, key=_TIME) if newer else items)
 
     def collectable(self) -> Iterator[PointInfo]:
         """
@@ -568,6 +637,17 @@ class PeerTable:
 
     def add(self, info: PeerInfo) -> None:
         self._peers[info.peer_id] = info
+
+    def add_many(self, infos: Iterable[PeerInfo]) -> list[PeerInfo]:
+        """
+        Add the peers of C{infos} that are not known (of a peer given
+        twice, its first record), in C loops.
+
+        @return: the records added, in their order.
+        """
+        batch = _new_by_key(infos, _PEER_ID, self._peers)
+        self._peers.update(batch)
+        return list(batch.values())
 
     def remove(self, peer_id: PeerId) -> PeerInfo | None:
         return self._peers.pop(peer_id, None)
