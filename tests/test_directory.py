@@ -143,6 +143,21 @@ class OwnPointTests(SynchronousTestCase):
         self.assertEqual(directory.list_known_points(True, 5, _never_banned), [_point(3)])
         self.assertEqual(directory.index_errors(), [])
 
+    def test_restore_points_skips_known_own_and_repeats(self) -> None:
+        directory = _directory()
+        directory.add_own_point(_point(1))
+        live = PointInfo(_point(2), trusted=True)
+        directory.add_point(live, now=0.0)
+        first, fresh = PointInfo(_point(3), known_public=True), PointInfo(_point(4))
+        loaded = [PointInfo(_point(1)), PointInfo(_point(2)), first, fresh, PointInfo(_point(3))]
+        self.assertEqual(directory.restore_points(loaded), [first, fresh])
+        self.assertIs(directory.point(_point(2)), live)
+        self.assertIs(directory.point(_point(3)), first)
+        self.assertFalse(directory.knows_point(_point(1)))
+        self.assertEqual(directory.list_known_points(True, 5, _never_banned), [_point(3)])
+        self.assertEqual(directory.restore_points([]), [])
+        self.assertEqual(directory.index_errors(), [])
+
 
 class PeerTests(SynchronousTestCase):
     def test_peer_transitions(self) -> None:
@@ -157,6 +172,16 @@ class PeerTests(SynchronousTestCase):
         directory.set_peer_trusted(info, True)
         directory.set_peer_metadata(info, {"score": 3})
         self.assertEqual((info.trusted, info.metadata), (True, {"score": 3}))
+
+    def test_restore_peers_skips_known_and_repeats(self) -> None:
+        directory = _directory()
+        live = PeerInfo(_peer(1), created=5.0)
+        directory.add_peer(live, lambda i: 0.0)
+        first, fresh = PeerInfo(_peer(2), created=1.0), PeerInfo(_peer(3), created=2.0)
+        loaded = [PeerInfo(_peer(1), created=0.0), first, fresh, PeerInfo(_peer(2), created=0.0)]
+        self.assertEqual(directory.restore_peers(loaded), [first, fresh])
+        self.assertEqual([directory.peer(_peer(i)) for i in (1, 2, 3)], [live, first, fresh])
+        self.assertEqual(directory.peer_count(), 3)
 
     def test_restore_and_trim(self) -> None:
         directory = _directory(max_known_points=(3, 1), max_known_peer_ids=(3, 1))

@@ -14,7 +14,8 @@ import json
 import os
 from typing import Any
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,7 +23,14 @@ from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.states import PeerInfo, PointInfo, PointState, StateEvent, TrustSource
 from p2pool.events import EventKind
-from p2pool.pool.persistence import APPLY_SLICE, PeersFileContent, apply_content, read_head
+from p2pool.pool.persistence import (
+    APPLY_SLICE,
+    NO_METADATA,
+    PeersFileContent,
+    apply_content,
+    apply_content_in_slices,
+    read_head,
+)
 from p2pool.pool.persistence import store as store_module
 from p2pool.pool.service import Pool
 from tests.helpers import identity
@@ -410,6 +418,91 @@ class MergeTests(SynchronousTestCase):
         self.assertEqual(live.metadata, Counters())
         self.assertEqual(len(applied.problems), 1)
         self.assertIn("the current metadata is kept", applied.problems[0].problem)
+
+    def test_records_given_twice_merge_into_the_first(self) -> None:
+        """
+        A peer or point given twice in one file (the decoder skips such
+        repeats; content built otherwise may have them) is added from its
+        first record, and the later one is merged into it.
+        """
+        peers = [
+            PeerInfo(_peer(1), created=T0, metadata={"good": "1", "bad": "0"}),
+            PeerInfo(_peer(1), created=T0 - 9, metadata={"good": "7", "bad": "0"}, trusted=True),
+        ]
+        points = [PointInfo(_point(1)), PointInfo(_point(1), trusted=True, known_public=True)]
+        applied = apply_content(self.pool, self.content(peers=peers, points=points))
+        self.assertEqual((applied.peers, applied.merged_peers, applied.points, applied.merged_points), (1, 1, 1, 1))
+        peer = self.pool.peers.info(_peer(1))
+        self.assertIs(peer, peers[0])
+        assert peer is not None
+        self.assertEqual((peer.metadata, peer.created, peer.trusted), (Counters(1, 0), T0 - 9, True))
+        point = self.pool.points.info(_point(1))
+        self.assertIs(point, points[0])
+        assert point is not None
+        self.assertEqual((point.trusted, point.known_public), (True, True))
+        self.assertEqual(self.directory.list_known_points(True, 5, None), [_point(1)])
+        self.assertEqual(self.directory.index_errors(), [])
+
+    def test_own_peer_id_skipped(self) -> None:
+        """
+        The pool's own peer id is not put in, nor its metadata decoded.
+        """
+        own = self.pool.identity.peer_id  # type: ignore[union-attr]
+        peers = [PeerInfo(_peer(1), created=T0, metadata=NO_METADATA), PeerInfo(own, created=T0, metadata={"bad": "x"})]
+        applied = apply_content(self.pool, self.content(peers=peers))
+        self.assertEqual((applied.peers, applied.merged_peers, applied.problems), (1, 0, []))
+        self.assertIsNone(self.pool.peers.info(own))
+
+    def test_metadata_refused_for_new_and_known_peers(self) -> None:
+        live = self.pool.register_peer(_peer(2))
+        kept = live.metadata
+        peers = [
+            PeerInfo(_peer(1), created=T0, metadata={"bad": "x"}),
+            PeerInfo(_peer(2), created=T0, metadata={"bad": "y"}),
+            PeerInfo(_peer(3), created=T0, metadata={"good": "2", "bad": "1"}),
+        ]
+        applied = apply_content(self.pool, self.content(peers=peers))
+        self.assertEqual(
+            [(p.index, p.problem.split("; ")[1]) for p in applied.problems],
+            [(0, "the initial metadata is used"), (1, "the current metadata is kept")],
+        )
+        self.assertEqual(self.pool.peers.info(_peer(1)).metadata, Counters())  # type: ignore[union-attr]
+        self.assertIs(live.metadata, kept)
+        self.assertEqual(self.pool.peers.info(_peer(3)).metadata, Counters(2, 1))  # type: ignore[union-attr]
+
+    def test_peer_without_metadata_keeps_the_live_one(self) -> None:
+        live = self.pool.register_peer(_peer(1))
+        kept = live.metadata
+        applied = apply_content(self.pool, self.content(peers=[PeerInfo(_peer(1), created=T0, metadata=NO_METADATA)]))
+        self.assertEqual((applied.merged_peers, applied.problems), (1, []))
+        self.assertIs(live.metadata, kept)
+
+    def test_established_points_most_recent_first(self) -> None:
+        """
+        The points added that had an established connection, the
+        C{expected_connections} most recent of them, most recent first
+        (of equal times, the later record first), across slices.
+        """
+        config = PoolConfig(
+            maintenance_idle_time=None, network=NETWORK, min_connections=1, expected_connections=3, data_dir="x"
+        )
+        pool = Pool(config, CountersApp(), reactor=MemoryReactorClock(), identity=identity(0))
+        pool.register_point(_point(99))
+        times = [7.0, 3.0, None, 9.0, 1.0, 9.0, None, 5.0, 8.0]
+        points = [
+            PointInfo(_point(i), last_established_connection=None if t is None else (_peer(i), T0 + t))
+            for i, t in enumerate(times)
+        ]
+        points.append(PointInfo(_point(99), last_established_connection=(_peer(99), T0 + 99)))
+        clock = Clock()
+        applying = Deferred.fromCoroutine(
+            apply_content_in_slices(pool, self.content(points=points), clock, slice_size=2)
+        )
+        while not applying.called:
+            clock.advance(0)
+        applied = self.successResultOf(applying)
+        assert applied is not None
+        self.assertEqual(applied.established, [_point(5), _point(3), _point(8)])
 
     def test_loaded_points_older_than_live_ones_keep_the_order(self) -> None:
         """

@@ -277,15 +277,15 @@ class Directory:
     def restore_points(self, infos: list[PointInfo]) -> list[PointInfo]:
         """
         Know the points loaded from the peers file that are neither known
-        nor our own (see L{restore_point}); cheapest when they come ordered
-        by C{last_seen}, never-seen ones first.
+        nor our own, as L{restore_point} would one at a time (of a point
+        given twice, the first record), in bulk (L{PointTable.add_many});
+        cheapest when they come ordered by C{last_seen}, never-seen ones
+        first.
 
-        @return: those added.
+        @return: those added, in their order.
         """
-        known, own = self._points, self._own_points
-        fresh = [info for info in infos if info.point not in known and info.point not in own]
-        self._points.add_many(fresh)
-        return fresh
+        own = self._own_points
+        return self._points.add_many([info for info in infos if info.point not in own] if own else infos)
 
     def merge_point(self, loaded: PointInfo) -> bool:
         """
@@ -370,6 +370,16 @@ class Directory:
             return False
         self._peers.add(info)
         return True
+
+    def restore_peers(self, infos: list[PeerInfo]) -> list[PeerInfo]:
+        """
+        Know the peers loaded from the peers file that are not known, as
+        L{restore_peer} would one at a time (of a peer given twice, the
+        first record), in bulk.
+
+        @return: those added, in their order.
+        """
+        return self._peers.add_many(infos)
 
     def merge_peer(self, loaded: PeerInfo, metadata: bool) -> bool:
         """

@@ -10,11 +10,10 @@ peers) and the application's metadata codec, never the pool's own fields.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import operator
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet.task import deferLater
@@ -45,6 +44,8 @@ __all__ = [
     "loading_order",
     "snapshot_pool",
 ]
+
+R = TypeVar("R")
 
 #: Records copied per reactor turn when taking a snapshot.
 SNAPSHOT_SLICE = 2000
@@ -136,6 +137,9 @@ _EXPECTED_PEER_ID = operator.attrgetter("expected_peer_id")
 _KNOWN_PUBLIC = operator.attrgetter("known_public")
 _LAST_FAILED = operator.attrgetter("last_failed_connection")
 _SOURCE_GROUP = operator.attrgetter("source_group")
+_LAST_ESTABLISHED = operator.attrgetter("last_established_connection")
+_PEER_ID_RAW = operator.attrgetter("peer_id.raw")
+_TIME = operator.itemgetter(1)
 
 
 async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
@@ -230,8 +234,9 @@ class _Application:
         self.problems: list[RecordProblem] = []
         self.added_peers = self.merged_peers = self.merged_points = 0
         self.added_points = 0
-        #: The most recently established of the points added, as a heap
-        #: of (time, order, info) holding at most _keep_established.
+        #: The most recently established of the points added, as
+        #: (time, order, info) in ascending order: at most
+        #: _keep_established of them.
         self._established: list[tuple[float, int, PointInfo]] = []
         self._keep_established = pool.config.expected_connections
         self._order = itertools.count()
@@ -259,58 +264,76 @@ class _Application:
     def _add_peers(self, start: int, infos: list[PeerInfo]) -> None:
         """
         Add the loaded peers the pool does not know, their metadata
-        decoded by the application, and merge those it knows.
+        decoded by the application, and merge those it knows (a peer
+        given twice: its first record is added, the others merged into
+        it, as one at a time).
         """
         pool = self._pool
         meta = pool.metadata_config
         directory = pool.directory
         own_id = pool.identity.peer_id if pool.identity is not None else None
+        if own_id is not None and own_id.raw in map(_PEER_ID_RAW, infos):
+            own = {id(info) for info in infos if info.peer_id == own_id}
+        else:
+            own = set()
+        initial, decode = meta.initial_metadata, meta.decode_metadata
+        # The records whose metadata is not the file's (none, or refused),
+        # and the refusals by record index.
+        undecoded: set[int] = set()
+        refused: list[tuple[int, PeerInfo, Exception]] = []
         for index, info in enumerate(infos, start):
-            if info.peer_id == own_id:
+            if own and id(info) in own:
                 continue
-            known = directory.peer(info.peer_id)
             encoded = info.metadata
-            decoded = True
             if encoded is NO_METADATA:
-                info.metadata = meta.initial_metadata()
-                decoded = False
-            else:
-                try:
-                    info.metadata = meta.decode_metadata(encoded)
-                except Exception as e:
-                    problem = "the initial metadata is used" if known is None else "the current metadata is kept"
-                    self.problems.append(RecordProblem("peers", index, f"peer_metadata: {e}; {problem}"))
-                    info.metadata = meta.initial_metadata()
-                    decoded = False
-            if known is None:
-                directory.restore_peer(info)
-                self.added_peers += 1
-            else:
-                # The file's metadata (the peer's history) replaces what
-                # the application has not changed since the peer came back.
-                directory.merge_peer(info, decoded and _unchanged(known.metadata, meta.initial_metadata()))
-                self.merged_peers += 1
+                info.metadata = initial()
+                undecoded.add(id(info))
+                continue
+            try:
+                info.metadata = decode(encoded)
+            except Exception as e:
+                info.metadata = initial()
+                undecoded.add(id(info))
+                refused.append((index, info, e))
+        candidates = [info for info in infos if id(info) not in own] if own else infos
+        added = directory.restore_peers(candidates)
+        self.added_peers += len(added)
+        for info in _left_out(candidates, added):
+            # Known: the file's metadata (the peer's history) replaces what
+            # the application has not changed since the peer came back.
+            known = directory.peer(info.peer_id)
+            assert known is not None
+            unchanged = id(info) not in undecoded and _unchanged(known.metadata, initial())
+            directory.merge_peer(info, unchanged)
+            self.merged_peers += 1
+        if refused:
+            fresh = set(map(id, added))
+            for index, info, error in refused:
+                problem = "the initial metadata is used" if id(info) in fresh else "the current metadata is kept"
+                self.problems.append(RecordProblem("peers", index, f"peer_metadata: {error}; {problem}"))
 
     def _add_points(self, infos: list[PointInfo]) -> None:
         """
-        Merge the loaded points the pool knows; add the others that are
-        not its own.
+        Add the loaded points the pool does not know and that are not its
+        own; merge those it knows (a point given twice: its first record is
+        added, the others merged into it, as one at a time).
         """
         directory = self._pool.directory
-        for info in infos:
-            if directory.merge_point(info):
-                self.merged_points += 1
         fresh = directory.restore_points(infos)
         self.added_points += len(fresh)
-        heap, keep = self._established, self._keep_established
-        for info in fresh:
-            stamp = info.last_established_connection
-            if stamp is not None:
-                item = (stamp[1], next(self._order), info)
-                if len(heap) < keep:
-                    heapq.heappush(heap, item)
-                elif keep and item[:2] > heap[0][:2]:
-                    heapq.heapreplace(heap, item)
+        for info in _left_out(infos, fresh):
+            if directory.merge_point(info):
+                self.merged_points += 1
+        keep = self._keep_established
+        if keep > 0:
+            stamps = list(map(_LAST_ESTABLISHED, fresh))
+            established = list(map(operator.is_not, stamps, itertools.repeat(None)))
+            batch = zip(
+                map(_TIME, itertools.compress(stamps, established)),
+                self._order,
+                itertools.compress(fresh, established),
+            )
+            self._established = sorted(itertools.chain(self._established, batch))[-keep:]
 
     def result(self) -> Applied:
         """
@@ -336,6 +359,17 @@ class _Application:
             merged_peers=self.merged_peers,
             merged_points=self.merged_points,
         )
+
+
+def _left_out(infos: list[R], added: list[R]) -> list[R]:
+    """
+    Those of C{infos} that are not (the very objects) in C{added}, in
+    their order.
+    """
+    if len(added) == len(infos):
+        return []
+    kept = set(map(id, added))
+    return [info for info in infos if id(info) not in kept]
 
 
 def _unchanged(metadata: Any, initial: Any) -> bool:
