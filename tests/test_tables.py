@@ -714,6 +714,21 @@ class StateMachineTests(SynchronousTestCase):
             peer.last_disconnection = None if disconnected is None else (_point(1), disconnected)
             self.assertEqual((point.last_seen, peer.last_seen), (expected, expected))
 
+    def test_established_times(self) -> None:
+        """
+        The times of many points' C{last_established_connection}, as each
+        reads it.
+        """
+        running = PointInfo(_point(1))
+        running.set_running(_peer(1), 7.0)
+        loaded = PointInfo(_point(2), last_established_connection=(_peer(2), 5.0))
+        never = PointInfo(_point(3), last_disconnection=(_peer(3), 9.0))
+        infos = [running, loaded, never]
+        self.assertEqual(PointInfo.established_times(iter(infos)), [7.0, 5.0, None])
+        loaded.last_established_connection = None
+        self.assertEqual(PointInfo.established_times(infos), [7.0, None, None])
+        self.assertEqual(PointInfo.established_times([]), [])
+
     def test_event_ring_bounded(self) -> None:
         info = PointInfo(_point(1))
         for t in range(150):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 from twisted.internet.task import deferLater
@@ -137,9 +137,7 @@ _EXPECTED_PEER_ID = operator.attrgetter("expected_peer_id")
 _KNOWN_PUBLIC = operator.attrgetter("known_public")
 _LAST_FAILED = operator.attrgetter("last_failed_connection")
 _SOURCE_GROUP = operator.attrgetter("source_group")
-_LAST_ESTABLISHED = operator.attrgetter("last_established_connection")
 _PEER_ID_RAW = operator.attrgetter("peer_id.raw")
-_TIME = operator.itemgetter(1)
 
 
 async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
@@ -326,13 +324,10 @@ class _Application:
                 self.merged_points += 1
         keep = self._keep_established
         if keep > 0:
-            stamps = list(map(_LAST_ESTABLISHED, fresh))
-            established = list(map(operator.is_not, stamps, itertools.repeat(None)))
-            batch = zip(
-                map(_TIME, itertools.compress(stamps, established)),
-                self._order,
-                itertools.compress(fresh, established),
-            )
+            times = PointInfo.established_times(fresh)
+            established = list(map(operator.is_not, times, itertools.repeat(None)))
+            kept_times = cast("Iterator[float]", itertools.compress(times, established))  # no None left
+            batch = zip(kept_times, self._order, itertools.compress(fresh, established))
             self._established = sorted(itertools.chain(self._established, batch))[-keep:]
 
     def result(self) -> Applied:
