@@ -88,10 +88,10 @@ class GatheredWritesTests(SynchronousTestCase):
         server_context = TLSContext(Ed25519PrivateKey.generate())
         client_context = TLSContext(Ed25519PrivateKey.generate())
         server_factory = server_context.server_factory(Factory.forProtocol(lambda: self.server), self.clock)
-        client_factory = client_context.client_factory(Factory.forProtocol(lambda: self.client), self.clock)
+        client_wrapper = client_context.client_wrapper(self.clock)
         self.client_tls, self.server_tls, self.pump = connectedServerAndClient(
             lambda: server_factory.buildProtocol(ADDRESS),
-            lambda: client_factory.buildProtocol(ADDRESS),
+            lambda: client_wrapper.wrap(self.client),
             clock=self.clock,
         )
         self.pump.flush()

@@ -16,7 +16,7 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
-from twisted.internet.interfaces import IAddress, IConnector, IProtocolFactory, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,10 +58,10 @@ from p2pool.errors import (
 from p2pool.events import EventKind
 from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
-from p2pool.transport.channel import PeerChannel
+from p2pool.transport.channel import ChannelWrapper, PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
-from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
+from p2pool.transport.peer_protocol import PeerProtocol
 
 __all__ = ["ConnectHandler"]
 
@@ -99,7 +99,8 @@ class ConnectHandler:
         self._answerer = answerer
         self._reactor = reactor
         self._clock = clock
-        self._channel: PeerChannel | None = None
+        #: Runs the channel over every dialed connection (one for all).
+        self._dialer: ChannelWrapper | None = None
         self._params: HandshakeParams | None = None
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
@@ -141,7 +142,7 @@ class ConnectHandler:
         listens: the channel dials go through (TLS) and the parameters of
         every handshake. Called by the pool before it starts.
         """
-        self._channel = channel
+        self._dialer = channel.client_wrapper(self._clock)
         self._params = params
 
     def bytes_totals(self) -> tuple[int, int]:
@@ -271,18 +272,14 @@ class ConnectHandler:
         if info.state is not PointState.DISCONNECTED:
             return fail(PendingConnection(f"a connection to {point} is being set up"))
         self._directory.point_requested(info, self._clock.seconds())
-        factory = PeerClientFactory(self, point, info.expected_peer_id)
-        protocol = factory.protocol_instance
-        assert protocol is not None
+        protocol = PeerProtocol(self, incoming=False, dialed_point=point, expected_peer_id=info.expected_peer_id)
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
         if pool.events.wants(EventKind.OUTGOING_CONNECTION):
             pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
-        assert self._channel is not None, "configure() runs before the pool starts"
-        dial = _Dial(
-            self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
-        )
+        assert self._dialer is not None, "configure() runs before the pool starts"
+        dial = _Dial(self._dialer, protocol, lambda reason: self._tcp_failed(reason, protocol))
         tcp_timeout = max(1, int(pool.config.connection_timeout))
         self._reactor.connectTCP(point.ip, point.port, dial, tcp_timeout, self._bind_for(point))
         if protocol.transport is None:
@@ -778,15 +775,16 @@ class ConnectHandler:
 
 class _Dial(ClientFactory):
     """
-    The factory of one dial: builds the channel's protocol once the TCP
-    connection is up, and reports a TCP connection that could not be made,
-    or was abandoned, once.
+    The factory of one dial: once the TCP connection is up, hands over the
+    dial's protocol inside the channel's, and reports a TCP connection
+    that could not be made, or was abandoned, once.
     """
 
     noisy = False
 
-    def __init__(self, factory: IProtocolFactory, failed: Callable[[Failure], None]) -> None:
-        self._factory = factory
+    def __init__(self, dialer: ChannelWrapper, protocol: PeerProtocol, failed: Callable[[Failure], None]) -> None:
+        self._dialer = dialer
+        self._protocol: PeerProtocol | None = protocol
         self._failed: Callable[[Failure], None] | None = failed
         self._connector: IConnector | None = None
 
@@ -795,10 +793,12 @@ class _Dial(ClientFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         # Connected: nothing left to report, and the connector (held by the
-        # transport) does not hold the protocol through the callback.
+        # transport) does not hold the protocol, through the callback or
+        # here: it is handed over once.
         self._failed = None
         self._connector = None
-        return cast(Protocol | None, self._factory.buildProtocol(cast(IAddress, addr)))
+        protocol, self._protocol = self._protocol, None
+        return None if protocol is None else cast(Protocol, self._dialer.wrap(protocol))
 
     def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
         failed, self._failed = self._failed, None

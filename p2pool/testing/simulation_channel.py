@@ -107,35 +107,42 @@ class SimulationChannel:
         self.notary = notary
         self.public_key = public_key
 
-    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def client_wrapper(self, clock: IReactorTime) -> _ClientWrapper:
         """
-        A factory that runs the simulated handshake over a dialed
-        connection, with the protocol C{factory} builds inside.
+        What runs the simulated handshake over the dialed connections of a
+        pool, each with its own protocol inside.
         """
-        return _ChannelFactory(self, factory, client=True)
+        return _ClientWrapper(self)
 
     def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
         """
         A factory that runs the simulated handshake over each accepted
         connection, with the protocol C{factory} builds inside.
         """
-        return _ChannelFactory(self, factory, client=False)
+        return _ChannelFactory(self, factory)
+
+
+class _ClientWrapper:
+    def __init__(self, channel: SimulationChannel) -> None:
+        self._channel = channel
+
+    def wrap(self, protocol: IProtocol) -> _ChannelProtocol:
+        return _ChannelProtocol(self._channel, protocol, client=True)
 
 
 class _ChannelFactory(Factory):
     noisy = False
 
-    def __init__(self, channel: SimulationChannel, factory: IProtocolFactory, client: bool) -> None:
+    def __init__(self, channel: SimulationChannel, factory: IProtocolFactory) -> None:
         self._channel = channel
         self._factory = factory
-        self._client = client
 
     def buildProtocol(self, addr: IAddress | None) -> _ChannelProtocol | None:
         # Twisted passes Factory.buildProtocol an address, typed optional.
         inner = self._factory.buildProtocol(cast(IAddress, addr))
         if inner is None:
             return None
-        return _ChannelProtocol(self._channel, inner, self._client)
+        return _ChannelProtocol(self._channel, inner, client=False)
 
 
 @implementer(ITransport, IPushProducer, IHalfCloseableProtocol)

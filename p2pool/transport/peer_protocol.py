@@ -41,7 +41,7 @@ from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 
-__all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
+__all__ = ["PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
 
 class MessageReceiver(TypingProtocol):
@@ -731,22 +731,3 @@ class PeerServerFactory(Factory):
             return None
         assert addr is not None, "admit_incoming refuses a connection without an address"
         return cast(Protocol | None, self._channel.buildProtocol(addr))
-
-
-class PeerClientFactory(Factory):
-    """
-    Builds the one protocol of an outgoing connection to C{point}.
-    """
-
-    noisy = False
-
-    def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: PeerId | None) -> None:
-        self.protocol_instance: PeerProtocol | None = PeerProtocol(
-            handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
-        )
-
-    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol | None:
-        # Handed over once: the factory, held by the transport, does not
-        # hold the protocol in a cycle after.
-        protocol, self.protocol_instance = self.protocol_instance, None
-        return protocol

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
@@ -190,6 +191,24 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
             if isClient
             else IOpenSSLServerConnectionCreator.providedBy(contextFactory)
         ) and not IProtocolNegotiationFactory.providedBy(wrappedFactory)
+
+    # Twisted's WrappingFactory types its protocol as always built; a
+    # factory's buildProtocol may refuse with None (IProtocolFactory).
+    def buildProtocol(self, addr: IAddress | None) -> GatheringTLSProtocol | None:  # type: ignore[override]
+        """
+        The TLS protocol of a new connection, over the protocol the wrapped
+        factory builds for it; None, refusing the connection, when the
+        wrapped factory builds none.
+        """
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        return None if wrapped is None else GatheringTLSProtocol(self, wrapped)
+
+    def wrap(self, protocol: IProtocol) -> GatheringTLSProtocol:
+        """
+        The TLS protocol of a new connection, with C{protocol} (already
+        made) inside it: one factory serves every connection.
+        """
+        return GatheringTLSProtocol(self, protocol)
 
     def tls_connection(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
