@@ -664,6 +664,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertEqual(conn.peer_id, b.peer_id)
         self.assertEqual(b.connected_peer_ids(), [a.peer_id])
         self.assertTrue(app_b.made[0].incoming)
+        self.assertEqual((conn.remote_ip, app_b.made[0].remote_ip), (IP_B, IP_A), "each side's address of the other")
         small, large = b"x", bytes(range(256)) * 4096
         self.successResultOf(a.send(b.peer_id, small))
         self.successResultOf(a.send(b.peer_id, large))

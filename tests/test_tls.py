@@ -275,7 +275,8 @@ class MutualAuthenticationTests(SynchronousTestCase):
 class ClientWrapperTests(SynchronousTestCase):
     """
     One L{TLSContext.client_wrapper} runs TLS over all of a node's dials,
-    each checked against the peer id its own protocol expects.
+    each checked against the peer id its own protocol expects; one
+    L{TLSContext.server_wrapper} over all the connections it accepts.
     """
 
     def test_each_dial_checks_its_own_pin(self) -> None:
@@ -288,13 +289,13 @@ class ClientWrapperTests(SynchronousTestCase):
         server_context, client_context = TLSContext(server_key), TLSContext(client_key)
         clock = Clock()
         wrapper = client_context.client_wrapper(clock)
-        server_factory = server_context.server_factory(Factory.forProtocol(VerifiedProtocol), clock)
+        acceptor = server_context.server_wrapper(clock)
         wrong = peer_id_of(Ed25519PrivateKey.generate())
         for expectations in ((peer_id_of(server_key), wrong), (wrong, peer_id_of(server_key))):
             dials = [VerifiedProtocol(expected) for expected in expectations]
             pumps = [
                 connectedServerAndClient(
-                    lambda: server_factory.buildProtocol(ADDRESS), lambda dial=dial: wrapper.wrap(dial), clock=clock
+                    lambda: acceptor.wrap(VerifiedProtocol()), lambda dial=dial: wrapper.wrap(dial), clock=clock
                 )[2]
                 for dial in dials
             ]
@@ -312,17 +313,11 @@ class ClientWrapperTests(SynchronousTestCase):
     def test_builds_no_protocol_of_its_own(self) -> None:
         """
         Asked to build a protocol for a connection, rather than given one,
-        the wrapper refuses it; a TLS factory whose inner factory builds
-        none refuses too.
+        a wrapper refuses it.
         """
         context = TLSContext(Ed25519PrivateKey.generate())
         self.assertIsNone(context.client_wrapper(Clock()).buildProtocol(ADDRESS))
-        refusing = Factory.forProtocol(VerifiedProtocol)
-        refusing.buildProtocol = lambda addr: None  # type: ignore[method-assign]
-        self.assertIsNone(context.server_factory(refusing, Clock()).buildProtocol(ADDRESS))
-        self.assertIsNotNone(
-            context.server_factory(Factory.forProtocol(VerifiedProtocol), Clock()).buildProtocol(ADDRESS)
-        )
+        self.assertIsNone(context.server_wrapper(Clock()).buildProtocol(ADDRESS))
 
 
 class CheckedCertificatesTests(SynchronousTestCase):

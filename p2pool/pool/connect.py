@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
 from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
@@ -316,32 +317,33 @@ class ConnectHandler:
 
     # -- accepting ---------------------------------------------------------
 
-    def admit_incoming(self, addr: IAddress | None) -> bool:
+    def admit_incoming(self, addr: IAddress | None) -> str | None:
         """
-        Whether to start a TLS handshake with an incoming connection:
-        refused when the pool is not running, the address is banned or
-        greylisted, C{max_incoming_connections} handshakes are pending and
-        none gives way to it (L{displacement_victim}), or its network group
-        has C{max_incoming_connections_per_netgroup} connections, pending or
+        The remote address (normalised) of an incoming connection to start
+        a TLS handshake with, or None to refuse it: refused when the pool
+        is not running, the address is banned or greylisted,
+        C{max_incoming_connections} handshakes are pending and none gives
+        way to it (L{displacement_victim}), or its network group has
+        C{max_incoming_connections_per_netgroup} connections, pending or
         running; one without an address (C{None}) is refused.
         """
         pool = self._pool
         if not pool.is_started:
-            return False
+            return None
         try:
             ip = normalise_ip(getattr(addr, "host", ""))
         except AddressError:
-            return False
+            return None
         if pool.acl.banned_addr(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_BANNED, addr=ip)
-            return False
+            return None
         if self.pending_incoming >= pool.config.max_incoming_connections and not self._make_room(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_TOO_MANY, addr=ip)
-            return False
+            return None
         if self._netgroup_full(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, addr=ip, netgroup=netgroup(ip))
-            return False
-        return True
+            return None
+        return ip
 
     def _make_room(self, ip: str) -> bool:
         """
@@ -798,7 +800,11 @@ class _Dial(ClientFactory):
         self._failed = None
         self._connector = None
         protocol, self._protocol = self._protocol, None
-        return None if protocol is None else cast(Protocol, self._dialer.wrap(protocol))
+        assert protocol is not None, "a connector builds one protocol"
+        # The connector's address of the remote is the connection's: no
+        # second one is asked of the transport.
+        protocol.remote_ip = normalise_ip(cast(IPv4Address | IPv6Address, addr).host)
+        return cast(Protocol, self._dialer.wrap(protocol))
 
     def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
         failed, self._failed = self._failed, None

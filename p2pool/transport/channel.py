@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime
 
 from p2pool.core.identity import Identity
 from p2pool.transport.tls import TLSContext
@@ -23,7 +23,7 @@ __all__ = ["ChannelMaker", "ChannelWrapper", "PeerChannel", "tls_channel"]
 class ChannelWrapper(Protocol):
     """
     Runs a channel over connections whose inner protocol is already made:
-    one for all the dialed connections of a pool.
+    one for all the dialed, or all the accepted, connections of a pool.
     """
 
     def wrap(self, protocol: IProtocol) -> IProtocol:
@@ -49,10 +49,10 @@ class PeerChannel(Protocol):
         id it expects, if any).
         """
 
-    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def server_wrapper(self, clock: IReactorTime) -> ChannelWrapper:
         """
-        A factory for accepted connections that runs the channel over each
-        and builds the protocol inside it with C{factory}.
+        What runs the channel over the accepted connections of a pool, each
+        with its own protocol inside (made once the connection is admitted).
         """
 
 

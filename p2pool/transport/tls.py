@@ -22,7 +22,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
-    IProtocolFactory,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory
@@ -290,17 +289,17 @@ class TLSContext:
         own protocol inside (whose L{PeerVerification} holds the peer id
         that dial expects): one TLS factory for all of them.
         """
-        return self._tls_factory(True, _BUILDS_NONE, clock)
+        return self._tls_factory(True, clock)
 
-    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def server_wrapper(self, clock: IReactorTime) -> GatheringTLSFactory:
         """
-        A factory that runs TLS over each accepted connection, with the
-        protocol C{factory} builds inside.
+        What runs TLS over the accepted connections of a pool, each with
+        its own protocol inside: one TLS factory for all of them.
         """
-        return self._tls_factory(False, factory, clock)
+        return self._tls_factory(False, clock)
 
-    def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> GatheringTLSFactory:
-        tls = GatheringTLSFactory(self.creator, client, factory, clock)
+    def _tls_factory(self, client: bool, clock: IReactorTime) -> GatheringTLSFactory:
+        tls = GatheringTLSFactory(self.creator, client, _BUILDS_NONE, clock)
         tls.noisy = False
         return tls
 
