@@ -12,9 +12,7 @@ import math
 import operator
 import os
 from collections.abc import Callable
-from typing import cast
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
 from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
@@ -803,8 +801,8 @@ class _Dial(ClientFactory):
         assert protocol is not None, "a connector builds one protocol"
         # The connector's address of the remote is the connection's: no
         # second one is asked of the transport.
-        protocol.remote_ip = normalise_ip(cast(IPv4Address | IPv6Address, addr).host)
-        return cast(Protocol, self._dialer.wrap(protocol))
+        protocol.remote_ip = normalise_ip(getattr(addr, "host", ""))
+        return self._dialer.wrap(protocol)
 
     def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
         failed, self._failed = self._failed, None

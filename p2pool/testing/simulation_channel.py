@@ -126,8 +126,8 @@ class _Wrapper:
         self._channel = channel
         self._client = client
 
-    def wrap(self, protocol: IProtocol) -> _ChannelProtocol:
-        return _ChannelProtocol(self._channel, protocol, self._client)
+    def wrap(self, inner: IProtocol) -> _ChannelProtocol:
+        return _ChannelProtocol(self._channel, inner, self._client)
 
 
 @implementer(ITransport, IPushProducer, IHalfCloseableProtocol)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from twisted.internet import protocol
 from twisted.internet.interfaces import IProtocol, IReactorTime
 
 from p2pool.core.identity import Identity
@@ -26,9 +27,9 @@ class ChannelWrapper(Protocol):
     one for all the dialed, or all the accepted, connections of a pool.
     """
 
-    def wrap(self, protocol: IProtocol) -> IProtocol:
+    def wrap(self, inner: IProtocol) -> protocol.Protocol:
         """
-        The channel's protocol of one new connection, with C{protocol}
+        The channel's protocol of one new connection, with C{inner}
         inside it.
         """
 

@@ -718,4 +718,4 @@ class PeerServerFactory(Factory):
         if remote_ip is None:
             return None
         protocol = PeerProtocol(self.handler, incoming=True, remote_ip=remote_ip)
-        return cast(Protocol, self._acceptor.wrap(protocol))
+        return self._acceptor.wrap(protocol)
