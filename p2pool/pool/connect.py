@@ -8,6 +8,7 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import operator
 import os
@@ -407,7 +408,7 @@ class ConnectHandler:
             incoming=protocol.incoming,
             remote_ip=protocol.remote_ip,
             dialed_point=protocol.dialed_point,
-            decide=lambda remote: self._decide(protocol, remote),
+            decide=functools.partial(self._decide, protocol),
             send=protocol.write,
         )
 
