@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.states import PointState
-from p2pool.errors import ConnectionFailed, DisconnectReason, P2PError, Timeout
+from p2pool.errors import ConnectionFailed, DisconnectReason, IdentityCheckFailure, P2PError, Timeout
 from p2pool.events import EventKind
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork, NodeReactor, SimulatedClock
@@ -664,6 +664,7 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertEqual(conn.peer_id, b.peer_id)
         self.assertEqual(b.connected_peer_ids(), [a.peer_id])
         self.assertTrue(app_b.made[0].incoming)
+        self.assertEqual((conn.remote_ip, app_b.made[0].remote_ip), (IP_B, IP_A), "each side's address of the other")
         small, large = b"x", bytes(range(256)) * 4096
         self.successResultOf(a.send(b.peer_id, small))
         self.successResultOf(a.send(b.peer_id, large))
@@ -733,6 +734,29 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.assertIsNotNone(raw.reason)
         (failed,) = [e for e in events if e.event == EventKind.AUTHENTICATION_FAILED]
         self.assertEqual((failed.fields["error"], failed.fields["addr"]), ("InvalidAuth", "10.0.0.66"))
+
+    def test_dials_in_flight_each_check_their_pin(self) -> None:
+        """
+        Two dials of one pool at once, through its one TLS client factory:
+        the point pinned to another peer id is refused during TLS (before
+        any Hello reaches the acceptance decision), the other connects.
+        """
+        a, _ = self.add(IP_A)
+        b, _ = self.add(IP_B)
+        c, _ = self.add(IP_C)
+        events: list[Any] = []
+        a.events.callbacks.append(events.append)
+        a.register_point(_point(IP_B), expected_peer_id=c.peer_id)
+        a.register_point(_point(IP_C), expected_peer_id=c.peer_id)
+        to_b, to_c = a.connect(_point(IP_B)), a.connect(_point(IP_C))
+        self.network.advance(0.1)
+        refused = self.failureResultOf(to_b, IdentityCheckFailure).value
+        self.assertEqual((refused.expected_peer_id, refused.received_peer_id), (c.peer_id, b.peer_id))
+        self.assertEqual(self.successResultOf(to_c).peer_id, c.peer_id)
+        (failed,) = [e for e in events if e.event == EventKind.AUTHENTICATION_FAILED]
+        self.assertEqual(failed.fields["error"], "IdentityCheckFailure")
+        self.assertNotIn(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, [e.event for e in events])
+        self.assertEqual((b.active_connections(), c.active_connections()), (0, 1))
 
     def test_connection_metadata_through_pool_options(self) -> None:
         a, _ = self.add(IP_A, pool_options={"connection_metadata": b"hello from a"})

@@ -272,6 +272,54 @@ class MutualAuthenticationTests(SynchronousTestCase):
         self.assertEqual(client.received, b"")
 
 
+class ClientWrapperTests(SynchronousTestCase):
+    """
+    One L{TLSContext.client_wrapper} runs TLS over all of a node's dials,
+    each checked against the peer id its own protocol expects; one
+    L{TLSContext.server_wrapper} over all the connections it accepts.
+    """
+
+    def test_each_dial_checks_its_own_pin(self) -> None:
+        """
+        Two dials through one wrapper, in flight at once, to the same
+        server: the one expecting the server's peer id completes, the one
+        expecting another is refused during TLS, whichever goes first.
+        """
+        server_key, client_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        server_context, client_context = TLSContext(server_key), TLSContext(client_key)
+        clock = Clock()
+        wrapper = client_context.client_wrapper(clock)
+        acceptor = server_context.server_wrapper(clock)
+        wrong = peer_id_of(Ed25519PrivateKey.generate())
+        for expectations in ((peer_id_of(server_key), wrong), (wrong, peer_id_of(server_key))):
+            dials = [VerifiedProtocol(expected) for expected in expectations]
+            pumps = [
+                connectedServerAndClient(
+                    lambda: acceptor.wrap(VerifiedProtocol()), lambda dial=dial: wrapper.wrap(dial), clock=clock
+                )[2]
+                for dial in dials
+            ]
+            for pump in pumps:
+                pump.flush()
+            right, refused = (dials[0], dials[1]) if expectations[1] is wrong else (dials[1], dials[0])
+            self.assertTrue(right.completed)
+            self.assertEqual(right.verification.peer_id, peer_id_of(server_key))
+            self.assertFalse(refused.completed)
+            self.assertIsNone(refused.verification.peer_id)
+            failure = refused.verification.failure
+            assert isinstance(failure, IdentityCheckFailure)
+            self.assertEqual(failure.expected_peer_id, wrong)
+
+    def test_builds_no_protocol_of_its_own(self) -> None:
+        """
+        Asked to build a protocol for a connection, rather than given one,
+        a wrapper refuses it.
+        """
+        context = TLSContext(Ed25519PrivateKey.generate())
+        self.assertIsNone(context.client_wrapper(Clock()).buildProtocol(ADDRESS))
+        self.assertIsNone(context.server_wrapper(Clock()).buildProtocol(ADDRESS))
+
+
 class CheckedCertificatesTests(SynchronousTestCase):
     """
     L{CheckedCertificates}: a peer certificate is checked in full once, and

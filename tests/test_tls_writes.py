@@ -87,11 +87,11 @@ class GatheredWritesTests(SynchronousTestCase):
         self.server, self.client = Side(), Side()
         server_context = TLSContext(Ed25519PrivateKey.generate())
         client_context = TLSContext(Ed25519PrivateKey.generate())
-        server_factory = server_context.server_factory(Factory.forProtocol(lambda: self.server), self.clock)
-        client_factory = client_context.client_factory(Factory.forProtocol(lambda: self.client), self.clock)
+        server_wrapper = server_context.server_wrapper(self.clock)
+        client_wrapper = client_context.client_wrapper(self.clock)
         self.client_tls, self.server_tls, self.pump = connectedServerAndClient(
-            lambda: server_factory.buildProtocol(ADDRESS),
-            lambda: client_factory.buildProtocol(ADDRESS),
+            lambda: server_wrapper.wrap(self.server),
+            lambda: client_wrapper.wrap(self.client),
             clock=self.clock,
         )
         self.pump.flush()
@@ -365,3 +365,20 @@ class MakeConnectionTests(SynchronousTestCase):
         pending.makeConnection(TCPLikeTransport())
         self.assertIsNone(pending.wrappedProtocol.transport)
         self.assertTrue(pending.transport.value())  # type: ignore[union-attr]
+
+    def test_refused_when_the_wrapped_factory_builds_none(self) -> None:
+        """
+        A connection the wrapped factory builds no protocol for is refused
+        (no TLS protocol over nothing); one it builds a protocol for, and
+        a protocol given to C{wrap}, get a TLS protocol around them.
+        """
+        context = TLSContext(Ed25519PrivateKey.generate())
+        refusing = Factory.forProtocol(Side)
+        refusing.buildProtocol = lambda addr: None  # type: ignore[method-assign]
+        self.assertIsNone(GatheringTLSFactory(context.creator, False, refusing, Clock()).buildProtocol(ADDRESS))
+        factory = GatheringTLSFactory(context.creator, False, Factory.forProtocol(Side), Clock())
+        built = factory.buildProtocol(ADDRESS)
+        assert built is not None
+        self.assertIsInstance(built.wrappedProtocol, Side)
+        side = Side()
+        self.assertIs(factory.wrap(side).wrappedProtocol, side)

@@ -8,15 +8,15 @@ and the point and peer state changes from first byte to last.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import operator
 import os
 from collections.abc import Callable
-from typing import cast
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import NotConnectingError, UserError
-from twisted.internet.interfaces import IAddress, IConnector, IProtocolFactory, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,10 +58,10 @@ from p2pool.errors import (
 from p2pool.events import EventKind
 from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
-from p2pool.transport.channel import PeerChannel
+from p2pool.transport.channel import ChannelWrapper, PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
-from p2pool.transport.peer_protocol import PeerClientFactory, PeerProtocol
+from p2pool.transport.peer_protocol import PeerProtocol
 
 __all__ = ["ConnectHandler"]
 
@@ -99,7 +99,8 @@ class ConnectHandler:
         self._answerer = answerer
         self._reactor = reactor
         self._clock = clock
-        self._channel: PeerChannel | None = None
+        #: Runs the channel over every dialed connection (one for all).
+        self._dialer: ChannelWrapper | None = None
         self._params: HandshakeParams | None = None
         self._handshaking: set[PeerProtocol] = set()
         self._accepted: dict[PeerId, PeerProtocol] = {}
@@ -141,7 +142,7 @@ class ConnectHandler:
         listens: the channel dials go through (TLS) and the parameters of
         every handshake. Called by the pool before it starts.
         """
-        self._channel = channel
+        self._dialer = channel.client_wrapper(self._clock)
         self._params = params
 
     def bytes_totals(self) -> tuple[int, int]:
@@ -271,18 +272,14 @@ class ConnectHandler:
         if info.state is not PointState.DISCONNECTED:
             return fail(PendingConnection(f"a connection to {point} is being set up"))
         self._directory.point_requested(info, self._clock.seconds())
-        factory = PeerClientFactory(self, point, info.expected_peer_id)
-        protocol = factory.protocol_instance
-        assert protocol is not None
+        protocol = PeerProtocol(self, incoming=False, dialed_point=point, expected_peer_id=info.expected_peer_id)
         self._take_point(protocol, info)
         result: Deferred[Connection] = Deferred()
         self._dial_results[protocol] = result
         if pool.events.wants(EventKind.OUTGOING_CONNECTION):
             pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
-        assert self._channel is not None, "configure() runs before the pool starts"
-        dial = _Dial(
-            self._channel.client_factory(factory, self._clock), lambda reason: self._tcp_failed(reason, protocol)
-        )
+        assert self._dialer is not None, "configure() runs before the pool starts"
+        dial = _Dial(self._dialer, protocol, lambda reason: self._tcp_failed(reason, protocol))
         tcp_timeout = max(1, int(pool.config.connection_timeout))
         self._reactor.connectTCP(point.ip, point.port, dial, tcp_timeout, self._bind_for(point))
         if protocol.transport is None:
@@ -319,32 +316,33 @@ class ConnectHandler:
 
     # -- accepting ---------------------------------------------------------
 
-    def admit_incoming(self, addr: IAddress | None) -> bool:
+    def admit_incoming(self, addr: IAddress | None) -> str | None:
         """
-        Whether to start a TLS handshake with an incoming connection:
-        refused when the pool is not running, the address is banned or
-        greylisted, C{max_incoming_connections} handshakes are pending and
-        none gives way to it (L{displacement_victim}), or its network group
-        has C{max_incoming_connections_per_netgroup} connections, pending or
+        The remote address (normalised) of an incoming connection to start
+        a TLS handshake with, or None to refuse it: refused when the pool
+        is not running, the address is banned or greylisted,
+        C{max_incoming_connections} handshakes are pending and none gives
+        way to it (L{displacement_victim}), or its network group has
+        C{max_incoming_connections_per_netgroup} connections, pending or
         running; one without an address (C{None}) is refused.
         """
         pool = self._pool
         if not pool.is_started:
-            return False
+            return None
         try:
             ip = normalise_ip(getattr(addr, "host", ""))
         except AddressError:
-            return False
+            return None
         if pool.acl.banned_addr(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_BANNED, addr=ip)
-            return False
+            return None
         if self.pending_incoming >= pool.config.max_incoming_connections and not self._make_room(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_TOO_MANY, addr=ip)
-            return False
+            return None
         if self._netgroup_full(ip):
             pool.events.emit(EventKind.INCOMING_CONNECTION_NETGROUP_FULL, addr=ip, netgroup=netgroup(ip))
-            return False
-        return True
+            return None
+        return ip
 
     def _make_room(self, ip: str) -> bool:
         """
@@ -410,7 +408,7 @@ class ConnectHandler:
             incoming=protocol.incoming,
             remote_ip=protocol.remote_ip,
             dialed_point=protocol.dialed_point,
-            decide=lambda remote: self._decide(protocol, remote),
+            decide=functools.partial(self._decide, protocol),
             send=protocol.write,
         )
 
@@ -778,15 +776,16 @@ class ConnectHandler:
 
 class _Dial(ClientFactory):
     """
-    The factory of one dial: builds the channel's protocol once the TCP
-    connection is up, and reports a TCP connection that could not be made,
-    or was abandoned, once.
+    The factory of one dial: once the TCP connection is up, hands over the
+    dial's protocol inside the channel's, and reports a TCP connection
+    that could not be made, or was abandoned, once.
     """
 
     noisy = False
 
-    def __init__(self, factory: IProtocolFactory, failed: Callable[[Failure], None]) -> None:
-        self._factory = factory
+    def __init__(self, dialer: ChannelWrapper, protocol: PeerProtocol, failed: Callable[[Failure], None]) -> None:
+        self._dialer = dialer
+        self._protocol: PeerProtocol | None = protocol
         self._failed: Callable[[Failure], None] | None = failed
         self._connector: IConnector | None = None
 
@@ -795,10 +794,16 @@ class _Dial(ClientFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         # Connected: nothing left to report, and the connector (held by the
-        # transport) does not hold the protocol through the callback.
+        # transport) does not hold the protocol, through the callback or
+        # here: it is handed over once.
         self._failed = None
         self._connector = None
-        return cast(Protocol | None, self._factory.buildProtocol(cast(IAddress, addr)))
+        protocol, self._protocol = self._protocol, None
+        assert protocol is not None, "a connector builds one protocol"
+        # The connector's address of the remote is the connection's: no
+        # second one is asked of the transport.
+        protocol.remote_ip = normalise_ip(getattr(addr, "host", ""))
+        return self._dialer.wrap(protocol)
 
     def clientConnectionFailed(self, connector: IConnector | None, reason: Failure) -> None:
         failed, self._failed = self._failed, None

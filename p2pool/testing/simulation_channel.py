@@ -26,7 +26,7 @@ the key. Nothing is encrypted or signed.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
@@ -34,12 +34,11 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
-    IProtocolFactory,
     IPushProducer,
     IReactorTime,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -107,34 +106,27 @@ class SimulationChannel:
         self.notary = notary
         self.public_key = public_key
 
-    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def client_wrapper(self, clock: IReactorTime) -> _Wrapper:
         """
-        A factory that runs the simulated handshake over a dialed
-        connection, with the protocol C{factory} builds inside.
+        What runs the simulated handshake over the dialed connections of a
+        pool, each with its own protocol inside.
         """
-        return _ChannelFactory(self, factory, client=True)
+        return _Wrapper(self, client=True)
 
-    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def server_wrapper(self, clock: IReactorTime) -> _Wrapper:
         """
-        A factory that runs the simulated handshake over each accepted
-        connection, with the protocol C{factory} builds inside.
+        What runs the simulated handshake over the accepted connections of
+        a pool, each with its own protocol inside.
         """
-        return _ChannelFactory(self, factory, client=False)
+        return _Wrapper(self, client=False)
 
 
-class _ChannelFactory(Factory):
-    noisy = False
-
-    def __init__(self, channel: SimulationChannel, factory: IProtocolFactory, client: bool) -> None:
+class _Wrapper:
+    def __init__(self, channel: SimulationChannel, client: bool) -> None:
         self._channel = channel
-        self._factory = factory
         self._client = client
 
-    def buildProtocol(self, addr: IAddress | None) -> _ChannelProtocol | None:
-        # Twisted passes Factory.buildProtocol an address, typed optional.
-        inner = self._factory.buildProtocol(cast(IAddress, addr))
-        if inner is None:
-            return None
+    def wrap(self, inner: IProtocol) -> _ChannelProtocol:
         return _ChannelProtocol(self._channel, inner, self._client)
 
 

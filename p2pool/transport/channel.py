@@ -12,12 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet import protocol
+from twisted.internet.interfaces import IProtocol, IReactorTime
 
 from p2pool.core.identity import Identity
 from p2pool.transport.tls import TLSContext
 
-__all__ = ["ChannelMaker", "PeerChannel", "tls_channel"]
+__all__ = ["ChannelMaker", "ChannelWrapper", "PeerChannel", "tls_channel"]
+
+
+class ChannelWrapper(Protocol):
+    """
+    Runs a channel over connections whose inner protocol is already made:
+    one for all the dialed, or all the accepted, connections of a pool.
+    """
+
+    def wrap(self, inner: IProtocol) -> protocol.Protocol:
+        """
+        The channel's protocol of one new connection, with C{inner}
+        inside it.
+        """
 
 
 class PeerChannel(Protocol):
@@ -29,16 +43,17 @@ class PeerChannel(Protocol):
     C{handshakeCompleted}.
     """
 
-    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def client_wrapper(self, clock: IReactorTime) -> ChannelWrapper:
         """
-        A factory for a dialed connection that runs the channel over it and
-        builds the protocol inside it with C{factory}.
+        What runs the channel over the dialed connections of a pool, each
+        with its own protocol inside (made before the dial, with the peer
+        id it expects, if any).
         """
 
-    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def server_wrapper(self, clock: IReactorTime) -> ChannelWrapper:
         """
-        A factory for accepted connections that runs the channel over each
-        and builds the protocol inside it with C{factory}.
+        What runs the channel over the accepted connections of a pool, each
+        with its own protocol inside (made once the connection is admitted).
         """
 
 

@@ -14,7 +14,6 @@ from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -22,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pool.core.addressing import PeerId, Point, normalise_ip
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
 from p2pool.core.lifetime import without_traceback
@@ -41,7 +40,7 @@ from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 
-__all__ = ["PeerClientFactory", "PeerHandler", "PeerProtocol", "PeerServerFactory"]
+__all__ = ["PeerHandler", "PeerProtocol", "PeerServerFactory"]
 
 
 class MessageReceiver(TypingProtocol):
@@ -80,10 +79,10 @@ class PeerHandler(TypingProtocol):
         Times out closes (C{close_grace_period}), keyed by protocol.
         """
 
-    def admit_incoming(self, addr: IAddress | None) -> bool:
+    def admit_incoming(self, addr: IAddress | None) -> str | None:
         """
-        Whether to start a TLS handshake with an incoming connection (one
-        without an address is refused).
+        The remote address (normalised) of an incoming connection to start
+        a TLS handshake with; None refuses it (as one without an address).
         """
 
     def handshake_for(self, protocol: PeerProtocol) -> Handshake:
@@ -132,11 +131,6 @@ class _PeerTransport(TypingProtocol):
     (writing, with the protocol as its producer). Twisted declares a
     protocol's transport as a bare C{ITransport}.
     """
-
-    def getPeer(self) -> IPv4Address | IPv6Address:
-        """
-        The remote TCP address.
-        """
 
     def write(self, data: bytes) -> None:
         """
@@ -204,6 +198,8 @@ class PeerProtocol(Protocol):
     L{ReadGate}.
 
     @ivar error: why the connection is ending, once known.
+    @ivar remote_ip: the remote address (normalised), once the TCP
+        connection is up.
     @ivar send_queue: what waits to be handed to the transport.
     @ivar read_gate: why reading is paused, if it is.
     @ivar pending_messages: messages the application has in hand.
@@ -217,7 +213,13 @@ class PeerProtocol(Protocol):
         incoming: bool,
         dialed_point: Point | None = None,
         expected_peer_id: PeerId | None = None,
+        remote_ip: str = "",
     ) -> None:
+        """
+        @param remote_ip: the remote address of an accepted connection; a
+            dial's is set when its TCP connection is up, from the address
+            its connector gives.
+        """
         self.handler = handler
         self.incoming = incoming
         self.dialed_point = dialed_point
@@ -226,7 +228,7 @@ class PeerProtocol(Protocol):
         self.handshake: Handshake | None = None
         self.connection: Connection | None = None
         self.error: P2PError | None = None
-        self.remote_ip = ""
+        self.remote_ip = remote_ip
         self.closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -249,7 +251,6 @@ class PeerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._link = cast(_PeerTransport, self.transport)
-        self.remote_ip = normalise_ip(self._link.getPeer().host)
         self._link.registerProducer(self, True)
         self.handshake = self.handler.handshake_for(self)
 
@@ -700,20 +701,6 @@ class PeerProtocol(Protocol):
         self.connection = None
 
 
-class _IncomingProtocolFactory(Factory):
-    """
-    Builds the protocol inside each accepted TLS connection.
-    """
-
-    noisy = False
-
-    def __init__(self, handler: PeerHandler) -> None:
-        self.handler = handler
-
-    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol:
-        return PeerProtocol(self.handler, incoming=True)
-
-
 class PeerServerFactory(Factory):
     """
     Accepts incoming connections, refusing before TLS (before the channel's
@@ -724,29 +711,11 @@ class PeerServerFactory(Factory):
 
     def __init__(self, handler: PeerHandler, channel: PeerChannel, clock: IReactorTime) -> None:
         self.handler = handler
-        self._channel = channel.server_factory(_IncomingProtocolFactory(handler), clock)
+        self._acceptor = channel.server_wrapper(clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        if not self.handler.admit_incoming(addr):
+        remote_ip = self.handler.admit_incoming(addr)
+        if remote_ip is None:
             return None
-        assert addr is not None, "admit_incoming refuses a connection without an address"
-        return cast(Protocol | None, self._channel.buildProtocol(addr))
-
-
-class PeerClientFactory(Factory):
-    """
-    Builds the one protocol of an outgoing connection to C{point}.
-    """
-
-    noisy = False
-
-    def __init__(self, handler: PeerHandler, point: Point, expected_peer_id: PeerId | None) -> None:
-        self.protocol_instance: PeerProtocol | None = PeerProtocol(
-            handler, incoming=False, dialed_point=point, expected_peer_id=expected_peer_id
-        )
-
-    def buildProtocol(self, addr: IAddress | None) -> PeerProtocol | None:
-        # Handed over once: the factory, held by the transport, does not
-        # hold the protocol in a cycle after.
-        protocol, self.protocol_instance = self.protocol_instance, None
-        return protocol
+        protocol = PeerProtocol(self.handler, incoming=True, remote_ip=remote_ip)
+        return self._acceptor.wrap(protocol)

@@ -19,11 +19,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import (
+    IAddress,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
-    IProtocolFactory,
     IReactorTime,
 )
+from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -282,21 +283,38 @@ class TLSContext:
         )
         self.creator = PeerConnectionCreator(options.getContext())
 
-    def client_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def client_wrapper(self, clock: IReactorTime) -> GatheringTLSFactory:
         """
-        A factory that runs TLS over a dialed connection, with the protocol
-        C{factory} builds inside.
+        What runs TLS over the dialed connections of a pool, each with its
+        own protocol inside (whose L{PeerVerification} holds the peer id
+        that dial expects): one TLS factory for all of them.
         """
-        return self._tls_factory(True, factory, clock)
+        return self._tls_factory(True, clock)
 
-    def server_factory(self, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
+    def server_wrapper(self, clock: IReactorTime) -> GatheringTLSFactory:
         """
-        A factory that runs TLS over each accepted connection, with the
-        protocol C{factory} builds inside.
+        What runs TLS over the accepted connections of a pool, each with
+        its own protocol inside: one TLS factory for all of them.
         """
-        return self._tls_factory(False, factory, clock)
+        return self._tls_factory(False, clock)
 
-    def _tls_factory(self, client: bool, factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
-        tls = GatheringTLSFactory(self.creator, client, factory, clock)
+    def _tls_factory(self, client: bool, clock: IReactorTime) -> GatheringTLSFactory:
+        tls = GatheringTLSFactory(self.creator, client, _BUILDS_NONE, clock)
         tls.noisy = False
         return tls
+
+
+class _BuildsNone(Factory):
+    """
+    The inner factory of a TLS factory that only wraps the protocols it is
+    given: it builds no protocol, so a connection it is asked to build one
+    for is refused.
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: IAddress | None) -> None:
+        return None
+
+
+_BUILDS_NONE = _BuildsNone()

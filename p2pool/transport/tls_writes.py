@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
@@ -31,7 +32,7 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
@@ -52,6 +53,7 @@ _tls_make_connection = cast(Callable[[TLSMemoryBIOProtocol, ITransport], None], 
 _tls_check_handshake = cast(Callable[[TLSMemoryBIOProtocol], None], TLSMemoryBIOProtocol._checkHandshakeStatus)
 _protocol_make_connection = cast(Callable[[Protocol, ITransport], None], Protocol.makeConnection)
 _wrapper_make_connection = cast(Callable[[ProtocolWrapper, ITransport], None], ProtocolWrapper.makeConnection)
+_register_protocol = cast(Callable[[TLSMemoryBIOFactory, TLSMemoryBIOProtocol], None], WrappingFactory.registerProtocol)
 
 
 class GatheringTLSProtocol(TLSMemoryBIOProtocol):
@@ -103,7 +105,7 @@ class GatheringTLSProtocol(TLSMemoryBIOProtocol):
         self._tlsConnection = factory.tls_connection(self)
         self._appSendBuffer = []
         _protocol_make_connection(self, transport)
-        cast(Any, factory).registerProtocol(self)
+        _register_protocol(factory, self)
         _wrapper_make_connection(self, transport)
         _tls_check_handshake(self)
 
@@ -148,17 +150,20 @@ class GatheringTLSProtocol(TLSMemoryBIOProtocol):
             _tls_data_received(self, data)
         finally:
             self._reading = False
-            self.flush_writes()
+            if self._gathered:
+                self.flush_writes()
 
     def loseConnection(self) -> None:
-        self.flush_writes()
+        if self._gathered:
+            self.flush_writes()
         _tls_lose_connection(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         call, self._flush_call = self._flush_call, None
         if call is not None and call.active():
             call.cancel()
-        self.flush_writes()
+        if self._gathered:
+            self.flush_writes()
         self._gathering = False
         _tls_connection_lost(self, reason)
 
@@ -190,6 +195,24 @@ class GatheringTLSFactory(TLSMemoryBIOFactory):
             if isClient
             else IOpenSSLServerConnectionCreator.providedBy(contextFactory)
         ) and not IProtocolNegotiationFactory.providedBy(wrappedFactory)
+
+    # Twisted's WrappingFactory types its protocol as always built; a
+    # factory's buildProtocol may refuse with None (IProtocolFactory).
+    def buildProtocol(self, addr: IAddress | None) -> GatheringTLSProtocol | None:  # type: ignore[override]
+        """
+        The TLS protocol of a new connection, over the protocol the wrapped
+        factory builds for it; None, refusing the connection, when the
+        wrapped factory builds none.
+        """
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        return None if wrapped is None else GatheringTLSProtocol(self, wrapped)
+
+    def wrap(self, inner: IProtocol) -> GatheringTLSProtocol:
+        """
+        The TLS protocol of a new connection, with C{inner} (already made)
+        inside it: one factory serves every connection.
+        """
+        return GatheringTLSProtocol(self, inner)
 
     def tls_connection(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
