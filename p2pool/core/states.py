@@ -31,6 +31,10 @@ __all__ = [
     "UNTRUSTED",
     "TrustSource",
     "changed_trust",
+    "known_public_of",
+    "peer_id_of",
+    "point_of",
+    "source_group_of",
     "unpack_event",
 ]
 
@@ -681,6 +685,13 @@ _PEER_STAMP_VALUES = operator.attrgetter(
 )
 
 _ESTABLISHED_AT = operator.attrgetter("_established_at")
+
+#: Readers of one member of a record, for many records at once (C-level,
+#: for C{map} over a table's records or a slice of loaded ones).
+peer_id_of = operator.attrgetter("peer_id")
+point_of = operator.attrgetter("point")
+known_public_of = operator.attrgetter("known_public")
+source_group_of = operator.attrgetter("source_group")
 
 #: The slots of an absent stamp (see L{_Stamp}).
 _NO_STAMP = (None, None)

@@ -16,7 +16,16 @@ from typing import Generic, TypeVar, cast
 
 from p2pool.config import ReconnectionConfig
 from p2pool.core.addressing import PeerId, Point
-from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
+from p2pool.core.states import (
+    PeerInfo,
+    PeerState,
+    PointInfo,
+    PointState,
+    known_public_of,
+    peer_id_of,
+    point_of,
+    source_group_of,
+)
 
 __all__ = ["IndexedSet", "PeerTable", "PointTable"]
 
@@ -108,11 +117,7 @@ def _gc_count(size: int, limits: tuple[int, int] | None) -> int:
     return size - max(target, 1) + 1
 
 
-_POINT = operator.attrgetter("point")
-_PEER_ID = operator.attrgetter("peer_id")
-_KNOWN_PUBLIC = operator.attrgetter("known_public")
 _STATE = operator.attrgetter("state")
-_SOURCE_GROUP = operator.attrgetter("source_group")
 _LAST_SEEN = operator.attrgetter("last_seen")
 _TIME = operator.itemgetter(1)
 
@@ -234,13 +239,13 @@ class PointTable:
 
         @return: the records added, in their order.
         """
-        batch = _new_by_key(infos, _POINT, self._points)
+        batch = _new_by_key(infos, point_of, self._points)
         self._points.update(batch)
         points, added = list(batch), list(batch.values())
         self._all.add_many(points)
-        self._public.add_many(compress(points, map(_KNOWN_PUBLIC, added)))
+        self._public.add_many(compress(points, map(known_public_of, added)))
         self._active.update(compress(points, map(operator.is_not, map(_STATE, added), repeat(PointState.DISCONNECTED))))
-        for info in compress(added, map(operator.is_not, map(_SOURCE_GROUP, added), repeat(None))):
+        for info in compress(added, map(operator.is_not, map(source_group_of, added), repeat(None))):
             if not info.has_connected:
                 self._learn(info)
         times = list(map(_LAST_SEEN, added))
@@ -645,7 +650,7 @@ class PeerTable:
 
         @return: the records added, in their order.
         """
-        batch = _new_by_key(infos, _PEER_ID, self._peers)
+        batch = _new_by_key(infos, peer_id_of, self._peers)
         self._peers.update(batch)
         return list(batch.values())
 

@@ -19,7 +19,16 @@ import attrs
 from twisted.internet.task import deferLater
 
 from p2pool.core.addressing import Point
-from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, TrustSource
+from p2pool.core.states import (
+    UNTRUSTED,
+    PeerInfo,
+    PointInfo,
+    TrustSource,
+    known_public_of,
+    peer_id_of,
+    point_of,
+    source_group_of,
+)
 from p2pool.events import EventKind
 from p2pool.pool.persistence.document import (
     NO_METADATA,
@@ -101,7 +110,7 @@ def _add_peer_columns(columns: list[list[Any]], infos: list[PeerInfo], encode: C
             values.append(_NOT_ENCODED)
     texts = metadata_texts(values)
     peer_ids, created, trusted, metadata = columns[:4]
-    peer_ids.extend(map(_PEER_ID, infos))
+    peer_ids.extend(map(peer_id_of, infos))
     created.extend(map(_CREATED, infos))
     trusted.extend(map(_trusted_by_api, infos))
     metadata.extend([text or "null" for text in texts])
@@ -116,28 +125,23 @@ def _add_point_columns(columns: list[list[Any]], infos: list[PointInfo]) -> None
     Append C{infos} to the point C{columns} of a snapshot (L{PointRow}).
     """
     points, trusted, expected, known_public, failed = columns[:5]
-    points.extend(map(_POINT, infos))
+    points.extend(map(point_of, infos))
     trusted.extend(map(_trusted_by_api, infos))
     expected.extend(map(_EXPECTED_PEER_ID, infos))
-    known_public.extend(map(_KNOWN_PUBLIC, infos))
+    known_public.extend(map(known_public_of, infos))
     failed.extend(map(_LAST_FAILED, infos))
     for column, values_of_infos in zip(columns[5:11], zip(*map(PointInfo.stamp_values, infos))):
         column.extend(values_of_infos)
-    columns[11].extend(map(_SOURCE_GROUP, infos))
+    columns[11].extend(map(source_group_of, infos))
 
 
 def _trusted_by_api(info: PeerInfo | PointInfo) -> bool:
     return info.trust is not UNTRUSTED and TrustSource.API in info.trust
 
 
-_PEER_ID = operator.attrgetter("peer_id")
 _CREATED = operator.attrgetter("created")
-_POINT = operator.attrgetter("point")
 _EXPECTED_PEER_ID = operator.attrgetter("expected_peer_id")
-_KNOWN_PUBLIC = operator.attrgetter("known_public")
 _LAST_FAILED = operator.attrgetter("last_failed_connection")
-_SOURCE_GROUP = operator.attrgetter("source_group")
-_PEER_ID_RAW = operator.attrgetter("peer_id.raw")
 
 
 async def snapshot_pool(pool: PersistedPool, clock: Any, slice_size: int = SNAPSHOT_SLICE) -> Snapshot:
@@ -270,7 +274,7 @@ class _Application:
         meta = pool.metadata_config
         directory = pool.directory
         own_id = pool.identity.peer_id if pool.identity is not None else None
-        if own_id is not None and own_id.raw in map(_PEER_ID_RAW, infos):
+        if own_id is not None and own_id in map(peer_id_of, infos):
             own = {id(info) for info in infos if info.peer_id == own_id}
         else:
             own = set()
