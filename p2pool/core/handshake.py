@@ -99,13 +99,14 @@ class RemoteInfo:
     dialed_point: Point | None
     p2p_version: int
     application_version: int | None
+    #: Where the remote can be reached: the dialed point, or for an
+    #: incoming connection its address with its advertised port (None when
+    #: it advertises none). Made with the record: every accepted
+    #: connection reads it.
+    id_point: Point | None = attrs.field(init=False)
 
-    @functools.cached_property
-    def id_point(self) -> Point | None:
-        """
-        Where the remote can be reached: the dialed point, or for an
-        incoming connection its address with its advertised port.
-        """
+    @id_point.default
+    def _id_point(self) -> Point | None:
         if self.dialed_point is not None:
             return self.dialed_point
         return Point(self.remote_ip, self.hello.port) if self.hello.port else None
