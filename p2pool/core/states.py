@@ -463,7 +463,7 @@ class PointInfo(_EventRing, _Trusted):
             raise InvalidTransition(f"point {self.point}: accepted {self.current_peer_id}, not {peer_id}")
         self._move("run")
         self.current_peer_id = peer_id
-        self.last_established_connection = (peer_id, now)
+        self._established_by, self._established_at = peer_id, now
         self.reconnection_delay = self.reconnection_time = None
         self._record(StateEvent("connection_established", now, peer_id))
 
@@ -481,7 +481,7 @@ class PointInfo(_EventRing, _Trusted):
         jitter = 1.0 + policy.jitter * (2 * rng.random() - 1)
         if previous is PointState.RUNNING:
             assert peer_id is not None
-            self.last_disconnection = (peer_id, now)
+            self._disconnection_by, self._disconnection_at = peer_id, now
             self.reconnection_delay = policy.initial_delay
             self.reconnection_time = now + policy.disconnection_delay * jitter
             kind = "disconnection" if requested else "external_disconnection"
@@ -491,7 +491,7 @@ class PointInfo(_EventRing, _Trusted):
             self.reconnection_delay = min(delay * policy.factor, policy.increase_cap)
             if previous is PointState.ACCEPTED:
                 assert peer_id is not None
-                self.last_rejected_connection = (peer_id, now)
+                self._rejected_by, self._rejected_at = peer_id, now
             else:
                 self.last_failed_connection = now
             kind = "request_rejected"
@@ -652,7 +652,7 @@ class PeerInfo(_EventRing, _Trusted):
     def set_running(self, point: Point | None, now: float) -> None:
         self._move("run")
         self.current_point = point
-        self.last_established_connection = (point, now)
+        self._established_by, self._established_at = point, now
         self._record(StateEvent("connection_established", now, point=point))
 
     def set_disconnected(self, now: float, requested: bool = False) -> None:
@@ -660,10 +660,10 @@ class PeerInfo(_EventRing, _Trusted):
         self._move("disconnect")
         self.current_point = None
         if previous is PeerState.RUNNING:
-            self.last_disconnection = (point, now)
+            self._disconnection_by, self._disconnection_at = point, now
             kind = "disconnection" if requested else "external_disconnection"
         else:
-            self.last_rejected_connection = (point, now)
+            self._rejected_by, self._rejected_at = point, now
             kind = "request_rejected"
         self._record(StateEvent(kind, now, point=point))
 
