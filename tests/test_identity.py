@@ -340,7 +340,17 @@ class LoadTests(SynchronousTestCase):
 
     def test_bad_json(self) -> None:
         self.write_bytes(b'{"public_key": ')
-        self.assertLoadFails(IdentityFileMalformed, "not valid JSON")
+        self.assertLoadFails(IdentityFileMalformed, "not valid JSON (Expecting value: line 1 column 16)")
+
+    def test_truncated_string(self) -> None:
+        """
+        The decoder's message is followed by where it stopped, read as one
+        sentence (the message of an unterminated string ends in "at").
+        """
+        self.write_bytes(b'{"public_key": "1c0b')
+        self.assertLoadFails(
+            IdentityFileMalformed, "not valid JSON (Unterminated string starting at: line 1 column 16)"
+        )
 
     def test_empty_file(self) -> None:
         self.write_bytes(b"")

@@ -515,7 +515,7 @@ def _parse_json(data: bytes) -> object:
     except UnicodeDecodeError:
         raise IdentityFileMalformed("is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise IdentityFileMalformed(f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise IdentityFileMalformed(f"is not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
     except (ValueError, RecursionError):
         raise IdentityFileMalformed("is not valid JSON") from None
 
