@@ -563,6 +563,9 @@ class ErrorTests(SynchronousTestCase):
             result = self.h.request("GET", f"/network/stat/history?after={value}")
             self.assertError(result, 400, "bad_query")
             self.assertIn("after", result.json()["detail"])
+        # A number too large is told the range, not that it is no number.
+        result = self.h.request("GET", f"/network/stat/history?after={'9' * 19}")
+        self.assertIn("from 0 to 999999999999999999", self.assertError(result, 400, "bad_query")["detail"])
 
     def test_bad_filter(self) -> None:
         self.assertError(self.h.request("GET", "/network/points?filter=up"), 400, "bad_query")

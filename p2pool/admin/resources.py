@@ -211,15 +211,20 @@ def _query_seconds(request: Request, name: str, maximum: float) -> float | None:
     return value
 
 
+#: The most digits of a count in a query (L{_query_count}).
+_COUNT_DIGITS = 18
+
+
 def _query_count(request: Request, name: str) -> int:
     """
-    A whole number C{>= 0} given as C{?name=}; 0 when not given.
+    A whole number from 0 to 10**18 - 1 given as C{?name=}; 0 when not
+    given.
     """
     text = _query(request, name)
     if text is None:
         return 0
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise _bad("bad_query", f"{name}: expected a whole number >= 0, got {text[:40]!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > _COUNT_DIGITS:
+        raise _bad("bad_query", f"{name}: expected a whole number from 0 to {'9' * _COUNT_DIGITS}, got {text[:40]!r}")
     return int(text)
 
 
