@@ -520,6 +520,18 @@ class ErrorTests(SynchronousTestCase):
         for text in ("zzz", "1.2.3.4", "1.2.3.4:99999", "host.example:1", "%5B%3A%3A1%5D"):
             self.assertError(self.h.request("GET", f"/network/points/{text}"), 400, "malformed_point")
 
+    def test_port_zero_is_not_dialled_nor_registered(self) -> None:
+        """
+        Port 0 cannot be dialled: the configuration and the CLI refuse it,
+        and so do C{PUT} and C{PATCH}, rather than dialling it or keeping a
+        point that maintenance would redial forever.
+        """
+        for method, body in (("PUT", None), ("PATCH", {"acl": "trust"}), ("PATCH", {"peer_id": UNKNOWN_PEER})):
+            result = self.h.request(method, "/network/points/127.0.0.1:0", body)
+            self.assertIn("port 0", self.assertError(result, 400, "malformed_point")["detail"])
+        self.assertEqual(list(self.h.a.points), [])
+        self.assertError(self.h.request("GET", "/network/points/127.0.0.1:0"), 404, "not_found")
+
     def test_ipv6_point_in_path(self) -> None:
         self.h.a.register_point(Point("::1", 9732))
         self.assertEqual(self.h.get("/network/points/%5B%3A%3A1%5D%3A9732")["trusted"], False)
