@@ -931,6 +931,24 @@ class NodeServiceTests(TestCase):
         self.assertEqual(events[0], EventKind.IDENTITY_READY, "the admin service sees the pool start")
         self.assertIn(EventKind.LISTENING, events)
 
+    @async_test
+    async def test_admin_stops_after_the_pool(self) -> None:
+        """
+        The admin service stops once the pool has stopped, so that a client
+        following C{/network/log} gets the events of the pool's stop (its
+        connections closed, the peers file saved) before the stream ends.
+        """
+        service = self.node("127.0.0.66", AdminConfig(Point("127.0.0.66", 0)))
+        assert service.admin is not None
+        await service.admin.when_listening()
+        await service.pool.when_started()
+        response = await http_client(self).get(base_url(service.admin) + "/network/log")
+        body = response.content()
+        await wait_for(lambda: service.admin is not None and service.admin.feed.streams == 1)
+        await service.stopService()
+        events = [json.loads(line)["event"] for line in (await body).splitlines()]
+        self.assertEqual(events[-1], EventKind.SAVE_PEERS, "the stream ends with the pool's last save")
+
     def test_admin_disabled(self) -> None:
         service = self.node("127.0.0.68", AdminConfig(None))
         self.assertIsNone(service.admin)

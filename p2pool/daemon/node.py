@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -130,8 +130,18 @@ class NodeService(MultiService):
         return d
 
     async def _stop(self) -> None:
+        # MultiService would stop the admin service while the pool is still
+        # stopping (it starts every child's stop at once), so the event feed
+        # and the metrics would miss the pool's last events: stop the pool,
+        # then the admin service.
+        Service.stopService(self)
         try:
-            await super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+            try:
+                others = [child for child in reversed(list(self)) if child is not self.admin]
+                await DeferredList([maybeDeferred(child.stopService) for child in others])
+            finally:
+                if self.admin is not None:
+                    await maybeDeferred(self.admin.stopService)
         finally:
             if self.lock is not None:
                 self.lock.release()
