@@ -805,6 +805,26 @@ class RealNodeTests(TestCase):
         self.assertEqual(a.pool.active_connections(), 0)
 
     @async_test
+    async def test_listening_port_logged_as_the_admin_api(self) -> None:
+        """
+        Twisted's line about the listening port names the admin API, not
+        a class of p2pool's.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        messages: list[str] = []
+
+        def observe(event: Any) -> None:
+            messages.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        a = await start_node(self, "127.0.0.63", 32)
+        admin = await start_admin(self, a.pool, "127.0.0.63")
+        assert admin.address is not None
+        self.assertIn(f"admin API starting on {admin.address.port}", messages)
+
+    @async_test
     async def test_token_over_tcp(self) -> None:
         a = await start_node(self, "127.0.0.63", 32)
         admin = await start_admin(self, a.pool, "127.0.0.63", token=TOKEN)
