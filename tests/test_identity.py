@@ -529,6 +529,27 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(messages[-1], f"Loaded identity {created.peer_id} from {self.path}")
         self.assertEqual(events[-1]["peer_id"], str(created.peer_id))
 
+    def test_dangling_symlink_is_not_missing(self) -> None:
+        """
+        A symbolic link to nothing is not a missing file: loading it says
+        what it is, and no identity is generated (saving it would refuse
+        to write through the link, after the proof-of-work search).
+        """
+        os.makedirs(self.data_dir)
+        target = os.path.join(self.data_dir, "gone", "identity.json")
+        os.symlink(target, self.path)
+        generated: list[float] = []
+        self.patch(Identity, "generate", lambda difficulty, **kw: generated.append(difficulty))
+        with self.assertRaises(IdentityError) as raised:
+            load_or_create_identity(self.path, 4)
+        self.assertNotIsInstance(raised.exception, IdentityFileMissing)
+        self.assertEqual(
+            str(raised.exception),
+            f"identity file {self.path}: is a symbolic link to {target}, which does not exist; "
+            "restore its target or remove the link",
+        )
+        self.assertEqual(generated, [])
+
     def test_load_or_create_refuses_weak_file(self) -> None:
         save_identity(self.path, self.identity)
         bits = proof_of_work_bits(self.identity.public_key, self.identity.proof_of_work_stamp)
