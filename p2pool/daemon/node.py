@@ -238,9 +238,13 @@ def make_node_service(
     except DataDirLocked as e:
         raise SystemExit(f"p2pool: error: {e}") from None
     except OSError as e:
-        raise SystemExit(
-            f"p2pool: error: data directory {config.data_dir}: cannot lock {e.filename or lock.path}: {e.strerror or e}"
-        ) from None
+        if e.filename in (None, lock.path):
+            problem = f"cannot lock {lock.path}: {e.strerror or e}"
+        elif os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
+            problem = "is not a directory"
+        else:
+            problem = f"cannot create {e.filename}: {e.strerror or e}"
+        raise SystemExit(f"p2pool: error: data directory {config.data_dir}: {problem}") from None
     try:
         identity = None
         if os.path.lexists(config.identity_path):
