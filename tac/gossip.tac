@@ -12,12 +12,10 @@ import os
 
 from twisted.application.service import Application
 
-from p2pool.config import PoolConfig, load_config
 from p2pool.examples.gossip import Gossip, Publisher
-from p2pool.node import make_node_service
+from p2pool.node import load_node_config, make_node_service
 
-config_path = os.environ.get("P2POOL_CONFIG")
-config = load_config(config_path) if config_path else PoolConfig()
+config = load_node_config(os.environ.get("P2POOL_CONFIG") or None)
 
 application = Application("gossip")
 gossip = Gossip()

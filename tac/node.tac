@@ -13,12 +13,11 @@ import sys
 
 from twisted.application.service import Application
 
-from p2pool.config import PoolConfig, load_config
 from p2pool.daemon.logs import node_log_observer
-from p2pool.node import exit_on_start_failure, make_node_service
+from p2pool.node import exit_on_start_failure, load_node_config, make_node_service
 
-config_path = os.environ.get("P2POOL_CONFIG")
-config = load_config(config_path) if config_path else PoolConfig()
+# A configuration error exits with status 2, naming the key (no traceback).
+config = load_node_config(os.environ.get("P2POOL_CONFIG") or None)
 
 application = Application("p2pool")
 node = make_node_service(config)

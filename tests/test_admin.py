@@ -520,6 +520,18 @@ class ErrorTests(SynchronousTestCase):
         for text in ("zzz", "1.2.3.4", "1.2.3.4:99999", "host.example:1", "%5B%3A%3A1%5D"):
             self.assertError(self.h.request("GET", f"/network/points/{text}"), 400, "malformed_point")
 
+    def test_port_zero_is_not_dialled_nor_registered(self) -> None:
+        """
+        Port 0 cannot be dialled: the configuration and the CLI refuse it,
+        and so do C{PUT} and C{PATCH}, rather than dialling it or keeping a
+        point that maintenance would redial forever.
+        """
+        for method, body in (("PUT", None), ("PATCH", {"acl": "trust"}), ("PATCH", {"peer_id": UNKNOWN_PEER})):
+            result = self.h.request(method, "/network/points/127.0.0.1:0", body)
+            self.assertIn("port 0", self.assertError(result, 400, "malformed_point")["detail"])
+        self.assertEqual(list(self.h.a.points), [])
+        self.assertError(self.h.request("GET", "/network/points/127.0.0.1:0"), 404, "not_found")
+
     def test_ipv6_point_in_path(self) -> None:
         self.h.a.register_point(Point("::1", 9732))
         self.assertEqual(self.h.get("/network/points/%5B%3A%3A1%5D%3A9732")["trusted"], False)
@@ -563,6 +575,9 @@ class ErrorTests(SynchronousTestCase):
             result = self.h.request("GET", f"/network/stat/history?after={value}")
             self.assertError(result, 400, "bad_query")
             self.assertIn("after", result.json()["detail"])
+        # A number too large is told the range, not that it is no number.
+        result = self.h.request("GET", f"/network/stat/history?after={'9' * 19}")
+        self.assertIn("from 0 to 999999999999999999", self.assertError(result, 400, "bad_query")["detail"])
 
     def test_bad_filter(self) -> None:
         self.assertError(self.h.request("GET", "/network/points?filter=up"), 400, "bad_query")
@@ -790,6 +805,26 @@ class RealNodeTests(TestCase):
         self.assertEqual(a.pool.active_connections(), 0)
 
     @async_test
+    async def test_listening_port_logged_as_the_admin_api(self) -> None:
+        """
+        Twisted's line about the listening port names the admin API, not
+        a class of p2pool's.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        messages: list[str] = []
+
+        def observe(event: Any) -> None:
+            messages.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        a = await start_node(self, "127.0.0.63", 32)
+        admin = await start_admin(self, a.pool, "127.0.0.63")
+        assert admin.address is not None
+        self.assertIn(f"admin API starting on {admin.address.port}", messages)
+
+    @async_test
     async def test_token_over_tcp(self) -> None:
         a = await start_node(self, "127.0.0.63", 32)
         admin = await start_admin(self, a.pool, "127.0.0.63", token=TOKEN)
@@ -915,6 +950,24 @@ class NodeServiceTests(TestCase):
         events = [json.loads(line)["event"] for line in (await response.content()).splitlines()]
         self.assertEqual(events[0], EventKind.IDENTITY_READY, "the admin service sees the pool start")
         self.assertIn(EventKind.LISTENING, events)
+
+    @async_test
+    async def test_admin_stops_after_the_pool(self) -> None:
+        """
+        The admin service stops once the pool has stopped, so that a client
+        following C{/network/log} gets the events of the pool's stop (its
+        connections closed, the peers file saved) before the stream ends.
+        """
+        service = self.node("127.0.0.66", AdminConfig(Point("127.0.0.66", 0)))
+        assert service.admin is not None
+        await service.admin.when_listening()
+        await service.pool.when_started()
+        response = await http_client(self).get(base_url(service.admin) + "/network/log")
+        body = response.content()
+        await wait_for(lambda: service.admin is not None and service.admin.feed.streams == 1)
+        await service.stopService()
+        events = [json.loads(line)["event"] for line in (await body).splitlines()]
+        self.assertEqual(events[-1], EventKind.SAVE_PEERS, "the stream ends with the pool's last save")
 
     def test_admin_disabled(self) -> None:
         service = self.node("127.0.0.68", AdminConfig(None))

@@ -267,6 +267,18 @@ class UnexpectedReplyTests(SynchronousTestCase):
         stub.flush()
         return self.successResultOf(d), err.getvalue()
 
+    def test_ipv6_api_address(self) -> None:
+        """
+        An admin API on an IPv6 address is reached (treq's URL handling
+        alone refuses an IPv6 literal host).
+        """
+        stub = StubTreq(_Canned([]))
+        out, err = io.StringIO(), io.StringIO()
+        d = ensureDeferred(cli.admin_main(["--api", "http://[::1]:8732", "connections"], stub, out, err))
+        stub.flush()
+        self.assertEqual((self.successResultOf(d), err.getvalue()), (cli.EXIT_OK, ""))
+        self.assertEqual(out.getvalue(), "no connections\n")
+
     def test_missing_fields(self) -> None:
         status, err = self.run_cli([{"peer": "x"}], "connections")
         self.assertEqual(status, cli.EXIT_ERROR)

@@ -184,6 +184,13 @@ class DataDirLockTests(SynchronousTestCase):
         self.addCleanup(lock.release)
         return lock
 
+    def test_a_file_is_not_a_directory(self) -> None:
+        os.makedirs(os.path.dirname(self.data_dir))
+        with open(self.data_dir, "w"):
+            pass
+        error = self.assertRaises(NotADirectoryError, self.lock().acquire)
+        self.assertEqual(error.filename, self.data_dir)
+
     def test_exclusive(self) -> None:
         first, second = self.lock(), self.lock()
         first.acquire()
@@ -251,12 +258,31 @@ class MakeNodeServiceTests(SynchronousTestCase):
         lock.acquire()
         lock.release()
 
-    def test_unlockable_data_dir(self) -> None:
+    def test_data_dir_that_is_a_file(self) -> None:
         with open(self.config.data_dir, "w"):
             pass
         error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
+        self.assertEqual(error.code, f"p2pool: error: data directory {self.config.data_dir}: is not a directory")
+
+    def test_data_dir_that_cannot_be_created(self) -> None:
+        parent = self.mktemp()
+        with open(parent, "w"):
+            pass
+        self.config = PoolConfig(data_dir=os.path.join(parent, "data"), expected_proof_of_work=0)
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
+        self.assertEqual(
+            error.code,
+            f"p2pool: error: data directory {self.config.data_dir}: cannot create {self.config.data_dir}: Not a directory",
+        )
+
+    def test_unlockable_lock_file(self) -> None:
+        os.makedirs(os.path.join(self.config.data_dir, ".lock"))
+        error = self.assertRaises(SystemExit, p2pool.daemon.node.make_node_service, self.config)
         self.assertTrue(
-            str(error.code).startswith(f"p2pool: error: data directory {self.config.data_dir}: cannot lock"), error.code
+            str(error.code).startswith(
+                f"p2pool: error: data directory {self.config.data_dir}: cannot lock {self.config.data_dir}/.lock: "
+            ),
+            error.code,
         )
 
 

@@ -340,7 +340,17 @@ class LoadTests(SynchronousTestCase):
 
     def test_bad_json(self) -> None:
         self.write_bytes(b'{"public_key": ')
-        self.assertLoadFails(IdentityFileMalformed, "not valid JSON")
+        self.assertLoadFails(IdentityFileMalformed, "not valid JSON (Expecting value: line 1 column 16)")
+
+    def test_truncated_string(self) -> None:
+        """
+        The decoder's message is followed by where it stopped, read as one
+        sentence (the message of an unterminated string ends in "at").
+        """
+        self.write_bytes(b'{"public_key": "1c0b')
+        self.assertLoadFails(
+            IdentityFileMalformed, "not valid JSON (Unterminated string starting at: line 1 column 16)"
+        )
 
     def test_empty_file(self) -> None:
         self.write_bytes(b"")
@@ -518,6 +528,27 @@ class SaveTests(SynchronousTestCase):
         self.assertIn(f"Generated identity {created.peer_id} and saved it to {self.path}", messages)
         self.assertEqual(messages[-1], f"Loaded identity {created.peer_id} from {self.path}")
         self.assertEqual(events[-1]["peer_id"], str(created.peer_id))
+
+    def test_dangling_symlink_is_not_missing(self) -> None:
+        """
+        A symbolic link to nothing is not a missing file: loading it says
+        what it is, and no identity is generated (saving it would refuse
+        to write through the link, after the proof-of-work search).
+        """
+        os.makedirs(self.data_dir)
+        target = os.path.join(self.data_dir, "gone", "identity.json")
+        os.symlink(target, self.path)
+        generated: list[float] = []
+        self.patch(Identity, "generate", lambda difficulty, **kw: generated.append(difficulty))
+        with self.assertRaises(IdentityError) as raised:
+            load_or_create_identity(self.path, 4)
+        self.assertNotIsInstance(raised.exception, IdentityFileMissing)
+        self.assertEqual(
+            str(raised.exception),
+            f"identity file {self.path}: is a symbolic link to {target}, which does not exist; "
+            "restore its target or remove the link",
+        )
+        self.assertEqual(generated, [])
 
     def test_load_or_create_refuses_weak_file(self) -> None:
         save_identity(self.path, self.identity)

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -81,7 +82,7 @@ class Pki:
 
     def leaf(self, name: str, self_signed: bool = False, ip: bool = True) -> tuple[str, str]:
         """
-        A certificate for DNS C{name} (and 127.0.0.1 unless not C{ip}): its
+        A certificate for DNS C{name} (and 127.0.0.1 and ::1 unless not C{ip}): its
         PEM file (the leaf, then the CA unless self-signed) and its key's
         PEM file.
         """
@@ -99,7 +100,12 @@ class Pki:
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName(name)] + ([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if ip else [])
+                    [x509.DNSName(name)]
+                    + (
+                        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+                        if ip
+                        else []
+                    )
                 ),
                 critical=False,
             )
@@ -301,6 +307,21 @@ class FetchTests(ServedTestCase):
         self.assertEqual(pool.groups, {"seed:seed.test"})
         [fetched] = pool.named(EventKind.SEED_FETCHED)
         self.assertEqual((fetched.fields["url"], fetched.fields["points"]), (url, 3))
+        self.assertEqual(pool.named(EventKind.SEED_ERROR), [])
+
+    @async_test
+    async def test_ipv6_address_host(self) -> None:
+        """
+        A URL whose host is an IPv6 address is fetched (treq's URL handling
+        alone refuses an IPv6 literal host), its certificate checked
+        against that address.
+        """
+        options = server_options(*self.pki.leaf("seed.test"))
+        port = await TCP6ServerEndpoint(reactor, 0, interface="::1").listen(TLSMemoryBIOFactory(options, False, site()))
+        self.addCleanup(port.stopListening)
+        pool = FakePool()
+        url = f"https://[::1]:{port.getHost().port}/good"
+        self.assertEqual(await self.fetcher(pool, url).fetch(url), 3)
         self.assertEqual(pool.named(EventKind.SEED_ERROR), [])
 
     async def _error(self, server: str, path: str, **kwargs: Any) -> str:

@@ -331,3 +331,54 @@ class PluginTests(SynchronousTestCase):
     def test_plugin_directory_is_not_a_package(self) -> None:
         self.assertFalse(ROOT.descendant(["twisted", "__init__.py"]).exists())
         self.assertFalse(ROOT.descendant(["twisted", "plugins", "__init__.py"]).exists())
+
+
+class TacConfigTests(SynchronousTestCase):
+    """
+    C{tac/node.tac} and C{tac/gossip.tac} read C{$P2POOL_CONFIG} with
+    L{p2pool.daemon.node.load_node_config}: a configuration error stops
+    them as it stops C{twistd -n p2pool}, in two lines and with status 2,
+    not with a traceback from twistd.
+    """
+
+    def test_defaults_without_a_file(self) -> None:
+        from p2pool.daemon.node import load_node_config
+
+        self.assertEqual(load_node_config(None), PoolConfig())
+
+    def test_file_read(self) -> None:
+        from p2pool.daemon.node import load_node_config
+
+        path = FilePath(self.mktemp())
+        path.setContent(b"[p2p]\nnetwork = 'from-file'\n")
+        self.assertEqual(load_node_config(path.path).network, "from-file")
+
+    def tac_error(self, tac: str) -> str:
+        """
+        Load C{tac/<tac>} as C{twistd -ny} does, with C{$P2POOL_CONFIG}
+        naming a file with a wrong type; return what it writes to standard
+        error before exiting with status 2.
+        """
+        from twisted.application.service import loadApplication
+
+        from p2pool.daemon.node import EXIT_CONFIG_ERROR
+
+        bad = FilePath(self.mktemp())
+        bad.setContent(b"[p2p]\nmax_connections = 'ten'\n")
+        self.patch(os, "environ", {**os.environ, "P2POOL_CONFIG": bad.path})
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        error = self.assertRaises(SystemExit, loadApplication, ROOT.descendant(["tac", tac]).path, "python")
+        self.assertEqual(error.code, EXIT_CONFIG_ERROR)
+        self.assertEqual(
+            err.getvalue(),
+            f"p2pool: error: {bad.path}: p2p.max_connections: expected an integer, got string 'ten'\n"
+            "hint: 'p2pool config show --config FILE' checks a file; docs/CONFIGURATION.md explains each key\n",
+        )
+        return err.getvalue()
+
+    def test_node_tac(self) -> None:
+        self.tac_error("node.tac")
+
+    def test_gossip_tac(self) -> None:
+        self.tac_error("gossip.tac")

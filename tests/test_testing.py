@@ -752,9 +752,12 @@ class PoolOnNetworkTests(SynchronousTestCase):
         self.network.advance(0.1)
         refused = self.failureResultOf(to_b, IdentityCheckFailure).value
         self.assertEqual((refused.expected_peer_id, refused.received_peer_id), (c.peer_id, b.peer_id))
+        # The error names the dialed point, also in the event's detail.
+        self.assertEqual(refused.point, _point(IP_B))
         self.assertEqual(self.successResultOf(to_c).peer_id, c.peer_id)
         (failed,) = [e for e in events if e.event == EventKind.AUTHENTICATION_FAILED]
         self.assertEqual(failed.fields["error"], "IdentityCheckFailure")
+        self.assertEqual(failed.fields["detail"], f"expected peer {c.peer_id} at {_point(IP_B)}, found {b.peer_id}")
         self.assertNotIn(EventKind.AUTHENTICATE_STATUS_PEER_ID_INCORRECT, [e.event for e in events])
         self.assertEqual((b.active_connections(), c.active_connections()), (0, 1))
 

@@ -143,6 +143,17 @@ def _parse_point(text: str) -> Point:
         raise _bad("malformed_point", str(e)) from None
 
 
+def _dialable(point: Point) -> Point:
+    """
+    C{point}, which a request is about to dial or register: port 0 is
+    refused, as in the configuration and the CLI (C{GET} of such a point
+    is merely unknown).
+    """
+    if point.port == 0:
+        raise _bad("malformed_point", f"malformed point {str(point)!r}: port 0 cannot be dialled")
+    return point
+
+
 def _parse_peer_id(text: str) -> PeerId:
     try:
         return PeerId.parse(text)
@@ -211,15 +222,20 @@ def _query_seconds(request: Request, name: str, maximum: float) -> float | None:
     return value
 
 
+#: The most digits of a count in a query (L{_query_count}).
+_COUNT_DIGITS = 18
+
+
 def _query_count(request: Request, name: str) -> int:
     """
-    A whole number C{>= 0} given as C{?name=}; 0 when not given.
+    A whole number from 0 to 10**18 - 1 given as C{?name=}; 0 when not
+    given.
     """
     text = _query(request, name)
     if text is None:
         return 0
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise _bad("bad_query", f"{name}: expected a whole number >= 0, got {text[:40]!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > _COUNT_DIGITS:
+        raise _bad("bad_query", f"{name}: expected a whole number from 0 to {'9' * _COUNT_DIGITS}, got {text[:40]!r}")
     return int(text)
 
 
@@ -635,6 +651,7 @@ class AdminResource(Resource):
         return point_info_json(info)
 
     async def put_point(self, request: Request, point: Point) -> dict[str, Any]:
+        _dialable(point)
         timeout = _query_seconds(request, "timeout", MAX_DIAL_TIMEOUT)
         if not self._pool.is_started:
             raise APIError(503, "starting", "the node has not started yet")
@@ -652,6 +669,7 @@ class AdminResource(Resource):
         C{acl}, so that trusting a new point can pin its peer id at once).
         Answers the point's info, C{null} if it is unknown.
         """
+        _dialable(point)
         acl, body = _acl_body(request, ("acl", "peer_id"))
         expected = body.get("peer_id")
         if expected is not None and not isinstance(expected, str):

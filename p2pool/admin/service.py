@@ -377,6 +377,13 @@ class _Admission(Factory):
         self._site = site
         self._inner = inner
 
+    def logPrefix(self) -> str:
+        """
+        What the listening port's log lines call it (C{admin API starting
+        on 8732}), rather than this class's name.
+        """
+        return "admin API"
+
     def startFactory(self) -> None:
         self._inner.doStart()
 

@@ -57,7 +57,7 @@ from p2pool.core.identity import (
     proof_of_work_bits,
     save_identity,
 )
-from p2pool.pool.bootstrap_urls import SeedError, load_trust_root, tls_failure_reason
+from p2pool.pool.bootstrap_urls import SeedError, load_trust_root, request_url, tls_failure_reason
 from p2pool.pool.contracts import IPoolReactor, installed_reactor
 
 __all__ = ["AdminClient", "NodeError", "NodeUnreachable", "admin_main", "build_parser", "main", "parse_arguments"]
@@ -388,7 +388,7 @@ class AdminClient:
         url = self.url(*segments)
         try:
             return await self._http.request(
-                method, url, headers=self._headers, params=params, json=body, timeout=timeout
+                method, request_url(url), headers=self._headers, params=params, json=body, timeout=timeout
             )
         except CancelledError:
             raise

@@ -124,7 +124,11 @@ class DataDirLock:
         if self._fd is not None:
             return
         if self.data_dir:
-            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+            try:
+                os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+            except FileExistsError:
+                # exist_ok: it exists, and is not a directory.
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", self.data_dir) from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             mode = os.fstat(fd).st_mode

@@ -499,6 +499,12 @@ def _read_file(path: str) -> bytes:
                 )
             data = f.read(_MAX_FILE_SIZE + 1)
     except FileNotFoundError:
+        if os.path.islink(path):
+            # Not missing: a new identity would not be written through it.
+            raise IdentityError(
+                f"is a symbolic link to {os.readlink(path)}, which does not exist; restore its target or remove the link",
+                path,
+            ) from None
         raise IdentityFileMissing("does not exist", path) from None
     except OSError as e:
         raise IdentityError(f"cannot be read: {e.strerror or e}", path) from None
@@ -515,7 +521,7 @@ def _parse_json(data: bytes) -> object:
     except UnicodeDecodeError:
         raise IdentityFileMalformed("is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise IdentityFileMalformed(f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise IdentityFileMalformed(f"is not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
     except (ValueError, RecursionError):
         raise IdentityFileMalformed("is not valid JSON") from None
 

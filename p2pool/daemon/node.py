@@ -11,25 +11,44 @@ import os
 import sys
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from p2pool._version import version_line
 from p2pool.admin.service import AdminService
-from p2pool.config import ConfigError, PoolConfig, check_file_budget, file_descriptors_needed, raise_file_limit
+from p2pool.config import (
+    ConfigError,
+    PoolConfig,
+    check_file_budget,
+    file_descriptors_needed,
+    load_config,
+    raise_file_limit,
+)
+from p2pool.core.addressing import AddressError
 from p2pool.core.files import DataDirLock, DataDirLocked
 from p2pool.core.identity import IdentityError, load_identity
 from p2pool.interfaces import IPoolApplication
 from p2pool.pool.contracts import IPoolReactor, installed_reactor
 from p2pool.pool.service import Pool
 
-__all__ = ["EXIT_START_FAILED", "NodeService", "exit_on_start_failure", "make_node_service"]
+__all__ = [
+    "EXIT_CONFIG_ERROR",
+    "EXIT_START_FAILED",
+    "NodeService",
+    "exit_on_start_failure",
+    "load_node_config",
+    "make_node_service",
+]
 
 #: The exit status of a node process that could not start.
 EXIT_START_FAILED = 1
+
+#: The exit status of a node process given a configuration it refuses (as
+#: C{twistd -n p2pool} exits on one).
+EXIT_CONFIG_ERROR = 2
 
 
 class NodeService(MultiService):
@@ -111,8 +130,18 @@ class NodeService(MultiService):
         return d
 
     async def _stop(self) -> None:
+        # MultiService would stop the admin service while the pool is still
+        # stopping (it starts every child's stop at once), so the event feed
+        # and the metrics would miss the pool's last events: stop the pool,
+        # then the admin service.
+        Service.stopService(self)
         try:
-            await super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+            try:
+                others = [child for child in reversed(list(self)) if child is not self.admin]
+                await DeferredList([maybeDeferred(child.stopService) for child in others])
+            finally:
+                if self.admin is not None:
+                    await maybeDeferred(self.admin.stopService)
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -159,6 +188,30 @@ def exit_on_start_failure(node: Any) -> None:
     atexit.register(exit_if_failed)
 
 
+def load_node_config(path: str | None) -> PoolConfig:
+    """
+    The configuration of a node run from a C{.tac} file (C{tac/node.tac}):
+    the TOML file at C{path} over the built-in defaults, or the defaults
+    alone when C{path} is C{None}.
+
+    @raise SystemExit: with status L{EXIT_CONFIG_ERROR} when the
+        configuration is refused, after writing the error (naming the file
+        and the key) and one hint line to standard error, as
+        C{twistd -n p2pool} does; twistd would otherwise print the error's
+        traceback.
+    """
+    if path is None:
+        return PoolConfig()
+    try:
+        return load_config(path)
+    except (ConfigError, AddressError) as e:
+        sys.stderr.write(
+            f"p2pool: error: {e}\n"
+            "hint: 'p2pool config show --config FILE' checks a file; docs/CONFIGURATION.md explains each key\n"
+        )
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+
 def make_node_service(
     config: PoolConfig, app: IPoolApplication | None = None, reactor: IPoolReactor | None = None
 ) -> NodeService:
@@ -185,9 +238,13 @@ def make_node_service(
     except DataDirLocked as e:
         raise SystemExit(f"p2pool: error: {e}") from None
     except OSError as e:
-        raise SystemExit(
-            f"p2pool: error: data directory {config.data_dir}: cannot lock {e.filename or lock.path}: {e.strerror or e}"
-        ) from None
+        if e.filename in (None, lock.path):
+            problem = f"cannot lock {lock.path}: {e.strerror or e}"
+        elif os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
+            problem = "is not a directory"
+        else:
+            problem = f"cannot create {e.filename}: {e.strerror or e}"
+        raise SystemExit(f"p2pool: error: data directory {config.data_dir}: {problem}") from None
     try:
         identity = None
         if os.path.lexists(config.identity_path):

@@ -18,12 +18,14 @@ entry) is a C{seed_error} event and a log line; none stops the node.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -50,6 +52,7 @@ __all__ = [
     "SeedFetcher",
     "load_trust_root",
     "parse_seed_document",
+    "request_url",
     "tls_failure_reason",
     "url_group",
 ]
@@ -66,6 +69,35 @@ BACKOFF_FACTOR = 2.0
 BACKOFF_CAP = 3600.0
 #: Random spread of each back-off delay, as a fraction of it.
 BACKOFF_JITTER = 0.1
+
+
+class _RequestURL(EncodedURL):
+    """
+    A URL that treq can request when its host is an IP address literal.
+
+    treq makes every URL a URI with hyperlink's C{to_uri()}, which
+    IDNA-encodes the host, and IDNA refuses the colons of an IPv6 literal
+    (C{http://[::1]:8732}: hyperlink issues 68 and 188). Here an address
+    host is left as it is and the rest of the URL encoded as usual.
+    """
+
+    def to_uri(self) -> EncodedURL:
+        host = self.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return super().to_uri()
+        # hyperlink's own encoding of everything but the host.
+        placeholder: EncodedURL = self.replace(host="ip-literal.invalid")
+        return EncodedURL.to_uri(placeholder).replace(host=host)
+
+
+def request_url(url: str) -> EncodedURL:
+    """
+    C{url} as treq should be given it, so that a host written as an IPv6
+    address (C{https://[2001:db8::1]/}) can be requested.
+    """
+    return _RequestURL.from_text(url)
 
 
 class SeedError(Exception):
@@ -442,7 +474,7 @@ class SeedFetcher:
 
     async def _fetch(self, url: str) -> int:
         client = self._http_client()
-        response = await client.get(url, headers={"Accept": ["application/json"]})
+        response = await client.get(request_url(url), headers={"Accept": ["application/json"]})
         if response.code != 200:
             response.deliverBody(_Abandon())
             raise SeedError(f"HTTP status {response.code}")

@@ -223,7 +223,7 @@ class PeerProtocol(Protocol):
         self.handler = handler
         self.incoming = incoming
         self.dialed_point = dialed_point
-        self.verification = PeerVerification(expected_peer_id)
+        self.verification = PeerVerification(expected_peer_id, dialed_point)
         self.decoder = FrameDecoder(HANDSHAKE_MAX_BODY, self._message_before_ack, self._control)
         self.handshake: Handshake | None = None
         self.connection: Connection | None = None

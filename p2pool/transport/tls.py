@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import Attribute, Interface, implementer
 
-from p2pool.core.addressing import PeerId
+from p2pool.core.addressing import PeerId, Point
 from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
 from p2pool.transport.tls_writes import GatheringTLSFactory
@@ -154,8 +154,13 @@ class PeerVerification:
 
     _log = Logger()
 
-    def __init__(self, expected: PeerId | None = None) -> None:
+    def __init__(self, expected: PeerId | None = None, point: Point | None = None) -> None:
+        """
+        @param expected: the peer id pinned at the dialed point, if any.
+        @param point: the dialed point, named when the pin is not met.
+        """
         self.expected = expected
+        self.point = point
         self.peer_id: PeerId | None = None
         self.public_key: bytes | None = None
         self.failure: P2PError | None = None
@@ -197,7 +202,7 @@ class PeerVerification:
         pinned.
         """
         if self.expected is not None and not hmac.compare_digest(peer_id.raw, self.expected.raw):
-            self.failure = IdentityCheckFailure(None, self.expected, peer_id)
+            self.failure = IdentityCheckFailure(self.point, self.expected, peer_id)
             return False
         self.peer_id, self.public_key = peer_id, public_key
         return True
