@@ -1351,10 +1351,12 @@ class ReadPeersFileTests(_PoolCase):
         self.write_file(data)
         outcome = read_peers_file(self.path, NETWORK, now=self.NOW, max_size=len(backup) - 1)
         self.assertEqual(outcome.status, "damaged")
-        self.assertIn("is too large as well", outcome.error or "")
-        self.assertEqual(self.read_bytes(self.path + ".bak"), backup, "the backup is left as it is")
+        backup_aside = self.path + ".bak.too-large-20240501T000101.500000Z"
+        self.assertIn(f"is too large as well (moved to {backup_aside})", outcome.error or "")
+        self.assertEqual(self.read_bytes(backup_aside), backup, "the backup is moved aside, byte for byte")
+        self.assertFalse(os.path.exists(self.path + ".bak"))
         aside = sorted(n for n in os.listdir(self.data_dir) if ".too-large-" in n)
-        self.assertEqual(len(aside), 3, "nothing is deleted")
+        self.assertEqual(len(aside), 4, "nothing is deleted")
 
     def test_corrupt_names_never_collide(self) -> None:
         for _ in range(3):
@@ -1370,20 +1372,63 @@ class ReadPeersFileTests(_PoolCase):
         )
 
     def test_backup_unusable_too(self) -> None:
+        """
+        A damaged C{.bak} is moved aside as C{.bak.corrupt-<time>}, byte
+        for byte: left in place, the second save after the start would
+        replace it.
+        """
         self.write_file(b"{")
         backup = self.write_file(b"also broken", path=self.path + ".bak")
         outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
         self.assertEqual(outcome.status, "damaged")
+        aside = self.path + ".bak.corrupt-20240501T000101.500000Z"
         self.assertIn("peers.json.bak is not usable either", outcome.error or "")
-        self.assertEqual(self.read_bytes(self.path + ".bak"), backup, "left for the operator")
+        self.assertIn(f"(moved to {aside})", outcome.error or "")
+        self.assertEqual(self.read_bytes(aside), backup, "kept for the operator")
         self.assertFalse(os.path.exists(self.path))
+        self.assertFalse(os.path.exists(self.path + ".bak"))
+
+    def test_unreadable_backup_moved_aside(self) -> None:
+        """
+        A C{.bak} that cannot be read (here a directory) is moved aside as
+        C{.bak.corrupt-<time>} too.
+        """
+        self.write_file(b"{")
+        os.mkdir(self.path + ".bak")
+        outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
+        self.assertEqual(outcome.status, "damaged")
+        self.assertIn("peers.json.bak cannot be read either", outcome.error or "")
+        self.assertTrue(os.path.isdir(self.path + ".bak.corrupt-20240501T000101.500000Z"))
+        self.assertFalse(os.path.lexists(self.path + ".bak"))
 
     def test_backup_of_another_network_not_used(self) -> None:
+        """
+        A C{.bak} of another network (or a newer format) is not loaded, and
+        is moved aside as C{.bak.refused-<time>}, byte for byte.
+        """
         self.write_file(b"{")
-        self.write_file(document(network="other-net", peers=[peer_record(1)]), path=self.path + ".bak")
+        backup = self.write_file(document(network="other-net", peers=[peer_record(1)]), path=self.path + ".bak")
         outcome = read_peers_file(self.path, NETWORK, now=self.NOW)
         self.assertEqual(outcome.status, "damaged")
         self.assertIn("other-net", outcome.error or "")
+        aside = self.path + ".bak.refused-20240501T000101.500000Z"
+        self.assertIn(f"(moved to {aside})", outcome.error or "")
+        self.assertEqual(self.read_bytes(aside), backup)
+        self.assertFalse(os.path.exists(self.path + ".bak"))
+
+    def test_unusable_backup_survives_the_saves_after_start(self) -> None:
+        """
+        The saves after a start on a damaged file and an unusable C{.bak}
+        (two saves: the first makes no C{.bak}, the second rotates one in)
+        leave the unusable generation where it was moved.
+        """
+        self.write_file(b"{")
+        backup = self.write_file(b"\x00 not json", path=self.path + ".bak")
+        read_peers_file(self.path, NETWORK, now=self.NOW)
+        write_atomically(self.path, b"first")
+        write_atomically(self.path, b"second")
+        self.assertEqual(self.read_bytes(self.path + ".bak"), b"first")
+        self.assertEqual(self.read_bytes(self.path + ".bak.corrupt-20240501T000101.500000Z"), backup)
 
     def test_refused_files_left_alone(self) -> None:
         for doc, reason in ((document(network="other-net"), "network"), ({"format": 7, "anything": True}, "format")):

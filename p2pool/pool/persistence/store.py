@@ -7,8 +7,10 @@ A save writes C{peers.json.tmp}, fsyncs it, makes the current file the
 C{.bak} and renames the new one over it (L{write_atomically}). A load
 (L{read_peers_file}) moves a damaged file aside as
 C{peers.json.corrupt-<UTC time>} (one over the size limit, unread, as
-C{peers.json.too-large-<UTC time>}) and falls back on the C{.bak}; it leaves a
-refused file (a newer format, another network) exactly as it is.
+C{peers.json.too-large-<UTC time>}) and falls back on the C{.bak}, moving an
+unusable C{.bak} aside as well (C{peers.json.bak.corrupt-…}, C{.too-large-…},
+C{.refused-…}); it leaves a refused C{peers.json} (a newer format, another
+network) exactly as it is.
 
 Everything here is blocking: meant for a thread.
 """
@@ -45,6 +47,7 @@ __all__ = [
     "CORRUPT_INFIX",
     "FileTooLarge",
     "LoadOutcome",
+    "REFUSED_INFIX",
     "TOO_LARGE_INFIX",
     "TEMPORARY_SUFFIX",
     "HEAD_READ",
@@ -62,6 +65,10 @@ HEAD_READ = 1 << 20
 TEMPORARY_SUFFIX = ".tmp"
 CORRUPT_INFIX = ".corrupt-"
 TOO_LARGE_INFIX = ".too-large-"
+#: Between a file's name and the time it was moved aside when it belongs to
+#: another network or a newer format: a C{.bak} of that kind found when
+#: C{peers.json} is damaged (L{read_peers_file}).
+REFUSED_INFIX = ".refused-"
 
 _log = Logger()
 
@@ -320,7 +327,7 @@ def read_peers_file(
         renamed C{path.corrupt-<UTC time>}; C{path.bak} is loaded when it is
         usable (status C{recovered}, and it is copied back to C{path} so
         that a crash before the next save does not lose it), else status
-        C{damaged}.
+        C{damaged}, and the unusable C{path.bak} is moved aside as well.
       - Larger than C{max_size} bytes: not read; renamed
         C{path.too-large-<UTC time>} and handled as a damaged file.
 
@@ -377,31 +384,62 @@ def _recover(
     Move the damaged (or too large) file at C{path} aside as
     C{path<infix><UTC time>} and load C{path.bak} in its place when it is
     usable (copying it back to C{path}): status C{recovered}, else
-    C{damaged}.
+    C{damaged}. An unusable C{path.bak} is moved aside too, as
+    C{path.bak.corrupt-…} (damaged or unreadable), C{path.bak.too-large-…}
+    or C{path.bak.refused-…} (another network, a newer format), so that no
+    save replaces it.
     """
-    moved_to: str | None = _aside_name(path, now, infix)
-    try:
-        os.replace(path, moved_to)  # type: ignore[arg-type]
-        _sync_directory(os.path.dirname(path) or ".")
-    except OSError as e:
-        read_error = f"{read_error}; it could not be moved aside: {e.strerror or e}"
-        moved_to = None
+    moved_to, problem = _move_aside(path, now, infix)
+    if problem is not None:
+        read_error = f"{read_error}; it could not be moved aside: {problem}"
     backup = path + BACKUP_SUFFIX
     try:
         backup_data = _read(backup, max_size)
     except FileNotFoundError:
         return LoadOutcome("damaged", source=path, error=read_error, moved_to=moved_to)
     except OSError as e:
-        error = f"{read_error}; {backup} cannot be read either: {e.strerror or e}"
-        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+        unusable, backup_infix = f"cannot be read either: {e.strerror or e}", CORRUPT_INFIX
     except FileTooLarge:
-        error = f"{read_error}; {backup} is too large as well (left as it is)"
-        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+        unusable, backup_infix = "is too large as well", TOO_LARGE_INFIX
+    else:
+        try:
+            content = decode_document(backup_data, network, limits)
+        except PeersFileError as e:
+            unusable, backup_infix = f"is not usable either: {e}", CORRUPT_INFIX
+        except IncompatibleFile as e:
+            unusable, backup_infix = f"is not usable either: {e}", REFUSED_INFIX
+        else:
+            return _restore(path, backup, backup_data, content, read_error, moved_to)
+    # Moved aside too: the second save after the start would replace it.
+    backup_moved_to, problem = _move_aside(backup, now, backup_infix)
+    where = f"moved to {backup_moved_to}" if problem is None else f"it could not be moved aside: {problem}"
+    error = f"{read_error}; {backup} {unusable} ({where})"
+    return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+
+
+def _move_aside(path: str, now: float, infix: str) -> tuple[str | None, str | None]:
+    """
+    Rename the unusable file C{path} to L{_aside_name}, byte for byte.
+
+    @return: the new name and None, or None and why it could not be renamed.
+    """
+    aside = _aside_name(path, now, infix)
     try:
-        content = decode_document(backup_data, network, limits)
-    except (PeersFileError, IncompatibleFile) as e:
-        error = f"{read_error}; {backup} is not usable either: {e}"
-        return LoadOutcome("damaged", source=path, error=error, moved_to=moved_to)
+        os.replace(path, aside)
+        _sync_directory(os.path.dirname(path) or ".")
+    except OSError as e:
+        return None, str(e.strerror or e)
+    return aside, None
+
+
+def _restore(
+    path: str, backup: str, backup_data: bytes, content: PeersFileContent, read_error: str | None, moved_to: str | None
+) -> LoadOutcome:
+    """
+    The usable C{backup} (read as C{backup_data}, decoded as C{content})
+    copied back to C{path}, the damaged file there moved to C{moved_to}:
+    status C{recovered}.
+    """
     try:
         write_atomically(path, backup_data, keep_backup=False)
     except OSError as e:
