@@ -25,7 +25,7 @@ from p2pool.core.addressing import PeerId, Point
 from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
 from p2pool.core.lifetime import without_traceback
-from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder
+from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder, Kind
 from p2pool.errors import (
     ConnectionEnded,
     DecodingError,
@@ -41,6 +41,9 @@ from p2pool.transport.deadlines import Deadlines
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification
 
 __all__ = ["PeerHandler", "PeerProtocol", "PeerServerFactory"]
+
+#: The Disconnect frame's kind, as the decoder hands it over.
+_DISCONNECT = int(Kind.DISCONNECT)
 
 
 class MessageReceiver(TypingProtocol):
@@ -285,7 +288,10 @@ class PeerProtocol(Protocol):
 
     def _control(self, kind: int, body: bytes) -> None:
         if self.connection is not None:
-            self._count_control()
+            if kind != _DISCONNECT:
+                # A Disconnect closes the connection at once (the frames
+                # after it are ignored): it takes no token.
+                self._count_control()
             self.handler.control_received(self.connection, kind, body)
             return
         assert self.handshake is not None
