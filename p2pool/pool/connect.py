@@ -74,6 +74,9 @@ NACK_POINTS = 50
 #: Handshake failures that greylist the remote address (Tezos §4.4).
 _GREYLISTING_FAILURES = (NotEnoughProofOfWork, InvalidAuth, DecodingError)
 
+#: The acceptance decision (a frozen value without fields: one serves all).
+_ACCEPT = Accept()
+
 
 class ConnectHandler:
     """
@@ -484,7 +487,7 @@ class ConnectHandler:
             pool.events.emit(
                 EventKind.ACCEPTING_REQUEST, point=str(point), peer_id=str(peer_id), incoming=remote.incoming
             )
-        return Accept()
+        return _ACCEPT
 
     def _eviction_victim(self, newcomer_ip: str) -> Connection | None:
         """
