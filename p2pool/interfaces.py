@@ -15,6 +15,10 @@ __all__ = ["BasePoolApplication", "IPeerMetadataConfig", "IPoolApplication"]
 class IPoolApplication(Interface):
     """
     The application running over a pool's connections.
+
+    Its methods run in the reactor thread, one at a time. An exception one
+    raises (or a failure of the Deferred C{message_received} returns) is
+    logged as the application's error; the connection and the pool go on.
     """
 
     def connection_made(conn: Any) -> None:

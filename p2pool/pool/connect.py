@@ -619,7 +619,10 @@ class ConnectHandler:
                 incoming=remote.incoming,
             )
         result = self._dial_results.pop(protocol, None)
-        app.connection_made(conn)
+        try:
+            app.connection_made(conn)
+        except Exception:
+            self._log.failure("the application failed on the connection to {peer}", peer=str(remote.peer_id))
         if result is not None:
             result.callback(conn)
         if pool.maintenance is not None:
@@ -679,11 +682,12 @@ class ConnectHandler:
             )
         try:
             pool.app.connection_lost(conn, reason)
-        finally:
-            conn.mark_closed(reason)
-            self._answerer.connection_lost(conn)
-            if pool.maintenance is not None:
-                pool.maintenance.connection_lost()
+        except Exception:
+            self._log.failure("the application failed on the loss of {peer}", peer=str(conn.peer_id))
+        conn.mark_closed(reason)
+        self._answerer.connection_lost(conn)
+        if pool.maintenance is not None:
+            pool.maintenance.connection_lost()
 
     def _handshake_over(self, protocol: PeerProtocol, error: P2PError) -> None:
         """

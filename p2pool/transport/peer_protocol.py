@@ -320,7 +320,11 @@ class PeerProtocol(Protocol):
         def deliver(body: bytes) -> None:
             # Looked up for each message, as a method call would be: an
             # application may rebind its handler.
-            result = receiver.message_received(conn, body)
+            try:
+                result = receiver.message_received(conn, body)
+            except Exception:
+                self._message_failed(Failure())
+                return
             if result is not None and (isinstance(result, Deferred) or inspect.isawaitable(result)):
                 self._message_pending(result)
 

@@ -1,0 +1,139 @@
+"""
+An application callback that raises: the error is logged, and neither the
+connection's state nor the pool's is left half-updated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import provider
+
+from p2pool.core.addressing import Point
+from p2pool.core.states import PointState
+from p2pool.pool.service import Pool
+from p2pool.testing.network import MemoryNetwork
+from p2pool.transport.connection import Connection
+from tests.helpers import RecordingApp
+
+A, B = "10.2.0.1", "10.3.0.1"
+
+
+class _RaisingApp(RecordingApp):
+    """
+    Records what happens to it, then raises from the callbacks named in
+    C{failing}.
+    """
+
+    def __init__(self, *failing: str) -> None:
+        super().__init__()
+        self.failing = set(failing)
+
+    def connection_made(self, conn: Any) -> None:
+        super().connection_made(conn)
+        if "connection_made" in self.failing:
+            raise ValueError("connection_made broke")
+
+    def message_received(self, conn: Any, data: bytes) -> None:
+        super().message_received(conn, data)
+        if "message_received" in self.failing:
+            raise ValueError("message_received broke")
+
+    def connection_lost(self, conn: Any, reason: Any) -> None:
+        super().connection_lost(conn, reason)
+        if "connection_lost" in self.failing:
+            raise ValueError("connection_lost broke")
+
+
+class RaisingCallbackTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=1)
+        self.addCleanup(self.network.stop)
+        self.logged: list[LogEvent] = []
+
+        @provider(ILogObserver)
+        def observer(event: LogEvent) -> None:
+            self.logged.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def assertBlamed(self, count: int) -> None:
+        """
+        C{count} errors of the application were logged as such, naming the
+        peer.
+        """
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), count)
+        blamed = [e for e in self.logged if "the application failed" in e.get("log_format", "")]
+        self.assertEqual(len(blamed), count)
+
+    def connect(self, app_a: RecordingApp, app_b: RecordingApp) -> tuple[Pool, Pool, Connection]:
+        """
+        Pools at A and B with these applications, A dialing B.
+        """
+        a = self.network.add_pool(A, app=app_a, maintenance_idle_time=None)
+        b = self.network.add_pool(B, app=app_b, maintenance_idle_time=None)
+        d = a.connect(Point(B, 9732))
+        self.network.advance(1.0)
+        return a, b, self.successResultOf(d)
+
+    def test_connection_made_of_the_dialer(self) -> None:
+        """
+        The dial still succeeds, the connection runs, and the pool stops.
+        """
+        app = _RaisingApp("connection_made")
+        a, b, conn = self.connect(app, RecordingApp())
+        self.assertBlamed(1)
+        self.assertEqual(app.made, [conn])
+        self.assertTrue(conn.is_open)
+        conn.send(b"hello")
+        self.network.advance(0.5)
+        self.assertEqual([m for _, m in b.app.messages], [b"hello"])
+        stopped = self.network.remove_pool(A)
+        self.network.advance(1.0)
+        self.successResultOf(stopped)
+
+    def test_connection_made_of_the_accepting_side(self) -> None:
+        app = _RaisingApp("connection_made")
+        a, b, conn = self.connect(RecordingApp(), app)
+        self.assertBlamed(1)
+        self.assertEqual(b.active_connections(), 1)
+        self.assertTrue(conn.is_open)
+        stopped = self.network.remove_pool(B)
+        self.network.advance(1.0)
+        self.successResultOf(stopped)
+        self.assertEqual(len(app.lost), 1)
+
+    def test_message_received(self) -> None:
+        """
+        A message the application failed on is logged as one that failed
+        asynchronously is; the next messages are delivered.
+        """
+        app = _RaisingApp("message_received")
+        a, b, conn = self.connect(RecordingApp(), app)
+        conn.send(b"one")
+        conn.send(b"two")
+        self.network.advance(0.5)
+        self.assertEqual([m for _, m in app.messages], [b"one", b"two"])
+        self.assertBlamed(2)
+        self.assertTrue(conn.is_open)
+        self.assertEqual(b.active_connections(), 1)
+
+    def test_connection_lost(self) -> None:
+        """
+        The point is released and can be dialed again.
+        """
+        app = _RaisingApp("connection_lost")
+        a, b, conn = self.connect(app, RecordingApp())
+        closed = conn.disconnect()
+        self.network.advance(1.0)
+        self.successResultOf(closed)
+        self.assertBlamed(1)
+        self.assertEqual(len(app.lost), 1)
+        self.assertEqual(a.points.info(Point(B, 9732)).state, PointState.DISCONNECTED)  # type: ignore[union-attr]
+        d = a.connect(Point(B, 9732))
+        self.network.advance(1.0)
+        self.assertTrue(self.successResultOf(d).is_open)
+        app.failing.clear()
