@@ -223,6 +223,18 @@ class Pool(MultiService):
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:
+        """
+        Start the pool: load or make the identity, listen, load the peers
+        file and dial the trusted points (L{when_started} tells when).
+
+        @raise RuntimeError: the pool is running, or has been stopped (a
+            stopped pool does not start again: make a new L{Pool}, which
+            reloads the identity and the peers file).
+        """
+        if self.running:
+            raise RuntimeError("the pool service is already running")
+        if self._started is not None:
+            raise RuntimeError("a stopped Pool cannot be started again; make a new Pool")
         super().startService()  # type: ignore[no-untyped-call]  # unannotated MultiService, as in __init__
         self.started_at = self._clock.seconds()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
@@ -422,6 +434,15 @@ class Pool(MultiService):
         return PeerServerFactory(self._handler, self._channel, self._clock)
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, close every connection and save the peers file;
+        nothing to do for a pool that has not started (it can still start).
+
+        @return: fires once the connections are closed and the file saved.
+        """
+        if self._started is None:
+            self.running = 0
+            return succeed(None)
         self._stopping_identity = True
         self.persistence.stop_loading()
         self.is_started = False
