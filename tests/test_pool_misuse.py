@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
 from p2pool.testing.network import MemoryNetwork
+from tests.helpers import RecordingApp
 
 A, B = "10.2.0.1", "10.3.0.1"
 
@@ -58,3 +59,47 @@ class LifecycleTests(SynchronousTestCase):
         error = self.assertRaises(RuntimeError, a.startService)
         self.assertIn("make a new Pool", str(error))
         self.assertFalse(a.running)
+
+
+class WrongArgumentTests(SynchronousTestCase):
+    """
+    A wrong type is refused with a C{TypeError} naming what was expected,
+    before anything is sent.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=1)
+        self.addCleanup(self.network.stop)
+        self.b = self.network.add_pool(B, app=RecordingApp(), maintenance_idle_time=None)
+        self.a = self.network.add_pool(A, maintenance_idle_time=None)
+        d = self.a.connect(Point(B, 9732))
+        self.network.advance(1.0)
+        self.conn = self.successResultOf(d)
+
+    def test_connect_to_a_string(self) -> None:
+        error = self.assertRaises(TypeError, self.a.connect, f"{B}:9732")
+        self.assertEqual(str(error), "point must be a Point, not str '10.3.0.1:9732'")
+
+    def test_send_to_a_string(self) -> None:
+        error = self.assertRaises(TypeError, self.a.send, str(self.conn.peer_id), b"x")
+        self.assertIn("peer_id must be a PeerId, not str", str(error))
+
+    def test_text_messages(self) -> None:
+        for send in (self.conn.send, self.conn.send_when_room, self.a.broadcast, lambda m: self.conn.send_many([m])):
+            error = self.assertRaises(TypeError, send, "hello")
+            self.assertEqual(str(error), "an application message is bytes, not str 'hello'")
+        error = self.assertRaises(TypeError, self.a.send, self.conn.peer_id, None)
+        self.assertEqual(str(error), "an application message is bytes, not NoneType None")
+        self.conn.send(b"bytes")
+        self.network.advance(1.0)
+        self.assertEqual([m for _, m in self.b.app.messages], [b"bytes"])
+
+    def test_disconnect_with_a_string(self) -> None:
+        """
+        Nothing is done: no goodbye is sent with the connection left open.
+        """
+        error = self.assertRaises(TypeError, self.conn.disconnect, "requested")
+        self.assertEqual(str(error), "reason must be a DisconnectReason, not str 'requested'")
+        self.network.advance(1.0)
+        self.assertTrue(self.conn.is_open)
+        self.assertEqual(self.b.active_connections(), 1)

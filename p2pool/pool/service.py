@@ -824,9 +824,13 @@ class Pool(MultiService):
             peer's send queue is full; fails with L{UnknownPeer} when the
             peer is not connected, L{InvalidMessageSize}, or
             L{ConnectionEnded} when the connection closes first.
+        @raise TypeError: C{peer_id} is not a L{PeerId}, or C{data} is not
+            bytes.
         """
         conn = self._connection(peer_id)
         if conn is None:
+            if not isinstance(peer_id, PeerId):
+                raise TypeError(f"peer_id must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         return conn.send_when_room(data)
 
@@ -838,6 +842,7 @@ class Pool(MultiService):
 
         @return: how many peers it was sent to.
         @raise InvalidMessageSize: C{data} is too large.
+        @raise TypeError: C{data} is not bytes (when some peer is connected).
         """
         if len(data) > self.config.max_message_size:
             raise InvalidMessageSize(
@@ -865,7 +870,11 @@ class Pool(MultiService):
             (L{PointBanned}, L{PendingConnection}, L{Connected},
             L{TooManyConnections}, L{PrivateMode}, L{ConnectionFailed},
             L{Timeout}, L{RejectedByNack}, L{Myself}, ...).
+        @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
+            one from C{"host:port"}).
         """
+        if not isinstance(point, Point):
+            raise TypeError(f"point must be a Point, not {type(point).__name__} {point!r}")
         return self._handler.connect(point, timeout)
 
     def maintain(self) -> Deferred[None]:
