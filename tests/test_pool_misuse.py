@@ -103,3 +103,25 @@ class WrongArgumentTests(SynchronousTestCase):
         self.network.advance(1.0)
         self.assertTrue(self.conn.is_open)
         self.assertEqual(self.b.active_connections(), 1)
+
+    def test_registering_strings(self) -> None:
+        """
+        A point or peer id given as text is refused before it enters the
+        tables (where it would be a record that no Point or PeerId finds,
+        and that the peers file and maintenance choke on).
+        """
+        a, peer_id = self.a, self.conn.peer_id
+        points, peers = len(a.points), len(a.peers)
+        for call, expected in [
+            (lambda: a.register_point("10.4.0.1:9732"), "point must be a Point, not str"),
+            (lambda: a.register_new_point("10.4.0.1:9732"), "point must be a Point, not str"),
+            (lambda: a.register_point(Point("10.4.0.1", 9732), expected_peer_id="id"), "expected_peer_id must be"),
+            (lambda: a.register_peer(str(peer_id)), "peer_id must be a PeerId, not str"),
+            (lambda: a.peers.trust(str(peer_id)), "peer_id must be a PeerId, not str"),
+            (lambda: a.peers.set_peer_metadata(str(peer_id), 1), "peer_id must be a PeerId, not str"),
+            (lambda: a.set_expected_peer_id(Point(B, 9732), str(peer_id)), "peer_id must be a PeerId, not str"),
+        ]:
+            error = self.assertRaises(TypeError, call)
+            self.assertIn(expected, str(error))
+        self.assertEqual((len(a.points), len(a.peers)), (points, peers))
+        self.assertIsNone(a.points.info(Point(B, 9732)).expected_peer_id)  # type: ignore[union-attr]

@@ -63,6 +63,22 @@ from p2pool.transport.peer_protocol import PeerServerFactory
 __all__ = ["Pool"]
 
 
+def _check_point(point: object) -> None:
+    """
+    @raise TypeError: C{point} is not a L{Point}.
+    """
+    if not isinstance(point, Point):
+        raise TypeError(f"point must be a Point, not {type(point).__name__} {point!r}")
+
+
+def _check_peer_id(peer_id: object, name: str = "peer_id") -> None:
+    """
+    @raise TypeError: C{peer_id} is not a L{PeerId}.
+    """
+    if not isinstance(peer_id, PeerId):
+        raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
+
+
 def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
     """
     The address a TCP listening port is bound to (C{IListeningPort}
@@ -617,9 +633,14 @@ class Pool(MultiService):
             the peers file) and C{False} removes trust from every source;
             L{TrustSource.CONFIG} is the configured C{trusted_points},
             which is not saved.
+        @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
+            one from C{"host:port"}), or C{expected_peer_id} not a L{PeerId}.
         """
         info = self._directory.point(point)
         if info is None:
+            _check_point(point)
+            if expected_peer_id is not None:
+                _check_peer_id(expected_peer_id, "expected_peer_id")
             trust = changed_trust(UNTRUSTED, True, source) if trusted else UNTRUSTED
             info = PointInfo(point, trusted=trust, expected_peer_id=expected_peer_id)
             removed = self._directory.add_point(info, self._clock.seconds())
@@ -718,9 +739,12 @@ class Pool(MultiService):
         """
         Know C{peer_id}; a new peer may first make room by forgetting the
         lowest-scored disconnected untrusted peers (C{max_known_peer_ids}).
+
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
         info = self._directory.peer(peer_id)
         if info is None:
+            _check_peer_id(peer_id)
             info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
             removed = self._directory.add_peer(info, lambda i: self.score(i.metadata))
             if removed:
@@ -744,7 +768,9 @@ class Pool(MultiService):
 
         @return: fires once the connection closed for it, if any, has
             closed; at once otherwise.
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
+        _check_peer_id(peer_id)
         info = self._directory.point(point)
         if info is None:
             return succeed(None)
@@ -829,8 +855,7 @@ class Pool(MultiService):
         """
         conn = self._connection(peer_id)
         if conn is None:
-            if not isinstance(peer_id, PeerId):
-                raise TypeError(f"peer_id must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
+            _check_peer_id(peer_id)
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         return conn.send_when_room(data)
 
@@ -873,8 +898,7 @@ class Pool(MultiService):
         @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
             one from C{"host:port"}).
         """
-        if not isinstance(point, Point):
-            raise TypeError(f"point must be a Point, not {type(point).__name__} {point!r}")
+        _check_point(point)
         return self._handler.connect(point, timeout)
 
     def maintain(self) -> Deferred[None]:
