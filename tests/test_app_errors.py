@@ -137,3 +137,62 @@ class RaisingCallbackTests(SynchronousTestCase):
         self.network.advance(1.0)
         self.assertTrue(self.successResultOf(d).is_open)
         app.failing.clear()
+
+
+class _BrokenMetadata(RecordingApp):
+    """
+    An application whose C{initial_metadata} or C{score} raises.
+    """
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def initial_metadata(self) -> Any:
+        if self.failing == "initial_metadata":
+            raise ValueError("initial_metadata broke")
+        return 0
+
+    def score(self, metadata: Any) -> float:
+        if self.failing == "score":
+            raise ValueError("score broke")
+        return 0.0
+
+
+class RaisingMetadataTests(SynchronousTestCase):
+    """
+    A peer the application cannot give metadata to, or score, is accepted
+    all the same: the failure is logged.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=1)
+        self.addCleanup(self.network.stop)
+
+    def accept_peers(self, app: RecordingApp, count: int, **config: Any) -> Pool:
+        """
+        A pool at A with C{app}, which C{count} pools dial one after the
+        other, each disconnecting before the next.
+        """
+        a = self.network.add_pool(A, app=app, maintenance_idle_time=None, **config)
+        for i in range(count):
+            dialer = self.network.add_pool(f"10.{10 + i}.0.1", maintenance_idle_time=None)
+            d = dialer.connect(Point(A, 9732))
+            self.network.advance(1.0)
+            self.successResultOf(d).disconnect()
+            self.network.advance(1.0)
+        return a
+
+    def test_initial_metadata(self) -> None:
+        app = _BrokenMetadata("initial_metadata")
+        a = self.accept_peers(app, 2)
+        self.assertEqual(len(app.made), 2)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+        self.assertEqual([info.metadata for info in a.peers], [None, None])
+
+    def test_score_when_the_table_is_full(self) -> None:
+        app = _BrokenMetadata("score")
+        a = self.accept_peers(app, 4, max_known_peer_ids=(3, 2))
+        self.assertEqual(len(app.made), 4)
+        self.assertGreater(len(self.flushLoggedErrors(ValueError)), 0)
+        self.assertLessEqual(len(a.peers), 3)

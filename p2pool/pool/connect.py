@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 import operator
 import os
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from p2pool.errors import (
 from p2pool.events import EventKind
 from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
+from p2pool.pool.scoring import ranking_score, report_failures
 from p2pool.transport.channel import ChannelWrapper, PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
@@ -517,9 +517,7 @@ class ConnectHandler:
             for conn in directory.connections.values()
             if conn.incoming and conn.is_open
         ]
-        if failures:
-            # Once per decision, not once per peer: a flood stays quiet.
-            self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
+        report_failures(failures)
         return eviction_victim(candidates, newcomer_group, self._eviction, self._eviction_secret)
 
     def _score(self, conn: Connection, failures: list[Failure]) -> float:
@@ -528,12 +526,7 @@ class ConnectHandler:
         when it is not a number, or when it fails (added to C{failures}).
         """
         info = self._directory.peer(conn.peer_id)
-        try:
-            score = self._pool.score(info.metadata if info is not None else None)
-        except Exception:
-            failures.append(Failure())
-            return -math.inf
-        return score if not math.isnan(score) else -math.inf
+        return ranking_score(self._pool.score, info.metadata if info is not None else None, failures)
 
     def _evict(self, victim: Connection, newcomer: RemoteInfo) -> None:
         """

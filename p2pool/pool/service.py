@@ -55,6 +55,7 @@ from p2pool.pool.maintenance import Maintenance
 from p2pool.pool.memory import trim_freed_memory, trimming_available
 from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.pool.refusals import RefusalLog, event_reporter
+from p2pool.pool.scoring import ranking_score, report_failures
 from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
 from p2pool.transport.channel import ChannelMaker, PeerChannel, tls_channel
 from p2pool.transport.connection import Connection
@@ -745,14 +746,27 @@ class Pool(MultiService):
         info = self._directory.peer(peer_id)
         if info is None:
             _check_peer_id(peer_id)
-            info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
-            removed = self._directory.add_peer(info, lambda i: self.score(i.metadata))
+            info = PeerInfo(peer_id, created=self.now(), metadata=self._initial_metadata())
+            failures: list[Failure] = []
+            removed = self._directory.add_peer(info, lambda i: ranking_score(self.score, i.metadata, failures))
+            report_failures(failures)
             if removed:
                 self.events.emit(EventKind.GC_PEER_IDS, removed=len(removed))
             self.events.emit(EventKind.NEW_PEER, peer_id=str(peer_id))
             if self.maintenance is not None:
                 self.maintenance.news()
         return info
+
+    def _initial_metadata(self) -> Any:
+        """
+        The application's metadata of a new peer; None when it fails
+        (logged), so that the peer is known all the same.
+        """
+        try:
+            return self._meta.initial_metadata()
+        except Exception:
+            self._log.failure("the application could not make the metadata of a new peer")
+            return None
 
     def add_to_id_points(self, point: Point) -> None:
         """
