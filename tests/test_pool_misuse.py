@@ -5,9 +5,11 @@ get wrong: twice, stop before start, start after stop.
 
 from __future__ import annotations
 
+from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
+from p2pool.core.states import PointState
 from p2pool.testing.network import MemoryNetwork
 from tests.helpers import RecordingApp
 
@@ -125,3 +127,32 @@ class WrongArgumentTests(SynchronousTestCase):
             self.assertIn(expected, str(error))
         self.assertEqual((len(a.points), len(a.peers)), (points, peers))
         self.assertIsNone(a.points.info(Point(B, 9732)).expected_peer_id)  # type: ignore[union-attr]
+
+
+class DialCancelTests(SynchronousTestCase):
+    """
+    Cancelling the Deferred of C{connect} (as C{addTimeout} does) abandons
+    the dial: no connection appears behind the caller's back.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=1, latency=0.05)
+        self.addCleanup(self.network.stop)
+        self.b = self.network.add_pool(B, maintenance_idle_time=None)
+        self.a = self.network.add_pool(A, maintenance_idle_time=None)
+
+    def cancel_after(self, seconds: float) -> None:
+        d = self.a.connect(Point(B, 9732))
+        self.network.advance(seconds)
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.network.advance(2.0)
+        self.assertEqual((self.a.active_connections(), self.b.active_connections()), (0, 0))
+        self.assertEqual(self.a.points.info(Point(B, 9732)).state, PointState.DISCONNECTED)  # type: ignore[union-attr]
+
+    def test_before_the_tcp_connection(self) -> None:
+        self.cancel_after(0.0)
+
+    def test_during_the_handshake(self) -> None:
+        self.cancel_after(0.12)

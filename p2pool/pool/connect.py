@@ -274,7 +274,7 @@ class ConnectHandler:
         self._directory.point_requested(info, self._clock.seconds())
         protocol = PeerProtocol(self, incoming=False, dialed_point=point, expected_peer_id=info.expected_peer_id)
         self._take_point(protocol, info)
-        result: Deferred[Connection] = Deferred()
+        result: Deferred[Connection] = Deferred(lambda _: self._dial_cancelled(protocol, dial))
         self._dial_results[protocol] = result
         if pool.events.wants(EventKind.OUTGOING_CONNECTION):
             pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
@@ -299,7 +299,23 @@ class ConnectHandler:
         return None
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
-        error = Timeout(f"connection to {protocol.dialed_point} timed out")
+        self._abandon_dial(protocol, attempt, Timeout(f"connection to {protocol.dialed_point} timed out"))
+
+    def _dial_cancelled(self, protocol: PeerProtocol, attempt: _Dial) -> None:
+        """
+        Whoever dialed cancelled the Deferred of L{connect} (which then
+        fails with C{CancelledError}): the dial is abandoned, as at its
+        timeout, rather than left to connect behind the caller's back.
+        """
+        if self._dial_results.pop(protocol, None) is None:
+            return
+        self._abandon_dial(protocol, attempt, ConnectionEnded(DisconnectReason.REQUESTED, "the dial was cancelled"))
+
+    def _abandon_dial(self, protocol: PeerProtocol, attempt: _Dial, error: P2PError) -> None:
+        """
+        End a dial that has not succeeded with C{error}: before the TCP
+        connection is up, or during the handshake.
+        """
         if protocol.transport is None:
             protocol.error = error
             attempt.abandon()

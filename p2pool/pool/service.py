@@ -908,7 +908,9 @@ class Pool(MultiService):
         @return: fires with the L{Connection}, or fails with a L{P2PError}
             (L{PointBanned}, L{PendingConnection}, L{Connected},
             L{TooManyConnections}, L{PrivateMode}, L{ConnectionFailed},
-            L{Timeout}, L{RejectedByNack}, L{Myself}, ...).
+            L{Timeout}, L{RejectedByNack}, L{Myself}, ...). Cancelling it
+            (C{addTimeout} does) abandons the dial, which the pool reports
+            as a C{connection_failed} or C{authentication_failed} event.
         @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
             one from C{"host:port"}).
         """
