@@ -237,6 +237,8 @@ class Connection:
 
         @return: fires once it is queued; fails with L{InvalidMessageSize},
             or with L{ConnectionEnded} when the connection closes first.
+            Cancelling it while it waits withdraws the message (it is never
+            sent).
         @raise TypeError: C{data} is not bytes.
         """
         try:

@@ -458,11 +458,23 @@ class PeerProtocol(Protocol):
         if not self._waiting and self.send_queue.fits(len(frame)):
             self._push(frame)
             return succeed(None)
-        d: Deferred[None] = Deferred()
+        d: Deferred[None] = Deferred(self._cancel_waiting)
         if self._waiting is None:
             self._waiting = collections.deque()
         self._waiting.append((frame, d))
         return d
+
+    def _cancel_waiting(self, d: Deferred[None]) -> None:
+        """
+        A waiting frame's Deferred was cancelled: the frame leaves the
+        wait, never to be sent (the Deferred fails with C{CancelledError}).
+        """
+        waiting = self._waiting
+        if waiting:
+            for i, (_, waiter) in enumerate(waiting):
+                if waiter is d:
+                    del waiting[i]
+                    break
 
     def _push(self, frame: bytes) -> None:
         if self.closed:
