@@ -8,10 +8,13 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point
 from p2pool.core.states import PointState
+from p2pool.interfaces import BasePoolApplication
+from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
-from tests.helpers import RecordingApp
+from tests.helpers import RecordingApp, identity
 
 A, B = "10.2.0.1", "10.3.0.1"
 
@@ -156,3 +159,25 @@ class DialCancelTests(SynchronousTestCase):
 
     def test_during_the_handshake(self) -> None:
         self.cancel_after(0.12)
+
+
+class ConstructionTests(SynchronousTestCase):
+    def test_application_without_the_interface(self) -> None:
+        """
+        An application that does not declare C{IPoolApplication} is refused
+        with a C{TypeError} saying how to declare it, not zope's
+        C{('Could not adapt', ...)}.
+        """
+
+        class Duck:
+            def message_received(self, conn: object, data: bytes) -> None:
+                pass
+
+        error = self.assertRaises(TypeError, Pool, PoolConfig(), Duck())
+        self.assertIn("app must provide IPoolApplication (subclass p2pool.BasePoolApplication", str(error))
+
+    def test_peer_id_before_the_identity(self) -> None:
+        pool = Pool(PoolConfig(), BasePoolApplication())
+        error = self.assertRaises(RuntimeError, lambda: pool.peer_id)
+        self.assertIn("no identity yet", str(error))
+        self.assertEqual(Pool(PoolConfig(), identity=identity(0)).peer_id, identity(0).peer_id)

@@ -80,6 +80,21 @@ def _check_peer_id(peer_id: object, name: str = "peer_id") -> None:
         raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
 
 
+def _application(app: object) -> Any:
+    """
+    C{app} as an L{IPoolApplication}.
+
+    @raise TypeError: it does not provide one, nor adapts to one.
+    """
+    adapted = IPoolApplication(app, None)
+    if adapted is None:
+        raise TypeError(
+            f"app must provide IPoolApplication (subclass p2pool.BasePoolApplication, or declare "
+            f"@implementer(IPoolApplication)), not {type(app).__name__} {app!r}"
+        )
+    return adapted
+
+
 def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
     """
     The address a TCP listening port is bound to (C{IListeningPort}
@@ -145,7 +160,7 @@ class Pool(MultiService):
         if reactor is None:
             reactor = installed_reactor()
         self.config = config
-        self.app: Any = IPoolApplication(app) if app is not None else BasePoolApplication()
+        self.app: Any = _application(app) if app is not None else BasePoolApplication()
         self._meta: Any = IPeerMetadataConfig(self.app, None) or BasePoolApplication()
         self._reactor = reactor
         self._clock: IReactorTime = reactor
@@ -549,8 +564,12 @@ class Pool(MultiService):
     def peer_id(self) -> PeerId:
         """
         This node's peer id.
+
+        @raise RuntimeError: the identity is not loaded yet (the pool has
+            not started, and was not given one).
         """
-        assert self.identity is not None, "the identity is loaded when the service starts"
+        if self.identity is None:
+            raise RuntimeError("the pool has no identity yet: it is loaded when the service starts (or give identity=)")
         return self.identity.peer_id
 
     def now(self) -> float:
