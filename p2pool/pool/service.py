@@ -519,7 +519,10 @@ class Pool(MultiService):
 
     def tear_down_connections(self) -> Deferred[None]:
         """
-        Close every connection and pending handshake.
+        Close every connection and pending handshake, for good: a step of
+        the shutdown (L{stopService} runs it). From then on the pool makes
+        and accepts no connection, each ending at once with
+        C{pool_destroyed}.
 
         @return: fires when all are closed.
         """
@@ -527,7 +530,8 @@ class Pool(MultiService):
 
     def destroy(self) -> Deferred[None]:
         """
-        Close every connection, then save the known peers.
+        Close every connection (for good, see L{tear_down_connections}),
+        then save the known peers.
         """
         d = self.tear_down_connections()
         d.addCallback(lambda _: self.save_peers())
