@@ -131,6 +131,16 @@ class WrongArgumentTests(SynchronousTestCase):
         self.assertEqual((len(a.points), len(a.peers)), (points, peers))
         self.assertIsNone(a.points.info(Point(B, 9732)).expected_peer_id)  # type: ignore[union-attr]
 
+    def test_connect_with_a_bad_timeout(self) -> None:
+        """
+        Refused before anything is dialed: the point stays disconnected.
+        """
+        point = Point("10.4.0.1", 9732)
+        for timeout, error in (("5", TypeError), (True, TypeError), (0, ValueError), (-1.0, ValueError)):
+            raised = self.assertRaises(error, self.a.connect, point, timeout)
+            self.assertIn("timeout must be", str(raised))
+        self.assertIsNone(self.a.points.info(point))
+
 
 class DialCancelTests(SynchronousTestCase):
     """

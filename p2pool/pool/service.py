@@ -7,6 +7,7 @@ application messages.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -934,10 +935,18 @@ class Pool(MultiService):
             L{Timeout}, L{RejectedByNack}, L{Myself}, ...). Cancelling it
             (C{addTimeout} does) abandons the dial, which the pool reports
             as a C{connection_failed} or C{authentication_failed} event.
+        @param timeout: seconds allowed for the TCP connection and the
+            handshake; C{connection_timeout} when None.
         @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
-            one from C{"host:port"}).
+            one from C{"host:port"}), or C{timeout} not a number.
+        @raise ValueError: C{timeout} is not a positive finite number.
         """
         _check_point(point)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__} {timeout!r}")
+            if not (math.isfinite(timeout) and timeout > 0):
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         return self._handler.connect(point, timeout)
 
     def maintain(self) -> Deferred[None]:
