@@ -9,7 +9,7 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.config import PoolConfig
-from p2pool.core.addressing import Point
+from p2pool.core.addressing import AddressError, Point
 from p2pool.core.states import PointState
 from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
@@ -140,6 +140,14 @@ class WrongArgumentTests(SynchronousTestCase):
             raised = self.assertRaises(error, self.a.connect, point, timeout)
             self.assertIn("timeout must be", str(raised))
         self.assertIsNone(self.a.points.info(point))
+
+    def test_greylist_peer_with_a_bad_address(self) -> None:
+        """
+        Nothing is greylisted: neither the peer nor an address.
+        """
+        self.assertRaises(AddressError, self.a.greylist_peer, self.conn.peer_id, "nonsense")
+        self.assertEqual(self.a.peers.get_greylisted_list(), [])
+        self.assertEqual(self.a.points.get_greylisted_list(), [])
 
 
 class DialCancelTests(SynchronousTestCase):

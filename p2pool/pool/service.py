@@ -839,26 +839,39 @@ class Pool(MultiService):
         Greylist a peer id, and C{addr} when given, else the address it is
         connected from or was last reachable at. Unlike Tezos, this works
         for any known peer, not only one that is connected.
+
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
+        @raise AddressError: C{addr} is not an IP address (nothing is
+            greylisted then).
         """
-        self.acl.peer_greylist.add(peer_id)
-        conn = self._connection(peer_id)
-        info = self._directory.peer(peer_id)
+        _check_peer_id(peer_id)
+        if addr is None:
+            addr = self._peer_address(peer_id)
         if addr is not None:
             self.greylist_addr(addr)
-        elif conn is not None:
-            self.greylist_addr(conn.remote_ip)
-        elif info is not None and info.last_seen is not None:
-            last = max(
-                (
-                    s
-                    for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection)
-                    if s
-                ),
-                key=lambda s: s[1],
-            )
-            if last[0] is not None:
-                self.greylist_addr(last[0].ip)
+        self.acl.peer_greylist.add(peer_id)
         self.events.emit(EventKind.GREYLISTED_PEER, peer_id=str(peer_id))
+
+    def _peer_address(self, peer_id: PeerId) -> str | None:
+        """
+        The address C{peer_id} is connected from, else the one it was
+        last reachable at, if any.
+        """
+        conn = self._connection(peer_id)
+        if conn is not None:
+            return conn.remote_ip
+        info = self._directory.peer(peer_id)
+        if info is None or info.last_seen is None:
+            return None
+        last = max(
+            (
+                s
+                for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection)
+                if s
+            ),
+            key=lambda s: s[1],
+        )
+        return last[0].ip if last[0] is not None else None
 
     def clear_greylist(self) -> None:
         """
