@@ -323,6 +323,9 @@ class SendQueueNetworkTests(_Network):
         self.remote.resume_reading()
         self.network.advance(2.0)
         self.assertEqual(calls, ["pause", "resume"])
+        self.conn.disconnect()
+        self.network.advance(1.0)
+        self.assertEqual(calls, ["pause", "resume", "stop"], "stopped when the connection closes, as by a transport")
 
 
 class StallTests(_Network):

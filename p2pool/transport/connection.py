@@ -294,7 +294,9 @@ class Connection:
         Let C{producer} be paused while the peer's send queue holds enough
         to keep the link busy (L{p2pool.core.flow.PRODUCER_HIGH_WATER}), well
         before it is full, and resumed when it has drained to
-        L{p2pool.core.flow.PRODUCER_LOW_WATER}.
+        L{p2pool.core.flow.PRODUCER_LOW_WATER}; and stopped
+        (C{stopProducing}) when the connection closes, as a transport's
+        producer is.
         """
         self._protocol.register_producer(producer)
 

@@ -703,6 +703,13 @@ class PeerProtocol(Protocol):
                 self.error = InvalidAuth(f"TLS handshake failed: {reason.getErrorMessage()}")
             else:
                 self.error = PeerConnectionClosed(reason.getErrorMessage())
+        # As a transport does, the application's producer is told first.
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except Exception:
+                self._log.failure("the application's producer failed to stop, from {peer}", peer=self.remote_ip)
         self.handler.connection_lost(self, self.error)
         waiting, self._waiting = self._waiting or (), None
         closed = self.connection.reason if self.connection is not None and self.connection.reason else self.error
@@ -713,7 +720,6 @@ class PeerProtocol(Protocol):
         self.handshake = None
         self.decoder.on_message = _ignore_message
         self.decoder.on_control = _ignore_control
-        self._producer = None
         self.connection = None
 
 
