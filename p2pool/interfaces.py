@@ -25,6 +25,9 @@ class IPoolApplication(Interface):
         """
         A connection to a peer is established (C{conn} is a
         L{p2pool.transport.connection.Connection}).
+
+        It may be an C{async def} (or return a Deferred): that runs on its
+        own, and messages may arrive before it completes.
         """
 
     def message_received(conn: Any, data: bytes) -> Any:
@@ -42,6 +45,9 @@ class IPoolApplication(Interface):
         """
         C{conn} closed; C{reason} is a L{p2pool.errors.ConnectionEnded}
         whose C{reason} attribute is a L{p2pool.errors.DisconnectReason}.
+
+        It may be an C{async def} (or return a Deferred), which runs on its
+        own.
         """
 
 

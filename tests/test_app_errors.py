@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import provider
@@ -196,3 +197,66 @@ class RaisingMetadataTests(SynchronousTestCase):
         self.assertEqual(len(app.made), 4)
         self.assertGreater(len(self.flushLoggedErrors(ValueError)), 0)
         self.assertLessEqual(len(a.peers), 3)
+
+
+class _AsyncApp(RecordingApp):
+    """
+    C{connection_made} and C{connection_lost} as C{async def}, each waiting
+    for a gate, then recording (or raising, when C{fail}).
+    """
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.gates: list[Deferred[None]] = []
+        self.done: list[str] = []
+
+    async def connection_made(self, conn: Any) -> None:  # type: ignore[override]
+        gate: Deferred[None] = Deferred()
+        self.gates.append(gate)
+        await gate
+        if self.fail:
+            raise ValueError("async connection_made broke")
+        self.done.append("made")
+
+    async def connection_lost(self, conn: Any, reason: Any) -> None:  # type: ignore[override]
+        gate: Deferred[None] = Deferred()
+        self.gates.append(gate)
+        await gate
+        self.done.append("lost")
+
+
+class AsyncCallbackTests(SynchronousTestCase):
+    """
+    An C{async def connection_made} or C{connection_lost} runs (a coroutine
+    called and dropped would not), on its own: the pool does not wait for it.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=1)
+        self.addCleanup(self.network.stop)
+
+    def test_async_callbacks_run(self) -> None:
+        app = _AsyncApp()
+        a = self.network.add_pool(A, app=app, maintenance_idle_time=None)
+        self.network.add_pool(B, maintenance_idle_time=None)
+        d = a.connect(Point(B, 9732))
+        self.network.advance(1.0)
+        conn = self.successResultOf(d)
+        app.gates[0].callback(None)
+        self.assertEqual(app.done, ["made"])
+        conn.disconnect()
+        self.network.advance(1.0)
+        app.gates[1].callback(None)
+        self.assertEqual(app.done, ["made", "lost"])
+
+    def test_async_failure_is_logged(self) -> None:
+        app = _AsyncApp(fail=True)
+        a = self.network.add_pool(A, app=app, maintenance_idle_time=None)
+        self.network.add_pool(B, maintenance_idle_time=None)
+        d = a.connect(Point(B, 9732))
+        self.network.advance(1.0)
+        conn = self.successResultOf(d)
+        app.gates[0].callback(None)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertTrue(conn.is_open)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import operator
 import os
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from p2pool.pool.scoring import ranking_score, report_failures
 from p2pool.transport.channel import ChannelWrapper, PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
-from p2pool.transport.peer_protocol import PeerProtocol
+from p2pool.transport.peer_protocol import PeerProtocol, as_deferred
 
 __all__ = ["ConnectHandler"]
 
@@ -628,15 +629,25 @@ class ConnectHandler:
                 incoming=remote.incoming,
             )
         result = self._dial_results.pop(protocol, None)
-        try:
-            app.connection_made(conn)
-        except Exception:
-            self._log.failure("the application failed on the connection to {peer}", peer=str(remote.peer_id))
+        self._run_app(app.connection_made, conn, failed="the application failed on the connection to {peer}")
         if result is not None:
             result.callback(conn)
         if pool.maintenance is not None:
             pool.maintenance.connection_established()
         return conn
+
+    def _run_app(self, callback: Callable[..., object], conn: Connection, *args: object, failed: str) -> None:
+        """
+        Call the application's C{callback(conn, *args)}. An C{async def}
+        (or a returned Deferred) runs on its own, not waited for; a failure,
+        now or later, is logged with C{failed} (naming C{peer}).
+        """
+        try:
+            result = callback(conn, *args)
+            if isinstance(result, Deferred) or inspect.isawaitable(result):
+                as_deferred(result).addErrback(lambda f: self._log.failure(failed, f, peer=str(conn.peer_id)))
+        except Exception:
+            self._log.failure(failed, peer=str(conn.peer_id))
 
     def control_received(self, conn: Connection, kind: int, body: bytes) -> None:
         """
@@ -689,10 +700,7 @@ class ConnectHandler:
                 reason=reason.reason.value,
                 detail=reason.detail,
             )
-        try:
-            pool.app.connection_lost(conn, reason)
-        except Exception:
-            self._log.failure("the application failed on the loss of {peer}", peer=str(conn.peer_id))
+        self._run_app(pool.app.connection_lost, conn, reason, failed="the application failed on the loss of {peer}")
         conn.mark_closed(reason)
         self._answerer.connection_lost(conn)
         if pool.maintenance is not None:

@@ -184,6 +184,14 @@ async def _awaited(result: Any) -> Any:
     return await result
 
 
+def as_deferred(result: Any) -> Deferred[Any]:
+    """
+    What an application callback returned, a Deferred or any awaitable
+    (a coroutine of an C{async def}), as a Deferred.
+    """
+    return result if isinstance(result, Deferred) else ensureDeferred(_awaited(result))
+
+
 @implementer(IHandshakeListener, IVerifiedProtocol, IPushProducer)
 class PeerProtocol(Protocol):
     """
@@ -331,7 +339,7 @@ class PeerProtocol(Protocol):
         self.decoder.on_message = deliver
 
     def _message_pending(self, result: Any) -> None:
-        d = result if isinstance(result, Deferred) else ensureDeferred(_awaited(result))
+        d = as_deferred(result)
         self.pending_messages += 1
         if self.pending_messages >= self._flow.max_pending_messages:
             self.pause_reading(ReadGate.APPLICATION)
