@@ -6,6 +6,7 @@ get wrong: twice, stop before start, start after stop.
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.config import PoolConfig
@@ -199,3 +200,11 @@ class ConstructionTests(SynchronousTestCase):
         error = self.assertRaises(RuntimeError, lambda: pool.peer_id)
         self.assertIn("no identity yet", str(error))
         self.assertEqual(Pool(PoolConfig(), identity=identity(0)).peer_id, identity(0).peer_id)
+
+    def test_clock_as_reactor(self) -> None:
+        """
+        A C{task.Clock} (time only) is named as what it is missing, not met
+        as an C{AttributeError} from inside the pool.
+        """
+        error = self.assertRaises(TypeError, Pool, PoolConfig(), reactor=Clock())  # type: ignore[arg-type]
+        self.assertIn("reactor Clock lacks resolve, listenTCP, connectTCP: a Pool needs", str(error))

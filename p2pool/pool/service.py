@@ -96,6 +96,24 @@ def _application(app: object) -> Any:
     return adapted
 
 
+#: What a pool always calls on its reactor (of L{IPoolReactor}; threads are
+#: needed only to load or make an identity), checked when it is made so that
+#: a reactor lacking one is named at once.
+_REACTOR_NEEDS = ("seconds", "callLater", "resolve", "listenTCP", "connectTCP")
+
+
+def _check_reactor(reactor: object) -> None:
+    """
+    @raise TypeError: C{reactor} lacks what a pool calls.
+    """
+    missing = [name for name in _REACTOR_NEEDS if not hasattr(reactor, name)]
+    if missing:
+        raise TypeError(
+            f"reactor {type(reactor).__name__} lacks {', '.join(missing)}: a Pool needs IReactorTime, IReactorTCP "
+            f"and resolve (in tests, use p2pool.testing.MemoryNetwork rather than a task.Clock)"
+        )
+
+
 def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
     """
     The address a TCP listening port is bound to (C{IListeningPort}
@@ -160,6 +178,7 @@ class Pool(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             reactor = installed_reactor()
+        _check_reactor(reactor)
         self.config = config
         self.app: Any = _application(app) if app is not None else BasePoolApplication()
         self._meta: Any = IPeerMetadataConfig(self.app, None) or BasePoolApplication()
