@@ -312,14 +312,18 @@ class _Name(_Kind):
 @attrs.frozen
 class _Path(_Kind):
     """
-    A file system path. Relative paths are resolved against the directory of
-    the file that gave them (see L{resolve}); C{~} is expanded.
+    A file system path: a string, or an C{os.PathLike} such as a
+    C{pathlib.Path} (kept as its string). Relative paths are resolved
+    against the directory of the file that gave them (see L{resolve}); C{~}
+    is expanded.
     """
 
     expected: str = "a path"
     metavar: str = "PATH"
 
     def convert(self, value: Any) -> str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if not isinstance(value, str):
             raise _Invalid(f"expected {self.expected}, got {_describe(value)}")
         if not value or "\0" in value:

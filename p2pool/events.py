@@ -315,7 +315,11 @@ class EventLog:
         record = PoolEvent(event, fields)
         if callbacks:
             for callback in list(callbacks):
-                callback(record)
+                try:
+                    callback(record)
+                except Exception:
+                    # The pool's work goes on whatever an observer does.
+                    _log.failure("a pool event callback failed on {event_name}", event_name=_NAMES[event])
         if summarise is not None and summarise(record):
             return
         if not logged:

@@ -15,12 +15,19 @@ __all__ = ["BasePoolApplication", "IPeerMetadataConfig", "IPoolApplication"]
 class IPoolApplication(Interface):
     """
     The application running over a pool's connections.
+
+    Its methods run in the reactor thread, one at a time. An exception one
+    raises (or a failure of the Deferred C{message_received} returns) is
+    logged as the application's error; the connection and the pool go on.
     """
 
     def connection_made(conn: Any) -> None:
         """
         A connection to a peer is established (C{conn} is a
         L{p2pool.transport.connection.Connection}).
+
+        It may be an C{async def} (or return a Deferred): that runs on its
+        own, and messages may arrive before it completes.
         """
 
     def message_received(conn: Any, data: bytes) -> Any:
@@ -38,6 +45,9 @@ class IPoolApplication(Interface):
         """
         C{conn} closed; C{reason} is a L{p2pool.errors.ConnectionEnded}
         whose C{reason} attribute is a L{p2pool.errors.DisconnectReason}.
+
+        It may be an C{async def} (or return a Deferred), which runs on its
+        own.
         """
 
 

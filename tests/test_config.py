@@ -7,6 +7,7 @@ relative paths, maintenance bounds and the open-file budget.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import tomllib
 from typing import Any
@@ -117,6 +118,17 @@ class DefaultsTests(SynchronousTestCase):
     def test_explicit_paths(self) -> None:
         config = PoolConfig(identity_file="/keys/id.json", peers_file="/state/p.json")
         self.assertEqual((config.identity_path, config.peers_path), ("/keys/id.json", "/state/p.json"))
+
+    def test_path_objects(self) -> None:
+        """
+        A C{pathlib.Path} (any C{os.PathLike}) is a path, kept as a string.
+        """
+        config = PoolConfig(data_dir=pathlib.Path("/var/p2pool"), peers_file=pathlib.PurePosixPath("/state/p.json"))
+        self.assertEqual((config.data_dir, config.peers_path), ("/var/p2pool", "/state/p.json"))
+        self.assertEqual(config.identity_path, os.path.join("/var/p2pool", "identity.json"))
+        with self.assertRaises(ConfigError) as raised:
+            PoolConfig(data_dir=b"/var/p2pool")  # type: ignore[arg-type]
+        self.assertEqual(str(raised.exception), "p2p.data_dir: expected a path, got bytes b'/var/p2pool'")
 
     def test_empty_document(self) -> None:
         self.assertEqual(config_from_mapping({}), PoolConfig())

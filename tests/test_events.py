@@ -76,6 +76,24 @@ class EmitTests(SynchronousTestCase):
             self.assertIn(repr(wrong), str(raised.exception))
         self.assertEqual(self.received, [])
 
+    def test_raising_callback(self) -> None:
+        """
+        A callback that raises is logged, naming the event; the callbacks
+        after it and the caller of C{emit} carry on.
+        """
+
+        def broken(event: PoolEvent) -> None:
+            raise ValueError("observer broke")
+
+        self.log.callbacks.insert(0, broken)
+        with capturedLogs() as logged:
+            self.log.emit(EventKind.NEW_POINT, point="10.0.0.1:9732")
+        self.assertEqual([e.event for e in self.received], [EventKind.NEW_POINT])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertIn(
+            "a pool event callback failed on new_point", [formatEvent(e) for e in logged if "log_failure" in e]
+        )
+
     def test_json_unchanged(self) -> None:
         """
         The JSON of an event (what C{/network/log} shows) holds the name as

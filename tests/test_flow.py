@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pool.core.addressing import Point
@@ -323,6 +323,9 @@ class SendQueueNetworkTests(_Network):
         self.remote.resume_reading()
         self.network.advance(2.0)
         self.assertEqual(calls, ["pause", "resume"])
+        self.conn.disconnect()
+        self.network.advance(1.0)
+        self.assertEqual(calls, ["pause", "resume", "stop"], "stopped when the connection closes, as by a transport")
 
 
 class StallTests(_Network):
@@ -566,6 +569,27 @@ class ConnectionEndedTests(_Network):
         self.network.advance(0.1)
         failure = self.failureResultOf(waiting, ConnectionEnded)
         self.assertEqual(failure.value.reason, DisconnectReason.REQUESTED)
+
+
+class CancelledSendTests(_Network):
+    def test_cancelled_waiting_send_is_not_sent(self) -> None:
+        """
+        A message whose C{send_when_room} Deferred was cancelled (as
+        C{addTimeout} does) leaves the wait: it is never sent, and the
+        messages around it keep their order.
+        """
+        self.remote.pause_reading()
+        self.network.advance(0.1)
+        self.fill(self.conn)
+        waits = [self.conn.send_when_room(b"%d" % i * 8 * KIB) for i in range(3)]
+        self.assertNoResult(waits[0])
+        waits[1].cancel()
+        self.failureResultOf(waits[1], CancelledError)
+        self.remote.resume_reading()
+        self.network.advance(2.0)
+        self.successResultOf(waits[0])
+        self.successResultOf(waits[2])
+        self.assertEqual([m[:1] for _, m in self.app_b.messages if m[:1] != b"m"], [b"0", b"2"])
 
 
 class GossipBackpressureTests(SynchronousTestCase):

@@ -377,6 +377,24 @@ class FloodTests(_MemoryNetworkTestCase):
         self.assertEqual(a.app.stats.published, 3)
         self.assertRaises(ValueError, Publisher, a.app, 0.0)
 
+    def test_publisher_keeps_going_after_a_failure(self) -> None:
+        """
+        A publication that raises (here: the Gossip was never attached) is
+        logged, and the next period publishes again; no Deferred is left
+        failed and unhandled.
+        """
+        gossip = Gossip()
+        clock = self.network.reactor("10.0.0.1")
+        publisher = Publisher(gossip, 1.0, clock=clock)
+        publisher.startService()
+        self.addCleanup(publisher.stopService)
+        self.network.advance(2.5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertEqual(publisher.count, 2)
+        gossip.attach(self.add("10.0.0.1").pool)
+        self.network.advance(1.0)
+        self.assertEqual(gossip.stats.published, 1)
+
 
 class ScoringTests(_MemoryNetworkTestCase):
     def test_useful_duplicate_and_invalid_messages_order_the_scores(self) -> None:

@@ -292,8 +292,20 @@ def frame(kind: int, body: bytes) -> bytes:
 def encode_message(data: bytes) -> bytes:
     """
     The frame of an application message.
+
+    @raise TypeError: C{data} is not bytes (nor a bytes-like object).
     """
-    return FRAME_HEADER.pack(len(data) + 1, MESSAGE_KIND) + data
+    try:
+        return FRAME_HEADER.pack(len(data) + 1, MESSAGE_KIND) + data
+    except TypeError:
+        raise not_bytes(data) from None
+
+
+def not_bytes(data: object) -> TypeError:
+    """
+    The error for an application message that is not bytes.
+    """
+    return TypeError(f"an application message is bytes, not {type(data).__name__} {data!r:.40}")
 
 
 class _Reader:

@@ -536,7 +536,12 @@ class Publisher(Service):
 
     def _publish(self) -> None:
         self.count += 1
-        self.gossip.publish(f"{self.text} #{self.count}".encode())
+        try:
+            self.gossip.publish(f"{self.text} #{self.count}".encode())
+        except Exception:
+            # Logged, and the next period tries again: raising would stop
+            # the loop and fail its Deferred, which nobody waits on.
+            _log.failure("gossip: cannot publish #{count}", count=self.count)
 
 
 async def _await(result: Awaitable[Any]) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
+import inspect
 import operator
 import os
 from collections.abc import Callable
@@ -58,10 +58,11 @@ from p2pool.errors import (
 from p2pool.events import EventKind
 from p2pool.pool.contracts import HandlerPool
 from p2pool.pool.control_frames import Answerer
+from p2pool.pool.scoring import ranking_score, report_failures
 from p2pool.transport.channel import ChannelWrapper, PeerChannel
 from p2pool.transport.connection import Connection
 from p2pool.transport.deadlines import Deadlines
-from p2pool.transport.peer_protocol import PeerProtocol
+from p2pool.transport.peer_protocol import PeerProtocol, as_deferred
 
 __all__ = ["ConnectHandler"]
 
@@ -277,7 +278,7 @@ class ConnectHandler:
         self._directory.point_requested(info, self._clock.seconds())
         protocol = PeerProtocol(self, incoming=False, dialed_point=point, expected_peer_id=info.expected_peer_id)
         self._take_point(protocol, info)
-        result: Deferred[Connection] = Deferred()
+        result: Deferred[Connection] = Deferred(lambda _: self._dial_cancelled(protocol, dial))
         self._dial_results[protocol] = result
         if pool.events.wants(EventKind.OUTGOING_CONNECTION):
             pool.events.emit(EventKind.OUTGOING_CONNECTION, point=str(point))
@@ -302,7 +303,23 @@ class ConnectHandler:
         return None
 
     def _dial_timed_out(self, protocol: PeerProtocol, attempt: _Dial) -> None:
-        error = Timeout(f"connection to {protocol.dialed_point} timed out")
+        self._abandon_dial(protocol, attempt, Timeout(f"connection to {protocol.dialed_point} timed out"))
+
+    def _dial_cancelled(self, protocol: PeerProtocol, attempt: _Dial) -> None:
+        """
+        Whoever dialed cancelled the Deferred of L{connect} (which then
+        fails with C{CancelledError}): the dial is abandoned, as at its
+        timeout, rather than left to connect behind the caller's back.
+        """
+        if self._dial_results.pop(protocol, None) is None:
+            return
+        self._abandon_dial(protocol, attempt, ConnectionEnded(DisconnectReason.REQUESTED, "the dial was cancelled"))
+
+    def _abandon_dial(self, protocol: PeerProtocol, attempt: _Dial, error: P2PError) -> None:
+        """
+        End a dial that has not succeeded with C{error}: before the TCP
+        connection is up, or during the handshake.
+        """
         if protocol.transport is None:
             protocol.error = error
             attempt.abandon()
@@ -520,9 +537,7 @@ class ConnectHandler:
             for conn in directory.connections.values()
             if conn.incoming and conn.is_open
         ]
-        if failures:
-            # Once per decision, not once per peer: a flood stays quiet.
-            self._log.failure("the application could not score {count} peers", failures[0], count=len(failures))
+        report_failures(failures)
         return eviction_victim(candidates, newcomer_group, self._eviction, self._eviction_secret)
 
     def _score(self, conn: Connection, failures: list[Failure]) -> float:
@@ -531,12 +546,7 @@ class ConnectHandler:
         when it is not a number, or when it fails (added to C{failures}).
         """
         info = self._directory.peer(conn.peer_id)
-        try:
-            score = self._pool.score(info.metadata if info is not None else None)
-        except Exception:
-            failures.append(Failure())
-            return -math.inf
-        return score if not math.isnan(score) else -math.inf
+        return ranking_score(self._pool.score, info.metadata if info is not None else None, failures)
 
     def _evict(self, victim: Connection, newcomer: RemoteInfo) -> None:
         """
@@ -622,12 +632,25 @@ class ConnectHandler:
                 incoming=remote.incoming,
             )
         result = self._dial_results.pop(protocol, None)
-        app.connection_made(conn)
+        self._run_app(app.connection_made, conn, failed="the application failed on the connection to {peer}")
         if result is not None:
             result.callback(conn)
         if pool.maintenance is not None:
             pool.maintenance.connection_established()
         return conn
+
+    def _run_app(self, callback: Callable[..., object], conn: Connection, *args: object, failed: str) -> None:
+        """
+        Call the application's C{callback(conn, *args)}. An C{async def}
+        (or a returned Deferred) runs on its own, not waited for; a failure,
+        now or later, is logged with C{failed} (naming C{peer}).
+        """
+        try:
+            result = callback(conn, *args)
+            if isinstance(result, Deferred) or inspect.isawaitable(result):
+                as_deferred(result).addErrback(lambda f: self._log.failure(failed, f, peer=str(conn.peer_id)))
+        except Exception:
+            self._log.failure(failed, peer=str(conn.peer_id))
 
     def control_received(self, conn: Connection, kind: int, body: bytes) -> None:
         """
@@ -680,13 +703,11 @@ class ConnectHandler:
                 reason=reason.reason.value,
                 detail=reason.detail,
             )
-        try:
-            pool.app.connection_lost(conn, reason)
-        finally:
-            conn.mark_closed(reason)
-            self._answerer.connection_lost(conn)
-            if pool.maintenance is not None:
-                pool.maintenance.connection_lost()
+        self._run_app(pool.app.connection_lost, conn, reason, failed="the application failed on the loss of {peer}")
+        conn.mark_closed(reason)
+        self._answerer.connection_lost(conn)
+        if pool.maintenance is not None:
+            pool.maintenance.connection_lost()
 
     def _handshake_over(self, protocol: PeerProtocol, error: P2PError) -> None:
         """

@@ -7,6 +7,7 @@ application messages.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -55,12 +56,62 @@ from p2pool.pool.maintenance import Maintenance
 from p2pool.pool.memory import trim_freed_memory, trimming_available
 from p2pool.pool.persistence import RESTART_DIAL_SPREAD, PeersFile
 from p2pool.pool.refusals import RefusalLog, event_reporter
+from p2pool.pool.scoring import ranking_score, report_failures
 from p2pool.pool.seed_views import ConnectionsView, PeersView, PointsView
 from p2pool.transport.channel import ChannelMaker, PeerChannel, tls_channel
 from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerServerFactory
 
 __all__ = ["Pool"]
+
+
+def _check_point(point: object) -> None:
+    """
+    @raise TypeError: C{point} is not a L{Point}.
+    """
+    if not isinstance(point, Point):
+        raise TypeError(f"point must be a Point, not {type(point).__name__} {point!r}")
+
+
+def _check_peer_id(peer_id: object, name: str = "peer_id") -> None:
+    """
+    @raise TypeError: C{peer_id} is not a L{PeerId}.
+    """
+    if not isinstance(peer_id, PeerId):
+        raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
+
+
+def _application(app: object) -> Any:
+    """
+    C{app} as an L{IPoolApplication}.
+
+    @raise TypeError: it does not provide one, nor adapts to one.
+    """
+    adapted = IPoolApplication(app, None)
+    if adapted is None:
+        raise TypeError(
+            f"app must provide IPoolApplication (subclass p2pool.BasePoolApplication, or declare "
+            f"@implementer(IPoolApplication)), not {type(app).__name__} {app!r}"
+        )
+    return adapted
+
+
+#: What a pool always calls on its reactor (of L{IPoolReactor}; threads are
+#: needed only to load or make an identity), checked when it is made so that
+#: a reactor lacking one is named at once.
+_REACTOR_NEEDS = ("seconds", "callLater", "resolve", "listenTCP", "connectTCP")
+
+
+def _check_reactor(reactor: object) -> None:
+    """
+    @raise TypeError: C{reactor} lacks what a pool calls.
+    """
+    missing = [name for name in _REACTOR_NEEDS if not hasattr(reactor, name)]
+    if missing:
+        raise TypeError(
+            f"reactor {type(reactor).__name__} lacks {', '.join(missing)}: a Pool needs IReactorTime, IReactorTCP "
+            f"and resolve (in tests, use p2pool.testing.MemoryNetwork rather than a task.Clock)"
+        )
 
 
 def _tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
@@ -127,8 +178,9 @@ class Pool(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             reactor = installed_reactor()
+        _check_reactor(reactor)
         self.config = config
-        self.app: Any = IPoolApplication(app) if app is not None else BasePoolApplication()
+        self.app: Any = _application(app) if app is not None else BasePoolApplication()
         self._meta: Any = IPeerMetadataConfig(self.app, None) or BasePoolApplication()
         self._reactor = reactor
         self._clock: IReactorTime = reactor
@@ -223,6 +275,18 @@ class Pool(MultiService):
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:
+        """
+        Start the pool: load or make the identity, listen, load the peers
+        file and dial the trusted points (L{when_started} tells when).
+
+        @raise RuntimeError: the pool is running, or has been stopped (a
+            stopped pool does not start again: make a new L{Pool}, which
+            reloads the identity and the peers file).
+        """
+        if self.running:
+            raise RuntimeError("the pool service is already running")
+        if self._started is not None:
+            raise RuntimeError("a stopped Pool cannot be started again; make a new Pool")
         super().startService()  # type: ignore[no-untyped-call]  # unannotated MultiService, as in __init__
         self.started_at = self._clock.seconds()
         self._greylist_countdown.start(self.acl.ip_greylist.countdown_interval, now=False)
@@ -422,6 +486,15 @@ class Pool(MultiService):
         return PeerServerFactory(self._handler, self._channel, self._clock)
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, close every connection and save the peers file;
+        nothing to do for a pool that has not started (it can still start).
+
+        @return: fires once the connections are closed and the file saved.
+        """
+        if self._started is None:
+            self.running = 0
+            return succeed(None)
         self._stopping_identity = True
         self.persistence.stop_loading()
         self.is_started = False
@@ -466,7 +539,10 @@ class Pool(MultiService):
 
     def tear_down_connections(self) -> Deferred[None]:
         """
-        Close every connection and pending handshake.
+        Close every connection and pending handshake, for good: a step of
+        the shutdown (L{stopService} runs it). From then on the pool makes
+        and accepts no connection, each ending at once with
+        C{pool_destroyed}.
 
         @return: fires when all are closed.
         """
@@ -474,7 +550,8 @@ class Pool(MultiService):
 
     def destroy(self) -> Deferred[None]:
         """
-        Close every connection, then save the known peers.
+        Close every connection (for good, see L{tear_down_connections}),
+        then save the known peers.
         """
         d = self.tear_down_connections()
         d.addCallback(lambda _: self.save_peers())
@@ -511,8 +588,12 @@ class Pool(MultiService):
     def peer_id(self) -> PeerId:
         """
         This node's peer id.
+
+        @raise RuntimeError: the identity is not loaded yet (the pool has
+            not started, and was not given one).
         """
-        assert self.identity is not None, "the identity is loaded when the service starts"
+        if self.identity is None:
+            raise RuntimeError("the pool has no identity yet: it is loaded when the service starts (or give identity=)")
         return self.identity.peer_id
 
     def now(self) -> float:
@@ -596,9 +677,14 @@ class Pool(MultiService):
             the peers file) and C{False} removes trust from every source;
             L{TrustSource.CONFIG} is the configured C{trusted_points},
             which is not saved.
+        @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
+            one from C{"host:port"}), or C{expected_peer_id} not a L{PeerId}.
         """
         info = self._directory.point(point)
         if info is None:
+            _check_point(point)
+            if expected_peer_id is not None:
+                _check_peer_id(expected_peer_id, "expected_peer_id")
             trust = changed_trust(UNTRUSTED, True, source) if trusted else UNTRUSTED
             info = PointInfo(point, trusted=trust, expected_peer_id=expected_peer_id)
             removed = self._directory.add_point(info, self._clock.seconds())
@@ -697,17 +783,33 @@ class Pool(MultiService):
         """
         Know C{peer_id}; a new peer may first make room by forgetting the
         lowest-scored disconnected untrusted peers (C{max_known_peer_ids}).
+
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
         info = self._directory.peer(peer_id)
         if info is None:
-            info = PeerInfo(peer_id, created=self.now(), metadata=self._meta.initial_metadata())
-            removed = self._directory.add_peer(info, lambda i: self.score(i.metadata))
+            _check_peer_id(peer_id)
+            info = PeerInfo(peer_id, created=self.now(), metadata=self._initial_metadata())
+            failures: list[Failure] = []
+            removed = self._directory.add_peer(info, lambda i: ranking_score(self.score, i.metadata, failures))
+            report_failures(failures)
             if removed:
                 self.events.emit(EventKind.GC_PEER_IDS, removed=len(removed))
             self.events.emit(EventKind.NEW_PEER, peer_id=str(peer_id))
             if self.maintenance is not None:
                 self.maintenance.news()
         return info
+
+    def _initial_metadata(self) -> Any:
+        """
+        The application's metadata of a new peer; None when it fails
+        (logged), so that the peer is known all the same.
+        """
+        try:
+            return self._meta.initial_metadata()
+        except Exception:
+            self._log.failure("the application could not make the metadata of a new peer")
+            return None
 
     def add_to_id_points(self, point: Point) -> None:
         """
@@ -723,7 +825,9 @@ class Pool(MultiService):
 
         @return: fires once the connection closed for it, if any, has
             closed; at once otherwise.
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
+        _check_peer_id(peer_id)
         info = self._directory.point(point)
         if info is None:
             return succeed(None)
@@ -754,26 +858,39 @@ class Pool(MultiService):
         Greylist a peer id, and C{addr} when given, else the address it is
         connected from or was last reachable at. Unlike Tezos, this works
         for any known peer, not only one that is connected.
+
+        @raise TypeError: C{peer_id} is not a L{PeerId}.
+        @raise AddressError: C{addr} is not an IP address (nothing is
+            greylisted then).
         """
-        self.acl.peer_greylist.add(peer_id)
-        conn = self._connection(peer_id)
-        info = self._directory.peer(peer_id)
+        _check_peer_id(peer_id)
+        if addr is None:
+            addr = self._peer_address(peer_id)
         if addr is not None:
             self.greylist_addr(addr)
-        elif conn is not None:
-            self.greylist_addr(conn.remote_ip)
-        elif info is not None and info.last_seen is not None:
-            last = max(
-                (
-                    s
-                    for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection)
-                    if s
-                ),
-                key=lambda s: s[1],
-            )
-            if last[0] is not None:
-                self.greylist_addr(last[0].ip)
+        self.acl.peer_greylist.add(peer_id)
         self.events.emit(EventKind.GREYLISTED_PEER, peer_id=str(peer_id))
+
+    def _peer_address(self, peer_id: PeerId) -> str | None:
+        """
+        The address C{peer_id} is connected from, else the one it was
+        last reachable at, if any.
+        """
+        conn = self._connection(peer_id)
+        if conn is not None:
+            return conn.remote_ip
+        info = self._directory.peer(peer_id)
+        if info is None or info.last_seen is None:
+            return None
+        last = max(
+            (
+                s
+                for s in (info.last_established_connection, info.last_disconnection, info.last_rejected_connection)
+                if s
+            ),
+            key=lambda s: s[1],
+        )
+        return last[0].ip if last[0] is not None else None
 
     def clear_greylist(self) -> None:
         """
@@ -803,9 +920,12 @@ class Pool(MultiService):
             peer's send queue is full; fails with L{UnknownPeer} when the
             peer is not connected, L{InvalidMessageSize}, or
             L{ConnectionEnded} when the connection closes first.
+        @raise TypeError: C{peer_id} is not a L{PeerId}, or C{data} is not
+            bytes.
         """
         conn = self._connection(peer_id)
         if conn is None:
+            _check_peer_id(peer_id)
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         return conn.send_when_room(data)
 
@@ -817,6 +937,7 @@ class Pool(MultiService):
 
         @return: how many peers it was sent to.
         @raise InvalidMessageSize: C{data} is too large.
+        @raise TypeError: C{data} is not bytes (when some peer is connected).
         """
         if len(data) > self.config.max_message_size:
             raise InvalidMessageSize(
@@ -843,8 +964,21 @@ class Pool(MultiService):
         @return: fires with the L{Connection}, or fails with a L{P2PError}
             (L{PointBanned}, L{PendingConnection}, L{Connected},
             L{TooManyConnections}, L{PrivateMode}, L{ConnectionFailed},
-            L{Timeout}, L{RejectedByNack}, L{Myself}, ...).
+            L{Timeout}, L{RejectedByNack}, L{Myself}, ...). Cancelling it
+            (C{addTimeout} does) abandons the dial, which the pool reports
+            as a C{connection_failed} or C{authentication_failed} event.
+        @param timeout: seconds allowed for the TCP connection and the
+            handshake; C{connection_timeout} when None.
+        @raise TypeError: C{point} is not a L{Point} (L{Point.parse} makes
+            one from C{"host:port"}), or C{timeout} not a number.
+        @raise ValueError: C{timeout} is not a positive finite number.
         """
+        _check_point(point)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__} {timeout!r}")
+            if not (math.isfinite(timeout) and timeout > 0):
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         return self._handler.connect(point, timeout)
 
     def maintain(self) -> Deferred[None]:

@@ -15,7 +15,7 @@ from p2pool.config import PoolConfig
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.flow import ReadGate, SendQueue
 from p2pool.core.handshake import RemoteInfo
-from p2pool.core.wire import FRAME_HEADER, HEADER_SIZE, MESSAGE_KIND, Disconnect, encode, encode_message
+from p2pool.core.wire import FRAME_HEADER, HEADER_SIZE, MESSAGE_KIND, Disconnect, encode, encode_message, not_bytes
 from p2pool.errors import ConnectionEnded, DisconnectReason, InvalidMessageSize, P2PError
 
 __all__ = ["Connection", "FrameChannel"]
@@ -198,8 +198,12 @@ class Connection:
     def _frame(self, data: bytes) -> bytes:
         if self.reason is not None or self._protocol.closed:
             self._check_open()
-        if len(data) > self._max_size:
-            raise InvalidMessageSize(f"message of {len(data)} bytes exceeds max_message_size ({self._max_size})")
+        try:
+            size = len(data)
+        except TypeError:
+            raise not_bytes(data) from None
+        if size > self._max_size:
+            raise InvalidMessageSize(f"message of {size} bytes exceeds max_message_size ({self._max_size})")
         return encode_message(data)
 
     def send(self, data: bytes) -> None:
@@ -211,15 +215,20 @@ class Connection:
             the node's budget (C{send_queue_budget}) cannot hold it now, or
             messages wait for room (L{send_when_room}); nothing is queued.
         @raise ConnectionEnded: the connection has closed or is closing.
+        @raise TypeError: C{data} is not bytes.
         """
         if self.reason is not None:
             raise self.reason
-        size = len(data)
-        if size > self._max_size:
-            raise InvalidMessageSize(f"message of {size} bytes exceeds max_message_size ({self._max_size})")
         # The channel checks that it is open; this is the hot path of every
         # message, so the frame is built here in one step.
-        self._send_frame(_pack_header(size + 1, MESSAGE_KIND) + data)
+        try:
+            size = len(data)
+            if size > self._max_size:
+                raise InvalidMessageSize(f"message of {size} bytes exceeds max_message_size ({self._max_size})")
+            frame = _pack_header(size + 1, MESSAGE_KIND) + data
+        except TypeError:
+            raise not_bytes(data) from None
+        self._send_frame(frame)
 
     def send_when_room(self, data: bytes) -> Deferred[None]:
         """
@@ -228,6 +237,9 @@ class Connection:
 
         @return: fires once it is queued; fails with L{InvalidMessageSize},
             or with L{ConnectionEnded} when the connection closes first.
+            Cancelling it while it waits withdraws the message (it is never
+            sent).
+        @raise TypeError: C{data} is not bytes.
         """
         try:
             frame = self._frame(data)
@@ -282,7 +294,9 @@ class Connection:
         Let C{producer} be paused while the peer's send queue holds enough
         to keep the link busy (L{p2pool.core.flow.PRODUCER_HIGH_WATER}), well
         before it is full, and resumed when it has drained to
-        L{p2pool.core.flow.PRODUCER_LOW_WATER}.
+        L{p2pool.core.flow.PRODUCER_LOW_WATER}; and stopped
+        (C{stopProducing}) when the connection closes, as a transport's
+        producer is.
         """
         self._protocol.register_producer(producer)
 
@@ -301,7 +315,10 @@ class Connection:
             delivered: for a peer that no longer answers (a graceful TLS
             close waits for the peer's reply, which never comes).
         @return: fires when the connection has closed.
+        @raise TypeError: C{reason} is not a L{DisconnectReason}.
         """
+        if not isinstance(reason, DisconnectReason):
+            raise TypeError(f"reason must be a DisconnectReason, not {type(reason).__name__} {reason!r}")
         if self.reason is None:
             self._protocol.send_control(_DISCONNECT_FRAME)
             self._protocol.fail(ConnectionEnded(reason), abort=abort)

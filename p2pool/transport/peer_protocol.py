@@ -187,6 +187,14 @@ async def _awaited(result: Any) -> Any:
     return await result
 
 
+def as_deferred(result: Any) -> Deferred[Any]:
+    """
+    What an application callback returned, a Deferred or any awaitable
+    (a coroutine of an C{async def}), as a Deferred.
+    """
+    return result if isinstance(result, Deferred) else ensureDeferred(_awaited(result))
+
+
 @implementer(IHandshakeListener, IVerifiedProtocol, IPushProducer)
 class PeerProtocol(Protocol):
     """
@@ -326,14 +334,18 @@ class PeerProtocol(Protocol):
         def deliver(body: bytes) -> None:
             # Looked up for each message, as a method call would be: an
             # application may rebind its handler.
-            result = receiver.message_received(conn, body)
+            try:
+                result = receiver.message_received(conn, body)
+            except Exception:
+                self._message_failed(Failure())
+                return
             if result is not None and (isinstance(result, Deferred) or inspect.isawaitable(result)):
                 self._message_pending(result)
 
         self.decoder.on_message = deliver
 
     def _message_pending(self, result: Any) -> None:
-        d = result if isinstance(result, Deferred) else ensureDeferred(_awaited(result))
+        d = as_deferred(result)
         self.pending_messages += 1
         if self.pending_messages >= self._flow.max_pending_messages:
             self.pause_reading(ReadGate.APPLICATION)
@@ -460,11 +472,23 @@ class PeerProtocol(Protocol):
         if not self._waiting and self.send_queue.fits(len(frame)):
             self._push(frame)
             return succeed(None)
-        d: Deferred[None] = Deferred()
+        d: Deferred[None] = Deferred(self._cancel_waiting)
         if self._waiting is None:
             self._waiting = collections.deque()
         self._waiting.append((frame, d))
         return d
+
+    def _cancel_waiting(self, d: Deferred[None]) -> None:
+        """
+        A waiting frame's Deferred was cancelled: the frame leaves the
+        wait, never to be sent (the Deferred fails with C{CancelledError}).
+        """
+        waiting = self._waiting
+        if waiting:
+            for i, (_, waiter) in enumerate(waiting):
+                if waiter is d:
+                    del waiting[i]
+                    break
 
     def _push(self, frame: bytes) -> None:
         if self.closed:
@@ -693,6 +717,13 @@ class PeerProtocol(Protocol):
                 self.error = InvalidAuth(f"TLS handshake failed: {reason.getErrorMessage()}")
             else:
                 self.error = PeerConnectionClosed(reason.getErrorMessage())
+        # As a transport does, the application's producer is told first.
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except Exception:
+                self._log.failure("the application's producer failed to stop, from {peer}", peer=self.remote_ip)
         self.handler.connection_lost(self, self.error)
         waiting, self._waiting = self._waiting or (), None
         closed = self.connection.reason if self.connection is not None and self.connection.reason else self.error
@@ -703,7 +734,6 @@ class PeerProtocol(Protocol):
         self.handshake = None
         self.decoder.on_message = _ignore_message
         self.decoder.on_control = _ignore_control
-        self._producer = None
         self.connection = None
 
 

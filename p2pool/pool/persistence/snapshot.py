@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from p2pool.core.addressing import Point
 from p2pool.core.states import (
@@ -39,6 +40,7 @@ from p2pool.pool.persistence.document import (
     Snapshot,
 )
 from p2pool.pool.persistence.encoder import metadata_texts
+from p2pool.pool.scoring import ranking_score, report_failures
 
 if TYPE_CHECKING:
     from p2pool.pool.contracts import PersistedPool
@@ -342,7 +344,9 @@ class _Application:
         removed_points = directory.trim_points(pool.now())
         if removed_points:
             pool.events.emit(EventKind.GC_POINTS, removed=len(removed_points))
-        removed_peers = directory.trim_peers(lambda i: pool.score(i.metadata))
+        failures: list[Failure] = []
+        removed_peers = directory.trim_peers(lambda i: ranking_score(pool.score, i.metadata, failures))
+        report_failures(failures)
         if removed_peers:
             pool.events.emit(EventKind.GC_PEER_IDS, removed=len(removed_peers))
         connected = sorted(
