@@ -647,7 +647,7 @@ class ConnectHandler:
         """
         try:
             result = callback(conn, *args)
-            if isinstance(result, Deferred) or inspect.isawaitable(result):
+            if result is not None and (isinstance(result, Deferred) or inspect.isawaitable(result)):
                 as_deferred(result).addErrback(lambda f: self._log.failure(failed, f, peer=str(conn.peer_id)))
         except Exception:
             self._log.failure(failed, peer=str(conn.peer_id))
