@@ -236,14 +236,22 @@ class AsyncCallbackTests(SynchronousTestCase):
         self.network = MemoryNetwork(seed=1)
         self.addCleanup(self.network.stop)
 
-    def test_async_callbacks_run(self) -> None:
-        app = _AsyncApp()
+    def connected(self, app: _AsyncApp) -> Connection:
+        """
+        A pool running C{app} connected to another; C{app}'s
+        C{connection_made} let through.
+        """
         a = self.network.add_pool(A, app=app, maintenance_idle_time=None)
         self.network.add_pool(B, maintenance_idle_time=None)
         d = a.connect(Point(B, 9732))
         self.network.advance(1.0)
         conn = self.successResultOf(d)
         app.gates[0].callback(None)
+        return conn
+
+    def test_async_callbacks_run(self) -> None:
+        app = _AsyncApp()
+        conn = self.connected(app)
         self.assertEqual(app.done, ["made"])
         conn.disconnect()
         self.network.advance(1.0)
@@ -251,12 +259,6 @@ class AsyncCallbackTests(SynchronousTestCase):
         self.assertEqual(app.done, ["made", "lost"])
 
     def test_async_failure_is_logged(self) -> None:
-        app = _AsyncApp(fail=True)
-        a = self.network.add_pool(A, app=app, maintenance_idle_time=None)
-        self.network.add_pool(B, maintenance_idle_time=None)
-        d = a.connect(Point(B, 9732))
-        self.network.advance(1.0)
-        conn = self.successResultOf(d)
-        app.gates[0].callback(None)
+        conn = self.connected(_AsyncApp(fail=True))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertTrue(conn.is_open)
