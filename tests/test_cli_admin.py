@@ -126,8 +126,8 @@ class InProcessTests(TestCase):
         self.assertEqual((await self.run_cli("trust", str(point)))[1], f"trusted point {point}\n")
         self.assertTrue(pool.points.get_trusted(point))
         pool.greylist_addr(point.ip)
-        await self.run_cli("unban", str(point))
-        self.assertFalse(pool.points.banned(point))
+        self.assertEqual((await self.run_cli("unban", str(point)))[1], f"point {point} was not banned\n")
+        self.assertFalse(pool.points.banned(point), "the greylisting is lifted all the same")
         self.assertTrue(pool.points.get_trusted(point), "unban keeps a trusted point trusted")
         self.assertEqual((await self.run_cli("untrust", str(point)))[1], f"untrusted point {point}\n")
         self.assertFalse(pool.points.get_trusted(point))
@@ -135,8 +135,9 @@ class InProcessTests(TestCase):
         status, out, _ = await self.run_cli("ban", str(peer), "--json")
         self.assertEqual((status, json.loads(out)["trusted"]), (0, False))
         self.assertTrue(pool.peers.banned(peer))
-        await self.run_cli("unban", str(peer))
+        self.assertEqual((await self.run_cli("unban", str(peer)))[1], f"unbanned peer {peer}\n")
         self.assertFalse(pool.peers.banned(peer))
+        self.assertEqual((await self.run_cli("unban", str(peer)))[1], f"peer {peer} was not banned\n")
         self.assertEqual(await self.run_cli("untrust", UNKNOWN_PEER), (0, f"peer {UNKNOWN_PEER} is not trusted\n", ""))
 
     @async_test

@@ -784,6 +784,10 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
         return await _ban_addr(args, client, out, key)
     what = "peer" if kind == "peers" else "point"
     acl, done = _ACL_COMMANDS[args.command]
+    was_banned = True
+    if args.command == "unban":
+        bans = await client.call("GET", "network", "bans")
+        was_banned = key in bans["peers"] if kind == "peers" else PointSpec.parse(key).host in bans["ips"]
     if args.command in ("unban", "untrust"):
         try:
             current = await client.call("GET", "network", kind, key)
@@ -806,8 +810,11 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
     info = await client.call("PATCH", "network", kind, key, body=body)
     if args.json:
         _json_out(out, info)
-    else:
+    elif was_banned:
         out.write(f"{done} {what} {key}\n")
+    else:
+        # Greylisting, if any, is lifted all the same.
+        out.write(f"{what} {key} was not banned\n")
     return EXIT_OK
 
 
