@@ -824,7 +824,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "max_peers_file_size",
         _auto(_optional(_Integer(minimum=1, maximum=2**40, metavar="BYTES"))),
         "Largest peers file read at start; a larger one is moved aside unread and the node starts "
-        "with empty tables; auto = derived from max_known_points and max_known_peer_ids; false = no limit.",
+        "from peers.json.bak if it fits, else with empty tables; auto = derived from max_known_points "
+        "and max_known_peer_ids; false = no limit.",
     ),
     _key(
         "p2p",
