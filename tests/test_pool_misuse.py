@@ -100,6 +100,16 @@ class WrongArgumentTests(SynchronousTestCase):
         self.network.advance(1.0)
         self.assertEqual([m for _, m in self.b.app.messages], [b"bytes"])
 
+    def test_broadcast_text_without_peers(self) -> None:
+        """
+        A pool with no peer connected refuses a text broadcast all the
+        same (it used to return 0).
+        """
+        lone = self.network.add_pool("10.3.0.9", maintenance_idle_time=None)
+        error = self.assertRaises(TypeError, lone.broadcast, "hello")
+        self.assertEqual(str(error), "an application message is bytes, not str 'hello'")
+        self.assertEqual(lone.broadcast(bytearray(b"x")), 0)
+
     def test_disconnect_with_a_string(self) -> None:
         """
         Nothing is done: no goodbye is sent with the connection left open.

@@ -35,6 +35,7 @@ from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, l
 from p2pool.core.lifetime import weak_method
 from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, PointState, TrustSource, changed_trust
 from p2pool.core.tables import PeerTable, PointTable
+from p2pool.core.wire import not_bytes
 from p2pool.errors import (
     DisconnectReason,
     InvalidMessageSize,
@@ -937,11 +938,16 @@ class Pool(MultiService):
 
         @return: how many peers it was sent to.
         @raise InvalidMessageSize: C{data} is too large.
-        @raise TypeError: C{data} is not bytes (when some peer is connected).
+        @raise TypeError: C{data} is not bytes (whether or not a peer is
+            connected).
         """
-        if len(data) > self.config.max_message_size:
+        try:
+            size = memoryview(data).nbytes
+        except TypeError:
+            raise not_bytes(data) from None
+        if size > self.config.max_message_size:
             raise InvalidMessageSize(
-                f"message of {len(data)} bytes exceeds max_message_size ({self.config.max_message_size})"
+                f"message of {size} bytes exceeds max_message_size ({self.config.max_message_size})"
             )
         count = 0
         for conn in list(self._connections.values()):
