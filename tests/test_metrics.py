@@ -306,6 +306,7 @@ class SyntheticEventTests(SynchronousTestCase):
             EventKind.SWAP_SUCCESS,
             EventKind.INCOMING_CONNECTION_BANNED,
             EventKind.INCOMING_CONNECTION_NETGROUP_FULL,
+            EventKind.INCOMING_CONNECTION_TOO_MANY,
         ):
             self.feed(event)
         s = self.scrape()
@@ -314,6 +315,8 @@ class SyntheticEventTests(SynchronousTestCase):
         self.assertEqual(s.value("p2pool_swap_messages", kind="request_ignored"), 1.0)
         self.assertEqual(s.value("p2pool_incoming_refused", reason="banned"), 1.0)
         self.assertEqual(s.value("p2pool_incoming_refused", reason="netgroup_full"), 1.0)
+        # The label of each refusal is the reason the refusal log gives it.
+        self.assertEqual(s.value("p2pool_incoming_refused", reason="too_many_pending"), 1.0)
 
     def test_bad_event_is_logged_not_raised(self) -> None:
         self.feed(EventKind.REJECTING_REQUEST, addr="10.1.1.1", motive="not a number")

@@ -42,6 +42,7 @@ from p2pool.core.addressing import AddressError, Point, normalise_ip
 from p2pool.core.states import PeerState, PointState
 from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
+from p2pool.pool.refusals import BEFORE_TLS_REASONS
 
 if TYPE_CHECKING:
     from p2pool.admin.limits import ConnectionTable
@@ -69,12 +70,6 @@ def _ip_of(text: object) -> str | None:
         return None
 
 
-#: Refusals of incoming connections before TLS, by event.
-_INCOMING_REFUSALS = {
-    EventKind.INCOMING_CONNECTION_BANNED: "banned",
-    EventKind.INCOMING_CONNECTION_TOO_MANY: "too_many",
-    EventKind.INCOMING_CONNECTION_NETGROUP_FULL: "netgroup_full",
-}
 _SWAP_MESSAGES = {
     EventKind.SWAP_REQUEST_SENT: "request_sent",
     EventKind.SWAP_REQUEST_RECEIVED: "request_received",
@@ -124,7 +119,7 @@ class PoolMetrics:
         )
         self.incoming_refused = Counter(
             "p2pool_incoming_refused",
-            "Incoming TCP connections closed before TLS (banned, too_many, netgroup_full).",
+            "Incoming TCP connections closed before TLS (banned, too_many_pending, netgroup_full).",
             ["reason"],
             registry=registry,
         )
@@ -228,8 +223,8 @@ class PoolMetrics:
                 self._dial_ended(fields.get("addr"), "rejected")
         elif name == EventKind.INCOMING_CONNECTION:
             self.incoming.inc()
-        elif name in _INCOMING_REFUSALS:
-            self.incoming_refused.labels(_INCOMING_REFUSALS[name]).inc()
+        elif name in BEFORE_TLS_REASONS:
+            self.incoming_refused.labels(BEFORE_TLS_REASONS[name]).inc()
         elif name in (EventKind.DISCONNECTION, EventKind.EXTERNAL_DISCONNECTION):
             self.disconnections.labels(str(fields.get("reason", "unknown"))).inc()
         elif name in (EventKind.POINT_BANNED, EventKind.PEER_BANNED):

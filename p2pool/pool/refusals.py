@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from p2pool.errors import motive_name, snake_case
 from p2pool.events import EventKind, PoolEvent
 
-__all__ = ["RefusalLog", "RefusalSummary", "event_reporter", "refusal_of"]
+__all__ = ["BEFORE_TLS_REASONS", "RefusalLog", "RefusalSummary", "event_reporter", "refusal_of"]
 
 #: Distinct addresses remembered per reason and window (beyond, the count
 #: says "at least").
@@ -30,8 +30,9 @@ ADDRESS_LIMIT = 1024
 #: Addresses shown in a summary.
 SAMPLE_SIZE = 4
 
-#: Refusals of incoming connections before TLS, by event.
-_BEFORE_TLS = {
+#: Refusals of incoming connections before TLS: the reason of each event (the
+#: log's summaries and the admin metrics' labels).
+BEFORE_TLS_REASONS = {
     EventKind.INCOMING_CONNECTION_BANNED: "banned",
     EventKind.INCOMING_CONNECTION_TOO_MANY: "too_many_pending",
     EventKind.INCOMING_CONNECTION_NETGROUP_FULL: "netgroup_full",
@@ -43,7 +44,7 @@ _QUIET = frozenset({EventKind.INCOMING_CONNECTION})
 #: Every event that can report a refusal (most events cannot: they are
 #: passed over without looking at their fields).
 _REFUSALS = frozenset(
-    {*_BEFORE_TLS, EventKind.AUTHENTICATION_FAILED, EventKind.REQUEST_REJECTED, EventKind.REJECTING_REQUEST}
+    {*BEFORE_TLS_REASONS, EventKind.AUTHENTICATION_FAILED, EventKind.REQUEST_REJECTED, EventKind.REJECTING_REQUEST}
 )
 
 
@@ -64,7 +65,7 @@ def refusal_of(event: PoolEvent) -> tuple[str, str] | None:
     if name not in _REFUSALS:
         return None
     address = str(fields.get("addr", ""))
-    reason = _BEFORE_TLS.get(name)
+    reason = BEFORE_TLS_REASONS.get(name)
     if reason is not None:
         return reason, address
     if fields.get("incoming") is not True:
