@@ -139,6 +139,8 @@ class InProcessTests(TestCase):
         self.assertFalse(pool.peers.banned(peer))
         self.assertEqual((await self.run_cli("unban", str(peer)))[1], f"peer {peer} was not banned\n")
         self.assertEqual(await self.run_cli("untrust", UNKNOWN_PEER), (0, f"peer {UNKNOWN_PEER} is not trusted\n", ""))
+        status, out, _ = await self.run_cli("untrust", UNKNOWN_PEER, "--json")
+        self.assertEqual((status, json.loads(out)), (0, {"trusted": False, "known": False}))
 
     @async_test
     async def test_trust_with_expected_peer_id_and_host_name(self) -> None:

@@ -800,7 +800,8 @@ async def _acl(args: argparse.Namespace, client: AdminClient, out: TextIO) -> in
             acl = "trust"
         if args.command == "untrust" and not trusted:
             if args.json:
-                _json_out(out, current)
+                # A target the node does not know is untrusted all the same.
+                _json_out(out, current if current is not None else {"trusted": False, "known": False})
             else:
                 out.write(f"{what} {key} is not trusted\n")
             return EXIT_OK
