@@ -84,7 +84,7 @@ class WrongArgumentTests(SynchronousTestCase):
 
     def test_connect_to_a_string(self) -> None:
         error = self.assertRaises(TypeError, self.a.connect, f"{B}:9732")
-        self.assertEqual(str(error), "point must be a Point, not str '10.3.0.1:9732'")
+        self.assertEqual(str(error), "point must be a Point, not str '10.3.0.1:9732' (parse text with Point.parse)")
 
     def test_send_to_a_string(self) -> None:
         error = self.assertRaises(TypeError, self.a.send, str(self.conn.peer_id), b"x")
@@ -141,6 +141,25 @@ class WrongArgumentTests(SynchronousTestCase):
             self.assertIn(expected, str(error))
         self.assertEqual((len(a.points), len(a.peers)), (points, peers))
         self.assertIsNone(a.points.info(Point(B, 9732)).expected_peer_id)  # type: ignore[union-attr]
+
+    def test_views_given_strings(self) -> None:
+        """
+        Every method of C{Pool.points} and C{Pool.peers} that takes a point
+        or a peer id refuses its text, changing nothing (C{ban} used to
+        fail with an C{AttributeError} deep inside, after part of its work).
+        """
+        a, point, peer_id = self.a, Point(B, 9732), self.conn.peer_id
+        point_methods = ("info", "banned", "ban", "unban", "get_trusted", "trust", "untrust")
+        peer_methods = ("info", "get_peer_metadata", "get_score", "ban", "unban", "banned", "get_trusted", "trust")
+        calls = [(getattr(a.points, name), str(point), "point must be a Point") for name in point_methods]
+        calls += [(getattr(a.peers, name), str(peer_id), "peer_id must be a PeerId") for name in peer_methods]
+        calls += [(a.peers.untrust, str(peer_id), "peer_id must be a PeerId")]
+        for method, text, expected in calls:
+            error = self.assertRaises(TypeError, method, text)
+            self.assertIn(f"{expected}, not str", str(error), method.__name__)
+        self.network.advance(1.0)
+        self.assertTrue(self.conn.is_open, "nothing was banned")
+        self.assertFalse(a.points.banned(point) or a.peers.banned(peer_id))
 
     def test_connect_with_a_bad_timeout(self) -> None:
         """

@@ -32,7 +32,7 @@ import mmap
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from p2pool.core.addressing import AddressError, PeerId
+from p2pool.core.addressing import AddressError, PeerId, check_peer_id
 
 __all__ = [
     "ACL",
@@ -542,8 +542,7 @@ class PeerGreylist:
 
         @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
-        if not isinstance(peer_id, PeerId):
-            raise TypeError(f"expected a PeerId, not {peer_id!r}")
+        check_peer_id(peer_id)
         ids = self._ids
         if peer_id in ids:
             ids.move_to_end(peer_id)
@@ -767,8 +766,7 @@ class PeerBlacklist:
         @return: whether it was not banned already.
         @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
-        if not isinstance(peer_id, PeerId):
-            raise TypeError(f"expected a PeerId, not {peer_id!r}")
+        check_peer_id(peer_id)
         new = peer_id not in self._ids
         self._ids[peer_id] = None
         if addr is None:

@@ -30,6 +30,8 @@ __all__ = [
     "PointSpec",
     "Reach",
     "built_point",
+    "check_peer_id",
+    "check_point",
     "kept_peer_id_texts",
     "learnt_point_refusal",
     "netgroup",
@@ -428,3 +430,23 @@ def learnt_point_refusal(point: Point, node: Reach) -> str | None:
     if point_reach < node:
         return f"{point_reach.name.lower()} address, unreachable from a {node.name.lower()} node"
     return None
+
+
+def check_point(point: object, name: str = "point") -> None:
+    """
+    @raise TypeError: C{point} is not a L{Point} (a text is parsed with
+        L{Point.parse} first).
+    """
+    if not isinstance(point, Point):
+        hint = " (parse text with Point.parse)" if isinstance(point, str) else ""
+        raise TypeError(f"{name} must be a Point, not {type(point).__name__} {point!r:.80}{hint}")
+
+
+def check_peer_id(peer_id: object, name: str = "peer_id") -> None:
+    """
+    @raise TypeError: C{peer_id} is not a L{PeerId} (a text is parsed with
+        L{PeerId.parse} first).
+    """
+    if not isinstance(peer_id, PeerId):
+        hint = " (parse text with PeerId.parse)" if isinstance(peer_id, str) else ""
+        raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r:.80}{hint}")

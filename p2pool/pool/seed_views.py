@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from p2pool.core.acl import ACL, canonical_entry, entry_contains
-from p2pool.core.addressing import PeerId, Point
+from p2pool.core.addressing import PeerId, Point, check_peer_id, check_point
 from p2pool.core.directory import Directory
 from p2pool.core.lifetime import weak_owner
 from p2pool.core.states import PeerInfo, PeerState, PointInfo, PointState
@@ -116,6 +116,7 @@ class PeersView:
         self._peer = directory.peer
 
     def info(self, peer_id: PeerId) -> PeerInfo | None:
+        check_peer_id(peer_id)
         return self._peer(peer_id)
 
     def __iter__(self) -> Iterator[PeerInfo]:
@@ -149,6 +150,7 @@ class PeersView:
         """
         The peer's metadata; fresh initial metadata for an unknown peer.
         """
+        check_peer_id(peer_id)
         info = self._directory.peer(peer_id)
         return info.metadata if info is not None else self._meta.initial_metadata()
 
@@ -156,15 +158,18 @@ class PeersView:
         """
         Set the peer's metadata, knowing the peer first if needed.
         """
+        check_peer_id(peer_id)
         self._directory.set_peer_metadata(self._registry.register_peer(peer_id), metadata)
 
     def get_score(self, peer_id: PeerId) -> float:
+        check_peer_id(peer_id)
         return float(self._registry.score(self.get_peer_metadata(peer_id)))
 
     def ban(self, peer_id: PeerId) -> None:
         """
         Blacklist the peer and disconnect it.
         """
+        check_peer_id(peer_id)
         self._acl.peer_blacklist.ban(peer_id)
         self._events.emit(EventKind.PEER_BANNED, peer_id=str(peer_id))
         conn = self._directory.connection(peer_id)
@@ -175,12 +180,15 @@ class PeersView:
         """
         Remove the peer from the blacklist and the greylist.
         """
+        check_peer_id(peer_id)
         self._acl.unban_peer(peer_id)
 
     def banned(self, peer_id: PeerId) -> bool:
+        check_peer_id(peer_id)
         return self._acl.banned_peer(peer_id)
 
     def get_trusted(self, peer_id: PeerId) -> bool:
+        check_peer_id(peer_id)
         info = self._directory.peer(peer_id)
         return info is not None and info.trusted
 
@@ -188,10 +196,12 @@ class PeersView:
         """
         Unban the peer and mark it trusted.
         """
+        check_peer_id(peer_id)
         self.unban(peer_id)
         self._directory.set_peer_trusted(self._registry.register_peer(peer_id), True)
 
     def untrust(self, peer_id: PeerId) -> None:
+        check_peer_id(peer_id)
         info = self._directory.peer(peer_id)
         if info is not None:
             self._directory.set_peer_trusted(info, False)
@@ -216,6 +226,7 @@ class PointsView:
         self._point = directory.point
 
     def info(self, point: Point) -> PointInfo | None:
+        check_point(point)
         return self._point(point)
 
     def __iter__(self) -> Iterator[PointInfo]:
@@ -251,6 +262,7 @@ class PointsView:
         The point's address is blacklisted or greylisted (the port is
         ignored).
         """
+        check_point(point)
         return self._acl.banned_addr(point.ip)
 
     def ban(self, point: Point, ban_peers: bool = True) -> None:
@@ -259,6 +271,7 @@ class PointsView:
         from it, blacklisting their peers too when C{ban_peers}. Those
         peer bans belong to the address ban: L{unban} lifts them.
         """
+        check_point(point)
         acl = self._acl
         acl.ip_blacklist.ban(point.ip)
         self._events.emit(EventKind.POINT_BANNED, addr=point.ip)
@@ -306,12 +319,14 @@ class PointsView:
         placed (a peer banned on its own stays banned), and unban the
         peers connected from it.
         """
+        check_point(point)
         self._acl.unban_addr(point.ip)
         for conn in list(self._directory.connections.values()):
             if conn.remote_ip == point.ip:
                 self._acl.unban_peer(conn.peer_id)
 
     def get_trusted(self, point: Point) -> bool:
+        check_point(point)
         info = self._directory.point(point)
         return info is not None and info.trusted
 
@@ -319,10 +334,12 @@ class PointsView:
         """
         Unban the point and know it as trusted.
         """
+        check_point(point)
         self.unban(point)
         self._registry.register_point(point, trusted=True)
 
     def untrust(self, point: Point) -> None:
+        check_point(point)
         info = self._directory.point(point)
         if info is not None:
             self._directory.set_point_trusted(info, False)

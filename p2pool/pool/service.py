@@ -26,7 +26,15 @@ from twisted.python.failure import Failure
 import p2pool.core.identity as identity_module
 from p2pool.config import PoolConfig
 from p2pool.core.acl import ACL
-from p2pool.core.addressing import PeerId, Point, PointSpec, learnt_point_refusal, node_reach
+from p2pool.core.addressing import (
+    PeerId,
+    Point,
+    PointSpec,
+    check_peer_id,
+    check_point,
+    learnt_point_refusal,
+    node_reach,
+)
 from p2pool.core.dial_budget import DialBudget
 from p2pool.core.directory import Directory
 from p2pool.core.flow import FlowLimits
@@ -64,22 +72,6 @@ from p2pool.transport.connection import Connection
 from p2pool.transport.peer_protocol import PeerServerFactory
 
 __all__ = ["Pool"]
-
-
-def _check_point(point: object) -> None:
-    """
-    @raise TypeError: C{point} is not a L{Point}.
-    """
-    if not isinstance(point, Point):
-        raise TypeError(f"point must be a Point, not {type(point).__name__} {point!r}")
-
-
-def _check_peer_id(peer_id: object, name: str = "peer_id") -> None:
-    """
-    @raise TypeError: C{peer_id} is not a L{PeerId}.
-    """
-    if not isinstance(peer_id, PeerId):
-        raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r}")
 
 
 def _application(app: object) -> Any:
@@ -683,9 +675,9 @@ class Pool(MultiService):
         """
         info = self._directory.point(point)
         if info is None:
-            _check_point(point)
+            check_point(point)
             if expected_peer_id is not None:
-                _check_peer_id(expected_peer_id, "expected_peer_id")
+                check_peer_id(expected_peer_id, "expected_peer_id")
             trust = changed_trust(UNTRUSTED, True, source) if trusted else UNTRUSTED
             info = PointInfo(point, trusted=trust, expected_peer_id=expected_peer_id)
             removed = self._directory.add_point(info, self._clock.seconds())
@@ -789,7 +781,7 @@ class Pool(MultiService):
         """
         info = self._directory.peer(peer_id)
         if info is None:
-            _check_peer_id(peer_id)
+            check_peer_id(peer_id)
             info = PeerInfo(peer_id, created=self.now(), metadata=self._initial_metadata())
             failures: list[Failure] = []
             removed = self._directory.add_peer(info, lambda i: ranking_score(self.score, i.metadata, failures))
@@ -828,7 +820,7 @@ class Pool(MultiService):
             closed; at once otherwise.
         @raise TypeError: C{peer_id} is not a L{PeerId}.
         """
-        _check_peer_id(peer_id)
+        check_peer_id(peer_id)
         info = self._directory.point(point)
         if info is None:
             return succeed(None)
@@ -864,7 +856,7 @@ class Pool(MultiService):
         @raise AddressError: C{addr} is not an IP address (nothing is
             greylisted then).
         """
-        _check_peer_id(peer_id)
+        check_peer_id(peer_id)
         if addr is None:
             addr = self._peer_address(peer_id)
         if addr is not None:
@@ -926,7 +918,7 @@ class Pool(MultiService):
         """
         conn = self._connection(peer_id)
         if conn is None:
-            _check_peer_id(peer_id)
+            check_peer_id(peer_id)
             return fail(UnknownPeer(f"no connection to {peer_id}"))
         return conn.send_when_room(data)
 
@@ -979,7 +971,7 @@ class Pool(MultiService):
             one from C{"host:port"}), or C{timeout} not a number.
         @raise ValueError: C{timeout} is not a positive finite number.
         """
-        _check_point(point)
+        check_point(point)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__} {timeout!r}")
