@@ -43,7 +43,7 @@ from p2pool.core.identity import Identity, IdentityError, ProofOfWorkProgress, l
 from p2pool.core.lifetime import weak_method
 from p2pool.core.states import UNTRUSTED, PeerInfo, PointInfo, PointState, TrustSource, changed_trust
 from p2pool.core.tables import PeerTable, PointTable
-from p2pool.core.wire import not_bytes
+from p2pool.core.wire import encode_message, not_bytes
 from p2pool.errors import (
     DisconnectReason,
     InvalidMessageSize,
@@ -941,12 +941,14 @@ class Pool(MultiService):
             raise InvalidMessageSize(
                 f"message of {size} bytes exceeds max_message_size ({self.config.max_message_size})"
             )
+        # Framed once: every queue holds the same bytes.
+        frame = encode_message(data)
         count = 0
         for conn in list(self._connections.values()):
             if not conn.is_open:
                 continue
             try:
-                conn.send(data)
+                conn.send_encoded(frame)
             except SendQueueFull:
                 self.broadcast_skipped += 1
             else:

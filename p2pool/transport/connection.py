@@ -230,6 +230,20 @@ class Connection:
             raise not_bytes(data) from None
         self._send_frame(frame)
 
+    def send_encoded(self, frame: bytes) -> None:
+        """
+        Queue an application message already framed by
+        L{p2pool.core.wire.encode_message}, whose size the caller checked
+        against C{max_message_size}: one message for many peers is framed
+        once and its bytes shared by their queues (L{Pool.broadcast}).
+
+        @raise SendQueueFull: as L{send}.
+        @raise ConnectionEnded: as L{send}.
+        """
+        if self.reason is not None:
+            raise self.reason
+        self._send_frame(frame)
+
     def send_when_room(self, data: bytes) -> Deferred[None]:
         """
         Queue an application message for the peer as soon as its send queue
