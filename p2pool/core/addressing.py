@@ -432,14 +432,14 @@ def learnt_point_refusal(point: Point, node: Reach) -> str | None:
     return None
 
 
+
 def check_point(point: object, name: str = "point") -> None:
     """
     @raise TypeError: C{point} is not a L{Point} (a text is parsed with
         L{Point.parse} first).
     """
     if not isinstance(point, Point):
-        hint = " (parse text with Point.parse)" if isinstance(point, str) else ""
-        raise TypeError(f"{name} must be a Point, not {type(point).__name__} {point!r:.80}{hint}")
+        raise _wrong_type(point, Point, name)
 
 
 def check_peer_id(peer_id: object, name: str = "peer_id") -> None:
@@ -448,5 +448,9 @@ def check_peer_id(peer_id: object, name: str = "peer_id") -> None:
         L{PeerId.parse} first).
     """
     if not isinstance(peer_id, PeerId):
-        hint = " (parse text with PeerId.parse)" if isinstance(peer_id, str) else ""
-        raise TypeError(f"{name} must be a PeerId, not {type(peer_id).__name__} {peer_id!r:.80}{hint}")
+        raise _wrong_type(peer_id, PeerId, name)
+
+
+def _wrong_type(value: object, expected: type, name: str) -> TypeError:
+    hint = f" (parse text with {expected.__name__}.parse)" if isinstance(value, str) else ""
+    return TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__} {value!r:.80}{hint}")
