@@ -21,6 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -512,9 +513,35 @@ class ErrorTests(SynchronousTestCase):
     def test_wrong_method(self) -> None:
         result = self.h.request("POST", "/network/points/1.2.3.4:1")
         self.assertError(result, 405, "method_not_allowed")
-        self.assertEqual(result.header("allow"), "GET, PATCH, PUT")
-        self.assertEqual(self.h.request("DELETE", "/network/self").header("allow"), "GET")
+        self.assertEqual(result.header("allow"), "GET, HEAD, PATCH, PUT")
+        self.assertEqual(self.h.request("DELETE", "/network/self").header("allow"), "GET, HEAD")
         self.assertEqual(self.h.request("GET", "/network/greylist").header("allow"), "DELETE")
+        self.assertEqual(self.h.request("HEAD", "/network/greylist").header("allow"), "DELETE")
+
+    def test_head_is_get_without_the_body(self) -> None:
+        """
+        C{HEAD} answers every route C{GET} answers (RFC 9110: a server
+        must), with GET's status and headers and no body; the log stream
+        ends at once instead of following.
+        """
+        self.h.connect()
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        for path in ("/network/self", "/network/connections", "/version", "/health/ready", "/metrics", "/"):
+            get, head = self.h.request("GET", path), self.h.request("HEAD", path)
+            self.assertEqual((head.code, head.body), (get.code, b""), path)
+            self.assertEqual(head.header("content-type"), get.header("content-type"), path)
+        body = self.h.request("GET", "/network/self").body
+        self.assertTrue(body)
+        self.assertEqual(self.h.request("HEAD", "/network/self").header("content-length"), str(len(body)))
+        head = self.h.request("HEAD", "/network/log?recent=true")
+        self.assertEqual(
+            (head.code, head.body, head.header("content-type")), (200, b"", "application/x-ndjson; charset=utf-8")
+        )
+        self.assertEqual(self.h.request("HEAD", "/network/points/zzz").code, 400)
+        self.assertEqual(self.h.request("HEAD", "/nope").code, 404)
+        self.assertFalse([e for e in logged if "HEAD" in str(e.get("log_format", ""))], "no warning about a HEAD body")
 
     def test_malformed_point(self) -> None:
         for text in ("zzz", "1.2.3.4", "1.2.3.4:99999", "host.example:1", "%5B%3A%3A1%5D"):

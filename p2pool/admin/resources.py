@@ -397,12 +397,17 @@ class AdminResource(Resource):
             if inspect.iscoroutine(result):
                 self._reply_later(request, Deferred.fromCoroutine(result))
                 return NOT_DONE_YET
-            return self._reply(request, result)
+            body = self._reply(request, result)
         except APIError as e:
-            return self._error(request, e)
+            body = self._error(request, e)
         except Exception:
             self._log.failure("admin API: {method} {uri} failed", method=_text(request.method), uri=_text(request.uri))
-            return self._error(request, APIError(500, "internal_error", "the request failed; see the node's log"))
+            body = self._error(request, APIError(500, "internal_error", "the request failed; see the node's log"))
+        if request.method == b"HEAD":
+            # The headers GET would send, its length included, and no body.
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
 
     def _reply_later(self, request: Request, d: Deferred[Any]) -> None:
         gone: list[Failure] = []
@@ -456,9 +461,10 @@ class AdminResource(Resource):
             self._authorize(request, query_token=segments == [])
         pattern, methods = self._route(segments)
         method = _text(request.method)
-        name = methods.get(method)
+        # HEAD is GET without the body (RFC 9110, 9.3.2).
+        name = methods.get("GET" if method == "HEAD" else method)
         if name is None:
-            allowed = ", ".join(sorted(methods))
+            allowed = ", ".join(sorted({*methods, "HEAD"} if "GET" in methods else methods))
             raise APIError(
                 405, "method_not_allowed", f"{method} is not allowed here; use {allowed}", {"Allow": allowed}
             )
@@ -752,7 +758,7 @@ class AdminResource(Resource):
         """
         recent = _query_bool(request, "recent", False)
         follow = _query_bool(request, "follow", True)
-        if not follow:
+        if not follow or request.method == b"HEAD":
             return Reply(raw=b"".join(self._feed.recent()) if recent else b"", content_type=_NDJSON)
         if self._feed.full:
             raise APIError(503, "too_many_streams", "too many clients are following the log; try again later")

@@ -432,7 +432,6 @@ def learnt_point_refusal(point: Point, node: Reach) -> str | None:
     return None
 
 
-
 def check_point(point: object, name: str = "point") -> None:
     """
     @raise TypeError: C{point} is not a L{Point} (a text is parsed with
