@@ -222,6 +222,7 @@ maintenance_idle_time = false
 swap_linger = false
 disable_peer_discovery = true
 max_message_size = 1073741824
+receive_buffer_budget = 2147483648
 checkpoint_interval = 1.5
 
 [p2p.reconnection]
@@ -259,7 +260,7 @@ listen = false
         self.assertEqual((config.connection_timeout, config.authentication_timeout), (2.5, 1.0))
         self.assertEqual((config.maintenance_idle_time, config.swap_linger), (None, None))
         self.assertTrue(config.disable_peer_discovery)
-        self.assertEqual(config.max_message_size, 2**30)
+        self.assertEqual((config.max_message_size, config.receive_buffer_budget), (2**30, 2**31))
         self.assertEqual(config.checkpoint_interval, 1.5)
         self.assertEqual(config.reconnection, ReconnectionConfig(2.0, 0.5, 0.0, 10.0, 0.0))
         self.assertIsNone(config.admin.listen)
@@ -399,6 +400,25 @@ class RangeErrorTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual((config.ip_greylist_size_in_kilobytes, config.max_message_size), (1, 1))
         self.assertEqual(config.listen.port, 0)
         self.assertEqual((config.reconnection.factor, config.reconnection.jitter), (1.0, 1.0))
+
+    def test_receive_budget_holds_a_whole_frame(self) -> None:
+        """
+        C{receive_buffer_budget} is at least one frame of C{max_message_size}
+        with its 5-byte header, whichever key is set.
+        """
+        error = self.refused({"p2p": {"max_message_size": 1000, "receive_buffer_budget": 1004}})
+        self.assertEqual(
+            str(error),
+            "<config>: p2p.receive_buffer_budget: must be >= max_message_size (1000) + 5 "
+            "(a whole frame with its header), got 1004",
+        )
+        error = self.refused({"p2p": {"max_message_size": 2**30}})
+        self.assertEqual(error.key, "p2p.receive_buffer_budget")
+        self.assertIn("max_message_size (1073741824) + 5", str(error))
+        self.assertIn("got 268435456 (the default)", str(error))
+        config = config_from_mapping({"p2p": {"max_message_size": 1000, "receive_buffer_budget": 1005}})
+        self.assertEqual(config.receive_buffer_budget, 1005)
+        self.assertEqual(PoolConfig().receive_buffer_budget, 256 * 1024 * 1024)
 
     def test_increase_cap_below_initial_delay(self) -> None:
         error = self.refused({"p2p": {"reconnection": {"initial_delay": 5, "increase_cap": 4}}})

@@ -22,7 +22,9 @@ from p2pool.core.flow import (
     PRODUCER_LOW_WATER,
     ByteBudget,
     FairShare,
+    FrameReservation,
     ReadGate,
+    ReceiveBudget,
     SendQueue,
     TokenBucket,
 )
@@ -169,6 +171,126 @@ class SendQueueTests(SynchronousTestCase):
         q.transport_drained()
         self.assertFalse(q.stalled(100.0, 5.0))
         self.assertTrue(q.writable)
+
+
+class ReceiveBudgetTests(SynchronousTestCase):
+    """
+    L{ReceiveBudget} and L{FrameReservation}, driven directly.
+    """
+
+    def setUp(self) -> None:
+        self.budget = ReceiveBudget(100)
+        self.granted: list[str] = []
+
+    def reservation(self, name: str) -> FrameReservation:
+        return self.budget.reservation(lambda: self.granted.append(name))
+
+    def test_reserve_and_release(self) -> None:
+        a, b = self.reservation("a"), self.reservation("b")
+        self.assertTrue(a.take(60))
+        self.assertTrue(b.take(40), "exactly the limit fits")
+        self.assertEqual((self.budget.used, self.budget.peak, self.budget.waited), (100, 100, 0))
+        a.release()
+        self.assertEqual((self.budget.used, a.size, a.held), (40, 0, False))
+        self.assertTrue(a.take(60), "a reservation is taken again for the next frame")
+        self.assertRaises(ValueError, a.take, 1)
+        a.release()
+        b.release()
+        self.assertEqual((self.budget.used, self.budget.peak), (0, 100))
+        self.assertEqual(self.granted, [], "nothing waited")
+
+    def test_release_is_exactly_once(self) -> None:
+        a, b = self.reservation("a"), self.reservation("b")
+        a.take(70)
+        b.take(20)
+        a.release()
+        a.release()
+        self.assertEqual(self.budget.used, 20, "a second release gives nothing back twice")
+        waiting = self.reservation("w")
+        self.assertTrue(waiting.take(80))
+        c = self.reservation("c")
+        self.assertFalse(c.take(10))
+        c.release()
+        c.release()
+        self.assertEqual((self.budget.used, self.budget.waiting), (100, 0))
+        waiting.release()
+        b.release()
+        self.assertEqual(self.granted, [], "a withdrawn waiter is never granted")
+        self.assertEqual(self.budget.used, 0)
+
+    def test_waiters_granted_first_come_first_served(self) -> None:
+        holder = self.reservation("holder")
+        holder.take(90)
+        big, small = self.reservation("big"), self.reservation("small")
+        self.assertFalse(big.take(60))
+        self.assertFalse(small.take(5), "it would fit, but must not overtake the waiter before it")
+        self.assertEqual((self.budget.waiting, self.budget.waited), (2, 2))
+        holder.release()
+        self.assertEqual(self.granted, ["big", "small"], "in order, all that fit")
+        self.assertTrue(big.held and small.held)
+        self.assertEqual(self.budget.used, 65)
+        late = self.reservation("late")
+        self.assertFalse(late.take(41))
+        small.release()
+        self.assertEqual(self.granted, ["big", "small"], "40 free: still not enough for late")
+        big.release()
+        self.assertEqual(self.granted, ["big", "small", "late"])
+        late.release()
+        self.assertEqual((self.budget.used, self.budget.waiting), (0, 0))
+
+    def test_withdrawn_first_waiter_lets_the_next_in(self) -> None:
+        holder = self.reservation("holder")
+        holder.take(50)
+        first, second = self.reservation("first"), self.reservation("second")
+        first.take(80)
+        second.take(30)
+        self.assertEqual(self.granted, [])
+        first.release()  # its connection closed while it waited
+        self.assertEqual(self.granted, ["second"])
+        self.assertEqual((self.budget.used, self.budget.waiting), (80, 0))
+        holder.release()
+        second.release()
+        self.assertEqual(self.budget.used, 0)
+
+    def test_frame_larger_than_the_budget_goes_alone(self) -> None:
+        holder, huge = self.reservation("holder"), self.reservation("huge")
+        holder.take(10)
+        self.assertFalse(huge.take(150))
+        holder.release()
+        self.assertEqual(self.granted, ["huge"])
+        self.assertEqual(self.budget.used, 150)
+        huge.release()
+        self.assertEqual(self.budget.used, 0)
+
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 120)), max_size=60))
+    def test_never_past_the_limit_and_nothing_leaks(self, ops: list[tuple[int, int]]) -> None:
+        """
+        Any sequence of takes and releases by six connections: the budget
+        never holds more than its limit (but for one frame alone), waiters
+        are granted in the order they came, and once every reservation has
+        ended nothing is held.
+        """
+        budget = ReceiveBudget(200)
+        granted: list[int] = []
+        queue: list[int] = []
+        conns = [budget.reservation(lambda i=i: granted.append(i)) for i in range(6)]  # type: ignore[misc]
+        for who, size in ops:
+            conn = conns[who]
+            if conn.size:
+                if not conn.held:
+                    queue.remove(who)
+                conn.release()
+            elif not conn.take(size):
+                queue.append(who)
+            while granted:
+                self.assertEqual(granted.pop(0), queue.pop(0), "first come first served")
+            held = sum(c.size for c in conns if c.held)
+            self.assertEqual(budget.used, held)
+            self.assertTrue(budget.used <= 200 or sum(1 for c in conns if c.held) == 1)
+            self.assertEqual(budget.waiting, len(queue))
+        for conn in conns:
+            conn.release()
+        self.assertEqual((budget.used, budget.waiting), (0, 0))
 
 
 class ReadGateTests(SynchronousTestCase):
