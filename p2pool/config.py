@@ -32,6 +32,7 @@ from typing import Any, cast
 import attrs
 
 from p2pool.core.addressing import AddressError, Point, PointSpec
+from p2pool.core.wire import FRAME_HEADER
 
 try:
     import resource as _resource
@@ -935,6 +936,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     _key(
         "p2p",
+        "receive_buffer_budget",
+        _Integer(minimum=1, maximum=2**40, metavar="BYTES"),
+        "Bytes buffered for large frames (over 64 KiB) being received from all peers together; when spent, "
+        "a peer starting one is not read until room is freed, first come first served. "
+        "At least max_message_size + 5.",
+    ),
+    _key(
+        "p2p",
         "send_stall_timeout",
         _SECONDS,
         "Seconds a peer may leave our send buffer full without draining it before the connection is aborted.",
@@ -1201,6 +1210,7 @@ class PoolConfig:
     keepalive_interval: float | None = 30.0
     send_queue_size: int = 1048576
     send_queue_budget: int = 268435456
+    receive_buffer_budget: int = 268435456
     send_stall_timeout: float = 60.0
     close_grace_period: float = 2.0
     max_pending_messages: int = 10
@@ -1223,6 +1233,12 @@ class PoolConfig:
             raise ConfigError(
                 "p2p.max_connections",
                 f"must be >= expected_connections ({self.expected_connections}), got {self.max_connections}",
+            )
+        if self.receive_buffer_budget < self.max_message_size + FRAME_HEADER.size:
+            raise ConfigError(
+                "p2p.receive_buffer_budget",
+                f"must be >= max_message_size ({self.max_message_size}) + {FRAME_HEADER.size} "
+                f"(a whole frame with its header), got {self.receive_buffer_budget}",
             )
 
     @property

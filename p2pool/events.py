@@ -159,6 +159,9 @@ class EventKind(enum.StrEnum):
     SEND_QUEUE_FULL = "send_queue_full"
     #: A peer left our send buffer full for C{send_stall_timeout}: aborted.
     SEND_STALLED = "send_stalled"
+    #: The receive budget cannot hold a large frame arriving: that peer is
+    #: not read until it can (once until no peer waits).
+    RECEIVE_BUDGET_FULL = "receive_budget_full"
     #: A close did not end within C{close_grace_period}: aborted.
     CLOSE_TIMEOUT = "close_timeout"
 

@@ -2,8 +2,10 @@
 The attacks of issue 13 against real nodes on loopback (TCP and TLS), one
 test each, bounded by deadlines: a slow reader is aborted for lack of
 progress, a ping flood is paced by the control-frame cap, a silent reader's
-socket is freed by the close grace period, and an application that takes
-its time holds the sender back without losing or reordering anything.
+socket is freed by the close grace period, an application that takes
+its time holds the sender back without losing or reordering anything, and
+peers dribbling large frames cannot make the node buffer past its receive
+budget.
 bench/attack.py measures the same attacks against separate processes.
 """
 
@@ -16,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
-from p2pool.core.wire import Ping, encode
+from p2pool.core.wire import Ping, encode, encode_message
 from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.transport.connection import Connection
 from tests.helpers import Node, async_test, start_node, wait_for
@@ -159,3 +161,64 @@ class AsyncApplicationTests(TestCase):
         await wait_for(lambda: len(app.received) == 600, timeout=45)
         self.assertEqual(app.received, messages, "in order, none lost")
         self.assertLessEqual(app.most_pending, 3)
+
+
+class DribbledFramesTests(TestCase):
+    timeout = 60
+
+    @async_test
+    async def test_dribblers_cannot_buffer_past_the_receive_budget(self) -> None:
+        """
+        Four attackers each announce a 256 KiB frame and dribble its body,
+        never ending it, to a node whose receive budget holds two such
+        frames: two are read, the other two are not read past what they
+        had sent when their reservation could not be had, and an honest
+        peer is served all along.
+        """
+        frame_size = 256 * KIB + 5
+        victim = await start_node(
+            self, "127.0.0.2", 0, max_message_size=256 * KIB, receive_buffer_budget=2 * frame_size
+        )
+        budget = victim.pool.flow.receive_budget
+        attackers: list[Connection] = []
+        for i in range(4):
+            attacker = await start_node(self, f"127.0.0.{i + 3}", i + 1)
+            attackers.append(await attacker.pool.connect(victim.point))
+        honest = await start_node(self, "127.0.0.9", 9)
+        honest_conn = await honest.pool.connect(victim.point)
+        await wait_for(lambda: victim.pool.active_connections() == 5)
+        victims_side = {str(c.peer_id): c for c in victim.pool.connections.list()}
+        body = encode_message(b"d" * 256 * KIB)[: frame_size - 1]
+        sent = [0] * 4
+
+        def dribble() -> None:
+            for i, conn in enumerate(attackers):
+                if conn.is_open and sent[i] < len(body):
+                    piece = body[sent[i] : sent[i] + 2 * KIB]
+                    conn._protocol.write(piece)
+                    sent[i] += len(piece)
+
+        loop = LoopingCall(dribble)
+        loop.start(0.005)
+        self.addCleanup(lambda: loop.stop() if loop.running else None)
+        await wait_for(lambda: budget.waiting == 2, timeout=20)
+        waiting = [victims_side[str(c.peer_id)] for c in victim.pool.connections.list() if c.reading_paused]
+        self.assertEqual(len(waiting), 2)
+        read = [c.bytes_received for c in waiting]
+        # The two holders read on, up to their whole frame but one byte.
+        await wait_for(lambda: min(sent) == len(body), timeout=30)
+        holders = [c for c in victims_side.values() if c not in waiting and c.peer_id != honest.pool.peer_id]
+        await wait_for(lambda: all(c._protocol.decoder.buffered == len(body) for c in holders), timeout=20)
+        self.assertEqual([c.bytes_received for c in waiting], read, "a waiting connection is not read")
+        for conn in waiting:
+            self.assertLessEqual(conn._protocol.decoder.buffered, 128 * KIB, "it holds what it had read: one read")
+        self.assertEqual((budget.used, budget.peak), (2 * frame_size, 2 * frame_size))
+        buffered = sum(c._protocol.decoder.buffered for c in victims_side.values())
+        self.assertLessEqual(buffered, budget.limit + 2 * 128 * KIB)
+        honest_conn.send(b"still served")
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"], timeout=20)
+        self.assertEqual(len(victim.named("receive_budget_full")), 1)
+        for conn in attackers:
+            conn.disconnect(abort=True)
+        await wait_for(lambda: victim.pool.active_connections() == 1, timeout=20)
+        self.assertEqual((budget.used, budget.waiting), (0, 0))

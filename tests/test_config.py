@@ -222,6 +222,7 @@ maintenance_idle_time = false
 swap_linger = false
 disable_peer_discovery = true
 max_message_size = 1073741824
+receive_buffer_budget = 2147483648
 checkpoint_interval = 1.5
 
 [p2p.reconnection]
@@ -259,7 +260,7 @@ listen = false
         self.assertEqual((config.connection_timeout, config.authentication_timeout), (2.5, 1.0))
         self.assertEqual((config.maintenance_idle_time, config.swap_linger), (None, None))
         self.assertTrue(config.disable_peer_discovery)
-        self.assertEqual(config.max_message_size, 2**30)
+        self.assertEqual((config.max_message_size, config.receive_buffer_budget), (2**30, 2**31))
         self.assertEqual(config.checkpoint_interval, 1.5)
         self.assertEqual(config.reconnection, ReconnectionConfig(2.0, 0.5, 0.0, 10.0, 0.0))
         self.assertIsNone(config.admin.listen)
@@ -447,7 +448,8 @@ class UnknownNameTests(ConfigTestMixin, SynchronousTestCase):
 
 class OrderingTests(ConfigTestMixin, SynchronousTestCase):
     """
-    C{min_connections <= expected_connections <= max_connections}.
+    C{min_connections <= expected_connections <= max_connections}, and
+    C{receive_buffer_budget >= max_message_size + 5}.
     """
 
     def test_max_below_expected(self) -> None:
@@ -463,6 +465,25 @@ class OrderingTests(ConfigTestMixin, SynchronousTestCase):
         error = self.refused({"p2p": {"expected_connections": 101}})
         self.assertEqual(error.key, "p2p.max_connections")
         self.assertIn("must be >= expected_connections (101), got 100 (the default)", str(error))
+
+    def test_receive_budget_holds_a_whole_frame(self) -> None:
+        """
+        C{receive_buffer_budget} is at least one frame of C{max_message_size}
+        with its 5-byte header, whichever key is set.
+        """
+        error = self.refused({"p2p": {"max_message_size": 1000, "receive_buffer_budget": 1004}})
+        self.assertEqual(
+            str(error),
+            "<config>: p2p.receive_buffer_budget: must be >= max_message_size (1000) + 5 "
+            "(a whole frame with its header), got 1004",
+        )
+        error = self.refused({"p2p": {"max_message_size": 2**30}})
+        self.assertEqual(error.key, "p2p.receive_buffer_budget")
+        self.assertIn("max_message_size (1073741824) + 5", str(error))
+        self.assertIn("got 268435456 (the default)", str(error))
+        config = config_from_mapping({"p2p": {"max_message_size": 1000, "receive_buffer_budget": 1005}})
+        self.assertEqual(config.receive_buffer_budget, 1005)
+        self.assertEqual(PoolConfig().receive_buffer_budget, 256 * 1024 * 1024)
 
     def test_equal_counts_accepted(self) -> None:
         config = config_from_mapping({"p2p": {"min_connections": 0, "expected_connections": 0, "max_connections": 0}})

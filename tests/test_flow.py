@@ -22,12 +22,15 @@ from p2pool.core.flow import (
     PRODUCER_LOW_WATER,
     ByteBudget,
     FairShare,
+    FrameReservation,
     ReadGate,
+    ReceiveBudget,
     SendQueue,
     TokenBucket,
 )
 from p2pool.core.states import PointState
-from p2pool.core.wire import Ping, encode
+from p2pool.core.wire import LARGE_FRAME, Ping, encode, encode_message
+from p2pool.core.wire import frame as wire_frame
 from p2pool.errors import ConnectionEnded, DisconnectReason, SendQueueFull
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
@@ -169,6 +172,126 @@ class SendQueueTests(SynchronousTestCase):
         q.transport_drained()
         self.assertFalse(q.stalled(100.0, 5.0))
         self.assertTrue(q.writable)
+
+
+class ReceiveBudgetTests(SynchronousTestCase):
+    """
+    L{ReceiveBudget} and L{FrameReservation}, driven directly.
+    """
+
+    def setUp(self) -> None:
+        self.budget = ReceiveBudget(100)
+        self.granted: list[str] = []
+
+    def reservation(self, name: str) -> FrameReservation:
+        return self.budget.reservation(lambda: self.granted.append(name))
+
+    def test_reserve_and_release(self) -> None:
+        a, b = self.reservation("a"), self.reservation("b")
+        self.assertTrue(a.take(60))
+        self.assertTrue(b.take(40), "exactly the limit fits")
+        self.assertEqual((self.budget.used, self.budget.peak, self.budget.waited), (100, 100, 0))
+        a.release()
+        self.assertEqual((self.budget.used, a.size, a.held), (40, 0, False))
+        self.assertTrue(a.take(60), "a reservation is taken again for the next frame")
+        self.assertRaises(ValueError, a.take, 1)
+        a.release()
+        b.release()
+        self.assertEqual((self.budget.used, self.budget.peak), (0, 100))
+        self.assertEqual(self.granted, [], "nothing waited")
+
+    def test_release_is_exactly_once(self) -> None:
+        a, b = self.reservation("a"), self.reservation("b")
+        a.take(70)
+        b.take(20)
+        a.release()
+        a.release()
+        self.assertEqual(self.budget.used, 20, "a second release gives nothing back twice")
+        waiting = self.reservation("w")
+        self.assertTrue(waiting.take(80))
+        c = self.reservation("c")
+        self.assertFalse(c.take(10))
+        c.release()
+        c.release()
+        self.assertEqual((self.budget.used, self.budget.waiting), (100, 0))
+        waiting.release()
+        b.release()
+        self.assertEqual(self.granted, [], "a withdrawn waiter is never granted")
+        self.assertEqual(self.budget.used, 0)
+
+    def test_waiters_granted_first_come_first_served(self) -> None:
+        holder = self.reservation("holder")
+        holder.take(90)
+        big, small = self.reservation("big"), self.reservation("small")
+        self.assertFalse(big.take(60))
+        self.assertFalse(small.take(5), "it would fit, but must not overtake the waiter before it")
+        self.assertEqual((self.budget.waiting, self.budget.waited), (2, 2))
+        holder.release()
+        self.assertEqual(self.granted, ["big", "small"], "in order, all that fit")
+        self.assertTrue(big.held and small.held)
+        self.assertEqual(self.budget.used, 65)
+        late = self.reservation("late")
+        self.assertFalse(late.take(41))
+        small.release()
+        self.assertEqual(self.granted, ["big", "small"], "40 free: still not enough for late")
+        big.release()
+        self.assertEqual(self.granted, ["big", "small", "late"])
+        late.release()
+        self.assertEqual((self.budget.used, self.budget.waiting), (0, 0))
+
+    def test_withdrawn_first_waiter_lets_the_next_in(self) -> None:
+        holder = self.reservation("holder")
+        holder.take(50)
+        first, second = self.reservation("first"), self.reservation("second")
+        first.take(80)
+        second.take(30)
+        self.assertEqual(self.granted, [])
+        first.release()  # its connection closed while it waited
+        self.assertEqual(self.granted, ["second"])
+        self.assertEqual((self.budget.used, self.budget.waiting), (80, 0))
+        holder.release()
+        second.release()
+        self.assertEqual(self.budget.used, 0)
+
+    def test_frame_larger_than_the_budget_goes_alone(self) -> None:
+        holder, huge = self.reservation("holder"), self.reservation("huge")
+        holder.take(10)
+        self.assertFalse(huge.take(150))
+        holder.release()
+        self.assertEqual(self.granted, ["huge"])
+        self.assertEqual(self.budget.used, 150)
+        huge.release()
+        self.assertEqual(self.budget.used, 0)
+
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 120)), max_size=60))
+    def test_never_past_the_limit_and_nothing_leaks(self, ops: list[tuple[int, int]]) -> None:
+        """
+        Any sequence of takes and releases by six connections: the budget
+        never holds more than its limit (but for one frame alone), waiters
+        are granted in the order they came, and once every reservation has
+        ended nothing is held.
+        """
+        budget = ReceiveBudget(200)
+        granted: list[int] = []
+        queue: list[int] = []
+        conns = [budget.reservation(lambda i=i: granted.append(i)) for i in range(6)]  # type: ignore[misc]
+        for who, size in ops:
+            conn = conns[who]
+            if conn.size:
+                if not conn.held:
+                    queue.remove(who)
+                conn.release()
+            elif not conn.take(size):
+                queue.append(who)
+            while granted:
+                self.assertEqual(granted.pop(0), queue.pop(0), "first come first served")
+            held = sum(c.size for c in conns if c.held)
+            self.assertEqual(budget.used, held)
+            self.assertTrue(budget.used <= 200 or sum(1 for c in conns if c.held) == 1)
+            self.assertEqual(budget.waiting, len(queue))
+        for conn in conns:
+            conn.release()
+        self.assertEqual((budget.used, budget.waiting), (0, 0))
 
 
 class ReadGateTests(SynchronousTestCase):
@@ -590,6 +713,156 @@ class CancelledSendTests(_Network):
         self.successResultOf(waits[0])
         self.successResultOf(waits[2])
         self.assertEqual([m[:1] for _, m in self.app_b.messages if m[:1] != b"m"], [b"0", b"2"])
+
+
+#: A large frame's body in the receive budget tests: 200 KiB.
+FRAME_BODY = 200 * KIB
+#: Its whole size, as reserved.
+FRAME_SIZE = FRAME_BODY + 5
+
+
+class ReceiveBudgetNetworkTests(SynchronousTestCase):
+    """
+    A hub whose receive budget holds two large frames, and five peers
+    writing raw frames to it, a piece at a time.
+    """
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=13, latency=0.01)
+        self.addCleanup(self.network.stop)
+        self.events: list[Any] = []
+        self.network.observe(lambda time, ip, event: self.events.append(event) if ip == "10.1.0.1" else None)
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_message_size=256 * KIB)
+        self.app = RecordingApp()
+        self.hub = self.network.add_pool("10.1.0.1", app=self.app, receive_buffer_budget=2 * FRAME_SIZE, **settings)
+        self.budget = self.hub.flow.receive_budget
+        #: Each peer's connection to the hub, and the hub's to it.
+        self.conns: list[Connection] = []
+        self.hub_side: list[Connection] = []
+        for i in range(5):
+            peer = self.network.add_pool(f"10.{i + 2}.0.1", **settings)
+            d = peer.connect(Point("10.1.0.1", 9732))
+            self.network.advance(1.0)
+            self.conns.append(self.successResultOf(d))
+            hub_conn = self.hub.connections.find_by_peer_id(peer.peer_id)
+            assert hub_conn is not None
+            self.hub_side.append(hub_conn)
+
+    def write(self, peer: int, data: bytes) -> None:
+        """
+        Peer C{peer} writes C{data} to the hub, as raw bytes, and it arrives.
+        """
+        self.conns[peer]._protocol.write(data)
+        self.network.advance(0.1)
+
+    def received(self, peer: int) -> list[bytes]:
+        return [m for c, m in self.app.messages if c is self.hub_side[peer]]
+
+    def test_reservation_waits_for_room_first_come_first_served(self) -> None:
+        frames = [encode_message(bytes([i]) * FRAME_BODY) for i in range(4)]
+        self.write(0, frames[0][:1000])
+        self.write(1, frames[1][:1000])
+        self.assertEqual((self.budget.used, self.budget.waiting), (2 * FRAME_SIZE, 0))
+        self.write(2, frames[2][:1000])
+        self.assertEqual(self.budget.waiting, 1, "peer 2 waits for room")
+        self.assertTrue(self.hub_side[2].reading_paused)
+        read = self.hub_side[2].bytes_received
+        self.write(2, frames[2][1000:] + encode_message(b"after"))
+        self.assertEqual(self.hub_side[2].bytes_received, read, "what peer 2 sends now is not read")
+        self.write(3, frames[3][:1000])
+        self.assertEqual(self.budget.waiting, 2, "peer 3 waits behind peer 2")
+        (event,) = [e for e in self.events if e.event == "receive_budget_full"]
+        self.assertEqual(event.fields["peer_id"], str(self.hub_side[2].peer_id))
+        self.assertEqual((event.fields["size"], event.fields["budget_used"]), (FRAME_SIZE, 2 * FRAME_SIZE))
+        # Small frames on another connection flow while the budget is spent.
+        for i in range(5):
+            self.conns[4].send(b"unrelated %d" % i)
+        self.write(0, frames[0][1000:20_000])
+        self.network.advance(0.5)
+        self.assertEqual(self.received(4), [b"unrelated %d" % i for i in range(5)])
+        self.assertEqual(self.received(2), [])
+        self.assertEqual(len(self.received(0)), 0)
+        self.assertEqual(self.budget.used, 2 * FRAME_SIZE, "the budget never holds more")
+        # Peer 0's frame completes: its room goes to peer 2, the first waiter.
+        self.write(0, frames[0][20_000:])
+        self.network.advance(0.5)
+        self.assertEqual(self.received(0), [frames[0][5:]])
+        self.assertEqual(self.received(2), [frames[2][5:], b"after"], "delivered intact, in order")
+        self.assertFalse(self.hub_side[2].reading_paused)
+        self.assertEqual(
+            (self.budget.used, self.budget.waiting),
+            (2 * FRAME_SIZE, 0),
+            "peer 2's frame was whole at once: its room went on to peer 3, next in line",
+        )
+        self.assertFalse(self.hub_side[3].reading_paused)
+        self.write(1, frames[1][1000:])
+        self.write(3, frames[3][1000:])
+        self.network.advance(0.5)
+        self.assertEqual(self.received(1), [frames[1][5:]])
+        self.assertEqual(self.received(3), [frames[3][5:]])
+        self.assertEqual((self.budget.used, self.budget.waiting, self.budget.peak), (0, 0, 2 * FRAME_SIZE))
+        self.assertEqual(len([e for e in self.events if e.event == "receive_budget_full"]), 1)
+
+    def test_small_messages_flow_while_the_budget_is_spent(self) -> None:
+        self.write(0, encode_message(b"a" * FRAME_BODY)[:1000])
+        self.write(1, encode_message(b"b" * FRAME_BODY)[:1000])
+        self.write(2, encode_message(b"c" * FRAME_BODY)[:1000])
+        self.assertTrue(self.hub_side[2].reading_paused)
+        largest_small = encode_message(b"s" * (LARGE_FRAME - 5))
+        for piece in range(0, len(largest_small), 10_000):
+            self.write(3, largest_small[piece : piece + 10_000])
+        self.conns[3].send(b"ping")
+        self.network.advance(0.5)
+        self.assertEqual(self.received(3), [largest_small[5:], b"ping"])
+        self.assertEqual(self.budget.waiting, 1)
+
+    def test_connection_closed_mid_frame_frees_its_reservation(self) -> None:
+        self.write(0, encode_message(b"a" * FRAME_BODY)[:1000])
+        self.write(1, encode_message(b"b" * FRAME_BODY)[:1000])
+        waiting = encode_message(b"c" * FRAME_BODY)
+        self.write(2, waiting[:1000])
+        self.write(3, encode_message(b"d" * FRAME_BODY)[:1000])
+        self.assertEqual(self.budget.waiting, 2)
+        # A waiter that goes leaves the queue: nothing is granted to it.
+        self.conns[3].disconnect(abort=True)
+        self.network.advance(0.5)
+        self.assertEqual((self.budget.used, self.budget.waiting), (2 * FRAME_SIZE, 1))
+        # A holder that goes gives its frame's room to the first waiter.
+        self.conns[0].disconnect(abort=True)
+        self.network.advance(0.5)
+        self.assertFalse(self.hub_side[0].is_open)
+        self.assertEqual((self.budget.used, self.budget.waiting), (2 * FRAME_SIZE, 0))
+        self.write(2, waiting[1000:])
+        self.assertEqual(self.received(2), [waiting[5:]])
+        self.hub_side[1].disconnect()
+        self.network.advance(3.0)
+        self.assertEqual((self.budget.used, self.budget.waiting), (0, 0))
+
+    def test_malformed_large_frame_frees_its_reservation(self) -> None:
+        """
+        A large frame that turns out malformed when whole (an unknown kind)
+        closes its connection, holding nothing.
+        """
+        bad = wire_frame(0x7F, b"x" * FRAME_BODY)
+        self.write(0, bad[:1000])
+        self.assertEqual(self.budget.used, FRAME_SIZE)
+        self.write(0, bad[1000:])
+        self.network.advance(3.0)
+        self.assertFalse(self.hub_side[0].is_open)
+        self.assertEqual(self.hub_side[0].reason.reason, DisconnectReason.DECODING_ERROR)  # type: ignore[union-attr]
+        self.assertEqual((self.budget.used, self.budget.waiting), (0, 0))
+
+    def test_oversized_frame_after_a_reservation_holds_nothing(self) -> None:
+        """
+        A frame over max_message_size is refused from its header, reserving
+        nothing, even while the connection's last frame was reserved.
+        """
+        self.write(0, encode_message(b"a" * FRAME_BODY)[:1000])
+        self.write(0, encode_message(b"a" * FRAME_BODY)[1000:] + encode_message(b"o" * 300 * KIB)[:1000])
+        self.network.advance(3.0)
+        self.assertFalse(self.hub_side[0].is_open)
+        self.assertEqual(self.hub_side[0].reason.reason, DisconnectReason.MESSAGE_TOO_LARGE)  # type: ignore[union-attr]
+        self.assertEqual((self.budget.used, self.budget.peak), (0, FRAME_SIZE))
 
 
 class GossipBackpressureTests(SynchronousTestCase):

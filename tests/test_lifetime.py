@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.lifetime import value_on, weak_method, weak_owner, without_traceback
+from p2pool.core.wire import encode_message
 from p2pool.errors import ConnectionEnded, DisconnectReason
 from p2pool.events import EventKind
 from p2pool.pool.service import Pool
@@ -110,6 +111,40 @@ class MemoryNetworkLifetimeTests(SynchronousTestCase):
         finally:
             gc.enable()
         self.assertEqual(alive, [])
+
+    def test_connections_receiving_large_frames_are_freed(self) -> None:
+        """
+        A pool stops while one connection holds a reservation of the
+        receive budget and another waits for one: their protocols are
+        freed by reference counting, and nothing stays reserved.
+        """
+        network = MemoryNetwork(seed=4, latency=0.01)
+        self.addCleanup(network.stop)
+        gc.collect()
+        gc.disable()
+        try:
+            hub = network.add_pool(
+                "10.1.0.1", maintenance_idle_time=None, max_message_size=256 * 1024, receive_buffer_budget=300_000
+            )
+            budget = hub.flow.receive_budget
+            for ip in ("10.2.0.1", "10.3.0.1"):
+                peer = network.add_pool(ip, maintenance_idle_time=None)
+                d = peer.connect(Point("10.1.0.1", 9732))
+                network.advance(1.0)
+                self.successResultOf(d)._protocol.write(encode_message(b"l" * 200_000)[:1000])
+                network.advance(0.1)
+                del d, peer
+            self.assertEqual((budget.used, budget.waiting), (200_005, 1))
+            refs = {f"protocol {i}": weakref.ref(c._protocol) for i, c in enumerate(hub.connections.list())}
+            stopped = network.remove_pool("10.1.0.1")
+            network.advance(5.0)
+            self.successResultOf(stopped)
+            del hub, stopped
+            alive = [name for name, ref in refs.items() if ref() is not None]
+        finally:
+            gc.enable()
+        self.assertEqual(alive, [])
+        self.assertEqual((budget.used, budget.waiting), (0, 0))
 
 
 class ErrorCycleTests(SynchronousTestCase):

@@ -64,6 +64,7 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "keepalive-interval": ("7", 7.0),
     "send-queue-size": ("65536", 65536),
     "send-queue-budget": ("16777216", 16777216),
+    "receive-buffer-budget": ("16777216", 16777216),
     "send-stall-timeout": ("15", 15.0),
     "close-grace-period": ("0.5", 0.5),
     "max-pending-messages": ("4", 4),

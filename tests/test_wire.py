@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 from hypothesis import given, settings
@@ -17,6 +17,7 @@ from p2pool.core.addressing import PeerId, Point
 from p2pool.core.wire import (
     HANDSHAKE_MAX_BODY,
     HELLO_CACHE_BODY,
+    LARGE_FRAME,
     MAX_LISTED_POINTS,
     MAX_VERSIONS,
     Ack,
@@ -338,6 +339,122 @@ def hello_body(**changes: object) -> bytes:
 
 def text(raw: bytes) -> bytes:
     return bytes([len(raw)]) + raw
+
+
+class ReservingCollector(Collector):
+    """
+    A L{Collector} whose decoder reserves large frames, recording every
+    C{reserve} and C{release}, and pausing after a frame when C{pause_after}
+    says so.
+    """
+
+    def __init__(self, max_body: int = MIB, pause_after: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(max_body)
+        self.decoder.reserve = self.reserve
+        self.decoder.release = self.release
+        self.calls: list[tuple[str, int]] = []
+        self.reserved = 0
+        self.pause_after = pause_after
+
+    def reserve(self, size: int) -> None:
+        assert not self.reserved, "one reservation at a time"
+        self.calls.append(("reserve", size))
+        self.reserved = size
+
+    def release(self, size: int) -> None:
+        assert self.reserved == size, (self.reserved, size)
+        self.calls.append(("release", size))
+        self.reserved = 0
+
+    def on_message(self, body: bytes) -> None:
+        assert len(body) + 5 <= LARGE_FRAME or not self.reserved, "a large frame is released before delivery"
+        super().on_message(body)
+        if self.pause_after():
+            self.decoder.paused = True
+
+
+class LargeFrameReservationTests(SynchronousTestCase):
+    """
+    A L{FrameDecoder} reserves a large frame's size when it starts waiting
+    for its body, and releases it exactly once when the frame is whole,
+    however the stream is cut and paused; smaller frames reserve nothing.
+    """
+
+    def test_small_frames_reserve_nothing(self) -> None:
+        largest = encode_message(b"s" * (LARGE_FRAME - 5))
+        self.assertEqual(len(largest), LARGE_FRAME)
+        data = largest + encode(Ping()) + encode_message(b"t" * 1000)
+        collector = ReservingCollector()
+        for i in range(0, len(data), 7):
+            collector.decoder.feed(data[i : i + 7])
+        self.assertEqual(len(collector.frames), 3)
+        self.assertEqual(collector.calls, [])
+
+    def test_reserved_from_the_header(self) -> None:
+        """
+        The whole frame is reserved when its header arrives, before the
+        rest of its body is buffered.
+        """
+        data = encode_message(b"b" * MIB)
+        collector = ReservingCollector()
+        collector.decoder.feed(data[:15])
+        self.assertEqual(collector.calls, [("reserve", MIB + 5)])
+        self.assertEqual(collector.decoder.buffered, 15)
+        collector.decoder.feed(data[15 : MIB // 2])
+        self.assertEqual(collector.calls, [("reserve", MIB + 5)], "reserved once")
+        collector.decoder.feed(data[MIB // 2 :] + encode(Ping()))
+        self.assertEqual(collector.calls, [("reserve", MIB + 5), ("release", MIB + 5)])
+        self.assertEqual(collector.frames, [(0x20, b"b" * MIB), (0x15, b"")])
+
+    def test_a_frame_whole_in_one_read_reserves_nothing(self) -> None:
+        collector = ReservingCollector()
+        collector.decoder.feed(encode_message(b"w" * MIB) + encode(Ping())[:2])
+        self.assertEqual(collector.calls, [])
+        self.assertEqual(collector.decoder.buffered, 2)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        sizes=st.lists(st.sampled_from([0, 100, LARGE_FRAME - 5, LARGE_FRAME - 4, 200_000]), min_size=1, max_size=6),
+        seed=st.integers(0, 2**32),
+        largest=st.sampled_from([1000, 30_000, 70_000, 300_000]),
+    )
+    def test_reserved_and_released_once_however_cut(self, sizes: list[int], seed: int, largest: int) -> None:
+        rng = random.Random(seed)
+        bodies = [bytes([i]) * size for i, size in enumerate(sizes)]
+        data = b"".join(encode_message(body) for body in bodies)
+        collector = ReservingCollector(pause_after=lambda: rng.random() < 0.3)
+        decoder = collector.decoder
+        for piece in chunks(data, rng, largest):
+            decoder.feed(piece)
+            if not decoder.paused:
+                self.assertLessEqual(decoder.buffered, max(LARGE_FRAME, collector.reserved), "held bytes are reserved")
+            if rng.random() < 0.2:
+                decoder.paused = True  # the connection's reading paused (pause_reading)
+            while decoder.paused and rng.random() < 0.7:
+                decoder.resume()
+        while decoder.paused:
+            decoder.resume()
+        self.assertEqual(collector.frames, [(0x20, body) for body in bodies])
+        self.assertEqual(collector.reserved, 0)
+        reserves = [size for call, size in collector.calls if call == "reserve"]
+        self.assertEqual([size for call, size in collector.calls if call == "release"], reserves)
+        large = [len(body) + 5 for body in bodies if len(body) + 5 > LARGE_FRAME]
+        self.assertLessEqual(len(reserves), len(large))
+        self.assertTrue(set(reserves) <= set(large))
+
+    def test_failure_releases(self) -> None:
+        """
+        A stream found bad while a frame is reserved keeps nothing reserved.
+        """
+        collector = ReservingCollector()
+        decoder = collector.decoder
+        decoder.feed(encode_message(b"f" * MIB)[:100])
+        decoder.paused = True
+        decoder.feed(b"f" * 100)
+        decoder.max_body = 1000
+        self.assertRaises(InvalidMessageSize, decoder.resume)
+        self.assertEqual(collector.calls, [("reserve", MIB + 5), ("release", MIB + 5)])
+        self.assertEqual(decoder.buffered, 0)
 
 
 class MalformedBodyTests(SynchronousTestCase):

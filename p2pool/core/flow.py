@@ -5,12 +5,15 @@ make a node hold or handle. Nothing here touches a reactor; time is passed
 in as C{now} (seconds).
 
   - L{ByteBudget}: the node-wide budget of bytes queued for sending.
+  - L{ReceiveBudget} and L{FrameReservation}: the node-wide budget of bytes
+    buffered for large frames being received, and one connection's claim
+    on it; a claim that does not fit waits, first come first served.
   - L{SendQueue}: one connection's outgoing frames, bounded in bytes by
     its own limit and the node budget, with the state of its transport
     (writable or full) and since when it has made no progress.
   - L{ReadGate}: why reading a connection is paused (the application is
     busy, the application asked, the control-frame rate, the download
-    limit); reading runs only when no reason holds.
+    limit, the receive budget); reading runs only when no reason holds.
   - L{TokenBucket}: a rate with a burst.
   - L{FairShare}: a node-wide rate in bytes per second shared equally among
     the connections using it, in short windows.
@@ -19,7 +22,7 @@ in as C{now} (seconds).
 from __future__ import annotations
 
 import collections
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,7 +30,16 @@ import attrs
 if TYPE_CHECKING:
     from p2pool.config import PoolConfig
 
-__all__ = ["ByteBudget", "FairShare", "FlowLimits", "ReadGate", "SendQueue", "TokenBucket"]
+__all__ = [
+    "ByteBudget",
+    "FairShare",
+    "FlowLimits",
+    "FrameReservation",
+    "ReadGate",
+    "ReceiveBudget",
+    "SendQueue",
+    "TokenBucket",
+]
 
 #: Most bytes handed to a transport in one write: a large message goes in
 #: pieces, so a transport holds at most its high-water mark and one piece.
@@ -69,6 +81,145 @@ class ByteBudget:
 
     def release(self, size: int) -> None:
         self.used -= size
+
+
+class ReceiveBudget(ByteBudget):
+    """
+    The node-wide budget of bytes buffered for large frames being received:
+    each connection receiving one holds a L{FrameReservation} of the
+    frame's size from the moment its header arrives until the frame is
+    whole or the connection is gone. A reservation that does not fit
+    waits; waiters are granted first come first served as bytes are
+    released, and none is granted past an earlier one (a large frame
+    cannot be overtaken forever by smaller ones). As with L{ByteBudget},
+    a reservation larger than the whole budget is granted alone.
+
+    @ivar peak: the most bytes ever reserved at once.
+    @ivar waited: how many reservations have had to wait.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.peak = 0
+        self.waited = 0
+        # Insertion-ordered: the waiters, oldest first; a closing connection
+        # leaves from anywhere in O(1).
+        self._waiters: dict[FrameReservation, None] = {}
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many reservations wait for room.
+        """
+        return len(self._waiters)
+
+    def reservation(self, granted: Callable[[], object]) -> FrameReservation:
+        """
+        A connection's claim on this budget; C{granted()} is called when a
+        reservation that had to wait is held.
+        """
+        return FrameReservation(self, granted)
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.peak:
+            self.peak = self.used
+
+    def admit(self, reservation: FrameReservation) -> bool:
+        """
+        Hold C{reservation.size} bytes for C{reservation} if they fit and
+        nothing waits before it; otherwise queue it.
+
+        @return: whether it is held now.
+        """
+        if not self._waiters and self.fits(reservation.size):
+            self.take(reservation.size)
+            return True
+        self._waiters[reservation] = None
+        self.waited += 1
+        return False
+
+    def give_back(self, size: int) -> None:
+        """
+        A reservation of C{size} bytes ended: grant the waiters that fit.
+        """
+        self.release(size)
+        self._grant()
+
+    def withdraw(self, reservation: FrameReservation) -> None:
+        """
+        A waiting reservation's connection is gone: it leaves the queue
+        (and those behind it may now fit).
+        """
+        waiters = self._waiters
+        first = next(iter(waiters), None)
+        waiters.pop(reservation, None)
+        if first is reservation:
+            self._grant()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            first = next(iter(waiters))
+            if not self.fits(first.size):
+                return
+            del waiters[first]
+            self.take(first.size)
+            first.grant()
+
+
+class FrameReservation:
+    """
+    One connection's claim on the L{ReceiveBudget}: the bytes of the one
+    large frame it is receiving, held or waited for.
+
+    @ivar size: the bytes claimed (0: none).
+    @ivar held: whether they are held (else the claim waits).
+    """
+
+    __slots__ = ("budget", "size", "held", "_granted")
+
+    def __init__(self, budget: ReceiveBudget, granted: Callable[[], object]) -> None:
+        self.budget = budget
+        self.size = 0
+        self.held = False
+        self._granted = granted
+
+    def take(self, size: int) -> bool:
+        """
+        Claim C{size} bytes for the frame now arriving (the claim before
+        it has ended).
+
+        @return: whether they are held now; if not, the claim waits and
+            C{granted()} is called once it is held.
+        """
+        if self.size:
+            raise ValueError(f"a reservation of {self.size} bytes has not ended")
+        self.size = size
+        self.held = self.budget.admit(self)
+        return self.held
+
+    def grant(self) -> None:
+        """
+        The budget holds the waiting claim now.
+        """
+        self.held = True
+        self._granted()
+
+    def release(self) -> None:
+        """
+        The frame is whole, or the connection is gone: give back what is
+        held, or stop waiting. Without a claim, nothing happens, so a claim
+        ends once however many paths end it.
+        """
+        size, self.size = self.size, 0
+        if not size:
+            return
+        if self.held:
+            self.held = False
+            self.budget.give_back(size)
+        else:
+            self.budget.withdraw(self)
 
 
 class SendQueue:
@@ -274,6 +425,8 @@ class ReadGate:
     CONTROL_RATE = "control_rate"
     #: The connection used its share of the node's download limit.
     DOWNLOAD = "download"
+    #: The frame arriving waits for room in the node's receive budget.
+    RECEIVE_BUDGET = "receive_budget"
 
     __slots__ = ("_reasons",)
 
@@ -423,7 +576,7 @@ class FairShare:
 class FlowLimits:
     """
     A pool's flow-control settings and the node-wide state they share: the
-    send budget and the bandwidth limits.
+    send budget, the receive budget and the bandwidth limits.
     """
 
     send_queue_size: int
@@ -432,6 +585,7 @@ class FlowLimits:
     max_pending_messages: int
     max_control_frame_rate: float
     budget: ByteBudget
+    receive_budget: ReceiveBudget
     upload: FairShare | None = None
     download: FairShare | None = None
 
@@ -444,6 +598,7 @@ class FlowLimits:
             max_pending_messages=config.max_pending_messages,
             max_control_frame_rate=config.max_control_frame_rate,
             budget=ByteBudget(config.send_queue_budget),
+            receive_budget=ReceiveBudget(config.receive_buffer_budget),
             upload=FairShare(config.max_upload_speed, BANDWIDTH_WINDOW) if config.max_upload_speed else None,
             download=FairShare(config.max_download_speed, BANDWIDTH_WINDOW) if config.max_download_speed else None,
         )

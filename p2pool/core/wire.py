@@ -29,6 +29,7 @@ __all__ = [
     "HANDSHAKE_MAX_BODY",
     "Hello",
     "Kind",
+    "LARGE_FRAME",
     "MAX_LISTED_POINTS",
     "Nack",
     "Ping",
@@ -50,6 +51,10 @@ HEADER_SIZE = FRAME_HEADER.size
 
 #: The largest body accepted before the handshake ends.
 HANDSHAKE_MAX_BODY = 65535
+#: Frames larger than this (header included) are large: larger than any
+#: the handshake allows, and than one 64 KiB read of a socket carries. A
+#: L{FrameDecoder} reserves a large frame's size while it arrives.
+LARGE_FRAME = HEADER_SIZE + HANDSHAKE_MAX_BODY
 #: The most points a Nack or Advertise may carry.
 MAX_LISTED_POINTS = 100
 #: The most versions a Hello may list.
@@ -190,23 +195,47 @@ class FrameDecoder:
 
     While C{paused} (a callback may set it), no frame is delivered: the
     bytes wait until L{resume}.
+
+    When it starts waiting for the rest of a frame larger than
+    L{LARGE_FRAME}, its header checked and before more of its body is
+    buffered, it calls C{reserve(size)} with the frame's whole size; once
+    the frame has arrived whole (it is delivered at once), C{release(size)}.
+    Without C{reserve}, nothing is reserved.
     """
 
-    __slots__ = ("max_body", "on_message", "on_control", "paused", "_chunks", "_have", "_need")
+    __slots__ = (
+        "max_body",
+        "on_message",
+        "on_control",
+        "reserve",
+        "release",
+        "paused",
+        "_chunks",
+        "_have",
+        "_need",
+        "_large",
+    )
 
     def __init__(
         self,
         max_body: int,
         on_message: Callable[[bytes], object],
         on_control: Callable[[int, bytes], object],
+        reserve: Callable[[int], object] | None = None,
+        release: Callable[[int], object] | None = None,
     ) -> None:
         self.max_body = max_body
         self.on_message = on_message
         self.on_control = on_control
+        self.reserve = reserve
+        self.release = release
         self.paused = False
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 0
+        # The size of the large frame reserved (its bytes start the chunks),
+        # or 0.
+        self._large = 0
 
     @property
     def buffered(self) -> int:
@@ -232,6 +261,8 @@ class FrameDecoder:
             data = b"".join(self._chunks)
             self._chunks = []
             self._have = 0
+            if self._large:
+                self._release_large()
         n = len(data)
         pos = 0
         unpack_from = FRAME_HEADER.unpack_from
@@ -242,7 +273,13 @@ class FrameDecoder:
                 self._fail(length)
             end = pos + 4 + length
             if end > n:
-                self._need = end - pos
+                need = self._need = end - pos
+                if need > LARGE_FRAME and not self._large and self.reserve is not None:
+                    # With one reserved, this is it, still partial: the
+                    # reserved frame starts the data, and is released once
+                    # whole, before any frame after it is parsed.
+                    self._large = need
+                    self.reserve(need)
                 break
             if kind == MESSAGE_KIND:
                 self.on_message(data[pos + 5 : end])
@@ -272,11 +309,23 @@ class FrameDecoder:
             self._chunks = []
             self._have = 0
             self._need = 0
+            if self._large and len(data) >= self._large:
+                self._release_large()
             self.feed(data)
+
+    def _release_large(self) -> None:
+        """
+        The reserved frame has arrived whole.
+        """
+        size, self._large = self._large, 0
+        if self.release is not None:
+            self.release(size)
 
     def _fail(self, length: int) -> None:
         self._chunks = []
         self._have = 0
+        if self._large:
+            self._release_large()
         if length == 0:
             raise DecodingError("empty frame")
         raise InvalidMessageSize(f"frame of {length - 1} bytes exceeds the limit of {self.max_body}")

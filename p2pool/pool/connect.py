@@ -193,6 +193,22 @@ class ConnectHandler:
             budget_used=self._pool.flow.budget.used,
         )
 
+    def receive_budget_full(self, protocol: PeerProtocol, size: int) -> None:
+        """
+        The receive budget cannot hold the large frame arriving on
+        C{protocol}: it is not read until it can (reported when a
+        connection starts waiting and none was).
+        """
+        conn = protocol.connection
+        budget = self._pool.flow.receive_budget
+        self._pool.events.emit(
+            EventKind.RECEIVE_BUDGET_FULL,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            size=size,
+            budget_used=budget.used,
+        )
+
     def send_stalled(self, protocol: PeerProtocol, seconds: float) -> None:
         """
         A connection's transport stayed full for C{send_stall_timeout}:

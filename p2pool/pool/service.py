@@ -196,7 +196,8 @@ class Pool(MultiService):
         # here for send and broadcast.
         self._connections: Mapping[PeerId, Connection] = self._directory.connections
         self._connection = self._directory.connection
-        #: Flow-control limits and the node-wide send budget (L{p2pool.core.flow}).
+        #: Flow-control limits and the node-wide send and receive budgets
+        #: (L{p2pool.core.flow}).
         self.flow = FlowLimits.from_config(config)
         #: Broadcast copies skipped because a peer's send queue was full.
         self.broadcast_skipped = 0

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.core.addressing import PeerId, Point
-from p2pool.core.flow import CHUNK_SIZE, FlowLimits, ReadGate, SendQueue, TokenBucket
+from p2pool.core.flow import CHUNK_SIZE, FlowLimits, FrameReservation, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
 from p2pool.core.lifetime import without_traceback
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder, Kind
@@ -115,6 +115,13 @@ class PeerHandler(TypingProtocol):
         (C{send_stall_timeout}).
         """
 
+    def receive_budget_full(self, protocol: PeerProtocol, size: int) -> None:
+        """
+        The node's receive budget cannot hold the C{size}-byte frame
+        arriving on C{protocol}, whose reading pauses until it can (told
+        when a connection starts waiting and none was).
+        """
+
     def close_timed_out(self, protocol: PeerProtocol) -> None:
         """
         C{protocol} did not close within C{close_grace_period}: its socket
@@ -183,6 +190,12 @@ def _ignore_control(kind: int, body: bytes) -> None:
     """
 
 
+def _ignore_size(size: int) -> None:
+    """
+    Reserve or release nothing: the connection is gone.
+    """
+
+
 async def _awaited(result: Any) -> Any:
     return await result
 
@@ -206,7 +219,9 @@ class PeerProtocol(Protocol):
     protocol is the transport's streaming producer, so the transport tells
     it when its buffer passes its high-water mark (C{pauseProducing}) and
     when it has drained (C{resumeProducing}). Reading is paused through a
-    L{ReadGate}.
+    L{ReadGate}. A large frame arriving holds a L{FrameReservation} on the
+    node's receive budget until it is whole; without room, reading pauses
+    until the reservation is granted.
 
     @ivar error: why the connection is ending, once known.
     @ivar remote_ip: the remote address (normalised), once the TCP
@@ -259,6 +274,8 @@ class PeerProtocol(Protocol):
 
     #: The transport, as what it is once connected (L{_PeerTransport}).
     _link: _PeerTransport
+    #: The claim on the node's receive budget, made at the first large frame.
+    _reservation: FrameReservation | None = None
 
     def connectionMade(self) -> None:
         self._link = cast(_PeerTransport, self.transport)
@@ -329,7 +346,11 @@ class PeerProtocol(Protocol):
         hand until it completes; at C{max_pending_messages} in hand, reading
         pauses.
         """
-        self.decoder.max_body = max_body
+        decoder = self.decoder
+        decoder.max_body = max_body
+        # Only frames past the handshake's limit can be large.
+        decoder.reserve = self._reserve_frame
+        decoder.release = self._release_frame
 
         def deliver(body: bytes) -> None:
             # Looked up for each message, as a method call would be: an
@@ -361,6 +382,32 @@ class PeerProtocol(Protocol):
             self.resume_reading(ReadGate.APPLICATION)
 
     # -- reading -------------------------------------------------------------
+
+    def _reserve_frame(self, size: int) -> None:
+        """
+        A large frame of C{size} bytes is arriving: claim its size from the
+        node's receive budget; without room, stop reading until the claim
+        is granted (L{_reservation_granted}).
+        """
+        reservation = self._reservation
+        budget = self._flow.receive_budget
+        if reservation is None:
+            reservation = self._reservation = budget.reservation(self._reservation_granted)
+        if reservation.take(size) or self.closed:
+            return
+        self.pause_reading(ReadGate.RECEIVE_BUDGET)
+        if budget.waiting == 1:
+            self.handler.receive_budget_full(self, size)
+
+    def _release_frame(self, size: int) -> None:
+        """
+        The large frame has arrived whole: give its size back.
+        """
+        if self._reservation is not None:
+            self._reservation.release()
+
+    def _reservation_granted(self) -> None:
+        self.resume_reading(ReadGate.RECEIVE_BUDGET)
 
     def pause_reading(self, reason: str) -> None:
         """
@@ -700,6 +747,10 @@ class PeerProtocol(Protocol):
         self._cancel_timers()
         self.handler.close_deadlines.cancel(self)
         self.send_queue.clear()
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            # The frame being received is dropped with the connection.
+            reservation.release()
         if self._flow.upload is not None:
             self._flow.upload.forget(self)
         if self._flow.download is not None:
@@ -732,8 +783,10 @@ class PeerProtocol(Protocol):
         # Break the cycles through this protocol (its connection, handshake,
         # decoder callbacks): once dropped, it is freed by reference counting.
         self.handshake = None
-        self.decoder.on_message = _ignore_message
-        self.decoder.on_control = _ignore_control
+        decoder = self.decoder
+        decoder.on_message = _ignore_message
+        decoder.on_control = _ignore_control
+        decoder.reserve = decoder.release = _ignore_size
         self.connection = None
 
 
