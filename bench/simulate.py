@@ -314,10 +314,13 @@ def churn(args: argparse.Namespace) -> dict[str, Any]:
     rounds = []
     for _ in range(args.churn_rounds):
         leaving = chooser.sample(sorted(by_ip), max(1, len(by_ip) // 10))
+        removals = []
         for ip in leaving:
-            network.remove_pool(ip)
+            removals.append(network.remove_pool(ip))
             del by_ip[ip]
         network.advance(args.churn_seconds)
+        # A node comes back once it has stopped (saved its peers file).
+        network.run_until(lambda removals=removals: all(d.called for d in removals))
         survivors = list(by_ip.values())
         survivors_connected = is_connected(survivors)
         survivors_min = min(p.active_connections() for p in survivors)

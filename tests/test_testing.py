@@ -1132,6 +1132,26 @@ class MisuseTests(SynchronousTestCase):
         squatter.stopListening()
         self.assertTrue(network.add_pool(IP_A).is_started)
 
+    def test_add_while_the_removed_pool_stops(self) -> None:
+        """
+        A pool added where the removed one has not finished stopping would
+        miss its last peers file, and have its own overwritten by it: it is
+        refused until the removal is over; stop() waits for it too.
+        """
+        network = MemoryNetwork(latency=0.01)
+        network.add_pool(IP_A)
+        network.add_pool(IP_B).connect(_point(IP_A))
+        network.advance(1)
+        removed = network.remove_pool(IP_A)
+        self.assertNoResult(removed)
+        self.assertRefused(ValueError, "still stopping", network.add_pool, IP_A)
+        self.assertTrue(network.run_until(lambda: removed.called, timeout=5))
+        again = network.add_pool(IP_A)
+        self.assertIsNotNone(again.peers.info(network.identity(IP_B).peer_id), "it read the last peers file")
+        network.remove_pool(IP_A)
+        self.successResultOf(network.stop())
+        self.assertRefused(RuntimeError, "stopped", network.add_pool, IP_A)
+
     def test_stop_twice_then_add(self) -> None:
         network = MemoryNetwork()
         network.add_pool(IP_A)

@@ -1377,6 +1377,8 @@ class MemoryNetwork:
         self._data_dir = os.fspath(data_dir) if data_dir is not None else None
         self._own_data_dir: str | None = None
         self._stopped = False
+        #: Pools removed (L{remove_pool}) that have not finished stopping.
+        self._stopping: dict[str, Pool] = {}
         self.channel = channel
         self.log_level = log_level
         self._notary = SimulationNotary() if channel == SIMULATION_CHANNEL else None
@@ -1484,6 +1486,13 @@ class MemoryNetwork:
             )
         if ip in self.pools:
             raise ValueError(f"there is already a pool at {ip}")
+        if ip in self._stopping:
+            # Its last save of the peers file would overwrite the new
+            # pool's, which would not have read it.
+            raise ValueError(
+                f"the pool removed from {ip} is still stopping: advance the clock until the Deferred"
+                f" remove_pool returned has fired (e.g. network.run_until(lambda: d.called))"
+            )
         if config is None:
             config = self.default_config(ip, **config_overrides)
         elif not isinstance(config, PoolConfig):
@@ -1538,8 +1547,9 @@ class MemoryNetwork:
         """
         Stop the pool at C{ip} and forget it, so that another can be added
         there: C{add_pool(ip)} again restarts the node with the same
-        identity. Its port is released at once; its connections close as
-        the clock advances.
+        identity, once this one has stopped. Its port is released at once;
+        its connections close, and it saves its peers file, as the clock
+        advances.
 
         @return: the pool's C{stopService} Deferred.
         @raise KeyError: there is no pool at C{ip}.
@@ -1550,7 +1560,19 @@ class MemoryNetwork:
         pool = self.pools.pop(ip)
         if not pool.running:
             return succeed(None)
-        return pool.stopService()
+        stopping = pool.stopService()
+        if not stopping.called:
+            self._stopping[ip] = pool
+            stopping.addBoth(self._removed, ip, pool)
+        return stopping
+
+    def _removed(self, result: object, ip: str, pool: Pool) -> object:
+        """
+        C{pool}, removed from C{ip}, has stopped: C{result} passes on.
+        """
+        if self._stopping.get(ip) is pool:
+            del self._stopping[ip]
+        return result
 
     def observe(self, observer: EventObserver) -> None:
         """
@@ -1649,9 +1671,10 @@ class MemoryNetwork:
 
     def stop(self, timeout: float = 60.0) -> Deferred[None]:
         """
-        Stop every running pool, advancing the clock until they have
-        closed their connections (at most C{timeout} simulated seconds),
-        and remove the temporary data directory.
+        Stop every running pool, advancing the clock until they, and the
+        pools being removed (L{remove_pool}), have closed their connections
+        and saved their files (at most C{timeout} simulated seconds), and
+        remove the temporary data directory.
 
         Stopping again does nothing more; pools can no longer be added.
 
@@ -1669,11 +1692,11 @@ class MemoryNetwork:
         done = DeferredList(stopping, consumeErrors=True)
         finished: list[Any] = []
         done.addCallback(finished.append)
-        self.run_until(lambda: bool(finished), timeout, step=max(self.latency, 0.001))
+        self.run_until(lambda: bool(finished) and not self._stopping, timeout, step=max(self.latency, 0.001))
         if self._own_data_dir is not None:
             shutil.rmtree(self._own_data_dir, ignore_errors=True)
             self._own_data_dir = None
-        if not finished:
+        if not finished or self._stopping:
             return Deferred()
         for ok, result in finished[0]:
             if not ok:
