@@ -521,13 +521,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="simulated seconds the stopped nodes stay away (default 30)",
     )
-    parser.add_argument(
+    collector = parser.add_mutually_exclusive_group()
+    collector.add_argument(
         "--gc-thresholds",
         type=_gc_thresholds,
         default=GC_THRESHOLDS,
         help=f"the collector's thresholds, as three integers (default: {','.join(map(str, GC_THRESHOLDS))})",
     )
-    parser.add_argument(
+    collector.add_argument(
         "--gc-default",
         action="store_true",
         help=f"keep Python's garbage collector thresholds (default: {GC_THRESHOLDS}, fewer collections)",

@@ -86,3 +86,4 @@ class OptionTests(SynchronousTestCase):
     def test_one_scenario(self) -> None:
         self.assertIn("not allowed with", self.refused("--eclipse", "--churn"))
         self.assertIn("not allowed with", self.refused("--quick", "--eclipse"))
+        self.assertIn("not allowed with", self.refused("--gc-default", "--gc-thresholds", "1,2,3"))
