@@ -1071,6 +1071,24 @@ class MisuseTests(SynchronousTestCase):
         self.assertRefused(TypeError, "log_level", MemoryNetwork, log_level="warn")
         self.assertRefused(TypeError, "data_dir", MemoryNetwork, data_dir=3)
 
+    def test_raw_reactor_arguments(self) -> None:
+        """
+        A port a socket would refuse is refused, as a socket does, instead
+        of listening at 10.0.0.1:70000 or at the text "80", where nothing
+        can connect.
+        """
+        reactor = MemoryNetwork().reactor(IP_A)
+        factory = _ServerFactory()
+        self.assertRefused(OverflowError, "70000", reactor.listenTCP, 70000, factory)
+        self.assertRefused(OverflowError, "-1", reactor.listenTCP, -1, factory)
+        self.assertRefused(TypeError, "port", reactor.listenTCP, "80", factory)
+        client = _RecordingClientFactory()
+        self.assertRefused(OverflowError, "65536", reactor.connectTCP, IP_B, 65536, client)
+        self.assertRefused(TypeError, "host", reactor.connectTCP, 167772162, 80, client)
+        self.assertRefused(ValueError, "timeout", reactor.connectTCP, IP_B, 80, client, timeout=-1)
+        self.assertRefused(ValueError, "timeout", reactor.connectTCP, IP_B, 80, client, timeout=math.inf)
+        self.assertEqual(reactor.network.clock.pending(), 0, "no attempt was started")
+
     def test_huge_seed(self) -> None:
         """
         A seed too long to write in decimal still derives identities, the

@@ -146,6 +146,18 @@ def _host(ip: object, name: str = "ip") -> str:
     return normalise_ip(ip)
 
 
+def _check_port(port: object) -> None:
+    """
+    @raise TypeError: C{port} is not an int.
+    @raise OverflowError: C{port} is not within 0-65535 (what a socket
+        raises, so that a test fails as the program would).
+    """
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an int, not {type(port).__name__} {port!r:.80}")
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"port must be 0-65535, got {port}")
+
+
 builtin_callable = callable
 
 
@@ -1145,7 +1157,11 @@ class NodeReactor:
 
         @raise CannotListenError: the address is not this host's, or the
             port is taken.
+        @raise TypeError: C{port} is not an int.
+        @raise OverflowError: C{port} is not within 0-65535 (as a socket's
+            C{bind} raises).
         """
+        _check_port(port)
         ip = self._local_ip(interface, port, for_listen=True)
         if port == 0:
             port = self.network.ephemeral_port(ip)
@@ -1165,7 +1181,19 @@ class NodeReactor:
         Connect to C{host}:C{port} from this host (or from C{bindAddress},
         which must be this host's address). C{host} may be a name added
         with L{MemoryNetwork.add_name}.
+
+        @raise TypeError: C{host} is not text, C{port} not an int, or
+            C{timeout} not a number.
+        @raise OverflowError: C{port} is not within 0-65535.
+        @raise ValueError: C{timeout} is negative or not finite.
         """
+        if not isinstance(host, str):
+            raise TypeError(f"host must be an address or a name as text, not {type(host).__name__} {host!r:.80}")
+        _check_port(port)
+        if timeout is not None:
+            _nanoseconds(timeout, "timeout")
+            if timeout < 0:
+                raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         bind_ip = self.ip
         if bindAddress is not None:
             bind_ip = bindAddress[0]
