@@ -1134,6 +1134,10 @@ class MisuseTests(SynchronousTestCase):
         self.assertRefused(ValueError, IP_A, network.add_pool, IP_B, config=config)
         self.assertEqual(list(network.pools), [IP_A])
         network.add_pool(IP_B, config=config, data_dir=self.mktemp())
+        removed = network.remove_pool(IP_A)
+        self.assertRefused(ValueError, IP_A, network.add_pool, IP_C, config=config)
+        self.assertTrue(network.run_until(lambda: removed.called, timeout=5))
+        network.add_pool(IP_C, config=config)
 
     def test_failed_start_keeps_nothing(self) -> None:
         """

@@ -1407,6 +1407,10 @@ class MemoryNetwork:
         self._stopped = False
         #: Pools removed (L{remove_pool}) that have not finished stopping.
         self._stopping: dict[str, Pool] = {}
+        #: The address of the pool writing each peers file (absolute
+        #: path), and the reverse, for pools added or stopping.
+        self._peers_files: dict[str, str] = {}
+        self._peers_file_of: dict[str, str] = {}
         self.channel = channel
         self.log_level = log_level
         self._notary = SimulationNotary() if channel == SIMULATION_CHANNEL else None
@@ -1533,12 +1537,12 @@ class MemoryNetwork:
         if log is not None and not builtin_callable(log):
             raise TypeError(f"log must be callable (it gets each PoolEvent), not {log!r:.80}")
         peers_path = os.path.abspath(config.peers_path)
-        for other_ip, other in self.pools.items():
-            if os.path.abspath(other.config.peers_path) == peers_path:
-                raise ValueError(
-                    f"the pool at {other_ip} already writes its peers file to {config.peers_path}:"
-                    f" give the pool at {ip} a data_dir of its own (default_config(ip) has one)"
-                )
+        writer = self._peers_files.get(peers_path)
+        if writer is not None:
+            raise ValueError(
+                f"the pool at {writer} already writes its peers file to {config.peers_path}:"
+                f" give the pool at {ip} a data_dir of its own (default_config(ip) has one)"
+            )
         options = dict(pool_options or {})
         if self._notary is not None:
             options.setdefault("channel", self._notary)
@@ -1557,6 +1561,8 @@ class MemoryNetwork:
         for observer in self._observers:
             pool.events.callbacks.append(self._observer_callback(observer, ip))
         self.pools[ip] = pool
+        self._peers_files[peers_path] = ip
+        self._peers_file_of[ip] = peers_path
         if start:
             pool.startService()
             outcome: list[Any] = []
@@ -1567,6 +1573,8 @@ class MemoryNetwork:
                 # Nothing of a pool that could not start is kept: the
                 # address is free for another try.
                 del self.pools[ip]
+                del self._peers_files[peers_path]
+                del self._peers_file_of[ip]
                 pool.stopService()
                 outcome[0].raiseException()
         return pool
@@ -1587,19 +1595,29 @@ class MemoryNetwork:
             raise KeyError(f"no pool at {ip}")
         pool = self.pools.pop(ip)
         if not pool.running:
+            self._removed(None, ip, pool)
             return succeed(None)
         stopping = pool.stopService()
-        if not stopping.called:
+        if stopping.called:
+            self._removed(None, ip, pool)
+        else:
             self._stopping[ip] = pool
             stopping.addBoth(self._removed, ip, pool)
         return stopping
 
     def _removed(self, result: object, ip: str, pool: Pool) -> object:
         """
-        C{pool}, removed from C{ip}, has stopped: C{result} passes on.
+        C{pool}, removed from C{ip}, has stopped (its peers file is free):
+        C{result} passes on.
         """
         if self._stopping.get(ip) is pool:
             del self._stopping[ip]
+        if ip not in self.pools:
+            # (Once its address has no pool again: the pool added there
+            # now owns the entries.)
+            peers_path = self._peers_file_of.pop(ip, None)
+            if peers_path is not None:
+                del self._peers_files[peers_path]
         return result
 
     def observe(self, observer: EventObserver) -> None:
