@@ -1182,6 +1182,7 @@ class MisuseTests(SynchronousTestCase):
         self.successResultOf(network.stop())
         self.successResultOf(network.stop())
         self.assertRefused(RuntimeError, "stopped", network.add_pool, IP_B)
+        self.assertRefused(RuntimeError, "stopped", network.default_config, IP_B)
 
 
 class ScaleTests(SynchronousTestCase):

@@ -1462,10 +1462,24 @@ class MemoryNetwork:
         The configuration L{add_pool} uses by default: C{PoolConfig}
         defaults, listening on C{ip}:9732, no proof of work, a data
         directory of its own; with C{overrides}.
+
+        @raise RuntimeError: the network was stopped (L{stop}).
         """
         ip = _host(ip)
+        self._check_not_stopped()
         base = PoolConfig(listen=Point(ip, DEFAULT_PORT), expected_proof_of_work=0, data_dir=self._pool_dir(ip))
         return attrs.evolve(base, **overrides) if overrides else base
+
+    def _check_not_stopped(self) -> None:
+        """
+        @raise RuntimeError: the network was stopped, and with it went the
+            directory of its pools' files.
+        """
+        if self._stopped:
+            raise RuntimeError(
+                "the network was stopped (its pools' files are gone): make a new MemoryNetwork,"
+                " with data_dir=... to keep the pools' files across networks"
+            )
 
     def add_pool(
         self,
@@ -1511,11 +1525,7 @@ class MemoryNetwork:
             taken); it is stopped and not kept.
         """
         ip = _host(ip)
-        if self._stopped:
-            raise RuntimeError(
-                "the network was stopped (its pools' files are gone): make a new MemoryNetwork,"
-                " with data_dir=... to keep the pools' files across networks"
-            )
+        self._check_not_stopped()
         if ip in self.pools:
             raise ValueError(f"there is already a pool at {ip}")
         if ip in self._stopping:
