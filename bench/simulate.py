@@ -1,4 +1,4 @@
-"""
+r"""
 Many pools on the in-memory network (p2pool.testing), bootstrapped from one
 point, with their real handshake, maintenance and discovery, over real TLS
 (--channel tls, the default) or the simulation-only channel (--channel sim:
@@ -44,6 +44,7 @@ import argparse
 import collections
 import gc
 import json
+import math
 import os
 import platform
 import random
@@ -51,10 +52,12 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
 
+from p2pool.config import ConfigError, PoolConfig
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.wire import Advertise, encode
 from p2pool.pool.service import Pool
@@ -311,10 +314,13 @@ def churn(args: argparse.Namespace) -> dict[str, Any]:
     rounds = []
     for _ in range(args.churn_rounds):
         leaving = chooser.sample(sorted(by_ip), max(1, len(by_ip) // 10))
+        removals = []
         for ip in leaving:
-            network.remove_pool(ip)
+            removals.append(network.remove_pool(ip))
             del by_ip[ip]
         network.advance(args.churn_seconds)
+        # A node comes back once it has stopped (saved its peers file).
+        network.run_until(lambda removals=removals: all(d.called for d in removals))
         survivors = list(by_ip.values())
         survivors_connected = is_connected(survivors)
         survivors_min = min(p.active_connections() for p in survivors)
@@ -412,10 +418,61 @@ def warnings_to(stream: Any) -> Any:
     return observe
 
 
-def main() -> None:
+def _count(minimum: int) -> Callable[[str], int]:
+    """
+    An option type: a whole number, at least C{minimum}.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """
+    An option type: a finite number of seconds, not negative.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _gc_thresholds(text: str) -> tuple[int, int, int]:
+    """
+    An option type: the collector's three thresholds, C{A,B,C}.
+    """
+    parts = text.split(",")
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected three whole numbers, 0 or more, as A,B,C; got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """
+    The options of C{argv} (default: the command line), with the defaults
+    that depend on --quick filled in; a bad value or combination exits
+    with status 2 and a message naming the option, as argparse does.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=None, help="honest nodes (default 1000; --quick 20)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--nodes", type=_count(1), default=None, help="honest nodes (default 1000; --quick 20)")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="determines the identities, choices and latencies (default 1)"
+    )
     parser.add_argument(
         "--channel",
         choices=sorted(CHANNELS),
@@ -423,47 +480,83 @@ def main() -> None:
         help="tls: real TLS (default); sim: the simulation-only channel (no cryptography)",
     )
     parser.add_argument(
-        "--expected-connections", type=int, default=None, help="each node's expected_connections (default: the pool's)"
+        "--expected-connections",
+        type=_count(0),
+        default=None,
+        help="each node's expected_connections (default: the pool's)",
     )
     parser.add_argument(
-        "--max-connections", type=int, default=None, help="each node's max_connections (default: the pool's)"
+        "--max-connections", type=_count(0), default=None, help="each node's max_connections (default: the pool's)"
     )
     parser.add_argument(
         "--bootstrap-incoming",
-        type=int,
+        type=_count(0),
         default=None,
         help="the bootstrap node's max_incoming_connections (handshakes at once; default: the pool's, 20)",
     )
-    parser.add_argument("--latency", type=float, default=0.02, help="one-way network latency, seconds")
-    parser.add_argument("--max-sim", type=float, default=0.0, help="simulated seconds at most (default 3 x idle time)")
-    parser.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
     parser.add_argument(
-        "--eclipse-seconds", type=int, default=None, help="simulated seconds of flooding (default 120; --quick 20)"
+        "--latency", type=_seconds, default=0.02, help="one-way network latency, seconds (default 0.02)"
     )
     parser.add_argument(
+        "--max-sim",
+        type=_seconds,
+        default=0.0,
+        help="simulated seconds at most (default, or 0: 3 x the maintenance idle time)",
+    )
+    scenario = parser.add_mutually_exclusive_group()
+    scenario.add_argument("--eclipse", action="store_true", help="run the eclipse scenario instead")
+    parser.add_argument(
+        "--eclipse-seconds",
+        type=_count(0),
+        default=None,
+        help="simulated seconds of flooding (default 120; --quick 20)",
+    )
+    scenario.add_argument(
         "--churn", action="store_true", help="converge, then stop and restart 10%% of the nodes, --churn-rounds times"
     )
-    parser.add_argument("--churn-rounds", type=int, default=None, help="churn rounds (default 3; --quick 1)")
+    parser.add_argument("--churn-rounds", type=_count(1), default=None, help="churn rounds (default 3; --quick 1)")
     parser.add_argument(
-        "--churn-seconds", type=float, default=30.0, help="simulated seconds the stopped nodes stay away"
+        "--churn-seconds",
+        type=_seconds,
+        default=30.0,
+        help="simulated seconds the stopped nodes stay away (default 30)",
     )
-    parser.add_argument(
+    collector = parser.add_mutually_exclusive_group()
+    collector.add_argument(
         "--gc-thresholds",
-        type=lambda text: tuple(int(part) for part in text.split(",")),
+        type=_gc_thresholds,
         default=GC_THRESHOLDS,
         help=f"the collector's thresholds, as three integers (default: {','.join(map(str, GC_THRESHOLDS))})",
     )
-    parser.add_argument(
+    collector.add_argument(
         "--gc-default",
         action="store_true",
         help=f"keep Python's garbage collector thresholds (default: {GC_THRESHOLDS}, fewer collections)",
     )
-    parser.add_argument(
+    scenario.add_argument(
         "--quick",
         action="store_true",
         help="every scenario on a small network (convergence through both channels, churn, eclipse): a smoke run",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.nodes is None:
+        args.nodes = 20 if args.quick else 1000
+    if args.eclipse_seconds is None:
+        args.eclipse_seconds = 20 if args.quick else 120
+    if args.churn_rounds is None:
+        args.churn_rounds = 1 if args.quick else 3
+    if (args.churn or args.quick) and args.nodes < 2:
+        parser.error(f"--nodes: the churn stops a node and needs another to survive it: at least 2, got {args.nodes}")
+    # The connection counts asked for must make a valid configuration.
+    try:
+        PoolConfig(**bootstrap_config(args))
+    except ConfigError as error:
+        parser.error(f"{error} (from --expected-connections, --max-connections, --bootstrap-incoming)")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     # Pool events are debug and info log records: keep warnings and
     # errors, on stderr, instead of buffering every record until logging
     # begins (Twisted keeps the last 65,536). A plain level check: Twisted's
@@ -472,12 +565,6 @@ def main() -> None:
     if not args.gc_default:
         gc.set_threshold(*args.gc_thresholds)
     gc.callbacks.append(COLLECTOR)
-    if args.nodes is None:
-        args.nodes = 20 if args.quick else 1000
-    if args.eclipse_seconds is None:
-        args.eclipse_seconds = 20 if args.quick else 120
-    if args.churn_rounds is None:
-        args.churn_rounds = 1 if args.quick else 3
     if args.quick:
         report: dict[str, Any] = {"quick": True, "channels": compare_channels(args)}
         args.channel = "sim"

@@ -9,13 +9,22 @@
 # ("gossip received <id> from <peer> (ttl <n>): <text>").
 # docs/EMBEDDING.md builds the same thing step by step.
 import os
+import sys
 
 from twisted.application.service import Application
 
-from p2pool.examples.gossip import Gossip, Publisher
-from p2pool.node import load_node_config, make_node_service
+from p2pool.examples.gossip import Gossip, Publisher, publish_period
+from p2pool.node import EXIT_CONFIG_ERROR, load_node_config, make_node_service
 
 config = load_node_config(os.environ.get("P2POOL_CONFIG") or None)
+
+# A bad period exits with status 2, naming the variable (no traceback).
+publish_every = os.environ.get("GOSSIP_PUBLISH_EVERY")
+try:
+    every = publish_period(publish_every) if publish_every else None
+except ValueError as e:
+    sys.stderr.write(f"gossip: error: GOSSIP_PUBLISH_EVERY: {e}\n")
+    raise SystemExit(EXIT_CONFIG_ERROR) from None
 
 application = Application("gossip")
 gossip = Gossip()
@@ -23,6 +32,5 @@ node = make_node_service(config, app=gossip)
 gossip.attach(node.pool)
 node.setServiceParent(application)
 
-publish_every = os.environ.get("GOSSIP_PUBLISH_EVERY")
-if publish_every:
-    Publisher(gossip, float(publish_every), text=f"hello from {config.listen}").setServiceParent(application)
+if every is not None:
+    Publisher(gossip, every, text=f"hello from {config.listen}").setServiceParent(application)

@@ -9,7 +9,9 @@ nodes); three real nodes on loopback; and the code of C{docs/EMBEDDING.md}.
 from __future__ import annotations
 
 import collections
+import io
 import json
+import math
 import os
 import re
 import sys
@@ -37,6 +39,7 @@ from p2pool.examples.gossip import (
     PeerStats,
     Publisher,
     SeenCache,
+    publish_period,
 )
 from p2pool.pool.service import Pool
 from p2pool.testing.network import MemoryNetwork
@@ -376,6 +379,14 @@ class FloodTests(_MemoryNetworkTestCase):
         self.assertEqual(len(b.received), 3)
         self.assertEqual(a.app.stats.published, 3)
         self.assertRaises(ValueError, Publisher, a.app, 0.0)
+        self.assertRaises(ValueError, Publisher, a.app, math.nan)
+        self.assertRaises(ValueError, Publisher, a.app, math.inf)
+
+    def test_publish_period(self) -> None:
+        self.assertEqual(publish_period("2.5"), 2.5)
+        for text in ("abc", "", "0", "-1", "nan", "inf"):
+            error = self.assertRaises(ValueError, publish_period, text)
+            self.assertIn(repr(text), str(error))
 
     def test_publisher_keeps_going_after_a_failure(self) -> None:
         """
@@ -540,6 +551,27 @@ class TacTests(SynchronousTestCase):
         self.assertEqual(node.pool.config.network, "tac-test")
         self.assertEqual(node.pool.config.data_dir, os.path.join(directory, "n2"))
         self.assertIsNone(node.admin)
+
+    def test_tac_refuses_a_bad_period(self) -> None:
+        """
+        A $GOSSIP_PUBLISH_EVERY that is not a positive number stops the
+        program before the node is made: status 2 and a line naming the
+        variable, as a bad configuration does, not a traceback (or, for
+        nan, an assertion failure once the reactor runs).
+        """
+        for value in ("abc", "nan", "0"):
+            self.patch(os, "environ", {**os.environ, "GOSSIP_PUBLISH_EVERY": value})
+            os.environ.pop("P2POOL_CONFIG", None)
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            exited = self.assertRaises(
+                SystemExit, loadApplication, os.path.join(SOURCE_ROOT, "tac", "gossip.tac"), "python"
+            )
+            self.assertEqual(exited.code, 2)
+            self.assertIn(
+                f"GOSSIP_PUBLISH_EVERY: expected a positive, finite number of seconds, got {value!r}", stderr.getvalue()
+            )
+            self.assertFalse(os.path.exists("p2pool-data"), "no node was made")
 
 
 # -- real nodes -----------------------------------------------------------------

@@ -6,7 +6,9 @@ partitions on their own, then real pools running on it.
 
 from __future__ import annotations
 
+import math
 import os
+from fractions import Fraction
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -37,6 +39,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point, PointSpec
 from p2pool.core.states import PointState
 from p2pool.errors import ConnectionFailed, DisconnectReason, IdentityCheckFailure, P2PError, Timeout
@@ -1022,6 +1025,164 @@ class DeterminismTests(SynchronousTestCase):
         self.assertTrue(all(0.005 <= t <= 0.015 for t in first), first)
         self.assertGreater(len(set(first)), 1)
         self.assertRaises(ValueError, MemoryNetwork, jitter=1.5)
+
+
+class MisuseTests(SynchronousTestCase):
+    """
+    A wrong argument to the clock or the network is refused at once, by an
+    error naming it, not later by an obscure one (or a hang).
+    """
+
+    def assertRefused(self, error: type[Exception], name: str, f: Any, *args: Any, **kw: Any) -> None:
+        """
+        C{f(*args, **kw)} raises C{error}, and its message names C{name}.
+        """
+        raised = self.assertRaises(error, f, *args, **kw)
+        self.assertIn(name, str(raised))
+
+    def test_clock_durations(self) -> None:
+        clock = SimulatedClock()
+        call = clock.callLater(1, lambda: None)
+        self.assertRefused(TypeError, "delay", clock.callLater, "1", print)
+        self.assertRefused(ValueError, "delay", clock.callLater, math.inf, print)
+        self.assertRefused(TypeError, "seconds", clock.advance, "1")
+        self.assertRefused(TypeError, "seconds", clock.advance, None)
+        self.assertRefused(ValueError, "seconds", clock.advance, math.inf)
+        self.assertRefused(ValueError, "seconds", clock.advance, 1e300)
+        self.assertRefused(ValueError, "seconds", clock.advance, math.nan)
+        self.assertRefused(TypeError, "secondsFromNow", call.reset, [1])
+        self.assertRefused(ValueError, "secondsLater", call.delay, math.nan)
+        self.assertRefused(TypeError, "start", SimulatedClock, "0")
+        self.assertRefused(TypeError, "predicate", clock.run_until, True)
+        self.assertRefused(ValueError, "timeout", clock.run_until, lambda: False, math.inf)
+        self.assertRefused(ValueError, "timeout", clock.run_until, lambda: False, -1)
+        self.assertEqual((clock.seconds(), clock.pending()), (0.0, 1), "nothing ran, nothing was scheduled")
+        clock.advance(Fraction(1, 2))
+        clock.advance(10**6)
+        self.assertEqual(clock.seconds(), 1_000_000.5)
+
+    def test_network_arguments(self) -> None:
+        self.assertRefused(TypeError, "seed", MemoryNetwork, None)
+        self.assertRefused(TypeError, "seed", MemoryNetwork, "1")
+        self.assertRefused(TypeError, "seed", MemoryNetwork, True)
+        self.assertRefused(TypeError, "latency", MemoryNetwork, latency="0.1")
+        self.assertRefused(ValueError, "latency", MemoryNetwork, latency=math.inf)
+        self.assertRefused(TypeError, "jitter", MemoryNetwork, jitter="0.1")
+        self.assertRefused(TypeError, "log_level", MemoryNetwork, log_level="warn")
+        self.assertRefused(TypeError, "data_dir", MemoryNetwork, data_dir=3)
+
+    def test_raw_reactor_arguments(self) -> None:
+        """
+        A port a socket would refuse is refused, as a socket does, instead
+        of listening at 10.0.0.1:70000 or at the text "80", where nothing
+        can connect.
+        """
+        reactor = MemoryNetwork().reactor(IP_A)
+        factory = _ServerFactory()
+        self.assertRefused(OverflowError, "70000", reactor.listenTCP, 70000, factory)
+        self.assertRefused(OverflowError, "-1", reactor.listenTCP, -1, factory)
+        self.assertRefused(TypeError, "port", reactor.listenTCP, "80", factory)
+        client = _RecordingClientFactory()
+        self.assertRefused(OverflowError, "65536", reactor.connectTCP, IP_B, 65536, client)
+        self.assertRefused(TypeError, "host", reactor.connectTCP, 167772162, 80, client)
+        self.assertRefused(ValueError, "timeout", reactor.connectTCP, IP_B, 80, client, timeout=-1)
+        self.assertRefused(ValueError, "timeout", reactor.connectTCP, IP_B, 80, client, timeout=math.inf)
+        self.assertEqual(reactor.network.clock.pending(), 0, "no attempt was started")
+
+    def test_huge_seed(self) -> None:
+        """
+        A seed too long to write in decimal still derives identities, the
+        same ones every time.
+        """
+        seed = 10**5000
+        network = MemoryNetwork(seed=seed)
+        self.addCleanup(network.stop)
+        peer_id = network.identity(IP_A).peer_id
+        self.assertEqual(MemoryNetwork(seed=seed).identity(IP_A).peer_id, peer_id)
+        self.assertNotEqual(MemoryNetwork(seed=seed + 1).identity(IP_A).peer_id, peer_id)
+        self.assertEqual(network.add_pool(IP_A).peer_id, peer_id)
+        self.assertIn("seed=", repr(network))
+
+    def test_addresses(self) -> None:
+        network = MemoryNetwork()
+        self.addCleanup(network.stop)
+        self.assertRefused(TypeError, "ip", network.add_pool, 1)
+        self.assertRefused(TypeError, "ip", network.reactor, 167772161)
+        self.assertRefused(TypeError, "name", network.add_name, 3, IP_A)
+        self.assertRefused(TypeError, "group_a", network.partition, IP_A, [IP_B])
+        self.assertRefused(TypeError, "group_b", network.partition, [IP_A], IP_B)
+        self.assertRefused(KeyError, IP_C, network.remove_pool, IP_C)
+        self.assertEqual(network.pools, {})
+
+    def test_callbacks(self) -> None:
+        network = MemoryNetwork()
+        self.addCleanup(network.stop)
+        self.assertRefused(TypeError, "observer", network.observe, 3)
+        self.assertRefused(TypeError, "log", network.add_pool, IP_A, log=[])
+        self.assertRefused(TypeError, "config", network.add_pool, IP_A, config={"max_connections": 3})
+        self.assertEqual(network.pools, {})
+
+    def test_pools_sharing_a_peers_file(self) -> None:
+        """
+        Two pools given one configuration would overwrite each other's
+        peers file: the second is refused.
+        """
+        network = MemoryNetwork()
+        self.addCleanup(network.stop)
+        config = PoolConfig(expected_proof_of_work=0, data_dir=self.mktemp())
+        network.add_pool(IP_A, config=config)
+        self.assertRefused(ValueError, IP_A, network.add_pool, IP_B, config=config)
+        self.assertEqual(list(network.pools), [IP_A])
+        network.add_pool(IP_B, config=config, data_dir=self.mktemp())
+        removed = network.remove_pool(IP_A)
+        self.assertRefused(ValueError, IP_A, network.add_pool, IP_C, config=config)
+        self.assertTrue(network.run_until(lambda: removed.called, timeout=5))
+        network.add_pool(IP_C, config=config)
+
+    def test_failed_start_keeps_nothing(self) -> None:
+        """
+        A pool that could not start is neither kept nor left running: once
+        the cause is gone, the address takes a pool again.
+        """
+        network = MemoryNetwork()
+        self.addCleanup(network.stop)
+        squatter = network.reactor(IP_A).listenTCP(9732, _ServerFactory())
+        self.assertRaises(CannotListenError, network.add_pool, IP_A)
+        self.assertEqual(network.pools, {})
+        network.advance(1)
+        self.assertEqual(network.clock.getDelayedCalls(), [], "no timer of the failed pool goes on")
+        squatter.stopListening()
+        self.assertTrue(network.add_pool(IP_A).is_started)
+
+    def test_add_while_the_removed_pool_stops(self) -> None:
+        """
+        A pool added where the removed one has not finished stopping would
+        miss its last peers file, and have its own overwritten by it: it is
+        refused until the removal is over; stop() waits for it too.
+        """
+        network = MemoryNetwork(latency=0.01)
+        network.add_pool(IP_A)
+        network.add_pool(IP_B).connect(_point(IP_A))
+        network.advance(1)
+        removed = network.remove_pool(IP_A)
+        self.assertNoResult(removed)
+        self.assertRefused(ValueError, "still stopping", network.add_pool, IP_A)
+        self.assertTrue(network.run_until(lambda: removed.called, timeout=5))
+        again = network.add_pool(IP_A)
+        self.assertIsNotNone(again.peers.info(network.identity(IP_B).peer_id), "it read the last peers file")
+        network.remove_pool(IP_A)
+        self.successResultOf(network.stop())
+        self.assertRefused(RuntimeError, "stopped", network.add_pool, IP_A)
+
+    def test_stop_twice_then_add(self) -> None:
+        network = MemoryNetwork()
+        network.add_pool(IP_A)
+        self.assertRefused(ValueError, "timeout", network.stop, -1)
+        self.assertTrue(network.pools[IP_A].running, "a refused stop stops nothing")
+        self.successResultOf(network.stop())
+        self.successResultOf(network.stop())
+        self.assertRefused(RuntimeError, "stopped", network.add_pool, IP_B)
+        self.assertRefused(RuntimeError, "stopped", network.default_config, IP_B)
 
 
 class ScaleTests(SynchronousTestCase):

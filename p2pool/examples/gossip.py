@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -96,6 +97,7 @@ __all__ = [
     "PeerStats",
     "Publisher",
     "SeenCache",
+    "publish_period",
 ]
 
 _log = Logger()
@@ -515,8 +517,12 @@ class Publisher(Service):
     """
 
     def __init__(self, gossip: Gossip, every: float, text: str = "hello", clock: IReactorTime | None = None) -> None:
-        if every <= 0:
-            raise ValueError(f"the publishing period must be positive, got {every}")
+        """
+        @raise ValueError: C{every} is not a positive, finite number of
+            seconds.
+        """
+        if not 0 < every < math.inf:
+            raise ValueError(f"the publishing period must be a positive, finite number of seconds, got {every}")
         self.gossip = gossip
         self.every = every
         self.text = text
@@ -542,6 +548,22 @@ class Publisher(Service):
             # Logged, and the next period tries again: raising would stop
             # the loop and fail its Deferred, which nobody waits on.
             _log.failure("gossip: cannot publish #{count}", count=self.count)
+
+
+def publish_period(text: str) -> float:
+    """
+    The publishing period written C{text} (C{$GOSSIP_PUBLISH_EVERY} of
+    C{tac/gossip.tac}), in seconds.
+
+    @raise ValueError: C{text} is not a positive, finite number.
+    """
+    try:
+        every = float(text)
+    except ValueError:
+        every = math.nan
+    if not 0 < every < math.inf:
+        raise ValueError(f"expected a positive, finite number of seconds, got {text!r}")
+    return every
 
 
 async def _await(result: Awaitable[Any]) -> Any:

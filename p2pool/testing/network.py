@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import heapq
+import numbers
 import os
 import random
 import shutil
@@ -131,14 +132,64 @@ def _address(ip: str, port: int) -> Address:
     return IPv6Address("TCP", ip, port) if ":" in ip else IPv4Address("TCP", ip, port)
 
 
+def _host(ip: object, name: str = "ip") -> str:
+    """
+    The canonical text of the host address C{ip}.
+
+    @param name: what C{ip} is, for the errors.
+    @raise TypeError: C{ip} is not text (C{ipaddress} would take the int
+        1 for 0.0.0.1).
+    @raise AddressError: C{ip} is not an IP address.
+    """
+    if not isinstance(ip, str):
+        raise TypeError(f"{name} must be an IP address as text, not {type(ip).__name__} {ip!r:.80}")
+    return normalise_ip(ip)
+
+
+def _check_port(port: object) -> None:
+    """
+    @raise TypeError: C{port} is not an int.
+    @raise OverflowError: C{port} is not within 0-65535 (what a socket
+        raises, so that a test fails as the program would).
+    """
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an int, not {type(port).__name__} {port!r:.80}")
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"port must be 0-65535, got {port}")
+
+
 builtin_callable = callable
 
 
-def _nanoseconds(seconds: float) -> int:
+def _is_number(value: object) -> bool:
+    """
+    Whether C{value} is a real number (int, float, Fraction, numpy's...),
+    a bool excepted.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _nanoseconds(seconds: float, name: str = "seconds") -> int:
     """
     C{seconds} as a whole number of nanoseconds.
+
+    @param name: what C{seconds} is, for the error.
+    @raise TypeError: C{seconds} is not a number.
+    @raise ValueError: C{seconds} is not finite, or too large to count in
+        nanoseconds.
     """
-    return round(seconds * 1_000_000_000)
+    kind = seconds.__class__
+    if kind is not float and kind is not int:
+        # Other real numbers (Fraction, numpy's) become floats. Anything
+        # else (a str: "1" * 10**9 is a string of a billion characters) is
+        # refused before any arithmetic.
+        if not _is_number(seconds):
+            raise TypeError(f"{name} must be a number of seconds, not {type(seconds).__name__} {seconds!r:.80}")
+        seconds = float(seconds)
+    try:
+        return round(seconds * 1_000_000_000)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}") from None
 
 
 # -- the clock ----------------------------------------------------------------
@@ -211,14 +262,14 @@ class _DelayedCall:
         Run the call C{secondsLater} seconds later than planned.
         """
         self._check_active()
-        self._clock.reschedule(self, self.time_ns + _nanoseconds(secondsLater))
+        self._clock.reschedule(self, self.time_ns + _nanoseconds(secondsLater, "secondsLater"))
 
     def reset(self, secondsFromNow: float) -> None:
         """
         Run the call C{secondsFromNow} seconds from now instead.
         """
         self._check_active()
-        self._clock.reschedule(self, self._clock.now_ns + _nanoseconds(secondsFromNow))
+        self._clock.reschedule(self, self._clock.now_ns + _nanoseconds(secondsFromNow, "secondsFromNow"))
 
     def active(self) -> bool:
         """
@@ -265,8 +316,10 @@ class SimulatedClock:
     def __init__(self, start: float = 0.0) -> None:
         """
         @param start: the initial value of C{seconds()}.
+        @raise TypeError: C{start} is not a number.
+        @raise ValueError: C{start} is not finite.
         """
-        self._ns = _nanoseconds(start)
+        self._ns = _nanoseconds(start, "start")
         self._now = self._ns / 1e9
         self._heap: list[tuple[int, int, _DelayedCall]] = []
         self._seq = 0
@@ -286,14 +339,17 @@ class SimulatedClock:
         """
         Run C{callable(*args, **kw)} C{delay} seconds from now.
 
-        @raise ValueError: C{delay} is negative.
+        @raise TypeError: C{delay} is not a number, or C{callable} is not
+            callable.
+        @raise ValueError: C{delay} is negative or not finite.
         """
-        if not delay >= 0:
+        time = self._ns + _nanoseconds(delay, "delay")
+        if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay!r}")
         if not builtin_callable(callable):
             raise TypeError(f"{callable!r} is not callable")
         self._seq += 1
-        call = _DelayedCall(self, self._ns + _nanoseconds(delay), self._seq, callable, args, kw)
+        call = _DelayedCall(self, time, self._seq, callable, args, kw)
         heapq.heappush(self._heap, (call.time_ns, call.seq, call))
         self._active += 1
         return call
@@ -342,11 +398,13 @@ class SimulatedClock:
         time order, including calls scheduled meanwhile for a time within
         the interval. During each call, C{seconds()} is that call's time.
 
-        @raise ValueError: C{seconds} is negative.
+        @raise TypeError: C{seconds} is not a number.
+        @raise ValueError: C{seconds} is negative or not finite.
         """
-        if not seconds >= 0:
+        target = self._ns + _nanoseconds(seconds, "seconds")
+        if seconds < 0:
             raise ValueError(f"cannot advance by {seconds!r} seconds")
-        self._advance_to(self._ns + _nanoseconds(seconds))
+        self._advance_to(target)
 
     def _advance_to(self, target: int) -> None:
         """
@@ -386,12 +444,20 @@ class SimulatedClock:
 
         @return: whether the predicate became true (it is checked first,
             then after each step).
-        @raise ValueError: C{step} is not positive.
+        @raise TypeError: C{predicate} is not callable (C{run_until(x ==
+            y)} instead of C{run_until(lambda: x == y)}), or C{timeout} or
+            C{step} is not a number.
+        @raise ValueError: C{step} is not positive, or C{timeout} negative,
+            or either is not finite (a run with no end).
         """
+        if not builtin_callable(predicate):
+            raise TypeError(f"predicate must be callable (a function returning whether to stop), not {predicate!r:.80}")
+        deadline = self._ns + _nanoseconds(timeout, "timeout")
+        step_ns = max(1, _nanoseconds(step, "step"))
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         if not step > 0:
             raise ValueError(f"step must be > 0, got {step!r}")
-        deadline = self._ns + _nanoseconds(timeout)
-        step_ns = max(1, _nanoseconds(step))
         while True:
             if predicate():
                 return True
@@ -1091,7 +1157,11 @@ class NodeReactor:
 
         @raise CannotListenError: the address is not this host's, or the
             port is taken.
+        @raise TypeError: C{port} is not an int.
+        @raise OverflowError: C{port} is not within 0-65535 (as a socket's
+            C{bind} raises).
         """
+        _check_port(port)
         ip = self._local_ip(interface, port, for_listen=True)
         if port == 0:
             port = self.network.ephemeral_port(ip)
@@ -1111,7 +1181,19 @@ class NodeReactor:
         Connect to C{host}:C{port} from this host (or from C{bindAddress},
         which must be this host's address). C{host} may be a name added
         with L{MemoryNetwork.add_name}.
+
+        @raise TypeError: C{host} is not text, C{port} not an int, or
+            C{timeout} not a number.
+        @raise OverflowError: C{port} is not within 0-65535.
+        @raise ValueError: C{timeout} is negative or not finite.
         """
+        if not isinstance(host, str):
+            raise TypeError(f"host must be an address or a name as text, not {type(host).__name__} {host!r:.80}")
+        _check_port(port)
+        if timeout is not None:
+            _nanoseconds(timeout, "timeout")
+            if timeout < 0:
+                raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         bind_ip = self.ip
         if bindAddress is not None:
             bind_ip = bindAddress[0]
@@ -1275,15 +1357,34 @@ class MemoryNetwork:
             C{LogLevel.warn}, and its pools then build no event that
             nobody wants. Callbacks (C{log}, L{observe}) get every event
             whatever the level.
+        @raise TypeError: an argument is of the wrong type (the seed not an
+            C{int}: C{None} would make a network no run can replay).
         @raise ValueError: an argument is out of range.
         """
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, not {type(seed).__name__} {seed!r:.80}")
         if channel not in _CHANNELS:
             raise ValueError(f"channel must be one of {_CHANNELS}, got {channel!r}")
-        if not latency >= 0:
+        _nanoseconds(latency, "latency")
+        if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency!r}")
+        if not _is_number(jitter):
+            raise TypeError(
+                f"jitter must be a number (a fraction of latency), not {type(jitter).__name__} {jitter!r:.80}"
+            )
         if not 0 <= jitter <= 1:
             raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+        if log_level is not None and log_level not in tuple(LogLevel.iterconstants()):
+            raise TypeError(f"log_level must be a twisted.logger.LogLevel or None, not {log_level!r:.80}")
+        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a path, not {type(data_dir).__name__} {data_dir!r:.80}")
         self.seed = seed
+        #: The seed as text, for deriving identities: in decimal, or in
+        #: hexadecimal beyond 2,048 bits (Python converts at most a few
+        #: thousand digits to decimal; 2,048 bits are below any limit it
+        #: can be set to, so the same seed gives the same text in every
+        #: process).
+        self._seed_text = str(seed) if seed.bit_length() <= 2048 else hex(seed)
         self.latency = float(latency)
         self.jitter = float(jitter)
         self.clock = SimulatedClock()
@@ -1301,8 +1402,15 @@ class MemoryNetwork:
         self._link_serial = 0
         self._dropped: dict[int, MemoryConnector] = {}
         self._observers: list[EventObserver] = []
-        self._data_dir = data_dir
+        self._data_dir = os.fspath(data_dir) if data_dir is not None else None
         self._own_data_dir: str | None = None
+        self._stopped = False
+        #: Pools removed (L{remove_pool}) that have not finished stopping.
+        self._stopping: dict[str, Pool] = {}
+        #: The address of the pool writing each peers file (absolute
+        #: path), and the reverse, for pools added or stopping.
+        self._peers_files: dict[str, str] = {}
+        self._peers_file_of: dict[str, str] = {}
         self.channel = channel
         self.log_level = log_level
         self._notary = SimulationNotary() if channel == SIMULATION_CHANNEL else None
@@ -1315,7 +1423,7 @@ class MemoryNetwork:
 
         @raise AddressError: C{ip} is not an IP address.
         """
-        ip = normalise_ip(ip)
+        ip = _host(ip)
         node = self._reactors.get(ip)
         if node is None:
             node = self._reactors[ip] = NodeReactor(self, ip)
@@ -1325,7 +1433,9 @@ class MemoryNetwork:
         """
         Make C{name} resolve to C{ip} (for DNS-named points).
         """
-        self._names[self._name_key(name)] = normalise_ip(ip)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be text, not {type(name).__name__} {name!r:.80}")
+        self._names[self._name_key(name)] = _host(ip)
 
     def identity(self, ip: str) -> Identity:
         """
@@ -1333,7 +1443,7 @@ class MemoryNetwork:
         Ed25519 key derived from the seed and the address, with an all-zero
         proof-of-work stamp (valid for C{expected_proof_of_work = 0}).
         """
-        ip = normalise_ip(ip)
+        ip = _host(ip)
         identity = self._identities.get(ip)
         if identity is None:
             key = Ed25519PrivateKey.from_private_bytes(self._derive("identity", ip))
@@ -1352,10 +1462,24 @@ class MemoryNetwork:
         The configuration L{add_pool} uses by default: C{PoolConfig}
         defaults, listening on C{ip}:9732, no proof of work, a data
         directory of its own; with C{overrides}.
+
+        @raise RuntimeError: the network was stopped (L{stop}).
         """
-        ip = normalise_ip(ip)
+        ip = _host(ip)
+        self._check_not_stopped()
         base = PoolConfig(listen=Point(ip, DEFAULT_PORT), expected_proof_of_work=0, data_dir=self._pool_dir(ip))
         return attrs.evolve(base, **overrides) if overrides else base
+
+    def _check_not_stopped(self) -> None:
+        """
+        @raise RuntimeError: the network was stopped, and with it went the
+            directory of its pools' files.
+        """
+        if self._stopped:
+            raise RuntimeError(
+                "the network was stopped (its pools' files are gone): make a new MemoryNetwork,"
+                " with data_dir=... to keep the pools' files across networks"
+            )
 
     def add_pool(
         self,
@@ -1390,16 +1514,45 @@ class MemoryNetwork:
         @param config_overrides: configuration fields to change (e.g.
             C{trusted_points=...}, C{maintenance_idle_time=None}).
         @return: the pool, which is also in L{pools}.
-        @raise ValueError: there is already a pool at C{ip}.
-        @raise Exception: the pool failed to start (e.g. its port is taken).
+        @raise TypeError: C{ip} is not text, C{config} not a
+            L{PoolConfig}, or C{log} not callable.
+        @raise ValueError: there is already a pool at C{ip}, or another
+            pool writes the same peers file (a C{config} given without a
+            C{data_dir} of its own).
+        @raise RuntimeError: the network was stopped (its pools' data
+            directory is gone).
+        @raise Exception: the pool failed to start (e.g. its port is
+            taken); it is stopped and not kept.
         """
-        ip = normalise_ip(ip)
+        ip = _host(ip)
+        self._check_not_stopped()
         if ip in self.pools:
             raise ValueError(f"there is already a pool at {ip}")
+        if ip in self._stopping:
+            # Its last save of the peers file would overwrite the new
+            # pool's, which would not have read it.
+            raise ValueError(
+                f"the pool removed from {ip} is still stopping: advance the clock until the Deferred"
+                f" remove_pool returned has fired (e.g. network.run_until(lambda: d.called))"
+            )
         if config is None:
             config = self.default_config(ip, **config_overrides)
+        elif not isinstance(config, PoolConfig):
+            raise TypeError(
+                f"config must be a PoolConfig (network.default_config(ip, ...) makes one),"
+                f" not {type(config).__name__} {config!r:.80}"
+            )
         elif config_overrides:
             config = attrs.evolve(config, **config_overrides)
+        if log is not None and not builtin_callable(log):
+            raise TypeError(f"log must be callable (it gets each PoolEvent), not {log!r:.80}")
+        peers_path = os.path.abspath(config.peers_path)
+        writer = self._peers_files.get(peers_path)
+        if writer is not None:
+            raise ValueError(
+                f"the pool at {writer} already writes its peers file to {config.peers_path}:"
+                f" give the pool at {ip} a data_dir of its own (default_config(ip) has one)"
+            )
         options = dict(pool_options or {})
         if self._notary is not None:
             options.setdefault("channel", self._notary)
@@ -1418,6 +1571,8 @@ class MemoryNetwork:
         for observer in self._observers:
             pool.events.callbacks.append(self._observer_callback(observer, ip))
         self.pools[ip] = pool
+        self._peers_files[peers_path] = ip
+        self._peers_file_of[ip] = peers_path
         if start:
             pool.startService()
             outcome: list[Any] = []
@@ -1425,6 +1580,12 @@ class MemoryNetwork:
             if not outcome and not self.clock.advancing:
                 self.clock.advance(0)
             if outcome and isinstance(outcome[0], Failure):
+                # Nothing of a pool that could not start is kept: the
+                # address is free for another try.
+                del self.pools[ip]
+                del self._peers_files[peers_path]
+                del self._peers_file_of[ip]
+                pool.stopService()
                 outcome[0].raiseException()
         return pool
 
@@ -1432,22 +1593,52 @@ class MemoryNetwork:
         """
         Stop the pool at C{ip} and forget it, so that another can be added
         there: C{add_pool(ip)} again restarts the node with the same
-        identity. Its port is released at once; its connections close as
-        the clock advances.
+        identity, once this one has stopped. Its port is released at once;
+        its connections close, and it saves its peers file, as the clock
+        advances.
 
         @return: the pool's C{stopService} Deferred.
         @raise KeyError: there is no pool at C{ip}.
         """
-        pool = self.pools.pop(normalise_ip(ip))
+        ip = _host(ip)
+        if ip not in self.pools:
+            raise KeyError(f"no pool at {ip}")
+        pool = self.pools.pop(ip)
         if not pool.running:
+            self._removed(None, ip, pool)
             return succeed(None)
-        return pool.stopService()
+        stopping = pool.stopService()
+        if stopping.called:
+            self._removed(None, ip, pool)
+        else:
+            self._stopping[ip] = pool
+            stopping.addBoth(self._removed, ip, pool)
+        return stopping
+
+    def _removed(self, result: object, ip: str, pool: Pool) -> object:
+        """
+        C{pool}, removed from C{ip}, has stopped (its peers file is free):
+        C{result} passes on.
+        """
+        if self._stopping.get(ip) is pool:
+            del self._stopping[ip]
+        if ip not in self.pools:
+            # (Once its address has no pool again: the pool added there
+            # now owns the entries.)
+            peers_path = self._peers_file_of.pop(ip, None)
+            if peers_path is not None:
+                del self._peers_files[peers_path]
+        return result
 
     def observe(self, observer: EventObserver) -> None:
         """
         Call C{observer(time, ip, event)} for every event of every pool,
         those already added and those added later.
+
+        @raise TypeError: C{observer} is not callable.
         """
+        if not builtin_callable(observer):
+            raise TypeError(f"observer must be callable (time, ip, event), not {observer!r:.80}")
         self._observers.append(observer)
         for ip, pool in self.pools.items():
             pool.events.callbacks.append(self._observer_callback(observer, ip))
@@ -1484,10 +1675,11 @@ class MemoryNetwork:
         @param drop: new connection attempts get no answer (as when packets
             are dropped) and fail only at their own timeout, instead of
             being refused at once.
+        @raise TypeError: a group is one address (text), not a group.
         @raise ValueError: an address is in both groups.
         """
-        a = frozenset(normalise_ip(ip) for ip in group_a)
-        b = frozenset(normalise_ip(ip) for ip in group_b)
+        a = self._group(group_a, "group_a")
+        b = self._group(group_b, "group_b")
         if a & b:
             raise ValueError(f"addresses in both groups: {sorted(a & b)}")
         cut = _Cut(a, b, drop)
@@ -1495,6 +1687,17 @@ class MemoryNetwork:
         for link in list(self._links.values()):
             if cut.separates(link.client.getHost().host, link.server.getHost().host):
                 link.abort(None)
+
+    @staticmethod
+    def _group(ips: Iterable[str], name: str) -> frozenset[str]:
+        """
+        The addresses of a group given to L{partition}.
+
+        @raise TypeError: C{ips} is one address instead of a group.
+        """
+        if isinstance(ips, str):
+            raise TypeError(f"{name} must be a group of addresses, not the text {ips!r} (write [{ips!r}])")
+        return frozenset(_host(ip, f"an address of {name}") for ip in ips)
 
     def heal(self) -> None:
         """
@@ -1518,29 +1721,38 @@ class MemoryNetwork:
         """
         Whether a partition separates the two addresses.
         """
-        return self._cut_between(normalise_ip(ip_a), normalise_ip(ip_b)) is not None
+        return self._cut_between(_host(ip_a, "ip_a"), _host(ip_b, "ip_b")) is not None
 
     # stopping
 
     def stop(self, timeout: float = 60.0) -> Deferred[None]:
         """
-        Stop every running pool, advancing the clock until they have
-        closed their connections (at most C{timeout} simulated seconds),
-        and remove the temporary data directory.
+        Stop every running pool, advancing the clock until they, and the
+        pools being removed (L{remove_pool}), have closed their connections
+        and saved their files (at most C{timeout} simulated seconds), and
+        remove the temporary data directory.
+
+        Stopping again does nothing more; pools can no longer be added.
 
         @return: a Deferred, fired unless some pool took longer than
             C{timeout} to stop; it fails with the first error of a pool's
             C{stopService}.
+        @raise TypeError: C{timeout} is not a number.
+        @raise ValueError: C{timeout} is negative or not finite.
         """
+        _nanoseconds(timeout, "timeout")
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        self._stopped = True
         stopping = [pool.stopService() for pool in self.pools.values() if pool.running]
         done = DeferredList(stopping, consumeErrors=True)
         finished: list[Any] = []
         done.addCallback(finished.append)
-        self.run_until(lambda: bool(finished), timeout, step=max(self.latency, 0.001))
+        self.run_until(lambda: bool(finished) and not self._stopping, timeout, step=max(self.latency, 0.001))
         if self._own_data_dir is not None:
             shutil.rmtree(self._own_data_dir, ignore_errors=True)
             self._own_data_dir = None
-        if not finished:
+        if not finished or self._stopping:
             return Deferred()
         for ok, result in finished[0]:
             if not ok:
@@ -1553,7 +1765,7 @@ class MemoryNetwork:
         """
         32 bytes determined by the seed, C{purpose} and C{ip}.
         """
-        return hashlib.sha256(f"p2pool.testing/{purpose}/{self.seed}/{ip}".encode()).digest()
+        return hashlib.sha256(f"p2pool.testing/{purpose}/{self._seed_text}/{ip}".encode()).digest()
 
     @staticmethod
     def _name_key(name: str) -> str:
@@ -1700,4 +1912,4 @@ class MemoryNetwork:
         return forward
 
     def __repr__(self) -> str:
-        return f"<MemoryNetwork seed={self.seed} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
+        return f"<MemoryNetwork seed={self._seed_text:.40} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
