@@ -310,15 +310,6 @@ class ClientWrapperTests(SynchronousTestCase):
             assert isinstance(failure, IdentityCheckFailure)
             self.assertEqual(failure.expected_peer_id, wrong)
 
-    def test_builds_no_protocol_of_its_own(self) -> None:
-        """
-        Asked to build a protocol for a connection, rather than given one,
-        a wrapper refuses it.
-        """
-        context = TLSContext(Ed25519PrivateKey.generate())
-        self.assertIsNone(context.client_wrapper(Clock()).buildProtocol(ADDRESS))
-        self.assertIsNone(context.server_wrapper(Clock()).buildProtocol(ADDRESS))
-
 
 class CheckedCertificatesTests(SynchronousTestCase):
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hmac
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -19,21 +19,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import (
-    IAddress,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import Attribute, Interface, implementer
 
 from p2pool.core.addressing import PeerId, Point
 from p2pool.core.lifetime import without_traceback
 from p2pool.errors import IdentityCheckFailure, InvalidAuth, P2PError
-from p2pool.transport.tls_writes import GatheringTLSFactory
+from p2pool.transport.tls_link import TLSLinks
 
 __all__ = [
     "CERTIFICATE_CACHE_SIZE",
@@ -223,6 +220,16 @@ class IVerifiedProtocol(Interface):
     verification = Attribute("The PeerVerification of this connection.")
 
 
+class TLSLayer(Protocol):
+    """
+    The TLS layer of a connection as the connection creator sees it: a
+    L{p2pool.transport.tls_link.TLSLink}, or Twisted's TLS protocol (tests
+    and benchmarks wrap peers in it), with the verified protocol inside.
+    """
+
+    wrappedProtocol: Any
+
+
 def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
     """
     The context's verify callback: the verdict of the connection's own
@@ -230,7 +237,7 @@ def _verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: in
     protocol was adapted to L{IVerifiedProtocol} when the connection was
     made, so it is read without adapting it again).
     """
-    tls_protocol: ProtocolWrapper = connection.get_app_data()
+    tls_protocol: TLSLayer = connection.get_app_data()
     verified: Any = tls_protocol.wrappedProtocol
     verification: PeerVerification = verified.verification
     return verification.verify(connection, cert, errno, depth, ok)
@@ -256,17 +263,17 @@ class PeerConnectionCreator:
         self._context = context
         self.certificates = CheckedCertificates() if certificates is None else certificates
 
-    def _connection(self, tls_protocol: ProtocolWrapper) -> SSL.Connection:
+    def _connection(self, tls_protocol: TLSLayer) -> SSL.Connection:
         verification = IVerifiedProtocol(tls_protocol.wrappedProtocol).verification
         verification.remember_in(self.certificates)
         connection = SSL.Connection(self._context, None)
         connection.set_app_data(tls_protocol)
         return connection
 
-    def clientConnectionForTLS(self, tlsProtocol: ProtocolWrapper) -> SSL.Connection:
+    def clientConnectionForTLS(self, tlsProtocol: TLSLayer) -> SSL.Connection:
         return self._connection(tlsProtocol)
 
-    def serverConnectionForTLS(self, tlsProtocol: ProtocolWrapper) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSLayer) -> SSL.Connection:
         return self._connection(tlsProtocol)
 
 
@@ -288,38 +295,17 @@ class TLSContext:
         )
         self.creator = PeerConnectionCreator(options.getContext())
 
-    def client_wrapper(self, clock: IReactorTime) -> GatheringTLSFactory:
+    def client_wrapper(self, clock: IReactorTime) -> TLSLinks:
         """
         What runs TLS over the dialed connections of a pool, each with its
         own protocol inside (whose L{PeerVerification} holds the peer id
-        that dial expects): one TLS factory for all of them.
+        that dial expects).
         """
-        return self._tls_factory(True, clock)
+        return TLSLinks(self.creator, True, clock)
 
-    def server_wrapper(self, clock: IReactorTime) -> GatheringTLSFactory:
+    def server_wrapper(self, clock: IReactorTime) -> TLSLinks:
         """
         What runs TLS over the accepted connections of a pool, each with
-        its own protocol inside: one TLS factory for all of them.
+        its own protocol inside.
         """
-        return self._tls_factory(False, clock)
-
-    def _tls_factory(self, client: bool, clock: IReactorTime) -> GatheringTLSFactory:
-        tls = GatheringTLSFactory(self.creator, client, _BUILDS_NONE, clock)
-        tls.noisy = False
-        return tls
-
-
-class _BuildsNone(Factory):
-    """
-    The inner factory of a TLS factory that only wraps the protocols it is
-    given: it builds no protocol, so a connection it is asked to build one
-    for is refused.
-    """
-
-    noisy = False
-
-    def buildProtocol(self, addr: IAddress | None) -> None:
-        return None
-
-
-_BUILDS_NONE = _BuildsNone()
+        return TLSLinks(self.creator, False, clock)

@@ -1,0 +1,424 @@
+# -*- test-case-name: tests.test_tls_link -*-
+"""
+The TLS layer of a peer connection: a pyOpenSSL connection over memory BIOs
+between the TCP transport and the peer protocol, whose transport it is.
+
+It does for a peer connection what Twisted's TLS protocol
+(C{twisted.protocols.tls.TLSMemoryBIOProtocol}) does, with what a peer
+connection needs and nothing else: one TLS 1.3 connection whose OpenSSL
+connection the node's L{p2pool.transport.tls.PeerConnectionCreator} makes,
+the peer protocol as its one streaming producer, and small writes gathered
+into one TLS record, as Twisted's buffering TLS transport gathers them:
+
+  - writes made while a read is handled are encrypted and sent when the
+    read has been handled, with what the read made OpenSSL send (the end
+    of the handshake and the first message leave in one segment);
+  - writes made outside a read are sent at the next reactor turn;
+  - at L{MAX_GATHERED} bytes waiting, and before the connection closes,
+    at once.
+
+Errors and ends are Twisted's: a TLS error or a TLS alert from the peer
+closes the connection with that error as the reason its protocol is
+given; an end of file without the peer's C{close_notify} is reported as
+C{ConnectionLost}; the peer's C{close_notify} is answered and the
+connection closed; C{loseConnection} sends ours, before the handshake ends
+it aborts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IProducer,
+    IPushProducer,
+    IReactorTime,
+    ISystemHandle,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = ["MAX_GATHERED", "TLSLink", "TLSLinks"]
+
+#: At this many bytes written and not yet sent, they are sent at once (the
+#: bound of Twisted's buffering TLS transport).
+MAX_GATHERED = 64_000
+#: The most plaintext one TLS record carries: what one C{recv} can return.
+_RECORD_SIZE = 16_384
+#: Bytes taken from OpenSSL's outgoing buffer at a time.
+_OUTGOING_CHUNK = 65_536
+
+
+def represents_eof(error: SSL.Error) -> bool:
+    """
+    Whether OpenSSL's C{error} is the connection ending without the peer's
+    C{close_notify} (as Twisted's TLS protocol tells it).
+    """
+    if isinstance(error, SSL.SysCallError):
+        return str(error.args[-1]).casefold().startswith("unexpected eof")
+    queue = error.args[0] if error.args else None
+    if not queue:
+        # OpenSSL 4 reports an end of file with an empty error queue.
+        return True
+    return str(queue[-1][-1]).casefold().startswith("unexpected eof")
+
+
+@implementer(ITransport, IConsumer, IPushProducer, ISystemHandle)
+class TLSLink(Protocol):
+    """
+    One connection's TLS: the protocol of its TCP transport, and the
+    transport of its peer protocol (C{wrappedProtocol}), which is told
+    C{handshakeCompleted} when the TLS handshake has ended.
+
+    @ivar disconnecting: the connection is closing (C{loseConnection} or
+        C{abortConnection} was called).
+    """
+
+    disconnecting = False
+
+    def __init__(self, links: TLSLinks, inner: Any) -> None:
+        """
+        @param inner: the peer protocol (a C{PeerProtocol}, or any protocol
+            with a C{verification} and a C{handshakeCompleted}).
+        """
+        self.wrappedProtocol = inner
+        self._links = links
+        self._tls: SSL.Connection | None = None
+        #: The TLS handshake has ended.
+        self._handshake_done = False
+        #: TLS is over (an error, the peer's close_notify, or the
+        #: connection lost): nothing more is read or written.
+        self._tls_over = False
+        self._aborted = False
+        #: Why the connection ended, when TLS knows better than TCP.
+        self._reason: Failure | None = None
+        self._producer: IPushProducer | None = None
+        self._gathered: list[bytes] = []
+        self._gathered_size = 0
+        self._reading = False
+        self._flush_call: IDelayedCall | None = None
+        #: The TCP transport (also a consumer and a push producer).
+        self._tcp: Any = None
+
+    # -- as the TCP transport's protocol --------------------------------------
+
+    def makeConnection(self, transport: Any) -> None:
+        self._tls = self._links.tls_connection(self)
+        self.connected = True
+        self.transport = self._tcp = transport
+        self.wrappedProtocol.makeConnection(self)
+        self._advance_handshake()
+        if not self._reading:
+            self._send_tls()
+
+    def dataReceived(self, data: bytes) -> None:
+        tls = self._tls
+        if tls is None or self._tls_over:
+            return
+        if self._reading:
+            # Fed from within a read: the outer read sends what is written.
+            tls.bio_write(data)
+            self._handle_received()
+            return
+        self._reading = True
+        try:
+            tls.bio_write(data)
+            self._handle_received()
+        finally:
+            self._reading = False
+            if self._gathered:
+                self._encrypt_gathered()
+            self._send_tls()
+
+    def _handle_received(self) -> None:
+        if not self._handshake_done:
+            self._advance_handshake()
+            if not self._handshake_done:
+                return
+        self._receive()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        tls = self._tls
+        if tls is not None and not self._tls_over:
+            # What OpenSSL still holds is delivered; the end of the stream
+            # then tells a clean close from a cut one.
+            tls.bio_shutdown()
+            self._receive()
+            self._tls_over = True
+        final = self._reason or reason
+        self._reason = None
+        self._gathered = []
+        self.connected = False
+        # The OpenSSL connection holds the link as its app data, and the
+        # peer protocol holds it as its transport: cycles, broken here.
+        self._tls = None
+        inner, self.wrappedProtocol = self.wrappedProtocol, None
+        inner.connectionLost(final)
+
+    # -- TLS ------------------------------------------------------------------
+
+    def _advance_handshake(self) -> None:
+        if self._aborted or self._tls is None:
+            return
+        try:
+            self._tls.do_handshake()
+        except SSL.WantReadError:
+            return
+        except SSL.Error:
+            self._tls_ended(Failure())
+            return
+        self._handshake_done = True
+        self.wrappedProtocol.handshakeCompleted()
+
+    def _receive(self) -> None:
+        """
+        Hand the peer protocol what OpenSSL has decrypted.
+        """
+        tls = self._tls
+        assert tls is not None
+        inner = self.wrappedProtocol
+        while not self._tls_over:
+            try:
+                data = tls.recv(_RECORD_SIZE)
+            except SSL.WantReadError:
+                return
+            except SSL.ZeroReturnError:
+                # The peer's close_notify: answer it and close; the peer
+                # protocol gets the TCP transport's reason.
+                self._shutdown()
+                self._tls_ended(None)
+                return
+            except SSL.Error:
+                self._tls_ended(Failure())
+                return
+            if not self._aborted:
+                inner.dataReceived(data)
+
+    def _tls_ended(self, reason: Failure | None) -> None:
+        """
+        TLS is over: send what OpenSSL has to say (an alert) and close.
+
+        @param reason: the error to give the peer protocol, or None for the
+            TCP transport's reason.
+        """
+        if reason is not None and isinstance(reason.value, SSL.Error) and represents_eof(reason.value):
+            reason = Failure(ConnectionLost())
+        if self._reason is None:
+            self._reason = reason
+        self._tls_over = True
+        self._send_tls()
+        self._tcp.loseConnection()
+
+    def _shutdown(self) -> None:
+        """
+        Send our close_notify, or answer the peer's; once both are sent,
+        close the TCP connection.
+        """
+        tls = self._tls
+        if tls is None:
+            return
+        try:
+            both = tls.shutdown()
+        except SSL.Error:
+            # Mid-handshake OpenSSL cannot say it wants to read here.
+            both = False
+        self._send_tls()
+        if both:
+            self._tcp.loseConnection()
+
+    def _send_tls(self) -> None:
+        """
+        Write what OpenSSL has to send to the TCP transport.
+        """
+        tls = self._tls
+        if tls is None:
+            return
+        try:
+            data = tls.bio_read(_OUTGOING_CHUNK)
+        except SSL.WantReadError:
+            return
+        if len(data) == _OUTGOING_CHUNK:
+            pieces = [data]
+            while True:
+                try:
+                    more = tls.bio_read(_OUTGOING_CHUNK)
+                except SSL.WantReadError:
+                    break
+                pieces.append(more)
+            data = b"".join(pieces)
+        self._tcp.write(data)
+
+    def _encrypt(self, data: bytes) -> None:
+        tls = self._tls
+        assert tls is not None
+        view = memoryview(data)
+        while view:
+            try:
+                sent = tls.send(view)
+            except SSL.WantReadError:
+                # Not in TLS 1.3 once the handshake has ended; kept for the
+                # next read, as Twisted does.
+                self._gathered.insert(0, bytes(view))
+                self._gathered_size += len(view)
+                return
+            except SSL.Error:
+                self._tls_ended(Failure())
+                return
+            view = view[sent:]
+
+    # -- as the peer protocol's transport -------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data}, gathered with the other small writes; dropped once
+        the connection is closing.
+        """
+        if self.disconnecting or self._tls_over:
+            return
+        self._gathered.append(bytes(data))
+        self._gathered_size += len(data)
+        if self._gathered_size > MAX_GATHERED:
+            self.flush_writes()
+        elif not self._reading and self._flush_call is None:
+            self._flush_call = self._links.clock.callLater(0, self._scheduled_flush)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def _scheduled_flush(self) -> None:
+        self._flush_call = None
+        self.flush_writes()
+
+    def flush_writes(self) -> None:
+        """
+        Encrypt and send what was written and not yet sent (once the
+        handshake has ended; until then it waits).
+        """
+        if self._encrypt_gathered() and not self._reading:
+            self._send_tls()
+
+    def _encrypt_gathered(self) -> bool:
+        if not self._gathered or not self._handshake_done or self._tls_over:
+            return False
+        gathered = self._gathered
+        data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
+        self._gathered = []
+        self._gathered_size = 0
+        self._encrypt(data)
+        return True
+
+    def loseConnection(self) -> None:
+        """
+        Send what waits, then our close_notify; before the handshake has
+        ended, abort.
+        """
+        if self.disconnecting or not self.connected:
+            return
+        if not self._handshake_done:
+            self.abortConnection()
+            return
+        self.flush_writes()
+        self.disconnecting = True
+        if self._producer is None:
+            self._shutdown()
+
+    def abortConnection(self) -> None:
+        """
+        Close at once: nothing more is delivered to the peer protocol.
+        """
+        self._aborted = True
+        self.disconnecting = True
+        self._shutdown()
+        self._tcp.abortConnection()
+
+    def getPeer(self) -> IAddress:
+        return self._tcp.getPeer()  # type: ignore[no-any-return]
+
+    def getHost(self) -> IAddress:
+        return self._tcp.getHost()  # type: ignore[no-any-return]
+
+    def getHandle(self) -> SSL.Connection | None:
+        """
+        The OpenSSL connection (None once the connection is lost).
+        """
+        return self._tls
+
+    # IConsumer: the peer protocol is paused while TCP's buffer is full.
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """
+        Let C{producer} (a push producer: the peer protocol) be paused
+        while the TCP transport's buffer is full.
+        """
+        if self._tls_over:
+            producer.stopProducing()
+            return
+        self._tcp.registerProducer(producer, True)
+        self._producer = cast(IPushProducer, producer)
+
+    def unregisterProducer(self) -> None:
+        if self._producer is None:
+            return
+        self._producer = None
+        self._tcp.unregisterProducer()
+        if self.disconnecting and not self._tls_over:
+            self._shutdown()
+
+    # IPushProducer: reading, paused by the peer protocol.
+
+    def pauseProducing(self) -> None:
+        self._tcp.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._tcp.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._tcp.stopProducing()
+
+
+class TLSLinks:
+    """
+    Runs TLS over the dialed, or the accepted, connections of a pool: one
+    for all of them (a L{p2pool.transport.channel.ChannelWrapper}).
+
+    @ivar clock: schedules the sending of writes made outside a read.
+    """
+
+    def __init__(self, creator: Any, client: bool, clock: IReactorTime) -> None:
+        """
+        @param creator: makes each OpenSSL connection
+            (L{p2pool.transport.tls.PeerConnectionCreator}).
+        @param client: whether the connections are dialed (TLS clients).
+        """
+        self.clock = clock
+        self._client = client
+        self._creator = creator
+
+    def wrap(self, inner: Any) -> TLSLink:
+        """
+        The TLS layer of a new connection, with C{inner} (already made)
+        inside it.
+        """
+        return TLSLink(self, inner)
+
+    def tls_connection(self, link: TLSLink) -> SSL.Connection:
+        """
+        The OpenSSL connection of C{link}, set to connect or to accept.
+        """
+        if self._client:
+            connection: SSL.Connection = self._creator.clientConnectionForTLS(link)
+            connection.set_connect_state()
+        else:
+            connection = self._creator.serverConnectionForTLS(link)
+            connection.set_accept_state()
+        return connection
