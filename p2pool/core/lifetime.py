@@ -10,9 +10,13 @@ value (a connection's reason) whose traceback holds a frame of the object
 that keeps it is a cycle, and everything else those frames hold stays with
 it until a full collection: when a refused dial's error was also raised into
 the maintenance that dialed, that was the maintenance, with the ACL (its
-greylist filter is 4 MiB) and the tables. Errors kept are stripped of their
-traceback (L{without_traceback}); the maintenance takes a failed dial as a
-value (L{value_on}), so the error does not gain its frame.
+greylist filter is 4 MiB) and the tables. From Python 3.12 an error raised
+into a coroutine is a cycle even when nothing keeps it: the coroutine's
+frame, in its traceback, keeps through C{f_back} the frames that threw it in
+even once it has finished, and Twisted's hold the Failure that holds the
+error. Errors kept are stripped of their traceback (L{without_traceback});
+the maintenance takes a failed dial and a cancelled pause as values
+(L{value_on}), so the error does not gain its frame.
 """
 
 from __future__ import annotations

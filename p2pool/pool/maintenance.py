@@ -156,7 +156,7 @@ class Maintenance:
         self._waiters: list[Deferred[None]] = []
         self._news: Deferred[None] | None = None
         self._news_timer: IDelayedCall | None = None
-        self._delays: set[Deferred[None]] = set()
+        self._delays: set[Deferred[bool]] = set()
         self._stopped = True
 
     # -- triggers ------------------------------------------------------------
@@ -338,15 +338,18 @@ class Maintenance:
         Wait C{seconds} (at least one turn of the reactor, letting it run
         other work); whether maintenance still runs afterwards.
         """
-        delay = deferLater(self._clock, seconds, lambda: None)
+        # A cancelled wait (stop) is taken as a value, not raised into this
+        # frame (see p2pool.core.lifetime): from Python 3.12 a finished
+        # coroutine's frame keeps its callers' frames, Twisted's holding
+        # the Failure, so a CancelledError with this frame in its traceback
+        # would tie the maintenance into a cycle.
+        delay = deferLater(self._clock, seconds, lambda: True).addErrback(value_on(False, CancelledError))
         self._delays.add(delay)
         try:
-            await delay
-        except CancelledError:
-            return False
+            waited: bool = await delay
         finally:
             self._delays.discard(delay)
-        return not self._stopped
+        return waited and not self._stopped
 
     async def _dial_one(self, point: Point) -> bool:
         if not await self._pause(self._rng.uniform(0, DIAL_SPREAD)):

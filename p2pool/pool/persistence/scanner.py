@@ -39,7 +39,8 @@ RecordSink = Callable[[int, Any], None]
 
 class _Structure(Exception):
     """
-    The walk found text that is not JSON between the values it parses.
+    The walk found text that is not JSON between the values it parses, or
+    no value where one is due.
     """
 
 
@@ -74,8 +75,10 @@ def _walk_array(text: str, index: int, take: RecordSink) -> int:
     while True:
         try:
             value, index = scan_once(text, index)
-        except StopIteration as e:
-            raise json.JSONDecodeError("Expecting value", text, e.value) from None
+        except StopIteration:
+            # No value where one is due: json.loads says why (after a comma,
+            # from Python 3.13, that it is a trailing comma).
+            raise _Structure from None
         take(position, value)
         position += 1
         if text.startswith(_RECORD_SEPARATOR, index):
