@@ -89,15 +89,31 @@ class Node:
         return [e for e in self.events if e.event == event]
 
 
+#: The close grace period of the test nodes, longer than any test. The
+#: grace runs on the reactor's clock from the moment a goodbye (a Nack or
+#: Disconnect, then the TLS close) is queued, and a goodbye queued while
+#: the reactor handles input is written only at its next turn: when the
+#: test process is descheduled for longer than the grace just then (a busy
+#: machine), the grace is over as the process resumes, its timer runs
+#: before the write, the close is aborted and the goodbye never leaves the
+#: process, so that the peer sees connection_lost, not what it was told. A
+#: peer that does its part of the close ends it long before this; a test
+#: whose peer never does (one that stops reading) sets a grace of its own.
+GOODBYE_GRACE_PERIOD = 300.0
+
+
 async def start_node(test: Any, ip: str, index: int, **config: Any) -> Node:
     """
     Start a pool on C{ip} (on a port the system picks: L{Node.point} says
     which) with test identity C{index}; it is stopped when the test ends.
+    Its close grace period is L{GOODBYE_GRACE_PERIOD} unless C{config}
+    says otherwise.
     """
     settings: dict[str, Any] = dict(
         listen=Point(ip, 0),
         expected_proof_of_work=0,
         maintenance_idle_time=None,
+        close_grace_period=GOODBYE_GRACE_PERIOD,
         data_dir=test.mktemp(),
     )
     settings.update(config)

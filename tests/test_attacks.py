@@ -18,10 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
+from p2pool.config import PoolConfig
 from p2pool.core.wire import Ping, encode, encode_message
 from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.transport.connection import Connection
 from tests.helpers import Node, async_test, start_node, wait_for
+
+#: The library's close grace period.
+CLOSE_GRACE_PERIOD = PoolConfig().close_grace_period
 
 KIB = 1024
 
@@ -50,10 +54,12 @@ async def _pair(
 ) -> tuple[Node, Node, Connection]:
     """
     A victim and an attacker, the attacker dialing; return the victim's
-    connection to the attacker.
+    connection to the attacker. Both have the library's close grace period
+    unless their configs say otherwise: an attack leaves a side that no
+    longer reads, whose closes end by the grace period's abort.
     """
-    victim = await start_node(test, "127.0.0.2", 0, **victim_config)
-    attacker = await start_node(test, "127.0.0.3", 1, **attacker_config)
+    victim = await start_node(test, "127.0.0.2", 0, **{"close_grace_period": CLOSE_GRACE_PERIOD, **victim_config})
+    attacker = await start_node(test, "127.0.0.3", 1, **{"close_grace_period": CLOSE_GRACE_PERIOD, **attacker_config})
     await attacker.pool.connect(victim.point)
     await wait_for(lambda: victim.pool.active_connections() == 1)
     return victim, attacker, victim.pool.connections.list()[0]
