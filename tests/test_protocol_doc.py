@@ -44,7 +44,7 @@ from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
 from p2pool.transport.connection import Connection
 from tests import protocol_client as pc
-from tests.helpers import GOODBYE_GRACE_PERIOD, async_test, wait_for
+from tests.helpers import GOODBYE_GRACE_PERIOD, HANDSHAKE_TIMEOUT, async_test, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
@@ -378,6 +378,7 @@ class NodeTestCase(TestCase):
             max_message_size=100_000,
             keepalive_interval=None,
             close_grace_period=GOODBYE_GRACE_PERIOD,
+            authentication_timeout=HANDSHAKE_TIMEOUT,
             data_dir=self.mktemp(),
         )
         config.update(settings)
