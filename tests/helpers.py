@@ -108,6 +108,14 @@ GOODBYE_GRACE_PERIOD = 300.0
 #: of the timeout set their own.
 HANDSHAKE_TIMEOUT = 300.0
 
+#: The authentication timeout of nodes that must time out a stalled
+#: handshake and then still serve a real peer: short enough to wait for,
+#: long enough for a real handshake on a busy machine, where the test
+#: process may be descheduled for seconds in the middle of it (the timer
+#: then runs before the handshake's bytes are read). (When exactly a stall
+#: is closed is checked on a simulated clock in test_floods.)
+STALL_TIMEOUT = 10.0
+
 
 async def start_node(test: Any, ip: str, index: int, **config: Any) -> Node:
     """

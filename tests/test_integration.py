@@ -33,6 +33,7 @@ from p2pool.errors import (
 )
 from p2pool.events import EventKind
 from tests.helpers import (
+    STALL_TIMEOUT,
     Node,
     async_test,
     closed_port,
@@ -41,12 +42,6 @@ from tests.helpers import (
     start_node,
     wait_for,
 )
-
-#: The authentication timeout of nodes that must time out a stalled
-#: handshake and then still serve a real peer: short enough to wait for,
-#: long enough for a real handshake on a busy machine. (When exactly a
-#: stall is closed is checked on a simulated clock in test_floods.)
-STALL_TIMEOUT = 2.0
 
 
 class _Raw(Protocol):
