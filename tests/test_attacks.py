@@ -171,7 +171,7 @@ class AsyncApplicationTests(TestCase):
 
 
 class DribbledFramesTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_dribblers_cannot_buffer_past_the_receive_budget(self) -> None:
@@ -208,14 +208,14 @@ class DribbledFramesTests(TestCase):
         loop = LoopingCall(dribble)
         loop.start(0.005)
         self.addCleanup(lambda: loop.stop() if loop.running else None)
-        await wait_for(lambda: budget.waiting == 2, timeout=20)
+        await wait_for(lambda: budget.waiting == 2)
         waiting = [victims_side[str(c.peer_id)] for c in victim.pool.connections.list() if c.reading_paused]
         self.assertEqual(len(waiting), 2)
         read = [c.bytes_received for c in waiting]
         # The two holders read on, up to their whole frame but one byte.
-        await wait_for(lambda: min(sent) == len(body), timeout=30)
+        await wait_for(lambda: min(sent) == len(body))
         holders = [c for c in victims_side.values() if c not in waiting and c.peer_id != honest.pool.peer_id]
-        await wait_for(lambda: all(c._protocol.decoder.buffered == len(body) for c in holders), timeout=20)
+        await wait_for(lambda: all(c._protocol.decoder.buffered == len(body) for c in holders))
         self.assertEqual([c.bytes_received for c in waiting], read, "a waiting connection is not read")
         for conn in waiting:
             self.assertLessEqual(conn._protocol.decoder.buffered, 128 * KIB, "it holds what it had read: one read")
@@ -223,9 +223,9 @@ class DribbledFramesTests(TestCase):
         buffered = sum(c._protocol.decoder.buffered for c in victims_side.values())
         self.assertLessEqual(buffered, budget.limit + 2 * 128 * KIB)
         honest_conn.send(b"still served")
-        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"], timeout=20)
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"])
         self.assertEqual(len(victim.named("receive_budget_full")), 1)
         for conn in attackers:
             conn.disconnect(abort=True)
-        await wait_for(lambda: victim.pool.active_connections() == 1, timeout=20)
+        await wait_for(lambda: victim.pool.active_connections() == 1)
         self.assertEqual((budget.used, budget.waiting), (0, 0))
