@@ -460,8 +460,14 @@ class SessionTests(NodeTestCase):
         self.assertEqual(result["answers"], [(pc.ACK, b""), (pc.MESSAGE, b"echo:" + big)])
         self.assertEqual([kind for kind in result["own_ping"] if kind != pc.PING], [], "only keepalive Pings")
         self.assertEqual(result["answered"], [pc.PING, pc.PING, pc.PING])
-        # Silent: pinged twice more, then Disconnect and the end.
-        self.assertEqual(result["after_silence"], [pc.PING, pc.PING, pc.DISCONNECT])
+        # Silent: pinged twice more, then Disconnect and the end. One Ping
+        # more may come first: the round-trip Ping of a connection not yet
+        # silent, due an interval after the last one when the node's check
+        # after the client's last Pong comes that late (a busy machine).
+        # When exactly the close comes is checked on a simulated clock
+        # (test_keepalive).
+        after_silence = result["after_silence"]
+        self.assertIn(after_silence, ([pc.PING] * 2 + [pc.DISCONNECT], [pc.PING] * 3 + [pc.DISCONNECT]))
         await wait_for(lambda: bool(node.app.lost))
         self.assertEqual(node.reasons(), [DisconnectReason.IDLE_TIMEOUT])
         self.assertFalse(node.pool.acl.banned_addr(source))
