@@ -89,15 +89,48 @@ class Node:
         return [e for e in self.events if e.event == event]
 
 
+#: The close grace period of the test nodes, longer than any test. The
+#: grace runs on the reactor's clock from the moment a goodbye (a Nack or
+#: Disconnect, then the TLS close) is queued, and a goodbye queued while
+#: the reactor handles input is written only at its next turn: when the
+#: test process is descheduled for longer than the grace just then (a busy
+#: machine), the grace is over as the process resumes, its timer runs
+#: before the write, the close is aborted and the goodbye never leaves the
+#: process, so that the peer sees connection_lost, not what it was told. A
+#: peer that does its part of the close ends it long before this; a test
+#: whose peer never does (one that stops reading) sets a grace of its own.
+GOODBYE_GRACE_PERIOD = 300.0
+#: The authentication timeout of the test nodes, longer than a test: the
+#: library's 5 s runs on the reactor's clock from the TCP connection, so a
+#: test process descheduled for that long in mid-handshake (a busy machine)
+#: has the handshake's own bytes waiting in the socket when the timeout's
+#: timer runs, and a handshake that did nothing wrong is aborted. The tests
+#: of the timeout set their own.
+HANDSHAKE_TIMEOUT = 300.0
+
+#: The authentication timeout of nodes that must time out a stalled
+#: handshake and then still serve a real peer: short enough to wait for,
+#: long enough for a real handshake on a busy machine, where the test
+#: process may be descheduled for seconds in the middle of it (the timer
+#: then runs before the handshake's bytes are read). (When exactly a stall
+#: is closed is checked on a simulated clock in test_floods.)
+STALL_TIMEOUT = 10.0
+
+
 async def start_node(test: Any, ip: str, index: int, **config: Any) -> Node:
     """
     Start a pool on C{ip} (on a port the system picks: L{Node.point} says
     which) with test identity C{index}; it is stopped when the test ends.
+    Its close grace period is L{GOODBYE_GRACE_PERIOD} and its
+    authentication timeout L{HANDSHAKE_TIMEOUT} unless C{config} says
+    otherwise.
     """
     settings: dict[str, Any] = dict(
         listen=Point(ip, 0),
         expected_proof_of_work=0,
         maintenance_idle_time=None,
+        close_grace_period=GOODBYE_GRACE_PERIOD,
+        authentication_timeout=HANDSHAKE_TIMEOUT,
         data_dir=test.mktemp(),
     )
     settings.update(config)

@@ -19,7 +19,8 @@
 #                      temporary directory)
 #
 # Prints one line per run and then "K passed runs of N"; exits 1 unless
-# every run passed.
+# every run passed. (tests/stalls.py runs trial with a reactor that stalls
+# now and then, which shows a dependence on the machine's load sooner.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

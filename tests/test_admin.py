@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 from typing import Any
 
 import treq
@@ -945,12 +944,6 @@ class NodeServiceTests(TestCase):
     """
 
     timeout = 120
-
-    def setUp(self) -> None:
-        # tests.test_tap replaces p2pool.daemon.node through sys.modules, which
-        # works only while it is not imported: leave it as it was found.
-        if "p2pool.daemon.node" not in sys.modules:
-            self.addCleanup(sys.modules.pop, "p2pool.daemon.node", None)
 
     def node(self, ip: str, admin: AdminConfig, reactor: Any = None) -> Any:
         from p2pool.daemon.node import NodeService

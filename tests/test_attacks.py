@@ -18,10 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
+from p2pool.config import PoolConfig
 from p2pool.core.wire import Ping, encode, encode_message
 from p2pool.errors import DisconnectReason, SendQueueFull
 from p2pool.transport.connection import Connection
 from tests.helpers import Node, async_test, start_node, wait_for
+
+#: The library's close grace period.
+CLOSE_GRACE_PERIOD = PoolConfig().close_grace_period
 
 KIB = 1024
 
@@ -50,24 +54,26 @@ async def _pair(
 ) -> tuple[Node, Node, Connection]:
     """
     A victim and an attacker, the attacker dialing; return the victim's
-    connection to the attacker.
+    connection to the attacker. Both have the library's close grace period
+    unless their configs say otherwise: an attack leaves a side that no
+    longer reads, whose closes end by the grace period's abort.
     """
-    victim = await start_node(test, "127.0.0.2", 0, **victim_config)
-    attacker = await start_node(test, "127.0.0.3", 1, **attacker_config)
+    victim = await start_node(test, "127.0.0.2", 0, **{"close_grace_period": CLOSE_GRACE_PERIOD, **victim_config})
+    attacker = await start_node(test, "127.0.0.3", 1, **{"close_grace_period": CLOSE_GRACE_PERIOD, **attacker_config})
     await attacker.pool.connect(victim.point)
     await wait_for(lambda: victim.pool.active_connections() == 1)
     return victim, attacker, victim.pool.connections.list()[0]
 
 
 class SlowReaderTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_slow_reader_is_aborted(self) -> None:
         victim, attacker, conn = await _pair(self, dict(send_queue_size=256 * KIB, send_stall_timeout=1.0), {})
         attacker.pool.connections.list()[0].pause_reading()
         _keep_sending(self, conn)
-        await wait_for(lambda: conn.reason is not None, timeout=45)
+        await wait_for(lambda: conn.reason is not None, timeout=90)
         self.assertEqual(conn.reason.reason, DisconnectReason.SEND_STALLED)  # type: ignore[union-attr]
         self.assertEqual(len(victim.named("send_stalled")), 1)
         self.assertLessEqual(max(e.fields["queued"] for e in victim.named("send_queue_full")), 256 * KIB)
@@ -76,7 +82,7 @@ class SlowReaderTests(TestCase):
 
 
 class PingFloodTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_ping_flood_is_paced_and_honest_peers_get_through(self) -> None:
@@ -94,15 +100,15 @@ class PingFloodTests(TestCase):
         loop = LoopingCall(flood)
         loop.start(0.005)
         self.addCleanup(lambda: loop.stop() if loop.running else None)
-        await wait_for(lambda: conn.reading_paused, timeout=20)
+        await wait_for(lambda: conn.reading_paused)
         self.assertLessEqual(conn._protocol.decoder.buffered, 128 * KIB, "what waits is one read, not the flood")
         honest_conn.send(b"still served")
-        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"], timeout=20)
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"])
         self.assertTrue(conn.is_open, "a flood is paced, not a reason to disconnect")
 
 
 class SilentReaderTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_idle_close_frees_the_socket(self) -> None:
@@ -144,7 +150,7 @@ class _SlowApp:
 
 
 class AsyncApplicationTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_slow_application_holds_the_sender_back(self) -> None:
@@ -157,15 +163,15 @@ class AsyncApplicationTests(TestCase):
         out = sender.pool.connections.list()[0]
         messages = [b"%04d" % i + b"p" * 16 * KIB for i in range(600)]
         queued = [out.send_when_room(m) for m in messages]
-        await wait_for(lambda: conn.reading_paused, timeout=20)
+        await wait_for(lambda: conn.reading_paused)
         self.assertFalse(all(d.called for d in queued), "the sender is held back")
-        await wait_for(lambda: len(app.received) == 600, timeout=45)
+        await wait_for(lambda: len(app.received) == 600, timeout=90)
         self.assertEqual(app.received, messages, "in order, none lost")
         self.assertLessEqual(app.most_pending, 3)
 
 
 class DribbledFramesTests(TestCase):
-    timeout = 60
+    timeout = 120
 
     @async_test
     async def test_dribblers_cannot_buffer_past_the_receive_budget(self) -> None:
@@ -202,14 +208,14 @@ class DribbledFramesTests(TestCase):
         loop = LoopingCall(dribble)
         loop.start(0.005)
         self.addCleanup(lambda: loop.stop() if loop.running else None)
-        await wait_for(lambda: budget.waiting == 2, timeout=20)
+        await wait_for(lambda: budget.waiting == 2)
         waiting = [victims_side[str(c.peer_id)] for c in victim.pool.connections.list() if c.reading_paused]
         self.assertEqual(len(waiting), 2)
         read = [c.bytes_received for c in waiting]
         # The two holders read on, up to their whole frame but one byte.
-        await wait_for(lambda: min(sent) == len(body), timeout=30)
+        await wait_for(lambda: min(sent) == len(body))
         holders = [c for c in victims_side.values() if c not in waiting and c.peer_id != honest.pool.peer_id]
-        await wait_for(lambda: all(c._protocol.decoder.buffered == len(body) for c in holders), timeout=20)
+        await wait_for(lambda: all(c._protocol.decoder.buffered == len(body) for c in holders))
         self.assertEqual([c.bytes_received for c in waiting], read, "a waiting connection is not read")
         for conn in waiting:
             self.assertLessEqual(conn._protocol.decoder.buffered, 128 * KIB, "it holds what it had read: one read")
@@ -217,9 +223,9 @@ class DribbledFramesTests(TestCase):
         buffered = sum(c._protocol.decoder.buffered for c in victims_side.values())
         self.assertLessEqual(buffered, budget.limit + 2 * 128 * KIB)
         honest_conn.send(b"still served")
-        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"], timeout=20)
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [b"still served"])
         self.assertEqual(len(victim.named("receive_budget_full")), 1)
         for conn in attackers:
             conn.disconnect(abort=True)
-        await wait_for(lambda: victim.pool.active_connections() == 1, timeout=20)
+        await wait_for(lambda: victim.pool.active_connections() == 1)
         self.assertEqual((budget.used, budget.waiting), (0, 0))

@@ -28,7 +28,7 @@ from p2pool.core.wire import Advertise, Kind, encode
 from p2pool.events import EventKind, PoolEvent
 from p2pool.pool.control_frames import ADVERTISE_BURST, ADVERTISE_RATE, COOLDOWNS
 from p2pool.testing.network import MemoryNetwork
-from tests.helpers import Node, async_test, start_node, wait_for
+from tests.helpers import STALL_TIMEOUT, Node, async_test, start_node, wait_for
 
 
 class _Raw(Protocol):
@@ -270,9 +270,11 @@ class SlowlorisTests(TestCase):
         before); the node then serves a real peer.
         """
         # Long enough for the real peer's handshake at the end on a busy
-        # machine; when exactly a stall is closed is checked on a
-        # simulated clock below.
-        hub = await start_node(self, "127.0.0.2", 0, authentication_timeout=2.0, netgroup_cap_exempts_loopback=True)
+        # machine (see STALL_TIMEOUT); when exactly a stall is closed is
+        # checked on a simulated clock below.
+        hub = await start_node(
+            self, "127.0.0.2", 0, authentication_timeout=STALL_TIMEOUT, netgroup_cap_exempts_loopback=True
+        )
         binds = [f"127.0.70.{i}" for i in range(1, 6)] + [f"127.0.71.{i}" for i in range(1, 6)]
         timed_out = lambda: {
             e.fields["addr"] for e in hub.named(EventKind.AUTHENTICATION_FAILED) if e.fields["error"] == "Timeout"

@@ -515,12 +515,6 @@ class GreylistTests(_MemoryNetworkTestCase):
 
 
 class TacTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        # tests.test_tap replaces p2pool.daemon.node through sys.modules, which
-        # works only while it is not imported: leave it as it was found.
-        if "p2pool.daemon.node" not in sys.modules:
-            self.addCleanup(sys.modules.pop, "p2pool.daemon.node", None)
-
     def test_tac_builds_a_gossip_node_and_publisher(self) -> None:
         """
         tac/gossip.tac reads $P2POOL_CONFIG and $GOSSIP_PUBLISH_EVERY and

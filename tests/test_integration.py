@@ -33,6 +33,7 @@ from p2pool.errors import (
 )
 from p2pool.events import EventKind
 from tests.helpers import (
+    STALL_TIMEOUT,
     Node,
     async_test,
     closed_port,
@@ -41,12 +42,6 @@ from tests.helpers import (
     start_node,
     wait_for,
 )
-
-#: The authentication timeout of nodes that must time out a stalled
-#: handshake and then still serve a real peer: short enough to wait for,
-#: long enough for a real handshake on a busy machine. (When exactly a
-#: stall is closed is checked on a simulated clock in test_floods.)
-STALL_TIMEOUT = 2.0
 
 
 class _Raw(Protocol):
@@ -294,8 +289,13 @@ class RefusalTests(TestCase):
         with self.assertRaises(P2PError):
             await a.pool.connect(Point("127.0.0.7", closed_port(self, "127.0.0.7")))
         info = only(list(a.pool.points), "known point")
-        self.assertIsNotNone(info.last_failed_connection)
-        self.assertTrue(info.cannot_reconnect_yet(reactor.seconds()))
+        failed_at = info.last_failed_connection
+        assert failed_at is not None
+        # The back-off runs from the failure for the initial delay (less
+        # its jitter), whenever this check runs on a busy machine.
+        policy = a.pool.config.reconnection
+        self.assertTrue(info.cannot_reconnect_yet(failed_at))
+        self.assertTrue(info.cannot_reconnect_yet(failed_at + policy.initial_delay * (1 - policy.jitter)))
 
 
 def _ec_certificate(key: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point
 from p2pool.core.wire import Pong, encode
 from p2pool.errors import DisconnectReason
@@ -175,9 +176,12 @@ class RealSocketKeepaliveTests(TestCase):
         """
         A peer that stops reading and writing (as behind a silent network
         cut) is closed by the keepalive with idle_timeout, although it
-        never answers the TLS close: the close does not wait for it.
+        never answers the TLS close: the close does not wait for it longer
+        than the library's close grace period.
         """
-        a = await start_node(self, "127.0.0.2", 0, keepalive_interval=0.2)
+        a = await start_node(
+            self, "127.0.0.2", 0, keepalive_interval=0.2, close_grace_period=PoolConfig().close_grace_period
+        )
         b = await start_node(self, "127.0.0.3", 1, keepalive_interval=None)
         await a.pool.connect(b.point)
         await wait_for(lambda: b.pool.active_connections() == 1)

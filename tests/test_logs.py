@@ -325,7 +325,7 @@ class PoolProgressTests(TestCase):
     L{identity.PROGRESS_LOG_INTERVAL} seconds, with rate and estimate.
     """
 
-    timeout = 30
+    timeout = 120
 
     @async_test
     async def test_progress_lines(self) -> None:
@@ -351,7 +351,7 @@ class PoolProgressTests(TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         node = await start_node(self, "127.0.0.76", 44, identity=None, expected_proof_of_work=20)
         self.assertEqual(node.pool.identity, made)
-        await wait_for(lambda: len(lines) == 2, timeout=5)
+        await wait_for(lambda: len(lines) == 2)
         for line, attempts in zip(lines, ("16,384", "32,768")):
             self.assertRegex(line, f"^proof of work: {attempts} attempts, [0-9,]+ hashes/s, about .* more expected$")
 
@@ -362,7 +362,7 @@ class MotiveNameTests(TestCase):
     node that receives it.
     """
 
-    timeout = 30
+    timeout = 120
 
     @async_test
     async def test_both_sides(self) -> None:
@@ -372,12 +372,12 @@ class MotiveNameTests(TestCase):
             await b.pool.connect(a.point)
         except Exception:
             pass
-        await wait_for(lambda: bool(a.named("rejecting_request")), timeout=10)
+        await wait_for(lambda: bool(a.named("rejecting_request")))
         refused = a.named("rejecting_request")[0].fields
         self.assertEqual(
             (refused["motive"], refused["motive_name"]), (NackMotive.TOO_MANY_CONNECTIONS, "too_many_connections")
         )
-        await wait_for(lambda: any("motive_name" in e.fields for e in b.events), timeout=10)
+        await wait_for(lambda: any("motive_name" in e.fields for e in b.events))
         told = next(e for e in b.events if "motive_name" in e.fields)
         self.assertEqual(told.event, "request_rejected")
         self.assertEqual(told.fields["motive_name"], "too_many_connections")

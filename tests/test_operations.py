@@ -556,7 +556,7 @@ class BanCommandTests(TestCase):
     a running node.
     """
 
-    timeout = 30
+    timeout = 120
 
     async def run_cli(self, url: str, *argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
@@ -573,7 +573,7 @@ class BanCommandTests(TestCase):
         self.assertEqual(
             await self.run_cli(url, "ban", "127.0.0.81/32"), (0, "banned 127.0.0.81 (1 connection closed)\n", "")
         )
-        await wait_for(lambda: a.pool.active_connections() == 0, timeout=10)
+        await wait_for(lambda: a.pool.active_connections() == 0)
         self.assertEqual(await self.run_cli(url, "ban", "192.0.2.0/24"), (0, "banned 192.0.2.0/24\n", ""))
         await self.run_cli(url, "ban", str(b.pool.peer_id))
         status, out, _ = await self.run_cli(url, "bans")

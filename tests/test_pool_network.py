@@ -148,7 +148,10 @@ class PoolNetworkTests(TestCase):
         Tezos C2: pending incoming handshakes count against
         max_incoming_connections until they finish.
         """
-        node = await start_node(self, "127.0.0.2", 0, max_incoming_connections=2, authentication_timeout=5.0)
+        # The idle connections must stay pending for the whole test: an
+        # authentication timeout longer than the test's own, so that a busy
+        # machine cannot close the first two before the third arrives.
+        node = await start_node(self, "127.0.0.2", 0, max_incoming_connections=2, authentication_timeout=600.0)
         idle = []
         for i in range(3):
             endpoint = TCP4ClientEndpoint(reactor, node.point.ip, node.point.port, bindAddress=(f"127.0.1.{i + 1}", 0))

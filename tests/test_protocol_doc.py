@@ -44,7 +44,7 @@ from p2pool.interfaces import BasePoolApplication
 from p2pool.pool.service import Pool
 from p2pool.transport.connection import Connection
 from tests import protocol_client as pc
-from tests.helpers import async_test, wait_for
+from tests.helpers import GOODBYE_GRACE_PERIOD, HANDSHAKE_TIMEOUT, async_test, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
@@ -300,9 +300,10 @@ def frames_until_eof(client: pc.Client) -> list[int]:
         kinds.append(kind)
 
 
-def ping_pong(client: pc.Client) -> list[int]:
+def ping_pong(client: pc.Client, answer_pings: bool = False) -> list[int]:
     """
-    Send Ping; the kinds of the frames received up to its Pong.
+    Send Ping; the kinds of the frames received up to its Pong (each Ping
+    among them answered with Pong if C{answer_pings}).
     """
     client.send(pc.PING)
     kinds: list[int] = []
@@ -311,6 +312,10 @@ def ping_pong(client: pc.Client) -> list[int]:
         if kind == pc.PONG:
             return kinds
         kinds.append(kind)
+        if answer_pings and kind == pc.PING:
+            if len(kinds) > 3:
+                raise AssertionError(f"no Pong, and {len(kinds)} Pings came meanwhile: {kinds}")
+            client.send(pc.PONG)
 
 
 def closed_before_tls(identity: pc.Identity, node: NodeHarness, source: str) -> bool:
@@ -377,6 +382,8 @@ class NodeTestCase(TestCase):
             netgroup_cap_exempts_loopback=True,
             max_message_size=100_000,
             keepalive_interval=None,
+            close_grace_period=GOODBYE_GRACE_PERIOD,
+            authentication_timeout=HANDSHAKE_TIMEOUT,
             data_dir=self.mktemp(),
         )
         config.update(settings)
@@ -420,8 +427,22 @@ class SessionTests(NodeTestCase):
             assert pc.pow_valid(client.remote_public_key, hello["stamp"], POW)  # type: ignore[arg-type]
             # Ack and a message in one write, before the node's Ack.
             client.send_raw(pc.frame(pc.ACK) + pc.frame(pc.MESSAGE, big))
-            result["answers"] = [client.receive(), client.receive()]
-            result["own_ping"] = ping_pong(client)
+            # The node's first keepalive check of the running connection
+            # pings it to measure its round trip: on a busy machine that may
+            # come before the echo (the message takes several reads); such
+            # a Ping is answered and left out.
+            answers = []
+            while len(answers) < 2:
+                answer = client.receive()
+                if answer[0] == pc.PING and len(answers) == 1:
+                    client.send(pc.PONG)
+                else:
+                    answers.append(answer)
+            result["answers"] = answers
+            # The node's keepalive Pings a client silent for an interval: one
+            # may come first when the client took that long to read the echo
+            # (a busy machine); it is answered, as below.
+            result["own_ping"] = ping_pong(client, answer_pings=True)
             # Answered, Pings keep coming one at a time: three of them (where
             # silence would have closed the connection after two).
             result["answered"] = []
@@ -448,10 +469,16 @@ class SessionTests(NodeTestCase):
             },
         )
         self.assertEqual(result["answers"], [(pc.ACK, b""), (pc.MESSAGE, b"echo:" + big)])
-        self.assertEqual(result["own_ping"], [])
+        self.assertEqual([kind for kind in result["own_ping"] if kind != pc.PING], [], "only keepalive Pings")
         self.assertEqual(result["answered"], [pc.PING, pc.PING, pc.PING])
-        # Silent: pinged twice more, then Disconnect and the end.
-        self.assertEqual(result["after_silence"], [pc.PING, pc.PING, pc.DISCONNECT])
+        # Silent: pinged twice more, then Disconnect and the end. One Ping
+        # more may come first: the round-trip Ping of a connection not yet
+        # silent, due an interval after the last one when the node's check
+        # after the client's last Pong comes that late (a busy machine).
+        # When exactly the close comes is checked on a simulated clock
+        # (test_keepalive).
+        after_silence = result["after_silence"]
+        self.assertIn(after_silence, ([pc.PING] * 2 + [pc.DISCONNECT], [pc.PING] * 3 + [pc.DISCONNECT]))
         await wait_for(lambda: bool(node.app.lost))
         self.assertEqual(node.reasons(), [DisconnectReason.IDLE_TIMEOUT])
         self.assertFalse(node.pool.acl.banned_addr(source))

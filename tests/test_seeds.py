@@ -194,6 +194,11 @@ class _Hanging(Resource):
         return NOT_DONE_YET
 
 
+#: The fetch timeout of the tests whose fetch must not time out: longer
+#: than a test, since it runs on the reactor's clock and a test process
+#: descheduled that long (a busy machine) would see a good server time out.
+#: test_timeout sets its own.
+FETCH_TIMEOUT = 60.0
 GOOD_POINTS = ["10.0.0.1:9732", f"10.0.0.2:9733#{PEER_ID}", "seed-node.test:9734"]
 
 
@@ -274,7 +279,7 @@ class ServedTestCase(TestCase):
 
     def fetcher(self, pool: FakePool, *urls: str, **kwargs: Any) -> SeedFetcher:
         kwargs.setdefault("ca_file", self.pki.ca_file)
-        kwargs.setdefault("timeout", 5.0)
+        kwargs.setdefault("timeout", FETCH_TIMEOUT)
         fetcher = SeedFetcher(
             pool, urls, host_addresses={"seed.test": "127.0.0.1"}, resolve=fake_resolve, rng=random.Random(1), **kwargs
         )
@@ -352,7 +357,7 @@ class FetchTests(ServedTestCase):
     async def test_system_trust_store_refuses_test_ca(self) -> None:
         pool = FakePool()
         url = self.url("good", "good")
-        fetcher = SeedFetcher(pool, [url], None, host_addresses={"seed.test": "127.0.0.1"}, timeout=5.0)
+        fetcher = SeedFetcher(pool, [url], None, host_addresses={"seed.test": "127.0.0.1"}, timeout=FETCH_TIMEOUT)
         fetcher._started = True
         self.assertEqual(await fetcher.fetch(url), 0)
         self.assertIn("TLS certificate verification failed", pool.named(EventKind.SEED_ERROR)[0].fields["reason"])
