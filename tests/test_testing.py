@@ -1071,6 +1071,30 @@ class MisuseTests(SynchronousTestCase):
         self.assertRefused(TypeError, "log_level", MemoryNetwork, log_level="warn")
         self.assertRefused(TypeError, "data_dir", MemoryNetwork, data_dir=3)
 
+    def test_misspelled_setting(self) -> None:
+        """
+        A setting that is not a C{PoolConfig} field is refused by name,
+        with the nearest field, and no pool is made.
+        """
+        network = MemoryNetwork(seed=1)
+        self.addCleanup(network.stop)
+        self.assertRefused(
+            TypeError,
+            "'max_conections' is not a PoolConfig setting (did you mean max_connections?)",
+            network.add_pool,
+            "10.0.0.1",
+            max_conections=5,
+        )
+        self.assertRefused(
+            TypeError, "'colour' is not a PoolConfig setting", network.default_config, "10.0.0.1", colour=1
+        )
+        config = network.default_config("10.0.0.2")
+        self.assertRefused(
+            TypeError, "did you mean max_connections?", network.add_pool, "10.0.0.2", config=config, max_connection=5
+        )
+        self.assertEqual(network.pools, {})
+        self.assertEqual(network.add_pool("10.0.0.1", max_connections=60).config.max_connections, 60)
+
     def test_raw_reactor_arguments(self) -> None:
         """
         A port a socket would refuse is refused, as a socket does, instead

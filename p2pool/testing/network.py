@@ -34,6 +34,7 @@ simulated.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import hashlib
 import heapq
@@ -1464,9 +1465,11 @@ class MemoryNetwork:
         directory of its own; with C{overrides}.
 
         @raise RuntimeError: the network was stopped (L{stop}).
+        @raise TypeError: an override names no C{PoolConfig} field.
         """
         ip = _host(ip)
         self._check_not_stopped()
+        _check_config_names(overrides)
         base = PoolConfig(listen=Point(ip, DEFAULT_PORT), expected_proof_of_work=0, data_dir=self._pool_dir(ip))
         return attrs.evolve(base, **overrides) if overrides else base
 
@@ -1543,6 +1546,7 @@ class MemoryNetwork:
                 f" not {type(config).__name__} {config!r:.80}"
             )
         elif config_overrides:
+            _check_config_names(config_overrides)
             config = attrs.evolve(config, **config_overrides)
         if log is not None and not builtin_callable(log):
             raise TypeError(f"log must be callable (it gets each PoolEvent), not {log!r:.80}")
@@ -1913,3 +1917,16 @@ class MemoryNetwork:
 
     def __repr__(self) -> str:
         return f"<MemoryNetwork seed={self._seed_text:.40} t={self.clock.seconds():.3f} pools={len(self.pools)} links={len(self._links)}>"
+
+
+def _check_config_names(overrides: Mapping[str, Any]) -> None:
+    """
+    @raise TypeError: a name in C{overrides} is not a L{PoolConfig} field,
+        with the closest one when there is one.
+    """
+    fields = attrs.fields_dict(PoolConfig)
+    for name in overrides:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise TypeError(f"{name!r} is not a PoolConfig setting{hint}")
