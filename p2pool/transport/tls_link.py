@@ -45,7 +45,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["MAX_GATHERED", "TLSLink", "TLSLinks"]
+__all__ = ["MAX_GATHERED", "TLSLink", "TLSLinks", "represents_eof"]
 
 #: At this many bytes written and not yet sent, they are sent at once (the
 #: bound of Twisted's buffering TLS transport).
@@ -115,8 +115,7 @@ class TLSLink(Protocol):
         self.transport = self._tcp = transport
         self.wrappedProtocol.makeConnection(self)
         self._advance_handshake()
-        if not self._reading:
-            self._send_tls()
+        self._send_tls()
 
     def dataReceived(self, data: bytes) -> None:
         tls = self._tls
