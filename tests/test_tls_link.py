@@ -4,6 +4,8 @@ Tests for L{p2pool.transport.tls_link}: the TLS layer of a peer connection.
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
 from collections.abc import Callable
 
@@ -11,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISystemHandle
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
@@ -468,6 +471,160 @@ class HandshakeTests(_Pair):
         assert ours_side.lost is not None and theirs_side.lost is not None
         ours_side.lost.trap(ConnectionDone)
         theirs_side.lost.trap(ConnectionDone)
+
+
+class ShortSocket(socket.socket):
+    """
+    One end of a socket pair that takes at most C{room} bytes per send
+    (None: all), or fails every send with C{error}.
+    """
+
+    room: int | None = None
+    error: OSError | None = None
+
+    def send(self, data: bytes, flags: int = 0) -> int:  # type: ignore[override]
+        if self.error is not None:
+            raise self.error
+        if self.room is not None:
+            data = bytes(data)[: self.room]
+        return super().send(data, flags)
+
+
+@implementer(ISystemHandle)
+class SocketTransport(StringTransport):
+    """
+    An in-memory TCP transport whose handle is a real (local) socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(peerAddress=ADDRESS)
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class DirectSendTests(SynchronousTestCase):
+    """
+    A L{TLSLink} writes to its TCP socket directly while the TCP transport
+    has never been given bytes; from the first send the socket does not
+    take whole, the transport sends everything.
+    """
+
+    def setUp(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        self.sock = ShortSocket(fileno=ours.detach())
+        self.addCleanup(self.sock.close)
+        self.sock.setblocking(False)
+        theirs.setblocking(False)
+        self.theirs = theirs
+        self.clock = Clock()
+        self.client_context = TLSContext(Ed25519PrivateKey.generate())
+        self.server_context = TLSContext(Ed25519PrivateKey.generate())
+        self.client, self.server = Side(), Side()
+        self.client_link = self.client_context.client_wrapper(self.clock).wrap(self.client)
+        self.server_link = self.server_context.server_wrapper(self.clock).wrap(self.server)
+        self.client_tcp = SocketTransport(self.sock)
+        self.server_tcp = StringTransport(peerAddress=ADDRESS)
+
+    def on_socket(self) -> bytes:
+        """
+        What the client's socket has sent and was not read yet.
+        """
+        data = b""
+        while True:
+            try:
+                chunk = self.theirs.recv(65536)
+            except BlockingIOError:
+                return data
+            data += chunk
+
+    def pump(self) -> tuple[bytes, bytes]:
+        """
+        Move the client's bytes (from its socket, then from its transport)
+        to the server and the server's back, once; what the client sent
+        each way.
+        """
+        direct, buffered = self.on_socket(), self.client_tcp.value()
+        self.client_tcp.clear()
+        if direct or buffered:
+            self.server_link.dataReceived(direct + buffered)
+        answer = self.server_tcp.value()
+        self.server_tcp.clear()
+        if answer:
+            self.client_link.dataReceived(answer)
+        return direct, buffered
+
+    def handshake(self) -> list[tuple[bytes, bytes]]:
+        self.client_link.makeConnection(self.client_tcp)
+        self.server_link.makeConnection(self.server_tcp)
+        flights = [self.pump() for _ in range(3)]
+        self.assertTrue(self.client.completed and self.server.completed)
+        return flights
+
+    def test_flights_sent_on_the_socket(self) -> None:
+        """
+        While the socket takes every send, each flight goes out on it and
+        the transport is never written.
+        """
+        flights = self.handshake()
+        self.assertTrue(flights[0][0].startswith(b"\x16\x03"), flights[0][0][:5])
+        self.assertTrue(flights[1][0])
+        self.assertEqual([buffered for _, buffered in flights], [b"", b"", b""])
+        self.client.transport.write(b"hello")  # type: ignore[union-attr]
+        self.clock.advance(0)
+        direct, buffered = self.pump()
+        self.assertEqual((application_records(direct), buffered), (1, b""))
+        self.assertEqual(self.server.received, b"hello")
+
+    def test_partial_send_hands_the_rest_to_the_transport(self) -> None:
+        """
+        When the socket takes part of a flight, the rest is given to the
+        transport, and so is every later flight even once the socket has
+        room: the bytes arrive whole and in order.
+        """
+        self.sock.room = 10
+        self.client_link.makeConnection(self.client_tcp)
+        self.server_link.makeConnection(self.server_tcp)
+        direct, buffered = self.pump()
+        self.assertEqual(len(direct), 10)
+        self.assertTrue(buffered)
+        self.sock.room = None
+        later = [self.pump() for _ in range(2)]
+        self.assertTrue(self.client.completed and self.server.completed)
+        self.assertEqual([direct for direct, _ in later], [b"", b""])
+        self.assertTrue(later[0][1])
+
+    def test_full_socket_hands_everything_to_the_transport(self) -> None:
+        """
+        A socket that takes nothing (its buffer full, or an error the
+        transport will find) leaves the flight to the transport, whole.
+        """
+        for error in (BlockingIOError(errno.EAGAIN, "full"), BrokenPipeError(errno.EPIPE, "gone")):
+            self.setUp()
+            self.sock.error = error
+            self.client_link.makeConnection(self.client_tcp)
+            self.assertEqual(self.on_socket(), b"")
+            self.assertTrue(self.client_tcp.value().startswith(b"\x16\x03"), error)
+
+    def test_abort_sends_nothing_on_the_socket(self) -> None:
+        """
+        An abort after the handshake puts nothing on the socket (what
+        OpenSSL says goes to the transport, which drops it when aborting).
+        """
+        self.handshake()
+        self.client.transport.abortConnection()  # type: ignore[union-attr]
+        self.assertEqual(self.on_socket(), b"")
+
+    def test_transport_without_a_socket_is_written(self) -> None:
+        """
+        A transport whose handle is not a socket is written to, as before.
+        """
+        link = self.client_context.client_wrapper(self.clock).wrap(Side())
+        tcp = StringTransport(peerAddress=ADDRESS)
+        link.makeConnection(tcp)
+        self.assertTrue(tcp.value().startswith(b"\x16\x03"))
 
 
 class RepresentsEOFTests(SynchronousTestCase):
