@@ -506,9 +506,10 @@ class SocketTransport(StringTransport):
 
 class DirectSendTests(SynchronousTestCase):
     """
-    A L{TLSLink} writes to its TCP socket directly while the TCP transport
-    has never been given bytes; from the first send the socket does not
-    take whole, the transport sends everything.
+    A L{TLSLink} writes to its TCP socket directly, at the end of the
+    reactor turn, while the TCP transport has never been given bytes; from
+    the first send the socket does not take whole, the transport sends
+    everything.
     """
 
     def setUp(self) -> None:
@@ -542,10 +543,11 @@ class DirectSendTests(SynchronousTestCase):
 
     def pump(self) -> tuple[bytes, bytes]:
         """
-        Move the client's bytes (from its socket, then from its transport)
-        to the server and the server's back, once; what the client sent
-        each way.
+        End the reactor turn, then move the client's bytes (from its
+        socket, then from its transport) to the server and the server's
+        back, once; what the client sent each way.
         """
+        self.clock.advance(0)
         direct, buffered = self.on_socket(), self.client_tcp.value()
         self.client_tcp.clear()
         if direct or buffered:
@@ -573,7 +575,6 @@ class DirectSendTests(SynchronousTestCase):
         self.assertTrue(flights[1][0])
         self.assertEqual([buffered for _, buffered in flights], [b"", b"", b""])
         self.client.transport.write(b"hello")  # type: ignore[union-attr]
-        self.clock.advance(0)
         direct, buffered = self.pump()
         self.assertEqual((application_records(direct), buffered), (1, b""))
         self.assertEqual(self.server.received, b"hello")
@@ -605,6 +606,7 @@ class DirectSendTests(SynchronousTestCase):
             self.setUp()
             self.sock.error = error
             self.client_link.makeConnection(self.client_tcp)
+            self.clock.advance(0)
             self.assertEqual(self.on_socket(), b"")
             self.assertTrue(self.client_tcp.value().startswith(b"\x16\x03"), error)
 
@@ -616,6 +618,46 @@ class DirectSendTests(SynchronousTestCase):
         self.handshake()
         self.client.transport.abortConnection()  # type: ignore[union-attr]
         self.assertEqual(self.on_socket(), b"")
+
+    def test_sent_at_the_end_of_the_turn_with_one_timer(self) -> None:
+        """
+        What the links of one pool have to send leaves at the end of the
+        reactor turn, on one timer for all of them.
+        """
+        links = self.client_context.client_wrapper(self.clock)
+        self.client_link.makeConnection(self.client_tcp)
+        other_ours, other_theirs = socket.socketpair()
+        self.addCleanup(other_ours.close)
+        self.addCleanup(other_theirs.close)
+        other_theirs.setblocking(False)
+        links.wrap(Side()).makeConnection(SocketTransport(other_ours))
+        links.wrap(Side()).makeConnection(SocketTransport(other_ours))
+        self.assertEqual(self.on_socket(), b"")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.clock.advance(0)
+        self.assertTrue(self.on_socket().startswith(b"\x16\x03"))
+        self.assertEqual(other_theirs.recv(65536).count(b"\x16\x03\x01"), 2)
+
+    def test_large_writes_sent_at_once(self) -> None:
+        """
+        Once more than L{MAX_GATHERED} bytes wait, they are sent without
+        waiting for the end of the turn.
+        """
+        self.handshake()
+        self.client.transport.write(b"x" * (MAX_GATHERED + 1))  # type: ignore[union-attr]
+        self.assertGreater(len(self.on_socket()), MAX_GATHERED)
+
+    def test_close_sends_before_closing_tcp(self) -> None:
+        """
+        Answering the peer's close_notify closes TCP, after sending ours on
+        the socket at once.
+        """
+        self.handshake()
+        self.server.close()
+        self.client_link.dataReceived(self.server_tcp.value())
+        self.assertTrue(self.client_tcp.disconnecting)
+        self.assertTrue(self.on_socket())
+        self.assertEqual(self.client_tcp.value(), b"")
 
     def test_transport_without_a_socket_is_written(self) -> None:
         """

@@ -117,12 +117,15 @@ class TLSLink(Protocol):
         self._gathered: list[bytes] = []
         self._gathered_size = 0
         self._reading = False
-        self._flush_call: IDelayedCall | None = None
         #: The TCP transport (also a consumer and a push producer).
         self._tcp: Any = None
         #: The TCP transport's socket, written to directly while the
         #: transport has never been given bytes to send (None after).
         self._socket: socket.socket | None = None
+        #: What TLS has to send on the socket at the end of this reactor
+        #: turn, and its size.
+        self._outgoing: list[bytes] = []
+        self._outgoing_size = 0
 
     # -- as the TCP transport's protocol --------------------------------------
 
@@ -166,9 +169,7 @@ class TLSLink(Protocol):
         self._receive()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._links.not_due(self)
         tls = self._tls
         if tls is not None and not self._tls_over:
             # What OpenSSL still holds is delivered; the end of the stream
@@ -179,6 +180,7 @@ class TLSLink(Protocol):
         final = self._reason or reason
         self._reason = None
         self._gathered = []
+        self._outgoing = []
         self.connected = False
         # The OpenSSL connection holds the link as its app data, and the
         # peer protocol holds it as its transport: cycles, broken here.
@@ -243,6 +245,7 @@ class TLSLink(Protocol):
             self._reason = reason
         self._tls_over = True
         self._send_tls()
+        self._send_outgoing()
         self._tcp.loseConnection()
 
     def _shutdown(self) -> None:
@@ -261,11 +264,13 @@ class TLSLink(Protocol):
             both = False
         self._send_tls()
         if both:
+            self._send_outgoing()
             self._tcp.loseConnection()
 
     def _send_tls(self) -> None:
         """
-        Write what OpenSSL has to send to the TCP transport.
+        Take what OpenSSL has to send: for the socket at the end of this
+        reactor turn, or for the TCP transport.
         """
         tls = self._tls
         if tls is None or not self._unsent:
@@ -284,10 +289,29 @@ class TLSLink(Protocol):
                     break
                 pieces.append(more)
             data = b"".join(pieces)
+        if self._socket is None:
+            self._tcp.write(data)
+            return
+        self._outgoing.append(data)
+        self._outgoing_size += len(data)
+        if self._outgoing_size > MAX_GATHERED:
+            self._send_outgoing()
+        else:
+            self._links.due(self)
+
+    def _send_outgoing(self) -> None:
+        """
+        Send on the socket what TLS has to send; what the socket does not
+        take, and everything after it, goes to the TCP transport.
+        """
+        outgoing = self._outgoing
+        if not outgoing:
+            return
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        self._outgoing = []
+        self._outgoing_size = 0
         sock = self._socket
         if sock is not None:
-            # Sent at once rather than at the transport's next turn: an
-            # epoll change, a wake-up and another change fewer per flight.
             try:
                 sent = sock.send(data)
             except OSError:
@@ -296,7 +320,6 @@ class TLSLink(Protocol):
                 sent = 0
             if sent == len(data):
                 return
-            # From now on the transport sends, after what it holds.
             self._socket = None
             data = data[sent:]
         self._tcp.write(data)
@@ -333,15 +356,19 @@ class TLSLink(Protocol):
         self._gathered_size += len(data)
         if self._gathered_size > MAX_GATHERED:
             self.flush_writes()
-        elif not self._reading and self._flush_call is None:
-            self._flush_call = self._links.clock.callLater(0, self._scheduled_flush)
+        elif not self._reading:
+            self._links.due(self)
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
 
-    def _scheduled_flush(self) -> None:
-        self._flush_call = None
+    def send_due(self) -> None:
+        """
+        The end of the reactor turn: send what was written outside a read
+        and what TLS has to send.
+        """
         self.flush_writes()
+        self._send_outgoing()
 
     def flush_writes(self) -> None:
         """
@@ -384,6 +411,8 @@ class TLSLink(Protocol):
         self.disconnecting = True
         # What OpenSSL says now goes to the transport, which drops it.
         self._socket = None
+        self._outgoing = []
+        self._outgoing_size = 0
         self._shutdown()
         self._tcp.abortConnection()
 
@@ -437,7 +466,9 @@ class TLSLinks:
     Runs TLS over the dialed, or the accepted, connections of a pool: one
     for all of them (a L{p2pool.transport.channel.ChannelWrapper}).
 
-    @ivar clock: schedules the sending of writes made outside a read.
+    @ivar clock: runs, at the end of each reactor turn, the sending of
+        what the links' reads and writes made during it (one timed call for
+        all of them).
     @ivar client: whether the connections are dialed (TLS clients).
     """
 
@@ -450,6 +481,35 @@ class TLSLinks:
         self.clock = clock
         self.client = client
         self._creator = creator
+        #: The links with something to send at the end of this turn, in
+        #: the order they asked.
+        self._due: dict[TLSLink, None] = {}
+        self._due_call: IDelayedCall | None = None
+
+    def due(self, link: TLSLink) -> None:
+        """
+        Have C{link} send what waits at the end of this reactor turn.
+        """
+        if link not in self._due:
+            self._due[link] = None
+            if self._due_call is None:
+                self._due_call = self.clock.callLater(0, self._send_due)
+
+    def not_due(self, link: TLSLink) -> None:
+        """
+        C{link} has nothing more to send (its connection is lost); no timer
+        is left set for nothing.
+        """
+        if self._due.pop(link, False) is None and not self._due:
+            call, self._due_call = self._due_call, None
+            if call is not None:
+                call.cancel()
+
+    def _send_due(self) -> None:
+        self._due_call = None
+        due, self._due = self._due, {}
+        for link in due:
+            link.send_due()
 
     def wrap(self, inner: Any) -> TLSLink:
         """
