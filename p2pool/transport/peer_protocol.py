@@ -829,7 +829,8 @@ class PeerProtocol(Protocol):
         if reservation is not None:
             # The frame being received is dropped with the connection.
             reservation.release()
-        self._end_arrival()
+        if self._arrival is not None:
+            self._end_arrival()
         if self._flow.upload is not None:
             self._flow.upload.forget(self)
         if self._flow.download is not None:
