@@ -944,6 +944,19 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     _key(
         "p2p",
+        "min_frame_receive_rate",
+        _Integer(minimum=1, maximum=2**40, metavar="BYTES/S"),
+        "Bytes per second a large frame (over 64 KiB) must arrive at, counting only time its connection is read, "
+        "after frame_receive_grace; a peer further behind is closed (frame_too_slow) and its reservation freed.",
+    ),
+    _key(
+        "p2p",
+        "frame_receive_grace",
+        _SECONDS,
+        "Seconds of reading a large frame may lag behind min_frame_receive_rate (a silent one is closed after this).",
+    ),
+    _key(
+        "p2p",
         "send_stall_timeout",
         _SECONDS,
         "Seconds a peer may leave our send buffer full without draining it before the connection is aborted.",
@@ -1211,6 +1224,8 @@ class PoolConfig:
     send_queue_size: int = 1048576
     send_queue_budget: int = 268435456
     receive_buffer_budget: int = 268435456
+    min_frame_receive_rate: int = 65536
+    frame_receive_grace: float = 10.0
     send_stall_timeout: float = 60.0
     close_grace_period: float = 2.0
     max_pending_messages: int = 10

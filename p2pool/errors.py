@@ -238,6 +238,7 @@ class DisconnectReason(enum.Enum):
     APPLICATION_ERROR = "application_error"
     IDLE_TIMEOUT = "idle_timeout"
     SEND_STALLED = "send_stalled"
+    FRAME_TOO_SLOW = "frame_too_slow"
     EVICTED = "evicted"
 
 

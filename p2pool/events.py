@@ -162,6 +162,8 @@ class EventKind(enum.StrEnum):
     #: The receive budget cannot hold a large frame arriving: that peer is
     #: not read until it can (once until no peer waits).
     RECEIVE_BUDGET_FULL = "receive_budget_full"
+    #: A large frame did not arrive at C{min_frame_receive_rate}: aborted.
+    FRAME_TOO_SLOW = "frame_too_slow"
     #: A close did not end within C{close_grace_period}: aborted.
     CLOSE_TIMEOUT = "close_timeout"
 
@@ -182,6 +184,7 @@ INFO_EVENTS = frozenset(
         EventKind.IDENTITY_READY,
         EventKind.CONNECTIONS_REFUSED,
         EventKind.SEND_STALLED,
+        EventKind.FRAME_TOO_SLOW,
     }
 )
 

@@ -5,7 +5,7 @@ progress, a ping flood is paced by the control-frame cap, a silent reader's
 socket is freed by the close grace period, an application that takes
 its time holds the sender back without losing or reordering anything, and
 peers dribbling large frames cannot make the node buffer past its receive
-budget.
+budget, nor hold it without keeping the pace of min_frame_receive_rate.
 bench/attack.py measures the same attacks against separate processes.
 """
 
@@ -183,8 +183,15 @@ class DribbledFramesTests(TestCase):
         peer is served all along.
         """
         frame_size = 256 * KIB + 5
+        # The budget alone: the pace frames must keep (the next test) does
+        # not close the holders, however long the test takes.
         victim = await start_node(
-            self, "127.0.0.2", 0, max_message_size=256 * KIB, receive_buffer_budget=2 * frame_size
+            self,
+            "127.0.0.2",
+            0,
+            max_message_size=256 * KIB,
+            receive_buffer_budget=2 * frame_size,
+            frame_receive_grace=3600.0,
         )
         budget = victim.pool.flow.receive_budget
         attackers: list[Connection] = []
@@ -229,3 +236,60 @@ class DribbledFramesTests(TestCase):
             conn.disconnect(abort=True)
         await wait_for(lambda: victim.pool.active_connections() == 1)
         self.assertEqual((budget.used, budget.waiting), (0, 0))
+
+    @async_test
+    async def test_dribblers_are_closed_and_their_room_freed(self) -> None:
+        """
+        Two attackers announce a 256 KiB frame each to a node whose receive
+        budget holds two, then send ten bytes a second: once 2 s of grace
+        are over they are aborted (C{frame_too_slow}), not greylisted, and
+        their room goes to an honest peer's frame that waited behind them,
+        which arrives.
+        """
+        frame_size = 256 * KIB + 5
+        victim = await start_node(
+            self,
+            "127.0.0.2",
+            0,
+            max_message_size=256 * KIB,
+            receive_buffer_budget=2 * frame_size,
+            frame_receive_grace=2.0,
+        )
+        budget = victim.pool.flow.receive_budget
+        attackers: list[Connection] = []
+        for i in range(2):
+            attacker = await start_node(self, f"127.0.0.{i + 3}", i + 1)
+            attackers.append(await attacker.pool.connect(victim.point))
+        honest = await start_node(self, "127.0.0.9", 9)
+        honest_conn = await honest.pool.connect(victim.point)
+        await wait_for(lambda: victim.pool.active_connections() == 3)
+        victims_side = [c for c in victim.pool.connections.list() if c.peer_id != honest.pool.peer_id]
+        body = encode_message(b"d" * 256 * KIB)
+        sent = [1000, 1000]
+        for conn in attackers:
+            conn._protocol.write(body[:1000])
+        await wait_for(lambda: budget.used == 2 * frame_size)
+        honest_message = b"h" * 256 * KIB
+        honest_conn.send(honest_message)
+        await wait_for(lambda: budget.waiting == 1)
+
+        def dribble() -> None:
+            for i, conn in enumerate(attackers):
+                if conn.is_open:
+                    conn._protocol.write(body[sent[i] : sent[i] + 1])
+                    sent[i] += 1
+
+        loop = LoopingCall(dribble)
+        loop.start(0.1)
+        self.addCleanup(lambda: loop.stop() if loop.running else None)
+        await wait_for(lambda: [m for _, m in victim.app.messages] == [honest_message])
+        await wait_for(lambda: victim.pool.active_connections() == 1)
+        for conn in victims_side:
+            self.assertEqual(conn.reason.reason, DisconnectReason.FRAME_TOO_SLOW)  # type: ignore[union-attr]
+        events = victim.named("frame_too_slow")
+        self.assertEqual(len(events), 2)
+        for event in events:
+            self.assertEqual(event.fields["size"], frame_size)
+            self.assertGreaterEqual(event.fields["seconds"], 2.0)
+        self.assertEqual(victim.named("greylisted_peer") + victim.named("greylisted_addr"), [])
+        self.assertEqual((budget.used, budget.waiting, budget.peak), (0, 0, 2 * frame_size))

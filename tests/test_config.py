@@ -373,6 +373,11 @@ class RangeErrorTests(ConfigTestMixin, SynchronousTestCase):
         ("p2p.max_source_group_share", 1.5, "must be <= 1, got 1.5"),
         ("p2p.source_group_dial_rate", 0, "must be > 0, got 0"),
         ("p2p.source_group_dial_burst", 0, "must be >= 1, got 0"),
+        ("p2p.min_frame_receive_rate", 0, "must be between 1 and 1099511627776, got 0"),
+        ("p2p.min_frame_receive_rate", 0.5, "expected an integer"),
+        ("p2p.frame_receive_grace", 0, "must be > 0, got 0"),
+        ("p2p.frame_receive_grace", -2.5, "must be > 0, got -2.5"),
+        ("p2p.frame_receive_grace", float("inf"), "expected a finite number"),
         ("admin.listen", "127.0.0.1", "missing ':port'"),
     ]
 
@@ -400,6 +405,22 @@ class RangeErrorTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual((config.ip_greylist_size_in_kilobytes, config.max_message_size), (1, 1))
         self.assertEqual(config.listen.port, 0)
         self.assertEqual((config.reconnection.factor, config.reconnection.jitter), (1.0, 1.0))
+
+    def test_frame_receive_pace(self) -> None:
+        """
+        C{min_frame_receive_rate} and C{frame_receive_grace} are checked
+        from Python as from a file, the error naming the key; their
+        defaults are 64 KiB/s and 10 s.
+        """
+        error = self.assertRaises(ConfigError, PoolConfig, min_frame_receive_rate=0)
+        self.assertEqual(error.key, "p2p.min_frame_receive_rate")
+        error = self.assertRaises(ConfigError, PoolConfig, frame_receive_grace=0.0)
+        self.assertEqual(error.key, "p2p.frame_receive_grace")
+        error = self.refused({"p2p": {"min_frame_receive_rate": True}})
+        self.assertEqual(error.key, "p2p.min_frame_receive_rate")
+        config = config_from_mapping({"p2p": {"min_frame_receive_rate": 1, "frame_receive_grace": 0.25}})
+        self.assertEqual((config.min_frame_receive_rate, config.frame_receive_grace), (1, 0.25))
+        self.assertEqual((PoolConfig().min_frame_receive_rate, PoolConfig().frame_receive_grace), (65536, 10.0))
 
     def test_increase_cap_below_initial_delay(self) -> None:
         error = self.refused({"p2p": {"reconnection": {"initial_delay": 5, "increase_cap": 4}}})

@@ -3,7 +3,8 @@ Flow control (issue 13): the sans-I/O pieces of L{p2pool.core.flow}, then each
 mechanism on the in-memory network: bounded send queues and the node
 budget, the no-progress abort, the close grace period, reading paused by
 the application (explicitly or by Deferreds it returns), the control-frame
-rate cap and the bandwidth limits.
+rate cap, the bandwidth limits, the receive budget and the pace large
+frames must keep.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pool.config import PoolConfig
 from p2pool.core.addressing import Point
 from p2pool.core.flow import (
     CHUNK_SIZE,
@@ -22,6 +24,8 @@ from p2pool.core.flow import (
     PRODUCER_LOW_WATER,
     ByteBudget,
     FairShare,
+    FlowLimits,
+    FrameArrival,
     FrameReservation,
     ReadGate,
     ReceiveBudget,
@@ -292,6 +296,46 @@ class ReceiveBudgetTests(SynchronousTestCase):
         for conn in conns:
             conn.release()
         self.assertEqual((budget.used, budget.waiting), (0, 0))
+
+
+class FrameArrivalTests(SynchronousTestCase):
+    """
+    L{FrameArrival}, driven directly: 100 bytes per second, 2 s of grace.
+    """
+
+    def test_silent_frame_is_overdue_after_the_grace(self) -> None:
+        arrival = FrameArrival(100.0, 2.0)
+        arrival.start(10.0)
+        self.assertTrue(arrival.running)
+        self.assertEqual(arrival.left(0, 10.0), 2.0)
+        self.assertEqual(arrival.left(0, 11.5), 0.5)
+        self.assertEqual(arrival.left(0, 12.0), 0.0)
+        self.assertEqual(arrival.spent(12.0), 2.0)
+
+    def test_bytes_arrived_extend_the_deadline(self) -> None:
+        arrival = FrameArrival(100.0, 2.0)
+        arrival.start(0.0)
+        self.assertEqual(arrival.left(300, 4.0), 1.0, "3 s earned by 300 bytes, 4 spent")
+        self.assertEqual(arrival.left(500, 4.0), 3.0)
+
+    def test_time_not_read_is_not_counted(self) -> None:
+        arrival = FrameArrival(100.0, 2.0)
+        arrival.start(0.0)
+        arrival.stop(1.5)
+        arrival.stop(3.0)
+        self.assertFalse(arrival.running)
+        self.assertEqual(arrival.left(0, 100.0), 0.5, "stopped at 1.5 s of reading")
+        arrival.start(100.0)
+        arrival.start(100.2)
+        self.assertEqual(arrival.spent(100.25), 1.75, "a second start changes nothing")
+        self.assertEqual(arrival.left(0, 100.5), 0.0)
+
+    def test_limits_from_config(self) -> None:
+        flow = FlowLimits.from_config(PoolConfig(min_frame_receive_rate=1000, frame_receive_grace=3.0))
+        arrival = flow.frame_arrival()
+        self.assertEqual((arrival.rate, arrival.grace), (1000, 3.0))
+        defaults = FlowLimits.from_config(PoolConfig()).frame_arrival()
+        self.assertEqual((defaults.rate, defaults.grace), (64 * KIB, 10.0))
 
 
 class ReadGateTests(SynchronousTestCase):
@@ -863,6 +907,218 @@ class ReceiveBudgetNetworkTests(SynchronousTestCase):
         self.assertFalse(self.hub_side[0].is_open)
         self.assertEqual(self.hub_side[0].reason.reason, DisconnectReason.MESSAGE_TOO_LARGE)  # type: ignore[union-attr]
         self.assertEqual((self.budget.used, self.budget.peak), (0, FRAME_SIZE))
+
+
+#: The pace of large frames in L{FrameReceiveRateTests}: 10 KiB/s after 2 s.
+RATE = 10 * KIB
+GRACE = 2.0
+
+
+class _FramePace(SynchronousTestCase):
+    """
+    The hub of L{ReceiveBudgetNetworkTests} (a receive budget of two large
+    frames, five peers writing raw bytes to it), whose large frames must
+    arrive at 10 KiB/s after 2 s of grace: a 200 KiB frame so has 22 s of
+    reading.
+    """
+
+    settings: dict[str, Any] = {}
+
+    def setUp(self) -> None:
+        self.network = MemoryNetwork(seed=17, latency=0.01)
+        self.addCleanup(self.network.stop)
+        self.events: list[Any] = []
+        self.network.observe(lambda time, ip, event: self.events.append(event) if ip == "10.1.0.1" else None)
+        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_message_size=256 * KIB)
+        self.app = RecordingApp()
+        self.hub = self.network.add_pool(
+            "10.1.0.1",
+            app=self.app,
+            receive_buffer_budget=2 * FRAME_SIZE,
+            min_frame_receive_rate=RATE,
+            frame_receive_grace=GRACE,
+            **settings,
+            **self.settings,
+        )
+        self.budget = self.hub.flow.receive_budget
+        self.conns: list[Connection] = []
+        self.hub_side: list[Connection] = []
+        for i in range(5):
+            peer = self.network.add_pool(f"10.{i + 2}.0.1", **settings)
+            d = peer.connect(Point("10.1.0.1", 9732))
+            self.network.advance(1.0)
+            self.conns.append(self.successResultOf(d))
+            hub_conn = self.hub.connections.find_by_peer_id(peer.peer_id)
+            assert hub_conn is not None
+            self.hub_side.append(hub_conn)
+        self.frames = [encode_message(bytes([i]) * FRAME_BODY) for i in range(5)]
+        #: How much of its frame each peer has written.
+        self.sent = [0] * 5
+
+    def write(self, peer: int, size: int, then: float = 0.1) -> None:
+        """
+        Peer C{peer} writes the next C{size} bytes of its frame; C{then}
+        seconds pass.
+        """
+        start = self.sent[peer]
+        self.conns[peer]._protocol.write(self.frames[peer][start : start + size])
+        self.sent[peer] = min(len(self.frames[peer]), start + size)
+        self.network.advance(then)
+
+    def drip(self, peers: list[int], seconds: float, per_tenth: int = RATE // 10) -> None:
+        """
+        C{peers} each write C{per_tenth} bytes of their frame every 0.1 s
+        for C{seconds} (the rate by default).
+        """
+        for _ in range(round(seconds * 10)):
+            for peer in peers:
+                if self.conns[peer].is_open:
+                    start = self.sent[peer]
+                    self.conns[peer]._protocol.write(self.frames[peer][start : start + per_tenth])
+                    self.sent[peer] = min(len(self.frames[peer]), start + per_tenth)
+            self.network.advance(0.1)
+
+    def received(self, peer: int) -> list[bytes]:
+        return [m for c, m in self.app.messages if c is self.hub_side[peer]]
+
+    def assertFrameArrived(self, peer: int) -> None:
+        """
+        The hub received peer C{peer}'s frame, whole, and nothing else.
+        """
+        received = self.received(peer)
+        self.assertEqual([len(m) for m in received], [FRAME_BODY])
+        self.assertTrue(received[0] == self.frames[peer][5:], "intact")
+
+    def named(self, name: str) -> list[Any]:
+        return [e for e in self.events if e.event == name]
+
+
+class FrameReceiveRateTests(_FramePace):
+    def test_dribbler_is_closed_and_its_room_goes_to_the_next(self) -> None:
+        """
+        A peer that announces a large frame and then sends too little is
+        aborted with C{frame_too_slow} once it is C{grace} behind the rate;
+        its reservation goes at once to the connection waiting for it,
+        whose frame then arrives. It is not greylisted.
+        """
+        self.write(0, 1000)
+        self.write(1, 1000)
+        self.write(2, 1000)
+        self.assertEqual(self.budget.waiting, 1, "peer 2 waits for room")
+        # Peer 0 dribbles at a tenth of the rate; peer 1 keeps the pace.
+        self.drip([1], 1.0)
+        self.drip([0], 1.0, per_tenth=RATE // 100)
+        self.assertTrue(self.hub_side[0].is_open, "within its grace")
+        self.drip([1], 1.5)
+        self.assertFalse(self.hub_side[0].is_open)
+        reason = self.hub_side[0].reason
+        assert reason is not None
+        self.assertEqual(reason.reason, DisconnectReason.FRAME_TOO_SLOW)
+        (event,) = self.named("frame_too_slow")
+        self.assertEqual(event.fields["peer_id"], str(self.hub_side[0].peer_id))
+        self.assertEqual((event.fields["size"], event.fields["received"]), (FRAME_SIZE, 1000 + 10 * (RATE // 100)))
+        # Its 2 s of grace and the 0.1 s its bytes earned, in whole seconds.
+        self.assertGreaterEqual(event.fields["seconds"], GRACE + 0.1)
+        self.assertLessEqual(event.fields["seconds"], GRACE + 1.1)
+        self.assertIn("of a 204805-byte frame in", reason.detail)
+        self.assertTrue(self.hub_side[1].is_open, "peer 1 keeps the pace")
+        self.assertFalse(self.hub_side[2].reading_paused, "peer 0's room went to peer 2")
+        self.assertEqual((self.budget.used, self.budget.waiting), (2 * FRAME_SIZE, 0))
+        self.write(2, FRAME_SIZE, then=0.5)
+        self.assertFrameArrived(2)
+        self.assertEqual(self.named("greylisted_peer") + self.named("greylisted_addr"), [])
+        self.assertEqual(self.budget.used, FRAME_SIZE)
+
+    def test_silent_frame_is_closed_after_the_grace(self) -> None:
+        self.write(0, 1000, then=0.0)
+        self.network.advance(GRACE - 0.2)
+        self.assertTrue(self.hub_side[0].is_open)
+        self.network.advance(1.5)
+        self.assertFalse(self.hub_side[0].is_open)
+        self.assertEqual(self.hub_side[0].reason.reason, DisconnectReason.FRAME_TOO_SLOW)  # type: ignore[union-attr]
+        self.assertEqual((self.budget.used, self.budget.waiting), (0, 0))
+
+    def test_sender_at_the_rate_is_not_closed(self) -> None:
+        """
+        A frame sent at exactly the rate, with a stall of almost the grace
+        in the middle, arrives: its peer is never behind by C{grace}.
+        """
+        self.write(0, 1000)
+        self.drip([0], 8.0)
+        self.network.advance(GRACE - 0.3)
+        self.drip([0], 30.0)
+        self.assertFrameArrived(0)
+        self.assertTrue(self.hub_side[0].is_open)
+        self.assertEqual(self.named("frame_too_slow"), [])
+        self.assertEqual(self.budget.used, 0)
+
+    def test_time_paused_by_the_application_is_not_counted(self) -> None:
+        self.write(0, 1000)
+        self.hub_side[0].pause_reading()
+        self.drip([0], 1.0)
+        self.network.advance(60.0)
+        self.assertTrue(self.hub_side[0].is_open, "not read: its time does not count")
+        self.hub_side[0].resume_reading()
+        self.drip([0], 25.0)
+        self.assertFrameArrived(0)
+        self.assertEqual(self.named("frame_too_slow"), [])
+
+    def test_time_waiting_for_the_budget_is_not_counted(self) -> None:
+        """
+        A frame that waited long for room in the receive budget has its
+        whole grace once it is read.
+        """
+        self.write(0, 1000)
+        self.write(1, 1000)
+        self.write(2, 1000)
+        self.drip([0, 1], 15.0)
+        self.assertTrue(self.hub_side[2].reading_paused)
+        self.assertTrue(self.hub_side[2].is_open, "not read: its time does not count")
+        self.write(0, FRAME_SIZE, then=0.0)
+        self.network.advance(GRACE - 0.2)
+        self.assertFalse(self.hub_side[2].reading_paused)
+        self.assertTrue(self.hub_side[2].is_open, "granted, it has its grace")
+        self.network.advance(1.5)
+        self.assertFalse(self.hub_side[2].is_open, "then it must keep the pace")
+        self.assertEqual(self.hub_side[2].reason.reason, DisconnectReason.FRAME_TOO_SLOW)  # type: ignore[union-attr]
+        self.assertFrameArrived(0)
+
+    def test_small_frames_are_never_timed(self) -> None:
+        """
+        A frame of 64 KiB (header included) holds no reservation: dribbled
+        for a minute, it arrives.
+        """
+        largest_small = encode_message(b"s" * (LARGE_FRAME - 5))
+        for piece in range(0, len(largest_small), 1000):
+            self.conns[3]._protocol.write(largest_small[piece : piece + 1000])
+            self.network.advance(1.0)
+        self.network.advance(0.5)
+        self.assertEqual(self.received(3), [largest_small[5:]])
+        self.assertTrue(self.hub_side[3].is_open)
+        self.assertEqual((self.budget.peak, self.named("frame_too_slow")), (0, []))
+
+
+class DownloadLimitedFrameTests(_FramePace):
+    """
+    The same hub with a download limit of 4 KiB/s, well below the 10 KiB/s
+    its large frames must keep.
+    """
+
+    settings = dict(max_download_speed=4 * KIB)
+
+    def test_time_paused_by_the_download_limit_is_not_counted(self) -> None:
+        """
+        A frame sent at 40 KiB/s is read at the node's own limit, slower
+        than the pace it must keep: it arrives, its peer not blamed.
+        """
+        self.drip([0], 6.0, per_tenth=4 * KIB)
+        self.assertEqual(self.sent[0], FRAME_SIZE)
+        self.network.advance(20.0)
+        self.assertTrue(self.hub_side[0].is_open)
+        self.assertEqual(self.budget.used, FRAME_SIZE, "the frame is still arriving")
+        self.network.advance(40.0)
+        self.assertFrameArrived(0)
+        self.assertEqual(self.named("frame_too_slow"), [])
 
 
 class GossipBackpressureTests(SynchronousTestCase):

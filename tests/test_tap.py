@@ -65,6 +65,8 @@ FLAG_SAMPLES: dict[str, tuple[str, Any]] = {
     "send-queue-size": ("65536", 65536),
     "send-queue-budget": ("16777216", 16777216),
     "receive-buffer-budget": ("16777216", 16777216),
+    "min-frame-receive-rate": ("4096", 4096),
+    "frame-receive-grace": ("2.5", 2.5),
     "send-stall-timeout": ("15", 15.0),
     "close-grace-period": ("0.5", 0.5),
     "max-pending-messages": ("4", 4),

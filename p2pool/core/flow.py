@@ -8,6 +8,8 @@ in as C{now} (seconds).
   - L{ReceiveBudget} and L{FrameReservation}: the node-wide budget of bytes
     buffered for large frames being received, and one connection's claim
     on it; a claim that does not fit waits, first come first served.
+  - L{FrameArrival}: the pace a large frame holding a claim must keep, in
+    the time its connection is read.
   - L{SendQueue}: one connection's outgoing frames, bounded in bytes by
     its own limit and the node budget, with the state of its transport
     (writable or full) and since when it has made no progress.
@@ -34,6 +36,7 @@ __all__ = [
     "ByteBudget",
     "FairShare",
     "FlowLimits",
+    "FrameArrival",
     "FrameReservation",
     "ReadGate",
     "ReceiveBudget",
@@ -220,6 +223,73 @@ class FrameReservation:
             self.budget.give_back(size)
         else:
             self.budget.withdraw(self)
+
+
+class FrameArrival:
+    """
+    The pace a large frame being received must keep: counting only the
+    time its connection is read (L{start} to L{stop}), a peer may be at
+    most C{grace} seconds behind C{rate} bytes per second. After C{t}
+    seconds of reading, at least C{rate * (t - grace)} bytes of the frame
+    must have arrived: a frame of C{S} bytes is whole within
+    C{grace + S / rate} seconds of reading, and a peer that sends nothing
+    is overdue after C{grace}.
+
+    Time the connection is not read (paused by the node: its download
+    limit, the receive budget, the application's backpressure) is not
+    counted: only the peer's own slowness is.
+    """
+
+    __slots__ = ("rate", "grace", "_spent", "_since")
+
+    def __init__(self, rate: float, grace: float) -> None:
+        """
+        @param rate: bytes per second the frame must arrive at, at least.
+        @param grace: seconds of reading the peer may be behind that rate.
+        """
+        self.rate = rate
+        self.grace = grace
+        #: Seconds read before the current run, if any.
+        self._spent = 0.0
+        #: When the current run of reading began, or None while not read.
+        self._since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        """
+        Whether the connection is being read (the time counts).
+        """
+        return self._since is not None
+
+    def start(self, now: float) -> None:
+        """
+        The connection is read from C{now} (nothing happens if it was).
+        """
+        if self._since is None:
+            self._since = now
+
+    def stop(self, now: float) -> None:
+        """
+        The connection is not read from C{now} (nothing happens if it was
+        not).
+        """
+        if self._since is not None:
+            self._spent += now - self._since
+            self._since = None
+
+    def spent(self, now: float) -> float:
+        """
+        Seconds the connection has been read since the frame began.
+        """
+        since = self._since
+        return self._spent if since is None else self._spent + now - since
+
+    def left(self, received: int, now: float) -> float:
+        """
+        Seconds of reading left before the frame is overdue, with
+        C{received} of its bytes arrived (0 or less: overdue).
+        """
+        return self.grace + received / self.rate - self.spent(now)
 
 
 class SendQueue:
@@ -588,6 +658,8 @@ class FlowLimits:
     receive_budget: ReceiveBudget
     upload: FairShare | None = None
     download: FairShare | None = None
+    min_frame_receive_rate: float = 65536.0
+    frame_receive_grace: float = 10.0
 
     @classmethod
     def from_config(cls, config: PoolConfig) -> FlowLimits:
@@ -601,7 +673,16 @@ class FlowLimits:
             receive_budget=ReceiveBudget(config.receive_buffer_budget),
             upload=FairShare(config.max_upload_speed, BANDWIDTH_WINDOW) if config.max_upload_speed else None,
             download=FairShare(config.max_download_speed, BANDWIDTH_WINDOW) if config.max_download_speed else None,
+            min_frame_receive_rate=config.min_frame_receive_rate,
+            frame_receive_grace=config.frame_receive_grace,
         )
+
+    def frame_arrival(self) -> FrameArrival:
+        """
+        The pace of a large frame that starts arriving
+        (C{min_frame_receive_rate}, C{frame_receive_grace}).
+        """
+        return FrameArrival(self.min_frame_receive_rate, self.frame_receive_grace)
 
     def control_bucket(self, now: float) -> TokenBucket:
         """

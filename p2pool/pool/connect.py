@@ -119,6 +119,7 @@ class ConnectHandler:
         #: The dial and authentication timeouts of handshakes, by protocol.
         self._timeouts = Deadlines(clock)
         self._close_deadlines = Deadlines(clock)
+        self._frame_deadlines = Deadlines(clock)
         self._close_waiters: dict[PeerProtocol, list[Deferred[None]]] = {}
         #: Incoming handshakes under way, oldest first, with their
         #: admission group (kept with _handshaking by the same transitions).
@@ -181,6 +182,13 @@ class ConnectHandler:
         """
         return self._close_deadlines
 
+    @property
+    def frame_deadlines(self) -> Deadlines:
+        """
+        The deadlines of the large frames the pool's connections receive.
+        """
+        return self._frame_deadlines
+
     def send_queue_full(self, conn: Connection) -> None:
         """
         A connection's send queue became full: a send was refused or a
@@ -226,6 +234,28 @@ class ConnectHandler:
             ConnectionEnded(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True
         )
 
+    def frame_too_slow(self, protocol: PeerProtocol, size: int, received: int, seconds: float) -> None:
+        """
+        A large frame fell behind C{min_frame_receive_rate}: abort its
+        connection, freeing its socket and buffer (its reservation is
+        already given back). Not greylisted: a slow link is not a fault.
+        """
+        conn = protocol.connection
+        self._pool.events.emit(
+            EventKind.FRAME_TOO_SLOW,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            size=size,
+            received=received,
+            seconds=seconds,
+        )
+        protocol.fail(
+            ConnectionEnded(
+                DisconnectReason.FRAME_TOO_SLOW, f"{received} of a {size}-byte frame in {seconds:.1f} s of reading"
+            ),
+            abort=True,
+        )
+
     def close_timed_out(self, protocol: PeerProtocol) -> None:
         """
         A closing connection did not end within C{close_grace_period}; it is
@@ -255,6 +285,7 @@ class ConnectHandler:
         # No timer left set once the last connection has closed.
         self._timeouts.stop()
         self._close_deadlines.stop()
+        self._frame_deadlines.stop()
         for protocol, attempt in list(self._attempts.items()):
             if protocol.transport is None:
                 protocol.error = ConnectionEnded(DisconnectReason.POOL_DESTROYED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, cast
 from typing import Protocol as TypingProtocol
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pool.core.addressing import PeerId, Point
-from p2pool.core.flow import CHUNK_SIZE, FlowLimits, FrameReservation, ReadGate, SendQueue, TokenBucket
+from p2pool.core.flow import CHUNK_SIZE, FlowLimits, FrameArrival, FrameReservation, ReadGate, SendQueue, TokenBucket
 from p2pool.core.handshake import Handshake, RemoteInfo
 from p2pool.core.lifetime import without_traceback
 from p2pool.core.wire import HANDSHAKE_MAX_BODY, FrameDecoder, Kind
@@ -82,6 +83,13 @@ class PeerHandler(TypingProtocol):
         Times out closes (C{close_grace_period}), keyed by protocol.
         """
 
+    @property
+    def frame_deadlines(self) -> Deadlines:
+        """
+        Times out large frames that arrive too slowly
+        (C{min_frame_receive_rate}), keyed by protocol.
+        """
+
     def admit_incoming(self, addr: IAddress | None) -> str | None:
         """
         The remote address (normalised) of an incoming connection to start
@@ -120,6 +128,13 @@ class PeerHandler(TypingProtocol):
         The node's receive budget cannot hold the C{size}-byte frame
         arriving on C{protocol}, whose reading pauses until it can (told
         when a connection starts waiting and none was).
+        """
+
+    def frame_too_slow(self, protocol: PeerProtocol, size: int, received: int, seconds: float) -> None:
+        """
+        The C{size}-byte frame arriving on C{protocol} fell behind
+        C{min_frame_receive_rate}: C{received} bytes of it in C{seconds} of
+        reading. Its reservation is already given back.
         """
 
     def close_timed_out(self, protocol: PeerProtocol) -> None:
@@ -221,7 +236,8 @@ class PeerProtocol(Protocol):
     when it has drained (C{resumeProducing}). Reading is paused through a
     L{ReadGate}. A large frame arriving holds a L{FrameReservation} on the
     node's receive budget until it is whole; without room, reading pauses
-    until the reservation is granted.
+    until the reservation is granted. While it is read, it must keep the
+    pace of its L{FrameArrival}, or the connection is closed.
 
     @ivar error: why the connection is ending, once known.
     @ivar remote_ip: the remote address (normalised), once the TCP
@@ -276,6 +292,8 @@ class PeerProtocol(Protocol):
     _link: _PeerTransport
     #: The claim on the node's receive budget, made at the first large frame.
     _reservation: FrameReservation | None = None
+    #: The pace of the large frame arriving, while there is one.
+    _arrival: FrameArrival | None = None
 
     def connectionMade(self) -> None:
         self._link = cast(_PeerTransport, self.transport)
@@ -393,7 +411,11 @@ class PeerProtocol(Protocol):
         budget = self._flow.receive_budget
         if reservation is None:
             reservation = self._reservation = budget.reservation(self._reservation_granted)
-        if reservation.take(size) or self.closed:
+        arrival = self._arrival = self._flow.frame_arrival()
+        if reservation.take(size):
+            self._frame_read(arrival)
+            return
+        if self.closed:
             return
         self.pause_reading(ReadGate.RECEIVE_BUDGET)
         if budget.waiting == 1:
@@ -405,6 +427,54 @@ class PeerProtocol(Protocol):
         """
         if self._reservation is not None:
             self._reservation.release()
+        self._end_arrival()
+
+    def _end_arrival(self) -> None:
+        """
+        No large frame is arriving any more: its deadline goes.
+        """
+        if self._arrival is not None:
+            self._arrival = None
+            self.handler.frame_deadlines.cancel(self)
+
+    def _frame_read(self, arrival: FrameArrival) -> None:
+        """
+        The large frame is read (from its header, or again after a pause):
+        its time counts, and its deadline is set for when it would be
+        overdue with what has arrived of it.
+        """
+        if self.read_gate.paused or self.closed:
+            return
+        now = self._clock.seconds()
+        arrival.start(now)
+        self._frame_due_in(arrival.left(self.decoder.buffered, now))
+
+    def _frame_due_in(self, seconds: float) -> None:
+        # In whole seconds (never early): the deadlines keep a queue per
+        # delay, so delays are few.
+        self.handler.frame_deadlines.set(self, max(0, math.ceil(seconds)), self._frame_due)
+
+    def _frame_due(self) -> None:
+        """
+        The deadline of the large frame arriving: set it again for the
+        bytes that came meanwhile, or, overdue, give back its reservation
+        and let the pool close the connection.
+        """
+        arrival = self._arrival
+        if arrival is None or self.closed:
+            return
+        now = self._clock.seconds()
+        received = self.decoder.buffered
+        left = arrival.left(received, now)
+        if left > 0:
+            self._frame_due_in(left)
+            return
+        self._arrival = None
+        reservation = self._reservation
+        assert reservation is not None
+        size = reservation.size
+        reservation.release()
+        self.handler.frame_too_slow(self, size, received, arrival.spent(now))
 
     def _reservation_granted(self) -> None:
         self.resume_reading(ReadGate.RECEIVE_BUDGET)
@@ -419,6 +489,11 @@ class PeerProtocol(Protocol):
         if self.read_gate.pause(reason):
             self.decoder.paused = True
             self._link.pauseProducing()
+            arrival = self._arrival
+            if arrival is not None:
+                # A large frame is arriving: its time stops.
+                arrival.stop(self._clock.seconds())
+                self.handler.frame_deadlines.cancel(self)
 
     def resume_reading(self, reason: str) -> None:
         """
@@ -442,6 +517,9 @@ class PeerProtocol(Protocol):
             self.fail(e)
             return
         if not self.read_gate.paused and not self.closed:
+            arrival = self._arrival
+            if arrival is not None:
+                self._frame_read(arrival)
             self._link.resumeProducing()
 
     # -- sending -------------------------------------------------------------
@@ -751,6 +829,8 @@ class PeerProtocol(Protocol):
         if reservation is not None:
             # The frame being received is dropped with the connection.
             reservation.release()
+        if self._arrival is not None:
+            self._end_arrival()
         if self._flow.upload is not None:
             self._flow.upload.forget(self)
         if self._flow.download is not None:
