@@ -209,6 +209,29 @@ class GatheredWritesTests(_Pair):
         self.pump.flush()
         self.assertEqual(self.client.received, data)
 
+    def test_large_writes_during_a_read_sent_at_once(self) -> None:
+        """
+        Past L{MAX_GATHERED} bytes, what a read writes reaches the TCP
+        transport before the read ends, so that the transport can pause the
+        producer writing them (a peer protocol streaming from the read
+        that ended its handshake wrote without end into OpenSSL's buffer).
+        """
+        data = b"x" * (MAX_GATHERED + 1)
+        seen: list[int] = []
+
+        def stream(side: Side, received: bytes) -> None:
+            side.transport.write(data)  # type: ignore[union-attr]
+            seen.append(application_records(self.sent_by(self.server_tls)))
+
+        self.server.on_read = stream
+        self.client.transport.write(b"go")  # type: ignore[union-attr]
+        self.clock.advance(0)
+        self.client_tls.transport.stream, sent = [], self.sent_by(self.client_tls)  # type: ignore[attr-defined]
+        self.server_tls.dataReceived(sent)
+        self.assertGreater(seen[0], 3)
+        self.deliver(self.pump)
+        self.assertEqual(self.client.received, data)
+
     def test_bytearray_and_memoryview_are_copied(self) -> None:
         """
         What is written is taken as it is when written: changing the

@@ -14,8 +14,8 @@ into one TLS record, as Twisted's buffering TLS transport gathers them:
     read has been handled, with what the read made OpenSSL send (the end
     of the handshake and the first message leave in one segment);
   - writes made outside a read are sent at the next reactor turn;
-  - at L{MAX_GATHERED} bytes waiting, and before the connection closes,
-    at once.
+  - at L{MAX_GATHERED} bytes waiting (within a read too), and before the
+    connection closes, at once.
 
 What TLS has to send goes straight to the TCP socket (C{getHandle}) while
 the TCP transport has never been given bytes: a flight then leaves in the
@@ -355,7 +355,12 @@ class TLSLink(Protocol):
         self._gathered.append(bytes(data))
         self._gathered_size += len(data)
         if self._gathered_size > MAX_GATHERED:
-            self.flush_writes()
+            # Sent at once, within a read too: the TCP transport can then
+            # pause the producer (the peer protocol) when it is full,
+            # rather than OpenSSL's buffer growing for as long as the read
+            # writes.
+            if self._encrypt_gathered():
+                self._send_tls()
         elif not self._reading:
             self._links.due(self)
 
