@@ -26,7 +26,7 @@ from zope.interface import implementer
 from p2pool.core.addressing import PeerId
 from p2pool.errors import IdentityCheckFailure
 from p2pool.transport.tls import IVerifiedProtocol, PeerVerification, TLSContext
-from p2pool.transport.tls_link import MAX_GATHERED, TLSLink, represents_eof
+from p2pool.transport.tls_link import DIRECT_SEND_LIMIT, MAX_GATHERED, TLSLink, represents_eof
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 9732)
 #: TLS 1.3 sends everything after the handshake as records of this type.
@@ -661,14 +661,20 @@ class DirectSendTests(SynchronousTestCase):
         self.assertTrue(self.on_socket().startswith(b"\x16\x03"))
         self.assertEqual(other_theirs.recv(65536).count(b"\x16\x03\x01"), 2)
 
-    def test_large_writes_sent_at_once(self) -> None:
+    def test_beyond_the_first_bytes_the_transport_sends(self) -> None:
         """
-        Once more than L{MAX_GATHERED} bytes wait, they are sent without
-        waiting for the end of the turn.
+        Past the first L{DIRECT_SEND_LIMIT} bytes of the connection, the
+        transport sends (at once, past L{MAX_GATHERED} waiting), and goes on
+        sending, after what went to the socket.
         """
         self.handshake()
-        self.client.transport.write(b"x" * (MAX_GATHERED + 1))  # type: ignore[union-attr]
-        self.assertGreater(len(self.on_socket()), MAX_GATHERED)
+        self.client.transport.write(b"x" * DIRECT_SEND_LIMIT)  # type: ignore[union-attr]
+        self.assertEqual(self.on_socket(), b"")
+        self.assertGreater(len(self.client_tcp.value()), DIRECT_SEND_LIMIT)
+        self.client.transport.write(b"y")  # type: ignore[union-attr]
+        direct, buffered = self.pump()
+        self.assertEqual(direct, b"")
+        self.assertEqual(self.server.received, b"x" * DIRECT_SEND_LIMIT + b"y")
 
     def test_close_sends_before_closing_tcp(self) -> None:
         """

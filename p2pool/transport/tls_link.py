@@ -17,13 +17,14 @@ into one TLS record, as Twisted's buffering TLS transport gathers them:
   - at L{MAX_GATHERED} bytes waiting (within a read too), and before the
     connection closes, at once.
 
-What TLS has to send goes straight to the TCP socket (C{getHandle}) while
-the TCP transport has never been given bytes: a flight then leaves in the
-read that made it, without the transport's round of asking the reactor
-to watch for room, waking, sending and unwatching. The first send that
-the socket does not take whole (full, or failed) hands the rest to the
-transport, which sends everything after it, so bytes never leave out of
-order. A transport without a socket (in-memory tests) is always written.
+The first L{DIRECT_SEND_LIMIT} bytes of a connection (its handshakes,
+its first messages) go straight to the TCP socket (C{getHandle}), from one
+timed call of the pool's at the end of the reactor turn that made them:
+a flight leaves without the TCP transport's round of asking the reactor to
+watch for room, waking, sending and unwatching. Beyond them, or from the
+first send the socket does not take whole (full, or failed), the transport
+sends, after what went before, so bytes never leave out of order. A
+transport without a socket (in-memory tests) is always written.
 
 Errors and ends are Twisted's: a TLS error or a TLS alert from the peer
 closes the connection with that error as the reason its protocol is
@@ -54,11 +55,16 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["MAX_GATHERED", "TLSLink", "TLSLinks", "represents_eof"]
+__all__ = ["DIRECT_SEND_LIMIT", "MAX_GATHERED", "TLSLink", "TLSLinks", "represents_eof"]
 
 #: At this many bytes written and not yet sent, they are sent at once (the
 #: bound of Twisted's buffering TLS transport).
 MAX_GATHERED = 64_000
+#: How many bytes a connection sends straight to its socket from its start
+#: (its TLS and p2pool handshakes, its first messages, a close soon after):
+#: beyond them the TCP transport sends, which puts what a turn writes into
+#: fewer, larger sends and tells the producer when it is full.
+DIRECT_SEND_LIMIT = 65_536
 #: The most plaintext one TLS record carries: what one C{recv} can return.
 _RECORD_SIZE = 16_384
 #: Bytes taken from OpenSSL's outgoing buffer at a time.
@@ -126,6 +132,8 @@ class TLSLink(Protocol):
         #: turn, and its size.
         self._outgoing: list[bytes] = []
         self._outgoing_size = 0
+        #: What may still go straight to the socket (L{DIRECT_SEND_LIMIT}).
+        self._direct_left = DIRECT_SEND_LIMIT
 
     # -- as the TCP transport's protocol --------------------------------------
 
@@ -289,15 +297,17 @@ class TLSLink(Protocol):
                     break
                 pieces.append(more)
             data = b"".join(pieces)
-        if self._socket is None:
-            self._tcp.write(data)
-            return
-        self._outgoing.append(data)
-        self._outgoing_size += len(data)
-        if self._outgoing_size > MAX_GATHERED:
+        if self._socket is not None:
+            if self._outgoing_size + len(data) <= self._direct_left:
+                self._outgoing.append(data)
+                self._outgoing_size += len(data)
+                self._links.due(self)
+                return
+            # Past the connection's first bytes: from now on the transport
+            # sends, after what waits for the socket.
             self._send_outgoing()
-        else:
-            self._links.due(self)
+            self._socket = None
+        self._tcp.write(data)
 
     def _send_outgoing(self) -> None:
         """
@@ -310,6 +320,7 @@ class TLSLink(Protocol):
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
         self._outgoing = []
         self._outgoing_size = 0
+        self._direct_left -= len(data)
         sock = self._socket
         if sock is not None:
             try:
