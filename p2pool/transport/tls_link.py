@@ -125,8 +125,9 @@ class TLSLink(Protocol):
         self._reading = False
         #: The TCP transport (also a consumer and a push producer).
         self._tcp: Any = None
-        #: The TCP transport's socket, written to directly while the
-        #: transport has never been given bytes to send (None after).
+        #: The TCP transport's socket, written to directly for the first
+        #: L{DIRECT_SEND_LIMIT} bytes while the transport has never been
+        #: given bytes to send (None after).
         self._socket: socket.socket | None = None
         #: What TLS has to send on the socket at the end of this reactor
         #: turn, and its size.
@@ -177,7 +178,6 @@ class TLSLink(Protocol):
         self._receive()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._links.not_due(self)
         tls = self._tls
         if tls is not None and not self._tls_over:
             # What OpenSSL still holds is delivered; the end of the stream
@@ -185,6 +185,8 @@ class TLSLink(Protocol):
             tls.bio_shutdown()
             self._receive()
             self._tls_over = True
+        # What the peer protocol wrote meanwhile is not sent.
+        self._links.not_due(self)
         final = self._reason or reason
         self._reason = None
         self._gathered = []
