@@ -173,6 +173,31 @@ class AsyncApplicationTests(TestCase):
 class DribbledFramesTests(TestCase):
     timeout = 120
 
+    async def attacked(self, attackers: int, grace: float) -> tuple[Node, list[Connection], Node, Connection]:
+        """
+        A node whose receive budget holds two 256 KiB frames, with a
+        C{grace} of seconds for a frame to get going, connected to from
+        C{attackers} nodes and then one honest node: the node, the
+        attackers' connections, the honest node and its connection.
+        """
+        frame_size = 256 * KIB + 5
+        victim = await start_node(
+            self,
+            "127.0.0.2",
+            0,
+            max_message_size=256 * KIB,
+            receive_buffer_budget=2 * frame_size,
+            frame_receive_grace=grace,
+        )
+        connections: list[Connection] = []
+        for i in range(attackers):
+            attacker = await start_node(self, f"127.0.0.{i + 3}", i + 1)
+            connections.append(await attacker.pool.connect(victim.point))
+        honest = await start_node(self, "127.0.0.9", 9)
+        honest_conn = await honest.pool.connect(victim.point)
+        await wait_for(lambda: victim.pool.active_connections() == attackers + 1)
+        return victim, connections, honest, honest_conn
+
     @async_test
     async def test_dribblers_cannot_buffer_past_the_receive_budget(self) -> None:
         """
@@ -185,22 +210,8 @@ class DribbledFramesTests(TestCase):
         frame_size = 256 * KIB + 5
         # The budget alone: the pace frames must keep (the next test) does
         # not close the holders, however long the test takes.
-        victim = await start_node(
-            self,
-            "127.0.0.2",
-            0,
-            max_message_size=256 * KIB,
-            receive_buffer_budget=2 * frame_size,
-            frame_receive_grace=3600.0,
-        )
+        victim, attackers, honest, honest_conn = await self.attacked(4, grace=3600.0)
         budget = victim.pool.flow.receive_budget
-        attackers: list[Connection] = []
-        for i in range(4):
-            attacker = await start_node(self, f"127.0.0.{i + 3}", i + 1)
-            attackers.append(await attacker.pool.connect(victim.point))
-        honest = await start_node(self, "127.0.0.9", 9)
-        honest_conn = await honest.pool.connect(victim.point)
-        await wait_for(lambda: victim.pool.active_connections() == 5)
         victims_side = {str(c.peer_id): c for c in victim.pool.connections.list()}
         body = encode_message(b"d" * 256 * KIB)[: frame_size - 1]
         sent = [0] * 4
@@ -247,22 +258,8 @@ class DribbledFramesTests(TestCase):
         which arrives.
         """
         frame_size = 256 * KIB + 5
-        victim = await start_node(
-            self,
-            "127.0.0.2",
-            0,
-            max_message_size=256 * KIB,
-            receive_buffer_budget=2 * frame_size,
-            frame_receive_grace=2.0,
-        )
+        victim, attackers, honest, honest_conn = await self.attacked(2, grace=2.0)
         budget = victim.pool.flow.receive_budget
-        attackers: list[Connection] = []
-        for i in range(2):
-            attacker = await start_node(self, f"127.0.0.{i + 3}", i + 1)
-            attackers.append(await attacker.pool.connect(victim.point))
-        honest = await start_node(self, "127.0.0.9", 9)
-        honest_conn = await honest.pool.connect(victim.point)
-        await wait_for(lambda: victim.pool.active_connections() == 3)
         victims_side = [c for c in victim.pool.connections.list() if c.peer_id != honest.pool.peer_id]
         body = encode_message(b"d" * 256 * KIB)
         sent = [1000, 1000]

@@ -765,20 +765,22 @@ FRAME_BODY = 200 * KIB
 FRAME_SIZE = FRAME_BODY + 5
 
 
-class ReceiveBudgetNetworkTests(SynchronousTestCase):
+class _BudgetHub(SynchronousTestCase):
     """
-    A hub whose receive budget holds two large frames, and five peers
-    writing raw frames to it, a piece at a time.
+    A hub whose receive budget holds two large frames, on a memory network,
+    and five peers connected to it.
     """
 
-    def setUp(self) -> None:
-        self.network = MemoryNetwork(seed=13, latency=0.01)
+    def build_hub(self, seed: int, **hub_settings: Any) -> None:
+        self.network = MemoryNetwork(seed=seed, latency=0.01)
         self.addCleanup(self.network.stop)
         self.events: list[Any] = []
         self.network.observe(lambda time, ip, event: self.events.append(event) if ip == "10.1.0.1" else None)
         settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_message_size=256 * KIB)
         self.app = RecordingApp()
-        self.hub = self.network.add_pool("10.1.0.1", app=self.app, receive_buffer_budget=2 * FRAME_SIZE, **settings)
+        self.hub = self.network.add_pool(
+            "10.1.0.1", app=self.app, receive_buffer_budget=2 * FRAME_SIZE, **settings, **hub_settings
+        )
         self.budget = self.hub.flow.receive_budget
         #: Each peer's connection to the hub, and the hub's to it.
         self.conns: list[Connection] = []
@@ -791,6 +793,16 @@ class ReceiveBudgetNetworkTests(SynchronousTestCase):
             hub_conn = self.hub.connections.find_by_peer_id(peer.peer_id)
             assert hub_conn is not None
             self.hub_side.append(hub_conn)
+
+
+class ReceiveBudgetNetworkTests(_BudgetHub):
+    """
+    A hub whose receive budget holds two large frames, and five peers
+    writing raw frames to it, a piece at a time.
+    """
+
+    def setUp(self) -> None:
+        self.build_hub(13)
 
     def write(self, peer: int, data: bytes) -> None:
         """
@@ -914,7 +926,7 @@ RATE = 10 * KIB
 GRACE = 2.0
 
 
-class _FramePace(SynchronousTestCase):
+class _FramePace(_BudgetHub):
     """
     The hub of L{ReceiveBudgetNetworkTests} (a receive budget of two large
     frames, five peers writing raw bytes to it), whose large frames must
@@ -925,32 +937,7 @@ class _FramePace(SynchronousTestCase):
     settings: dict[str, Any] = {}
 
     def setUp(self) -> None:
-        self.network = MemoryNetwork(seed=17, latency=0.01)
-        self.addCleanup(self.network.stop)
-        self.events: list[Any] = []
-        self.network.observe(lambda time, ip, event: self.events.append(event) if ip == "10.1.0.1" else None)
-        settings: dict[str, Any] = dict(maintenance_idle_time=None, keepalive_interval=None, max_message_size=256 * KIB)
-        self.app = RecordingApp()
-        self.hub = self.network.add_pool(
-            "10.1.0.1",
-            app=self.app,
-            receive_buffer_budget=2 * FRAME_SIZE,
-            min_frame_receive_rate=RATE,
-            frame_receive_grace=GRACE,
-            **settings,
-            **self.settings,
-        )
-        self.budget = self.hub.flow.receive_budget
-        self.conns: list[Connection] = []
-        self.hub_side: list[Connection] = []
-        for i in range(5):
-            peer = self.network.add_pool(f"10.{i + 2}.0.1", **settings)
-            d = peer.connect(Point("10.1.0.1", 9732))
-            self.network.advance(1.0)
-            self.conns.append(self.successResultOf(d))
-            hub_conn = self.hub.connections.find_by_peer_id(peer.peer_id)
-            assert hub_conn is not None
-            self.hub_side.append(hub_conn)
+        self.build_hub(17, min_frame_receive_rate=RATE, frame_receive_grace=GRACE, **self.settings)
         self.frames = [encode_message(bytes([i]) * FRAME_BODY) for i in range(5)]
         #: How much of its frame each peer has written.
         self.sent = [0] * 5
