@@ -207,8 +207,14 @@ class ConnectHandler:
         C{protocol}: it is not read until it can (reported when a
         connection starts waiting and none was).
         """
-        self._emit_for(
-            protocol, EventKind.RECEIVE_BUDGET_FULL, size=size, budget_used=self._pool.flow.receive_budget.used
+        conn = protocol.connection
+        budget = self._pool.flow.receive_budget
+        self._pool.events.emit(
+            EventKind.RECEIVE_BUDGET_FULL,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            size=size,
+            budget_used=budget.used,
         )
 
     def send_stalled(self, protocol: PeerProtocol, seconds: float) -> None:
@@ -216,7 +222,14 @@ class ConnectHandler:
         A connection's transport stayed full for C{send_stall_timeout}:
         abort it, freeing its socket and queue.
         """
-        self._emit_for(protocol, EventKind.SEND_STALLED, seconds=seconds, queued=protocol.send_queue.queued)
+        conn = protocol.connection
+        self._pool.events.emit(
+            EventKind.SEND_STALLED,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=seconds,
+            queued=protocol.send_queue.queued,
+        )
         protocol.fail(
             ConnectionEnded(DisconnectReason.SEND_STALLED, f"no send progress for {seconds:.1f} s"), abort=True
         )
@@ -227,7 +240,15 @@ class ConnectHandler:
         connection, freeing its socket and buffer (its reservation is
         already given back). Not greylisted: a slow link is not a fault.
         """
-        self._emit_for(protocol, EventKind.FRAME_TOO_SLOW, size=size, received=received, seconds=seconds)
+        conn = protocol.connection
+        self._pool.events.emit(
+            EventKind.FRAME_TOO_SLOW,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            size=size,
+            received=received,
+            seconds=seconds,
+        )
         protocol.fail(
             ConnectionEnded(
                 DisconnectReason.FRAME_TOO_SLOW, f"{received} of a {size}-byte frame in {seconds:.1f} s of reading"
@@ -240,16 +261,12 @@ class ConnectHandler:
         A closing connection did not end within C{close_grace_period}; it is
         aborted.
         """
-        self._emit_for(protocol, EventKind.CLOSE_TIMEOUT, seconds=self._pool.flow.close_grace_period)
-
-    def _emit_for(self, protocol: PeerProtocol, kind: EventKind, **fields: object) -> None:
-        """
-        Emit the event C{kind} about C{protocol}'s connection: its peer id
-        (None before the handshake has ended) and address, with C{fields}.
-        """
         conn = protocol.connection
         self._pool.events.emit(
-            kind, peer_id=str(conn.peer_id) if conn is not None else None, addr=protocol.remote_ip, **fields
+            EventKind.CLOSE_TIMEOUT,
+            peer_id=str(conn.peer_id) if conn is not None else None,
+            addr=protocol.remote_ip,
+            seconds=self._pool.flow.close_grace_period,
         )
 
     @property
