@@ -688,6 +688,26 @@ class DirectSendTests(SynchronousTestCase):
         self.assertTrue(self.on_socket())
         self.assertEqual(self.client_tcp.value(), b"")
 
+    def test_one_timer_a_turn(self) -> None:
+        """
+        A write outside a read asks for one timed call, which sends it on
+        the socket without asking for another.
+        """
+        self.handshake()
+        asked: list[float] = []
+        call_later = self.clock.callLater
+
+        def counted(delay: float, f: Callable[..., object], *args: object) -> object:
+            asked.append(delay)
+            return call_later(delay, f, *args)
+
+        self.clock.callLater = counted  # type: ignore[method-assign]
+        self.client.transport.write(b"a")  # type: ignore[union-attr]
+        self.client.transport.write(b"b")  # type: ignore[union-attr]
+        self.clock.advance(0)
+        self.assertEqual(asked, [0])
+        self.assertEqual(application_records(self.on_socket()), 1)
+
     def test_transport_without_a_socket_is_written(self) -> None:
         """
         A transport whose handle is not a socket is written to, as before.

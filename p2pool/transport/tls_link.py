@@ -135,6 +135,9 @@ class TLSLink(Protocol):
         self._outgoing_size = 0
         #: What may still go straight to the socket (L{DIRECT_SEND_LIMIT}).
         self._direct_left = DIRECT_SEND_LIMIT
+        #: The pool's timed call at the end of this turn will send for the
+        #: link (L{TLSLinks.due}).
+        self._turn_awaited = False
 
     # -- as the TCP transport's protocol --------------------------------------
 
@@ -186,7 +189,9 @@ class TLSLink(Protocol):
             self._receive()
             self._tls_over = True
         # What the peer protocol wrote meanwhile is not sent.
-        self._links.not_due(self)
+        if self._turn_awaited:
+            self._turn_awaited = False
+            self._links.not_due(self)
         final = self._reason or reason
         self._reason = None
         self._gathered = []
@@ -303,7 +308,7 @@ class TLSLink(Protocol):
             if self._outgoing_size + len(data) <= self._direct_left:
                 self._outgoing.append(data)
                 self._outgoing_size += len(data)
-                self._links.due(self)
+                self._await_turn()
                 return
             # Past the connection's first bytes: from now on the transport
             # sends, after what waits for the socket.
@@ -375,10 +380,15 @@ class TLSLink(Protocol):
             if self._encrypt_gathered():
                 self._send_tls()
         elif not self._reading:
-            self._links.due(self)
+            self._await_turn()
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
+
+    def _await_turn(self) -> None:
+        if not self._turn_awaited:
+            self._turn_awaited = True
+            self._links.due(self)
 
     def send_due(self) -> None:
         """
@@ -387,6 +397,8 @@ class TLSLink(Protocol):
         """
         self.flush_writes()
         self._send_outgoing()
+        # Only now: what the flush gave the socket was sent just above.
+        self._turn_awaited = False
 
     def flush_writes(self) -> None:
         """
@@ -506,12 +518,12 @@ class TLSLinks:
 
     def due(self, link: TLSLink) -> None:
         """
-        Have C{link} send what waits at the end of this reactor turn.
+        Have C{link} send what waits at the end of this reactor turn (it
+        asks once a turn).
         """
-        if link not in self._due:
-            self._due[link] = None
-            if self._due_call is None:
-                self._due_call = self.clock.callLater(0, self._send_due)
+        self._due[link] = None
+        if self._due_call is None:
+            self._due_call = self.clock.callLater(0, self._send_due)
 
     def not_due(self, link: TLSLink) -> None:
         """
