@@ -12,8 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from p2pool.core.addressing import Point
 from p2pool.core.identity import Identity, proof_of_work_bits
@@ -336,6 +338,63 @@ class SendManyTests(TestCase):
         conn.send(b"after")
         await wait_for(lambda: len(b.app.messages) == 4)
         self.assertEqual([m for _, m in b.app.messages][3:], [b"after"], "nothing of a refused batch is sent")
+
+
+class StreamFromConnectionMadeTests(TestCase):
+    timeout = 120
+
+    @async_test
+    async def test_producer_paused_and_everything_delivered(self) -> None:
+        """
+        An application that streams 64 KiB messages as its connection is
+        made (within the read that ends the handshake) while its producer
+        is not paused is paused long before it has sent 4 MiB, and the peer
+        gets every message, in order. (The TLS layer once left what that
+        read wrote in OpenSSL's buffer until the read ended: the producer
+        was never paused, and the peer's handshake timed out behind it.)
+        """
+        message = b"s" * 64 * 1024
+        total = 160  # 10 MiB
+        a = await start_node(self, "127.0.0.2", 0)
+        b = await start_node(self, "127.0.0.3", 1)
+
+        @implementer(IPushProducer)
+        class Streamer:
+            def __init__(self, conn: Any) -> None:
+                self.conn = conn
+                self.sent = 0
+                self.sent_at_first_pause: int | None = None
+                self.paused = False
+
+            def pauseProducing(self) -> None:
+                self.paused = True
+                if self.sent_at_first_pause is None:
+                    self.sent_at_first_pause = self.sent
+
+            def resumeProducing(self) -> None:
+                self.paused = False
+                while not self.paused and self.sent < total:
+                    self.conn.send(b"%04d" % self.sent + message)
+                    self.sent += 1
+
+            def stopProducing(self) -> None:
+                self.paused = True
+
+        streamers: list[Streamer] = []
+
+        def stream(conn: Any) -> None:
+            streamer = Streamer(conn)
+            streamers.append(streamer)
+            conn.register_producer(streamer)
+            streamer.resumeProducing()
+
+        a.app.connection_made = stream  # type: ignore[method-assign]
+        await a.pool.connect(b.point)
+        await wait_for(lambda: len(b.app.messages) == total, timeout=60)
+        self.assertEqual([m[:4] for _, m in b.app.messages], [b"%04d" % i for i in range(total)])
+        first_pause = streamers[0].sent_at_first_pause
+        assert first_pause is not None, "the producer was never paused"
+        self.assertLess(first_pause * len(message), 4 * 1024 * 1024)
 
 
 class ByteCountTests(TestCase):
