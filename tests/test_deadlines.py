@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pool.transport.deadlines import Deadlines
+from p2pool.transport.deadlines import LATE, Deadlines
 
 
 class DeadlinesTests(SynchronousTestCase):
@@ -143,6 +143,33 @@ class DeadlinesTests(SynchronousTestCase):
         self.deadlines.set("after", 10, self.note, "after")
         self.clock.advance(60)
         self.assertEqual(self.ran, [("before", 110.0), ("after", 110.0)])
+
+    def test_late_timer_lets_the_reactor_read_first(self) -> None:
+        """
+        A timer that wakes more than L{LATE} seconds late runs what is due
+        only after one more turn of the reactor: what arrived during the
+        stall (here a call due at 25, within the same jump of the clock)
+        comes first and may still cancel a deadline that was due at 10.
+        """
+        deadlines = Deadlines(self.clock)
+        fired: list[str] = []
+        deadlines.set("met", 10, fired.append, "met")
+        deadlines.set("missed", 10, fired.append, "missed")
+        self.clock.callLater(25, deadlines.cancel, "met")
+        self.clock.advance(30)
+        self.assertEqual(fired, ["missed"])
+
+    def test_timer_on_time_runs_at_once(self) -> None:
+        """
+        A timer late by less than L{LATE} runs what is due at once, before
+        later calls.
+        """
+        deadlines = Deadlines(self.clock)
+        fired: list[str] = []
+        deadlines.set("a", 10, fired.append, "a")
+        self.clock.callLater(10.5, deadlines.cancel, "a")
+        self.clock.advance(10 + LATE / 2)
+        self.assertEqual(fired, ["a"])
 
     def test_failing_callback_logged(self) -> None:
         """

@@ -13,7 +13,13 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["Deadlines"]
+__all__ = ["LATE", "Deadlines"]
+
+#: A timer this many seconds late woke from a stall (the process was stopped,
+#: or the machine or a long callback held it): the reactor first reads what
+#: arrived meanwhile, then what is due is judged. A deadline then falls due
+#: after the bytes that would have met it, not before them.
+LATE = 1.0
 
 #: One pending deadline: when it is due, and what to call then.
 _Entry = tuple[float, Callable[..., object], tuple[Any, ...]]
@@ -39,6 +45,11 @@ class Deadlines:
     After L{stop}, it is cancelled as soon as nothing is pending. A queue
     left empty stays until the timer runs (the next deadline of its delay
     most likely follows soon), which drops it.
+
+    A timer that wakes more than L{LATE} seconds after its time (the
+    process was stopped or starved) judges nothing at once: it lets the
+    reactor read first, so that a handshake or a frame that arrived during
+    the stall is not timed out behind its own bytes.
     """
 
     _log = Logger()
@@ -53,6 +64,8 @@ class Deadlines:
         self._call: IDelayedCall | None = None
         self._call_at = 0.0
         self._stopped = False
+        #: The timer woke late and gave the reactor a turn to read.
+        self._read_first = False
 
     def __len__(self) -> int:
         return len(self._delay_of)
@@ -116,6 +129,12 @@ class Deadlines:
         """
         self._call = None
         now = self._clock.seconds()
+        if now - self._call_at > LATE and not self._read_first:
+            # The reactor runs timers before reading: let it read once.
+            self._read_first = True
+            self._call = self._clock.callLater(0, self._run)
+            return
+        self._read_first = False
         due_now: list[_Entry] = []
         for delay, queue in list(self._queues.items()):
             while queue:
