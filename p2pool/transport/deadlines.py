@@ -115,6 +115,7 @@ class Deadlines:
     def _arm(self, due: float) -> None:
         if self._call is not None:
             self._call.cancel()
+        self._read_first = False
         self._call_at = due
         self._call = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._run)
 
@@ -122,6 +123,7 @@ class Deadlines:
         if self._call is not None:
             self._call.cancel()
             self._call = None
+        self._read_first = False
 
     def _run(self) -> None:
         """
