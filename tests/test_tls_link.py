@@ -644,8 +644,8 @@ class DirectSendTests(SynchronousTestCase):
 
     def test_sent_at_the_end_of_the_turn_with_one_timer(self) -> None:
         """
-        What the links of one pool have to send leaves at the end of the
-        reactor turn, on one timer for all of them.
+        What the links of every pool on one clock have to send leaves at
+        the end of the reactor turn, on one timer for all of them.
         """
         links = self.client_context.client_wrapper(self.clock)
         self.client_link.makeConnection(self.client_tcp)
@@ -656,7 +656,7 @@ class DirectSendTests(SynchronousTestCase):
         links.wrap(Side()).makeConnection(SocketTransport(other_ours))
         links.wrap(Side()).makeConnection(SocketTransport(other_ours))
         self.assertEqual(self.on_socket(), b"")
-        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.clock.advance(0)
         self.assertTrue(self.on_socket().startswith(b"\x16\x03"))
         self.assertEqual(other_theirs.recv(65536).count(b"\x16\x03\x01"), 2)

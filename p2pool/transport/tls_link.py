@@ -37,6 +37,7 @@ it aborts.
 from __future__ import annotations
 
 import socket
+import weakref
 from typing import Any, cast
 
 from OpenSSL import SSL
@@ -55,7 +56,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["DIRECT_SEND_LIMIT", "MAX_GATHERED", "TLSLink", "TLSLinks", "represents_eof"]
+__all__ = ["DIRECT_SEND_LIMIT", "MAX_GATHERED", "TLSLink", "TLSLinks", "TurnEnd", "represents_eof"]
 
 #: At this many bytes written and not yet sent, they are sent at once (the
 #: bound of Twisted's buffering TLS transport).
@@ -491,6 +492,60 @@ class TLSLink(Protocol):
         self._tcp.stopProducing()
 
 
+class TurnEnd:
+    """
+    The links, of every pool on one clock, with something to send at the
+    end of this reactor turn, and the one timed call that has them send it:
+    a process running many pools (a simulation, a benchmark's dialer) sets
+    one timer a turn, not one per pool.
+    """
+
+    #: The one of each clock (weakly: a clock that is gone takes it along).
+    _of_clock: weakref.WeakKeyDictionary[IReactorTime, TurnEnd] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        #: The links in the order they asked.
+        self._due: dict[TLSLink, None] = {}
+        self._call: IDelayedCall | None = None
+
+    @classmethod
+    def of(cls, clock: IReactorTime) -> TurnEnd:
+        """
+        The L{TurnEnd} of C{clock} (a new one for a clock that cannot be
+        referenced weakly).
+        """
+        try:
+            found = cls._of_clock.get(clock)
+        except TypeError:
+            return cls()
+        if found is None:
+            found = cls._of_clock[clock] = cls()
+        return found
+
+    def due(self, link: TLSLink, clock: IReactorTime) -> None:
+        """
+        Have C{link} send at the end of this turn of C{clock}.
+        """
+        self._due[link] = None
+        if self._call is None:
+            self._call = clock.callLater(0, self._send_due)
+
+    def not_due(self, link: TLSLink) -> None:
+        """
+        C{link} has nothing more to send; no timer is left set for nothing.
+        """
+        if self._due.pop(link, False) is None and not self._due:
+            call, self._call = self._call, None
+            if call is not None:
+                call.cancel()
+
+    def _send_due(self) -> None:
+        self._call = None
+        due, self._due = self._due, {}
+        for link in due:
+            link.send_due()
+
+
 class TLSLinks:
     """
     Runs TLS over the dialed, or the accepted, connections of a pool: one
@@ -498,7 +553,7 @@ class TLSLinks:
 
     @ivar clock: runs, at the end of each reactor turn, the sending of
         what the links' reads and writes made during it (one timed call for
-        all of them).
+        the links of every pool on that clock: L{TurnEnd}).
     @ivar client: whether the connections are dialed (TLS clients).
     """
 
@@ -511,35 +566,20 @@ class TLSLinks:
         self.clock = clock
         self.client = client
         self._creator = creator
-        #: The links with something to send at the end of this turn, in
-        #: the order they asked.
-        self._due: dict[TLSLink, None] = {}
-        self._due_call: IDelayedCall | None = None
+        self._turn_end = TurnEnd.of(clock)
 
     def due(self, link: TLSLink) -> None:
         """
         Have C{link} send what waits at the end of this reactor turn (it
         asks once a turn).
         """
-        self._due[link] = None
-        if self._due_call is None:
-            self._due_call = self.clock.callLater(0, self._send_due)
+        self._turn_end.due(link, self.clock)
 
     def not_due(self, link: TLSLink) -> None:
         """
-        C{link} has nothing more to send (its connection is lost); no timer
-        is left set for nothing.
+        C{link} has nothing more to send (its connection is lost).
         """
-        if self._due.pop(link, False) is None and not self._due:
-            call, self._due_call = self._due_call, None
-            if call is not None:
-                call.cancel()
-
-    def _send_due(self) -> None:
-        self._due_call = None
-        due, self._due = self._due, {}
-        for link in due:
-            link.send_due()
+        self._turn_end.not_due(link)
 
     def wrap(self, inner: Any) -> TLSLink:
         """
