@@ -19,7 +19,8 @@ into one TLS record, as Twisted's buffering TLS transport gathers them:
 
 The first L{DIRECT_SEND_LIMIT} bytes of a connection (its handshakes,
 its first messages) go straight to the TCP socket (C{getHandle}), from one
-timed call of the pool's at the end of the reactor turn that made them:
+timed call at the end of the reactor turn that made them, shared by the
+links of every pool on the same clock (L{TurnEnd}):
 a flight leaves without the TCP transport's round of asking the reactor to
 watch for room, waking, sending and unwatching. Beyond them, or from the
 first send the socket does not take whole (full, or failed), the transport
@@ -136,8 +137,8 @@ class TLSLink(Protocol):
         self._outgoing_size = 0
         #: What may still go straight to the socket (L{DIRECT_SEND_LIMIT}).
         self._direct_left = DIRECT_SEND_LIMIT
-        #: The pool's timed call at the end of this turn will send for the
-        #: link (L{TLSLinks.due}).
+        #: The timed call at the end of this turn will send for the link
+        #: (L{TurnEnd}).
         self._turn_awaited = False
 
     # -- as the TCP transport's protocol --------------------------------------
@@ -196,7 +197,7 @@ class TLSLink(Protocol):
         final = self._reason or reason
         self._reason = None
         self._gathered = []
-        self._outgoing = []
+        self._drop_outgoing()
         self.connected = False
         # The OpenSSL connection holds the link as its app data, and the
         # peer protocol holds it as its transport: cycles, broken here.
@@ -326,8 +327,7 @@ class TLSLink(Protocol):
         if not outgoing:
             return
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
-        self._outgoing = []
-        self._outgoing_size = 0
+        self._drop_outgoing()
         self._direct_left -= len(data)
         sock = self._socket
         if sock is not None:
@@ -342,6 +342,10 @@ class TLSLink(Protocol):
             self._socket = None
             data = data[sent:]
         self._tcp.write(data)
+
+    def _drop_outgoing(self) -> None:
+        self._outgoing = []
+        self._outgoing_size = 0
 
     def _encrypt(self, data: bytes) -> None:
         tls = self._tls
@@ -442,8 +446,7 @@ class TLSLink(Protocol):
         self.disconnecting = True
         # What OpenSSL says now goes to the transport, which drops it.
         self._socket = None
-        self._outgoing = []
-        self._outgoing_size = 0
+        self._drop_outgoing()
         self._shutdown()
         self._tcp.abortConnection()
 
